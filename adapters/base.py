@@ -1,0 +1,98 @@
+"""The seam between the query engine and the sources.
+
+An adapter is the one place that knows a source's protocol, encoding, code lists and clock. It
+turns one subject's native records into the unified ``SourceFacts`` message and nothing more:
+it knows nothing of consent, audit, merging or caching. The query engine, on the other side,
+knows nothing of HTTP, XML, GB18030 or a registry's codes. Keeping the cut this narrow is what
+lets a source operator write an adapter without reading the gateway, and lets the gateway fan
+out to any mix of sources with one deadline and one error vocabulary.
+
+Usage::
+
+    adapter = build_adapter(source_config)
+    facts = await adapter.fetch(identity_number, timeout=0.8)   # SourceFacts or SourceError
+    await adapter.aclose()
+
+Every payload a source returns is untrusted. An adapter that cannot make sense of a record
+raises ``MalformedPayload``; it never lets a parsing exception escape, and its error messages
+never contain the identity number or a name (they are shown to callers and logged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from credit_repair.v1 import report_pb2, vocabulary_pb2
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One configured source instance: which adapter speaks to it, and where it is."""
+
+    source_id: str
+    kind: str
+    """Adapter kind: disclosure_platform, credit_registry, bank, court, tax, social_insurance,
+    market_supervision."""
+    endpoint: str
+    display_name: str = ""
+    timeout_seconds: float = 2.0
+    options: dict[str, str] = field(default_factory=dict)
+    """Adapter-specific settings, e.g. a bank's ``dialect``."""
+
+
+class SourceError(Exception):
+    """A source could not give a usable answer. ``reason`` is a stable UPPER_SNAKE code."""
+
+    reason = "SOURCE_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SourceTimeout(SourceError):
+    """The source did not answer within the time allowed."""
+
+    reason = "SOURCE_TIMEOUT"
+
+
+class SourceUnavailable(SourceError):
+    """The source refused the connection or answered that it is down."""
+
+    reason = "SOURCE_UNAVAILABLE"
+
+
+class MalformedPayload(SourceError):
+    """The source answered, but not with anything the adapter can map safely."""
+
+    reason = "MALFORMED_PAYLOAD"
+
+
+@runtime_checkable
+class SourceAdapter(Protocol):
+    """What the query engine needs from a source: one lookup, and a way to let go."""
+
+    @property
+    def config(self) -> SourceConfig:
+        """The source instance this adapter speaks to."""
+        ...
+
+    @property
+    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
+        """The unified kind of the source, used for precedence when sources disagree."""
+        ...
+
+    async def fetch(self, identity_number: str, *, timeout: float) -> report_pb2.SourceFacts:
+        """Return everything the source holds on the subject, mapped to the unified schema.
+
+        A subject unknown to the source is not an error: return ``SourceFacts`` with no records
+        (and ``asserted_state`` NO_RECORD where the source is authoritative on bankruptcy).
+        Raise a ``SourceError`` subclass for anything else; ``timeout`` is the wall-clock
+        budget in seconds for the whole lookup, including retries.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Called once at gateway shutdown."""
+        ...

@@ -1,0 +1,7 @@
+"""Shared fixtures live in tests/fixtures/, one module per concern, loaded as plugins."""
+
+pytest_plugins = [
+    "tests.fixtures.pki",
+    "tests.fixtures.storage",
+    "tests.fixtures.mocks",
+]
