@@ -1,0 +1,83 @@
+"""HTTP transport shared by the adapters of HTTP-speaking sources.
+
+It turns every way an HTTP exchange can go wrong into the adapter seam's error vocabulary
+(timeout, unavailable, malformed) and bounds what a source may send, so a hostile or broken
+source can neither hang the gateway nor make it buffer without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
+
+MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+
+
+class HttpTransport:
+    """One pooled HTTP client per source instance."""
+
+    def __init__(self, endpoint: str, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.max_payload_bytes = max_payload_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64), raise_for_status=False
+            )
+        return self._session
+
+    async def post(
+        self,
+        path: str,
+        *,
+        timeout: float,
+        json: Any = None,
+        data: bytes | Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, str]:
+        """POST and return (body, content-type). The identity number travels in the body,
+        never in the URL, so it cannot end up in access logs."""
+        if timeout <= 0:
+            raise SourceTimeout("no time left to call the source")
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._client().post(
+                    self.endpoint + path, json=json, data=data, headers=headers
+                ) as response:
+                    if response.status in (502, 503, 504):
+                        raise SourceUnavailable(f"source answered HTTP {response.status}")
+                    if response.status >= 400:
+                        raise SourceError(f"source answered HTTP {response.status}")
+                    body = await self._read_bounded(response)
+                    return body, response.headers.get("Content-Type", "")
+        except TimeoutError as exc:
+            raise SourceTimeout(f"source did not answer within {timeout:.3f}s") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise SourceUnavailable(f"cannot connect to source ({type(exc).__name__})") from exc
+        except aiohttp.ClientError as exc:
+            raise SourceError(f"HTTP exchange failed ({type(exc).__name__})") from exc
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self.max_payload_bytes:
+            raise MalformedPayload(f"payload of {declared} bytes exceeds the limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self.max_payload_bytes:
+                raise MalformedPayload("payload exceeds the size limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,128 @@
+"""Small, strict converters from native values to the unified schema.
+
+Every converter raises ``MalformedPayload`` on anything it cannot map, with a message that
+names the field but never echoes the value (values may be personal data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf import timestamp_pb2
+from google.type import date_pb2
+
+from adapters.base import MalformedPayload, SourceConfig
+from credit_repair.v1 import report_pb2, vocabulary_pb2
+
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
+MAX_RECORDS = 1000
+"""More records than this for one subject is treated as a hostile payload."""
+MAX_TEXT = 512
+_MONEY_LIMIT = 10**15  # minor units; far beyond any personal debt
+
+
+def parse_date(value: object, fmt: str, field: str) -> dt.date:
+    if not isinstance(value, str):
+        raise MalformedPayload(f"{field}: expected a date string")
+    try:
+        return dt.datetime.strptime(value.strip(), fmt).date()
+    except ValueError as exc:
+        raise MalformedPayload(f"{field}: not a date in the source's format") from exc
+
+
+def optional_date(value: object, fmt: str, field: str) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    return parse_date(value, fmt, field)
+
+
+def parse_timestamp(value: object, fmt: str, field: str, tz: dt.tzinfo = CHINA_TZ) -> dt.datetime:
+    """Parse a source clock reading; naive readings are in the source's own time zone."""
+    if not isinstance(value, str):
+        raise MalformedPayload(f"{field}: expected a timestamp string")
+    try:
+        parsed = dt.datetime.strptime(value.strip(), fmt)
+    except ValueError as exc:
+        raise MalformedPayload(f"{field}: not a timestamp in the source's format") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def yuan_to_fen(value: object, field: str) -> int:
+    """Decimal yuan ("1234.56") to fen, exactly; no float rounding."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MalformedPayload(f"{field}: expected an amount")
+    try:
+        amount = Decimal(str(value).strip().replace(",", ""))
+    except InvalidOperation as exc:
+        raise MalformedPayload(f"{field}: not an amount") from exc
+    fen = amount * 100
+    if fen != fen.to_integral_value() or not 0 <= fen < _MONEY_LIMIT:
+        raise MalformedPayload(f"{field}: amount out of range")
+    return int(fen)
+
+
+def fen(value: object, field: str) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\d{1,16}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MONEY_LIMIT:
+        raise MalformedPayload(f"{field}: amount out of range")
+    return value
+
+
+def text(value: object, field: str, *, max_length: int = MAX_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > max_length:
+        raise MalformedPayload(f"{field}: expected text of at most {max_length} characters")
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        raise MalformedPayload(f"{field}: contains control characters")
+    return value
+
+
+def code(value: object, table: dict[str, int], field: str) -> int:
+    """Look a native code up in a mapping table; unknown codes are malformed, not guessed."""
+    if not isinstance(value, str) or value not in table:
+        raise MalformedPayload(f"{field}: unknown code")
+    return table[value]
+
+
+def bounded(items: object, field: str) -> list[object]:
+    if not isinstance(items, list):
+        raise MalformedPayload(f"{field}: expected a list")
+    if len(items) > MAX_RECORDS:
+        raise MalformedPayload(f"{field}: more than {MAX_RECORDS} records")
+    return items
+
+
+def to_date(value: dt.date | None) -> date_pb2.Date | None:
+    if value is None:
+        return None
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def to_timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(dt.UTC))
+    return stamp
+
+
+def cny(minor_units: int) -> report_pb2.MoneyAmount:
+    return report_pb2.MoneyAmount(currency_code="CNY", minor_units=minor_units)
+
+
+def provenance(
+    config: SourceConfig,
+    kind: vocabulary_pb2.SourceKind.ValueType,
+    record_id: str,
+    source_as_of: dt.datetime,
+    fetched_at: dt.datetime,
+    signature: report_pb2.SignatureStatus.ValueType = report_pb2.SIGNATURE_STATUS_UNSIGNED,
+) -> report_pb2.Provenance:
+    return report_pb2.Provenance(
+        source_id=config.source_id,
+        source_kind=kind,
+        source_record_id=text(record_id, "record id", max_length=128),
+        source_as_of=to_timestamp(source_as_of),
+        fetched_at=to_timestamp(fetched_at),
+        signature=signature,
+    )

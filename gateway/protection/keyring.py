@@ -1,0 +1,279 @@
+"""The keyring: every secret key credgate uses to protect personal data, in one file.
+
+It holds two kinds of key, kept apart because they age differently:
+
+* **data-encryption keys** (AES-256, one per key id, exactly one *primary*): new ciphertexts are
+  always made under the primary key; older keys stay so existing ciphertexts remain readable
+  until ``FactIndex.reencrypt_all`` has moved them onto the primary (key rotation);
+* the **subject-token key** (HMAC-SHA256): it cannot be rotated by adding a key, because every
+  stored token is derived from it; changing it means re-tokenizing every subject.
+
+File format (JSON, keys base64, mode 0600)::
+
+    {
+      "format": "credgate-keyring/1",
+      "subject_token_key": "<base64, 32 bytes>",
+      "primary_key_id": "dek_1a2b3c4d5e6f",
+      "data_keys": {"dek_1a2b3c4d5e6f": {"key": "<base64, 32 bytes>",
+                                          "created_at": "2025-01-01T00:00:00+00:00"}}
+    }
+
+In production this file is replaced by a KMS/HSM: the data-encryption keys would be wrapped by a
+KMS master key (envelope encryption) and the HMAC key held in the KMS, so that a copy of the
+disk or a database backup alone never reveals personal data. The file keyring exists for the
+embedded single-node deployment, the demo and the tests. Rotation (``add_key``) is an operator
+action with a single writer: two processes rotating the same file at once would lose a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "credgate-keyring/1"
+KEY_BYTES = 32
+"""AES-256 and HMAC-SHA256 both take 32-byte keys."""
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class KeyringError(Exception):
+    """The keyring file is missing, unreadable, malformed or insecure."""
+
+
+class UnknownKeyError(KeyringError, KeyError):
+    """A ciphertext names a key id that the keyring does not hold (lost or never loaded)."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; keep the plain message.
+        return str(self.args[0]) if self.args else "unknown key id"
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """One AES-256 data-encryption key."""
+
+    key_id: str
+    key: bytes
+    created_at: dt.datetime
+
+    def __repr__(self) -> str:
+        # Never let a key reach a log line through repr().
+        return f"DataKey(key_id={self.key_id!r}, created_at={self.created_at.isoformat()!r})"
+
+
+def new_key_id() -> str:
+    """A fresh, unguessable-enough key id; it is stored in every ciphertext envelope."""
+    return "dek_" + secrets.token_hex(6)
+
+
+class Keyring:
+    """The loaded keyring. Construct with ``generate`` or ``load``, not directly."""
+
+    def __init__(
+        self,
+        *,
+        subject_token_key: bytes,
+        data_keys: dict[str, DataKey],
+        primary_key_id: str,
+        path: Path | None = None,
+    ) -> None:
+        if len(subject_token_key) != KEY_BYTES:
+            raise KeyringError(f"subject token key must be {KEY_BYTES} bytes")
+        if primary_key_id not in data_keys:
+            raise KeyringError("primary key id is not among the data keys")
+        for key in data_keys.values():
+            if len(key.key) != KEY_BYTES:
+                raise KeyringError(f"data key {key.key_id} must be {KEY_BYTES} bytes")
+        self._subject_token_key = subject_token_key
+        self._data_keys = dict(data_keys)
+        self._primary_key_id = primary_key_id
+        self._path = path
+
+    def __repr__(self) -> str:
+        return f"Keyring(path={self._path!s}, primary_key_id={self._primary_key_id!r})"
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def generate(cls, path: str | os.PathLike[str]) -> Keyring:
+        """Create a new keyring file with one data key and a token key.
+
+        Refuses to overwrite an existing file: replacing a keyring makes every ciphertext
+        and every subject token made under it unusable.
+        """
+        target = Path(path)
+        key_id = new_key_id()
+        keyring = cls(
+            subject_token_key=secrets.token_bytes(KEY_BYTES),
+            data_keys={key_id: DataKey(key_id, secrets.token_bytes(KEY_BYTES), _now())},
+            primary_key_id=key_id,
+            path=target,
+        )
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyringError(f"refusing to overwrite existing keyring {target}") from None
+        _write_fd(fd, keyring._to_json())
+        return keyring
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Keyring:
+        """Read a keyring file; refuses one that group or others may read or write."""
+        source = Path(path)
+        try:
+            mode = source.stat().st_mode
+            raw = source.read_bytes()
+        except OSError as exc:
+            raise KeyringError(f"cannot read keyring {source}: {exc.strerror}") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise KeyringError(
+                f"keyring {source} is accessible to group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+            )
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise KeyringError(f"keyring {source} is not valid JSON") from None
+        return cls._from_json(doc, source)
+
+    # -- access ---------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """Where the keyring is persisted (``None`` for an in-memory keyring)."""
+        return self._path
+
+    @property
+    def primary_key_id(self) -> str:
+        """The key id new ciphertexts are made under."""
+        return self._primary_key_id
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every data key id held, oldest first."""
+        ordered = sorted(self._data_keys.values(), key=lambda k: (k.created_at, k.key_id))
+        return tuple(k.key_id for k in ordered)
+
+    @property
+    def subject_token_key(self) -> bytes:
+        """The HMAC key of the subject-token blind index."""
+        return self._subject_token_key
+
+    def data_key(self, key_id: str) -> bytes:
+        """The AES-256 key for ``key_id``; ``UnknownKeyError`` when it is not held."""
+        try:
+            return self._data_keys[key_id].key
+        except KeyError:
+            raise UnknownKeyError(f"data key {key_id!r} is not in the keyring") from None
+
+    # -- rotation -------------------------------------------------------------------------------
+
+    def add_key(self) -> str:
+        """Add a new data key, make it the primary, persist, and return its id.
+
+        Old keys are kept so existing ciphertexts stay readable; re-encrypt them with
+        ``FactIndex.reencrypt_all`` and only then consider retiring a key. The file is written
+        before the in-memory keyring changes, so a failed write leaves both as they were.
+        """
+        key_id = new_key_id()
+        while key_id in self._data_keys:  # pragma: no cover - 48 random bits
+            key_id = new_key_id()
+        new_key = DataKey(key_id, secrets.token_bytes(KEY_BYTES), _now())
+        data_keys = {**self._data_keys, key_id: new_key}
+        candidate = Keyring(
+            subject_token_key=self._subject_token_key,
+            data_keys=data_keys,
+            primary_key_id=key_id,
+            path=self._path,
+        )
+        if self._path is not None:
+            _replace_file(self._path, candidate._to_json())
+        self._data_keys = data_keys
+        self._primary_key_id = key_id
+        return key_id
+
+    # -- serialization --------------------------------------------------------------------------
+
+    def _to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "subject_token_key": _b64(self._subject_token_key),
+            "primary_key_id": self._primary_key_id,
+            "data_keys": {
+                k.key_id: {"key": _b64(k.key), "created_at": k.created_at.isoformat()}
+                for k in self._data_keys.values()
+            },
+        }
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def _from_json(cls, doc: Any, source: Path) -> Keyring:
+        where = f"keyring {source}"
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise KeyringError(f"{where} is not in format {FORMAT}")
+        entries = doc.get("data_keys")
+        primary = doc.get("primary_key_id")
+        if not isinstance(entries, dict) or not entries or not isinstance(primary, str):
+            raise KeyringError(f"{where} has no data keys or no primary key id")
+        data_keys: dict[str, DataKey] = {}
+        for key_id, entry in entries.items():
+            if not _KEY_ID.fullmatch(key_id) or not isinstance(entry, dict):
+                raise KeyringError(f"{where} has a malformed data key entry")
+            try:
+                created_at = dt.datetime.fromisoformat(str(entry["created_at"]))
+            except (KeyError, ValueError):
+                raise KeyringError(f"{where}: data key {key_id} has no valid created_at") from None
+            data_keys[key_id] = DataKey(key_id, _unb64(entry.get("key"), where), created_at)
+        return cls(
+            subject_token_key=_unb64(doc.get("subject_token_key"), where),
+            data_keys=data_keys,
+            primary_key_id=primary,
+            path=source,
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _unb64(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise KeyringError(f"{where} has a missing key")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyringError(f"{where} has a key that is not valid base64") from None
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write, force mode 0600 (umask may only remove bits, but be explicit) and fsync."""
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path``: a crash mid-write must never leave a half keyring."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_fd(fd, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
