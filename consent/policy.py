@@ -1,0 +1,127 @@
+"""The policy decision point: may this caller see this subject, for this purpose, and what?
+
+Every query is decided here and nowhere else, from data rather than scattered ``if``s: the
+``PURPOSE_RULES`` table says, per purpose, which roles may invoke it, the most it may return
+(measures Art. 8, 14), and whether it needs the subject's consent (Art. 7, 12), a case
+reference (ex officio investigations) or is chargeable (Art. 13). Anything not in the table is
+denied. The decision is taken before the gateway looks for the subject, so a denied caller
+learns nothing about whether the person has records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+Role = vocab.InstitutionRole.ValueType
+Purpose = vocab.Purpose.ValueType
+Category = vocab.DataCategory.ValueType
+
+ALL_CATEGORIES: frozenset[Category] = frozenset(
+    v for v in vocab.DataCategory.values() if v != vocab.DATA_CATEGORY_UNSPECIFIED
+)
+CREDIT_CATEGORIES: frozenset[Category] = frozenset({
+    vocab.DATA_CATEGORY_IDENTITY,
+    vocab.DATA_CATEGORY_COMMERCIAL_CREDIT,
+    vocab.DATA_CATEGORY_PUBLIC_RECORDS,
+    vocab.DATA_CATEGORY_SPECIAL_RECORDS,
+    vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+})
+
+
+@dataclass(frozen=True)
+class PurposeRule:
+    """One row of the decision table."""
+
+    roles: frozenset[Role]
+    categories: frozenset[Category]
+    consent_required: bool
+    case_reference_required: bool
+    chargeable: bool
+    legal_basis: str
+
+
+PURPOSE_RULES: dict[Purpose, PurposeRule] = {
+    vocab.PURPOSE_CREDIT_APPLICATION_REVIEW: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
+                   vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION}),
+        CREDIT_CATEGORIES, consent_required=True, case_reference_required=False,
+        chargeable=True, legal_basis="Art. 7, 12: with the subject's written consent",
+    ),
+    vocab.PURPOSE_EXISTING_CREDIT_RELATIONSHIP: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION}),
+        CREDIT_CATEGORIES, consent_required=True, case_reference_required=False,
+        chargeable=True, legal_basis="Art. 12: post-loan management, with consent",
+    ),
+    vocab.PURPOSE_SUBJECT_AUTHORIZED: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY}),
+        frozenset({vocab.DATA_CATEGORY_IDENTITY, vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR}),
+        consent_required=True, case_reference_required=False, chargeable=True,
+        legal_basis="Art. 12: a party the subject authorized in writing",
+    ),
+    vocab.PURPOSE_JUDICIAL_INVESTIGATION: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN}),
+        ALL_CATEGORIES, consent_required=False, case_reference_required=True,
+        chargeable=False, legal_basis="Art. 12, 13: judicial organ ex officio, no fee",
+    ),
+    vocab.PURPOSE_TAX_INVESTIGATION: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_TAX_AUTHORITY}),
+        ALL_CATEGORIES, consent_required=False, case_reference_required=True,
+        chargeable=False, legal_basis="Art. 12, 13: tax authority ex officio, no fee",
+    ),
+    vocab.PURPOSE_STATUTORY_DUTY: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_STATUTORY_ORGAN}),
+        frozenset({vocab.DATA_CATEGORY_IDENTITY, vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+                   vocab.DATA_CATEGORY_PUBLIC_RECORDS, vocab.DATA_CATEGORY_SPECIAL_RECORDS}),
+        consent_required=False, case_reference_required=True, chargeable=False,
+        legal_basis="Art. 12: statutory duty, citing its legal basis",
+    ),
+}
+"""Self-inquiry (Art. 15) joins this table once subjects can enrol a key; regulators see the
+audit log, not credit records, so REGULATORY_AUDIT has no row here."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome, with a stable reason code for the error details and the audit entry."""
+
+    allowed: bool
+    reason: str
+    explanation: str
+    categories: frozenset[Category] = frozenset()
+    withheld_categories: frozenset[Category] = frozenset()
+    chargeable: bool = False
+
+
+def decide(
+    role: Role,
+    purpose: Purpose,
+    requested_categories: Iterable[Category],
+    *,
+    case_reference: str = "",
+) -> Decision:
+    """Decide one query. Deny unless a table row explicitly allows it."""
+    rule = PURPOSE_RULES.get(purpose)
+    if rule is None:
+        return Decision(False, "PURPOSE_NOT_PERMITTED",
+                        "the purpose does not permit reading credit records")
+    if role not in rule.roles:
+        return Decision(False, "ROLE_NOT_PERMITTED",
+                        "the caller's role may not query for this purpose")
+    if rule.case_reference_required and not case_reference:
+        return Decision(False, "CASE_REFERENCE_REQUIRED",
+                        "an ex officio query must cite its case reference")
+    if rule.consent_required:
+        # Consent grants are checked against the consent register (issue #3); until a valid
+        # grant is found the answer is no, whatever consent id the caller claims.
+        return Decision(False, "CONSENT_MISSING",
+                        "no valid consent grant of the subject covers this query")
+    requested = frozenset(requested_categories) or rule.categories
+    return Decision(
+        True, "ALLOWED", rule.legal_basis,
+        categories=requested & rule.categories,
+        withheld_categories=requested - rule.categories,
+        chargeable=rule.chargeable,
+    )

@@ -1,0 +1,241 @@
+"""Ask every source at once, under one deadline, and never let one source sink the query.
+
+Each adapter's ``fetch`` runs as its own task, so the query takes as long as the slowest source,
+not the sum. A failing source turns into a ``SourceOutcome`` with a reason; it never raises out
+of ``fan_out`` and never cancels the others. Cancelling the caller cancels every source call.
+
+Two time limits apply to each call: the adapter is given
+``min(its configured timeout, time left before the deadline)`` and is trusted to honour it (it
+then reports ``SOURCE_TIMEOUT`` itself, with retries accounted for). In case it does not, the
+call is also wrapped in ``asyncio.timeout`` ``grace`` seconds later; callers therefore pass a
+deadline at least ``grace`` before the one they must meet.
+
+Exception texts from adapters are never logged or returned unless they are ``SourceError``
+messages, which the adapter contract keeps free of personal data; any other exception may carry
+an identity number or a name in its text (a parser echoing its input), so only its type is
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from credit_repair.v1 import report_pb2, vocabulary_pb2
+
+from adapters.base import SourceAdapter, SourceConfig, SourceError
+from gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
+
+_log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 0.05
+"""How long past its own budget an adapter may run before the hard limit cancels it."""
+
+FAILURE_REASONS = frozenset(
+    {"SOURCE_TIMEOUT", "SOURCE_UNAVAILABLE", "SOURCE_ERROR", "MALFORMED_PAYLOAD", "CIRCUIT_OPEN"}
+)
+"""The stable reasons a ``SourceFailure`` may carry; anything else is reported as SOURCE_ERROR."""
+
+_MAX_MESSAGE = 200
+
+
+@dataclass(frozen=True)
+class SourceOutcome:
+    """What one source gave: its facts, or a failure reason and a message without personal data.
+
+    ``source_kind`` is the adapter's (trusted) kind, kept here because ``SourceConfig`` only has
+    the adapter's name for it and failed sources still need a kind in the report.
+    """
+
+    config: SourceConfig
+    source_kind: vocabulary_pb2.SourceKind.ValueType
+    facts: report_pb2.SourceFacts | None = None
+    reason: str = ""
+    message: str = ""
+    elapsed_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.facts is None) == (not self.reason):
+            raise ValueError("a SourceOutcome has either facts or a failure reason, not both")
+
+    @property
+    def source_id(self) -> str:
+        """The configured id of the source instance."""
+        return self.config.source_id
+
+    @property
+    def ok(self) -> bool:
+        """True when the source answered with usable facts."""
+        return self.facts is not None
+
+
+async def fan_out(
+    adapters: Sequence[SourceAdapter],
+    identity_number: str,
+    *,
+    deadline: float,
+    breakers: Mapping[str, CircuitBreaker],
+    grace: float = GRACE_SECONDS,
+) -> list[SourceOutcome]:
+    """Consult every adapter concurrently; return one outcome per adapter, in adapter order.
+
+    ``deadline`` is absolute, on the running loop's clock (``loop.time()``). A source with no
+    entry in ``breakers`` is called unguarded.
+    """
+    tasks = [
+        asyncio.create_task(
+            _consult(
+                adapter, identity_number, deadline, breakers.get(adapter.config.source_id), grace
+            ),
+            name=f"fetch:{adapter.config.source_id}",
+        )
+        for adapter in adapters
+    ]
+    try:
+        # _consult never raises except when cancelled, so gather cannot abandon siblings.
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _consult(
+    adapter: SourceAdapter,
+    identity_number: str,
+    deadline: float,
+    breaker: CircuitBreaker | None,
+    grace: float,
+) -> SourceOutcome:
+    """Call one adapter under the breaker and both time limits; turn every failure into data."""
+    config = adapter.config
+    kind = adapter.source_kind
+    permit: Permit | None = None
+    if breaker is not None:
+        permit = breaker.acquire()
+        if permit is None:
+            _log.info("source %s skipped: circuit open", config.source_id)
+            return SourceOutcome(
+                config,
+                kind,
+                reason="CIRCUIT_OPEN",
+                message=f"the source failed repeatedly; calls to it are paused for up to "
+                f"{breaker.reset_seconds:g} s",
+            )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    verdict: str | None = None  # "ok", a failure reason, or None = no verdict on the source
+    try:
+        budget = min(config.timeout_seconds, deadline - started)
+        if budget <= 0:
+            return SourceOutcome(
+                config,
+                kind,
+                reason="SOURCE_TIMEOUT",
+                message="no time was left before the query deadline; the source was not called",
+            )
+        outcome = await _fetch(adapter, identity_number, budget, grace, kind)
+        outcome = _with_elapsed(outcome, loop.time() - started)
+        caller_bound = budget < config.timeout_seconds
+        if outcome.ok:
+            verdict = "ok"
+        elif not (outcome.reason == "SOURCE_TIMEOUT" and caller_bound):
+            # A timeout under a budget cut short by the caller's deadline is not the source's
+            # fault; every other failure is.
+            verdict = outcome.reason
+        return outcome
+    finally:
+        if breaker is not None and permit is not None:
+            if verdict == "ok":
+                breaker.record_success(permit)
+            elif verdict is not None:
+                breaker.record_failure(permit, verdict)
+            else:
+                breaker.release(permit)
+
+
+async def _fetch(
+    adapter: SourceAdapter,
+    identity_number: str,
+    budget: float,
+    grace: float,
+    kind: vocabulary_pb2.SourceKind.ValueType,
+) -> SourceOutcome:
+    config = adapter.config
+    limit = asyncio.timeout(budget + grace)
+    try:
+        async with limit:
+            facts = await adapter.fetch(identity_number, timeout=budget)
+    except SourceError as exc:
+        # An adapter may only report source trouble; CIRCUIT_OPEN and unknown codes are ours.
+        reason = exc.reason if exc.reason in TRIPPING_REASONS else "SOURCE_ERROR"
+        _log.warning("source %s failed: %s (%s)", config.source_id, reason, type(exc).__name__)
+        message = str(getattr(exc, "message", "")) or "the source could not give a usable answer"
+        return SourceOutcome(config, kind, reason=reason, message=message[:_MAX_MESSAGE])
+    except TimeoutError as exc:
+        if limit.expired():
+            _log.warning("source %s overran its %.3f s budget; cancelled", config.source_id, budget)
+            return SourceOutcome(
+                config,
+                kind,
+                reason="SOURCE_TIMEOUT",
+                message=f"the source did not answer within {budget:.2f} s",
+            )
+        return _unexpected(config, kind, exc)
+    except Exception as exc:
+        return _unexpected(config, kind, exc)
+    if not isinstance(facts, report_pb2.SourceFacts):
+        _log.error(
+            "source %s: adapter returned %s, not SourceFacts",
+            config.source_id,
+            type(facts).__name__,
+        )
+        return SourceOutcome(
+            config, kind, reason="SOURCE_ERROR", message="the adapter returned an unusable answer"
+        )
+    return SourceOutcome(config, kind, facts=_stamped(facts, config, kind))
+
+
+def _unexpected(
+    config: SourceConfig, kind: vocabulary_pb2.SourceKind.ValueType, exc: Exception
+) -> SourceOutcome:
+    # The text may echo the payload (and with it personal data): log the type only.
+    _log.error("source %s: adapter raised %s", config.source_id, type(exc).__name__)
+    return SourceOutcome(
+        config, kind, reason="SOURCE_ERROR", message="the adapter failed unexpectedly"
+    )
+
+
+def _stamped(
+    facts: report_pb2.SourceFacts,
+    config: SourceConfig,
+    kind: vocabulary_pb2.SourceKind.ValueType,
+) -> report_pb2.SourceFacts:
+    """A copy whose identity fields come from configuration, not from the payload.
+
+    Precedence is decided by source kind, so an adapter (or a source feeding it) must not be
+    able to present a bank's answer as a court's. ``fetched_at`` is filled if the adapter left
+    it unset, because it is what "last known as of" shows when the source later fails.
+    """
+    out = report_pb2.SourceFacts()
+    out.CopyFrom(facts)
+    out.source_id = config.source_id
+    out.source_kind = kind
+    if not out.display_name:
+        out.display_name = config.display_name
+    out.stale = False
+    out.provenance.source_id = config.source_id
+    out.provenance.source_kind = kind
+    if not out.provenance.HasField("fetched_at"):
+        out.provenance.fetched_at.FromDatetime(dt.datetime.now(dt.UTC))
+    return out
+
+
+def _with_elapsed(outcome: SourceOutcome, elapsed: float) -> SourceOutcome:
+    return SourceOutcome(
+        outcome.config, outcome.source_kind, outcome.facts, outcome.reason, outcome.message, elapsed
+    )

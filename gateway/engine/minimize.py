@@ -1,0 +1,65 @@
+"""Return only what the purpose allows (measures Art. 12 and 14: minimum necessary).
+
+Minimization removes; it never blanks. A field outside the allowed categories is cleared, so
+``HasField`` is false and repeated fields are shorter — a caller cannot tell an empty name from
+a withheld one, and a withheld record leaves no empty shell that betrays its existence.
+
+What belongs to which category:
+
+* ``identity`` — IDENTITY;
+* ``cases`` and ``asserted_state`` — BANKRUPTCY_REPAIR;
+* each ``CreditRecord`` — its own ``category``; a record without one is never returned
+  (fail closed: an adapter that forgot to tag a record must not widen what a purpose sees).
+
+A source left with nothing in the allowed categories is still listed, with its id, kind,
+display name, provenance and stale flag: the report must show which sources were consulted
+(and how fresh they were), and those say nothing about the subject's data. The same holds for
+the audit entry, which names the sources consulted.
+
+An empty ``allowed_categories`` strips everything: resolving "empty means everything the purpose
+allows" is the policy's job, done before the engine is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as v
+
+from gateway.engine.merge import Finding
+
+
+def minimize(
+    source_facts_list: Iterable[report_pb2.SourceFacts],
+    allowed_categories: Iterable[v.DataCategory.ValueType],
+) -> list[report_pb2.SourceFacts]:
+    """Filtered copies of ``source_facts_list``; the inputs are left untouched."""
+    allowed = frozenset(allowed_categories) - {v.DATA_CATEGORY_UNSPECIFIED}
+    result = []
+    for facts in source_facts_list:
+        out = report_pb2.SourceFacts()
+        out.CopyFrom(facts)
+        if v.DATA_CATEGORY_IDENTITY not in allowed:
+            out.ClearField("identity")
+        if v.DATA_CATEGORY_BANKRUPTCY_REPAIR not in allowed:
+            out.ClearField("cases")
+            out.ClearField("asserted_state")
+        kept = [r for r in facts.records if r.category in allowed]
+        out.ClearField("records")
+        out.records.extend(kept)
+        result.append(out)
+    return result
+
+
+def minimize_contradictions(
+    findings: Iterable[Finding],
+    allowed_categories: Iterable[v.DataCategory.ValueType],
+) -> list[report_pb2.Contradiction]:
+    """The contradictions whose every revealed category is allowed, in their original order.
+
+    A contradiction quotes facts (a default, a case stage); showing it would leak exactly what
+    ``minimize`` withheld from the sources, so it goes with them.
+    """
+    allowed = frozenset(allowed_categories) - {v.DATA_CATEGORY_UNSPECIFIED}
+    return [f.contradiction for f in findings if f.categories <= allowed]

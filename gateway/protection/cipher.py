@@ -1,0 +1,143 @@
+"""Field encryption: AES-256-GCM for single column values, bound to where they are stored.
+
+Why each part of the design:
+
+* **AES-GCM with a random 96-bit nonce** — authenticated encryption: a flipped bit is an
+  error, never silently different data. Random nonces are safe far beyond our write volume
+  per key (the NIST limit is 2^32 encryptions per key; rotate long before that).
+* **Associated data ("context")** — the caller names the row and column a value belongs to
+  (e.g. ``b"source_facts|st_...|bank-a"``). A ciphertext copied into another row or column
+  fails to decrypt, so an attacker with write access to the database cannot swap one
+  person's record for another's.
+* **Self-describing envelope** — the key id travels with the ciphertext, so after a key
+  rotation old and new ciphertexts coexist and each finds its own key.
+
+Envelope (version 1)::
+
+    0x01 | len(key_id) (1 byte) | key_id (ASCII) | nonce (12 bytes) | ciphertext + tag (16 bytes)
+
+The header (version and key id) is authenticated too: it is prepended to the associated data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.protection.keyring import Keyring
+
+ENVELOPE_VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class CipherError(Exception):
+    """A value could not be encrypted or decrypted. Messages never contain the value."""
+
+
+class MalformedEnvelopeError(CipherError):
+    """The bytes are not a credgate ciphertext envelope of a known version."""
+
+
+class DecryptionError(CipherError):
+    """The ciphertext did not authenticate: wrong key, wrong context, or tampered."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed ciphertext envelope."""
+
+    version: int
+    key_id: str
+    header: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+
+def parse_envelope(blob: bytes) -> Envelope:
+    """Split ``blob`` into its parts without decrypting; ``MalformedEnvelopeError`` if invalid."""
+    if len(blob) < 2:
+        raise MalformedEnvelopeError("ciphertext is too short to be an envelope")
+    version, key_id_len = blob[0], blob[1]
+    if version != ENVELOPE_VERSION:
+        raise MalformedEnvelopeError(f"unknown ciphertext envelope version {version}")
+    header_end = 2 + key_id_len
+    if key_id_len == 0 or len(blob) < header_end + NONCE_BYTES + TAG_BYTES:
+        raise MalformedEnvelopeError("ciphertext envelope is truncated")
+    try:
+        key_id = blob[2:header_end].decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedEnvelopeError("ciphertext envelope has a non-ASCII key id") from None
+    return Envelope(
+        version=version,
+        key_id=key_id,
+        header=blob[:header_end],
+        nonce=blob[header_end : header_end + NONCE_BYTES],
+        ciphertext=blob[header_end + NONCE_BYTES :],
+    )
+
+
+class FieldCipher:
+    """Encrypts and decrypts column values with the keyring's keys.
+
+    It reads the keyring on every call, so a rotation (``Keyring.add_key``) takes effect for
+    new ciphertexts at once while old ones stay readable.
+    """
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+        self._aead: dict[str, AESGCM] = {}
+
+    def __repr__(self) -> str:
+        return f"FieldCipher(primary_key_id={self.primary_key_id!r})"
+
+    @property
+    def primary_key_id(self) -> str:
+        """The key id new ciphertexts are made under."""
+        return self._keyring.primary_key_id
+
+    def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
+        """Encrypt ``plaintext`` under the primary key, bound to ``context``."""
+        key_id = self._keyring.primary_key_id
+        encoded_id = key_id.encode("ascii")
+        if not 0 < len(encoded_id) < 256:
+            raise CipherError("key id must be 1..255 ASCII bytes")
+        header = bytes((ENVELOPE_VERSION, len(encoded_id))) + encoded_id
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead_for(key_id).encrypt(nonce, plaintext, header + context)
+        return header + nonce + sealed
+
+    def decrypt(self, blob: bytes, *, context: bytes) -> bytes:
+        """Decrypt ``blob``; it must have been made with the same ``context``.
+
+        Raises ``MalformedEnvelopeError``, ``UnknownKeyError`` (key not in the keyring) or
+        ``DecryptionError`` (wrong context, wrong key material, tampered bytes).
+        """
+        envelope = parse_envelope(blob)
+        aead = self._aead_for(envelope.key_id)
+        try:
+            return aead.decrypt(envelope.nonce, envelope.ciphertext, envelope.header + context)
+        except InvalidTag:
+            raise DecryptionError(
+                f"ciphertext under key {envelope.key_id!r} failed authentication "
+                "(wrong context, wrong key, or tampered)"
+            ) from None
+
+    @staticmethod
+    def key_id_of(blob: bytes) -> str:
+        """The key id a ciphertext was made under (stored beside it for rotation queries)."""
+        return parse_envelope(blob).key_id
+
+    def needs_rotation(self, blob: bytes) -> bool:
+        """True when ``blob`` is under a key other than the current primary."""
+        return self.key_id_of(blob) != self._keyring.primary_key_id
+
+    def _aead_for(self, key_id: str) -> AESGCM:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            aead = AESGCM(self._keyring.data_key(key_id))
+            self._aead[key_id] = aead
+        return aead

@@ -1,0 +1,32 @@
+"""Persistence: the database, its schema and migrations, and the encrypted fact index.
+
+Start-up order::
+
+    upgrade_to_head(url)                      # sync; before the event loop or via to_thread
+    keyring = Keyring.load(path)
+    database = Database.from_url(url)
+    facts = FactIndex(database, FieldCipher(keyring))
+    ...
+    await database.dispose()                  # at shutdown
+"""
+
+from gateway.storage.database import Database, DatabaseURLError
+from gateway.storage.fact_index import (
+    FactIndex,
+    FactIndexError,
+    UnreadableRecordError,
+    report_digest,
+)
+from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
+
+__all__ = [
+    "Database",
+    "DatabaseURLError",
+    "FactIndex",
+    "FactIndexError",
+    "UnreadableRecordError",
+    "current_revision",
+    "head_revision",
+    "report_digest",
+    "upgrade_to_head",
+]

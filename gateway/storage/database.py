@@ -1,0 +1,161 @@
+"""One place that turns a configured database URL into engines with the right settings.
+
+Operators write plain URLs (``sqlite:///var/credgate.db``, ``postgresql://user@host/db``); the
+drivers are an implementation detail chosen here: aiosqlite and psycopg 3 for the gateway's
+async code, pysqlite and psycopg 3 (sync) for alembic migrations.
+
+SQLite is the embedded single-node default, and needs care to behave under concurrency:
+
+* **WAL** so readers never block the writer and vice versa;
+* **foreign keys on** (SQLite leaves them off per connection);
+* **a busy timeout**, so a writer waits for the lock instead of failing at once;
+* **SQLAlchemy emits BEGIN itself** (the sqlite3 driver's legacy mode does not begin a
+  transaction for SELECTs, which breaks read-then-write atomicity), and write transactions
+  start with ``BEGIN IMMEDIATE``: they take the write lock up front, so two read-then-write
+  transactions queue on the busy timeout instead of one failing with SQLITE_BUSY on upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+BUSY_TIMEOUT_MS = 5000
+_SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"
+"""Execution option naming the BEGIN variant SQLite transactions start with."""
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+_ACCEPTED = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg": "postgresql",
+}
+
+
+class DatabaseURLError(ValueError):
+    """The configured URL names a backend or driver credgate does not support."""
+
+
+def backend_of(url: str | URL) -> str:
+    """``"sqlite"`` or ``"postgresql"`` for a supported URL, else ``DatabaseURLError``."""
+    parsed = make_url(url)
+    backend = _ACCEPTED.get(parsed.drivername)
+    if backend is None:
+        raise DatabaseURLError(
+            f"unsupported database driver {parsed.drivername!r}; "
+            "use sqlite:///path or postgresql://user@host/db"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # Each pooled connection would see its own empty database, and migrations (run on a
+        # separate sync engine) could never reach it.
+        raise DatabaseURLError("SQLite needs a file path; in-memory databases are not supported")
+    return backend
+
+
+def async_url(url: str | URL) -> URL:
+    """The URL with the async driver the gateway uses."""
+    return make_url(url).set(drivername=_ASYNC_DRIVERS[backend_of(url)])
+
+
+def sync_url(url: str | URL) -> URL:
+    """The URL with the sync driver alembic uses."""
+    return make_url(url).set(drivername=_SYNC_DRIVERS[backend_of(url)])
+
+
+def create_sync_engine(url: str | URL, *, writer: bool = True) -> Engine:
+    """A sync engine with the gateway's SQLite settings, for migrations and maintenance tools.
+
+    With ``writer`` its SQLite transactions begin IMMEDIATE, so two processes migrating at once
+    queue on the lock instead of interleaving DDL.
+    """
+    if backend_of(url) != "sqlite":
+        return create_engine(sync_url(url))
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+    engine = create_engine(sync_url(url), execution_options={_SQLITE_BEGIN_OPTION: begin})
+    _install_sqlite_hooks(engine)
+    return engine
+
+
+class Database:
+    """The gateway's async engine and its session factories.
+
+    ``session()`` is for reads; ``write()`` opens a transaction meant to write (on SQLite it
+    takes the write lock at BEGIN). Both commit or roll back as a unit.
+    """
+
+    def __init__(self, engine: AsyncEngine, backend: str) -> None:
+        self.engine = engine
+        self.backend = backend
+        self._reads = async_sessionmaker(engine, expire_on_commit=False)
+        writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database(url={self.engine.url!r})"  # SQLAlchemy's URL repr hides the password
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Database:
+        """Build from a plain URL; ``engine_kwargs`` go to ``create_async_engine`` (pool sizes)."""
+        backend = backend_of(url)
+        engine_kwargs.setdefault("pool_pre_ping", backend == "postgresql")
+        engine = create_async_engine(async_url(url), **engine_kwargs)
+        if backend == "sqlite":
+            _install_sqlite_hooks(engine.sync_engine)
+        return cls(engine, backend)
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        """The read session factory, for code that manages sessions itself."""
+        return self._reads
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success (use for reads)."""
+        async with self._reads() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed on success, rolled back on error."""
+        async with self._writes() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, and in tests before reading files)."""
+        await self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """Connection pragmas and SQLAlchemy-controlled BEGIN, per the module docstring."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver: we emit it in _on_begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL, fewer fsyncs
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        statement = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "BEGIN")
+        connection.exec_driver_sql(statement)

@@ -1,0 +1,130 @@
+"""The tables credgate stores, as SQLAlchemy 2 typed declarative models.
+
+Rule for every table: no personal data in clear. People are keys by subject token (a blind
+index); whatever must be kept about them (the identity number, what sources said) is an
+AES-GCM ciphertext bound to its row, with the key id beside it so a key rotation can find
+what still needs re-encrypting without decrypting anything.
+
+There are deliberately no foreign keys from ``source_facts`` or ``issued_reports`` to
+``subjects``: facts can arrive keyed by token alone (provider sync), and a report is recorded
+even for a subject nobody has fetched before (a NO_RECORD answer). ``subjects`` is a
+directory from token to encrypted identity number, not an owner of the other rows.
+
+Migrations are hand-written (``migrations/versions``) and must match these models; the
+storage tests compare them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TOKEN_LENGTH = 64
+"""Column width for subject tokens (today 35 characters; room for a longer future format)."""
+KEY_ID_LENGTH = 64
+SOURCE_ID_LENGTH = 128
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names, so later migrations can refer to them on every backend."""
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp that round-trips on SQLite and PostgreSQL.
+
+    PostgreSQL stores ``timestamptz`` and returns it in the session's time zone; SQLite has no
+    time zone type and silently drops ``tzinfo``. So: refuse naive datetimes on the way in
+    (their meaning depends on the server's clock), store UTC (naive on SQLite, whose ISO text
+    then also sorts correctly), and always hand back an aware UTC datetime.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: store timezone-aware UTC timestamps only")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata and naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Subject(Base):
+    """A subject known to the gateway: token → encrypted identity number."""
+
+    __tablename__ = "subjects"
+
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH), primary_key=True)
+    identity_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    """The identity number, encrypted; associated data = ``identity_context(token)``."""
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SourceFactsRow(Base):
+    """The fact index: the last known ``SourceFacts`` per subject per source."""
+
+    __tablename__ = "source_facts"
+
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(SOURCE_ID_LENGTH), primary_key=True)
+    source_kind: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.SourceKind`` value, in clear so queries can order by precedence."""
+    facts_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    """Deterministically serialized ``SourceFacts``, encrypted; AD = ``facts_context(...)``."""
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    source_as_of: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    """The provider's sequence number of the update that wrote this row (provider sync)."""
+
+
+class IssuedReport(Base):
+    """What the gateway answered, and to whom — a digest, never the content."""
+
+    __tablename__ = "issued_reports"
+    __table_args__ = (Index(None, "subject_token"),)
+
+    report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    institution_id: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.Purpose`` value."""
+    state: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.RepairState`` value."""
+    generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    report_digest: Mapped[str] = mapped_column(String(64))
+    """Lower-case hex SHA-256 of the deterministically serialized report."""
