@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -37,7 +37,7 @@ _REASON_SHAPE = re.compile(r"[A-Z][A-Z0-9_]{0,62}[A-Z0-9]")
 _request_id: ContextVar[str | None] = ContextVar("credgate_request_id", default=None)
 """The current call's request id; set by the request interceptor, read when aborting."""
 
-FieldViolationLike = error_details_pb2.BadRequest.FieldViolation | tuple[str, str]
+FieldViolationLike: TypeAlias = error_details_pb2.BadRequest.FieldViolation | tuple[str, str]
 
 
 def current_request_id() -> str | None:
@@ -50,7 +50,9 @@ def set_request_id(request_id: str | None) -> None:
     _request_id.set(request_id)
 
 
-def error_info(reason: str, metadata: Mapping[str, str] | None = None) -> error_details_pb2.ErrorInfo:
+def error_info(
+    reason: str, metadata: Mapping[str, str] | None = None
+) -> error_details_pb2.ErrorInfo:
     """An ``ErrorInfo`` in the credgate domain; rejects reasons that are not UPPER_SNAKE."""
     if not _REASON_SHAPE.fullmatch(reason):
         raise ValueError(f"error reason must be UPPER_SNAKE, got {reason!r}")
@@ -99,6 +101,13 @@ def with_request_id(status: status_pb2.Status, request_id: str) -> status_pb2.St
     copy.CopyFrom(status)
     copy.details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
     return copy
+
+
+class _Status(  # grpc ships no type information
+    NamedTuple("_Status", [("code", Any), ("details", str), ("trailing_metadata", Any)]),
+    grpc.Status,  # type: ignore[misc]
+):
+    """A ``grpc.Status`` value: the shape ``abort_with_status`` expects."""
 
 
 class GatewayError(Exception):
@@ -150,7 +159,7 @@ def to_grpc_status(status: status_pb2.Status, request_id: str | None = None) -> 
     if not request_id:
         return converted
     trailing = (*converted.trailing_metadata, (REQUEST_ID_METADATA_KEY, request_id))
-    return rpc_status._Status(converted.code, converted.details, trailing)
+    return _Status(converted.code, converted.details, trailing)
 
 
 async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> NoReturn:

@@ -1,0 +1,300 @@
+"""Gateway configuration: one TOML file, overridable per key from the environment.
+
+A typo in a config file should stop the gateway at start, not silently fall back to a default
+(a misspelt ``insecure_dev`` or TLS path is a security bug), so unknown keys and wrong types
+are ``ConfigError``s naming the key. Environment variables ``CREDGATE_<SECTION>_<KEY>``
+(e.g. ``CREDGATE_GATEWAY_LISTEN``) override single keys, for containers; other ``CREDGATE_*``
+variables whose prefix is not a section name are left alone for other tools.
+
+Relative paths in the file are resolved against the file's directory (in the environment,
+against the working directory). Defaults derived from ``storage.data_dir``: the database
+``sqlite:///<data_dir>/credgate.db``, TLS files in ``<data_dir>/pki/`` (the layout
+``credgate pki init`` writes) and the keyring ``<data_dir>/keyring``.
+See ``docs/example-config.toml`` for every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.base import SourceConfig
+from gateway.institution import Institution, role_from_name
+
+ENV_PREFIX = "CREDGATE_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """``[gateway]``: how the server listens and behaves."""
+
+    listen: str = "127.0.0.1:50051"
+    insecure_dev: bool = False
+    batch_max: int = 100
+    default_deadline_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """``[tls]``: the server certificate and the CA that client certificates must chain to."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: where state lives."""
+
+    url: str
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """``[keys]``: the keyring holding signing and blind-index keys."""
+
+    keyring: Path
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """``[breaker]``: when a failing source is skipped, and for how long."""
+
+    failure_threshold: int = 5
+    reset_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole configuration, as loaded by ``load_config``."""
+
+    gateway: GatewaySettings
+    tls: TlsConfig
+    storage: StorageConfig
+    keys: KeysConfig
+    breaker: BreakerConfig
+    sources: tuple[SourceConfig, ...] = ()
+    dev_identity: Institution | None = None
+    """``[dev_identity]``: who cert-less callers are in ``insecure_dev`` mode (else unused)."""
+    path: Path | None = field(default=None, compare=False)
+
+
+# Keys of each table and their types; str(Path) keys are resolved against the base directory.
+_SECTIONS: dict[str, dict[str, type]] = {
+    "gateway": {
+        "listen": str,
+        "insecure_dev": bool,
+        "batch_max": int,
+        "default_deadline_seconds": float,
+        "shutdown_grace_seconds": float,
+    },
+    "tls": {"ca": Path, "cert": Path, "key": Path},
+    "storage": {"url": str, "data_dir": Path},
+    "keys": {"keyring": Path},
+    "breaker": {"failure_threshold": int, "reset_seconds": float},
+    "dev_identity": {"institution_id": str, "role": str, "display_name": str},
+}
+_SOURCE_KEYS: dict[str, type] = {
+    "source_id": str,
+    "kind": str,
+    "endpoint": str,
+    "display_name": str,
+    "timeout_seconds": float,
+    "options": dict,
+}
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    Path: "a path string",
+    dict: "a table of strings",
+}
+
+
+def _check(where: str, value: Any, kind: type, base: Path) -> Any:
+    """Validate one value's type; resolve relative paths against ``base``."""
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str) and value != "",
+        dict: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{where} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
+    if kind is float:
+        return float(value)
+    if kind is Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    if kind is dict:
+        return dict(value)
+    return value
+
+
+def _table(where: str, raw: Any, keys: Mapping[str, type], base: Path) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(keys)})")
+    return {k: _check(f"{where}.{k}", v, keys[k], base) for k, v in raw.items()}
+
+
+def _parse_env_value(name: str, text: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(text)
+            return lowered in {"true", "1", "yes"}
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"environment {name} must be {_TYPE_NAMES[kind]}") from None
+    return text
+
+
+def _env_overrides(environ: Mapping[str, str], base: Path) -> dict[str, dict[str, Any]]:
+    """``CREDGATE_<SECTION>_<KEY>`` values, typed; longest section name wins the prefix."""
+    found: dict[str, dict[str, Any]] = {}
+    sections = sorted(_SECTIONS, key=len, reverse=True)
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            continue
+        key = rest[len(section) + 1 :]
+        kind = _SECTIONS[section].get(key)
+        if kind is None:
+            raise ConfigError(f"unknown key {section}.{key} (from environment {name})")
+        value = _parse_env_value(name, text, kind)
+        found.setdefault(section, {})[key] = _check(name, value, kind, base)
+    return found
+
+
+def _sources(raw: Any, base: Path) -> tuple[SourceConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("sources must be an array of tables ([[sources]])")
+    sources: list[SourceConfig] = []
+    for i, item in enumerate(raw):
+        where = f"sources[{i}]"
+        values = _table(where, item, _SOURCE_KEYS, base)
+        for required in ("source_id", "kind", "endpoint"):
+            if not values.get(required):
+                raise ConfigError(f"{where}.{required} is required")
+        if any(s.source_id == values["source_id"] for s in sources):
+            raise ConfigError(f"{where}.source_id duplicates an earlier source")
+        sources.append(SourceConfig(**values))
+    return tuple(sources)
+
+
+def _dev_identity(values: dict[str, Any] | None) -> Institution | None:
+    if values is None:
+        return None
+    if not values.get("institution_id"):
+        raise ConfigError("dev_identity.institution_id is required")
+    try:
+        role = role_from_name(values.get("role", ""))
+    except ValueError as exc:
+        raise ConfigError(f"dev_identity.role: {exc}") from None
+    return Institution(values["institution_id"], role, values.get("display_name", ""))
+
+
+def _validate_listen(listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"gateway.listen must be host:port, got {listen!r}")
+
+
+def _numbers(settings: GatewaySettings, breaker: BreakerConfig) -> None:
+    checks = {
+        "gateway.batch_max": settings.batch_max > 0,
+        "gateway.default_deadline_seconds": settings.default_deadline_seconds > 0,
+        "gateway.shutdown_grace_seconds": settings.shutdown_grace_seconds >= 0,
+        "breaker.failure_threshold": breaker.failure_threshold > 0,
+        "breaker.reset_seconds": breaker.reset_seconds > 0,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key} is out of range")
+
+
+def config_from_mapping(
+    document: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> GatewayConfig:
+    """Build a config from a parsed TOML document plus environment overrides."""
+    unknown = sorted(set(document) - set(_SECTIONS) - {"sources"})
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}")
+    tables = {
+        s: _table(s, document[s], keys, base_dir) for s, keys in _SECTIONS.items() if s in document
+    }
+    env = os.environ if environ is None else environ
+    for section, values in _env_overrides(env, Path.cwd()).items():
+        tables.setdefault(section, {}).update(values)
+
+    settings = GatewaySettings(**tables.get("gateway", {}))
+    _validate_listen(settings.listen)
+    storage_raw = tables.get("storage", {})
+    data_dir: Path = storage_raw.get("data_dir", base_dir / "data")
+    storage = StorageConfig(
+        url=storage_raw.get("url", f"sqlite:///{data_dir / 'credgate.db'}"), data_dir=data_dir
+    )
+    tls_raw = tables.get("tls", {})
+    pki = data_dir / "pki"
+    tls = TlsConfig(
+        ca=tls_raw.get("ca", pki / "ca.pem"),
+        cert=tls_raw.get("cert", pki / "server.pem"),
+        key=tls_raw.get("key", pki / "server.key"),
+    )
+    keys = KeysConfig(keyring=tables.get("keys", {}).get("keyring", data_dir / "keyring"))
+    breaker = BreakerConfig(**tables.get("breaker", {}))
+    _numbers(settings, breaker)
+    return GatewayConfig(
+        gateway=settings,
+        tls=tls,
+        storage=storage,
+        keys=keys,
+        breaker=breaker,
+        sources=_sources(document.get("sources", []), base_dir),
+        dev_identity=_dev_identity(tables.get("dev_identity")),
+        path=path,
+    )
+
+
+def load_config(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Load ``path`` (or only defaults + environment when None); raise ConfigError if invalid."""
+    if path is None:
+        return config_from_mapping({}, base_dir=Path.cwd(), environ=environ)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_mapping(document, base_dir=path.resolve().parent, environ=environ, path=path)
