@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
+from credit_repair.v1 import report_pb2, vocabulary_pb2
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
 from adapters.base import MalformedPayload, SourceConfig
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 MAX_RECORDS = 1000
 """More records than this for one subject is treated as a hostile payload."""
 MAX_TEXT = 512
 _MONEY_LIMIT = 10**15  # minor units; far beyond any personal debt
+_Code = TypeVar("_Code", bound=int)
+"""A unified code: a protobuf enum value type, so tables keep their precise type."""
 
 
 def parse_date(value: object, fmt: str, field: str) -> dt.date:
@@ -79,7 +83,7 @@ def text(value: object, field: str, *, max_length: int = MAX_TEXT) -> str:
     return value
 
 
-def code(value: object, table: dict[str, int], field: str) -> int:
+def code(value: object, table: Mapping[str, _Code], field: str) -> _Code:
     """Look a native code up in a mapping table; unknown codes are malformed, not guessed."""
     if not isinstance(value, str) or value not in table:
         raise MalformedPayload(f"{field}: unknown code")

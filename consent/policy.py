@@ -12,23 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
-Role = vocab.InstitutionRole.ValueType
-Purpose = vocab.Purpose.ValueType
-Category = vocab.DataCategory.ValueType
+Role: TypeAlias = vocab.InstitutionRole.ValueType
+Purpose: TypeAlias = vocab.Purpose.ValueType
+Category: TypeAlias = vocab.DataCategory.ValueType
 
 ALL_CATEGORIES: frozenset[Category] = frozenset(
     v for v in vocab.DataCategory.values() if v != vocab.DATA_CATEGORY_UNSPECIFIED
 )
-CREDIT_CATEGORIES: frozenset[Category] = frozenset({
-    vocab.DATA_CATEGORY_IDENTITY,
-    vocab.DATA_CATEGORY_COMMERCIAL_CREDIT,
-    vocab.DATA_CATEGORY_PUBLIC_RECORDS,
-    vocab.DATA_CATEGORY_SPECIAL_RECORDS,
-    vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
-})
+CREDIT_CATEGORIES: frozenset[Category] = frozenset(
+    {
+        vocab.DATA_CATEGORY_IDENTITY,
+        vocab.DATA_CATEGORY_COMMERCIAL_CREDIT,
+        vocab.DATA_CATEGORY_PUBLIC_RECORDS,
+        vocab.DATA_CATEGORY_SPECIAL_RECORDS,
+        vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -45,37 +48,63 @@ class PurposeRule:
 
 PURPOSE_RULES: dict[Purpose, PurposeRule] = {
     vocab.PURPOSE_CREDIT_APPLICATION_REVIEW: PurposeRule(
-        frozenset({vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
-                   vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION}),
-        CREDIT_CATEGORIES, consent_required=True, case_reference_required=False,
-        chargeable=True, legal_basis="Art. 7, 12: with the subject's written consent",
+        frozenset(
+            {
+                vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
+                vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION,
+            }
+        ),
+        CREDIT_CATEGORIES,
+        consent_required=True,
+        case_reference_required=False,
+        chargeable=True,
+        legal_basis="Art. 7, 12: with the subject's written consent",
     ),
     vocab.PURPOSE_EXISTING_CREDIT_RELATIONSHIP: PurposeRule(
         frozenset({vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION}),
-        CREDIT_CATEGORIES, consent_required=True, case_reference_required=False,
-        chargeable=True, legal_basis="Art. 12: post-loan management, with consent",
+        CREDIT_CATEGORIES,
+        consent_required=True,
+        case_reference_required=False,
+        chargeable=True,
+        legal_basis="Art. 12: post-loan management, with consent",
     ),
     vocab.PURPOSE_SUBJECT_AUTHORIZED: PurposeRule(
         frozenset({vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY}),
         frozenset({vocab.DATA_CATEGORY_IDENTITY, vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR}),
-        consent_required=True, case_reference_required=False, chargeable=True,
+        consent_required=True,
+        case_reference_required=False,
+        chargeable=True,
         legal_basis="Art. 12: a party the subject authorized in writing",
     ),
     vocab.PURPOSE_JUDICIAL_INVESTIGATION: PurposeRule(
         frozenset({vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN}),
-        ALL_CATEGORIES, consent_required=False, case_reference_required=True,
-        chargeable=False, legal_basis="Art. 12, 13: judicial organ ex officio, no fee",
+        ALL_CATEGORIES,
+        consent_required=False,
+        case_reference_required=True,
+        chargeable=False,
+        legal_basis="Art. 12, 13: judicial organ ex officio, no fee",
     ),
     vocab.PURPOSE_TAX_INVESTIGATION: PurposeRule(
         frozenset({vocab.INSTITUTION_ROLE_TAX_AUTHORITY}),
-        ALL_CATEGORIES, consent_required=False, case_reference_required=True,
-        chargeable=False, legal_basis="Art. 12, 13: tax authority ex officio, no fee",
+        ALL_CATEGORIES,
+        consent_required=False,
+        case_reference_required=True,
+        chargeable=False,
+        legal_basis="Art. 12, 13: tax authority ex officio, no fee",
     ),
     vocab.PURPOSE_STATUTORY_DUTY: PurposeRule(
         frozenset({vocab.INSTITUTION_ROLE_STATUTORY_ORGAN}),
-        frozenset({vocab.DATA_CATEGORY_IDENTITY, vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
-                   vocab.DATA_CATEGORY_PUBLIC_RECORDS, vocab.DATA_CATEGORY_SPECIAL_RECORDS}),
-        consent_required=False, case_reference_required=True, chargeable=False,
+        frozenset(
+            {
+                vocab.DATA_CATEGORY_IDENTITY,
+                vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+                vocab.DATA_CATEGORY_PUBLIC_RECORDS,
+                vocab.DATA_CATEGORY_SPECIAL_RECORDS,
+            }
+        ),
+        consent_required=False,
+        case_reference_required=True,
+        chargeable=False,
         legal_basis="Art. 12: statutory duty, citing its legal basis",
     ),
 }
@@ -105,22 +134,28 @@ def decide(
     """Decide one query. Deny unless a table row explicitly allows it."""
     rule = PURPOSE_RULES.get(purpose)
     if rule is None:
-        return Decision(False, "PURPOSE_NOT_PERMITTED",
-                        "the purpose does not permit reading credit records")
+        return Decision(
+            False, "PURPOSE_NOT_PERMITTED", "the purpose does not permit reading credit records"
+        )
     if role not in rule.roles:
-        return Decision(False, "ROLE_NOT_PERMITTED",
-                        "the caller's role may not query for this purpose")
+        return Decision(
+            False, "ROLE_NOT_PERMITTED", "the caller's role may not query for this purpose"
+        )
     if rule.case_reference_required and not case_reference:
-        return Decision(False, "CASE_REFERENCE_REQUIRED",
-                        "an ex officio query must cite its case reference")
+        return Decision(
+            False, "CASE_REFERENCE_REQUIRED", "an ex officio query must cite its case reference"
+        )
     if rule.consent_required:
         # Consent grants are checked against the consent register (issue #3); until a valid
         # grant is found the answer is no, whatever consent id the caller claims.
-        return Decision(False, "CONSENT_MISSING",
-                        "no valid consent grant of the subject covers this query")
+        return Decision(
+            False, "CONSENT_MISSING", "no valid consent grant of the subject covers this query"
+        )
     requested = frozenset(requested_categories) or rule.categories
     return Decision(
-        True, "ALLOWED", rule.legal_basis,
+        True,
+        "ALLOWED",
+        rule.legal_basis,
         categories=requested & rule.categories,
         withheld_categories=requested - rule.categories,
         chargeable=rule.chargeable,

@@ -11,8 +11,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from adapters.catalog import build_adapter
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+
+from adapters.catalog import build_adapter
 from gateway.config import GatewayConfig
 from gateway.engine.query import BreakerSettings, QueryEngine
 from gateway.institution import IdentityResolver

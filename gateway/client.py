@@ -15,10 +15,11 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import report_pb2, vocabulary_pb2 as vocab
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
 from gateway.channel import client_channel
 from gateway.errors import parse_error, request_id_from_error
 from gateway.pki import institution_paths
@@ -35,7 +36,8 @@ class CredgateError(Exception):
         self.reason = parsed.error_info.reason if parsed.error_info else ""
         self.field_violations: list[tuple[str, str]] = (
             [(v.field, v.description) for v in parsed.bad_request.field_violations]
-            if parsed.bad_request else []
+            if parsed.bad_request
+            else []
         )
         self.request_id = request_id_from_error(rpc_error)
         details = getattr(rpc_error, "details", None)
@@ -76,7 +78,9 @@ class CredgateClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -95,14 +99,18 @@ class CredgateClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> report_pb2.RepairStatusReport:
         request = service_pb2.GetRepairStatusRequest(
-            identity_number=identity_number, purpose=purpose, categories=list(categories),
-            consent_id=consent_id, case_reference=case_reference,
+            identity_number=identity_number,
+            purpose=purpose,
+            categories=list(categories),
+            consent_id=consent_id,
+            case_reference=case_reference,
         )
         try:
             response = await self._stub.GetRepairStatus(request, timeout=timeout)
         except grpc.RpcError as error:
             raise CredgateError(error) from None
-        return response.report
+        report: report_pb2.RepairStatusReport = response.report
+        return report
 
     async def batch_get_repair_status(
         self,

@@ -45,9 +45,8 @@ def report_to_text(report: report_pb2.RepairStatusReport) -> str:
         f"  basis: {report.state_basis}",
         f"  subject token: {report.subject_token}",
         f"  purpose: {enum_label(vocab.Purpose, report.purpose, 'PURPOSE_')}",
-        "  categories: " + ", ".join(
-            enum_label(vocab.DataCategory, c, "DATA_CATEGORY_") for c in report.categories
-        ),
+        "  categories: "
+        + ", ".join(enum_label(vocab.DataCategory, c, "DATA_CATEGORY_") for c in report.categories),
         f"  report {report.report_id} generated {_time(report.generated_at)}",
         "",
         "Sources:",
@@ -55,7 +54,8 @@ def report_to_text(report: report_pb2.RepairStatusReport) -> str:
     for source in report.sources:
         asserted = (
             enum_label(vocab.RepairState, source.asserted_state, "REPAIR_STATE_")
-            if source.asserted_state else "(no view)"
+            if source.asserted_state
+            else "(no view)"
         )
         signature = enum_label(
             report_pb2.SignatureStatus, source.provenance.signature, "SIGNATURE_STATUS_"
@@ -76,7 +76,13 @@ def report_to_text(report: report_pb2.RepairStatusReport) -> str:
                 f"{_date(case.observation_end)}"
             )
         for record in source.records:
-            status = "open" if record.open else f"resolved {_date(record.resolved_on)}"
+            status = (
+                "open"
+                if record.open
+                else f"resolved {_date(record.resolved_on)}"
+                if record.resolved_on.year
+                else "closed"
+            )
             lines.append(
                 f"      - {record.summary} ({_date(record.occurred_on)}, {status}) "
                 f"{_money(record.amount)}".rstrip()

@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Callable
 
 import grpc
-
-from consent import policy
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import report_pb2
+
+from consent import policy
 from gateway import identity_number
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
@@ -70,8 +70,9 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         deadline = self._deadline(context)
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-        async def one(index: int, item: service_pb2.GetRepairStatusRequest
-                      ) -> service_pb2.BatchGetRepairStatusResult:
+        async def one(
+            index: int, item: service_pb2.GetRepairStatusRequest
+        ) -> service_pb2.BatchGetRepairStatusResult:
             async with gate:
                 try:
                     report = await self._answer(
@@ -125,7 +126,10 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         number = identity_number.normalize(request.identity_number)
         token = self._tokenizer.token(number)
         report = await self._engine.report(
-            number, token, purpose=request.purpose, categories=decision.categories,
+            number,
+            token,
+            purpose=request.purpose,
+            categories=decision.categories,
             deadline=deadline,
         )
         await self._fact_index.record_issued_report(report, institution.institution_id)

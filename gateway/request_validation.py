@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
+
 from gateway import identity_number
 
 MAX_REFERENCE_LENGTH = 128
@@ -32,9 +33,7 @@ def validate_request(
     violations: list[Violation] = []
     problem = identity_number.validate(identity_number.normalize(request.identity_number))
     if problem is not None:
-        violations.append(
-            (f"{prefix}identity_number", f"{problem.reason}: {problem.description}")
-        )
+        violations.append((f"{prefix}identity_number", f"{problem.reason}: {problem.description}"))
     if request.purpose == vocab.PURPOSE_UNSPECIFIED:
         violations.append((f"{prefix}purpose", "is required"))
     elif request.purpose not in _KNOWN_PURPOSES:

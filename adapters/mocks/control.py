@@ -1,8 +1,8 @@
 """The mock fleet's control endpoint: read and change fault injection while the mocks run.
 
-    curl http://127.0.0.1:7900/faults
-    curl -X PUT http://127.0.0.1:7900/faults/bank-qianhai -d '{"latency_ms": 300}'
-    curl -X PUT http://127.0.0.1:7900/faults/credit-registry -d '{"down": true}'
+curl http://127.0.0.1:7900/faults
+curl -X PUT http://127.0.0.1:7900/faults/bank-qianhai -d '{"latency_ms": 300}'
+curl -X PUT http://127.0.0.1:7900/faults/credit-registry -d '{"down": true}'
 """
 
 from __future__ import annotations

@@ -44,20 +44,46 @@ class MockSpec:
 
 
 DEFAULT_FLEET: tuple[MockSpec, ...] = (
-    MockSpec("disclosure-platform", "disclosure_platform",
-             "disclosure_platform:DisclosurePlatformMock", "深圳市个人破产信息公开平台"),
-    MockSpec("credit-registry", "credit_registry", "credit_registry:CreditRegistryMock",
-             "征信中心个人信用信息基础数据库"),
+    MockSpec(
+        "disclosure-platform",
+        "disclosure_platform",
+        "disclosure_platform:DisclosurePlatformMock",
+        "深圳市个人破产信息公开平台",
+    ),
+    MockSpec(
+        "credit-registry",
+        "credit_registry",
+        "credit_registry:CreditRegistryMock",
+        "征信中心个人信用信息基础数据库",
+    ),
     MockSpec("court-shenzhen", "court", "court:CourtMock", "深圳市中级人民法院"),
-    MockSpec("bank-qianhai", "bank", "bank:BankMock", "前海银行",
-             {"bank_id": "bank-qianhai", "dialect": "xml"}),
-    MockSpec("bank-pengcheng", "bank", "bank:BankMock", "鹏城银行",
-             {"bank_id": "bank-pengcheng", "dialect": "csv-gb18030"}),
+    MockSpec(
+        "bank-qianhai",
+        "bank",
+        "bank:BankMock",
+        "前海银行",
+        {"bank_id": "bank-qianhai", "dialect": "xml"},
+    ),
+    MockSpec(
+        "bank-pengcheng",
+        "bank",
+        "bank:BankMock",
+        "鹏城银行",
+        {"bank_id": "bank-pengcheng", "dialect": "csv-gb18030"},
+    ),
     MockSpec("tax-shenzhen", "tax", "tax:TaxMock", "国家税务总局深圳市税务局"),
-    MockSpec("social-insurance-shenzhen", "social_insurance",
-             "social_insurance:SocialInsuranceMock", "深圳市社会保险基金管理局"),
-    MockSpec("market-supervision-shenzhen", "market_supervision",
-             "market_supervision:MarketSupervisionMock", "深圳市市场监督管理局"),
+    MockSpec(
+        "social-insurance-shenzhen",
+        "social_insurance",
+        "social_insurance:SocialInsuranceMock",
+        "深圳市社会保险基金管理局",
+    ),
+    MockSpec(
+        "market-supervision-shenzhen",
+        "market_supervision",
+        "market_supervision:MarketSupervisionMock",
+        "深圳市市场监督管理局",
+    ),
 )
 
 
@@ -109,8 +135,25 @@ class MockFleet:
             spec = self.specs[source_id]
             options = dict(spec.options)
             options.update(getattr(mock, "adapter_options", {}))
-            configs.append(SourceConfig(
-                source_id=source_id, kind=spec.kind, endpoint=mock.endpoint,
-                display_name=spec.display_name, timeout_seconds=timeout_seconds, options=options,
-            ))
+            configs.append(
+                SourceConfig(
+                    source_id=source_id,
+                    kind=spec.kind,
+                    endpoint=mock.endpoint,
+                    display_name=spec.display_name,
+                    timeout_seconds=timeout_seconds,
+                    options=options,
+                )
+            )
         return configs
+
+
+def planned_source_configs(
+    population: Population, host: str, ports: dict[str, int], timeout_seconds: float = 2.0
+) -> list[SourceConfig]:
+    """The configuration a gateway needs for a fleet that will listen on ``ports``, computed
+    without starting it, so a config file can be written before the mocks run."""
+    fleet = MockFleet(population)
+    for source_id, mock in fleet.mocks.items():
+        mock.host, mock.port = host, ports[source_id]  # type: ignore[attr-defined]
+    return fleet.source_configs(timeout_seconds)

@@ -11,6 +11,7 @@ import abc
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from adapters.mocks.faults import FaultInjector
 from adapters.mocks.population import Population
@@ -44,7 +45,7 @@ class HttpMockSource(abc.ABC):
 
     @web.middleware
     async def _fault_middleware(
-        self, request: web.Request, handler: web.RequestHandler  # type: ignore[type-arg]
+        self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         await self.faults.delay()
         if self.faults.should_fail():
@@ -76,6 +77,11 @@ class HttpMockSource(abc.ABC):
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        # Closing the listening socket leaves keep-alive connections open, so a pooled client
+        # would still get answers from a "down" source; drop them as a host going offline would.
+        server = self._runner.server if self._runner is not None else None
+        for connection in server.connections if server is not None else ():
+            connection.force_close()
 
     async def set_down(self, down: bool) -> None:
         """Close or reopen the listener on the same port."""

@@ -1,0 +1,379 @@
+"""Adapter for the personal credit registry, over the registry's own gRPC API (``cnregistry.v1``).
+
+The registry's schema is not credgate's: dates are ``YYYYMMDD`` strings, clock readings
+``YYYYMMDDHHMMSS`` in Beijing time, amounts decimal-yuan strings, and every list of values a
+numeric code. This adapter is where those conventions stop; nothing past it knows them.
+
+The response is fetched as raw bytes and decoded here, inside the mapping guard, so a
+truncated or mis-encoded message is a ``MalformedPayload`` like any other broken answer rather
+than an opaque gRPC INTERNAL error. The registry reports the repair state through its
+bankruptcy annotation (a code list mirroring the six states), so it asserts a state; it ranks
+below the court and the disclosure platform, and it is often the one that lags.
+
+Every query carries a fresh ``request_serial`` that the registry echoes in the report header;
+an answer that does not echo it is refused, so a report can never be filed under the wrong
+query. The channel is plaintext (``grpc.aio.insecure_channel``): the registry is reached over
+its dedicated line, and the mock on loopback; channel credentials would be the option to add
+for a deployment that reaches it over a shared network.
+
+Options:
+
+``org_code`` (optional)
+    credgate's 14-character organization code at the registry.
+``query_reason`` (optional)
+    The registry's query-reason code; "31" (credit-repair information sharing) by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from cnregistry.v1 import registry_pb2
+from credit_repair.v1 import report_pb2, vocabulary_pb2
+from google.protobuf.message import DecodeError
+
+from adapters import mapping
+from adapters.base import (
+    MalformedPayload,
+    SourceConfig,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+)
+from adapters.http import MAX_PAYLOAD_BYTES
+from adapters.payload_guard import guarded, lookup
+from gateway.identity_number import mask
+
+KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
+METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"
+DEFAULT_ORG_CODE = "Q9440300CG0001"
+DEFAULT_QUERY_REASON = "31"
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", MAX_PAYLOAD_BYTES),)
+
+STATES: dict[str, vocabulary_pb2.RepairState.ValueType] = {
+    "00": vocabulary_pb2.REPAIR_STATE_NO_RECORD,
+    "11": vocabulary_pb2.REPAIR_STATE_PROCEDURE_PENDING,
+    "21": vocabulary_pb2.REPAIR_STATE_OBSERVATION,
+    "22": vocabulary_pb2.REPAIR_STATE_DISCLOSURE_SUSPENDED,
+    "31": vocabulary_pb2.REPAIR_STATE_RESTORED,
+    "41": vocabulary_pb2.REPAIR_STATE_REVOKED,
+}
+CASE_KINDS: dict[str, vocabulary_pb2.CaseKind.ValueType] = {
+    "1": vocabulary_pb2.CASE_KIND_LIQUIDATION,
+    "2": vocabulary_pb2.CASE_KIND_REORGANIZATION,
+    "3": vocabulary_pb2.CASE_KIND_RECONCILIATION,
+}
+CASE_STAGES: dict[str, vocabulary_pb2.CaseStage.ValueType] = {
+    "1": vocabulary_pb2.CASE_STAGE_ACCEPTED,
+    "2": vocabulary_pb2.CASE_STAGE_UNDER_TRIAL,
+    "3": vocabulary_pb2.CASE_STAGE_CONCLUDED_UNDER_SUPERVISION,
+    "4": vocabulary_pb2.CASE_STAGE_CONCLUDED,
+    "5": vocabulary_pb2.CASE_STAGE_FULLY_EXECUTED,
+}
+PRODUCTS = {"11": "mortgage", "41": "consumer loan", "51": "business loan", "71": "credit card"}
+"""Business type codes and their summary wording (the same words the bank adapter uses)."""
+ACCOUNT_STATUSES = {
+    "1": "normal", "2": "overdue", "3": "written off", "4": "closed", "5": "bankruptcy estate",
+    "6": "transferred",
+}
+_ESTATE_MARK, _EXEMPTION_MARK = "01", "02"
+_Origin = Callable[[str, str], report_pb2.Provenance]
+_REFUSED = {"2001", "2002", "9999"}  # the registry refused the query or failed internally
+_BUSY = {"9001"}
+_DIGITS8 = re.compile(r"\d{8}")
+_DIGITS14 = re.compile(r"\d{14}")
+_YUAN = re.compile(r"\d{1,13}\.\d{2}")
+_ORG_CODE = re.compile(r"[0-9A-Z]{14}")
+
+
+class CreditRegistryAdapter:
+    """Speaks ``cnregistry.v1.PersonalCreditService/QueryPersonalReport`` over gRPC."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self._org_code = config.options.get("org_code", DEFAULT_ORG_CODE)
+        self._query_reason = config.options.get("query_reason", DEFAULT_QUERY_REASON)
+        if not _ORG_CODE.fullmatch(self._org_code):
+            raise ValueError(f"source {config.source_id!r}: option 'org_code' is not 14 characters")
+        if not re.fullmatch(r"\d{2}", self._query_reason):
+            raise ValueError(f"source {config.source_id!r}: option 'query_reason' is not a code")
+        self._config = config
+        self._channel: Any = None
+
+    @property
+    def config(self) -> SourceConfig:
+        return self._config
+
+    @property
+    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
+        return KIND
+
+    async def fetch(
+        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the seam's budget
+    ) -> report_pb2.SourceFacts:
+        if timeout <= 0:
+            raise SourceTimeout("no time left to call the source")
+        serial = uuid.uuid4().hex
+        request = registry_pb2.QueryPersonalReportRequest(
+            org_code=self._org_code, query_reason=self._query_reason, id_type="0",
+            id_number=identity_number, request_serial=serial,
+        )
+        raw = await self._call(request.SerializeToString(), timeout)
+        fetched_at = dt.datetime.now(dt.UTC)
+        return guarded(
+            "credit registry answer",
+            lambda: self._map(_decode(raw), identity_number, serial, fetched_at),
+        )
+
+    async def _call(self, request: bytes, budget: float) -> bytes:
+        """One call, its gRPC status translated; the status details are never passed on (a
+        server may put anything in them)."""
+        call = (await self._ready_channel()).unary_unary(METHOD)  # bytes: decoded under guard
+        try:
+            raw = await call(request, timeout=budget)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+        else:
+            if not isinstance(raw, bytes):
+                raise MalformedPayload("credit registry answer is not a message")
+            return raw
+        # Raised outside the handler, so the RPC error (and its server-supplied details) is not
+        # attached as __context__ for a log to print.
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise SourceTimeout(f"source did not answer within {budget:.3f}s")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise SourceUnavailable("credit registry is unavailable")
+        raise SourceError(f"credit registry call failed ({code.name})")
+
+    async def _ready_channel(self) -> Any:
+        """The channel, replaced if it is waiting out a reconnect backoff.
+
+        After a failed connection attempt gRPC fails every call at once until its backoff timer
+        (growing to two minutes) expires, so a registry that is back would still look down. A
+        new channel connects on its first call instead; while the registry really is down that
+        call is refused just as fast, so nothing is lost. Calls on a channel in that state fail
+        immediately, so closing it cuts nothing off.
+        """
+        channel = self._channel
+        if channel is not None and (
+            channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        ):
+            self._channel = None
+            await channel.close()
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self._config.endpoint, options=list(CHANNEL_OPTIONS)
+            )
+        return self._channel
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    def _map(
+        self,
+        response: registry_pb2.QueryPersonalReportResponse,
+        identity_number: str,
+        serial: str,
+        fetched_at: dt.datetime,
+    ) -> report_pb2.SourceFacts:
+        code = response.result_code
+        if code in _BUSY:
+            raise SourceUnavailable(f"credit registry is busy (result code {code})")
+        if code in _REFUSED:
+            raise SourceError(f"credit registry refused the query (result code {code})")
+        if code not in ("0000", "1001"):
+            raise MalformedPayload("result_code: unknown code")
+        report = response.report
+        if not report.HasField("header"):
+            raise MalformedPayload("report.header: missing")
+        if report.header.request_serial != serial:
+            raise MalformedPayload("header.request_serial: answer to another query")
+        as_of = _timestamp(report.header.data_as_of, "header.data_as_of")
+        _timestamp(report.header.report_time, "header.report_time")
+        report_no = mapping.text(report.header.report_no, "header.report_no", max_length=64)
+        if not report_no:
+            raise MalformedPayload("header.report_no: missing")
+
+        def origin(record_id: str, field: str) -> report_pb2.Provenance:
+            record_id = mapping.text(record_id, field, max_length=64)
+            if not record_id:
+                raise MalformedPayload(f"{field}: missing")
+            return mapping.provenance(self._config, KIND, record_id, as_of, fetched_at)
+
+        facts = report_pb2.SourceFacts(
+            source_id=self._config.source_id,
+            source_kind=KIND,
+            display_name=self._config.display_name,
+            asserted_state=vocabulary_pb2.REPAIR_STATE_NO_RECORD,
+            provenance=origin(report_no, "header.report_no"),
+        )
+        if code == "1001":
+            if report.HasField("identity") or report.accounts:
+                raise MalformedPayload("report: records sent with 'no record'")
+            return facts
+        if not report.HasField("identity") or not report.HasField("bankruptcy_annotation"):
+            raise MalformedPayload("report: identity or bankruptcy annotation missing")
+        identity = report.identity
+        if identity.id_type != "0" or identity.id_number != identity_number:
+            raise MalformedPayload("report.identity: report is about another subject")
+        name = mapping.text(identity.name, "identity.name", max_length=64)
+        if not name.strip():
+            raise MalformedPayload("identity.name: empty")
+        facts.identity.CopyFrom(report_pb2.SubjectIdentity(
+            masked_identity_number=mask(identity_number), name=name
+        ))
+        mapping.bounded(list(report.accounts), "accounts")
+        for account in report.accounts:
+            facts.records.extend(_account_records(account, origin))
+        annotation = report.bankruptcy_annotation
+        facts.asserted_state = mapping.code(
+            annotation.annotation_code, STATES, "annotation.annotation_code"
+        )
+        if facts.asserted_state != vocabulary_pb2.REPAIR_STATE_NO_RECORD:
+            facts.cases.append(_case(annotation, origin(annotation.annotation_no, "annotation_no")))
+        return facts
+
+
+def _decode(raw: bytes) -> registry_pb2.QueryPersonalReportResponse:
+    try:
+        return registry_pb2.QueryPersonalReportResponse.FromString(raw)
+    except DecodeError:
+        # Truncated, or a string field that is not UTF-8 (a name written in GBK).
+        raise MalformedPayload("credit registry answer is not a valid message") from None
+
+
+def _account_records(
+    account: registry_pb2.LoanAccount, origin: _Origin
+) -> list[report_pb2.CreditRecord]:
+    """An account, its default, and the registry's estate and exemption marks on it."""
+    if not _ORG_CODE.fullmatch(account.org_code):
+        raise MalformedPayload("account.org_code: not an organization code")
+    label = lookup(PRODUCTS, account.business_type, "account.business_type")
+    status = lookup(ACCOUNT_STATUSES, account.account_status, "account.account_status")
+    opened = _date(account.open_date, "account.open_date")
+    closed = _optional_date(account.close_date, "account.close_date")
+    defaulted = _optional_date(account.default_date, "account.default_date")
+    _yuan(account.credit_limit, "account.credit_limit")
+    balance = _yuan(account.balance, "account.balance")
+    if (status == "closed") != (closed is not None):
+        raise MalformedPayload("account: close date and status disagree")
+    if status in ("overdue", "written off") and defaulted is None:
+        raise MalformedPayload("account: defaulted status without a default date")
+    if any(later < opened for later in (closed, defaulted) if later is not None):
+        raise MalformedPayload("account: dates out of order")
+    marks: dict[str, tuple[dt.date, str]] = {}
+    mapping.bounded(list(account.marks), "account.marks")
+    for mark in account.marks:
+        if mark.mark_type not in (_ESTATE_MARK, _EXEMPTION_MARK):
+            raise MalformedPayload("mark.mark_type: unknown code")
+        if mark.mark_type in marks:
+            raise MalformedPayload("account.marks: a mark type is repeated")
+        marks[mark.mark_type] = (_date(mark.mark_date, "mark.mark_date"), mark.mark_no)
+    exempted = marks[_EXEMPTION_MARK][0] if _EXEMPTION_MARK in marks else None
+    records = [_record(
+        vocabulary_pb2.RECORD_KIND_CREDIT_ACCOUNT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
+        f"{label} account", balance, opened, closed, is_open=closed is None,
+        origin=origin(account.account_no, "account.account_no"),
+    )]
+    # The exemption discharges the debt: default and estate mark stop being current on the day
+    # it took effect, as far as the registry has recorded it on the account.
+    if defaulted is not None:
+        records.append(_record(
+            vocabulary_pb2.RECORD_KIND_DEFAULT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
+            f"default on {label}", balance, defaulted, exempted, is_open=exempted is None,
+            origin=origin(account.account_no + "#default", "account.account_no"),
+        ))
+    if _ESTATE_MARK in marks:
+        marked_on, mark_no = marks[_ESTATE_MARK]
+        records.append(_record(
+            vocabulary_pb2.RECORD_KIND_BANKRUPTCY_MARK,
+            vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+            f"{label} in bankruptcy estate", balance, marked_on, exempted,
+            is_open=exempted is None, origin=origin(mark_no, "mark.mark_no"),
+        ))
+    if exempted is not None:
+        records.append(_record(
+            vocabulary_pb2.RECORD_KIND_EXEMPTION_MARK,
+            vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+            f"{label} debt exempted", None, exempted, None, is_open=True,
+            origin=origin(marks[_EXEMPTION_MARK][1], "mark.mark_no"),
+        ))
+    return records
+
+
+def _case(
+    annotation: registry_pb2.BankruptcyAnnotation, provenance: report_pb2.Provenance
+) -> report_pb2.BankruptcyCase:
+    case_number = mapping.text(annotation.case_no, "annotation.case_no", max_length=64)
+    if not case_number:
+        raise MalformedPayload("annotation.case_no: missing")
+    return report_pb2.BankruptcyCase(
+        case_number=case_number,
+        kind=mapping.code(annotation.procedure_type, CASE_KINDS, "annotation.procedure_type"),
+        stage=mapping.code(annotation.procedure_stage, CASE_STAGES, "annotation.procedure_stage"),
+        court=mapping.text(annotation.court_name, "annotation.court_name", max_length=128),
+        accepted_on=mapping.to_date(_date(annotation.accept_date, "annotation.accept_date")),
+        observation_start=mapping.to_date(
+            _optional_date(annotation.observation_start, "annotation.observation_start")
+        ),
+        observation_end=mapping.to_date(
+            _optional_date(annotation.observation_end, "annotation.observation_end")
+        ),
+        restored_on=mapping.to_date(
+            _optional_date(annotation.exemption_date, "annotation.exemption_date")
+        ),
+        provenance=provenance,
+    )
+
+
+def _record(
+    kind: vocabulary_pb2.RecordKind.ValueType,
+    category: vocabulary_pb2.DataCategory.ValueType,
+    summary: str,
+    amount_fen: int | None,
+    occurred_on: dt.date,
+    resolved_on: dt.date | None,
+    *,
+    is_open: bool,
+    origin: report_pb2.Provenance,
+) -> report_pb2.CreditRecord:
+    return report_pb2.CreditRecord(
+        category=category,
+        kind=kind,
+        summary=summary,
+        amount=mapping.cny(amount_fen) if amount_fen is not None else None,
+        occurred_on=mapping.to_date(occurred_on),
+        resolved_on=mapping.to_date(resolved_on),
+        open=is_open,
+        provenance=origin,
+    )
+
+
+def _date(value: str, field: str) -> dt.date:
+    if not _DIGITS8.fullmatch(value):
+        raise MalformedPayload(f"{field}: expected a YYYYMMDD date")
+    return mapping.parse_date(value, "%Y%m%d", field)
+
+
+def _optional_date(value: str, field: str) -> dt.date | None:
+    return _date(value, field) if value else None
+
+
+def _timestamp(value: str, field: str) -> dt.datetime:
+    """``YYYYMMDDHHMMSS``, Beijing time (the registry's clock never names its zone)."""
+    if not _DIGITS14.fullmatch(value):
+        raise MalformedPayload(f"{field}: expected a YYYYMMDDHHMMSS timestamp")
+    return mapping.parse_timestamp(value, "%Y%m%d%H%M%S", field, mapping.CHINA_TZ)
+
+
+def _yuan(value: str, field: str) -> int:
+    """Decimal yuan with exactly two decimals, to fen; anything looser is refused."""
+    if not _YUAN.fullmatch(value):
+        raise MalformedPayload(f"{field}: not a decimal yuan amount")
+    return mapping.yuan_to_fen(value, field)
