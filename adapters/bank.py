@@ -46,7 +46,7 @@ class BankAdapter:
         return vocabulary_pb2.SOURCE_KIND_BANK
 
     async def fetch(
-        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the protocol's budget
+        self, identity_number: str, *, timeout: float
     ) -> report_pb2.SourceFacts:
         fetched_at = dt.datetime.now(dt.UTC)
         statement = await self._statement(identity_number, timeout, fetched_at)
@@ -55,7 +55,7 @@ class BankAdapter:
         )
 
     async def _statement(
-        self, identity_number: str, timeout: float, now: dt.datetime  # noqa: ASYNC109
+        self, identity_number: str, timeout: float, now: dt.datetime
     ) -> BankStatement:
         if self._dialect == "xml":
             body, content_type = await self._http.post(

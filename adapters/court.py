@@ -96,7 +96,7 @@ class CourtAdapter:
         return KIND
 
     async def fetch(
-        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the seam's budget
+        self, identity_number: str, *, timeout: float
     ) -> report_pb2.SourceFacts:
         request = {"证件类型": "居民身份证", "证件号码": identity_number}
         body, content_type = await self._transport.post(QUERY_PATH, timeout=timeout, json=request)

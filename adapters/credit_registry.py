@@ -113,7 +113,7 @@ class CreditRegistryAdapter:
         return KIND
 
     async def fetch(
-        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the seam's budget
+        self, identity_number: str, *, timeout: float
     ) -> report_pb2.SourceFacts:
         if timeout <= 0:
             raise SourceTimeout("no time left to call the source")

@@ -93,7 +93,7 @@ class DisclosurePlatformAdapter:
         return KIND
 
     async def fetch(
-        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the seam's budget
+        self, identity_number: str, *, timeout: float
     ) -> report_pb2.SourceFacts:
         body, content_type = await self._transport.post(
             QUERY_PATH, timeout=timeout, json={"zjhm": identity_number, "cxlx": "QB"}

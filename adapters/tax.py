@@ -76,7 +76,7 @@ class TaxAdapter:
         return _KIND
 
     async def fetch(
-        self, identity_number: str, *, timeout: float  # noqa: ASYNC109 -- the protocol's budget
+        self, identity_number: str, *, timeout: float
     ) -> report_pb2.SourceFacts:
         fetched_at = dt.datetime.now(dt.UTC)
         body, content_type = await self._http.post(
