@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +54,14 @@ KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
 METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"
 DEFAULT_ORG_CODE = "Q9440300CG0001"
 DEFAULT_QUERY_REASON = "31"
-CHANNEL_OPTIONS = (("grpc.max_receive_message_length", MAX_PAYLOAD_BYTES),)
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_PAYLOAD_BYTES),
+    # A registry that comes back must be reachable within about a second, not after gRPC's
+    # default back-off (growing to two minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 STATES: dict[str, vocabulary_pb2.RepairState.ValueType] = {
     "00": vocabulary_pb2.REPAIR_STATE_NO_RECORD,
@@ -130,17 +138,16 @@ class CreditRegistryAdapter:
         )
 
     async def _call(self, request: bytes, budget: float) -> bytes:
-        """One call, its gRPC status translated; the status details are never passed on (a
-        server may put anything in them)."""
-        call = (await self._ready_channel()).unary_unary(METHOD)  # bytes: decoded under guard
-        try:
-            raw = await call(request, timeout=budget)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-        else:
-            if not isinstance(raw, bytes):
-                raise MalformedPayload("credit registry answer is not a message")
-            return raw
+        """One query, its gRPC status translated; the status details are never passed on (a
+        server may put anything in them). The query is a read, so an UNAVAILABLE answer from a
+        channel that may have been holding a dead connection is retried once on a fresh one."""
+        deadline = time.monotonic() + budget
+        code = await self._attempt(request, budget)
+        if code == grpc.StatusCode.UNAVAILABLE and deadline - time.monotonic() > 0.01:
+            await self._drop_channel()
+            code = await self._attempt(request, deadline - time.monotonic())
+        if isinstance(code, bytes):
+            return code
         # Raised outside the handler, so the RPC error (and its server-supplied details) is not
         # attached as __context__ for a log to print.
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -148,6 +155,22 @@ class CreditRegistryAdapter:
         if code == grpc.StatusCode.UNAVAILABLE:
             raise SourceUnavailable("credit registry is unavailable")
         raise SourceError(f"credit registry call failed ({code.name})")
+
+    async def _attempt(self, request: bytes, budget: float) -> bytes | grpc.StatusCode:
+        call = (await self._ready_channel()).unary_unary(METHOD)  # bytes: decoded under guard
+        try:
+            raw = await call(request, timeout=budget)
+        except grpc.aio.AioRpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            return code
+        if not isinstance(raw, bytes):
+            raise MalformedPayload("credit registry answer is not a message")
+        return raw
+
+    async def _drop_channel(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
 
     async def _ready_channel(self) -> Any:
         """The channel, replaced if it is waiting out a reconnect backoff.
@@ -162,8 +185,7 @@ class CreditRegistryAdapter:
         if channel is not None and (
             channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
         ):
-            self._channel = None
-            await channel.close()
+            await self._drop_channel()
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
                 self._config.endpoint, options=list(CHANNEL_OPTIONS)
@@ -171,9 +193,7 @@ class CreditRegistryAdapter:
         return self._channel
 
     async def aclose(self) -> None:
-        if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close()
+        await self._drop_channel()
 
     def _map(
         self,

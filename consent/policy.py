@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
@@ -112,6 +112,28 @@ PURPOSE_RULES: dict[Purpose, PurposeRule] = {
 audit log, not credit records, so REGULATORY_AUDIT has no row here."""
 
 
+class ConsentEvidence(Protocol):
+    """What the consent register found for the query (``consent.register.GrantLookup``)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def explanation(self) -> str: ...
+
+    @property
+    def categories(self) -> frozenset[Category]: ...
+
+
+def requires_consent(purpose: Purpose) -> bool:
+    """Whether the consent register must be asked before ``decide`` can allow the purpose."""
+    rule = PURPOSE_RULES.get(purpose)
+    return rule is not None and rule.consent_required
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome, with a stable reason code for the error details and the audit entry."""
@@ -130,8 +152,15 @@ def decide(
     requested_categories: Iterable[Category],
     *,
     case_reference: str = "",
+    consent: ConsentEvidence | None = None,
 ) -> Decision:
-    """Decide one query. Deny unless a table row explicitly allows it."""
+    """Decide one query. Deny unless a table row explicitly allows it.
+
+    Categories returned are those requested (or, if none, all the purpose allows) that both the
+    purpose and the consent grant allow; requested ones the purpose does not allow are withheld
+    and named in the decision. Asking explicitly for a category the subject did not consent to
+    is refused, so an institution cannot mistake a minimized answer for a complete one.
+    """
     rule = PURPOSE_RULES.get(purpose)
     if rule is None:
         return Decision(
@@ -145,18 +174,29 @@ def decide(
         return Decision(
             False, "CASE_REFERENCE_REQUIRED", "an ex officio query must cite its case reference"
         )
+    explicit = frozenset(requested_categories)
+    requested = explicit or rule.categories
+    permitted = rule.categories
     if rule.consent_required:
-        # Consent grants are checked against the consent register (issue #3); until a valid
-        # grant is found the answer is no, whatever consent id the caller claims.
-        return Decision(
-            False, "CONSENT_MISSING", "no valid consent grant of the subject covers this query"
-        )
-    requested = frozenset(requested_categories) or rule.categories
+        if consent is None:
+            return Decision(
+                False, "CONSENT_MISSING", "no valid consent grant of the subject covers this query"
+            )
+        if not consent.allowed:
+            return Decision(False, consent.reason, consent.explanation)
+        not_consented = (explicit & rule.categories) - consent.categories
+        if not_consented:
+            return Decision(
+                False,
+                "CATEGORY_NOT_CONSENTED",
+                "the consent grant does not cover every requested data category",
+            )
+        permitted = permitted & consent.categories
     return Decision(
         True,
         "ALLOWED",
         rule.legal_basis,
-        categories=requested & rule.categories,
-        withheld_categories=requested - rule.categories,
+        categories=requested & permitted,
+        withheld_categories=requested - permitted,
         chargeable=rule.chargeable,
     )

@@ -11,9 +11,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 
 from adapters.catalog import build_adapter
+from consent.register import ConsentRegister
+from consent.service import ConsentService
 from gateway.config import GatewayConfig
 from gateway.engine.query import BreakerSettings, QueryEngine
 from gateway.institution import IdentityResolver
@@ -29,6 +32,7 @@ from gateway.storage.migrate import upgrade_to_head
 log = logging.getLogger(__name__)
 
 REPAIR_STATUS_SERVICE = "credit_repair.v1.RepairStatusService"
+CONSENT_SERVICE = "credit_repair.v1.ConsentService"
 
 
 @dataclass
@@ -64,10 +68,13 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         ),
     )
     identify = IdentityResolver(config.dev_identity if config.gateway.insecure_dev else None)
+    tokenizer = SubjectTokenizer(keyring.subject_token_key)
+    consents = ConsentRegister(database)
     servicer = RepairStatusServicer(
         engine,
-        SubjectTokenizer(keyring.subject_token_key),
+        tokenizer,
         fact_index,
+        consents,
         identify,
         batch_max=config.gateway.batch_max,
         default_deadline_seconds=config.gateway.default_deadline_seconds,
@@ -75,6 +82,13 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     server = GatewayServer.from_config(config)
     server.add_servicer(
         service_grpc.add_RepairStatusServiceServicer_to_server, servicer, REPAIR_STATUS_SERVICE
+    )
+    server.add_servicer(
+        consent_grpc.add_ConsentServiceServicer_to_server,
+        ConsentService(
+            consents, tokenizer, identify, enrolment_offices=config.consent.enrolment_offices
+        ),
+        CONSENT_SERVICE,
     )
     log.info("gateway configured with %d sources", len(config.sources))
     return Gateway(server, engine, database)

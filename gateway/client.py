@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import report_pb2
@@ -67,6 +69,7 @@ class CredgateClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
         self._stub = service_grpc.RepairStatusServiceStub(channel)
+        self._consents = consent_grpc.ConsentServiceStub(channel)
 
     @classmethod
     def from_pki_dir(cls, target: str, pki_dir: Path, institution_id: str) -> CredgateClient:
@@ -125,3 +128,53 @@ class CredgateClient:
         except grpc.RpcError as error:
             raise CredgateError(error) from None
         return list(response.results)
+
+    async def enroll_subject_key(
+        self, identity_number: str, public_key: bytes, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> str:
+        """Enrol a subject's consent-signing key (enrolment offices only); returns its key id."""
+        try:
+            response = await self._consents.EnrollSubjectKey(
+                consent_pb2.EnrollSubjectKeyRequest(
+                    identity_number=identity_number, public_key=public_key
+                ),
+                timeout=timeout,
+            )
+        except grpc.RpcError as error:
+            raise CredgateError(error) from None
+        key_id: str = response.subject_key_id
+        return key_id
+
+    async def grant_consent(
+        self,
+        identity_number: str,
+        signed_terms: bytes,
+        signature: bytes,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> consent_pb2.ConsentGrant:
+        """Record a grant the subject signed (``consent.grants.sign_terms`` on their device)."""
+        try:
+            response = await self._consents.GrantConsent(
+                consent_pb2.GrantConsentRequest(
+                    identity_number=identity_number, signed_terms=signed_terms,
+                    signature=signature,
+                ),
+                timeout=timeout,
+            )
+        except grpc.RpcError as error:
+            raise CredgateError(error) from None
+        grant: consent_pb2.ConsentGrant = response.grant
+        return grant
+
+    async def revoke_consent(
+        self, consent_id: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> consent_pb2.ConsentGrant:
+        try:
+            response = await self._consents.RevokeConsent(
+                consent_pb2.RevokeConsentRequest(consent_id=consent_id), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            raise CredgateError(error) from None
+        grant: consent_pb2.ConsentGrant = response.grant
+        return grant

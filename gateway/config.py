@@ -76,6 +76,16 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True)
+class ConsentConfig:
+    """``[consent]``: who may enrol subjects' consent-signing keys (in-person identity checks).
+
+    Empty by default: whoever enrols a key can sign consents in that subject's name.
+    """
+
+    enrolment_offices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole configuration, as loaded by ``load_config``."""
 
@@ -85,6 +95,7 @@ class GatewayConfig:
     keys: KeysConfig
     breaker: BreakerConfig
     sources: tuple[SourceConfig, ...] = ()
+    consent: ConsentConfig = field(default_factory=ConsentConfig)
     dev_identity: Institution | None = None
     """``[dev_identity]``: who cert-less callers are in ``insecure_dev`` mode (else unused)."""
     path: Path | None = field(default=None, compare=False)
@@ -103,6 +114,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "storage": {"url": str, "data_dir": Path},
     "keys": {"keyring": Path},
     "breaker": {"failure_threshold": int, "reset_seconds": float},
+    "consent": {"enrolment_offices": list},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
 }
 _SOURCE_KEYS: dict[str, type] = {
@@ -120,6 +132,7 @@ _TYPE_NAMES = {
     float: "a number",
     Path: "a path string",
     dict: "a table of strings",
+    list: "an array of strings",
 }
 
 
@@ -132,6 +145,7 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         str: isinstance(value, str),
         Path: isinstance(value, str) and value != "",
         dict: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
+        list: isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
         raise ConfigError(f"{where} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
@@ -142,6 +156,8 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         return path if path.is_absolute() else base / path
     if kind is dict:
         return dict(value)
+    if kind is list:
+        return tuple(value)
     return value
 
 
@@ -165,6 +181,8 @@ def _parse_env_value(name: str, text: str, kind: type) -> Any:
             return int(text)
         if kind is float:
             return float(text)
+        if kind is list:
+            return [item.strip() for item in text.split(",") if item.strip()]
     except ValueError:
         raise ConfigError(f"environment {name} must be {_TYPE_NAMES[kind]}") from None
     return text
@@ -279,6 +297,7 @@ def config_from_mapping(
         keys=keys,
         breaker=breaker,
         sources=_sources(document.get("sources", []), base_dir),
+        consent=ConsentConfig(**tables.get("consent", {})),
         dev_identity=_dev_identity(tables.get("dev_identity")),
         path=path,
     )

@@ -42,6 +42,16 @@ DEFAULT_DEV_INSTITUTIONS = (
     Institution("bank-demo", InstitutionRole.INSTITUTION_ROLE_FINANCIAL_INSTITUTION, "Demo Bank"),
     Institution("court-demo", InstitutionRole.INSTITUTION_ROLE_JUDICIAL_ORGAN, "Demo Court"),
     Institution("regulator-demo", InstitutionRole.INSTITUTION_ROLE_REGULATOR, "Demo Regulator"),
+    Institution("tax-demo", InstitutionRole.INSTITUTION_ROLE_TAX_AUTHORITY, "Demo Tax Bureau"),
+    Institution(
+        "office-demo", InstitutionRole.INSTITUTION_ROLE_STATUTORY_ORGAN, "Demo Enrolment Office"
+    ),
+    Institution(
+        "agency-demo", InstitutionRole.INSTITUTION_ROLE_AUTHORIZED_PARTY, "Demo Authorized Agency"
+    ),
+    Institution(
+        "lessor-demo", InstitutionRole.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION, "Demo Lessor"
+    ),
     Institution(
         "provider-disclosure",
         InstitutionRole.INSTITUTION_ROLE_DATA_PROVIDER,

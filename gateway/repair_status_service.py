@@ -1,13 +1,16 @@
 """RepairStatusService: the request path for one query, readable top to bottom.
 
-identity (mTLS) → validation → policy decision → subject token → query engine (fan-out, merge,
-minimize) → record what was issued → answer. Permission is decided before the gateway looks
-for the subject at all, so a denied caller cannot learn whether a person has records.
+identity (mTLS) → validation → subject token → consent grant (when the purpose needs one) →
+policy decision → query engine (fan-out, merge, minimize) → record what was issued → answer.
+Permission is decided before the gateway looks for the subject's records at all, so a denied
+caller cannot learn whether a person has any; the consent register is read afresh on every
+request, so a revocation takes effect for the very next one on every replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 
 import grpc
@@ -16,6 +19,7 @@ from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import report_pb2
 
 from consent import policy
+from consent.register import ConsentRegister, GrantLookup
 from gateway import identity_number
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
@@ -36,6 +40,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         engine: QueryEngine,
         tokenizer: SubjectTokenizer,
         fact_index: FactIndex,
+        consents: ConsentRegister,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         batch_max: int = 100,
@@ -44,6 +49,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self._engine = engine
         self._tokenizer = tokenizer
         self._fact_index = fact_index
+        self._consents = consents
         self._identify = identify
         self._batch_max = batch_max
         self._default_deadline = default_deadline_seconds
@@ -85,6 +91,12 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(request.requests)))
         return service_pb2.BatchGetRepairStatusResponse(results=results)
 
+    async def _spend_use(self, consent: GrantLookup) -> bool:
+        """Count the query against a grant limited in uses; atomic across replicas."""
+        if consent.grant is None or not consent.grant.max_uses:
+            return True
+        return await self._consents.record_use(consent.consent_id)
+
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """Absolute loop time by which the answer must be ready: the caller's deadline (gRPC
         Python does not propagate it for us) or the configured default, whichever is sooner."""
@@ -110,21 +122,28 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
                 "INVALID_REQUEST",
                 field_violations=violations,
             )
+        number = identity_number.normalize(request.identity_number)
+        token = self._tokenizer.token(number)
+        consent: GrantLookup | None = None
+        if policy.requires_consent(request.purpose):
+            consent = await self._consents.find_valid_grant(
+                token,
+                institution.institution_id,
+                request.purpose,
+                request.consent_id or None,
+                dt.datetime.now(dt.UTC),
+            )
         decision = policy.decide(
             institution.role,
             request.purpose,
             request.categories,
             case_reference=request.case_reference,
+            consent=consent,
         )
         if not decision.allowed:
-            raise GatewayError.of(
-                grpc.StatusCode.PERMISSION_DENIED,
-                decision.explanation,
-                decision.reason,
-                metadata={"role": institution.role_name},
-            )
-        number = identity_number.normalize(request.identity_number)
-        token = self._tokenizer.token(number)
+            raise _denied(institution, decision.reason, decision.explanation)
+        if consent is not None and not await self._spend_use(consent):
+            raise _denied(institution, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
         report = await self._engine.report(
             number,
             token,
@@ -134,3 +153,12 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         )
         await self._fact_index.record_issued_report(report, institution.institution_id)
         return report
+
+
+def _denied(institution: Institution, reason: str, explanation: str) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.PERMISSION_DENIED,
+        explanation,
+        reason,
+        metadata={"role": institution.role_name},
+    )

@@ -69,6 +69,10 @@ url = "sqlite:///credgate.db"
 [keys]
 keyring = "keyring.json"
 
+[consent]
+# Institutions that verify a subject in person and enrol the key they sign consents with.
+enrolment_offices = ["office-demo"]
+
 [breaker]
 failure_threshold = 5
 reset_seconds = 30.0

@@ -122,12 +122,8 @@ def test_unsafe_institution_ids_are_refused(institution_id: str) -> None:
 
 def test_write_dev_pki_writes_default_institutions_with_private_keys(tmp_path: Path) -> None:
     paths = write_dev_pki(tmp_path / "pki")
-    assert set(paths.institutions) == {
-        "bank-demo",
-        "court-demo",
-        "regulator-demo",
-        "provider-disclosure",
-    }
+    assert set(paths.institutions) == {i.institution_id for i in DEFAULT_DEV_INSTITUTIONS}
+    assert {"bank-demo", "court-demo", "regulator-demo", "office-demo"} <= set(paths.institutions)
     expected_roles = {i.institution_id: i.role for i in DEFAULT_DEV_INSTITUTIONS}
     assert expected_roles["court-demo"] == InstitutionRole.INSTITUTION_ROLE_JUDICIAL_ORGAN
     ca = load_certified_key(paths.ca_cert, paths.ca_key)

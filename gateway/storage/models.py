@@ -21,14 +21,17 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -128,3 +131,68 @@ class IssuedReport(Base):
     generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     report_digest: Mapped[str] = mapped_column(String(64))
     """Lower-case hex SHA-256 of the deterministically serialized report."""
+
+
+INSTITUTION_ID_LENGTH = 255
+CONSENT_ID_LENGTH = 64
+
+
+class SubjectKey(Base):
+    """A subject's enrolled Ed25519 public key (consent signatures are verified against it).
+
+    Keys are never deleted: a grant stays provable with the key it was signed under after the
+    subject enrols a new one; the old key is only marked ``retired_at``.
+    """
+
+    __tablename__ = "subject_keys"
+    __table_args__ = (Index(None, "subject_token"),)
+
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH), primary_key=True)
+    """``sk_`` + base32 of the SHA-256 of the public key: derived, so a key has one id."""
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """The 32-byte raw Ed25519 public key (pseudonymous, like the token; not encrypted)."""
+    enrolled_by: Mapped[str] = mapped_column(String(INSTITUTION_ID_LENGTH))
+    """The enrolment office that verified the subject in person."""
+    enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When a newer key replaced this one; ``None`` while it is the subject's current key."""
+
+
+class ConsentGrantRow(Base):
+    """A recorded consent grant: the signed terms verbatim, plus columns to query by.
+
+    ``signed_terms`` is the source of truth (the subject signed exactly those bytes); the other
+    term columns are copies for indexing and are checked against it whenever a grant is read
+    for a decision. The terms hold no identity number or name, only the subject's key id.
+    """
+
+    __tablename__ = "consent_grants"
+    __table_args__ = (
+        UniqueConstraint("terms_digest"),
+        Index(None, "grantee_institution_id", "created_at", "consent_id"),
+        Index(None, "collecting_institution_id", "created_at", "consent_id"),
+        Index(None, "subject_token", "grantee_institution_id"),
+    )
+
+    consent_id: Mapped[str] = mapped_column(String(CONSENT_ID_LENGTH), primary_key=True)
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    subject_key_id: Mapped[str] = mapped_column(
+        String(KEY_ID_LENGTH), ForeignKey("subject_keys.key_id")
+    )
+    grantee_institution_id: Mapped[str] = mapped_column(String(INSTITUTION_ID_LENGTH))
+    collecting_institution_id: Mapped[str] = mapped_column(String(INSTITUTION_ID_LENGTH))
+    not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ongoing_updates: Mapped[bool] = mapped_column(Boolean)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    """0 = no limit."""
+    use_count: Mapped[int] = mapped_column(Integer)
+    signed_terms: Mapped[bytes] = mapped_column(LargeBinary)
+    """The canonical ``ConsentTerms`` bytes exactly as the subject signed them."""
+    terms_digest: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of ``signed_terms``; unique, so replayed terms map to the grant recorded."""
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(INSTITUTION_ID_LENGTH))

@@ -1,0 +1,521 @@
+"""The consent register: subjects' enrolled keys and the grants they signed, in the database.
+
+Everything is read from the database on every call — no cache. That is what makes a revocation
+take effect for the very next request on every replica: replicas share the database and
+nothing else. ``find_valid_grant`` is the one question the policy decision point asks; it
+answers with the grant or the precise reason there is none, and it re-verifies the subject's
+signature and the stored copies of the terms each time, so a row edited behind the gateway's
+back authorizes nothing.
+
+Callers pass subject tokens, never identity numbers; a value that is not token-shaped is
+refused before it could reach a key column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
+from sqlalchemy import ColumnElement, and_, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from consent.grants import (
+    Category,
+    ConsentTerms,
+    Grant,
+    Purpose,
+    StateValue,
+    subject_key_id,
+    terms_digest,
+    verify_signature,
+    window_of,
+)
+from gateway.protection.tokens import is_subject_token
+from gateway.storage.database import Database
+from gateway.storage.models import ConsentGrantRow, SubjectKey
+
+log = logging.getLogger(__name__)
+
+CONSENT_VALID = "CONSENT_VALID"
+CONSENT_MISSING = "CONSENT_MISSING"
+CONSENT_REVOKED = "CONSENT_REVOKED"
+CONSENT_EXPIRED = "CONSENT_EXPIRED"
+CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
+CONSENT_EXHAUSTED = "CONSENT_EXHAUSTED"
+PURPOSE_NOT_PERMITTED = "PURPOSE_NOT_PERMITTED"
+
+_CLOSEST_FIRST = (
+    PURPOSE_NOT_PERMITTED,
+    CONSENT_EXHAUSTED,
+    CONSENT_NOT_YET_VALID,
+    CONSENT_EXPIRED,
+    CONSENT_REVOKED,
+)
+"""When no grant of the subject's allows a query, the reason reported is that of the grant
+closest to allowing it: the one that tells the institution what to ask the subject for."""
+
+_EXPLANATIONS = {
+    CONSENT_VALID: "a valid consent grant of the subject covers this query",
+    CONSENT_MISSING: "no consent grant of the subject for this institution was found",
+    CONSENT_REVOKED: "the consent grant was revoked",
+    CONSENT_EXPIRED: "the consent grant's validity window has ended",
+    CONSENT_NOT_YET_VALID: "the consent grant's validity window has not begun",
+    CONSENT_EXHAUSTED: "the consent grant's maximum number of uses has been reached",
+    PURPOSE_NOT_PERMITTED: "the consent grant does not cover this purpose",
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _require_token(token: str) -> None:
+    if not is_subject_token(token):
+        # Never echo the value: it may be an identity number passed by mistake.
+        raise ValueError("expected a subject token (st_...), got something else")
+
+
+def _lock_key(subject_token: str) -> int:
+    """A signed 64-bit advisory-lock key for one subject's enrolments."""
+    digest = hashlib.sha256(b"credgate/subject-keys/" + subject_token.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def new_consent_id() -> str:
+    """A fresh, unguessable grant id: ``cg_`` + 32 hex digits (128 random bits).
+
+    Random rather than sequential, so an id reveals neither how many grants exist nor when.
+    """
+    return "cg_" + secrets.token_hex(16)
+
+
+class SubjectKeyConflictError(Exception):
+    """The public key is already enrolled for a different subject."""
+
+
+class GrantIntegrityError(Exception):
+    """A stored grant disagrees with its signed terms or its signature: it was altered."""
+
+
+@dataclass(frozen=True)
+class EnrolledKey:
+    """A subject's enrolled signing key."""
+
+    key_id: str
+    subject_token: str
+    public_key: bytes
+    enrolled_by: str
+    enrolled_at: dt.datetime
+    retired_at: dt.datetime | None
+
+    @property
+    def current(self) -> bool:
+        """Whether this is the subject's current key (new grants must be signed with it)."""
+        return self.retired_at is None
+
+
+@dataclass(frozen=True)
+class GrantLookup:
+    """The answer to "may this institution rely on the subject's consent for this purpose?".
+
+    ``reason`` is ``CONSENT_VALID`` or an UPPER_SNAKE denial reason fit for an ``ErrorInfo``
+    and the audit entry; ``categories`` is what the grant allows (empty unless allowed).
+    """
+
+    reason: str
+    grant: Grant | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """True only for a grant that is active, in its window, for the purpose, not used up."""
+        return self.reason == CONSENT_VALID
+
+    @property
+    def explanation(self) -> str:
+        """A sentence for the error message; it names no person."""
+        return _EXPLANATIONS[self.reason]
+
+    @property
+    def categories(self) -> frozenset[Category]:
+        """The data categories the grant allows, or nothing when not allowed."""
+        return self.grant.categories if self.allowed and self.grant else frozenset()
+
+    @property
+    def consent_id(self) -> str:
+        """The grant the answer is about ("" when none was found), for the audit entry."""
+        return self.grant.consent_id if self.grant else ""
+
+
+@dataclass(frozen=True)
+class ListCursor:
+    """A position in the (created_at, consent_id) order of a grant listing."""
+
+    created_at: dt.datetime
+    consent_id: str
+
+
+def evaluate(grant: Grant, purpose: Purpose, now: dt.datetime) -> str:
+    """Why ``grant`` does or does not allow a query for ``purpose`` at ``now``.
+
+    Revocation is checked first (the subject's explicit act), then the window, then the purpose
+    and finally the use count.
+    """
+    if grant.revoked_at is not None:
+        return CONSENT_REVOKED
+    if now >= grant.not_after:
+        return CONSENT_EXPIRED
+    if now < grant.not_before:
+        return CONSENT_NOT_YET_VALID
+    if purpose not in grant.purposes:
+        return PURPOSE_NOT_PERMITTED
+    if grant.max_uses and grant.use_count >= grant.max_uses:
+        return CONSENT_EXHAUSTED
+    return CONSENT_VALID
+
+
+def _grant_of(row: ConsentGrantRow) -> Grant:
+    return Grant.from_terms(
+        consent_id=row.consent_id,
+        subject_token=row.subject_token,
+        signed_terms=row.signed_terms,
+        signature=row.signature,
+        created_at=row.created_at,
+        use_count=row.use_count,
+        revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
+    )
+
+
+def _key_of(row: SubjectKey) -> EnrolledKey:
+    return EnrolledKey(
+        key_id=row.key_id,
+        subject_token=row.subject_token,
+        public_key=row.public_key,
+        enrolled_by=row.enrolled_by,
+        enrolled_at=row.enrolled_at,
+        retired_at=row.retired_at,
+    )
+
+
+def _checked_grant(row: ConsentGrantRow, public_key: bytes) -> Grant:
+    """The grant, after proving the row still is what the subject signed."""
+    grant = _grant_of(row)
+    copies_agree = (
+        grant.subject_key_id == row.subject_key_id
+        and grant.grantee_institution_id == row.grantee_institution_id
+        and grant.collecting_institution_id == row.collecting_institution_id
+        and (grant.not_before, grant.not_after) == (row.not_before, row.not_after)
+        and grant.max_uses == row.max_uses
+        and grant.ongoing_updates == row.ongoing_updates
+        and terms_digest(row.signed_terms) == row.terms_digest
+    )
+    if not copies_agree or not verify_signature(public_key, row.signed_terms, row.signature):
+        raise GrantIntegrityError(f"consent grant {row.consent_id} fails its integrity check")
+    return grant
+
+
+def _visible_to(institution_id: str) -> ColumnElement[bool]:
+    return or_(
+        ConsentGrantRow.grantee_institution_id == institution_id,
+        ConsentGrantRow.collecting_institution_id == institution_id,
+    )
+
+
+def _in_state(state: StateValue, now: dt.datetime) -> ColumnElement[bool] | None:
+    """SQL for a state filter; EXPIRED is derived from the clock, exactly as ``Grant.state``."""
+    not_revoked = ConsentGrantRow.revoked_at.is_(None)
+    if state == consent_pb2.CONSENT_STATE_ACTIVE:
+        return and_(not_revoked, ConsentGrantRow.not_after > now)
+    if state == consent_pb2.CONSENT_STATE_EXPIRED:
+        return and_(not_revoked, ConsentGrantRow.not_after <= now)
+    if state == consent_pb2.CONSENT_STATE_REVOKED:
+        return ConsentGrantRow.revoked_at.is_not(None)
+    return None
+
+
+class ConsentRegister:
+    """Stores and answers questions about enrolled keys and consent grants."""
+
+    def __init__(self, database: Database, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self._db = database
+        self._clock = clock
+
+    # -- enrolled keys --------------------------------------------------------------------------
+
+    async def enroll_key(
+        self, subject_token: str, public_key: bytes, enrolled_by: str
+    ) -> EnrolledKey:
+        """Make ``public_key`` the subject's current key, retiring any other; idempotent.
+
+        Raises ``SubjectKeyConflictError`` when the key belongs to another subject: one key
+        must identify one person, or a signature would not say who agreed.
+        """
+        _require_token(subject_token)
+        key_id = subject_key_id(public_key)
+        now = self._clock()
+        try:
+            return await self._enroll(subject_token, key_id, public_key, enrolled_by, now)
+        except IntegrityError:
+            # Only the key id can collide: another subject enrolled this very key meanwhile.
+            raise SubjectKeyConflictError(f"key {key_id} is enrolled for another subject") from None
+
+    async def _enroll(
+        self,
+        subject_token: str,
+        key_id: str,
+        public_key: bytes,
+        enrolled_by: str,
+        now: dt.datetime,
+    ) -> EnrolledKey:
+        async with self._db.write() as session:
+            if self._db.backend == "postgresql":
+                # One enrolment per subject at a time, so two new keys cannot both end up
+                # current (SQLite's BEGIN IMMEDIATE already serializes every writer).
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(subject_token)}
+                )
+            existing = await session.get(SubjectKey, key_id)
+            if existing is not None and existing.subject_token != subject_token:
+                raise SubjectKeyConflictError(f"key {key_id} is enrolled for another subject")
+            await session.execute(
+                update(SubjectKey)
+                .where(
+                    SubjectKey.subject_token == subject_token,
+                    SubjectKey.key_id != key_id,
+                    SubjectKey.retired_at.is_(None),
+                )
+                .values(retired_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if existing is None:
+                existing = SubjectKey(
+                    key_id=key_id,
+                    subject_token=subject_token,
+                    public_key=public_key,
+                    enrolled_by=enrolled_by,
+                    enrolled_at=now,
+                    retired_at=None,
+                )
+                session.add(existing)
+            else:
+                existing.retired_at = None  # re-enrolling an old key makes it current again
+            await session.flush()
+            return _key_of(existing)
+
+    async def subject_key(self, key_id: str) -> EnrolledKey | None:
+        """The enrolled key with this id, current or retired, or ``None``."""
+        async with self._db.session() as session:
+            row = await session.get(SubjectKey, key_id)
+            return None if row is None else _key_of(row)
+
+    # -- grants ---------------------------------------------------------------------------------
+
+    async def record_grant(
+        self,
+        subject_token: str,
+        terms: ConsentTerms,
+        signed_terms: bytes,
+        signature: bytes,
+    ) -> tuple[Grant, bool]:
+        """Store a grant whose signature the caller has verified; ``(grant, newly_recorded)``.
+
+        Recording the same signed terms twice returns the first grant unchanged — a retry is
+        harmless and a replay can never revive a revoked grant.
+        """
+        _require_token(subject_token)
+        digest = terms_digest(signed_terms)
+        not_before, not_after = window_of(terms)
+        row = ConsentGrantRow(
+            consent_id=new_consent_id(),
+            subject_token=subject_token,
+            subject_key_id=terms.subject_key_id,
+            grantee_institution_id=terms.grantee_institution_id,
+            collecting_institution_id=terms.collecting_institution_id,
+            not_before=not_before,
+            not_after=not_after,
+            ongoing_updates=terms.ongoing_updates,
+            max_uses=terms.max_uses,
+            use_count=0,
+            signed_terms=signed_terms,
+            terms_digest=digest,
+            signature=signature,
+            created_at=self._clock(),
+            revoked_at=None,
+            revoked_by=None,
+        )
+        try:
+            async with self._db.write() as session:
+                existing = await self._by_digest(session, digest)
+                if existing is not None:
+                    return existing, False
+                session.add(row)
+                await session.flush()
+                return _grant_of(row), True
+        except IntegrityError:
+            # A concurrent request recorded the same terms first (PostgreSQL; SQLite's
+            # BEGIN IMMEDIATE serializes the two). Theirs is the grant.
+            async with self._db.session() as session:
+                existing = await self._by_digest(session, digest)
+            if existing is None:
+                raise
+            return existing, False
+
+    @staticmethod
+    async def _by_digest(session: AsyncSession, digest: str) -> Grant | None:
+        row = await session.scalar(
+            select(ConsentGrantRow).where(ConsentGrantRow.terms_digest == digest)
+        )
+        return None if row is None else _grant_of(row)
+
+    async def get_grant(self, consent_id: str, visible_to: str) -> Grant | None:
+        """The grant if it names ``visible_to``; ``None`` alike when absent or not theirs."""
+        async with self._db.session() as session:
+            row = await session.scalar(
+                select(ConsentGrantRow).where(
+                    ConsentGrantRow.consent_id == consent_id, _visible_to(visible_to)
+                )
+            )
+            return None if row is None else _grant_of(row)
+
+    async def list_grants(
+        self,
+        visible_to: str,
+        *,
+        limit: int,
+        after: ListCursor | None = None,
+        state: StateValue = consent_pb2.CONSENT_STATE_UNSPECIFIED,
+        subject_token: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[list[Grant], bool]:
+        """Up to ``limit`` grants naming ``visible_to`` after ``after``; and whether more exist.
+
+        Ordered by (created_at, consent_id), which never changes for a recorded grant, so
+        paging is stable while grants are added or revoked.
+        """
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        query = select(ConsentGrantRow).where(_visible_to(visible_to))
+        if subject_token is not None:
+            _require_token(subject_token)
+            query = query.where(ConsentGrantRow.subject_token == subject_token)
+        state_filter = _in_state(state, now or self._clock())
+        if state_filter is not None:
+            query = query.where(state_filter)
+        if after is not None:
+            query = query.where(
+                or_(
+                    ConsentGrantRow.created_at > after.created_at,
+                    and_(
+                        ConsentGrantRow.created_at == after.created_at,
+                        ConsentGrantRow.consent_id > after.consent_id,
+                    ),
+                )
+            )
+        query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
+        async with self._db.session() as session:
+            rows = (await session.scalars(query.limit(limit + 1))).all()
+        return [_grant_of(row) for row in rows[:limit]], len(rows) > limit
+
+    async def revoke(self, consent_id: str, by_institution: str) -> Grant | None:
+        """Revoke at once; ``None`` when the grant does not exist or does not name the caller.
+
+        Revoking a revoked grant changes nothing (the first revocation's time and author stay).
+        """
+        async with self._db.write() as session:
+            await session.execute(
+                update(ConsentGrantRow)
+                .where(
+                    ConsentGrantRow.consent_id == consent_id,
+                    _visible_to(by_institution),
+                    ConsentGrantRow.revoked_at.is_(None),
+                )
+                .values(revoked_at=self._clock(), revoked_by=by_institution)
+                .execution_options(synchronize_session=False)
+            )
+            row = await session.scalar(
+                select(ConsentGrantRow).where(
+                    ConsentGrantRow.consent_id == consent_id, _visible_to(by_institution)
+                )
+            )
+            return None if row is None else _grant_of(row)
+
+    async def record_use(self, consent_id: str) -> bool:
+        """Count one query against the grant, atomically; False if revoked or used up meanwhile.
+
+        ``find_valid_grant`` only reads; a query that relies on a grant with ``max_uses``
+        calls this before answering, so two concurrent queries cannot both take the last use.
+        """
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(ConsentGrantRow)
+                .where(
+                    ConsentGrantRow.consent_id == consent_id,
+                    ConsentGrantRow.revoked_at.is_(None),
+                    or_(
+                        ConsentGrantRow.max_uses == 0,
+                        ConsentGrantRow.use_count < ConsentGrantRow.max_uses,
+                    ),
+                )
+                .values(use_count=ConsentGrantRow.use_count + 1)
+                .returning(ConsentGrantRow.consent_id)
+                .execution_options(synchronize_session=False)
+            )
+            return len(result.all()) == 1
+
+    async def find_valid_grant(
+        self,
+        subject_token: str,
+        institution_id: str,
+        purpose: Purpose,
+        consent_id: str | None,
+        now: dt.datetime,
+    ) -> GrantLookup:
+        """The subject's grant that lets ``institution_id`` query for ``purpose`` at ``now``.
+
+        With a ``consent_id`` only that grant is considered, and only if it is the subject's
+        and names the institution as grantee — otherwise ``CONSENT_MISSING``, the same as for
+        an id that does not exist. Without one, every grant of the subject's to the institution
+        is considered and the first that allows the query wins.
+        """
+        _require_token(subject_token)
+        query = (
+            select(ConsentGrantRow, SubjectKey.public_key)
+            .join(SubjectKey, SubjectKey.key_id == ConsentGrantRow.subject_key_id)
+            .where(
+                ConsentGrantRow.subject_token == subject_token,
+                SubjectKey.subject_token == subject_token,
+                ConsentGrantRow.grantee_institution_id == institution_id,
+            )
+            .order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
+        )
+        if consent_id is not None:
+            query = query.where(ConsentGrantRow.consent_id == consent_id)
+        async with self._db.session() as session:
+            rows = (await session.execute(query)).all()
+        return self._best(rows, purpose, now)
+
+    @staticmethod
+    def _best(
+        rows: Sequence[tuple[ConsentGrantRow, bytes]], purpose: Purpose, now: dt.datetime
+    ) -> GrantLookup:
+        found: dict[str, Grant] = {}
+        for row, public_key in rows:
+            try:
+                grant = _checked_grant(row, public_key)
+            except GrantIntegrityError:
+                log.error("consent grant %s failed its integrity check; ignored", row.consent_id)
+                continue
+            reason = evaluate(grant, purpose, now)
+            if reason == CONSENT_VALID:
+                return GrantLookup(CONSENT_VALID, grant)
+            found.setdefault(reason, grant)
+        for reason in _CLOSEST_FIRST:
+            if reason in found:
+                return GrantLookup(reason, found[reason])
+        return GrantLookup(CONSENT_MISSING)

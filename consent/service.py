@@ -1,0 +1,362 @@
+"""ConsentService: enrol subjects' keys, record signed grants, show, list and revoke them.
+
+Read top to bottom, each RPC is: who is calling (mTLS) → may that role do this at all →
+is every field well formed → the register. Permission comes before existence everywhere: a
+grant is looked up *together with* the condition that it names the caller, so a grant the
+caller may not see and one that does not exist give the same NOT_FOUND.
+
+Enrolment offices are named by configuration (institution ids) and must also hold a role that
+verifies identity in person (statutory organ or authorized party): whoever can enrol a key
+can sign consents in that subject's name, so no institution gets that power by role alone.
+
+Messages and logs name consent ids and institution ids, never identity numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Collection
+from typing import NoReturn
+
+import grpc
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from consent import grants
+from consent.register import (
+    ConsentRegister,
+    ListCursor,
+    SubjectKeyConflictError,
+)
+from gateway import identity_number
+from gateway.errors import GatewayError
+from gateway.institution import Institution
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.storage.models import CONSENT_ID_LENGTH
+
+log = logging.getLogger(__name__)
+
+ENROLMENT_ROLES = frozenset(
+    {
+        vocab.INSTITUTION_ROLE_STATUTORY_ORGAN,
+        vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY,
+    }
+)
+"""Roles that may act as an enrolment office, if also configured as one by id."""
+COLLECTOR_ROLES = frozenset(
+    {
+        vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
+        vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION,
+        vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY,
+        vocab.INSTITUTION_ROLE_STATUTORY_ORGAN,
+    }
+)
+"""Roles that collect consent from subjects (Art. 12 (1), (2)) and record it here."""
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_PAGE_TOKEN_VERSION = 1
+_KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
+
+Violation = tuple[str, str]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _invalid(violations: list[Violation]) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=violations,
+    )
+
+
+def _not_found() -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.NOT_FOUND,
+        "no consent grant with this id is visible to the caller",
+        "CONSENT_NOT_FOUND",
+    )
+
+
+def _signature_invalid(description: str) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the subject's signature over the consent terms is missing or does not verify",
+        "CONSENT_SIGNATURE_INVALID",
+        field_violations=[("signature", description)],
+    )
+
+
+def _identity_violation(value: str, field: str) -> Violation | None:
+    problem = identity_number.validate(identity_number.normalize(value))
+    if problem is None:
+        return None
+    return field, f"{problem.reason}: {problem.description}"
+
+
+def _consent_id_violation(consent_id: str) -> Violation | None:
+    if not consent_id:
+        return "consent_id", "is required"
+    if len(consent_id) > CONSENT_ID_LENGTH or not consent_id.isascii():
+        return "consent_id", "is not a consent id"
+    return None
+
+
+# -- page tokens -------------------------------------------------------------------------------
+
+
+def _page_scope(institution_id: str, state: int, subject_token: str | None) -> str:
+    """Binds a page token to the caller and filters it was issued for (AIP-158)."""
+    material = f"{institution_id}\x00{state}\x00{subject_token or ''}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def encode_page_token(cursor: ListCursor, scope: str) -> str:
+    """An opaque token for the position after ``cursor``.
+
+    It is a position, not a credential: every page is queried again with the caller's own
+    visibility condition, so a token passed to another institution shows it nothing new.
+    """
+    doc = {
+        "v": _PAGE_TOKEN_VERSION,
+        "s": scope,
+        "t": cursor.created_at.isoformat(),
+        "i": cursor.consent_id,
+    }
+    raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_page_token(token: str, scope: str) -> ListCursor:
+    """The cursor in ``token``; ``ValueError`` if malformed or issued for other filters."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("v") != _PAGE_TOKEN_VERSION:
+            raise ValueError("unknown page token version")
+        created_at = dt.datetime.fromisoformat(str(doc["t"]))
+        consent_id = str(doc["i"])
+        token_scope = doc["s"]
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
+        raise ValueError("malformed page token") from exc
+    if token_scope != scope:
+        raise ValueError("page token was issued for other filters")
+    if created_at.tzinfo is None:
+        raise ValueError("malformed page token")
+    return ListCursor(created_at, consent_id)
+
+
+# -- the servicer ------------------------------------------------------------------------------
+
+
+class ConsentService(consent_grpc.ConsentServiceServicer):
+    """The grpc.aio servicer over a ``ConsentRegister``."""
+
+    def __init__(
+        self,
+        register: ConsentRegister,
+        tokenizer: SubjectTokenizer,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        *,
+        enrolment_offices: Collection[str] = frozenset(),
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._register = register
+        self._tokenizer = tokenizer
+        self._identify = identify
+        self._enrolment_offices = frozenset(enrolment_offices)
+        self._clock = clock
+
+    async def EnrollSubjectKey(
+        self,
+        request: consent_pb2.EnrollSubjectKeyRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> consent_pb2.EnrollSubjectKeyResponse:
+        """Bind a public key to the subject, as an enrolment office that met them in person."""
+        office = self._identify(context)
+        if (
+            office.role not in ENROLMENT_ROLES
+            or office.institution_id not in self._enrolment_offices
+        ):
+            raise GatewayError.of(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only a configured enrolment office may enrol subject keys",
+                "ENROLMENT_NOT_PERMITTED",
+                metadata={"role": office.role_name},
+            )
+        violations: list[Violation] = []
+        if problem := _identity_violation(request.identity_number, "identity_number"):
+            violations.append(problem)
+        try:
+            grants.load_public_key(request.public_key)
+        except ValueError:
+            violations.append(("public_key", "must be a 32-byte raw Ed25519 public key"))
+        if violations:
+            raise _invalid(violations)
+        token = self._token(request.identity_number)
+        try:
+            key = await self._register.enroll_key(token, request.public_key, office.institution_id)
+        except SubjectKeyConflictError:
+            raise GatewayError.of(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "this public key is already enrolled for another subject",
+                "SUBJECT_KEY_CONFLICT",
+                field_violations=[("public_key", "must be a key of this subject only")],
+            ) from None
+        log.info("subject key %s enrolled by %s", key.key_id, office.institution_id)
+        response = consent_pb2.EnrollSubjectKeyResponse(subject_key_id=key.key_id)
+        response.enroll_time.FromDatetime(key.enrolled_at)
+        return response
+
+    async def GrantConsent(
+        self, request: consent_pb2.GrantConsentRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.GrantConsentResponse:
+        """Record terms the subject signed, after proving the signature is theirs."""
+        collector = self._identify(context)
+        if collector.role not in COLLECTOR_ROLES:
+            raise GatewayError.of(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the caller's role does not collect consent",
+                "ROLE_NOT_PERMITTED",
+                metadata={"role": collector.role_name},
+            )
+        if problem := _identity_violation(request.identity_number, "identity_number"):
+            raise _invalid([problem])
+        terms = self._parse(request.signed_terms)
+        if not request.signature:
+            raise _signature_invalid("is required: the subject must sign the terms")
+        token = self._token(request.identity_number)
+        key = await self._register.subject_key(terms.subject_key_id)
+        if key is None or key.subject_token != token or not key.current:
+            raise GatewayError.of(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the signing key is not the subject's current enrolled key",
+                "SUBJECT_NOT_ENROLLED",
+                field_violations=[("terms.subject_key_id", "is not enrolled for this subject")],
+            )
+        if not grants.verify_signature(key.public_key, request.signed_terms, request.signature):
+            raise _signature_invalid("does not verify with the subject's enrolled key")
+        if terms.collecting_institution_id != collector.institution_id:
+            raise GatewayError.of(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only the collecting institution named in the terms may record them",
+                "COLLECTOR_MISMATCH",
+                field_violations=[("terms.collecting_institution_id", "must be the caller")],
+            )
+        now = self._clock()
+        if violations := grants.term_violations(terms, now=now):
+            raise GatewayError.of(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the signed consent terms are not acceptable; see the BadRequest details",
+                "CONSENT_TERMS_INVALID",
+                field_violations=violations,
+            )
+        grant, created = await self._register.record_grant(
+            token, terms, request.signed_terms, request.signature
+        )
+        if created:
+            log.info(
+                "consent %s recorded by %s for grantee %s",
+                grant.consent_id,
+                collector.institution_id,
+                grant.grantee_institution_id,
+            )
+        return consent_pb2.GrantConsentResponse(grant=grant.to_proto(now))
+
+    async def GetConsent(
+        self, request: consent_pb2.GetConsentRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.GetConsentResponse:
+        """One grant naming the caller."""
+        caller = self._identify(context)
+        if problem := _consent_id_violation(request.consent_id):
+            raise _invalid([problem])
+        grant = await self._register.get_grant(request.consent_id, caller.institution_id)
+        if grant is None:
+            raise _not_found()
+        return consent_pb2.GetConsentResponse(grant=grant.to_proto(self._clock()))
+
+    async def ListConsents(
+        self, request: consent_pb2.ListConsentsRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.ListConsentsResponse:
+        """A page of the grants naming the caller, oldest first."""
+        caller = self._identify(context)
+        violations: list[Violation] = []
+        if request.page_size < 0:
+            violations.append(("page_size", "must not be negative"))
+        if request.state not in _KNOWN_STATES:
+            violations.append(("state", "is not a known consent state"))
+        if request.identity_number and (
+            problem := _identity_violation(request.identity_number, "identity_number")
+        ):
+            violations.append(problem)
+        if violations:
+            raise _invalid(violations)
+        token = self._token(request.identity_number) if request.identity_number else None
+        scope = _page_scope(caller.institution_id, request.state, token)
+        after = None
+        if request.page_token:
+            try:
+                after = decode_page_token(request.page_token, scope)
+            except ValueError:
+                raise _invalid(
+                    [("page_token", "is not a token this listing issued with these filters")]
+                ) from None
+        now = self._clock()
+        found, more = await self._register.list_grants(
+            caller.institution_id,
+            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            after=after,
+            state=request.state,
+            subject_token=token,
+            now=now,
+        )
+        response = consent_pb2.ListConsentsResponse(grants=[g.to_proto(now) for g in found])
+        if more and found:
+            last = found[-1]
+            response.next_page_token = encode_page_token(
+                ListCursor(last.created_at, last.consent_id), scope
+            )
+        return response
+
+    async def RevokeConsent(
+        self, request: consent_pb2.RevokeConsentRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.RevokeConsentResponse:
+        """Revoke a grant naming the caller; effective for the next decision on any replica."""
+        caller = self._identify(context)
+        if problem := _consent_id_violation(request.consent_id):
+            raise _invalid([problem])
+        grant = await self._register.revoke(request.consent_id, caller.institution_id)
+        if grant is None:
+            raise _not_found()
+        log.info("consent %s revocation requested by %s", grant.consent_id, caller.institution_id)
+        return consent_pb2.RevokeConsentResponse(grant=grant.to_proto(self._clock()))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _token(self, number: str) -> str:
+        return self._tokenizer.token(identity_number.normalize(number))
+
+    @staticmethod
+    def _parse(signed_terms: bytes) -> grants.ConsentTerms:
+        try:
+            return grants.parse_terms(signed_terms)
+        except grants.TermsError as error:
+            _raise_terms_invalid(error)
+
+
+def _raise_terms_invalid(error: grants.TermsError) -> NoReturn:
+    raise GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the signed consent terms are not acceptable; see the BadRequest details",
+        "CONSENT_TERMS_INVALID",
+        field_violations=[(error.field, error.description)],
+    )
