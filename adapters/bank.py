@@ -13,63 +13,46 @@ that onto the unified schema, identically for every bank. A bank asserts no repa
 from __future__ import annotations
 
 import datetime as dt
-from functools import partial
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 from adapters import bank_csv, bank_xml
-from adapters.bank_model import BankStatement, to_facts
+from adapters.bank_model import to_facts
 from adapters.base import SourceConfig
-from adapters.http import HttpTransport
-from adapters.payload_guard import guarded
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
 
 DIALECTS = ("xml", "csv-gb18030")
 
 
-class BankAdapter:
+class BankAdapter(HttpSourceAdapter):
     """Looks one subject up at one bank, in that bank's dialect."""
+
+    kind = vocabulary_pb2.SOURCE_KIND_BANK
+    what = "bank answer"
 
     def __init__(self, config: SourceConfig) -> None:
         dialect = config.options.get("dialect", "")
         if dialect not in DIALECTS:
             raise ValueError(f"bank source {config.source_id!r}: unknown dialect {dialect!r}")
-        self._config = config
         self._dialect = dialect
-        self._http = HttpTransport(config.endpoint)
+        super().__init__(config)
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
-
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return vocabulary_pb2.SOURCE_KIND_BANK
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        fetched_at = dt.datetime.now(dt.UTC)
-        statement = await self._statement(identity_number, timeout, fetched_at)
-        return guarded(
-            "bank answer", lambda: to_facts(self._config, statement, identity_number, fetched_at)
-        )
-
-    async def _statement(
-        self, identity_number: str, timeout: float, now: dt.datetime
-    ) -> BankStatement:
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
         if self._dialect == "xml":
-            body, content_type = await self._http.post(
-                bank_xml.PATH, timeout=timeout, data=bank_xml.build_request(identity_number, now),
+            return HttpRequest(
+                bank_xml.PATH, data=bank_xml.build_request(identity_number, now),
                 headers={"Content-Type": bank_xml.CONTENT_TYPE, "Accept": "application/xml"},
             )
-            parse = partial(bank_xml.parse_response, body, content_type, identity_number)
-        else:
-            body, content_type = await self._http.post(
-                bank_csv.PATH, timeout=timeout, data=bank_csv.build_request(identity_number),
-                headers={"Accept": "text/csv"},
-            )
-            parse = partial(bank_csv.parse_response, body, content_type)
-        return guarded("bank answer", parse)
+        return HttpRequest(
+            bank_csv.PATH, data=bank_csv.build_request(identity_number),
+            headers={"Accept": "text/csv"},
+        )
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _map(
+        self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
+    ) -> report_pb2.SourceFacts:
+        if self._dialect == "xml":
+            statement = bank_xml.parse_response(body, content_type, identity_number)
+        else:
+            statement = bank_csv.parse_response(body, content_type)
+        return to_facts(self._config, statement, identity_number, fetched_at)

@@ -25,9 +25,9 @@ from typing import Any
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 from adapters import mapping
-from adapters.base import MalformedPayload, SourceConfig, SourceError
-from adapters.http import HttpTransport
-from adapters.payload_guard import decode, guarded, require_media_type
+from adapters.base import MalformedPayload, SourceError
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from adapters.payload_guard import decode, require_media_type
 from adapters.signing import loads_strict
 from gateway.identity_number import mask
 
@@ -80,33 +80,14 @@ class _Ruling:
     day: dt.date
 
 
-class CourtAdapter:
+class CourtAdapter(HttpSourceAdapter):
     """Speaks the court's ``POST /sfgk/api/v1/dsr/ajcx`` party-case query."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        self._config = config
-        self._transport = HttpTransport(config.endpoint)
+    kind = KIND
+    what = "court answer"
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
-
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return KIND
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        request = {"证件类型": "居民身份证", "证件号码": identity_number}
-        body, content_type = await self._transport.post(QUERY_PATH, timeout=timeout, json=request)
-        fetched_at = dt.datetime.now(dt.UTC)
-        return guarded(
-            "court answer", lambda: self._map(body, content_type, identity_number, fetched_at)
-        )
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
+        return HttpRequest(QUERY_PATH, json={"证件类型": "居民身份证", "证件号码": identity_number})
 
     def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime

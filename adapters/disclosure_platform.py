@@ -26,8 +26,8 @@ from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 from adapters import mapping
 from adapters.base import MalformedPayload, SourceConfig, SourceError
-from adapters.http import HttpTransport
-from adapters.payload_guard import decode, guarded, require_media_type
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from adapters.payload_guard import decode, require_media_type
 from adapters.signing import SigningKeyError, load_public_key, loads_strict, verify
 from gateway.identity_number import mask
 
@@ -69,8 +69,11 @@ _WORST_FIRST = (
 )
 
 
-class DisclosurePlatformAdapter:
+class DisclosurePlatformAdapter(HttpSourceAdapter):
     """Speaks ``POST /api/v2/debtor/query`` and verifies the platform's record signatures."""
+
+    kind = KIND
+    what = "disclosure platform answer"
 
     def __init__(self, config: SourceConfig) -> None:
         encoded = config.options.get("public_key", "")
@@ -81,31 +84,10 @@ class DisclosurePlatformAdapter:
         except SigningKeyError as exc:
             raise ValueError(f"source {config.source_id!r}: option 'public_key': {exc}") from None
         self._key_id = config.options.get("key_id") or None
-        self._config = config
-        self._transport = HttpTransport(config.endpoint)
+        super().__init__(config)
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
-
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return KIND
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        body, content_type = await self._transport.post(
-            QUERY_PATH, timeout=timeout, json={"zjhm": identity_number, "cxlx": "QB"}
-        )
-        fetched_at = dt.datetime.now(dt.UTC)
-        return guarded(
-            "disclosure platform answer",
-            lambda: self._map(body, content_type, identity_number, fetched_at),
-        )
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
+        return HttpRequest(QUERY_PATH, json={"zjhm": identity_number, "cxlx": "QB"})
 
     def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime

@@ -23,10 +23,10 @@ from typing import Any
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
-from adapters.http import HttpTransport
+from adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from adapters.mapping import CHINA_TZ, bounded, cny, provenance, text, to_date, yuan_to_fen
-from adapters.payload_guard import decode, guarded, lookup, require_media_type
+from adapters.payload_guard import decode, lookup, require_media_type
 from gateway.identity_number import mask
 
 PATH = "/api/v1/naturalPerson/creditInfo"
@@ -55,33 +55,16 @@ PENALTY_TYPES = {
 }
 
 
-class MarketSupervisionAdapter:
+class MarketSupervisionAdapter(HttpSourceAdapter):
     """Looks one subject's business roles and penalties up at market supervision."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        self._config = config
-        self._http = HttpTransport(config.endpoint)
+    kind = _KIND
+    what = _WHAT
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
+        return HttpRequest(PATH, json={"certType": "10", "certNo": identity_number})
 
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return _KIND
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        fetched_at = dt.datetime.now(dt.UTC)
-        body, content_type = await self._http.post(
-            PATH, timeout=timeout, json={"certType": "10", "certNo": identity_number},
-        )
-        return guarded(
-            _WHAT, lambda: self._facts(body, content_type, identity_number, fetched_at)
-        )
-
-    def _facts(
+    def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
     ) -> report_pb2.SourceFacts:
         if require_media_type(content_type, ("application/json",), _WHAT) not in (None, "utf-8"):
@@ -122,9 +105,6 @@ class MarketSupervisionAdapter:
         for penalty in bounded(data.get("adminPenalties"), "adminPenalties"):
             facts.records.append(_penalty(_object(penalty, "adminPenalties"), today, origin))
         return facts
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 def _role(

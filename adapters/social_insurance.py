@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
-from adapters.http import HttpTransport
+from adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from adapters.mapping import (
     bounded,
     cny,
@@ -33,7 +33,7 @@ from adapters.mapping import (
     text,
     to_date,
 )
-from adapters.payload_guard import decode, guarded, lookup, require_media_type
+from adapters.payload_guard import decode, lookup, require_media_type
 from gateway.identity_number import mask
 
 PATH = "/sbjk/cbxx/cx"
@@ -51,33 +51,16 @@ INSURANCE_TYPES = {
 _STATUSES = {"1": "contributing", "2": "suspended", "3": "terminated"}
 
 
-class SocialInsuranceAdapter:
+class SocialInsuranceAdapter(HttpSourceAdapter):
     """Looks one subject's social insurance records up at the fund."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        self._config = config
-        self._http = HttpTransport(config.endpoint)
+    kind = _KIND
+    what = _WHAT
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
+        return HttpRequest(PATH, data={"aac058": "01", "aac147": identity_number})
 
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return _KIND
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        fetched_at = dt.datetime.now(dt.UTC)
-        body, content_type = await self._http.post(
-            PATH, timeout=timeout, data={"aac058": "01", "aac147": identity_number},
-        )
-        return guarded(
-            _WHAT, lambda: self._facts(body, content_type, identity_number, fetched_at)
-        )
-
-    def _facts(
+    def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
     ) -> report_pb2.SourceFacts:
         if require_media_type(content_type, ("text/plain",), _WHAT) not in (None, "utf-8"):
@@ -124,9 +107,6 @@ class SocialInsuranceAdapter:
             masked_identity_number=mask(identity_number), name=name
         ))
         return facts
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 def _record(

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
-from adapters.http import HttpTransport
+from adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from adapters.mapping import (
     CHINA_TZ,
     cny,
@@ -34,7 +34,6 @@ from adapters.mapping import (
 )
 from adapters.payload_guard import (
     decode,
-    guarded,
     lookup,
     parse_xml,
     require_media_type,
@@ -60,34 +59,19 @@ LEVY_ITEMS = {
 _UNSETTLED, _SETTLED = "01", "02"
 
 
-class TaxAdapter:
+class TaxAdapter(HttpSourceAdapter):
     """Looks one subject's tax arrears up at the tax bureau."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        self._config = config
-        self._http = HttpTransport(config.endpoint)
+    kind = _KIND
+    what = _WHAT
 
-    @property
-    def config(self) -> SourceConfig:
-        return self._config
-
-    @property
-    def source_kind(self) -> vocabulary_pb2.SourceKind.ValueType:
-        return _KIND
-
-    async def fetch(
-        self, identity_number: str, *, timeout: float
-    ) -> report_pb2.SourceFacts:
-        fetched_at = dt.datetime.now(dt.UTC)
-        body, content_type = await self._http.post(
-            PATH, timeout=timeout, data=build_request(identity_number, fetched_at),
+    def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
+        return HttpRequest(
+            PATH, data=build_request(identity_number, now),
             headers={"Content-Type": "application/xml; charset=GB18030"},
         )
-        return guarded(
-            _WHAT, lambda: self._facts(body, content_type, identity_number, fetched_at)
-        )
 
-    def _facts(
+    def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
     ) -> report_pb2.SourceFacts:
         if require_media_type(content_type, ("application/xml", "text/xml"), _WHAT) not in (
@@ -133,9 +117,6 @@ class TaxAdapter:
         for element in xml_items(body_element, "qsxxlb", "qsxx", _WHAT):
             facts.records.append(_arrears(element, origin))
         return facts
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 def build_request(identity_number: str, now: dt.datetime) -> bytes:

@@ -1,13 +1,15 @@
 """The query engine: ask every source at once, merge their answers, show only what is allowed.
 
 Layers, each usable on its own: ``breaker`` (skip a source that keeps failing), ``fanout``
-(concurrent calls under one deadline), ``merge`` (pure: precedence, contradictions, flags),
+(concurrent calls under one deadline), ``merge`` (pure: precedence, state, flags) with
+``ranking`` and ``contradictions`` (pure: who prevails over whom, and where sources disagree),
 ``minimize`` (pure: drop what the categories do not allow), and ``query`` composing them.
 """
 
 from gateway.engine.breaker import TRIPPING_REASONS, BreakerState, CircuitBreaker, Permit
+from gateway.engine.contradictions import Finding
 from gateway.engine.fanout import SourceOutcome, fan_out
-from gateway.engine.merge import Finding, MergedReport, merge
+from gateway.engine.merge import MergedReport, merge
 from gateway.engine.minimize import minimize, minimize_contradictions
 from gateway.engine.query import BreakerSettings, FactCache, QueryEngine
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as v
 
-from gateway.engine.merge import Finding
+from gateway.engine.contradictions import Finding
 
 
 def minimize(
