@@ -16,6 +16,9 @@ query. The channel is plaintext (``grpc.aio.insecure_channel``): the registry is
 its dedicated line, and the mock on loopback; channel credentials would be the option to add
 for a deployment that reaches it over a shared network.
 
+Each attempt is a CLIENT span whose W3C ``traceparent`` travels in the call's metadata
+(``gateway.telemetry.clients.grpc_client_call``); the span records the status code only.
+
 Options:
 
 ``org_code`` (optional)
@@ -49,6 +52,7 @@ from adapters.base import (
 from adapters.http import MAX_PAYLOAD_BYTES
 from adapters.payload_guard import guarded, lookup
 from gateway.identity_number import mask
+from gateway.telemetry.clients import grpc_client_call
 
 KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
 METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"
@@ -61,6 +65,9 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Subchannels are otherwise shared process-wide, so a fresh channel would inherit the old
+    # one's back-off and a retry on it would fail the same way.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 STATES: dict[str, vocabulary_pb2.RepairState.ValueType] = {
@@ -158,11 +165,14 @@ class CreditRegistryAdapter:
 
     async def _attempt(self, request: bytes, budget: float) -> bytes | grpc.StatusCode:
         call = (await self._ready_channel()).unary_unary(METHOD)  # bytes: decoded under guard
-        try:
-            raw = await call(request, timeout=budget)
-        except grpc.aio.AioRpcError as exc:
-            code: grpc.StatusCode = exc.code()
-            return code
+        with grpc_client_call(METHOD, self._config.endpoint) as traced:
+            try:
+                raw = await call(request, timeout=budget, metadata=traced.metadata)
+            except grpc.aio.AioRpcError as exc:
+                code: grpc.StatusCode = exc.code()
+                traced.set_code(code)
+                return code
+            traced.set_code(grpc.StatusCode.OK)
         if not isinstance(raw, bytes):
             raise MalformedPayload("credit registry answer is not a message")
         return raw

@@ -3,6 +3,10 @@
 It turns every way an HTTP exchange can go wrong into the adapter seam's error vocabulary
 (timeout, unavailable, malformed) and bounds what a source may send, so a hostile or broken
 source can neither hang the gateway nor make it buffer without limit.
+
+Every request is traced (``gateway.telemetry.clients``): a CLIENT span, and the W3C
+``traceparent`` header so the source can tie the request to the gateway's trace. Bodies are
+never recorded, which is one more reason the identity number travels only in the body.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
+from gateway.telemetry.clients import http_trace_config
 
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 
@@ -29,7 +34,9 @@ class HttpTransport:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), raise_for_status=False
+                connector=aiohttp.TCPConnector(limit=64),
+                raise_for_status=False,
+                trace_configs=[http_trace_config()],
             )
         return self._session
 

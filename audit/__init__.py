@@ -1,0 +1,33 @@
+"""The tamper-evident audit log: one entry per access decision, in a Merkle tree (RFC 9162)
+with signed C2SP checkpoints, and the regulator's view of it. See docs/audit.md.
+
+One concept per module (after transparency-dev/merkle):
+
+``hashing``  leaf/node hashes          ``tree``         compact ranges, roots
+``proof``    inclusion/consistency     ``note``         signed notes, key encodings
+``checkpoint`` checkpoint format       ``keys``         the log's key file
+``entry``    building entries          ``store_models`` tables
+``log``      AuditLog (append)         ``checkpoints``  making/storing checkpoints
+``storage``  reading back, proofs      ``verifier``, ``sequence``, ``findings``, ``verify``
+``queries``  listing, history                           tamper detection
+``unusual``  unusual-access report     ``page_token``   AIP-158 tokens
+``service``  RegulatorService          ``offline``      checking an export file
+``cli``      ``credgate audit ...``
+"""
+
+from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, AuditEntry, AuditEntryError, new_entry
+from audit.keys import load_or_create_signer
+from audit.log import AppendReceipt, AuditLog, AuditUnavailable
+
+__all__ = [
+    "ALLOWED",
+    "ALLOWED_REASON",
+    "DENIED",
+    "AppendReceipt",
+    "AuditEntry",
+    "AuditEntryError",
+    "AuditLog",
+    "AuditUnavailable",
+    "load_or_create_signer",
+    "new_entry",
+]

@@ -3,9 +3,14 @@
 Every query is decided here and nowhere else, from data rather than scattered ``if``s: the
 ``PURPOSE_RULES`` table says, per purpose, which roles may invoke it, the most it may return
 (measures Art. 8, 14), and whether it needs the subject's consent (Art. 7, 12), a case
-reference (ex officio investigations) or is chargeable (Art. 13). Anything not in the table is
-denied. The decision is taken before the gateway looks for the subject, so a denied caller
-learns nothing about whether the person has records.
+reference (ex officio investigations), that the caller *is* the subject (self-inquiry, Art. 15)
+or is chargeable (Art. 13). Anything not in the table is denied. The decision is taken before
+the gateway looks for the subject's records, so a denied caller learns nothing about whether
+the person has any.
+
+The query path gathers the evidence a row asks for (a consent grant, whether the caller's
+certificate names the subject's enrolled key) and this module weighs it; ``docs/policy.md``
+is generated from the same table (``consent.policy_doc``) and a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -34,6 +39,19 @@ CREDIT_CATEGORIES: frozenset[Category] = frozenset(
 )
 
 
+CONSENT_DENIALS = (
+    "CONSENT_MISSING",
+    "CONSENT_REVOKED",
+    "CONSENT_EXPIRED",
+    "CONSENT_NOT_YET_VALID",
+    "CONSENT_EXHAUSTED",
+    "PURPOSE_NOT_PERMITTED",
+    "CATEGORY_NOT_CONSENTED",
+)
+"""Why a row that needs consent can refuse for want of it (the consent register's reasons,
+plus asking for a category the grant does not cover)."""
+
+
 @dataclass(frozen=True)
 class PurposeRule:
     """One row of the decision table."""
@@ -44,6 +62,21 @@ class PurposeRule:
     case_reference_required: bool
     chargeable: bool
     legal_basis: str
+    subject_match_required: bool = False
+    """The caller must be the subject: its certificate names the subject's current enrolled
+    key (checked by the query path, ``gateway.subject_identity``)."""
+
+    @property
+    def denial_reasons(self) -> tuple[str, ...]:
+        """Every reason ``decide`` can refuse this row with, in the order it checks them."""
+        reasons = ["ROLE_NOT_PERMITTED"]
+        if self.case_reference_required:
+            reasons.append("CASE_REFERENCE_REQUIRED")
+        if self.subject_match_required:
+            reasons.append("SUBJECT_MISMATCH")
+        if self.consent_required:
+            reasons += CONSENT_DENIALS
+        return tuple(reasons)
 
 
 PURPOSE_RULES: dict[Purpose, PurposeRule] = {
@@ -107,9 +140,18 @@ PURPOSE_RULES: dict[Purpose, PurposeRule] = {
         chargeable=False,
         legal_basis="Art. 12: statutory duty, citing its legal basis",
     ),
+    vocab.PURPOSE_SELF_INQUIRY: PurposeRule(
+        frozenset({vocab.INSTITUTION_ROLE_SUBJECT}),
+        ALL_CATEGORIES,
+        consent_required=False,
+        case_reference_required=False,
+        chargeable=False,
+        legal_basis="Art. 15: the subject reads their own record, free of charge",
+        subject_match_required=True,
+    ),
 }
-"""Self-inquiry (Art. 15) joins this table once subjects can enrol a key; regulators see the
-audit log, not credit records, so REGULATORY_AUDIT has no row here."""
+"""Regulators see the audit log, not credit records, so REGULATORY_AUDIT has no row here and
+is refused with PURPOSE_NOT_PERMITTED like any purpose without one."""
 
 
 class ConsentEvidence(Protocol):
@@ -134,6 +176,12 @@ def requires_consent(purpose: Purpose) -> bool:
     return rule is not None and rule.consent_required
 
 
+def requires_subject_match(purpose: Purpose) -> bool:
+    """Whether the query path must establish that the caller is the subject asked about."""
+    rule = PURPOSE_RULES.get(purpose)
+    return rule is not None and rule.subject_match_required
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome, with a stable reason code for the error details and the audit entry."""
@@ -153,8 +201,13 @@ def decide(
     *,
     case_reference: str = "",
     consent: ConsentEvidence | None = None,
+    subject_match: bool = False,
 ) -> Decision:
     """Decide one query. Deny unless a table row explicitly allows it.
+
+    ``subject_match`` is the query path's finding that the caller's certificate names the
+    asked-about subject's current enrolled key; rows that need it deny without it, with the
+    same answer whether or not the person has records.
 
     Categories returned are those requested (or, if none, all the purpose allows) that both the
     purpose and the consent grant allow; requested ones the purpose does not allow are withheld
@@ -173,6 +226,12 @@ def decide(
     if rule.case_reference_required and not case_reference:
         return Decision(
             False, "CASE_REFERENCE_REQUIRED", "an ex officio query must cite its case reference"
+        )
+    if rule.subject_match_required and not subject_match:
+        return Decision(
+            False,
+            "SUBJECT_MISMATCH",
+            "the caller's certificate does not name the current enrolled key of this subject",
         )
     explicit = frozenset(requested_categories)
     requested = explicit or rule.categories

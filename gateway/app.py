@@ -1,18 +1,24 @@
 """Composition: build a running gateway from its configuration, in one readable place.
 
 Order matters: the schema is migrated before anything touches the database, keys are loaded
-before any subject token is computed, and adapters exist before the engine that fans out to
-them. Shutdown runs in reverse: drain calls, close adapters, release the database.
+before any subject token is computed or report signed, and adapters exist before the engine
+that fans out to them. Shutdown runs in reverse: drain calls, close adapters, release the
+database. The report-signing key lives in its own file in the data directory
+(``gateway.signing_keys``), created on the first start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
 from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
+from credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
 
 from adapters.catalog import build_adapter
 from consent.register import ConsentRegister
@@ -24,15 +30,25 @@ from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.repair_status_service import RepairStatusServicer
+from gateway.report_signing import sign_report
+from gateway.self_inquiry_service import SelfInquiryServicer
 from gateway.server import GatewayServer
+from gateway.signing_key_service import SigningKeyServicer
+from gateway.signing_keys import FILE_NAME, PublishedKeys, load_or_create_signing_keys
 from gateway.storage.database import Database
 from gateway.storage.fact_index import FactIndex
 from gateway.storage.migrate import upgrade_to_head
+from gateway.subject_identity import SubjectIdentities
+from gateway.sync.service import build_sync_servicer
+from gateway.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 
 REPAIR_STATUS_SERVICE = "credit_repair.v1.RepairStatusService"
 CONSENT_SERVICE = "credit_repair.v1.ConsentService"
+SIGNING_KEY_SERVICE = "credit_repair.v1.SigningKeyService"
+SELF_INQUIRY_SERVICE = "credit_repair.v1.SelfInquiryService"
+PROVIDER_SYNC_SERVICE = "credit_repair.v1.ProviderSyncService"
 
 
 @dataclass
@@ -57,6 +73,8 @@ class Gateway:
 async def build_gateway(config: GatewayConfig) -> Gateway:
     await asyncio.to_thread(upgrade_to_head, config.storage.url)
     keyring = Keyring.load(config.keys.keyring)
+    signing_keys_path = config.storage.data_dir / FILE_NAME
+    signing_keys = await asyncio.to_thread(load_or_create_signing_keys, signing_keys_path)
     database = Database.from_url(config.storage.url)
     fact_index = FactIndex(database, FieldCipher(keyring))
     engine = QueryEngine(
@@ -76,6 +94,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         fact_index,
         consents,
         identify,
+        functools.partial(sign_report, signing_keys.private_key),
         batch_max=config.gateway.batch_max,
         default_deadline_seconds=config.gateway.default_deadline_seconds,
     )
@@ -90,15 +109,38 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         ),
         CONSENT_SERVICE,
     )
-    log.info("gateway configured with %d sources", len(config.sources))
+    server.add_servicer(
+        signing_key_grpc.add_SigningKeyServiceServicer_to_server,
+        SigningKeyServicer(PublishedKeys(signing_keys_path, signing_keys), identify),
+        SIGNING_KEY_SERVICE,
+    )
+    server.add_servicer(
+        self_inquiry_grpc.add_SelfInquiryServiceServicer_to_server,
+        SelfInquiryServicer(SubjectIdentities(consents), database, identify),
+        SELF_INQUIRY_SERVICE,
+    )
+    server.add_servicer(
+        sync_grpc.add_ProviderSyncServiceServicer_to_server,
+        build_sync_servicer(config.providers, config.sync, database, keyring, identify),
+        PROVIDER_SYNC_SERVICE,
+    )
+    log.info(
+        "gateway configured with %d sources; reports signed with key %s",
+        len(config.sources),
+        signing_keys.current_key_id,
+    )
     return Gateway(server, engine, database)
 
 
 async def serve(config: GatewayConfig) -> None:
-    """Run until SIGTERM/SIGINT, then drain gracefully."""
-    gateway = await build_gateway(config)
+    """Run until SIGTERM/SIGINT, then drain gracefully; telemetry is flushed last."""
+    telemetry = setup_telemetry(config.telemetry)
     try:
-        await gateway.server.serve()
+        gateway = await build_gateway(config)
+        try:
+            await gateway.server.serve()
+        finally:
+            await gateway.engine.aclose()
+            await gateway.database.dispose()
     finally:
-        await gateway.engine.aclose()
-        await gateway.database.dispose()
+        await asyncio.to_thread(telemetry.shutdown)

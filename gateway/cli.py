@@ -15,11 +15,16 @@ EXIT_USAGE = 2
 EXIT_DENIED = 3
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _log_level(verbose: bool) -> int:
+    return logging.DEBUG if verbose else logging.INFO
+
+
+def _setup_logging(verbose: bool, log_format: str = "text", service_name: str = "credgate") -> None:
+    """Logging for this process: ``text`` for a terminal, ``json`` (``[telemetry] log_format``)
+    for a log pipeline; both carry trace and request ids and mask identity numbers."""
+    from gateway.telemetry.logs import configure_logging
+
+    configure_logging(log_format, level=_log_level(verbose), service_name=service_name)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -69,6 +74,16 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.signing_keys import FILE_NAME, rotate_signing_key
+
+    config = load_config(Path(args.config))
+    key_id = rotate_signing_key(config.storage.data_dir / FILE_NAME)
+    print(f"new report-signing key {key_id}; old keys stay published for verification")
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.storage.migrate import current_revision, upgrade_to_head
@@ -86,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.config import load_config
 
     config = load_config(Path(args.config))
+    _setup_logging(args.verbose, config.telemetry.log_format, config.telemetry.service_name)
     if args.insecure_dev:
         config = dataclasses.replace(
             config, gateway=dataclasses.replace(config.gateway, insecure_dev=True)
@@ -97,6 +113,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_mocks(args: argparse.Namespace) -> int:
     from adapters.mocks.serve import MockRunSettings, parse_fault, run_mocks
 
+    if args.push:
+        from adapters.mocks.providers import push
+
+        return asyncio.run(
+            push(
+                args.push,
+                Path(args.pki_dir),
+                size=args.size,
+                seed=args.seed,
+                resolve_lag=args.resolve_lag,
+            )
+        )
     faults = dict(parse_fault(text) for text in args.fault)
     settings = MockRunSettings(
         host=args.host,
@@ -120,6 +148,7 @@ def cmd_scenarios(_: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from gateway.client import CredgateClient, CredgateError, category_from_name, purpose_from_name
     from gateway.render import report_to_json, report_to_text
+    from gateway.report_signing import ReportVerificationError
 
     async def run() -> int:
         async with CredgateClient.from_pki_dir(
@@ -141,6 +170,9 @@ def cmd_query(args: argparse.Namespace) -> int:
                 for field, description in error.field_violations:
                     print(f"  {field}: {description}", file=sys.stderr)
                 return EXIT_DENIED
+            except ReportVerificationError as error:
+                print(f"the gateway's answer failed verification: {error}", file=sys.stderr)
+                return EXIT_FAILURE
         print(report_to_json(report) if args.json else report_to_text(report))
         return EXIT_OK
 
@@ -200,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("rotate", help="new primary data key; re-encrypt every record")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_keys_rotate)
+    p = keys.add_parser("rotate-signing", help="new report-signing key (old ones stay published)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_keys_rotate_signing)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True
@@ -227,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-port", type=int, default=7900)
     p.add_argument("--size", type=int, default=10_000, help="population size")
     p.add_argument("--seed", type=int, default=20210301)
+    p.add_argument(
+        "--push",
+        metavar="GATEWAY",
+        default="",
+        help="instead of serving, push the scripted provider update streams to a gateway",
+    )
+    p.add_argument("--pki-dir", default="var/demo/pki", help="provider certificates (--push)")
+    p.add_argument(
+        "--resolve-lag",
+        action="store_true",
+        help="(--push) end with the registry catching up, clearing the lag contradiction",
+    )
     p.add_argument(
         "--fault",
         action="append",
@@ -263,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="var/demo")
     p.add_argument("--serve", action="store_true", help="keep running after the sample queries")
     p.set_defaults(func=cmd_demo)
+    from bench.cli import register as register_bench  # benchmark suite (docs/benchmarks.md)
+
+    register_bench(sub)
     return parser
 
 

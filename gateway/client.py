@@ -6,11 +6,22 @@
 
 Failed calls raise ``CredgateError`` carrying the gRPC code, the ErrorInfo reason and the
 BadRequest field violations, so callers branch on reasons rather than parse messages.
+
+Every report is verified before it is returned: the gateway's Ed25519 signature over the
+report's exact bytes, and the request digest against the request this client sent (a random
+nonce in every request keeps that digest from revealing the identity number). The gateway's
+public keys are fetched once (``SigningKeyService``) and cached, fetched again only for a key
+id not seen before (a rotation); pass ``signing_keys`` to pin them instead and never fetch.
+A report that fails raises ``ReportVerificationError``. ``get_signed_repair_status`` also
+returns the ``SignedReport`` to keep as proof of what the institution was told.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -20,13 +31,34 @@ from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import report_pb2
+from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
+from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from gateway.channel import client_channel
 from gateway.errors import parse_error, request_id_from_error
 from gateway.pki import institution_paths
+from gateway.report_signing import (
+    ReportVerificationError,
+    index_public_keys,
+    request_digest,
+    verify_signed_report,
+)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+NONCE_BYTES = 16
+_LIST_PAGE_SIZE = 200
+
+__all__ = [
+    "CredgateClient",
+    "CredgateError",
+    "ReportVerificationError",
+    "VerifiedReport",
+    "category_from_name",
+    "purpose_from_name",
+]
 
 
 class CredgateError(Exception):
@@ -65,17 +97,55 @@ def category_from_name(name: str) -> vocab.DataCategory.ValueType:
         raise ValueError(f"unknown data category {name!r}") from None
 
 
+@dataclass(frozen=True)
+class VerifiedReport:
+    """A report whose signature and request digest verified, with the signed original."""
+
+    report: report_pb2.RepairStatusReport
+    """Parsed from ``signed.report`` after verification (never the unsigned copy)."""
+    signed: report_pb2.SignedReport
+    """Keep this: it verifies on its own, against the gateway's public key."""
+
+
+def _with_nonce(
+    request: service_pb2.GetRepairStatusRequest,
+) -> service_pb2.GetRepairStatusRequest:
+    """A copy of ``request`` with a fresh random nonce unless the caller chose one."""
+    copy = service_pb2.GetRepairStatusRequest()
+    copy.CopyFrom(request)
+    if not copy.nonce:
+        copy.nonce = secrets.token_bytes(NONCE_BYTES)
+    return copy
+
+
 class CredgateClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, signing_keys: Iterable[bytes] | None = None
+    ) -> None:
         self._channel = channel
         self._stub = service_grpc.RepairStatusServiceStub(channel)
         self._consents = consent_grpc.ConsentServiceStub(channel)
+        self._signing_key_stub = keys_grpc.SigningKeyServiceStub(channel)
+        self._self_inquiry = self_grpc.SelfInquiryServiceStub(channel)
+        self._pinned = signing_keys is not None
+        self._keys: dict[str, bytes] = index_public_keys(signing_keys or ())
+        self._keys_lock = asyncio.Lock()
 
     @classmethod
-    def from_pki_dir(cls, target: str, pki_dir: Path, institution_id: str) -> CredgateClient:
+    def from_pki_dir(
+        cls,
+        target: str,
+        pki_dir: Path,
+        institution_id: str,
+        *,
+        signing_keys: Iterable[bytes] | None = None,
+    ) -> CredgateClient:
         """Connect as ``institution_id`` using the certificate files in a PKI directory."""
         paths = institution_paths(pki_dir, institution_id)
-        return cls(client_channel(target, pki_dir / "ca.pem", paths.cert, paths.key))
+        return cls(
+            client_channel(target, pki_dir / "ca.pem", paths.cert, paths.key),
+            signing_keys=signing_keys,
+        )
 
     async def __aenter__(self) -> CredgateClient:
         return self
@@ -91,6 +161,79 @@ class CredgateClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    # -- signing keys -----------------------------------------------------------------------------
+
+    async def list_signing_keys(
+        self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> list[keys_pb2.SigningKey]:
+        """Every report-signing key the gateway publishes (current and retired), all pages."""
+        keys: list[keys_pb2.SigningKey] = []
+        token = ""
+        while True:
+            try:
+                page = await self._signing_key_stub.ListSigningKeys(
+                    keys_pb2.ListSigningKeysRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
+                    timeout=timeout,
+                )
+            except grpc.RpcError as error:
+                raise CredgateError(error) from None
+            keys.extend(page.signing_keys)
+            token = page.next_page_token
+            if not token:
+                return keys
+
+    async def _public_key(self, key_id: str) -> dict[str, bytes]:
+        """``{key_id: key}`` for the verifier; fetches the gateway's keys on an unknown id."""
+        if key_id not in self._keys and not self._pinned:
+            async with self._keys_lock:
+                if key_id not in self._keys:
+                    fetched = await self.list_signing_keys()
+                    self._keys.update(index_public_keys(k.public_key for k in fetched))
+        key = self._keys.get(key_id)
+        return {} if key is None else {key_id: key}
+
+    async def verify(
+        self,
+        signed: report_pb2.SignedReport,
+        request: service_pb2.GetRepairStatusRequest | None,
+    ) -> report_pb2.RepairStatusReport:
+        """The report in ``signed``, verified against the gateway's keys and (unless None) the
+        request it must answer. Raises ``ReportVerificationError``."""
+        return verify_signed_report(
+            signed,
+            await self._public_key(signed.key_id),
+            expected_request_digest=None if request is None else request_digest(request),
+        )
+
+    # -- repair status ----------------------------------------------------------------------------
+
+    async def get_signed_repair_status(
+        self,
+        identity_number: str,
+        *,
+        purpose: vocab.Purpose.ValueType,
+        categories: Iterable[vocab.DataCategory.ValueType] = (),
+        consent_id: str = "",
+        case_reference: str = "",
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> VerifiedReport:
+        """One subject's report, verified, together with the signed original to keep."""
+        request = _with_nonce(
+            service_pb2.GetRepairStatusRequest(
+                identity_number=identity_number,
+                purpose=purpose,
+                categories=list(categories),
+                consent_id=consent_id,
+                case_reference=case_reference,
+            )
+        )
+        try:
+            response = await self._stub.GetRepairStatus(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise CredgateError(error) from None
+        report = await self.verify(response.signed_report, request)
+        return VerifiedReport(report, response.signed_report)
+
     async def get_repair_status(
         self,
         identity_number: str,
@@ -101,19 +244,16 @@ class CredgateClient:
         case_reference: str = "",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> report_pb2.RepairStatusReport:
-        request = service_pb2.GetRepairStatusRequest(
-            identity_number=identity_number,
+        """One subject's report, verified (``get_signed_repair_status`` without the proof)."""
+        verified = await self.get_signed_repair_status(
+            identity_number,
             purpose=purpose,
-            categories=list(categories),
+            categories=categories,
             consent_id=consent_id,
             case_reference=case_reference,
+            timeout=timeout,
         )
-        try:
-            response = await self._stub.GetRepairStatus(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise CredgateError(error) from None
-        report: report_pb2.RepairStatusReport = response.report
-        return report
+        return verified.report
 
     async def batch_get_repair_status(
         self,
@@ -121,13 +261,24 @@ class CredgateClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> list[service_pb2.BatchGetRepairStatusResult]:
+        """Results in request order; each successful ``report`` is the verified signed one."""
+        sent = [_with_nonce(r) for r in requests]
         try:
             response = await self._stub.BatchGetRepairStatus(
-                service_pb2.BatchGetRepairStatusRequest(requests=list(requests)), timeout=timeout
+                service_pb2.BatchGetRepairStatusRequest(requests=sent), timeout=timeout
             )
         except grpc.RpcError as error:
             raise CredgateError(error) from None
-        return list(response.results)
+        results = list(response.results)
+        for result in results:
+            if result.HasField("error"):
+                continue
+            if not 0 <= result.index < len(sent):
+                raise ReportVerificationError(
+                    "REQUEST_DIGEST_MISMATCH", "a batch result names no request that was sent"
+                )
+            result.report.CopyFrom(await self.verify(result.signed_report, sent[result.index]))
+        return results
 
     async def enroll_subject_key(
         self, identity_number: str, public_key: bytes, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -157,7 +308,8 @@ class CredgateClient:
         try:
             response = await self._consents.GrantConsent(
                 consent_pb2.GrantConsentRequest(
-                    identity_number=identity_number, signed_terms=signed_terms,
+                    identity_number=identity_number,
+                    signed_terms=signed_terms,
                     signature=signature,
                 ),
                 timeout=timeout,
@@ -178,3 +330,29 @@ class CredgateClient:
             raise CredgateError(error) from None
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
+
+    # -- self-inquiry (callers holding a subject certificate) ---------------------------------
+
+    async def list_own_consents(
+        self,
+        *,
+        state: consent_pb2.ConsentState.ValueType = consent_pb2.CONSENT_STATE_UNSPECIFIED,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> list[consent_pb2.ConsentGrant]:
+        """Every consent grant the calling subject signed (all pages), oldest first."""
+        grants: list[consent_pb2.ConsentGrant] = []
+        token = ""
+        while True:
+            try:
+                page = await self._self_inquiry.ListOwnConsents(
+                    self_pb2.ListOwnConsentsRequest(
+                        page_size=_LIST_PAGE_SIZE, page_token=token, state=state
+                    ),
+                    timeout=timeout,
+                )
+            except grpc.RpcError as error:
+                raise CredgateError(error) from None
+            grants.extend(page.grants)
+            token = page.next_page_token
+            if not token:
+                return grants

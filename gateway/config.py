@@ -10,7 +10,7 @@ Relative paths in the file are resolved against the file's directory (in the env
 against the working directory). Defaults derived from ``storage.data_dir``: the database
 ``sqlite:///<data_dir>/credgate.db``, TLS files in ``<data_dir>/pki/`` (the layout
 ``credgate pki init`` writes) and the keyring ``<data_dir>/keyring``.
-See ``docs/example-config.toml`` for every key.
+See ``docs/example-config.toml`` for every key (and ``docs/telemetry.md`` for ``[telemetry]``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from adapters.base import SourceConfig
 from gateway.institution import Institution, role_from_name
+from gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
 
 ENV_PREFIX = "CREDGATE_"
 
@@ -85,6 +86,37 @@ class ConsentConfig:
     enrolment_offices: tuple[str, ...] = ()
 
 
+TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """``[telemetry]``: where traces and metrics go, and how log lines look (docs/telemetry.md).
+
+    Trace ids exist whatever the exporter (they are in the logs and the audit entries), so
+    ``"none"`` still traces; it just sends nothing anywhere. ``prometheus`` serves metrics for
+    scraping and exports no traces.
+    """
+
+    exporter: str = "none"
+    """One of ``TELEMETRY_EXPORTERS``."""
+    endpoint: str = ""
+    """OTLP collector (gRPC), e.g. ``http://collector:4317``; empty = the exporter's default
+    (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``http://localhost:4317``). ``http://`` is plaintext."""
+    service_name: str = "credgate"
+    """``service.name`` of every span and metric, to tell gateway deployments apart."""
+    prometheus_host: str = "127.0.0.1"
+    """Address the scrape endpoint binds to; loopback unless the scraper is elsewhere."""
+    prometheus_port: int = 9464
+    """Port of the scrape endpoint (``/metrics``); 0 picks a free one."""
+    export_interval_seconds: float = 60.0
+    """How often metrics are pushed by the console and OTLP exporters."""
+    log_format: str = "text"
+    """``text`` for people at a terminal, ``json`` (one object a line, with trace ids) for a
+    log pipeline."""
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """The whole configuration, as loaded by ``load_config``."""
@@ -98,6 +130,11 @@ class GatewayConfig:
     consent: ConsentConfig = field(default_factory=ConsentConfig)
     dev_identity: Institution | None = None
     """``[dev_identity]``: who cert-less callers are in ``insecure_dev`` mode (else unused)."""
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    providers: tuple[ProviderConfig, ...] = ()
+    """``[[providers]]``: data providers allowed to stream updates (``gateway.sync``)."""
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    """``[telemetry]``: exporters and log format (``gateway.telemetry``)."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -116,6 +153,16 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "breaker": {"failure_threshold": int, "reset_seconds": float},
     "consent": {"enrolment_offices": list},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
+    "sync": SYNC_KEYS,
+    "telemetry": {
+        "exporter": str,
+        "endpoint": str,
+        "service_name": str,
+        "prometheus_host": str,
+        "prometheus_port": int,
+        "export_interval_seconds": float,
+        "log_format": str,
+    },
 }
 _SOURCE_KEYS: dict[str, type] = {
     "source_id": str,
@@ -255,6 +302,27 @@ def _numbers(settings: GatewaySettings, breaker: BreakerConfig) -> None:
             raise ConfigError(f"{key} is out of range")
 
 
+def _telemetry(values: dict[str, Any]) -> TelemetryConfig:
+    telemetry = TelemetryConfig(**values)
+    if telemetry.exporter not in TELEMETRY_EXPORTERS:
+        raise ConfigError(
+            f"telemetry.exporter must be one of {', '.join(TELEMETRY_EXPORTERS)}, "
+            f"got {telemetry.exporter!r}"
+        )
+    if telemetry.log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"telemetry.log_format must be one of {', '.join(LOG_FORMATS)}, "
+            f"got {telemetry.log_format!r}"
+        )
+    if not telemetry.service_name:
+        raise ConfigError("telemetry.service_name must not be empty")
+    if not 0 <= telemetry.prometheus_port <= 65535:
+        raise ConfigError("telemetry.prometheus_port is out of range")
+    if telemetry.export_interval_seconds <= 0:
+        raise ConfigError("telemetry.export_interval_seconds is out of range")
+    return telemetry
+
+
 def config_from_mapping(
     document: Mapping[str, Any],
     *,
@@ -263,7 +331,7 @@ def config_from_mapping(
     path: Path | None = None,
 ) -> GatewayConfig:
     """Build a config from a parsed TOML document plus environment overrides."""
-    unknown = sorted(set(document) - set(_SECTIONS) - {"sources"})
+    unknown = sorted(set(document) - set(_SECTIONS) - {"sources", "providers"})
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}")
     tables = {
@@ -290,6 +358,11 @@ def config_from_mapping(
     keys = KeysConfig(keyring=tables.get("keys", {}).get("keyring", data_dir / "keyring"))
     breaker = BreakerConfig(**tables.get("breaker", {}))
     _numbers(settings, breaker)
+    try:
+        sync = SyncSettings(**tables.get("sync", {}))
+        providers = parse_providers(document.get("providers", []))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return GatewayConfig(
         gateway=settings,
         tls=tls,
@@ -299,6 +372,9 @@ def config_from_mapping(
         sources=_sources(document.get("sources", []), base_dir),
         consent=ConsentConfig(**tables.get("consent", {})),
         dev_identity=_dev_identity(tables.get("dev_identity")),
+        sync=sync,
+        providers=providers,
+        telemetry=_telemetry(tables.get("telemetry", {})),
         path=path,
     )
 

@@ -1,8 +1,10 @@
 """``credgate demo``: the whole system end to end on one machine, as separate processes.
 
 Starts the mock sources and the gateway (mutual TLS, encrypted SQLite) as child processes,
-waits until both are healthy, runs sample queries through the client library, prints the
-answers, and stops everything (or keeps serving with ``--serve``).
+waits until both are healthy, runs sample queries through the client library (which verifies
+the gateway's signature on every report), walks through a consent's whole life and the
+subject's self-inquiry (``gateway.demo_consent``), prints the answers, and stops everything
+(or keeps serving with ``--serve``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from adapters.mocks.serve import DEFAULT_BASE_PORT, DEFAULT_CONTROL_PORT
 from gateway.channel import client_channel
 from gateway.client import CredgateClient, CredgateError
 from gateway.config import load_config
+from gateway.demo_consent import consent_story
 from gateway.pki import institution_paths
-from gateway.render import report_to_text
+from gateway.render import report_to_text, signature_to_text
 from gateway.workspace import init_workspace
 
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -94,12 +97,13 @@ async def _sample_queries(target: str, pki_dir: Path) -> None:
                 f"\n=== court-demo asks about scenario '{name}' "
                 f"(judicial investigation {CASE_REFERENCE})"
             )
-            report = await court.get_repair_status(
+            verified = await court.get_signed_repair_status(
                 subject.person.identity_number,
                 purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
                 case_reference=CASE_REFERENCE,
             )
-            print(report_to_text(report))
+            print(report_to_text(verified.report))
+            print(signature_to_text(verified.signed))
         print("\n=== court-demo sends a mistyped identity number")
         try:
             await court.get_repair_status(
@@ -118,6 +122,7 @@ async def _sample_queries(target: str, pki_dir: Path) -> None:
             )
         except CredgateError as error:
             print(f"refused: {error.code.name} {error.reason}: {error.message}")
+    await consent_story(target, pki_dir, scenarios["observation"].person.identity_number)
 
 
 def run_demo(

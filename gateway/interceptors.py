@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,15 +35,29 @@ from gateway.errors import (
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; quote the request id when reporting it"
-_IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
 
 Behavior = Callable[[Any, Any], Any]
 
 
 def _redacted_traceback(exc: BaseException) -> str:
-    """The traceback with anything shaped like an identity number masked, for the log."""
-    text = "".join(traceback.format_exception(exc))
-    return _IDENTITY_NUMBER.sub("[REDACTED-ID]", text)
+    """Where it failed, without what it said: exception types and stack frames only.
+
+    Exception messages (and the values in them) can carry personal data — a name in a
+    ValueError, an identity number in a KeyError — so they never reach the log. The request
+    id lets an operator reproduce the call to see more.
+    """
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines.append(f"{type(current).__name__} (message withheld)")
+        lines.extend(
+            f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
+            for frame in traceback.extract_tb(current.__traceback__)
+        )
+        current = current.__cause__ or current.__context__
+    return "\n".join(lines)
 
 
 def _begin(context: grpc.aio.ServicerContext) -> str:

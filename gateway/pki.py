@@ -57,6 +57,9 @@ DEFAULT_DEV_INSTITUTIONS = (
         InstitutionRole.INSTITUTION_ROLE_DATA_PROVIDER,
         "Demo Disclosure Platform",
     ),
+    Institution(
+        "provider-registry", InstitutionRole.INSTITUTION_ROLE_DATA_PROVIDER, "Demo Credit Registry"
+    ),
 )
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 

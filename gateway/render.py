@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
@@ -32,6 +33,18 @@ def _money(amount: report_pb2.MoneyAmount) -> str:
     return f"{amount.minor_units / 100:,.2f} {amount.currency_code}"
 
 
+def _categories(values: Iterable[int]) -> str:
+    return ", ".join(enum_label(vocab.DataCategory, c, "DATA_CATEGORY_") for c in values)
+
+
+def signature_to_text(signed: report_pb2.SignedReport) -> str:
+    """One line saying who signed a report and what request it is bound to."""
+    return (
+        f"signed by gateway key {signed.key_id}; bound to request digest "
+        f"{signed.request_digest.hex()[:16]}...; signature verified"
+    )
+
+
 def report_to_json(report: report_pb2.RepairStatusReport) -> str:
     return json_format.MessageToJson(report, indent=2, ensure_ascii=False)
 
@@ -45,8 +58,15 @@ def report_to_text(report: report_pb2.RepairStatusReport) -> str:
         f"  basis: {report.state_basis}",
         f"  subject token: {report.subject_token}",
         f"  purpose: {enum_label(vocab.Purpose, report.purpose, 'PURPOSE_')}",
-        "  categories: "
-        + ", ".join(enum_label(vocab.DataCategory, c, "DATA_CATEGORY_") for c in report.categories),
+        "  categories: " + _categories(report.categories),
+    ]
+    if report.withheld_categories:
+        lines.append("  withheld (not allowed): " + _categories(report.withheld_categories))
+    lines += [
+        f"  issued to: {report.recipient_institution_id or '-'}"
+        f"; chargeable: {'yes' if report.chargeable else 'no'}"
+        + (f"; consent: {report.consent_id}" if report.consent_id else ""),
+        f"  legal basis: {report.legal_basis or '-'}",
         f"  report {report.report_id} generated {_time(report.generated_at)}",
         "",
         "Sources:",

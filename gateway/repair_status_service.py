@@ -1,10 +1,15 @@
 """RepairStatusService: the request path for one query, readable top to bottom.
 
-identity (mTLS) → validation → subject token → consent grant (when the purpose needs one) →
-policy decision → query engine (fan-out, merge, minimize) → record what was issued → answer.
+identity (mTLS) → validation → subject token → evidence the purpose's row asks for (a consent
+grant; for self-inquiry, whether the caller's certificate names this subject's enrolled key)
+→ policy decision → query engine (fan-out, merge, minimize) → annotate with the decision →
+sign, bound to the request → record what was issued → answer.
+
 Permission is decided before the gateway looks for the subject's records at all, so a denied
 caller cannot learn whether a person has any; the consent register is read afresh on every
-request, so a revocation takes effect for the very next one on every replica.
+request, so a revocation takes effect for the very next one on every replica. The report is
+signed over its exact bytes together with the digest of the request it answers
+(``gateway.report_signing``), so an institution can keep it as proof.
 """
 
 from __future__ import annotations
@@ -25,13 +30,22 @@ from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
+from gateway.report_signing import request_digest
 from gateway.request_validation import validate_request
 from gateway.storage.fact_index import FactIndex
+from gateway.subject_identity import SubjectIdentities
+from gateway.telemetry import record_denial
 
+BATCH_METHOD = "/credit_repair.v1.RepairStatusService/BatchGetRepairStatus"
 DEADLINE_MARGIN_SECONDS = 0.05
 """Kept back from the caller's deadline to serialize and send the answer."""
 BATCH_CONCURRENCY = 8
 """Batch items answered at once; each fans out to every source, so this bounds source load."""
+NONCE_MIN_BYTES = 16
+NONCE_MAX_BYTES = 64
+
+SignReport = Callable[[report_pb2.RepairStatusReport, bytes], report_pb2.SignedReport]
+"""Signs a report's exact bytes together with a request digest (``report_signing``)."""
 
 
 class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
@@ -42,6 +56,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         fact_index: FactIndex,
         consents: ConsentRegister,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
+        sign: SignReport,
         *,
         batch_max: int = 100,
         default_deadline_seconds: float = 5.0,
@@ -50,7 +65,9 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self._tokenizer = tokenizer
         self._fact_index = fact_index
         self._consents = consents
+        self._subjects = SubjectIdentities(consents)
         self._identify = identify
+        self._sign = sign
         self._batch_max = batch_max
         self._default_deadline = default_deadline_seconds
 
@@ -58,8 +75,8 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self, request: service_pb2.GetRepairStatusRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetRepairStatusResponse:
         institution = self._identify(context)
-        report = await self._answer(institution, request, self._deadline(context))
-        return service_pb2.GetRepairStatusResponse(report=report)
+        report, signed = await self._answer(institution, request, self._deadline(context))
+        return service_pb2.GetRepairStatusResponse(report=report, signed_report=signed)
 
     async def BatchGetRepairStatus(
         self, request: service_pb2.BatchGetRepairStatusRequest, context: grpc.aio.ServicerContext
@@ -81,12 +98,17 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         ) -> service_pb2.BatchGetRepairStatusResult:
             async with gate:
                 try:
-                    report = await self._answer(
+                    report, signed = await self._answer(
                         institution, item, deadline, prefix=f"requests[{index}]."
                     )
                 except GatewayError as error:
+                    if error.code is grpc.StatusCode.PERMISSION_DENIED:
+                        # The call itself succeeds, so the interceptor never sees this denial.
+                        record_denial(BATCH_METHOD, error.reason)
                     return service_pb2.BatchGetRepairStatusResult(index=index, error=error.status)
-                return service_pb2.BatchGetRepairStatusResult(index=index, report=report)
+                return service_pb2.BatchGetRepairStatusResult(
+                    index=index, report=report, signed_report=signed
+                )
 
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(request.requests)))
         return service_pb2.BatchGetRepairStatusResponse(results=results)
@@ -113,8 +135,12 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         deadline: float,
         *,
         prefix: str = "",
-    ) -> report_pb2.RepairStatusReport:
+    ) -> tuple[report_pb2.RepairStatusReport, report_pb2.SignedReport]:
         violations = validate_request(request, prefix)
+        if request.nonce and not NONCE_MIN_BYTES <= len(request.nonce) <= NONCE_MAX_BYTES:
+            violations.append(
+                (f"{prefix}nonce", f"must be {NONCE_MIN_BYTES} to {NONCE_MAX_BYTES} bytes")
+            )
         if violations:
             raise GatewayError.of(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -133,12 +159,16 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
                 request.consent_id or None,
                 dt.datetime.now(dt.UTC),
             )
+        subject_match = False
+        if policy.requires_subject_match(request.purpose):
+            subject_match = await self._subjects.is_subject(institution, token)
         decision = policy.decide(
             institution.role,
             request.purpose,
             request.categories,
             case_reference=request.case_reference,
             consent=consent,
+            subject_match=subject_match,
         )
         if not decision.allowed:
             raise _denied(institution, decision.reason, decision.explanation)
@@ -151,8 +181,25 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             categories=decision.categories,
             deadline=deadline,
         )
+        _annotate(report, decision, institution, consent)
+        signed = self._sign(report, request_digest(request))
         await self._fact_index.record_issued_report(report, institution.institution_id)
-        return report
+        return report, signed
+
+
+def _annotate(
+    report: report_pb2.RepairStatusReport,
+    decision: policy.Decision,
+    institution: Institution,
+    consent: GrantLookup | None,
+) -> None:
+    """Write the decision into the report, so the signed answer says on what terms it was given
+    (what was withheld and why, chargeable or not, which grant, to whom)."""
+    report.withheld_categories.extend(sorted(decision.withheld_categories))
+    report.chargeable = decision.chargeable
+    report.consent_id = consent.consent_id if consent is not None else ""
+    report.recipient_institution_id = institution.institution_id
+    report.legal_basis = decision.explanation
 
 
 def _denied(institution: Institution, reason: str, explanation: str) -> GatewayError:

@@ -2,8 +2,11 @@
 
 It owns nothing about credit data. The composition module builds the servicers and hands
 them over with ``add_servicer``; this shell binds them behind mutual TLS (client certificates
-must chain to the configured CA) and the request interceptor, and answers the standard health
-and reflection services so load balancers and ``grpcurl`` work out of the box.
+must chain to the configured CA) and two interceptors that every server needs, whatever it
+serves: telemetry first (a span and metrics per call, ``gateway.telemetry``; outermost so it
+sees each call's final status and covers the catch-all's log line), then the request
+interceptor (request ids, rich errors, catch-all). It answers the standard health and
+reflection services so load balancers and ``grpcurl`` work out of the box.
 
 Plain TCP is possible only with ``insecure_dev``, for local experiments, and is logged loudly.
 
@@ -28,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
 from gateway.interceptors import RequestInterceptor
+from gateway.telemetry import TelemetryInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class GatewayServer:
         self._tls = tls
         self._insecure_dev = insecure_dev
         self._grace = shutdown_grace_seconds
-        self._interceptors = [RequestInterceptor(), *interceptors]
+        self._interceptors = [TelemetryInterceptor(), RequestInterceptor(), *interceptors]
         self._options = [("grpc.so_reuseport", 0), *options]
         self._registrations: list[tuple[AddServicerFn, Any, str]] = []
         self._server: grpc.aio.Server | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from adapters.base import SourceConfig
 from adapters.mocks.fleet import planned_source_configs
 from adapters.mocks.population import build_population
+from adapters.mocks.providers import SCRIPTS
 from adapters.mocks.serve import planned_ports
 from gateway.pki import write_dev_pki
 from gateway.protection.keyring import Keyring
@@ -79,7 +80,9 @@ reset_seconds = 30.0
 
 # The mock sources, as `credgate mocks` serves them.
 {_sources_toml(sources)}
-"""
+
+# The scripted data providers of `credgate mocks --push`, each bound to its own source.
+{"".join(script.provider_toml() + chr(10) for script in SCRIPTS)}"""
 
 
 def init_workspace(

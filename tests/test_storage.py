@@ -15,6 +15,8 @@ from credit_repair.v1 import report_pb2, vocabulary_pb2
 from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 
+import audit.store_models  # noqa: F401  (the audit tables are part of the compared metadata)
+import gateway.sync.models  # noqa: F401  (the sync tables are part of the compared metadata)
 from gateway.identity_number import mask
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring

@@ -10,6 +10,8 @@ The service is registered through a generic handler that returns pre-serialized 
 mock can also send what a broken registry sends: a truncated message, a name in GBK inside a
 protobuf string, impossible dates, unknown codes, garbage amounts, a record flood, a report
 without its header. ``down`` stops the server; coming back up builds a new one on the same port.
+The ``traceparent`` metadata of every query is noted in ``received_traceparents``, as the HTTP
+mocks do with the header.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
+from collections import deque
 
 import grpc
 from cnregistry.v1 import registry_pb2
 
 from adapters.mapping import CHINA_TZ, MAX_RECORDS
 from adapters.mocks.faults import FaultInjector
+from adapters.mocks.http_base import TRACEPARENT_HISTORY, note_traceparent
 from adapters.mocks.population import (
     REFERENCE_TIME,
     Account,
@@ -191,6 +195,8 @@ class CreditRegistryMock:
         self._lock = asyncio.Lock()
         self._query_count = 0
         self._malformed_count = 0
+        self.received_traceparents: deque[str] = deque(maxlen=TRACEPARENT_HISTORY)
+        """The ``traceparent`` of each query received, newest last (failed ones too)."""
 
     @property
     def endpoint(self) -> str:
@@ -240,6 +246,11 @@ class CreditRegistryMock:
     async def _query(
         self, request: registry_pb2.QueryPersonalReportRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
+        metadata = dict(context.invocation_metadata() or ())
+        traceparent = metadata.get("traceparent")
+        note_traceparent(
+            self.received_traceparents, traceparent if isinstance(traceparent, str) else None
+        )
         await self.faults.delay()
         if self.faults.should_fail():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "registry temporarily unavailable")

@@ -3,12 +3,17 @@
 Each HTTP mock only decides how to render a subject in its native format; this module takes
 care of binding, of closing the listener when the source is "down" and reopening it on the
 same port, and of applying latency, errors and malformed payloads before the renderer runs.
+
+Like a real source that runs tracing, each mock notes the W3C ``traceparent`` header of every
+request it receives (``received_traceparents``, newest last), so a test can follow one query
+from the gateway's span into the source by trace id.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+from collections import deque
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,6 +22,17 @@ from adapters.mocks.faults import FaultInjector
 from adapters.mocks.population import Population
 
 log = logging.getLogger(__name__)
+
+TRACEPARENT_HISTORY = 1000
+"""How many received ``traceparent`` values a mock keeps (the oldest are dropped)."""
+TRACEPARENT_MAX_LENGTH = 128
+"""Longer header values are not kept: a W3C traceparent is 55 characters."""
+
+
+def note_traceparent(history: deque[str], value: str | None) -> None:
+    """Keep ``value`` if it is a plausible ``traceparent`` (shared by the HTTP and gRPC mocks)."""
+    if value and len(value) <= TRACEPARENT_MAX_LENGTH:
+        history.append(value)
 
 
 class HttpMockSource(abc.ABC):
@@ -34,6 +50,8 @@ class HttpMockSource(abc.ABC):
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self.received_traceparents: deque[str] = deque(maxlen=TRACEPARENT_HISTORY)
+        """The ``traceparent`` of each request received, newest last (failed ones too)."""
 
     @property
     def endpoint(self) -> str:
@@ -47,6 +65,7 @@ class HttpMockSource(abc.ABC):
     async def _fault_middleware(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
+        note_traceparent(self.received_traceparents, request.headers.get("traceparent"))
         await self.faults.delay()
         if self.faults.should_fail():
             return web.Response(status=503, text="service temporarily unavailable")

@@ -540,11 +540,13 @@ class _Generator:
             opened = dt.date(2010, 1, 1) + dt.timedelta(days=rng.randrange(365 * 14))
             limit = rng.randrange(10, 500) * 100_000
             in_estate = default_before is not None and n == 0
-            default_on = (
-                default_before - dt.timedelta(days=rng.randrange(30, 400))
-                if in_estate and default_before
-                else (opened + dt.timedelta(days=400) if rng.random() < 0.03 else None)
-            )
+            if in_estate and default_before:
+                # The estate's account defaulted before the case and was opened before that.
+                estate_default = default_before - dt.timedelta(days=rng.randrange(30, 400))
+                opened = estate_default - dt.timedelta(days=rng.randrange(180, 3000))
+                default_on: dt.date | None = estate_default
+            else:
+                default_on = opened + dt.timedelta(days=400) if rng.random() < 0.03 else None
             prefix = "QH-6222-" if bank_id == "bank-qianhai" else "PC-"
             accounts.append(
                 Account(

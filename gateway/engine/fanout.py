@@ -14,6 +14,11 @@ Exception texts from adapters are never logged or returned unless they are ``Sou
 messages, which the adapter contract keeps free of personal data; any other exception may carry
 an identity number or a name in its text (a parser echoing its input), so only its type is
 logged.
+
+Each source call is one ``credgate.source.fetch`` span (a child of the RPC's span; the adapter's
+HTTP or gRPC client span, which carries the ``traceparent`` to the source, is its child) and is
+counted in ``credgate.source.requests`` / ``.duration`` by source and outcome — ``ok`` or the
+failure reason, never the message. The breakers are handed to the breaker-state gauge.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
+from opentelemetry.trace import Status, StatusCode
 
 from adapters.base import SourceAdapter, SourceConfig, SourceError
 from gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
+from gateway.telemetry import instruments as telemetry
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ FAILURE_REASONS = frozenset(
 """The stable reasons a ``SourceFailure`` may carry; anything else is reported as SOURCE_ERROR."""
 
 _MAX_MESSAGE = 200
+SPAN_NAME = "credgate.source.fetch"
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ async def fan_out(
     ``deadline`` is absolute, on the running loop's clock (``loop.time()``). A source with no
     entry in ``breakers`` is called unguarded.
     """
+    telemetry.track_breakers(breakers)
     tasks = [
         asyncio.create_task(
             _consult(
@@ -105,6 +115,38 @@ async def fan_out(
 
 
 async def _consult(
+    adapter: SourceAdapter,
+    identity_number: str,
+    deadline: float,
+    breaker: CircuitBreaker | None,
+    grace: float,
+) -> SourceOutcome:
+    """``_guarded_consult`` in its own span, counted and timed by outcome."""
+    config = adapter.config
+    attributes = {telemetry.SOURCE_ID: config.source_id, telemetry.SOURCE_KIND: config.kind}
+    with telemetry.tracer.start_as_current_span(
+        SPAN_NAME, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        started = time.perf_counter()
+        outcome_label = "CANCELLED"  # unless the call comes back with an outcome
+        try:
+            outcome = await _guarded_consult(adapter, identity_number, deadline, breaker, grace)
+            outcome_label = "ok" if outcome.ok else outcome.reason
+            return outcome
+        finally:
+            span.set_attribute(telemetry.OUTCOME, outcome_label)
+            if outcome_label != "ok":
+                span.set_status(Status(StatusCode.ERROR, outcome_label))
+            called = outcome_label != "CIRCUIT_OPEN"
+            telemetry.record_source_call(
+                config.source_id,
+                config.kind,
+                outcome_label,
+                time.perf_counter() - started if called else None,
+            )
+
+
+async def _guarded_consult(
     adapter: SourceAdapter,
     identity_number: str,
     deadline: float,

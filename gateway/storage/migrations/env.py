@@ -11,6 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import audit.store_models  # noqa: F401  (registers the audit tables on Base.metadata)
+import gateway.sync.models  # noqa: F401  (registers the sync tables on Base.metadata)
 from gateway.storage.models import Base
 
 target_metadata = Base.metadata

@@ -27,7 +27,7 @@ from credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabul
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/repair_status_service.proto\x12\x10\x63redit_repair.v1\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x17google/rpc/status.proto\"\xbd\x01\n\x16GetRepairStatusRequest\x12\x17\n\x0fidentity_number\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x32\n\ncategories\x18\x03 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\"O\n\x17GetRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\"Y\n\x1b\x42\x61tchGetRepairStatusRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32(.credit_repair.v1.GetRepairStatusRequest\"\x84\x01\n\x1a\x42\x61tchGetRepairStatusResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x34\n\x06report\x18\x02 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"]\n\x1c\x42\x61tchGetRepairStatusResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.credit_repair.v1.BatchGetRepairStatusResult2\xf4\x01\n\x13RepairStatusService\x12\x66\n\x0fGetRepairStatus\x12(.credit_repair.v1.GetRepairStatusRequest\x1a).credit_repair.v1.GetRepairStatusResponse\x12u\n\x14\x42\x61tchGetRepairStatus\x12-.credit_repair.v1.BatchGetRepairStatusRequest\x1a..credit_repair.v1.BatchGetRepairStatusResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/repair_status_service.proto\x12\x10\x63redit_repair.v1\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x17google/rpc/status.proto\"\xcc\x01\n\x16GetRepairStatusRequest\x12\x17\n\x0fidentity_number\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x32\n\ncategories\x18\x03 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\r\n\x05nonce\x18\x06 \x01(\x0c\"\x86\x01\n\x17GetRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12\x35\n\rsigned_report\x18\x02 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"Y\n\x1b\x42\x61tchGetRepairStatusRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32(.credit_repair.v1.GetRepairStatusRequest\"\xbb\x01\n\x1a\x42\x61tchGetRepairStatusResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x34\n\x06report\x18\x02 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x35\n\rsigned_report\x18\x04 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"]\n\x1c\x42\x61tchGetRepairStatusResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.credit_repair.v1.BatchGetRepairStatusResult2\xf4\x01\n\x13RepairStatusService\x12\x66\n\x0fGetRepairStatus\x12(.credit_repair.v1.GetRepairStatusRequest\x1a).credit_repair.v1.GetRepairStatusResponse\x12u\n\x14\x42\x61tchGetRepairStatus\x12-.credit_repair.v1.BatchGetRepairStatusRequest\x1a..credit_repair.v1.BatchGetRepairStatusResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
   _globals['_GETREPAIRSTATUSREQUEST']._serialized_start=158
-  _globals['_GETREPAIRSTATUSREQUEST']._serialized_end=347
-  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_start=349
-  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_end=428
-  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_start=430
-  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_end=519
-  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_start=522
-  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_end=654
-  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_start=656
-  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_end=749
-  _globals['_REPAIRSTATUSSERVICE']._serialized_start=752
-  _globals['_REPAIRSTATUSSERVICE']._serialized_end=996
+  _globals['_GETREPAIRSTATUSREQUEST']._serialized_end=362
+  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_start=365
+  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_end=499
+  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_start=501
+  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_end=590
+  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_start=593
+  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_end=780
+  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_start=782
+  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_end=875
+  _globals['_REPAIRSTATUSSERVICE']._serialized_start=878
+  _globals['_REPAIRSTATUSSERVICE']._serialized_end=1122
 # @@protoc_insertion_point(module_scope)

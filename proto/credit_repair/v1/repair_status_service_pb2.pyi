@@ -32,6 +32,7 @@ class GetRepairStatusRequest(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     identity_number: _builtins.str
     """The subject's 18-character resident identity number (GB 11643), digits and a final check
     character (0-9 or X).
@@ -42,6 +43,11 @@ class GetRepairStatusRequest(_message.Message):
     """The consent grant the query relies on, when the purpose needs one."""
     case_reference: _builtins.str
     """The case reference of a judicial or tax investigation, when the purpose needs one."""
+    nonce: _builtins.bytes
+    """Optional: 16 to 64 random bytes chosen by the caller. They enter the request digest in the
+    signed report, so that the digest cannot be used to guess the identity number by trying
+    every possible one. The client library always sets 16.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.DataCategory.ValueType]:
         """The data categories wanted; empty means every category the purpose allows."""
@@ -54,10 +60,11 @@ class GetRepairStatusRequest(_message.Message):
         categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
         consent_id: _builtins.str = ...,
         case_reference: _builtins.str = ...,
+        nonce: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "categories", b"categories", "consent_id", b"consent_id", "identity_number", b"identity_number", "purpose", b"purpose"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "categories", b"categories", "consent_id", b"consent_id", "identity_number", b"identity_number", "nonce", b"nonce", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -70,18 +77,26 @@ class GetRepairStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORT_FIELD_NUMBER: _builtins.int
+    SIGNED_REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def report(self) -> _report_pb2.RepairStatusReport:
-        """The report."""
+        """A convenience copy of the report, decoded from signed_report.report. When the answer
+        matters, verify signed_report and use the report parsed from its bytes.
+        """
+
+    @_builtins.property
+    def signed_report(self) -> _report_pb2.SignedReport:
+        """The report as the gateway signed it, bound to this request; keep it as proof."""
 
     def __init__(
         self,
         *,
         report: _report_pb2.RepairStatusReport | None = ...,
+        signed_report: _report_pb2.SignedReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,6 +135,7 @@ class BatchGetRepairStatusResult(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SIGNED_REPORT_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The position of the request in BatchGetRepairStatusRequest.requests."""
     @_builtins.property
@@ -130,16 +146,21 @@ class BatchGetRepairStatusResult(_message.Message):
     def error(self) -> _status_pb2.Status:
         """The error, when the item failed (same codes and details as GetRepairStatus)."""
 
+    @_builtins.property
+    def signed_report(self) -> _report_pb2.SignedReport:
+        """The signed report, when the item succeeded; its request digest is that of the item."""
+
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         report: _report_pb2.RepairStatusReport | None = ...,
         error: _status_pb2.Status | None = ...,
+        signed_report: _report_pb2.SignedReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,15 @@ if _version_not_supported:
 class RepairStatusServiceStub:
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     def __init__(self, channel):
@@ -51,20 +60,33 @@ class RepairStatusServiceStub:
 class RepairStatusServiceServicer:
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     def GetRepairStatus(self, request, context):
         """Returns the repair-status report for one subject. Sources that fail make the report partial
         (flag STALE, listed in failures); they never fail the call.
         Errors: INVALID_ARGUMENT (with google.rpc.BadRequest) for a malformed identity number or a
-        missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose.
+        missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose,
+        with reason ROLE_NOT_PERMITTED, PURPOSE_NOT_PERMITTED, CASE_REFERENCE_REQUIRED,
+        CONSENT_MISSING, CONSENT_REVOKED, CONSENT_EXPIRED, CONSENT_NOT_YET_VALID,
+        CONSENT_EXHAUSTED, CATEGORY_NOT_CONSENTED or SUBJECT_MISMATCH.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetRepairStatus(self, request, context):
-        """Returns reports for up to 100 subjects; each item succeeds or fails on its own.
+        """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
+        report is signed with the digest of its own item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +116,15 @@ def add_RepairStatusServiceServicer_to_server(servicer, server):
 class RepairStatusService:
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     @staticmethod

@@ -29,6 +29,15 @@ GRPC_VERSION: str
 class RepairStatusServiceStub:
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     @_typing.overload
@@ -39,15 +48,29 @@ class RepairStatusServiceStub:
     """Returns the repair-status report for one subject. Sources that fail make the report partial
     (flag STALE, listed in failures); they never fail the call.
     Errors: INVALID_ARGUMENT (with google.rpc.BadRequest) for a malformed identity number or a
-    missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose.
+    missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose,
+    with reason ROLE_NOT_PERMITTED, PURPOSE_NOT_PERMITTED, CASE_REFERENCE_REQUIRED,
+    CONSENT_MISSING, CONSENT_REVOKED, CONSENT_EXPIRED, CONSENT_NOT_YET_VALID,
+    CONSENT_EXHAUSTED, CATEGORY_NOT_CONSENTED or SUBJECT_MISMATCH.
     """
     BatchGetRepairStatus: _grpc.UnaryUnaryMultiCallable[_repair_status_service_pb2.BatchGetRepairStatusRequest, _repair_status_service_pb2.BatchGetRepairStatusResponse]
-    """Returns reports for up to 100 subjects; each item succeeds or fails on its own."""
+    """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
+    report is signed with the digest of its own item.
+    """
 
 @_typing.type_check_only
 class RepairStatusServiceAsyncStub(RepairStatusServiceStub):
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -55,14 +78,28 @@ class RepairStatusServiceAsyncStub(RepairStatusServiceStub):
     """Returns the repair-status report for one subject. Sources that fail make the report partial
     (flag STALE, listed in failures); they never fail the call.
     Errors: INVALID_ARGUMENT (with google.rpc.BadRequest) for a malformed identity number or a
-    missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose.
+    missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose,
+    with reason ROLE_NOT_PERMITTED, PURPOSE_NOT_PERMITTED, CASE_REFERENCE_REQUIRED,
+    CONSENT_MISSING, CONSENT_REVOKED, CONSENT_EXPIRED, CONSENT_NOT_YET_VALID,
+    CONSENT_EXHAUSTED, CATEGORY_NOT_CONSENTED or SUBJECT_MISMATCH.
     """
     BatchGetRepairStatus: _aio.UnaryUnaryMultiCallable[_repair_status_service_pb2.BatchGetRepairStatusRequest, _repair_status_service_pb2.BatchGetRepairStatusResponse]  # type: ignore[assignment]
-    """Returns reports for up to 100 subjects; each item succeeds or fails on its own."""
+    """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
+    report is signed with the digest of its own item.
+    """
 
 class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers, in real time, what a subject's credit-repair status is, according to which source,
     as of when. The caller is identified by its mutual-TLS client certificate.
+
+    Every query is decided by the policy decision table (docs/policy.md) before the gateway
+    looks for the subject, so a denied caller learns nothing about whether the person has
+    records. Every report is signed by the gateway (SignedReport) and bound to the request it
+    answers.
+
+    Self-inquiry (measures Art. 15): a subject holding a subject certificate (role SUBJECT,
+    institution id "subject.<enrolled key id without sk_>") asks with PURPOSE_SELF_INQUIRY and
+    their own identity number, and receives every category, free of charge.
     """
 
     @_abc_1.abstractmethod
@@ -74,7 +111,10 @@ class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the repair-status report for one subject. Sources that fail make the report partial
         (flag STALE, listed in failures); they never fail the call.
         Errors: INVALID_ARGUMENT (with google.rpc.BadRequest) for a malformed identity number or a
-        missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose.
+        missing purpose; PERMISSION_DENIED when the caller may not see the subject for the purpose,
+        with reason ROLE_NOT_PERMITTED, PURPOSE_NOT_PERMITTED, CASE_REFERENCE_REQUIRED,
+        CONSENT_MISSING, CONSENT_REVOKED, CONSENT_EXPIRED, CONSENT_NOT_YET_VALID,
+        CONSENT_EXHAUSTED, CATEGORY_NOT_CONSENTED or SUBJECT_MISMATCH.
         """
 
     @_abc_1.abstractmethod
@@ -83,6 +123,8 @@ class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _repair_status_service_pb2.BatchGetRepairStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_repair_status_service_pb2.BatchGetRepairStatusResponse, _abc.Awaitable[_repair_status_service_pb2.BatchGetRepairStatusResponse]]:
-        """Returns reports for up to 100 subjects; each item succeeds or fails on its own."""
+        """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
+        report is signed with the digest of its own item.
+        """
 
 def add_RepairStatusServiceServicer_to_server(servicer: RepairStatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -439,6 +439,11 @@ class RepairStatusReport(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     GENERATED_AT_FIELD_NUMBER: _builtins.int
+    WITHHELD_CATEGORIES_FIELD_NUMBER: _builtins.int
+    CHARGEABLE_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """A unique id for this report, quoted in audit entries and objections."""
     subject_token: _builtins.str
@@ -451,6 +456,16 @@ class RepairStatusReport(_message.Message):
     """The precedence rule that chose the state, in plain words."""
     purpose: _vocabulary_pb2.Purpose.ValueType
     """The purpose the report was produced for."""
+    chargeable: _builtins.bool
+    """Whether the query is chargeable (measures Art. 13): false for judicial and tax
+    investigations, statutory duties and the subject's own inquiry.
+    """
+    consent_id: _builtins.str
+    """The consent grant the report relies on; empty when the purpose needs no consent."""
+    recipient_institution_id: _builtins.str
+    """The institution the report was issued to, as its client certificate names it."""
+    legal_basis: _builtins.str
+    """The row of the policy decision table that allowed the query (its legal basis), in words."""
     @_builtins.property
     def flags(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.StatusFlag.ValueType]:
         """Qualifiers beside the state."""
@@ -475,6 +490,13 @@ class RepairStatusReport(_message.Message):
     def generated_at(self) -> _timestamp_pb2.Timestamp:
         """When the report was produced."""
 
+    @_builtins.property
+    def withheld_categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.DataCategory.ValueType]:
+        """Data categories the request asked for (explicitly, or implicitly by asking for everything
+        the purpose allows) that the purpose or the consent grant does not allow. They are absent
+        from the report, not blanked; this says why the answer is smaller than the question.
+        """
+
     def __init__(
         self,
         *,
@@ -490,11 +512,72 @@ class RepairStatusReport(_message.Message):
         purpose: _vocabulary_pb2.Purpose.ValueType = ...,
         categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
         generated_at: _timestamp_pb2.Timestamp | None = ...,
+        withheld_categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
+        chargeable: _builtins.bool = ...,
+        consent_id: _builtins.str = ...,
+        recipient_institution_id: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contradictions", b"contradictions", "failures", b"failures", "flags", b"flags", "generated_at", b"generated_at", "purpose", b"purpose", "report_id", b"report_id", "sources", b"sources", "state", b"state", "state_basis", b"state_basis", "state_source_id", b"state_source_id", "subject_token", b"subject_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "contradictions", b"contradictions", "failures", b"failures", "flags", b"flags", "generated_at", b"generated_at", "legal_basis", b"legal_basis", "purpose", b"purpose", "recipient_institution_id", b"recipient_institution_id", "report_id", b"report_id", "sources", b"sources", "state", b"state", "state_basis", b"state_basis", "state_source_id", b"state_source_id", "subject_token", b"subject_token", "withheld_categories", b"withheld_categories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepairStatusReport: _TypeAlias = RepairStatusReport  # noqa: Y015
+
+@_typing.final
+class SignedReport(_message.Message):
+    """A repair-status report exactly as the gateway signed it: proof of what an institution was
+    told, and in answer to which request. Keep it whole; it verifies on its own.
+
+    Signed message: Ed25519 (RFC 8032, pure) over the concatenation of
+      * the 18 ASCII bytes "credgate/report/v1" and one 0x00 byte (domain separation: a report
+        signature is never valid in another protocol),
+      * the length of `report` in bytes as an unsigned 64-bit big-endian integer,
+      * the bytes of `report`,
+      * the 32 bytes of `request_digest`.
+    The signature covers the exact bytes in `report`: a verifier checks the signature first and
+    only then parses those bytes. It never re-serializes a message to check a signature.
+
+    Public keys: SigningKeyService.ListSigningKeys serves every key the gateway has signed with,
+    retired ones included, so a report stays verifiable after a key rotation.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    REQUEST_DIGEST_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    report: _builtins.bytes
+    """The RepairStatusReport, serialized by the gateway with deterministic protobuf
+    serialization. Its SHA-256 is the report digest the gateway records as issued.
+    """
+    request_digest: _builtins.bytes
+    """SHA-256 (32 bytes) of the request the report answers: of the GetRepairStatusRequest as the
+    gateway received it, serialized deterministically (fields in field-number order, default
+    values omitted, repeated categories packed in the order sent); for a batch, of the one
+    item. A client compares it with the digest of the request it sent.
+    """
+    key_id: _builtins.str
+    """The id of the signing key: "rk_" followed by the lower-case base32 (RFC 4648, no padding)
+    of the first 20 bytes of the SHA-256 of the key's 32-byte raw Ed25519 public key.
+    """
+    signature: _builtins.bytes
+    """The 64-byte Ed25519 signature over the signed message described above."""
+    def __init__(
+        self,
+        *,
+        report: _builtins.bytes = ...,
+        request_digest: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "report", b"report", "request_digest", b"request_digest", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedReport: _TypeAlias = SignedReport  # noqa: Y015

@@ -1,0 +1,137 @@
+"""Making, storing and finding checkpoints; and the background task that makes them.
+
+A checkpoint is made for the head as it stands: on demand (a regulator asks for the latest,
+``credgate audit`` runs) and every ``interval`` seconds by ``PeriodicCheckpointer``, which the
+app starts beside the server. Nothing is signed when the log has not grown since the last one.
+
+Before signing, the head row is checked against the newest entry's own signed tree head, so a
+head row edited in the database is refused (AuditIntegrityError) rather than signed into a
+checkpoint that would lend it credibility.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import insert, select
+
+from audit.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    TreeHeadVerifier,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from audit.note import NoteSigner
+from audit.storage import AuditIntegrityError
+from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from gateway.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_SECONDS = 300.0
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def latest_checkpoint(database: Database, signer: NoteSigner) -> SignedCheckpoint | None:
+    """The stored checkpoint with the largest tree size, verified with the log's own key."""
+    async with database.session() as session:
+        note = await session.scalar(
+            select(AuditCheckpointRow.note)
+            .order_by(AuditCheckpointRow.tree_size.desc(), AuditCheckpointRow.checkpoint_id.desc())
+            .limit(1)
+        )
+    return None if note is None else open_checkpoint(note, [signer.verifier])
+
+
+async def make_checkpoint(
+    database: Database,
+    signer: NoteSigner,
+    *,
+    clock: Callable[[], dt.datetime] = _utcnow,
+) -> SignedCheckpoint:
+    """A checkpoint covering every committed entry: the latest stored one if the log has not
+    grown since, else a new one, signed and stored."""
+    async with database.write() as session:
+        head = await session.get_one(AuditHeadRow, HEAD_ROW_ID)
+        latest = await session.scalar(
+            select(AuditCheckpointRow.note)
+            .where(AuditCheckpointRow.tree_size == head.tree_size)
+            .order_by(AuditCheckpointRow.checkpoint_id.desc())
+            .limit(1)
+        )
+        if latest is not None:
+            return open_checkpoint(latest, [signer.verifier])
+        if head.tree_size > 0:
+            last = await session.get(AuditEntryRow, head.tree_size - 1)
+            verifier = TreeHeadVerifier(signer.name, [signer.verifier])
+            if (
+                last is None
+                or last.tree_root != head.root_hash
+                or not verifier.verify(head.tree_size, head.root_hash, last.tree_signature)
+            ):
+                raise AuditIntegrityError(
+                    "the head row disagrees with the last entry's signed tree head; "
+                    "refusing to sign a checkpoint (run credgate audit verify)"
+                )
+        now = clock()
+        signed = sign_checkpoint(
+            Checkpoint(signer.name, head.tree_size, head.root_hash, int(now.timestamp())),
+            signer,
+        )
+        await session.execute(
+            insert(AuditCheckpointRow).values(
+                tree_size=head.tree_size,
+                root_hash=head.root_hash,
+                created_at=now,
+                note=signed.note,
+            )
+        )
+    log.info("audit checkpoint signed at tree size %d", head.tree_size)
+    return signed
+
+
+class PeriodicCheckpointer:
+    """Signs a checkpoint every ``interval_seconds`` while running. Errors are logged, never
+    raised: a failed checkpoint must not stop the gateway, and the next tick tries again."""
+
+    def __init__(
+        self,
+        database: Database,
+        signer: NoteSigner,
+        interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+    ) -> None:
+        if interval_seconds <= 0:
+            raise ValueError("interval_seconds must be positive")
+        self._database = database
+        self._signer = signer
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin ticking (call from the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop ticking and wait for the task to end."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await make_checkpoint(self._database, self._signer)
+            except Exception as exc:
+                log.error("periodic audit checkpoint failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,326 @@
+"""``credgate audit query|export|verify|report|checkpoint``: the log for operators and regulators.
+
+These commands work on the database directly (the gateway's config names it and the data
+directory holding the log key), so they also serve when the gateway is down; regulators
+elsewhere use the RegulatorService. ``gateway/cli.py`` registers them with one call::
+
+    add_audit_commands(sub)        # sub = the top-level subparsers
+
+Every command prints a readable table, or JSON with ``--json``; ``export`` and ``verify``
+report progress on stderr. ``verify`` exits 1 when it finds tampering, and can also check an
+export file offline (``--export FILE``) with only the log's public key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from credit_repair.v1 import audit_pb2, regulator_service_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from google.protobuf import json_format
+
+from audit.checkpoints import make_checkpoint
+from audit.findings import VerifyReport
+from audit.keys import KEY_FILE_NAME, load_or_create_signer, load_verifier
+from audit.note import NoteSigner, NoteVerifier
+from audit.offline import check_export, export_lines
+from audit.queries import EntryFilter, iter_entries, list_entries
+from audit.unusual import Window, unusual_access_report
+from audit.verify import verify_log
+from gateway.storage.database import Database
+
+EXIT_OK, EXIT_TAMPERED = 0, 1
+_OUTCOMES = {"allowed": audit_pb2.AUDIT_OUTCOME_ALLOWED, "denied": audit_pb2.AUDIT_OUTCOME_DENIED}
+
+
+def _time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _target(args: argparse.Namespace) -> tuple[str, Path]:
+    """The database URL and the log key path, from --config (or --database-url / --key)."""
+    url, key = args.database_url, args.key
+    if args.config:
+        from gateway.config import load_config
+
+        config = load_config(Path(args.config))
+        url = url or config.storage.url
+        key = key or str(config.storage.data_dir / KEY_FILE_NAME)
+    if not url or not key:
+        raise ValueError("give --config, or --database-url and --key")
+    return url, Path(key)
+
+
+def _run(url: str, body: Callable[[Database], Awaitable[int]]) -> int:
+    """Run ``body`` on a database opened from ``url``, disposing of it afterwards."""
+
+    async def main() -> int:
+        database = Database.from_url(url)
+        try:
+            return await body(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+def _filter(args: argparse.Namespace) -> EntryFilter:
+    return EntryFilter(
+        institution_id=args.institution or "",
+        subject_token=args.subject_token or "",
+        purpose=vocab.Purpose.Value("PURPOSE_" + args.purpose.upper()) if args.purpose else 0,
+        outcome=_OUTCOMES[args.outcome] if args.outcome else 0,
+        start_time=_time(args.since) if args.since else None,
+        end_time=_time(args.until) if args.until else None,
+    )
+
+
+def _label(enum: Any, value: int, prefix: str) -> str:
+    name: str = enum.Name(value) if value in enum.values() else str(value)
+    return name.removeprefix(prefix).lower()
+
+
+def _row(entry: audit_pb2.AuditEntry) -> list[str]:
+    return [
+        str(entry.index),
+        entry.decision_time.ToDatetime(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        entry.institution_id,
+        _label(vocab.InstitutionRole, entry.role, "INSTITUTION_ROLE_"),
+        _label(vocab.Purpose, entry.purpose, "PURPOSE_"),
+        _label(audit_pb2.AuditOutcome, entry.outcome, "AUDIT_OUTCOME_"),
+        entry.reason,
+        entry.subject_token or "-",
+    ]
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Columns padded to their widest cell."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    for line in (header, *rows):
+        print(
+            "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out
+        )
+
+
+class _Progress:
+    """``done/total`` on one rewritten stderr line."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __call__(self, done: int, total: int) -> None:
+        share = f" ({100 * done // total}%)" if total else ""
+        print(f"\r{self._what}: {done}/{total} entries{share}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """``credgate audit query``."""
+    url, _ = _target(args)
+
+    async def body(database: Database) -> int:
+        records, _resume = await list_entries(database, _filter(args), limit=args.limit)
+        if args.json:
+            for record in records:
+                entry = json_format.MessageToDict(record.entry, preserving_proto_field_name=True)
+                print(json.dumps(entry, ensure_ascii=False))
+        else:
+            header = ["INDEX", "TIME", "INSTITUTION", "ROLE", "PURPOSE", "OUTCOME", "REASON"]
+            print_table([*header, "SUBJECT"], [_row(r.entry) for r in records], sys.stdout)
+        return EXIT_OK
+
+    return _run(url, body)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``credgate audit export``: JSON Lines, checkpoint first (see ``audit/offline.py``)."""
+    url, key = _target(args)
+    signer = load_or_create_signer(key)
+    with contextlib.ExitStack() as stack:
+        out: TextIO = (
+            stack.enter_context(Path(args.output).open("w", encoding="utf-8"))
+            if args.output
+            else sys.stdout
+        )
+
+        async def body(database: Database) -> int:
+            signed = await make_checkpoint(database, signer)
+            progress, done = _Progress("export"), 0
+            print(next(export_lines(signed, [])), file=out)
+            size = signed.checkpoint.tree_size
+            async for batch in iter_entries(database, _filter(args), below=size):
+                for line in list(export_lines(signed, batch))[1:]:
+                    print(line, file=out)
+                done += len(batch)
+                progress(done, size)
+            progress.close()
+            return EXIT_OK
+
+        return _run(url, body)
+
+
+def _verifiers(args: argparse.Namespace, key: Path | None) -> list[NoteVerifier]:
+    """The keys to trust: --trusted-key, else the public half of the local log key."""
+    trusted = [load_verifier(text) for text in args.trusted_key]
+    if trusted or key is None:
+        return trusted
+    if not key.exists():
+        raise ValueError(f"no log key at {key}; pass --trusted-key")
+    return [load_or_create_signer(key).verifier]
+
+
+def _print_findings(report: VerifyReport, out: TextIO) -> None:
+    rows = [
+        [str(f.kind), "-" if f.index is None else str(f.index), f.detail] for f in report.findings
+    ]
+    if rows:
+        print_table(["FINDING", "ENTRY", "DETAIL"], rows, out)
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    lines = Path(args.export).read_text(encoding="utf-8").splitlines()
+    check = check_export(lines, _verifiers(args, None))
+    if args.json:
+        print(json.dumps({"ok": check.ok, "entries": check.entries, "problems": check.problems}))
+    else:
+        print(f"export {args.export}: {check.entries} entries, {'OK' if check.ok else 'FAILED'}")
+        for problem in check.problems:
+            print(f"  {problem}")
+    return EXIT_OK if check.ok else EXIT_TAMPERED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``credgate audit verify``: exit 0 if intact, 1 if tampering was found."""
+    if args.export:
+        return _verify_export(args)
+    url, key = _target(args)
+    verifiers = _verifiers(args, key)
+    external = [(path, Path(path).read_text(encoding="utf-8")) for path in args.checkpoint]
+
+    async def body(database: Database) -> int:
+        progress = _Progress("verify")
+        timed = await verify_log(
+            database,
+            verifiers,
+            external_checkpoints=external,
+            progress=progress,
+            thorough=args.thorough,
+        )
+        progress.close()
+        report = timed.report
+        if args.json:
+            print(json.dumps({**report.to_json(), "seconds": round(timed.seconds, 3)}))
+        else:
+            state = "OK" if report.ok else "TAMPERING DETECTED"
+            print(
+                f"{state}: {report.entries} entries, {report.authenticated_size} authenticated, "
+                f"{report.checkpoints_valid}/{report.checkpoints_checked} checkpoints valid "
+                f"({timed.entries_per_second:,.0f} entries/s)"
+            )
+            _print_findings(report, sys.stdout)
+        return EXIT_OK if report.ok else EXIT_TAMPERED
+
+    return _run(url, body)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``credgate audit report``: unusual access in a window."""
+    url, _ = _target(args)
+    end = _time(args.until) if args.until else dt.datetime.now(dt.UTC)
+    start = _time(args.since) if args.since else end - dt.timedelta(hours=24)
+
+    async def body(database: Database) -> int:
+        window = Window(start, end, args.baseline_windows)
+        findings = await unusual_access_report(database, window)
+        if args.json:
+            items = [
+                json_format.MessageToDict(f, preserving_proto_field_name=True) for f in findings
+            ]
+            print(json.dumps(items, ensure_ascii=False))
+            return EXIT_OK
+        print(f"unusual access {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: ", end="")
+        print(f"{len(findings)} finding(s)")
+        kinds = regulator_service_pb2.UnusualAccessKind
+        rows = [
+            [f.institution_id, _label(kinds, f.kind, "UNUSUAL_ACCESS_KIND_"), f.explanation]
+            for f in findings
+        ]
+        if rows:
+            print_table(["INSTITUTION", "KIND", "EXPLANATION"], rows, sys.stdout)
+        return EXIT_OK
+
+    return _run(url, body)
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """``credgate audit checkpoint``: sign one now, print the note (and the verifier key)."""
+    url, key = _target(args)
+    signer: NoteSigner = load_or_create_signer(key)
+
+    async def body(database: Database) -> int:
+        signed = await make_checkpoint(database, signer)
+        print(signed.note, end="")
+        print(f"verifier key: {signer.verifier.to_vkey()}", file=sys.stderr)
+        return EXIT_OK
+
+    return _run(url, body)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="gateway config (names the database and data directory)")
+    p.add_argument("--database-url", help="database URL instead of --config")
+    p.add_argument("--key", help="log key file (default <data_dir>/audit-log.key)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--institution", help="only this calling institution")
+    p.add_argument("--subject-token", help="only this subject (st_...)")
+    p.add_argument("--purpose", help="only this purpose, e.g. credit_application_review")
+    p.add_argument("--outcome", choices=sorted(_OUTCOMES), help="only allowed or denied")
+    p.add_argument("--since", help="only decisions at or after this ISO time (UTC if no zone)")
+    p.add_argument("--until", help="only decisions before this ISO time")
+
+
+def add_audit_commands(subparsers: Any) -> None:
+    """Register ``audit`` and its subcommands on the top-level ``add_subparsers()`` object."""
+    audit = subparsers.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    p = audit.add_parser("query", help="list entries (table or --json)")
+    _common(p)
+    _filters(p)
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_query)
+    p = audit.add_parser("export", help="write entries as JSON Lines after a fresh checkpoint")
+    _common(p)
+    _filters(p)
+    p.add_argument("--output", help="file to write (default stdout)")
+    p.set_defaults(func=cmd_export)
+    p = audit.add_parser("verify", help="recompute the log and report any tampering (exit 1)")
+    _common(p)
+    p.add_argument("--trusted-key", action="append", default=[], help="verifier key or file")
+    p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
+    p.add_argument("--export", help="check an export file offline instead of the database")
+    p.add_argument("--thorough", action="store_true", help="also check every tree-head signature")
+    p.set_defaults(func=cmd_verify)
+    p = audit.add_parser("report", help="unusual access in a window")
+    _common(p)
+    p.add_argument("--since", help="window start (default: 24 hours before --until)")
+    p.add_argument("--until", help="window end (default: now)")
+    p.add_argument("--baseline-windows", type=int, default=7)
+    p.set_defaults(func=cmd_report)
+    p = audit.add_parser("checkpoint", help="sign a checkpoint now and print it")
+    _common(p)
+    p.set_defaults(func=cmd_checkpoint)

@@ -1,0 +1,227 @@
+"""``AuditLog``: the one way an entry gets into the log, durably, or not at all.
+
+The query path calls ``await audit_log.append(entry)`` after deciding and *before* answering;
+``append`` returns only once the transaction holding the entry has committed. If it raises
+``AuditUnavailable`` the caller must not release the answer (fail closed): a decision the log
+cannot record is a decision that did not happen.
+
+Ordering and concurrency. Every append runs one transaction that locks the single
+``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` from
+``Database.write`` already serializes writers), takes the next index from it, extends the
+compact range, signs the new tree head, inserts the entries and moves the head. So any number
+of gateway replicas on one PostgreSQL produce one gap-free sequence, and the primary key on
+the index turns any locking mistake into a failed append rather than a fork.
+
+Within one process, appends that arrive while a transaction is in flight are batched into the
+next one (group commit): each caller still waits for the commit that holds its own entry, but
+a burst costs a few commits instead of one per decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy import insert, select, update
+
+from audit import storage
+from audit.checkpoint import SignedCheckpoint, sign_tree_head
+from audit.checkpoints import latest_checkpoint, make_checkpoint
+from audit.entry import AuditEntry, canonical, entry_bytes
+from audit.hashing import leaf_hash
+from audit.note import NoteSigner
+from audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
+from audit.tree import CompactRange
+from gateway.errors import GatewayError
+from gateway.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 256
+DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
+
+
+class AuditUnavailable(Exception):
+    """The entry could not be made durable: do not release the answer.
+
+    The message names no person; the cause (a database error) is chained for the server log.
+    If a write timed out while committing, the entry may in fact be stored: the log then shows
+    a decision whose answer was never sent, which is the safe direction to err in.
+    """
+
+    def to_gateway_error(self) -> GatewayError:
+        """The status to end the call with: UNAVAILABLE, reason AUDIT_UNAVAILABLE."""
+        return GatewayError.of(
+            grpc.StatusCode.UNAVAILABLE,
+            "the audit log cannot record this decision, so no answer is released; retry later",
+            "AUDIT_UNAVAILABLE",
+        )
+
+
+@dataclass(frozen=True)
+class AppendReceipt:
+    """Where an entry landed: its index and leaf hash, and the tree head it produced."""
+
+    index: int
+    leaf_hash: bytes
+    tree_size: int
+    root_hash: bytes
+
+
+@dataclass
+class _Pending:
+    entry: AuditEntry
+    future: asyncio.Future[AppendReceipt]
+
+
+def _retrieve(future: asyncio.Future[AppendReceipt]) -> None:
+    """Mark a failed future's exception as seen, for callers that were cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AuditLog:
+    """Appends entries to the log in ``database``, signing tree heads with ``signer``."""
+
+    def __init__(
+        self,
+        database: Database,
+        signer: NoteSigner,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.database = database
+        self.signer = signer
+        self._max_batch = max_batch
+        self._timeout = write_timeout_seconds
+        self._clock = clock
+        self._queue: list[_Pending] = []
+        self._lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    @property
+    def origin(self) -> str:
+        """The log's origin: its key's name and every checkpoint's first line."""
+        return self.signer.name
+
+    async def append(self, entry: AuditEntry) -> AppendReceipt:
+        """Append ``entry`` and return once it is committed; AuditUnavailable if it cannot be.
+
+        ``entry`` should come from ``new_entry``; it is validated again (AuditEntryError for a
+        malformed or personal value — a bug in the caller, and equally a reason to release
+        nothing) and its ``index`` is set by the log, not the caller.
+        """
+        prepared = canonical(entry)
+        future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        pending = _Pending(prepared, future)
+        self._queue.append(pending)
+        async with self._lock:
+            while not future.done():
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                flush = asyncio.ensure_future(self._flush(batch))
+                self._flushes.add(flush)
+                flush.add_done_callback(self._flushes.discard)
+                # Shielded: a caller cancelled mid-commit must not abort other callers' entries.
+                await asyncio.shield(flush)
+        return await future
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        """Write one batch and settle every caller's future; never raises."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                receipts = await self._write([p.entry for p in batch])
+        except Exception as exc:
+            log.error("audit append of %d entries failed: %s", len(batch), type(exc).__name__)
+            for pending in batch:
+                if not pending.future.done():
+                    failure = AuditUnavailable("the audit log could not record the entry")
+                    failure.__cause__ = exc
+                    pending.future.set_exception(failure)
+            return
+        for pending, receipt in zip(batch, receipts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(receipt)
+
+    async def _write(self, entries: list[AuditEntry]) -> list[AppendReceipt]:
+        """One transaction: lock the head, number, hash and sign the entries, move the head."""
+        async with self.database.write() as session:
+            head = (
+                await session.execute(
+                    select(AuditHeadRow)
+                    .where(AuditHeadRow.head_id == HEAD_ROW_ID)
+                    .with_for_update()
+                )
+            ).scalar_one()
+            compact = CompactRange.from_bytes(head.tree_size, head.compact_range)
+            rows: list[dict[str, object]] = []
+            receipts: list[AppendReceipt] = []
+            for entry in entries:
+                index = compact.size
+                entry.index = index
+                data = entry_bytes(entry)
+                leaf = leaf_hash(data)
+                compact.append(leaf)
+                root = compact.root()
+                rows.append(
+                    {
+                        "entry_index": index,
+                        "decision_time": entry.decision_time.ToDatetime(tzinfo=dt.UTC),
+                        "institution_id": entry.institution_id,
+                        "role": int(entry.role),
+                        "purpose": int(entry.purpose),
+                        "outcome": int(entry.outcome),
+                        "reason": entry.reason,
+                        "subject_token": entry.subject_token,
+                        "entry_bytes": data,
+                        "leaf_hash": leaf,
+                        "tree_root": root,
+                        "tree_signature": sign_tree_head(self.signer, compact.size, root),
+                    }
+                )
+                receipts.append(AppendReceipt(index, leaf, compact.size, root))
+            await session.execute(insert(AuditEntryRow), rows)
+            await session.execute(
+                update(AuditHeadRow)
+                .where(AuditHeadRow.head_id == HEAD_ROW_ID)
+                .values(
+                    tree_size=compact.size,
+                    compact_range=compact.to_bytes(),
+                    root_hash=compact.root(),
+                )
+            )
+        return receipts
+
+    async def checkpoint(self) -> SignedCheckpoint:
+        """A signed checkpoint covering every committed entry (made now if the log grew)."""
+        return await make_checkpoint(self.database, self.signer, clock=self._clock)
+
+    async def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest stored checkpoint, without signing a new one."""
+        return await latest_checkpoint(self.database, self.signer)
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """The audit path of entry ``index`` in the tree of ``tree_size`` entries."""
+        return await storage.inclusion_proof(self.database, index, tree_size)
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The proof that tree ``first`` is a prefix of tree ``second``."""
+        return await storage.consistency_proof(self.database, first, second)
+
+    async def aclose(self) -> None:
+        """Wait for in-flight writes (at shutdown, before disposing of the database)."""
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)

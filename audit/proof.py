@@ -1,0 +1,167 @@
+"""Inclusion and consistency proofs (RFC 9162 sections 2.1.3 and 2.1.4), built and verified.
+
+Pure functions over leaf hashes: no database, no clock, no keys. A regulator can copy this
+module (and ``hashing.py``/``tree.py``) to check proofs offline, and the tests run it against
+the RFC 6962 vectors of transparency-dev/merkle (``tests/data/``).
+
+Building a proof walks the RFC's recursive definition top-down and hashes each sibling subtree
+once, so it reads every leaf hash up to the tree size once: fine for the sizes credgate's log
+reaches today; tiles (precomputed subtree hashes) are the known next step if that changes.
+Verification is the RFC's iterative algorithm, which needs only the path, never the leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from audit.hashing import HASH_SIZE, node_hash
+from audit.tree import CompactRange
+
+
+class ProofError(ValueError):
+    """A proof does not verify, or cannot be built for the sizes asked."""
+
+
+def _split(width: int) -> int:
+    """The largest power of two strictly below ``width`` (``width`` > 1)."""
+    return 1 << ((width - 1).bit_length() - 1)
+
+
+def _subtree_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
+    compact = CompactRange()
+    for i in range(lo, hi):
+        compact.append(leaves[i])
+    return compact.root()
+
+
+def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
+    """The audit path for leaf ``index`` in the tree of the first ``tree_size`` leaves."""
+    if not 0 <= index < tree_size <= len(leaves):
+        raise ProofError("an inclusion proof needs 0 <= index < tree_size <= leaves known")
+    path: list[bytes] = []
+    lo, hi = 0, tree_size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            path.append(_subtree_root(leaves, lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(_subtree_root(leaves, lo, lo + k))
+            lo += k
+    path.reverse()
+    return path
+
+
+def consistency_proof(leaves: Sequence[bytes], first: int, second: int) -> list[bytes]:
+    """The proof that the tree of ``first`` leaves is a prefix of the tree of ``second``."""
+    if not 0 <= first <= second <= len(leaves):
+        raise ProofError("a consistency proof needs 0 <= first <= second <= leaves known")
+    if first in (0, second):
+        return []
+    path: list[bytes] = []
+    lo, hi, m, complete = 0, second, first, True
+    while True:
+        width = hi - lo
+        if m == width:
+            if not complete:
+                path.append(_subtree_root(leaves, lo, hi))
+            break
+        k = _split(width)
+        if m <= k:
+            path.append(_subtree_root(leaves, lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(_subtree_root(leaves, lo, lo + k))
+            lo += k
+            m -= k
+            complete = False
+    path.reverse()
+    return path
+
+
+def _check_hashes(*hashes: bytes) -> None:
+    if any(len(h) != HASH_SIZE for h in hashes):
+        raise ProofError("hashes must be 32 bytes")
+
+
+def root_from_inclusion_proof(
+    index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes]
+) -> bytes:
+    """The root hash that ``proof`` implies for ``leaf`` at ``index`` (RFC 9162 2.1.3.2)."""
+    if not 0 <= index < tree_size:
+        raise ProofError("leaf index is not below the tree size")
+    _check_hashes(leaf, *proof)
+    fn, sn, r = index, tree_size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise ProofError("inclusion proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is shorter than the tree is deep")
+    return r
+
+
+def verify_inclusion(
+    index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Raise ProofError unless ``proof`` shows ``leaf`` at ``index`` in the tree with ``root``."""
+    _check_hashes(root)
+    if root_from_inclusion_proof(index, tree_size, leaf, proof) != root:
+        raise ProofError("inclusion proof does not lead to the expected root")
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """Raise ProofError unless ``proof`` shows tree ``first`` is a prefix of tree ``second``."""
+    if not 0 <= first <= second:
+        raise ProofError("consistency needs 0 <= first <= second")
+    _check_hashes(*proof)
+    if first == second:
+        if proof:
+            raise ProofError("trees of equal size need an empty consistency proof")
+        if first_root != second_root:
+            raise ProofError("trees of equal size have different roots")
+        return
+    if first == 0:
+        if proof:
+            raise ProofError("the empty tree needs an empty consistency proof")
+        return
+    if not proof:
+        raise ProofError("consistency proof is empty")
+    _check_hashes(first_root, second_root)
+    path = list(proof)
+    if first & (first - 1) == 0:  # an exact power of two: the old root is a node of the new tree
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is shorter than the tree is deep")
+    if fr != first_root:
+        raise ProofError("consistency proof does not lead to the first root")
+    if sr != second_root:
+        raise ProofError("consistency proof does not lead to the second root")

@@ -1,0 +1,329 @@
+"""RegulatorService: the regulator's window on the audit log.
+
+Each RPC reads top to bottom: who is calling (mTLS) → is it a regulator (else
+PERMISSION_DENIED / ROLE_NOT_PERMITTED, before any field is looked at: permission before
+existence) → are the fields well formed → the log. Listing and exporting entries are access
+decisions too, so they are appended to the log (purpose REGULATORY_AUDIT) before the answer
+goes out, and refused callers are recorded as denials.
+
+Wiring (composition module)::
+
+    servicer = RegulatorService(audit_log, IdentityResolver(...))
+    add_regulator_service(server, servicer)      # service name: SERVICE_NAME
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from credit_repair.v1 import audit_pb2, vocabulary_pb2
+from credit_repair.v1 import regulator_service_pb2 as pb
+from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.checkpoint import SignedCheckpoint
+from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, new_entry
+from audit.log import AuditLog, AuditUnavailable
+from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
+from audit.proof import ProofError
+from audit.queries import EntryFilter, iter_entries, list_entries
+from audit.storage import AuditIntegrityError, read_head, read_record
+from audit.unusual import Thresholds, Window, unusual_access_report
+from gateway.errors import GatewayError
+from gateway.institution import INSTITUTION_ID_SHAPE, Institution
+from gateway.protection.tokens import is_subject_token
+from gateway.server import GatewayServer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "credit_repair.v1.RegulatorService"
+REGULATOR = vocabulary_pb2.INSTITUTION_ROLE_REGULATOR
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+EXPORT_BATCH = 500
+DEFAULT_REPORT_WINDOW = dt.timedelta(hours=24)
+DEFAULT_BASELINE_WINDOWS = 7
+MAX_BASELINE_WINDOWS = 90
+_PAGE_TOKEN_LABEL = "audit-page-token"  # noqa: S105 - a derivation label, not a secret
+_PURPOSES = frozenset(vocabulary_pb2.Purpose.values())
+_OUTCOMES = frozenset(audit_pb2.AuditOutcome.values())
+
+Violation = tuple[str, str]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _invalid(violations: list[Violation]) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=violations,
+    )
+
+
+def _inconsistent() -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the audit log's stored data is inconsistent; run credgate audit verify",
+        "AUDIT_LOG_INCONSISTENT",
+    )
+
+
+def checkpoint_message(signed: SignedCheckpoint) -> audit_pb2.LogCheckpoint:
+    """The wire form of a signed checkpoint."""
+    checkpoint = signed.checkpoint
+    message = audit_pb2.LogCheckpoint(
+        note=signed.note,
+        origin=checkpoint.origin,
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash,
+    )
+    if checkpoint.time is not None:
+        message.checkpoint_time.FromDatetime(checkpoint.time)
+    return message
+
+
+def filter_violations(message: pb.AuditEntryFilter, prefix: str = "filter.") -> list[Violation]:
+    """What is wrong with a listing filter (empty when it is fine)."""
+    found: list[Violation] = []
+    if message.institution_id and not INSTITUTION_ID_SHAPE.fullmatch(message.institution_id):
+        found.append((prefix + "institution_id", "is not an institution id"))
+    if message.subject_token and not is_subject_token(message.subject_token):
+        found.append((prefix + "subject_token", "must be a subject token (st_...)"))
+    if message.purpose not in _PURPOSES:
+        found.append((prefix + "purpose", "is not a known purpose"))
+    if message.outcome not in _OUTCOMES:
+        found.append((prefix + "outcome", "is not a known outcome"))
+    if (
+        message.HasField("start_time")
+        and message.HasField("end_time")
+        and message.start_time.ToDatetime() >= message.end_time.ToDatetime()
+    ):
+        found.append((prefix + "end_time", "must be after start_time"))
+    return found
+
+
+class RegulatorService(pb_grpc.RegulatorServiceServicer):
+    """The grpc.aio servicer over an ``AuditLog``."""
+
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        *,
+        thresholds: Thresholds | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._log = audit_log
+        self._db = audit_log.database
+        self._identify = identify
+        self._thresholds = thresholds or Thresholds()
+        self._clock = clock
+        self._token_key = audit_log.signer.derive_secret(_PAGE_TOKEN_LABEL)
+
+    async def _regulator(self, context: grpc.aio.ServicerContext) -> Institution:
+        """The caller, if it is a regulator; otherwise record the denial and refuse."""
+        caller = self._identify(context)
+        if caller.role == REGULATOR:
+            return caller
+        try:
+            await self._log.append(
+                new_entry(
+                    institution=caller,
+                    purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+                    outcome=DENIED,
+                    reason="ROLE_NOT_PERMITTED",
+                )
+            )
+        except AuditUnavailable:
+            log.error(
+                "could not record a refused RegulatorService call by %s", caller.institution_id
+            )
+        raise GatewayError.of(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "only a regulator may read the audit log",
+            "ROLE_NOT_PERMITTED",
+            metadata={"role": caller.role_name},
+        )
+
+    async def _record_access(self, caller: Institution, entry_filter: EntryFilter) -> None:
+        """Append the regulator's own read to the log before answering (fail closed)."""
+        try:
+            await self._log.append(
+                new_entry(
+                    institution=caller,
+                    purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+                    outcome=ALLOWED,
+                    reason=ALLOWED_REASON,
+                    subject_token=entry_filter.subject_token,
+                )
+            )
+        except AuditUnavailable as exc:
+            raise exc.to_gateway_error() from None
+
+    def _filter(self, message: pb.AuditEntryFilter) -> EntryFilter:
+        if violations := filter_violations(message):
+            raise _invalid(violations)
+        return EntryFilter.from_proto(message)
+
+    async def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditEntriesResponse:
+        """A page of matching entries, oldest first."""
+        caller = await self._regulator(context)
+        entry_filter = self._filter(request.filter)
+        if request.page_size < 0:
+            raise _invalid([("page_size", "must not be negative")])
+        scope = scope_of(caller.institution_id, entry_filter.fingerprint())
+        after = -1
+        if request.page_token:
+            try:
+                after = decode_page_token(request.page_token, scope, self._token_key)
+            except PageTokenError:
+                raise _invalid(
+                    [("page_token", "is not a token this listing issued with this filter")]
+                ) from None
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        records, resume = await list_entries(self._db, entry_filter, limit=limit, after=after)
+        await self._record_access(caller, entry_filter)
+        response = pb.ListAuditEntriesResponse(records=records)
+        if resume is not None:
+            response.next_page_token = encode_page_token(resume, scope, self._token_key)
+        return response
+
+    async def ExportAuditEntries(
+        self, request: pb.ExportAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportAuditEntriesResponse]:
+        """Every matching entry up to a fresh checkpoint, which the first message carries."""
+        caller = await self._regulator(context)
+        entry_filter = self._filter(request.filter)
+        signed = await self._checkpoint()
+        await self._record_access(caller, entry_filter)
+        checkpoint = checkpoint_message(signed)
+        sent = False
+        async for batch in iter_entries(
+            self._db, entry_filter, below=signed.checkpoint.tree_size, batch_size=EXPORT_BATCH
+        ):
+            message = pb.ExportAuditEntriesResponse(records=batch)
+            if not sent:
+                message.checkpoint.CopyFrom(checkpoint)
+                sent = True
+            yield message
+        if not sent:
+            yield pb.ExportAuditEntriesResponse(checkpoint=checkpoint)
+
+    async def _checkpoint(self) -> SignedCheckpoint:
+        try:
+            return await self._log.checkpoint()
+        except AuditIntegrityError:
+            raise _inconsistent() from None
+        except SQLAlchemyError:
+            log.exception("signing an audit checkpoint failed")
+            raise AuditUnavailable("no checkpoint could be made").to_gateway_error() from None
+
+    async def GetLatestCheckpoint(
+        self, request: pb.GetLatestCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLatestCheckpointResponse:
+        """A checkpoint covering every entry so far."""
+        await self._regulator(context)
+        return pb.GetLatestCheckpointResponse(
+            checkpoint=checkpoint_message(await self._checkpoint())
+        )
+
+    async def _tree_size(
+        self, requested: int, field: str
+    ) -> tuple[int, audit_pb2.LogCheckpoint | None]:
+        """The size to prove against: the latest checkpoint's for 0, else ``requested``."""
+        if requested == 0:
+            signed = await self._checkpoint()
+            return signed.checkpoint.tree_size, checkpoint_message(signed)
+        head = await read_head(self._db)
+        if requested > head.tree_size:
+            raise _invalid([(field, f"exceeds the log's size ({head.tree_size})")])
+        return requested, None
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInclusionProofResponse:
+        """The audit path of one entry, with the entry."""
+        await self._regulator(context)
+        size, checkpoint = await self._tree_size(request.tree_size, "tree_size")
+        if request.leaf_index >= size:
+            raise _invalid([("leaf_index", f"must be below the tree size ({size})")])
+        try:
+            path = await self._log.inclusion_proof(request.leaf_index, size)
+        except (AuditIntegrityError, ProofError):
+            raise _inconsistent() from None
+        record = await read_record(self._db, request.leaf_index)
+        response = pb.GetInclusionProofResponse(
+            proof=audit_pb2.InclusionProof(
+                leaf_index=request.leaf_index, tree_size=size, hashes=path
+            ),
+            record=record,
+        )
+        if checkpoint is not None:
+            response.checkpoint.CopyFrom(checkpoint)
+        return response
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsistencyProofResponse:
+        """The proof that an older tree is a prefix of a newer one."""
+        await self._regulator(context)
+        second, checkpoint = await self._tree_size(request.second_tree_size, "second_tree_size")
+        if request.first_tree_size > second:
+            raise _invalid([("first_tree_size", f"must not exceed the second size ({second})")])
+        try:
+            path = await self._log.consistency_proof(request.first_tree_size, second)
+        except (AuditIntegrityError, ProofError):
+            raise _inconsistent() from None
+        response = pb.GetConsistencyProofResponse(
+            proof=audit_pb2.ConsistencyProof(
+                first_tree_size=request.first_tree_size, second_tree_size=second, hashes=path
+            )
+        )
+        if checkpoint is not None:
+            response.checkpoint.CopyFrom(checkpoint)
+        return response
+
+    async def GetUnusualAccessReport(
+        self, request: pb.GetUnusualAccessReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUnusualAccessReportResponse:
+        """Findings of unusual access in a window (docs/audit.md, "Unusual access")."""
+        await self._regulator(context)
+        end = (
+            request.end_time.ToDatetime(tzinfo=dt.UTC)
+            if request.HasField("end_time")
+            else self._clock()
+        )
+        start = (
+            request.start_time.ToDatetime(tzinfo=dt.UTC)
+            if request.HasField("start_time")
+            else end - DEFAULT_REPORT_WINDOW
+        )
+        windows = request.baseline_windows or DEFAULT_BASELINE_WINDOWS
+        violations: list[Violation] = []
+        if start >= end:
+            violations.append(("end_time", "must be after start_time"))
+        if not 1 <= windows <= MAX_BASELINE_WINDOWS:
+            violations.append(("baseline_windows", f"must be 0 to {MAX_BASELINE_WINDOWS}"))
+        if violations:
+            raise _invalid(violations)
+        window = Window(start, end, windows)
+        findings = await unusual_access_report(self._db, window, self._thresholds)
+        response = pb.GetUnusualAccessReportResponse(findings=findings)
+        response.start_time.FromDatetime(start)
+        response.end_time.FromDatetime(end)
+        response.baseline_start_time.FromDatetime(window.baseline_start)
+        return response
+
+
+def add_regulator_service(server: GatewayServer, servicer: RegulatorService) -> None:
+    """Register the servicer on a ``GatewayServer`` (before ``start``)."""
+    server.add_servicer(pb_grpc.add_RegulatorServiceServicer_to_server, servicer, SERVICE_NAME)

@@ -1,0 +1,84 @@
+"""The audit log's tables, declared on the gateway's shared ``Base`` (migration ``0003``).
+
+* ``audit_entries`` — one row per entry, keyed by its index. ``entry_bytes`` is the source of
+  truth (the Merkle leaf is its hash); the columns beside it (time, institution, subject token,
+  purpose, outcome, reason) are copies to filter by, and ``verify`` checks them against the
+  bytes. ``tree_root``/``tree_signature`` are the signed tree head after this entry.
+* ``audit_head`` — exactly one row: the tree size and compact range after the last append.
+  Appenders lock it (``SELECT ... FOR UPDATE``), which is what keeps several replicas on one
+  gap-free sequence; it is a cache of the entries, so ``verify`` recomputes and compares it.
+* ``audit_checkpoints`` — every checkpoint ever signed, as its signed note verbatim.
+
+No personal data: the subject appears only as a token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.storage.models import TOKEN_LENGTH, Base, UTCDateTime
+
+INSTITUTION_ID_LENGTH = 255
+REASON_LENGTH = 64
+HEAD_ROW_ID = 1
+
+
+class AuditEntryRow(Base):
+    """One audit entry: canonical bytes, leaf hash, signed tree head, and query columns."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index(None, "institution_id", "entry_index"),
+        Index(None, "subject_token", "entry_index"),
+        Index(None, "decision_time"),
+    )
+
+    entry_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    decision_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    institution_id: Mapped[str] = mapped_column(String(INSTITUTION_ID_LENGTH))
+    role: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.InstitutionRole`` value."""
+    purpose: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.Purpose`` value."""
+    outcome: Mapped[int] = mapped_column(Integer)
+    """``credit_repair.v1.AuditOutcome`` value."""
+    reason: Mapped[str] = mapped_column(String(REASON_LENGTH))
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    """Empty when the decision named no subject."""
+    entry_bytes: Mapped[bytes] = mapped_column(LargeBinary)
+    """The canonical ``AuditEntry`` serialization: what the leaf hash covers."""
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    """SHA-256(0x00 || entry_bytes)."""
+    tree_root: Mapped[bytes] = mapped_column(LargeBinary)
+    """Merkle root of the first ``entry_index + 1`` entries."""
+    tree_signature: Mapped[bytes] = mapped_column(LargeBinary)
+    """Key hash || Ed25519 signature over the checkpoint text for that size and root."""
+
+
+class AuditHeadRow(Base):
+    """The single head row: where the next append continues the tree."""
+
+    __tablename__ = "audit_head"
+
+    head_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    compact_range: Mapped[bytes] = mapped_column(LargeBinary)
+    """The perfect-subtree hashes of the tree (``audit.tree.CompactRange.to_bytes``)."""
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpointRow(Base):
+    """A signed checkpoint, kept verbatim."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index(None, "tree_size"),)
+
+    checkpoint_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str] = mapped_column(Text)
+    """The C2SP signed note; the other columns are parsed from it for querying."""

@@ -1,0 +1,317 @@
+"""Recompute the log from its rows and say exactly what, if anything, was tampered with.
+
+Nothing stored is trusted except signatures by the log's key. The verifier is fed the entry
+rows in index order, recomputes every leaf hash from the entry bytes and the whole tree from
+the leaves; stored hashes, roots and the head row are only compared, never believed.
+
+What it reports (``FindingKind``), and how each is found:
+
+* **MODIFIED** — an entry's bytes no longer hash to its stored leaf hash, or no longer parse,
+  or the query columns beside it disagree with the bytes; or the entry changed together with
+  its leaf hash, so the recomputed tree stops matching the signed tree head stored with it.
+* **DELETED / INSERTED / REORDERED** — from the indexes inside the entries (``sequence.py``).
+* **REWRITTEN** — the hashes are all consistent, but from some entry on no tree head verifies
+  with the log's key: someone recomputed the chain after an edit, without the private key.
+* **TRUNCATED** — the head row or a signed checkpoint covers more entries than exist.
+* **CHECKPOINT_INVALID / CHECKPOINT_MISMATCH** — a stored (or supplied) checkpoint's signature
+  fails, or its root differs from the root recomputed at its size.
+* **HEAD_MISMATCH / TREE_HEAD_ALTERED** — the head row, or a stored per-entry tree head, was
+  altered while the entries themselves still verify.
+
+The *authenticated size* is the largest tree size whose recomputed root a valid signature
+vouches for (a per-entry tree head or a checkpoint): everything before it is proven intact, and
+when it falls short of the log, the first entry after it is where tampering starts.
+
+Cost: per row, one leaf hash, about one node hash and a protobuf parse. Stored roots are compared
+every ``SAMPLE_EVERY`` entries and only the chunk holding the first mismatch is read in full;
+signatures are checked for the newest head and the checkpoints, then by a galloping search back
+from the first mismatch — so verification costs hashing, not public-key operations. The
+``thorough`` mode also checks every stored tree head and its signature (about 20x slower): it
+finds a per-entry tree head altered on its own, which cannot hide or change any entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from array import array
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from credit_repair.v1 import audit_pb2
+from google.protobuf.message import DecodeError
+
+from audit.checkpoint import TreeHeadVerifier, open_checkpoint
+from audit.findings import Finding, FindingKind, VerifyReport
+from audit.hashing import leaf_hash
+from audit.note import NoteError, NoteVerifier
+from audit.sequence import MAX_LISTED, sequence_findings
+from audit.tree import CompactRange, PackedHashes
+
+SAMPLE_EVERY = 1024
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_parse = audit_pb2.AuditEntry.FromString
+
+FetchHeads = Callable[[Sequence[int]], Awaitable[Mapping[int, tuple[bytes, bytes]]]]
+"""Given stored entry indexes, those rows' (tree_root, tree_signature); absent rows omitted."""
+
+
+@dataclass(frozen=True)
+class RowColumns:
+    """The query columns stored beside an entry (copies that must agree with its bytes)."""
+
+    decision_time: dt.datetime
+    institution_id: str
+    role: int
+    purpose: int
+    outcome: int
+    reason: str
+    subject_token: str
+
+    def agree_with(self, entry: audit_pb2.AuditEntry) -> bool:
+        """Whether every column equals the entry's field (time to the microsecond)."""
+        delta = self.decision_time - _EPOCH
+        return (
+            delta.days * 86400 + delta.seconds == entry.decision_time.seconds
+            and delta.microseconds == entry.decision_time.nanos // 1000
+            and self.institution_id == entry.institution_id
+            and self.role == entry.role
+            and self.purpose == entry.purpose
+            and self.outcome == entry.outcome
+            and self.reason == entry.reason
+            and self.subject_token == entry.subject_token
+        )
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One ``audit_entries`` row as read (tree heads are fetched separately, when needed)."""
+
+    index: int
+    entry_bytes: bytes
+    leaf_hash: bytes
+    columns: RowColumns | None = None
+
+
+class LogVerifier:
+    """Feed rows in stored index order with ``feed``, then ``await finish(...)``."""
+
+    def __init__(
+        self, origin: str, verifiers: Sequence[NoteVerifier], *, thorough: bool = False
+    ) -> None:
+        self._origin = origin
+        self._thorough = thorough
+        self._all_roots: list[bytes] = []
+        self._root_mismatches: list[int] = []
+        self._verifiers = list(verifiers)
+        self._heads = TreeHeadVerifier(origin, self._verifiers)
+        self._leaves = PackedHashes()
+        self._compact = CompactRange()
+        self._snapshots: list[CompactRange] = [CompactRange()]
+        self._sample_roots: list[bytes] = []
+        self._positions = array("q")
+        self._embedded = array("q")
+        self._findings: list[Finding] = []
+
+    @property
+    def rows(self) -> int:
+        """Rows fed so far."""
+        return len(self._positions)
+
+    def feed(self, row: StoredRow) -> None:
+        """Take the next row."""
+        position = len(self._positions)
+        data = row.entry_bytes
+        leaf = leaf_hash(data)
+        if leaf != row.leaf_hash:
+            self._add(FindingKind.MODIFIED, row.index, "content does not match its leaf hash")
+        try:
+            entry = _parse(data)
+        except DecodeError:
+            self._add(FindingKind.MODIFIED, row.index, "content is not a readable audit entry")
+            embedded = position
+        else:
+            embedded = entry.index
+            if row.columns is not None and not row.columns.agree_with(entry):
+                self._add(FindingKind.MODIFIED, row.index, "query columns disagree with the entry")
+        self._positions.append(row.index)
+        self._embedded.append(embedded)
+        self._leaves.append(leaf)
+        compact = self._compact
+        compact.append(leaf)
+        if self._thorough:
+            self._all_roots.append(compact.root())
+        if compact.size % SAMPLE_EVERY == 0:
+            self._snapshots.append(compact.copy())
+            self._sample_roots.append(compact.root())
+
+    def _add(self, kind: FindingKind, index: int | None, detail: str) -> None:
+        self._findings.append(Finding(kind, index, detail))
+
+    def root_at(self, size: int) -> bytes:
+        """The recomputed root of the first ``size`` rows."""
+        compact = self._snapshots[size // SAMPLE_EVERY].copy()
+        while compact.size < size:
+            compact.append(self._leaves[compact.size])
+        return compact.root()
+
+    async def finish(
+        self,
+        fetch_heads: FetchHeads,
+        *,
+        head_size: int | None,
+        head_root: bytes | None,
+        checkpoints: Sequence[tuple[str, str]] = (),
+    ) -> VerifyReport:
+        """Run the whole-log checks and return the report.
+
+        ``checkpoints`` are (label, signed note) pairs: the stored ones and any a regulator
+        kept (only an outside copy can reveal a truncation that also deleted checkpoints).
+        """
+        n = self.rows
+        report = VerifyReport(entries=n, head_size=head_size)
+        self._findings.extend(sequence_findings(self._embedded, self._positions))
+        if self._thorough:
+            mismatches = await self._every_head_mismatch(fetch_heads)
+            bad = set(mismatches)
+            authenticated = next((r + 1 for r in range(n - 1, -1, -1) if r not in bad), 0)
+        else:
+            mismatches = await self._first_root_mismatch(fetch_heads)
+            first = mismatches[0] if mismatches else None
+            authenticated = await self._authenticated_size(fetch_heads, first)
+        mismatch = min(self._root_mismatches or mismatches, default=None)
+        for label, note in checkpoints:
+            authenticated = max(authenticated, self._check_checkpoint(label, note, report))
+        self._head_findings(head_size, head_root)
+        for row in [m for m in mismatches if m < authenticated][:MAX_LISTED]:
+            detail = "the stored tree head was altered (the entries themselves verify)"
+            self._add(FindingKind.TREE_HEAD_ALTERED, self._positions[row], detail)
+        if authenticated < n:
+            self._explain_divergence(authenticated, head_size, mismatch)
+        report.authenticated_size = authenticated
+        report.findings = sorted(
+            self._findings, key=lambda f: (f.index is None, f.index or 0, f.kind)
+        )
+        return report
+
+    async def _first_root_mismatch(self, fetch_heads: FetchHeads) -> list[int]:
+        """The first row whose stored tree root differs from the recomputed one (sampled)."""
+        n = self.rows
+        sizes = list(range(SAMPLE_EVERY, n + 1, SAMPLE_EVERY))
+        roots = list(self._sample_roots)
+        if n % SAMPLE_EVERY:
+            sizes.append(n)
+            roots.append(self._compact.root())
+        stored = await fetch_heads([self._positions[s - 1] for s in sizes])
+        for size, root in zip(sizes, roots, strict=True):
+            head = stored.get(self._positions[size - 1])
+            if head is not None and head[0] == root:
+                continue
+            start = (size - 1) // SAMPLE_EVERY * SAMPLE_EVERY
+            chunk = await fetch_heads([self._positions[r] for r in range(start, size)])
+            compact = self._snapshots[start // SAMPLE_EVERY].copy()
+            for row in range(start, size):
+                compact.append(self._leaves[row])
+                head = chunk.get(self._positions[row])
+                if head is None or head[0] != compact.root():
+                    return [row]
+        return []
+
+    async def _every_head_mismatch(self, fetch_heads: FetchHeads) -> list[int]:
+        """Thorough mode: every row whose stored tree head is not the recomputed, signed one."""
+        stored = await fetch_heads(list(self._positions))
+        bad = []
+        for row, root in enumerate(self._all_roots):
+            head = stored.get(self._positions[row])
+            if head is None or head[0] != root:
+                self._root_mismatches.append(row)
+                bad.append(row)
+            elif not self._heads.verify(row + 1, *head):
+                bad.append(row)
+        return bad
+
+    async def _auth(self, size: int, fetch_heads: FetchHeads) -> bool:
+        """Whether a valid tree-head signature vouches for the recomputed root at ``size``."""
+        if size == 0:
+            return True
+        position = self._positions[size - 1]
+        head = (await fetch_heads([position])).get(position)
+        if head is None:
+            return False
+        root, signature = head
+        return root == self.root_at(size) and self._heads.verify(size, root, signature)
+
+    async def _authenticated_size(self, fetch_heads: FetchHeads, mismatch: int | None) -> int:
+        """The largest authenticated size: the newest head, else gallop back from a mismatch.
+
+        The search assumes what a rewrite produces — heads valid up to the edit, invalid after
+        — and so checks O(log n) signatures instead of n.
+        """
+        n = self.rows
+        if await self._auth(n, fetch_heads):
+            return n
+        top = n - 1 if mismatch is None else mismatch
+        bad, probe, step = top + 1, top, 1
+        while probe > 0 and not await self._auth(probe, fetch_heads):
+            bad = probe
+            probe = max(0, bad - step)
+            step *= 2
+        good = probe
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            if await self._auth(middle, fetch_heads):
+                good = middle
+            else:
+                bad = middle
+        return good
+
+    def _check_checkpoint(self, label: str, note: str, report: VerifyReport) -> int:
+        """Verify one checkpoint; return the size it authenticates (0 if none)."""
+        report.checkpoints_checked += 1
+        try:
+            checkpoint = open_checkpoint(note, self._verifiers).checkpoint
+        except NoteError as exc:
+            self._add(FindingKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: {exc}")
+            return 0
+        if checkpoint.origin != self._origin:
+            self._add(FindingKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: other origin")
+            return 0
+        size = checkpoint.tree_size
+        if size > self.rows:
+            detail = f"checkpoint {label} signs {size} entries but the log has {self.rows}"
+            self._add(FindingKind.TRUNCATED, self.rows, detail)
+            return 0
+        if self.root_at(size) != checkpoint.root_hash:
+            detail = f"checkpoint {label}: the first {size} entries differ from what was signed"
+            self._add(FindingKind.CHECKPOINT_MISMATCH, None, detail)
+            return 0
+        report.checkpoints_valid += 1
+        return size
+
+    def _head_findings(self, head_size: int | None, head_root: bytes | None) -> None:
+        n = self.rows
+        if head_size is None:
+            self._add(FindingKind.HEAD_MISMATCH, None, "the head row is missing")
+        elif head_size > n:
+            detail = f"the head records {head_size} entries; {n} remain"
+            self._add(FindingKind.TRUNCATED, n, detail)
+        elif head_size == n and head_root != self._compact.root():
+            self._add(FindingKind.HEAD_MISMATCH, None, "the head row's root was altered")
+
+    def _explain_divergence(
+        self, authenticated: int, head_size: int | None, mismatch: int | None
+    ) -> None:
+        """Name the first unauthenticated entry unless a finding already explains it."""
+        index = self._positions[authenticated]
+        if any(f.index in (authenticated, index) for f in self._findings):
+            return
+        if head_size is not None and authenticated >= head_size:
+            for row in range(authenticated, min(self.rows, authenticated + MAX_LISTED)):
+                detail = "appended beyond the head row, without a valid signature"
+                self._add(FindingKind.INSERTED, self._positions[row], detail)
+            return
+        if mismatch == authenticated:
+            detail = "no valid signature covers this entry: it (with its leaf hash) was changed"
+            self._add(FindingKind.MODIFIED, index, detail)
+            return
+        detail = "hashes were recomputed from here on, but no tree head verifies with the log key"
+        self._add(FindingKind.REWRITTEN, index, detail)

@@ -1,0 +1,231 @@
+"""Command line of the benchmark suite: ``python -m bench`` (or ``credgate bench`` once hooked).
+
+Only the standard library is imported at module level, so ``credgate``'s parser can register
+the ``bench`` subcommand (``register``) without loading gRPC or the gateway.
+
+The table goes to stdout, progress to stderr, and the full results (every row, its metrics,
+the targets, the machine and the exact command) to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_JSON = Path("var/bench/results.json")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated integers, e.g. 10000,1000000"
+        ) from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError("index sizes must be positive")
+    return sizes
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite's options (shared by ``python -m bench`` and ``credgate bench``)."""
+    cores = os.cpu_count() or 1
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="measured seconds per load scenario (default 10)",
+    )
+    load.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="unmeasured seconds before each window (default 2)",
+    )
+    load.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="calls in flight, echo and gateway alike (default 16)",
+    )
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=max(1, cores // 4),
+        help=f"load-generator processes (default cores/4 = {max(1, cores // 4)})",
+    )
+    load.add_argument(
+        "--max-requests",
+        type=int,
+        default=1_000_000,
+        help="bound on measured calls per scenario (default 1,000,000)",
+    )
+    load.add_argument("--call-timeout", type=float, default=15.0, help="seconds per call")
+    world = parser.add_argument_group("sources and subjects")
+    world.add_argument(
+        "--source-latency-ms",
+        type=float,
+        default=20.0,
+        help="fixed latency of every mock source (default 20)",
+    )
+    world.add_argument(
+        "--population",
+        type=int,
+        default=10_000,
+        help="subjects the mock sources know (default 10,000)",
+    )
+    world.add_argument("--seed", type=int, default=20210301, help="population seed")
+    world.add_argument("--batch-size", type=int, default=100, help="subjects per batch (100)")
+    world.add_argument(
+        "--batch-concurrency", type=int, default=2, help="batches in flight (default 2)"
+    )
+    index = parser.add_argument_group("index scale")
+    index.add_argument(
+        "--index-sizes",
+        type=_sizes,
+        default=(10_000, 1_000_000),
+        help="subjects seeded into the fact index (default 10000,1000000)",
+    )
+    index.add_argument(
+        "--facts-per-subject",
+        type=int,
+        default=8,
+        help="sources with stored facts per seeded subject (1-8, default 8)",
+    )
+    index.add_argument(
+        "--lookups",
+        type=int,
+        default=2000,
+        help="timed last_known_all calls per index size (default 2000)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=("echo", "live", "batch", "scale"),
+        help="comma-separated subset of echo,live,batch,scale (default: all)",
+    )
+    run.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"where to write the results (default {DEFAULT_JSON})",
+    )
+    run.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep databases, certificates and server logs here (default: a "
+        "temporary directory, removed afterwards)",
+    )
+    run.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="do not remove the temporary directory (its path is printed)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` to ``credgate``'s subcommands."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark suite against a bare-gRPC baseline (docs/benchmarks.md)",
+        description="Run the benchmark suite; everything starts on loopback with mTLS.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run, command_line=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite as ``args`` say; print the table; write the JSON. 1 if a row failed."""
+    from bench.report import format_table, format_targets
+    from bench.suite import BenchSettings, run_suite
+
+    command = getattr(args, "command_line", None) or shlex.join(
+        [Path(sys.argv[0]).name, *sys.argv[1:]]
+    )
+    try:
+        settings = BenchSettings(
+            duration=args.duration,
+            warmup=args.warmup,
+            concurrency=args.concurrency,
+            processes=args.processes,
+            max_requests=args.max_requests,
+            call_timeout=args.call_timeout,
+            source_latency_ms=args.source_latency_ms,
+            population=args.population,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            batch_concurrency=args.batch_concurrency,
+            index_sizes=args.index_sizes,
+            facts_per_subject=args.facts_per_subject,
+            lookups=args.lookups,
+            scenarios=args.scenarios,
+            workdir=args.workdir,
+            keep_workdir=args.keep_workdir,
+        )
+    except ValueError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    results = run_suite(settings, command)
+    machine = results.machine
+    print(f"credgate benchmark, {results.started_at}")
+    print(f"command: {results.command}")
+    print(
+        f"machine: {machine['cpu_count']} CPU cores ({machine['usable_cpus']} usable), "
+        f"{machine['memory_gib']} GiB, {machine['cpu_model'] or 'unknown CPU'}; "
+        f"{machine['platform']}; Python {machine['python']}, grpcio {machine['grpcio']}, "
+        f"SQLite {machine['sqlite']}; 1-min load average {_load(machine, 'start')} at start, "
+        f"{_load(machine, 'end')} at end"
+    )
+    print(
+        f"load: closed loop, {settings.concurrency} in flight over {settings.processes} "
+        f"process(es), {settings.warmup:g} s warm-up + {settings.duration:g} s window per "
+        f"scenario; every mock source answers after {settings.source_latency_ms:g} ms; "
+        f"the echo server, the mock sources and the gateway each run in their own process"
+    )
+    print()
+    print(format_table(results.rows))
+    print()
+    print("targets:")
+    print(format_targets(results.targets))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(results.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    print()
+    print(
+        f"results written to {args.json}"
+        + (f"; workdir {results.workdir}" if results.workdir else "")
+    )
+    print(f"total {results.elapsed_seconds:.0f} s")
+    return 1 if results.failed else 0
+
+
+def _load(machine: dict[str, Any], when: str) -> str:
+    value = machine.get(f"load_average_1m_at_{when}")
+    return "?" if value is None else f"{value:.2f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="credgate benchmark suite: the gateway against a bare-gRPC echo baseline, "
+        "every server started on loopback with mutual TLS. See docs/benchmarks.md.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(arguments)
+    args.command_line = shlex.join(["python", "-m", "bench", *arguments])
+    return run(args)

@@ -1,0 +1,310 @@
+"""The servers a benchmark talks to, each in its own spawned process, plus machine facts.
+
+Why separate processes: the gateway, the mock sources and the load generator would otherwise
+share one event loop and one GIL, and every number would measure their contention rather than
+the gateway. In its own process the gateway's memory can also be read on its own
+(``/proc/<pid>/status``), which the index-scale scenario needs.
+
+Each server process logs to its own file, reports ``("ready", info)`` over a pipe once it is
+listening, and stops gracefully when the parent sends ``"stop"`` or goes away (the pipe
+closes), so nothing outlives the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import platform
+import sqlite3
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from gateway.config import TlsConfig
+
+ECHO_SERVICE = "credgate.bench.Echo"
+ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+START_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 15.0
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+class ServerStartError(RuntimeError):
+    """A server process did not come up; the message names its log file."""
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The mock sources: which synthetic population, and the fixed latency of every source."""
+
+    seed: int
+    size: int
+    latency_ms: float
+    source_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class GatewayProcessSettings:
+    """A gateway configuration document (as parsed TOML) and the directory it is relative to."""
+
+    document: dict[str, Any]
+    base_dir: Path
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Resident memory of a process, in MiB: now, and the high-water mark since it started."""
+
+    rss_mib: float
+    peak_mib: float
+
+
+def process_memory(pid: int) -> Memory | None:
+    """``VmRSS``/``VmHWM`` of ``pid`` from procfs; ``None`` where there is no procfs."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = float(rest.split()[0]) / 1024.0  # kB -> MiB
+    if len(values) != 2:
+        return None
+    return Memory(rss_mib=values["VmRSS"], peak_mib=values["VmHWM"])
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) ``pid`` has used; ``None`` without procfs.
+
+    Read before and after a load run, it gives the server's CPU cost per call, which does not
+    depend on how many cores the machine has or how busy the client kept them.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    # Fields after the command name start at field 3 (state); utime and stime are 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other work on the machine skews every number."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the numbers depend on: cores (all, and those this process may run on), memory,
+    CPU model, OS, and the versions of Python, gRPC and SQLite."""
+    import grpc
+
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.partition(":")[2].strip()
+                break
+    memory_gib: float | None = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "cpu_model": cpu_model,
+        "memory_gib": memory_gib,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "grpcio": grpc.__version__,
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+# -- child side --------------------------------------------------------------------------------
+
+
+def _wait_for_stop(conn: Connection) -> None:
+    """Block until the parent says stop or goes away."""
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message == "stop":
+            return
+
+
+async def _serve_echo(conn: Connection, tls: TlsConfig) -> None:
+    """A bare grpc.aio unary echo: the same mutual TLS and server options as the gateway,
+    none of its interceptors or work. What this machine can do at best."""
+    import grpc
+
+    from gateway.server import server_credentials
+
+    async def echo(request: bytes, _context: Any) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+    await server.start()
+    conn.send(("ready", port))
+    await asyncio.to_thread(_wait_for_stop, conn)
+    await server.stop(0)
+
+
+async def _serve_fleet(conn: Connection, settings: FleetSettings) -> None:
+    """Every mock source, each answering after a fixed latency (no jitter, no errors)."""
+    from adapters.mocks.fleet import MockFleet
+    from adapters.mocks.population import build_population
+
+    fleet = MockFleet(build_population(settings.seed, settings.size))
+    await fleet.start()
+    try:
+        for source_id in fleet.mocks:
+            await fleet.set_faults(source_id, {"latency_ms": settings.latency_ms})
+        conn.send(("ready", fleet.source_configs(settings.source_timeout_seconds)))
+        await asyncio.to_thread(_wait_for_stop, conn)
+    finally:
+        await fleet.stop()
+
+
+async def _serve_gateway(conn: Connection, settings: GatewayProcessSettings) -> None:
+    """The real composition (``gateway.app.build_gateway``), as ``credgate serve`` runs it."""
+    from gateway.app import build_gateway
+    from gateway.config import config_from_mapping
+
+    config = config_from_mapping(settings.document, base_dir=settings.base_dir, environ={})
+    gateway = await build_gateway(config)
+    port = await gateway.start()
+    try:
+        conn.send(("ready", port))
+        await asyncio.to_thread(_wait_for_stop, conn)
+    finally:
+        await gateway.stop(1.0)
+
+
+_SERVERS: dict[str, Any] = {"echo": _serve_echo, "fleet": _serve_fleet, "gateway": _serve_gateway}
+
+
+def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> None:
+    """Entry point of a server process."""
+    logging.basicConfig(filename=log_path, level=logging.INFO, format=_LOG_FORMAT)
+    try:
+        asyncio.run(_SERVERS[kind](conn, settings))
+    except BaseException as exc:
+        logging.getLogger("bench").exception("%s server failed", kind)
+        with contextlib.suppress(Exception):
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+
+
+# -- parent side -------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """A server in a spawned child process; a context manager that starts and stops it.
+
+    with ServerProcess("echo", tls, log_dir) as echo:
+        port = echo.info
+    """
+
+    def __init__(self, kind: str, settings: Any, log_dir: Path, *, label: str = "") -> None:
+        if kind not in _SERVERS:
+            raise ValueError(f"unknown server kind {kind!r}")
+        self.kind = kind
+        self.label = label or kind
+        self.log_path = log_dir / f"{self.label}.log"
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._child_conn: Connection | None = child_conn
+        self._process = context.Process(
+            target=_child_main,
+            args=(kind, child_conn, self.log_path, settings),
+            name=f"bench-{self.label}",
+            daemon=True,
+        )
+        self.info: Any = None
+
+    @property
+    def pid(self) -> int:
+        if self._process.pid is None:
+            raise RuntimeError("server process not started")
+        return self._process.pid
+
+    def memory(self) -> Memory | None:
+        return process_memory(self.pid)
+
+    def cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self.pid)
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Any:
+        """Start the process and wait until it listens; returns what it reported (its port,
+        or for the fleet the source configurations)."""
+        self._process.start()
+        if self._child_conn is not None:
+            self._child_conn.close()  # so a child that dies shows as EOF here
+            self._child_conn = None
+        try:
+            if not self._conn.poll(timeout):
+                raise ServerStartError(
+                    f"{self.label} did not start within {timeout:.0f}s; see {self.log_path}"
+                )
+            status, info = self._conn.recv()
+        except EOFError:
+            raise ServerStartError(
+                f"{self.label} exited while starting; see {self.log_path}"
+            ) from None
+        if status != "ready":
+            raise ServerStartError(f"{self.label} failed to start: {info}; see {self.log_path}")
+        self.info = info
+        print(
+            f"[bench] {self.label} ready (pid {self.pid}, log {self.log_path})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return info
+
+    def stop(self) -> None:
+        """Ask the process to stop gracefully; terminate it if it does not."""
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send("stop")
+        if self._process.pid is not None:
+            self._process.join(STOP_TIMEOUT_SECONDS)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(STOP_TIMEOUT_SECONDS)
+        self._conn.close()
+
+    def __enter__(self) -> ServerProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,941 @@
+"""The scenarios, in the order they run, and what each one is compared with.
+
+1. **echo**: a bare grpc.aio unary echo behind the same mutual TLS, at the same concurrency
+   and with the same request bytes as the gateway scenarios: what this machine can do at best.
+2. **live**: ``GetRepairStatus`` through the whole gateway (identity, validation, policy,
+   fan-out to every mock source, fact-index read and write, merge, minimization, signing, the
+   issued-report record), every source answering after the same fixed latency. Measured at
+   concurrency 1 (the path's own cost, no queueing) and at the configured concurrency. The
+   overhead is the gateway's p50 minus that fixed latency; a direct fan-out to the same
+   sources through the same adapters, without the gateway, is measured too, so the part the
+   gateway adds can be told from what the sources and adapters cost.
+   The caller is ``court-demo`` investigating under a case reference, which needs no consent
+   grant (exempt, measures Art. 12), so the numbers are not about consent set-up.
+3. **batch**: ``BatchGetRepairStatus`` of ``batch_size`` subjects.
+4. **scale**: the fact index seeded with each of ``index_sizes`` subjects; ``last_known_all``
+   latency on it, then the gateway serving live queries on it, with its resident memory.
+
+Rows for features that have not landed (INDEX-mode queries, provider-sync ingest, the audit
+log, multi-worker scaling) are listed as not yet available, with their issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.index_scale import (
+    FactTemplate,
+    Progress,
+    collect_templates,
+    measure_lookups,
+    seed_index,
+)
+from bench.loadgen import Check, ClientTls, LoadResult, LoadSpec, WorkerResult, run_load, summarize
+from bench.report import Row, Status, Target
+from bench.servers import (
+    ECHO_METHOD,
+    FleetSettings,
+    GatewayProcessSettings,
+    Memory,
+    ServerProcess,
+    load_average,
+    machine_facts,
+)
+
+SCENARIOS = ("echo", "live", "batch", "scale")
+INSTITUTION = "court-demo"
+CASE_REFERENCE = "(2026)粤03执1号"
+GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
+BATCH_METHOD = "/credit_repair.v1.RepairStatusService/BatchGetRepairStatus"
+MAX_GET_PAYLOADS = 4096
+MAX_BATCH_PAYLOADS = 64
+SOURCE_TIMEOUT_SECONDS = 3.0
+GATEWAY_DEADLINE_SECONDS = 10.0
+BATCH_MIN_REQUESTS = 3
+"""Batches per load process the window waits for: one batch can outlast a short window."""
+TEMPLATE_SUBJECTS = 64
+LOOKUP_WARMUP = 200
+OVERHEAD_TARGET_MS = 5.0
+SCALE_TARGET_RATIO = 1.5
+
+PENDING_ROWS = (
+    ("index_query", "index query (INDEX mode), full path", "issue #5"),
+    ("sync_ingest_sqlite", "sync ingest, durable acks, SQLite", "issue #5"),
+    ("sync_ingest_postgresql", "sync ingest, durable acks, PostgreSQL", "issue #5"),
+    ("audit_append", "audit appends (group commit)", "issue #4"),
+    ("audit_verify", "audit verify", "issue #4"),
+    ("worker_scaling", "gateway workers 1..N (SO_REUSEPORT)", "issue #7, later slice"),
+)
+
+
+ECHO_ID = "echo_baseline"
+ECHO_TITLE = "bare gRPC echo, mTLS (baseline)"
+DIRECT_ID = "direct_fanout"
+DIRECT_TITLE = "direct fan-out to all sources, no gateway, c=1"
+LIVE_C1_ID = "live_query_c1"
+LIVE_ID = "live_query"
+BATCH_ID = "batch_query"
+
+
+def _live_title(latency_ms: float, concurrency: int | None) -> str:
+    suffix = "" if concurrency is None else f", c={concurrency}"
+    return f"live query, {latency_ms:g} ms sources{suffix}"
+
+
+def _batch_title(size: int) -> str:
+    return f"batch query of {size} subjects"
+
+
+def _lookup_title(size: int) -> str:
+    return f"index lookup, {size:,} subjects"
+
+
+def _gateway_index_title(size: int) -> str:
+    return f"live query, index of {size:,} subjects"
+
+
+def default_processes() -> int:
+    """Load processes by default: a quarter of the cores. The rest stay for the gateway and
+    the mock sources, which share this machine with the client."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    duration: float = 10.0
+    warmup: float = 2.0
+    concurrency: int = 16
+    processes: int = field(default_factory=default_processes)
+    max_requests: int = 1_000_000
+    call_timeout: float = 15.0
+    source_latency_ms: float = 20.0
+    population: int = 10_000
+    seed: int = 20210301
+    batch_size: int = 100
+    batch_concurrency: int = 2
+    index_sizes: tuple[int, ...] = (10_000, 1_000_000)
+    facts_per_subject: int = 8
+    lookups: int = 2000
+    scenarios: tuple[str, ...] = SCENARIOS
+    workdir: Path | None = None
+    keep_workdir: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.scenarios) - set(SCENARIOS)
+        if unknown:
+            raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        if self.population < 1 or any(size < 1 for size in self.index_sizes):
+            raise ValueError("population and index sizes must be at least 1")
+        if not 1 <= self.facts_per_subject <= 8:
+            raise ValueError("facts per subject must be 1 to 8 (one per mock source)")
+
+
+@dataclass
+class Results:
+    started_at: str
+    command: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    workdir: str = ""
+    elapsed_seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(row.status is Status.FAILED for row in self.rows)
+
+    def row(self, row_id: str) -> Row | None:
+        return next((row for row in self.rows if row.id == row_id), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": "credgate-bench/1",
+            "started_at": self.started_at,
+            "command": self.command,
+            "machine": self.machine,
+            "settings": self.settings,
+            "rows": [row.as_dict() for row in self.rows],
+            "targets": [target.as_dict() for target in self.targets],
+            "workdir": self.workdir,
+            "elapsed_seconds": self.elapsed_seconds,
+        }
+
+
+def _log(message: str) -> None:
+    """Progress of the run, on stderr, so stdout stays the table."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _workdir(settings: BenchSettings) -> Iterator[Path]:
+    if settings.workdir is not None:
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        yield settings.workdir
+        return
+    directory = Path(tempfile.mkdtemp(prefix="credgate-bench-"))
+    try:
+        yield directory
+    finally:
+        if not settings.keep_workdir:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _World:
+    """What every scenario shares: certificates, keyring, subjects and their requests."""
+
+    directory: Path
+    logs: Path
+    server_tls: Any
+    client_tls: ClientTls
+    keyring: Path
+    identity_numbers: tuple[str, ...]
+    get_payloads: tuple[bytes, ...]
+    batch_payloads: tuple[bytes, ...]
+
+
+def _consistent(subject: Any) -> bool:
+    """Whether every source can answer about ``subject``.
+
+    About 1% of the synthetic population has an account that defaulted (or closed) before it
+    was opened; the bank and registry adapters rightly reject those records as malformed, and
+    the gateway then answers partially, faster than it could in full. Such subjects are left
+    out of the request mix so the numbers are those of complete answers.
+    """
+    return all(
+        later is None or later >= account.opened_on
+        for account in subject.accounts
+        for later in (account.default_on, account.closed_on)
+    )
+
+
+def _prepare(settings: BenchSettings, directory: Path) -> _World:
+    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+    from credit_repair.v1 import vocabulary_pb2 as vocab
+
+    from adapters.mocks.population import build_population
+    from gateway.config import TlsConfig
+    from gateway.pki import write_dev_pki
+    from gateway.protection.keyring import Keyring
+
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    pki = write_dev_pki(directory / "pki")
+    keyring = directory / "keyring.json"
+    Keyring.generate(keyring)
+    court = pki.institutions[INSTITUTION]
+    population = build_population(settings.seed, settings.population)
+    numbers = tuple(s.person.identity_number for s in population if _consistent(s))
+    if not numbers:
+        raise ValueError("the population has no subject every source can answer about")
+    rng = random.Random(settings.seed)  # noqa: S311 - a reproducible order, not a secret
+    chosen = rng.sample(numbers, min(len(numbers), MAX_GET_PAYLOADS))
+
+    def request(number: str) -> Any:
+        return service_pb2.GetRepairStatusRequest(
+            identity_number=number,
+            purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
+            case_reference=CASE_REFERENCE,
+        )
+
+    gets = tuple(request(number).SerializeToString() for number in chosen)
+    batches = []
+    for b in range(MAX_BATCH_PAYLOADS):
+        items = [
+            chosen[(b * settings.batch_size + i) % len(chosen)] for i in range(settings.batch_size)
+        ]
+        batches.append(
+            service_pb2.BatchGetRepairStatusRequest(
+                requests=[request(number) for number in items]
+            ).SerializeToString()
+        )
+        if (b + 1) * settings.batch_size >= len(chosen):
+            break
+    return _World(
+        directory=directory,
+        logs=logs,
+        server_tls=TlsConfig(ca=pki.ca_cert, cert=pki.server.cert, key=pki.server.key),
+        client_tls=ClientTls(ca=pki.ca_cert, cert=court.cert, key=court.key),
+        keyring=keyring,
+        identity_numbers=numbers,
+        get_payloads=gets,
+        batch_payloads=tuple(batches),
+    )
+
+
+def _gateway_settings(
+    world: _World, data_dir: Path, sources: Sequence[Any], batch_max: int
+) -> GatewayProcessSettings:
+    """A gateway configuration like ``credgate init`` writes, pointed at the running mocks.
+
+    The breaker threshold is out of reach: a breaker opening under load would make the
+    gateway skip sources and answer faster than it really can.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tls = world.server_tls
+    document: dict[str, Any] = {
+        "gateway": {
+            "listen": "127.0.0.1:0",
+            "default_deadline_seconds": GATEWAY_DEADLINE_SECONDS,
+            "batch_max": batch_max,
+        },
+        "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
+        "storage": {"data_dir": str(data_dir), "url": f"sqlite:///{data_dir / 'credgate.db'}"},
+        "keys": {"keyring": str(world.keyring)},
+        "consent": {"enrolment_offices": ["office-demo"]},
+        "breaker": {"failure_threshold": 1_000_000, "reset_seconds": 1.0},
+        "sources": [
+            {
+                "source_id": c.source_id,
+                "kind": c.kind,
+                "endpoint": c.endpoint,
+                "display_name": c.display_name,
+                "timeout_seconds": c.timeout_seconds,
+                "options": dict(c.options),
+            }
+            for c in sources
+        ],
+    }
+    return GatewayProcessSettings(document=document, base_dir=data_dir)
+
+
+def _spec(
+    settings: BenchSettings,
+    world: _World,
+    name: str,
+    target: str,
+    method: str,
+    payloads: tuple[bytes, ...],
+    check: Check,
+    concurrency: int,
+    *,
+    min_requests: int = 1,
+) -> LoadSpec:
+    return LoadSpec(
+        name=name,
+        target=target,
+        tls=world.client_tls,
+        method=method,
+        payloads=payloads,
+        check=check,
+        concurrency=concurrency,
+        processes=settings.processes,
+        duration=settings.duration,
+        warmup=settings.warmup,
+        max_requests=settings.max_requests,
+        call_timeout=settings.call_timeout,
+        min_requests=min_requests,
+    )
+
+
+def _completeness_note(result: LoadResult) -> str:
+    parts = []
+    if result.errors:
+        parts.append(f"{result.errors} errors")
+    if result.partial:
+        parts.append(f"{result.partial} partial answers (a source failed)")
+    return "; ".join(parts)
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
+async def _direct_fanout(
+    sources: Sequence[Any], numbers: Sequence[str], seconds: float, max_calls: int
+) -> LoadResult:
+    """Every source asked in parallel through its adapter, one subject at a time, no gateway:
+    how long the slowest source takes as the gateway's adapters see it."""
+    from adapters.catalog import build_adapter
+
+    adapters = [build_adapter(config) for config in sources]
+    latencies: list[float] = []
+    try:
+        for number in numbers[:5]:  # warm up connections
+            await asyncio.gather(
+                *(a.fetch(number, timeout=SOURCE_TIMEOUT_SECONDS) for a in adapters)
+            )
+        started = time.perf_counter()
+        i = 0
+        while time.perf_counter() - started < seconds and len(latencies) < max_calls:
+            number = numbers[i % len(numbers)]
+            i += 1
+            began = time.perf_counter()
+            await asyncio.gather(
+                *(a.fetch(number, timeout=SOURCE_TIMEOUT_SECONDS) for a in adapters)
+            )
+            latencies.append(time.perf_counter() - began)
+        elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(a.aclose() for a in adapters))
+    return summarize(
+        "direct-fanout",
+        1,
+        1,
+        [WorkerResult(latencies=latencies, window=elapsed, calls=len(latencies))],
+    )
+
+
+def _memory_metrics(memory: Memory | None) -> dict[str, Any]:
+    if memory is None:
+        return {}
+    return {"gateway_rss_mib": memory.rss_mib, "gateway_peak_rss_mib": memory.peak_mib}
+
+
+class _Suite:
+    """Runs the scenarios against one prepared world and collects their rows; remembers the
+    baselines (echo, direct fan-out) so later rows can be put in relation to them."""
+
+    def __init__(self, settings: BenchSettings, results: Results, world: _World) -> None:
+        self.settings = settings
+        self.results = results
+        self.world = world
+        self.echo: LoadResult | None = None
+        self.echo_cpu_ms: float | None = None
+        self.direct: LoadResult | None = None
+        self.fleet: ServerProcess | None = None
+
+    def add(self, row: Row) -> Row:
+        self.results.rows.append(row)
+        return row
+
+    def attempt(self, row_id: str, title: str, body: Callable[[], Row]) -> Row:
+        """Run one scenario; a failure becomes a FAILED row and the suite goes on."""
+        _log(f"{title} ...")
+        try:
+            row = body()
+        except Exception as error:
+            _log(f"{title} failed: {type(error).__name__}: {error}")
+            row = Row.failed(row_id, title, error)
+        return self.add(row)
+
+    def vs_echo(self, result: LoadResult) -> float | None:
+        """Throughput as a fraction of echo's, only when measured at the same concurrency."""
+        if self.echo is None or self.echo.qps <= 0 or result.concurrency != self.echo.concurrency:
+            return None
+        return result.qps / self.echo.qps
+
+    def measure(
+        self, spec: LoadSpec, server: ServerProcess, *, sources_cost: bool = False
+    ) -> tuple[LoadResult, dict[str, Any]]:
+        """Run ``spec`` against ``server`` and also account for the CPU the server (and, with
+        ``sources_cost``, the mock sources) used per successful call, warm-up included."""
+        fleet = self.fleet if sources_cost else None
+        before = server.cpu_seconds()
+        fleet_before = fleet.cpu_seconds() if fleet is not None else None
+        result = run_load(spec)
+        after = server.cpu_seconds()
+        fleet_after = fleet.cpu_seconds() if fleet is not None else None
+        metrics: dict[str, Any] = {"calls_total": result.calls}
+        if before is not None and after is not None and result.calls:
+            metrics["server_cpu_ms_per_call"] = (after - before) * 1000.0 / result.calls
+        if fleet_before is not None and fleet_after is not None and result.calls:
+            metrics["sources_cpu_ms_per_call"] = (
+                (fleet_after - fleet_before) * 1000.0 / result.calls
+            )
+        return result, metrics
+
+    def run_echo(self) -> Row:
+        settings, world = self.settings, self.world
+        with ServerProcess("echo", world.server_tls, world.logs) as server:
+            result, metrics = self.measure(
+                _spec(
+                    settings,
+                    world,
+                    "echo",
+                    f"127.0.0.1:{server.info}",
+                    ECHO_METHOD,
+                    world.get_payloads,
+                    Check.ECHO,
+                    settings.concurrency,
+                ),
+                server,
+            )
+        self.echo = result
+        self.echo_cpu_ms = metrics.get("server_cpu_ms_per_call")
+        row = Row.from_load(
+            ECHO_ID,
+            ECHO_TITLE,
+            result,
+            _join(_cpu_note(metrics, "server"), _completeness_note(result)),
+        )
+        row.metrics.update(metrics)
+        row.vs_echo = 1.0 if result.qps > 0 else None
+        return row
+
+    def run_gateway_scenarios(self, sources: Sequence[Any]) -> None:
+        settings, world = self.settings, self.world
+        latency = settings.source_latency_ms
+        if "live" in settings.scenarios:
+            self.attempt(DIRECT_ID, DIRECT_TITLE, lambda: self._direct_row(sources))
+        gateway_settings = _gateway_settings(
+            world, world.directory / "live", sources, max(100, settings.batch_size)
+        )
+        with ServerProcess("gateway", gateway_settings, world.logs, label="gateway-live") as gw:
+            if "live" in settings.scenarios:
+                self.attempt(
+                    LIVE_C1_ID,
+                    _live_title(latency, 1),
+                    lambda: self._live_row(LIVE_C1_ID, _live_title(latency, 1), gw, 1),
+                )
+                self.attempt(
+                    LIVE_ID,
+                    _live_title(latency, None),
+                    lambda: self._live_row(
+                        LIVE_ID, _live_title(latency, None), gw, settings.concurrency
+                    ),
+                )
+            if "batch" in settings.scenarios:
+                self.attempt(
+                    BATCH_ID, _batch_title(settings.batch_size), lambda: self._batch_row(gw)
+                )
+            memory = gw.memory()
+        for row_id in (LIVE_ID, BATCH_ID):
+            row = self.results.row(row_id)
+            if row is not None and row.status is Status.OK:
+                row.metrics.update(_memory_metrics(memory))
+
+    def _direct_row(self, sources: Sequence[Any]) -> Row:
+        settings = self.settings
+        result = asyncio.run(
+            _direct_fanout(
+                sources,
+                self.world.identity_numbers,
+                min(settings.duration, 5.0),
+                settings.max_requests,
+            )
+        )
+        self.direct = result
+        return Row.from_load(
+            DIRECT_ID,
+            DIRECT_TITLE,
+            result,
+            f"the slowest of {len(sources)} sources, through the gateway's adapters",
+        )
+
+    def _live_row(self, row_id: str, title: str, gateway: ServerProcess, concurrency: int) -> Row:
+        settings, world = self.settings, self.world
+        result, metrics = self.measure(
+            _spec(
+                settings,
+                world,
+                row_id,
+                f"127.0.0.1:{gateway.info}",
+                GET_METHOD,
+                world.get_payloads,
+                Check.REPORT,
+                concurrency,
+            ),
+            gateway,
+            sources_cost=True,
+        )
+        overhead = result.p50_ms - settings.source_latency_ms
+        metrics["overhead_p50_ms"] = overhead
+        if self.echo_cpu_ms and "server_cpu_ms_per_call" in metrics:
+            metrics["server_cpu_vs_echo"] = metrics["server_cpu_ms_per_call"] / self.echo_cpu_ms
+        note = f"p50 {overhead:+.1f} ms over the sources' {settings.source_latency_ms:g} ms"
+        if self.direct is not None and self.direct.requests:
+            over_direct = result.p50_ms - self.direct.p50_ms
+            metrics["overhead_p50_vs_direct_ms"] = over_direct
+            note += f" ({over_direct:+.1f} ms over the direct fan-out)"
+        row = Row.from_load(
+            row_id,
+            title,
+            result,
+            _join(note, _cpu_note(metrics, "gateway"), _completeness_note(result)),
+        )
+        row.metrics.update(metrics)
+        row.vs_echo = self.vs_echo(result)
+        return row
+
+    def _batch_row(self, gateway: ServerProcess) -> Row:
+        settings, world = self.settings, self.world
+        result, metrics = self.measure(
+            _spec(
+                settings,
+                world,
+                BATCH_ID,
+                f"127.0.0.1:{gateway.info}",
+                BATCH_METHOD,
+                world.batch_payloads,
+                Check.BATCH,
+                settings.batch_concurrency,
+                min_requests=BATCH_MIN_REQUESTS
+                * min(settings.processes, settings.batch_concurrency),
+            ),
+            gateway,
+            sources_cost=True,
+        )
+        subjects_per_second = result.qps * settings.batch_size
+        metrics["subjects_per_second"] = subjects_per_second
+        row = Row.from_load(
+            BATCH_ID,
+            _batch_title(settings.batch_size),
+            result,
+            _join(
+                f"{subjects_per_second:,.0f} subjects/s",
+                _cpu_note(metrics, "gateway", per=f"batch of {settings.batch_size}"),
+                _completeness_note(result),
+            ),
+        )
+        row.metrics.update(metrics)
+        return row
+
+    def run_scale(self, sources: Sequence[Any]) -> None:
+        settings, world = self.settings, self.world
+        _log(f"collecting real adapter answers from {TEMPLATE_SUBJECTS} subjects as seed facts")
+        templates = asyncio.run(
+            collect_templates(sources, world.identity_numbers, TEMPLATE_SUBJECTS)
+        )
+        for size in settings.index_sizes:
+            self._scale_one(size, templates, sources)
+
+    def _scale_one(
+        self, size: int, templates: dict[str, list[FactTemplate]], sources: Sequence[Any]
+    ) -> None:
+        """Seed an index of ``size`` subjects, time lookups on it, then serve from it."""
+        settings, world = self.settings, self.world
+        directory = world.directory / f"index-{size}"
+        directory.mkdir(exist_ok=True)
+        url = f"sqlite:///{directory / 'credgate.db'}"
+        title = _lookup_title(size)
+        lookup_id = f"index_lookup_{size}"
+        try:
+            seeded = seed_index(
+                url,
+                world.keyring,
+                world.identity_numbers,
+                size,
+                templates,
+                facts_per_subject=settings.facts_per_subject,
+                sample_size=settings.lookups,
+                progress=Progress(f"[bench] seeding {size:,} subjects", size),
+            )
+        except Exception as error:
+            _log(f"seeding {size:,} subjects failed: {type(error).__name__}: {error}")
+            self.add(Row.failed(lookup_id, title, error))
+            self.add(Row.failed(f"gateway_at_index_{size}", _gateway_index_title(size), error))
+            return
+        _log(
+            f"seeded {seeded.subjects:,} subjects ({seeded.rows:,} fact rows, "
+            f"{seeded.database_bytes / 2**20:,.0f} MiB) in {seeded.seconds:.1f}s"
+        )
+        seed_metrics = {
+            "subjects": seeded.subjects,
+            "fact_rows": seeded.rows,
+            "seed_seconds": seeded.seconds,
+            "seed_subjects_per_second": seeded.subjects_per_second,
+            "database_mib": seeded.database_bytes / 2**20,
+        }
+        self.attempt(
+            lookup_id,
+            title,
+            lambda: self._lookup_row(lookup_id, title, url, seeded.token_sample, seed_metrics),
+        )
+        self.attempt(
+            f"gateway_at_index_{size}",
+            _gateway_index_title(size),
+            lambda: self._gateway_at_index(size, directory, sources),
+        )
+
+    def _lookup_row(
+        self, row_id: str, title: str, url: str, tokens: Sequence[str], seed_metrics: dict[str, Any]
+    ) -> Row:
+        measured = asyncio.run(
+            measure_lookups(url, self.world.keyring, tokens, warmup=min(LOOKUP_WARMUP, len(tokens)))
+        )
+        row = Row.from_load(
+            row_id,
+            title,
+            measured.load,
+            f"FactIndex.last_known_all, {measured.facts_per_lookup:.1f} facts/lookup; "
+            f"seeded at {seed_metrics['seed_subjects_per_second']:,.0f} subjects/s, "
+            f"{seed_metrics['database_mib']:,.0f} MiB",
+        )
+        row.metrics.update(seed_metrics)
+        row.metrics["facts_per_lookup"] = measured.facts_per_lookup
+        return row
+
+    def _gateway_at_index(self, size: int, directory: Path, sources: Sequence[Any]) -> Row:
+        settings, world = self.settings, self.world
+        gateway_settings = _gateway_settings(
+            world, directory, sources, max(100, settings.batch_size)
+        )
+        label = f"gateway-index-{size}"
+        with ServerProcess("gateway", gateway_settings, world.logs, label=label) as gw:
+            idle = gw.memory()
+            result, metrics = self.measure(
+                _spec(
+                    settings,
+                    world,
+                    f"index-{size}",
+                    f"127.0.0.1:{gw.info}",
+                    GET_METHOD,
+                    world.get_payloads,
+                    Check.REPORT,
+                    settings.concurrency,
+                ),
+                gw,
+                sources_cost=True,
+            )
+            memory = gw.memory()
+        metrics.update(_memory_metrics(memory))
+        if idle is not None:
+            metrics["gateway_idle_rss_mib"] = idle.rss_mib
+        rss = (
+            ""
+            if memory is None
+            else f"gateway RSS {memory.rss_mib:,.1f} MiB (peak {memory.peak_mib:,.1f})"
+        )
+        row = Row.from_load(
+            f"gateway_at_index_{size}",
+            _gateway_index_title(size),
+            result,
+            _join(rss, _cpu_note(metrics, "gateway"), _completeness_note(result)),
+        )
+        row.metrics.update(metrics)
+        row.vs_echo = self.vs_echo(result)
+        return row
+
+
+def _cpu_note(metrics: dict[str, Any], who: str, *, per: str = "call") -> str:
+    cpu = metrics.get("server_cpu_ms_per_call")
+    if cpu is None:
+        return ""
+    note = f"{who} CPU {cpu:.2f} ms/{per}"
+    sources = metrics.get("sources_cpu_ms_per_call")
+    if sources is not None:
+        note += f", sources {sources:.2f}"
+    return note
+
+
+_ROW_ORDER = (
+    "echo_baseline",
+    "direct_fanout",
+    "live_query_c1",
+    "live_query",
+    "batch_query",
+    "index_query",
+    "sync_ingest_sqlite",
+    "sync_ingest_postgresql",
+    "audit_append",
+    "audit_verify",
+    "index_lookup_",
+    "gateway_at_index_",
+    "worker_scaling",
+)
+
+
+def _row_rank(row: Row) -> tuple[int, int]:
+    for rank, prefix in enumerate(_ROW_ORDER):
+        if row.id == prefix or (prefix.endswith("_") and row.id.startswith(prefix)):
+            suffix = row.id[len(prefix) :]
+            return rank, int(suffix) if suffix.isdigit() else 0
+    return len(_ROW_ORDER), 0
+
+
+def _ratio_target(
+    results: Results,
+    settings: BenchSettings,
+    target_id: str,
+    description: str,
+    row_prefix: str,
+    value: Callable[[Row], float | None],
+) -> Target:
+    target = Target(target_id, description, f"<= {SCALE_TARGET_RATIO:g}x", unit="x")
+    sizes = sorted(set(settings.index_sizes))
+    if len(sizes) < 2:
+        target.note = "needs two index sizes"
+        return target
+    small_row, large_row = (
+        results.row(row_prefix + str(sizes[0])),
+        results.row(row_prefix + str(sizes[-1])),
+    )
+    small = value(small_row) if small_row is not None and small_row.status is Status.OK else None
+    large = value(large_row) if large_row is not None and large_row.status is Status.OK else None
+    if not small or large is None:
+        target.note = "scale scenario not measured"
+        return target
+    target.measured = large / small
+    target.met = target.measured <= SCALE_TARGET_RATIO
+    target.note = f"{sizes[-1]:,} vs {sizes[0]:,} subjects"
+    if not target.met:
+        target.note += f"; over by {target.measured - SCALE_TARGET_RATIO:.2f}x"
+    return target
+
+
+def _targets(results: Results, settings: BenchSettings) -> list[Target]:
+    """The issue's targets with what this run measured beside them."""
+    overhead = Target(
+        "live_overhead_p50",
+        f"live-query overhead above the slowest source, p50, c={settings.concurrency}",
+        f"< {OVERHEAD_TARGET_MS:g} ms",
+        unit=" ms",
+    )
+    live = results.row(LIVE_ID)
+    if live is not None and live.status is Status.OK:
+        overhead.measured = float(live.metrics["overhead_p50_ms"])
+        overhead.met = overhead.measured < OVERHEAD_TARGET_MS
+        if not overhead.met:
+            overhead.note = f"over by {overhead.measured - OVERHEAD_TARGET_MS:.2f} ms"
+    else:
+        overhead.note = "live scenario not measured"
+    overhead_c1 = Target(
+        "live_overhead_p50_c1",
+        "live-query overhead above the slowest source, p50, c=1",
+        f"< {OVERHEAD_TARGET_MS:g} ms",
+        unit=" ms",
+    )
+    live_c1 = results.row(LIVE_C1_ID)
+    if live_c1 is not None and live_c1.status is Status.OK:
+        overhead_c1.measured = float(live_c1.metrics["overhead_p50_ms"])
+        overhead_c1.met = overhead_c1.measured < OVERHEAD_TARGET_MS
+        if not overhead_c1.met:
+            overhead_c1.note = f"over by {overhead_c1.measured - OVERHEAD_TARGET_MS:.2f} ms"
+    else:
+        overhead_c1.note = "live scenario not measured"
+    return [
+        Target(
+            "index_query_vs_echo",
+            "index-query throughput / bare-echo throughput, same concurrency",
+            ">= 0.5x",
+            note="not yet available (issue #5)",
+        ),
+        overhead,
+        overhead_c1,
+        Target(
+            "sync_ingest_sqlite",
+            "sync ingest with durable acks, SQLite",
+            ">= 10,000/s",
+            note="not yet available (issue #5)",
+        ),
+        Target(
+            "sync_ingest_postgresql",
+            "sync ingest with durable acks, PostgreSQL",
+            ">= 10,000/s",
+            note="not yet available (issue #5)",
+        ),
+        Target("audit_verify", "audit verify", ">= 100,000/s", note="not yet available (issue #4)"),
+        _ratio_target(
+            results,
+            settings,
+            "lookup_scale_p50",
+            "index lookup p50, largest vs smallest index",
+            "index_lookup_",
+            lambda row: row.p50_ms,
+        ),
+        _ratio_target(
+            results,
+            settings,
+            "gateway_rss_scale",
+            "gateway RSS after live load, largest vs smallest index",
+            "gateway_at_index_",
+            lambda row: row.metrics.get("gateway_rss_mib"),
+        ),
+    ]
+
+
+def _settings_dict(settings: BenchSettings) -> dict[str, Any]:
+    document = asdict(settings)
+    document["index_sizes"] = list(settings.index_sizes)
+    document["scenarios"] = list(settings.scenarios)
+    document["workdir"] = None if settings.workdir is None else str(settings.workdir)
+    return document
+
+
+def _fail_missing(
+    results: Results, expected: Sequence[tuple[str, str]], error: BaseException
+) -> None:
+    for row_id, title in expected:
+        if results.row(row_id) is None:
+            results.rows.append(Row.failed(row_id, title, error))
+
+
+def run_suite(settings: BenchSettings, command: str) -> Results:
+    """Run every selected scenario and return the rows and targets (nothing printed to stdout)."""
+    started = time.monotonic()
+    results = Results(
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=command,
+        machine=machine_facts(),
+        settings=_settings_dict(settings),
+    )
+    results.machine["load_average_1m_at_start"] = load_average()
+    scenarios = set(settings.scenarios)
+    latency = settings.source_latency_ms
+    with _workdir(settings) as directory:
+        if settings.workdir is not None or settings.keep_workdir:
+            results.workdir = str(directory)
+        world = _prepare(settings, directory)
+        suite = _Suite(settings, results, world)
+        if "echo" in scenarios:
+            suite.attempt(ECHO_ID, ECHO_TITLE, suite.run_echo)
+        gateway_rows: list[tuple[str, str]] = []
+        if "live" in scenarios:
+            gateway_rows += [
+                (DIRECT_ID, DIRECT_TITLE),
+                (LIVE_C1_ID, _live_title(latency, 1)),
+                (LIVE_ID, _live_title(latency, None)),
+            ]
+        if "batch" in scenarios:
+            gateway_rows.append((BATCH_ID, _batch_title(settings.batch_size)))
+        scale_rows = (
+            [
+                row
+                for size in settings.index_sizes
+                for row in (
+                    (f"index_lookup_{size}", _lookup_title(size)),
+                    (f"gateway_at_index_{size}", _gateway_index_title(size)),
+                )
+            ]
+            if "scale" in scenarios
+            else []
+        )
+        if gateway_rows or scale_rows:
+            _log(
+                f"starting the mock sources ({settings.population:,} subjects, {latency:g} ms each)"
+            )
+            fleet = ServerProcess(
+                "fleet",
+                FleetSettings(settings.seed, settings.population, latency, SOURCE_TIMEOUT_SECONDS),
+                world.logs,
+            )
+            suite.fleet = fleet
+            try:
+                sources = fleet.start()
+                if gateway_rows:
+                    try:
+                        suite.run_gateway_scenarios(sources)
+                    except Exception as error:
+                        _log(f"gateway scenarios failed: {type(error).__name__}: {error}")
+                        _fail_missing(results, gateway_rows, error)
+                if scale_rows:
+                    try:
+                        suite.run_scale(sources)
+                    except Exception as error:
+                        _log(f"scale scenario failed: {type(error).__name__}: {error}")
+                        _fail_missing(results, scale_rows, error)
+            except Exception as error:
+                _log(f"mock sources failed: {type(error).__name__}: {error}")
+                _fail_missing(results, gateway_rows + scale_rows, error)
+            finally:
+                fleet.stop()
+    results.rows.extend(Row.pending(row_id, title, issue) for row_id, title, issue in PENDING_ROWS)
+    results.rows.sort(key=_row_rank)
+    results.targets = _targets(results, settings)
+    results.machine["load_average_1m_at_end"] = load_average()
+    results.elapsed_seconds = time.monotonic() - started
+    return results

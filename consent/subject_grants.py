@@ -1,0 +1,68 @@
+"""A subject's own consent grants, listed by subject token (self-inquiry, measures Art. 15).
+
+``ConsentRegister.list_grants`` answers an *institution*: the grants naming it. A subject
+asks the other way round — every grant they signed, whoever it names, in every state — so
+that they can see what they agreed to and whether it is still active, revoked or expired.
+The order and the state filter are the register's own (``_in_state`` derives EXPIRED from
+the clock exactly as ``Grant.state`` does), so both listings page the same way.
+
+This belongs in ``ConsentRegister`` as ``list_subject_grants``; it lives here until
+``consent/register.py`` is next opened, and reuses the register's private row helpers
+rather than copying them, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
+from sqlalchemy import and_, or_, select
+
+from consent.grants import Grant, StateValue
+from consent.register import ListCursor, _grant_of, _in_state
+from gateway.protection.tokens import is_subject_token
+from gateway.storage.database import Database
+from gateway.storage.models import ConsentGrantRow
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def list_subject_grants(
+    database: Database,
+    subject_token: str,
+    *,
+    limit: int,
+    after: ListCursor | None = None,
+    state: StateValue = consent_pb2.CONSENT_STATE_UNSPECIFIED,
+    now: dt.datetime | None = None,
+) -> tuple[list[Grant], bool]:
+    """Up to ``limit`` of the subject's grants after ``after``, oldest first; and whether more.
+
+    Ordered by (created_at, consent_id), which never changes for a recorded grant, so paging
+    is stable while grants are added or revoked.
+    """
+    if limit < 1:
+        raise ValueError("limit must be positive")
+    if not is_subject_token(subject_token):
+        # Never echo the value: it may be an identity number passed by mistake.
+        raise ValueError("expected a subject token (st_...), got something else")
+    query = select(ConsentGrantRow).where(ConsentGrantRow.subject_token == subject_token)
+    state_filter = _in_state(state, now or _utcnow())
+    if state_filter is not None:
+        query = query.where(state_filter)
+    if after is not None:
+        query = query.where(
+            or_(
+                ConsentGrantRow.created_at > after.created_at,
+                and_(
+                    ConsentGrantRow.created_at == after.created_at,
+                    ConsentGrantRow.consent_id > after.consent_id,
+                ),
+            )
+        )
+    query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
+    async with database.session() as session:
+        rows = (await session.scalars(query.limit(limit + 1))).all()
+    return [_grant_of(row) for row in rows[:limit]], len(rows) > limit

@@ -1,0 +1,119 @@
+"""The demo's consent story: enrol, sign, record, query, verify, self-inquire, revoke.
+
+It plays every part with the real client library over mutual TLS, in the order it happens:
+the enrolment office enrols the subject's key in person, the subject signs consent terms on
+their own device, the bank records the grant and queries with it (the client verifies the
+gateway's signature and the request digest), the subject reads their own record and their
+grants with a subject certificate, and the bank's revocation denies the very next query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consent import grants
+from gateway.client import CredgateClient, CredgateError
+from gateway.institution import Institution
+from gateway.pki import add_institution
+from gateway.render import enum_label, report_to_text, signature_to_text
+from gateway.subject_identity import subject_institution_id
+
+BANK = "bank-demo"
+OFFICE = "office-demo"
+REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
+CONSENTED = (vocab.DATA_CATEGORY_COMMERCIAL_CREDIT, vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR)
+
+
+def _terms(key_id: str) -> consent_pb2.ConsentTerms:
+    now = dt.datetime.now(dt.UTC)
+    terms = consent_pb2.ConsentTerms(
+        subject_key_id=key_id,
+        grantee_institution_id=BANK,
+        collecting_institution_id=BANK,
+        purposes=[REVIEW],
+        categories=sorted(CONSENTED),
+        retention_days=90,
+        nonce=secrets.token_bytes(16),
+    )
+    terms.not_before.FromDatetime(now - dt.timedelta(minutes=1))
+    terms.not_after.FromDatetime(now + dt.timedelta(days=30))
+    return terms
+
+
+def _state(grant: consent_pb2.ConsentGrant) -> str:
+    return enum_label(consent_pb2.ConsentState, grant.state, "CONSENT_STATE_")
+
+
+async def consent_story(target: str, pki_dir: Path, identity_number: str) -> None:
+    """Print the whole consent lifecycle for one subject of the mock world."""
+    phone = Ed25519PrivateKey.generate()  # the subject's device key; never leaves the device
+    public_key = grants.raw_public_key(phone)
+    print(f"\n=== {OFFICE} enrols the subject's consent key after checking their ID in person")
+    async with CredgateClient.from_pki_dir(target, pki_dir, OFFICE) as office:
+        key_id = await office.enroll_subject_key(identity_number, public_key)
+    print(f"enrolled key {key_id}")
+
+    print(f"\n=== the subject signs consent terms on their device; {BANK} records the grant")
+    signed_terms, signature = grants.sign_terms(phone, _terms(key_id))
+    async with CredgateClient.from_pki_dir(target, pki_dir, BANK) as bank:
+        grant = await bank.grant_consent(identity_number, signed_terms, signature)
+        print(
+            f"grant {grant.consent_id}: {_state(grant)}, credit application review, "
+            "commercial credit + bankruptcy/repair records, 30 days"
+        )
+
+        print(f"\n=== {BANK} reviews a credit application relying on the grant")
+        verified = await bank.get_signed_repair_status(
+            identity_number, purpose=REVIEW, consent_id=grant.consent_id
+        )
+        print(report_to_text(verified.report))
+        print(signature_to_text(verified.signed))
+
+    await _self_inquiry(target, pki_dir, identity_number, key_id)
+
+    async with CredgateClient.from_pki_dir(target, pki_dir, BANK) as bank:
+        print(f"\n=== the subject withdraws consent; {BANK} revokes the grant")
+        revoked = await bank.revoke_consent(grant.consent_id)
+        print(f"grant {revoked.consent_id}: {_state(revoked)}")
+        print(f"\n=== {BANK} asks again, relying on the revoked grant")
+        try:
+            await bank.get_repair_status(
+                identity_number, purpose=REVIEW, consent_id=grant.consent_id
+            )
+        except CredgateError as error:
+            print(f"refused: {error.code.name} {error.reason}: {error.message}")
+
+    subject_id = subject_institution_id(key_id)
+    async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
+        print("\n=== the subject checks their grants again")
+        for own in await me.list_own_consents():
+            print(f"  {own.consent_id} for {own.terms.grantee_institution_id}: {_state(own)}")
+
+
+async def _self_inquiry(target: str, pki_dir: Path, identity_number: str, key_id: str) -> None:
+    subject_id = subject_institution_id(key_id)
+    add_institution(
+        pki_dir, Institution(subject_id, vocab.INSTITUTION_ROLE_SUBJECT, "credgate subject")
+    )
+    print(f"\n=== the CA issues the subject a certificate for {subject_id} (role subject);")
+    print("    the subject reads their own full record (Art. 15: no consent, free of charge)")
+    async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
+        verified = await me.get_signed_repair_status(
+            identity_number, purpose=vocab.PURPOSE_SELF_INQUIRY
+        )
+        state = enum_label(vocab.RepairState, verified.report.state, "REPAIR_STATE_")
+        categories = len(verified.report.categories)
+        print(
+            f"own report: {state}, {categories} categories, "
+            f"chargeable: {'yes' if verified.report.chargeable else 'no'}"
+        )
+        print(signature_to_text(verified.signed))
+        print("own consent grants:")
+        for own in await me.list_own_consents():
+            print(f"  {own.consent_id} for {own.terms.grantee_institution_id}: {_state(own)}")

@@ -1,0 +1,106 @@
+"""SigningKeyService: the public keys a verifier needs to check a signed report.
+
+Any authenticated caller may list them — they are public, and every institution receiving a
+report must be able to verify it. Retired keys stay listed, so reports kept as proof verify
+after a rotation. The listing is paginated from the first version (AIP-158) although a
+gateway holds few keys; the page token is a position (the last key id seen), not a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+
+import grpc
+from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
+from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
+
+from gateway.errors import GatewayError
+from gateway.institution import Institution
+from gateway.signing_keys import PublicSigningKey, PublishedKeys
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_PAGE_TOKEN_VERSION = 1
+
+
+def _invalid(field: str, description: str) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=[(field, description)],
+    )
+
+
+def encode_page_token(after_key_id: str) -> str:
+    """An opaque position: the page continues after this key."""
+    raw = json.dumps({"v": _PAGE_TOKEN_VERSION, "k": after_key_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
+
+
+def decode_page_token(token: str) -> str:
+    """The key id in ``token``; ``ValueError`` when it is not one this service issued."""
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise ValueError("malformed page token") from exc
+    if not isinstance(doc, dict) or doc.get("v") != _PAGE_TOKEN_VERSION:
+        raise ValueError("unknown page token version")
+    key_id = doc.get("k")
+    if not isinstance(key_id, str):
+        raise ValueError("malformed page token")
+    return key_id
+
+
+def to_proto(key: PublicSigningKey) -> keys_pb2.SigningKey:
+    """The API resource for one key."""
+    message = keys_pb2.SigningKey(
+        key_id=key.key_id,
+        public_key=key.public_key,
+        state=(
+            keys_pb2.SIGNING_KEY_STATE_CURRENT
+            if key.current
+            else keys_pb2.SIGNING_KEY_STATE_RETIRED
+        ),
+    )
+    message.create_time.FromDatetime(key.created_at)
+    if key.retired_at is not None:
+        message.retire_time.FromDatetime(key.retired_at)
+    return message
+
+
+class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
+    """The grpc.aio servicer over the published keys."""
+
+    def __init__(
+        self,
+        published: PublishedKeys,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+    ) -> None:
+        self._published = published
+        self._identify = identify
+
+    async def ListSigningKeys(
+        self, request: keys_pb2.ListSigningKeysRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.ListSigningKeysResponse:
+        """A page of keys, oldest first."""
+        self._identify(context)  # authenticated callers only, whatever their role
+        if request.page_size < 0:
+            raise _invalid("page_size", "must not be negative")
+        keys = list(self._published.snapshot())
+        start = 0
+        if request.page_token:
+            try:
+                after = decode_page_token(request.page_token)
+                start = next(i for i, k in enumerate(keys) if k.key_id == after) + 1
+            except (ValueError, StopIteration):
+                raise _invalid("page_token", "is not a token this listing issued") from None
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = keys[start : start + size]
+        response = keys_pb2.ListSigningKeysResponse(signing_keys=[to_proto(k) for k in page])
+        if start + size < len(keys):
+            response.next_page_token = encode_page_token(page[-1].key_id)
+        return response

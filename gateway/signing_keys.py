@@ -1,0 +1,277 @@
+"""The gateway's report-signing keys: one file in the data directory, created on first start.
+
+Kept apart from the keyring because it ages differently: data keys protect stored records and
+are re-encrypted on rotation, while a signing key's *public* half must outlive it — reports an
+institution kept as proof must verify years later. So rotation (``rotate_signing_key``) makes
+a new current key, drops the old private key (it must never sign again) and keeps the old
+public key, which ``SigningKeyService`` goes on serving.
+
+File format (JSON, keys base64, mode 0600; the gateway refuses a file others can read)::
+
+    {
+      "format": "credgate-report-signing-keys/1",
+      "current_key_id": "rk_...",
+      "keys": [{"key_id": "rk_...", "public_key": "<32 bytes>", "private_key": "<32 bytes>",
+                "created_at": "...", "retired_at": null}, ...]
+    }
+
+Only the current key has a ``private_key``. Replicas must share one file (deploy it like the
+TLS server key); each re-reads it when it changes, so a rotation written by
+``rotate_signing_key`` is listed by every replica at once and signed with after a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from gateway.report_signing import raw_public_key, signing_key_id
+
+log = logging.getLogger(__name__)
+
+FORMAT = "credgate-report-signing-keys/1"
+FILE_NAME = "report-signing-keys.json"
+"""Its name inside ``storage.data_dir``."""
+
+
+class SigningKeyError(Exception):
+    """The key file is unreadable, malformed or readable by others."""
+
+
+@dataclass(frozen=True)
+class PublicSigningKey:
+    """One signing key as it is published: never the private half."""
+
+    key_id: str
+    public_key: bytes
+    created_at: dt.datetime
+    retired_at: dt.datetime | None = None
+
+    @property
+    def current(self) -> bool:
+        """Whether new reports are signed with this key."""
+        return self.retired_at is None
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The loaded file: the current private key and every public key, oldest first."""
+
+    private_key: Ed25519PrivateKey
+    published: tuple[PublicSigningKey, ...]
+
+    @property
+    def current_key_id(self) -> str:
+        return signing_key_id(raw_public_key(self.private_key))
+
+    def __repr__(self) -> str:
+        # Never let the private key reach a log line through repr().
+        return f"SigningKeys(current_key_id={self.current_key_id!r})"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _unb64(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise SigningKeyError(f"{where}: missing key material")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SigningKeyError(f"{where}: key material is not valid base64") from None
+
+
+def _private_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def _to_json(keys: SigningKeys) -> bytes:
+    current = keys.current_key_id
+    entries = [
+        {
+            "key_id": k.key_id,
+            "public_key": _b64(k.public_key),
+            "private_key": _b64(_private_bytes(keys.private_key)) if k.key_id == current else None,
+            "created_at": k.created_at.isoformat(),
+            "retired_at": k.retired_at.isoformat() if k.retired_at else None,
+        }
+        for k in keys.published
+    ]
+    doc = {"format": FORMAT, "current_key_id": current, "keys": entries}
+    return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _entry(raw: Any, where: str) -> tuple[PublicSigningKey, bytes | None]:
+    if not isinstance(raw, dict):
+        raise SigningKeyError(f"{where}: malformed key entry")
+    public_key = _unb64(raw.get("public_key"), where)
+    key_id = signing_key_id(public_key)
+    if raw.get("key_id") != key_id:
+        raise SigningKeyError(f"{where}: key id does not match its public key")
+    try:
+        created_at = dt.datetime.fromisoformat(str(raw["created_at"]))
+        retired = raw.get("retired_at")
+        retired_at = dt.datetime.fromisoformat(str(retired)) if retired else None
+    except (KeyError, ValueError):
+        raise SigningKeyError(f"{where}: key {key_id} has malformed times") from None
+    private = raw.get("private_key")
+    return (
+        PublicSigningKey(key_id, public_key, created_at, retired_at),
+        None if private is None else _unb64(private, where),
+    )
+
+
+def _from_json(raw: bytes, where: str) -> SigningKeys:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SigningKeyError(f"{where} is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SigningKeyError(f"{where} is not in format {FORMAT}")
+    entries = doc.get("keys")
+    if not isinstance(entries, list) or not entries:
+        raise SigningKeyError(f"{where} holds no keys")
+    parsed = [_entry(e, where) for e in entries]
+    current = [(k, p) for k, p in parsed if k.key_id == doc.get("current_key_id")]
+    if len(current) != 1 or current[0][1] is None or not current[0][0].current:
+        raise SigningKeyError(f"{where} has no usable current key")
+    try:
+        private_key = Ed25519PrivateKey.from_private_bytes(current[0][1])
+    except ValueError:
+        raise SigningKeyError(f"{where}: the current private key is malformed") from None
+    if signing_key_id(raw_public_key(private_key)) != current[0][0].key_id:
+        raise SigningKeyError(f"{where}: the current private key does not match its public key")
+    published = sorted((k for k, _ in parsed), key=lambda k: (k.created_at, k.key_id))
+    return SigningKeys(private_key, tuple(published))
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (mode 0600) or raise FileExistsError; fsync before returning."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Atomically replace ``path``: a crash mid-write must never lose the current key."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_new(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fresh(published: tuple[PublicSigningKey, ...] = ()) -> SigningKeys:
+    private_key = Ed25519PrivateKey.generate()
+    public_key = raw_public_key(private_key)
+    new = PublicSigningKey(signing_key_id(public_key), public_key, _now())
+    return SigningKeys(private_key, (*published, new))
+
+
+def load_signing_keys(path: Path) -> SigningKeys:
+    """Read the key file; refuse one that group or others may read or write."""
+    try:
+        mode = path.stat().st_mode
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read signing keys {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise SigningKeyError(
+            f"signing keys {path} are accessible to group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    return _from_json(raw, f"signing keys {path}")
+
+
+def load_or_create_signing_keys(path: Path) -> SigningKeys:
+    """The key file's keys, creating the file with a fresh key on the very first start.
+
+    Two replicas starting together on a fresh shared directory cannot both create it: the
+    file is created exclusively and the loser loads the winner's key.
+    """
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = _fresh()
+        try:
+            _write_new(path, _to_json(keys))
+            return keys
+        except FileExistsError:
+            pass
+    return load_signing_keys(path)
+
+
+def rotate_signing_key(path: Path) -> str:
+    """Make a new current key, retire the old one (public half kept); return the new key id.
+
+    An operator action with a single writer, like ``credgate keys rotate``. Running gateways
+    list the new key at once and sign with it after a restart; until then their reports are
+    signed with the retired key, which verifiers still accept.
+    """
+    old = load_signing_keys(path)
+    retired_at = _now()
+    published = tuple(
+        PublicSigningKey(k.key_id, k.public_key, k.created_at, k.retired_at or retired_at)
+        for k in old.published
+    )
+    keys = _fresh(published)
+    _replace(path, _to_json(keys))
+    return keys.current_key_id
+
+
+class PublishedKeys:
+    """Every public signing key, re-read from the file when it changes (for ListSigningKeys).
+
+    Replicas share the file, so a key another process rotated in is served here without a
+    restart; a verifier fetching keys from any replica finds the key of any other.
+    """
+
+    def __init__(self, path: Path, loaded: SigningKeys) -> None:
+        self._path = path
+        self._keys = loaded.published
+        self._own = next(k for k in loaded.published if k.key_id == loaded.current_key_id)
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            info = self._path.stat()
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def snapshot(self) -> tuple[PublicSigningKey, ...]:
+        """The keys, oldest first; the last good read if the file cannot be read now."""
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                published = load_signing_keys(self._path).published
+            except SigningKeyError as error:
+                # Keep serving what loaded before; the next change is read again.
+                log.warning("signing keys not reloaded: %s", error)
+            else:
+                self._stamp = stamp
+                # The key this process signs with stays listed whatever the file says now.
+                known = {k.key_id for k in published}
+                self._keys = published if self._own.key_id in known else (*published, self._own)
+        return self._keys

@@ -1,0 +1,239 @@
+"""One provider's sync stream: a reader, a bounded queue, and an applier that batches.
+
+::
+
+    gRPC ──read──▶ reader (validate) ──put──▶ queue (bounded) ──get──▶ applier ──▶ responses
+                                   blocks when full                one transaction per batch
+
+The reader validates each update as it arrives and puts it on a queue of ``queue_size``.
+When the queue is full, ``put`` blocks, the reader stops reading, gRPC stops granting the
+provider HTTP/2 flow-control window, and the provider's writes block: a slow database slows
+the provider instead of filling memory. At any moment the updates read but not yet committed
+are at most ``queue_size`` (queued) + ``max_batch`` (being applied) + 1 (held by the blocked
+reader); ``SyncProbe`` records the largest such number seen.
+
+The applier takes whatever is queued (up to ``max_batch``) as one batch, so batches grow under
+load and a lone update is committed at once. A ``SyncHello`` is answered in stream order, after
+every update before it is committed, so its answer covers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import grpc
+from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.errors import GatewayError
+from gateway.sync.plan import Outcome
+from gateway.sync.settings import ProviderConfig, SyncSettings
+from gateway.sync.store import BatchResult, SyncStore
+from gateway.sync.validate import Prepared, Rejection, UpdateValidator
+
+log = logging.getLogger(__name__)
+
+_AGENT_LIMIT = 128
+
+
+@dataclass
+class SyncProbe:
+    """How far reading ran ahead of committing, for tests and metrics."""
+
+    read: int = 0
+    """Updates taken off the wire."""
+    committed: int = 0
+    """Updates whose batch has committed."""
+    max_ahead: int = 0
+    """The largest ``read - committed`` observed."""
+    batches: int = 0
+
+    def on_read(self) -> None:
+        """Count an update taken off the wire."""
+        self.read += 1
+        self.max_ahead = max(self.max_ahead, self.read - self.committed)
+
+    def on_committed(self, count: int) -> None:
+        """Count a committed batch of ``count`` updates."""
+        self.committed += count
+        self.batches += 1
+
+
+@dataclass(frozen=True)
+class _Hello:
+    client_agent: str
+
+
+@dataclass(frozen=True)
+class _End:
+    error: Exception | None = None
+
+
+_Item = Prepared | _Hello | _End
+
+
+def _printable(text: str) -> str:
+    """A provider-chosen string made safe for a log line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:_AGENT_LIMIT])
+
+
+class SyncStream:
+    """Runs one ``SyncUpdates`` call for an authenticated, registered provider."""
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        validator: UpdateValidator,
+        store: SyncStore,
+        settings: SyncSettings,
+        probe: SyncProbe | None = None,
+    ) -> None:
+        self._provider = provider
+        self._validator = validator
+        self._store = store
+        self._settings = settings
+        self.probe = probe or SyncProbe()
+        self._gap_reported = 0
+        self._pending: _Item | None = None
+
+    async def run(
+        self, requests: AsyncIterator[sync_pb2.SyncUpdatesRequest]
+    ) -> AsyncIterator[sync_pb2.SyncUpdatesResponse]:
+        """Consume ``requests``; yield rejections, duplicates, gaps, acks and resumes."""
+        queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=self._settings.queue_size)
+        reader = asyncio.create_task(self._read(requests, queue))
+        try:
+            while True:
+                item = await self._next(queue)
+                if isinstance(item, Prepared):
+                    for response in await self._apply(self._batch(item, queue)):
+                        yield response
+                elif isinstance(item, _Hello):
+                    yield await self._resume(item)
+                else:
+                    if item.error is not None:
+                        raise item.error
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            log.info(
+                "sync stream of provider %s (source %s) ended: %d updates read, %d committed",
+                self._provider.institution_id,
+                self._provider.source_id,
+                self.probe.read,
+                self.probe.committed,
+            )
+
+    async def _read(
+        self, requests: AsyncIterator[sync_pb2.SyncUpdatesRequest], queue: asyncio.Queue[_Item]
+    ) -> None:
+        try:
+            async for request in requests:
+                item = self._prepare(request)
+                if isinstance(item, Prepared):
+                    self.probe.on_read()
+                await queue.put(item)  # blocks while the queue is full: back-pressure
+        except Exception as exc:  # handed to the applier, which ends the call with it
+            await queue.put(_End(exc))
+            return
+        await queue.put(_End())
+
+    def _prepare(self, request: sync_pb2.SyncUpdatesRequest) -> _Item:
+        kind = request.WhichOneof("message")
+        if kind == "update":
+            return self._validator.prepare(self._provider, request.update)
+        if kind == "hello":
+            return _Hello(_printable(request.hello.client_agent))
+        return Prepared(
+            0,
+            dt.datetime.now(dt.UTC),
+            Rejection("REQUEST_EMPTY", "a request must carry a hello or an update"),
+        )
+
+    async def _next(self, queue: asyncio.Queue[_Item]) -> _Item:
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        return await queue.get()
+
+    def _batch(self, first: Prepared, queue: asyncio.Queue[_Item]) -> list[Prepared]:
+        """``first`` plus whatever updates are already queued, up to ``max_batch``."""
+        batch = [first]
+        while len(batch) < self._settings.max_batch:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if not isinstance(item, Prepared):
+                self._pending = item  # a hello or the end: handled after this batch
+                break
+            batch.append(item)
+        return batch
+
+    async def _apply(self, batch: list[Prepared]) -> list[sync_pb2.SyncUpdatesResponse]:
+        with self._storage_errors():
+            result = await self._store.apply_batch(self._provider, batch)
+        self.probe.on_committed(len(batch))
+        return self._responses(result)
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """A database failure ends the call UNAVAILABLE: nothing uncommitted was acknowledged."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            # The driver's message may quote bound values (tokens, ciphertexts): log the type.
+            log.warning(
+                "sync storage failed for source %s (%s); the provider must resume",
+                self._provider.source_id,
+                type(exc).__name__,
+            )
+            raise GatewayError.of(
+                grpc.StatusCode.UNAVAILABLE,
+                "the gateway could not reach its storage; resume after the last acknowledged "
+                "sequence",
+                "SYNC_STORAGE_UNAVAILABLE",
+            ) from None
+
+    def _responses(self, result: BatchResult) -> list[sync_pb2.SyncUpdatesResponse]:
+        Response = sync_pb2.SyncUpdatesResponse
+        responses: list[sync_pb2.SyncUpdatesResponse] = []
+        for r in result.resolutions:
+            if r.outcome is Outcome.REJECTED:
+                rejected = sync_pb2.UpdateRejected(
+                    sequence=r.sequence, reason=r.reason, message=r.message
+                )
+                responses.append(Response(rejected=rejected))
+            elif r.outcome is Outcome.DUPLICATE:
+                duplicate = sync_pb2.UpdateDuplicate(
+                    sequence=r.sequence, original_sequence=r.original_sequence
+                )
+                responses.append(Response(duplicate=duplicate))
+            elif r.outcome is Outcome.GAP and r.expected_sequence != self._gap_reported:
+                self._gap_reported = r.expected_sequence  # one notice per gap, not per update
+                gap = sync_pb2.SequenceGap(
+                    expected_sequence=r.expected_sequence, received_sequence=r.sequence
+                )
+                responses.append(Response(gap=gap))
+        responses.append(Response(ack=sync_pb2.SyncAck(last_sequence=result.last_sequence)))
+        return responses
+
+    async def _resume(self, hello: _Hello) -> sync_pb2.SyncUpdatesResponse:
+        with self._storage_errors():
+            last = await self._store.last_sequence(self._provider.source_id)
+        log.info(
+            "provider %s (source %s, agent %r) asks where to resume: after %d",
+            self._provider.institution_id,
+            self._provider.source_id,
+            hello.client_agent,
+            last,
+        )
+        resume = sync_pb2.SyncResume(source_id=self._provider.source_id, last_sequence=last)
+        return sync_pb2.SyncUpdatesResponse(resume=resume)

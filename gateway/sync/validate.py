@@ -1,0 +1,240 @@
+"""Everything that can be decided about one update without the database.
+
+The stream reader runs this on each update as it arrives, so the transaction that applies a
+batch does no parsing, verification or encryption. The result is either a ``Rejection``
+(UPPER_SNAKE reason plus a message for the provider's operator, never personal data) or an
+``Accepted`` update whose identity number is already a subject token and whose facts and
+signed original are already ciphertexts bound to the rows they will be written to.
+
+Checks run cheapest-to-trust first: size, then the signature over the raw bytes (nothing
+unsigned is parsed further), then canonical form, then the fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credit_repair.v1 import report_pb2, vocabulary_pb2
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from adapters.mapping import MAX_RECORDS
+from gateway import identity_number
+from gateway.protection.cipher import FieldCipher
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.storage.fact_index import facts_context, identity_context
+from gateway.sync.models import original_context
+from gateway.sync.settings import ProviderConfig, SyncSettings
+from gateway.sync.signing import NotCanonicalError, parse_canonical, signature_valid
+
+_IDEMPOTENCY_DOMAIN = b"credgate/idempotency-key/v1\x00"
+_MAX_TIMESTAMP_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z, protobuf's upper bound
+_KNOWN_STATES = frozenset(vocabulary_pb2.RepairState.values())
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an update is refused."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A valid update, ready to write: tokens, digests and ciphertexts only."""
+
+    subject_token: str
+    idempotency_digest: str
+    source_kind: int
+    source_as_of: dt.datetime
+    facts_ciphertext: bytes
+    identity_ciphertext: bytes
+    original_ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One update as the applier sees it: its sequence number and what validation decided."""
+
+    sequence: int
+    received_at: dt.datetime
+    result: Accepted | Rejection
+
+
+class IdempotencyDigester:
+    """Keyed digests of idempotency keys: equality without storing provider-chosen text.
+
+    A provider may build its keys from anything, an identity number included; an unkeyed hash
+    of a small space is reversible, an HMAC under a secret key is not. The key is the keyring's
+    subject-token key under its own domain prefix (so no value here can equal a token).
+    """
+
+    def __init__(self, hmac_key: bytes) -> None:
+        self._key = hmac_key
+
+    def __repr__(self) -> str:
+        return "IdempotencyDigester()"
+
+    def digest(self, source_id: str, key: str) -> str:
+        """Hex digest of ``key`` scoped to ``source_id``."""
+        message = _IDEMPOTENCY_DOMAIN + source_id.encode() + b"\x00" + key.encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UpdateValidator:
+    """Turns a ``SignedProviderUpdate`` from a given provider into a ``Prepared`` update."""
+
+    def __init__(
+        self,
+        tokenizer: SubjectTokenizer,
+        cipher: FieldCipher,
+        digester: IdempotencyDigester,
+        settings: SyncSettings,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._cipher = cipher
+        self._digester = digester
+        self._settings = settings
+        self._clock = clock
+
+    def prepare(self, provider: ProviderConfig, signed: sync_pb2.SignedProviderUpdate) -> Prepared:
+        """Validate ``signed`` as coming from ``provider``; never raises for bad input."""
+        received_at = self._clock()
+        result: Accepted | Rejection
+        try:
+            result = self._check(provider, signed, received_at)
+        except _Refused as refused:
+            result = refused.rejection
+        return Prepared(signed.sequence, received_at, result)
+
+    def _check(
+        self,
+        provider: ProviderConfig,
+        signed: sync_pb2.SignedProviderUpdate,
+        received_at: dt.datetime,
+    ) -> Accepted:
+        if signed.sequence <= 0:
+            _refuse("SEQUENCE_INVALID", "sequence must be 1 or more")
+        if len(signed.update_bytes) > self._settings.max_update_bytes:
+            _refuse("UPDATE_TOO_LARGE", f"update_bytes exceed {self._settings.max_update_bytes}")
+        if not signature_valid(provider.public_key, signed.update_bytes, signed.signature):
+            _refuse("SIGNATURE_INVALID", "signature does not verify with the registered key")
+        try:
+            update = parse_canonical(signed.update_bytes)
+        except NotCanonicalError:
+            _refuse("UPDATE_NOT_CANONICAL", "update_bytes are not the canonical serialization")
+        except DecodeError:
+            _refuse("UPDATE_MALFORMED", "update_bytes do not parse as a ProviderUpdate")
+        if update.sequence != signed.sequence:
+            _refuse("SEQUENCE_MISMATCH", "signed sequence differs from the envelope's")
+        if update.source_id != provider.source_id:
+            _refuse("SOURCE_NOT_PERMITTED", "a provider may only write its own source's facts")
+        key = update.idempotency_key
+        if not 8 <= len(key) <= 128 or not all(0x21 <= ord(c) <= 0x7E for c in key):
+            _refuse("IDEMPOTENCY_KEY_INVALID", "idempotency_key must be 8-128 printable ASCII")
+        number = update.identity_number
+        problem = identity_number.validate(number, today=received_at.date())
+        if problem is not None:
+            _refuse("IDENTITY_NUMBER_INVALID", f"identity_number: {problem.description}")
+        facts = self._indexed_facts(provider, update, received_at)
+        token = self._tokenizer.token(number)
+        as_of = facts.provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
+        return Accepted(
+            subject_token=token,
+            idempotency_digest=self._digester.digest(provider.source_id, key),
+            source_kind=int(facts.source_kind),
+            source_as_of=as_of,
+            facts_ciphertext=self._cipher.encrypt(
+                facts.SerializeToString(deterministic=True),
+                context=facts_context(token, provider.source_id),
+            ),
+            identity_ciphertext=self._cipher.encrypt(
+                number.encode("ascii"), context=identity_context(token)
+            ),
+            original_ciphertext=self._cipher.encrypt(
+                signed.SerializeToString(deterministic=True),
+                context=original_context(provider.source_id, signed.sequence),
+            ),
+        )
+
+    def _indexed_facts(
+        self, provider: ProviderConfig, update: sync_pb2.ProviderUpdate, received_at: dt.datetime
+    ) -> report_pb2.SourceFacts:
+        """Check the facts' sanity; return them as the index keeps them.
+
+        The index copy says what the gateway knows: the signature verified, and the facts
+        arrived at ``received_at``. The signed original keeps the provider's exact bytes.
+        """
+        if not update.HasField("facts"):
+            _refuse("FACTS_INVALID", "facts are required")
+        facts = report_pb2.SourceFacts()
+        facts.CopyFrom(update.facts)
+        if facts.source_id != provider.source_id:
+            _refuse("SOURCE_NOT_PERMITTED", "facts.source_id must be the provider's own source")
+        if facts.source_kind != provider.source_kind:
+            _refuse("SOURCE_KIND_MISMATCH", "facts.source_kind differs from the configured kind")
+        if facts.stale:
+            _refuse("FACTS_INVALID", "pushed facts cannot be stale")
+        if facts.asserted_state not in _KNOWN_STATES:
+            _refuse("FACTS_INVALID", "facts.asserted_state is not a known repair state")
+        if len(facts.cases) + len(facts.records) > MAX_RECORDS:
+            _refuse("FACTS_INVALID", f"more than {MAX_RECORDS} cases and records")
+        if not facts.provenance.HasField("source_as_of"):
+            _refuse("FACTS_INVALID", "facts.provenance.source_as_of is required")
+        latest = received_at + dt.timedelta(seconds=self._settings.max_clock_skew_seconds)
+        if not _timestamp_ok(facts.provenance.source_as_of, latest):
+            _refuse("FACTS_INVALID", "facts.provenance.source_as_of is invalid or in the future")
+        if facts.HasField("identity"):
+            masked = identity_number.mask(update.identity_number)
+            if facts.identity.masked_identity_number not in ("", masked):
+                _refuse("FACTS_INVALID", "identity.masked_identity_number must be masked")
+            facts.identity.masked_identity_number = masked
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(received_at)
+        for provenance in _provenances(facts):
+            if provenance.source_id not in ("", provider.source_id):
+                _refuse("SOURCE_NOT_PERMITTED", "a provenance names another source")
+            if provenance.source_kind not in (0, provider.source_kind):
+                _refuse("SOURCE_KIND_MISMATCH", "a provenance names another source kind")
+            provenance.source_id = provider.source_id
+            provenance.source_kind = provider.source_kind
+            provenance.signature = report_pb2.SIGNATURE_STATUS_VERIFIED
+            provenance.fetched_at.CopyFrom(stamp)
+        return facts
+
+
+def _provenances(facts: report_pb2.SourceFacts) -> Iterator[report_pb2.Provenance]:
+    yield facts.provenance
+    for case in facts.cases:
+        yield case.provenance
+    for record in facts.records:
+        yield record.provenance
+
+
+def _timestamp_ok(stamp: timestamp_pb2.Timestamp, latest: dt.datetime) -> bool:
+    if not 0 <= stamp.seconds < _MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 10**9:
+        return False
+    return stamp.ToDatetime(tzinfo=dt.UTC) <= latest
+
+
+class _Refused(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+def _refuse(reason: str, message: str) -> NoReturn:
+    raise _Refused(Rejection(reason, message))

@@ -1,0 +1,53 @@
+"""OpenTelemetry for credgate: traces, metrics and structured logs, without personal data.
+
+What is where (``docs/telemetry.md`` is the operator's guide):
+
+* ``setup`` — providers and exporters from ``[telemetry]``: ``setup_telemetry(config.telemetry)``
+  once per process; ``build_telemetry`` for tests.
+* ``interceptor`` — ``TelemetryInterceptor``: a SERVER span and RPC metrics per call
+  (``GatewayServer`` installs it first, so every server has it).
+* ``clients`` — CLIENT spans and W3C ``traceparent`` for calls to sources (HTTP and gRPC).
+* ``instruments`` — every metric instrument, the recording helpers, and the registration API
+  for state owned elsewhere (``observe_sync_lag``, ``observe_open_watchers``,
+  ``observe_audit_backlog``).
+* ``logs`` — ``JsonFormatter`` / ``TextFormatter`` with trace, span and request ids.
+
+Instrumented code only ever talks to the OpenTelemetry *API* (global tracer and meter), so it
+works, at next to no cost, whether or not telemetry was set up.
+"""
+
+from gateway.telemetry.instruments import (
+    Registration,
+    observe_audit_backlog,
+    observe_open_watchers,
+    observe_sync_lag,
+    record_denial,
+    tracer,
+    track_breakers,
+)
+from gateway.telemetry.interceptor import TelemetryInterceptor
+from gateway.telemetry.logs import JsonFormatter, TextFormatter, configure_logging
+from gateway.telemetry.setup import (
+    Telemetry,
+    build_telemetry,
+    install_telemetry,
+    setup_telemetry,
+)
+
+__all__ = [
+    "JsonFormatter",
+    "Registration",
+    "Telemetry",
+    "TelemetryInterceptor",
+    "TextFormatter",
+    "build_telemetry",
+    "configure_logging",
+    "install_telemetry",
+    "observe_audit_backlog",
+    "observe_open_watchers",
+    "observe_sync_lag",
+    "record_denial",
+    "setup_telemetry",
+    "tracer",
+    "track_breakers",
+]

@@ -1,0 +1,298 @@
+"""Every metric credgate emits, defined once, and the small API the rest of the code records with.
+
+The instruments come from the *global* OpenTelemetry meter, so code that records a measurement
+never needs to know whether telemetry is set up, or where it goes: until ``setup_telemetry``
+installs a provider the API's proxy instruments drop everything at almost no cost, and once it
+does they start counting. That is also why this module can be imported anywhere (adapters,
+engine, sync, audit) without wiring.
+
+Attribute values are always low-cardinality *configuration or vocabulary*: a method name, a
+configured source id, an UPPER_SNAKE reason. Never an identity number, a name, a subject token
+or any request field — the whole point of ``tests/test_telemetry.py``.
+
+State that lives elsewhere (sync lag, open watchers, audit backlog) is *pulled* at collection
+time from callbacks its owner registers::
+
+    registration = observe_sync_lag(lambda: {"bank-qianhai": 1.8})   # provider id → seconds
+    ...
+    registration.close()                                              # on shutdown
+
+so the owner keeps its state where it is and nothing goes stale if it stops pushing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SCOPE = "credgate"
+"""Instrumentation scope of every span and metric credgate itself creates."""
+
+tracer = trace.get_tracer(SCOPE)
+"""The tracer credgate's own spans come from (the global provider, through a proxy)."""
+_meter = metrics.get_meter(SCOPE)
+
+# Attribute keys. The rpc.* ones are OpenTelemetry's semantic conventions for RPC.
+RPC_SYSTEM = "rpc.system"
+RPC_SERVICE = "rpc.service"
+RPC_METHOD = "rpc.method"
+RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+SOURCE_ID = "credgate.source.id"
+SOURCE_KIND = "credgate.source.kind"
+OUTCOME = "credgate.outcome"
+ERROR_REASON = "credgate.error.reason"
+REQUEST_ID = "credgate.request_id"
+PROVIDER_ID = "credgate.provider.id"
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Histogram bounds in seconds: the SDK's defaults are meant for milliseconds."""
+
+_REASON_SHAPE = re.compile(r"[A-Z][A-Z0-9_]{0,62}[A-Z0-9]")
+OTHER_REASON = "OTHER"
+"""Stands in for a reason that is not UPPER_SNAKE, so a label can never carry free text."""
+
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+"""``credgate.source.breaker.state`` values (``BreakerState`` string → gauge value)."""
+
+RPC_REQUESTS = "credgate.rpc.server.requests"
+RPC_DURATION = "credgate.rpc.server.duration"
+RPC_DENIALS = "credgate.rpc.server.denials"
+SOURCE_REQUESTS = "credgate.source.requests"
+SOURCE_DURATION = "credgate.source.duration"
+BREAKER_STATE = "credgate.source.breaker.state"
+SYNC_LAG = "credgate.sync.lag"
+SYNC_WATCHERS = "credgate.sync.watchers.open"
+AUDIT_BACKLOG = "credgate.audit.backlog"
+
+_rpc_requests = _meter.create_counter(
+    RPC_REQUESTS, unit="{request}", description="Gateway RPCs handled, by method and status."
+)
+_rpc_duration = _meter.create_histogram(
+    RPC_DURATION,
+    unit="s",
+    description="Time from receiving an RPC to its status, by method and status.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+_rpc_denials = _meter.create_counter(
+    RPC_DENIALS,
+    unit="{denial}",
+    description="Queries refused with PERMISSION_DENIED, by method and ErrorInfo reason.",
+)
+_source_requests = _meter.create_counter(
+    SOURCE_REQUESTS,
+    unit="{request}",
+    description="Source lookups, by source and outcome (ok or the failure reason).",
+)
+_source_duration = _meter.create_histogram(
+    SOURCE_DURATION,
+    unit="s",
+    description="Time one source lookup took (skipped calls are not timed).",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+
+
+def reason_label(reason: str) -> str:
+    """``reason`` if it is an UPPER_SNAKE code, else ``OTHER``: labels stay a closed set."""
+    return reason if _REASON_SHAPE.fullmatch(reason) else OTHER_REASON
+
+
+def rpc_attributes(full_method: str) -> dict[str, str]:
+    """``/pkg.Service/Method`` → the semantic-convention rpc.* attributes."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method}
+
+
+def record_rpc(full_method: str, status_code: int, seconds: float) -> None:
+    """Count one finished RPC and its latency (the server interceptor calls this)."""
+    attributes: dict[str, str | int] = {**rpc_attributes(full_method)}
+    attributes[RPC_GRPC_STATUS_CODE] = status_code
+    _rpc_requests.add(1, attributes)
+    _rpc_duration.record(seconds, attributes)
+
+
+def record_denial(full_method: str, reason: str) -> None:
+    """Count one refused query by its reason.
+
+    The server interceptor calls this for every call that ends in PERMISSION_DENIED. A handler
+    that refuses *part* of a call without failing it (a batch item) calls it itself.
+    """
+    attributes = {**rpc_attributes(full_method), ERROR_REASON: reason_label(reason)}
+    _rpc_denials.add(1, attributes)
+
+
+def record_source_call(
+    source_id: str, source_kind: str, outcome: str, seconds: float | None
+) -> None:
+    """Count one source lookup; ``seconds`` is None when the source was not called at all."""
+    attributes = {SOURCE_ID: source_id, SOURCE_KIND: source_kind, OUTCOME: outcome}
+    _source_requests.add(1, attributes)
+    if seconds is not None:
+        _source_duration.record(seconds, attributes)
+
+
+class Registration:
+    """A callback registered with one of the ``observe_*`` functions; ``close`` removes it."""
+
+    def __init__(self, owner: _CallbackSet[Any], callback: Callable[[], Any]) -> None:
+        self._owner = owner
+        self._callback = callback
+
+    def close(self) -> None:
+        """Stop reporting this callback's values (idempotent)."""
+        self._owner.remove(self._callback)
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _CallbackSet(Generic[_T]):
+    """The callbacks behind one observable instrument; collection may run on another thread
+    (a periodic exporter, the Prometheus endpoint), hence the lock."""
+
+    def __init__(self, metric: str) -> None:
+        self._metric = metric
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], _T]] = []
+
+    def add(self, callback: Callable[[], _T]) -> Registration:
+        with self._lock:
+            self._callbacks.append(callback)
+        return Registration(self, callback)
+
+    def remove(self, callback: Callable[[], object]) -> None:
+        with self._lock:
+            self._callbacks = [c for c in self._callbacks if c is not callback]
+
+    def values(self) -> list[_T]:
+        """Every callback's current value; one that raises is skipped (and logged by type
+        only: its text is not ours to vouch for)."""
+        with self._lock:
+            callbacks = list(self._callbacks)
+        values = []
+        for callback in callbacks:
+            try:
+                values.append(callback())
+            except Exception as exc:
+                _log.warning("metric %s: a callback failed (%s)", self._metric, type(exc).__name__)
+        return values
+
+
+_sync_lag = _CallbackSet[Mapping[str, float]](SYNC_LAG)
+_watchers = _CallbackSet[int](SYNC_WATCHERS)
+_audit_backlog = _CallbackSet[int](AUDIT_BACKLOG)
+
+
+def observe_sync_lag(callback: Callable[[], Mapping[str, float]]) -> Registration:
+    """Report sync lag per provider: ``callback()`` → {provider id: seconds behind}.
+
+    Lag is how far the applied data trails the provider (e.g. now minus the source timestamp
+    of the last applied update). Called at every collection; keep it cheap and non-blocking.
+    A provider reported by two callbacks shows the larger lag.
+    """
+    return _sync_lag.add(callback)
+
+
+def observe_open_watchers(callback: Callable[[], int]) -> Registration:
+    """Report how many change-feed watchers are open on this replica (callbacks are summed)."""
+    return _watchers.add(callback)
+
+
+def observe_audit_backlog(callback: Callable[[], int]) -> Registration:
+    """Report audit entries accepted but not yet appended to the log (callbacks are summed)."""
+    return _audit_backlog.add(callback)
+
+
+def _observe_sync_lag(_: CallbackOptions) -> Iterable[Observation]:
+    worst: dict[str, float] = {}
+    for lags in _sync_lag.values():
+        for provider, seconds in lags.items():
+            worst[provider] = max(seconds, worst.get(provider, seconds))
+    return [Observation(seconds, {PROVIDER_ID: p}) for p, seconds in sorted(worst.items())]
+
+
+def _observe_watchers(_: CallbackOptions) -> Iterable[Observation]:
+    values = _watchers.values()
+    return [Observation(sum(values))] if values else []
+
+
+def _observe_audit_backlog(_: CallbackOptions) -> Iterable[Observation]:
+    values = _audit_backlog.values()
+    return [Observation(sum(values))] if values else []
+
+
+class _HasState(Protocol):
+    @property
+    def state(self) -> str: ...
+
+
+_breakers: dict[str, weakref.ref[_HasState]] = {}
+_breakers_lock = threading.Lock()
+
+
+def track_breakers(breakers: Mapping[str, _HasState]) -> None:
+    """Report these circuit breakers' states, by source id, from now on.
+
+    Held weakly, so a discarded engine's breakers drop out by themselves; a later engine with
+    the same source ids replaces them. The fan-out calls this on every query, so no wiring is
+    needed (the gauge is empty until the first query).
+    """
+    with _breakers_lock:
+        for source_id, breaker in breakers.items():
+            current = _breakers.get(source_id)
+            if current is None or current() is not breaker:
+                _breakers[source_id] = weakref.ref(breaker)
+
+
+def _observe_breakers(_: CallbackOptions) -> Iterable[Observation]:
+    observations = []
+    with _breakers_lock:
+        for source_id, ref in list(_breakers.items()):
+            breaker = ref()
+            if breaker is None:
+                del _breakers[source_id]
+                continue
+            value = BREAKER_STATE_VALUES.get(str(breaker.state))
+            if value is not None:
+                observations.append(Observation(value, {SOURCE_ID: source_id}))
+    return observations
+
+
+_meter.create_observable_gauge(
+    BREAKER_STATE,
+    callbacks=[_observe_breakers],
+    unit="{state}",
+    description="Circuit-breaker state per source: 0 closed, 1 half-open, 2 open.",
+)
+_meter.create_observable_gauge(
+    SYNC_LAG,
+    callbacks=[_observe_sync_lag],
+    unit="s",
+    description="How far applied sync data trails each provider.",
+)
+_meter.create_observable_up_down_counter(
+    SYNC_WATCHERS,
+    callbacks=[_observe_watchers],
+    unit="{watcher}",
+    description="Change-feed watchers open on this replica.",
+)
+_meter.create_observable_gauge(
+    AUDIT_BACKLOG,
+    callbacks=[_observe_audit_backlog],
+    unit="{entry}",
+    description="Audit entries accepted but not yet appended to the log.",
+)

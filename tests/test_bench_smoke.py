@@ -1,0 +1,166 @@
+"""The benchmark suite, run end to end at tiny sizes, so it never rots.
+
+It checks that every row the suite promises is there and that its numbers are sane (some
+throughput, ordered percentiles, complete answers), and that rows for features that have not
+landed say so instead of carrying numbers. It does not check speed targets: those depend on
+the machine and are for the full run (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import pytest
+
+from bench.cli import main
+from bench.index_scale import Progress, synthetic_identity_numbers
+from bench.loadgen import percentile, split
+from gateway.identity_number import validate
+
+SMOKE_INDEX_SIZES = (200, 1000)
+MEASURED_ROWS = (
+    "echo_baseline",
+    "direct_fanout",
+    "live_query_c1",
+    "live_query",
+    "batch_query",
+    *(f"index_lookup_{size}" for size in SMOKE_INDEX_SIZES),
+    *(f"gateway_at_index_{size}" for size in SMOKE_INDEX_SIZES),
+)
+PENDING_ROWS = (
+    "index_query",
+    "sync_ingest_sqlite",
+    "sync_ingest_postgresql",
+    "audit_append",
+    "audit_verify",
+    "worker_scaling",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[str, Any]]:
+    """One tiny run of the whole suite: 1 s per scenario, 4 in flight, 200 subjects."""
+    directory = tmp_path_factory.mktemp("bench")
+    results_path = directory / "results.json"
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", stdout)
+        code = main(
+            [
+                "--duration", "1",
+                "--warmup", "0.3",
+                "--concurrency", "4",
+                "--processes", "2",
+                "--population", "200",
+                "--batch-concurrency", "1",
+                "--index-sizes", ",".join(str(size) for size in SMOKE_INDEX_SIZES),
+                "--lookups", "100",
+                "--json", str(results_path),
+                "--workdir", str(directory / "work"),
+            ]
+        )  # fmt: skip
+    return code, stdout.getvalue(), json.loads(results_path.read_text(encoding="utf-8"))
+
+
+def _rows(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in document["rows"]}
+
+
+def test_the_run_succeeds_and_says_where_and_how(
+    smoke_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    code, table, document = smoke_run
+    assert code == 0, table
+    assert document["command"].startswith("python -m bench --duration 1")
+    assert document["machine"]["cpu_count"] >= 1
+    assert "CPU cores" in table
+    assert document["command"] in table
+
+
+def test_every_measured_row_has_sane_numbers(smoke_run: tuple[int, str, dict[str, Any]]) -> None:
+    _, table, document = smoke_run
+    rows = _rows(document)
+    for row_id in MEASURED_ROWS:
+        row = rows[row_id]
+        assert row["status"] == "ok", row
+        assert row["qps"] > 0, row
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"], row
+        assert row["requests"] > 0, row
+        assert row["errors"] == 0, row
+        assert row["partial"] == 0, row
+        assert row["title"] in table
+
+
+def test_ratios_cpu_overhead_and_memory_are_reported(
+    smoke_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    rows = _rows(smoke_run[2])
+    assert rows["echo_baseline"]["vs_echo"] == 1.0
+    assert 0 < rows["live_query"]["vs_echo"] < math.inf
+    for row_id in ("echo_baseline", "live_query", "batch_query"):
+        assert rows[row_id]["metrics"]["server_cpu_ms_per_call"] > 0
+    assert isinstance(rows["live_query"]["metrics"]["overhead_p50_ms"], float)
+    for size in SMOKE_INDEX_SIZES:
+        assert rows[f"gateway_at_index_{size}"]["metrics"]["gateway_rss_mib"] > 0
+        lookup = rows[f"index_lookup_{size}"]["metrics"]
+        assert lookup["subjects"] == size
+        assert lookup["facts_per_lookup"] == 8.0
+
+
+def test_features_not_yet_built_are_listed_without_numbers(
+    smoke_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, table, document = smoke_run
+    rows = _rows(document)
+    for row_id in PENDING_ROWS:
+        row = rows[row_id]
+        assert row["status"] == "not_yet_available"
+        assert row["qps"] is None
+        assert row["p50_ms"] is None
+        assert "not yet available (issue #" in row["note"]
+    assert table.count("not yet available") >= len(PENDING_ROWS)
+
+
+def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, Any]]) -> None:
+    targets = {target["id"]: target for target in smoke_run[2]["targets"]}
+    for measured in ("live_overhead_p50", "lookup_scale_p50", "gateway_rss_scale"):
+        assert targets[measured]["measured"] is not None
+        assert targets[measured]["met"] in (True, False)
+    for pending in ("index_query_vs_echo", "sync_ingest_sqlite", "audit_verify"):
+        assert targets[pending]["measured"] is None
+        assert targets[pending]["met"] is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_clients_are_spread_evenly_over_processes() -> None:
+    assert split(16, 3) == [6, 5, 5]
+    assert split(4, 4) == [1, 1, 1, 1]
+
+
+def test_synthetic_subjects_are_valid_distinct_and_born_after_the_population() -> None:
+    numbers = list(synthetic_identity_numbers(3000))
+    assert len(set(numbers)) == 3000
+    assert all(validate(number) is None for number in numbers)
+    assert all(number[6:10] >= "2002" for number in numbers)
+
+
+def test_progress_off_a_terminal_prints_a_line_per_tenth() -> None:
+    stream = io.StringIO()
+    progress = Progress("seeding", 100, stream)
+    for done in range(0, 101, 5):
+        progress.update(done)
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12
+    assert lines[-1].startswith("seeding: 100/100 (100%)")
