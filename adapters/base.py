@@ -20,6 +20,7 @@ never contain the identity number or a name (they are shown to callers and logge
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -96,3 +97,87 @@ class SourceAdapter(Protocol):
     async def aclose(self) -> None:
         """Release connections. Called once at gateway shutdown."""
         ...
+
+
+# -- corrections: the optional way back to a source ------------------------------------------------
+
+
+class CorrectionRefused(SourceError):
+    """The source answered but would not take the objection or ruling (unknown record, a
+    request it considers invalid). Not retryable as is."""
+
+    reason = "CORRECTION_REFUSED"
+
+
+@dataclass(frozen=True)
+class ObjectionFiling:
+    """An objection to one of the source's records, as the gateway files it for the subject.
+
+    ``reference`` is the gateway's objection id: a source must treat a second filing with the
+    same reference as the first (the gateway retries after a failure it cannot tell from a
+    lost answer). ``requested_correction`` is the subject's own words and may hold personal
+    data: send it, never log it.
+    """
+
+    reference: str
+    source_record_id: str
+    aspect: str
+    """What is disputed, in the unified vocabulary: ``repair_state``, ``case_stage``, ``dates``,
+    ``currency``, ``amount``, ``existence`` or ``other``; the adapter maps it to its codes."""
+    requested_correction: str
+
+
+@dataclass(frozen=True)
+class RulingNotice:
+    """A court's ruling on a repair application, to be recorded by a source.
+
+    ``reference`` is the gateway's application id (the idempotency key, as for objections).
+    """
+
+    reference: str
+    outcome: vocabulary_pb2.RepairState.ValueType
+    """What the ruling makes the subject: DISCLOSURE_SUSPENDED or RESTORED."""
+    case_number: str
+    ruling_number: str
+    ruled_on: dt.date
+
+
+@dataclass(frozen=True)
+class SourceReceipt:
+    """What a source answered: its own reference and the (source's) day it received it.
+
+    ``received_on`` starts the source's 10-working-day reply period for an objection.
+    """
+
+    source_reference: str
+    received_on: dt.date
+
+
+@runtime_checkable
+class SourceCorrections(Protocol):
+    """Optional: a source that takes objections and rulings back through its adapter.
+
+    The query path never needs this, so it is a capability of its own rather than part of
+    ``SourceAdapter``: an adapter for a source that has no such interface simply does not
+    implement it, and the workflows (``gateway.workflows``) then tell the subject to file with
+    the source directly (measures Art. 16). Same rules as ``fetch``: ``timeout`` is the whole
+    budget, failures are ``SourceError`` subclasses (``CorrectionRefused`` when the source
+    answered no), messages never carry the identity number, a name or the subject's words.
+    """
+
+    async def submit_objection(
+        self, identity_number: str, filing: ObjectionFiling, *, timeout: float
+    ) -> SourceReceipt:
+        """File ``filing`` with the source; return its receipt. Idempotent per reference."""
+        ...
+
+    async def apply_ruling(
+        self, identity_number: str, ruling: RulingNotice, *, timeout: float
+    ) -> SourceReceipt:
+        """Record ``ruling`` at the source, so what it serves reflects it. Idempotent."""
+        ...
+
+
+def corrections_of(adapter: SourceAdapter) -> SourceCorrections | None:
+    """The adapter's corrections capability, or ``None`` when its source has none."""
+    return adapter if isinstance(adapter, SourceCorrections) else None

@@ -12,6 +12,9 @@ ruling undoes it), and because a derived state cannot drift from the rulings sho
 Each ruling is also reported as a ``COURT_RULING`` record; an exemption or a disclosure stop
 that a later revocation undid is reported as no longer open. Other litigation the court holds
 on the subject is reported as ``LITIGATION``.
+
+The court's case system also takes objections to its records and the entry of a repair
+ruling made on an application through credgate (``adapters.base.SourceCorrections``).
 """
 
 from __future__ import annotations
@@ -25,13 +28,26 @@ from typing import Any
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 from adapters import mapping
-from adapters.base import MalformedPayload, SourceError
+from adapters.base import (
+    CorrectionRefused,
+    MalformedPayload,
+    ObjectionFiling,
+    RulingNotice,
+    SourceError,
+    SourceReceipt,
+)
 from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.payload_guard import decode, require_media_type
+from adapters.payload_guard import decode, guarded, require_media_type
 from adapters.signing import loads_strict
 from gateway.identity_number import mask
 
 QUERY_PATH = "/sfgk/api/v1/dsr/ajcx"
+OBJECTION_PATH = "/sfgk/api/v1/dsr/yysq"  # 异议申请
+RULING_PATH = "/sfgk/api/v1/dsr/cdlr"  # 裁定录入
+RULING_TYPES: dict[vocabulary_pb2.RepairState.ValueType, str] = {
+    vocabulary_pb2.REPAIR_STATE_RESTORED: "免责",
+    vocabulary_pb2.REPAIR_STATE_DISCLOSURE_SUSPENDED: "停止公开",
+}
 KIND = vocabulary_pb2.SOURCE_KIND_COURT
 ACCEPTANCE, ADMINISTRATOR, CONCLUSION = "受理裁定", "指定管理人", "终结"
 EXEMPTION, DISCLOSURE_STOP, REVOCATION = "免责", "停止公开", "撤销免责"
@@ -88,6 +104,34 @@ class CourtAdapter(HttpSourceAdapter):
 
     def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
         return HttpRequest(QUERY_PATH, json={"证件类型": "居民身份证", "证件号码": identity_number})
+
+    async def submit_objection(
+        self, identity_number: str, filing: ObjectionFiling, *, timeout: float
+    ) -> SourceReceipt:
+        body = {
+            "证件号码": identity_number, "记录编号": filing.source_record_id,
+            "异议类型": filing.aspect, "异议内容": filing.requested_correction,
+            "外部编号": filing.reference,
+        }
+        raw, content_type = await self._transport.post(OBJECTION_PATH, timeout=timeout, json=body)
+        return guarded("court receipt", lambda: _receipt(raw, content_type))
+
+    async def apply_ruling(
+        self, identity_number: str, ruling: RulingNotice, *, timeout: float
+    ) -> SourceReceipt:
+        """Enter the ruling in the court's case system (the court made it; the gateway is how
+        the ruling chamber's decision on a repair application reaches the case record)."""
+        if ruling.outcome not in RULING_TYPES:
+            raise CorrectionRefused("the court records no such ruling")
+        ruled = dt.datetime.combine(ruling.ruled_on, dt.time(), mapping.CHINA_TZ)
+        body = {
+            "证件号码": identity_number, "案号": ruling.case_number,
+            "裁定类型": RULING_TYPES[ruling.outcome], "文书编号": ruling.ruling_number,
+            "裁定日期": f"/Date({int(ruled.timestamp() * 1000)}+0800)/",
+            "外部编号": ruling.reference,
+        }
+        raw, content_type = await self._transport.post(RULING_PATH, timeout=timeout, json=body)
+        return guarded("court receipt", lambda: _receipt(raw, content_type))
 
     def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
@@ -147,6 +191,21 @@ class CourtAdapter(HttpSourceAdapter):
         for item in suits:
             facts.records.append(_litigation(_object(item, "涉诉案件[]"), origin))
         return facts
+
+
+def _receipt(body: bytes, content_type: str) -> SourceReceipt:
+    """The court's answer to an objection or a ruling entry."""
+    require_media_type(content_type, ("application/json",), "court")
+    try:
+        answer = _object(loads_strict(decode(body, "utf-8", "court", strip_bom=True)), "answer")
+    except ValueError:
+        raise MalformedPayload("court: payload is not well-formed JSON") from None
+    if answer.get("返回码") != 0:
+        raise CorrectionRefused("court refused the request")
+    return SourceReceipt(
+        mapping.text(answer.get("受理编号"), "受理编号", max_length=64),
+        _instant(answer.get("受理日期"), "受理日期").astimezone(mapping.CHINA_TZ).date(),
+    )
 
 
 def _case(

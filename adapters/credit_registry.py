@@ -19,6 +19,11 @@ for a deployment that reaches it over a shared network.
 Each attempt is a CLIENT span whose W3C ``traceparent`` travels in the call's metadata
 (``gateway.telemetry.clients.grpc_client_call``); the span records the status code only.
 
+The registry also takes dissents (异议) against its records and courts' repair rulings on the
+bankruptcy annotation (``SubmitDissent``, ``RecordCourtRuling``: ``adapters.base``'s optional
+``SourceCorrections``), answered in its own result codes; both carry the same ``request_serial``
+for a retry (the gateway's reference), so the one retry on a fresh channel is safe for them too.
+
 Options:
 
 ``org_code`` (optional)
@@ -34,7 +39,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from cnregistry.v1 import registry_pb2
@@ -43,9 +48,13 @@ from google.protobuf.message import DecodeError
 
 from adapters import mapping
 from adapters.base import (
+    CorrectionRefused,
     MalformedPayload,
+    ObjectionFiling,
+    RulingNotice,
     SourceConfig,
     SourceError,
+    SourceReceipt,
     SourceTimeout,
     SourceUnavailable,
 )
@@ -56,6 +65,16 @@ from gateway.telemetry.clients import grpc_client_call
 
 KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
 METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"
+DISSENT_METHOD = "/cnregistry.v1.PersonalCreditService/SubmitDissent"
+RULING_METHOD = "/cnregistry.v1.PersonalCreditService/RecordCourtRuling"
+DISSENT_TYPES = {
+    "repair_state": "1", "case_stage": "1", "currency": "2", "dates": "3", "amount": "4",
+    "existence": "5", "other": "9",
+}
+RULING_ANNOTATIONS: dict[vocabulary_pb2.RepairState.ValueType, str] = {
+    vocabulary_pb2.REPAIR_STATE_DISCLOSURE_SUSPENDED: "22",
+    vocabulary_pb2.REPAIR_STATE_RESTORED: "31",
+}
 DEFAULT_ORG_CODE = "Q9440300CG0001"
 DEFAULT_QUERY_REASON = "31"
 CHANNEL_OPTIONS = (
@@ -144,15 +163,59 @@ class CreditRegistryAdapter:
             lambda: self._map(_decode(raw), identity_number, serial, fetched_at),
         )
 
-    async def _call(self, request: bytes, budget: float) -> bytes:
+    async def submit_objection(
+        self, identity_number: str, filing: ObjectionFiling, *, timeout: float
+    ) -> SourceReceipt:
+        request = registry_pb2.SubmitDissentRequest(
+            org_code=self._org_code, id_type="0", id_number=identity_number,
+            record_no=filing.source_record_id,
+            dissent_type=DISSENT_TYPES.get(filing.aspect, "9"),
+            dissent_text=filing.requested_correction, request_serial=filing.reference,
+        )
+        raw = await self._call(request.SerializeToString(), timeout, DISSENT_METHOD)
+
+        def receipt() -> SourceReceipt:
+            answer = _decode_as(registry_pb2.SubmitDissentResponse, raw)
+            _require_done(answer.result_code)
+            return SourceReceipt(
+                mapping.text(answer.dissent_no, "dissent_no", max_length=64),
+                _date(answer.accept_date, "accept_date"),
+            )
+
+        return guarded("credit registry receipt", receipt)
+
+    async def apply_ruling(
+        self, identity_number: str, ruling: RulingNotice, *, timeout: float
+    ) -> SourceReceipt:
+        if ruling.outcome not in RULING_ANNOTATIONS:
+            raise CorrectionRefused("the credit registry records no such ruling")
+        request = registry_pb2.RecordCourtRulingRequest(
+            org_code=self._org_code, id_type="0", id_number=identity_number,
+            case_no=ruling.case_number, annotation_code=RULING_ANNOTATIONS[ruling.outcome],
+            ruling_no=ruling.ruling_number, ruling_date=f"{ruling.ruled_on:%Y%m%d}",
+            request_serial=ruling.reference,
+        )
+        raw = await self._call(request.SerializeToString(), timeout, RULING_METHOD)
+
+        def receipt() -> SourceReceipt:
+            answer = _decode_as(registry_pb2.RecordCourtRulingResponse, raw)
+            _require_done(answer.result_code)
+            return SourceReceipt(
+                mapping.text(answer.change_no, "change_no", max_length=64),
+                _date(answer.update_date, "update_date"),
+            )
+
+        return guarded("credit registry receipt", receipt)
+
+    async def _call(self, request: bytes, budget: float, method: str = METHOD) -> bytes:
         """One query, its gRPC status translated; the status details are never passed on (a
         server may put anything in them). The query is a read, so an UNAVAILABLE answer from a
         channel that may have been holding a dead connection is retried once on a fresh one."""
         deadline = time.monotonic() + budget
-        code = await self._attempt(request, budget)
+        code = await self._attempt(request, budget, method)
         if code == grpc.StatusCode.UNAVAILABLE and deadline - time.monotonic() > 0.01:
             await self._drop_channel()
-            code = await self._attempt(request, deadline - time.monotonic())
+            code = await self._attempt(request, deadline - time.monotonic(), method)
         if isinstance(code, bytes):
             return code
         # Raised outside the handler, so the RPC error (and its server-supplied details) is not
@@ -163,9 +226,11 @@ class CreditRegistryAdapter:
             raise SourceUnavailable("credit registry is unavailable")
         raise SourceError(f"credit registry call failed ({code.name})")
 
-    async def _attempt(self, request: bytes, budget: float) -> bytes | grpc.StatusCode:
-        call = (await self._ready_channel()).unary_unary(METHOD)  # bytes: decoded under guard
-        with grpc_client_call(METHOD, self._config.endpoint) as traced:
+    async def _attempt(
+        self, request: bytes, budget: float, method: str = METHOD
+    ) -> bytes | grpc.StatusCode:
+        call = (await self._ready_channel()).unary_unary(method)  # bytes: decoded under guard
+        with grpc_client_call(method, self._config.endpoint) as traced:
             try:
                 raw = await call(request, timeout=budget, metadata=traced.metadata)
             except grpc.aio.AioRpcError as exc:
@@ -276,6 +341,26 @@ def _decode(raw: bytes) -> registry_pb2.QueryPersonalReportResponse:
     except DecodeError:
         # Truncated, or a string field that is not UTF-8 (a name written in GBK).
         raise MalformedPayload("credit registry answer is not a valid message") from None
+
+
+_M = TypeVar("_M", registry_pb2.SubmitDissentResponse, registry_pb2.RecordCourtRulingResponse)
+
+
+def _decode_as(message: type[_M], raw: bytes) -> _M:
+    try:
+        return message.FromString(raw)
+    except DecodeError:
+        raise MalformedPayload("credit registry answer is not a valid message") from None
+
+
+def _require_done(code: str) -> None:
+    """Map a correction's result code: done, busy, refused, or nonsense."""
+    if code in _BUSY:
+        raise SourceUnavailable(f"credit registry is busy (result code {code})")
+    if code in _REFUSED or code == "1001":
+        raise CorrectionRefused(f"credit registry refused the request (result code {code})")
+    if code != "0000":
+        raise MalformedPayload("result_code: unknown code")
 
 
 def _account_records(

@@ -13,6 +13,10 @@ key), and the gateway's report is where that must become visible. Options:
     The platform's Ed25519 public key, base64 of the 32 raw bytes.
 ``key_id`` (optional)
     The platform's key id; a record signed under another key id counts as INVALID.
+
+The platform also takes objections to its records and courts' repair rulings
+(``adapters.base.SourceCorrections``): ``POST /api/v2/debtor/yiyi`` and ``/xiufu``, answered
+with the platform's reference and the day it received them.
 """
 
 from __future__ import annotations
@@ -25,16 +29,34 @@ from typing import Any
 from credit_repair.v1 import report_pb2, vocabulary_pb2
 
 from adapters import mapping
-from adapters.base import MalformedPayload, SourceConfig, SourceError
+from adapters.base import (
+    CorrectionRefused,
+    MalformedPayload,
+    ObjectionFiling,
+    RulingNotice,
+    SourceConfig,
+    SourceError,
+    SourceReceipt,
+)
 from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.payload_guard import decode, require_media_type
+from adapters.payload_guard import decode, guarded, require_media_type
 from adapters.signing import SigningKeyError, load_public_key, loads_strict, verify
 from gateway.identity_number import mask
 
 log = logging.getLogger(__name__)
 
 QUERY_PATH = "/api/v2/debtor/query"
+OBJECTION_PATH = "/api/v2/debtor/yiyi"  # 异议
+RULING_PATH = "/api/v2/debtor/xiufu"  # 信用修复
 KIND = vocabulary_pb2.SOURCE_KIND_DISCLOSURE_PLATFORM
+OBJECTION_KINDS = {
+    "repair_state": "ZT", "case_stage": "JD", "dates": "RQ", "currency": "XZ", "amount": "JE",
+    "existence": "CZ", "other": "QT",
+}
+RULING_CODES: dict[vocabulary_pb2.RepairState.ValueType, str] = {
+    vocabulary_pb2.REPAIR_STATE_DISCLOSURE_SUSPENDED: "TZGK",  # 停止公开
+    vocabulary_pb2.REPAIR_STATE_RESTORED: "XYXF",  # 信用修复
+}
 
 STATES: dict[str, vocabulary_pb2.RepairState.ValueType] = {
     "SLZ": vocabulary_pb2.REPAIR_STATE_PROCEDURE_PENDING,  # 受理中
@@ -88,6 +110,30 @@ class DisclosurePlatformAdapter(HttpSourceAdapter):
 
     def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:
         return HttpRequest(QUERY_PATH, json={"zjhm": identity_number, "cxlx": "QB"})
+
+    async def submit_objection(
+        self, identity_number: str, filing: ObjectionFiling, *, timeout: float
+    ) -> SourceReceipt:
+        body = {
+            "zjhm": identity_number, "jlbh": filing.source_record_id,
+            "yylx": OBJECTION_KINDS.get(filing.aspect, "QT"), "yynr": filing.requested_correction,
+            "wbbh": filing.reference,
+        }
+        raw, content_type = await self._transport.post(OBJECTION_PATH, timeout=timeout, json=body)
+        return guarded("disclosure platform receipt", lambda: _receipt(raw, content_type, "yybh"))
+
+    async def apply_ruling(
+        self, identity_number: str, ruling: RulingNotice, *, timeout: float
+    ) -> SourceReceipt:
+        if ruling.outcome not in RULING_CODES:
+            raise CorrectionRefused("the disclosure platform records no such ruling")
+        body = {
+            "zjhm": identity_number, "ajh": ruling.case_number,
+            "ztdm": RULING_CODES[ruling.outcome], "cdwh": ruling.ruling_number,
+            "cdrq": ruling.ruled_on.isoformat(), "wbbh": ruling.reference,
+        }
+        raw, content_type = await self._transport.post(RULING_PATH, timeout=timeout, json=body)
+        return guarded("disclosure platform receipt", lambda: _receipt(raw, content_type, "bgbh"))
 
     def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
@@ -206,6 +252,17 @@ def _case(record: dict[str, Any], provenance: report_pb2.Provenance) -> report_p
         observation_end=mapping.to_date(_optional_date(record.get("kcqz"), "kcqz")),
         restored_on=mapping.to_date(restored),
         provenance=provenance,
+    )
+
+
+def _receipt(body: bytes, content_type: str, reference_key: str) -> SourceReceipt:
+    """The platform's answer to an objection or ruling: its reference and day of receipt."""
+    envelope = _as_dict(_parse_json(body, content_type), "envelope")
+    if envelope.get("fhm") != "0000":
+        raise CorrectionRefused("disclosure platform refused the request")
+    return SourceReceipt(
+        mapping.text(envelope.get(reference_key), reference_key, max_length=64),
+        _date(envelope.get("slrq"), "slrq"),
     )
 
 

@@ -295,32 +295,60 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 def add_audit_commands(subparsers: Any) -> None:
     """Register ``audit`` and its subcommands on the top-level ``add_subparsers()`` object."""
-    audit = subparsers.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
-        dest="audit_command", required=True
+    audit = subparsers.add_parser(
+        "audit",
+        help="the tamper-evident audit log",
+        epilog="examples:\n  credgate audit verify --config var/demo/gateway.toml\n"
+        "  credgate audit query --config var/demo/gateway.toml --institution bank-demo "
+        "--outcome denied",
+    ).add_subparsers(dest="audit_command", required=True)
+    p = audit.add_parser(
+        "query",
+        help="list entries (table or --json)",
+        epilog="examples:\n  credgate audit query --config var/demo/gateway.toml "
+        "--institution bank-demo --since 2026-01-01 --json",
     )
-    p = audit.add_parser("query", help="list entries (table or --json)")
     _common(p)
     _filters(p)
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_query)
-    p = audit.add_parser("export", help="write entries as JSON Lines after a fresh checkpoint")
+    p = audit.add_parser(
+        "export",
+        help="write entries as JSON Lines after a fresh checkpoint",
+        epilog="examples:\n  credgate audit export --config var/demo/gateway.toml "
+        "--since 2026-01-01 --output audit.jsonl",
+    )
     _common(p)
     _filters(p)
     p.add_argument("--output", help="file to write (default stdout)")
     p.set_defaults(func=cmd_export)
-    p = audit.add_parser("verify", help="recompute the log and report any tampering (exit 1)")
+    p = audit.add_parser(
+        "verify",
+        help="recompute the log and report any tampering (exit 1)",
+        epilog="examples:\n  credgate audit verify --config var/demo/gateway.toml --thorough\n"
+        "  credgate audit verify --export audit.jsonl --trusted-key audit-log.pub",
+    )
     _common(p)
     p.add_argument("--trusted-key", action="append", default=[], help="verifier key or file")
     p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
     p.add_argument("--export", help="check an export file offline instead of the database")
     p.add_argument("--thorough", action="store_true", help="also check every tree-head signature")
     p.set_defaults(func=cmd_verify)
-    p = audit.add_parser("report", help="unusual access in a window")
+    p = audit.add_parser(
+        "report",
+        help="unusual access in a window",
+        epilog="examples:\n  credgate audit report --config var/demo/gateway.toml "
+        "--since 2026-03-01 --until 2026-03-08",
+    )
     _common(p)
     p.add_argument("--since", help="window start (default: 24 hours before --until)")
     p.add_argument("--until", help="window end (default: now)")
     p.add_argument("--baseline-windows", type=int, default=7)
     p.set_defaults(func=cmd_report)
-    p = audit.add_parser("checkpoint", help="sign a checkpoint now and print it")
+    p = audit.add_parser(
+        "checkpoint",
+        help="sign a checkpoint now and print it",
+        epilog="examples:\n  credgate audit checkpoint --config var/demo/gateway.toml",
+    )
     _common(p)
     p.set_defaults(func=cmd_checkpoint)

@@ -31,6 +31,7 @@ from gateway.storage.fact_index import report_digest
 AuditEntry = audit_pb2.AuditEntry
 AuditRecord = audit_pb2.AuditRecord
 OutcomeValue: TypeAlias = audit_pb2.AuditOutcome.ValueType
+ActionValue: TypeAlias = audit_pb2.AuditAction.ValueType
 ALLOWED: OutcomeValue = audit_pb2.AUDIT_OUTCOME_ALLOWED
 DENIED: OutcomeValue = audit_pb2.AUDIT_OUTCOME_DENIED
 ALLOWED_REASON = "ALLOWED"
@@ -38,8 +39,12 @@ ALLOWED_REASON = "ALLOWED"
 
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{0,62}[A-Z0-9]")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+"""A W3C trace id. Checked for shape instead of scanned for identity numbers: 32 random hex
+digits hold 18 decimal ones in a row about once in 300 traces, which must not fail a call."""
 _IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
 _MAX_TEXT = 256
+_ACTIONS = frozenset(audit_pb2.AuditAction.values())
 
 
 class AuditEntryError(ValueError):
@@ -68,6 +73,9 @@ def new_entry(
     case_reference: str = "",
     categories: Iterable[vocabulary_pb2.DataCategory.ValueType] = (),
     source_ids: Iterable[str] = (),
+    withheld_categories: Iterable[vocabulary_pb2.DataCategory.ValueType] = (),
+    chargeable: bool = False,
+    action: ActionValue = audit_pb2.AUDIT_ACTION_UNSPECIFIED,
     trace_id: str | None = None,
     request_id: str | None = None,
     report: report_pb2.RepairStatusReport | None = None,
@@ -90,6 +98,9 @@ def new_entry(
         subject_token=subject_token,
         categories=categories,
         source_ids=source_ids,
+        withheld_categories=withheld_categories,
+        chargeable=chargeable,
+        action=action,
         outcome=outcome,
         reason=reason,
         trace_id=_current_trace_id() if trace_id is None else trace_id,
@@ -108,9 +119,12 @@ def canonical(entry: audit_pb2.AuditEntry) -> audit_pb2.AuditEntry:
     copy = audit_pb2.AuditEntry()
     copy.CopyFrom(entry)
     categories = sorted(set(copy.categories))
+    withheld = sorted(set(copy.withheld_categories))
     sources = sorted(set(copy.source_ids))
     del copy.categories[:]
     copy.categories.extend(categories)
+    del copy.withheld_categories[:]
+    copy.withheld_categories.extend(withheld)
     del copy.source_ids[:]
     copy.source_ids.extend(sources)
     return copy
@@ -128,18 +142,21 @@ def validate(entry: audit_pb2.AuditEntry) -> None:
         problems.append("institution_id is not an institution id")
     if entry.outcome not in (ALLOWED, DENIED):
         problems.append("outcome must be ALLOWED or DENIED")
+    if entry.action not in _ACTIONS:
+        problems.append("action is not a known action")
     if not _REASON.fullmatch(entry.reason):
         problems.append("reason must be an UPPER_SNAKE reason code")
     if entry.subject_token and not is_subject_token(entry.subject_token):
         problems.append("subject_token is not a subject token")
     if entry.report_digest and not _DIGEST.fullmatch(entry.report_digest):
         problems.append("report_digest must be lower-case hex SHA-256")
+    if entry.trace_id and not _TRACE_ID.fullmatch(entry.trace_id):
+        problems.append("trace_id must be 32 lower-case hex digits")
     if not entry.HasField("decision_time"):
         problems.append("decision_time is required")
     texts = {
         "consent_id": entry.consent_id,
         "case_reference": entry.case_reference,
-        "trace_id": entry.trace_id,
         "request_id": entry.request_id,
         "report_id": entry.report_id,
         **{f"source_ids[{i}]": s for i, s in enumerate(entry.source_ids)},

@@ -188,6 +188,8 @@ async def subject_access_history(
             outcome=r.entry.outcome,
             reason=r.entry.reason,
             categories=r.entry.categories,
+            action=r.entry.action,
+            consent_id=r.entry.consent_id,
         )
         for r in records
     ]

@@ -137,6 +137,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
                 new_entry(
                     institution=caller,
                     purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+                    action=audit_pb2.AUDIT_ACTION_READ_AUDIT_LOG,
                     outcome=DENIED,
                     reason="ROLE_NOT_PERMITTED",
                 )
@@ -159,6 +160,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
                 new_entry(
                     institution=caller,
                     purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+                    action=audit_pb2.AUDIT_ACTION_READ_AUDIT_LOG,
                     outcome=ALLOWED,
                     reason=ALLOWED_REASON,
                     subject_token=entry_filter.subject_token,

@@ -142,6 +142,8 @@ def register(subparsers: Any) -> None:
         "bench",
         help="benchmark suite against a bare-gRPC baseline (docs/benchmarks.md)",
         description="Run the benchmark suite; everything starts on loopback with mTLS.",
+        epilog="examples:\n  credgate bench\n"
+        "  credgate bench --scenarios echo,live --duration 5 --json var/bench/quick.json",
     )
     add_arguments(parser)
     parser.set_defaults(func=run, command_line=None)

@@ -297,6 +297,9 @@ def _gateway_settings(
         "keys": {"keyring": str(world.keyring)},
         "consent": {"enrolment_offices": ["office-demo"]},
         "breaker": {"failure_threshold": 1_000_000, "reset_seconds": 1.0},
+        # The live scenarios measure the fan-out: every query asks every source (the default,
+        # AUTO, would answer repeated subjects from the index).
+        "sync": {"default_consistency": "live"},
         "sources": [
             {
                 "source_id": c.source_id,

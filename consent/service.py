@@ -9,6 +9,16 @@ Enrolment offices are named by configuration (institution ids) and must also hol
 verifies identity in person (statutory organ or authorized party): whoever can enrol a key
 can sign consents in that subject's name, so no institution gets that power by role alone.
 
+Every enrolment, recorded grant and revocation — and every refusal on permission grounds —
+is appended to the audit log before the caller hears of it (``gateway.audit_trail``; fail
+closed: UNAVAILABLE / AUDIT_UNAVAILABLE if the log cannot record it). The change itself is
+committed first, because the entry names what the register assigned (the consent id); all
+three actions are idempotent, so a caller told AUDIT_UNAVAILABLE retries and the retry records
+the entry without changing anything twice. Malformed requests (INVALID_ARGUMENT) and unknown
+grants (NOT_FOUND) are not decisions about a subject and leave no entry. Reads of an
+institution's own grants (Get/ListConsents) are not logged: they show it only terms it
+collected itself.
+
 Messages and logs name consent ids and institution ids, never identity numbers.
 """
 
@@ -35,6 +45,7 @@ from consent.register import (
     SubjectKeyConflictError,
 )
 from gateway import identity_number
+from gateway.audit_trail import ENROLL_SUBJECT_KEY, GRANT_CONSENT, REVOKE_CONSENT, AuditTrail
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
@@ -167,12 +178,14 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         tokenizer: SubjectTokenizer,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
+        audit: AuditTrail,
         enrolment_offices: Collection[str] = frozenset(),
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self._register = register
         self._tokenizer = tokenizer
         self._identify = identify
+        self._audit = audit
         self._enrolment_offices = frozenset(enrolment_offices)
         self._clock = clock
 
@@ -187,6 +200,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             office.role not in ENROLMENT_ROLES
             or office.institution_id not in self._enrolment_offices
         ):
+            await self._audit.record(office, ENROLL_SUBJECT_KEY, reason="ENROLMENT_NOT_PERMITTED")
             raise GatewayError.of(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "only a configured enrolment office may enrol subject keys",
@@ -212,6 +226,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
                 "SUBJECT_KEY_CONFLICT",
                 field_violations=[("public_key", "must be a key of this subject only")],
             ) from None
+        await self._audit.record(office, ENROLL_SUBJECT_KEY, subject_token=token)
         log.info("subject key %s enrolled by %s", key.key_id, office.institution_id)
         response = consent_pb2.EnrollSubjectKeyResponse(subject_key_id=key.key_id)
         response.enroll_time.FromDatetime(key.enrolled_at)
@@ -223,6 +238,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         """Record terms the subject signed, after proving the signature is theirs."""
         collector = self._identify(context)
         if collector.role not in COLLECTOR_ROLES:
+            await self._audit.record(collector, GRANT_CONSENT, reason="ROLE_NOT_PERMITTED")
             raise GatewayError.of(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "the caller's role does not collect consent",
@@ -246,6 +262,9 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         if not grants.verify_signature(key.public_key, request.signed_terms, request.signature):
             raise _signature_invalid("does not verify with the subject's enrolled key")
         if terms.collecting_institution_id != collector.institution_id:
+            await self._audit.record(
+                collector, GRANT_CONSENT, reason="COLLECTOR_MISMATCH", subject_token=token
+            )
             raise GatewayError.of(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "only the collecting institution named in the terms may record them",
@@ -262,6 +281,9 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             )
         grant, created = await self._register.record_grant(
             token, terms, request.signed_terms, request.signature
+        )
+        await self._audit.record(
+            collector, GRANT_CONSENT, subject_token=token, consent_id=grant.consent_id
         )
         if created:
             log.info(
@@ -337,6 +359,9 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         grant = await self._register.revoke(request.consent_id, caller.institution_id)
         if grant is None:
             raise _not_found()
+        await self._audit.record(
+            caller, REVOKE_CONSENT, subject_token=grant.subject_token, consent_id=grant.consent_id
+        )
         log.info("consent %s revocation requested by %s", grant.consent_id, caller.institution_id)
         return consent_pb2.RevokeConsentResponse(grant=grant.to_proto(self._clock()))
 

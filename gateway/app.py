@@ -2,9 +2,12 @@
 
 Order matters: the schema is migrated before anything touches the database, keys are loaded
 before any subject token is computed or report signed, and adapters exist before the engine
-that fans out to them. Shutdown runs in reverse: drain calls, close adapters, release the
-database. The report-signing key lives in its own file in the data directory
-(``gateway.signing_keys``), created on the first start.
+that fans out to them. Shutdown runs in reverse: drain calls, stop signing audit checkpoints
+and let in-flight audit appends commit, close adapters, release the database. The
+report-signing key lives in its own file in the data directory (``gateway.signing_keys``), as
+does the audit log's key (``audit-log.key``, ``audit.keys``); both are created on the first
+start. One ``AuditTrail`` over one ``AuditLog`` is handed to every service that decides about
+a subject, so all of them record the same way and fail closed together (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
 from credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
 
 from adapters.catalog import build_adapter
+from audit import AuditLog, load_or_create_signer
+from audit.checkpoints import PeriodicCheckpointer
+from audit.keys import KEY_FILE_NAME
+from audit.service import RegulatorService, add_regulator_service
 from consent.register import ConsentRegister
 from consent.service import ConsentService
+from gateway.audit_trail import AuditTrail
 from gateway.config import GatewayConfig
 from gateway.engine.query import BreakerSettings, QueryEngine
 from gateway.institution import IdentityResolver
@@ -31,6 +39,7 @@ from gateway.protection.keyring import Keyring
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.repair_status_service import RepairStatusServicer
 from gateway.report_signing import sign_report
+from gateway.revocation import RevocationList
 from gateway.self_inquiry_service import SelfInquiryServicer
 from gateway.server import GatewayServer
 from gateway.signing_key_service import SigningKeyServicer
@@ -40,7 +49,9 @@ from gateway.storage.fact_index import FactIndex
 from gateway.storage.migrate import upgrade_to_head
 from gateway.subject_identity import SubjectIdentities
 from gateway.sync.service import build_sync_servicer
-from gateway.telemetry import setup_telemetry
+from gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
+from gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
+from gateway.workflows.wiring import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +69,46 @@ class Gateway:
     server: GatewayServer
     engine: QueryEngine
     database: Database
+    audit_log: AuditLog
+    checkpointer: PeriodicCheckpointer
+    audit_backlog: Registration
+    followers: ChangeFollowers | None = None
+    """Change-feed reader, watch streams and reconciler (``gateway.watch.runtime``)."""
+    workflows: Workflows | None = None
+    """Objections and repair applications (``gateway.workflows``)."""
 
     async def start(self) -> int:
-        return await self.server.start()
+        port = await self.server.start()
+        self.checkpointer.start()
+        if self.followers is not None:
+            self.followers.start()
+        return port
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain (``credgate serve``); ``release`` afterwards."""
+        self.checkpointer.start()
+        if self.followers is not None:
+            self.followers.start()
+        await self.server.serve()
 
     async def stop(self, grace: float | None = None) -> None:
         try:
             await self.server.stop(grace)
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        """Once the server has stopped: no more checkpoints, every audit append still in flight
+        committed, adapters closed, the database released — in that order, so no entry is cut
+        off by the database going away."""
+        self.audit_backlog.close()
+        try:
+            if self.followers is not None:
+                await self.followers.stop()
+            await self.checkpointer.stop()
+            if self.workflows is not None:
+                await self.workflows.aclose()
+            await self.audit_log.aclose()
         finally:
             await self.engine.aclose()
             await self.database.dispose()
@@ -77,6 +121,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     signing_keys = await asyncio.to_thread(load_or_create_signing_keys, signing_keys_path)
     database = Database.from_url(config.storage.url)
     fact_index = FactIndex(database, FieldCipher(keyring))
+    workflows = Workflows(database, FieldCipher(keyring))
     engine = QueryEngine(
         [build_adapter(source) for source in config.sources],
         fact_index,
@@ -84,10 +129,25 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             failure_threshold=config.breaker.failure_threshold,
             reset_seconds=config.breaker.reset_seconds,
         ),
+        consistency=config.consistency,
+        push_sources=push_sources(config),
+        disputes=workflows.disputes,
     )
-    identify = IdentityResolver(config.dev_identity if config.gateway.insecure_dev else None)
+    # The one resolver every servicer uses: it also refuses revoked certificates (CRL).
+    identify = IdentityResolver(
+        config.dev_identity if config.gateway.insecure_dev else None,
+        RevocationList.from_config(config.tls),
+    )
     tokenizer = SubjectTokenizer(keyring.subject_token_key)
     consents = ConsentRegister(database)
+    followers = build_followers(config, database, keyring, fact_index, consents, identify)
+    audit_signer = await asyncio.to_thread(
+        load_or_create_signer, config.storage.data_dir / KEY_FILE_NAME
+    )
+    audit_log = AuditLog(
+        database, audit_signer, write_timeout_seconds=config.audit.write_timeout_seconds
+    )
+    audit = AuditTrail(audit_log)
     servicer = RepairStatusServicer(
         engine,
         tokenizer,
@@ -95,8 +155,10 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         consents,
         identify,
         functools.partial(sign_report, signing_keys.private_key),
+        audit=audit,
         batch_max=config.gateway.batch_max,
         default_deadline_seconds=config.gateway.default_deadline_seconds,
+        watch=followers.streams,
     )
     server = GatewayServer.from_config(config)
     server.add_servicer(
@@ -105,7 +167,11 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     server.add_servicer(
         consent_grpc.add_ConsentServiceServicer_to_server,
         ConsentService(
-            consents, tokenizer, identify, enrolment_offices=config.consent.enrolment_offices
+            consents,
+            tokenizer,
+            identify,
+            audit=audit,
+            enrolment_offices=config.consent.enrolment_offices,
         ),
         CONSENT_SERVICE,
     )
@@ -116,20 +182,45 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     )
     server.add_servicer(
         self_inquiry_grpc.add_SelfInquiryServiceServicer_to_server,
-        SelfInquiryServicer(SubjectIdentities(consents), database, identify),
+        SelfInquiryServicer(SubjectIdentities(consents), database, identify, audit=audit),
         SELF_INQUIRY_SERVICE,
     )
+    add_regulator_service(server, RegulatorService(audit_log, identify))
     server.add_servicer(
         sync_grpc.add_ProviderSyncServiceServicer_to_server,
         build_sync_servicer(config.providers, config.sync, database, keyring, identify),
         PROVIDER_SYNC_SERVICE,
     )
+    followers.register(server)
+    workflows.register(
+        server,
+        engine=engine,
+        fact_index=fact_index,
+        sources=config.sources,
+        providers={p.institution_id: p.source_id for p in config.providers},
+        tokenizer=tokenizer,
+        consents=consents,
+        identify=identify,
+        audit_log=audit_log,
+    )
     log.info(
-        "gateway configured with %d sources; reports signed with key %s",
+        "gateway configured with %d sources; reports signed with key %s; audit log %s",
         len(config.sources),
         signing_keys.current_key_id,
+        audit_log.origin,
     )
-    return Gateway(server, engine, database)
+    return Gateway(
+        server,
+        engine,
+        database,
+        audit_log=audit_log,
+        checkpointer=PeriodicCheckpointer(
+            database, audit_signer, interval_seconds=config.audit.checkpoint_interval_seconds
+        ),
+        audit_backlog=observe_audit_backlog(lambda: audit.in_flight),
+        followers=followers,
+        workflows=workflows,
+    )
 
 
 async def serve(config: GatewayConfig) -> None:
@@ -138,9 +229,8 @@ async def serve(config: GatewayConfig) -> None:
     try:
         gateway = await build_gateway(config)
         try:
-            await gateway.server.serve()
+            await gateway.serve()
         finally:
-            await gateway.engine.aclose()
-            await gateway.database.dispose()
+            await gateway.release()
     finally:
         await asyncio.to_thread(telemetry.shutdown)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +48,7 @@ from gateway.report_signing import (
 )
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+CONSISTENCY_DEFAULT = service_pb2.CONSISTENCY_MODE_UNSPECIFIED
 NONCE_BYTES = 16
 _LIST_PAGE_SIZE = 200
 
@@ -56,6 +57,7 @@ __all__ = [
     "CredgateError",
     "ReportVerificationError",
     "VerifiedReport",
+    "WatchedReport",
     "category_from_name",
     "purpose_from_name",
 ]
@@ -95,6 +97,16 @@ def category_from_name(name: str) -> vocab.DataCategory.ValueType:
         return vocab.DataCategory.Value("DATA_CATEGORY_" + name.strip().upper())
     except ValueError:
         raise ValueError(f"unknown data category {name!r}") from None
+
+
+@dataclass(frozen=True)
+class WatchedReport:
+    """One report of a watch stream, verified, with the changes it follows."""
+
+    report: report_pb2.RepairStatusReport
+    signed: report_pb2.SignedReport
+    changes: tuple[service_pb2.SubjectChange, ...]
+    """Empty for the first report; then the subject's changes since the previous report."""
 
 
 @dataclass(frozen=True)
@@ -215,9 +227,14 @@ class CredgateClient:
         categories: Iterable[vocab.DataCategory.ValueType] = (),
         consent_id: str = "",
         case_reference: str = "",
+        consistency: service_pb2.ConsistencyMode.ValueType = CONSISTENCY_DEFAULT,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> VerifiedReport:
-        """One subject's report, verified, together with the signed original to keep."""
+        """One subject's report, verified, together with the signed original to keep.
+
+        ``consistency``: INDEX (the gateway's index only, fast), LIVE (ask every source now) or
+        AUTO (index where fresh enough); unspecified means the gateway's default (AUTO).
+        """
         request = _with_nonce(
             service_pb2.GetRepairStatusRequest(
                 identity_number=identity_number,
@@ -225,6 +242,7 @@ class CredgateClient:
                 categories=list(categories),
                 consent_id=consent_id,
                 case_reference=case_reference,
+                consistency=consistency,
             )
         )
         try:
@@ -242,6 +260,7 @@ class CredgateClient:
         categories: Iterable[vocab.DataCategory.ValueType] = (),
         consent_id: str = "",
         case_reference: str = "",
+        consistency: service_pb2.ConsistencyMode.ValueType = CONSISTENCY_DEFAULT,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> report_pb2.RepairStatusReport:
         """One subject's report, verified (``get_signed_repair_status`` without the proof)."""
@@ -251,9 +270,32 @@ class CredgateClient:
             categories=categories,
             consent_id=consent_id,
             case_reference=case_reference,
+            consistency=consistency,
             timeout=timeout,
         )
         return verified.report
+
+    async def watch_repair_status(
+        self, query: service_pb2.GetRepairStatusRequest, *, timeout: float | None = None
+    ) -> AsyncIterator[WatchedReport]:
+        """The subject's report now and after every change, each verified against ``query``.
+
+        Ends when the caller stops iterating (the stream is cancelled) or the gateway ends it:
+        a refusal (consent revoked: PERMISSION_DENIED CONSENT_REVOKED) or a dropped slow reader
+        (RESOURCE_EXHAUSTED WATCHER_TOO_SLOW) raises ``CredgateError``.
+        """
+        sent = _with_nonce(query)
+        call = self._stub.WatchRepairStatus(
+            service_pb2.WatchRepairStatusRequest(query=sent), timeout=timeout
+        )
+        try:
+            async for response in call:
+                report = await self.verify(response.signed_report, sent)
+                yield WatchedReport(report, response.signed_report, tuple(response.changes))
+        except grpc.RpcError as error:
+            raise CredgateError(error) from None
+        finally:
+            call.cancel()
 
     async def batch_get_repair_status(
         self,

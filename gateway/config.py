@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import SourceConfig
+from gateway.engine.consistency import (
+    CONSISTENCY_KEYS,
+    ConsistencySettings,
+    NumberTable,
+    parse_consistency,
+)
 from gateway.institution import Institution, role_from_name
 from gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
+from gateway.watch.settings import WATCH_KEYS, WatchSettings
 
 ENV_PREFIX = "CREDGATE_"
 
@@ -42,6 +49,7 @@ class GatewaySettings:
     batch_max: int = 100
     default_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    drain_delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,10 @@ class TlsConfig:
     ca: Path
     cert: Path
     key: Path
+    revocation_list: Path | None = None
+    """PEM CRL(s), each signed by a CA in ``ca``. A listed client certificate is refused:
+    UNAUTHENTICATED, reason ``CERTIFICATE_REVOKED``. Re-read when the file changes, no restart
+    (``gateway.revocation``). Unset: no revocation check."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +92,26 @@ class BreakerConfig:
 class ConsentConfig:
     """``[consent]``: who may enrol subjects' consent-signing keys (in-person identity checks).
 
-    Empty by default: whoever enrols a key can sign consents in that subject's name.
+    Whoever enrols a key can sign consents in that subject's name, so only the listed offices
+    may; empty by default, and then nobody can.
     """
 
     enrolment_offices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """``[audit]``: the audit log's periodic checkpoints and how long a decision may wait for
+    its entry (docs/audit.md)."""
+
+    checkpoint_interval_seconds: float = 300.0
+    """How often, in seconds, a signed checkpoint of the audit log is made while it grows (none
+    is signed when it has not grown; regulators can also ask for one at any time)."""
+    write_timeout_seconds: float = 10.0
+    """Longest, in seconds, a decision waits for its audit entry to commit; past it the caller
+    gets UNAVAILABLE / AUDIT_UNAVAILABLE and no answer (a caller whose own deadline is shorter
+    gets DEADLINE_EXCEEDED first). Either way nothing is released unrecorded. On SQLite a write
+    blocked by another process gives up only at SQLite's busy timeout (5 s), if that is later."""
 
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
@@ -100,7 +128,7 @@ class TelemetryConfig:
     """
 
     exporter: str = "none"
-    """One of ``TELEMETRY_EXPORTERS``."""
+    """One of ``TELEMETRY_EXPORTERS``: ``none``, ``console``, ``otlp``, ``prometheus``."""
     endpoint: str = ""
     """OTLP collector (gRPC), e.g. ``http://collector:4317``; empty = the exporter's default
     (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``http://localhost:4317``). ``http://`` is plaintext."""
@@ -135,6 +163,12 @@ class GatewayConfig:
     """``[[providers]]``: data providers allowed to stream updates (``gateway.sync``)."""
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     """``[telemetry]``: exporters and log format (``gateway.telemetry``)."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    """``[audit]``: checkpoints and write timeout of the audit log (``audit``)."""
+    consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
+    """``[sync]`` consistency keys: default mode, freshness bounds (``gateway.engine``)."""
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    """``[watch]``: watch streams and the change-feed reader (``gateway.watch``)."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -146,14 +180,17 @@ _SECTIONS: dict[str, dict[str, type]] = {
         "batch_max": int,
         "default_deadline_seconds": float,
         "shutdown_grace_seconds": float,
+        "drain_delay_seconds": float,
     },
-    "tls": {"ca": Path, "cert": Path, "key": Path},
+    "tls": {"ca": Path, "cert": Path, "key": Path, "revocation_list": Path},
     "storage": {"url": str, "data_dir": Path},
     "keys": {"keyring": Path},
     "breaker": {"failure_threshold": int, "reset_seconds": float},
     "consent": {"enrolment_offices": list},
+    "audit": {"checkpoint_interval_seconds": float, "write_timeout_seconds": float},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
-    "sync": SYNC_KEYS,
+    "sync": {**SYNC_KEYS, **CONSISTENCY_KEYS},
+    "watch": WATCH_KEYS,
     "telemetry": {
         "exporter": str,
         "endpoint": str,
@@ -172,6 +209,85 @@ _SOURCE_KEYS: dict[str, type] = {
     "timeout_seconds": float,
     "options": dict,
 }
+
+# What each key means, for docs/configuration.md (scripts/gen_config_docs.py). A key documented
+# by an attribute docstring on its dataclass (``[sync]``, ``[telemetry]``, ...) needs no entry;
+# every other key must have one here, or the generator fails naming it.
+KEY_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "gateway": {
+        "listen": "host:port the gRPC server binds; port 0 picks a free port (tests). Behind a "
+        "load balancer: `0.0.0.0:50051`.",
+        "insecure_dev": "Plain TCP without TLS: callers are not authenticated and act as "
+        "`[dev_identity]`. Local experiments only; the gateway logs a loud warning.",
+        "batch_max": "Most subjects one `BatchGetRepairStatus` request may ask about.",
+        "default_deadline_seconds": "Deadline applied to a call whose client set none, in seconds.",
+        "shutdown_grace_seconds": "On SIGTERM/SIGINT health turns NOT_SERVING at once, then "
+        "in-flight calls get this long to finish (docs/deployment.md).",
+        "drain_delay_seconds": "On SIGTERM/SIGINT, how long the gateway keeps serving new calls "
+        "after health turned NOT_SERVING, before it stops accepting them: set it to the time "
+        "the load balancer takes to notice (health check interval × unhealthy threshold).",
+    },
+    "tls": {
+        "ca": "PEM bundle of the CA(s) institution client certificates must chain to.",
+        "cert": "The server's certificate chain (PEM).",
+        "key": "The server's private key (PEM).",
+    },
+    "storage": {
+        "url": "SQLAlchemy URL. SQLite for one node; several replicas share PostgreSQL: "
+        "`postgresql+psycopg://credgate@db.internal/credgate`. A relative SQLite path in the "
+        "URL is relative to the working directory, not to this file.",
+        "data_dir": "Local state: the SQLite database, `report-signing-keys.json`, "
+        "`audit-log.key`; the default home of the PKI and the keyring.",
+    },
+    "keys": {
+        "keyring": "Keyring file: the data-encryption keys and the subject-token (blind index) "
+        "key. Replicas share it.",
+    },
+    "breaker": {
+        "failure_threshold": "Consecutive failures after which a source is skipped (answers "
+        "marked STALE) ...",
+        "reset_seconds": "... and how long, in seconds, before it is tried again.",
+    },
+    "consent": {
+        "enrolment_offices": "Institution ids allowed to enrol subjects' consent-signing keys "
+        "after an in-person identity check. Empty: nobody may enrol keys.",
+    },
+    "sync": {
+        "default_consistency": "Consistency mode of requests that leave it unspecified: `auto` "
+        "(the index when fresh enough, else the source), `index` or `live`.",
+    },
+    "dev_identity": {
+        "institution_id": "Who a caller without a certificate is, in `insecure_dev` mode only.",
+        "role": "Their role: financial_institution, commercial_institution, authorized_party, "
+        "judicial_organ, tax_authority, statutory_organ, regulator, data_provider, subject.",
+        "display_name": "Their display name.",
+    },
+    "sources": {
+        "source_id": "Stable id, shown in provenance and audit entries.",
+        "endpoint": "Where the source answers (URL, or host:port for gRPC sources).",
+        "display_name": "Human-readable name.",
+        "timeout_seconds": "Wall-clock budget for one lookup, retries included.",
+    },
+    "providers": {
+        "institution_id": "The provider's certificate identity (`urn:credgate:institution:<id>`).",
+        "source_id": "The one source it writes; at most one provider per source.",
+        "source_kind": "What its facts count as in the precedence rules, e.g. "
+        "`disclosure_platform`, `credit_registry`, `court`, `bank`.",
+        "public_key": "Base64 raw Ed25519 public key its updates are signed with.",
+        "display_name": "Human-readable name.",
+    },
+}
+DERIVED_DEFAULTS: dict[str, str] = {
+    "storage.url": "`sqlite:///<data_dir>/credgate.db`",
+    "storage.data_dir": "`data` beside the config file",
+    "tls.ca": "`<data_dir>/pki/ca.pem`",
+    "tls.cert": "`<data_dir>/pki/server.pem`",
+    "tls.key": "`<data_dir>/pki/server.key`",
+    "keys.keyring": "`<data_dir>/keyring`",
+    "sync.default_consistency": '`"auto"`',
+}
+"""Defaults as the reference shows them where no dataclass field holds them as TOML would write
+them: computed from other keys (``config_from_mapping``), or parsed into another type."""
 _TYPE_NAMES = {
     str: "a string",
     bool: "a boolean",
@@ -180,6 +296,7 @@ _TYPE_NAMES = {
     Path: "a path string",
     dict: "a table of strings",
     list: "an array of strings",
+    NumberTable: "a table of numbers",
 }
 
 
@@ -193,6 +310,8 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         Path: isinstance(value, str) and value != "",
         dict: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
         list: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        NumberTable: isinstance(value, dict)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()),
     }[kind]
     if not ok:
         raise ConfigError(f"{where} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
@@ -205,6 +324,8 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         return dict(value)
     if kind is list:
         return tuple(value)
+    if kind is NumberTable:
+        return {str(k): float(v) for k, v in value.items()}
     return value
 
 
@@ -289,13 +410,16 @@ def _validate_listen(listen: str) -> None:
         raise ConfigError(f"gateway.listen must be host:port, got {listen!r}")
 
 
-def _numbers(settings: GatewaySettings, breaker: BreakerConfig) -> None:
+def _numbers(settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConfig) -> None:
     checks = {
         "gateway.batch_max": settings.batch_max > 0,
         "gateway.default_deadline_seconds": settings.default_deadline_seconds > 0,
         "gateway.shutdown_grace_seconds": settings.shutdown_grace_seconds >= 0,
+        "gateway.drain_delay_seconds": settings.drain_delay_seconds >= 0,
         "breaker.failure_threshold": breaker.failure_threshold > 0,
         "breaker.reset_seconds": breaker.reset_seconds > 0,
+        "audit.checkpoint_interval_seconds": audit.checkpoint_interval_seconds > 0,
+        "audit.write_timeout_seconds": audit.write_timeout_seconds > 0,
     }
     for key, ok in checks.items():
         if not ok:
@@ -354,12 +478,19 @@ def config_from_mapping(
         ca=tls_raw.get("ca", pki / "ca.pem"),
         cert=tls_raw.get("cert", pki / "server.pem"),
         key=tls_raw.get("key", pki / "server.key"),
+        revocation_list=tls_raw.get("revocation_list"),
     )
     keys = KeysConfig(keyring=tables.get("keys", {}).get("keyring", data_dir / "keyring"))
     breaker = BreakerConfig(**tables.get("breaker", {}))
-    _numbers(settings, breaker)
+    audit = AuditConfig(**tables.get("audit", {}))
+    _numbers(settings, breaker, audit)
     try:
-        sync = SyncSettings(**tables.get("sync", {}))
+        sync_table = tables.get("sync", {})
+        sync = SyncSettings(**{k: v for k, v in sync_table.items() if k in SYNC_KEYS})
+        consistency = parse_consistency(
+            {k: v for k, v in sync_table.items() if k in CONSISTENCY_KEYS}
+        )
+        watch = WatchSettings(**tables.get("watch", {}))
         providers = parse_providers(document.get("providers", []))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -373,8 +504,11 @@ def config_from_mapping(
         consent=ConsentConfig(**tables.get("consent", {})),
         dev_identity=_dev_identity(tables.get("dev_identity")),
         sync=sync,
+        consistency=consistency,
+        watch=watch,
         providers=providers,
         telemetry=_telemetry(tables.get("telemetry", {})),
+        audit=audit,
         path=path,
     )
 

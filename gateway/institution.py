@@ -3,7 +3,9 @@
 The identity lives in the certificate, not in request fields a caller could forge: the
 institution id is a URI SAN ``urn:credgate:institution:<id>`` and the role is the subject's OU
 as a lower-snake ``InstitutionRole`` name (``financial_institution``, ``regulator``, ...).
-TLS has already verified the chain before a handler runs; this module only reads the result.
+TLS has already verified the chain before a handler runs; this module only reads the result,
+and refuses a certificate the CA has since revoked (``[tls] revocation_list``,
+``gateway.revocation``), which TLS cannot check.
 
 ``--insecure-dev`` mode has no TLS and so no certificate. There, and only on a connection
 that is not TLS, the *explicit* dev identity from the ``[dev_identity]`` config section is
@@ -16,7 +18,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 from credit_repair.v1 import vocabulary_pb2
@@ -24,6 +26,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.revocation import RevocationList
 
 InstitutionRole = vocabulary_pb2.InstitutionRole
 RoleValue: TypeAlias = vocabulary_pb2.InstitutionRole.ValueType
@@ -146,11 +151,15 @@ def _first(auth: Mapping[str, Iterable[bytes]], key: str) -> bytes | None:
 
 
 def institution_from_context(
-    context: grpc.aio.ServicerContext, *, dev_identity: Institution | None = None
+    context: grpc.aio.ServicerContext,
+    *,
+    dev_identity: Institution | None = None,
+    revocation: RevocationList | None = None,
 ) -> Institution:
     """The calling institution, or a GatewayError(UNAUTHENTICATED) for the interceptor to send.
 
     ``dev_identity`` is honoured only when the connection is not TLS (``--insecure-dev``).
+    A certificate ``revocation`` lists is refused with reason ``CERTIFICATE_REVOKED``.
     """
     auth: Mapping[str, Iterable[bytes]] = context.auth_context() or {}
     pem = _first(auth, "x509_pem_cert")
@@ -164,6 +173,8 @@ def institution_from_context(
     result = _from_pem(pem)
     if isinstance(result, IdentityRejected):
         raise _unauthenticated(result.reason, result.message)
+    if revocation is not None and revocation.is_revoked_pem(pem):
+        raise _unauthenticated("CERTIFICATE_REVOKED", "the client certificate has been revoked")
     return result
 
 
@@ -174,9 +185,14 @@ class IdentityResolver:
     servicers never see the config.
     """
 
-    def __init__(self, dev_identity: Institution | None = None) -> None:
+    def __init__(
+        self, dev_identity: Institution | None = None, revocation: RevocationList | None = None
+    ) -> None:
         self._dev_identity = dev_identity
+        self._revocation = revocation
 
     def __call__(self, context: grpc.aio.ServicerContext) -> Institution:
         """The calling institution; raises GatewayError(UNAUTHENTICATED)."""
-        return institution_from_context(context, dev_identity=self._dev_identity)
+        return institution_from_context(
+            context, dev_identity=self._dev_identity, revocation=self._revocation
+        )

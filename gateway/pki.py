@@ -8,8 +8,13 @@ URI SAN ``urn:credgate:institution:<id>``, subject OU = role name, CN = id, O = 
 It is for development and tests only: keys are written unencrypted (mode 0600) and the CA key
 sits next to the certificates. Production institutions get certificates from a real CA.
 
+Revocation works as in production: the CA signs a certificate revocation list, ``crl.pem``
+beside ``ca.pem`` (written empty by ``write_dev_pki``), which the gateway names as
+``[tls] revocation_list`` and re-reads when it changes (``gateway.revocation``).
+
     paths = write_dev_pki(Path("pki"))                       # credgate pki init --dir pki
     add_institution(Path("pki"), Institution("bank-2", role_from_name("financial_institution")))
+    revoke_institution(Path("pki"), "bank-2")      # credgate pki revoke --dir pki --institution
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ DEFAULT_DEV_INSTITUTIONS = (
     ),
 )
 _CLOCK_SKEW = dt.timedelta(minutes=5)
+CRL_FILE_NAME = "crl.pem"
+DEFAULT_CRL_DAYS = 30
+"""How long a CRL written here is current (its ``next_update``); re-signing renews it."""
 
 
 class CertifiedKey(NamedTuple):
@@ -88,6 +96,8 @@ class PkiPaths:
     ca_key: Path
     server: CertKeyPaths
     institutions: Mapping[str, CertKeyPaths]
+    crl: Path | None = None
+    """The CA's (initially empty) certificate revocation list."""
 
 
 def _now() -> dt.datetime:
@@ -300,7 +310,8 @@ def write_dev_pki(
         issue_server_cert(ca, server_hosts), directory / "server.pem", directory / "server.key"
     )
     issued = {inst.institution_id: _issue_into(directory, ca, inst) for inst in institutions}
-    return PkiPaths(directory, ca_paths.cert, ca_paths.key, server, issued)
+    crl = write_crl(directory / CRL_FILE_NAME, ca)
+    return PkiPaths(directory, ca_paths.cert, ca_paths.key, server, issued, crl)
 
 
 def _issue_into(
@@ -326,3 +337,110 @@ def add_institution(
     if not force and (paths.cert.exists() or paths.key.exists()):
         raise FileExistsError(f"{paths.cert.name} already exists in {directory}")
     return _issue_into(directory, ca, institution, valid_days)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What ``revoke_certificate`` did."""
+
+    serial_number: int
+    crl: Path
+    crl_number: int
+    revoked_count: int
+    already_revoked: bool
+
+
+def write_crl(
+    path: Path,
+    ca: CertifiedKey,
+    revoked: Iterable[x509.RevokedCertificate] = (),
+    *,
+    crl_number: int = 1,
+    valid_days: int = DEFAULT_CRL_DAYS,
+) -> Path:
+    """Sign a CRL listing ``revoked`` and replace ``path`` with it atomically (mode 0644).
+
+    Atomic, because the gateway re-reads the file as soon as it changes: it must never see a
+    half-written list.
+    """
+    if valid_days < 1:
+        raise ValueError("a CRL must be valid for at least one day")
+    now = _now()
+    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=valid_days))
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca.key, hashes.SHA256())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return path
+
+
+def _current_crl(path: Path, ca: CertifiedKey) -> x509.CertificateRevocationList | None:
+    if not path.exists():
+        return None
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    if crl.issuer != ca.cert.subject or not crl.is_signature_valid(ca.cert.public_key()):  # type: ignore[arg-type]
+        raise ValueError(f"{path} is not a CRL signed by the CA in {path.parent}")
+    return crl
+
+
+def revoke_certificate(
+    directory: Path,
+    cert: x509.Certificate,
+    *,
+    reason: x509.ReasonFlags | None = None,
+    valid_days: int = DEFAULT_CRL_DAYS,
+) -> Revocation:
+    """Add ``cert`` to the CRL of the CA in ``directory`` (``crl.pem``) and re-sign it.
+
+    Revoking a certificate twice keeps its first revocation date and just re-signs the list,
+    which is also how a list nearing its ``next_update`` is renewed.
+    """
+    ca = load_certified_key(directory / "ca.pem", directory / "ca.key")
+    if cert.issuer != ca.cert.subject:
+        raise ValueError("that certificate was not issued by the CA in " + str(directory))
+    path = directory / CRL_FILE_NAME
+    current = _current_crl(path, ca)
+    entries = list(current) if current is not None else []
+    already = any(entry.serial_number == cert.serial_number for entry in entries)
+    if not already:
+        builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+        builder = builder.revocation_date(_now())
+        if reason is not None:
+            builder = builder.add_extension(x509.CRLReason(reason), critical=False)
+        entries.append(builder.build())
+    number = 1
+    if current is not None:
+        try:
+            number = current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+        except x509.ExtensionNotFound:
+            number = 1
+    write_crl(path, ca, entries, crl_number=number, valid_days=valid_days)
+    return Revocation(cert.serial_number, path, number, len(entries), already)
+
+
+def revoke_institution(
+    directory: Path,
+    institution_id: str,
+    *,
+    reason: x509.ReasonFlags | None = None,
+    valid_days: int = DEFAULT_CRL_DAYS,
+) -> Revocation:
+    """Revoke the certificate ``<institution_id>.pem`` in a PKI directory."""
+    paths = institution_paths(directory, institution_id)
+    if not paths.cert.exists():
+        raise FileNotFoundError(f"no certificate {paths.cert.name} in {directory}")
+    cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    return revoke_certificate(directory, cert, reason=reason, valid_days=valid_days)

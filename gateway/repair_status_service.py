@@ -3,13 +3,19 @@
 identity (mTLS) → validation → subject token → evidence the purpose's row asks for (a consent
 grant; for self-inquiry, whether the caller's certificate names this subject's enrolled key)
 → policy decision → query engine (fan-out, merge, minimize) → annotate with the decision →
-sign, bound to the request → record what was issued → answer.
+sign, bound to the request → audit → record what was issued → answer.
 
 Permission is decided before the gateway looks for the subject's records at all, so a denied
 caller cannot learn whether a person has any; the consent register is read afresh on every
 request, so a revocation takes effect for the very next one on every replica. The report is
 signed over its exact bytes together with the digest of the request it answers
 (``gateway.report_signing``), so an institution can keep it as proof.
+
+Every decision — each refusal and each released report, and each batch item on its own — is
+appended to the audit log *before* the caller hears it (``gateway.audit_trail``); if the log
+cannot record it the caller gets UNAVAILABLE / AUDIT_UNAVAILABLE and nothing else. Requests
+refused as INVALID_ARGUMENT are not decisions (no subject was resolved yet): they leave no
+entry and are counted in ``credgate.rpc.server.invalid_requests`` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from credit_repair.v1 import report_pb2
 from consent import policy
 from consent.register import ConsentRegister, GrantLookup
 from gateway import identity_number
+from gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
 from gateway.institution import Institution
@@ -34,8 +41,10 @@ from gateway.report_signing import request_digest
 from gateway.request_validation import validate_request
 from gateway.storage.fact_index import FactIndex
 from gateway.subject_identity import SubjectIdentities
-from gateway.telemetry import record_denial
+from gateway.telemetry import record_denial, record_invalid_request
+from gateway.watch.service import WatchStreams
 
+GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
 BATCH_METHOD = "/credit_repair.v1.RepairStatusService/BatchGetRepairStatus"
 DEADLINE_MARGIN_SECONDS = 0.05
 """Kept back from the caller's deadline to serialize and send the answer."""
@@ -58,8 +67,10 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         sign: SignReport,
         *,
+        audit: AuditTrail,
         batch_max: int = 100,
         default_deadline_seconds: float = 5.0,
+        watch: WatchStreams | None = None,
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
@@ -68,8 +79,10 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self._subjects = SubjectIdentities(consents)
         self._identify = identify
         self._sign = sign
+        self._audit = audit
         self._batch_max = batch_max
         self._default_deadline = default_deadline_seconds
+        self._watch = watch
 
     async def GetRepairStatus(
         self, request: service_pb2.GetRepairStatusRequest, context: grpc.aio.ServicerContext
@@ -77,6 +90,22 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         institution = self._identify(context)
         report, signed = await self._answer(institution, request, self._deadline(context))
         return service_pb2.GetRepairStatusResponse(report=report, signed_report=signed)
+
+    async def WatchRepairStatus(  # type: ignore[override]  # writes with context.write
+        self, request: service_pb2.WatchRepairStatusRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """The report now and after every change, each from ``_answer`` (``gateway.watch``).
+
+        Writer style rather than a generator, so a write a client never takes can be abandoned.
+        """
+        institution = self._identify(context)
+        if self._watch is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED, "watching is not enabled", "WATCH_DISABLED"
+            )
+        await self._watch.serve(
+            institution, request, context, answer=self._answer, refuse=self._record
+        )
 
     async def BatchGetRepairStatus(
         self, request: service_pb2.BatchGetRepairStatusRequest, context: grpc.aio.ServicerContext
@@ -135,6 +164,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         deadline: float,
         *,
         prefix: str = "",
+        spend_use: bool = True,
     ) -> tuple[report_pb2.RepairStatusReport, report_pb2.SignedReport]:
         violations = validate_request(request, prefix)
         if request.nonce and not NONCE_MIN_BYTES <= len(request.nonce) <= NONCE_MAX_BYTES:
@@ -142,6 +172,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
                 (f"{prefix}nonce", f"must be {NONCE_MIN_BYTES} to {NONCE_MAX_BYTES} bytes")
             )
         if violations:
+            record_invalid_request(BATCH_METHOD if prefix else GET_METHOD)
             raise GatewayError.of(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the request has invalid fields; see the BadRequest details",
@@ -171,8 +202,10 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             subject_match=subject_match,
         )
         if not decision.allowed:
+            await self._record(institution, request, token, consent, decision.reason)
             raise _denied(institution, decision.reason, decision.explanation)
-        if consent is not None and not await self._spend_use(consent):
+        if consent is not None and spend_use and not await self._spend_use(consent):
+            await self._record(institution, request, token, consent, "CONSENT_EXHAUSTED")
             raise _denied(institution, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
         report = await self._engine.report(
             number,
@@ -180,11 +213,41 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             purpose=request.purpose,
             categories=decision.categories,
             deadline=deadline,
+            consistency=request.consistency,
         )
         _annotate(report, decision, institution, consent)
         signed = self._sign(report, request_digest(request))
+        await self._record(institution, request, token, consent, decision.reason, report)
         await self._fact_index.record_issued_report(report, institution.institution_id)
         return report, signed
+
+    async def _record(
+        self,
+        institution: Institution,
+        request: service_pb2.GetRepairStatusRequest,
+        token: str,
+        consent: GrantLookup | None,
+        reason: str,
+        report: report_pb2.RepairStatusReport | None = None,
+    ) -> None:
+        """The audit step: this decision, durable before anything reaches the caller.
+
+        Before the issued report is stored, so a failed append leaves nothing behind that says
+        the report went out. The consent id is the grant the decision weighed (for a refusal
+        without one, what the request named). A use already counted against a grant limited in
+        uses stays counted if the append then fails: erring toward fewer answers than the
+        subject agreed to, never more.
+        """
+        await self._audit.record(
+            institution,
+            READ_REPAIR_STATUS,
+            purpose=request.purpose,
+            reason=reason,
+            subject_token=token,
+            consent_id=(consent.consent_id if consent is not None else "") or request.consent_id,
+            case_reference=request.case_reference,
+            report=report,
+        )
 
 
 def _annotate(

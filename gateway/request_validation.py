@@ -6,6 +6,8 @@ can fix its request without guessing; descriptions never repeat the identity num
 
 from __future__ import annotations
 
+import re
+
 from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
@@ -14,6 +16,9 @@ from gateway import identity_number
 MAX_REFERENCE_LENGTH = 128
 _KNOWN_PURPOSES = frozenset(vocab.Purpose.values()) - {vocab.PURPOSE_UNSPECIFIED}
 _KNOWN_CATEGORIES = frozenset(vocab.DataCategory.values()) - {vocab.DATA_CATEGORY_UNSPECIFIED}
+_IDENTITY_NUMBER_SHAPE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9Xx])")
+"""Anything shaped like an identity number: reference fields are copied into the audit log,
+which can never be edited, so they must not carry one (``audit.entry`` refuses it too)."""
 
 Violation = tuple[str, str]
 
@@ -23,6 +28,8 @@ def _reference_violation(value: str) -> str | None:
         return f"must be at most {MAX_REFERENCE_LENGTH} characters"
     if not value.isprintable():
         return "must not contain control characters"
+    if _IDENTITY_NUMBER_SHAPE.search(value):
+        return "must not contain an identity number"
     return None
 
 
@@ -45,4 +52,6 @@ def validate_request(
         described = _reference_violation(getattr(request, name))
         if described:
             violations.append((f"{prefix}{name}", described))
+    if request.consistency not in service_pb2.ConsistencyMode.values():
+        violations.append((f"{prefix}consistency", "is not a known consistency mode"))
     return violations

@@ -8,8 +8,13 @@ identity number travels in the request.
 
 A caller that is not a subject, or whose certificate names no current enrolled key, gets
 PERMISSION_DENIED before anything is looked up; the answer never depends on whether the
-subject has grants. The "who looked at my record" listing joins this service once the audit
-log can be queried by subject token (``docs/policy.md``).
+subject has grants.
+
+"Who looked at my record" (``ListOwnAccesses``) is the audit log read by the subject's token:
+every decision that named the subject, oldest first. Every call here, answered or refused, is
+itself recorded in the log (purpose SELF_INQUIRY) before it is answered, fail closed
+(``gateway.audit_trail``). The subject's own listings are left out of their access history
+(they say nothing about the record); regulators see them like every entry.
 """
 
 from __future__ import annotations
@@ -19,20 +24,32 @@ import hashlib
 from collections.abc import Callable
 
 import grpc
+from credit_repair.v1 import audit_pb2
 from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
 from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
+from audit.entry import ActionValue
+from audit.page_token import PageTokenError, scope_of
+from audit.page_token import decode_page_token as decode_position
+from audit.page_token import encode_page_token as encode_position
+from audit.queries import subject_access_history
 from consent.register import ListCursor
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token
 from consent.subject_grants import list_subject_grants
+from gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.storage.database import Database
 from gateway.subject_identity import SubjectIdentities
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
+SELF_INQUIRY = vocab.PURPOSE_SELF_INQUIRY
+_ACCESS_TOKEN_LABEL = "self-inquiry-access-page-token"  # noqa: S105 - a label, not a secret
+_OWN_LISTINGS = frozenset({LIST_OWN_CONSENTS, LIST_OWN_ACCESSES})
+"""Left out of the access history: the subject's own listings say nothing about the record,
+and one appended per page would keep a listing from ever reaching its end."""
 
 
 def _utcnow() -> dt.datetime:
@@ -45,6 +62,15 @@ def _denied(institution: Institution, reason: str, message: str) -> GatewayError
     )
 
 
+def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=violations,
+    )
+
+
 def _page_scope(subject_token: str, state: int) -> str:
     """Binds a page token to the subject and filter it was issued for (AIP-158)."""
     material = f"self\x00{subject_token}\x00{state}".encode()
@@ -52,7 +78,7 @@ def _page_scope(subject_token: str, state: int) -> str:
 
 
 class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
-    """The grpc.aio servicer; ``database`` is the consent register's."""
+    """The grpc.aio servicer; ``database`` is the consent register's (and the audit log's)."""
 
     def __init__(
         self,
@@ -60,18 +86,28 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         database: Database,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
+        audit: AuditTrail,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self._subjects = subjects
         self._db = database
         self._identify = identify
+        self._audit = audit
         self._clock = clock
+        self._position_key = audit.log.signer.derive_secret(_ACCESS_TOKEN_LABEL)
 
-    async def _subject_token(self, caller: Institution) -> str:
+    async def _subject_token(self, caller: Institution, action: ActionValue) -> str:
+        """The caller's subject token; a refusal (recorded first) for anyone else."""
         if caller.role != vocab.INSTITUTION_ROLE_SUBJECT:
+            await self._audit.record(
+                caller, action, purpose=SELF_INQUIRY, reason="ROLE_NOT_PERMITTED"
+            )
             raise _denied(caller, "ROLE_NOT_PERMITTED", "only a subject may inquire about themself")
         key = await self._subjects.current_key(caller)
         if key is None:
+            await self._audit.record(
+                caller, action, purpose=SELF_INQUIRY, reason="SUBJECT_MISMATCH"
+            )
             raise _denied(
                 caller,
                 "SUBJECT_MISMATCH",
@@ -84,7 +120,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
     ) -> self_pb2.ListOwnConsentsResponse:
         """A page of the caller's own grants, oldest first, in every state unless filtered."""
         caller = self._identify(context)
-        token = await self._subject_token(caller)
+        token = await self._subject_token(caller, LIST_OWN_CONSENTS)
         violations: list[tuple[str, str]] = []
         if request.page_size < 0:
             violations.append(("page_size", "must not be negative"))
@@ -100,12 +136,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
                     ("page_token", "is not a token this listing issued with these filters")
                 )
         if violations:
-            raise GatewayError.of(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "the request has invalid fields; see the BadRequest details",
-                "INVALID_REQUEST",
-                field_violations=violations,
-            )
+            raise _invalid(violations)
         now = self._clock()
         found, more = await list_subject_grants(
             self._db,
@@ -115,6 +146,9 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
             state=request.state,
             now=now,
         )
+        await self._audit.record(
+            caller, LIST_OWN_CONSENTS, purpose=SELF_INQUIRY, subject_token=token
+        )
         response = self_pb2.ListOwnConsentsResponse(grants=[g.to_proto(now) for g in found])
         if more and found:
             last = found[-1]
@@ -122,3 +156,60 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
                 ListCursor(last.created_at, last.consent_id), scope
             )
         return response
+
+    async def ListOwnAccesses(
+        self, request: self_pb2.ListOwnAccessesRequest, context: grpc.aio.ServicerContext
+    ) -> self_pb2.ListOwnAccessesResponse:
+        """A page of the decisions that named the caller, oldest first (the audit log's view),
+        less the subject's own listings.
+
+        The page token is the audit log's (a position, HMAC-bound to this subject's token), so
+        it cannot be forged to move elsewhere and is worthless to anyone else — and every page
+        is read by the caller's own token whatever it says.
+        """
+        caller = self._identify(context)
+        token = await self._subject_token(caller, LIST_OWN_ACCESSES)
+        if request.page_size < 0:
+            raise _invalid([("page_size", "must not be negative")])
+        scope = scope_of(token, b"self-inquiry/own-accesses")
+        after = -1
+        if request.page_token:
+            try:
+                after = decode_position(request.page_token, scope, self._position_key)
+            except PageTokenError:
+                raise _invalid([("page_token", "is not a token this listing issued")]) from None
+        accesses, resume = await self._accesses(
+            token, min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after
+        )
+        await self._audit.record(
+            caller, LIST_OWN_ACCESSES, purpose=SELF_INQUIRY, subject_token=token
+        )
+        response = self_pb2.ListOwnAccessesResponse(accesses=accesses)
+        if resume is not None:
+            response.next_page_token = encode_position(resume, scope, self._position_key)
+        return response
+
+    async def _accesses(
+        self, token: str, limit: int, after: int
+    ) -> tuple[list[audit_pb2.SubjectAccessRecord], int | None]:
+        """Up to ``limit`` records after index ``after``, skipping the subject's own listings,
+        and the index to continue after (None at the end).
+
+        Reads on past skipped entries rather than returning a short page: each call appends
+        one such entry, so a page that stopped at them would lead to another, forever.
+        """
+        page: list[audit_pb2.SubjectAccessRecord] = []
+        while True:
+            batch, resume = await subject_access_history(
+                self._db, token, limit=MAX_PAGE_SIZE, after=after
+            )
+            for position, record in enumerate(batch):
+                if record.action in _OWN_LISTINGS:
+                    continue
+                page.append(record)
+                if len(page) == limit:
+                    last = position == len(batch) - 1 and resume is None
+                    return page, None if last else record.index
+            if resume is None:
+                return page, None
+            after = resume

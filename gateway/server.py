@@ -66,6 +66,7 @@ class GatewayServer:
         tls: TlsConfig | None = None,
         insecure_dev: bool = False,
         shutdown_grace_seconds: float = 10.0,
+        drain_delay_seconds: float = 0.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -75,6 +76,7 @@ class GatewayServer:
         self._tls = tls
         self._insecure_dev = insecure_dev
         self._grace = shutdown_grace_seconds
+        self._drain_delay = drain_delay_seconds
         self._interceptors = [TelemetryInterceptor(), RequestInterceptor(), *interceptors]
         self._options = [("grpc.so_reuseport", 0), *options]
         self._registrations: list[tuple[AddServicerFn, Any, str]] = []
@@ -93,6 +95,7 @@ class GatewayServer:
             tls=config.tls,
             insecure_dev=config.gateway.insecure_dev,
             shutdown_grace_seconds=config.gateway.shutdown_grace_seconds,
+            drain_delay_seconds=config.gateway.drain_delay_seconds,
             interceptors=interceptors,
         )
 
@@ -159,6 +162,10 @@ class GatewayServer:
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health goes NOT_SERVING first, then in-flight calls get ``grace``.
 
+        With ``grace`` None (as on SIGTERM) the configured grace applies, and new calls are still
+        served for ``drain_delay_seconds`` after health turned NOT_SERVING, so load balancers
+        notice before the server stops accepting them.
+
         Safe to call repeatedly or while a signal-triggered stop runs: all wait for the one stop.
         """
         if self._server is None:
@@ -171,6 +178,9 @@ class GatewayServer:
         assert self._server is not None
         assert self._health is not None
         await self._health.enter_graceful_shutdown()
+        if grace is None and self._drain_delay > 0:
+            logger.info("gateway NOT_SERVING; still accepting calls for %.1fs", self._drain_delay)
+            await asyncio.sleep(self._drain_delay)
         seconds = self._grace if grace is None else grace
         logger.info("gateway stopping; draining for up to %.1fs", seconds)
         await self._server.stop(seconds)

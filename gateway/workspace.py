@@ -62,10 +62,13 @@ default_deadline_seconds = 3.0
 ca = "pki/ca.pem"
 cert = "pki/server.pem"
 key = "pki/server.key"
+# Certificates the CA revoked (`credgate pki revoke`); re-read when it changes.
+revocation_list = "pki/crl.pem"
 
 [storage]
 data_dir = "."
-url = "sqlite:///credgate.db"
+# No url: the database is <data_dir>/credgate.db, beside this file. (A relative path inside a
+# URL, like sqlite:///credgate.db, would be relative to the working directory instead.)
 
 [keys]
 keyring = "keyring.json"

@@ -40,6 +40,7 @@ DEFAULT_INSTITUTION = "court-demo"
 INSTITUTIONS = {
     # Who may call, where the service (or one RPC) needs a role other than the default's.
     "RegulatorService": "regulator-demo",
+    "ReconciliationService": "regulator-demo",
     "ProviderSyncService": "provider-disclosure",
     "SelfInquiryService": "subject.<k>",
     "ConsentService.EnrollSubjectKey": "office-demo",
@@ -47,6 +48,13 @@ INSTITUTIONS = {
     "ConsentService.GetConsent": "bank-demo",
     "ConsentService.ListConsents": "bank-demo",
     "ConsentService.RevokeConsent": "bank-demo",
+    "ObjectionService": "subject.<k>",
+    "ObjectionService.RecordSourceReply": "provider-registry",
+    "ObjectionService.ListOverdueObjections": "regulator-demo",
+    "RepairApplicationService": "subject.<k>",
+    "RepairApplicationService.ReviewRepairApplication": "court-demo",
+    "RepairApplicationService.RuleOnRepairApplication": "court-demo",
+    "RepairApplicationService.ObjectToRepairApplication": "bank-demo",
 }
 OBSERVATION_SUBJECT = "440304198511030421"
 EXAMPLE_BODIES: dict[str, Any] = {
@@ -62,6 +70,7 @@ EXAMPLE_BODIES: dict[str, Any] = {
          "caseReference": "(2026)粤03执1号"},
     ]},
     "ConsentService.ListConsents": {"pageSize": 20, "state": "CONSENT_STATE_ACTIVE"},
+    "ReconciliationService.ListOpenContradictions": {"pageSize": 20},
 }
 """Hand-picked request bodies (JSON names), for RPCs a generated skeleton would explain badly."""
 

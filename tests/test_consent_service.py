@@ -19,9 +19,11 @@ from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from audit import AuditLog, load_or_create_signer
 from consent import grants
 from consent.register import CONSENT_EXPIRED, CONSENT_REVOKED, CONSENT_VALID, ConsentRegister
 from consent.service import ConsentService
+from gateway.audit_trail import AuditTrail
 from gateway.errors import parse_error
 from gateway.institution import IdentityResolver, InstitutionRole
 from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
@@ -135,13 +137,16 @@ async def gateway(
     database: Database,
     migrated_database_url: str,
     subject_tokenizer: SubjectTokenizer,
+    tmp_path: Path,
 ) -> AsyncIterator[ConsentGateway]:
     clock = FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     register = ConsentRegister(database, clock=clock)
+    audit_log = AuditLog(database, load_or_create_signer(tmp_path / "audit-log.key"))
     service = ConsentService(
         register,
         subject_tokenizer,
         IdentityResolver(),
+        audit=AuditTrail(audit_log),
         enrolment_offices={ENROLMENT_OFFICE},
         clock=clock,
     )
@@ -156,6 +161,7 @@ async def gateway(
     finally:
         await running.close()
         await server.stop(0)
+        await audit_log.aclose()
 
 
 async def expect_error(

@@ -16,6 +16,7 @@ from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 
 import audit.store_models  # noqa: F401  (the audit tables are part of the compared metadata)
+import gateway.reconciliation.models  # (the reconciliation tables are compared too)
 import gateway.sync.models  # noqa: F401  (the sync tables are part of the compared metadata)
 from gateway.identity_number import mask
 from gateway.protection.cipher import FieldCipher
@@ -37,6 +38,7 @@ from gateway.storage.fact_index import (
 )
 from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
+from gateway.workflows import models as workflow_models  # noqa: F401  (compared too)
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -177,5 +177,6 @@ async def test_older_facts_never_overwrite_newer_ones(
     assert state.facts[tokens.token(first.identity_number)][0] == 1
     assert comparable(state.facts[tokens.token(other.identity_number)][1]) == comparable(live)
     assert [(token, seq) for _, token, seq in state.feed] == [
-        (tokens.token(first.identity_number), 1)
+        (tokens.token(other.identity_number), 0),  # the live store's change (sequence 0)
+        (tokens.token(first.identity_number), 1),
     ]

@@ -3,6 +3,11 @@
 Native API (the court's judicial-openness interface)::
 
     POST /sfgk/api/v1/dsr/ajcx   {"证件类型": "居民身份证", "证件号码": "<identity number>"}
+    POST /sfgk/api/v1/dsr/yysq   an objection (异议申请) to one record: {"证件号码", "记录编号",
+                                 "异议类型", "异议内容", "外部编号"}
+    POST /sfgk/api/v1/dsr/cdlr   record a repair ruling (裁定录入): {"证件号码", "案号",
+                                 "裁定类型" 免责 | 停止公开, "文书编号", "裁定日期", "外部编号"}
+                                 both → {"返回码": 0, "受理编号", "受理日期"}
 
 Unlike the disclosure platform, keys are Chinese (``案号``, ``案件类型``, ``立案日期``,
 ``裁定``...), every date and clock reading is a legacy .NET ``/Date(1700000000000+0800)/``
@@ -17,11 +22,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from adapters.mapping import CHINA_TZ, MAX_RECORDS
+from adapters.mocks.corrections import CorrectionDesk
 from adapters.mocks.faults import FaultInjector
 from adapters.mocks.http_base import HttpMockSource
 from adapters.mocks.population import (
@@ -37,6 +44,10 @@ from adapters.mocks.population import (
 )
 
 QUERY_PATH = "/sfgk/api/v1/dsr/ajcx"
+OBJECTION_PATH = "/sfgk/api/v1/dsr/yysq"
+RULING_PATH = "/sfgk/api/v1/dsr/cdlr"
+RULING_TYPES = {"免责": State.RESTORED, "停止公开": State.DISCLOSURE_SUSPENDED}
+_NET_DATE = re.compile(r"/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/")
 AS_OF_LAG = dt.timedelta(minutes=30)
 ID_DOCUMENT = "居民身份证"
 CASE_TYPES = {
@@ -133,9 +144,45 @@ class CourtMock(HttpMockSource):
         self.malformed_variants = malformed_variants
         self._malformed_count = 0
         self._query_count = 0
+        self.desk = CorrectionDesk("SZZYYY")
+        """Objections received and rulings recorded (``adapters.mocks.corrections``)."""
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(QUERY_PATH, self._query)]
+        return [
+            web.post(QUERY_PATH, self._query),
+            web.post(OBJECTION_PATH, self._objection),
+            web.post(RULING_PATH, self._ruling),
+        ]
+
+    async def _objection(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        keys = ("证件号码", "记录编号", "异议类型", "异议内容", "外部编号")
+        texts = [body.get(k) for k in keys] if body is not None else []
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            return _error("请求参数错误")
+        number, record_id, kind, text, reference = (str(t) for t in texts)
+        if self.desk.subject(self.population, number) is None:
+            return _json({"返回码": 404, "返回信息": "无此当事人"})
+        filed = self.desk.file_objection(reference, number, record_id, kind, text)
+        return _json({"返回码": 0, "返回信息": "已受理", "受理编号": filed.source_reference,
+                      "受理日期": net_date(filed.received_on)})
+
+    async def _ruling(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        if body is None or body.get("裁定类型") not in RULING_TYPES:
+            return _error("请求参数错误")
+        matched = _NET_DATE.fullmatch(str(body.get("裁定日期")))
+        reference = body.get("外部编号")
+        if matched is None or not isinstance(reference, str) or not reference:
+            return _error("请求参数错误")
+        ruled_on = dt.datetime.fromtimestamp(int(matched.group(1)) / 1000, CHINA_TZ).date()
+        subject = self.desk.subject(self.population, str(body.get("证件号码")))
+        if subject is None or subject.case is None or subject.case.case_number != body.get("案号"):
+            return _json({"返回码": 404, "返回信息": "无此案件"})
+        change = self.desk.record_ruling(
+            reference, subject, RULING_TYPES[body["裁定类型"]], ruled_on)
+        return _json({"返回码": 0, "返回信息": "已录入", "受理编号": change,
+                      "受理日期": net_date(ruled_on)})
 
     async def _query(self, request: web.Request) -> web.Response:
         try:
@@ -158,7 +205,7 @@ class CourtMock(HttpMockSource):
     def answer(self, identity_number: str) -> dict[str, Any]:
         """The court's answer: the party, their bankruptcy cases and other litigation."""
         as_of = REFERENCE_TIME - AS_OF_LAG
-        subject = self.population.get(identity_number)
+        subject = self.desk.subject(self.population, identity_number)
         state = subject.state_seen_by(SourceView.COURT) if subject else State.NO_RECORD
         cases = []
         litigation = []
@@ -220,6 +267,14 @@ def _malformed(answer: dict[str, Any], variant: str) -> web.Response:
     elif variant == "not_json":
         return web.Response(text="<html><body>服务器维护中</body></html>", content_type="text/html")
     return _json(answer)
+
+
+async def _body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> web.Response:

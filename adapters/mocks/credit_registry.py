@@ -12,6 +12,9 @@ protobuf string, impossible dates, unknown codes, garbage amounts, a record floo
 without its header. ``down`` stops the server; coming back up builds a new one on the same port.
 The ``traceparent`` metadata of every query is noted in ``received_traceparents``, as the HTTP
 mocks do with the header.
+
+``SubmitDissent`` files an objection with the registry's correction desk and ``RecordCourtRuling``
+changes the annotation it reports from then on (``adapters.mocks.corrections``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import grpc
 from cnregistry.v1 import registry_pb2
 
 from adapters.mapping import CHINA_TZ, MAX_RECORDS
+from adapters.mocks.corrections import CorrectionDesk
 from adapters.mocks.faults import FaultInjector
 from adapters.mocks.http_base import TRACEPARENT_HISTORY, note_traceparent
 from adapters.mocks.population import (
@@ -42,6 +46,8 @@ from adapters.mocks.population import (
 
 SERVICE = registry_pb2.DESCRIPTOR.services_by_name["PersonalCreditService"].full_name
 METHOD = "QueryPersonalReport"
+DISSENT_TYPES = frozenset({"1", "2", "3", "4", "5", "9"})
+RULING_ANNOTATIONS = {"22": State.DISCLOSURE_SUSPENDED, "31": State.RESTORED}
 DATA_LAG = dt.timedelta(days=1)
 """The registry's data is complete up to the end of the previous day (T+1 reporting)."""
 
@@ -197,6 +203,8 @@ class CreditRegistryMock:
         self._malformed_count = 0
         self.received_traceparents: deque[str] = deque(maxlen=TRACEPARENT_HISTORY)
         """The ``traceparent`` of each query received, newest last (failed ones too)."""
+        self.desk = CorrectionDesk("YY")
+        """Dissents received and rulings recorded (``adapters.mocks.corrections``)."""
 
     @property
     def endpoint(self) -> str:
@@ -229,9 +237,18 @@ class CreditRegistryMock:
             request_deserializer=registry_pb2.QueryPersonalReportRequest.FromString,
             response_serializer=None,  # the handler returns bytes, broken ones included
         )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),)
+        dissent = grpc.unary_unary_rpc_method_handler(
+            self._dissent,
+            request_deserializer=registry_pb2.SubmitDissentRequest.FromString,
+            response_serializer=registry_pb2.SubmitDissentResponse.SerializeToString,
         )
+        ruling = grpc.unary_unary_rpc_method_handler(
+            self._ruling,
+            request_deserializer=registry_pb2.RecordCourtRulingRequest.FromString,
+            response_serializer=registry_pb2.RecordCourtRulingResponse.SerializeToString,
+        )
+        methods = {METHOD: handler, "SubmitDissent": dissent, "RecordCourtRuling": ruling}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
         bound = server.add_insecure_port(f"{self.host}:{port}")
         if bound == 0:
             raise OSError(f"credit registry mock cannot bind {self.host}:{port}")
@@ -282,7 +299,7 @@ class CreditRegistryMock:
             query_reason=request.query_reason,
             request_serial=request.request_serial,
         )
-        subject = self.population.get(request.id_number)
+        subject = self.desk.subject(self.population, request.id_number)
         if subject is None or not (subject.accounts or subject.case):
             return registry_pb2.QueryPersonalReportResponse(
                 result_code="1001", result_message="查无此人信用记录",
@@ -291,6 +308,57 @@ class CreditRegistryMock:
         return registry_pb2.QueryPersonalReportResponse(
             result_code="0000", result_message="查询成功", report=render_report(subject, header)
         )
+
+    async def _dissent(
+        self, request: registry_pb2.SubmitDissentRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.SubmitDissentResponse:
+        await self.faults.delay()
+        if self.faults.should_fail():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "registry temporarily unavailable")
+        refused = _check_org(request.org_code, request.id_type, request.id_number)
+        if refused is None and (request.dissent_type not in DISSENT_TYPES
+                                or not request.request_serial or not request.record_no):
+            refused = ("2002", "异议类型或流水号不合法")
+        subject = self.desk.subject(self.population, request.id_number)
+        if refused is None and subject is None:
+            refused = ("1001", "查无此人信用记录")
+        if refused is not None:
+            return registry_pb2.SubmitDissentResponse(
+                result_code=refused[0], result_message=refused[1])
+        filed = self.desk.file_objection(
+            request.request_serial, request.id_number, request.record_no, request.dissent_type,
+            request.dissent_text,
+        )
+        return registry_pb2.SubmitDissentResponse(
+            result_code="0000", result_message="异议已受理", dissent_no=filed.source_reference,
+            accept_date=_ymd(filed.received_on))
+
+    async def _ruling(
+        self, request: registry_pb2.RecordCourtRulingRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RecordCourtRulingResponse:
+        await self.faults.delay()
+        if self.faults.should_fail():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "registry temporarily unavailable")
+        refused = _check_org(request.org_code, request.id_type, request.id_number)
+        try:
+            ruled_on = dt.datetime.strptime(request.ruling_date, "%Y%m%d").date()
+        except ValueError:
+            ruled_on = None
+        if refused is None and (request.annotation_code not in RULING_ANNOTATIONS
+                                or ruled_on is None or not request.request_serial):
+            refused = ("2002", "注记代码或裁定日期不合法")
+        subject = self.desk.subject(self.population, request.id_number)
+        if refused is None and (subject is None or subject.case is None
+                                or subject.case.case_number != request.case_no):
+            refused = ("1001", "查无此案件")
+        if refused is not None or subject is None or ruled_on is None:
+            code, message = refused or ("9999", "内部错误")
+            return registry_pb2.RecordCourtRulingResponse(result_code=code, result_message=message)
+        change = self.desk.record_ruling(
+            request.request_serial, subject, RULING_ANNOTATIONS[request.annotation_code], ruled_on)
+        return registry_pb2.RecordCourtRulingResponse(
+            result_code="0000", result_message="注记已更新", change_no=change,
+            update_date=_ymd(ruled_on))
 
     def _malformed(self, response: registry_pb2.QueryPersonalReportResponse, variant: str) -> bytes:
         """Break the answer one realistic way; see ``MALFORMED_VARIANTS``."""
@@ -339,3 +407,12 @@ class CreditRegistryMock:
         elif variant == "foreign_subject":
             report.identity.id_number = "110101199001010011"
         return response.SerializeToString()
+
+
+def _check_org(org_code: str, id_type: str, id_number: str) -> tuple[str, str] | None:
+    """The registry's refusal for a malformed organization or identity document, if any."""
+    if id_type != "0" or not _ID_NUMBER.fullmatch(id_number):
+        return ("2001", "证件类型或证件号码不合法")
+    if not _ORG_CODE.fullmatch(org_code):
+        return ("2002", "机构代码不合法")
+    return None

@@ -4,6 +4,12 @@ Native API (what the real platform's integration guide describes)::
 
     POST /api/v2/debtor/query   {"zjhm": "<identity number>", "cxlx": "QB" | "ZT"}
     GET  /api/v2/keys           the platform's current Ed25519 public key
+    POST /api/v2/debtor/yiyi    an objection (异议) to one record: {"zjhm", "jlbh" record,
+                                "yylx" kind, "yynr" text, "wbbh" filer's reference}
+                                → {"fhm": "0000", "yybh" objection number, "slrq" received on}
+    POST /api/v2/debtor/xiufu   a court's repair ruling (信用修复): {"zjhm", "ajh" case,
+                                "ztdm" TZGK | XYXF, "cdwh" ruling number, "cdrq" ruled on,
+                                "wbbh"} → {"fhm": "0000", "bgbh" change number, "slrq"}
 
 Field names are pinyin abbreviations (``xm`` name, ``zjhm`` identity number, ``ajh`` case
 number, ``ajlx`` case kind, ``ajjd`` case stage, ``slrq`` accepted on, ``kcqq``/``kcqz``
@@ -27,6 +33,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.mapping import CHINA_TZ, MAX_RECORDS
+from adapters.mocks.corrections import CorrectionDesk
 from adapters.mocks.faults import FaultInjector
 from adapters.mocks.http_base import HttpMockSource
 from adapters.mocks.population import (
@@ -43,6 +50,10 @@ from adapters.signing import public_key_b64, sign
 
 QUERY_PATH = "/api/v2/debtor/query"
 KEYS_PATH = "/api/v2/keys"
+OBJECTION_PATH = "/api/v2/debtor/yiyi"
+RULING_PATH = "/api/v2/debtor/xiufu"
+OBJECTION_KINDS = frozenset({"ZT", "JD", "RQ", "XZ", "JE", "CZ", "QT"})
+RULING_CODES = {"TZGK": State.DISCLOSURE_SUSPENDED, "XYXF": State.RESTORED}
 AS_OF_LAG = dt.timedelta(hours=2)
 """The platform publishes from the court's case system a couple of hours behind."""
 KEY_SEED = b"credgate mock disclosure platform signing key v1"
@@ -155,6 +166,8 @@ class DisclosurePlatformMock(HttpMockSource):
         self.malformed_variants = malformed_variants
         self._malformed_count = 0
         self._query_count = 0
+        self.desk = CorrectionDesk("DPYY")
+        """Objections received and rulings recorded (``adapters.mocks.corrections``)."""
 
     @property
     def public_key(self) -> str:
@@ -167,7 +180,12 @@ class DisclosurePlatformMock(HttpMockSource):
         return {"public_key": self.public_key, "key_id": KEY_ID}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(QUERY_PATH, self._query), web.get(KEYS_PATH, self._keys)]
+        return [
+            web.post(QUERY_PATH, self._query),
+            web.get(KEYS_PATH, self._keys),
+            web.post(OBJECTION_PATH, self._objection),
+            web.post(RULING_PATH, self._ruling),
+        ]
 
     async def _keys(self, _: web.Request) -> web.Response:
         return web.json_response({"gyid": KEY_ID, "sfmc": "Ed25519", "gy": self.public_key})
@@ -193,7 +211,7 @@ class DisclosurePlatformMock(HttpMockSource):
     def envelope(self, identity_number: str, *, with_publications: bool = True) -> dict[str, Any]:
         """The platform's answer for one identity number, records signed."""
         as_of = (REFERENCE_TIME - AS_OF_LAG).astimezone(CHINA_TZ)
-        subject = self.population.get(identity_number)
+        subject = self.desk.subject(self.population, identity_number)
         state = subject.state_seen_by(SourceView.DISCLOSURE_PLATFORM) if subject else None
         records = []
         if subject is not None and subject.case is not None and state is not State.NO_RECORD:
@@ -211,6 +229,37 @@ class DisclosurePlatformMock(HttpMockSource):
             "cxjg": "YJL" if records else "WJL",  # 有记录 / 无记录
             "jl": records,
         }
+
+    async def _objection(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        if body is None or body.get("yylx") not in OBJECTION_KINDS:
+            return _error(400, "E001", "请求参数错误")
+        texts = [body.get(k) for k in ("zjhm", "jlbh", "yynr", "wbbh")]
+        if not all(isinstance(t, str) and t for t in texts):
+            return _error(400, "E001", "请求参数错误")
+        number, record_id, text, reference = (str(t) for t in texts)
+        subject = self.desk.subject(self.population, number)
+        if subject is None or subject.case is None:
+            return _json({"fhm": "E404", "fhxx": "无此记录"})
+        filed = self.desk.file_objection(reference, number, record_id, str(body["yylx"]), text)
+        return _json({"fhm": "0000", "fhxx": "异议已受理", "yybh": filed.source_reference,
+                      "slrq": filed.received_on.isoformat()})
+
+    async def _ruling(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        if body is None or body.get("ztdm") not in RULING_CODES:
+            return _error(400, "E001", "请求参数错误")
+        subject = self.desk.subject(self.population, str(body.get("zjhm")))
+        if subject is None or subject.case is None or subject.case.case_number != body.get("ajh"):
+            return _json({"fhm": "E404", "fhxx": "无此案件"})
+        try:
+            ruled_on = dt.date.fromisoformat(str(body.get("cdrq")))
+            reference = str(body["wbbh"])
+        except (KeyError, ValueError):
+            return _error(400, "E001", "请求参数错误")
+        change = self.desk.record_ruling(reference, subject, RULING_CODES[body["ztdm"]], ruled_on)
+        return _json({"fhm": "0000", "fhxx": "已更新", "bgbh": change,
+                      "slrq": ruled_on.isoformat()})
 
     def _resign(self, item: dict[str, Any]) -> None:
         item["qm"] = sign(self._key, item["nr"])
@@ -264,6 +313,14 @@ class DisclosurePlatformMock(HttpMockSource):
             # A forged restoration: the status is changed after the platform signed the record.
             first["nr"]["ztdm"] = "KCQ" if first["nr"]["ztdm"] == "XYXF" else "XYXF"
         return _json(envelope)
+
+
+async def _body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _json(payload: dict[str, Any]) -> web.Response:

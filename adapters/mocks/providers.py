@@ -6,7 +6,9 @@ per state change (accepted → observation → suspended / restored / revoked), 
 source's as-of time, optionally followed by a nightly full snapshot. The credit registry's
 script keeps the population's lagging views, so the contradiction scenarios arise on the
 gateway exactly as they do in the pull path (the platform says RESTORED, the registry still
-OBSERVATION); with ``resolve_lag`` the registry catches up a day later and they clear.
+OBSERVATION); with ``resolve_lag`` the registry catches up after everything else it sent and
+they clear. The catch-up updates come last, so ``--push --resolve-lag`` after a plain ``--push``
+resumes where that one ended and sends just them.
 
 ``ProviderClient`` is a well-behaved provider: it asks where to resume (``SyncHello``) on
 every connection, streams from there, and reconnects with backoff when the gateway goes away.
@@ -208,16 +210,22 @@ def update_history(
             continue
         shown = subject.state_seen_by(script.view)
         steps = _timeline(subject)
-        if shown is not subject.state:  # a lagging view stops at the state it still shows
+        lagging = shown is not subject.state
+        if lagging:  # a lagging view stops at the state it still shows
             shown_at = [i for i, (_, state) in enumerate(steps) if state is shown]
             steps = steps[: 1 + shown_at[0]] if shown_at else []
-            if resolve_lag:
-                steps.append((REFERENCE_TIME.date() + dt.timedelta(days=1), subject.state))
         number = subject.person.identity_number
         events += [(at(day), number, subject, state) for day, state in steps]
         if snapshot and steps:
             events.append(
                 (at(REFERENCE_TIME.date()) + dt.timedelta(days=2), number, subject, steps[-1][1])
+            )
+        if resolve_lag and lagging:
+            # Dated after everything else (the snapshot included), so the history with the
+            # catch-up is the history without it plus these updates at the end: a provider that
+            # pushed the lagging history resumes and sends exactly the catch-up.
+            events.append(
+                (at(REFERENCE_TIME.date()) + dt.timedelta(days=3), number, subject, subject.state)
             )
     events.sort(key=lambda event: (event[0], event[1]))
     rng = random.Random(f"{population.seed}|{script.source_id}")

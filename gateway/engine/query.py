@@ -4,9 +4,16 @@ It is handed a subject whose identity number has been validated and whose query 
 allowed (the servicer does that); it never decides who may see what, only how to gather it and
 how much of it to show for the categories it is given.
 
-Time: the whole report must be ready by ``deadline``. Reading the last-known facts starts
-together with the fan-out (it is local and usually done long before the sources answer), and
-the fan-out itself is given ``cache_reserve`` seconds less than the deadline, so storing fresh
+Where each source's facts come from is the request's consistency mode
+(``gateway.engine.consistency``): the gateway's index, the source asked now, or — AUTO, the
+default — the index where its copy is fresh enough and the source otherwise. Sources answered
+from the index, sources asked now and sources missing from the index all go into the same
+merge, so the rules of precedence, contradiction and minimization do not depend on the mode.
+
+Time: the whole report must be ready by ``deadline``. In LIVE mode reading the index starts
+together with the fan-out (it is local and usually done long before the sources answer); AUTO
+reads it first, since it decides whom to ask. The fan-out
+is given ``cache_reserve`` seconds less than the deadline, so storing fresh
 facts still fits — a source that times out right at the deadline is exactly the one whose
 last-known facts the report needs.
 """
@@ -18,18 +25,20 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as v
 
-from adapters.base import SourceAdapter
+from adapters.base import SourceAdapter, SourceConfig
+from gateway.engine import consistency as cm
 from gateway.engine.breaker import BreakerState, CircuitBreaker
-from gateway.engine.fanout import GRACE_SECONDS, fan_out
+from gateway.engine.fanout import GRACE_SECONDS, SourceOutcome, fan_out
 from gateway.engine.merge import merge
 from gateway.engine.minimize import minimize, minimize_contradictions
+from gateway.storage.index_writes import IndexedFacts
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -41,13 +50,19 @@ class FactCache(Protocol):
     Keyed by subject token (never the identity number) and, inside, by source id.
     """
 
-    async def store(self, token: str, facts: report_pb2.SourceFacts) -> None:
-        """Remember ``facts`` as the latest answer of ``facts.source_id`` for the subject."""
+    async def store(self, token: str, facts: report_pb2.SourceFacts) -> bool:
+        """Remember ``facts`` as the latest answer of ``facts.source_id`` for the subject
+        (unless newer facts are held); True when the stored content changed."""
         ...
 
-    async def last_known_all(self, token: str) -> dict[str, report_pb2.SourceFacts]:
-        """The latest stored facts of every source for the subject, by source id."""
+    async def indexed(self, token: str) -> dict[str, IndexedFacts]:
+        """The latest stored facts of every source for the subject, with their freshness."""
         ...
+
+
+DisputeLookup = Callable[[str], Awaitable[Collection[v.DataCategory.ValueType]]]
+"""By subject token: the data categories of the subject's facts under an open objection
+(``gateway.workflows.disputes``). A report showing any of them is flagged DISPUTED."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +82,16 @@ class QueryEngine:
         cache: FactCache,
         *,
         breaker_settings: BreakerSettings | None = None,
+        consistency: cm.ConsistencySettings | None = None,
+        push_sources: Sequence[cm.PushSource] = (),
         cache_reserve: float = 0.1,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        disputes: DisputeLookup | None = None,
     ) -> None:
         ids = [a.config.source_id for a in adapters]
-        if len(set(ids)) != len(ids):
+        pushing = [p for p in push_sources if p.source_id not in ids]
+        if len(set(ids)) != len(ids) or len({p.source_id for p in pushing}) != len(pushing):
             # Facts, breakers and the cache are keyed by source id; two sources sharing one
             # would overwrite each other's answers.
             raise ValueError("source ids must be unique")
@@ -80,9 +99,16 @@ class QueryEngine:
             raise ValueError("cache_reserve must cover the fan-out's grace period")
         settings = breaker_settings or BreakerSettings()
         self._adapters = tuple(adapters)
+        self._by_id = {a.config.source_id: a for a in self._adapters}
+        self._push = {
+            p.source_id: (SourceConfig(p.source_id, "provider", "", p.display_name), p.source_kind)
+            for p in pushing
+        }
+        self._consistency = consistency or cm.ConsistencySettings()
         self._cache = cache
         self._cache_reserve = cache_reserve
         self._wall_clock = wall_clock
+        self._disputes = disputes
         self._breakers = {
             source_id: CircuitBreaker(
                 failure_threshold=settings.failure_threshold,
@@ -104,36 +130,33 @@ class QueryEngine:
         purpose: v.Purpose.ValueType,
         categories: Iterable[v.DataCategory.ValueType],
         deadline: float,
+        consistency: cm.Mode = cm.UNSPECIFIED,
     ) -> report_pb2.RepairStatusReport:
         """Gather, merge and minimize one subject's report; sources that fail make it partial.
 
         ``deadline`` is absolute on the running loop's clock; ``categories`` are the ones the
-        policy allowed (already resolved, never empty-means-all). Never raises for a source's
+        policy allowed (already resolved, never empty-means-all); ``consistency`` is the
+        request's mode (unspecified: the configured default). Never raises for a source's
         failure or a cache failure; cancellation propagates to every source call.
         """
         allowed = sorted(set(categories) - {v.DATA_CATEGORY_UNSPECIFIED})
-        last_known_task = asyncio.create_task(self._last_known(subject_token))
-        try:
-            outcomes = await fan_out(
-                self._adapters,
-                identity_number,
-                deadline=deadline - self._cache_reserve,
-                breakers=self._breakers,
-            )
-            last_known = await self._within(deadline, last_known_task, "read last-known facts")
-        except BaseException:
-            last_known_task.cancel()
-            raise
-        fresh = [o.facts for o in outcomes if o.facts is not None]
+        mode = self._consistency.resolve(consistency)
+        outcomes, indexed, asked = await self._gather(
+            identity_number, subject_token, mode, deadline
+        )
+        fresh = [o.facts for o in outcomes if o.facts is not None and o.source_id in asked]
         await self._within(deadline, self._store_all(subject_token, fresh), "store fresh facts")
 
         now = self._wall_clock()
-        merged = merge(outcomes, last_known or {}, now=now)
+        last_known = {source_id: entry.facts for source_id, entry in (indexed or {}).items()}
+        merged = merge(outcomes, last_known, now=now)
         contradictions = minimize_contradictions(merged.findings, allowed)
         flags = [f for f in merged.flags if f != v.STATUS_FLAG_CONTRADICTED]
         if contradictions:  # the flag promises the report lists them
             flags.append(v.STATUS_FLAG_CONTRADICTED)
-        # DISPUTED joins here once objections exist: it comes from the objection store.
+        disputed = await self._within(deadline, self._disputed(subject_token), "read objections")
+        if disputed and set(disputed) & set(allowed):  # only reports that show a disputed fact
+            flags.append(v.STATUS_FLAG_DISPUTED)
         report = report_pb2.RepairStatusReport(
             report_id=str(uuid.uuid4()),
             subject_token=subject_token,
@@ -161,12 +184,73 @@ class QueryEngine:
                     "closing source %s failed: %s", adapter.config.source_id, type(result).__name__
                 )
 
-    async def _last_known(self, token: str) -> dict[str, report_pb2.SourceFacts]:
+    async def _gather(
+        self, identity_number: str, token: str, mode: cm.Mode, deadline: float
+    ) -> tuple[list[SourceOutcome], dict[str, IndexedFacts] | None, frozenset[str]]:
+        """Every source's outcome under ``mode``, what the index held (None: unreadable), and
+        which sources were asked now (their fresh answers are stored).
+
+        LIVE reads the index alongside the fan-out (it only fills in for sources that fail);
+        AUTO and INDEX read it first, because it decides whom to ask.
+        """
+        index_task = asyncio.create_task(self._indexed(token))
         try:
-            return await self._cache.last_known_all(token)
+            live: list[SourceOutcome] = []
+            if mode == cm.LIVE:
+                live = await self._fan_out(self._adapters, identity_number, deadline)
+            indexed = await self._within(deadline, index_task, "read the index")
+            plan = cm.plan_sources(
+                mode, list(self._by_id), list(self._push), indexed, self._consistency,
+                self._wall_clock(),
+            )  # fmt: skip
+            if mode != cm.LIVE and plan.live:
+                asked = [self._by_id[source_id] for source_id in plan.live]
+                live = await self._fan_out(asked, identity_number, deadline)
+        except BaseException:
+            index_task.cancel()
+            raise
+        outcomes = live + [
+            SourceOutcome(*self._config_of(source_id), facts=entry.facts)
+            for source_id, entry in plan.from_index.items()
+        ]
+        reason = cm.NOT_IN_INDEX if indexed is not None else cm.INDEX_UNAVAILABLE
+        outcomes += [
+            SourceOutcome(*self._config_of(source_id), reason=reason, message=_missing(reason))
+            for source_id in plan.missing
+        ]
+        return outcomes, indexed, frozenset(plan.live)
+
+    async def _fan_out(
+        self, adapters: Sequence[SourceAdapter], identity_number: str, deadline: float
+    ) -> list[SourceOutcome]:
+        return await fan_out(
+            adapters,
+            identity_number,
+            deadline=deadline - self._cache_reserve,
+            breakers=self._breakers,
+        )
+
+    def _config_of(self, source_id: str) -> tuple[SourceConfig, v.SourceKind.ValueType]:
+        adapter = self._by_id.get(source_id)
+        if adapter is not None:
+            return adapter.config, adapter.source_kind
+        return self._push[source_id]
+
+    async def _indexed(self, token: str) -> dict[str, IndexedFacts] | None:
+        try:
+            return await self._cache.indexed(token)
         except Exception as exc:
-            _log.warning("reading last-known facts failed: %s", type(exc).__name__)
-            return {}
+            _log.warning("reading the index failed: %s", type(exc).__name__)
+            return None
+
+    async def _disputed(self, token: str) -> Collection[v.DataCategory.ValueType]:
+        if self._disputes is None:
+            return ()
+        try:
+            return await self._disputes(token)
+        except Exception as exc:
+            _log.warning("reading open objections failed: %s", type(exc).__name__)
+            return ()
 
     async def _store_all(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
         # One at a time: the cache is not promised to be safe for concurrent use by one caller.
@@ -187,3 +271,13 @@ class QueryEngine:
         except TimeoutError:
             _log.warning("could not %s before the deadline", what)
             return None
+
+
+def _missing(reason: str) -> str:
+    """The failure message for a source the report has no facts from (no personal data)."""
+    if reason == cm.INDEX_UNAVAILABLE:
+        return "the index could not be read in time and the source was not asked"
+    return (
+        "the index holds no facts from this source about the subject, and it was not asked "
+        "(consistency INDEX, or a source that only pushes updates)"
+    )

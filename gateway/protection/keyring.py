@@ -177,29 +177,40 @@ class Keyring:
 
     # -- rotation -------------------------------------------------------------------------------
 
-    def add_key(self) -> str:
-        """Add a new data key, make it the primary, persist, and return its id.
+    def add_key(self, *, primary: bool = True) -> str:
+        """Add a new data key, make it the primary (unless not ``primary``), persist, return its id.
 
         Old keys are kept so existing ciphertexts stay readable; re-encrypt them with
         ``FactIndex.reencrypt_all`` and only then consider retiring a key. The file is written
         before the in-memory keyring changes, so a failed write leaves both as they were.
+        With several replicas, add the key as not primary first, so every replica can read it
+        before any writes with it (``set_primary`` later; docs/deployment.md).
         """
         key_id = new_key_id()
         while key_id in self._data_keys:  # pragma: no cover - 48 random bits
             key_id = new_key_id()
         new_key = DataKey(key_id, secrets.token_bytes(KEY_BYTES), _now())
-        data_keys = {**self._data_keys, key_id: new_key}
+        self._persist({**self._data_keys, key_id: new_key}, key_id if primary else None)
+        return key_id
+
+    def set_primary(self, key_id: str) -> None:
+        """Make an existing data key the primary, and persist."""
+        if key_id not in self._data_keys:
+            raise UnknownKeyError(f"data key {key_id!r} is not in the keyring")
+        self._persist(dict(self._data_keys), key_id)
+
+    def _persist(self, data_keys: dict[str, DataKey], primary_key_id: str | None) -> None:
+        primary = self._primary_key_id if primary_key_id is None else primary_key_id
         candidate = Keyring(
             subject_token_key=self._subject_token_key,
             data_keys=data_keys,
-            primary_key_id=key_id,
+            primary_key_id=primary,
             path=self._path,
         )
         if self._path is not None:
             _replace_file(self._path, candidate._to_json())
         self._data_keys = data_keys
-        self._primary_key_id = key_id
-        return key_id
+        self._primary_key_id = primary
 
     # -- serialization --------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from gateway.protection.cipher import CipherError, FieldCipher
 from gateway.protection.keyring import KeyringError
 from gateway.protection.tokens import is_subject_token
 from gateway.storage.database import Database
+from gateway.storage.index_writes import IndexedFacts, read_indexed, store_newest
 from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
 
 SourceFacts = report_pb2.SourceFacts
@@ -127,9 +128,12 @@ class FactIndex:
 
     async def store(
         self, token: str, facts: report_pb2.SourceFacts, *, sequence: int | None = None
-    ) -> None:
-        """Insert or replace the last known facts of ``facts.source_id`` for ``token``.
+    ) -> bool:
+        """Keep ``facts`` as the latest of ``facts.source_id`` for ``token``, unless newer.
 
+        The index keeps the facts with the newest ``source_as_of``, as provider sync does, so a
+        live answer never overwrites newer pushed facts (``gateway.storage.index_writes``).
+        Returns True when the stored content changed; a change-feed row then announces it.
         ``sequence`` is the provider's update sequence number, when the facts came by sync.
         """
         _require_token(token)
@@ -156,13 +160,14 @@ class FactIndex:
             ),
             "sequence": sequence,
         }
-        statement = (
-            self._insert(SourceFactsRow)
-            .values(subject_token=token, source_id=facts.source_id, **values)
-            .on_conflict_do_update(index_elements=["subject_token", "source_id"], set_=values)
+        return await store_newest(
+            self._db, token, facts, values, open_facts=self._open_facts, now=self._clock()
         )
-        async with self._db.write() as session:
-            await session.execute(statement)
+
+    async def indexed(self, token: str) -> dict[str, IndexedFacts]:
+        """Every source's indexed facts about ``token`` with their freshness, by source id."""
+        _require_token(token)
+        return await read_indexed(self._db, token, self._open_facts)
 
     async def last_known(self, token: str, source_id: str) -> report_pb2.SourceFacts | None:
         """The last stored facts of ``source_id`` about ``token``, or ``None``."""
@@ -253,14 +258,17 @@ class FactIndex:
 
     # -- key rotation ---------------------------------------------------------------------------
 
-    async def reencrypt_all(self, batch_size: int = 500) -> int:
+    async def reencrypt_all(
+        self, batch_size: int = 500, *, progress: Callable[[int], None] | None = None
+    ) -> int:
         """Re-encrypt every ciphertext not under the primary key; return how many were.
 
         Walks each table in primary-key order, ``batch_size`` rows per short transaction, so
         it never holds a lock for long and can run while the gateway serves. A row changed
         concurrently is left alone (the update matches on the old ciphertext); the writer has
         already used the primary key. Run it again until it returns 0 if other replicas may
-        still have been writing with the old keyring.
+        still have been writing with the old keyring. ``progress`` is told how many rows each
+        batch examined.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -271,6 +279,7 @@ class FactIndex:
             key_id=Subject.key_id,
             context=lambda pk: identity_context(pk[0]),
             batch_size=batch_size,
+            progress=progress,
         )
         facts = await self._reencrypt_table(
             model=SourceFactsRow,
@@ -279,6 +288,7 @@ class FactIndex:
             key_id=SourceFactsRow.key_id,
             context=lambda pk: facts_context(pk[0], pk[1]),
             batch_size=batch_size,
+            progress=progress,
         )
         return subjects + facts
 
@@ -291,6 +301,7 @@ class FactIndex:
         key_id: InstrumentedAttribute[str],
         context: Callable[[tuple[str, ...]], bytes],
         batch_size: int,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         primary = self._cipher.primary_key_id
         table = model.__tablename__
@@ -318,6 +329,8 @@ class FactIndex:
                         .execution_options(synchronize_session=False)
                     )
                     done += len(changed.all())
+            if progress is not None:
+                progress(len(rows))
             if len(rows) < batch_size:
                 return done
             after = tuple(str(v) for v in rows[-1][1:])

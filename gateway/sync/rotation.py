@@ -9,6 +9,8 @@ on the old ciphertext so a row changed meanwhile is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import and_, select, tuple_, update
 
 from gateway.protection.cipher import FieldCipher
@@ -17,9 +19,16 @@ from gateway.sync.models import SyncUpdateRow, original_context
 
 
 async def reencrypt_originals(
-    database: Database, cipher: FieldCipher, *, batch_size: int = 500
+    database: Database,
+    cipher: FieldCipher,
+    *,
+    batch_size: int = 500,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Re-encrypt every signed original not under the primary key; return how many were."""
+    """Re-encrypt every signed original not under the primary key; return how many were.
+
+    ``progress`` is told how many rows each batch examined.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     row = SyncUpdateRow
@@ -54,6 +63,8 @@ async def reencrypt_originals(
                     .execution_options(synchronize_session=False)
                 )
                 done += len(changed.all())
+        if progress is not None:
+            progress(len(rows))
         if len(rows) < batch_size:
             return done
         after = (str(rows[-1][0]), int(rows[-1][1]))

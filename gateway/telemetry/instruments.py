@@ -55,6 +55,7 @@ OUTCOME = "credgate.outcome"
 ERROR_REASON = "credgate.error.reason"
 REQUEST_ID = "credgate.request_id"
 PROVIDER_ID = "credgate.provider.id"
+AUDIT_ACTION = "credgate.audit.action"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Histogram bounds in seconds: the SDK's defaults are meant for milliseconds."""
@@ -69,12 +70,14 @@ BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 RPC_REQUESTS = "credgate.rpc.server.requests"
 RPC_DURATION = "credgate.rpc.server.duration"
 RPC_DENIALS = "credgate.rpc.server.denials"
+RPC_INVALID_REQUESTS = "credgate.rpc.server.invalid_requests"
 SOURCE_REQUESTS = "credgate.source.requests"
 SOURCE_DURATION = "credgate.source.duration"
 BREAKER_STATE = "credgate.source.breaker.state"
 SYNC_LAG = "credgate.sync.lag"
 SYNC_WATCHERS = "credgate.sync.watchers.open"
 AUDIT_BACKLOG = "credgate.audit.backlog"
+AUDIT_APPEND_FAILURES = "credgate.audit.append_failures"
 
 _rpc_requests = _meter.create_counter(
     RPC_REQUESTS, unit="{request}", description="Gateway RPCs handled, by method and status."
@@ -89,6 +92,18 @@ _rpc_denials = _meter.create_counter(
     RPC_DENIALS,
     unit="{denial}",
     description="Queries refused with PERMISSION_DENIED, by method and ErrorInfo reason.",
+)
+_rpc_invalid_requests = _meter.create_counter(
+    RPC_INVALID_REQUESTS,
+    unit="{request}",
+    description="Queries (and batch items) refused as INVALID_ARGUMENT before any subject was "
+    "resolved; they are not access decisions and leave no audit entry.",
+)
+_audit_append_failures = _meter.create_counter(
+    AUDIT_APPEND_FAILURES,
+    unit="{decision}",
+    description="Decisions withheld (UNAVAILABLE / AUDIT_UNAVAILABLE) because their audit entry "
+    "could not be appended, by action.",
 )
 _source_requests = _meter.create_counter(
     SOURCE_REQUESTS,
@@ -130,6 +145,24 @@ def record_denial(full_method: str, reason: str) -> None:
     """
     attributes = {**rpc_attributes(full_method), ERROR_REASON: reason_label(reason)}
     _rpc_denials.add(1, attributes)
+
+
+def record_invalid_request(full_method: str) -> None:
+    """Count one query (or batch item) refused as INVALID_ARGUMENT.
+
+    Validation runs before the subject is resolved, so such a refusal is no access decision and
+    leaves no audit entry; this counter is where it shows instead.
+    """
+    _rpc_invalid_requests.add(1, rpc_attributes(full_method))
+
+
+def record_audit_failure(action: str) -> None:
+    """Count one decision withheld because the audit log could not record it.
+
+    ``action`` is an ``AuditAction`` name without its prefix (``READ_REPAIR_STATUS``): a closed
+    set. Anything above zero here means callers are being refused; alert on it.
+    """
+    _audit_append_failures.add(1, {AUDIT_ACTION: reason_label(action)})
 
 
 def record_source_call(

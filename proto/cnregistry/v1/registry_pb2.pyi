@@ -395,3 +395,175 @@ class BankruptcyAnnotation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BankruptcyAnnotation: _TypeAlias = BankruptcyAnnotation  # noqa: Y015
+
+@_typing.final
+class SubmitDissentRequest(_message.Message):
+    """A dissent against one record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_CODE_FIELD_NUMBER: _builtins.int
+    ID_TYPE_FIELD_NUMBER: _builtins.int
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    RECORD_NO_FIELD_NUMBER: _builtins.int
+    DISSENT_TYPE_FIELD_NUMBER: _builtins.int
+    DISSENT_TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_SERIAL_FIELD_NUMBER: _builtins.int
+    org_code: _builtins.str
+    """The submitting organization's registry code (14 characters)."""
+    id_type: _builtins.str
+    """The identity document type (codes as in QueryPersonalReportRequest.id_type)."""
+    id_number: _builtins.str
+    """The identity document number."""
+    record_no: _builtins.str
+    """The disputed record: an annotation_no, account_no or mark_no from a report."""
+    dissent_type: _builtins.str
+    """What is disputed. Codes: "1" bankruptcy annotation or case, "2" account status,
+    "3" dates, "4" amount, "5" the record is not the person's, "9" other.
+    """
+    dissent_text: _builtins.str
+    """The person's statement, in their words."""
+    request_serial: _builtins.str
+    """The submitting organization's own id for the dissent, unique per dissent."""
+    def __init__(
+        self,
+        *,
+        org_code: _builtins.str = ...,
+        id_type: _builtins.str = ...,
+        id_number: _builtins.str = ...,
+        record_no: _builtins.str = ...,
+        dissent_type: _builtins.str = ...,
+        dissent_text: _builtins.str = ...,
+        request_serial: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dissent_text", b"dissent_text", "dissent_type", b"dissent_type", "id_number", b"id_number", "id_type", b"id_type", "org_code", b"org_code", "record_no", b"record_no", "request_serial", b"request_serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitDissentRequest: _TypeAlias = SubmitDissentRequest  # noqa: Y015
+
+@_typing.final
+class SubmitDissentResponse(_message.Message):
+    """The registry's receipt for a dissent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    RESULT_MESSAGE_FIELD_NUMBER: _builtins.int
+    DISSENT_NO_FIELD_NUMBER: _builtins.int
+    ACCEPT_DATE_FIELD_NUMBER: _builtins.int
+    result_code: _builtins.str
+    """The outcome. Codes: "0000" filed, "1001" no such person or record, "2001" invalid identity
+    document, "2002" invalid organization code or dissent type, "9001" busy, "9999" internal.
+    """
+    result_message: _builtins.str
+    """A human-readable text for result_code, in Chinese."""
+    dissent_no: _builtins.str
+    """The registry's dissent number."""
+    accept_date: _builtins.str
+    """The day the registry received the dissent, "YYYYMMDD"."""
+    def __init__(
+        self,
+        *,
+        result_code: _builtins.str = ...,
+        result_message: _builtins.str = ...,
+        dissent_no: _builtins.str = ...,
+        accept_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_date", b"accept_date", "dissent_no", b"dissent_no", "result_code", b"result_code", "result_message", b"result_message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitDissentResponse: _TypeAlias = SubmitDissentResponse  # noqa: Y015
+
+@_typing.final
+class RecordCourtRulingRequest(_message.Message):
+    """A court ruling to record on a bankruptcy annotation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_CODE_FIELD_NUMBER: _builtins.int
+    ID_TYPE_FIELD_NUMBER: _builtins.int
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    CASE_NO_FIELD_NUMBER: _builtins.int
+    ANNOTATION_CODE_FIELD_NUMBER: _builtins.int
+    RULING_NO_FIELD_NUMBER: _builtins.int
+    RULING_DATE_FIELD_NUMBER: _builtins.int
+    REQUEST_SERIAL_FIELD_NUMBER: _builtins.int
+    org_code: _builtins.str
+    """The submitting organization's registry code (14 characters)."""
+    id_type: _builtins.str
+    """The identity document type (codes as in QueryPersonalReportRequest.id_type)."""
+    id_number: _builtins.str
+    """The identity document number."""
+    case_no: _builtins.str
+    """The court's case number."""
+    annotation_code: _builtins.str
+    """The annotation the ruling sets (codes as in BankruptcyAnnotation.annotation_code): "22"
+    dishonesty disclosure stopped, "31" exempted.
+    """
+    ruling_no: _builtins.str
+    """The court's document number of the ruling."""
+    ruling_date: _builtins.str
+    """The day of the ruling, "YYYYMMDD"."""
+    request_serial: _builtins.str
+    """The submitting organization's own id for the request."""
+    def __init__(
+        self,
+        *,
+        org_code: _builtins.str = ...,
+        id_type: _builtins.str = ...,
+        id_number: _builtins.str = ...,
+        case_no: _builtins.str = ...,
+        annotation_code: _builtins.str = ...,
+        ruling_no: _builtins.str = ...,
+        ruling_date: _builtins.str = ...,
+        request_serial: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_code", b"annotation_code", "case_no", b"case_no", "id_number", b"id_number", "id_type", b"id_type", "org_code", b"org_code", "request_serial", b"request_serial", "ruling_date", b"ruling_date", "ruling_no", b"ruling_no"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCourtRulingRequest: _TypeAlias = RecordCourtRulingRequest  # noqa: Y015
+
+@_typing.final
+class RecordCourtRulingResponse(_message.Message):
+    """The registry's receipt for a ruling."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    RESULT_MESSAGE_FIELD_NUMBER: _builtins.int
+    CHANGE_NO_FIELD_NUMBER: _builtins.int
+    UPDATE_DATE_FIELD_NUMBER: _builtins.int
+    result_code: _builtins.str
+    """The outcome. Codes: "0000" recorded, "1001" no such person or case, "2001" invalid identity
+    document, "2002" invalid organization code or annotation, "9001" busy, "9999" internal.
+    """
+    result_message: _builtins.str
+    """A human-readable text for result_code, in Chinese."""
+    change_no: _builtins.str
+    """The registry's reference for the change."""
+    update_date: _builtins.str
+    """The day the annotation changed, "YYYYMMDD"."""
+    def __init__(
+        self,
+        *,
+        result_code: _builtins.str = ...,
+        result_message: _builtins.str = ...,
+        change_no: _builtins.str = ...,
+        update_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_no", b"change_no", "result_code", b"result_code", "result_message", b"result_message", "update_date", b"update_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCourtRulingResponse: _TypeAlias = RecordCourtRulingResponse  # noqa: Y015

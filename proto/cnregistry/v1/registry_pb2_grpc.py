@@ -40,6 +40,16 @@ class PersonalCreditServiceStub:
                 request_serializer=cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportRequest.SerializeToString,
                 response_deserializer=cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportResponse.FromString,
                 _registered_method=True)
+        self.SubmitDissent = channel.unary_unary(
+                '/cnregistry.v1.PersonalCreditService/SubmitDissent',
+                request_serializer=cnregistry_dot_v1_dot_registry__pb2.SubmitDissentRequest.SerializeToString,
+                response_deserializer=cnregistry_dot_v1_dot_registry__pb2.SubmitDissentResponse.FromString,
+                _registered_method=True)
+        self.RecordCourtRuling = channel.unary_unary(
+                '/cnregistry.v1.PersonalCreditService/RecordCourtRuling',
+                request_serializer=cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingRequest.SerializeToString,
+                response_deserializer=cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingResponse.FromString,
+                _registered_method=True)
 
 
 class PersonalCreditServiceServicer:
@@ -54,6 +64,23 @@ class PersonalCreditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitDissent(self, request, context):
+        """Accept a person's dissent (异议) against one record of theirs. The registry checks it and
+        answers in writing later; this call only files it and returns the dissent number. A
+        repeated request_serial from the same organization returns the dissent already filed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCourtRuling(self, request, context):
+        """Record a court ruling that changes a person's bankruptcy annotation (disclosure stopped,
+        debts exempted). A repeated request_serial from the same organization is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonalCreditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +88,16 @@ def add_PersonalCreditServiceServicer_to_server(servicer, server):
                     servicer.QueryPersonalReport,
                     request_deserializer=cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportRequest.FromString,
                     response_serializer=cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportResponse.SerializeToString,
+            ),
+            'SubmitDissent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitDissent,
+                    request_deserializer=cnregistry_dot_v1_dot_registry__pb2.SubmitDissentRequest.FromString,
+                    response_serializer=cnregistry_dot_v1_dot_registry__pb2.SubmitDissentResponse.SerializeToString,
+            ),
+            'RecordCourtRuling': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCourtRuling,
+                    request_deserializer=cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingRequest.FromString,
+                    response_serializer=cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +128,60 @@ class PersonalCreditService:
             '/cnregistry.v1.PersonalCreditService/QueryPersonalReport',
             cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportRequest.SerializeToString,
             cnregistry_dot_v1_dot_registry__pb2.QueryPersonalReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitDissent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cnregistry.v1.PersonalCreditService/SubmitDissent',
+            cnregistry_dot_v1_dot_registry__pb2.SubmitDissentRequest.SerializeToString,
+            cnregistry_dot_v1_dot_registry__pb2.SubmitDissentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCourtRuling(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cnregistry.v1.PersonalCreditService/RecordCourtRuling',
+            cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingRequest.SerializeToString,
+            cnregistry_dot_v1_dot_registry__pb2.RecordCourtRulingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,15 @@ class PersonalCreditServiceStub:
     """Return the personal credit report of one person. A person unknown to the registry is
     answered with result_code "1001", not with a gRPC error.
     """
+    SubmitDissent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SubmitDissentRequest, _registry_pb2.SubmitDissentResponse]
+    """Accept a person's dissent (异议) against one record of theirs. The registry checks it and
+    answers in writing later; this call only files it and returns the dissent number. A
+    repeated request_serial from the same organization returns the dissent already filed.
+    """
+    RecordCourtRuling: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RecordCourtRulingRequest, _registry_pb2.RecordCourtRulingResponse]
+    """Record a court ruling that changes a person's bankruptcy annotation (disclosure stopped,
+    debts exempted). A repeated request_serial from the same organization is a no-op.
+    """
 
 @_typing.type_check_only
 class PersonalCreditServiceAsyncStub(PersonalCreditServiceStub):
@@ -57,6 +66,15 @@ class PersonalCreditServiceAsyncStub(PersonalCreditServiceStub):
     QueryPersonalReport: _aio.UnaryUnaryMultiCallable[_registry_pb2.QueryPersonalReportRequest, _registry_pb2.QueryPersonalReportResponse]  # type: ignore[assignment]
     """Return the personal credit report of one person. A person unknown to the registry is
     answered with result_code "1001", not with a gRPC error.
+    """
+    SubmitDissent: _aio.UnaryUnaryMultiCallable[_registry_pb2.SubmitDissentRequest, _registry_pb2.SubmitDissentResponse]  # type: ignore[assignment]
+    """Accept a person's dissent (异议) against one record of theirs. The registry checks it and
+    answers in writing later; this call only files it and returns the dissent number. A
+    repeated request_serial from the same organization returns the dissent already filed.
+    """
+    RecordCourtRuling: _aio.UnaryUnaryMultiCallable[_registry_pb2.RecordCourtRulingRequest, _registry_pb2.RecordCourtRulingResponse]  # type: ignore[assignment]
+    """Record a court ruling that changes a person's bankruptcy annotation (disclosure stopped,
+    debts exempted). A repeated request_serial from the same organization is a no-op.
     """
 
 class PersonalCreditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,6 +88,27 @@ class PersonalCreditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.QueryPersonalReportResponse, _abc.Awaitable[_registry_pb2.QueryPersonalReportResponse]]:
         """Return the personal credit report of one person. A person unknown to the registry is
         answered with result_code "1001", not with a gRPC error.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitDissent(
+        self,
+        request: _registry_pb2.SubmitDissentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.SubmitDissentResponse, _abc.Awaitable[_registry_pb2.SubmitDissentResponse]]:
+        """Accept a person's dissent (异议) against one record of theirs. The registry checks it and
+        answers in writing later; this call only files it and returns the dissent number. A
+        repeated request_serial from the same organization returns the dissent already filed.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordCourtRuling(
+        self,
+        request: _registry_pb2.RecordCourtRulingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RecordCourtRulingResponse, _abc.Awaitable[_registry_pb2.RecordCourtRulingResponse]]:
+        """Record a court ruling that changes a person's bankruptcy annotation (disclosure stopped,
+        debts exempted). A repeated request_serial from the same organization is a no-op.
         """
 
 def add_PersonalCreditServiceServicer_to_server(servicer: PersonalCreditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabul
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63redit_repair/v1/audit.proto\x12\x10\x63redit_repair.v1\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\rdecision_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.credit_repair.v1.InstitutionRole\x12*\n\x07purpose\x18\x05 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x12\n\nconsent_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x07 \x01(\t\x12\x15\n\rsubject_token\x18\x08 \x01(\t\x12\x32\n\ncategories\x18\t \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nsource_ids\x18\n \x03(\t\x12/\n\x07outcome\x18\x0b \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x11\n\treport_id\x18\x0f \x01(\t\x12\x15\n\rreport_digest\x18\x10 \x01(\t\"O\n\x0b\x41uditRecord\x12+\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.AuditEntry\x12\x13\n\x0b\x65ntry_bytes\x18\x02 \x01(\x0c\"\x88\x01\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"U\n\x10\x43onsistencyProof\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\xc1\x02\n\x13SubjectAccessRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\rdecision_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.credit_repair.v1.InstitutionRole\x12*\n\x07purpose\x18\x05 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x06 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\ncategories\x18\x08 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory*b\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63redit_repair/v1/audit.proto\x12\x10\x63redit_repair.v1\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x04\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\rdecision_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.credit_repair.v1.InstitutionRole\x12*\n\x07purpose\x18\x05 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x12\n\nconsent_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x07 \x01(\t\x12\x15\n\rsubject_token\x18\x08 \x01(\t\x12\x32\n\ncategories\x18\t \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nsource_ids\x18\n \x03(\t\x12/\n\x07outcome\x18\x0b \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x11\n\treport_id\x18\x0f \x01(\t\x12\x15\n\rreport_digest\x18\x10 \x01(\t\x12;\n\x13withheld_categories\x18\x11 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nchargeable\x18\x12 \x01(\x08\x12-\n\x06\x61\x63tion\x18\x13 \x01(\x0e\x32\x1d.credit_repair.v1.AuditAction\"O\n\x0b\x41uditRecord\x12+\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.AuditEntry\x12\x13\n\x0b\x65ntry_bytes\x18\x02 \x01(\x0c\"\x88\x01\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"U\n\x10\x43onsistencyProof\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x84\x03\n\x13SubjectAccessRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\rdecision_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.credit_repair.v1.InstitutionRole\x12*\n\x07purpose\x18\x05 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x06 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\ncategories\x18\x08 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12-\n\x06\x61\x63tion\x18\t \x01(\x0e\x32\x1d.credit_repair.v1.AuditAction\x12\x12\n\nconsent_id\x18\n \x01(\t*b\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02*\x90\x05\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1f\x41UDIT_ACTION_READ_REPAIR_STATUS\x10\x01\x12\x1f\n\x1b\x41UDIT_ACTION_READ_AUDIT_LOG\x10\x02\x12#\n\x1f\x41UDIT_ACTION_ENROLL_SUBJECT_KEY\x10\x03\x12\x1e\n\x1a\x41UDIT_ACTION_GRANT_CONSENT\x10\x04\x12\x1f\n\x1b\x41UDIT_ACTION_REVOKE_CONSENT\x10\x05\x12\"\n\x1e\x41UDIT_ACTION_LIST_OWN_CONSENTS\x10\x06\x12\"\n\x1e\x41UDIT_ACTION_LIST_OWN_ACCESSES\x10\x07\x12\x1f\n\x1b\x41UDIT_ACTION_FILE_OBJECTION\x10\x14\x12 \n\x1c\x41UDIT_ACTION_READ_OBJECTIONS\x10\x15\x12!\n\x1d\x41UDIT_ACTION_ANSWER_OBJECTION\x10\x16\x12,\n(AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY\x10\x17\x12(\n$AUDIT_ACTION_FILE_REPAIR_APPLICATION\x10\x18\x12)\n%AUDIT_ACTION_READ_REPAIR_APPLICATIONS\x10\x19\x12*\n&AUDIT_ACTION_REVIEW_REPAIR_APPLICATION\x10\x1a\x12-\n)AUDIT_ACTION_OBJECT_TO_REPAIR_APPLICATION\x10\x1b\x12+\n\'AUDIT_ACTION_RULE_ON_REPAIR_APPLICATION\x10\x1c\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.audit_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_AUDITOUTCOME']._serialized_start=1304
-  _globals['_AUDITOUTCOME']._serialized_end=1402
+  _globals['_AUDITOUTCOME']._serialized_start=1499
+  _globals['_AUDITOUTCOME']._serialized_end=1597
+  _globals['_AUDITACTION']._serialized_start=1600
+  _globals['_AUDITACTION']._serialized_end=2256
   _globals['_AUDITENTRY']._serialized_start=119
-  _globals['_AUDITENTRY']._serialized_end=598
-  _globals['_AUDITRECORD']._serialized_start=600
-  _globals['_AUDITRECORD']._serialized_end=679
-  _globals['_LOGCHECKPOINT']._serialized_start=682
-  _globals['_LOGCHECKPOINT']._serialized_end=818
-  _globals['_INCLUSIONPROOF']._serialized_start=820
-  _globals['_INCLUSIONPROOF']._serialized_end=891
-  _globals['_CONSISTENCYPROOF']._serialized_start=893
-  _globals['_CONSISTENCYPROOF']._serialized_end=978
-  _globals['_SUBJECTACCESSRECORD']._serialized_start=981
-  _globals['_SUBJECTACCESSRECORD']._serialized_end=1302
+  _globals['_AUDITENTRY']._serialized_end=726
+  _globals['_AUDITRECORD']._serialized_start=728
+  _globals['_AUDITRECORD']._serialized_end=807
+  _globals['_LOGCHECKPOINT']._serialized_start=810
+  _globals['_LOGCHECKPOINT']._serialized_end=946
+  _globals['_INCLUSIONPROOF']._serialized_start=948
+  _globals['_INCLUSIONPROOF']._serialized_end=1019
+  _globals['_CONSISTENCYPROOF']._serialized_start=1021
+  _globals['_CONSISTENCYPROOF']._serialized_end=1106
+  _globals['_SUBJECTACCESSRECORD']._serialized_start=1109
+  _globals['_SUBJECTACCESSRECORD']._serialized_end=1497
 # @@protoc_insertion_point(module_scope)

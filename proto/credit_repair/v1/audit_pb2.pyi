@@ -48,6 +48,104 @@ AUDIT_OUTCOME_DENIED: AuditOutcome.ValueType  # 2
 """The caller was refused; the entry's reason says why."""
 Global___AuditOutcome: _TypeAlias = AuditOutcome  # noqa: Y015
 
+class _AuditAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUDIT_ACTION_UNSPECIFIED: _AuditAction.ValueType  # 0
+    """Not recorded (entries written by tools and tests); the gateway always names the action."""
+    AUDIT_ACTION_READ_REPAIR_STATUS: _AuditAction.ValueType  # 1
+    """Read a subject's repair status: RepairStatusService.GetRepairStatus or one item of
+    BatchGetRepairStatus.
+    """
+    AUDIT_ACTION_READ_AUDIT_LOG: _AuditAction.ValueType  # 2
+    """Read the audit log: a RegulatorService listing or export, or a refused RegulatorService call."""
+    AUDIT_ACTION_ENROLL_SUBJECT_KEY: _AuditAction.ValueType  # 3
+    """Enrol a subject's consent-signing key (ConsentService.EnrollSubjectKey)."""
+    AUDIT_ACTION_GRANT_CONSENT: _AuditAction.ValueType  # 4
+    """Record a consent grant the subject signed (ConsentService.GrantConsent)."""
+    AUDIT_ACTION_REVOKE_CONSENT: _AuditAction.ValueType  # 5
+    """Revoke a consent grant (ConsentService.RevokeConsent)."""
+    AUDIT_ACTION_LIST_OWN_CONSENTS: _AuditAction.ValueType  # 6
+    """The subject listed their own consent grants (SelfInquiryService.ListOwnConsents)."""
+    AUDIT_ACTION_LIST_OWN_ACCESSES: _AuditAction.ValueType  # 7
+    """The subject listed who accessed their record (SelfInquiryService.ListOwnAccesses)."""
+    AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
+    """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
+    File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
+    index was corrected or the objection routed to the source.
+    """
+    AUDIT_ACTION_READ_OBJECTIONS: _AuditAction.ValueType  # 21
+    """Read objections: ObjectionService.GetObjection, ListObjections, WatchObjection and a
+    regulator's ListOverdueObjections.
+    """
+    AUDIT_ACTION_ANSWER_OBJECTION: _AuditAction.ValueType  # 22
+    """Record an information provider's written reply (ObjectionService.RecordSourceReply)."""
+    AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY: _AuditAction.ValueType  # 23
+    """Evaluate repair eligibility (RepairApplicationService.EvaluateRepairEligibility)."""
+    AUDIT_ACTION_FILE_REPAIR_APPLICATION: _AuditAction.ValueType  # 24
+    """File a repair application (RepairApplicationService.FileRepairApplication)."""
+    AUDIT_ACTION_READ_REPAIR_APPLICATIONS: _AuditAction.ValueType  # 25
+    """Read repair applications: GetRepairApplication, ListRepairApplications and
+    WatchRepairApplication.
+    """
+    AUDIT_ACTION_REVIEW_REPAIR_APPLICATION: _AuditAction.ValueType  # 26
+    """Review a repair application (RepairApplicationService.ReviewRepairApplication)."""
+    AUDIT_ACTION_OBJECT_TO_REPAIR_APPLICATION: _AuditAction.ValueType  # 27
+    """Object to a repair application under announcement (ObjectToRepairApplication)."""
+    AUDIT_ACTION_RULE_ON_REPAIR_APPLICATION: _AuditAction.ValueType  # 28
+    """Rule on a repair application (RepairApplicationService.RuleOnRepairApplication)."""
+
+class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
+    """What the caller asked the gateway to do, so an entry says which kind of decision it records."""
+
+AUDIT_ACTION_UNSPECIFIED: AuditAction.ValueType  # 0
+"""Not recorded (entries written by tools and tests); the gateway always names the action."""
+AUDIT_ACTION_READ_REPAIR_STATUS: AuditAction.ValueType  # 1
+"""Read a subject's repair status: RepairStatusService.GetRepairStatus or one item of
+BatchGetRepairStatus.
+"""
+AUDIT_ACTION_READ_AUDIT_LOG: AuditAction.ValueType  # 2
+"""Read the audit log: a RegulatorService listing or export, or a refused RegulatorService call."""
+AUDIT_ACTION_ENROLL_SUBJECT_KEY: AuditAction.ValueType  # 3
+"""Enrol a subject's consent-signing key (ConsentService.EnrollSubjectKey)."""
+AUDIT_ACTION_GRANT_CONSENT: AuditAction.ValueType  # 4
+"""Record a consent grant the subject signed (ConsentService.GrantConsent)."""
+AUDIT_ACTION_REVOKE_CONSENT: AuditAction.ValueType  # 5
+"""Revoke a consent grant (ConsentService.RevokeConsent)."""
+AUDIT_ACTION_LIST_OWN_CONSENTS: AuditAction.ValueType  # 6
+"""The subject listed their own consent grants (SelfInquiryService.ListOwnConsents)."""
+AUDIT_ACTION_LIST_OWN_ACCESSES: AuditAction.ValueType  # 7
+"""The subject listed who accessed their record (SelfInquiryService.ListOwnAccesses)."""
+AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
+"""Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
+File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
+index was corrected or the objection routed to the source.
+"""
+AUDIT_ACTION_READ_OBJECTIONS: AuditAction.ValueType  # 21
+"""Read objections: ObjectionService.GetObjection, ListObjections, WatchObjection and a
+regulator's ListOverdueObjections.
+"""
+AUDIT_ACTION_ANSWER_OBJECTION: AuditAction.ValueType  # 22
+"""Record an information provider's written reply (ObjectionService.RecordSourceReply)."""
+AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY: AuditAction.ValueType  # 23
+"""Evaluate repair eligibility (RepairApplicationService.EvaluateRepairEligibility)."""
+AUDIT_ACTION_FILE_REPAIR_APPLICATION: AuditAction.ValueType  # 24
+"""File a repair application (RepairApplicationService.FileRepairApplication)."""
+AUDIT_ACTION_READ_REPAIR_APPLICATIONS: AuditAction.ValueType  # 25
+"""Read repair applications: GetRepairApplication, ListRepairApplications and
+WatchRepairApplication.
+"""
+AUDIT_ACTION_REVIEW_REPAIR_APPLICATION: AuditAction.ValueType  # 26
+"""Review a repair application (RepairApplicationService.ReviewRepairApplication)."""
+AUDIT_ACTION_OBJECT_TO_REPAIR_APPLICATION: AuditAction.ValueType  # 27
+"""Object to a repair application under announcement (ObjectToRepairApplication)."""
+AUDIT_ACTION_RULE_ON_REPAIR_APPLICATION: AuditAction.ValueType  # 28
+"""Rule on a repair application (RepairApplicationService.RuleOnRepairApplication)."""
+Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
+
 @_typing.final
 class AuditEntry(_message.Message):
     """One access decision, allowed or denied. It never holds an identity number or a name: the
@@ -76,6 +174,9 @@ class AuditEntry(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REPORT_ID_FIELD_NUMBER: _builtins.int
     REPORT_DIGEST_FIELD_NUMBER: _builtins.int
+    WITHHELD_CATEGORIES_FIELD_NUMBER: _builtins.int
+    CHARGEABLE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The entry's position in the log (0 for the first entry), assigned when it is appended."""
     institution_id: _builtins.str
@@ -106,6 +207,12 @@ class AuditEntry(_message.Message):
     """Lower-case hex SHA-256 of the deterministically serialized report released; empty when
     denied.
     """
+    chargeable: _builtins.bool
+    """Whether the query is chargeable (measures Art. 13; the report's chargeable flag): false for
+    ex officio investigations and the subject's own inquiry, and whenever denied.
+    """
+    action: Global___AuditAction.ValueType
+    """What the caller asked the gateway to do."""
     @_builtins.property
     def decision_time(self) -> _timestamp_pb2.Timestamp:
         """When the decision was made."""
@@ -117,6 +224,13 @@ class AuditEntry(_message.Message):
     @_builtins.property
     def source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The sources consulted for the answer (source ids); empty when denied."""
+
+    @_builtins.property
+    def withheld_categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.DataCategory.ValueType]:
+        """The data categories asked for (or, when none were named, the purpose's) that the purpose or
+        the consent grant did not allow, so they were left out of the answer (the report's
+        withheld_categories); empty when denied. Sorted, without duplicates.
+        """
 
     def __init__(
         self,
@@ -137,10 +251,13 @@ class AuditEntry(_message.Message):
         request_id: _builtins.str = ...,
         report_id: _builtins.str = ...,
         report_digest: _builtins.str = ...,
+        withheld_categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
+        chargeable: _builtins.bool = ...,
+        action: Global___AuditAction.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "categories", b"categories", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "report_digest", b"report_digest", "report_id", b"report_id", "request_id", b"request_id", "role", b"role", "source_ids", b"source_ids", "subject_token", b"subject_token", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_reference", b"case_reference", "categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "report_digest", b"report_digest", "report_id", b"report_id", "request_id", b"request_id", "role", b"role", "source_ids", b"source_ids", "subject_token", b"subject_token", "trace_id", b"trace_id", "withheld_categories", b"withheld_categories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +414,8 @@ class SubjectAccessRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The entry's index in the audit log (an inclusion proof can be asked for it)."""
     institution_id: _builtins.str
@@ -309,6 +428,10 @@ class SubjectAccessRecord(_message.Message):
     """Whether it got an answer."""
     reason: _builtins.str
     """Why it was refused, or ALLOWED."""
+    action: Global___AuditAction.ValueType
+    """What it asked the gateway to do (read the record, record or revoke a consent grant, ...)."""
+    consent_id: _builtins.str
+    """The consent grant it relied on or acted on; empty when none."""
     @_builtins.property
     def decision_time(self) -> _timestamp_pb2.Timestamp:
         """When the decision was made."""
@@ -328,10 +451,12 @@ class SubjectAccessRecord(_message.Message):
         outcome: Global___AuditOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
+        action: Global___AuditAction.ValueType = ...,
+        consent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "categories", b"categories", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,7 +8,9 @@ from credit_repair.v1 import report_pb2 as _report_pb2
 from credit_repair.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +22,56 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ConsistencyMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsistencyModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsistencyMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSISTENCY_MODE_UNSPECIFIED: _ConsistencyMode.ValueType  # 0
+    """The gateway's configured default ([sync] default_consistency; AUTO unless configured)."""
+    CONSISTENCY_MODE_AUTO: _ConsistencyMode.ValueType  # 1
+    """Each source from the gateway's index when its copy is within the source's freshness bound
+    ([sync] freshness_seconds, per source source_freshness_seconds); the other sources are asked
+    now, as with LIVE.
+    """
+    CONSISTENCY_MODE_INDEX: _ConsistencyMode.ValueType  # 2
+    """The gateway's index only: no source is asked, so the answer is fast and never waits for a
+    source. Each source's facts carry their freshness in provenance (source_as_of: what the
+    source's data is as of; fetched_at: when the gateway received them). A source the index
+    holds nothing from about the subject is listed in failures with reason NOT_IN_INDEX.
+    """
+    CONSISTENCY_MODE_LIVE: _ConsistencyMode.ValueType  # 3
+    """Every source that can be queried is asked now (the fresh answers also update the index);
+    a source that fails is shown with its last-known facts, flagged stale. Sources that only
+    push updates (registered providers without a query interface) come from the index in every
+    mode.
+    """
+
+class ConsistencyMode(_ConsistencyMode, metaclass=_ConsistencyModeEnumTypeWrapper):
+    """Where the facts behind a report come from, and how fresh they must be."""
+
+CONSISTENCY_MODE_UNSPECIFIED: ConsistencyMode.ValueType  # 0
+"""The gateway's configured default ([sync] default_consistency; AUTO unless configured)."""
+CONSISTENCY_MODE_AUTO: ConsistencyMode.ValueType  # 1
+"""Each source from the gateway's index when its copy is within the source's freshness bound
+([sync] freshness_seconds, per source source_freshness_seconds); the other sources are asked
+now, as with LIVE.
+"""
+CONSISTENCY_MODE_INDEX: ConsistencyMode.ValueType  # 2
+"""The gateway's index only: no source is asked, so the answer is fast and never waits for a
+source. Each source's facts carry their freshness in provenance (source_as_of: what the
+source's data is as of; fetched_at: when the gateway received them). A source the index
+holds nothing from about the subject is listed in failures with reason NOT_IN_INDEX.
+"""
+CONSISTENCY_MODE_LIVE: ConsistencyMode.ValueType  # 3
+"""Every source that can be queried is asked now (the fresh answers also update the index);
+a source that fails is shown with its last-known facts, flagged stale. Sources that only
+push updates (registered providers without a query interface) come from the index in every
+mode.
+"""
+Global___ConsistencyMode: _TypeAlias = ConsistencyMode  # noqa: Y015
 
 @_typing.final
 class GetRepairStatusRequest(_message.Message):
@@ -33,6 +85,7 @@ class GetRepairStatusRequest(_message.Message):
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     identity_number: _builtins.str
     """The subject's 18-character resident identity number (GB 11643), digits and a final check
     character (0-9 or X).
@@ -48,6 +101,10 @@ class GetRepairStatusRequest(_message.Message):
     signed report, so that the digest cannot be used to guess the identity number by trying
     every possible one. The client library always sets 16.
     """
+    consistency: Global___ConsistencyMode.ValueType
+    """Where the facts may come from; unspecified means the gateway's default (AUTO). The mode is
+    part of the request digest, so the signed report says how it was produced.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.DataCategory.ValueType]:
         """The data categories wanted; empty means every category the purpose allows."""
@@ -61,10 +118,11 @@ class GetRepairStatusRequest(_message.Message):
         consent_id: _builtins.str = ...,
         case_reference: _builtins.str = ...,
         nonce: _builtins.bytes = ...,
+        consistency: Global___ConsistencyMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "categories", b"categories", "consent_id", b"consent_id", "identity_number", b"identity_number", "nonce", b"nonce", "purpose", b"purpose"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "categories", b"categories", "consent_id", b"consent_id", "consistency", b"consistency", "identity_number", b"identity_number", "nonce", b"nonce", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -189,3 +247,109 @@ class BatchGetRepairStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetRepairStatusResponse: _TypeAlias = BatchGetRepairStatusResponse  # noqa: Y015
+
+@_typing.final
+class WatchRepairStatusRequest(_message.Message):
+    """Asks for one subject's report now and after every change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def query(self) -> Global___GetRepairStatusRequest:
+        """The query, with the same fields and rules as GetRepairStatus (consistency included: INDEX
+        makes every update cheap, AUTO may ask stale sources on each change). Every report of the
+        stream is signed with this query's digest.
+        """
+
+    def __init__(
+        self,
+        *,
+        query: Global___GetRepairStatusRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRepairStatusRequest: _TypeAlias = WatchRepairStatusRequest  # noqa: Y015
+
+@_typing.final
+class WatchRepairStatusResponse(_message.Message):
+    """One report of a watch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    SIGNED_REPORT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> _report_pb2.RepairStatusReport:
+        """A convenience copy of the report, decoded from signed_report.report; verify signed_report
+        and use the report parsed from its bytes when the answer matters.
+        """
+
+    @_builtins.property
+    def signed_report(self) -> _report_pb2.SignedReport:
+        """The report as the gateway signed it, bound to the watch request's query."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubjectChange]:
+        """The changes of the subject this report follows, oldest first; empty in the first report.
+        Changes that arrive while a report is being prepared are answered together by the next
+        one, so across the stream every change appears exactly once, in order.
+        """
+
+    def __init__(
+        self,
+        *,
+        report: _report_pb2.RepairStatusReport | None = ...,
+        signed_report: _report_pb2.SignedReport | None = ...,
+        changes: _abc.Iterable[Global___SubjectChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "report", b"report", "signed_report", b"signed_report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRepairStatusResponse: _TypeAlias = WatchRepairStatusResponse  # noqa: Y015
+
+@_typing.final
+class SubjectChange(_message.Message):
+    """One change of the gateway's index for the watched subject."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.int
+    """The change's position in the gateway's change feed; increases along the stream."""
+    source_id: _builtins.str
+    """The source whose facts about the subject changed."""
+    sequence: _builtins.int
+    """The provider's update sequence number whose facts the index now holds; 0 when the facts
+    came from a live query of the source.
+    """
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway recorded the change."""
+
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.int = ...,
+        source_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "change_time", b"change_time", "sequence", b"sequence", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubjectChange: _TypeAlias = SubjectChange  # noqa: Y015

@@ -55,6 +55,11 @@ class RepairStatusServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusResponse.FromString,
                 _registered_method=True)
+        self.WatchRepairStatus = channel.unary_stream(
+                '/credit_repair.v1.RepairStatusService/WatchRepairStatus',
+                request_serializer=credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RepairStatusServiceServicer:
@@ -92,6 +97,29 @@ class RepairStatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRepairStatus(self, request, context):
+        """Streams the subject's report: first the current one, then a new one whenever the gateway's
+        index of the subject changes (a provider pushed an update, or a live query found new facts),
+        on whichever replica the change happened. Every report is decided, signed and recorded like
+        a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
+        each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
+        change or periodic check, within [watch] recheck_seconds.
+        Purposes that need consent may be watched only under a grant that allows ongoing updates
+        (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
+        use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
+        like they may be queried.
+        Errors: those of GetRepairStatus, at the start or ending the stream; INVALID_ARGUMENT
+        (CONSENT_ID_REQUIRED) when a consent-based query names no grant; PERMISSION_DENIED
+        (ONGOING_UPDATES_NOT_CONSENTED) when the grant does not allow ongoing updates;
+        RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) when the caller does not read its stream fast enough
+        to keep up with the changes (it is dropped rather than allowed to slow anything down;
+        reconnect to get the current report), or (TOO_MANY_WATCHERS) when the replica serves its
+        limit of watchers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RepairStatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +132,11 @@ def add_RepairStatusServiceServicer_to_server(servicer, server):
                     servicer.BatchGetRepairStatus,
                     request_deserializer=credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusResponse.SerializeToString,
+            ),
+            'WatchRepairStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRepairStatus,
+                    request_deserializer=credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -171,6 +204,33 @@ class RepairStatusService:
             '/credit_repair.v1.RepairStatusService/BatchGetRepairStatus',
             credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusRequest.SerializeToString,
             credit__repair_dot_v1_dot_repair__status__service__pb2.BatchGetRepairStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRepairStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/credit_repair.v1.RepairStatusService/WatchRepairStatus',
+            credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusRequest.SerializeToString,
+            credit__repair_dot_v1_dot_repair__status__service__pb2.WatchRepairStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,25 @@ class RepairStatusServiceStub:
     """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
     report is signed with the digest of its own item.
     """
+    WatchRepairStatus: _grpc.UnaryStreamMultiCallable[_repair_status_service_pb2.WatchRepairStatusRequest, _repair_status_service_pb2.WatchRepairStatusResponse]
+    """Streams the subject's report: first the current one, then a new one whenever the gateway's
+    index of the subject changes (a provider pushed an update, or a live query found new facts),
+    on whichever replica the change happened. Every report is decided, signed and recorded like
+    a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
+    each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
+    change or periodic check, within [watch] recheck_seconds.
+    Purposes that need consent may be watched only under a grant that allows ongoing updates
+    (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
+    use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
+    like they may be queried.
+    Errors: those of GetRepairStatus, at the start or ending the stream; INVALID_ARGUMENT
+    (CONSENT_ID_REQUIRED) when a consent-based query names no grant; PERMISSION_DENIED
+    (ONGOING_UPDATES_NOT_CONSENTED) when the grant does not allow ongoing updates;
+    RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) when the caller does not read its stream fast enough
+    to keep up with the changes (it is dropped rather than allowed to slow anything down;
+    reconnect to get the current report), or (TOO_MANY_WATCHERS) when the replica serves its
+    limit of watchers.
+    """
 
 @_typing.type_check_only
 class RepairStatusServiceAsyncStub(RepairStatusServiceStub):
@@ -86,6 +105,25 @@ class RepairStatusServiceAsyncStub(RepairStatusServiceStub):
     BatchGetRepairStatus: _aio.UnaryUnaryMultiCallable[_repair_status_service_pb2.BatchGetRepairStatusRequest, _repair_status_service_pb2.BatchGetRepairStatusResponse]  # type: ignore[assignment]
     """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
     report is signed with the digest of its own item.
+    """
+    WatchRepairStatus: _aio.UnaryStreamMultiCallable[_repair_status_service_pb2.WatchRepairStatusRequest, _repair_status_service_pb2.WatchRepairStatusResponse]  # type: ignore[assignment]
+    """Streams the subject's report: first the current one, then a new one whenever the gateway's
+    index of the subject changes (a provider pushed an update, or a live query found new facts),
+    on whichever replica the change happened. Every report is decided, signed and recorded like
+    a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
+    each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
+    change or periodic check, within [watch] recheck_seconds.
+    Purposes that need consent may be watched only under a grant that allows ongoing updates
+    (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
+    use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
+    like they may be queried.
+    Errors: those of GetRepairStatus, at the start or ending the stream; INVALID_ARGUMENT
+    (CONSENT_ID_REQUIRED) when a consent-based query names no grant; PERMISSION_DENIED
+    (ONGOING_UPDATES_NOT_CONSENTED) when the grant does not allow ongoing updates;
+    RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) when the caller does not read its stream fast enough
+    to keep up with the changes (it is dropped rather than allowed to slow anything down;
+    reconnect to get the current report), or (TOO_MANY_WATCHERS) when the replica serves its
+    limit of watchers.
     """
 
 class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +163,31 @@ class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_repair_status_service_pb2.BatchGetRepairStatusResponse, _abc.Awaitable[_repair_status_service_pb2.BatchGetRepairStatusResponse]]:
         """Returns reports for up to 100 subjects; each item succeeds or fails on its own, and each
         report is signed with the digest of its own item.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRepairStatus(
+        self,
+        request: _repair_status_service_pb2.WatchRepairStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_repair_status_service_pb2.WatchRepairStatusResponse], _abc.AsyncIterator[_repair_status_service_pb2.WatchRepairStatusResponse]]:
+        """Streams the subject's report: first the current one, then a new one whenever the gateway's
+        index of the subject changes (a provider pushed an update, or a live query found new facts),
+        on whichever replica the change happened. Every report is decided, signed and recorded like
+        a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
+        each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
+        change or periodic check, within [watch] recheck_seconds.
+        Purposes that need consent may be watched only under a grant that allows ongoing updates
+        (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
+        use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
+        like they may be queried.
+        Errors: those of GetRepairStatus, at the start or ending the stream; INVALID_ARGUMENT
+        (CONSENT_ID_REQUIRED) when a consent-based query names no grant; PERMISSION_DENIED
+        (ONGOING_UPDATES_NOT_CONSENTED) when the grant does not allow ongoing updates;
+        RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) when the caller does not read its stream fast enough
+        to keep up with the changes (it is dropped rather than allowed to slow anything down;
+        reconnect to get the current report), or (TOO_MANY_WATCHERS) when the replica serves its
+        limit of watchers.
         """
 
 def add_RepairStatusServiceServicer_to_server(servicer: RepairStatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@ isort:skip_file
 Self-inquiry (measures Art. 15): what a subject may see about themself, beyond the report."""
 
 from collections import abc as _abc
+from credit_repair.v1 import audit_pb2 as _audit_pb2
 from credit_repair.v1 import consent_service_pb2 as _consent_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -78,3 +79,61 @@ class ListOwnConsentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOwnConsentsResponse: _TypeAlias = ListOwnConsentsResponse  # noqa: Y015
+
+@_typing.final
+class ListOwnAccessesRequest(_message.Message):
+    """Asks for a page of the accesses to the caller's own record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most records to return; 0 means 50, values above 200 are treated as 200. A page may
+    hold fewer (even none) and still have a next_page_token.
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page. It only marks a
+    position in the audit log and works only for the subject it was issued to.
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnAccessesRequest: _TypeAlias = ListOwnAccessesRequest  # noqa: Y015
+
+@_typing.final
+class ListOwnAccessesResponse(_message.Message):
+    """A page of the accesses to the caller's own record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESSES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def accesses(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.SubjectAccessRecord]:
+        """Who accessed the record, when, for what purpose and with what outcome; oldest first."""
+
+    def __init__(
+        self,
+        *,
+        accesses: _abc.Iterable[_audit_pb2.SubjectAccessRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accesses", b"accesses", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnAccessesResponse: _TypeAlias = ListOwnAccessesResponse  # noqa: Y015

@@ -35,8 +35,12 @@ class SelfInquiryServiceStub:
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     def __init__(self, channel):
@@ -50,6 +54,11 @@ class SelfInquiryServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsResponse.FromString,
                 _registered_method=True)
+        self.ListOwnAccesses = channel.unary_unary(
+                '/credit_repair.v1.SelfInquiryService/ListOwnAccesses',
+                request_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.FromString,
+                _registered_method=True)
 
 
 class SelfInquiryServiceServicer:
@@ -62,13 +71,31 @@ class SelfInquiryServiceServicer:
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     def ListOwnConsents(self, request, context):
         """Lists the consent grants the subject signed, in every state (active, revoked, expired),
         oldest first, a page at a time (AIP-158).
+        Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOwnAccesses(self, request, context):
+        """Lists who accessed the subject's record: every decision in the audit log that named the
+        subject — which institution and role, for what purpose, when, what it asked to do (read the
+        record, record or revoke a grant, enrol a key) and whether it was allowed — oldest first, a
+        page at a time (AIP-158). Refused attempts appear too. The subject's own self-inquiry
+        listings (this one and ListOwnConsents) are recorded like every call but not shown here:
+        they say nothing about the record, and a listing that grew with each page would never end.
+        Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
         Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -82,6 +109,11 @@ def add_SelfInquiryServiceServicer_to_server(servicer, server):
                     servicer.ListOwnConsents,
                     request_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsResponse.SerializeToString,
+            ),
+            'ListOwnAccesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOwnAccesses,
+                    request_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,8 +133,12 @@ class SelfInquiryService:
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     @staticmethod
@@ -122,6 +158,33 @@ class SelfInquiryService:
             '/credit_repair.v1.SelfInquiryService/ListOwnConsents',
             credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsRequest.SerializeToString,
             credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOwnAccesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.SelfInquiryService/ListOwnAccesses',
+            credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.SerializeToString,
+            credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.FromString,
             options,
             channel_credentials,
             insecure,

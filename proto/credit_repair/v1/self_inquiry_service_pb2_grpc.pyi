@@ -36,8 +36,12 @@ class SelfInquiryServiceStub:
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     @_typing.overload
@@ -47,6 +51,16 @@ class SelfInquiryServiceStub:
     ListOwnConsents: _grpc.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnConsentsRequest, _self_inquiry_service_pb2.ListOwnConsentsResponse]
     """Lists the consent grants the subject signed, in every state (active, revoked, expired),
     oldest first, a page at a time (AIP-158).
+    Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+    """
+    ListOwnAccesses: _grpc.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnAccessesRequest, _self_inquiry_service_pb2.ListOwnAccessesResponse]
+    """Lists who accessed the subject's record: every decision in the audit log that named the
+    subject — which institution and role, for what purpose, when, what it asked to do (read the
+    record, record or revoke a grant, enrol a key) and whether it was allowed — oldest first, a
+    page at a time (AIP-158). Refused attempts appear too. The subject's own self-inquiry
+    listings (this one and ListOwnConsents) are recorded like every call but not shown here:
+    they say nothing about the record, and a listing that grew with each page would never end.
+    Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
     """
 
@@ -61,14 +75,28 @@ class SelfInquiryServiceAsyncStub(SelfInquiryServiceStub):
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOwnConsents: _aio.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnConsentsRequest, _self_inquiry_service_pb2.ListOwnConsentsResponse]  # type: ignore[assignment]
     """Lists the consent grants the subject signed, in every state (active, revoked, expired),
     oldest first, a page at a time (AIP-158).
+    Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+    """
+    ListOwnAccesses: _aio.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnAccessesRequest, _self_inquiry_service_pb2.ListOwnAccessesResponse]  # type: ignore[assignment]
+    """Lists who accessed the subject's record: every decision in the audit log that named the
+    subject — which institution and role, for what purpose, when, what it asked to do (read the
+    record, record or revoke a grant, enrol a key) and whether it was allowed — oldest first, a
+    page at a time (AIP-158). Refused attempts appear too. The subject's own self-inquiry
+    listings (this one and ListOwnConsents) are recorded like every call but not shown here:
+    they say nothing about the record, and a listing that grew with each page would never end.
+    Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
     """
 
@@ -82,8 +110,12 @@ class SelfInquiryServiceServicer(metaclass=_abc_1.ABCMeta):
     The subject's own report is read with RepairStatusService.GetRepairStatus and purpose
     PURPOSE_SELF_INQUIRY (every category, no consent, free of charge).
 
+    Every call, answered or refused, is recorded in the audit log before it is answered
+    (action AUDIT_ACTION_LIST_OWN_*, purpose PURPOSE_SELF_INQUIRY).
+
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for a caller that is not a subject;
-    SUBJECT_MISMATCH when the certificate names no current enrolled key).
+    SUBJECT_MISMATCH when the certificate names no current enrolled key); UNAVAILABLE
+    (AUDIT_UNAVAILABLE) when the audit log cannot record the call: nothing is released then.
     """
 
     @_abc_1.abstractmethod
@@ -94,6 +126,22 @@ class SelfInquiryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_self_inquiry_service_pb2.ListOwnConsentsResponse, _abc.Awaitable[_self_inquiry_service_pb2.ListOwnConsentsResponse]]:
         """Lists the consent grants the subject signed, in every state (active, revoked, expired),
         oldest first, a page at a time (AIP-158).
+        Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+        """
+
+    @_abc_1.abstractmethod
+    def ListOwnAccesses(
+        self,
+        request: _self_inquiry_service_pb2.ListOwnAccessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_self_inquiry_service_pb2.ListOwnAccessesResponse, _abc.Awaitable[_self_inquiry_service_pb2.ListOwnAccessesResponse]]:
+        """Lists who accessed the subject's record: every decision in the audit log that named the
+        subject — which institution and role, for what purpose, when, what it asked to do (read the
+        record, record or revoke a grant, enrol a key) and whether it was allowed — oldest first, a
+        page at a time (AIP-158). Refused attempts appear too. The subject's own self-inquiry
+        listings (this one and ListOwnConsents) are recorded like every call but not shown here:
+        they say nothing about the record, and a listing that grew with each page would never end.
+        Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
         Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
         """
 

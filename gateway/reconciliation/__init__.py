@@ -1,0 +1,10 @@
+"""Reconciliation: contradictions between sources, recorded as they arise and cleared when resolved.
+
+* ``evaluate`` — a subject's contradictions, by the query engine's own merge rules (pure);
+* ``models`` / ``store`` — the open contradictions and the reconciler's cursor in the database;
+* ``worker`` — the background reconciler following the change feed on every replica;
+* ``service`` — ReconciliationService.ListOpenContradictions (data providers, regulators);
+* ``report`` / ``cli`` — ``credgate reconcile``.
+
+docs/sync.md ("Reconciliation") explains the rules and why the explanations are not stored.
+"""

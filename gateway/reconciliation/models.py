@@ -1,0 +1,72 @@
+"""The reconciliation tables: open contradictions, and how far the reconciler has read the feed.
+
+Declared on ``gateway.storage.models.Base`` (migration ``0005``), like every table. Nothing
+personal in clear, and nothing that could identify a person by brute force: a contradiction
+row holds the subject's token, the kind of disagreement and the two sources with their values
+(vocabulary words such as ``RESTORED`` or ``DEFAULT``). The explanation an operator reads
+quotes record ids and case numbers; it is not stored but worded afresh from the subject's
+current facts whenever the list is read, so there is no second copy of anything to encrypt,
+rotate or let go stale. The row's identity, ``contradiction_key``, is a *keyed* digest of the
+whole contradiction (explanation included), so two defaults of one subject are two rows, and
+the digest cannot be used to confirm a guessed case number without the gateway's key.
+
+A resolved contradiction is deleted; if it comes back it is a new one, with a new first-seen
+time. The table is derived data: the reconciler can rebuild it from the fact index at any time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.storage.models import SOURCE_ID_LENGTH, TOKEN_LENGTH, Base, UTCDateTime
+
+KEY_LENGTH = 64
+MATTER_LENGTH = 64
+VALUE_LENGTH = 64
+CURSOR_NAME_LENGTH = 64
+
+ContradictionId = BigInteger().with_variant(Integer(), "sqlite")
+"""SQLite autoincrements only an ``INTEGER PRIMARY KEY``; PostgreSQL gets a bigint identity."""
+
+
+class ContradictionRow(Base):
+    """One open contradiction between two sources about one subject."""
+
+    __tablename__ = "contradictions"
+    __table_args__ = (
+        UniqueConstraint("subject_token", "contradiction_key"),
+        Index(None, "dissenting_source_id", "contradiction_id"),
+        Index(None, "prevailing_source_id", "contradiction_id"),
+    )
+
+    contradiction_id: Mapped[int] = mapped_column(
+        ContradictionId, primary_key=True, autoincrement=True
+    )
+    """Increases as contradictions are opened: the listing order and its page position."""
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    contradiction_key: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    """Keyed digest (hex) of the whole contradiction; see the module docstring."""
+    subject_matter: Mapped[str] = mapped_column(String(MATTER_LENGTH))
+    prevailing_source_id: Mapped[str] = mapped_column(String(SOURCE_ID_LENGTH))
+    prevailing_value: Mapped[str] = mapped_column(String(VALUE_LENGTH))
+    dissenting_source_id: Mapped[str] = mapped_column(String(SOURCE_ID_LENGTH))
+    dissenting_value: Mapped[str] = mapped_column(String(VALUE_LENGTH))
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ReconciliationCursor(Base):
+    """How far the reconciler has evaluated the change feed (one row per named reader).
+
+    Advanced by compare-and-set (``last_change_id`` must still be what the reader read), so
+    replicas running the reconciler side by side never both commit the same stretch.
+    """
+
+    __tablename__ = "reconciliation_cursors"
+
+    name: Mapped[str] = mapped_column(String(CURSOR_NAME_LENGTH), primary_key=True)
+    last_change_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,151 @@
+"""ReconciliationService: open contradictions for the operators who can fix them.
+
+A data provider (its certificate bound to one source by ``[[providers]]``) sees the
+contradictions its source is part of; a regulator sees all; nobody else sees any. Subjects are
+named by token. The explanation of each contradiction is worded afresh from the subject's
+current indexed facts (``gateway.reconciliation.models`` says why it is not stored); a subject
+whose facts changed after the last evaluation shows the stored summary until the reconciler
+catches up, a matter of a poll interval.
+
+Pages follow AIP-158 with the audit listings' tokens (``audit.page_token``): authenticated,
+bound to the caller and the filter, and holding only a position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+
+import grpc
+from credit_repair.v1 import reconciliation_service_pb2 as pb
+from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
+from gateway.errors import GatewayError
+from gateway.institution import Institution
+from gateway.reconciliation.evaluate import Observed
+from gateway.reconciliation.models import ContradictionRow
+from gateway.reconciliation.store import ContradictionStore
+
+SERVICE_NAME = "credit_repair.v1.ReconciliationService"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+STALE_EXPLANATION = (
+    "the subject's facts have changed since this was recorded; the reconciler is re-evaluating it"
+)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
+    """Lists open contradictions by caller role."""
+
+    def __init__(
+        self,
+        store: ContradictionStore,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        provider_sources: Mapping[str, str],
+        page_token_key: bytes,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._identify = identify
+        self._provider_sources = dict(provider_sources)
+        """Data provider institution id → the one source it is registered for."""
+        self._token_key = page_token_key
+        self._clock = clock
+
+    async def ListOpenContradictions(
+        self, request: pb.ListOpenContradictionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOpenContradictionsResponse:
+        """A page of open contradictions, oldest first."""
+        caller = self._identify(context)
+        source_id = self._source_filter(caller, request.source_id)
+        if request.page_size < 0:
+            raise _invalid([("page_size", "must not be negative")])
+        scope = scope_of(caller.institution_id, source_id.encode())
+        after = 0
+        if request.page_token:
+            try:
+                after = decode_page_token(request.page_token, scope, self._token_key)
+            except PageTokenError:
+                raise _invalid(
+                    [("page_token", "is not a token this listing issued with this filter")]
+                ) from None
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        rows = await self._store.open_rows(source_id=source_id, after=after, limit=limit + 1)
+        page = rows[:limit]
+        response = pb.ListOpenContradictionsResponse(
+            contradictions=await describe(self._store, page, self._clock())
+        )
+        if len(rows) > limit:
+            response.next_page_token = encode_page_token(
+                page[-1].contradiction_id, scope, self._token_key
+            )
+        return response
+
+    def _source_filter(self, caller: Institution, requested: str) -> str:
+        """The source the caller may list: its own for a provider, any for a regulator."""
+        if caller.role == vocab.INSTITUTION_ROLE_REGULATOR:
+            return requested
+        if caller.role != vocab.INSTITUTION_ROLE_DATA_PROVIDER:
+            raise _denied(
+                caller, "ROLE_NOT_PERMITTED", "only data providers and regulators may list these"
+            )
+        own = self._provider_sources.get(caller.institution_id)
+        if own is None:
+            raise _denied(
+                caller, "PROVIDER_NOT_REGISTERED", "this data provider is not registered"
+            )
+        if requested and requested != own:
+            raise _denied(
+                caller, "SOURCE_NOT_PERMITTED", "a data provider may list only its own source"
+            )
+        return own
+
+
+async def describe(
+    store: ContradictionStore, rows: Iterable[ContradictionRow], now: dt.datetime
+) -> list[pb.OpenContradiction]:
+    """The rows as API messages, explained from their subjects' current facts."""
+    rows = list(rows)
+    current: dict[str, dict[str, Observed]] = {}
+    for token in dict.fromkeys(row.subject_token for row in rows):
+        current[token] = {o.key: o for o in await store.try_evaluate(token) or ()}
+    described = []
+    for row in rows:
+        found = current[row.subject_token].get(row.contradiction_key)
+        contradiction = report_pb2.Contradiction(
+            subject_matter=row.subject_matter,
+            prevailing_source_id=row.prevailing_source_id,
+            prevailing_value=row.prevailing_value,
+            dissenting_source_id=row.dissenting_source_id,
+            dissenting_value=row.dissenting_value,
+            explanation=found.contradiction.explanation if found else STALE_EXPLANATION,
+        )
+        item = pb.OpenContradiction(subject_token=row.subject_token, contradiction=contradiction)
+        item.first_seen_time.FromDatetime(row.first_seen)
+        item.last_seen_time.FromDatetime(row.last_seen)
+        item.age.FromTimedelta(max(now - row.first_seen, dt.timedelta(0)))
+        described.append(item)
+    return described
+
+
+def _denied(caller: Institution, reason: str, message: str) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.PERMISSION_DENIED, message, reason, metadata={"role": caller.role_name}
+    )
+
+
+def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=violations,
+    )

@@ -1,0 +1,111 @@
+"""Everything on a replica that follows the change feed, built and run as one piece.
+
+The composition module (``gateway.app``) builds it once, hands ``streams`` to the
+RepairStatusService (WatchRepairStatus) and ``register``s the ReconciliationService, starts it
+with the server and stops it before the database is released. Order on stop: the reconciler
+first (it may be mid-pass), then the feed reader, which closes any watch still open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from credit_repair.v1 import reconciliation_service_pb2_grpc as reconciliation_grpc
+
+from consent.register import ConsentRegister
+from gateway.config import GatewayConfig
+from gateway.engine.consistency import PushSource
+from gateway.institution import Institution
+from gateway.protection.keyring import Keyring
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.reconciliation.evaluate import (
+    KEY_LABEL,
+    PAGE_TOKEN_LABEL,
+    derive_key,
+    source_catalog,
+)
+from gateway.reconciliation.service import SERVICE_NAME, ReconciliationServicer
+from gateway.reconciliation.store import ContradictionStore
+from gateway.reconciliation.worker import Reconciler
+from gateway.server import GatewayServer
+from gateway.storage.database import Database
+from gateway.storage.fact_index import FactIndex
+from gateway.watch.feed import ChangeFeed
+from gateway.watch.service import WatchStreams
+
+
+@dataclass
+class ChangeFollowers:
+    """The feed reader, the watch streams on it, the reconciler and its service."""
+
+    feed: ChangeFeed
+    streams: WatchStreams
+    reconciler: Reconciler
+    reconciliation: ReconciliationServicer
+
+    def register(self, server: GatewayServer) -> None:
+        """Add the ReconciliationService to ``server`` (before it starts)."""
+        server.add_servicer(
+            reconciliation_grpc.add_ReconciliationServiceServicer_to_server,
+            self.reconciliation,
+            SERVICE_NAME,
+        )
+
+    def start(self) -> None:
+        """Start reading the feed (and listening, on PostgreSQL) and reconciling."""
+        self.feed.start()
+        self.reconciler.start()
+
+    async def stop(self) -> None:
+        """Stop reconciling and reading; open watches end."""
+        try:
+            await self.reconciler.stop()
+        finally:
+            await self.feed.stop()
+
+
+def push_sources(config: GatewayConfig) -> list[PushSource]:
+    """The registered providers' sources, for the engine (it keeps those without an adapter)."""
+    return [PushSource(p.source_id, p.source_kind, p.display_name) for p in config.providers]
+
+
+def contradiction_store(
+    config: GatewayConfig, database: Database, keyring: Keyring, fact_index: FactIndex
+) -> ContradictionStore:
+    """The contradiction store for this configuration (also used by ``credgate reconcile``)."""
+    return ContradictionStore(
+        database,
+        fact_index,
+        source_catalog(config),
+        derive_key(keyring.subject_token_key, KEY_LABEL),
+    )
+
+
+def build_followers(
+    config: GatewayConfig,
+    database: Database,
+    keyring: Keyring,
+    fact_index: FactIndex,
+    consents: ConsentRegister,
+    identify: Callable[[grpc.aio.ServicerContext], Institution],
+) -> ChangeFollowers:
+    """Build (not start) the replica's change followers."""
+    feed = ChangeFeed(database, config.watch)
+    store = contradiction_store(config, database, keyring, fact_index)
+    streams = WatchStreams(
+        feed,
+        consents,
+        SubjectTokenizer(keyring.subject_token_key),
+        config.watch,
+        deadline_seconds=config.gateway.default_deadline_seconds,
+    )
+    reconciler = Reconciler(store, feed.waiter(), poll_seconds=feed.poll_seconds)
+    reconciliation = ReconciliationServicer(
+        store,
+        identify,
+        {p.institution_id: p.source_id for p in config.providers},
+        derive_key(keyring.subject_token_key, PAGE_TOKEN_LABEL),
+    )
+    return ChangeFollowers(feed, streams, reconciler, reconciliation)

@@ -1,0 +1,58 @@
+"""``[watch]``: how watch streams and the change-feed reader behave on one replica.
+
+Parsing raises ``ValueError`` naming the key; ``gateway.config`` turns it into a
+``ConfigError``. Imports nothing from ``gateway.config`` (no import cycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WATCH_KEYS: dict[str, type] = {
+    "queue_size": int,
+    "max_write_seconds": float,
+    "recheck_seconds": float,
+    "poll_seconds": float,
+    "notified_poll_seconds": float,
+    "max_watchers": int,
+}
+"""The ``[watch]`` keys and their types (``gateway.config`` checks them, env overrides too)."""
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """``[watch]``: per-watcher limits, consent re-checks and how the change feed is read."""
+
+    queue_size: int = 256
+    """Changes of the watched subject that may wait for their report, per watcher. A watcher
+    that falls this far behind (its client is not reading) is dropped with RESOURCE_EXHAUSTED
+    WATCHER_TOO_SLOW: the feed reader never waits for a watcher, so ingest never does. While
+    the gateway itself prepares a report, four times as many may wait (a reading client is not
+    blamed for the gateway's own latency)."""
+    max_write_seconds: float = 30.0
+    """How long one report may wait for the client to take it before the watcher is dropped
+    the same way, even when no further change arrives."""
+    recheck_seconds: float = 30.0
+    """How often a quiet watch re-checks that it is still allowed (revoked or expired consent
+    ends the stream); every change is checked anyway, as each report is decided afresh."""
+    poll_seconds: float = 0.2
+    """How often the change feed is read when nothing announces changes (SQLite)."""
+    notified_poll_seconds: float = 5.0
+    """On PostgreSQL, changes are announced (LISTEN/NOTIFY) and the feed is read at once; this
+    slower poll only covers a lost notification or a reconnecting listener."""
+    max_watchers: int = 1000
+    """Open watch streams one replica serves; more are refused RESOURCE_EXHAUSTED
+    TOO_MANY_WATCHERS."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "watch.queue_size": self.queue_size > 0,
+            "watch.max_write_seconds": self.max_write_seconds > 0,
+            "watch.recheck_seconds": self.recheck_seconds > 0,
+            "watch.poll_seconds": self.poll_seconds > 0,
+            "watch.notified_poll_seconds": self.notified_poll_seconds > 0,
+            "watch.max_watchers": self.max_watchers > 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{key} is out of range")

@@ -1,0 +1,378 @@
+"""RepairApplicationService: the gRPC face of the repair application procedure.
+
+Per call: identity (mTLS) → validation → who may act (the subject or their authorized party
+files; a judicial organ reviews and rules; creditors object during the announcement) → the
+procedure (``ApplicationWorkflow``) → audit entry → answer. Refusals are recorded like
+everything else. An ineligible application is FAILED_PRECONDITION ``NOT_ELIGIBLE`` with a
+``google.rpc.PreconditionFailure`` naming each unmet condition, so a client can show them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from credit_repair.v1 import audit_pb2
+from credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
+from sqlalchemy import ColumnElement, true
+
+from consent.register import ListCursor
+from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, encode_page_token
+from gateway.errors import GatewayError, build_status
+from gateway.institution import Institution
+from gateway.workflows import render
+from gateway.workflows.applications import (
+    DEFAULT_ANNOUNCEMENT_DAYS,
+    Allowed,
+    ApplicationView,
+    ApplicationWorkflow,
+)
+from gateway.workflows.callers import Action, Callers, ForSubject, check_identity_number, invalid
+from gateway.workflows.common import Changes
+from gateway.workflows.models import RepairApplicationRow
+from gateway.workflows.objection_service import REQUEST_ID, page_cursor, page_scope, run_recorded
+
+EVALUATE = audit_pb2.AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY
+FILE = audit_pb2.AUDIT_ACTION_FILE_REPAIR_APPLICATION
+READ = audit_pb2.AUDIT_ACTION_READ_REPAIR_APPLICATIONS
+REVIEW = audit_pb2.AUDIT_ACTION_REVIEW_REPAIR_APPLICATION
+OBJECT = audit_pb2.AUDIT_ACTION_OBJECT_TO_REPAIR_APPLICATION
+RULE = audit_pb2.AUDIT_ACTION_RULE_ON_REPAIR_APPLICATION
+KINDS = frozenset(
+    {app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE, app_pb2.REPAIR_APPLICATION_KIND_MARK_EXEMPTED}
+)
+CREDITORS = frozenset(
+    {
+        vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
+        vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION,
+        vocab.INSTITUTION_ROLE_TAX_AUTHORITY,
+    }
+)
+RULING_NUMBER = re.compile(r"[^\x00-\x1f]{1,64}")
+REPAIR = [vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR]
+
+
+def not_eligible(eligibility: app_pb2.Eligibility) -> GatewayError:
+    """FAILED_PRECONDITION with one PreconditionFailure violation per unmet condition."""
+    status = build_status(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the subject is not eligible; see the PreconditionFailure details",
+        "NOT_ELIGIBLE",
+    )
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="REPAIR_CONDITION",
+                subject=app_pb2.RepairCondition.Name(c.condition),
+                description=c.explanation,
+            )
+            for c in eligibility.conditions
+            if not c.met
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(failure)
+    status.details.append(packed)
+    return GatewayError(status)
+
+
+class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
+    def __init__(
+        self,
+        workflow: ApplicationWorkflow,
+        callers: Callers,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        changes: Changes,
+        *,
+        clock: Callable[[], dt.datetime],
+        watch_poll_seconds: float = 1.0,
+    ) -> None:
+        self._workflow, self._callers, self._identify = workflow, callers, identify
+        self._changes, self._clock, self._poll = changes, clock, watch_poll_seconds
+
+    def _show(self, view: ApplicationView) -> app_pb2.RepairApplication:
+        return render.application(view, self._clock(), self._workflow.sealer)
+
+    async def _for_subject(
+        self,
+        caller: Institution,
+        action: Action,
+        number: str,
+        kind: int,
+        consent_id: str,
+        request_id: str | None = None,
+    ) -> ForSubject:
+        violations: list[tuple[str, str]] = []
+        number = check_identity_number(number, violations)
+        if kind not in KINDS:
+            violations.append(("kind", "must be STOP_DISCLOSURE or MARK_EXEMPTED"))
+        if request_id is not None and not REQUEST_ID.fullmatch(request_id):
+            violations.append(("request_id", "must be 1 to 64 letters, digits, '-' or '_'"))
+        if violations:
+            await self._callers.record(caller, action, reason="INVALID_REQUEST")
+            raise invalid(violations)
+        return await self._callers.for_subject(caller, action, number, consent_id)
+
+    async def EvaluateRepairEligibility(
+        self,
+        request: app_pb2.EvaluateRepairEligibilityRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> app_pb2.EvaluateRepairEligibilityResponse:
+        caller = self._identify(context)
+        who = await self._for_subject(
+            caller, EVALUATE, request.identity_number, request.kind, request.consent_id
+        )
+        eligibility, report = await self._workflow.evaluate(who, request.kind)
+        await self._callers.record(
+            caller,
+            EVALUATE,
+            subject_token=who.subject_token,
+            consent_id=who.consent_id,
+            categories=REPAIR,
+            source_ids=[s.source_id for s in report.sources],
+        )
+        return app_pb2.EvaluateRepairEligibilityResponse(eligibility=eligibility)
+
+    async def FileRepairApplication(
+        self, request: app_pb2.FileRepairApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.FileRepairApplicationResponse:
+        caller = self._identify(context)
+        who = await self._for_subject(
+            caller,
+            FILE,
+            request.identity_number,
+            request.kind,
+            request.consent_id,
+            request.request_id,
+        )
+
+        async def allowed() -> None:
+            await self._callers.record(
+                caller,
+                FILE,
+                subject_token=who.subject_token,
+                consent_id=who.consent_id,
+                categories=REPAIR,
+            )
+
+        result = await run_recorded(
+            self._callers,
+            caller,
+            FILE,
+            who.subject_token,
+            self._workflow.file(who, request.kind, request.request_id, allowed),
+        )
+        if isinstance(result, app_pb2.Eligibility):
+            await self._callers.record(
+                caller, FILE, reason="NOT_ELIGIBLE", subject_token=who.subject_token
+            )
+            raise not_eligible(result)
+        return app_pb2.FileRepairApplicationResponse(application=self._show(result))
+
+    async def GetRepairApplication(
+        self, request: app_pb2.GetRepairApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.GetRepairApplicationResponse:
+        caller = self._identify(context)
+        view = await self._visible(caller, request.application_id)
+        return app_pb2.GetRepairApplicationResponse(application=self._show(view))
+
+    async def ListRepairApplications(
+        self, request: app_pb2.ListRepairApplicationsRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.ListRepairApplicationsResponse:
+        caller = self._identify(context)
+        token = await self._callers.own_token(caller, READ)
+        where: ColumnElement[bool]
+        if token is not None:
+            where, scope = RepairApplicationRow.subject_token == token, page_scope("s", token)
+        elif caller.role == vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN:
+            where, scope = true(), page_scope("all")
+        elif caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
+            where = RepairApplicationRow.filed_by == caller.institution_id
+            scope = page_scope("f", caller.institution_id)
+        else:
+            raise await self._callers.refuse(
+                caller,
+                READ,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ROLE_NOT_PERMITTED",
+                "this role has no repair applications to list",
+            )
+        scope = page_scope(scope, request.open_only)
+        after = page_cursor(request.page_size, request.page_token, scope)
+        views, more = await self._workflow.page(
+            where,
+            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            after=after,
+            open_only=request.open_only,
+        )
+        await self._callers.record(caller, READ, categories=REPAIR if views else [])
+        response = app_pb2.ListRepairApplicationsResponse(
+            applications=[self._show(v) for v in views]
+        )
+        if more and views:
+            last = views[-1].row
+            response.next_page_token = encode_page_token(
+                ListCursor(last.filed_at, last.application_id), scope
+            )
+        return response
+
+    async def WatchRepairApplication(
+        self, request: app_pb2.WatchRepairApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[app_pb2.WatchRepairApplicationResponse]:
+        caller = self._identify(context)
+        view = await self._visible(caller, request.application_id)
+        sent: tuple[int, int] | None = None
+        while True:
+            shown = self._show(view)
+            if (shown.version, int(shown.stage)) != sent:
+                sent = (shown.version, int(shown.stage))
+                yield app_pb2.WatchRepairApplicationResponse(application=shown)
+            if not shown.open:
+                return
+            await self._changes.wait(request.application_id, self._poll)
+            view = await self._workflow.get(request.application_id) or view
+
+    async def ReviewRepairApplication(
+        self, request: app_pb2.ReviewRepairApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.ReviewRepairApplicationResponse:
+        caller = await self._judge(context, REVIEW)
+        days = request.announcement_working_days or DEFAULT_ANNOUNCEMENT_DAYS
+        violations = []
+        if not 5 <= days <= 30:
+            violations.append(("announcement_working_days", "must be 0 (10) or 5 to 30"))
+        if len(request.reason) > 500 or (not request.approve and not request.reason.strip()):
+            violations.append(("reason", "is required to reject; at most 500 characters"))
+        await self._check(caller, REVIEW, violations)
+        view = await run_recorded(
+            self._callers,
+            caller,
+            REVIEW,
+            "",
+            self._workflow.review(
+                caller.institution_id,
+                request.application_id,
+                request.approve,
+                days,
+                request.reason.strip(),
+                self._allowed(caller, REVIEW, request.application_id),
+            ),
+        )
+        return app_pb2.ReviewRepairApplicationResponse(application=self._show(view))
+
+    async def ObjectToRepairApplication(
+        self,
+        request: app_pb2.ObjectToRepairApplicationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> app_pb2.ObjectToRepairApplicationResponse:
+        caller = self._identify(context)
+        if caller.role not in CREDITORS:
+            raise await self._callers.refuse(
+                caller,
+                OBJECT,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ROLE_NOT_PERMITTED",
+                "only creditors may object to an announced application",
+            )
+        grounds = request.grounds.strip()
+        await self._check(
+            caller,
+            OBJECT,
+            [] if 1 <= len(grounds) <= 1000 else [("grounds", "must be 1 to 1000 characters")],
+        )
+        view = await run_recorded(
+            self._callers,
+            caller,
+            OBJECT,
+            "",
+            self._workflow.lodge_objection(
+                caller.institution_id,
+                request.application_id,
+                grounds,
+                self._allowed(caller, OBJECT, request.application_id),
+            ),
+        )
+        response = app_pb2.ObjectToRepairApplicationResponse()
+        if view.row.announcement_due_at is not None:
+            response.announcement_end_time.FromDatetime(view.row.announcement_due_at)
+        return response
+
+    async def RuleOnRepairApplication(
+        self, request: app_pb2.RuleOnRepairApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.RuleOnRepairApplicationResponse:
+        caller = await self._judge(context, RULE)
+        violations = []
+        if not RULING_NUMBER.fullmatch(request.ruling_number):
+            violations.append(("ruling_number", "must be 1 to 64 characters"))
+        if len(request.reason) > 500 or (not request.grant and not request.reason.strip()):
+            violations.append(("reason", "is required to deny; at most 500 characters"))
+        await self._check(caller, RULE, violations)
+        view = await run_recorded(
+            self._callers,
+            caller,
+            RULE,
+            "",
+            self._workflow.rule(
+                caller.institution_id,
+                request.application_id,
+                request.grant,
+                request.ruling_number,
+                request.reason.strip(),
+                self._allowed(caller, RULE, request.application_id),
+            ),
+        )
+        return app_pb2.RuleOnRepairApplicationResponse(application=self._show(view))
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _judge(self, context: grpc.aio.ServicerContext, action: Action) -> Institution:
+        caller = self._identify(context)
+        if caller.role != vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN:
+            raise await self._callers.refuse(
+                caller,
+                action,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ROLE_NOT_PERMITTED",
+                "only a judicial organ reviews and rules on repair applications",
+            )
+        return caller
+
+    async def _check(
+        self, caller: Institution, action: Action, violations: list[tuple[str, str]]
+    ) -> None:
+        if violations:
+            await self._callers.record(caller, action, reason="INVALID_REQUEST")
+            raise invalid(violations)
+
+    def _allowed(self, caller: Institution, action: Action, application_id: str) -> Allowed:
+        async def record() -> None:
+            view = await self._workflow.get(application_id)
+            await self._callers.record(
+                caller,
+                action,
+                subject_token=view.row.subject_token if view else "",
+                categories=REPAIR,
+            )
+
+        return record
+
+    async def _visible(self, caller: Institution, application_id: str) -> ApplicationView:
+        token = await self._callers.own_token(caller, READ)
+        view = await self._workflow.get(application_id) if len(application_id) <= 40 else None
+        if view is not None and (
+            (token is not None and view.row.subject_token == token)
+            or caller.role == vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN
+            or (token is None and view.row.filed_by == caller.institution_id)
+        ):
+            await self._callers.record(
+                caller, READ, subject_token=view.row.subject_token, categories=REPAIR
+            )
+            return view
+        raise await self._callers.refuse(
+            caller, READ, grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application"
+        )

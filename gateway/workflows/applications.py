@@ -1,0 +1,487 @@
+"""The repair application procedure: application → review → public announcement → ruling.
+
+Eligibility is judged at filing from a fresh merged report (``eligibility``); an ineligible
+application is refused with every unmet condition and nothing is recorded. Review, objections
+during the announcement and the ruling are the reviewing authority's, creditors' and court's
+acts, each a step with its time and actor. A granted ruling is carried to every source that
+takes rulings (``adapters.base.SourceCorrections``) *before* anything is recorded, then the
+sources' new facts go into the index with change-feed rows in the same transaction as the
+ruling: the status changes for the next query and for every watcher at one commit, and a
+source that cannot be reached leaves nothing recorded (sources treat a repeated reference as
+the same ruling, so the court simply rules again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from credit_repair.v1 import workflow_pb2 as wf
+from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import (
+    CorrectionRefused,
+    RulingNotice,
+    SourceAdapter,
+    SourceError,
+    corrections_of,
+)
+from consent.policy import ALL_CATEGORIES
+from gateway.engine.query import QueryEngine
+from gateway.errors import GatewayError
+from gateway.storage.database import Database
+from gateway.workdays import WorkdayCalendar, beijing_date
+from gateway.workflows.callers import ForSubject
+from gateway.workflows.common import (
+    GATEWAY_ACTOR,
+    Changes,
+    Sealer,
+    add_steps,
+    load_steps,
+    lock_subject,
+    replace_indexed_facts,
+    request_digest,
+)
+from gateway.workflows.eligibility import case_of, evaluate
+from gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
+
+TABLE = "repair_applications"
+REVIEW, ANNOUNCEMENT, RULING = (
+    app_pb2.REPAIR_APPLICATION_STAGE_REVIEW,
+    app_pb2.REPAIR_APPLICATION_STAGE_PUBLIC_ANNOUNCEMENT,
+    app_pb2.REPAIR_APPLICATION_STAGE_RULING,
+)
+OUTCOME_STATES = {
+    app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE: vocab.REPAIR_STATE_DISCLOSURE_SUSPENDED,
+    app_pb2.REPAIR_APPLICATION_KIND_MARK_EXEMPTED: vocab.REPAIR_STATE_RESTORED,
+}
+DEFAULT_ANNOUNCEMENT_DAYS = 10
+Allowed = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class ApplicationView:
+    row: RepairApplicationRow
+    details: dict[str, str]
+    steps: list[WorkflowStepRow]
+
+
+def fail(code: grpc.StatusCode, reason: str, message: str) -> GatewayError:
+    return GatewayError.of(code, message, reason)
+
+
+def current_stage(row: RepairApplicationRow, now: dt.datetime) -> int:
+    """The stored stage, with an announcement whose period has ended counted as awaiting the
+    ruling."""
+    due = row.announcement_due_at
+    if row.stage == ANNOUNCEMENT and row.outcome == 0 and due is not None and now >= due:
+        return RULING
+    return row.stage
+
+
+class ApplicationWorkflow:
+    """Evaluates, files and moves repair applications through their stages."""
+
+    def __init__(
+        self,
+        database: Database,
+        sealer: Sealer,
+        engine: QueryEngine,
+        adapters: Mapping[str, SourceAdapter],
+        calendar: WorkdayCalendar,
+        changes: Changes,
+        *,
+        clock: Callable[[], dt.datetime],
+        source_timeout: float = 3.0,
+    ) -> None:
+        self.database, self.sealer = database, sealer
+        self._engine, self._adapters, self._calendar = engine, adapters, calendar
+        self._changes, self._clock, self._timeout = changes, clock, source_timeout
+
+    async def evaluate(
+        self, who: ForSubject, kind: app_pb2.RepairApplicationKind.ValueType
+    ) -> tuple[app_pb2.Eligibility, report_pb2.RepairStatusReport]:
+        """Ask every source now and judge each condition."""
+        loop_deadline = _loop_time() + self._timeout
+        report = await self._engine.report(
+            who.identity_number,
+            who.subject_token,
+            purpose=vocab.PURPOSE_SELF_INQUIRY,
+            categories=ALL_CATEGORIES,
+            deadline=loop_deadline,
+        )
+        return evaluate(kind, report, beijing_date(self._clock())), report
+
+    async def file(
+        self,
+        who: ForSubject,
+        kind: app_pb2.RepairApplicationKind.ValueType,
+        request_id: str,
+        allowed: Allowed,
+    ) -> ApplicationView | app_pb2.Eligibility:
+        """The application, or the eligibility that refuses it (nothing recorded then)."""
+        filer, token = who.caller.institution_id, who.subject_token
+        digest = request_digest(token, int(kind))
+        application_id = _derived_id(filer, request_id)
+        known = await self.get(application_id)
+        if known is not None:
+            if known.row.request_digest != digest or known.row.filed_by != filer:
+                raise fail(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "REQUEST_ID_REUSED",
+                    "this request_id was used for a different application",
+                )
+            return known
+        if await self._open_of_kind(token, kind) is not None:
+            raise _already_open()
+        eligibility, report = await self.evaluate(who, kind)
+        if not eligibility.eligible:
+            return eligibility
+        found = case_of(report)
+        now = self._clock()
+        row = RepairApplicationRow(
+            application_id=application_id,
+            subject_token=token,
+            filed_by=filer,
+            request_id=request_id,
+            request_digest=digest,
+            kind=int(kind),
+            stage=REVIEW,
+            outcome=0,
+            eligibility=eligibility.SerializeToString(deterministic=True),
+            filed_at=now,
+            objection_count=0,
+            version=1,
+            updated_at=now,
+        )
+        row.details_ciphertext, row.key_id = self.sealer.seal(
+            {
+                "identity_number": who.identity_number,
+                "case_number": found[0].case_number if found else "",
+            },
+            details_context(TABLE, application_id),
+        )
+        await allowed()
+        async with self.database.write() as session:
+            await lock_subject(session, self.database.backend, token)
+            if await self._open_of_kind(token, kind, session) is not None:
+                raise _already_open()
+            session.add(row)
+            await session.flush()
+            await add_steps(
+                session,
+                application_id,
+                now,
+                [
+                    (
+                        "APPLICATION_FILED",
+                        wf.RESPONSIBLE_PARTY_SUBJECT,
+                        filer,
+                        f"application to {_kind_words(kind)} filed",
+                    ),
+                    (
+                        "ELIGIBILITY_CONFIRMED",
+                        wf.RESPONSIBLE_PARTY_GATEWAY,
+                        GATEWAY_ACTOR,
+                        "every condition is met according to the sources; sent for review",
+                    ),
+                ],
+            )
+        return await self._changed(application_id)
+
+    async def review(
+        self,
+        reviewer: str,
+        application_id: str,
+        approve: bool,
+        days: int,
+        reason: str,
+        allowed: Allowed,
+    ) -> ApplicationView:
+        now = self._clock()
+        view = await self._in_stage(application_id, REVIEW, now)
+        await allowed()
+        async with self.database.write() as session:
+            row = await self._fresh(session, view)
+            row.reviewed_at, row.reviewed_by = now, reviewer
+            if approve:
+                period = self._calendar.deadline(now, days)
+                row.stage, row.announcement_days = ANNOUNCEMENT, days
+                row.announcement_due_at = period.due_at
+                steps = [
+                    (
+                        "REVIEW_APPROVED",
+                        wf.RESPONSIBLE_PARTY_REVIEWER,
+                        reviewer,
+                        "approved at review",
+                    ),
+                    (
+                        "ANNOUNCED",
+                        wf.RESPONSIBLE_PARTY_REVIEWER,
+                        reviewer,
+                        f"publicly announced for {days} working days, until {period.due_on}; "
+                        "objections may be lodged until then",
+                    ),
+                ]
+            else:
+                row.outcome = app_pb2.REPAIR_APPLICATION_OUTCOME_REJECTED
+                row.closed_at = now
+                steps = [
+                    (
+                        "REVIEW_REJECTED",
+                        wf.RESPONSIBLE_PARTY_REVIEWER,
+                        reviewer,
+                        "rejected at review",
+                    )
+                ]
+            await add_steps(
+                session, application_id, now, steps, detail=reason or None, sealer=self.sealer
+            )
+            _touch(row, now)
+        return await self._changed(application_id)
+
+    async def lodge_objection(
+        self, creditor: str, application_id: str, grounds: str, allowed: Allowed
+    ) -> ApplicationView:
+        now = self._clock()
+        view = await self._in_stage(application_id, ANNOUNCEMENT, now, hide=True)
+        await allowed()
+        async with self.database.write() as session:
+            row = await self._fresh(session, view)
+            row.objection_count += 1
+            await add_steps(
+                session,
+                application_id,
+                now,
+                [
+                    (
+                        "ANNOUNCEMENT_OBJECTION",
+                        wf.RESPONSIBLE_PARTY_PUBLIC,
+                        creditor,
+                        "objection lodged during the public announcement",
+                    )
+                ],
+                detail=grounds,
+                sealer=self.sealer,
+            )
+            _touch(row, now)
+        return await self._changed(application_id)
+
+    async def rule(
+        self,
+        judge: str,
+        application_id: str,
+        grant: bool,
+        ruling_number: str,
+        reason: str,
+        allowed: Allowed,
+    ) -> ApplicationView:
+        now = self._clock()
+        view = await self._in_stage(application_id, RULING, now)
+        outcome_state = OUTCOME_STATES[app_pb2.RepairApplicationKind.ValueType(view.row.kind)]
+        updated: list[report_pb2.SourceFacts] = []
+        skipped: list[str] = []
+        if grant:
+            notice = RulingNotice(
+                application_id,
+                outcome_state,
+                view.details["case_number"],
+                ruling_number,
+                beijing_date(now),
+            )
+            updated, skipped = await self._propagate(view.details["identity_number"], notice)
+        await allowed()
+        async with self.database.write() as session:
+            row = await self._fresh(session, view)
+            row.stage, row.ruled_at, row.ruled_by, row.closed_at = RULING, now, judge, now
+            row.ruling_number = ruling_number
+            if grant:
+                row.outcome = app_pb2.REPAIR_APPLICATION_OUTCOME_GRANTED
+                for facts in updated:
+                    await replace_indexed_facts(
+                        session,
+                        self.database.backend,
+                        self.sealer.cipher,
+                        row.subject_token,
+                        facts,
+                        now,
+                    )
+                names = ", ".join(f.source_id for f in updated) or "none"
+                steps = [
+                    (
+                        "RULING_GRANTED",
+                        wf.RESPONSIBLE_PARTY_REVIEWER,
+                        judge,
+                        f"granted by ruling {ruling_number}",
+                    ),
+                    (
+                        "SOURCES_UPDATED",
+                        wf.RESPONSIBLE_PARTY_GATEWAY,
+                        GATEWAY_ACTOR,
+                        f"sources updated: {names}"
+                        + (f"; holding no such case: {', '.join(skipped)}" if skipped else ""),
+                    ),
+                ]
+            else:
+                row.outcome = app_pb2.REPAIR_APPLICATION_OUTCOME_DENIED
+                steps = [
+                    (
+                        "RULING_DENIED",
+                        wf.RESPONSIBLE_PARTY_REVIEWER,
+                        judge,
+                        f"denied by ruling {ruling_number}",
+                    )
+                ]
+            await add_steps(
+                session, application_id, now, steps, detail=reason or None, sealer=self.sealer
+            )
+            _touch(row, now)
+        return await self._changed(application_id)
+
+    async def _propagate(
+        self, number: str, notice: RulingNotice
+    ) -> tuple[list[report_pb2.SourceFacts], list[str]]:
+        """Record the ruling at every source that takes rulings, then fetch what they now say."""
+        updated, skipped = [], []
+        for source_id, adapter in sorted(self._adapters.items()):
+            corrections = corrections_of(adapter)
+            if corrections is None:
+                continue
+            try:
+                await corrections.apply_ruling(number, notice, timeout=self._timeout)
+                updated.append(await adapter.fetch(number, timeout=self._timeout))
+            except CorrectionRefused:
+                skipped.append(source_id)
+            except SourceError as exc:
+                raise fail(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SOURCE_UNAVAILABLE",
+                    f"{source_id} could not be updated ({exc.reason}); nothing was "
+                    "recorded, rule again to retry",
+                ) from None
+        return updated, skipped
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def get(self, application_id: str) -> ApplicationView | None:
+        async with self.database.session() as session:
+            row = await session.get(RepairApplicationRow, application_id)
+            if row is None:
+                return None
+            details = self.sealer.open(
+                row.details_ciphertext, details_context(TABLE, application_id)
+            )
+            return ApplicationView(row, details, await load_steps(session, application_id))
+
+    async def page(
+        self,
+        where: ColumnElement[bool],
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+        open_only: bool,
+    ) -> tuple[list[ApplicationView], bool]:
+        query = select(RepairApplicationRow.application_id).where(where)
+        if open_only:
+            query = query.where(RepairApplicationRow.closed_at.is_(None))
+        if after is not None:
+            query = query.where(
+                tuple_(RepairApplicationRow.filed_at, RepairApplicationRow.application_id)
+                < tuple_(*after)
+            )
+        query = query.order_by(
+            RepairApplicationRow.filed_at.desc(), RepairApplicationRow.application_id.desc()
+        ).limit(limit + 1)
+        async with self.database.session() as session:
+            ids = list(await session.scalars(query))
+        views = [v for i in ids[:limit] if (v := await self.get(i)) is not None]
+        return views, len(ids) > limit
+
+    async def _open_of_kind(
+        self, token: str, kind: int, session: AsyncSession | None = None
+    ) -> str | None:
+        query = select(RepairApplicationRow.application_id).where(
+            RepairApplicationRow.subject_token == token,
+            RepairApplicationRow.kind == kind,
+            RepairApplicationRow.closed_at.is_(None),
+        )
+        if session is not None:
+            return await session.scalar(query)
+        async with self.database.session() as fresh:
+            return await fresh.scalar(query)
+
+    async def _in_stage(
+        self, application_id: str, stage: int, now: dt.datetime, *, hide: bool = False
+    ) -> ApplicationView:
+        view = await self.get(application_id)
+        if view is None:
+            raise fail(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
+        current = current_stage(view.row, now)
+        if view.row.outcome == 0 and current == stage:
+            return view
+        if hide:
+            raise fail(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
+        if stage == RULING and current == ANNOUNCEMENT:
+            raise fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ANNOUNCEMENT_RUNNING",
+                "the public announcement period has not ended",
+            )
+        raise fail(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "WRONG_STAGE",
+            "the application is not at that stage",
+        )
+
+    async def _fresh(self, session: AsyncSession, view: ApplicationView) -> RepairApplicationRow:
+        row = await session.get(RepairApplicationRow, view.row.application_id)
+        if row is None or row.version != view.row.version:
+            raise fail(
+                grpc.StatusCode.ABORTED,
+                "CONCURRENT_CHANGE",
+                "the application changed meanwhile; read it and retry",
+            )
+        return row
+
+    async def _changed(self, application_id: str) -> ApplicationView:
+        self._changes.changed(application_id)
+        view = await self.get(application_id)
+        assert view is not None
+        return view
+
+
+def _touch(row: RepairApplicationRow, now: dt.datetime) -> None:
+    row.version += 1
+    row.updated_at = now
+
+
+def _derived_id(filer: str, request_id: str) -> str:
+    digest = hashlib.sha256(f"application|{filer}|{request_id}".encode()).digest()
+    return "app_" + base64.b32encode(digest[:16]).decode().rstrip("=").lower()
+
+
+def _kind_words(kind: int) -> str:
+    if kind == app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE:
+        return "stop the disclosure of dishonest-behaviour information"
+    return "mark the bankruptcy information as exempted"
+
+
+def _already_open() -> GatewayError:
+    return fail(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "APPLICATION_ALREADY_OPEN",
+        "an open application of this kind exists",
+    )
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

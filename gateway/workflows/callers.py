@@ -1,0 +1,201 @@
+"""Who may act in a workflow, for whom — and the audit entry every action leaves, first.
+
+A workflow is filed *for a subject*: by the subject themself (a certificate naming their
+current enrolled key, as for self-inquiry) or by a party they authorized (role
+AUTHORIZED_PARTY, holding the subject's consent grant for purpose SUBJECT_AUTHORIZED that
+covers BANKRUPTCY_REPAIR). Either way the request carries the identity number, so the gateway
+can ask the sources; it is checked against the certificate or the grant before anything else
+is looked at, so a refused caller learns nothing about the person.
+
+Every decision, allowed or refused, is appended to the audit log before the caller hears
+anything (fail closed: ``AUDIT_UNAVAILABLE`` and nothing released when it cannot be), with the
+``AuditAction`` of the workflow step, the purpose that matches the caller's role, and the
+subject as a token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import grpc
+from credit_repair.v1 import audit_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, AuditEntryError, new_entry
+from audit.log import AuditLog, AuditUnavailable
+from consent.register import ConsentRegister
+from gateway import identity_number
+from gateway.errors import GatewayError, build_status
+from gateway.institution import Institution
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.subject_identity import SubjectIdentities
+
+Action: TypeAlias = audit_pb2.AuditAction.ValueType
+
+_PURPOSES: dict[int, vocab.Purpose.ValueType] = {
+    vocab.INSTITUTION_ROLE_SUBJECT: vocab.PURPOSE_SELF_INQUIRY,
+    vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY: vocab.PURPOSE_SUBJECT_AUTHORIZED,
+    vocab.INSTITUTION_ROLE_REGULATOR: vocab.PURPOSE_REGULATORY_AUDIT,
+}
+"""The purpose an entry records per role; other roles act on a statutory duty (a court
+reviewing, a provider answering an objection, a creditor objecting to an announcement)."""
+
+
+class RecordedRefusal(GatewayError):
+    """A refusal already recorded in the audit log (so it is not recorded twice)."""
+
+
+@dataclass(frozen=True)
+class ForSubject:
+    """A caller allowed to act for one subject."""
+
+    caller: Institution
+    subject_token: str
+    identity_number: str
+    consent_id: str = ""
+
+
+def invalid(violations: list[tuple[str, str]]) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request has invalid fields; see the BadRequest details",
+        "INVALID_REQUEST",
+        field_violations=violations,
+    )
+
+
+def check_identity_number(value: str, violations: list[tuple[str, str]]) -> str:
+    """The normalized number; a problem is added to ``violations`` (never echoing the value)."""
+    number = identity_number.normalize(value)
+    problem = identity_number.validate(number)
+    if problem is not None:
+        violations.append(("identity_number", f"{problem.reason}: {problem.description}"))
+    return number
+
+
+class Callers:
+    """Resolves callers to subjects and records their decisions in the audit log."""
+
+    def __init__(
+        self,
+        tokenizer: SubjectTokenizer,
+        consents: ConsentRegister,
+        audit_log: AuditLog,
+        *,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._consents = consents
+        self._subjects = SubjectIdentities(consents)
+        self._audit = audit_log
+        self._clock = clock
+
+    async def record(
+        self,
+        caller: Institution,
+        action: Action,
+        *,
+        reason: str = ALLOWED_REASON,
+        subject_token: str = "",
+        consent_id: str = "",
+        categories: Iterable[vocab.DataCategory.ValueType] = (),
+        source_ids: Iterable[str] = (),
+    ) -> int:
+        """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed)."""
+        try:
+            entry = new_entry(
+                institution=caller,
+                action=action,
+                purpose=_PURPOSES.get(caller.role, vocab.PURPOSE_STATUTORY_DUTY),
+                outcome=ALLOWED if reason == ALLOWED_REASON else DENIED,
+                reason=reason,
+                subject_token=subject_token,
+                consent_id=consent_id,
+                categories=categories,
+                source_ids=source_ids,
+                decision_time=self._clock(),
+            )
+            receipt = await self._audit.append(entry)
+        except (AuditUnavailable, AuditEntryError):
+            raise AuditUnavailable("not recorded").to_gateway_error() from None
+        return receipt.index
+
+    async def refuse(
+        self,
+        caller: Institution,
+        action: Action,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        subject_token: str = "",
+    ) -> RecordedRefusal:
+        """Record a refusal and return the error to raise."""
+        await self.record(caller, action, reason=reason, subject_token=subject_token)
+        return RecordedRefusal(
+            build_status(code, message, reason, metadata={"role": caller.role_name})
+        )
+
+    async def for_subject(
+        self, caller: Institution, action: Action, number: str, consent_id: str
+    ) -> ForSubject:
+        """Allow the subject or an authorized party to act for the subject with ``number``
+        (already validated); otherwise record and raise the refusal (PERMISSION_DENIED)."""
+        token = self._tokenizer.token(number)
+        if caller.role == vocab.INSTITUTION_ROLE_SUBJECT:
+            if not await self._subjects.is_subject(caller, token):
+                raise await self.refuse(
+                    caller,
+                    action,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "SUBJECT_MISMATCH",
+                    "the caller's certificate does not name the current enrolled key of this "
+                    "subject",
+                )
+            return ForSubject(caller, token, number)
+        if caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
+            lookup = await self._consents.find_valid_grant(
+                token,
+                caller.institution_id,
+                vocab.PURPOSE_SUBJECT_AUTHORIZED,
+                consent_id or None,
+                self._clock(),
+            )
+            covered = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR in lookup.categories
+            if not lookup.allowed or not covered:
+                reason = lookup.reason if not lookup.allowed else "CATEGORY_NOT_CONSENTED"
+                raise await self.refuse(
+                    caller,
+                    action,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    reason,
+                    "no valid consent grant of the subject lets this party act on their "
+                    "bankruptcy and repair records",
+                )
+            return ForSubject(caller, token, number, lookup.consent_id)
+        raise await self.refuse(
+            caller,
+            action,
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ROLE_NOT_PERMITTED",
+            "only the subject or a party they authorized may do this",
+        )
+
+    async def own_token(self, caller: Institution, action: Action) -> str | None:
+        """The subject token a subject certificate names; ``None`` for other roles. A subject
+        certificate that names no current key is refused (recorded)."""
+        if caller.role != vocab.INSTITUTION_ROLE_SUBJECT:
+            return None
+        key = await self._subjects.current_key(caller)
+        if key is None:
+            raise await self.refuse(
+                caller,
+                action,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "SUBJECT_MISMATCH",
+                "the caller's certificate does not name a current enrolled subject key",
+            )
+        return key.subject_token

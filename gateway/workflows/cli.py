@@ -1,0 +1,134 @@
+"""``credgate objections`` and ``credgate applications``: a subject's workflows, readably.
+
+Both list what the calling certificate may see (a subject sees their own, a provider the
+objections routed to it, a judicial organ every application) with every step and deadline;
+``--json`` prints the API's messages instead. Hooked into the ``credgate`` parser by
+``add_workflow_commands(sub)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credit_repair.v1 import workflow_pb2 as wf
+from google.protobuf import json_format
+
+EXIT_OK, EXIT_DENIED = 0, 3
+
+
+def _name(enum: object, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()  # type: ignore[attr-defined]
+
+
+def _day(value: object) -> str:
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"  # type: ignore[attr-defined]
+
+
+def _history(deadlines: Sequence[wf.Deadline], steps: Sequence[wf.WorkflowStep]) -> list[str]:
+    lines = []
+    for d in deadlines:
+        state = "met" if d.HasField("met_time") else ("OVERDUE" if d.overdue else "pending")
+        party = _name(wf.ResponsibleParty, d.party, "RESPONSIBLE_PARTY_")
+        lines.append(
+            f"  deadline {_name(wf.DeadlineKind, d.kind, 'DEADLINE_KIND_')}: "
+            f"{party} {d.party_id} by {_day(d.due_on)} ({d.working_days} working days)"
+            f" — {state}"
+        )
+    for s in steps:
+        lines.append(f"  {s.time.ToDatetime():%Y-%m-%d %H:%M} {s.action} [{s.actor_id}] {s.note}")
+    return lines
+
+
+def objection_text(o: obj_pb2.Objection) -> str:
+    flags = ("open" if o.open else "closed") + (", OVERDUE" if o.overdue else "")
+    head = [
+        f"{o.objection_id}  {_name(obj_pb2.ObjectionState, o.state, 'OBJECTION_STATE_')} ({flags})",
+        f"  fact: {o.fact.source_id} {o.fact.source_record_id}".rstrip(),
+        f"  next: {o.next_step}",
+    ]
+    return "\n".join(head + _history(o.deadlines, o.steps))
+
+
+def application_text(a: app_pb2.RepairApplication) -> str:
+    kind = _name(app_pb2.RepairApplicationKind, a.kind, "REPAIR_APPLICATION_KIND_")
+    stage = _name(app_pb2.RepairApplicationStage, a.stage, "REPAIR_APPLICATION_STAGE_")
+    outcome = _name(app_pb2.RepairApplicationOutcome, a.outcome, "REPAIR_APPLICATION_OUTCOME_")
+    head = [
+        f"{a.application_id}  {kind}: {stage}" + ("" if a.open else f" ({outcome})"),
+        f"  next: {a.next_step}",
+    ]
+    return "\n".join(head + _history(a.deadlines, a.steps))
+
+
+async def _run(args: argparse.Namespace, which: str) -> int:
+    from gateway.client import CredgateClient
+    from gateway.errors import parse_error
+
+    client = CredgateClient.from_pki_dir(args.target, Path(args.pki_dir), args.institution)
+    channel = client._channel  # the client's mTLS channel; these stubs are not wrapped (yet)
+    texts: list[str] = []
+    try:
+        if which == "objections":
+            objections = (
+                await obj_grpc.ObjectionServiceStub(channel).ListObjections(
+                    obj_pb2.ListObjectionsRequest(open_only=args.open, page_size=200),
+                    timeout=args.timeout,
+                )
+            ).objections
+            texts = [
+                json_format.MessageToJson(o) if args.json else objection_text(o) for o in objections
+            ]
+        else:
+            applications = (
+                await app_grpc.RepairApplicationServiceStub(channel).ListRepairApplications(
+                    app_pb2.ListRepairApplicationsRequest(open_only=args.open, page_size=200),
+                    timeout=args.timeout,
+                )
+            ).applications
+            texts = [
+                json_format.MessageToJson(a) if args.json else application_text(a)
+                for a in applications
+            ]
+    except grpc.aio.AioRpcError as error:
+        parsed = parse_error(error)
+        reason = parsed.error_info.reason if parsed.error_info else ""
+        print(f"refused: {parsed.code.name} {reason}", file=sys.stderr)
+        return EXIT_DENIED
+    finally:
+        await client.close()
+    print("\n".join(texts) if texts else f"no {which}")
+    return EXIT_OK
+
+
+def add_workflow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``objections`` and ``applications`` to the ``credgate`` subcommands."""
+    from gateway.cli import command
+    for which, what in (
+        ("objections", "objections to facts and their deadlines"),
+        ("applications", "repair applications and their stages"),
+    ):
+        p = command(
+            sub,
+            which,
+            help=f"list {what}",
+            examples=[
+                f"credgate {which} --institution subject.<key> --open",
+                f"credgate {which} --institution agency-demo --json",
+            ],
+        )
+        p.add_argument("--open", action="store_true", help="only open ones")
+        p.add_argument("--target", default="127.0.0.1:50051")
+        p.add_argument("--pki-dir", default="var/demo/pki")
+        p.add_argument("--institution", required=True, help="whose certificate to use")
+        p.add_argument("--timeout", type=float, default=10.0)
+        p.add_argument("--json", action="store_true", help="print the API messages as JSON")
+        p.set_defaults(func=lambda args, which=which: asyncio.run(_run(args, which)))

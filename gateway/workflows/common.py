@@ -1,0 +1,214 @@
+"""What both workflows need underneath: ids, sealed details, steps, locks, index writes, wake-ups.
+
+Kept apart from the workflows themselves so each of those reads as its procedure. Two rules run
+through everything here:
+
+* **Nothing personal in clear.** The identity number and the filer's own words go into a
+  ``FieldCipher`` ciphertext bound to its row; steps carry only notes from the gateway's own
+  templates; request digests are computed over the subject token, never the number.
+* **One transaction per change.** A workflow change, the index rows it corrects and the
+  change-feed rows that announce them commit together or not at all, so a crash leaves
+  nothing half-written and a watcher never hears of a change that did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import workflow_pb2 as wf
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.protection.cipher import FieldCipher
+from gateway.storage.fact_index import facts_context
+from gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE
+from gateway.storage.models import SourceFactsRow
+from gateway.sync.models import ChangeFeedRow
+from gateway.workflows.models import WorkflowStepRow, step_context
+
+GATEWAY_ACTOR = "credgate"
+"""``actor_id`` of the steps the gateway takes itself."""
+_SUBJECT_LOCK_BASE = 0x637277 << 32  # "crw": workflow locks, apart from consent's and sync's
+
+
+def new_id(prefix: str) -> str:
+    """A fresh workflow id: ``prefix`` + 26 lower-case base32 characters (128 random bits)."""
+    raw = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+    return f"{prefix}_{raw}"
+
+
+def request_digest(*parts: object) -> str:
+    """Digest of a request's content for idempotency checks; callers pass the subject token,
+    never the identity number, so the digest cannot be reversed by trying numbers."""
+    material = json.dumps([str(p) for p in parts], ensure_ascii=False).encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+class Sealer:
+    """Encrypts a workflow's personal details (JSON) bound to the row that holds them."""
+
+    def __init__(self, cipher: FieldCipher) -> None:
+        self.cipher = cipher
+
+    def seal(self, values: dict[str, str], context: bytes) -> tuple[bytes, str]:
+        blob = self.cipher.encrypt(json.dumps(values, sort_keys=True).encode(), context=context)
+        return blob, FieldCipher.key_id_of(blob)
+
+    def open(self, blob: bytes, context: bytes) -> dict[str, str]:
+        values = json.loads(self.cipher.decrypt(blob, context=context))
+        assert isinstance(values, dict)
+        return {str(k): str(v) for k, v in values.items()}
+
+
+async def next_step_index(session: AsyncSession, workflow_id: str) -> int:
+    found = await session.scalar(
+        select(func.max(WorkflowStepRow.step_index)).where(
+            WorkflowStepRow.workflow_id == workflow_id
+        )
+    )
+    return 0 if found is None else int(found) + 1
+
+
+async def add_steps(
+    session: AsyncSession,
+    workflow_id: str,
+    at: dt.datetime,
+    steps: Iterable[tuple[str, wf.ResponsibleParty.ValueType, str, str]],
+    *,
+    detail: str | None = None,
+    sealer: Sealer | None = None,
+) -> None:
+    """Append ``(action, actor, actor_id, note)`` steps; ``detail`` (a third party's own words)
+    is sealed onto the first of them."""
+    index = await next_step_index(session, workflow_id)
+    for n, (action, actor, actor_id, note) in enumerate(steps):
+        row = WorkflowStepRow(
+            workflow_id=workflow_id,
+            step_index=index + n,
+            at=at,
+            action=action,
+            actor=int(actor),
+            actor_id=actor_id,
+            note=note[:500],
+        )
+        if n == 0 and detail is not None and sealer is not None:
+            blob = sealer.cipher.encrypt(detail.encode(), context=step_context(workflow_id, index))
+            row.detail_ciphertext, row.key_id = blob, FieldCipher.key_id_of(blob)
+        session.add(row)
+    await session.flush()
+
+
+async def load_steps(session: AsyncSession, workflow_id: str) -> list[WorkflowStepRow]:
+    rows = await session.scalars(
+        select(WorkflowStepRow)
+        .where(WorkflowStepRow.workflow_id == workflow_id)
+        .order_by(WorkflowStepRow.step_index)
+    )
+    return list(rows)
+
+
+async def lock_subject(session: AsyncSession, backend: str, token: str) -> None:
+    """Serialize workflow writes about one subject (duplicate checks stay true until commit).
+
+    SQLite's write transactions are already serial (``BEGIN IMMEDIATE``); PostgreSQL gets a
+    transaction-scoped advisory lock per subject.
+    """
+    if backend == "postgresql":
+        key = _SUBJECT_LOCK_BASE | zlib.crc32(token.encode())
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def replace_indexed_facts(
+    session: AsyncSession,
+    backend: str,
+    cipher: FieldCipher,
+    token: str,
+    facts: report_pb2.SourceFacts,
+    now: dt.datetime,
+) -> None:
+    """Put a source's current original into the index *unconditionally* and announce it.
+
+    Unlike the live path's newest-wins write, a correction replaces whatever the index held:
+    the source has just said what its record is, and a wrong row claiming a later as-of time
+    is exactly what an objection exists to remove. The change-feed row (sequence 0, like a
+    live write) is what watchers and the reconciler tail; on PostgreSQL the feed lock is taken
+    first, as every feed writer does, so change ids stay in commit order.
+    """
+    if backend == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
+    blob = cipher.encrypt(
+        facts.SerializeToString(deterministic=True), context=facts_context(token, facts.source_id)
+    )
+    provenance = facts.provenance
+    values: dict[str, Any] = {
+        "source_kind": int(facts.source_kind),
+        "facts_ciphertext": blob,
+        "key_id": FieldCipher.key_id_of(blob),
+        "source_as_of": (
+            provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
+            if provenance.HasField("source_as_of")
+            else None
+        ),
+        "fetched_at": (
+            provenance.fetched_at.ToDatetime(tzinfo=dt.UTC)
+            if provenance.HasField("fetched_at")
+            else now
+        ),
+        "sequence": None,
+    }
+    insert = (
+        postgresql.insert(SourceFactsRow)
+        if backend == "postgresql"
+        else sqlite.insert(SourceFactsRow)
+    )
+    await session.execute(
+        insert.values(
+            subject_token=token, source_id=facts.source_id, **values
+        ).on_conflict_do_update(index_elements=["subject_token", "source_id"], set_=values)
+    )
+    session.add(
+        ChangeFeedRow(
+            subject_token=token, source_id=facts.source_id, sequence=LIVE_SEQUENCE, changed_at=now
+        )
+    )
+    await session.flush()
+
+
+class Changes:
+    """Wakes this replica's watchers of a workflow when it changes here.
+
+    Only a hint: watchers also re-read on a timer, which is what carries changes made by other
+    replicas (the database is the only shared state).
+    """
+
+    def __init__(self) -> None:
+        self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def changed(self, workflow_id: str) -> None:
+        for event in self._events.get(workflow_id, ()):
+            event.set()
+
+    async def wait(self, workflow_id: str, timeout: float) -> None:
+        """Return when ``workflow_id`` changes here, or after ``timeout`` seconds."""
+        event = asyncio.Event()
+        self._events[workflow_id].add(event)
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._events[workflow_id].discard(event)
+            if not self._events[workflow_id]:
+                del self._events[workflow_id]

@@ -1,0 +1,346 @@
+"""ObjectionService: the gRPC face of the objection procedure, readable top to bottom per call.
+
+identity (mTLS) → validation → who may act for whom (recorded when refused) → the procedure
+(``ObjectionWorkflow``; its own refusals are recorded here) → audit entry for what was done →
+answer. Reads of objections are audited too (``AUDIT_ACTION_READ_OBJECTIONS``): an objection
+is personal data about the subject like any report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from credit_repair.v1 import audit_pb2
+from credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from sqlalchemy import ColumnElement
+
+from consent.register import ListCursor
+from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token
+from gateway.errors import GatewayError
+from gateway.institution import Institution
+from gateway.workflows import render
+from gateway.workflows.callers import (
+    Action,
+    Callers,
+    RecordedRefusal,
+    check_identity_number,
+    invalid,
+)
+from gateway.workflows.common import Changes
+from gateway.workflows.models import ObjectionRow
+from gateway.workflows.objection_store import ObjectionView, is_open
+from gateway.workflows.objections import ASPECTS, Filing, ObjectionWorkflow
+
+FILE = audit_pb2.AUDIT_ACTION_FILE_OBJECTION
+READ = audit_pb2.AUDIT_ACTION_READ_OBJECTIONS
+ANSWER = audit_pb2.AUDIT_ACTION_ANSWER_OBJECTION
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REFERENCE = re.compile(r"[A-Za-z0-9_./()-]{1,64}")
+MAX_CORRECTION = 1000
+_T = TypeVar("_T")
+
+
+def page_scope(*parts: object) -> str:
+    """Binds a page token to the listing and filter it was issued for (AIP-158)."""
+    return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+async def run_recorded(
+    callers: Callers, caller: Institution, action: Action, token: str, work: Awaitable[_T]
+) -> _T:
+    """Run ``work``; a refusal it raises is recorded in the audit log before it is sent."""
+    try:
+        return await work
+    except GatewayError as refused:
+        if refused.reason != "AUDIT_UNAVAILABLE" and not isinstance(refused, RecordedRefusal):
+            await callers.record(caller, action, reason=refused.reason, subject_token=token)
+        raise
+
+
+def page_cursor(page_size: int, token: str, scope: str) -> tuple[dt.datetime, str] | None:
+    """The position a page token marks; INVALID_ARGUMENT for a bad size or a foreign token."""
+    violations = []
+    if page_size < 0:
+        violations.append(("page_size", "must not be negative"))
+    cursor = None
+    if token:
+        try:
+            cursor = decode_page_token(token, scope)
+        except ValueError:
+            violations.append(("page_token", "is not a token this listing issued"))
+    if violations:
+        raise invalid(violations)
+    return None if cursor is None else (cursor.created_at, cursor.consent_id)
+
+
+class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
+    def __init__(
+        self,
+        workflow: ObjectionWorkflow,
+        callers: Callers,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        changes: Changes,
+        *,
+        clock: Callable[[], dt.datetime],
+        watch_poll_seconds: float = 1.0,
+    ) -> None:
+        self._workflow = workflow
+        self._store = workflow.store
+        self._callers = callers
+        self._identify = identify
+        self._changes = changes
+        self._clock = clock
+        self._poll = watch_poll_seconds
+
+    async def FileObjection(
+        self, request: obj_pb2.FileObjectionRequest, context: grpc.aio.ServicerContext
+    ) -> obj_pb2.FileObjectionResponse:
+        caller = self._identify(context)
+        violations: list[tuple[str, str]] = []
+        number = check_identity_number(request.identity_number, violations)
+        if not REQUEST_ID.fullmatch(request.request_id):
+            violations.append(("request_id", "must be 1 to 64 letters, digits, '-' or '_'"))
+        if not request.fact.source_id:
+            violations.append(("fact.source_id", "is required"))
+        if not 1 <= len(request.fact.source_record_id) <= 128:
+            violations.append(("fact.source_record_id", "must be 1 to 128 characters"))
+        if request.aspect not in ASPECTS:
+            violations.append(("aspect", "must name what is disputed"))
+        if not 1 <= len(request.requested_correction.strip()) <= MAX_CORRECTION:
+            violations.append(("requested_correction", f"must be 1 to {MAX_CORRECTION} characters"))
+        if len(request.report_id) > 64:
+            violations.append(("report_id", "must be at most 64 characters"))
+        if violations:
+            await self._callers.record(caller, FILE, reason="INVALID_REQUEST")
+            raise invalid(violations)
+        who = await self._callers.for_subject(caller, FILE, number, request.consent_id)
+        filing = Filing(
+            request.request_id,
+            request.fact.source_id,
+            request.fact.source_record_id,
+            request.aspect,
+            request.requested_correction.strip(),
+            request.report_id,
+        )
+
+        async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
+            await self._callers.record(
+                caller,
+                FILE,
+                subject_token=who.subject_token,
+                consent_id=who.consent_id,
+                categories=[category],
+                source_ids=[source_id],
+            )
+
+        view = await run_recorded(
+            self._callers,
+            caller,
+            FILE,
+            who.subject_token,
+            self._workflow.file(who, filing, allowed),
+        )
+        return obj_pb2.FileObjectionResponse(objection=render.objection(view, self._clock()))
+
+    async def GetObjection(
+        self, request: obj_pb2.GetObjectionRequest, context: grpc.aio.ServicerContext
+    ) -> obj_pb2.GetObjectionResponse:
+        caller = self._identify(context)
+        view = await self._visible(caller, request.objection_id)
+        await self._record_read(caller, view)
+        return obj_pb2.GetObjectionResponse(objection=render.objection(view, self._clock()))
+
+    async def ListObjections(
+        self, request: obj_pb2.ListObjectionsRequest, context: grpc.aio.ServicerContext
+    ) -> obj_pb2.ListObjectionsResponse:
+        caller = self._identify(context)
+        where, scope = await self._listing(caller, request.open_only)
+        after = page_cursor(request.page_size, request.page_token, scope)
+        now = self._clock()
+        views, more = await self._store.page(
+            where,
+            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            after=after,
+            open_only=request.open_only,
+            now=now,
+        )
+        await self._callers.record(
+            caller, READ, source_ids=sorted({v.row.source_id for v in views})
+        )
+        response = obj_pb2.ListObjectionsResponse(
+            objections=[render.objection(v, now) for v in views]
+        )
+        if more and views:
+            last = views[-1].row
+            response.next_page_token = encode_page_token(
+                ListCursor(last.filed_at, last.objection_id), scope
+            )
+        return response
+
+    async def WatchObjection(
+        self, request: obj_pb2.WatchObjectionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[obj_pb2.WatchObjectionResponse]:
+        caller = self._identify(context)
+        view = await self._visible(caller, request.objection_id)
+        await self._record_read(caller, view)
+        sent: tuple[int, int, bool] | None = None
+        while True:
+            now = self._clock()
+            shown = render.objection(view, now)
+            mark = (shown.version, int(shown.state), shown.overdue)
+            if mark != sent:
+                sent = mark
+                yield obj_pb2.WatchObjectionResponse(objection=shown)
+            if not is_open(view.row, now):
+                return
+            await self._changes.wait(request.objection_id, self._poll)
+            fresh = await self._store.get(request.objection_id)
+            view = fresh if fresh is not None else view
+
+    async def RecordSourceReply(
+        self, request: obj_pb2.RecordSourceReplyRequest, context: grpc.aio.ServicerContext
+    ) -> obj_pb2.RecordSourceReplyResponse:
+        caller = self._identify(context)
+        if caller.role != vocab.INSTITUTION_ROLE_DATA_PROVIDER:
+            raise (
+                await self._callers.refuse(
+                    caller,
+                    ANSWER,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "ROLE_NOT_PERMITTED",
+                    "only the information provider's data provider may record its reply",
+                )
+            )
+        violations = []
+        if request.decision not in (
+            obj_pb2.SOURCE_REPLY_DECISION_CORRECTED,
+            obj_pb2.SOURCE_REPLY_DECISION_UPHELD,
+            obj_pb2.SOURCE_REPLY_DECISION_RECEIVED,
+        ):
+            violations.append(("decision", "must be CORRECTED, UPHELD or RECEIVED"))
+        if not REFERENCE.fullmatch(request.reply_reference):
+            violations.append(("reply_reference", "must be 1 to 64 plain characters"))
+        if violations:
+            await self._callers.record(caller, ANSWER, reason="INVALID_REQUEST")
+            raise invalid(violations)
+
+        async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
+            await self._callers.record(
+                caller,
+                ANSWER,
+                subject_token=view_token,
+                categories=[category],
+                source_ids=[source_id],
+            )
+
+        known = await self._store.get(request.objection_id)
+        view_token = known.row.subject_token if known is not None else ""
+        view = await run_recorded(
+            self._callers,
+            caller,
+            ANSWER,
+            "",
+            self._workflow.reply(
+                caller.institution_id,
+                request.objection_id,
+                request.decision,
+                request.reply_reference,
+                allowed,
+            ),
+        )
+        return obj_pb2.RecordSourceReplyResponse(objection=render.objection(view, self._clock()))
+
+    async def ListOverdueObjections(
+        self, request: obj_pb2.ListOverdueObjectionsRequest, context: grpc.aio.ServicerContext
+    ) -> obj_pb2.ListOverdueObjectionsResponse:
+        caller = self._identify(context)
+        if caller.role != vocab.INSTITUTION_ROLE_REGULATOR:
+            raise (
+                await self._callers.refuse(
+                    caller,
+                    READ,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "ROLE_NOT_PERMITTED",
+                    "only a regulator may list overdue objections",
+                )
+            )
+        scope = page_scope("overdue")
+        cursor = page_cursor(request.page_size, request.page_token, scope)
+        now = self._clock()
+        views, more = await self._store.overdue(
+            now, limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after=cursor
+        )
+        await self._callers.record(
+            caller, READ, source_ids=sorted({v.row.source_id for v in views})
+        )
+        response = obj_pb2.ListOverdueObjectionsResponse(
+            objections=[render.objection(v, now, redact=True) for v in views]
+        )
+        last_due = views[-1].row.reply_due_at if views else None
+        if more and last_due is not None:
+            response.next_page_token = encode_page_token(
+                ListCursor(last_due, views[-1].row.objection_id), scope
+            )
+        return response
+
+    # -- who sees what ---------------------------------------------------------------------------
+
+    async def _visible(self, caller: Institution, objection_id: str) -> ObjectionView:
+        """The objection if the caller may see it; NOT_FOUND (recorded) otherwise, the same
+        for an id that does not exist."""
+        token = await self._callers.own_token(caller, READ)
+        view = await self._store.get(objection_id) if len(objection_id) <= 40 else None
+        if view is not None and self._may_see(caller, token, view.row):
+            return view
+        raise (
+            await self._callers.refuse(
+                caller, READ, grpc.StatusCode.NOT_FOUND, "OBJECTION_NOT_FOUND", "no such objection"
+            )
+        )
+
+    def _may_see(self, caller: Institution, token: str | None, row: ObjectionRow) -> bool:
+        if token is not None:
+            return row.subject_token == token
+        if caller.role == vocab.INSTITUTION_ROLE_DATA_PROVIDER:
+            return row.source_id in self._workflow.bound_sources(caller.institution_id)
+        return row.filed_by == caller.institution_id
+
+    async def _listing(
+        self, caller: Institution, open_only: bool
+    ) -> tuple[ColumnElement[bool], str]:
+        token = await self._callers.own_token(caller, READ)
+        if token is not None:
+            return ObjectionRow.subject_token == token, page_scope("subject", token, open_only)
+        if caller.role == vocab.INSTITUTION_ROLE_DATA_PROVIDER:
+            sources = sorted(self._workflow.bound_sources(caller.institution_id))
+            return ObjectionRow.source_id.in_(sources), page_scope("source", sources, open_only)
+        if caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
+            return (
+                ObjectionRow.filed_by == caller.institution_id,
+                page_scope("filer", caller.institution_id, open_only),
+            )
+        raise (
+            await self._callers.refuse(
+                caller,
+                READ,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ROLE_NOT_PERMITTED",
+                "this role has no objections to list",
+            )
+        )
+
+    async def _record_read(self, caller: Institution, view: ObjectionView) -> None:
+        await self._callers.record(
+            caller,
+            READ,
+            subject_token=view.row.subject_token,
+            categories=[view.row.category],  # type: ignore[list-item]
+            source_ids=[view.row.source_id],
+        )

@@ -1,0 +1,440 @@
+"""The objection procedure (measures Art. 16), from filing to the source's written reply.
+
+    file ──▶ ask the source for its original ──▶ index differs? ──yes──▶ correct index, close
+                                                      │ no
+                                                      ▼
+              source takes objections through credgate? ──yes──▶ file it there (reply ≤ 10 wd)
+                                                      │ no
+                                                      ▼
+                               the subject files with the source (≤ 5 wd) ──▶ source replies
+
+Everything that can fail outside the database (the source's answer, the filing with it)
+happens before the one transaction that records the outcome, and the audit entry is appended
+in between, so a failure leaves nothing recorded and a retry with the same request id is safe:
+the objection id is derived from the filer and the request id, and sources treat a repeated
+reference as the same filing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from credit_repair.v1 import workflow_pb2 as wf
+
+from adapters.base import (
+    CorrectionRefused,
+    ObjectionFiling,
+    SourceAdapter,
+    SourceError,
+    SourceReceipt,
+    corrections_of,
+)
+from gateway.errors import GatewayError
+from gateway.storage.fact_index import FactIndex
+from gateway.workdays import WorkdayCalendar
+from gateway.workflows.callers import ForSubject
+from gateway.workflows.common import (
+    GATEWAY_ACTOR,
+    Changes,
+    add_steps,
+    lock_subject,
+    replace_indexed_facts,
+    request_digest,
+)
+from gateway.workflows.facts import find_fact, index_differs
+from gateway.workflows.models import ObjectionRow, details_context
+from gateway.workflows.objection_store import (
+    AWAITING_SOURCE,
+    AWAITING_SUBJECT,
+    TABLE,
+    ObjectionStore,
+    ObjectionView,
+    effective_state,
+)
+
+_T = TypeVar("_T")
+SUBJECT_FILING_DAYS = 5
+SOURCE_REPLY_DAYS = 10
+ASPECTS = {
+    obj_pb2.DISPUTED_ASPECT_REPAIR_STATE: "repair_state",
+    obj_pb2.DISPUTED_ASPECT_CASE_STAGE: "case_stage",
+    obj_pb2.DISPUTED_ASPECT_DATES: "dates",
+    obj_pb2.DISPUTED_ASPECT_CURRENCY: "currency",
+    obj_pb2.DISPUTED_ASPECT_AMOUNT: "amount",
+    obj_pb2.DISPUTED_ASPECT_EXISTENCE: "existence",
+    obj_pb2.DISPUTED_ASPECT_OTHER: "other",
+}
+RecordAllowed = Callable[[vocab.DataCategory.ValueType, str], Awaitable[object]]
+"""Appends the allowed decision to the audit log (category and source of the fact)."""
+SUBJECT, SOURCE, GATEWAY = (
+    wf.RESPONSIBLE_PARTY_SUBJECT,
+    wf.RESPONSIBLE_PARTY_SOURCE,
+    wf.RESPONSIBLE_PARTY_GATEWAY,
+)
+
+
+@dataclass(frozen=True)
+class Filing:
+    """What the filer asks, validated."""
+
+    request_id: str
+    source_id: str
+    record_id: str
+    aspect: obj_pb2.DisputedAspect.ValueType
+    requested_correction: str
+    report_id: str
+
+
+def error(code: grpc.StatusCode, reason: str, message: str) -> GatewayError:
+    return GatewayError.of(code, message, reason)
+
+
+def objection_id_for(filed_by: str, request_id: str) -> str:
+    """Derived, so a retry of the same request files the same reference with the source."""
+    digest = hashlib.sha256(f"objection|{filed_by}|{request_id}".encode()).digest()
+    return "obj_" + base64.b32encode(digest[:16]).decode().rstrip("=").lower()
+
+
+class ObjectionWorkflow:
+    """Files objections and records the sources' replies."""
+
+    def __init__(
+        self,
+        store: ObjectionStore,
+        fact_index: FactIndex,
+        adapters: Mapping[str, SourceAdapter],
+        calendar: WorkdayCalendar,
+        changes: Changes,
+        *,
+        clock: Callable[[], dt.datetime],
+        providers: Mapping[str, str] | None = None,
+        source_timeout: float = 3.0,
+    ) -> None:
+        """``providers`` binds each data provider's institution id to the one source id it
+        answers objections for (the ``[[providers]]`` configuration)."""
+        self.store = store
+        self._providers = dict(providers or {})
+        self._db = store.database
+        self._fact_index = fact_index
+        self._adapters = adapters
+        self._calendar = calendar
+        self._changes = changes
+        self._clock = clock
+        self._timeout = source_timeout
+
+    async def file(self, who: ForSubject, filing: Filing, allowed: RecordAllowed) -> ObjectionView:
+        """File an objection; the answer says whether it was corrected at once or routed."""
+        adapter = self._adapters.get(filing.source_id)
+        if adapter is None:
+            raise GatewayError.of(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the fact names no configured source",
+                "UNKNOWN_SOURCE",
+                field_violations=[("fact.source_id", "is not a known source")],
+            )
+        token, filer = who.subject_token, who.caller.institution_id
+        digest = request_digest(
+            token,
+            filing.source_id,
+            filing.record_id,
+            int(filing.aspect),
+            filing.requested_correction,
+            filing.report_id,
+        )
+        objection_id = objection_id_for(filer, filing.request_id)
+        async with self._db.session() as session:
+            known = await self.store.by_request(session, filer, filing.request_id)
+            if known is not None:
+                return await self._replay(known, digest)
+            if await self.store.open_on_fact(
+                session, token, filing.source_id, filing.record_id, self._clock()
+            ):
+                raise _already_open()
+        original = await self._ask(adapter.fetch(who.identity_number, timeout=self._timeout))
+        in_source = find_fact(original, filing.record_id)
+        in_index = find_fact(
+            await self._fact_index.last_known(token, filing.source_id), filing.record_id
+        )
+        found = in_source or in_index
+        if found is None:
+            raise error(
+                grpc.StatusCode.NOT_FOUND,
+                "FACT_NOT_FOUND",
+                "neither the source nor the gateway's index holds that record",
+            )
+        now = self._clock()
+        row = ObjectionRow(
+            objection_id=objection_id,
+            subject_token=token,
+            filed_by=filer,
+            request_id=filing.request_id,
+            request_digest=digest,
+            source_id=filing.source_id,
+            category=int(found.category),
+            aspect=int(filing.aspect),
+            filed_at=now,
+            version=1,
+            updated_at=now,
+        )
+        row.details_ciphertext, row.key_id = self.store.sealer.seal(
+            {
+                "identity_number": who.identity_number,
+                "record_id": filing.record_id,
+                "requested_correction": filing.requested_correction,
+                "report_id": filing.report_id,
+            },
+            details_context(TABLE, objection_id),
+        )
+        where = filing.source_id
+        steps = [("OBJECTION_FILED", SUBJECT, filer, f"objection to a fact held by {where}")]
+        corrected = index_differs(in_index, in_source)
+        if corrected:
+            row.state, row.closed_at = obj_pb2.OBJECTION_STATE_CORRECTED_IN_INDEX, now
+            steps.append(
+                (
+                    "INDEX_CORRECTED",
+                    GATEWAY,
+                    GATEWAY_ACTOR,
+                    f"the gateway's index differed from {where}'s original and was "
+                    "corrected from it at once; the objection is closed",
+                )
+            )
+        else:
+            steps.append(await self._route(row, adapter, who, filing, now))
+        await allowed(found.category, filing.source_id)
+        async with self._db.write() as session:
+            await lock_subject(session, self._db.backend, token)
+            if await self.store.by_request(session, filer, filing.request_id) is not None:
+                raise error(
+                    grpc.StatusCode.ABORTED,
+                    "CONCURRENT_REQUEST",
+                    "the same request is being filed concurrently; retry it",
+                )
+            if await self.store.open_on_fact(session, token, where, filing.record_id, now):
+                raise _already_open()
+            if corrected:
+                await replace_indexed_facts(
+                    session, self._db.backend, self.store.sealer.cipher, token, original, now
+                )
+            session.add(row)
+            await session.flush()
+            await add_steps(session, objection_id, now, steps)
+        self._changes.changed(objection_id)
+        view = await self.store.get(objection_id)
+        assert view is not None
+        return view
+
+    async def _route(
+        self,
+        row: ObjectionRow,
+        adapter: SourceAdapter,
+        who: ForSubject,
+        filing: Filing,
+        now: dt.datetime,
+    ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
+        """Send the objection to the source, or tell the subject to; fill in the deadlines."""
+        where = filing.source_id
+        row.routed_at = now
+        row.filing_due_at = self._calendar.deadline(now, SUBJECT_FILING_DAYS).due_at
+        corrections = corrections_of(adapter)
+        receipt: SourceReceipt | None = None
+        if corrections is not None:
+            notice = ObjectionFiling(
+                row.objection_id,
+                filing.record_id,
+                ASPECTS[filing.aspect],
+                filing.requested_correction,
+            )
+            try:
+                receipt = await self._ask(
+                    corrections.submit_objection(who.identity_number, notice, timeout=self._timeout)
+                )
+            except GatewayError as refused:
+                if refused.reason != "SOURCE_REFUSED":
+                    raise
+        if receipt is None:
+            row.state, row.current_due_at = AWAITING_SUBJECT, row.filing_due_at
+            due = self._calendar.deadline(now, SUBJECT_FILING_DAYS).due_on
+            return (
+                "ROUTED_TO_SUBJECT",
+                GATEWAY,
+                GATEWAY_ACTOR,
+                f"the index matches {where}'s original, and {where} takes no objections "
+                f"through credgate: the subject files in writing with {where} by {due}",
+            )
+        reply = self._calendar.deadline(now, SOURCE_REPLY_DAYS)
+        row.state, row.source_reference = AWAITING_SOURCE, receipt.source_reference
+        row.filed_with_source_at, row.reply_due_at = now, reply.due_at
+        row.current_due_at = reply.due_at
+        return (
+            "FILED_WITH_SOURCE",
+            GATEWAY,
+            GATEWAY_ACTOR,
+            f"the index matches {where}'s original: filed with {where} for the subject "
+            f"(its reference {receipt.source_reference}, received {receipt.received_on}); "
+            f"its written reply is due by {reply.due_on}",
+        )
+
+    async def reply(
+        self,
+        provider: str,
+        objection_id: str,
+        decision: obj_pb2.SourceReplyDecision.ValueType,
+        reference: str,
+        allowed: RecordAllowed,
+    ) -> ObjectionView:
+        """Record the source's answer: received (subject filed directly), corrected or upheld."""
+        view = await self.store.get(objection_id)
+        now = self._clock()
+        if view is None or view.row.source_id not in self.bound_sources(provider):
+            raise error(grpc.StatusCode.NOT_FOUND, "OBJECTION_NOT_FOUND", "no such objection")
+        state = effective_state(view.row, now)
+        if state not in (AWAITING_SUBJECT, AWAITING_SOURCE):
+            raise error(
+                grpc.StatusCode.FAILED_PRECONDITION, "OBJECTION_CLOSED", "the objection is closed"
+            )
+        if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED and state == AWAITING_SOURCE:
+            raise error(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "OBJECTION_ALREADY_RECEIVED",
+                "the source has already received this objection",
+            )
+        source_id = view.row.source_id
+        fresh: report_pb2.SourceFacts | None = None
+        if decision == obj_pb2.SOURCE_REPLY_DECISION_CORRECTED:
+            adapter = self._adapters[source_id]
+            fresh = await self._ask(
+                adapter.fetch(view.details["identity_number"], timeout=self._timeout)
+            )
+        await allowed(vocab.DataCategory.ValueType(view.row.category), source_id)
+        async with self._db.write() as session:
+            await lock_subject(session, self._db.backend, view.row.subject_token)
+            row = await self.store.row(session, objection_id)
+            if row is None or row.version != view.row.version:
+                raise error(
+                    grpc.StatusCode.ABORTED,
+                    "CONCURRENT_CHANGE",
+                    "the objection changed meanwhile; read it and retry",
+                )
+            steps = self._apply_reply(row, decision, reference, now)
+            if fresh is not None:
+                await replace_indexed_facts(
+                    session,
+                    self._db.backend,
+                    self.store.sealer.cipher,
+                    row.subject_token,
+                    fresh,
+                    now,
+                )
+            row.version += 1
+            row.updated_at = now
+            await add_steps(session, objection_id, now, steps)
+        self._changes.changed(objection_id)
+        updated = await self.store.get(objection_id)
+        assert updated is not None
+        return updated
+
+    def _apply_reply(
+        self,
+        row: ObjectionRow,
+        decision: obj_pb2.SourceReplyDecision.ValueType,
+        reference: str,
+        now: dt.datetime,
+    ) -> list[tuple[str, wf.ResponsibleParty.ValueType, str, str]]:
+        source = row.source_id
+        if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED:
+            reply = self._calendar.deadline(now, SOURCE_REPLY_DAYS)
+            row.state, row.filed_with_source_at = AWAITING_SOURCE, now
+            row.reply_due_at = row.current_due_at = reply.due_at
+            row.source_reference = reference
+            return [
+                (
+                    "SOURCE_RECEIVED",
+                    SOURCE,
+                    source,
+                    f"{source} received the subject's application ({reference}); its written "
+                    f"reply is due by {reply.due_on}",
+                )
+            ]
+        late = row.reply_due_at is not None and now >= row.reply_due_at
+        when = "after its deadline" if late else "in time"
+        row.replied_at, row.closed_at, row.current_due_at = now, now, None
+        if row.filed_with_source_at is None:
+            row.filed_with_source_at = now
+        if decision == obj_pb2.SOURCE_REPLY_DECISION_CORRECTED:
+            row.state = obj_pb2.OBJECTION_STATE_CORRECTED_BY_SOURCE
+            return [
+                (
+                    "SOURCE_REPLIED",
+                    SOURCE,
+                    source,
+                    f"{source} replied {when} ({reference}): record corrected",
+                ),
+                (
+                    "INDEX_UPDATED",
+                    GATEWAY,
+                    GATEWAY_ACTOR,
+                    f"the gateway's index now holds {source}'s corrected record",
+                ),
+            ]
+        row.state = obj_pb2.OBJECTION_STATE_UPHELD_BY_SOURCE
+        return [
+            (
+                "SOURCE_REPLIED",
+                SOURCE,
+                source,
+                f"{source} replied {when} ({reference}): its record is upheld",
+            )
+        ]
+
+    def bound_sources(self, provider: str) -> set[str]:
+        """The source ids the data provider ``provider`` answers objections for."""
+        source = self._providers.get(provider)
+        return {source} if source is not None else set()
+
+    async def _replay(self, known: ObjectionRow, digest: str) -> ObjectionView:
+        if known.request_digest != digest:
+            raise error(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "REQUEST_ID_REUSED",
+                "this request_id was used for a different objection",
+            )
+        view = await self.store.get(known.objection_id)
+        assert view is not None
+        return view
+
+    @staticmethod
+    async def _ask(call: Awaitable[_T]) -> _T:
+        """A source call; its failure becomes UNAVAILABLE (or SOURCE_REFUSED), nothing kept."""
+        try:
+            return await call
+        except CorrectionRefused:
+            raise error(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "SOURCE_REFUSED",
+                "the source refused the request",
+            ) from None
+        except SourceError as exc:
+            raise error(
+                grpc.StatusCode.UNAVAILABLE,
+                "SOURCE_UNAVAILABLE",
+                f"the source could not be reached ({exc.reason}); nothing was "
+                "recorded, retry later",
+            ) from None
+
+
+def _already_open() -> GatewayError:
+    return error(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "OBJECTION_ALREADY_OPEN",
+        "an open objection already disputes this fact",
+    )

@@ -1,0 +1,154 @@
+"""Composition of the repair workflows, in two steps because the query engine sits between.
+
+The engine needs the objection store (to flag reports DISPUTED) and the application workflow
+needs the engine (to judge eligibility from a merged report), so ``Workflows`` is made before
+the engine and its services after it::
+
+    workflows = Workflows(database, FieldCipher(keyring))
+    engine = QueryEngine(adapters, fact_index, ..., disputes=workflows.disputes)
+    workflows.register(server, engine=engine, fact_index=fact_index, sources=config.sources,
+                       providers={p.institution_id: p.source_id for p in config.providers},
+                       tokenizer=tokenizer, consents=consents, identify=identify,
+                       audit_log=audit_log)
+    ...
+    await workflows.aclose()        # at shutdown, with the engine
+
+The workflows speak to the sources through adapters of their own (built from the same source
+configuration): corrections and rulings are rare, slow calls that must not share the query
+path's circuit breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+
+import grpc
+from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from adapters.base import SourceAdapter, SourceConfig
+from adapters.catalog import build_adapter
+from audit.log import AuditLog
+from consent.register import ConsentRegister
+from gateway.engine.query import QueryEngine
+from gateway.institution import Institution
+from gateway.protection.cipher import FieldCipher
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.server import GatewayServer
+from gateway.storage.database import Database
+from gateway.storage.fact_index import FactIndex
+from gateway.workdays import WorkdayCalendar
+from gateway.workflows.application_service import RepairApplicationServicer
+from gateway.workflows.applications import ApplicationWorkflow
+from gateway.workflows.callers import Callers
+from gateway.workflows.common import Changes, Sealer
+from gateway.workflows.objection_service import ObjectionServicer
+from gateway.workflows.objection_store import ObjectionStore
+from gateway.workflows.objections import ObjectionWorkflow
+
+OBJECTION_SERVICE = "credit_repair.v1.ObjectionService"
+REPAIR_APPLICATION_SERVICE = "credit_repair.v1.RepairApplicationService"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Workflows:
+    """The objection and repair-application services, and the DISPUTED lookup."""
+
+    def __init__(
+        self,
+        database: Database,
+        cipher: FieldCipher,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        calendar: WorkdayCalendar | None = None,
+    ) -> None:
+        self.database = database
+        self.sealer = Sealer(cipher)
+        self.store = ObjectionStore(database, self.sealer)
+        self.changes = Changes()
+        self.calendar = calendar or WorkdayCalendar()
+        self.clock = clock
+        self.adapters: dict[str, SourceAdapter] = {}
+        self.objections: ObjectionServicer | None = None
+        self.applications: RepairApplicationServicer | None = None
+
+    async def disputes(self, subject_token: str) -> frozenset[vocab.DataCategory.ValueType]:
+        """For ``QueryEngine(disputes=...)``: categories of the subject's disputed facts."""
+        return await self.store.disputed_categories(subject_token, self.clock())
+
+    def build(
+        self,
+        *,
+        engine: QueryEngine,
+        fact_index: FactIndex,
+        sources: Sequence[SourceConfig],
+        providers: Mapping[str, str],
+        tokenizer: SubjectTokenizer,
+        consents: ConsentRegister,
+        identify: Callable[[grpc.aio.ServicerContext], Institution],
+        audit_log: AuditLog,
+        source_timeout: float = 3.0,
+        watch_poll_seconds: float = 1.0,
+    ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
+        """Make both servicers (``providers``: data provider institution id → source id)."""
+        self.adapters = {s.source_id: build_adapter(s) for s in sources}
+        callers = Callers(tokenizer, consents, audit_log, clock=self.clock)
+        objections = ObjectionWorkflow(
+            self.store,
+            fact_index,
+            self.adapters,
+            self.calendar,
+            self.changes,
+            clock=self.clock,
+            providers=providers,
+            source_timeout=source_timeout,
+        )
+        applications = ApplicationWorkflow(
+            self.database,
+            self.sealer,
+            engine,
+            self.adapters,
+            self.calendar,
+            self.changes,
+            clock=self.clock,
+            source_timeout=source_timeout,
+        )
+        self.objections = ObjectionServicer(
+            objections,
+            callers,
+            identify,
+            self.changes,
+            clock=self.clock,
+            watch_poll_seconds=watch_poll_seconds,
+        )
+        self.applications = RepairApplicationServicer(
+            applications,
+            callers,
+            identify,
+            self.changes,
+            clock=self.clock,
+            watch_poll_seconds=watch_poll_seconds,
+        )
+        return self.objections, self.applications
+
+    def register(self, server: GatewayServer, **build_args: object) -> None:
+        """``build`` (same keyword arguments) and add both services to ``server``."""
+        objections, applications = self.build(**build_args)  # type: ignore[arg-type]
+        server.add_servicer(
+            obj_grpc.add_ObjectionServiceServicer_to_server, objections, OBJECTION_SERVICE
+        )
+        server.add_servicer(
+            app_grpc.add_RepairApplicationServiceServicer_to_server,
+            applications,
+            REPAIR_APPLICATION_SERVICE,
+        )
+
+    async def aclose(self) -> None:
+        """Close the workflows' adapters (at shutdown)."""
+        await asyncio.gather(*(a.aclose() for a in self.adapters.values()), return_exceptions=True)

@@ -1,0 +1,398 @@
+"""The ``credgate`` command line: help with examples everywhere, documented exit codes, ``--json``
+output, progress on stderr, and the workspace commands working end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.index_scale import synthetic_identity_numbers
+from gateway import cli
+from gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
+from gateway.config import load_config
+from gateway.progress import Progress
+from gateway.protection.cipher import FieldCipher
+from gateway.protection.keyring import Keyring
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.storage.database import Database
+from gateway.storage.fact_index import FactIndex
+from gateway.storage.migrate import upgrade_to_head
+from tests.fixtures.mocks import RunningGateway
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = [words for words, _ in iter_commands(build_parser())]
+OBSERVATION = "440304198511030421"
+CASE = "(2026)粤03执1号"
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytest_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main`` reconfigures the root logger for a real process; not inside pytest's."""
+    monkeypatch.setattr(cli, "_setup_logging", lambda *args, **kwargs: None)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _credgate_command() -> list[str]:
+    script = Path(sys.executable).with_name("credgate")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+async def _credgate(*argv: str) -> tuple[int, str, str]:
+    """Run ``credgate`` as its own process without blocking this event loop (the gateway)."""
+    process = await asyncio.create_subprocess_exec(
+        *_credgate_command(),
+        *argv,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+# -- help --------------------------------------------------------------------------------------
+
+
+def test_every_command_is_found() -> None:
+    found = {" ".join(words) for words in COMMANDS}
+    expected = {"init", "pki revoke", "keys rotate", "db status", "health", "query", "scenarios"}
+    assert expected <= found
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(w) for w in COMMANDS])
+def test_every_command_has_help_with_an_example_and_the_exit_codes(
+    words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*words, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text, f"credgate {' '.join(words)} --help shows no example"
+    examples = text.split("examples:", 1)[1]
+    assert f"credgate {words[0]}" in examples, (
+        f"credgate {' '.join(words)}: add epilog='examples:\\n  credgate ...' "
+        "(gateway.cli.command does it)"
+    )
+    assert EXIT_CODES_HELP in text
+
+
+def test_top_level_help_in_a_real_process_lists_commands_and_exit_codes() -> None:
+    code, out, _ = asyncio.run(_credgate("--help"))
+    assert code == 0
+    for name in ("init", "pki", "keys", "db", "serve", "health", "query", "scenarios"):
+        assert f"    {name}" in out
+    assert "3  refused by the gateway" in out
+
+
+def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["keys", "rotate"])  # --config missing
+    assert exited.value.code == 2
+    assert "--config" in capsys.readouterr().err
+
+
+# -- a workspace, end to end ------------------------------------------------------------------
+
+
+async def _seed_subjects(config_path: Path, count: int) -> None:
+    """Put ``count`` encrypted subjects into the workspace database, as queries would."""
+    config = load_config(config_path, environ={})
+    await asyncio.to_thread(upgrade_to_head, config.storage.url)
+    keyring = Keyring.load(config.keys.keyring)
+    database = Database.from_url(config.storage.url)
+    index = FactIndex(database, FieldCipher(keyring))
+    tokenizer = SubjectTokenizer(keyring.subject_token_key)
+    try:
+        for number in synthetic_identity_numbers(count):
+            await index.remember_subject(tokenizer.token(number), number)
+    finally:
+        await database.dispose()
+
+
+def test_init_scenarios_and_key_rotation_on_a_workspace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "ws"
+    code, out, _ = _run(capsys, "init", "--dir", str(directory), "--json")
+    assert code == 0
+    written = json.loads(out)
+    config_path = Path(written["config"])
+    assert config_path == directory / "gateway.toml"
+    assert (Path(written["pki_dir"]) / "crl.pem").exists()
+
+    code, out, _ = _run(capsys, "init", "--dir", str(directory))
+    assert code == 2  # exists; --force would replace it
+
+    code, out, _ = _run(capsys, "scenarios", "--json")
+    assert code == 0
+    scenarios = {item["scenario"]: item for item in json.loads(out)}
+    assert scenarios["observation"]["identity_number"] == OBSERVATION
+    assert scenarios["revoked"]["truth"] == "REVOKED"
+    code, out, _ = _run(capsys, "scenarios")
+    assert code == 0
+    assert OBSERVATION in out
+
+    code, out, _ = _run(capsys, "db", "status", "--config", str(config_path), "--json")
+    assert code == 1  # never migrated
+    assert json.loads(out)["revision"] is None
+    code, out, _ = _run(capsys, "db", "upgrade", "--config", str(config_path), "--json")
+    assert code == 0
+    revision = json.loads(out)["revision"]
+    code, out, _ = _run(capsys, "db", "status", "--config", str(config_path))
+    assert code == 0
+    assert f"revision {revision} (head)" in out
+
+    asyncio.run(_seed_subjects(config_path, 30))
+    before = Keyring.load(directory / "keyring.json").primary_key_id
+    code, out, err = _run(
+        capsys, "keys", "rotate", "--config", str(config_path), "--progress", "--json"
+    )
+    assert code == 0, err
+    rotated = json.loads(out)
+    assert rotated["reencrypted"] == 30
+    assert rotated["primary_key_id"] != before
+    assert Keyring.load(directory / "keyring.json").primary_key_id == rotated["primary_key_id"]
+    assert "re-encrypting [" in err
+    assert "30/30 records" in err
+    code, out, err = _run(capsys, "keys", "rotate", "--config", str(config_path))
+    assert code == 0
+    assert "re-encrypted 30 records" in out
+    assert err == ""  # no progress off a terminal unless asked
+
+    # The multi-replica rotation: add (not primary), promote, re-encrypt.
+    keys = ["--config", str(config_path), "--json"]
+    primary = Keyring.load(directory / "keyring.json").primary_key_id
+    code, out, _ = _run(capsys, "keys", "add", *keys)
+    assert code == 0
+    added = json.loads(out)["key_id"]
+    keyring = Keyring.load(directory / "keyring.json")
+    assert added in keyring.key_ids
+    assert keyring.primary_key_id == primary
+    code, out, _ = _run(capsys, "keys", "reencrypt", *keys)
+    assert json.loads(out) == {"reencrypted": 0}  # the primary did not change
+    code, _, err = _run(capsys, "keys", "promote", "dek_nosuchkey00", *keys)
+    assert code == 2
+    assert "not in the keyring" in err
+    code, out, _ = _run(capsys, "keys", "promote", added, *keys)
+    assert code == 0
+    assert Keyring.load(directory / "keyring.json").primary_key_id == added
+    code, out, _ = _run(capsys, "keys", "reencrypt", *keys)
+    assert json.loads(out) == {"reencrypted": 30}
+    code, out, _ = _run(capsys, "keys", "reencrypt", *keys)
+    assert json.loads(out) == {"reencrypted": 0}
+
+    signing = ["keys", "rotate-signing", "--config", str(config_path), "--json"]
+    code, out, _ = _run(capsys, *signing)
+    assert code == 0
+    first = json.loads(out)
+    assert first["created"] is True
+    code, out, _ = _run(capsys, *signing)
+    assert code == 0
+    second = json.loads(out)
+    assert second["created"] is False
+    assert second["key_id"] != first["key_id"]
+
+    pki = str(directory / "pki")
+    code, out, _ = _run(capsys, "pki", "revoke", "--dir", pki, "--institution", "bank-demo")
+    assert code == 0
+    assert "revoked" in out
+    code, out, _ = _run(capsys, "pki", "revoke", "--dir", pki, "--institution", "nobody")
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[gateway]\nlisten = 5\n", "gateway.listen"),
+        ("[gatway]\n", "gatway"),
+        ("[tls]\nrevocation_lst = 'crl.pem'\n", "tls.revocation_lst"),
+        ("not toml [", "invalid TOML"),
+    ],
+)
+def test_a_bad_config_exits_2_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, named: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(text, encoding="utf-8")
+    for argv in (["keys", "rotate"], ["db", "upgrade"], ["serve"]):
+        code, _, err = _run(capsys, *argv, "--config", str(config))
+        assert code == 2, argv
+        assert named in err
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "db", "upgrade", "--config", str(tmp_path / "absent.toml"))
+    assert code == 2
+    assert "cannot read config file" in err
+
+
+def test_a_crl_from_another_ca_is_a_config_error_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "ws"
+    _run(capsys, "init", "--dir", str(directory))
+    _run(capsys, "pki", "init", "--dir", str(tmp_path / "other"))
+    config = directory / "gateway.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace(
+            'revocation_list = "pki/crl.pem"', f'revocation_list = "{tmp_path}/other/crl.pem"'
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = asyncio.run(_credgate("serve", "--config", str(config)))  # a real start
+    assert code == 2, err
+    assert "tls.revocation_list" in err
+
+
+# -- talking to a gateway ---------------------------------------------------------------------
+
+
+async def test_query_exit_codes_0_when_answered_3_when_refused(gateway: RunningGateway) -> None:
+    common = ["--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory)]
+    answered, refused, invalid = await asyncio.gather(
+        _credgate(
+            "query", OBSERVATION, "--purpose", "judicial_investigation",
+            "--case-reference", CASE, "--institution", "court-demo", "--json", *common,
+        ),
+        _credgate(
+            "query", OBSERVATION, "--purpose", "credit_application_review",
+            "--institution", "bank-demo", *common,
+        ),
+        _credgate(
+            "query", "440304198511030420", "--purpose", "judicial_investigation",
+            "--case-reference", CASE, "--institution", "court-demo", *common,
+        ),
+    )  # fmt: skip
+    code, out, err = answered
+    assert code == 0, err
+    assert json.loads(out)["state"] == "REPAIR_STATE_OBSERVATION"
+    code, out, err = refused
+    assert code == 3
+    assert out == ""
+    assert "refused: PERMISSION_DENIED" in err
+    assert "request id:" in err
+    code, _, err = invalid
+    assert code == 3
+    assert "INVALID_ARGUMENT" in err
+    assert "440304198511030420" not in err  # never echoed back
+
+
+def test_query_exits_1_when_the_gateway_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unused_tcp_port: int
+) -> None:
+    _run(capsys, "pki", "init", "--dir", str(tmp_path / "pki"))
+    code, _, err = _run(
+        capsys,
+        "query", OBSERVATION, "--purpose", "judicial_investigation", "--case-reference", CASE,
+        "--target", f"127.0.0.1:{unused_tcp_port}", "--pki-dir", str(tmp_path / "pki"),
+        "--timeout", "2",
+    )  # fmt: skip
+    assert code == 1
+    assert "failed: UNAVAILABLE" in err or "failed: DEADLINE_EXCEEDED" in err
+
+
+async def test_health_exits_0_when_serving(gateway: RunningGateway) -> None:
+    code, out, err = await _credgate(
+        "health", "--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory),
+        "--institution", "regulator-demo", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {"target": gateway.target, "service": "", "status": "SERVING"}
+    code, out, _ = await _credgate(
+        "health", "--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory),
+        "--service", "credit_repair.v1.RepairStatusService",
+    )  # fmt: skip
+    assert code == 0
+    assert "SERVING" in out
+
+
+async def test_health_exits_1_when_not_serving(gateway: RunningGateway) -> None:
+    await gateway.gateway.server.set_serving("", False)
+    code, out, _ = await _credgate(
+        "health", "--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory),
+    )  # fmt: skip
+    assert code == 1
+    assert "NOT_SERVING" in out
+
+
+def test_health_exits_1_when_unreachable_and_2_without_certificates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unused_tcp_port: int
+) -> None:
+    _run(capsys, "pki", "init", "--dir", str(tmp_path / "pki"))
+    target = f"127.0.0.1:{unused_tcp_port}"
+    code, out, _ = _run(
+        capsys, "health", "--target", target, "--pki-dir", str(tmp_path / "pki"), "--timeout", "1"
+    )
+    assert code == 1
+    assert "UNREACHABLE" in out
+    code, _, err = _run(capsys, "health", "--target", target)
+    assert code == 2
+    assert "probe certificate" in err
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_silent_off_a_terminal_unless_asked() -> None:
+    stream = io.StringIO()
+    with Progress("seeding", 100, stream=stream) as progress:
+        for _ in range(100):
+            progress.advance()
+    assert stream.getvalue() == ""
+
+
+def test_forced_progress_off_a_terminal_prints_a_line_per_tenth() -> None:
+    stream = io.StringIO()
+    with Progress("export", 1000, stream=stream, enabled=True, unit="entries") as progress:
+        for done in range(0, 1001, 10):
+            progress(done, 1000)
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 11
+    assert "\r" not in stream.getvalue()
+    assert lines[-1].startswith("export [########################] 100% 1,000/1,000 entries")
+
+
+def test_progress_on_a_terminal_rewrites_one_line() -> None:
+    stream = _Terminal()
+    progress = Progress("verify", 50, stream=stream, min_interval=0.0)
+    for _ in range(50):
+        progress.advance()
+    progress.close()
+    text = stream.getvalue()
+    assert text.count("\r") >= 50
+    assert text.endswith("\n")
+    assert text.count("\n") == 1
+    assert "50/50" in text.rsplit("\r", 1)[1]
+
+
+def test_progress_with_an_unknown_total_counts() -> None:
+    stream = io.StringIO()
+    with Progress("importing", stream=stream, enabled=True, unit="rows") as progress:
+        progress.advance(7)
+    assert stream.getvalue().startswith("importing: 7 rows")
+
+
+def test_no_progress_wins_even_on_a_terminal() -> None:
+    stream = _Terminal()
+    with Progress("x", 3, stream=stream, enabled=False) as progress:
+        progress.advance(3)
+    assert stream.getvalue() == ""

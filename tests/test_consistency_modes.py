@@ -1,0 +1,275 @@
+"""Consistency modes: INDEX answers from the index only, LIVE asks every source, AUTO mixes.
+
+A real gateway in front of the mock source fleet, with the scripted providers registered, on
+SQLite and PostgreSQL. "Never asks a source" is shown twice over: every source is set down
+(an asked source would show up as a failure) and the engine's fan-out is spied on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from sqlalchemy import func, select
+
+import gateway.engine.query as query_module
+from adapters.base import SourceAdapter
+from adapters.mocks.fleet import MockFleet
+from adapters.mocks.population import Population, State
+from adapters.mocks.providers import PLATFORM
+from gateway.client import CredgateClient, CredgateError
+from gateway.engine.fanout import SourceOutcome, fan_out
+from gateway.storage.database import Database
+from gateway.storage.fact_index import FactIndex
+from gateway.storage.index_writes import FEED_LOCK_KEY
+from gateway.sync import store as sync_store
+from gateway.sync.models import ChangeFeedRow
+from gateway.watch import notify
+from tests.fixtures.pki import DevPki
+from tests.watch_support import (
+    AS_OF,
+    CASE,
+    INDEX,
+    JUDICIAL,
+    LIVE,
+    REVIEW,
+    Pusher,
+    feed_document,
+    running_gateway,
+)
+
+REGISTRY = "credit-registry"
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The source ids of every fan-out the engine makes, in order."""
+    calls: list[list[str]] = []
+
+    async def spy(
+        adapters: Sequence[SourceAdapter], *args: Any, **kwargs: Any
+    ) -> list[SourceOutcome]:
+        calls.append([a.config.source_id for a in adapters])
+        return await fan_out(adapters, *args, **kwargs)
+
+    monkeypatch.setattr(query_module, "fan_out", spy)
+    return calls
+
+
+async def judicial(
+    client: CredgateClient, number: str, consistency: int | None = None
+) -> report_pb2.RepairStatusReport:
+    extra: dict[str, Any] = {} if consistency is None else {"consistency": consistency}
+    return await client.get_repair_status(number, purpose=JUDICIAL, case_reference=CASE, **extra)
+
+
+async def all_down(fleet: MockFleet) -> None:
+    for source_id in fleet.mocks:
+        await fleet.set_faults(source_id, {"down": True})
+
+
+def by_source(report: report_pb2.RepairStatusReport) -> dict[str, report_pb2.SourceFacts]:
+    return {s.source_id: s for s in report.sources}
+
+
+async def test_index_answers_from_the_index_and_never_asks_a_source(
+    dev_pki: DevPki,
+    tmp_path: Path,
+    database_url: str,
+    mock_fleet: MockFleet,
+    population: Population,
+    asked: list[list[str]],
+) -> None:
+    document = feed_document(dev_pki, tmp_path, database_url, fleet=mock_fleet)
+    async with running_gateway(dev_pki, tmp_path, document) as gateway:
+        number = population.scenarios["observation"].person.identity_number
+        async with gateway.client("court-demo") as court:
+            live = await judicial(court, number, LIVE)
+            assert not live.failures
+            await all_down(mock_fleet)
+            asked.clear()
+            indexed = await judicial(court, number, INDEX)
+            unknown = await judicial(
+                court, population.scenarios["no_record"].person.identity_number, INDEX
+            )
+    assert asked == []  # not one source was asked
+    assert not indexed.failures
+    assert vocab.STATUS_FLAG_STALE not in indexed.flags
+    assert indexed.state == live.state == vocab.REPAIR_STATE_OBSERVATION
+    held, fetched = by_source(indexed), by_source(live)
+    assert set(held) == set(fetched) == set(mock_fleet.mocks)
+    for source_id, facts in held.items():
+        assert not facts.stale
+        # Freshness shown: what the source's data is as of, and when the gateway got it.
+        assert facts.provenance.source_as_of == fetched[source_id].provenance.source_as_of
+        assert facts.provenance.fetched_at == fetched[source_id].provenance.fetched_at
+    # A subject the index has never seen: every source a failure that says why, no guessing.
+    assert not unknown.sources
+    assert unknown.state == vocab.REPAIR_STATE_UNSPECIFIED
+    assert {f.source_id for f in unknown.failures} == set(mock_fleet.mocks)
+    assert {f.reason for f in unknown.failures} == {"NOT_IN_INDEX"}
+    assert all("index holds no facts" in f.message for f in unknown.failures)
+
+
+async def test_auto_takes_fresh_sources_from_the_index_and_asks_stale_ones(
+    dev_pki: DevPki,
+    tmp_path: Path,
+    database_url: str,
+    mock_fleet: MockFleet,
+    population: Population,
+    asked: list[list[str]],
+) -> None:
+    """The registry's bound is 0 s, so its index copy is always stale: AUTO (the default) asks
+    it — and it is down, so its last-known facts show, flagged — and takes the rest from the
+    index, although they are down too."""
+    sync = {"source_freshness_seconds": {REGISTRY: 0.0}}
+    document = feed_document(dev_pki, tmp_path, database_url, fleet=mock_fleet, sync=sync)
+    async with running_gateway(dev_pki, tmp_path, document) as gateway:
+        number = population.scenarios["observation"].person.identity_number
+        async with gateway.client("court-demo") as court:
+            await judicial(court, number, LIVE)
+            await all_down(mock_fleet)
+            asked.clear()
+            report = await judicial(court, number)  # no mode: the default, AUTO
+    assert asked == [[REGISTRY]]
+    assert [(f.source_id, f.reason) for f in report.failures] == [
+        (REGISTRY, "SOURCE_UNAVAILABLE")
+    ]
+    sources = by_source(report)
+    assert set(sources) == set(mock_fleet.mocks)
+    assert sources[REGISTRY].stale  # asked, failed: its last-known facts
+    assert not any(f.stale for source_id, f in sources.items() if source_id != REGISTRY)
+
+
+async def test_a_pushing_provider_keeps_its_source_fresh_for_auto(
+    dev_pki: DevPki,
+    tmp_path: Path,
+    mock_fleet: MockFleet,
+    population: Population,
+    asked: list[list[str]],
+) -> None:
+    """The platform's copy of a subject is older than its 1 s bound, but its provider has
+    committed an update since (about someone else): every change would have been pushed, so
+    AUTO still answers the platform from the index."""
+    url = f"sqlite:///{tmp_path / 'credgate.db'}"
+    sync = {"freshness_seconds": 3600.0, "source_freshness_seconds": {PLATFORM.source_id: 1.0}}
+    document = feed_document(dev_pki, tmp_path, url, fleet=mock_fleet, sync=sync)
+    async with running_gateway(dev_pki, tmp_path, document) as gateway:
+        number = population.scenarios["observation"].person.identity_number
+        async with gateway.client("court-demo") as court:
+            await judicial(court, number, LIVE)
+            await asyncio.sleep(1.2)
+            asked.clear()
+            await judicial(court, number)
+            assert asked == [[PLATFORM.source_id]]  # stale: asked
+            await asyncio.sleep(1.2)
+            platform = Pusher(PLATFORM, dev_pki, gateway.port)
+            bystander = population.scenarios["revoked"]
+            await platform.push([platform.update(bystander, State.REVOKED, AS_OF)])
+            asked.clear()
+            await judicial(court, number)
+    assert asked == []  # vouched for by the provider's newer commit
+
+
+async def test_batch_items_choose_their_mode_and_every_mode_takes_the_same_policy(
+    dev_pki: DevPki,
+    tmp_path: Path,
+    mock_fleet: MockFleet,
+    population: Population,
+    asked: list[list[str]],
+) -> None:
+    url = f"sqlite:///{tmp_path / 'credgate.db'}"
+    document = feed_document(dev_pki, tmp_path, url, fleet=mock_fleet)
+    async with running_gateway(dev_pki, tmp_path, document) as gateway:
+        number = population.scenarios["restored_reorganization"].person.identity_number
+        async with gateway.client("court-demo") as court:
+            await judicial(court, number, LIVE)
+            await all_down(mock_fleet)
+            item = service_pb2.GetRepairStatusRequest(
+                identity_number=number, purpose=JUDICIAL, case_reference=CASE
+            )
+            results = await court.batch_get_repair_status(
+                [_with(item, consistency=INDEX), _with(item, consistency=LIVE)]
+            )
+            with pytest.raises(CredgateError) as invalid:
+                await judicial(court, number, 9)
+        async with gateway.client("bank-demo") as bank:
+            asked.clear()
+            with pytest.raises(CredgateError) as denied:
+                await bank.get_repair_status(number, purpose=REVIEW, consistency=INDEX)
+    by_index = {r.index: r for r in results}
+    assert not by_index[0].report.failures
+    assert {f.reason for f in by_index[1].report.failures} == {"SOURCE_UNAVAILABLE"}
+    assert (invalid.value.code, invalid.value.field_violations[0][0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "consistency")  # fmt: skip
+    assert (denied.value.code, denied.value.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED, "CONSENT_MISSING")  # fmt: skip
+    assert asked == []  # decided before anything was gathered
+
+
+def _with(
+    request: service_pb2.GetRepairStatusRequest, **fields: Any
+) -> service_pb2.GetRepairStatusRequest:
+    copy = service_pb2.GetRepairStatusRequest()
+    copy.CopyFrom(request)
+    for name, value in fields.items():
+        setattr(copy, name, value)
+    return copy
+
+
+# -- the live path's writes to the index -----------------------------------------------------------
+
+
+def _facts(as_of: dt.datetime, state: int, fetched: dt.datetime) -> report_pb2.SourceFacts:
+    facts = report_pb2.SourceFacts(source_id="bank-qianhai", source_kind=vocab.SOURCE_KIND_BANK)
+    facts.asserted_state = state  # type: ignore[assignment]
+    facts.provenance.source_as_of.FromDatetime(as_of)
+    facts.provenance.fetched_at.FromDatetime(fetched)
+    return facts
+
+
+async def _feed_rows(database: Database) -> int:
+    async with database.session() as session:
+        return int(await session.scalar(select(func.count(ChangeFeedRow.change_id))) or 0)
+
+
+async def test_the_live_path_keeps_the_newest_facts_and_announces_only_real_changes(
+    fact_index: FactIndex, database: Database
+) -> None:
+    token = "st_" + "a" * 32
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    t1, t2, t3 = (now - dt.timedelta(days=d) for d in (3, 2, 1))
+    observation, restored = vocab.REPAIR_STATE_OBSERVATION, vocab.REPAIR_STATE_RESTORED
+
+    assert await fact_index.store(token, _facts(t2, observation, now))  # new: a change
+    assert await _feed_rows(database) == 1
+    # The same answer fetched again: freshness moves, nobody is woken.
+    later = now + dt.timedelta(minutes=5)
+    assert not await fact_index.store(token, _facts(t2, observation, later))
+    entry = (await fact_index.indexed(token))["bank-qianhai"]
+    assert (entry.fetched_at, entry.checked_at) == (later, later)
+    # Older than what is held (a lagging query interface): not stored.
+    assert not await fact_index.store(token, _facts(t1, restored, later))
+    assert (await fact_index.indexed(token))["bank-qianhai"].facts.asserted_state == observation
+    # Newer: stored and announced, with sequence 0 (the live path).
+    assert await fact_index.store(token, _facts(t3, restored, later))
+    assert (await fact_index.indexed(token))["bank-qianhai"].facts.asserted_state == restored
+    async with database.session() as session:
+        sequences = (await session.scalars(select(ChangeFeedRow.sequence))).all()
+    assert list(sequences) == [0, 0]
+
+
+def test_the_feed_lock_and_channel_match_the_sync_store_and_the_migration() -> None:
+    from importlib import import_module
+
+    migration = import_module("gateway.storage.migrations.versions.0005_watch_reconciliation")
+    assert FEED_LOCK_KEY == sync_store._FEED_LOCK_KEY
+    assert notify.CHANGE_FEED_CHANNEL == migration.CHANGE_FEED_CHANNEL

@@ -1,0 +1,154 @@
+"""Helpers: a full gateway with the repair workflows on it, a clock to travel in time, stubs.
+
+``gateway.app.build_gateway`` composes everything else (mTLS, migrations, audit log, query
+engine); the fixture adds the workflow services the way ``docs/workflows.md`` tells
+``build_gateway`` to, and hands the engine the DISPUTED lookup. The workflows' clock is a
+``TravelClock``: deadlines are counted on it, so a test can step over the Spring Festival in
+one line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+
+from adapters.mocks.corrections import CorrectionDesk
+from adapters.mocks.court import CourtMock
+from adapters.mocks.credit_registry import CreditRegistryMock
+from adapters.mocks.disclosure_platform import DisclosurePlatformMock
+from adapters.mocks.fleet import MockFleet
+from consent.register import ConsentRegister
+from gateway.app import Gateway, build_gateway
+from gateway.channel import client_channel
+from gateway.config import config_from_mapping
+from gateway.errors import parse_error
+from gateway.institution import IdentityResolver
+from gateway.pki import institution_paths
+from gateway.protection.cipher import FieldCipher
+from gateway.protection.keyring import Keyring
+from gateway.protection.tokens import SubjectTokenizer
+from gateway.storage.fact_index import FactIndex
+from gateway.workdays import BEIJING
+from gateway.workflows.wiring import Workflows
+from tests.fixtures.mocks import RunningGateway, gateway_document
+from tests.fixtures.pki import DevPki
+from tests.fixtures.subjects import Subject, issue_subject_certificate
+
+_Stub = TypeVar("_Stub")
+PROVIDERS = {"provider-disclosure": "disclosure-platform", "provider-registry": "credit-registry"}
+
+
+def desk(gw: WorkflowGateway, source_id: str) -> CorrectionDesk:
+    """The correction desk of a mock source that takes objections and rulings."""
+    mock = gw.fleet.mocks[source_id]
+    assert isinstance(mock, DisclosurePlatformMock | CreditRegistryMock | CourtMock)
+    return mock.desk
+
+
+class TravelClock:
+    """A wall clock the test moves; starts at ``start`` (aware)."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def set(self, year: int, month: int, day: int, hour: int = 10) -> None:
+        """Jump to a Beijing wall-clock time."""
+        self.now = dt.datetime(year, month, day, hour, tzinfo=BEIJING).astimezone(dt.UTC)
+
+
+@dataclass
+class WorkflowGateway:
+    running: RunningGateway
+    workflows: Workflows
+    fleet: MockFleet
+    clock: TravelClock
+    fact_index: FactIndex
+    tokenizer: SubjectTokenizer
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.running.gateway
+
+    def channel(self, institution_id: str) -> grpc.aio.Channel:
+        pki = self.running.pki.paths.directory
+        paths = institution_paths(pki, institution_id)
+        return client_channel(self.running.target, pki / "ca.pem", paths.cert, paths.key)
+
+    def subject_channel(self, subject: Subject) -> grpc.aio.Channel:
+        paths = institution_paths(self.running.pki.paths.directory, subject.institution_id)
+        if not paths.cert.exists():
+            issue_subject_certificate(self.running, subject)
+        return self.channel(subject.institution_id)
+
+    def objections(self, channel: grpc.aio.Channel) -> obj_grpc.ObjectionServiceStub:
+        return obj_grpc.ObjectionServiceStub(channel)
+
+    def applications(self, channel: grpc.aio.Channel) -> app_grpc.RepairApplicationServiceStub:
+        return app_grpc.RepairApplicationServiceStub(channel)
+
+
+async def refused(call: Any) -> tuple[grpc.StatusCode, str, list[tuple[str, str]]]:
+    """Await a call that must fail; its code, reason and field violations."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    parsed = parse_error(caught.value)
+    violations = (
+        [(v.field, v.description) for v in parsed.bad_request.field_violations]
+        if parsed.bad_request
+        else []
+    )
+    return parsed.code, parsed.error_info.reason if parsed.error_info else "", violations
+
+
+@pytest.fixture
+async def workflow_gateway(
+    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+) -> AsyncIterator[WorkflowGateway]:
+    config = config_from_mapping(
+        gateway_document(mock_fleet, dev_pki, tmp_path), base_dir=tmp_path, environ={}
+    )
+    built = await build_gateway(config)
+    keyring = Keyring.load(config.keys.keyring)
+    cipher = FieldCipher(keyring)
+    clock = TravelClock(dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC))
+    workflows = Workflows(built.database, cipher, clock=clock)
+    # What build_gateway will do once wired (docs/workflows.md): QueryEngine(disputes=...).
+    built.engine._disputes = workflows.disputes
+    fact_index = FactIndex(built.database, cipher)
+    tokenizer = SubjectTokenizer(keyring.subject_token_key)
+    workflows.register(
+        built.server,
+        engine=built.engine,
+        fact_index=fact_index,
+        sources=config.sources,
+        providers=PROVIDERS,
+        tokenizer=tokenizer,
+        consents=ConsentRegister(built.database),
+        identify=IdentityResolver(),
+        audit_log=built.audit_log,
+        watch_poll_seconds=0.05,
+    )
+    port = await built.start()
+    try:
+        yield WorkflowGateway(
+            RunningGateway(built, port, dev_pki),
+            workflows,
+            mock_fleet,
+            clock,
+            fact_index,
+            tokenizer,
+        )
+    finally:
+        await built.stop(0)
+        await workflows.aclose()
