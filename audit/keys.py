@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from audit.note import NoteError, NoteSigner, NoteVerifier
+from gateway.protection.secret_files import read_secret, write_secret
 
 KEY_FILE_NAME = "audit-log.key"
 PUBLIC_KEY_FILE_NAME = "audit-log.pub"
@@ -43,15 +43,17 @@ def public_key_path(key_path: Path) -> Path:
 
 def load_signer(path: Path) -> NoteSigner:
     """Read the signer key; refuse a file that group or others may read or write."""
+    raw = read_secret(
+        path,
+        f"audit log key {path}",
+        AuditKeyError,
+        unreadable="cannot read {what}: {error}",
+        exposed="{what} is accessible to group or others (mode {mode:04o}); chmod 600",
+    )
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
         raise AuditKeyError(f"cannot read audit log key {path}: {exc}") from None
-    if mode & 0o077:
-        raise AuditKeyError(
-            f"audit log key {path} is accessible to group or others (mode {mode:04o}); chmod 600"
-        )
     try:
         return NoteSigner.from_skey(text)
     except NoteError as exc:
@@ -69,12 +71,8 @@ def load_or_create_signer(path: Path, origin: str | None = None) -> NoteSigner:
         signer = NoteSigner.generate(origin or default_origin())
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(signer.to_skey() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_secret(temporary, (signer.to_skey() + "\n").encode("ascii"), exclusive=True)
             os.link(temporary, path)
         except FileExistsError:
             pass

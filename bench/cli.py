@@ -113,8 +113,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--scenarios",
         type=_scenarios,
-        default=("echo", "live", "batch", "scale"),
-        help="comma-separated subset of echo,live,batch,scale (default: all)",
+        default=("echo", "live", "batch", "index", "ingest", "audit", "scale"),
+        help="comma-separated subset of echo,live,batch,index,ingest,audit,scale (default: all)",
+    )
+    run.add_argument(
+        "--postgres-url",
+        default=os.environ.get("CREDGATE_BENCH_POSTGRES_URL") or None,
+        help="PostgreSQL for the ingest row (a schema of its own is created and dropped; "
+        "default $CREDGATE_BENCH_POSTGRES_URL; without it that row is not measured)",
     )
     run.add_argument(
         "--json",
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
             scenarios=args.scenarios,
             workdir=args.workdir,
             keep_workdir=args.keep_workdir,
+            postgres_url=args.postgres_url,
         )
     except ValueError as error:
         print(f"bench: {error}", file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import random
 import shutil
@@ -54,7 +55,7 @@ from bench.servers import (
     machine_facts,
 )
 
-SCENARIOS = ("echo", "live", "batch", "scale")
+SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale")
 INSTITUTION = "court-demo"
 CASE_REFERENCE = "(2026)粤03执1号"
 GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
@@ -69,15 +70,13 @@ TEMPLATE_SUBJECTS = 64
 LOOKUP_WARMUP = 200
 OVERHEAD_TARGET_MS = 5.0
 SCALE_TARGET_RATIO = 1.5
+INDEX_TARGET_RATIO = 0.5
 
-PENDING_ROWS = (
-    ("index_query", "index query (INDEX mode), full path", "issue #5"),
-    ("sync_ingest_sqlite", "sync ingest, durable acks, SQLite", "issue #5"),
-    ("sync_ingest_postgresql", "sync ingest, durable acks, PostgreSQL", "issue #5"),
-    ("audit_append", "audit appends (group commit)", "issue #4"),
-    ("audit_verify", "audit verify", "issue #4"),
-    ("worker_scaling", "gateway workers 1..N (SO_REUSEPORT)", "issue #7, later slice"),
-)
+MAX_INDEX_SUBJECTS = 512
+"""Subjects the INDEX-mode scenario asks about; each is seeded by one LIVE query first."""
+SEED_CONCURRENCY = 8
+
+PENDING_ROWS = (("worker_scaling", "gateway workers 1..N (SO_REUSEPORT)", "issue #7, later slice"),)
 
 
 ECHO_ID = "echo_baseline"
@@ -87,6 +86,18 @@ DIRECT_TITLE = "direct fan-out to all sources, no gateway, c=1"
 LIVE_C1_ID = "live_query_c1"
 LIVE_ID = "live_query"
 BATCH_ID = "batch_query"
+INDEX_ID = "index_query"
+AUDIT_APPEND_ID = "audit_append"
+AUDIT_APPEND_TITLE = "audit appends (group commit), SQLite"
+AUDIT_VERIFY_ID = "audit_verify"
+AUDIT_VERIFY_TITLE = "audit verify"
+AUDIT_VERIFY_TARGET = 100_000.0
+INGEST_TARGET = 10_000.0
+INGEST_ROWS = (
+    ("sync_ingest_sqlite", "sync ingest, durable acks, SQLite"),
+    ("sync_ingest_postgresql", "sync ingest, durable acks, PostgreSQL"),
+)
+INDEX_TITLE = "index query (INDEX mode), full path"
 
 
 def _live_title(latency_ms: float, concurrency: int | None) -> str:
@@ -131,6 +142,8 @@ class BenchSettings:
     scenarios: tuple[str, ...] = SCENARIOS
     workdir: Path | None = None
     keep_workdir: bool = False
+    postgres_url: str | None = None
+    """Where the PostgreSQL ingest row runs (in a schema of its own); skipped without it."""
 
     def __post_init__(self) -> None:
         unknown = set(self.scenarios) - set(SCENARIOS)
@@ -205,6 +218,10 @@ class _World:
     identity_numbers: tuple[str, ...]
     get_payloads: tuple[bytes, ...]
     batch_payloads: tuple[bytes, ...]
+    seed_payloads: tuple[bytes, ...]
+    """LIVE queries for the INDEX scenario's subjects: asking each once fills the index."""
+    index_payloads: tuple[bytes, ...]
+    """The same subjects asked in INDEX mode (no source is asked)."""
 
 
 def _consistent(subject: Any) -> bool:
@@ -244,11 +261,17 @@ def _prepare(settings: BenchSettings, directory: Path) -> _World:
     rng = random.Random(settings.seed)  # noqa: S311 - a reproducible order, not a secret
     chosen = rng.sample(numbers, min(len(numbers), MAX_GET_PAYLOADS))
 
-    def request(number: str) -> Any:
+    def request(
+        number: str,
+        consistency: service_pb2.ConsistencyMode.ValueType = (
+            service_pb2.CONSISTENCY_MODE_UNSPECIFIED
+        ),
+    ) -> Any:
         return service_pb2.GetRepairStatusRequest(
             identity_number=number,
             purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
             case_reference=CASE_REFERENCE,
+            consistency=consistency,
         )
 
     gets = tuple(request(number).SerializeToString() for number in chosen)
@@ -273,6 +296,14 @@ def _prepare(settings: BenchSettings, directory: Path) -> _World:
         identity_numbers=numbers,
         get_payloads=gets,
         batch_payloads=tuple(batches),
+        seed_payloads=tuple(
+            request(number, service_pb2.CONSISTENCY_MODE_LIVE).SerializeToString()
+            for number in chosen[:MAX_INDEX_SUBJECTS]
+        ),
+        index_payloads=tuple(
+            request(number, service_pb2.CONSISTENCY_MODE_INDEX).SerializeToString()
+            for number in chosen[:MAX_INDEX_SUBJECTS]
+        ),
     )
 
 
@@ -355,6 +386,33 @@ def _completeness_note(result: LoadResult) -> str:
 
 def _join(*parts: str) -> str:
     return "; ".join(part for part in parts if part)
+
+
+async def _seed_live(target: str, tls: ClientTls, payloads: Sequence[bytes]) -> int:
+    """Ask each payload's subject once (LIVE), a few at a time; every answer must be complete,
+    so the index then holds every source's facts about every subject asked."""
+    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+
+    from gateway.channel import client_channel
+
+    channel = client_channel(target, tls.ca, tls.cert, tls.key)
+    pending = list(payloads)
+    async with channel:
+        call = channel.unary_unary(GET_METHOD)
+
+        async def worker() -> None:
+            while pending:
+                payload = pending.pop()
+                answer = service_pb2.GetRepairStatusResponse.FromString(
+                    await call(payload, timeout=GATEWAY_DEADLINE_SECONDS * 3)
+                )
+                if answer.report.failures:
+                    raise RuntimeError(
+                        f"seeding query answered partially: {answer.report.failures}"
+                    )
+
+        await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
+    return len(payloads)
 
 
 async def _direct_fanout(
@@ -505,6 +563,8 @@ class _Suite:
                 self.attempt(
                     BATCH_ID, _batch_title(settings.batch_size), lambda: self._batch_row(gw)
                 )
+            if "index" in settings.scenarios:
+                self.attempt(INDEX_ID, INDEX_TITLE, lambda: self._index_row(gw))
             memory = gw.memory()
         for row_id in (LIVE_ID, BATCH_ID):
             row = self.results.row(row_id)
@@ -563,6 +623,153 @@ class _Suite:
         row.metrics.update(metrics)
         row.vs_echo = self.vs_echo(result)
         return row
+
+    def _index_row(self, gateway: ServerProcess) -> Row:
+        """INDEX mode through the full path, after one LIVE query per subject filled the index."""
+        settings, world = self.settings, self.world
+        target = f"127.0.0.1:{gateway.info}"
+        _log(f"seeding the index: one LIVE query for each of {len(world.seed_payloads)} subjects")
+        seeded = asyncio.run(_seed_live(target, world.client_tls, world.seed_payloads))
+        result, metrics = self.measure(
+            _spec(
+                settings,
+                world,
+                INDEX_ID,
+                target,
+                GET_METHOD,
+                world.index_payloads,
+                Check.REPORT,
+                settings.concurrency,
+            ),
+            gateway,
+        )
+        metrics["index_subjects"] = seeded
+        if self.echo_cpu_ms and "server_cpu_ms_per_call" in metrics:
+            metrics["server_cpu_vs_echo"] = metrics["server_cpu_ms_per_call"] / self.echo_cpu_ms
+        row = Row.from_load(
+            INDEX_ID,
+            INDEX_TITLE,
+            result,
+            _join(
+                f"{seeded} subjects seeded by LIVE queries; no source asked",
+                _cpu_note(metrics, "gateway"),
+                _completeness_note(result),
+            ),
+        )
+        row.metrics.update(metrics)
+        row.vs_echo = self.vs_echo(result)
+        return row
+
+    def run_audit(self) -> None:
+        """Group-committed appends at the suite's concurrency, then verify what was written."""
+        from bench.audit_bench import measure_audit
+
+        settings = self.settings
+        measured = asyncio.run(
+            measure_audit(
+                self.world.directory / "audit",
+                concurrency=settings.concurrency,
+                duration=settings.duration,
+                warmup=settings.warmup,
+                max_entries=settings.max_requests,
+            )
+        )
+        appends = Row.from_load(
+            AUDIT_APPEND_ID,
+            AUDIT_APPEND_TITLE,
+            measured.appends,
+            "AuditLog.append, each caller waits for its entry's commit",
+        )
+        self.add(appends)
+        if not measured.verify_ok:
+            raise RuntimeError("audit verify found problems in the log the bench wrote")
+        self.add(
+            Row(
+                AUDIT_VERIFY_ID,
+                AUDIT_VERIFY_TITLE,
+                concurrency=1,
+                qps=measured.verify_entries_per_second,
+                requests=measured.entries,
+                errors=0,
+                partial=0,
+                metrics={
+                    "entries": measured.entries,
+                    "verify_seconds": measured.verify_seconds,
+                    "entries_per_second": measured.verify_entries_per_second,
+                },
+                note=f"verify_log over {measured.entries:,} entries in "
+                f"{measured.verify_seconds:.2f} s (QPS = entries/s)",
+            )
+        )
+
+    def run_ingest(self) -> None:
+        """One provider streams its history to a gateway on each backend; durable acks."""
+        from bench import ingest
+
+        settings, world = self.settings, self.world
+        _log(f"signing the provider's update history for {settings.population:,} subjects")
+        signed = ingest.provider_history(settings.seed, settings.population)
+        tls = ingest.provider_tls(world.directory / "pki", world.client_tls.ca)
+        for (row_id, title), backend in zip(INGEST_ROWS, ("sqlite", "postgresql"), strict=True):
+            if backend == "postgresql" and not settings.postgres_url:
+                self.add(
+                    Row(
+                        row_id,
+                        title,
+                        Status.PENDING,
+                        note="not measured: no PostgreSQL given (--postgres-url)",
+                    )
+                )
+                continue
+            self.attempt(
+                row_id,
+                title,
+                functools.partial(self._ingest_row, row_id, title, backend, signed, tls),
+            )
+
+    def _ingest_row(
+        self, row_id: str, title: str, backend: str, signed: Sequence[Any], tls: ClientTls
+    ) -> Row:
+        from bench import ingest
+
+        world = self.world
+        directory = world.directory / f"ingest-{backend}"
+        with contextlib.ExitStack() as stack:
+            if backend == "postgresql":
+                assert self.settings.postgres_url is not None
+                url = stack.enter_context(ingest.postgres_schema(self.settings.postgres_url))
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
+                url = f"sqlite:///{directory / 'credgate.db'}"
+            gateway_settings = _gateway_settings(world, directory, [], 100)
+            gateway_settings.document["storage"]["url"] = url
+            gateway_settings.document["providers"] = ingest.provider_entries()
+            gateway = stack.enter_context(
+                ServerProcess("gateway", gateway_settings, world.logs, label=f"gateway-{row_id}")
+            )
+            before = gateway.cpu_seconds()
+            measured = ingest.measure_push(f"127.0.0.1:{gateway.info}", tls, signed)
+            after = gateway.cpu_seconds()
+        metrics = ingest.ingest_metrics(measured)
+        cpu = ""
+        if before is not None and after is not None and measured.updates:
+            metrics["server_cpu_ms_per_update"] = (after - before) * 1000.0 / measured.updates
+            cpu = f"gateway CPU {metrics['server_cpu_ms_per_update']:.3f} ms/update"
+        return Row(
+            row_id,
+            title,
+            concurrency=1,
+            qps=measured.updates_per_second,
+            requests=measured.updates,
+            errors=0,
+            partial=0,
+            metrics=metrics,
+            note=_join(
+                f"{measured.updates:,} updates in {measured.seconds:.2f} s over one stream "
+                "(QPS = acknowledged updates/s)",
+                cpu,
+            ),
+        )
 
     def _batch_row(self, gateway: ServerProcess) -> Row:
         settings, world = self.settings, self.world
@@ -780,6 +987,20 @@ def _ratio_target(
     return target
 
 
+def _rate_target(results: Results, row_id: str, title: str, goal: float) -> Target:
+    """A throughput floor checked against one row's rate (its ``qps``)."""
+    target = Target(row_id, title, f">= {goal:,.0f}/s", unit="/s")
+    row = results.row(row_id)
+    if row is None or row.status is not Status.OK or row.qps is None:
+        target.note = row.note if row is not None and row.note else "not measured"
+        return target
+    target.measured = row.qps
+    target.met = row.qps >= goal
+    if not target.met:
+        target.note = f"short by {goal - row.qps:,.0f}/s"
+    return target
+
+
 def _targets(results: Results, settings: BenchSettings) -> list[Target]:
     """The issue's targets with what this run measured beside them."""
     overhead = Target(
@@ -810,28 +1031,26 @@ def _targets(results: Results, settings: BenchSettings) -> list[Target]:
             overhead_c1.note = f"over by {overhead_c1.measured - OVERHEAD_TARGET_MS:.2f} ms"
     else:
         overhead_c1.note = "live scenario not measured"
+    index_target = Target(
+        "index_query_vs_echo",
+        "index-query throughput / bare-echo throughput, same concurrency",
+        f">= {INDEX_TARGET_RATIO:g}x",
+        unit="x",
+    )
+    index_row = results.row(INDEX_ID)
+    if index_row is not None and index_row.status is Status.OK and index_row.vs_echo is not None:
+        index_target.measured = index_row.vs_echo
+        index_target.met = index_row.vs_echo >= INDEX_TARGET_RATIO
+        if not index_target.met:
+            index_target.note = f"short by {INDEX_TARGET_RATIO - index_row.vs_echo:.3f}x"
+    else:
+        index_target.note = "index scenario (and echo at the same concurrency) not measured"
     return [
-        Target(
-            "index_query_vs_echo",
-            "index-query throughput / bare-echo throughput, same concurrency",
-            ">= 0.5x",
-            note="not yet available (issue #5)",
-        ),
+        index_target,
         overhead,
         overhead_c1,
-        Target(
-            "sync_ingest_sqlite",
-            "sync ingest with durable acks, SQLite",
-            ">= 10,000/s",
-            note="not yet available (issue #5)",
-        ),
-        Target(
-            "sync_ingest_postgresql",
-            "sync ingest with durable acks, PostgreSQL",
-            ">= 10,000/s",
-            note="not yet available (issue #5)",
-        ),
-        Target("audit_verify", "audit verify", ">= 100,000/s", note="not yet available (issue #4)"),
+        *(_rate_target(results, row_id, title, INGEST_TARGET) for row_id, title in INGEST_ROWS),
+        _rate_target(results, AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE, AUDIT_VERIFY_TARGET),
         _ratio_target(
             results,
             settings,
@@ -856,6 +1075,12 @@ def _settings_dict(settings: BenchSettings) -> dict[str, Any]:
     document["index_sizes"] = list(settings.index_sizes)
     document["scenarios"] = list(settings.scenarios)
     document["workdir"] = None if settings.workdir is None else str(settings.workdir)
+    if settings.postgres_url is not None:
+        from sqlalchemy.engine import make_url
+
+        document["postgres_url"] = make_url(settings.postgres_url).render_as_string(
+            hide_password=True
+        )
     return document
 
 
@@ -886,6 +1111,22 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
         suite = _Suite(settings, results, world)
         if "echo" in scenarios:
             suite.attempt(ECHO_ID, ECHO_TITLE, suite.run_echo)
+        if "ingest" in scenarios:
+            try:
+                suite.run_ingest()
+            except Exception as error:
+                _log(f"ingest scenario failed: {type(error).__name__}: {error}")
+                _fail_missing(results, list(INGEST_ROWS), error)
+        if "audit" in scenarios:
+            try:
+                suite.run_audit()
+            except Exception as error:
+                _log(f"audit scenario failed: {type(error).__name__}: {error}")
+                _fail_missing(
+                    results,
+                    [(AUDIT_APPEND_ID, AUDIT_APPEND_TITLE), (AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE)],
+                    error,
+                )
         gateway_rows: list[tuple[str, str]] = []
         if "live" in scenarios:
             gateway_rows += [
@@ -895,6 +1136,8 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
             ]
         if "batch" in scenarios:
             gateway_rows.append((BATCH_ID, _batch_title(settings.batch_size)))
+        if "index" in scenarios:
+            gateway_rows.append((INDEX_ID, INDEX_TITLE))
         scale_rows = (
             [
                 row

@@ -22,6 +22,7 @@ from typing import Protocol, TypeAlias
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 Role: TypeAlias = vocab.InstitutionRole.ValueType
+SourceKind: TypeAlias = vocab.SourceKind.ValueType
 Purpose: TypeAlias = vocab.Purpose.ValueType
 Category: TypeAlias = vocab.DataCategory.ValueType
 
@@ -65,6 +66,8 @@ class PurposeRule:
     subject_match_required: bool = False
     """The caller must be the subject: its certificate names the subject's current enrolled
     key (checked by the query path, ``gateway.subject_identity``)."""
+    source_kinds: frozenset[SourceKind] | None = None
+    """Only sources of these kinds are consulted at all (None: every configured source)."""
 
     @property
     def denial_reasons(self) -> tuple[str, ...]:
@@ -149,6 +152,24 @@ PURPOSE_RULES: dict[Purpose, PurposeRule] = {
         legal_basis="Art. 15: the subject reads their own record, free of charge",
         subject_match_required=True,
     ),
+    vocab.PURPOSE_PUBLIC_DISCLOSURE: PurposeRule(
+        frozenset(
+            {
+                vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
+                vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION,
+                vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY,
+                vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN,
+                vocab.INSTITUTION_ROLE_TAX_AUTHORITY,
+                vocab.INSTITUTION_ROLE_STATUTORY_ORGAN,
+            }
+        ),
+        frozenset({vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR}),
+        consent_required=False,
+        case_reference_required=False,
+        chargeable=False,
+        legal_basis="Art. 7: information disclosed under law, from the disclosure platform only",
+        source_kinds=frozenset({vocab.SOURCE_KIND_DISCLOSURE_PLATFORM}),
+    ),
 }
 """Regulators see the audit log, not credit records, so REGULATORY_AUDIT has no row here and
 is refused with PURPOSE_NOT_PERMITTED like any purpose without one."""
@@ -192,6 +213,8 @@ class Decision:
     categories: frozenset[Category] = frozenset()
     withheld_categories: frozenset[Category] = frozenset()
     chargeable: bool = False
+    source_kinds: frozenset[SourceKind] | None = None
+    """The kinds of source the answer may draw on (None: all)."""
 
 
 def decide(
@@ -258,4 +281,5 @@ def decide(
         categories=requested & permitted,
         withheld_categories=requested - permitted,
         chargeable=rule.chargeable,
+        source_kinds=rule.source_kinds,
     )

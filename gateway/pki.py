@@ -41,6 +41,7 @@ from gateway.institution import (
     role_from_name,
     role_name,
 )
+from gateway.protection.secret_files import write_secret
 
 DEFAULT_SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_DEV_INSTITUTIONS = (
@@ -247,26 +248,18 @@ def issue_institution_cert(
     return CertifiedKey(key, cert)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key readable by its owner only, even if the file already existed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def write_certified_key(ck: CertifiedKey, cert_path: Path, key_path: Path) -> CertKeyPaths:
     """Write ``ck`` as PEM: the certificate world-readable, the PKCS#8 key mode 0600."""
     cert_path.write_bytes(ck.cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
+    # Owner-only even if the file already existed; replaced atomically, never half-written.
+    write_secret(
         key_path,
         ck.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
+        exclusive=False,
     )
     return CertKeyPaths(cert=cert_path, key=key_path)
 

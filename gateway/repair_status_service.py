@@ -214,6 +214,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             categories=decision.categories,
             deadline=deadline,
             consistency=request.consistency,
+            source_kinds=decision.source_kinds,
         )
         _annotate(report, decision, institution, consent)
         signed = self._sign(report, request_digest(request))

@@ -22,14 +22,9 @@ TLS server key); each re-reads it when it changes, so a rotation written by
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import logging
-import os
-import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
 from gateway.report_signing import raw_public_key, signing_key_id
 
 log = logging.getLogger(__name__)
@@ -85,17 +81,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
 def _unb64(value: object, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise SigningKeyError(f"{where}: missing key material")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise SigningKeyError(f"{where}: key material is not valid base64") from None
+    return b64decode(
+        value,
+        SigningKeyError,
+        missing=f"{where}: missing key material",
+        invalid=f"{where}: key material is not valid base64",
+    )
 
 
 def _private_bytes(key: Ed25519PrivateKey) -> bytes:
@@ -104,11 +96,12 @@ def _private_bytes(key: Ed25519PrivateKey) -> bytes:
 
 def _to_json(keys: SigningKeys) -> bytes:
     current = keys.current_key_id
+    private = b64encode(_private_bytes(keys.private_key))
     entries = [
         {
             "key_id": k.key_id,
-            "public_key": _b64(k.public_key),
-            "private_key": _b64(_private_bytes(keys.private_key)) if k.key_id == current else None,
+            "public_key": b64encode(k.public_key),
+            "private_key": private if k.key_id == current else None,
             "created_at": k.created_at.isoformat(),
             "retired_at": k.retired_at.isoformat() if k.retired_at else None,
         }
@@ -162,27 +155,6 @@ def _from_json(raw: bytes, where: str) -> SigningKeys:
     return SigningKeys(private_key, tuple(published))
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (mode 0600) or raise FileExistsError; fsync before returning."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Atomically replace ``path``: a crash mid-write must never lose the current key."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        _write_new(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _fresh(published: tuple[PublicSigningKey, ...] = ()) -> SigningKeys:
     private_key = Ed25519PrivateKey.generate()
     public_key = raw_public_key(private_key)
@@ -190,19 +162,15 @@ def _fresh(published: tuple[PublicSigningKey, ...] = ()) -> SigningKeys:
     return SigningKeys(private_key, (*published, new))
 
 
+_EXPOSED = "{what} are accessible to group or others (mode {mode:04o}); chmod 600 it"
+"""``secret_files.EXPOSED`` in the plural: the file is named "signing keys"."""
+
+
 def load_signing_keys(path: Path) -> SigningKeys:
     """Read the key file; refuse one that group or others may read or write."""
-    try:
-        mode = path.stat().st_mode
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SigningKeyError(f"cannot read signing keys {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise SigningKeyError(
-            f"signing keys {path} are accessible to group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-        )
-    return _from_json(raw, f"signing keys {path}")
+    where = f"signing keys {path}"
+    raw = read_secret(path, where, SigningKeyError, exposed=_EXPOSED)
+    return _from_json(raw, where)
 
 
 def load_or_create_signing_keys(path: Path) -> SigningKeys:
@@ -215,7 +183,7 @@ def load_or_create_signing_keys(path: Path) -> SigningKeys:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = _fresh()
         try:
-            _write_new(path, _to_json(keys))
+            write_secret(path, _to_json(keys), exclusive=True)
             return keys
         except FileExistsError:
             pass
@@ -236,7 +204,8 @@ def rotate_signing_key(path: Path) -> str:
         for k in old.published
     )
     keys = _fresh(published)
-    _replace(path, _to_json(keys))
+    # Atomic: a crash mid-write must never lose the current key.
+    write_secret(path, _to_json(keys), exclusive=False)
     return keys.current_key_id
 
 

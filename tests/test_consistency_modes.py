@@ -140,9 +140,7 @@ async def test_auto_takes_fresh_sources_from_the_index_and_asks_stale_ones(
             asked.clear()
             report = await judicial(court, number)  # no mode: the default, AUTO
     assert asked == [[REGISTRY]]
-    assert [(f.source_id, f.reason) for f in report.failures] == [
-        (REGISTRY, "SOURCE_UNAVAILABLE")
-    ]
+    assert [(f.source_id, f.reason) for f in report.failures] == [(REGISTRY, "SOURCE_UNAVAILABLE")]
     sources = by_source(report)
     assert set(sources) == set(mock_fleet.mocks)
     assert sources[REGISTRY].stale  # asked, failed: its last-known facts
@@ -265,6 +263,58 @@ async def test_the_live_path_keeps_the_newest_facts_and_announces_only_real_chan
     async with database.session() as session:
         sequences = (await session.scalars(select(ChangeFeedRow.sequence))).all()
     assert list(sequences) == [0, 0]
+
+
+def _source(facts: report_pb2.SourceFacts, source_id: str) -> report_pb2.SourceFacts:
+    facts.source_id = source_id
+    return facts
+
+
+async def test_store_many_keeps_the_same_rule_and_feed_rows_in_one_call(
+    fact_index: FactIndex, database: Database
+) -> None:
+    token = "st_" + "b" * 32
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    t1, t2, t3 = (now - dt.timedelta(days=d) for d in (3, 2, 1))
+    observation, restored = vocab.REPAIR_STATE_OBSERVATION, vocab.REPAIR_STATE_RESTORED
+    later = now + dt.timedelta(minutes=5)
+
+    # Three sources new at once: three changes, three feed rows.
+    assert await fact_index.store_many(
+        token,
+        [_source(_facts(t2, observation, now), f"source-{n}") for n in ("a", "b", "c")],
+    ) == [True, True, True]
+    assert await _feed_rows(database) == 3
+    # In one call: a refetch (no change), an older answer (not stored), a newer one (stored,
+    # announced) and a source not held yet (stored, announced).
+    changed = await fact_index.store_many(
+        token,
+        [
+            _source(_facts(t2, observation, later), "source-a"),
+            _source(_facts(t1, restored, later), "source-b"),
+            _source(_facts(t3, restored, later), "source-c"),
+            _source(_facts(t2, observation, later), "source-d"),
+        ],
+    )
+    assert changed == [False, False, True, True]
+    indexed = await fact_index.indexed(token)
+    assert indexed["source-a"].fetched_at == later
+    assert indexed["source-b"].facts.asserted_state == observation
+    assert indexed["source-b"].fetched_at == now
+    assert indexed["source-c"].facts.asserted_state == restored
+    assert indexed["source-d"].facts.asserted_state == observation
+    async with database.session() as session:
+        feed = (
+            await session.execute(select(ChangeFeedRow.source_id, ChangeFeedRow.sequence))
+        ).all()
+    assert sorted(feed) == sorted(
+        [(f"source-{n}", 0) for n in ("a", "b", "c")] + [("source-c", 0), ("source-d", 0)]
+    )
+    assert await fact_index.store_many(token, []) == []
+    with pytest.raises(ValueError, match="one item per source"):
+        await fact_index.store_many(
+            token, [_facts(t2, observation, now), _facts(t3, observation, now)]
+        )
 
 
 def test_the_feed_lock_and_channel_match_the_sync_store_and_the_migration() -> None:

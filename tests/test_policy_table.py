@@ -135,6 +135,11 @@ def _assert_answer(
     assert report.legal_basis == rule.legal_basis
     assert report.recipient_institution_id == recipient
     assert bool(report.consent_id) == rule.consent_required
+    consulted = {s.source_kind for s in report.sources} | {f.source_kind for f in report.failures}
+    if rule.source_kinds is not None:  # the other sources were not asked at all
+        assert consulted == set(rule.source_kinds)
+    else:
+        assert len(consulted) > 1
 
 
 @pytest.mark.parametrize("purpose", PURPOSES, ids=vocab.Purpose.Name)

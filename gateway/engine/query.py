@@ -55,6 +55,10 @@ class FactCache(Protocol):
         (unless newer facts are held); True when the stored content changed."""
         ...
 
+    async def store_many(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> list[bool]:
+        """``store`` for several sources' facts (one item per source) in one transaction."""
+        ...
+
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """The latest stored facts of every source for the subject, with their freshness."""
         ...
@@ -131,18 +135,21 @@ class QueryEngine:
         categories: Iterable[v.DataCategory.ValueType],
         deadline: float,
         consistency: cm.Mode = cm.UNSPECIFIED,
+        source_kinds: frozenset[v.SourceKind.ValueType] | None = None,
     ) -> report_pb2.RepairStatusReport:
         """Gather, merge and minimize one subject's report; sources that fail make it partial.
 
         ``deadline`` is absolute on the running loop's clock; ``categories`` are the ones the
         policy allowed (already resolved, never empty-means-all); ``consistency`` is the
-        request's mode (unspecified: the configured default). Never raises for a source's
-        failure or a cache failure; cancellation propagates to every source call.
+        request's mode (unspecified: the configured default); ``source_kinds``, when given,
+        limits which sources are consulted at all (a purpose that may only read what one kind
+        of source publishes). Never raises for a source's failure or a cache failure;
+        cancellation propagates to every source call.
         """
         allowed = sorted(set(categories) - {v.DATA_CATEGORY_UNSPECIFIED})
         mode = self._consistency.resolve(consistency)
         outcomes, indexed, asked = await self._gather(
-            identity_number, subject_token, mode, deadline
+            identity_number, subject_token, mode, deadline, self._consulted(source_kinds)
         )
         fresh = [o.facts for o in outcomes if o.facts is not None and o.source_id in asked]
         await self._within(deadline, self._store_all(subject_token, fresh), "store fresh facts")
@@ -184,8 +191,20 @@ class QueryEngine:
                     "closing source %s failed: %s", adapter.config.source_id, type(result).__name__
                 )
 
+    def _consulted(self, source_kinds: frozenset[v.SourceKind.ValueType] | None) -> frozenset[str]:
+        """The ids of the sources a report may draw on: all, or those of the given kinds."""
+        every = [*self._by_id, *self._push]
+        if source_kinds is None:
+            return frozenset(every)
+        return frozenset(sid for sid in every if self._config_of(sid)[1] in source_kinds)
+
     async def _gather(
-        self, identity_number: str, token: str, mode: cm.Mode, deadline: float
+        self,
+        identity_number: str,
+        token: str,
+        mode: cm.Mode,
+        deadline: float,
+        consulted: frozenset[str],
     ) -> tuple[list[SourceOutcome], dict[str, IndexedFacts] | None, frozenset[str]]:
         """Every source's outcome under ``mode``, what the index held (None: unreadable), and
         which sources were asked now (their fresh answers are stored).
@@ -197,10 +216,17 @@ class QueryEngine:
         try:
             live: list[SourceOutcome] = []
             if mode == cm.LIVE:
-                live = await self._fan_out(self._adapters, identity_number, deadline)
-            indexed = await self._within(deadline, index_task, "read the index")
+                adapters = [a for a in self._adapters if a.config.source_id in consulted]
+                live = await self._fan_out(adapters, identity_number, deadline)
+            all_indexed = await self._within(deadline, index_task, "read the index")
+            indexed = (
+                None
+                if all_indexed is None
+                else {sid: e for sid, e in all_indexed.items() if sid in consulted}
+            )
             plan = cm.plan_sources(
-                mode, list(self._by_id), list(self._push), indexed, self._consistency,
+                mode, [s for s in self._by_id if s in consulted],
+                [s for s in self._push if s in consulted], indexed, self._consistency,
                 self._wall_clock(),
             )  # fmt: skip
             if mode != cm.LIVE and plan.live:
@@ -253,14 +279,18 @@ class QueryEngine:
             return ()
 
     async def _store_all(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
-        # One at a time: the cache is not promised to be safe for concurrent use by one caller.
-        for item in facts:
-            try:
-                await self._cache.store(token, item)
-            except Exception as exc:
-                _log.warning(
-                    "storing facts of source %s failed: %s", item.source_id, type(exc).__name__
-                )
+        # One transaction for all sources' fresh facts (not one per source: each commit costs
+        # far more CPU than the rows it writes).
+        if not facts:
+            return
+        try:
+            await self._cache.store_many(token, facts)
+        except Exception as exc:
+            _log.warning(
+                "storing facts of sources %s failed: %s",
+                ", ".join(item.source_id for item in facts),
+                type(exc).__name__,
+            )
 
     @staticmethod
     async def _within(deadline: float, awaitable: Awaitable[_T], what: str) -> _T | None:

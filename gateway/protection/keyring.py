@@ -27,17 +27,16 @@ action with a single writer: two processes rotating the same file at once would 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
 
 FORMAT = "credgate-keyring/1"
 KEY_BYTES = 32
@@ -119,26 +118,16 @@ class Keyring:
             path=target,
         )
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_secret(target, keyring._to_json(), exclusive=True)
         except FileExistsError:
             raise KeyringError(f"refusing to overwrite existing keyring {target}") from None
-        _write_fd(fd, keyring._to_json())
         return keyring
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Keyring:
         """Read a keyring file; refuses one that group or others may read or write."""
         source = Path(path)
-        try:
-            mode = source.stat().st_mode
-            raw = source.read_bytes()
-        except OSError as exc:
-            raise KeyringError(f"cannot read keyring {source}: {exc.strerror}") from None
-        if stat.S_IMODE(mode) & 0o077:
-            raise KeyringError(
-                f"keyring {source} is accessible to group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-            )
+        raw = read_secret(source, f"keyring {source}", KeyringError)
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -208,7 +197,8 @@ class Keyring:
             path=self._path,
         )
         if self._path is not None:
-            _replace_file(self._path, candidate._to_json())
+            # Atomic: a crash mid-write must never leave a half keyring.
+            write_secret(self._path, candidate._to_json(), exclusive=False)
         self._data_keys = data_keys
         self._primary_key_id = primary
 
@@ -217,10 +207,10 @@ class Keyring:
     def _to_json(self) -> bytes:
         doc = {
             "format": FORMAT,
-            "subject_token_key": _b64(self._subject_token_key),
+            "subject_token_key": b64encode(self._subject_token_key),
             "primary_key_id": self._primary_key_id,
             "data_keys": {
-                k.key_id: {"key": _b64(k.key), "created_at": k.created_at.isoformat()}
+                k.key_id: {"key": b64encode(k.key), "created_at": k.created_at.isoformat()}
                 for k in self._data_keys.values()
             },
         }
@@ -256,35 +246,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
 def _unb64(value: object, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise KeyringError(f"{where} has a missing key")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyringError(f"{where} has a key that is not valid base64") from None
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    """Write, force mode 0600 (umask may only remove bits, but be explicit) and fsync."""
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path``: a crash mid-write must never leave a half keyring."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        _write_fd(fd, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return b64decode(
+        value,
+        KeyringError,
+        missing=f"{where} has a missing key",
+        invalid=f"{where} has a key that is not valid base64",
+    )

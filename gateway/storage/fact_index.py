@@ -28,7 +28,12 @@ from gateway.protection.cipher import CipherError, FieldCipher
 from gateway.protection.keyring import KeyringError
 from gateway.protection.tokens import is_subject_token
 from gateway.storage.database import Database
-from gateway.storage.index_writes import IndexedFacts, read_indexed, store_newest
+from gateway.storage.index_writes import (
+    IndexedFacts,
+    read_indexed,
+    store_many_newest,
+    store_newest,
+)
 from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
 
 SourceFacts = report_pb2.SourceFacts
@@ -137,6 +142,24 @@ class FactIndex:
         ``sequence`` is the provider's update sequence number, when the facts came by sync.
         """
         _require_token(token)
+        values = self._fact_values(token, facts, sequence)
+        return await store_newest(
+            self._db, token, facts, values, open_facts=self._open_facts, now=self._clock()
+        )
+
+    async def store_many(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> list[bool]:
+        """``store`` for several sources' facts about ``token`` in one write transaction (at
+        most one item per source); per item, whether the stored content changed."""
+        _require_token(token)
+        items = [(item, self._fact_values(token, item, None)) for item in facts]
+        return await store_many_newest(
+            self._db, token, items, open_facts=self._open_facts, now=self._clock()
+        )
+
+    def _fact_values(
+        self, token: str, facts: report_pb2.SourceFacts, sequence: int | None
+    ) -> dict[str, Any]:
+        """The ``source_facts`` columns for ``facts`` (encrypted under the row's context)."""
         if not facts.source_id:
             raise ValueError("SourceFacts.source_id must be set")
         blob = self._cipher.encrypt(
@@ -144,7 +167,7 @@ class FactIndex:
             context=facts_context(token, facts.source_id),
         )
         provenance = facts.provenance
-        values: dict[str, Any] = {
+        return {
             "source_kind": int(facts.source_kind),
             "facts_ciphertext": blob,
             "key_id": FieldCipher.key_id_of(blob),
@@ -160,9 +183,6 @@ class FactIndex:
             ),
             "sequence": sequence,
         }
-        return await store_newest(
-            self._db, token, facts, values, open_facts=self._open_facts, now=self._clock()
-        )
 
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """Every source's indexed facts about ``token`` with their freshness, by source id."""

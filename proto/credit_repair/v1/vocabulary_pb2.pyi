@@ -158,6 +158,11 @@ class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.Value
     """The subject reading their own record (measures Art. 15)."""
     PURPOSE_REGULATORY_AUDIT: _Purpose.ValueType  # 8
     """A regulator reviewing access to records."""
+    PURPOSE_PUBLIC_DISCLOSURE: _Purpose.ValueType  # 9
+    """Reading what the bankruptcy information disclosure platform publishes under law
+    (measures Art. 7): no consent needed; the answer holds only the platform's public
+    bankruptcy and repair information.
+    """
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
     """Why a query is made (measures Art. 12 and 14). It limits what the answer may contain."""
@@ -180,6 +185,11 @@ PURPOSE_SELF_INQUIRY: Purpose.ValueType  # 7
 """The subject reading their own record (measures Art. 15)."""
 PURPOSE_REGULATORY_AUDIT: Purpose.ValueType  # 8
 """A regulator reviewing access to records."""
+PURPOSE_PUBLIC_DISCLOSURE: Purpose.ValueType  # 9
+"""Reading what the bankruptcy information disclosure platform publishes under law
+(measures Art. 7): no consent needed; the answer holds only the platform's public
+bankruptcy and repair information.
+"""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
 class _SourceKind:
