@@ -310,7 +310,12 @@ async def test_an_application_from_filing_to_ruling_changes_the_status_a_watcher
         updates = []
         while (update := await watch.read()) != grpc.aio.EOF:
             updates.append(update.application)
-        assert [u.version for u in updates] == sorted({u.version for u in updates})
+        # In order, each state sent once: a version can be sent again only when its stage moved
+        # on with the clock (an announcement period ending), never the same (version, stage).
+        versions = [u.version for u in updates]
+        assert versions == sorted(versions)
+        shown = [(u.version, u.stage) for u in updates]
+        assert len(shown) == len(set(shown))
         assert updates[-1].outcome == C.REPAIR_APPLICATION_OUTCOME_GRANTED
 
 
