@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from sqlalchemy import ColumnElement, and_, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -404,23 +404,9 @@ class ConsentRegister:
         if subject_token is not None:
             _require_token(subject_token)
             query = query.where(ConsentGrantRow.subject_token == subject_token)
-        state_filter = _in_state(state, now or self._clock())
-        if state_filter is not None:
-            query = query.where(state_filter)
-        if after is not None:
-            query = query.where(
-                or_(
-                    ConsentGrantRow.created_at > after.created_at,
-                    and_(
-                        ConsentGrantRow.created_at == after.created_at,
-                        ConsentGrantRow.consent_id > after.consent_id,
-                    ),
-                )
-            )
-        query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
-        async with self._db.session() as session:
-            rows = (await session.scalars(query.limit(limit + 1))).all()
-        return [_grant_of(row) for row in rows[:limit]], len(rows) > limit
+        return await grant_page(
+            self._db, query, state=state, now=now or self._clock(), after=after, limit=limit
+        )
 
     async def revoke(self, consent_id: str, by_institution: str) -> Grant | None:
         """Revoke at once; ``None`` when the grant does not exist or does not name the caller.
@@ -519,3 +505,34 @@ class ConsentRegister:
             if reason in found:
                 return GrantLookup(reason, found[reason])
         return GrantLookup(CONSENT_MISSING)
+
+
+async def grant_page(
+    database: Database,
+    query: Select[ConsentGrantRow],
+    *,
+    state: StateValue,
+    now: dt.datetime,
+    after: ListCursor | None,
+    limit: int,
+) -> tuple[list[Grant], bool]:
+    """One page of ``query``'s grants in (created_at, consent_id) order — which never changes
+    for a recorded grant, so paging is stable while grants are added or revoked — filtered by
+    ``state`` at ``now``; and whether more exist. Every grant listing pages through here."""
+    state_filter = _in_state(state, now)
+    if state_filter is not None:
+        query = query.where(state_filter)
+    if after is not None:
+        query = query.where(
+            or_(
+                ConsentGrantRow.created_at > after.created_at,
+                and_(
+                    ConsentGrantRow.created_at == after.created_at,
+                    ConsentGrantRow.consent_id > after.consent_id,
+                ),
+            )
+        )
+    query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
+    async with database.session() as session:
+        rows = (await session.scalars(query.limit(limit + 1))).all()
+    return [_grant_of(row) for row in rows[:limit]], len(rows) > limit

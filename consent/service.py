@@ -82,12 +82,7 @@ def _utcnow() -> dt.datetime:
 
 
 def _invalid(violations: list[Violation]) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "the request has invalid fields; see the BadRequest details",
-        "INVALID_REQUEST",
-        field_violations=violations,
-    )
+    return GatewayError.invalid_request(violations)
 
 
 def _not_found() -> GatewayError:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 
 from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from consent.grants import Grant, StateValue
-from consent.register import ListCursor, _grant_of, _in_state
+from consent.register import ListCursor, grant_page
 from gateway.protection.tokens import is_subject_token
 from gateway.storage.database import Database
 from gateway.storage.models import ConsentGrantRow
@@ -49,20 +49,6 @@ async def list_subject_grants(
         # Never echo the value: it may be an identity number passed by mistake.
         raise ValueError("expected a subject token (st_...), got something else")
     query = select(ConsentGrantRow).where(ConsentGrantRow.subject_token == subject_token)
-    state_filter = _in_state(state, now or _utcnow())
-    if state_filter is not None:
-        query = query.where(state_filter)
-    if after is not None:
-        query = query.where(
-            or_(
-                ConsentGrantRow.created_at > after.created_at,
-                and_(
-                    ConsentGrantRow.created_at == after.created_at,
-                    ConsentGrantRow.consent_id > after.consent_id,
-                ),
-            )
-        )
-    query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
-    async with database.session() as session:
-        rows = (await session.scalars(query.limit(limit + 1))).all()
-    return [_grant_of(row) for row in rows[:limit]], len(rows) > limit
+    return await grant_page(
+        database, query, state=state, now=now or _utcnow(), after=after, limit=limit
+    )

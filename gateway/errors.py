@@ -139,6 +139,17 @@ class GatewayError(Exception):
             )
         )
 
+    @classmethod
+    def invalid_request(cls, violations: Iterable[FieldViolationLike]) -> GatewayError:
+        """INVALID_ARGUMENT / INVALID_REQUEST naming every offending field: the one shape all
+        services use for bad input, so callers can branch on one reason."""
+        return cls.of(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the request has invalid fields; see the BadRequest details",
+            "INVALID_REQUEST",
+            field_violations=violations,
+        )
+
     @property
     def code(self) -> grpc.StatusCode:
         """The gRPC status code the caller will see."""

@@ -173,12 +173,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             )
         if violations:
             record_invalid_request(BATCH_METHOD if prefix else GET_METHOD)
-            raise GatewayError.of(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "the request has invalid fields; see the BadRequest details",
-                "INVALID_REQUEST",
-                field_violations=violations,
-            )
+            raise GatewayError.invalid_request(violations)
         number = identity_number.normalize(request.identity_number)
         token = self._tokenizer.token(number)
         consent: GrantLookup | None = None

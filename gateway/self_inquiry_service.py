@@ -63,12 +63,7 @@ def _denied(institution: Institution, reason: str, message: str) -> GatewayError
 
 
 def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "the request has invalid fields; see the BadRequest details",
-        "INVALID_REQUEST",
-        field_violations=violations,
-    )
+    return GatewayError.invalid_request(violations)
 
 
 def _page_scope(subject_token: str, state: int) -> str:

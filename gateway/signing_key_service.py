@@ -27,12 +27,7 @@ _PAGE_TOKEN_VERSION = 1
 
 
 def _invalid(field: str, description: str) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "the request has invalid fields; see the BadRequest details",
-        "INVALID_REQUEST",
-        field_violations=[(field, description)],
-    )
+    return GatewayError.invalid_request([(field, description)])
 
 
 def encode_page_token(after_key_id: str) -> str:

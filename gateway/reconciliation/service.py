@@ -143,9 +143,4 @@ def _denied(caller: Institution, reason: str, message: str) -> GatewayError:
 
 
 def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "the request has invalid fields; see the BadRequest details",
-        "INVALID_REQUEST",
-        field_violations=violations,
-    )
+    return GatewayError.invalid_request(violations)

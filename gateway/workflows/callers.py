@@ -59,12 +59,7 @@ class ForSubject:
 
 
 def invalid(violations: list[tuple[str, str]]) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "the request has invalid fields; see the BadRequest details",
-        "INVALID_REQUEST",
-        field_violations=violations,
-    )
+    return GatewayError.invalid_request(violations)
 
 
 def check_identity_number(value: str, violations: list[tuple[str, str]]) -> str:
