@@ -7,6 +7,11 @@ app starts beside the server. Nothing is signed when the log has not grown since
 Before signing, the head row is checked against the newest entry's own signed tree head, so a
 head row edited in the database is refused (AuditIntegrityError) rather than signed into a
 checkpoint that would lend it credibility.
+
+Every replica and every worker process (``gateway.workers``) runs its own checkpointer. That
+cannot fork the log: a checkpoint only signs the head already committed, under the same row
+lock the appends take, so concurrent checkpointers sign the same size and root or wait and
+reuse the one just stored.
 """
 
 from __future__ import annotations
@@ -58,9 +63,19 @@ async def make_checkpoint(
     clock: Callable[[], dt.datetime] = _utcnow,
 ) -> SignedCheckpoint:
     """A checkpoint covering every committed entry: the latest stored one if the log has not
-    grown since, else a new one, signed and stored."""
+    grown since, else a new one, signed and stored.
+
+    The head row is locked as an append locks it (``FOR UPDATE`` on PostgreSQL; SQLite's
+    ``BEGIN IMMEDIATE`` already serializes writers), so two replicas or worker processes
+    checkpointing at the same moment take turns: the second finds the first's checkpoint for
+    that size and returns it instead of signing a duplicate.
+    """
     async with database.write() as session:
-        head = await session.get_one(AuditHeadRow, HEAD_ROW_ID)
+        head = (
+            await session.execute(
+                select(AuditHeadRow).where(AuditHeadRow.head_id == HEAD_ROW_ID).with_for_update()
+            )
+        ).scalar_one()
         latest = await session.scalar(
             select(AuditCheckpointRow.note)
             .where(AuditCheckpointRow.tree_size == head.tree_size)

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from gateway.errors import current_request_id
 from gateway.institution import INSTITUTION_ID_SHAPE, Institution
 from gateway.protection.tokens import is_subject_token
-from gateway.storage.fact_index import report_digest
+from gateway.storage.issued_reports import report_digest
 
 AuditEntry = audit_pb2.AuditEntry
 AuditRecord = audit_pb2.AuditRecord

@@ -14,19 +14,29 @@ the index turns any locking mistake into a failed append rather than a fork.
 
 Within one process, appends that arrive while a transaction is in flight are batched into the
 next one (group commit): each caller still waits for the commit that holds its own entry, but
-a burst costs a few commits instead of one per decision.
+a burst costs a few commits instead of one per decision. An append may bring a *rider*: rows
+that must exist exactly when its entry does (the query path's ``issued_reports`` record), run
+in the same transaction, so an answer costs a share of one durable commit rather than two.
+
+The transaction is a plain function of a sync SQLAlchemy ``Connection`` run on the database's
+writer thread (``gateway.storage.threaded``): the async stack cost more CPU per append than
+the hashing and signing. A caller gives up at the write timeout; the thread then rolls the
+batch back if it only gets the lock afterwards, so an entry whose caller was told
+"unavailable" is normally not in the log (see ``AuditUnavailable`` for the narrow exception).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from audit import storage
 from audit.checkpoint import SignedCheckpoint, sign_tree_head
@@ -40,6 +50,14 @@ from gateway.errors import GatewayError
 from gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
+
+_LOCK_HEAD = (
+    select(AuditHeadRow.tree_size, AuditHeadRow.compact_range)
+    .where(AuditHeadRow.head_id == HEAD_ROW_ID)
+    .with_for_update()
+)
+_INSERT_ENTRIES = insert(AuditEntryRow)
+_MOVE_HEAD = update(AuditHeadRow).where(AuditHeadRow.head_id == HEAD_ROW_ID)
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
@@ -72,10 +90,20 @@ class AppendReceipt:
     root_hash: bytes
 
 
+Rider = Callable[[Connection], None]
+"""Writes more rows in the append's transaction; it must not fail on a retry (be idempotent),
+since a failing rider fails every entry in its batch."""
+
+
+class _TooLate(Exception):
+    """The batch got the log's lock only after its callers had given up: roll it back."""
+
+
 @dataclass
 class _Pending:
     entry: AuditEntry
     future: asyncio.Future[AppendReceipt]
+    rider: Rider | None = None
 
 
 def _retrieve(future: asyncio.Future[AppendReceipt]) -> None:
@@ -116,17 +144,18 @@ class AuditLog:
         """The log's origin: its key's name and every checkpoint's first line."""
         return self.signer.name
 
-    async def append(self, entry: AuditEntry) -> AppendReceipt:
+    async def append(self, entry: AuditEntry, *, rider: Rider | None = None) -> AppendReceipt:
         """Append ``entry`` and return once it is committed; AuditUnavailable if it cannot be.
 
         ``entry`` should come from ``new_entry``; it is validated again (AuditEntryError for a
         malformed or personal value — a bug in the caller, and equally a reason to release
-        nothing) and its ``index`` is set by the log, not the caller.
+        nothing) and its ``index`` is set by the log, not the caller. ``rider`` runs in the
+        same transaction (see ``Rider``).
         """
         prepared = canonical(entry)
         future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        pending = _Pending(prepared, future)
+        pending = _Pending(prepared, future, rider)
         self._queue.append(pending)
         async with self._lock:
             while not future.done():
@@ -141,9 +170,11 @@ class AuditLog:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         """Write one batch and settle every caller's future; never raises."""
+        deadline = time.monotonic() + self._timeout
+        write = functools.partial(self._write, batch, deadline)
         try:
             async with asyncio.timeout(self._timeout):
-                receipts = await self._write([p.entry for p in batch])
+                receipts = await self.database.threaded.write(write)
         except Exception as exc:
             log.error("audit append of %d entries failed: %s", len(batch), type(exc).__name__)
             for pending in batch:
@@ -156,53 +187,54 @@ class AuditLog:
             if not pending.future.done():
                 pending.future.set_result(receipt)
 
-    async def _write(self, entries: list[AuditEntry]) -> list[AppendReceipt]:
-        """One transaction: lock the head, number, hash and sign the entries, move the head."""
-        async with self.database.write() as session:
-            head = (
-                await session.execute(
-                    select(AuditHeadRow)
-                    .where(AuditHeadRow.head_id == HEAD_ROW_ID)
-                    .with_for_update()
-                )
-            ).scalar_one()
-            compact = CompactRange.from_bytes(head.tree_size, head.compact_range)
-            rows: list[dict[str, object]] = []
-            receipts: list[AppendReceipt] = []
-            for entry in entries:
-                index = compact.size
-                entry.index = index
-                data = entry_bytes(entry)
-                leaf = leaf_hash(data)
-                compact.append(leaf)
-                root = compact.root()
-                rows.append(
-                    {
-                        "entry_index": index,
-                        "decision_time": entry.decision_time.ToDatetime(tzinfo=dt.UTC),
-                        "institution_id": entry.institution_id,
-                        "role": int(entry.role),
-                        "purpose": int(entry.purpose),
-                        "outcome": int(entry.outcome),
-                        "reason": entry.reason,
-                        "subject_token": entry.subject_token,
-                        "entry_bytes": data,
-                        "leaf_hash": leaf,
-                        "tree_root": root,
-                        "tree_signature": sign_tree_head(self.signer, compact.size, root),
-                    }
-                )
-                receipts.append(AppendReceipt(index, leaf, compact.size, root))
-            await session.execute(insert(AuditEntryRow), rows)
-            await session.execute(
-                update(AuditHeadRow)
-                .where(AuditHeadRow.head_id == HEAD_ROW_ID)
-                .values(
-                    tree_size=compact.size,
-                    compact_range=compact.to_bytes(),
-                    root_hash=compact.root(),
-                )
+    def _write(
+        self, batch: list[_Pending], deadline: float, connection: Connection
+    ) -> list[AppendReceipt]:
+        """One transaction (on the writer thread): lock the head, number, hash and sign the
+        entries, insert them and their riders' rows, move the head."""
+        head = connection.execute(_LOCK_HEAD).one()
+        if time.monotonic() > deadline:
+            raise _TooLate("the audit log's lock came after the write timeout")
+        compact = CompactRange.from_bytes(head.tree_size, head.compact_range)
+        rows: list[dict[str, object]] = []
+        receipts: list[AppendReceipt] = []
+        for pending in batch:
+            entry = pending.entry
+            index = compact.size
+            entry.index = index
+            data = entry_bytes(entry)
+            leaf = leaf_hash(data)
+            compact.append(leaf)
+            root = compact.root()
+            rows.append(
+                {
+                    "entry_index": index,
+                    "decision_time": entry.decision_time.ToDatetime(tzinfo=dt.UTC),
+                    "institution_id": entry.institution_id,
+                    "role": int(entry.role),
+                    "purpose": int(entry.purpose),
+                    "outcome": int(entry.outcome),
+                    "reason": entry.reason,
+                    "subject_token": entry.subject_token,
+                    "entry_bytes": data,
+                    "leaf_hash": leaf,
+                    "tree_root": root,
+                    "tree_signature": sign_tree_head(self.signer, compact.size, root),
+                }
             )
+            receipts.append(AppendReceipt(index, leaf, compact.size, root))
+        connection.execute(_INSERT_ENTRIES, rows)
+        for pending in batch:
+            if pending.rider is not None:
+                pending.rider(connection)
+        connection.execute(
+            _MOVE_HEAD,
+            {
+                "tree_size": compact.size,
+                "compact_range": compact.to_bytes(),
+                "root_hash": compact.root(),
+            },
+        )
         return receipts
 
     async def checkpoint(self) -> SignedCheckpoint:

@@ -90,6 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     world.add_argument(
         "--batch-concurrency", type=int, default=2, help="batches in flight (default 2)"
     )
+    parser.add_argument_group("gateway workers").add_argument(
+        "--workers",
+        type=int,
+        default=cores,
+        metavar="N",
+        help=f"most gateway worker processes (SO_REUSEPORT) in the workers rows, measured at "
+        f"1, 2, 4, ... N (default: the cores, {cores})",
+    )
     index = parser.add_argument_group("index scale")
     index.add_argument(
         "--index-sizes",
@@ -113,8 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--scenarios",
         type=_scenarios,
-        default=("echo", "live", "batch", "index", "ingest", "audit", "scale"),
-        help="comma-separated subset of echo,live,batch,index,ingest,audit,scale (default: all)",
+        default=("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers"),
+        help="comma-separated subset of echo,live,batch,index,ingest,audit,scale,workers "
+        "(default: all)",
     )
     run.add_argument(
         "--postgres-url",
@@ -134,6 +143,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep databases, certificates and server logs here (default: a "
         "temporary directory, removed afterwards)",
+    )
+    run.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run every server process under cProfile and write <server>.pstats into DIR "
+        "(the numbers are then slower; for finding hot paths, not for recording)",
     )
     run.add_argument(
         "--keep-workdir",
@@ -158,6 +175,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the suite as ``args`` say; print the table; write the JSON. 1 if a row failed."""
     from bench.report import format_table, format_targets
+    from bench.servers import PROFILE_DIR_ENV
     from bench.suite import BenchSettings, run_suite
 
     command = getattr(args, "command_line", None) or shlex.join(
@@ -183,10 +201,14 @@ def run(args: argparse.Namespace) -> int:
             workdir=args.workdir,
             keep_workdir=args.keep_workdir,
             postgres_url=args.postgres_url,
+            workers=args.workers,
         )
     except ValueError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_DIR_ENV] = str(args.profile.resolve())  # inherited by the servers
     results = run_suite(settings, command)
     machine = results.machine
     print(f"credgate benchmark, {results.started_at}")

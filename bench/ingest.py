@@ -34,6 +34,9 @@ class IngestMeasurement:
     updates: int
     seconds: float
     disconnects: int
+    client_cpu_seconds: float = 0.0
+    """CPU of the pushing (bench) process during the push: on a small machine the provider
+    shares the cores with the gateway, so this says how much of the machine the client took."""
 
     @property
     def updates_per_second(self) -> float:
@@ -80,15 +83,16 @@ async def push(
     from gateway.sync.provider_client import ProviderClient
 
     client = ProviderClient(lambda: client_channel(target, tls.ca, tls.cert, tls.key), signed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = await client.run(timeout=INGEST_TIMEOUT_SECONDS)
     seconds = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu_started
     if report.acked != len(signed) or report.rejected:
         raise RuntimeError(
             f"ingest incomplete: {report.acked} of {len(signed)} acknowledged, "
             f"{len(report.rejected)} rejected"
         )
-    return IngestMeasurement(len(signed), seconds, report.disconnects)
+    return IngestMeasurement(len(signed), seconds, report.disconnects, client_cpu)
 
 
 def measure_push(
@@ -131,4 +135,7 @@ def ingest_metrics(measured: IngestMeasurement) -> dict[str, Any]:
         "seconds": measured.seconds,
         "updates_per_second": measured.updates_per_second,
         "disconnects": measured.disconnects,
+        "client_cpu_ms_per_update": (
+            measured.client_cpu_seconds * 1000.0 / measured.updates if measured.updates else 0.0
+        ),
     }

@@ -83,6 +83,10 @@ class LoadSpec:
     warmup: float = 2.0
     max_requests: int = 1_000_000
     call_timeout: float = 10.0
+    connections: int = 1
+    """Connections (separate HTTP/2 connections, not shared subchannels) per load process; the
+    clients take turns over them. Several worker processes sharing a port (SO_REUSEPORT)
+    split *connections*, not calls, so measuring N workers needs at least N connections."""
     min_requests: int = 1
     """The window is stretched (by at most ``call_timeout``) until this many calls completed
     in it, so a scenario whose calls are slower than the window still yields a measurement."""
@@ -90,8 +94,8 @@ class LoadSpec:
     def __post_init__(self) -> None:
         if not self.payloads:
             raise ValueError("a load run needs at least one payload")
-        if self.concurrency < 1 or self.processes < 1:
-            raise ValueError("concurrency and processes must be at least 1")
+        if self.concurrency < 1 or self.processes < 1 or self.connections < 1:
+            raise ValueError("concurrency, processes and connections must be at least 1")
         if self.duration <= 0 or self.warmup < 0 or self.max_requests < 1:
             raise ValueError("duration must be > 0, warmup >= 0, max_requests >= 1")
 
@@ -213,10 +217,24 @@ async def _measure(
     complete = _CHECKS[spec.check]
     payloads = spec.payloads
     offset = index * (len(payloads) // spec.processes)
-    channel = client_channel(spec.target, spec.tls.ca, spec.tls.cert, spec.tls.key)
-    async with channel:
-        await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_SECONDS)
-        call = channel.unary_unary(spec.method)  # no serializers: bytes in, bytes out
+    # A local subchannel pool per channel: otherwise channels with equal arguments share one
+    # connection process-wide.
+    channels = [
+        client_channel(
+            spec.target,
+            spec.tls.ca,
+            spec.tls.cert,
+            spec.tls.key,
+            options=[("grpc.use_local_subchannel_pool", 1)],
+        )
+        for _ in range(spec.connections)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for channel in channels:
+            await stack.enter_async_context(channel)
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_SECONDS)
+        # No serializers: bytes in, bytes out.
+        calls = [channel.unary_unary(spec.method) for channel in channels]
         await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT_SECONDS)
         window_start = time.perf_counter() + spec.warmup
         window_end = window_start + spec.duration
@@ -231,6 +249,7 @@ async def _measure(
         async def client(slot: int) -> None:
             nonlocal window_end, last_end
             position = offset + slot
+            call = calls[slot % len(calls)]
             while open_at(time.perf_counter()):
                 payload = payloads[position % len(payloads)]
                 position += concurrency

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
 import multiprocessing
 import os
@@ -32,6 +33,9 @@ ECHO_SERVICE = "credgate.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0
+PROFILE_DIR_ENV = "CREDGATE_BENCH_PROFILE_DIR"
+"""Set (by ``--profile``) to a folder: every server process runs under cProfile and leaves its
+profile there, for the hot-path tables in docs/benchmarks.md."""
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
@@ -205,15 +209,24 @@ _SERVERS: dict[str, Any] = {"echo": _serve_echo, "fleet": _serve_fleet, "gateway
 
 
 def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> None:
-    """Entry point of a server process."""
+    """Entry point of a server process; under cProfile when ``PROFILE_DIR_ENV`` names a folder
+    (``--profile``), writing ``<label>.pstats`` there when the server stops."""
     logging.basicConfig(filename=log_path, level=logging.INFO, format=_LOG_FORMAT)
+    profile_dir = os.environ.get(PROFILE_DIR_ENV)
+    profiler = cProfile.Profile() if profile_dir else None
     try:
-        asyncio.run(_SERVERS[kind](conn, settings))
+        if profiler is None:
+            asyncio.run(_SERVERS[kind](conn, settings))
+        else:
+            profiler.runcall(asyncio.run, _SERVERS[kind](conn, settings))
     except BaseException as exc:
         logging.getLogger("bench").exception("%s server failed", kind)
         with contextlib.suppress(Exception):
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
+    finally:
+        if profiler is not None and profile_dir:
+            profiler.dump_stats(Path(profile_dir) / f"{log_path.stem}.pstats")
 
 
 # -- parent side -------------------------------------------------------------------------------
@@ -308,3 +321,71 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class WorkerGateway:
+    """The gateway with ``workers`` processes on one port, as ``credgate serve --workers N``
+    runs it: this process is the supervisor (``gateway.workers.WorkerPool``: migrations and key
+    files here, then spawned workers sharing the port with SO_REUSEPORT). Each worker logs to
+    its own file in ``log_dir``; CPU time and memory are summed over every worker, so a call's
+    cost is what all of them together spent on it.
+
+    with WorkerGateway(settings, 2, log_dir) as gateway:
+        port = gateway.info
+    """
+
+    def __init__(
+        self, settings: GatewayProcessSettings, workers: int, log_dir: Path, *, label: str = ""
+    ) -> None:
+        from gateway.config import config_from_mapping
+        from gateway.workers import WorkerPool
+
+        self.label = label or f"gateway-{workers}-workers"
+        self.log_dir = log_dir / self.label
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        config = config_from_mapping(settings.document, base_dir=settings.base_dir, environ={})
+        self._pool = WorkerPool(config, workers, log_dir=self.log_dir)
+        self.info: int | None = None
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return self._pool.pids
+
+    def worker_cpu_seconds(self) -> list[float | None]:
+        """Each worker's CPU time, in worker order (how evenly the kernel spread the load)."""
+        return [process_cpu_seconds(pid) for pid in self.pids]
+
+    def cpu_seconds(self) -> float | None:
+        values = self.worker_cpu_seconds()
+        if not values or any(value is None for value in values):
+            return None
+        return sum(value for value in values if value is not None)
+
+    def memory(self) -> Memory | None:
+        values = [process_memory(pid) for pid in self.pids]
+        if not values or any(value is None for value in values):
+            return None
+        present = [value for value in values if value is not None]
+        return Memory(
+            rss_mib=sum(m.rss_mib for m in present), peak_mib=sum(m.peak_mib for m in present)
+        )
+
+    def __enter__(self) -> WorkerGateway:
+        self.info = self._pool.start(START_TIMEOUT_SECONDS)
+        print(
+            f"[bench] {self.label} ready (pids {' '.join(map(str, self.pids))}, "
+            f"logs {self.log_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        code = self._pool.stop()
+        if code != 0 and exc is None:
+            raise ServerStartError(f"{self.label} did not stop cleanly; see {self.log_dir}")

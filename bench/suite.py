@@ -14,9 +14,13 @@
 3. **batch**: ``BatchGetRepairStatus`` of ``batch_size`` subjects.
 4. **scale**: the fact index seeded with each of ``index_sizes`` subjects; ``last_known_all``
    latency on it, then the gateway serving live queries on it, with its resident memory.
+5. **workers**: the INDEX-mode query mix of the ``index`` row against the gateway run as
+   ``credgate serve --workers N`` does (``gateway.workers``: processes sharing the port with
+   SO_REUSEPORT), for 1, 2, 4, ... up to ``workers`` processes; each row's throughput beside
+   the 1-worker row's and echo's, its CPU per call summed over every worker.
 
-Rows for features that have not landed (INDEX-mode queries, provider-sync ingest, the audit
-log, multi-worker scaling) are listed as not yet available, with their issue.
+Rows for features that have not landed are listed as not yet available, with their issue
+(``PENDING_ROWS``; none at the moment).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +55,13 @@ from bench.servers import (
     GatewayProcessSettings,
     Memory,
     ServerProcess,
+    WorkerGateway,
     load_average,
     machine_facts,
 )
+from gateway.config import MAX_WORKERS
 
-SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale")
+SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers")
 INSTITUTION = "court-demo"
 CASE_REFERENCE = "(2026)粤03执1号"
 GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
@@ -76,7 +82,14 @@ MAX_INDEX_SUBJECTS = 512
 """Subjects the INDEX-mode scenario asks about; each is seeded by one LIVE query first."""
 SEED_CONCURRENCY = 8
 
-PENDING_ROWS = (("worker_scaling", "gateway workers 1..N (SO_REUSEPORT)", "issue #7, later slice"),)
+PENDING_ROWS: tuple[tuple[str, str, str], ...] = ()
+"""(row id, title, issue) of rows whose feature has not landed: listed without numbers."""
+WORKERS_ID = "worker_scaling_"
+"""Row ids ``worker_scaling_<N>``: the INDEX-mode mix against N gateway worker processes."""
+CONNECTIONS_PER_WORKER = 4
+"""Client connections per gateway worker in the workers rows (spread over the suite's load
+processes): SO_REUSEPORT spreads *connections*, by a hash of their addresses, so a few per
+worker make it unlikely that a worker is left without any; at most the concurrency."""
 
 
 ECHO_ID = "echo_baseline"
@@ -117,6 +130,25 @@ def _gateway_index_title(size: int) -> str:
     return f"live query, index of {size:,} subjects"
 
 
+def _workers_title(workers: int) -> str:
+    return f"index query, {workers} gateway worker{'s' if workers > 1 else ''} (SO_REUSEPORT)"
+
+
+def worker_counts(most: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``most``, then ``most``: the workers rows (every count up to 4)."""
+    counts = {most}
+    count = 1
+    while count < most:
+        counts.add(count)
+        count *= 2
+    counts.update(range(1, min(most, 4) + 1))
+    return tuple(sorted(counts))
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
 def default_processes() -> int:
     """Load processes by default: a quarter of the cores. The rest stay for the gateway and
     the mock sources, which share this machine with the client."""
@@ -144,6 +176,8 @@ class BenchSettings:
     keep_workdir: bool = False
     postgres_url: str | None = None
     """Where the PostgreSQL ingest row runs (in a schema of its own); skipped without it."""
+    workers: int = field(default_factory=_default_workers)
+    """Most gateway worker processes in the workers rows (default: every core)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.scenarios) - set(SCENARIOS)
@@ -153,6 +187,8 @@ class BenchSettings:
             raise ValueError("population and index sizes must be at least 1")
         if not 1 <= self.facts_per_subject <= 8:
             raise ValueError("facts per subject must be 1 to 8 (one per mock source)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be 1 to {MAX_WORKERS}")
 
 
 @dataclass
@@ -490,7 +526,11 @@ class _Suite:
         return result.qps / self.echo.qps
 
     def measure(
-        self, spec: LoadSpec, server: ServerProcess, *, sources_cost: bool = False
+        self,
+        spec: LoadSpec,
+        server: ServerProcess | WorkerGateway,
+        *,
+        sources_cost: bool = False,
     ) -> tuple[LoadResult, dict[str, Any]]:
         """Run ``spec`` against ``server`` and also account for the CPU the server (and, with
         ``sources_cost``, the mock sources) used per successful call, warm-up included."""
@@ -653,6 +693,91 @@ class _Suite:
             _join(
                 f"{seeded} subjects seeded by LIVE queries; no source asked",
                 _cpu_note(metrics, "gateway"),
+                _completeness_note(result),
+            ),
+        )
+        row.metrics.update(metrics)
+        row.vs_echo = self.vs_echo(result)
+        return row
+
+    def run_workers(self, sources: Sequence[Any]) -> None:
+        """The INDEX-mode mix against 1, 2, 4, ... worker processes, on one seeded database."""
+        settings, world = self.settings, self.world
+        gateway_settings = _gateway_settings(
+            world, world.directory / "workers", sources, max(100, settings.batch_size)
+        )
+        counts = worker_counts(settings.workers)
+        # The same clients for every row: enough connections for the most workers.
+        connections = min(settings.concurrency, CONNECTIONS_PER_WORKER * counts[-1])
+        per_process = -(-connections // settings.processes)
+        with WorkerGateway(gateway_settings, 1, world.logs, label="gateway-workers-seed") as gw:
+            _log(
+                f"seeding the workers' index: one LIVE query for each of "
+                f"{len(world.seed_payloads)} subjects"
+            )
+            seeded = asyncio.run(
+                _seed_live(f"127.0.0.1:{gw.info}", world.client_tls, world.seed_payloads)
+            )
+        for count in counts:
+            self.attempt(
+                f"{WORKERS_ID}{count}",
+                _workers_title(count),
+                functools.partial(self._workers_row, count, gateway_settings, per_process, seeded),
+            )
+
+    def _workers_row(
+        self, count: int, gateway_settings: GatewayProcessSettings, per_process: int, seeded: int
+    ) -> Row:
+        settings, world = self.settings, self.world
+        row_id = f"{WORKERS_ID}{count}"
+        with WorkerGateway(gateway_settings, count, world.logs) as gw:
+            spec = _spec(
+                settings,
+                world,
+                row_id,
+                f"127.0.0.1:{gw.info}",
+                GET_METHOD,
+                world.index_payloads,
+                Check.REPORT,
+                settings.concurrency,
+            )
+            before = gw.worker_cpu_seconds()
+            result, metrics = self.measure(replace(spec, connections=per_process), gw)
+            after = gw.worker_cpu_seconds()
+            memory = gw.memory()
+        metrics.update(
+            {
+                "workers": count,
+                "client_connections": per_process * settings.processes,
+                "index_subjects": seeded,
+            }
+        )
+        metrics.update(_memory_metrics(memory))
+        spent = [
+            b - a for a, b in zip(before, after, strict=True) if a is not None and b is not None
+        ]
+        share = ""
+        if count > 1 and len(spent) == count and sum(spent) > 0:
+            metrics["worker_cpu_share"] = [value / sum(spent) for value in spent]
+            share = "CPU share per worker " + "/".join(
+                f"{100 * value / sum(spent):.0f}%" for value in spent
+            )
+        one = self.results.row(f"{WORKERS_ID}1")
+        scaling = ""
+        if count == 1:
+            metrics["vs_one_worker"] = 1.0
+        elif one is not None and one.status is Status.OK and one.qps:
+            metrics["vs_one_worker"] = result.qps / one.qps
+            scaling = f"{metrics['vs_one_worker']:.2f}x the 1-worker QPS"
+        row = Row.from_load(
+            row_id,
+            _workers_title(count),
+            result,
+            _join(
+                scaling,
+                _cpu_note(metrics, f"all {count} workers'" if count > 1 else "gateway"),
+                share,
+                f"{per_process * settings.processes} client connections",
                 _completeness_note(result),
             ),
         )
@@ -945,7 +1070,7 @@ _ROW_ORDER = (
     "audit_verify",
     "index_lookup_",
     "gateway_at_index_",
-    "worker_scaling",
+    WORKERS_ID,
 )
 
 
@@ -1138,6 +1263,14 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
             gateway_rows.append((BATCH_ID, _batch_title(settings.batch_size)))
         if "index" in scenarios:
             gateway_rows.append((INDEX_ID, INDEX_TITLE))
+        workers_rows = (
+            [
+                (f"{WORKERS_ID}{count}", _workers_title(count))
+                for count in worker_counts(settings.workers)
+            ]
+            if "workers" in scenarios
+            else []
+        )
         scale_rows = (
             [
                 row
@@ -1150,7 +1283,7 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
             if "scale" in scenarios
             else []
         )
-        if gateway_rows or scale_rows:
+        if gateway_rows or scale_rows or workers_rows:
             _log(
                 f"starting the mock sources ({settings.population:,} subjects, {latency:g} ms each)"
             )
@@ -1174,9 +1307,15 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
                     except Exception as error:
                         _log(f"scale scenario failed: {type(error).__name__}: {error}")
                         _fail_missing(results, scale_rows, error)
+                if workers_rows:
+                    try:
+                        suite.run_workers(sources)
+                    except Exception as error:
+                        _log(f"workers scenario failed: {type(error).__name__}: {error}")
+                        _fail_missing(results, workers_rows, error)
             except Exception as error:
                 _log(f"mock sources failed: {type(error).__name__}: {error}")
-                _fail_missing(results, gateway_rows + scale_rows, error)
+                _fail_missing(results, gateway_rows + scale_rows + workers_rows, error)
             finally:
                 fleet.stop()
     results.rows.extend(Row.pending(row_id, title, issue) for row_id, title, issue in PENDING_ROWS)

@@ -151,7 +151,6 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     servicer = RepairStatusServicer(
         engine,
         tokenizer,
-        fact_index,
         consents,
         identify,
         functools.partial(sign_report, signing_keys.private_key),

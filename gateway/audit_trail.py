@@ -42,6 +42,7 @@ from audit import (
     new_entry,
 )
 from audit.entry import ActionValue
+from audit.log import Rider
 from gateway.institution import Institution
 from gateway.telemetry import record_audit_failure
 
@@ -94,6 +95,7 @@ class AuditTrail:
         consent_id: str = "",
         case_reference: str = "",
         report: report_pb2.RepairStatusReport | None = None,
+        rider: Rider | None = None,
     ) -> AppendReceipt:
         """Append one decision and return once it is durable; ``GatewayError`` (UNAVAILABLE,
         ``AUDIT_UNAVAILABLE``) if it cannot be, in which case the caller releases nothing.
@@ -101,6 +103,7 @@ class AuditTrail:
         ``reason`` ``ALLOWED`` records an allowed decision, anything else a refusal for that
         reason. ``report``, for an answer about to be released, fills what it holds (categories
         returned and withheld, sources consulted, chargeable, report id and digest).
+        ``rider`` writes more rows in the entry's transaction (``audit.log.Rider``).
         """
         try:
             entry = new_entry(
@@ -120,7 +123,7 @@ class AuditTrail:
             )
             self._in_flight += 1
             try:
-                return await self.log.append(entry)
+                return await self.log.append(entry, rider=rider)
             finally:
                 self._in_flight -= 1
         except (AuditUnavailable, AuditEntryError) as exc:

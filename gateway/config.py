@@ -34,6 +34,8 @@ from gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse
 from gateway.watch.settings import WATCH_KEYS, WatchSettings
 
 ENV_PREFIX = "CREDGATE_"
+MAX_WORKERS = 256
+"""Most ``gateway.workers``: a typo such as 1000 should fail at start, not fork 1000 gateways."""
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,12 @@ class GatewaySettings:
     default_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
     drain_delay_seconds: float = 0.0
+    workers: int = 1
+    """Gateway processes on this host, all bound to ``listen`` with SO_REUSEPORT so the kernel
+    spreads connections over them and every core is used; 1 = one process, no supervisor. Each
+    worker is a whole gateway (its own database pool, audit batching, change-feed reader); the
+    audit log stays one sequence (docs/deployment.md). ``credgate serve --workers N`` overrides
+    it."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,8 @@ class TelemetryConfig:
     prometheus_host: str = "127.0.0.1"
     """Address the scrape endpoint binds to; loopback unless the scraper is elsewhere."""
     prometheus_port: int = 9464
-    """Port of the scrape endpoint (``/metrics``); 0 picks a free one."""
+    """Port of the scrape endpoint (``/metrics``); 0 picks a free one. With several
+    ``gateway.workers``, worker i (from 0) serves its own metrics on this port + i."""
     export_interval_seconds: float = 60.0
     """How often metrics are pushed by the console and OTLP exporters."""
     log_format: str = "text"
@@ -181,6 +190,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
         "default_deadline_seconds": float,
         "shutdown_grace_seconds": float,
         "drain_delay_seconds": float,
+        "workers": int,
     },
     "tls": {"ca": Path, "cert": Path, "key": Path, "revocation_list": Path},
     "storage": {"url": str, "data_dir": Path},
@@ -416,6 +426,7 @@ def _numbers(settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConf
         "gateway.default_deadline_seconds": settings.default_deadline_seconds > 0,
         "gateway.shutdown_grace_seconds": settings.shutdown_grace_seconds >= 0,
         "gateway.drain_delay_seconds": settings.drain_delay_seconds >= 0,
+        "gateway.workers": 1 <= settings.workers <= MAX_WORKERS,
         "breaker.failure_threshold": breaker.failure_threshold > 0,
         "breaker.reset_seconds": breaker.reset_seconds > 0,
         "audit.checkpoint_interval_seconds": audit.checkpoint_interval_seconds > 0,

@@ -15,12 +15,11 @@ Handlers are expected to be ``async`` (coroutines, async generators, or coroutin
 
 from __future__ import annotations
 
-import inspect
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from types import TracebackType
+from typing import NoReturn
 
 import grpc
 
@@ -31,12 +30,11 @@ from gateway.errors import (
     set_request_id,
     to_grpc_status,
 )
+from gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; quote the request id when reporting it"
-
-Behavior = Callable[[Any, Any], Any]
 
 
 def _redacted_traceback(exc: BaseException) -> str:
@@ -60,20 +58,6 @@ def _redacted_traceback(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
-def _begin(context: grpc.aio.ServicerContext) -> str:
-    request_id = str(uuid.uuid4())
-    set_request_id(request_id)
-    context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
-    return request_id
-
-
-def _finish(context: grpc.aio.ServicerContext, request_id: str) -> None:
-    """Put the request id back if the handler replaced the trailing metadata."""
-    trailing = tuple(context.trailing_metadata() or ())
-    if not any(key == REQUEST_ID_METADATA_KEY for key, _ in trailing):
-        context.set_trailing_metadata((*trailing, (REQUEST_ID_METADATA_KEY, request_id)))
-
-
 async def _fail(
     context: grpc.aio.ServicerContext, exc: Exception, method: str, request_id: str
 ) -> NoReturn:
@@ -93,81 +77,40 @@ async def _fail(
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-def _wrap_unary_response(behavior: Behavior, method: str) -> Behavior:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_id = _begin(context)
-        try:
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _fail(context, exc, method, request_id)
-        _finish(context, request_id)
-        return result
+class _HandledCall:
+    """One call under a request id, its exceptions turned into statuses (``_fail``)."""
 
-    return wrapper
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self._method = method
+        self._context = context
+        self._request_id = str(uuid.uuid4())
 
+    async def __aenter__(self) -> None:
+        set_request_id(self._request_id)
+        self._context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, self._request_id),))
 
-def _wrap_stream_response(behavior: Behavior, method: str) -> Behavior:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        request_id = _begin(context)
-        try:
-            result = behavior(request, context)
-            if inspect.isawaitable(result):  # reader/writer style: writes via context.write
-                await result
-            elif hasattr(result, "__aiter__"):
-                try:
-                    async for response in result:
-                        yield response
-                finally:
-                    if hasattr(result, "aclose"):  # stop the inner generator promptly
-                        await result.aclose()
-            elif result is not None:
-                for response in result:
-                    yield response
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _fail(context, exc, method, request_id)
-        _finish(context, request_id)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self._finish()
+        elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+            await _fail(self._context, exc, self._method, self._request_id)
 
-    return wrapper
+    def _finish(self) -> None:
+        """Put the request id back if the handler replaced the trailing metadata."""
+        trailing = tuple(self._context.trailing_metadata() or ())
+        if not any(key == REQUEST_ID_METADATA_KEY for key, _ in trailing):
+            self._context.set_trailing_metadata(
+                (*trailing, (REQUEST_ID_METADATA_KEY, self._request_id))
+            )
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """The same handler, with its behaviour run under request-id and error handling."""
-    de, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method), de, ser
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, method), de, ser
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method), de, ser
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method), de, ser
-        )
-    return handler
-
-
-class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+class RequestInterceptor(WrappingInterceptor):
     """Request ids, ``GatewayError`` → status, and any other exception → bare INTERNAL."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        """Wrap whatever handler the rest of the chain found; unknown methods pass through."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return wrap_handler(handler, str(handler_call_details.method))
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return wrap_handler(handler, method, _HandledCall)

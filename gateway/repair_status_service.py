@@ -3,7 +3,8 @@
 identity (mTLS) → validation → subject token → evidence the purpose's row asks for (a consent
 grant; for self-inquiry, whether the caller's certificate names this subject's enrolled key)
 → policy decision → query engine (fan-out, merge, minimize) → annotate with the decision →
-sign, bound to the request → audit → record what was issued → answer.
+sign, bound to the request → audit, with the record of what was issued in the same commit →
+answer.
 
 Permission is decided before the gateway looks for the subject's records at all, so a denied
 caller cannot learn whether a person has any; the consent register is read afresh on every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import Callable
 
 import grpc
@@ -29,6 +31,7 @@ from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import report_pb2
 
+from audit.log import Rider
 from consent import policy
 from consent.register import ConsentRegister, GrantLookup
 from gateway import identity_number
@@ -39,7 +42,7 @@ from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.report_signing import request_digest
 from gateway.request_validation import validate_request
-from gateway.storage.fact_index import FactIndex
+from gateway.storage.issued_reports import insert_issued_reports, issued_report_row
 from gateway.subject_identity import SubjectIdentities
 from gateway.telemetry import record_denial, record_invalid_request
 from gateway.watch.service import WatchStreams
@@ -62,7 +65,6 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self,
         engine: QueryEngine,
         tokenizer: SubjectTokenizer,
-        fact_index: FactIndex,
         consents: ConsentRegister,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         sign: SignReport,
@@ -74,7 +76,6 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
-        self._fact_index = fact_index
         self._consents = consents
         self._subjects = SubjectIdentities(consents)
         self._identify = identify
@@ -213,8 +214,16 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         )
         _annotate(report, decision, institution, consent)
         signed = self._sign(report, request_digest(request))
-        await self._record(institution, request, token, consent, decision.reason, report)
-        await self._fact_index.record_issued_report(report, institution.institution_id)
+        issued = issued_report_row(report, institution.institution_id, dt.datetime.now(dt.UTC))
+        await self._record(
+            institution,
+            request,
+            token,
+            consent,
+            decision.reason,
+            report,
+            rider=functools.partial(insert_issued_reports, rows=[issued]),
+        )
         return report, signed
 
     async def _record(
@@ -225,14 +234,16 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         consent: GrantLookup | None,
         reason: str,
         report: report_pb2.RepairStatusReport | None = None,
+        *,
+        rider: Rider | None = None,
     ) -> None:
         """The audit step: this decision, durable before anything reaches the caller.
 
-        Before the issued report is stored, so a failed append leaves nothing behind that says
-        the report went out. The consent id is the grant the decision weighed (for a refusal
-        without one, what the request named). A use already counted against a grant limited in
-        uses stays counted if the append then fails: erring toward fewer answers than the
-        subject agreed to, never more.
+        A released report's ``issued_reports`` record rides in the entry's transaction, so a
+        failed append leaves nothing behind that says the report went out. The consent id is
+        the grant the decision weighed (for a refusal without one, what the request named). A
+        use already counted against a grant limited in uses stays counted if the append then
+        fails: erring toward fewer answers than the subject agreed to, never more.
         """
         await self._audit.record(
             institution,
@@ -243,6 +254,7 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             consent_id=(consent.consent_id if consent is not None else "") or request.consent_id,
             case_reference=request.case_reference,
             report=report,
+            rider=rider,
         )
 
 

@@ -22,6 +22,7 @@ verifies with it. Keys are kept by ``gateway.signing_keys``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -69,6 +70,12 @@ def raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=16)
+def _key_id_of(private_key: Ed25519PrivateKey) -> str:
+    """The signing key's id, derived once per key rather than once per report."""
+    return signing_key_id(raw_public_key(private_key))
+
+
 def index_public_keys(public_keys: Iterable[bytes]) -> dict[str, bytes]:
     """``{key_id: public_key}`` for raw keys, ids computed here (never taken on trust)."""
     indexed: dict[str, bytes] = {}
@@ -106,7 +113,7 @@ def sign_report(
     return report_pb2.SignedReport(
         report=report_bytes,
         request_digest=digest,
-        key_id=signing_key_id(raw_public_key(private_key)),
+        key_id=_key_id_of(private_key),
         signature=private_key.sign(signed_message(report_bytes, digest)),
     )
 

@@ -69,6 +69,7 @@ class GatewayServer:
         drain_delay_seconds: float = 0.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         options: Sequence[tuple[str, Any]] = (),
+        reuse_port: bool = False,
     ) -> None:
         if tls is None and not insecure_dev:
             raise ValueError("mutual TLS needs a TlsConfig unless insecure_dev is set")
@@ -78,7 +79,10 @@ class GatewayServer:
         self._grace = shutdown_grace_seconds
         self._drain_delay = drain_delay_seconds
         self._interceptors = [TelemetryInterceptor(), RequestInterceptor(), *interceptors]
-        self._options = [("grpc.so_reuseport", 0), *options]
+        # SO_REUSEPORT off by default: a second gateway started on a port already in use must
+        # fail to bind, not silently share it. Only the workers of one ``credgate serve
+        # --workers N`` (``gateway.workers``) share a port on purpose.
+        self._options = [("grpc.so_reuseport", 1 if reuse_port else 0), *options]
         self._registrations: list[tuple[AddServicerFn, Any, str]] = []
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -89,7 +93,8 @@ class GatewayServer:
     def from_config(
         cls, config: GatewayConfig, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     ) -> GatewayServer:
-        """A server listening and securing itself as ``[gateway]`` and ``[tls]`` say."""
+        """A server listening and securing itself as ``[gateway]`` and ``[tls]`` say; with
+        several ``workers`` it binds with SO_REUSEPORT, beside its sibling workers."""
         return cls(
             listen=config.gateway.listen,
             tls=config.tls,
@@ -97,6 +102,7 @@ class GatewayServer:
             shutdown_grace_seconds=config.gateway.shutdown_grace_seconds,
             drain_delay_seconds=config.gateway.drain_delay_seconds,
             interceptors=interceptors,
+            reuse_port=config.gateway.workers > 1,
         )
 
     def add_servicer(self, add_fn: AddServicerFn, servicer: Any, full_service_name: str) -> None:

@@ -24,17 +24,23 @@ START_TIMEOUT_SECONDS = 30.0
 _LISTENING = re.compile(r"gateway listening on \S+ \(port (\d+)\)")
 
 
-def _toml(document: dict[str, Any]) -> str:
-    """Just enough TOML for a gateway config: tables of scalars and arrays of tables."""
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)  # strings, numbers, booleans and arrays of them read alike in TOML
+
+
+def toml_document(document: dict[str, Any]) -> str:
+    """Just enough TOML for a gateway config: tables, arrays of tables, inline tables."""
     lines: list[str] = []
     for section, body in document.items():
         for table in body if isinstance(body, list) else [body]:
             lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
 
 
-def _credgate() -> list[str]:
+def credgate_command() -> list[str]:
     script = Path(sys.executable).with_name("credgate")
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
@@ -55,7 +61,7 @@ class GatewayProcess:
         offset = self._log.stat().st_size if self._log.exists() else 0
         with self._log.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *_credgate(), "serve", "--config", str(self._config),
+                *credgate_command(), "serve", "--config", str(self._config),
                 stdout=log, stderr=log, env=env,
             )  # fmt: skip
         self.starts += 1
@@ -88,7 +94,7 @@ async def gateway_process(
 ) -> AsyncIterator[GatewayProcess]:
     ensure_provider_certs(pki)
     config = directory / "gateway.toml"
-    config.write_text(_toml(sync_document(pki, directory, storage_url)), encoding="utf-8")
+    config.write_text(toml_document(sync_document(pki, directory, storage_url)), encoding="utf-8")
     process = GatewayProcess(config, directory / "gateway.log")
     await process.start()
     try:

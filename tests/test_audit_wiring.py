@@ -45,7 +45,7 @@ from gateway.client import CredgateError
 from gateway.config import ConfigError, config_from_mapping, load_config
 from gateway.pki import institution_paths
 from gateway.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
-from gateway.storage.fact_index import report_digest
+from gateway.storage.issued_reports import report_digest
 from gateway.storage.models import IssuedReport
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel

@@ -22,6 +22,7 @@ from bench.loadgen import percentile, split
 from gateway.identity_number import validate
 
 SMOKE_INDEX_SIZES = (200, 1000)
+SMOKE_WORKERS = 2
 MEASURED_ROWS = (
     "echo_baseline",
     "direct_fanout",
@@ -32,8 +33,9 @@ MEASURED_ROWS = (
     "audit_append",
     *(f"index_lookup_{size}" for size in SMOKE_INDEX_SIZES),
     *(f"gateway_at_index_{size}" for size in SMOKE_INDEX_SIZES),
+    *(f"worker_scaling_{count}" for count in range(1, SMOKE_WORKERS + 1)),
 )
-PENDING_ROWS = ("worker_scaling",)
+PENDING_ROWS: tuple[str, ...] = ()
 POSTGRES_URL = os.environ.get("CREDGATE_TEST_POSTGRES_URL", "")
 
 
@@ -55,6 +57,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[
                 "--batch-concurrency", "1",
                 "--index-sizes", ",".join(str(size) for size in SMOKE_INDEX_SIZES),
                 "--lookups", "100",
+                "--workers", str(SMOKE_WORKERS),
                 "--json", str(results_path),
                 "--workdir", str(directory / "work"),
                 *(["--postgres-url", POSTGRES_URL] if POSTGRES_URL else []),
@@ -108,6 +111,26 @@ def test_ratios_cpu_overhead_and_memory_are_reported(
         lookup = rows[f"index_lookup_{size}"]["metrics"]
         assert lookup["subjects"] == size
         assert lookup["facts_per_lookup"] == 8.0
+
+
+def test_worker_rows_scale_from_one_worker_with_cpu_over_all_workers(
+    smoke_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    rows = _rows(smoke_run[2])
+    one = rows["worker_scaling_1"]
+    assert one["metrics"]["vs_one_worker"] == 1.0
+    for count in range(1, SMOKE_WORKERS + 1):
+        row = rows[f"worker_scaling_{count}"]
+        metrics = row["metrics"]
+        assert metrics["workers"] == count
+        assert metrics["server_cpu_ms_per_call"] > 0  # summed over every worker process
+        assert 0 < row["vs_echo"] < math.inf
+        assert metrics["vs_one_worker"] == row["qps"] / one["qps"]
+        assert metrics["client_connections"] >= count
+    shares = rows[f"worker_scaling_{SMOKE_WORKERS}"]["metrics"]["worker_cpu_share"]
+    assert len(shares) == SMOKE_WORKERS
+    assert all(share > 0 for share in shares)  # every worker ran (idle work at least)
+    assert math.isclose(sum(shares), 1.0)
 
 
 def test_audit_verify_reports_entries_per_second(

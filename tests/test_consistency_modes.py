@@ -323,3 +323,92 @@ def test_the_feed_lock_and_channel_match_the_sync_store_and_the_migration() -> N
     migration = import_module("gateway.storage.migrations.versions.0005_watch_reconciliation")
     assert FEED_LOCK_KEY == sync_store._FEED_LOCK_KEY
     assert notify.CHANGE_FEED_CHANNEL == migration.CHANGE_FEED_CHANNEL
+
+
+# -- the fresh facts' write-behind (issue #7) ------------------------------------------------------
+
+
+async def test_store_later_is_seen_by_reads_and_keeps_the_order_of_writes(
+    fact_index: FactIndex, database: Database
+) -> None:
+    """A LIVE answer does not wait for its facts' commit; reads of the subject in this process
+    still see them, and two queued writes of one subject land in the order they were made."""
+    token = "st_" + "c" * 32
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    t1, t2 = now - dt.timedelta(days=2), now - dt.timedelta(days=1)
+    observation, restored = vocab.REPAIR_STATE_OBSERVATION, vocab.REPAIR_STATE_RESTORED
+
+    await fact_index.store_later(token, [_facts(t1, observation, now)])
+    await fact_index.store_later(token, [_facts(t2, restored, now)])  # newer, queued behind
+    assert (await fact_index.indexed(token))["bank-qianhai"].facts.asserted_state == restored
+    # Older facts queued after newer ones are not stored (the newest-as-of rule still holds).
+    await fact_index.store_later(token, [_facts(t1, observation, now)])
+    held = await fact_index.last_known(token, "bank-qianhai")
+    assert held is not None
+    assert held.asserted_state == restored
+    await fact_index.flush()
+    assert await _feed_rows(database) == 2
+    other = FactIndex(database, fact_index._cipher)  # another index over the same database
+    await fact_index.store_later(token, [_facts(now, observation, now)])
+    assert (await other.last_known_all(token))["bank-qianhai"].asserted_state == observation
+
+
+async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it(
+    fact_index: FactIndex, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.storage.index_writes import fact_writer, pending_write
+
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    good, bad = "st_" + "d" * 32, "st_" + "e" * 32
+    facts = _facts(now - dt.timedelta(days=1), vocab.REPAIR_STATE_OBSERVATION, now)
+    writer = fact_writer(database)
+    failed = writer.failed
+    broken = pending_write(bad, [(facts, {"source_kind": 1})], now, fact_index._open_facts)
+    with caplog.at_level("ERROR", logger="gateway.storage.index_writes"):
+        first = await writer.submit(broken)  # queued together: one group, one transaction
+        await fact_index.store_later(good, [facts])
+        await fact_index.flush()
+    assert first.done()
+    assert isinstance(first.exception(), KeyError)
+    assert writer.failed == failed + 1
+    assert (
+        f"fresh facts of subject {bad} from sources bank-qianhai may not have been stored"
+        in caplog.text
+    )
+    assert "bank-qianhai" in await fact_index.last_known_all(good)
+    assert await fact_index.last_known_all(bad) == {}
+    with pytest.raises(KeyError):  # an awaited write raises what failed
+        await writer.write(pending_write(bad, [(facts, {})], now, fact_index._open_facts))
+
+
+async def test_the_engine_queues_fresh_facts_and_flushes_them_when_closed() -> None:
+    from gateway.engine.query import QueryEngine
+
+    class Cache:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        async def store(self, token: str, facts: report_pb2.SourceFacts) -> bool:
+            raise AssertionError("the live path queues its facts")
+
+        async def store_many(
+            self, token: str, facts: Sequence[report_pb2.SourceFacts]
+        ) -> list[bool]:
+            raise AssertionError("the live path queues its facts")
+
+        async def store_later(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
+            self.calls.append(f"store_later {token} {len(facts)}")
+
+        async def flush(self) -> None:
+            self.calls.append("flush")
+
+        async def indexed(self, token: str) -> dict[str, Any]:
+            self.calls.append("indexed")
+            return {}
+
+    cache = Cache()
+    engine = QueryEngine([], cache)
+    token = "st_" + "f" * 32
+    await engine._store_all(token, [_facts(dt.datetime.now(dt.UTC), 1, dt.datetime.now(dt.UTC))])
+    await engine.aclose()
+    assert cache.calls == [f"store_later {token} 1", "flush"]

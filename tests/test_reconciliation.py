@@ -29,7 +29,7 @@ from gateway.protection.keyring import Keyring
 from gateway.protection.tokens import SubjectTokenizer
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki, mtls_channel
-from tests.sync_process import _toml
+from tests.sync_process import toml_document
 from tests.sync_support import ROGUE_PROVIDER, provider_channel
 from tests.watch_support import CASE, JUDICIAL, feed_document, running_gateway
 
@@ -108,7 +108,7 @@ async def test_the_registry_lag_appears_on_push_and_clears_with_the_catch_up(
     number, name = lagging.person.identity_number, lagging.person.name
     document = feed_document(dev_pki, tmp_path, database_url)
     config = tmp_path / "gateway.toml"
-    config.write_text(_toml(document), encoding="utf-8")
+    config.write_text(toml_document(document), encoding="utf-8")
     keyring = Keyring.load(tmp_path / "keyring.json")
     token = SubjectTokenizer(keyring.subject_token_key).token(number)
     pki_dir = dev_pki.paths.directory

@@ -38,7 +38,7 @@ from gateway.signing_keys import (
     load_signing_keys,
     rotate_signing_key,
 )
-from gateway.storage.fact_index import report_digest
+from gateway.storage.issued_reports import report_digest
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 

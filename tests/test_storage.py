@@ -34,8 +34,8 @@ from gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
-    report_digest,
 )
+from gateway.storage.issued_reports import report_digest
 from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
 from gateway.workflows import models as workflow_models  # noqa: F401  (compared too)

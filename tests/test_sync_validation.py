@@ -17,11 +17,13 @@ from adapters.mocks.population import Population
 from adapters.mocks.providers import PLATFORM, REGISTRY, update_history
 from gateway.errors import parse_error
 from gateway.protection.cipher import FieldCipher
+from gateway.protection.keyring import Keyring
 from gateway.storage.models import SourceFactsRow, Subject
 from gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
 from gateway.sync.rotation import reencrypt_originals
 from gateway.sync.signing import sign_update
-from gateway.sync.store import SyncStore
+from gateway.sync.store import SyncStore, _refuse_naive
+from gateway.sync.validate import _IDEMPOTENCY_KEY, envelope_key_id
 from tests.fixtures.pki import DevPki
 from tests.sync_support import (
     ROGUE_PROVIDER,
@@ -257,3 +259,38 @@ async def test_key_rotation_moves_the_signed_originals_to_the_new_key(
     assert key_ids == {new_key} != {old_key}
     assert original is not None
     assert original.update_bytes == signed_by_platform(history[:30])[29].update_bytes
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("a" * 7, False),
+        ("a" * 8, True),
+        ("!~" * 64, True),
+        ("a" * 129, False),
+        ("abcd efgh", False),  # a space is not printable-without-space ASCII
+        ("abcdefg\x7f", False),
+        ("abcdefgé", False),
+        ("abcdefgh\n", False),  # fullmatch: no trailing-newline loophole
+    ],
+)
+def test_idempotency_key_rule(key: str, valid: bool) -> None:
+    assert (_IDEMPOTENCY_KEY.fullmatch(key) is not None) is valid
+
+
+def test_envelope_key_id_reads_what_the_cipher_wrote(tmp_path: Path) -> None:
+    keyring = Keyring.generate(tmp_path / "keyring.json")
+    keyring.add_key()
+    cipher = FieldCipher(keyring)
+    blob = cipher.encrypt(b"facts", context=b"ctx")
+    assert envelope_key_id(blob) == FieldCipher.key_id_of(blob) == keyring.primary_key_id
+
+
+def test_the_postgresql_bulk_writes_refuse_naive_datetimes() -> None:
+    """They bypass ``UTCDateTime`` (arrays sent straight to psycopg), so they check its rule."""
+    aware = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    _refuse_naive("rows_received_at", [aware, None, aware])
+    with pytest.raises(ValueError, match="naive"):
+        _refuse_naive("rows_received_at", [aware, aware.replace(tzinfo=None)])
+    with pytest.raises(ValueError, match="naive"):
+        _refuse_naive("shared_changed_at", aware.replace(tzinfo=None))

@@ -33,7 +33,7 @@ from gateway.protection.keyring import Keyring
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.telemetry import instruments
 from tests.fixtures.pki import DevPki
-from tests.sync_process import GatewayProcess, _toml
+from tests.sync_process import GatewayProcess, toml_document
 from tests.sync_support import index_state
 from tests.watch_support import (
     AS_OF,
@@ -278,7 +278,7 @@ async def test_a_change_on_one_replica_reaches_a_watcher_on_another(
     replicas = []
     for name in ("a", "b"):
         config = tmp_path / f"replica-{name}.toml"
-        config.write_text(_toml(document), encoding="utf-8")
+        config.write_text(toml_document(document), encoding="utf-8")
         replicas.append(GatewayProcess(config, tmp_path / f"replica-{name}.log"))
     async with contextlib.AsyncExitStack() as stack:
         for replica in replicas:

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from credit_repair.v1 import report_pb2, vocabulary_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from adapters.base import SourceAdapter, SourceConfig, SourceError
@@ -124,26 +126,29 @@ async def _consult(
     """``_guarded_consult`` in its own span, counted and timed by outcome."""
     config = adapter.config
     attributes = {telemetry.SOURCE_ID: config.source_id, telemetry.SOURCE_KIND: config.kind}
-    with telemetry.tracer.start_as_current_span(
-        SPAN_NAME, attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as span:
-        started = time.perf_counter()
-        outcome_label = "CANCELLED"  # unless the call comes back with an outcome
-        try:
-            outcome = await _guarded_consult(adapter, identity_number, deadline, breaker, grace)
-            outcome_label = "ok" if outcome.ok else outcome.reason
-            return outcome
-        finally:
-            span.set_attribute(telemetry.OUTCOME, outcome_label)
-            if outcome_label != "ok":
-                span.set_status(Status(StatusCode.ERROR, outcome_label))
-            called = outcome_label != "CIRCUIT_OPEN"
-            telemetry.record_source_call(
-                config.source_id,
-                config.kind,
-                outcome_label,
-                time.perf_counter() - started if called else None,
-            )
+    # start_span and attach rather than start_as_current_span: the same span, made current for
+    # the call, without two layers of generator-based context managers per source (issue #7).
+    span = telemetry.tracer.start_span(SPAN_NAME, attributes=attributes)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    started = time.perf_counter()
+    outcome_label = "CANCELLED"  # unless the call comes back with an outcome
+    try:
+        outcome = await _guarded_consult(adapter, identity_number, deadline, breaker, grace)
+        outcome_label = "ok" if outcome.ok else outcome.reason
+        return outcome
+    finally:
+        span.set_attribute(telemetry.OUTCOME, outcome_label)
+        if outcome_label != "ok":
+            span.set_status(Status(StatusCode.ERROR, outcome_label))
+        called = outcome_label != "CIRCUIT_OPEN"
+        telemetry.record_source_call(
+            config.source_id,
+            config.kind,
+            outcome_label,
+            time.perf_counter() - started if called else None,
+        )
+        span.end()
+        otel_context.detach(token)
 
 
 async def _guarded_consult(

@@ -10,11 +10,12 @@ default — the index where its copy is fresh enough and the source otherwise. S
 from the index, sources asked now and sources missing from the index all go into the same
 merge, so the rules of precedence, contradiction and minimization do not depend on the mode.
 
-Time: the whole report must be ready by ``deadline``. In LIVE mode reading the index starts
-together with the fan-out (it is local and usually done long before the sources answer); AUTO
-reads it first, since it decides whom to ask. The fan-out
-is given ``cache_reserve`` seconds less than the deadline, so storing fresh
-facts still fits — a source that times out right at the deadline is exactly the one whose
+Time: the whole report must be ready by ``deadline``. In LIVE mode the index is needed only
+for push-only sources (then reading it starts together with the fan-out: it is local and usually
+done long before the sources answer) and for sources that failed (then it is read after the
+fan-out); AUTO reads it first, since it decides whom to ask. The fan-out is given
+``cache_reserve`` seconds less than the deadline, so reading the index after it and queueing
+fresh facts still fit — a source that times out right at the deadline is exactly the one whose
 last-known facts the report needs.
 """
 
@@ -57,6 +58,15 @@ class FactCache(Protocol):
 
     async def store_many(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> list[bool]:
         """``store`` for several sources' facts (one item per source) in one transaction."""
+        ...
+
+    async def store_later(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
+        """``store_many`` without waiting for the commit (queued in order, never dropped; the
+        cache's own reads of the subject wait for it)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every write queued by ``store_later`` is committed (or given up)."""
         ...
 
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
@@ -181,7 +191,12 @@ class QueryEngine:
         return report
 
     async def aclose(self) -> None:
-        """Close every adapter; one failing to close does not keep the others open."""
+        """Commit the fresh facts still queued, then close every adapter; one failing to close
+        does not keep the others open. (The gateway releases the database after this.)"""
+        try:
+            await self._cache.flush()
+        except Exception as exc:
+            _log.error("flushing queued fresh facts failed: %s", type(exc).__name__)
         results = await asyncio.gather(
             *(a.aclose() for a in self._adapters), return_exceptions=True
         )
@@ -209,16 +224,27 @@ class QueryEngine:
         """Every source's outcome under ``mode``, what the index held (None: unreadable), and
         which sources were asked now (their fresh answers are stored).
 
-        LIVE reads the index alongside the fan-out (it only fills in for sources that fail);
-        AUTO and INDEX read it first, because it decides whom to ask.
+        LIVE reads the index alongside the fan-out when push-only sources are consulted, else
+        only after it and only if a source failed (it only fills in for those); AUTO and INDEX
+        read it first, because it decides whom to ask.
         """
-        index_task = asyncio.create_task(self._indexed(token))
+        # LIVE needs the index only for push-only sources and for sources that fail: without
+        # push-only sources it is read after the fan-out, and only if a source failed (reading
+        # and decrypting every source's row on every LIVE answer cost CPU for nothing).
+        reads_first = mode != cm.LIVE or any(source_id in consulted for source_id in self._push)
+        index_task = asyncio.create_task(self._indexed(token)) if reads_first else None
         try:
             live: list[SourceOutcome] = []
             if mode == cm.LIVE:
                 adapters = [a for a in self._adapters if a.config.source_id in consulted]
                 live = await self._fan_out(adapters, identity_number, deadline)
-            all_indexed = await self._within(deadline, index_task, "read the index")
+                if index_task is None and not all(outcome.ok for outcome in live):
+                    index_task = asyncio.create_task(self._indexed(token))
+            all_indexed = (
+                {}
+                if index_task is None
+                else await self._within(deadline, index_task, "read the index")
+            )
             indexed = (
                 None
                 if all_indexed is None
@@ -233,7 +259,8 @@ class QueryEngine:
                 asked = [self._by_id[source_id] for source_id in plan.live]
                 live = await self._fan_out(asked, identity_number, deadline)
         except BaseException:
-            index_task.cancel()
+            if index_task is not None:
+                index_task.cancel()
             raise
         outcomes = live + [
             SourceOutcome(*self._config_of(source_id), facts=entry.facts)
@@ -279,12 +306,19 @@ class QueryEngine:
             return ()
 
     async def _store_all(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
-        # One transaction for all sources' fresh facts (not one per source: each commit costs
-        # far more CPU than the rows it writes).
+        """Queue all sources' fresh facts as one write, and do not wait for its commit.
+
+        The answer does not depend on them: they are the cache later STALE answers fall back
+        on and what watchers are told about. Waiting cost every LIVE answer a commit (an fsync
+        on SQLite) on its critical path (issue #7). The cache keeps them in order, never drops
+        them, makes its own reads of the subject wait for them, logs any it could not store and
+        commits the rest on ``flush`` (``aclose``): ``gateway.storage.index_writes.FactWriter``.
+        This call only waits when too many writes are queued (back-pressure).
+        """
         if not facts:
             return
         try:
-            await self._cache.store_many(token, facts)
+            await self._cache.store_later(token, facts)
         except Exception as exc:
             _log.warning(
                 "storing facts of sources %s failed: %s",

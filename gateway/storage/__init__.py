@@ -15,8 +15,8 @@ from gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
-    report_digest,
 )
+from gateway.storage.issued_reports import report_digest
 from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 
 __all__ = [

@@ -8,6 +8,7 @@ SQLite is the embedded single-node default, and needs care to behave under concu
 
 * **WAL** so readers never block the writer and vice versa;
 * **foreign keys on** (SQLite leaves them off per connection);
+* **synchronous=FULL**, so a commit is durable when it returns;
 * **a busy timeout**, so a writer waits for the lock instead of failing at once;
 * **SQLAlchemy emits BEGIN itself** (the sqlite3 driver's legacy mode does not begin a
   transaction for SELECTs, which breaks read-then-write atomicity), and write transactions
@@ -17,6 +18,7 @@ SQLite is the embedded single-node default, and needs care to behave under concu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from gateway.storage.threaded import ThreadedTransactions
 
 BUSY_TIMEOUT_MS = 5000
 _SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"
@@ -76,16 +80,19 @@ def sync_url(url: str | URL) -> URL:
     return make_url(url).set(drivername=_SYNC_DRIVERS[backend_of(url)])
 
 
-def create_sync_engine(url: str | URL, *, writer: bool = True) -> Engine:
-    """A sync engine with the gateway's SQLite settings, for migrations and maintenance tools.
+def create_sync_engine(url: str | URL, *, writer: bool = True, **engine_kwargs: Any) -> Engine:
+    """A sync engine with the gateway's SQLite settings, for migrations, maintenance tools and
+    the hot paths' threaded transactions (``gateway.storage.threaded``).
 
     With ``writer`` its SQLite transactions begin IMMEDIATE, so two processes migrating at once
-    queue on the lock instead of interleaving DDL.
+    queue on the lock instead of interleaving DDL. ``engine_kwargs`` go to ``create_engine``.
     """
     if backend_of(url) != "sqlite":
-        return create_engine(sync_url(url))
+        return create_engine(sync_url(url), **engine_kwargs)
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-    engine = create_engine(sync_url(url), execution_options={_SQLITE_BEGIN_OPTION: begin})
+    engine = create_engine(
+        sync_url(url), execution_options={_SQLITE_BEGIN_OPTION: begin}, **engine_kwargs
+    )
     _install_sqlite_hooks(engine)
     return engine
 
@@ -100,6 +107,8 @@ class Database:
     def __init__(self, engine: AsyncEngine, backend: str) -> None:
         self.engine = engine
         self.backend = backend
+        self.threaded = ThreadedTransactions(engine.url, backend)
+        """Sync-Core transactions for the hot paths (``gateway.storage.threaded``)."""
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)
@@ -136,6 +145,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection (at shutdown, and in tests before reading files)."""
+        await asyncio.to_thread(self.threaded.dispose)
         await self.engine.dispose()
 
 
@@ -151,11 +161,16 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
-            cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL, fewer fsyncs
+            # FULL: a commit is fsynced before it returns, so an acknowledged update or a
+            # released answer's audit entry survives power loss (NORMAL in WAL mode may roll
+            # the newest commits back). Group commit keeps the fsyncs few.
+            cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        statement = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "BEGIN")
-        connection.exec_driver_sql(statement)
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement its own transaction (``ThreadedTransactions.fetch_all``)
+        connection.exec_driver_sql(options.get(_SQLITE_BEGIN_OPTION, "BEGIN"))

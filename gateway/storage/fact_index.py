@@ -13,7 +13,6 @@ a plaintext number in a key column.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,11 +29,17 @@ from gateway.protection.tokens import is_subject_token
 from gateway.storage.database import Database
 from gateway.storage.index_writes import (
     IndexedFacts,
+    fact_writer,
+    held_blobs,
+    pending_write,
     read_indexed,
-    store_many_newest,
-    store_newest,
 )
-from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
+from gateway.storage.issued_reports import (
+    IssuedReportConflict,
+    insert_issued_reports,
+    issued_report_row,
+)
+from gateway.storage.models import Base, SourceFactsRow, Subject
 
 SourceFacts = report_pb2.SourceFacts
 RepairStatusReport = report_pb2.RepairStatusReport
@@ -59,11 +64,6 @@ def facts_context(token: str, source_id: str) -> bytes:
     Unambiguous because a token never contains ``|`` (``is_subject_token`` is checked first).
     """
     return b"source_facts.facts_ciphertext|" + token.encode("ascii") + b"|" + source_id.encode()
-
-
-def report_digest(report: report_pb2.RepairStatusReport) -> str:
-    """Hex SHA-256 of the deterministic serialization: what ``issued_reports`` keeps."""
-    return hashlib.sha256(report.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _utcnow() -> dt.datetime:
@@ -142,19 +142,37 @@ class FactIndex:
         ``sequence`` is the provider's update sequence number, when the facts came by sync.
         """
         _require_token(token)
-        values = self._fact_values(token, facts, sequence)
-        return await store_newest(
-            self._db, token, facts, values, open_facts=self._open_facts, now=self._clock()
-        )
+        items = [(facts, self._fact_values(token, facts, sequence))]
+        write = pending_write(token, items, self._clock(), self._open_facts)
+        await fact_writer(self._db).write(write)
+        return write.changed[0]
 
     async def store_many(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> list[bool]:
         """``store`` for several sources' facts about ``token`` in one write transaction (at
         most one item per source); per item, whether the stored content changed."""
         _require_token(token)
         items = [(item, self._fact_values(token, item, None)) for item in facts]
-        return await store_many_newest(
-            self._db, token, items, open_facts=self._open_facts, now=self._clock()
-        )
+        write = pending_write(token, items, self._clock(), self._open_facts)
+        if items:
+            await fact_writer(self._db).write(write)
+        return write.changed
+
+    async def store_later(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
+        """``store_many`` without waiting for the commit: queued behind every earlier write,
+        and seen by this process's reads of ``token`` from now on. The live query path uses it
+        so an answer does not wait for its facts' commit; why that is safe (order, failures,
+        shutdown): ``gateway.storage.index_writes.FactWriter``. Call ``flush`` before the
+        database goes away."""
+        _require_token(token)
+        items = [(item, self._fact_values(token, item, None)) for item in facts]
+        if items:
+            await fact_writer(self._db).submit(
+                pending_write(token, items, self._clock(), self._open_facts)
+            )
+
+    async def flush(self) -> None:
+        """Wait until every queued write (``store_later``) is committed or given up."""
+        await fact_writer(self._db).flush()
 
     def _fact_values(
         self, token: str, facts: report_pb2.SourceFacts, sequence: int | None
@@ -187,30 +205,25 @@ class FactIndex:
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """Every source's indexed facts about ``token`` with their freshness, by source id."""
         _require_token(token)
+        await fact_writer(self._db).settled(token)
         return await read_indexed(self._db, token, self._open_facts)
 
     async def last_known(self, token: str, source_id: str) -> report_pb2.SourceFacts | None:
         """The last stored facts of ``source_id`` about ``token``, or ``None``."""
         _require_token(token)
-        async with self._db.session() as session:
-            blob = await session.scalar(
-                select(SourceFactsRow.facts_ciphertext).where(
-                    SourceFactsRow.subject_token == token, SourceFactsRow.source_id == source_id
-                )
-            )
+        await fact_writer(self._db).settled(token)
+        held = await self._db.threaded.read(lambda connection: held_blobs(connection, token))
+        blob = held.get(source_id)
         return None if blob is None else self._open_facts(token, source_id, blob)
 
     async def last_known_all(self, token: str) -> dict[str, report_pb2.SourceFacts]:
         """Every source's last stored facts about ``token``, keyed by source id."""
         _require_token(token)
-        async with self._db.session() as session:
-            rows = await session.execute(
-                select(SourceFactsRow.source_id, SourceFactsRow.facts_ciphertext)
-                .where(SourceFactsRow.subject_token == token)
-                .order_by(SourceFactsRow.source_id)
-            )
-            stored = rows.all()
-        return {source_id: self._open_facts(token, source_id, blob) for source_id, blob in stored}
+        await fact_writer(self._db).settled(token)
+        held = await self._db.threaded.read(lambda connection: held_blobs(connection, token))
+        return {
+            source_id: self._open_facts(token, source_id, blob) for source_id, blob in held.items()
+        }
 
     def _open_facts(self, token: str, source_id: str, blob: bytes) -> report_pb2.SourceFacts:
         where = f"stored facts of source {source_id!r} for subject {token}"
@@ -232,49 +245,20 @@ class FactIndex:
     async def record_issued_report(
         self, report: report_pb2.RepairStatusReport, institution_id: str
     ) -> None:
-        """Record that ``report`` was answered to ``institution_id`` (its digest, not its data).
+        """Record that ``report`` was answered to ``institution_id`` on its own (the query path
+        records it with the audit entry instead: ``gateway.storage.issued_reports``).
 
-        Idempotent for retries: recording the same report again is a no-op; a different report
-        under an already recorded id is an error.
+        Idempotent for retries; a different report under an already recorded id is an error.
         """
-        if not report.report_id:
-            raise ValueError("RepairStatusReport.report_id must be set")
-        if not institution_id:
-            raise ValueError("institution_id must be set")
-        _require_token(report.subject_token)
-        digest = report_digest(report)
-        generated_at = (
-            report.generated_at.ToDatetime(tzinfo=dt.UTC)
-            if report.HasField("generated_at")
-            else self._clock()
-        )
-        statement = (
-            self._insert(IssuedReport)
-            .values(
-                report_id=report.report_id,
-                subject_token=report.subject_token,
-                institution_id=institution_id,
-                purpose=int(report.purpose),
-                state=int(report.state),
-                generated_at=generated_at,
-                report_digest=digest,
+        row = issued_report_row(report, institution_id, self._clock())
+        try:
+            await self._db.threaded.write(
+                lambda connection: insert_issued_reports(connection, [row])
             )
-            .on_conflict_do_nothing()
-            # RETURNING rather than rowcount: psycopg's async cursor reports -1 for this INSERT.
-            .returning(IssuedReport.report_id)
-        )
-        async with self._db.write() as session:
-            inserted = await session.scalar(statement)
-            if inserted is None:
-                existing = await session.scalar(
-                    select(IssuedReport.report_digest).where(
-                        IssuedReport.report_id == report.report_id
-                    )
-                )
-                if existing != digest:
-                    raise FactIndexError(
-                        f"report {report.report_id!r} is already recorded with another digest"
-                    )
+        except IssuedReportConflict as exc:
+            raise FactIndexError(
+                f"report {report.report_id!r} is already recorded with another digest"
+            ) from exc
 
     # -- key rotation ---------------------------------------------------------------------------
 

@@ -13,27 +13,44 @@ every query would wake every watcher of the subject). Live-path feed rows carry 
 
 Commit order of change ids: on PostgreSQL sync takes a transaction-scoped advisory lock
 (``FEED_LOCK_KEY``) before writing any row, so feed ids are handed out and committed in the
-same order. A live write that will add a feed row takes the same lock first, in its own short
-transaction, so the guarantee holds for both writers (lock order: feed lock → row, never the
+same order. A live write that will add a feed row takes the same lock first in its transaction,
+before any row, so the guarantee holds for both writers (lock order: feed lock → row, never the
 reverse, so it cannot deadlock with a batch). The common case, unchanged content, takes no
 lock: it is a compare-and-set on the ciphertext it compared against.
+
+How (issue #7): every transaction here is a plain function of a sync Core ``Connection`` run by
+``Database.threaded`` (``gateway.storage.threaded``), and every statement is built once, below,
+with bind parameters. Through the async session the same writes cost about 1 ms of CPU per
+statement (statement construction, greenlet and driver-thread hops) and were 40 % of a live
+query's CPU; here a statement costs tens of microseconds. On SQLite the whole write — read what
+is held, compare, write — is one ``BEGIN IMMEDIATE`` transaction on the writer thread: it holds
+the write lock from the start, so what it read cannot change under it and no compare-and-set
+can lose. On PostgreSQL what is held is read first in a separate read transaction (to decide
+whether the feed lock is needed at all), then the write transaction takes the lock first when
+any content changes; a compare-and-set that lost a race without the lock is redone in a locked
+transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from credit_repair.v1 import report_pb2
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.storage.database import Database
 from gateway.storage.models import SourceFactsRow
 from gateway.sync.models import ChangeFeedRow, SyncCursor
+
+_log = logging.getLogger(__name__)
 
 FEED_LOCK_KEY = 0x63726564666565
 """The advisory lock ``gateway.sync.store`` takes before writing feed rows (a test checks)."""
@@ -42,6 +59,10 @@ LIVE_SEQUENCE = 0
 
 OpenFacts = Callable[[str, str, bytes], report_pb2.SourceFacts]
 """``FactIndex._open_facts``: decrypt and parse one row's facts (raises if unreadable)."""
+
+VALUE_COLUMNS = ("source_kind", "facts_ciphertext", "key_id", "source_as_of", "fetched_at",
+                 "sequence")  # fmt: skip
+"""The ``source_facts`` columns a write sets (``FactIndex._fact_values`` builds them)."""
 
 
 @dataclass(frozen=True)
@@ -71,40 +92,158 @@ class IndexedFacts:
 
 
 def comparable(facts: report_pb2.SourceFacts) -> bytes:
-    """The facts' content, without what changes on every fetch (fetch times, the stale flag)."""
+    """The facts' content, without what changes on every fetch: fetch times, the stale flag,
+    and the answer's own record id — for most sources a receipt number per query (the court's
+    查询流水号, the registry's report number, a bank's query id), not a fact. Records and cases
+    keep theirs: those name the facts. Counting receipts as content made every live answer a
+    "change": a change-feed row per source per query, waking watchers and the reconciler."""
     copy = report_pb2.SourceFacts()
     copy.CopyFrom(facts)
     copy.stale = False
+    copy.provenance.ClearField("source_record_id")
     for provenance in (copy.provenance, *(c.provenance for c in copy.cases),
                        *(r.provenance for r in copy.records)):  # fmt: skip
         provenance.ClearField("fetched_at")
     return copy.SerializeToString(deterministic=True)
 
 
+# -- statements, built once ------------------------------------------------------------------------
+
+_facts = cast(Table, SourceFactsRow.__table__)
+_cursors = cast(Table, SyncCursor.__table__)
+_feed = cast(Table, ChangeFeedRow.__table__)
+_c = _facts.c
+
+
+def _value_params() -> dict[str, Any]:
+    # Bind names differ from the column names: SQLAlchemy reserves those for its own VALUES/SET.
+    return {name: bindparam(f"v_{name}", type_=_c[name].type) for name in VALUE_COLUMNS}
+
+
+_READ_INDEXED = (
+    select(
+        _c.source_id,
+        _c.facts_ciphertext,
+        _c.fetched_at,
+        _c.source_as_of,
+        _c.sequence,
+        _cursors.c.updated_at,
+    )
+    .select_from(_facts.outerjoin(_cursors, _cursors.c.source_id == _c.source_id))
+    .where(_c.subject_token == bindparam("b_token"))
+    .order_by(_c.source_id)
+)
+_HELD = (
+    select(_c.source_id, _c.facts_ciphertext)
+    .where(_c.subject_token == bindparam("b_token"))
+    .order_by(_c.source_id)
+)
+_REFRESH = (
+    update(_facts)
+    .where(
+        _c.subject_token == bindparam("b_token"),
+        _c.source_id == bindparam("b_source"),
+        _c.facts_ciphertext == bindparam("b_held"),
+    )
+    .values(_value_params())
+)
+"""The compare-and-set refresh of a row whose content is unchanged (matched on its ciphertext)."""
+
+
+def _upsert_if_newer(dialect: Any) -> Any:
+    """Insert, or replace a row whose facts are not newer; RETURNING a row when written.
+
+    Facts without an as-of time claim nothing about their age, so they replace only a row that
+    has none either (every conforming adapter sets one; ``adapters.testing`` checks).
+    """
+    statement = dialect.insert(_facts).values(
+        subject_token=bindparam("b_token"), source_id=bindparam("b_source"), **_value_params()
+    )
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["subject_token", "source_id"],
+        set_={name: new[name] for name in VALUE_COLUMNS},
+        where=or_(
+            _c.source_as_of.is_(None),
+            new.source_as_of.is_not(None) & (_c.source_as_of <= new.source_as_of),
+        ),
+    ).returning(_c.source_id)
+
+
+_UPSERT = {"sqlite": _upsert_if_newer(sqlite), "postgresql": _upsert_if_newer(postgresql)}
+_FEED = insert(_feed).values(
+    subject_token=bindparam("b_token"),
+    source_id=bindparam("b_source"),
+    sequence=bindparam("b_sequence"),
+    changed_at=bindparam("b_changed_at", type_=_feed.c.changed_at.type),
+)
+_FEED_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+# -- reads -----------------------------------------------------------------------------------------
+
+
+def indexed_rows(connection: Connection, token: str) -> list[Any]:
+    """The rows ``read_indexed`` opens (for callers that batch it into their own transaction)."""
+    return list(connection.execute(_READ_INDEXED, {"b_token": token}).all())
+
+
 async def read_indexed(
     database: Database, token: str, open_facts: OpenFacts
 ) -> dict[str, IndexedFacts]:
     """Every source's indexed facts about ``token``, by source id, with their freshness."""
-    row = SourceFactsRow
-    query = (
-        select(
-            row.source_id,
-            row.facts_ciphertext,
-            row.fetched_at,
-            row.source_as_of,
-            row.sequence,
-            SyncCursor.updated_at,
-        )
-        .outerjoin(SyncCursor, SyncCursor.source_id == row.source_id)
-        .where(row.subject_token == token)
-        .order_by(row.source_id)
-    )
-    async with database.session() as session:
-        rows = (await session.execute(query)).all()
+    rows = await database.threaded.read(lambda connection: indexed_rows(connection, token))
     return {
         source_id: IndexedFacts(open_facts(token, source_id, blob), fetched, as_of, seq, synced)
         for source_id, blob, fetched, as_of, seq, synced in rows
     }
+
+
+def held_blobs(connection: Connection, token: str) -> dict[str, bytes]:
+    """Every source's ciphertext held for ``token``, by source id (in source id order)."""
+    return {source_id: blob for source_id, blob in connection.execute(_HELD, {"b_token": token})}
+
+
+# -- writes ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PendingWrite:
+    """One subject's fresh facts on their way into the index (at most one item per source).
+
+    ``values`` are the rows' columns (``FactIndex._fact_values``), ``contents`` the facts'
+    ``comparable`` bytes; ``changed`` is filled in by the write: per item, whether its content
+    changed (a feed row was then written).
+    """
+
+    token: str
+    source_ids: list[str]
+    values: list[dict[str, Any]]
+    contents: list[bytes]
+    now: dt.datetime
+    open_facts: OpenFacts
+    changed: list[bool]
+
+
+def pending_write(
+    token: str,
+    items: Sequence[tuple[report_pb2.SourceFacts, dict[str, Any]]],
+    now: dt.datetime,
+    open_facts: OpenFacts,
+) -> PendingWrite:
+    """A ``PendingWrite`` of ``items`` (facts, row values); at most one item per source."""
+    source_ids = [facts.source_id for facts, _ in items]
+    if len(set(source_ids)) != len(source_ids):
+        raise ValueError("store_many_newest takes at most one item per source")
+    return PendingWrite(
+        token,
+        source_ids,
+        [values for _, values in items],
+        [comparable(facts) for facts, _ in items],
+        now,
+        open_facts,
+        [False] * len(items),
+    )
 
 
 async def store_newest(
@@ -118,42 +257,9 @@ async def store_newest(
 ) -> bool:
     """Write ``values`` (the row's columns) unless the index holds newer facts; True when the
     facts' content changed, in which case a change-feed row was written in the same commit."""
-    source_id = facts.source_id
-    content = comparable(facts)
-    async with database.session() as session:
-        held_blob = await session.scalar(_held(token, source_id))
-    if held_blob is not None and _same(open_facts, token, source_id, held_blob, content):
-        async with database.write() as session:
-            refreshed = await session.execute(
-                update(SourceFactsRow)
-                .where(
-                    SourceFactsRow.subject_token == token,
-                    SourceFactsRow.source_id == source_id,
-                    SourceFactsRow.facts_ciphertext == held_blob,
-                )
-                .values(values)
-                .returning(SourceFactsRow.source_id)
-                .execution_options(synchronize_session=False)
-            )
-            if refreshed.first() is not None:
-                return False
-    async with database.write() as session:
-        if database.backend == "postgresql":
-            lock = text("SELECT pg_advisory_xact_lock(:key)")
-            await session.execute(lock, {"key": FEED_LOCK_KEY})
-        held_blob = await session.scalar(_held(token, source_id))  # stable now: feed lock held
-        changed = held_blob is None or not _same(open_facts, token, source_id, held_blob, content)
-        written = await _upsert_if_newer(session, database.backend, token, source_id, values)
-        if written and changed:
-            await session.execute(
-                _insert(ChangeFeedRow, database.backend).values(
-                    subject_token=token,
-                    source_id=source_id,
-                    sequence=values["sequence"] or LIVE_SEQUENCE,
-                    changed_at=now,
-                )
-            )
-        return written and changed
+    write = pending_write(token, [(facts, values)], now, open_facts)
+    await write_pending(database, [write])
+    return write.changed[0]
 
 
 async def store_many_newest(
@@ -166,97 +272,171 @@ async def store_many_newest(
 ) -> list[bool]:
     """``store_newest`` for several sources' facts about ``token`` (one source each), in one
     write transaction instead of one or two per source; the same rule and the same feed rows.
+    Returns, per item, whether its content changed (a feed row was then written)."""
+    write = pending_write(token, items, now, open_facts)
+    if items:
+        await write_pending(database, [write])
+    return write.changed
 
-    One read finds what is held. Sources whose content is unchanged get the compare-and-set
-    refresh; the others are written as ``store_newest`` writes them, under the feed lock (taken
-    first, before any row, on PostgreSQL), in the same transaction. On SQLite the transaction
-    holds the write lock from BEGIN, so a refresh whose compare-and-set lost a race is redone
-    there too; on PostgreSQL without the feed lock it is redone afterwards by ``store_newest``
-    (lock order: feed lock before rows, never after). Returns, per item, whether its content
-    changed (a feed row was then written).
-    """
-    if len({facts.source_id for facts, _ in items}) != len(items):
-        raise ValueError("store_many_newest takes at most one item per source")
-    if not items:
-        return []
-    source_ids = [facts.source_id for facts, _ in items]
-    contents = [comparable(facts) for facts, _ in items]
-    async with database.session() as session:
-        held_rows = (await session.execute(_held_many(token, source_ids))).all()
-    held = {source_id: blob for source_id, blob in held_rows}
-    refresh = [
-        i
-        for i, source_id in enumerate(source_ids)
-        if source_id in held and _same(open_facts, token, source_id, held[source_id], contents[i])
-    ]
-    refreshing = set(refresh)
-    change = [i for i in range(len(items)) if i not in refreshing]
-    postgres = database.backend == "postgresql"
-    locked = not postgres or bool(change)
-    results = [False] * len(items)
-    retry: list[int] = []
-    async with database.write() as session:
-        if postgres and change:
-            lock = text("SELECT pg_advisory_xact_lock(:key)")
-            await session.execute(lock, {"key": FEED_LOCK_KEY})
-        for i in refresh:
-            refreshed = await session.execute(
-                update(SourceFactsRow)
-                .where(
-                    SourceFactsRow.subject_token == token,
-                    SourceFactsRow.source_id == source_ids[i],
-                    SourceFactsRow.facts_ciphertext == held[source_ids[i]],
-                )
-                .values(items[i][1])
-                .returning(SourceFactsRow.source_id)
-                .execution_options(synchronize_session=False)
-            )
-            if refreshed.first() is None:
-                (change if locked else retry).append(i)
-        if change:
-            # Stable now: the feed lock (PostgreSQL) or the write lock (SQLite) is held.
-            now_held = {
-                source_id: blob
-                for source_id, blob in (
-                    await session.execute(_held_many(token, [source_ids[i] for i in change]))
-                ).all()
-            }
-            for i in sorted(change):
-                facts, values = items[i]
-                source_id = source_ids[i]
-                blob = now_held.get(source_id)
-                changed = blob is None or not _same(open_facts, token, source_id, blob, contents[i])
-                written = await _upsert_if_newer(
-                    session, database.backend, token, source_id, values
-                )
-                if written and changed:
-                    await session.execute(
-                        _insert(ChangeFeedRow, database.backend).values(
-                            subject_token=token,
-                            source_id=source_id,
-                            sequence=values["sequence"] or LIVE_SEQUENCE,
-                            changed_at=now,
-                        )
-                    )
-                results[i] = written and changed
-    for i in retry:
-        facts, values = items[i]
-        results[i] = await store_newest(
-            database, token, facts, values, open_facts=open_facts, now=now
+
+Job = tuple[PendingWrite, Sequence[int]]
+"""A write and which of its items to apply."""
+
+
+async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> None:
+    """Apply ``writes`` in the order given, in one commit (a group commit when there are
+    several: one fsync for all), filling in each one's ``changed``. The same subject may
+    appear more than once; a later write then sees what the earlier one wrote."""
+    jobs: list[Job] = [(write, range(len(write.source_ids))) for write in writes if write.values]
+    if not jobs:
+        return
+    if database.backend != "postgresql":
+        # BEGIN IMMEDIATE: the write lock is held from the start, so the read is stable.
+        await database.threaded.write(
+            lambda connection: _apply_all(connection, "sqlite", jobs, None)
         )
-    return results
-
-
-def _held_many(token: str, source_ids: Sequence[str]) -> Any:
-    return select(SourceFactsRow.source_id, SourceFactsRow.facts_ciphertext).where(
-        SourceFactsRow.subject_token == token, SourceFactsRow.source_id.in_(source_ids)
+        return
+    tokens = list(dict.fromkeys(write.token for write, _ in jobs))
+    held = await database.threaded.read(
+        lambda connection: {token: held_blobs(connection, token) for token in tokens}
     )
-
-
-def _held(token: str, source_id: str) -> Any:
-    return select(SourceFactsRow.facts_ciphertext).where(
-        SourceFactsRow.subject_token == token, SourceFactsRow.source_id == source_id
+    retry = await database.threaded.write(
+        lambda connection: _apply_all(connection, "postgresql", jobs, held)
     )
+    if retry:
+        # A compare-and-set lost a race while the feed lock was not held: redo under it.
+        await database.threaded.write(
+            lambda connection: _apply_all(connection, "postgresql", retry, None)
+        )
+
+
+def _apply_all(
+    connection: Connection,
+    backend: str,
+    jobs: Sequence[Job],
+    held: dict[str, dict[str, bytes]] | None,
+) -> list[Job]:
+    """One transaction's worth of writes; returns what must be redone under the feed lock.
+
+    ``held`` None: what is held is read here, after the feed lock is taken (PostgreSQL) or with
+    the write lock held since BEGIN (SQLite), so every read is stable and nothing is returned.
+    Otherwise ``held`` was read before this transaction: the feed lock is taken first if any
+    item's content may change, and compare-and-sets that lose without it are returned.
+    """
+    if held is None:
+        if backend == "postgresql":
+            connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})
+        for write, indices in jobs:
+            blobs = held_blobs(connection, write.token)
+            _write(connection, backend, write, blobs, _plan(write, indices, blobs), locked=True)
+        return []
+    plans = [_plan(write, indices, held.get(write.token, {})) for write, indices in jobs]
+    locked = any(change for _, change in plans)
+    if locked:
+        connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})  # first, before any row
+    retry: list[Job] = []
+    seen: set[str] = set()
+    for (write, indices), plan in zip(jobs, plans, strict=True):
+        blobs = held.get(write.token, {})
+        if write.token in seen:
+            # An earlier write in this transaction changed what the first read saw.
+            if not locked:
+                retry.append((write, indices))
+                continue
+            blobs = held_blobs(connection, write.token)
+            plan = _plan(write, indices, blobs)
+        seen.add(write.token)
+        lost = _write(connection, backend, write, blobs, plan, locked=locked)
+        if lost:
+            retry.append((write, lost))
+    return retry
+
+
+def _plan(
+    write: PendingWrite, indices: Sequence[int], held: dict[str, bytes]
+) -> tuple[list[int], list[int]]:
+    """Which items only refresh a row with the same content, and which may change one."""
+    refresh: list[int] = []
+    change: list[int] = []
+    for i in indices:
+        source_id = write.source_ids[i]
+        same = source_id in held and _same(
+            write.open_facts, write.token, source_id, held[source_id], write.contents[i]
+        )
+        (refresh if same else change).append(i)
+    return refresh, change
+
+
+def _write(
+    connection: Connection,
+    backend: str,
+    write: PendingWrite,
+    held: dict[str, bytes],
+    plan: tuple[list[int], list[int]],
+    *,
+    locked: bool,
+) -> list[int]:
+    """Apply one subject's ``plan`` (refreshes, possible changes); returns the refreshes whose
+    compare-and-set lost while not ``locked``. Under the lock they are redone here instead."""
+    token, source_ids = write.token, write.source_ids
+    refresh, change = plan[0], list(plan[1])
+    lost: list[int] = []
+    if refresh:
+        # One executemany for every refresh; only if its row count says some compare-and-set
+        # lost (never under SQLite's write lock) is it worked out which, by what the rows hold.
+        many = []
+        for i in refresh:
+            params = _values_params(write.values[i])
+            params.update(b_token=token, b_source=source_ids[i], b_held=held[source_ids[i]])
+            many.append(params)
+        refreshed = connection.execute(_REFRESH, many).rowcount
+        sure = connection.dialect.supports_sane_multi_rowcount and refreshed == len(refresh)
+        missed = [] if sure else _not_holding(connection, write, refresh)
+        for i in refresh:
+            write.changed[i] = False
+        (change if locked else lost).extend(missed)
+    if change:
+        # Stable now: the feed lock (PostgreSQL) or the write lock (SQLite) is held.
+        now_held = held_blobs(connection, token)
+        upsert = _UPSERT[backend]
+        feed = []
+        for i in sorted(change):
+            source_id = source_ids[i]
+            blob = now_held.get(source_id)
+            changed = blob is None or not _same(
+                write.open_facts, token, source_id, blob, write.contents[i]
+            )
+            params = _values_params(write.values[i])
+            params.update(b_token=token, b_source=source_id)
+            written = connection.execute(upsert, params).first() is not None
+            if written and changed:
+                feed.append(
+                    {
+                        "b_token": token,
+                        "b_source": source_id,
+                        "b_sequence": write.values[i]["sequence"] or LIVE_SEQUENCE,
+                        "b_changed_at": write.now,
+                    }
+                )
+            write.changed[i] = written and changed
+        if feed:
+            connection.execute(_FEED, feed)  # in item order, so change ids are too
+    return lost
+
+
+def _not_holding(connection: Connection, write: PendingWrite, indices: Sequence[int]) -> list[int]:
+    """Which of ``indices`` the index does not hold as written (each write's ciphertext is
+    unique: a fresh nonce per encryption), i.e. whose compare-and-set lost."""
+    now_held = held_blobs(connection, write.token)
+    return [
+        i
+        for i in indices
+        if now_held.get(write.source_ids[i]) != write.values[i]["facts_ciphertext"]
+    ]
+
+
+def _values_params(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{name}": values[name] for name in VALUE_COLUMNS}
 
 
 def _same(open_facts: OpenFacts, token: str, source_id: str, blob: bytes, content: bytes) -> bool:
@@ -268,28 +448,167 @@ def _same(open_facts: OpenFacts, token: str, source_id: str, blob: bytes, conten
         return False
 
 
-async def _upsert_if_newer(
-    session: AsyncSession, backend: str, token: str, source_id: str, values: dict[str, Any]
-) -> bool:
-    """Insert, or replace a row whose facts are not newer; True when a row was written.
+# -- the fresh facts' writer -----------------------------------------------------------------------
 
-    Facts without an as-of time claim nothing about their age, so they replace only a row that
-    has none either (every conforming adapter sets one; ``adapters.testing`` checks).
+MAX_QUEUED = 512
+"""Subjects' writes that may wait at once; past that, whoever adds one waits (never dropped)."""
+MAX_GROUP = 64
+"""Subjects' writes committed together in one transaction at most."""
+GROUP_DELAY_SECONDS = 0.01
+"""How long a queued write waits for others before its group is committed (unless a full group
+is already waiting). Without it the write of a LIVE answer's facts reached the database writer
+thread just before the same answer's audit entry (``gateway.storage.threaded`` has one writer
+on SQLite), which then waited for the facts' commit and fsync: the write was back on the
+critical path. The pause lets the answer's own writes go first and gathers more subjects into
+one commit under load. Reads of a subject wait for its queued writes, so they never miss one."""
+
+
+class FactWriter:
+    """Writes a database's fresh facts in order, one group commit at a time, off the caller's
+    critical path when the caller does not need the outcome.
+
+    Why a live answer does not wait for its facts to be stored: they are a cache, read for
+    STALE answers when a source later fails, and a feed for watchers. The answer itself is
+    complete without them, and waiting cost the answer a commit (an fsync on SQLite) and the
+    write's CPU. What keeps the write-behind safe:
+
+    * **Never reordered.** Every source-facts write of ``FactIndex`` (awaited or not) goes
+      through this one FIFO per database; a group applies its writes in order in one
+      transaction, and one group commits before the next begins. So two writes of the same
+      subject land in the order they were made.
+    * **Read your writes.** ``FactIndex`` reads of a subject first wait for that subject's
+      queued writes (``settled``), so an INDEX or STALE answer, an objection or the reconciler
+      in this process sees the facts a LIVE answer just returned. (Other processes see them a
+      commit later, as they would any concurrent write.)
+    * **Never lost silently.** A group that fails is retried write by write, so one bad write
+      does not take the others with it; a write that still fails is logged at ERROR with the
+      subject token and source ids (no personal data) and counted in ``failed``. A full queue
+      makes the next caller wait rather than drop anything (``MAX_QUEUED``).
+    * **Flushed at shutdown.** ``flush`` waits until everything queued is committed; the query
+      engine's ``aclose`` calls it, and the gateway releases the database only after that.
     """
-    insert = _insert(SourceFactsRow, backend).values(
-        subject_token=token, source_id=source_id, **values
-    )
-    new, held = insert.excluded, SourceFactsRow.__table__.c
-    statement = insert.on_conflict_do_update(
-        index_elements=["subject_token", "source_id"],
-        set_=values,
-        where=or_(
-            held.source_as_of.is_(None),
-            new.source_as_of.is_not(None) & (held.source_as_of <= new.source_as_of),
-        ),
-    ).returning(held.source_id)
-    return (await session.execute(statement)).first() is not None
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._queue: deque[tuple[PendingWrite, asyncio.Future[None]]] = deque()
+        self._latest: dict[str, asyncio.Future[None]] = {}
+        self._drainer: asyncio.Task[None] | None = None
+        self._writing: list[asyncio.Future[None]] = []
+        """The futures of the group being committed now (no longer in the queue)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failed = 0
+        """Writes given up on (each logged at ERROR)."""
+
+    async def submit(self, write: PendingWrite) -> asyncio.Future[None]:
+        """Queue ``write`` behind every earlier one; the future is done once it is committed
+        (its exception, if it failed, has been logged). Waits only while the queue is full."""
+        self._on_this_loop()
+        while len(self._queue) >= MAX_QUEUED:
+            await asyncio.wait([self._queue[0][1]])
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, future))
+        self._latest[write.token] = future
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="credgate-fact-writer")
+        return future
+
+    async def write(self, write: PendingWrite) -> None:
+        """Queue ``write`` and wait for its commit; raises what the write raised."""
+        await asyncio.shield(await self.submit(write))
+
+    async def settled(self, token: str) -> None:
+        """Wait until every write of ``token`` queued so far is committed (or given up)."""
+        self._on_this_loop()
+        future = self._latest.get(token)
+        if future is not None and not future.done():
+            await asyncio.wait([future])
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed (or given up)."""
+        self._on_this_loop()
+        pending = [*self._writing, *(future for _, future in self._queue)]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _drain(self) -> None:
+        group: list[tuple[PendingWrite, asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                if len(self._queue) < MAX_GROUP:
+                    await asyncio.sleep(GROUP_DELAY_SECONDS)
+                group = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
+                self._writing = [future for _, future in group]
+                try:
+                    await write_pending(self._db, [write for write, _ in group])
+                    outcomes: list[BaseException | None] = [None] * len(group)
+                except Exception as exc:
+                    if len(group) == 1:
+                        outcomes = [exc]
+                    else:  # one bad write must not take the others with it
+                        outcomes = [await self._alone(write) for write, _ in group]
+                for (write, future), outcome in zip(group, outcomes, strict=True):
+                    self._settle(write, future, outcome)
+                group = []
+                self._writing = []
+        except BaseException:
+            # Cancelled (the loop is closing without a flush): say what is not written.
+            for write, future in [*group, *self._queue]:
+                self._settle(write, future, RuntimeError("the fact writer was stopped"))
+            self._queue.clear()
+            self._writing = []
+            raise
+
+    def _on_this_loop(self) -> None:
+        """Forget the state of a loop that is gone (tests run one loop per test over a
+        database they may share; a gateway has one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._queue:
+            _log.error("%d fresh-facts writes of a closed event loop were not stored",
+                       len(self._queue))  # fmt: skip
+            self.failed += len(self._queue)
+        self._loop = loop
+        self._queue.clear()
+        self._latest.clear()
+        self._writing = []
+        self._drainer = None
+
+    async def _alone(self, write: PendingWrite) -> BaseException | None:
+        try:
+            await write_pending(self._db, [write])
+        except Exception as exc:
+            return exc
+        return None
+
+    def _settle(
+        self, write: PendingWrite, future: asyncio.Future[None], outcome: BaseException | None
+    ) -> None:
+        if self._latest.get(write.token) is future:
+            del self._latest[write.token]
+        if future.done():
+            return
+        if outcome is None:
+            future.set_result(None)
+            return
+        self.failed += 1
+        _log.error(
+            "fresh facts of subject %s from sources %s may not have been stored: %s",
+            write.token,
+            ", ".join(write.source_ids),
+            type(outcome).__name__,
+        )
+        future.set_exception(outcome)
+        future.exception()  # retrieved: a write nobody awaits must not warn again
 
 
-def _insert(model: type[Any], backend: str) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(model) if backend == "postgresql" else sqlite.insert(model)
+_writers: weakref.WeakKeyDictionary[Database, FactWriter] = weakref.WeakKeyDictionary()
+
+
+def fact_writer(database: Database) -> FactWriter:
+    """The one ``FactWriter`` of ``database``, shared by every ``FactIndex`` over it (so their
+    writes are ordered and their reads wait for each other's queued writes)."""
+    writer = _writers.get(database)
+    if writer is None:
+        writer = _writers[database] = FactWriter(database)
+    return writer

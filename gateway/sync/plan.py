@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gateway.protection.cipher import FieldCipher
 from gateway.sync.models import APPLIED, DUPLICATE, REJECTED
 from gateway.sync.validate import Accepted, Prepared, Rejection
 
@@ -136,7 +135,7 @@ def _resolve(
             "idempotency_digest": digest,
             "subject_token": result.subject_token,
             "original_ciphertext": result.original_ciphertext,
-            "key_id": FieldCipher.key_id_of(result.original_ciphertext),
+            "key_id": result.original_key_id,
         }
     )
     plan.applied.append((seq, prepared, result))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -36,6 +37,8 @@ from gateway.sync.signing import NotCanonicalError, parse_canonical, signature_v
 _IDEMPOTENCY_DOMAIN = b"credgate/idempotency-key/v1\x00"
 _MAX_TIMESTAMP_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z, protobuf's upper bound
 _KNOWN_STATES = frozenset(vocabulary_pb2.RepairState.values())
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{8,128}")
+"""8-128 printable ASCII characters, no space (one C-level match instead of a loop per char)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,31 @@ class Accepted:
     facts_ciphertext: bytes
     identity_ciphertext: bytes
     original_ciphertext: bytes
+
+    @property
+    def facts_key_id(self) -> str:
+        """The key id ``facts_ciphertext`` was made under (stored beside it)."""
+        return envelope_key_id(self.facts_ciphertext)
+
+    @property
+    def identity_key_id(self) -> str:
+        """The key id ``identity_ciphertext`` was made under."""
+        return envelope_key_id(self.identity_ciphertext)
+
+    @property
+    def original_key_id(self) -> str:
+        """The key id ``original_ciphertext`` was made under."""
+        return envelope_key_id(self.original_ciphertext)
+
+
+def envelope_key_id(blob: bytes) -> str:
+    """The key id in a ``FieldCipher`` envelope's header: version, length, id.
+
+    What ``FieldCipher.key_id_of`` returns, without its full parse (a dataclass and three
+    slices, three times per update on the ingest path); the blobs here were made by the
+    gateway's own cipher moments before, so their header is well-formed.
+    """
+    return blob[2 : 2 + blob[1]].decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -85,7 +113,9 @@ class IdempotencyDigester:
     def digest(self, source_id: str, key: str) -> str:
         """Hex digest of ``key`` scoped to ``source_id``."""
         message = _IDEMPOTENCY_DOMAIN + source_id.encode() + b"\x00" + key.encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C path (same HMAC-SHA256 as hmac.new, without building
+        # an HMAC object per update on the ingest path).
+        return hmac.digest(self._key, message, hashlib.sha256).hex()
 
 
 def _utcnow() -> dt.datetime:
@@ -143,15 +173,14 @@ class UpdateValidator:
         if update.source_id != provider.source_id:
             _refuse("SOURCE_NOT_PERMITTED", "a provider may only write its own source's facts")
         key = update.idempotency_key
-        if not 8 <= len(key) <= 128 or not all(0x21 <= ord(c) <= 0x7E for c in key):
+        if _IDEMPOTENCY_KEY.fullmatch(key) is None:
             _refuse("IDEMPOTENCY_KEY_INVALID", "idempotency_key must be 8-128 printable ASCII")
         number = update.identity_number
         problem = identity_number.validate(number, today=received_at.date())
         if problem is not None:
             _refuse("IDENTITY_NUMBER_INVALID", f"identity_number: {problem.description}")
-        facts = self._indexed_facts(provider, update, received_at)
+        facts, as_of = self._indexed_facts(provider, update, received_at)
         token = self._tokenizer.token(number)
-        as_of = facts.provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
         return Accepted(
             subject_token=token,
             idempotency_digest=self._digester.digest(provider.source_id, key),
@@ -172,8 +201,8 @@ class UpdateValidator:
 
     def _indexed_facts(
         self, provider: ProviderConfig, update: sync_pb2.ProviderUpdate, received_at: dt.datetime
-    ) -> report_pb2.SourceFacts:
-        """Check the facts' sanity; return them as the index keeps them.
+    ) -> tuple[report_pb2.SourceFacts, dt.datetime]:
+        """Check the facts' sanity; return them as the index keeps them, and their as-of time.
 
         The index copy says what the gateway knows: the signature verified, and the facts
         arrived at ``received_at``. The signed original keeps the provider's exact bytes.
@@ -195,7 +224,8 @@ class UpdateValidator:
         if not facts.provenance.HasField("source_as_of"):
             _refuse("FACTS_INVALID", "facts.provenance.source_as_of is required")
         latest = received_at + dt.timedelta(seconds=self._settings.max_clock_skew_seconds)
-        if not _timestamp_ok(facts.provenance.source_as_of, latest):
+        as_of = _timestamp_until(facts.provenance.source_as_of, latest)
+        if as_of is None:
             _refuse("FACTS_INVALID", "facts.provenance.source_as_of is invalid or in the future")
         if facts.HasField("identity"):
             masked = identity_number.mask(update.identity_number)
@@ -213,7 +243,7 @@ class UpdateValidator:
             provenance.source_kind = provider.source_kind
             provenance.signature = report_pb2.SIGNATURE_STATUS_VERIFIED
             provenance.fetched_at.CopyFrom(stamp)
-        return facts
+        return facts, as_of
 
 
 def _provenances(facts: report_pb2.SourceFacts) -> Iterator[report_pb2.Provenance]:
@@ -224,10 +254,13 @@ def _provenances(facts: report_pb2.SourceFacts) -> Iterator[report_pb2.Provenanc
         yield record.provenance
 
 
-def _timestamp_ok(stamp: timestamp_pb2.Timestamp, latest: dt.datetime) -> bool:
+def _timestamp_until(stamp: timestamp_pb2.Timestamp, latest: dt.datetime) -> dt.datetime | None:
+    """``stamp`` as an aware datetime if it is valid and not after ``latest``, else None
+    (converted once: the caller keeps the value as the update's ``source_as_of``)."""
     if not 0 <= stamp.seconds < _MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 10**9:
-        return False
-    return stamp.ToDatetime(tzinfo=dt.UTC) <= latest
+        return None
+    value = stamp.ToDatetime(tzinfo=dt.UTC)
+    return value if value <= latest else None
 
 
 class _Refused(Exception):

@@ -26,12 +26,9 @@ that would drown the ones people look for.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -41,9 +38,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.errors import STATUS_DETAILS_METADATA_KEY, current_request_id
+from gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 from gateway.telemetry import instruments as m
-
-Behavior = Callable[[Any, Any], Any]
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/",)
 """Methods measured but not traced."""
@@ -98,6 +94,17 @@ class _ObservedCall:
         self._span: trace.Span = trace.INVALID_SPAN
         self._token: Token[otel_context.Context] | None = None
         self._started = 0.0
+
+    async def __aenter__(self) -> _ObservedCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def __enter__(self) -> _ObservedCall:
         self._started = time.perf_counter()
@@ -155,71 +162,14 @@ class _ObservedCall:
             span.set_status(Status(StatusCode.ERROR, code.name))
 
 
-def _wrap_unary_response(behavior: Behavior, method: str, traced: bool) -> Behavior:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _ObservedCall(method, context, traced):
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-    return wrapper
+def _observed(method: str, context: grpc.aio.ServicerContext) -> _ObservedCall:
+    return _ObservedCall(method, context, traced=not method.startswith(UNTRACED_PREFIXES))
 
 
-def _wrap_stream_response(behavior: Behavior, method: str, traced: bool) -> Behavior:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _ObservedCall(method, context, traced):
-            result = behavior(request, context)
-            if inspect.isawaitable(result):  # reader/writer style: writes via context.write
-                await result
-            elif hasattr(result, "__aiter__"):
-                try:
-                    async for response in result:
-                        yield response
-                finally:
-                    if hasattr(result, "aclose"):
-                        await result.aclose()
-            elif result is not None:
-                for response in result:
-                    yield response
-
-    return wrapper
-
-
-def observe_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """The same handler, its behaviour run inside a span and measured."""
-    traced = not method.startswith(UNTRACED_PREFIXES)
-    de, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method, traced), de, ser
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, method, traced), de, ser
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method, traced), de, ser
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method, traced), de, ser
-        )
-    return handler
-
-
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+class TelemetryInterceptor(WrappingInterceptor):
     """Spans and RPC metrics for every call to a registered method (install it first)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        """Wrap the handler the rest of the chain found. Unknown methods pass through
-        unmeasured: their names come from callers, and would make labels unbounded."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return observe_handler(handler, str(handler_call_details.method))
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """Unknown methods never get here (they pass through unmeasured): their names come
+        from callers, and would make labels unbounded."""
+        return wrap_handler(handler, method, _observed)

@@ -14,10 +14,19 @@ from dataclasses import dataclass
 
 from credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
-from sqlalchemy import ColumnElement, and_, or_, select, tuple_
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    and_,
+    bindparam,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.storage.database import Database
+from gateway.storage.models import UTCDateTime
 from gateway.workflows.common import Sealer, load_steps
 from gateway.workflows.models import ObjectionRow, WorkflowStepRow, details_context
 
@@ -53,12 +62,22 @@ def is_overdue(row: ObjectionRow, now: dt.datetime) -> bool:
     return row.state == AWAITING_SOURCE and row.reply_due_at is not None and now >= row.reply_due_at
 
 
-def open_clause(now: dt.datetime) -> ColumnElement[bool]:
-    """SQL for ``is_open``."""
+def open_clause(now: dt.datetime | BindParameter[dt.datetime]) -> ColumnElement[bool]:
+    """SQL for ``is_open`` (``now`` a time, or a parameter bound per execution)."""
     return or_(
         ObjectionRow.state == AWAITING_SOURCE,
         and_(ObjectionRow.state == AWAITING_SUBJECT, ObjectionRow.filing_due_at > now),
     )
+
+
+_DISPUTED = (
+    select(ObjectionRow.category)
+    .where(
+        ObjectionRow.subject_token == bindparam("token"),
+        open_clause(bindparam("now", type_=UTCDateTime())),
+    )
+    .distinct()
+)
 
 
 class ObjectionStore:
@@ -153,11 +172,10 @@ class ObjectionStore:
     async def disputed_categories(
         self, token: str, now: dt.datetime
     ) -> frozenset[vocab.DataCategory.ValueType]:
-        """The categories of the subject's facts under an open objection (the DISPUTED flag)."""
-        async with self.database.session() as session:
-            found = await session.scalars(
-                select(ObjectionRow.category)
-                .where(ObjectionRow.subject_token == token, open_clause(now))
-                .distinct()
-            )
-            return frozenset(vocab.DataCategory.ValueType(c) for c in found)
+        """The categories of the subject's facts under an open objection (the DISPUTED flag).
+
+        Asked on every answer: a single-statement read (``gateway.storage.threaded``).
+        """
+
+        found = await self.database.threaded.fetch_all(_DISPUTED, {"token": token, "now": now})
+        return frozenset(vocab.DataCategory.ValueType(category) for (category,) in found)

@@ -1,0 +1,73 @@
+"""The ``issued_reports`` record: which report went to whom (its digest, never its content).
+
+It is written in the same transaction as the answer's audit entry (an ``AuditLog`` rider, see
+``audit.log``), so an answer costs one durable commit — shared with every other answer in the
+same group commit — instead of two, and the record exists exactly when the entry does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+from credit_repair.v1 import report_pb2
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.protection.tokens import is_subject_token
+from gateway.storage.models import IssuedReport
+
+
+class IssuedReportConflict(Exception):
+    """A report id already recorded with another digest (a gateway bug, never a retry)."""
+
+
+def report_digest(report: report_pb2.RepairStatusReport) -> str:
+    """Hex SHA-256 of the deterministic serialization: what ``issued_reports`` keeps."""
+    return hashlib.sha256(report.SerializeToString(deterministic=True)).hexdigest()
+
+
+def issued_report_row(
+    report: report_pb2.RepairStatusReport, institution_id: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The row recording that ``report`` was answered to ``institution_id``."""
+    if not report.report_id:
+        raise ValueError("RepairStatusReport.report_id must be set")
+    if not institution_id:
+        raise ValueError("institution_id must be set")
+    if not is_subject_token(report.subject_token):
+        raise ValueError("RepairStatusReport.subject_token is not a subject token")
+    return {
+        "report_id": report.report_id,
+        "subject_token": report.subject_token,
+        "institution_id": institution_id,
+        "purpose": int(report.purpose),
+        "state": int(report.state),
+        "generated_at": (
+            report.generated_at.ToDatetime(tzinfo=dt.UTC)
+            if report.HasField("generated_at")
+            else now
+        ),
+        "report_digest": report_digest(report),
+    }
+
+
+def insert_issued_reports(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` in the caller's transaction. A report already recorded with the same
+    digest is a retry and a no-op; with another digest, ``IssuedReportConflict``."""
+    if not rows:
+        return
+    postgres = connection.dialect.name == "postgresql"
+    connection.execute(_INSERT_POSTGRESQL if postgres else _INSERT_SQLITE, rows)
+    expected = {row["report_id"]: row["report_digest"] for row in rows}
+    stored = connection.execute(_STORED_DIGESTS, {"report_ids": list(expected)})
+    if any(expected[report_id] != digest for report_id, digest in stored):
+        raise IssuedReportConflict("a report id is already recorded with another digest")
+
+
+_INSERT_POSTGRESQL = postgresql.insert(IssuedReport).on_conflict_do_nothing()
+_INSERT_SQLITE = sqlite.insert(IssuedReport).on_conflict_do_nothing()
+_STORED_DIGESTS = select(IssuedReport.report_id, IssuedReport.report_digest).where(
+    IssuedReport.report_id.in_(bindparam("report_ids", expanding=True))
+)

@@ -1,0 +1,139 @@
+"""Whole transactions on sync SQLAlchemy Core connections, one thread hop per transaction.
+
+Why this exists next to the async engine: on the hot paths (an INDEX answer's read, the audit
+log's group commit, a live answer's fresh facts, provider sync ingest) the async stack costs
+more than the database. Measured on one core (docs/benchmarks.md, "Where the time went"): a
+one-row SELECT costs about 0.4–1.2 ms of CPU through ``AsyncSession``/``AsyncConnection``
+over aiosqlite — every statement, BEGIN, fetch and COMMIT is a greenlet switch plus a hop to
+the driver's thread and back — against 35 µs for the same SELECT in its own transaction on a
+sync Core connection. So a hot path writes its transaction as a plain function of a sync
+``Connection`` and hands the whole function to a worker thread: SQLAlchemy still builds and
+types every statement (no hand-written dialect SQL), and the event loop pays one hop.
+
+Writers and readers have separate executors. Writes go to one thread on SQLite (the database
+has one writer anyway; queueing in a thread is fair and cheap, where queueing on SQLite's busy
+handler sleeps and retries) and to a few on PostgreSQL. On SQLite, reads run inline on the
+event loop: in WAL mode a reader never waits for a lock and a point lookup in the page cache
+takes tens of microseconds, less than the hop. Everything else keeps using the async engine
+(``Database.session``/``write``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Executable, Row
+from sqlalchemy.engine import URL
+
+T = TypeVar("T")
+
+POSTGRES_WRITER_THREADS = 4
+POSTGRES_READER_THREADS = 4
+
+
+class ThreadedTransactions:
+    """Runs ``fn(connection)`` in a transaction on a sync engine, off the event loop."""
+
+    def __init__(self, url: str | URL, backend: str) -> None:
+        # Imported here: database.py imports this module for Database.
+        from gateway.storage.database import create_sync_engine
+
+        self.backend = backend
+        sqlite = backend == "sqlite"
+        writers = 1 if sqlite else POSTGRES_WRITER_THREADS
+        self._write_engine: Engine = create_sync_engine(
+            url, writer=True, pool_size=writers, pool_pre_ping=not sqlite
+        )
+        self._read_engine: Engine = create_sync_engine(
+            url, writer=False, pool_size=POSTGRES_READER_THREADS, pool_pre_ping=not sqlite
+        )
+        self._writer_threads = writers
+        self._reader_threads = 0 if sqlite else POSTGRES_READER_THREADS
+        self._writers: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._inline_reader: Connection | None = None
+        """SQLite: the one connection inline reads use, held (a pool checkout per read costs
+        more than the read); only ever used from the event loop's thread."""
+        self._autocommit_reader: Connection | None = None
+        """SQLite: the same for ``fetch_all``, in autocommit mode."""
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), committed when it
+        returns, rolled back if it raises (the exception is re-raised here)."""
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(
+                self._writer_threads, thread_name_prefix="credgate-db-write"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._writers, functools.partial(_in_transaction, self._write_engine, fn)
+        )
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one read transaction: inline on SQLite (see the module docstring), on a
+        reader thread on PostgreSQL."""
+        if not self._reader_threads:
+            if self._inline_reader is None:
+                self._inline_reader = self._read_engine.connect()
+            with self._inline_reader.begin():
+                return fn(self._inline_reader)
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(
+                self._reader_threads, thread_name_prefix="credgate-db-read"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, functools.partial(_in_transaction, self._read_engine, fn)
+        )
+
+    async def fetch_all(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The rows of one SELECT, run on its own (autocommit: a single statement is its own
+        consistent snapshot, so no BEGIN/COMMIT is paid for). The hot single-statement reads
+        use this; a read of several statements that must agree uses ``read``."""
+        if not self._reader_threads:
+            if self._autocommit_reader is None:
+                self._autocommit_reader = self._read_engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            return self._autocommit_reader.execute(statement, parameters).all()
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(
+                self._reader_threads, thread_name_prefix="credgate-db-read"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, functools.partial(_autocommit, self._read_engine, statement, parameters)
+        )
+
+    def dispose(self) -> None:
+        """Wait for queued transactions, then close every connection and thread (both come
+        back on next use, as the async engine's pool does)."""
+        for executor in (self._writers, self._readers):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._writers = self._readers = None
+        for connection in (self._inline_reader, self._autocommit_reader):
+            if connection is not None:
+                connection.close()
+        self._inline_reader = self._autocommit_reader = None
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+
+def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return fn(connection)
+
+
+def _autocommit(
+    engine: Engine, statement: Executable, parameters: Mapping[str, Any] | None
+) -> Sequence[Row[Any]]:
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        return autocommit.execute(statement, parameters).all()
