@@ -49,6 +49,8 @@ from audit.tree import CompactRange, PackedHashes
 
 SAMPLE_EVERY = 1024
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
+"""For a decision time stored as naive UTC (SQLite's text)."""
 _parse = audit_pb2.AuditEntry.FromString
 
 FetchHeads = Callable[[Sequence[int]], Awaitable[Mapping[int, tuple[bytes, bytes]]]]
@@ -60,6 +62,7 @@ class RowColumns:
     """The query columns stored beside an entry (copies that must agree with its bytes)."""
 
     decision_time: dt.datetime
+    """Aware, or naive meaning UTC."""
     institution_id: str
     role: int
     purpose: int
@@ -69,7 +72,8 @@ class RowColumns:
 
     def agree_with(self, entry: audit_pb2.AuditEntry) -> bool:
         """Whether every column equals the entry's field (time to the microsecond)."""
-        delta = self.decision_time - _EPOCH
+        time = self.decision_time
+        delta = time - (_EPOCH if time.tzinfo is not None else _NAIVE_EPOCH)
         return (
             delta.days * 86400 + delta.seconds == entry.decision_time.seconds
             and delta.microseconds == entry.decision_time.nanos // 1000

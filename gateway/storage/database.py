@@ -19,6 +19,7 @@ SQLite is the embedded single-node default, and needs care to behave under concu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -149,6 +150,26 @@ class Database:
         await self.engine.dispose()
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL once (it persists), retrying while another connection holds it.
+
+    Changing the journal mode needs the file to itself, and SQLite can answer "database is
+    locked" at once rather than through the busy handler, so replicas or workers opening a new
+    database together would fail here; a connection that finds WAL already on changes nothing.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception:  # sqlite3's OperationalError, or aiosqlite's adaptation of it
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     """Connection pragmas and SQLAlchemy-controlled BEGIN, per the module docstring."""
 
@@ -158,7 +179,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
             # FULL: a commit is fsynced before it returns, so an acknowledged update or a

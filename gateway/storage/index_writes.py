@@ -183,16 +183,11 @@ _FEED_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # -- reads -----------------------------------------------------------------------------------------
 
 
-def indexed_rows(connection: Connection, token: str) -> list[Any]:
-    """The rows ``read_indexed`` opens (for callers that batch it into their own transaction)."""
-    return list(connection.execute(_READ_INDEXED, {"b_token": token}).all())
-
-
 async def read_indexed(
     database: Database, token: str, open_facts: OpenFacts
 ) -> dict[str, IndexedFacts]:
     """Every source's indexed facts about ``token``, by source id, with their freshness."""
-    rows = await database.threaded.read(lambda connection: indexed_rows(connection, token))
+    rows = await database.threaded.fetch_all(_READ_INDEXED, {"b_token": token})
     return {
         source_id: IndexedFacts(open_facts(token, source_id, blob), fetched, as_of, seq, synced)
         for source_id, blob, fetched, as_of, seq, synced in rows

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, Row
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.engine import URL
 
 T = TypeVar("T")
@@ -60,6 +61,10 @@ class ThreadedTransactions:
         more than the read); only ever used from the event loop's thread."""
         self._autocommit_reader: Connection | None = None
         """SQLite: the same for ``fetch_all``, in autocommit mode."""
+        self._held: dict[tuple[int, int, bool], Connection] = {}
+        """Each worker thread's connection, by thread, engine and autocommit, kept between uses:
+        a pool checkout and return (with its reset) per transaction cost more CPU than a
+        batch of ingest's rows. Closed by ``dispose``."""
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), committed when it
@@ -70,7 +75,7 @@ class ThreadedTransactions:
             )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._writers, functools.partial(_in_transaction, self._write_engine, fn)
+            self._writers, functools.partial(self._in_transaction, self._write_engine, fn)
         )
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -87,15 +92,16 @@ class ThreadedTransactions:
             )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._readers, functools.partial(_in_transaction, self._read_engine, fn)
+            self._readers, functools.partial(self._in_transaction, self._read_engine, fn)
         )
 
     async def fetch_all(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Any]:
         """The rows of one SELECT, run on its own (autocommit: a single statement is its own
         consistent snapshot, so no BEGIN/COMMIT is paid for). The hot single-statement reads
-        use this; a read of several statements that must agree uses ``read``."""
+        use this; a read of several statements that must agree uses ``read``. The rows are
+        ``sqlalchemy.Row`` (typed ``Any`` so callers can unpack them)."""
         if not self._reader_threads:
             if self._autocommit_reader is None:
                 self._autocommit_reader = self._read_engine.connect().execution_options(
@@ -108,8 +114,42 @@ class ThreadedTransactions:
             )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._readers, functools.partial(_autocommit, self._read_engine, statement, parameters)
+            self._readers, functools.partial(self._autocommit, statement, parameters)
         )
+
+    def _in_transaction(self, engine: Engine, fn: Callable[[Connection], T]) -> T:
+        """On a worker thread: ``fn`` in a transaction on the thread's own held connection."""
+
+        def run(connection: Connection) -> T:
+            with connection.begin():
+                return fn(connection)
+
+        return self._on_held(engine, False, run)
+
+    def _autocommit(
+        self, statement: Executable, parameters: Mapping[str, Any] | None
+    ) -> Sequence[Any]:
+        """On a reader thread: one statement on the thread's own autocommit connection."""
+        return self._on_held(
+            self._read_engine, True, lambda c: c.execute(statement, parameters).all()
+        )
+
+    def _on_held(self, engine: Engine, autocommit: bool, fn: Callable[[Connection], T]) -> T:
+        key = (threading.get_ident(), id(engine), autocommit)
+        connection = self._held.get(key)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = engine.connect()
+            if autocommit:
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._held[key] = connection
+        try:
+            return fn(connection)
+        except BaseException:
+            # The connection may be broken (a database restart): the next call gets a fresh
+            # one rather than failing again.
+            del self._held[key]
+            connection.close()
+            raise
 
     def dispose(self) -> None:
         """Wait for queued transactions, then close every connection and thread (both come
@@ -118,22 +158,11 @@ class ThreadedTransactions:
             if executor is not None:
                 executor.shutdown(wait=True)
         self._writers = self._readers = None
-        for connection in (self._inline_reader, self._autocommit_reader):
+        held = [*self._held.values(), self._inline_reader, self._autocommit_reader]
+        self._held.clear()
+        for connection in held:
             if connection is not None:
                 connection.close()
         self._inline_reader = self._autocommit_reader = None
         self._write_engine.dispose()
         self._read_engine.dispose()
-
-
-def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
-    with engine.begin() as connection:
-        return fn(connection)
-
-
-def _autocommit(
-    engine: Engine, statement: Executable, parameters: Mapping[str, Any] | None
-) -> Sequence[Row[Any]]:
-    with engine.connect() as connection:
-        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-        return autocommit.execute(statement, parameters).all()
