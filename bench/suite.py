@@ -1295,24 +1295,18 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
             suite.fleet = fleet
             try:
                 sources = fleet.start()
-                if gateway_rows:
+                for label, rows, run in (
+                    ("gateway scenarios", gateway_rows, suite.run_gateway_scenarios),
+                    ("scale scenario", scale_rows, suite.run_scale),
+                    ("workers scenario", workers_rows, suite.run_workers),
+                ):
+                    if not rows:
+                        continue
                     try:
-                        suite.run_gateway_scenarios(sources)
+                        run(sources)
                     except Exception as error:
-                        _log(f"gateway scenarios failed: {type(error).__name__}: {error}")
-                        _fail_missing(results, gateway_rows, error)
-                if scale_rows:
-                    try:
-                        suite.run_scale(sources)
-                    except Exception as error:
-                        _log(f"scale scenario failed: {type(error).__name__}: {error}")
-                        _fail_missing(results, scale_rows, error)
-                if workers_rows:
-                    try:
-                        suite.run_workers(sources)
-                    except Exception as error:
-                        _log(f"workers scenario failed: {type(error).__name__}: {error}")
-                        _fail_missing(results, workers_rows, error)
+                        _log(f"{label} failed: {type(error).__name__}: {error}")
+                        _fail_missing(results, rows, error)
             except Exception as error:
                 _log(f"mock sources failed: {type(error).__name__}: {error}")
                 _fail_missing(results, gateway_rows + scale_rows + workers_rows, error)
