@@ -8,8 +8,10 @@ more with the reference client, which resumes where the gateway's cursor stands.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -27,7 +29,7 @@ from adapters.mocks.fleet import MockFleet
 from adapters.mocks.population import State, Subject
 from adapters.mocks.providers import ProviderScript, source_facts
 from consent import grants
-from gateway.app import build_gateway
+from gateway.app import Gateway, build_gateway
 from gateway.config import config_from_mapping
 from gateway.sync.provider_client import ProviderClient
 from gateway.sync.signing import sign_update
@@ -75,7 +77,22 @@ async def running_gateway(
     try:
         yield RunningGateway(built, port, pki)
     finally:
-        await built.stop(0)
+        await _stop(built)
+
+
+STOP_TIMEOUT_SECONDS = 60.0
+
+
+async def _stop(built: Gateway) -> None:
+    """Stop, and if that hangs (seen once under load, not reproduced), print every task's stack
+    before failing, so the next occurrence says where it waits."""
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+            await built.stop(0)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise
 
 
 def update_for(
