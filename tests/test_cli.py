@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.mocks.population import Population
 from bench.index_scale import synthetic_identity_numbers
 from gateway import cli
 from gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
@@ -261,7 +262,9 @@ def test_a_crl_from_another_ca_is_a_config_error_at_start(
 # -- talking to a gateway ---------------------------------------------------------------------
 
 
-async def test_query_exit_codes_0_when_answered_3_when_refused(gateway: RunningGateway) -> None:
+async def test_query_exit_codes_0_when_answered_3_when_refused(
+    gateway: RunningGateway, population: Population
+) -> None:
     common = ["--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory)]
     answered, refused, invalid = await asyncio.gather(
         _credgate(
@@ -280,6 +283,25 @@ async def test_query_exit_codes_0_when_answered_3_when_refused(gateway: RunningG
     code, out, err = answered
     assert code == 0, err
     assert json.loads(out)["state"] == "REPAIR_STATE_OBSERVATION"
+    # --consistency index: what the gateway holds, no source asked. OBSERVATION was just asked
+    # live, so the index has every source; a subject no test asks about has nothing there.
+    never_asked_number = list(population.subjects)[-1]
+    indexed, never_asked = await asyncio.gather(
+        *(
+            _credgate(
+                "query", number, "--purpose", "judicial_investigation", "--case-reference", CASE,
+                "--institution", "court-demo", "--consistency", "index", "--json", *common,
+            )
+            for number in (OBSERVATION, never_asked_number)
+        )
+    )  # fmt: skip
+    assert indexed[0] == 0, indexed[2]
+    assert json.loads(indexed[1])["state"] == "REPAIR_STATE_OBSERVATION"
+    assert not json.loads(indexed[1]).get("failures")
+    assert never_asked[0] == 0, never_asked[2]
+    failures = json.loads(never_asked[1])["failures"]
+    assert failures
+    assert {f["reason"] for f in failures} == {"NOT_IN_INDEX"}
     code, out, err = refused
     assert code == 3
     assert out == ""

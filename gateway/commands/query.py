@@ -27,13 +27,24 @@ _REFUSALS = frozenset(
 )
 
 
+_CONSISTENCY = ("default", "auto", "index", "live")
+"""``--consistency`` choices: the gateway's default, or a ``ConsistencyMode`` by name."""
+
+
 def cmd_query(args: argparse.Namespace) -> int:
+    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+
     from gateway.client import CredgateClient, CredgateError, category_from_name, purpose_from_name
     from gateway.render import report_to_json, report_to_text
     from gateway.report_signing import ReportVerificationError
 
     purpose = purpose_from_name(args.purpose)
     categories = [category_from_name(c) for c in args.category]
+    consistency = (
+        service_pb2.CONSISTENCY_MODE_UNSPECIFIED
+        if args.consistency == "default"
+        else service_pb2.ConsistencyMode.Value("CONSISTENCY_MODE_" + args.consistency.upper())
+    )
 
     async def run() -> int:
         async with CredgateClient.from_pki_dir(
@@ -46,6 +57,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                     categories=categories,
                     consent_id=args.consent_id,
                     case_reference=args.case_reference,
+                    consistency=consistency,
                     timeout=args.timeout,
                 )
             except CredgateError as error:
@@ -80,6 +92,8 @@ def register(subparsers: Any) -> None:
             "--case-reference '(2026)粤03执1号'",
             "credgate query 440304198511030421 --purpose credit_application_review "
             "--institution bank-demo --consent-id cg_... --json",
+            "credgate query 440304198511030421 --purpose judicial_investigation "
+            "--case-reference '(2026)粤03执1号' --consistency index",
         ],
     )
     p.add_argument("identity_number", help="18-character resident identity number")
@@ -97,6 +111,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target", default="127.0.0.1:50051", help="gateway host:port")
     p.add_argument("--pki-dir", default="var/demo/pki", help="directory of certificates")
     p.add_argument("--institution", default="court-demo", help="whose certificate to use")
+    p.add_argument(
+        "--consistency",
+        choices=_CONSISTENCY,
+        default="default",
+        help="index: only what the gateway holds (no source asked, fast); live: ask every "
+        "source now; auto: the index where fresh enough; default: the gateway's setting",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     json_flag(p, "the report")
     p.set_defaults(func=cmd_query)
