@@ -1,5 +1,6 @@
 """``credgate keys rotate``: a new primary data key, then every record re-encrypted under it
-(encrypted subjects and facts, and the providers' signed originals).
+(encrypted subjects and facts, the providers' signed originals, and the workflows' sealed
+details and step words: objections, repair applications and their steps).
 
 Safe while the gateway runs: old keys stay in the keyring for decryption, re-encryption walks
 the tables in short batches, and a record written meanwhile under the old key is caught by
@@ -20,34 +21,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select
-
 from gateway.config import GatewayConfig
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring
 from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
+from gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
 from gateway.storage.migrate import upgrade_to_head
-from gateway.storage.models import SourceFactsRow, Subject
-from gateway.sync.models import SyncUpdateRow
-from gateway.sync.rotation import reencrypt_originals
+from gateway.storage.reencrypt import count_stale
+from gateway.sync.rotation import ORIGINALS, reencrypt_originals
+from gateway.workflows.rotation import WORKFLOW_COLUMNS, reencrypt_workflows
 
 ProgressCallback = Callable[[int, int], None]
 """``(done, total)``: rows examined so far out of those under an old key at the start."""
+
+ENCRYPTED_COLUMNS = (*FACT_INDEX_COLUMNS, ORIGINALS, *WORKFLOW_COLUMNS)
+"""Every encrypted column ``reencrypt_records`` moves (each walked by
+``gateway.storage.reencrypt``); a new one must be added here or an old key can never retire."""
 
 
 async def _rows_to_reencrypt(database: Database, primary: str) -> int:
     """Rows whose ciphertext is not under ``primary`` (the total a progress bar shows)."""
     total = 0
-    async with database.session() as session:
-        for key_id in (Subject.key_id, SourceFactsRow.key_id):
-            total += int(
-                (await session.execute(select(func.count()).where(key_id != primary))).scalar_one()
-            )
-        originals = select(func.count()).where(
-            SyncUpdateRow.key_id.is_not(None), SyncUpdateRow.key_id != primary
-        )
-        total += int((await session.execute(originals)).scalar_one())
+    for column in ENCRYPTED_COLUMNS:
+        total += await count_stale(database, column, primary)
     return total
 
 
@@ -90,6 +86,7 @@ async def reencrypt_records(
 
         count = await FactIndex(database, cipher).reencrypt_all(progress=batch_done)
         count += await reencrypt_originals(database, cipher, progress=batch_done)
+        count += await reencrypt_workflows(database, cipher, progress=batch_done)
     finally:
         await database.dispose()
     return count

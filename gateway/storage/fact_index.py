@@ -18,9 +18,8 @@ from typing import Any
 
 from credit_repair.v1 import report_pb2
 from google.protobuf.message import DecodeError
-from sqlalchemy import ColumnElement, and_, select, tuple_, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.identity_number import normalize
 from gateway.protection.cipher import CipherError, FieldCipher
@@ -40,6 +39,11 @@ from gateway.storage.issued_reports import (
     issued_report_row,
 )
 from gateway.storage.models import Base, SourceFactsRow, Subject
+from gateway.storage.reencrypt import (
+    EncryptedColumn,
+    UnreadableCiphertextError,
+    reencrypt_columns,
+)
 
 SourceFacts = report_pb2.SourceFacts
 RepairStatusReport = report_pb2.RepairStatusReport
@@ -64,6 +68,25 @@ def facts_context(token: str, source_id: str) -> bytes:
     Unambiguous because a token never contains ``|`` (``is_subject_token`` is checked first).
     """
     return b"source_facts.facts_ciphertext|" + token.encode("ascii") + b"|" + source_id.encode()
+
+
+FACT_INDEX_COLUMNS = (
+    EncryptedColumn(
+        model=Subject,
+        pk=(Subject.subject_token,),
+        blob=Subject.identity_ciphertext,
+        key_id=Subject.key_id,
+        context=lambda pk: identity_context(pk[0]),
+    ),
+    EncryptedColumn(
+        model=SourceFactsRow,
+        pk=(SourceFactsRow.subject_token, SourceFactsRow.source_id),
+        blob=SourceFactsRow.facts_ciphertext,
+        key_id=SourceFactsRow.key_id,
+        context=lambda pk: facts_context(pk[0], pk[1]),
+    ),
+)
+"""The fact index's encrypted columns, as key rotation walks them (``reencrypt_all``)."""
 
 
 def _utcnow() -> dt.datetime:
@@ -274,80 +297,12 @@ class FactIndex:
         still have been writing with the old keyring. ``progress`` is told how many rows each
         batch examined.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        subjects = await self._reencrypt_table(
-            model=Subject,
-            pk=(Subject.subject_token,),
-            blob=Subject.identity_ciphertext,
-            key_id=Subject.key_id,
-            context=lambda pk: identity_context(pk[0]),
-            batch_size=batch_size,
-            progress=progress,
-        )
-        facts = await self._reencrypt_table(
-            model=SourceFactsRow,
-            pk=(SourceFactsRow.subject_token, SourceFactsRow.source_id),
-            blob=SourceFactsRow.facts_ciphertext,
-            key_id=SourceFactsRow.key_id,
-            context=lambda pk: facts_context(pk[0], pk[1]),
-            batch_size=batch_size,
-            progress=progress,
-        )
-        return subjects + facts
-
-    async def _reencrypt_table(
-        self,
-        *,
-        model: type[Base],
-        pk: Sequence[InstrumentedAttribute[str]],
-        blob: InstrumentedAttribute[bytes],
-        key_id: InstrumentedAttribute[str],
-        context: Callable[[tuple[str, ...]], bytes],
-        batch_size: int,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        primary = self._cipher.primary_key_id
-        table = model.__tablename__
-        after: tuple[str, ...] | None = None
-        done = 0
-        while True:
-            query = select(blob, *pk).where(key_id != primary)
-            if after is not None:
-                query = query.where(tuple_(*pk) > tuple_(*after))
-            query = query.order_by(*pk).limit(batch_size)
-            async with self._db.write() as session:
-                rows = (await session.execute(query)).all()
-                for row in rows:
-                    old: bytes = row[0]
-                    key = tuple(str(v) for v in row[1:])
-                    fresh = self._reencrypt(table, key, old, context(key))
-                    match: list[ColumnElement[bool]] = [
-                        column == value for column, value in zip(pk, key, strict=True)
-                    ]
-                    changed = await session.execute(
-                        update(model)
-                        .where(and_(*match, blob == old))
-                        .values({blob: fresh, key_id: FieldCipher.key_id_of(fresh)})
-                        .returning(pk[0])
-                        .execution_options(synchronize_session=False)
-                    )
-                    done += len(changed.all())
-            if progress is not None:
-                progress(len(rows))
-            if len(rows) < batch_size:
-                return done
-            after = tuple(str(v) for v in rows[-1][1:])
-
-    def _reencrypt(self, table: str, key: tuple[str, ...], blob: bytes, context: bytes) -> bytes:
         try:
-            plaintext = self._cipher.decrypt(blob, context=context)
-        except (CipherError, KeyringError) as exc:
-            raise UnreadableRecordError(
-                f"{table} row {key} cannot be decrypted for re-encryption: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        return self._cipher.encrypt(plaintext, context=context)
+            return await reencrypt_columns(
+                self._db, self._cipher, FACT_INDEX_COLUMNS, batch_size=batch_size, progress=progress
+            )
+        except UnreadableCiphertextError as exc:
+            raise UnreadableRecordError(str(exc)) from None
 
     # -- helpers --------------------------------------------------------------------------------
 

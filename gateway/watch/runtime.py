@@ -2,8 +2,9 @@
 
 The composition module (``gateway.app``) builds it once, hands ``streams`` to the
 RepairStatusService (WatchRepairStatus) and ``register``s the ReconciliationService, starts it
-with the server and stops it before the database is released. Order on stop: the reconciler
-first (it may be mid-pass), then the feed reader, which closes any watch still open.
+with the server and stops it before the database is released. Order on stop: the feed pruner
+and the reconciler first (either may be mid-transaction), then the feed reader, which closes
+any watch still open.
 """
 
 from __future__ import annotations
@@ -33,17 +34,19 @@ from gateway.server import GatewayServer
 from gateway.storage.database import Database
 from gateway.storage.fact_index import FactIndex
 from gateway.watch.feed import ChangeFeed
+from gateway.watch.prune import FeedPruner
 from gateway.watch.service import WatchStreams
 
 
 @dataclass
 class ChangeFollowers:
-    """The feed reader, the watch streams on it, the reconciler and its service."""
+    """The feed reader, the watch streams on it, the reconciler and its service, the pruner."""
 
     feed: ChangeFeed
     streams: WatchStreams
     reconciler: Reconciler
     reconciliation: ReconciliationServicer
+    pruner: FeedPruner
 
     def register(self, server: GatewayServer) -> None:
         """Add the ReconciliationService to ``server`` (before it starts)."""
@@ -54,13 +57,15 @@ class ChangeFollowers:
         )
 
     def start(self) -> None:
-        """Start reading the feed (and listening, on PostgreSQL) and reconciling."""
+        """Start reading the feed (and listening, on PostgreSQL), reconciling and pruning."""
         self.feed.start()
         self.reconciler.start()
+        self.pruner.start()
 
     async def stop(self) -> None:
-        """Stop reconciling and reading; open watches end."""
+        """Stop pruning, reconciling and reading; open watches end."""
         try:
+            await self.pruner.stop()
             await self.reconciler.stop()
         finally:
             await self.feed.stop()
@@ -108,4 +113,9 @@ def build_followers(
         {p.institution_id: p.source_id for p in config.providers},
         derive_key(keyring.subject_token_key, PAGE_TOKEN_LABEL),
     )
-    return ChangeFollowers(feed, streams, reconciler, reconciliation)
+    pruner = FeedPruner(
+        database,
+        retention_seconds=config.watch.feed_retention_seconds,
+        interval_seconds=config.watch.prune_interval_seconds,
+    )
+    return ChangeFollowers(feed, streams, reconciler, reconciliation, pruner)

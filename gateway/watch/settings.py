@@ -15,6 +15,8 @@ WATCH_KEYS: dict[str, type] = {
     "poll_seconds": float,
     "notified_poll_seconds": float,
     "max_watchers": int,
+    "feed_retention_seconds": float,
+    "prune_interval_seconds": float,
 }
 """The ``[watch]`` keys and their types (``gateway.config`` checks them, env overrides too)."""
 
@@ -43,6 +45,14 @@ class WatchSettings:
     max_watchers: int = 1000
     """Open watch streams one replica serves; more are refused RESOURCE_EXHAUSTED
     TOO_MANY_WATCHERS."""
+    feed_retention_seconds: float = 7 * 24 * 3600.0
+    """How long a change-feed row is kept (by its ``changed_at``) before it may be pruned; rows
+    the reconciler has not evaluated yet, and the newest row, are kept regardless. It must exceed
+    the lag of every feed reader on every replica (they read within a second or on NOTIFY), or
+    a lagging reader would miss the rows pruned under it."""
+    prune_interval_seconds: float = 300.0
+    """How often each replica prunes the change feed (in batches of 10,000 rows per
+    transaction, so the write lock is never held long)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -52,6 +62,8 @@ class WatchSettings:
             "watch.poll_seconds": self.poll_seconds > 0,
             "watch.notified_poll_seconds": self.notified_poll_seconds > 0,
             "watch.max_watchers": self.max_watchers > 0,
+            "watch.feed_retention_seconds": self.feed_retention_seconds > 0,
+            "watch.prune_interval_seconds": self.prune_interval_seconds > 0,
         }
         for key, ok in checks.items():
             if not ok:
