@@ -187,6 +187,9 @@ def _append_worker(url: str, key_path: str, tag: str, count: int, start: Any) ->
     async def run() -> None:
         database = Database.from_url(url)
         log = AuditLog(database, load_or_create_signer(Path(key_path)))
+        # Writer thread and connection up before the start, so neither replica is done before
+        # the other has opened its database.
+        await database.threaded.write(lambda connection: None)
         await asyncio.to_thread(start.wait, 60)
         try:
             for first in range(0, count, 10):
@@ -196,6 +199,9 @@ def _append_worker(url: str, key_path: str, tag: str, count: int, start: Any) ->
                         for i in range(first, min(count, first + 10))
                     )
                 )
+                # A gap between group commits, as between real requests: SQLite's busy handler
+                # retries on a timer, and a writer that never pauses could starve the other.
+                await asyncio.sleep(0.005)
         finally:
             await database.dispose()
 
