@@ -27,9 +27,9 @@ from gateway.protection.keyring import Keyring
 from gateway.storage.database import Database
 from gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
 from gateway.storage.migrate import upgrade_to_head
-from gateway.storage.reencrypt import count_stale
+from gateway.storage.reencrypt import count_stale, reencrypt_columns
 from gateway.sync.rotation import ORIGINALS, reencrypt_originals
-from gateway.workflows.rotation import WORKFLOW_COLUMNS, reencrypt_workflows
+from gateway.workflows.rotation import WORKFLOW_COLUMNS
 
 ProgressCallback = Callable[[int, int], None]
 """``(done, total)``: rows examined so far out of those under an old key at the start."""
@@ -86,7 +86,7 @@ async def reencrypt_records(
 
         count = await FactIndex(database, cipher).reencrypt_all(progress=batch_done)
         count += await reencrypt_originals(database, cipher, progress=batch_done)
-        count += await reencrypt_workflows(database, cipher, progress=batch_done)
+        count += await reencrypt_columns(database, cipher, WORKFLOW_COLUMNS, progress=batch_done)
     finally:
         await database.dispose()
     return count

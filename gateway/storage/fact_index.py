@@ -29,8 +29,8 @@ from gateway.storage.database import Database
 from gateway.storage.index_writes import (
     IndexedFacts,
     fact_writer,
-    held_blobs,
     pending_write,
+    read_held,
     read_indexed,
 )
 from gateway.storage.issued_reports import (
@@ -235,7 +235,7 @@ class FactIndex:
         """The last stored facts of ``source_id`` about ``token``, or ``None``."""
         _require_token(token)
         await fact_writer(self._db).settled(token)
-        held = await self._db.threaded.read(lambda connection: held_blobs(connection, token))
+        held = await read_held(self._db, token)
         blob = held.get(source_id)
         return None if blob is None else self._open_facts(token, source_id, blob)
 
@@ -243,7 +243,7 @@ class FactIndex:
         """Every source's last stored facts about ``token``, keyed by source id."""
         _require_token(token)
         await fact_writer(self._db).settled(token)
-        held = await self._db.threaded.read(lambda connection: held_blobs(connection, token))
+        held = await read_held(self._db, token)
         return {
             source_id: self._open_facts(token, source_id, blob) for source_id, blob in held.items()
         }

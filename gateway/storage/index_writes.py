@@ -199,6 +199,12 @@ def held_blobs(connection: Connection, token: str) -> dict[str, bytes]:
     return {source_id: blob for source_id, blob in connection.execute(_HELD, {"b_token": token})}
 
 
+async def read_held(database: Database, token: str) -> dict[str, bytes]:
+    """``held_blobs`` on its own: one statement, so a single-statement read (``fetch_all``)."""
+    rows = await database.threaded.fetch_all(_HELD, {"b_token": token})
+    return {source_id: blob for source_id, blob in rows}
+
+
 # -- writes ----------------------------------------------------------------------------------------
 
 

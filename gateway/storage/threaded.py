@@ -43,7 +43,6 @@ class ThreadedTransactions:
         # Imported here: database.py imports this module for Database.
         from gateway.storage.database import create_sync_engine
 
-        self.backend = backend
         sqlite = backend == "sqlite"
         writers = 1 if sqlite else POSTGRES_WRITER_THREADS
         self._write_engine: Engine = create_sync_engine(
@@ -52,48 +51,27 @@ class ThreadedTransactions:
         self._read_engine: Engine = create_sync_engine(
             url, writer=False, pool_size=POSTGRES_READER_THREADS, pool_pre_ping=not sqlite
         )
-        self._writer_threads = writers
-        self._reader_threads = 0 if sqlite else POSTGRES_READER_THREADS
-        self._writers: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._inline_reader: Connection | None = None
-        """SQLite: the one connection inline reads use, held (a pool checkout per read costs
-        more than the read); only ever used from the event loop's thread."""
-        self._autocommit_reader: Connection | None = None
-        """SQLite: the same for ``fetch_all``, in autocommit mode."""
+        self._threads = {True: writers, False: 0 if sqlite else POSTGRES_READER_THREADS}
+        """Worker threads for writes (True) and reads (False); no read threads on SQLite,
+        whose reads run inline on the event loop."""
+        self._executors: dict[bool, ThreadPoolExecutor] = {}
         self._held: dict[tuple[int, int, bool], Connection] = {}
-        """Each worker thread's connection, by thread, engine and autocommit, kept between uses:
-        a pool checkout and return (with its reset) per transaction cost more CPU than a
-        batch of ingest's rows. Closed by ``dispose``."""
+        """Each thread's connection (a worker's, or the event loop's for SQLite's inline
+        reads), by thread, engine and autocommit, kept between uses: a pool checkout and return
+        (with its reset) per transaction cost more CPU than a batch of ingest's rows, or than
+        the read itself. Closed by ``dispose``."""
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), committed when it
         returns, rolled back if it raises (the exception is re-raised here)."""
-        if self._writers is None:
-            self._writers = ThreadPoolExecutor(
-                self._writer_threads, thread_name_prefix="credgate-db-write"
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writers, functools.partial(self._in_transaction, self._write_engine, fn)
-        )
+        return await self._off_loop(True, self._in_transaction, self._write_engine, fn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one read transaction: inline on SQLite (see the module docstring), on a
         reader thread on PostgreSQL."""
-        if not self._reader_threads:
-            if self._inline_reader is None:
-                self._inline_reader = self._read_engine.connect()
-            with self._inline_reader.begin():
-                return fn(self._inline_reader)
-        if self._readers is None:
-            self._readers = ThreadPoolExecutor(
-                self._reader_threads, thread_name_prefix="credgate-db-read"
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._readers, functools.partial(self._in_transaction, self._read_engine, fn)
-        )
+        if not self._threads[False]:
+            return self._in_transaction(self._read_engine, fn)
+        return await self._off_loop(False, self._in_transaction, self._read_engine, fn)
 
     async def fetch_all(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -102,23 +80,24 @@ class ThreadedTransactions:
         consistent snapshot, so no BEGIN/COMMIT is paid for). The hot single-statement reads
         use this; a read of several statements that must agree uses ``read``. The rows are
         ``sqlalchemy.Row`` (typed ``Any`` so callers can unpack them)."""
-        if not self._reader_threads:
-            if self._autocommit_reader is None:
-                self._autocommit_reader = self._read_engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                )
-            return self._autocommit_reader.execute(statement, parameters).all()
-        if self._readers is None:
-            self._readers = ThreadPoolExecutor(
-                self._reader_threads, thread_name_prefix="credgate-db-read"
+        if not self._threads[False]:
+            return self._autocommit(statement, parameters)
+        return await self._off_loop(False, self._autocommit, statement, parameters)
+
+    async def _off_loop(self, write: bool, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the write or read threads (started on first use)."""
+        executor = self._executors.get(write)
+        if executor is None:
+            executor = self._executors[write] = ThreadPoolExecutor(
+                self._threads[write],
+                thread_name_prefix="credgate-db-write" if write else "credgate-db-read",
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._readers, functools.partial(self._autocommit, statement, parameters)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(fn, *args)
         )
 
     def _in_transaction(self, engine: Engine, fn: Callable[[Connection], T]) -> T:
-        """On a worker thread: ``fn`` in a transaction on the thread's own held connection."""
+        """``fn`` in a transaction on this thread's own held connection."""
 
         def run(connection: Connection) -> T:
             with connection.begin():
@@ -129,7 +108,7 @@ class ThreadedTransactions:
     def _autocommit(
         self, statement: Executable, parameters: Mapping[str, Any] | None
     ) -> Sequence[Any]:
-        """On a reader thread: one statement on the thread's own autocommit connection."""
+        """One statement on this thread's own autocommit connection."""
         return self._on_held(
             self._read_engine, True, lambda c: c.execute(statement, parameters).all()
         )
@@ -154,15 +133,12 @@ class ThreadedTransactions:
     def dispose(self) -> None:
         """Wait for queued transactions, then close every connection and thread (both come
         back on next use, as the async engine's pool does)."""
-        for executor in (self._writers, self._readers):
-            if executor is not None:
-                executor.shutdown(wait=True)
-        self._writers = self._readers = None
-        held = [*self._held.values(), self._inline_reader, self._autocommit_reader]
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)
+        self._executors.clear()
+        held = list(self._held.values())
         self._held.clear()
         for connection in held:
-            if connection is not None:
-                connection.close()
-        self._inline_reader = self._autocommit_reader = None
+            connection.close()
         self._write_engine.dispose()
         self._read_engine.dispose()

@@ -13,11 +13,7 @@ writers used: ``details_context(table, workflow_id)`` (``Sealer.seal``) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from gateway.protection.cipher import FieldCipher
-from gateway.storage.database import Database
-from gateway.storage.reencrypt import EncryptedColumn, reencrypt_columns
+from gateway.storage.reencrypt import EncryptedColumn
 from gateway.workflows.models import (
     ObjectionRow,
     RepairApplicationRow,
@@ -50,19 +46,3 @@ WORKFLOW_COLUMNS = (
     ),
 )
 """The workflow tables' encrypted columns, as key rotation walks them."""
-
-
-async def reencrypt_workflows(
-    database: Database,
-    cipher: FieldCipher,
-    *,
-    batch_size: int = 500,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Re-encrypt every workflow ciphertext not under the primary key; return how many were.
-
-    ``progress`` is told how many rows each batch examined.
-    """
-    return await reencrypt_columns(
-        database, cipher, WORKFLOW_COLUMNS, batch_size=batch_size, progress=progress
-    )
