@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.pki",
     "tests.fixtures.storage",
     "tests.fixtures.mocks",
+    "tests.fixtures.logging_state",
 ]
