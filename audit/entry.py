@@ -44,6 +44,11 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 digits hold 18 decimal ones in a row about once in 300 traces, which must not fail a call."""
 _IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
 _MAX_TEXT = 256
+_RPC_METHOD = re.compile(r"/[A-Za-z][A-Za-z0-9_.]{0,127}/[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
+_FIELD_PATH = re.compile(r"[a-z_][a-z0-9_]{0,63}(?:\[[0-9]{1,4}\])?(?:\.[a-z_][a-z0-9_]{0,63}"
+                         r"(?:\[[0-9]{1,4}\])?){0,7}|request", re.ASCII)
+"""A refused request's field paths as the input rules name them; ``request`` for bytes that
+do not even parse."""
 _ACTIONS = frozenset(audit_pb2.AuditAction.values())
 
 
@@ -80,6 +85,8 @@ def new_entry(
     request_id: str | None = None,
     report: report_pb2.RepairStatusReport | None = None,
     decision_time: dt.datetime | None = None,
+    rpc_method: str = "",
+    invalid_fields: Iterable[str] = (),
 ) -> audit_pb2.AuditEntry:
     """An entry for one decision, validated and in canonical form (index assigned on append).
 
@@ -105,6 +112,8 @@ def new_entry(
         reason=reason,
         trace_id=_current_trace_id() if trace_id is None else trace_id,
         request_id=(current_request_id() or "") if request_id is None else request_id,
+        rpc_method=rpc_method,
+        invalid_fields=invalid_fields,
     )
     if report is not None:
         entry.report_id = report.report_id
@@ -152,6 +161,10 @@ def validate(entry: audit_pb2.AuditEntry) -> None:
         problems.append("report_digest must be lower-case hex SHA-256")
     if entry.trace_id and not _TRACE_ID.fullmatch(entry.trace_id):
         problems.append("trace_id must be 32 lower-case hex digits")
+    if entry.rpc_method and not _RPC_METHOD.fullmatch(entry.rpc_method):
+        problems.append("rpc_method is not a gRPC method name")
+    if any(not _FIELD_PATH.fullmatch(path) for path in entry.invalid_fields):
+        problems.append("invalid_fields must be field paths")
     if not entry.HasField("decision_time"):
         problems.append("decision_time is required")
     texts = {

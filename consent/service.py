@@ -47,6 +47,7 @@ from consent.register import (
 from gateway import identity_number
 from gateway.audit_trail import ENROLL_SUBJECT_KEY, GRANT_CONSENT, REVOKE_CONSENT, AuditTrail
 from gateway.errors import GatewayError
+from gateway.input_rules import check_message
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.storage.models import CONSENT_ID_LENGTH
@@ -267,7 +268,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
                 field_violations=[("terms.collecting_institution_id", "must be the caller")],
             )
         now = self._clock()
-        if violations := grants.term_violations(terms, now=now):
+        if violations := _terms_violations(terms, now):
             raise GatewayError.of(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the signed consent terms are not acceptable; see the BadRequest details",
@@ -371,6 +372,15 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             return grants.parse_terms(signed_terms)
         except grants.TermsError as error:
             _raise_terms_invalid(error)
+
+
+def _terms_violations(terms: consent_pb2.ConsentTerms, now: dt.datetime) -> list[Violation]:
+    """What the terms say that is wrong, then any input rule their fields break (a signed
+    message is untrusted input like a request; it is checked, never folded)."""
+    violations = grants.term_violations(terms, now=now)
+    named = {field for field, _ in violations}
+    violations += [v for v in check_message(terms, "terms.", fold=False) if v[0] not in named]
+    return violations
 
 
 def _raise_terms_invalid(error: grants.TermsError) -> NoReturn:

@@ -33,6 +33,7 @@ from consent.service import ConsentService
 from gateway.audit_trail import AuditTrail
 from gateway.config import GatewayConfig
 from gateway.engine.query import BreakerSettings, QueryEngine
+from gateway.input_boundary import InputBoundary, audited_refusals, check_services
 from gateway.institution import IdentityResolver
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring
@@ -159,7 +160,9 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         default_deadline_seconds=config.gateway.default_deadline_seconds,
         watch=followers.streams,
     )
-    server = GatewayServer.from_config(config)
+    server = GatewayServer.from_config(
+        config, interceptors=[InputBoundary(audited_refusals(audit, identify))]
+    )
     server.add_servicer(
         service_grpc.add_RepairStatusServiceServicer_to_server, servicer, REPAIR_STATUS_SERVICE
     )
@@ -202,6 +205,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         identify=identify,
         audit_log=audit_log,
     )
+    check_services(server.service_names)  # a request field without input rules stops here
     log.info(
         "gateway configured with %d sources; reports signed with key %s; audit log %s",
         len(config.sources),

@@ -27,6 +27,7 @@ and request ids come from the call's context (``audit.entry.new_entry``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from credit_repair.v1 import audit_pb2, report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
@@ -54,6 +55,7 @@ GRANT_CONSENT = audit_pb2.AUDIT_ACTION_GRANT_CONSENT
 REVOKE_CONSENT = audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
 LIST_OWN_CONSENTS = audit_pb2.AUDIT_ACTION_LIST_OWN_CONSENTS
 LIST_OWN_ACCESSES = audit_pb2.AUDIT_ACTION_LIST_OWN_ACCESSES
+REFUSE_MALFORMED_REQUEST = audit_pb2.AUDIT_ACTION_REFUSE_MALFORMED_REQUEST
 SKIPPED_SOURCE_REASON = "CIRCUIT_OPEN"
 """A source listed with this failure was not asked (its breaker was open)."""
 
@@ -96,6 +98,8 @@ class AuditTrail:
         case_reference: str = "",
         report: report_pb2.RepairStatusReport | None = None,
         rider: Rider | None = None,
+        rpc_method: str = "",
+        invalid_fields: Sequence[str] = (),
     ) -> AppendReceipt:
         """Append one decision and return once it is durable; ``GatewayError`` (UNAVAILABLE,
         ``AUDIT_UNAVAILABLE``) if it cannot be, in which case the caller releases nothing.
@@ -120,6 +124,8 @@ class AuditTrail:
                 chargeable=report.chargeable if report is not None else False,
                 source_ids=sources_consulted(report) if report is not None else (),
                 report=report,
+                rpc_method=rpc_method,
+                invalid_fields=invalid_fields,
             )
             self._in_flight += 1
             try:

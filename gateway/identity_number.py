@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
-_SHAPE = re.compile(r"\d{17}[\dX]")
+_SHAPE = re.compile(r"[0-9]{17}[0-9X]", re.ASCII)
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘx", "0123456789XXX")
+"""What Chinese input methods type for the digits and the check character, and a lower-case x:
+the only foreign forms folded to the canonical one. Any other Unicode digit (Arabic-Indic,
+Devanagari, ...) is left as it is and so refused by the ASCII-only shape."""
 # First digit of the administrative division code (GB/T 2260): 1-6 are the mainland regions,
 # 7 Taiwan, 8 Hong Kong / Macao (residence permits), 9 foreign permanent residents.
 _REGION_FIRST_DIGITS = set("12345689")
@@ -56,8 +60,17 @@ def validate(value: str, *, today: dt.date | None = None) -> IdentityNumberError
 
 
 def normalize(value: str) -> str:
-    """Trim whitespace and upper-case a trailing x, as people often type it."""
-    return value.strip().upper()
+    """The canonical form of what a person typed: surrounding whitespace trimmed, full-width
+    digits and a full-width or lower-case x folded to ASCII. Nothing else is changed, so a
+    number with any other non-ASCII character still fails ``validate``: one person, one form,
+    one subject token."""
+    return value.strip().translate(_FULL_WIDTH)
+
+
+def is_canonical_shape(value: str) -> bool:
+    """True for exactly 17 ASCII digits and an ASCII digit or X (no date or check test): the
+    only strings a subject token may be derived from."""
+    return _SHAPE.fullmatch(value) is not None
 
 
 def mask(value: str) -> str:

@@ -38,10 +38,10 @@ from gateway import identity_number
 from gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
+from gateway.input_rules import check_message
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.report_signing import request_digest
-from gateway.request_validation import validate_request
 from gateway.storage.issued_reports import insert_issued_reports, issued_report_row
 from gateway.subject_identity import SubjectIdentities
 from gateway.telemetry import record_denial, record_invalid_request
@@ -53,8 +53,6 @@ DEADLINE_MARGIN_SECONDS = 0.05
 """Kept back from the caller's deadline to serialize and send the answer."""
 BATCH_CONCURRENCY = 8
 """Batch items answered at once; each fans out to every source, so this bounds source load."""
-NONCE_MIN_BYTES = 16
-NONCE_MAX_BYTES = 64
 
 SignReport = Callable[[report_pb2.RepairStatusReport, bytes], report_pb2.SignedReport]
 """Signs a report's exact bytes together with a request digest (``report_signing``)."""
@@ -167,11 +165,9 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         prefix: str = "",
         spend_use: bool = True,
     ) -> tuple[report_pb2.RepairStatusReport, report_pb2.SignedReport]:
-        violations = validate_request(request, prefix)
-        if request.nonce and not NONCE_MIN_BYTES <= len(request.nonce) <= NONCE_MAX_BYTES:
-            violations.append(
-                (f"{prefix}nonce", f"must be {NONCE_MIN_BYTES} to {NONCE_MAX_BYTES} bytes")
-            )
+        # The input boundary checked a single request already; a batch item is checked here, as
+        # it is answered, so that it fails on its own (``per_item`` in the schema).
+        violations = check_message(request, prefix) if prefix else []
         if violations:
             record_invalid_request(BATCH_METHOD if prefix else GET_METHOD)
             raise GatewayError.invalid_request(violations)

@@ -190,7 +190,7 @@ async def test_source_errors_become_per_source_failures(
         ("440305197805120310", "CHECK_CHARACTER"),
         ("440305197813320316", "BIRTH_DATE"),
         ("000305197805120318", "REGION"),
-        ("", "LENGTH"),
+        ("", "is required"),
     ],
 )
 async def test_invalid_identity_number_is_rejected_with_field_details(

@@ -267,7 +267,7 @@ async def test_bad_or_duplicate_objections_are_refused_with_reasons_and_nothing_
         assert {f for f, _ in violations} >= {
             "request_id",
             "identity_number",
-            "fact.source_id",
+            "fact",
             "aspect",
             "requested_correction",
         }

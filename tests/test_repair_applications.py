@@ -327,7 +327,7 @@ async def test_only_a_judicial_organ_reviews_and_rules(
         code, reason, _ = await refused(
             gw.applications(channel).RuleOnRepairApplication(
                 app_pb2.RuleOnRepairApplicationRequest(
-                    application_id="app_x", grant=True, ruling_number="1"
+                    application_id="app_x", grant=True, ruling_number="(2028)粤03破申8号"
                 )
             )
         )

@@ -39,6 +39,7 @@ from gateway.engine.breaker import BreakerState, CircuitBreaker
 from gateway.engine.fanout import GRACE_SECONDS, SourceOutcome, fan_out
 from gateway.engine.merge import merge
 from gateway.engine.minimize import minimize, minimize_contradictions
+from gateway.identity_number import is_canonical_shape
 from gateway.storage.index_writes import IndexedFacts
 
 _log = logging.getLogger(__name__)
@@ -156,6 +157,9 @@ class QueryEngine:
         of source publishes). Never raises for a source's failure or a cache failure;
         cancellation propagates to every source call.
         """
+        if not is_canonical_shape(identity_number):  # a source asked with a look-alike of a
+            # number answers for nobody: a signed NO_RECORD for a person with records
+            raise ValueError("sources are asked only with a canonical identity number")
         allowed = sorted(set(categories) - {v.DATA_CATEGORY_UNSPECIFIED})
         mode = self._consistency.resolve(consistency)
         outcomes, indexed, asked = await self._gather(

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 
-from gateway.identity_number import normalize
+from gateway.identity_number import is_canonical_shape, normalize
 
 TOKEN_PREFIX = "st_"  # noqa: S105 - a prefix, not a secret
 _DIGEST_BYTES = 20
@@ -50,10 +50,16 @@ class SubjectTokenizer:
     def token(self, identity_number: str) -> str:
         """The subject token for ``identity_number``.
 
-        The number is normalized first (trimmed, trailing ``x`` upper-cased) so that the ways
-        people type the same number map to one subject. Validation is the caller's job, at the
-        edge; this function accepts any string and never echoes it.
+        The number is normalized first (``identity_number.normalize``: trimmed, full-width
+        digits and x folded) so that the ways people type one number map to one subject.
+        Validation is the input boundary's job; but a token is never derived from anything
+        else than the canonical ASCII shape, because a token of a look-alike string would be
+        a second subject for the same person (own access history and regulator filters would
+        miss it). Raises ValueError, never echoing the value.
         """
-        message = _DOMAIN + normalize(identity_number).encode("utf-8")
+        number = normalize(identity_number)
+        if not is_canonical_shape(number):
+            raise ValueError("a subject token needs a canonical identity number")
+        message = _DOMAIN + number.encode("ascii")
         digest = hmac.new(self._key, message, hashlib.sha256).digest()[:_DIGEST_BYTES]
         return TOKEN_PREFIX + base64.b32encode(digest).decode("ascii").lower()

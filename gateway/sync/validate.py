@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,12 +28,15 @@ from google.protobuf.message import DecodeError
 
 from adapters.mapping import MAX_RECORDS
 from gateway import identity_number
+from gateway.input_rules import check_message
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.storage.fact_index import facts_context, identity_context
 from gateway.sync.models import original_context
 from gateway.sync.settings import ProviderConfig, SyncSettings
 from gateway.sync.signing import NotCanonicalError, parse_canonical, signature_valid
+
+log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_DOMAIN = b"credgate/idempotency-key/v1\x00"
 _MAX_TIMESTAMP_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z, protobuf's upper bound
@@ -148,6 +152,14 @@ class UpdateValidator:
             result = self._check(provider, signed, received_at)
         except _Refused as refused:
             result = refused.rejection
+        except Exception as exc:  # a bug must cost one update, not the provider's stream
+            log.warning(
+                "update %d from provider %s refused: %s while validating (details withheld)",
+                signed.sequence,
+                provider.institution_id,
+                type(exc).__name__,
+            )
+            result = Rejection("UPDATE_INVALID", "the update could not be validated")
         return Prepared(signed.sequence, received_at, result)
 
     def _check(
@@ -180,6 +192,10 @@ class UpdateValidator:
         if problem is not None:
             _refuse("IDENTITY_NUMBER_INVALID", f"identity_number: {problem.description}")
         facts, as_of = self._indexed_facts(provider, update, received_at)
+        violations = check_message(update, fold=False)
+        if violations:
+            described = "; ".join(f"{path} {problem}" for path, problem in violations)
+            _refuse("UPDATE_INVALID", described)
         token = self._tokenizer.token(number)
         return Accepted(
             subject_token=token,

@@ -72,6 +72,11 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """The subject listed their own consent grants (SelfInquiryService.ListOwnConsents)."""
     AUDIT_ACTION_LIST_OWN_ACCESSES: _AuditAction.ValueType  # 7
     """The subject listed who accessed their record (SelfInquiryService.ListOwnAccesses)."""
+    AUDIT_ACTION_REFUSE_MALFORMED_REQUEST: _AuditAction.ValueType  # 8
+    """A request refused at the input boundary because a field broke its input rules
+    (credit_repair/v1/input_rules.proto), by any RPC: rpc_method and invalid_fields say which,
+    never the values. Probing the gateway with malformed input leaves a trace.
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -119,6 +124,11 @@ AUDIT_ACTION_LIST_OWN_CONSENTS: AuditAction.ValueType  # 6
 """The subject listed their own consent grants (SelfInquiryService.ListOwnConsents)."""
 AUDIT_ACTION_LIST_OWN_ACCESSES: AuditAction.ValueType  # 7
 """The subject listed who accessed their record (SelfInquiryService.ListOwnAccesses)."""
+AUDIT_ACTION_REFUSE_MALFORMED_REQUEST: AuditAction.ValueType  # 8
+"""A request refused at the input boundary because a field broke its input rules
+(credit_repair/v1/input_rules.proto), by any RPC: rpc_method and invalid_fields say which,
+never the values. Probing the gateway with malformed input leaves a trace.
+"""
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
 File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -177,6 +187,8 @@ class AuditEntry(_message.Message):
     WITHHELD_CATEGORIES_FIELD_NUMBER: _builtins.int
     CHARGEABLE_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    RPC_METHOD_FIELD_NUMBER: _builtins.int
+    INVALID_FIELDS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The entry's position in the log (0 for the first entry), assigned when it is appended."""
     institution_id: _builtins.str
@@ -213,6 +225,10 @@ class AuditEntry(_message.Message):
     """
     action: Global___AuditAction.ValueType
     """What the caller asked the gateway to do."""
+    rpc_method: _builtins.str
+    """The full gRPC method name ("/credit_repair.v1.RepairStatusService/GetRepairStatus") of a
+    request refused as malformed (AUDIT_ACTION_REFUSE_MALFORMED_REQUEST); empty otherwise.
+    """
     @_builtins.property
     def decision_time(self) -> _timestamp_pb2.Timestamp:
         """When the decision was made."""
@@ -230,6 +246,12 @@ class AuditEntry(_message.Message):
         """The data categories asked for (or, when none were named, the purpose's) that the purpose or
         the consent grant did not allow, so they were left out of the answer (the report's
         withheld_categories); empty when denied. Sorted, without duplicates.
+        """
+
+    @_builtins.property
+    def invalid_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The paths of the fields that broke their rules ("requests[3].identity_number"), never
+        their values; empty unless the action is AUDIT_ACTION_REFUSE_MALFORMED_REQUEST.
         """
 
     def __init__(
@@ -254,10 +276,12 @@ class AuditEntry(_message.Message):
         withheld_categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
         chargeable: _builtins.bool = ...,
         action: Global___AuditAction.ValueType = ...,
+        rpc_method: _builtins.str = ...,
+        invalid_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_reference", b"case_reference", "categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "report_digest", b"report_digest", "report_id", b"report_id", "request_id", b"request_id", "role", b"role", "source_ids", b"source_ids", "subject_token", b"subject_token", "trace_id", b"trace_id", "withheld_categories", b"withheld_categories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_reference", b"case_reference", "categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "invalid_fields", b"invalid_fields", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "report_digest", b"report_digest", "report_id", b"report_id", "request_id", b"request_id", "role", b"role", "rpc_method", b"rpc_method", "source_ids", b"source_ids", "subject_token", b"subject_token", "trace_id", b"trace_id", "withheld_categories", b"withheld_categories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

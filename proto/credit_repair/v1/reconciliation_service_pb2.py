@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from credit_repair.v1 import report_pb2 as credit__repair_dot_v1_dot_report__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-credit_repair/v1/reconciliation_service.proto\x12\x10\x63redit_repair.v1\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x1dListOpenContradictionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\"v\n\x1eListOpenContradictionsResponse\x12;\n\x0e\x63ontradictions\x18\x01 \x03(\x0b\x32#.credit_repair.v1.OpenContradiction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf3\x01\n\x11OpenContradiction\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x36\n\rcontradiction\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration2\x94\x01\n\x15ReconciliationService\x12{\n\x16ListOpenContradictions\x12/.credit_repair.v1.ListOpenContradictionsRequest\x1a\x30.credit_repair.v1.ListOpenContradictionsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-credit_repair/v1/reconciliation_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x1dListOpenContradictionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x19\n\tsource_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"v\n\x1eListOpenContradictionsResponse\x12;\n\x0e\x63ontradictions\x18\x01 \x03(\x0b\x32#.credit_repair.v1.OpenContradiction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf3\x01\n\x11OpenContradiction\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x36\n\rcontradiction\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration2\x94\x01\n\x15ReconciliationService\x12{\n\x16ListOpenContradictions\x12/.credit_repair.v1.ListOpenContradictionsRequest\x1a\x30.credit_repair.v1.ListOpenContradictionsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +36,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.reconcilia
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_start=163
-  _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_end=252
-  _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_start=254
-  _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_end=372
-  _globals['_OPENCONTRADICTION']._serialized_start=375
-  _globals['_OPENCONTRADICTION']._serialized_end=618
-  _globals['_RECONCILIATIONSERVICE']._serialized_start=621
-  _globals['_RECONCILIATIONSERVICE']._serialized_end=769
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['source_id']._loaded_options = None
+  _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['source_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_start=199
+  _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_end=312
+  _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_start=314
+  _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_end=432
+  _globals['_OPENCONTRADICTION']._serialized_start=435
+  _globals['_OPENCONTRADICTION']._serialized_end=678
+  _globals['_RECONCILIATIONSERVICE']._serialized_start=681
+  _globals['_RECONCILIATIONSERVICE']._serialized_end=829
 # @@protoc_insertion_point(module_scope)

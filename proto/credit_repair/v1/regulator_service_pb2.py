@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from credit_repair.v1 import audit_pb2 as credit__repair_dot_v1_dot_audit__pb2
+from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/regulator_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x10\x41uditEntryFilter\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12*\n\x07purpose\x18\x03 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x17ListAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x18ListAuditEntriesResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x19\x45xportAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\"\x81\x01\n\x1a\x45xportAuditEntriesResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12.\n\x07records\x18\x02 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\"\x1c\n\x1aGetLatestCheckpointRequest\"R\n\x1bGetLatestCheckpointResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\xb0\x01\n\x19GetInclusionProofResponse\x12/\n\x05proof\x18\x01 \x01(\x0b\x32 .credit_repair.v1.InclusionProof\x12-\n\x06record\x18\x02 \x01(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x33\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\"\x85\x01\n\x1bGetConsistencyProofResponse\x12\x31\n\x05proof\x18\x01 \x01(\x0b\x32\".credit_repair.v1.ConsistencyProof\x12\x33\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"\x97\x01\n\x1dGetUnusualAccessReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x62\x61seline_windows\x18\x03 \x01(\x05\"\xbd\x02\n\x14UnusualAccessFinding\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.credit_repair.v1.UnusualAccessKind\x12\x16\n\x0einstitution_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x01\x12*\n\x07purpose\x18\x06 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12.\n\nfirst_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esample_indexes\x18\t \x03(\x04\"\xf1\x01\n\x1eGetUnusualAccessReportResponse\x12\x38\n\x08\x66indings\x18\x01 \x03(\x0b\x32&.credit_repair.v1.UnusualAccessFinding\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x62\x61seline_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe8\x01\n\x11UnusualAccessKind\x12#\n\x1fUNUSUAL_ACCESS_KIND_UNSPECIFIED\x10\x00\x12-\n)UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE\x10\x01\x12$\n UNUSUAL_ACCESS_KIND_DENIAL_BURST\x10\x02\x12\x30\n,UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT\x10\x03\x12\'\n#UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE\x10\x04\x32\xc3\x05\n\x10RegulatorService\x12i\n\x10ListAuditEntries\x12).credit_repair.v1.ListAuditEntriesRequest\x1a*.credit_repair.v1.ListAuditEntriesResponse\x12q\n\x12\x45xportAuditEntries\x12+.credit_repair.v1.ExportAuditEntriesRequest\x1a,.credit_repair.v1.ExportAuditEntriesResponse0\x01\x12r\n\x13GetLatestCheckpoint\x12,.credit_repair.v1.GetLatestCheckpointRequest\x1a-.credit_repair.v1.GetLatestCheckpointResponse\x12l\n\x11GetInclusionProof\x12*.credit_repair.v1.GetInclusionProofRequest\x1a+.credit_repair.v1.GetInclusionProofResponse\x12r\n\x13GetConsistencyProof\x12,.credit_repair.v1.GetConsistencyProofRequest\x1a-.credit_repair.v1.GetConsistencyProofResponse\x12{\n\x16GetUnusualAccessReport\x12/.credit_repair.v1.GetUnusualAccessReportRequest\x1a\x30.credit_repair.v1.GetUnusualAccessReportResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/regulator_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n\x10\x41uditEntryFilter\x12\x1e\n\x0einstitution_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1d\n\rsubject_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12*\n\x07purpose\x18\x03 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x17ListAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"c\n\x18ListAuditEntriesResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x19\x45xportAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\"\x81\x01\n\x1a\x45xportAuditEntriesResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12.\n\x07records\x18\x02 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\"\x1c\n\x1aGetLatestCheckpointRequest\"R\n\x1bGetLatestCheckpointResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\xb0\x01\n\x19GetInclusionProofResponse\x12/\n\x05proof\x18\x01 \x01(\x0b\x32 .credit_repair.v1.InclusionProof\x12-\n\x06record\x18\x02 \x01(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x33\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\"\x85\x01\n\x1bGetConsistencyProofResponse\x12\x31\n\x05proof\x18\x01 \x01(\x0b\x32\".credit_repair.v1.ConsistencyProof\x12\x33\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"\xa2\x01\n\x1dGetUnusualAccessReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x10\x62\x61seline_windows\x18\x03 \x01(\x05\x42\t\x82\x80\x19\x05 \x00(\xee\x02\"\xbd\x02\n\x14UnusualAccessFinding\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.credit_repair.v1.UnusualAccessKind\x12\x16\n\x0einstitution_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x01\x12*\n\x07purpose\x18\x06 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12.\n\nfirst_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esample_indexes\x18\t \x03(\x04\"\xf1\x01\n\x1eGetUnusualAccessReportResponse\x12\x38\n\x08\x66indings\x18\x01 \x03(\x0b\x32&.credit_repair.v1.UnusualAccessFinding\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x62\x61seline_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe8\x01\n\x11UnusualAccessKind\x12#\n\x1fUNUSUAL_ACCESS_KIND_UNSPECIFIED\x10\x00\x12-\n)UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE\x10\x01\x12$\n UNUSUAL_ACCESS_KIND_DENIAL_BURST\x10\x02\x12\x30\n,UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT\x10\x03\x12\'\n#UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE\x10\x04\x32\xc3\x05\n\x10RegulatorService\x12i\n\x10ListAuditEntries\x12).credit_repair.v1.ListAuditEntriesRequest\x1a*.credit_repair.v1.ListAuditEntriesResponse\x12q\n\x12\x45xportAuditEntries\x12+.credit_repair.v1.ExportAuditEntriesRequest\x1a,.credit_repair.v1.ExportAuditEntriesResponse0\x01\x12r\n\x13GetLatestCheckpoint\x12,.credit_repair.v1.GetLatestCheckpointRequest\x1a-.credit_repair.v1.GetLatestCheckpointResponse\x12l\n\x11GetInclusionProof\x12*.credit_repair.v1.GetInclusionProofRequest\x1a+.credit_repair.v1.GetInclusionProofResponse\x12r\n\x13GetConsistencyProof\x12,.credit_repair.v1.GetConsistencyProofRequest\x1a-.credit_repair.v1.GetConsistencyProofResponse\x12{\n\x16GetUnusualAccessReport\x12/.credit_repair.v1.GetUnusualAccessReportRequest\x1a\x30.credit_repair.v1.GetUnusualAccessReportResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.regulator_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_UNUSUALACCESSKIND']._serialized_start=2143
-  _globals['_UNUSUALACCESSKIND']._serialized_end=2375
-  _globals['_AUDITENTRYFILTER']._serialized_start=161
-  _globals['_AUDITENTRYFILTER']._serialized_end=413
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=415
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=531
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=533
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=632
-  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_start=634
-  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_end=713
-  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_start=716
-  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_end=845
-  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_start=847
-  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_end=875
-  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_start=877
-  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_end=959
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=961
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1026
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1029
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1205
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1207
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1286
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1289
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1422
-  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_start=1425
-  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_end=1576
-  _globals['_UNUSUALACCESSFINDING']._serialized_start=1579
-  _globals['_UNUSUALACCESSFINDING']._serialized_end=1896
-  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_start=1899
-  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_end=2140
-  _globals['_REGULATORSERVICE']._serialized_start=2378
-  _globals['_REGULATORSERVICE']._serialized_end=3085
+  _globals['_AUDITENTRYFILTER'].fields_by_name['institution_id']._loaded_options = None
+  _globals['_AUDITENTRYFILTER'].fields_by_name['institution_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_AUDITENTRYFILTER'].fields_by_name['subject_token']._loaded_options = None
+  _globals['_AUDITENTRYFILTER'].fields_by_name['subject_token']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
+  _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
+  _globals['_GETUNUSUALACCESSREPORTREQUEST'].fields_by_name['baseline_windows']._loaded_options = None
+  _globals['_GETUNUSUALACCESSREPORTREQUEST'].fields_by_name['baseline_windows']._serialized_options = b'\202\200\031\005 \000(\356\002'
+  _globals['_UNUSUALACCESSKIND']._serialized_start=2223
+  _globals['_UNUSUALACCESSKIND']._serialized_end=2455
+  _globals['_AUDITENTRYFILTER']._serialized_start=197
+  _globals['_AUDITENTRYFILTER']._serialized_end=465
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=468
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=600
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=602
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=701
+  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_start=703
+  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_end=782
+  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_start=785
+  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_end=914
+  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_start=916
+  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_end=944
+  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_start=946
+  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_end=1028
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1030
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1095
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1098
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1274
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1276
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1355
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1358
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1491
+  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_start=1494
+  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_end=1656
+  _globals['_UNUSUALACCESSFINDING']._serialized_start=1659
+  _globals['_UNUSUALACCESSFINDING']._serialized_end=1976
+  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_start=1979
+  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_end=2220
+  _globals['_REGULATORSERVICE']._serialized_start=2458
+  _globals['_REGULATORSERVICE']._serialized_end=3165
 # @@protoc_insertion_point(module_scope)

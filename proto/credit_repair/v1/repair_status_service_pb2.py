@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from credit_repair.v1 import report_pb2 as credit__repair_dot_v1_dot_report__pb2
 from credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/repair_status_service.proto\x12\x10\x63redit_repair.v1\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x84\x02\n\x16GetRepairStatusRequest\x12\x17\n\x0fidentity_number\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x32\n\ncategories\x18\x03 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x36\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32!.credit_repair.v1.ConsistencyMode\"\x86\x01\n\x17GetRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12\x35\n\rsigned_report\x18\x02 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"Y\n\x1b\x42\x61tchGetRepairStatusRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32(.credit_repair.v1.GetRepairStatusRequest\"\xbb\x01\n\x1a\x42\x61tchGetRepairStatusResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x34\n\x06report\x18\x02 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x35\n\rsigned_report\x18\x04 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"]\n\x1c\x42\x61tchGetRepairStatusResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.credit_repair.v1.BatchGetRepairStatusResult\"S\n\x18WatchRepairStatusRequest\x12\x37\n\x05query\x18\x01 \x01(\x0b\x32(.credit_repair.v1.GetRepairStatusRequest\"\xba\x01\n\x19WatchRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12\x35\n\rsigned_report\x18\x02 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\x12\x30\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1f.credit_repair.v1.SubjectChange\"x\n\rSubjectChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x85\x01\n\x0f\x43onsistencyMode\x12 \n\x1c\x43ONSISTENCY_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSISTENCY_MODE_AUTO\x10\x01\x12\x1a\n\x16\x43ONSISTENCY_MODE_INDEX\x10\x02\x12\x19\n\x15\x43ONSISTENCY_MODE_LIVE\x10\x03\x32\xe4\x02\n\x13RepairStatusService\x12\x66\n\x0fGetRepairStatus\x12(.credit_repair.v1.GetRepairStatusRequest\x1a).credit_repair.v1.GetRepairStatusResponse\x12u\n\x14\x42\x61tchGetRepairStatus\x12-.credit_repair.v1.BatchGetRepairStatusRequest\x1a..credit_repair.v1.BatchGetRepairStatusResponse\x12n\n\x11WatchRepairStatus\x12*.credit_repair.v1.WatchRepairStatusRequest\x1a+.credit_repair.v1.WatchRepairStatusResponse0\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/repair_status_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xba\x02\n\x16GetRepairStatusRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.credit_repair.v1.PurposeB\x06\x82\x80\x19\x02\x38\x01\x12:\n\ncategories\x18\x03 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategoryB\x06\x82\x80\x19\x02\x30\x10\x12\x1a\n\nconsent_id\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1e\n\x0e\x63\x61se_reference\x18\x05 \x01(\tB\x06\x82\x80\x19\x02\x08\x02\x12\x19\n\x05nonce\x18\x06 \x01(\x0c\x42\n\x82\x80\x19\x06\x08\x07\x10@\x18\x10\x12\x36\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32!.credit_repair.v1.ConsistencyMode\"\x86\x01\n\x17GetRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12\x35\n\rsigned_report\x18\x02 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"d\n\x1b\x42\x61tchGetRepairStatusRequest\x12\x45\n\x08requests\x18\x01 \x03(\x0b\x32(.credit_repair.v1.GetRepairStatusRequestB\t\x82\x80\x19\x05\x30\xe8\x07@\x01\"\xbb\x01\n\x1a\x42\x61tchGetRepairStatusResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x34\n\x06report\x18\x02 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x35\n\rsigned_report\x18\x04 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\"]\n\x1c\x42\x61tchGetRepairStatusResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.credit_repair.v1.BatchGetRepairStatusResult\"S\n\x18WatchRepairStatusRequest\x12\x37\n\x05query\x18\x01 \x01(\x0b\x32(.credit_repair.v1.GetRepairStatusRequest\"\xba\x01\n\x19WatchRepairStatusResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.credit_repair.v1.RepairStatusReport\x12\x35\n\rsigned_report\x18\x02 \x01(\x0b\x32\x1e.credit_repair.v1.SignedReport\x12\x30\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1f.credit_repair.v1.SubjectChange\"x\n\rSubjectChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x85\x01\n\x0f\x43onsistencyMode\x12 \n\x1c\x43ONSISTENCY_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSISTENCY_MODE_AUTO\x10\x01\x12\x1a\n\x16\x43ONSISTENCY_MODE_INDEX\x10\x02\x12\x19\n\x15\x43ONSISTENCY_MODE_LIVE\x10\x03\x32\xe4\x02\n\x13RepairStatusService\x12\x66\n\x0fGetRepairStatus\x12(.credit_repair.v1.GetRepairStatusRequest\x1a).credit_repair.v1.GetRepairStatusResponse\x12u\n\x14\x42\x61tchGetRepairStatus\x12-.credit_repair.v1.BatchGetRepairStatusRequest\x1a..credit_repair.v1.BatchGetRepairStatusResponse\x12n\n\x11WatchRepairStatus\x12*.credit_repair.v1.WatchRepairStatusRequest\x1a+.credit_repair.v1.WatchRepairStatusResponse0\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +37,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.repair_sta
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_CONSISTENCYMODE']._serialized_start=1363
-  _globals['_CONSISTENCYMODE']._serialized_end=1496
-  _globals['_GETREPAIRSTATUSREQUEST']._serialized_start=191
-  _globals['_GETREPAIRSTATUSREQUEST']._serialized_end=451
-  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_start=454
-  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_end=588
-  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_start=590
-  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_end=679
-  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_start=682
-  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_end=869
-  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_start=871
-  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_end=964
-  _globals['_WATCHREPAIRSTATUSREQUEST']._serialized_start=966
-  _globals['_WATCHREPAIRSTATUSREQUEST']._serialized_end=1049
-  _globals['_WATCHREPAIRSTATUSRESPONSE']._serialized_start=1052
-  _globals['_WATCHREPAIRSTATUSRESPONSE']._serialized_end=1238
-  _globals['_SUBJECTCHANGE']._serialized_start=1240
-  _globals['_SUBJECTCHANGE']._serialized_end=1360
-  _globals['_REPAIRSTATUSSERVICE']._serialized_start=1499
-  _globals['_REPAIRSTATUSSERVICE']._serialized_end=1855
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['identity_number']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['identity_number']._serialized_options = b'\202\200\031\004\010\0018\001'
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['purpose']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['purpose']._serialized_options = b'\202\200\031\0028\001'
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['categories']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['categories']._serialized_options = b'\202\200\031\0020\020'
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['consent_id']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['consent_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['case_reference']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['case_reference']._serialized_options = b'\202\200\031\002\010\002'
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['nonce']._loaded_options = None
+  _globals['_GETREPAIRSTATUSREQUEST'].fields_by_name['nonce']._serialized_options = b'\202\200\031\006\010\007\020@\030\020'
+  _globals['_BATCHGETREPAIRSTATUSREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_BATCHGETREPAIRSTATUSREQUEST'].fields_by_name['requests']._serialized_options = b'\202\200\031\0050\350\007@\001'
+  _globals['_CONSISTENCYMODE']._serialized_start=1464
+  _globals['_CONSISTENCYMODE']._serialized_end=1597
+  _globals['_GETREPAIRSTATUSREQUEST']._serialized_start=227
+  _globals['_GETREPAIRSTATUSREQUEST']._serialized_end=541
+  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_start=544
+  _globals['_GETREPAIRSTATUSRESPONSE']._serialized_end=678
+  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_start=680
+  _globals['_BATCHGETREPAIRSTATUSREQUEST']._serialized_end=780
+  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_start=783
+  _globals['_BATCHGETREPAIRSTATUSRESULT']._serialized_end=970
+  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_start=972
+  _globals['_BATCHGETREPAIRSTATUSRESPONSE']._serialized_end=1065
+  _globals['_WATCHREPAIRSTATUSREQUEST']._serialized_start=1067
+  _globals['_WATCHREPAIRSTATUSREQUEST']._serialized_end=1150
+  _globals['_WATCHREPAIRSTATUSRESPONSE']._serialized_start=1153
+  _globals['_WATCHREPAIRSTATUSRESPONSE']._serialized_end=1339
+  _globals['_SUBJECTCHANGE']._serialized_start=1341
+  _globals['_SUBJECTCHANGE']._serialized_end=1461
+  _globals['_REPAIRSTATUSSERVICE']._serialized_start=1600
+  _globals['_REPAIRSTATUSSERVICE']._serialized_end=1956
 # @@protoc_insertion_point(module_scope)

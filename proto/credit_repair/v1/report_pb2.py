@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63redit_repair/v1/report.proto\x12\x10\x63redit_repair.v1\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x84\x02\n\nProvenance\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12\x18\n\x10source_record_id\x18\x03 \x01(\t\x12\x30\n\x0csource_as_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nfetched_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\tsignature\x18\x06 \x01(\x0e\x32!.credit_repair.v1.SignatureStatus\"9\n\x0bMoneyAmount\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x13\n\x0bminor_units\x18\x02 \x01(\x03\"?\n\x0fSubjectIdentity\x12\x1e\n\x16masked_identity_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xe6\x02\n\x0e\x42\x61nkruptcyCase\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.credit_repair.v1.CaseKind\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.credit_repair.v1.CaseStage\x12\r\n\x05\x63ourt\x18\x04 \x01(\t\x12&\n\x0b\x61\x63\x63\x65pted_on\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x11observation_start\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fobservation_end\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0brestored_on\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\nprovenance\x18\t \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\"\xbc\x02\n\x0c\x43reditRecord\x12\x30\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.RecordKind\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12-\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1d.credit_repair.v1.MoneyAmount\x12&\n\x0boccurred_on\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0bresolved_on\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04open\x18\x07 \x01(\x08\x12\x30\n\nprovenance\x18\x08 \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\"\xf8\x02\n\x0bSourceFacts\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x35\n\x0e\x61sserted_state\x18\x04 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12\x33\n\x08identity\x18\x05 \x01(\x0b\x32!.credit_repair.v1.SubjectIdentity\x12/\n\x05\x63\x61ses\x18\x06 \x03(\x0b\x32 .credit_repair.v1.BankruptcyCase\x12/\n\x07records\x18\x07 \x03(\x0b\x32\x1e.credit_repair.v1.CreditRecord\x12\x30\n\nprovenance\x18\x08 \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\x12\r\n\x05stale\x18\t \x01(\x08\"\xac\x01\n\rContradiction\x12\x16\n\x0esubject_matter\x18\x01 \x01(\t\x12\x1c\n\x14prevailing_source_id\x18\x02 \x01(\t\x12\x18\n\x10prevailing_value\x18\x03 \x01(\t\x12\x1c\n\x14\x64issenting_source_id\x18\x04 \x01(\t\x12\x18\n\x10\x64issenting_value\x18\x05 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x06 \x01(\t\"\xac\x01\n\rSourceFailure\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x34\n\x10last_known_as_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x05\n\x12RepairStatusReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12+\n\x05\x66lags\x18\x04 \x03(\x0e\x32\x1c.credit_repair.v1.StatusFlag\x12\x17\n\x0fstate_source_id\x18\x05 \x01(\t\x12\x13\n\x0bstate_basis\x18\x06 \x01(\t\x12.\n\x07sources\x18\x07 \x03(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12\x37\n\x0e\x63ontradictions\x18\x08 \x03(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x31\n\x08\x66\x61ilures\x18\t \x03(\x0b\x32\x1f.credit_repair.v1.SourceFailure\x12*\n\x07purpose\x18\n \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x32\n\ncategories\x18\x0b \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x30\n\x0cgenerated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x13withheld_categories\x18\r \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nchargeable\x18\x0e \x01(\x08\x12\x12\n\nconsent_id\x18\x0f \x01(\t\x12 \n\x18recipient_institution_id\x18\x10 \x01(\t\x12\x13\n\x0blegal_basis\x18\x11 \x01(\t\"Y\n\x0cSignedReport\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x16\n\x0erequest_digest\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c*\x8f\x01\n\x0fSignatureStatus\x12 \n\x1cSIGNATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNATURE_STATUS_VERIFIED\x10\x01\x12\x1d\n\x19SIGNATURE_STATUS_UNSIGNED\x10\x02\x12\x1c\n\x18SIGNATURE_STATUS_INVALID\x10\x03\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63redit_repair/v1/report.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xa2\x02\n\nProvenance\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12#\n\x10source_record_id\x18\x03 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\x12\x30\n\x0csource_as_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nfetched_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\tsignature\x18\x06 \x01(\x0e\x32!.credit_repair.v1.SignatureStatusB\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"C\n\x0bMoneyAmount\x12\x1f\n\rcurrency_code\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x10\x03\x12\x13\n\x0bminor_units\x18\x02 \x01(\x03\"T\n\x0fSubjectIdentity\x12(\n\x16masked_identity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x04\x10\x12\x12\x17\n\x04name\x18\x02 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\"\xf9\x02\n\x0e\x42\x61nkruptcyCase\x12\x1e\n\x0b\x63\x61se_number\x18\x01 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.credit_repair.v1.CaseKind\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.credit_repair.v1.CaseStage\x12\x15\n\x05\x63ourt\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x04\x12&\n\x0b\x61\x63\x63\x65pted_on\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x11observation_start\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fobservation_end\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0brestored_on\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\nprovenance\x18\t \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\"\xc7\x02\n\x0c\x43reditRecord\x12\x30\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.RecordKind\x12\x1a\n\x07summary\x18\x03 \x01(\tB\t\x82\x80\x19\x05\x08\x05\x10\xd0\x0f\x12-\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1d.credit_repair.v1.MoneyAmount\x12&\n\x0boccurred_on\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0bresolved_on\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04open\x18\x07 \x01(\x08\x12\x30\n\nprovenance\x18\x08 \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\"\x88\x03\n\x0bSourceFacts\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12\x1c\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x04\x12\x35\n\x0e\x61sserted_state\x18\x04 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12\x33\n\x08identity\x18\x05 \x01(\x0b\x32!.credit_repair.v1.SubjectIdentity\x12/\n\x05\x63\x61ses\x18\x06 \x03(\x0b\x32 .credit_repair.v1.BankruptcyCase\x12/\n\x07records\x18\x07 \x03(\x0b\x32\x1e.credit_repair.v1.CreditRecord\x12\x30\n\nprovenance\x18\x08 \x01(\x0b\x32\x1c.credit_repair.v1.Provenance\x12\r\n\x05stale\x18\t \x01(\x08\"\xac\x01\n\rContradiction\x12\x16\n\x0esubject_matter\x18\x01 \x01(\t\x12\x1c\n\x14prevailing_source_id\x18\x02 \x01(\t\x12\x18\n\x10prevailing_value\x18\x03 \x01(\t\x12\x1c\n\x14\x64issenting_source_id\x18\x04 \x01(\t\x12\x18\n\x10\x64issenting_value\x18\x05 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x06 \x01(\t\"\xac\x01\n\rSourceFailure\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x31\n\x0bsource_kind\x18\x02 \x01(\x0e\x32\x1c.credit_repair.v1.SourceKind\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x34\n\x10last_known_as_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x05\n\x12RepairStatusReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12+\n\x05\x66lags\x18\x04 \x03(\x0e\x32\x1c.credit_repair.v1.StatusFlag\x12\x17\n\x0fstate_source_id\x18\x05 \x01(\t\x12\x13\n\x0bstate_basis\x18\x06 \x01(\t\x12.\n\x07sources\x18\x07 \x03(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12\x37\n\x0e\x63ontradictions\x18\x08 \x03(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x31\n\x08\x66\x61ilures\x18\t \x03(\x0b\x32\x1f.credit_repair.v1.SourceFailure\x12*\n\x07purpose\x18\n \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12\x32\n\ncategories\x18\x0b \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x30\n\x0cgenerated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x13withheld_categories\x18\r \x03(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x12\n\nchargeable\x18\x0e \x01(\x08\x12\x12\n\nconsent_id\x18\x0f \x01(\t\x12 \n\x18recipient_institution_id\x18\x10 \x01(\t\x12\x13\n\x0blegal_basis\x18\x11 \x01(\t\"Y\n\x0cSignedReport\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x16\n\x0erequest_digest\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c*\x8f\x01\n\x0fSignatureStatus\x12 \n\x1cSIGNATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNATURE_STATUS_VERIFIED\x10\x01\x12\x1d\n\x19SIGNATURE_STATUS_UNSIGNED\x10\x02\x12\x1c\n\x18SIGNATURE_STATUS_INVALID\x10\x03\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +36,48 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.report_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_SIGNATURESTATUS']._serialized_start=2691
-  _globals['_SIGNATURESTATUS']._serialized_end=2834
-  _globals['_PROVENANCE']._serialized_start=144
-  _globals['_PROVENANCE']._serialized_end=404
-  _globals['_MONEYAMOUNT']._serialized_start=406
-  _globals['_MONEYAMOUNT']._serialized_end=463
-  _globals['_SUBJECTIDENTITY']._serialized_start=465
-  _globals['_SUBJECTIDENTITY']._serialized_end=528
-  _globals['_BANKRUPTCYCASE']._serialized_start=531
-  _globals['_BANKRUPTCYCASE']._serialized_end=889
-  _globals['_CREDITRECORD']._serialized_start=892
-  _globals['_CREDITRECORD']._serialized_end=1208
-  _globals['_SOURCEFACTS']._serialized_start=1211
-  _globals['_SOURCEFACTS']._serialized_end=1587
-  _globals['_CONTRADICTION']._serialized_start=1590
-  _globals['_CONTRADICTION']._serialized_end=1762
-  _globals['_SOURCEFAILURE']._serialized_start=1765
-  _globals['_SOURCEFAILURE']._serialized_end=1937
-  _globals['_REPAIRSTATUSREPORT']._serialized_start=1940
-  _globals['_REPAIRSTATUSREPORT']._serialized_end=2597
-  _globals['_SIGNEDREPORT']._serialized_start=2599
-  _globals['_SIGNEDREPORT']._serialized_end=2688
+  _globals['_PROVENANCE'].fields_by_name['source_id']._loaded_options = None
+  _globals['_PROVENANCE'].fields_by_name['source_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_PROVENANCE'].fields_by_name['source_record_id']._loaded_options = None
+  _globals['_PROVENANCE'].fields_by_name['source_record_id']._serialized_options = b'\202\200\031\005\010\004\020\200\001'
+  _globals['_PROVENANCE'].fields_by_name['signature']._loaded_options = None
+  _globals['_PROVENANCE'].fields_by_name['signature']._serialized_options = b'\202\200\031\005\010\007\020\200\004'
+  _globals['_MONEYAMOUNT'].fields_by_name['currency_code']._loaded_options = None
+  _globals['_MONEYAMOUNT'].fields_by_name['currency_code']._serialized_options = b'\202\200\031\004\010\003\020\003'
+  _globals['_SUBJECTIDENTITY'].fields_by_name['masked_identity_number']._loaded_options = None
+  _globals['_SUBJECTIDENTITY'].fields_by_name['masked_identity_number']._serialized_options = b'\202\200\031\004\010\004\020\022'
+  _globals['_SUBJECTIDENTITY'].fields_by_name['name']._loaded_options = None
+  _globals['_SUBJECTIDENTITY'].fields_by_name['name']._serialized_options = b'\202\200\031\005\010\004\020\200\001'
+  _globals['_BANKRUPTCYCASE'].fields_by_name['case_number']._loaded_options = None
+  _globals['_BANKRUPTCYCASE'].fields_by_name['case_number']._serialized_options = b'\202\200\031\005\010\004\020\200\001'
+  _globals['_BANKRUPTCYCASE'].fields_by_name['court']._loaded_options = None
+  _globals['_BANKRUPTCYCASE'].fields_by_name['court']._serialized_options = b'\202\200\031\002\010\004'
+  _globals['_CREDITRECORD'].fields_by_name['summary']._loaded_options = None
+  _globals['_CREDITRECORD'].fields_by_name['summary']._serialized_options = b'\202\200\031\005\010\005\020\320\017'
+  _globals['_SOURCEFACTS'].fields_by_name['source_id']._loaded_options = None
+  _globals['_SOURCEFACTS'].fields_by_name['source_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_SOURCEFACTS'].fields_by_name['display_name']._loaded_options = None
+  _globals['_SOURCEFACTS'].fields_by_name['display_name']._serialized_options = b'\202\200\031\002\010\004'
+  _globals['_SIGNATURESTATUS']._serialized_start=2834
+  _globals['_SIGNATURESTATUS']._serialized_end=2977
+  _globals['_PROVENANCE']._serialized_start=180
+  _globals['_PROVENANCE']._serialized_end=470
+  _globals['_MONEYAMOUNT']._serialized_start=472
+  _globals['_MONEYAMOUNT']._serialized_end=539
+  _globals['_SUBJECTIDENTITY']._serialized_start=541
+  _globals['_SUBJECTIDENTITY']._serialized_end=625
+  _globals['_BANKRUPTCYCASE']._serialized_start=628
+  _globals['_BANKRUPTCYCASE']._serialized_end=1005
+  _globals['_CREDITRECORD']._serialized_start=1008
+  _globals['_CREDITRECORD']._serialized_end=1335
+  _globals['_SOURCEFACTS']._serialized_start=1338
+  _globals['_SOURCEFACTS']._serialized_end=1730
+  _globals['_CONTRADICTION']._serialized_start=1733
+  _globals['_CONTRADICTION']._serialized_end=1905
+  _globals['_SOURCEFAILURE']._serialized_start=1908
+  _globals['_SOURCEFAILURE']._serialized_end=2080
+  _globals['_REPAIRSTATUSREPORT']._serialized_start=2083
+  _globals['_REPAIRSTATUSREPORT']._serialized_end=2740
+  _globals['_SIGNEDREPORT']._serialized_start=2742
+  _globals['_SIGNEDREPORT']._serialized_end=2831
 # @@protoc_insertion_point(module_scope)
