@@ -46,7 +46,7 @@ PRODUCTS = {
     "个人经营贷款": "business_loan",
 }
 ESTATE_FLAGS = {"0": False, "1": True}
-_DATE = re.compile(r"\d{4}/\d{2}/\d{2}")
+_DATE = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}")
 # Labels that are really GB18030 in practice; decoding as GB18030 is correct for all of them.
 _CHARSETS = (None, "gb18030", "gbk", "gb2312")
 

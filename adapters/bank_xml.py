@@ -31,8 +31,8 @@ from adapters.payload_guard import (
 PATH = "/openapi/credit/CustomerAccountQuery"
 CONTENT_TYPE = "application/xml; charset=UTF-8"
 _WHAT = "qianhai response"
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_YUAN = re.compile(r"\d{1,13}\.\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_YUAN = re.compile(r"[0-9]{1,13}\.[0-9]{2}")
 STATUSES = {
     "NORMAL": AccountStatus.NORMAL,
     "OVERDUE": AccountStatus.OVERDUE,

@@ -82,7 +82,7 @@ OTHER_CAUSE = "litigation: other cause"
 """Causes of action (案由) number in the hundreds and change with the court's catalogue; they
 only label a record and never affect the state, so an unlisted one is reported generically
 (without echoing the Chinese text) instead of failing the whole answer."""
-_NET_DATE = re.compile(r"/Date\((-?\d{1,15})(?:([+-])(\d{2})(\d{2}))?\)/")
+_NET_DATE = re.compile(r"/Date\((-?[0-9]{1,15})(?:([+-])([0-9]{2})([0-9]{2}))?\)/")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EARLIEST_MS = -20 * 365 * 86_400_000  # 1950: nothing the court holds is older
 _LATEST_MS = 130 * 365 * 86_400_000  # 2100

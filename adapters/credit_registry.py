@@ -119,9 +119,9 @@ _ESTATE_MARK, _EXEMPTION_MARK = "01", "02"
 _Origin = Callable[[str, str], report_pb2.Provenance]
 _REFUSED = {"2001", "2002", "9999"}  # the registry refused the query or failed internally
 _BUSY = {"9001"}
-_DIGITS8 = re.compile(r"\d{8}")
-_DIGITS14 = re.compile(r"\d{14}")
-_YUAN = re.compile(r"\d{1,13}\.\d{2}")
+_DIGITS8 = re.compile(r"[0-9]{8}")
+_DIGITS14 = re.compile(r"[0-9]{14}")
+_YUAN = re.compile(r"[0-9]{1,13}\.[0-9]{2}")
 _ORG_CODE = re.compile(r"[0-9A-Z]{14}")
 
 
@@ -133,7 +133,7 @@ class CreditRegistryAdapter:
         self._query_reason = config.options.get("query_reason", DEFAULT_QUERY_REASON)
         if not _ORG_CODE.fullmatch(self._org_code):
             raise ValueError(f"source {config.source_id!r}: option 'org_code' is not 14 characters")
-        if not re.fullmatch(r"\d{2}", self._query_reason):
+        if not re.fullmatch(r"[0-9]{2}", self._query_reason):
             raise ValueError(f"source {config.source_id!r}: option 'query_reason' is not a code")
         self._config = config
         self._channel: Any = None

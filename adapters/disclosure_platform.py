@@ -83,7 +83,7 @@ PUBLICATIONS: dict[str, str] = {
     "PCXX": "publication of bankruptcy information",  # 破产信息公开
 }
 _RESULTS = {"YJL": 1, "WJL": 0}  # 有记录 / 无记录
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _WORST_FIRST = (
     report_pb2.SIGNATURE_STATUS_INVALID,
     report_pb2.SIGNATURE_STATUS_UNSIGNED,

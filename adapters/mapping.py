@@ -103,7 +103,7 @@ def yuan_to_fen(value: object, field: str) -> int:
 
 
 def fen(value: object, field: str) -> int:
-    if isinstance(value, str) and re.fullmatch(r"\d{1,16}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,16}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MONEY_LIMIT:
         raise MalformedPayload(f"{field}: amount out of range")

@@ -32,9 +32,9 @@ from gateway.identity_number import mask
 PATH = "/api/v1/naturalPerson/creditInfo"
 _KIND = vocabulary_pb2.SOURCE_KIND_MARKET_SUPERVISION
 _WHAT = "market supervision answer"
-_CHINESE_DATE = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日")
+_CHINESE_DATE = re.compile(r"([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日")
 # GB 32100-2015: 18 characters from the digits and upper-case letters except I, O, S, V, Z.
-_CREDIT_CODE = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}")
+_CREDIT_CODE = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}")
 _EPOCH_MS_LIMIT = 4_102_444_800_000  # 2100-01-01
 ROLES = {
     "01": "legal representative",

@@ -39,7 +39,7 @@ from gateway.identity_number import mask
 PATH = "/sbjk/cbxx/cx"
 _KIND = vocabulary_pb2.SOURCE_KIND_SOCIAL_INSURANCE
 _WHAT = "social insurance answer"
-_MONTH = re.compile(r"\d{6}")
+_MONTH = re.compile(r"[0-9]{6}")
 INSURANCE_TYPES = {
     "110": "basic pension insurance",
     "210": "unemployment insurance",

@@ -48,8 +48,8 @@ from gateway.identity_number import mask
 PATH = "/api/gs/qsxxcx"
 _KIND = vocabulary_pb2.SOURCE_KIND_TAX
 _WHAT = "tax answer"
-_DATE = re.compile(r"\d{8}")
-_YUAN = re.compile(r"\d{1,13}(\.\d{1,2})?")
+_DATE = re.compile(r"[0-9]{8}")
+_YUAN = re.compile(r"[0-9]{1,13}(\.[0-9]{1,2})?")
 LEVY_ITEMS = {
     "10101": "value-added tax",
     "10106": "individual income tax",

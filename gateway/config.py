@@ -416,7 +416,7 @@ def _dev_identity(values: dict[str, Any] | None) -> Institution | None:
 
 def _validate_listen(listen: str) -> None:
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError(f"gateway.listen must be host:port, got {listen!r}")
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from credit_repair.v1 import input_rules_pb2
 from gen_protos import PROTO_ROOT, ROOT, include_paths
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_tools import protoc
@@ -136,6 +137,33 @@ def _cell(text: str) -> str:
     return "<br><br>".join(p for p in paragraphs if p).replace("|", "\\|") or "—"
 
 
+def _rules_text(field: descriptor_pb2.FieldDescriptorProto) -> str:
+    """The field's declared input rules (input_rules.proto) in a few words, or ""."""
+    if not field.options.HasExtension(input_rules_pb2.rules):
+        return ""
+    rules = field.options.Extensions[input_rules_pb2.rules]
+    parts = []
+    if rules.shape:
+        shape = input_rules_pb2.FieldShape.Name(rules.shape).removeprefix("FIELD_SHAPE_")
+        parts.append(shape.lower().replace("_", " "))
+    if rules.required:
+        parts.append("required")
+    if rules.min_size:
+        parts.append(f"at least {rules.min_size} bytes")
+    if rules.max_size:
+        unit = "bytes" if field.type == field.TYPE_BYTES else "characters"
+        parts.append(f"at most {rules.max_size:,} {unit}")
+    if rules.HasField("min_value"):
+        parts.append(f"at least {rules.min_value}")
+    if rules.HasField("max_value"):
+        parts.append(f"at most {rules.max_value}")
+    if rules.max_items:
+        parts.append(f"at most {rules.max_items:,} items")
+    if rules.per_item:
+        parts.append("each item checked and answered on its own")
+    return ", ".join(parts)
+
+
 def _anchor(full_name: str) -> str:
     return full_name.lstrip(".")
 
@@ -239,9 +267,12 @@ class Renderer:
         if message.field:
             out += ["| Field | Number | Type | Description |", "|---|---|---|---|"]
             for index, field in enumerate(message.field):
+                description = _cell(comments(*path, _FIELD, index))
+                if rules := _rules_text(field):
+                    description += f" *Input rules: {rules}.*"
                 out.append(
                     f"| `{field.name}` | {field.number} | {self._field_type(field)} | "
-                    f"{_cell(comments(*path, _FIELD, index))} |"
+                    f"{description} |"
                 )
             out.append("")
         else:

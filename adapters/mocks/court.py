@@ -47,7 +47,7 @@ QUERY_PATH = "/sfgk/api/v1/dsr/ajcx"
 OBJECTION_PATH = "/sfgk/api/v1/dsr/yysq"
 RULING_PATH = "/sfgk/api/v1/dsr/cdlr"
 RULING_TYPES = {"免责": State.RESTORED, "停止公开": State.DISCLOSURE_SUSPENDED}
-_NET_DATE = re.compile(r"/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/")
+_NET_DATE = re.compile(r"/Date\((-?[0-9]{1,15})(?:[+-][0-9]{4})?\)/")
 AS_OF_LAG = dt.timedelta(minutes=30)
 ID_DOCUMENT = "居民身份证"
 CASE_TYPES = {

@@ -68,7 +68,7 @@ STAGE_CODES = {
 }
 QUERY_REASONS = frozenset({"01", "02", "03", "08", "19", "21", "31"})
 _ORG_CODE = re.compile(r"[0-9A-Z]{14}")
-_ID_NUMBER = re.compile(r"\d{17}[\dX]")
+_ID_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
 
 MALFORMED_VARIANTS = (
     "truncated", "impossible_date", "unknown_code", "negative_amount", "garbage_amount",

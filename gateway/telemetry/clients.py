@@ -167,7 +167,7 @@ def grpc_client_call(full_method: str, target: str) -> Iterator[GrpcClientCall]:
     """A CLIENT span around one call to ``target`` (``host:port``), current while it runs."""
     attributes: dict[str, str | int] = {**m.rpc_attributes(full_method)}
     host, _, port = target.rpartition(":")
-    if host and port.isdigit():
+    if host and port.isascii() and port.isdigit():
         attributes[m.SERVER_ADDRESS] = host
         attributes[m.SERVER_PORT] = int(port)
     with m.tracer.start_as_current_span(

@@ -290,7 +290,8 @@ class UpdateRejected(_message.Message):
     """A stable UPPER_SNAKE reason: SIGNATURE_INVALID, UPDATE_MALFORMED, UPDATE_NOT_CANONICAL,
     UPDATE_TOO_LARGE, SEQUENCE_INVALID, SEQUENCE_MISMATCH, SEQUENCE_ALREADY_USED,
     SOURCE_NOT_PERMITTED, SOURCE_KIND_MISMATCH, IDEMPOTENCY_KEY_INVALID,
-    IDENTITY_NUMBER_INVALID, FACTS_INVALID, REQUEST_EMPTY.
+    IDENTITY_NUMBER_INVALID, FACTS_INVALID, UPDATE_INVALID (a field breaks its input rules,
+    credit_repair/v1/input_rules.proto), REQUEST_EMPTY.
     """
     message: _builtins.str
     """A short explanation for the provider's operator; never contains personal data."""
