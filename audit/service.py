@@ -274,6 +274,10 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         """The proof that an older tree is a prefix of a newer one."""
         await self._regulator(context)
         second, checkpoint = await self._tree_size(request.second_tree_size, "second_tree_size")
+        # Checked here, before any proof is built: the storage layer refuses these sizes too
+        # (ProofError), but as a bad request they are the caller's, not the log's, fault.
+        if request.first_tree_size == 0:
+            raise _invalid([("first_tree_size", "must be at least 1 (not the empty tree)")])
         if request.first_tree_size > second:
             raise _invalid([("first_tree_size", f"must not exceed the second size ({second})")])
         try:

@@ -375,6 +375,44 @@ async def test_checkpoints_and_proofs_verify_with_only_the_public_key(
         assert fields == [field_name]
 
 
+async def test_consistency_proof_sizes_outside_rfc_9162_are_bad_requests(
+    gateway: RegulatorGateway,
+) -> None:
+    """A proof from the empty tree (first size 0) or from a larger tree is refused as the
+    caller's mistake (INVALID_ARGUMENT naming first_tree_size), never INTERNAL, on an empty log
+    and a grown one; equal sizes get the empty proof."""
+    stub = gateway.stub()
+    for first, second in ((0, 0), (1, 0)):
+        _, fields = await expect_error(
+            stub.GetConsistencyProof(
+                pb.GetConsistencyProofRequest(first_tree_size=first, second_tree_size=second),
+                timeout=5,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+        )
+        assert fields == ["first_tree_size"]
+    await gateway.seed(12)
+    for first, second in ((0, 0), (0, 12), (0, 5), (13, 12), (13, 0), (2**63, 0)):
+        _, fields = await expect_error(
+            stub.GetConsistencyProof(
+                pb.GetConsistencyProofRequest(first_tree_size=first, second_tree_size=second),
+                timeout=5,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+        )
+        assert fields == ["first_tree_size"], (first, second)
+    same = await stub.GetConsistencyProof(
+        pb.GetConsistencyProofRequest(first_tree_size=12, second_tree_size=12), timeout=5
+    )
+    assert list(same.proof.hashes) == []
+    latest = await stub.GetConsistencyProof(
+        pb.GetConsistencyProofRequest(first_tree_size=12), timeout=5
+    )
+    assert (latest.proof.first_tree_size, latest.proof.second_tree_size) == (12, 12)
+
+
 async def test_no_answer_is_released_when_the_audit_write_fails(gateway: RegulatorGateway) -> None:
     await gateway.seed(5)
     async with gateway.log.database.write() as session:
