@@ -104,6 +104,8 @@ class FailingAppends:
 
     on: bool = False
     attempts: int = 0
+    reasons: list[str] = field(default_factory=list)
+    """The reason of every entry whose append failed (which decision the probe reached)."""
 
 
 @pytest.fixture
@@ -115,6 +117,7 @@ def failing(monkeypatch: pytest.MonkeyPatch) -> FailingAppends:
         if not state.on:
             return real(self, batch, deadline, connection)
         state.attempts += 1
+        state.reasons.extend(pending.entry.reason for pending in batch)
         raise OperationalError("INSERT INTO audit_entries", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(AuditLog, "_write", write)
@@ -518,6 +521,7 @@ async def attack(env: Env, failing: FailingAppends, rpc: str, path: str, probe: 
     """What went wrong for one probe ("" when it released nothing and said so)."""
     before = await _counts(env)
     failing.attempts = 0
+    failing.reasons.clear()
     failing.on = True
     outcome: tuple[grpc.StatusCode, str] | None = None
     try:
@@ -541,6 +545,14 @@ async def attack(env: Env, failing: FailingAppends, rpc: str, path: str, probe: 
         problems.append(f"released {len(received)} message(s) before failing")
     if failing.attempts == 0:
         problems.append("no audit append was attempted")
+    # The probe must reach the decision it names, not stop at request validation (which is
+    # audited too, and would make every probe pass without testing the handler's own step).
+    if "INVALID_REQUEST" in failing.reasons:
+        problems.append("the request was refused as malformed; fix the probe")
+    if path.startswith("allowed") and "ALLOWED" not in failing.reasons:
+        problems.append(f"no allowed decision was reached (recorded {failing.reasons})")
+    if path.endswith("refused") and ("ALLOWED" in failing.reasons or not failing.reasons):
+        problems.append(f"no refusal was reached (recorded {failing.reasons})")
     if await _counts(env) != before:
         problems.append("entries or issued reports were written")
     return f"{rpc} [{path}]: " + "; ".join(problems) if problems else ""
