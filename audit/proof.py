@@ -53,10 +53,16 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list
 
 
 def consistency_proof(leaves: Sequence[bytes], first: int, second: int) -> list[bytes]:
-    """The proof that the tree of ``first`` leaves is a prefix of the tree of ``second``."""
-    if not 0 <= first <= second <= len(leaves):
-        raise ProofError("a consistency proof needs 0 <= first <= second <= leaves known")
-    if first in (0, second):
+    """The proof that the tree of ``first`` leaves is a prefix of the tree of ``second``.
+
+    ``first`` must be at least 1: a proof from the empty tree is meaningless (every tree
+    extends it, so the proof could only ever be empty and would vouch for any "first root").
+    transparency-dev/merkle's ``proof.Consistency`` refuses ``size1 == 0`` for the same
+    reason (commit 8c666a7, "consistency proof: fix edge case with 0 sized tree", #236).
+    """
+    if not 0 < first <= second <= len(leaves):
+        raise ProofError("a consistency proof needs 0 < first <= second <= leaves known")
+    if first == second:
         return []
     path: list[bytes] = []
     lo, hi, m, complete = 0, second, first, True
@@ -121,23 +127,37 @@ def verify_inclusion(
 def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> None:
-    """Raise ProofError unless ``proof`` shows tree ``first`` is a prefix of tree ``second``."""
-    if not 0 <= first <= second:
-        raise ProofError("consistency needs 0 <= first <= second")
-    _check_hashes(*proof)
+    """Raise ProofError unless ``proof`` shows tree ``first`` is a prefix of tree ``second``.
+
+    The edge cases follow RFC 9162 section 2.1.4 (which defines the proof for 0 < first only)
+    and, where the RFC is silent, the current
+    rules of transparency-dev/merkle's ``proof.RootFromConsistencyProof`` (proof/verify.go at
+    commit 417fb0c, July 2026), checked in this order:
+
+    * ``second < first`` is an error (a log never shrinks);
+    * ``first == 0`` is an error *whatever the proof and roots*, ``second == 0`` included:
+      "consistency proof from empty tree is meaningless" — the empty tree is a prefix of every
+      tree, so accepting it would accept any claimed first root (merkle #236 made this an
+      error; before it, ``0, n`` with an empty proof passed without looking at the roots);
+    * ``first == second`` needs an empty proof and equal roots;
+    * otherwise the proof must not be empty, and the RFC's iterative algorithm must lead to
+      both roots exactly (no hash left over, none missing).
+
+    Every hash must be 32 bytes (stricter than merkle, which compares roots byte for byte).
+    """
+    if second < first:
+        raise ProofError("consistency needs first <= second (a log never shrinks)")
+    if first <= 0:
+        raise ProofError("a consistency proof from the empty tree is meaningless")
+    _check_hashes(first_root, second_root, *proof)
     if first == second:
         if proof:
             raise ProofError("trees of equal size need an empty consistency proof")
         if first_root != second_root:
             raise ProofError("trees of equal size have different roots")
         return
-    if first == 0:
-        if proof:
-            raise ProofError("the empty tree needs an empty consistency proof")
-        return
     if not proof:
         raise ProofError("consistency proof is empty")
-    _check_hashes(first_root, second_root)
     path = list(proof)
     if first & (first - 1) == 0:  # an exact power of two: the old root is a node of the new tree
         path.insert(0, first_root)

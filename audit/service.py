@@ -4,11 +4,14 @@ Each RPC reads top to bottom: who is calling (mTLS) → is it a regulator (else
 PERMISSION_DENIED / ROLE_NOT_PERMITTED, before any field is looked at: permission before
 existence) → are the fields well formed → the log. Listing and exporting entries are access
 decisions too, so they are appended to the log (purpose REGULATORY_AUDIT) before the answer
-goes out, and refused callers are recorded as denials.
+goes out, and refused callers are recorded as denials — both through the one audit path
+(``audit.trail.AuditTrail``), so a refusal whose entry cannot be written is withheld like an
+answer: UNAVAILABLE / AUDIT_UNAVAILABLE, not PERMISSION_DENIED (otherwise a caller could learn
+who may read the log, untraced, while the log is down).
 
 Wiring (composition module)::
 
-    servicer = RegulatorService(audit_log, IdentityResolver(...))
+    servicer = RegulatorService(AuditTrail(audit_log), IdentityResolver(...))
     add_regulator_service(server, servicer)      # service name: SERVICE_NAME
 """
 
@@ -25,12 +28,12 @@ from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.checkpoint import SignedCheckpoint
-from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, new_entry
-from audit.log import AuditLog, AuditUnavailable
+from audit.log import AuditUnavailable
 from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
 from audit.proof import ProofError
 from audit.queries import EntryFilter, iter_entries, list_entries
 from audit.storage import AuditIntegrityError, read_head, read_record
+from audit.trail import READ_AUDIT_LOG, AuditTrail
 from audit.unusual import Thresholds, Window, unusual_access_report
 from gateway.errors import GatewayError
 from gateway.institution import INSTITUTION_ID_SHAPE, Institution
@@ -105,42 +108,36 @@ def filter_violations(message: pb.AuditEntryFilter, prefix: str = "filter.") -> 
 
 
 class RegulatorService(pb_grpc.RegulatorServiceServicer):
-    """The grpc.aio servicer over an ``AuditLog``."""
+    """The grpc.aio servicer over the log of an ``AuditTrail`` (which records its decisions)."""
 
     def __init__(
         self,
-        audit_log: AuditLog,
+        audit: AuditTrail,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         thresholds: Thresholds | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
-        self._log = audit_log
-        self._db = audit_log.database
+        self._audit = audit
+        self._log = audit.log
+        self._db = audit.log.database
         self._identify = identify
         self._thresholds = thresholds or Thresholds()
         self._clock = clock
-        self._token_key = audit_log.signer.derive_secret(_PAGE_TOKEN_LABEL)
+        self._token_key = audit.log.signer.derive_secret(_PAGE_TOKEN_LABEL)
 
     async def _regulator(self, context: grpc.aio.ServicerContext) -> Institution:
-        """The caller, if it is a regulator; otherwise record the denial and refuse."""
+        """The caller, if it is a regulator; otherwise record the denial and refuse (and if
+        the denial cannot be recorded, AUDIT_UNAVAILABLE instead: fail closed)."""
         caller = self._identify(context)
         if caller.role == REGULATOR:
             return caller
-        try:
-            await self._log.append(
-                new_entry(
-                    institution=caller,
-                    purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
-                    action=audit_pb2.AUDIT_ACTION_READ_AUDIT_LOG,
-                    outcome=DENIED,
-                    reason="ROLE_NOT_PERMITTED",
-                )
-            )
-        except AuditUnavailable:
-            log.error(
-                "could not record a refused RegulatorService call by %s", caller.institution_id
-            )
+        await self._audit.record(
+            caller,
+            READ_AUDIT_LOG,
+            purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+            reason="ROLE_NOT_PERMITTED",
+        )
         raise GatewayError.of(
             grpc.StatusCode.PERMISSION_DENIED,
             "only a regulator may read the audit log",
@@ -148,21 +145,15 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
             metadata={"role": caller.role_name},
         )
 
-    async def _record_access(self, caller: Institution, entry_filter: EntryFilter) -> None:
-        """Append the regulator's own read to the log before answering (fail closed)."""
-        try:
-            await self._log.append(
-                new_entry(
-                    institution=caller,
-                    purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
-                    action=audit_pb2.AUDIT_ACTION_READ_AUDIT_LOG,
-                    outcome=ALLOWED,
-                    reason=ALLOWED_REASON,
-                    subject_token=entry_filter.subject_token,
-                )
-            )
-        except AuditUnavailable as exc:
-            raise exc.to_gateway_error() from None
+    async def _record_access(self, caller: Institution, subject_token: str = "") -> None:
+        """Append the regulator's own read to the log before answering (fail closed); under
+        the subject the read was about, if one."""
+        await self._audit.record(
+            caller,
+            READ_AUDIT_LOG,
+            purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
+            subject_token=subject_token,
+        )
 
     def _filter(self, message: pb.AuditEntryFilter) -> EntryFilter:
         if violations := filter_violations(message):
@@ -188,7 +179,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
                 ) from None
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         records, resume = await list_entries(self._db, entry_filter, limit=limit, after=after)
-        await self._record_access(caller, entry_filter)
+        await self._record_access(caller, entry_filter.subject_token)
         response = pb.ListAuditEntriesResponse(records=records)
         if resume is not None:
             response.next_page_token = encode_page_token(resume, scope, self._token_key)
@@ -201,7 +192,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         caller = await self._regulator(context)
         entry_filter = self._filter(request.filter)
         signed = await self._checkpoint()
-        await self._record_access(caller, entry_filter)
+        await self._record_access(caller, entry_filter.subject_token)
         checkpoint = checkpoint_message(signed)
         sent = False
         async for batch in iter_entries(
@@ -248,8 +239,9 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInclusionProofResponse:
-        """The audit path of one entry, with the entry."""
-        await self._regulator(context)
+        """The audit path of one entry, with the entry (a read of that entry: recorded under
+        its subject, like a listing filtered to that subject)."""
+        caller = await self._regulator(context)
         size, checkpoint = await self._tree_size(request.tree_size, "tree_size")
         if request.leaf_index >= size:
             raise _invalid([("leaf_index", f"must be below the tree size ({size})")])
@@ -258,6 +250,9 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         except (AuditIntegrityError, ProofError):
             raise _inconsistent() from None
         record = await read_record(self._db, request.leaf_index)
+        if record is None:  # its leaf hash is there (the proof was built) but the entry is not
+            raise _inconsistent()
+        await self._record_access(caller, record.entry.subject_token)
         response = pb.GetInclusionProofResponse(
             proof=audit_pb2.InclusionProof(
                 leaf_index=request.leaf_index, tree_size=size, hashes=path
@@ -274,6 +269,10 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         """The proof that an older tree is a prefix of a newer one."""
         await self._regulator(context)
         second, checkpoint = await self._tree_size(request.second_tree_size, "second_tree_size")
+        # Checked here, before any proof is built: the storage layer refuses these sizes too
+        # (ProofError), but as a bad request they are the caller's, not the log's, fault.
+        if request.first_tree_size == 0:
+            raise _invalid([("first_tree_size", "must be at least 1 (not the empty tree)")])
         if request.first_tree_size > second:
             raise _invalid([("first_tree_size", f"must not exceed the second size ({second})")])
         try:
@@ -292,8 +291,9 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
     async def GetUnusualAccessReport(
         self, request: pb.GetUnusualAccessReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUnusualAccessReportResponse:
-        """Findings of unusual access in a window (docs/audit.md, "Unusual access")."""
-        await self._regulator(context)
+        """Findings of unusual access in a window (docs/audit.md, "Unusual access"); a read of
+        the log's entries, so recorded like a listing."""
+        caller = await self._regulator(context)
         end = (
             request.end_time.ToDatetime(tzinfo=dt.UTC)
             if request.HasField("end_time")
@@ -314,6 +314,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
             raise _invalid(violations)
         window = Window(start, end, windows)
         findings = await unusual_access_report(self._db, window, self._thresholds)
+        await self._record_access(caller)
         response = pb.GetUnusualAccessReportResponse(findings=findings)
         response.start_time.FromDatetime(start)
         response.end_time.FromDatetime(end)

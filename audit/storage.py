@@ -93,9 +93,10 @@ async def inclusion_proof(database: Database, index: int, tree_size: int) -> lis
 
 
 async def consistency_proof(database: Database, first: int, second: int) -> list[bytes]:
-    """The proof that tree ``first`` is a prefix of tree ``second``."""
-    if not 0 <= first <= second:
-        raise proof.ProofError("a consistency proof needs 0 <= first <= second")
+    """The proof that tree ``first`` is a prefix of tree ``second`` (``0 < first <= second``:
+    a proof from the empty tree is meaningless, ``audit.proof.consistency_proof``)."""
+    if not 0 < first <= second:
+        raise proof.ProofError("a consistency proof needs 0 < first <= second")
     return proof.consistency_proof(await leaf_hashes(database, second), first, second)
 
 

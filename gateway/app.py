@@ -187,7 +187,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         SelfInquiryServicer(SubjectIdentities(consents), database, identify, audit=audit),
         SELF_INQUIRY_SERVICE,
     )
-    add_regulator_service(server, RegulatorService(audit_log, identify))
+    add_regulator_service(server, RegulatorService(audit, identify))
     server.add_servicer(
         sync_grpc.add_ProviderSyncServiceServicer_to_server,
         build_sync_servicer(config.providers, config.sync, database, keyring, identify),
@@ -203,7 +203,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         tokenizer=tokenizer,
         consents=consents,
         identify=identify,
-        audit_log=audit_log,
+        audit=audit,
     )
     check_services(server.service_names)  # a request field without input rules stops here
     log.info(

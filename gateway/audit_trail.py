@@ -1,146 +1,50 @@
-"""The audit step: how a service leaves its decision in the audit log before it answers.
+"""The audit step as the gateway wires it: ``audit.trail.AuditTrail`` with failures counted.
 
-Every decision about a subject or the log — a repair-status query (each batch item on its
-own), a consent action (enrol a key, record or revoke a grant), a self-inquiry listing — is
-recorded here *before* anything is released, allowed or refused alike. One place, so every
-service records the same way and fails the same way::
-
-    await trail.record(caller, READ_REPAIR_STATUS, purpose=request.purpose,
-                       reason=decision.reason, subject_token=token, ...)   # then raise / answer
-
-**Fail closed.** If the entry cannot be made durable (``AuditUnavailable``: database down, a
-table missing, the log's lock not obtained in time) or cannot even be built
-(``AuditEntryError``: a value shaped like an identity number — a bug, since requests are
-validated first), ``record`` raises ``GatewayError`` UNAVAILABLE / ``AUDIT_UNAVAILABLE`` and
-the caller must release nothing: not the report, and not a refusal either. A denial that is
-answered without a trace would let a caller probe (whose consent exists, whose key matches)
-while the log is down; answering every call the same way while it is down reveals nothing.
-
-**What an entry says.** Who (institution id and role from the certificate), what
-(``AuditAction``), why (purpose), about whom (subject token — never the identity number or a
-name; consent id and case reference as the request named them), the outcome and its reason
-(``ALLOWED`` or the UPPER_SNAKE refusal reason), and for a released report what it held:
-categories returned and withheld, sources consulted, chargeable, report id and digest. Trace
-and request ids come from the call's context (``audit.entry.new_entry``).
+The one path every decision takes into the audit log — fail closed, ``AUDIT_UNAVAILABLE`` and
+nothing released when an entry cannot be made durable — lives in ``audit.trail`` (so the
+regulator's service in ``audit/`` uses it without importing upward). This module adds only
+what belongs to the gateway: each failure counted in ``credgate.audit.append_failures``. The
+app builds one ``AuditTrail`` and hands it to every service, so all of them record the same
+way and fail closed together (docs/audit.md).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-
-from credit_repair.v1 import audit_pb2, report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
-from audit import (
-    ALLOWED,
-    ALLOWED_REASON,
-    DENIED,
-    AppendReceipt,
-    AuditEntryError,
-    AuditLog,
-    AuditUnavailable,
-    new_entry,
+from audit.log import AuditLog
+from audit.trail import (
+    ENROLL_SUBJECT_KEY,
+    GRANT_CONSENT,
+    LIST_OWN_ACCESSES,
+    LIST_OWN_CONSENTS,
+    READ_AUDIT_LOG,
+    READ_REPAIR_STATUS,
+    REFUSE_MALFORMED_REQUEST,
+    REVOKE_CONSENT,
+    SKIPPED_SOURCE_REASON,
+    action_name,
+    sources_consulted,
 )
-from audit.entry import ActionValue
-from audit.log import Rider
-from gateway.institution import Institution
+from audit.trail import AuditTrail as _AuditTrail
 from gateway.telemetry import record_audit_failure
 
-log = logging.getLogger(__name__)
-
-READ_REPAIR_STATUS = audit_pb2.AUDIT_ACTION_READ_REPAIR_STATUS
-ENROLL_SUBJECT_KEY = audit_pb2.AUDIT_ACTION_ENROLL_SUBJECT_KEY
-GRANT_CONSENT = audit_pb2.AUDIT_ACTION_GRANT_CONSENT
-REVOKE_CONSENT = audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
-LIST_OWN_CONSENTS = audit_pb2.AUDIT_ACTION_LIST_OWN_CONSENTS
-LIST_OWN_ACCESSES = audit_pb2.AUDIT_ACTION_LIST_OWN_ACCESSES
-REFUSE_MALFORMED_REQUEST = audit_pb2.AUDIT_ACTION_REFUSE_MALFORMED_REQUEST
-SKIPPED_SOURCE_REASON = "CIRCUIT_OPEN"
-"""A source listed with this failure was not asked (its breaker was open)."""
-
-
-def action_name(action: ActionValue) -> str:
-    """``READ_REPAIR_STATUS`` for ``AUDIT_ACTION_READ_REPAIR_STATUS`` (logs and metrics)."""
-    return audit_pb2.AuditAction.Name(action).removeprefix("AUDIT_ACTION_")
+__all__ = [
+    "ENROLL_SUBJECT_KEY",
+    "GRANT_CONSENT",
+    "LIST_OWN_ACCESSES",
+    "LIST_OWN_CONSENTS",
+    "READ_AUDIT_LOG",
+    "READ_REPAIR_STATUS",
+    "REFUSE_MALFORMED_REQUEST",
+    "REVOKE_CONSENT",
+    "SKIPPED_SOURCE_REASON",
+    "AuditTrail",
+    "action_name",
+    "sources_consulted",
+]
 
 
-def sources_consulted(report: report_pb2.RepairStatusReport) -> list[str]:
-    """The sources the gateway asked for this answer: those whose facts it shows (fresh or
-    last known) and those that failed, less those skipped without a call (breaker open)."""
-    skipped = {f.source_id for f in report.failures if f.reason == SKIPPED_SOURCE_REASON}
-    named = {s.source_id for s in report.sources} | {f.source_id for f in report.failures}
-    return sorted(named - skipped)
-
-
-class AuditTrail:
-    """Records decisions in an ``AuditLog``, fail closed; counts what is in flight."""
+class AuditTrail(_AuditTrail):
+    """``audit.trail.AuditTrail`` whose failures are counted (``record_audit_failure``)."""
 
     def __init__(self, audit_log: AuditLog) -> None:
-        self.log = audit_log
-        self._in_flight = 0
-
-    @property
-    def in_flight(self) -> int:
-        """Entries handed to the log whose commit has not returned yet (the backlog gauge:
-        answers waiting on the audit log)."""
-        return self._in_flight
-
-    async def record(
-        self,
-        caller: Institution,
-        action: ActionValue,
-        *,
-        purpose: vocab.Purpose.ValueType = vocab.PURPOSE_UNSPECIFIED,
-        reason: str = ALLOWED_REASON,
-        subject_token: str = "",
-        consent_id: str = "",
-        case_reference: str = "",
-        report: report_pb2.RepairStatusReport | None = None,
-        rider: Rider | None = None,
-        rpc_method: str = "",
-        invalid_fields: Sequence[str] = (),
-    ) -> AppendReceipt:
-        """Append one decision and return once it is durable; ``GatewayError`` (UNAVAILABLE,
-        ``AUDIT_UNAVAILABLE``) if it cannot be, in which case the caller releases nothing.
-
-        ``reason`` ``ALLOWED`` records an allowed decision, anything else a refusal for that
-        reason. ``report``, for an answer about to be released, fills what it holds (categories
-        returned and withheld, sources consulted, chargeable, report id and digest).
-        ``rider`` writes more rows in the entry's transaction (``audit.log.Rider``).
-        """
-        try:
-            entry = new_entry(
-                institution=caller,
-                action=action,
-                purpose=purpose,
-                outcome=ALLOWED if reason == ALLOWED_REASON else DENIED,
-                reason=reason,
-                subject_token=subject_token,
-                consent_id=consent_id,
-                case_reference=case_reference,
-                categories=report.categories if report is not None else (),
-                withheld_categories=report.withheld_categories if report is not None else (),
-                chargeable=report.chargeable if report is not None else False,
-                source_ids=sources_consulted(report) if report is not None else (),
-                report=report,
-                rpc_method=rpc_method,
-                invalid_fields=invalid_fields,
-            )
-            self._in_flight += 1
-            try:
-                return await self.log.append(entry, rider=rider)
-            finally:
-                self._in_flight -= 1
-        except (AuditUnavailable, AuditEntryError) as exc:
-            # Neither message carries a value from the entry; the cause stays out of the line.
-            log.error(
-                "audit entry for %s by %s not recorded (%s: %s); withholding the answer",
-                action_name(action),
-                caller.institution_id,
-                type(exc).__name__,
-                exc,
-            )
-            record_audit_failure(action_name(action))
-            failure = AuditUnavailable("the decision could not be recorded")
-            raise failure.to_gateway_error() from None
+        super().__init__(audit_log, on_failure=record_audit_failure)

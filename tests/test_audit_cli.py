@@ -71,6 +71,21 @@ def test_export_verifies_offline_and_detects_an_edited_copy(
     assert "25 entries, OK" in capsys.readouterr().out
 
     lines = exported.read_text(encoding="utf-8").splitlines()
+    original = list(lines)
+    # Only the readable half edited: a denial shown as allowed. The hashed bytes still match
+    # the signed root, so a bytes-only check said OK.
+    record = json.loads(lines[6])
+    assert record["entry"]["outcome"] == "AUDIT_OUTCOME_DENIED"
+    record["entry"]["outcome"] = "AUDIT_OUTCOME_ALLOWED"
+    record["entry"]["reason"] = "ALLOWED"
+    lines[6] = json.dumps(record, ensure_ascii=False)
+    exported.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run(verify) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out
+    assert "entry 5 (line 7): the readable entry differs from its hashed bytes in outcome, " in out
+
+    lines = list(original)
     record = json.loads(lines[7])
     record["entry_bytes"] = record["entry_bytes"][:-4] + "AAAA"
     lines[7] = json.dumps(record)

@@ -183,8 +183,49 @@ def test_corrupted_consistency_proofs_fail(vector: dict[str, Any]) -> None:
             proof.verify_consistency(a, b, r1, r2, p)
 
 
+EDGES: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "data" / "consistency_edge_vectors.json").read_text()
+)["cases"]
+
+
+@pytest.mark.parametrize("vector", EDGES, ids=lambda v: str(v["desc"]))
+def test_consistency_edge_vectors(vector: dict[str, Any]) -> None:
+    args = (
+        vector["size1"],
+        vector["size2"],
+        bytes.fromhex(vector["root1"]),
+        bytes.fromhex(vector["root2"]),
+        h(vector["proof"]),
+    )
+    if vector["want_error"]:
+        with pytest.raises(ProofError):
+            proof.verify_consistency(*args)
+    else:
+        proof.verify_consistency(*args)
+
+
+def test_edge_vectors_cover_every_rule() -> None:
+    """The vector file keeps a case for each rule (a trimmed file would pass silently)."""
+    failing = {(v["size1"], v["size2"]) for v in EDGES if v["want_error"]}
+    passing = {(v["size1"], v["size2"]) for v in EDGES if not v["want_error"]}
+    assert {(0, 0), (0, 1), (0, 5), (1, 1), (4, 3), (1, 0), (3, 7)} <= failing
+    assert {(1, 1), (8, 8), (3, 7), (4, 8)} <= passing
+
+
+@pytest.mark.parametrize("claimed", [EMPTY_ROOT, ROOTS[0], hashlib.sha256(b"any").digest()])
+def test_a_proof_from_the_empty_tree_is_refused_whatever_the_first_root(claimed: bytes) -> None:
+    for second in range(0, 9):
+        with pytest.raises(ProofError, match="empty tree"):
+            proof.verify_consistency(0, second, claimed, ROOTS[max(second, 1) - 1], [])
+
+
+def test_no_proof_is_built_from_the_empty_tree() -> None:
+    for second in range(0, 9):
+        with pytest.raises(ProofError):
+            proof.consistency_proof(LEAVES, 0, second)
+
+
 def test_consistency_edge_cases() -> None:
-    proof.verify_consistency(0, 5, EMPTY_ROOT, ROOTS[4], [])
     proof.verify_consistency(3, 3, ROOTS[2], ROOTS[2], [])
     with pytest.raises(ProofError):
         proof.verify_consistency(3, 3, ROOTS[2], ROOTS[3], [])

@@ -31,6 +31,7 @@ from audit.offline import check_export, export_lines
 from audit.proof import verify_consistency, verify_inclusion
 from audit.queries import EntryFilter, list_entries
 from audit.service import RegulatorService, add_regulator_service
+from audit.trail import AuditTrail
 from gateway.errors import parse_error
 from gateway.institution import IdentityResolver, InstitutionRole
 from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
@@ -108,7 +109,7 @@ async def gateway(
 ) -> AsyncIterator[RegulatorGateway]:
     log = AuditLog(database, signer)
     server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls)
-    add_regulator_service(server, RegulatorService(log, IdentityResolver()))
+    add_regulator_service(server, RegulatorService(AuditTrail(log), IdentityResolver()))
     port = await server.start()
     running = RegulatorGateway(port, dev_pki, audit_certs, log)
     try:
@@ -348,8 +349,10 @@ async def test_checkpoints_and_proofs_verify_with_only_the_public_key(
     consistency = await stub.GetConsistencyProof(
         pb.GetConsistencyProofRequest(first_tree_size=12), timeout=5
     )
-    assert consistency.checkpoint.tree_size == 29
-    verify_consistency(12, 29, old.root_hash, latest.root_hash, list(consistency.proof.hashes))
+    # 31: the two inclusion proofs handed out entries, and each read was recorded.
+    assert consistency.checkpoint.tree_size == 31
+    newest = open_checkpoint(consistency.checkpoint.note, [signer.verifier]).checkpoint
+    verify_consistency(12, 31, old.root_hash, newest.root_hash, list(consistency.proof.hashes))
 
     for request, field_name in (
         (
@@ -373,6 +376,44 @@ async def test_checkpoints_and_proofs_verify_with_only_the_public_key(
     ):
         _, fields = await expect_error(request, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
         assert fields == [field_name]
+
+
+async def test_consistency_proof_sizes_outside_rfc_9162_are_bad_requests(
+    gateway: RegulatorGateway,
+) -> None:
+    """A proof from the empty tree (first size 0) or from a larger tree is refused as the
+    caller's mistake (INVALID_ARGUMENT naming first_tree_size), never INTERNAL, on an empty log
+    and a grown one; equal sizes get the empty proof."""
+    stub = gateway.stub()
+    for first, second in ((0, 0), (1, 0)):
+        _, fields = await expect_error(
+            stub.GetConsistencyProof(
+                pb.GetConsistencyProofRequest(first_tree_size=first, second_tree_size=second),
+                timeout=5,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+        )
+        assert fields == ["first_tree_size"]
+    await gateway.seed(12)
+    for first, second in ((0, 0), (0, 12), (0, 5), (13, 12), (13, 0), (2**63, 0)):
+        _, fields = await expect_error(
+            stub.GetConsistencyProof(
+                pb.GetConsistencyProofRequest(first_tree_size=first, second_tree_size=second),
+                timeout=5,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+        )
+        assert fields == ["first_tree_size"], (first, second)
+    same = await stub.GetConsistencyProof(
+        pb.GetConsistencyProofRequest(first_tree_size=12, second_tree_size=12), timeout=5
+    )
+    assert list(same.proof.hashes) == []
+    latest = await stub.GetConsistencyProof(
+        pb.GetConsistencyProofRequest(first_tree_size=12), timeout=5
+    )
+    assert (latest.proof.first_tree_size, latest.proof.second_tree_size) == (12, 12)
 
 
 async def test_no_answer_is_released_when_the_audit_write_fails(gateway: RegulatorGateway) -> None:

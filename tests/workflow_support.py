@@ -27,6 +27,7 @@ from adapters.mocks.disclosure_platform import DisclosurePlatformMock
 from adapters.mocks.fleet import MockFleet
 from consent.register import ConsentRegister
 from gateway.app import Gateway, build_gateway
+from gateway.audit_trail import AuditTrail
 from gateway.channel import client_channel
 from gateway.config import config_from_mapping
 from gateway.errors import parse_error
@@ -136,7 +137,7 @@ async def workflow_gateway(
         tokenizer=tokenizer,
         consents=ConsentRegister(built.database),
         identify=IdentityResolver(),
-        audit_log=built.audit_log,
+        audit=AuditTrail(built.audit_log),
         watch_poll_seconds=0.05,
     )
     port = await built.start()

@@ -8,9 +8,9 @@ can ask the sources; it is checked against the certificate or the grant before a
 is looked at, so a refused caller learns nothing about the person.
 
 Every decision, allowed or refused, is appended to the audit log before the caller hears
-anything (fail closed: ``AUDIT_UNAVAILABLE`` and nothing released when it cannot be), with the
-``AuditAction`` of the workflow step, the purpose that matches the caller's role, and the
-subject as a token.
+anything, through the one audit path (``audit.trail.AuditTrail``: fail closed,
+``AUDIT_UNAVAILABLE`` and nothing released when it cannot be), with the ``AuditAction`` of the
+workflow step, the purpose that matches the caller's role, and the subject as a token.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import grpc
 from credit_repair.v1 import audit_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, AuditEntryError, new_entry
-from audit.log import AuditLog, AuditUnavailable
+from audit.entry import ALLOWED_REASON
+from audit.trail import AuditTrail
 from consent.register import ConsentRegister
 from gateway import identity_number
 from gateway.errors import GatewayError, build_status
@@ -78,14 +78,14 @@ class Callers:
         self,
         tokenizer: SubjectTokenizer,
         consents: ConsentRegister,
-        audit_log: AuditLog,
+        audit: AuditTrail,
         *,
         clock: Callable[[], dt.datetime],
     ) -> None:
         self._tokenizer = tokenizer
         self._consents = consents
         self._subjects = SubjectIdentities(consents)
-        self._audit = audit_log
+        self._audit = audit
         self._clock = clock
 
     async def record(
@@ -100,22 +100,17 @@ class Callers:
         source_ids: Iterable[str] = (),
     ) -> int:
         """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed)."""
-        try:
-            entry = new_entry(
-                institution=caller,
-                action=action,
-                purpose=_PURPOSES.get(caller.role, vocab.PURPOSE_STATUTORY_DUTY),
-                outcome=ALLOWED if reason == ALLOWED_REASON else DENIED,
-                reason=reason,
-                subject_token=subject_token,
-                consent_id=consent_id,
-                categories=categories,
-                source_ids=source_ids,
-                decision_time=self._clock(),
-            )
-            receipt = await self._audit.append(entry)
-        except (AuditUnavailable, AuditEntryError):
-            raise AuditUnavailable("not recorded").to_gateway_error() from None
+        receipt = await self._audit.record(
+            caller,
+            action,
+            purpose=_PURPOSES.get(caller.role, vocab.PURPOSE_STATUTORY_DUTY),
+            reason=reason,
+            subject_token=subject_token,
+            consent_id=consent_id,
+            categories=categories,
+            source_ids=source_ids,
+            decision_time=self._clock(),
+        )
         return receipt.index
 
     async def refuse(

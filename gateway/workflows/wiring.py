@@ -9,7 +9,7 @@ the engine and its services after it::
     workflows.register(server, engine=engine, fact_index=fact_index, sources=config.sources,
                        providers={p.institution_id: p.source_id for p in config.providers},
                        tokenizer=tokenizer, consents=consents, identify=identify,
-                       audit_log=audit_log)
+                       audit=audit_trail)
     ...
     await workflows.aclose()        # at shutdown, with the engine
 
@@ -31,7 +31,7 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from adapters.base import SourceAdapter, SourceConfig
 from adapters.catalog import build_adapter
-from audit.log import AuditLog
+from audit.trail import AuditTrail
 from consent.register import ConsentRegister
 from gateway.engine.query import QueryEngine
 from gateway.institution import Institution
@@ -92,13 +92,13 @@ class Workflows:
         tokenizer: SubjectTokenizer,
         consents: ConsentRegister,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
-        audit_log: AuditLog,
+        audit: AuditTrail,
         source_timeout: float = 3.0,
         watch_poll_seconds: float = 1.0,
     ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
         """Make both servicers (``providers``: data provider institution id → source id)."""
         self.adapters = {s.source_id: build_adapter(s) for s in sources}
-        callers = Callers(tokenizer, consents, audit_log, clock=self.clock)
+        callers = Callers(tokenizer, consents, audit, clock=self.clock)
         objections = ObjectionWorkflow(
             self.store,
             fact_index,
