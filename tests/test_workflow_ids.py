@@ -13,11 +13,18 @@ import base64
 import hashlib
 import re
 import secrets
+import uuid
 from pathlib import Path
 
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from adapters.mocks.population import Population
+from consent.register import new_consent_id
 from gateway.protection.keyring import Keyring
-from gateway.workflows.common import request_bound_id, workflow_id_key
+from gateway.workflows.common import new_id, request_bound_id, workflow_id_key
+from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import Subject
+from tests.test_audit_wiring import CASE
 from tests.test_objections import _facts, _filing, _report, observed
 from tests.workflow_support import WorkflowGateway, workflow_gateway
 
@@ -71,3 +78,28 @@ async def test_a_filed_objection_id_is_not_the_public_formula_but_the_keyed_one(
     # The gateway's keyring (tests.fixtures.mocks.gateway_document keeps it in tmp_path).
     key = workflow_id_key(Keyring.load(tmp_path / "keyring.json").subject_token_key)
     assert filed.objection_id == request_bound_id(key, "obj", filer, "req-1")
+
+
+def test_the_other_ids_the_gateway_mints_are_random() -> None:
+    """Consent ids and workflow step ids: 128 random bits each, never derived from anything."""
+    consent_ids = {new_consent_id() for _ in range(1000)}
+    assert len(consent_ids) == 1000
+    assert all(re.fullmatch(r"cg_[0-9a-f]{32}", c) for c in consent_ids)
+    step_ids = {new_id("step") for _ in range(1000)}
+    assert len(step_ids) == 1000
+    assert all(re.fullmatch(r"step_[a-z2-7]{26}", s) for s in step_ids)
+
+
+async def test_report_ids_are_random_uuids(gateway: RunningGateway, population: Population) -> None:
+    """Report ids (the engine) are uuid4, 122 random bits, like request ids (interceptor)."""
+    number = population.scenarios["observation"].person.identity_number
+    async with gateway.client("court-demo") as court:
+        reports = [
+            await court.get_repair_status(
+                number, purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION, case_reference=CASE
+            )
+            for _ in range(2)
+        ]
+    ids = [uuid.UUID(r.report_id) for r in reports]
+    assert [i.version for i in ids] == [4, 4]
+    assert ids[0] != ids[1]
