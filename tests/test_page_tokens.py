@@ -28,13 +28,16 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
+from adapters.mocks.fleet import MockFleet
+from gateway.app import build_gateway
+from gateway.config import config_from_mapping
 from gateway.errors import parse_error
 from gateway.institution import Institution
 from gateway.pki import add_institution, institution_paths
 from gateway.protection.keyring import Keyring
 from gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens
-from tests.fixtures.mocks import RunningGateway
-from tests.fixtures.pki import mtls_channel
+from tests.fixtures.mocks import RunningGateway, gateway_document
+from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate, record_grant
 from tests.test_consent_register import IDENTITY, OTHER_IDENTITY
 
@@ -214,6 +217,8 @@ class World:
         self, running: RunningGateway, subject: Subject, other: Subject, keyring: Keyring
     ) -> None:
         self.running = running
+        self.subjects = (subject, other)
+        self.keyring = keyring
         self.ids = {SUBJECT: subject.institution_id, OTHER_SUBJECT: other.institution_id}
         self.server_tokens = PageTokens.from_root_key(keyring.subject_token_key)
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -394,4 +399,35 @@ async def test_a_consent_listing_token_is_bound_to_its_filters(world: World) -> 
         assert parsed.bad_request is not None
         assert [v.field for v in parsed.bad_request.field_violations] == ["page_token"]
     finally:
+        await world.close()
+
+
+async def test_a_token_from_one_replica_continues_the_listing_on_another(
+    world: World, mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+) -> None:
+    """Two replicas over one database and one keyring: page 1 on A, the rest on B."""
+    config = config_from_mapping(
+        gateway_document(mock_fleet, dev_pki, tmp_path), base_dir=tmp_path, environ={}
+    )
+    replica = await build_gateway(config)
+    port = await replica.start()
+    rpc = "credit_repair.v1.ConsentService/ListConsents"
+    listing = LISTINGS[rpc]
+    try:
+        whole = await world.call(rpc, listing.caller, page_size=1000)
+        first = await world.call(rpc, listing.caller, page_size=1)
+        on_b = World(RunningGateway(replica, port, dev_pki), *world.subjects, world.keyring)
+        try:
+            seen = [m.SerializeToString() for m in getattr(first, listing.items)]
+            token = getattr(first, "next_page_token")  # noqa: B009 - generic response type
+            while token:
+                page = await on_b.call(rpc, listing.caller, token, page_size=1)
+                seen.extend(m.SerializeToString() for m in getattr(page, listing.items))
+                token = getattr(page, "next_page_token")  # noqa: B009
+        finally:
+            await on_b.close()
+        assert seen == [m.SerializeToString() for m in getattr(whole, listing.items)]
+        assert len(seen) >= 2
+    finally:
+        await replica.stop(0)
         await world.close()
