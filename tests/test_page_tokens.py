@@ -431,3 +431,24 @@ async def test_a_token_from_one_replica_continues_the_listing_on_another(
     finally:
         await replica.stop(0)
         await world.close()
+
+
+async def test_a_token_grants_nothing_permission_is_checked_again_on_every_page(
+    world: World,
+) -> None:
+    """The subject re-enrols (a lost phone): the old certificate's genuine token is refused
+    for who is calling, before the token is even looked at."""
+    rpc = "credit_repair.v1.SelfInquiryService/ListOwnConsents"
+    try:
+        first = await world.call(rpc, SUBJECT, page_size=1)
+        token = getattr(first, "next_page_token")  # noqa: B009 - generic response type
+        assert token
+        await enrol_subject(world.running, world.subjects[0].identity_number)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await world.call(rpc, SUBJECT, token, page_size=1)
+        parsed = parse_error(caught.value)
+        assert parsed.code == grpc.StatusCode.PERMISSION_DENIED
+        assert parsed.error_info is not None
+        assert parsed.error_info.reason == "SUBJECT_MISMATCH"
+    finally:
+        await world.close()
