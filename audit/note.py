@@ -151,14 +151,6 @@ class NoteSigner:
         """The 64-byte Ed25519 signature over ``message``."""
         return self._key.sign(message)
 
-    def derive_secret(self, label: str) -> bytes:
-        """A 32-byte secret for another purpose (page tokens), bound to this key and ``label``.
-
-        Replicas that share the log key then agree on it without a second secret to deploy.
-        """
-        seed = self._key.private_bytes_raw()
-        return hashlib.sha256(b"credgate/derived-secret/v1\x00" + label.encode() + seed).digest()
-
 
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):

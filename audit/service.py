@@ -11,7 +11,8 @@ who may read the log, untraced, while the log is down).
 
 Wiring (composition module)::
 
-    servicer = RegulatorService(AuditTrail(audit_log), IdentityResolver(...))
+    servicer = RegulatorService(AuditTrail(audit_log), IdentityResolver(...),
+                                page_tokens=page_tokens)
     add_regulator_service(server, servicer)      # service name: SERVICE_NAME
 """
 
@@ -29,7 +30,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit.checkpoint import SignedCheckpoint
 from audit.log import AuditUnavailable
-from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
 from audit.proof import ProofError
 from audit.queries import EntryFilter, iter_entries, list_entries
 from audit.storage import AuditIntegrityError, read_head, read_record
@@ -37,6 +37,12 @@ from audit.trail import READ_AUDIT_LOG, AuditTrail
 from audit.unusual import Thresholds, Window, unusual_access_report
 from gateway.errors import GatewayError
 from gateway.institution import INSTITUTION_ID_SHAPE, Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.protection.tokens import is_subject_token
 from gateway.server import GatewayServer
 
@@ -50,7 +56,7 @@ EXPORT_BATCH = 500
 DEFAULT_REPORT_WINDOW = dt.timedelta(hours=24)
 DEFAULT_BASELINE_WINDOWS = 7
 MAX_BASELINE_WINDOWS = 90
-_PAGE_TOKEN_LABEL = "audit-page-token"  # noqa: S105 - a derivation label, not a secret
+LIST_AUDIT_ENTRIES = SERVICE_NAME + "/ListAuditEntries"
 _PURPOSES = frozenset(vocabulary_pb2.Purpose.values())
 _OUTCOMES = frozenset(audit_pb2.AuditOutcome.values())
 
@@ -115,6 +121,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         audit: AuditTrail,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
+        page_tokens: PageTokens,
         thresholds: Thresholds | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
@@ -124,7 +131,7 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         self._identify = identify
         self._thresholds = thresholds or Thresholds()
         self._clock = clock
-        self._token_key = audit.log.signer.derive_secret(_PAGE_TOKEN_LABEL)
+        self._page_tokens = page_tokens
 
     async def _regulator(self, context: grpc.aio.ServicerContext) -> Institution:
         """The caller, if it is a regulator; otherwise record the denial and refuse (and if
@@ -168,21 +175,19 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         entry_filter = self._filter(request.filter)
         if request.page_size < 0:
             raise _invalid([("page_size", "must not be negative")])
-        scope = scope_of(caller.institution_id, entry_filter.fingerprint())
+        scope = PageScope(LIST_AUDIT_ENTRIES, caller.institution_id, (entry_filter.fingerprint(),))
         after = -1
         if request.page_token:
             try:
-                after = decode_page_token(request.page_token, scope, self._token_key)
+                after = self._page_tokens.open_index(request.page_token, scope)
             except PageTokenError:
-                raise _invalid(
-                    [("page_token", "is not a token this listing issued with this filter")]
-                ) from None
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         records, resume = await list_entries(self._db, entry_filter, limit=limit, after=after)
         await self._record_access(caller, entry_filter.subject_token)
         response = pb.ListAuditEntriesResponse(records=records)
         if resume is not None:
-            response.next_page_token = encode_page_token(resume, scope, self._token_key)
+            response.next_page_token = self._page_tokens.issue(scope, (resume,))
         return response
 
     async def ExportAuditEntries(

@@ -24,11 +24,7 @@ Messages and logs name consent ids and institution ids, never identity numbers.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Collection
 from typing import NoReturn
@@ -49,6 +45,12 @@ from gateway.audit_trail import ENROLL_SUBJECT_KEY, GRANT_CONSENT, REVOKE_CONSEN
 from gateway.errors import GatewayError
 from gateway.input_rules import check_message
 from gateway.institution import Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.storage.models import CONSENT_ID_LENGTH
 
@@ -72,7 +74,7 @@ COLLECTOR_ROLES = frozenset(
 """Roles that collect consent from subjects (Art. 12 (1), (2)) and record it here."""
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-_PAGE_TOKEN_VERSION = 1
+LIST_CONSENTS = "credit_repair.v1.ConsentService/ListConsents"
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 
 Violation = tuple[str, str]
@@ -118,50 +120,6 @@ def _consent_id_violation(consent_id: str) -> Violation | None:
     return None
 
 
-# -- page tokens -------------------------------------------------------------------------------
-
-
-def _page_scope(institution_id: str, state: int, subject_token: str | None) -> str:
-    """Binds a page token to the caller and filters it was issued for (AIP-158)."""
-    material = f"{institution_id}\x00{state}\x00{subject_token or ''}".encode()
-    return hashlib.sha256(material).hexdigest()[:32]
-
-
-def encode_page_token(cursor: ListCursor, scope: str) -> str:
-    """An opaque token for the position after ``cursor``.
-
-    It is a position, not a credential: every page is queried again with the caller's own
-    visibility condition, so a token passed to another institution shows it nothing new.
-    """
-    doc = {
-        "v": _PAGE_TOKEN_VERSION,
-        "s": scope,
-        "t": cursor.created_at.isoformat(),
-        "i": cursor.consent_id,
-    }
-    raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_page_token(token: str, scope: str) -> ListCursor:
-    """The cursor in ``token``; ``ValueError`` if malformed or issued for other filters."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("v") != _PAGE_TOKEN_VERSION:
-            raise ValueError("unknown page token version")
-        created_at = dt.datetime.fromisoformat(str(doc["t"]))
-        consent_id = str(doc["i"])
-        token_scope = doc["s"]
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
-        raise ValueError("malformed page token") from exc
-    if token_scope != scope:
-        raise ValueError("page token was issued for other filters")
-    if created_at.tzinfo is None:
-        raise ValueError("malformed page token")
-    return ListCursor(created_at, consent_id)
-
-
 # -- the servicer ------------------------------------------------------------------------------
 
 
@@ -175,10 +133,12 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         audit: AuditTrail,
+        page_tokens: PageTokens,
         enrolment_offices: Collection[str] = frozenset(),
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self._register = register
+        self._page_tokens = page_tokens
         self._tokenizer = tokenizer
         self._identify = identify
         self._audit = audit
@@ -319,15 +279,13 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         if violations:
             raise _invalid(violations)
         token = self._token(request.identity_number) if request.identity_number else None
-        scope = _page_scope(caller.institution_id, request.state, token)
+        scope = PageScope(LIST_CONSENTS, caller.institution_id, (request.state, token))
         after = None
         if request.page_token:
             try:
-                after = decode_page_token(request.page_token, scope)
-            except ValueError:
-                raise _invalid(
-                    [("page_token", "is not a token this listing issued with these filters")]
-                ) from None
+                after = ListCursor(*self._page_tokens.open_cursor(request.page_token, scope))
+            except PageTokenError:
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
         now = self._clock()
         found, more = await self._register.list_grants(
             caller.institution_id,
@@ -340,8 +298,8 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         response = consent_pb2.ListConsentsResponse(grants=[g.to_proto(now) for g in found])
         if more and found:
             last = found[-1]
-            response.next_page_token = encode_page_token(
-                ListCursor(last.created_at, last.consent_id), scope
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last.created_at, last.consent_id)
             )
         return response
 

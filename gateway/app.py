@@ -37,6 +37,7 @@ from gateway.input_boundary import InputBoundary, audited_refusals, check_servic
 from gateway.institution import IdentityResolver
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring
+from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.repair_status_service import RepairStatusServicer
 from gateway.report_signing import sign_report
@@ -52,6 +53,7 @@ from gateway.subject_identity import SubjectIdentities
 from gateway.sync.service import build_sync_servicer
 from gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
 from gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
+from gateway.workflows.common import workflow_id_key
 from gateway.workflows.wiring import Workflows
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,9 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     signing_keys = await asyncio.to_thread(load_or_create_signing_keys, signing_keys_path)
     database = Database.from_url(config.storage.url)
     fact_index = FactIndex(database, FieldCipher(keyring))
-    workflows = Workflows(database, FieldCipher(keyring))
+    workflows = Workflows(
+        database, FieldCipher(keyring), id_key=workflow_id_key(keyring.subject_token_key)
+    )
     engine = QueryEngine(
         [build_adapter(source) for source in config.sources],
         fact_index,
@@ -140,8 +144,12 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         RevocationList.from_config(config.tls),
     )
     tokenizer = SubjectTokenizer(keyring.subject_token_key)
+    # One page-token key for every listing, from the keyring every replica shares.
+    page_tokens = PageTokens.from_root_key(keyring.subject_token_key)
     consents = ConsentRegister(database)
-    followers = build_followers(config, database, keyring, fact_index, consents, identify)
+    followers = build_followers(
+        config, database, keyring, fact_index, consents, identify, page_tokens
+    )
     audit_signer = await asyncio.to_thread(
         load_or_create_signer, config.storage.data_dir / KEY_FILE_NAME
     )
@@ -173,21 +181,26 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             tokenizer,
             identify,
             audit=audit,
+            page_tokens=page_tokens,
             enrolment_offices=config.consent.enrolment_offices,
         ),
         CONSENT_SERVICE,
     )
     server.add_servicer(
         signing_key_grpc.add_SigningKeyServiceServicer_to_server,
-        SigningKeyServicer(PublishedKeys(signing_keys_path, signing_keys), identify),
+        SigningKeyServicer(
+            PublishedKeys(signing_keys_path, signing_keys), identify, page_tokens
+        ),
         SIGNING_KEY_SERVICE,
     )
     server.add_servicer(
         self_inquiry_grpc.add_SelfInquiryServiceServicer_to_server,
-        SelfInquiryServicer(SubjectIdentities(consents), database, identify, audit=audit),
+        SelfInquiryServicer(
+            SubjectIdentities(consents), database, identify, audit=audit, page_tokens=page_tokens
+        ),
         SELF_INQUIRY_SERVICE,
     )
-    add_regulator_service(server, RegulatorService(audit, identify))
+    add_regulator_service(server, RegulatorService(audit, identify, page_tokens=page_tokens))
     server.add_servicer(
         sync_grpc.add_ProviderSyncServiceServicer_to_server,
         build_sync_servicer(config.providers, config.sync, database, keyring, identify),
@@ -204,6 +217,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         consents=consents,
         identify=identify,
         audit=audit,
+        page_tokens=page_tokens,
     )
     check_services(server.service_names)  # a request field without input rules stops here
     log.info(

@@ -10,12 +10,21 @@ and refuses a certificate the CA has since revoked (``[tls] revocation_list``,
 ``--insecure-dev`` mode has no TLS and so no certificate. There, and only on a connection
 that is not TLS, the *explicit* dev identity from the ``[dev_identity]`` config section is
 used (pass it as ``dev_identity``); without one, cert-less calls are refused like any other.
+
+Every identity field is read **exactly**: one URI SAN in the institution namespace (compared
+case-insensitively for the count, so ``URN:CREDGATE:...`` cannot smuggle in a second one), one
+OU that is byte-for-byte a known role name, at most one O, and no control, format or NUL
+character anywhere in what is read. Before this, an OU ``judicial_organ\x00...`` was taken as
+``judicial_organ`` (protobuf's enum lookup stops at a NUL) and ``fınancial_institution`` (a
+dotless ı, upper-cased to ``I``) as ``financial_institution``; a certificate that two parsers
+could read as two identities is refused instead (UNAUTHENTICATED with an ErrorInfo reason).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
@@ -39,6 +48,9 @@ INSTITUTION_ID_SHAPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 _ROLE_PREFIX = "INSTITUTION_ROLE_"
 _PARSE_CACHE_SIZE = 1024
+SUBJECT_ID_PREFIX = "subject."
+"""Institution ids in this namespace belong to subject certificates only
+(``gateway.subject_identity``): no other role may carry one and be mistaken for a subject."""
 
 
 @dataclass(frozen=True)
@@ -61,16 +73,24 @@ def role_name(role: RoleValue) -> str:
 
 
 def role_from_name(name: str) -> RoleValue:
-    """The role enum value for a lower-snake name; ValueError if unknown or unspecified."""
-    if name != name.lower():
-        raise ValueError("role names are lower_snake")
-    try:
-        role = InstitutionRole.Value(_ROLE_PREFIX + name.upper())
-    except ValueError:
-        raise ValueError(f"unknown institution role {name!r}") from None
-    if role == InstitutionRole.INSTITUTION_ROLE_UNSPECIFIED:
-        raise ValueError("institution role must not be 'unspecified'")
+    """The role enum value for a lower-snake name; ValueError if unknown or unspecified.
+
+    An exact lookup in the table of names: never ``InstitutionRole.Value(name.upper())``,
+    which folds Unicode (``ı`` → ``I``, ``ſ`` → ``S``) and stops at a NUL.
+    """
+    role = _ROLES_BY_NAME.get(name)
+    if role is None:
+        if name == "unspecified":
+            raise ValueError("institution role must not be 'unspecified'")
+        raise ValueError("unknown institution role")
     return role
+
+
+_ROLES_BY_NAME: dict[str, RoleValue] = {
+    role_name(value): value
+    for value in InstitutionRole.values()
+    if value != InstitutionRole.INSTITUTION_ROLE_UNSPECIFIED
+}
 
 
 def known_role_names() -> tuple[str, ...]:
@@ -99,33 +119,71 @@ def institution_from_certificate(cert: x509.Certificate) -> Institution:
     except x509.ExtensionNotFound:
         uris = []
     prefix = INSTITUTION_URI_PREFIX
-    ids = [u.removeprefix(prefix) for u in uris if u.startswith(prefix)]
-    if len(ids) != 1:
+    ours = [u for u in uris if u[: len(prefix)].lower() == prefix]
+    if not ours:
         raise IdentityRejected(
             "INSTITUTION_ID_MISSING",
             "client certificate must carry exactly one urn:credgate:institution URI SAN",
         )
-    if not INSTITUTION_ID_SHAPE.fullmatch(ids[0]):
+    if len(ours) != 1:
+        raise IdentityRejected(
+            "INSTITUTION_ID_AMBIGUOUS",
+            "client certificate must carry exactly one urn:credgate:institution URI SAN",
+        )
+    institution_id = ours[0][len(prefix) :]
+    if not ours[0].startswith(prefix) or not INSTITUTION_ID_SHAPE.fullmatch(institution_id):
         raise IdentityRejected(
             "INSTITUTION_ID_INVALID", "institution id in client certificate is malformed"
         )
     units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(units) > 1:
+        raise IdentityRejected(
+            "INSTITUTION_ROLE_AMBIGUOUS", "client certificate must carry exactly one OU (its role)"
+        )
     try:
-        if len(units) != 1:
-            raise ValueError("exactly one OU required")
-        role = role_from_name(_text(units[0].value))
+        if not units:
+            raise ValueError("no OU")
+        role = role_from_name(_exact_text(units[0].value))
     except ValueError:
         raise IdentityRejected(
             "INSTITUTION_ROLE_UNKNOWN",
             "client certificate OU must be exactly one known institution role",
         ) from None
+    if role != InstitutionRole.INSTITUTION_ROLE_SUBJECT and institution_id.startswith(
+        SUBJECT_ID_PREFIX
+    ):
+        raise IdentityRejected(
+            "INSTITUTION_ID_INVALID",
+            "institution ids starting 'subject.' are reserved for subject certificates",
+        )
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    display_name = _text(orgs[0].value) if orgs else ""
-    return Institution(institution_id=ids[0], role=role, display_name=display_name)
+    try:
+        if len(orgs) > 1:
+            raise ValueError("more than one O")
+        display_name = _exact_text(orgs[0].value) if orgs else ""
+    except ValueError:
+        raise IdentityRejected(
+            "INSTITUTION_NAME_INVALID",
+            "client certificate O must be at most one name without control characters",
+        ) from None
+    return Institution(institution_id=institution_id, role=role, display_name=display_name)
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def _exact_text(value: str | bytes) -> str:
+    """A certificate text field as it is, or ValueError: no NUL, control or format
+    characters (bidi marks included), no surrounding whitespace, valid UTF-8."""
+    text = value.decode("utf-8") if isinstance(value, bytes) else value  # strict: ValueError
+    if not text or text != text.strip():
+        raise ValueError("empty or padded certificate field")
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in text):
+        raise ValueError("control character in certificate field")
+    return text
+
+
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Control, format (bidi marks, zero-width), surrogate, private-use, unassigned, line and
+paragraph separators: none belongs in a role or a name, and each lets one string display or
+compare as another."""
 
 
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)

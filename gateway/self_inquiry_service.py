@@ -20,7 +20,6 @@ itself recorded in the log (purpose SELF_INQUIRY) before it is answered, fail cl
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 
 import grpc
@@ -31,22 +30,27 @@ from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from audit.entry import ActionValue
-from audit.page_token import PageTokenError, scope_of
-from audit.page_token import decode_page_token as decode_position
-from audit.page_token import encode_page_token as encode_position
 from audit.queries import subject_access_history
 from consent.register import ListCursor
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token
+from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from consent.subject_grants import list_subject_grants
 from gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
 from gateway.errors import GatewayError
 from gateway.institution import Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.storage.database import Database
 from gateway.subject_identity import SubjectIdentities
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 SELF_INQUIRY = vocab.PURPOSE_SELF_INQUIRY
-_ACCESS_TOKEN_LABEL = "self-inquiry-access-page-token"  # noqa: S105 - a label, not a secret
+SERVICE_NAME = "credit_repair.v1.SelfInquiryService"
+LIST_OWN_CONSENTS_RPC = SERVICE_NAME + "/ListOwnConsents"
+LIST_OWN_ACCESSES_RPC = SERVICE_NAME + "/ListOwnAccesses"
 _OWN_LISTINGS = frozenset({LIST_OWN_CONSENTS, LIST_OWN_ACCESSES})
 """Left out of the access history: the subject's own listings say nothing about the record,
 and one appended per page would keep a listing from ever reaching its end."""
@@ -66,12 +70,6 @@ def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
     return GatewayError.invalid_request(violations)
 
 
-def _page_scope(subject_token: str, state: int) -> str:
-    """Binds a page token to the subject and filter it was issued for (AIP-158)."""
-    material = f"self\x00{subject_token}\x00{state}".encode()
-    return hashlib.sha256(material).hexdigest()[:32]
-
-
 class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
     """The grpc.aio servicer; ``database`` is the consent register's (and the audit log's)."""
 
@@ -82,6 +80,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         audit: AuditTrail,
+        page_tokens: PageTokens,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self._subjects = subjects
@@ -89,7 +88,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         self._identify = identify
         self._audit = audit
         self._clock = clock
-        self._position_key = audit.log.signer.derive_secret(_ACCESS_TOKEN_LABEL)
+        self._page_tokens = page_tokens
 
     async def _subject_token(self, caller: Institution, action: ActionValue) -> str:
         """The caller's subject token; a refusal (recorded first) for anyone else."""
@@ -121,15 +120,13 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
             violations.append(("page_size", "must not be negative"))
         if request.state not in _KNOWN_STATES:
             violations.append(("state", "is not a known consent state"))
-        scope = _page_scope(token, request.state)
+        scope = PageScope(LIST_OWN_CONSENTS_RPC, caller.institution_id, (token, request.state))
         after: ListCursor | None = None
         if request.page_token and not violations:
             try:
-                after = decode_page_token(request.page_token, scope)
-            except ValueError:
-                violations.append(
-                    ("page_token", "is not a token this listing issued with these filters")
-                )
+                after = ListCursor(*self._page_tokens.open_cursor(request.page_token, scope))
+            except PageTokenError:
+                violations.append(PAGE_TOKEN_VIOLATION)
         if violations:
             raise _invalid(violations)
         now = self._clock()
@@ -147,8 +144,8 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         response = self_pb2.ListOwnConsentsResponse(grants=[g.to_proto(now) for g in found])
         if more and found:
             last = found[-1]
-            response.next_page_token = encode_page_token(
-                ListCursor(last.created_at, last.consent_id), scope
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last.created_at, last.consent_id)
             )
         return response
 
@@ -158,21 +155,22 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         """A page of the decisions that named the caller, oldest first (the audit log's view),
         less the subject's own listings.
 
-        The page token is the audit log's (a position, HMAC-bound to this subject's token), so
-        it cannot be forged to move elsewhere and is worthless to anyone else — and every page
-        is read by the caller's own token whatever it says.
+        The page token (``gateway.protection.page_tokens``) is a position bound to this RPC,
+        this certificate and this subject's token, so it cannot be forged to move elsewhere and
+        is worthless to anyone else — and every page is read by the caller's own token whatever
+        it says.
         """
         caller = self._identify(context)
         token = await self._subject_token(caller, LIST_OWN_ACCESSES)
         if request.page_size < 0:
             raise _invalid([("page_size", "must not be negative")])
-        scope = scope_of(token, b"self-inquiry/own-accesses")
+        scope = PageScope(LIST_OWN_ACCESSES_RPC, caller.institution_id, (token,))
         after = -1
         if request.page_token:
             try:
-                after = decode_position(request.page_token, scope, self._position_key)
+                after = self._page_tokens.open_index(request.page_token, scope)
             except PageTokenError:
-                raise _invalid([("page_token", "is not a token this listing issued")]) from None
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
         accesses, resume = await self._accesses(
             token, min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after
         )
@@ -181,7 +179,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         )
         response = self_pb2.ListOwnAccessesResponse(accesses=accesses)
         if resume is not None:
-            response.next_page_token = encode_position(resume, scope, self._position_key)
+            response.next_page_token = self._page_tokens.issue(scope, (resume,))
         return response
 
     async def _accesses(

@@ -3,14 +3,13 @@
 Any authenticated caller may list them — they are public, and every institution receiving a
 report must be able to verify it. Retired keys stay listed, so reports kept as proof verify
 after a rotation. The listing is paginated from the first version (AIP-158) although a
-gateway holds few keys; the page token is a position (the last key id seen), not a secret.
+gateway holds few keys; the page token is a position (the last key id seen), authenticated like
+every listing's (``gateway.protection.page_tokens``) so that no input a caller makes up is
+read as one.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 
 import grpc
@@ -19,35 +18,21 @@ from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 
 from gateway.errors import GatewayError
 from gateway.institution import Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.signing_keys import PublicSigningKey, PublishedKeys
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-_PAGE_TOKEN_VERSION = 1
+LIST_SIGNING_KEYS = "credit_repair.v1.SigningKeyService/ListSigningKeys"
 
 
 def _invalid(field: str, description: str) -> GatewayError:
     return GatewayError.invalid_request([(field, description)])
-
-
-def encode_page_token(after_key_id: str) -> str:
-    """An opaque position: the page continues after this key."""
-    raw = json.dumps({"v": _PAGE_TOKEN_VERSION, "k": after_key_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
-
-
-def decode_page_token(token: str) -> str:
-    """The key id in ``token``; ``ValueError`` when it is not one this service issued."""
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise ValueError("malformed page token") from exc
-    if not isinstance(doc, dict) or doc.get("v") != _PAGE_TOKEN_VERSION:
-        raise ValueError("unknown page token version")
-    key_id = doc.get("k")
-    if not isinstance(key_id, str):
-        raise ValueError("malformed page token")
-    return key_id
 
 
 def to_proto(key: PublicSigningKey) -> keys_pb2.SigningKey:
@@ -74,7 +59,9 @@ class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
         self,
         published: PublishedKeys,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
+        page_tokens: PageTokens,
     ) -> None:
+        self._page_tokens = page_tokens
         self._published = published
         self._identify = identify
 
@@ -82,20 +69,21 @@ class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
         self, request: keys_pb2.ListSigningKeysRequest, context: grpc.aio.ServicerContext
     ) -> keys_pb2.ListSigningKeysResponse:
         """A page of keys, oldest first."""
-        self._identify(context)  # authenticated callers only, whatever their role
+        caller = self._identify(context)  # authenticated callers only, whatever their role
         if request.page_size < 0:
             raise _invalid("page_size", "must not be negative")
         keys = list(self._published.snapshot())
+        scope = PageScope(LIST_SIGNING_KEYS, caller.institution_id)
         start = 0
         if request.page_token:
             try:
-                after = decode_page_token(request.page_token)
+                after = self._page_tokens.open_key(request.page_token, scope)
                 start = next(i for i, k in enumerate(keys) if k.key_id == after) + 1
-            except (ValueError, StopIteration):
-                raise _invalid("page_token", "is not a token this listing issued") from None
+            except (PageTokenError, StopIteration):
+                raise _invalid(*PAGE_TOKEN_VIOLATION) from None
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = keys[start : start + size]
         response = keys_pb2.ListSigningKeysResponse(signing_keys=[to_proto(k) for k in page])
         if start + size < len(keys):
-            response.next_page_token = encode_page_token(page[-1].key_id)
+            response.next_page_token = self._page_tokens.issue(scope, (page[-1].key_id,))
         return response

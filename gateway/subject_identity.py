@@ -19,9 +19,9 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from consent.grants import KEY_ID_PREFIX, is_subject_key_id
 from consent.register import ConsentRegister, EnrolledKey
-from gateway.institution import Institution
+from gateway.institution import SUBJECT_ID_PREFIX, Institution
 
-SUBJECT_INSTITUTION_PREFIX = "subject."
+SUBJECT_INSTITUTION_PREFIX = SUBJECT_ID_PREFIX
 
 
 def subject_institution_id(key_id: str) -> str:

@@ -27,7 +27,6 @@ from audit.checkpoint import (
 from audit.hashing import leaf_hash
 from audit.keys import AuditKeyError, load_or_create_signer, load_verifier, public_key_path
 from audit.note import NoteError, NoteSigner, NoteVerifier, open_note, parse_note, sign_note
-from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
 
 NOTE_VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "signed_note_vectors.json").read_text(encoding="utf-8")
@@ -161,22 +160,3 @@ def test_replicas_creating_the_key_at_once_share_one(tmp_path: Path) -> None:
         keys = list(pool.map(lambda _: load_or_create_signer(path).verifier, range(16)))
     assert len(set(keys)) == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def test_page_tokens_are_bound_to_key_caller_and_filter() -> None:
-    key = b"k" * 32
-    scope = scope_of("regulator-demo", b"filter")
-    token = encode_page_token(41, scope, key)
-    assert decode_page_token(token, scope, key) == 41
-    with pytest.raises(PageTokenError):
-        decode_page_token(token, scope_of("regulator-other", b"filter"), key)
-    with pytest.raises(PageTokenError):
-        decode_page_token(token, scope_of("regulator-demo", b"other filter"), key)
-    with pytest.raises(PageTokenError):
-        decode_page_token(token, scope, b"x" * 32)
-    forged = encode_page_token(0, scope, b"x" * 32)
-    with pytest.raises(PageTokenError):
-        decode_page_token(forged, scope, key)
-    for garbage in ("", "!!!", token[:-2], token + "AA"):
-        with pytest.raises(PageTokenError):
-            decode_page_token(garbage, scope, key)

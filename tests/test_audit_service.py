@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from gateway.errors import parse_error
 from gateway.institution import IdentityResolver, InstitutionRole
 from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from gateway.pki import write_certified_key as write_pair
+from gateway.protection.page_tokens import PageTokens
 from gateway.server import GatewayServer
 from gateway.storage.database import Database
 from tests.fixtures.pki import DevPki, mtls_channel
@@ -109,7 +111,10 @@ async def gateway(
 ) -> AsyncIterator[RegulatorGateway]:
     log = AuditLog(database, signer)
     server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls)
-    add_regulator_service(server, RegulatorService(AuditTrail(log), IdentityResolver()))
+    page_tokens = PageTokens(secrets.token_bytes(32))
+    add_regulator_service(
+        server, RegulatorService(AuditTrail(log), IdentityResolver(), page_tokens=page_tokens)
+    )
     port = await server.start()
     running = RegulatorGateway(port, dev_pki, audit_certs, log)
     try:

@@ -8,6 +8,7 @@ each presenting its own client certificate from the session's dev PKI.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from gateway.errors import parse_error
 from gateway.institution import IdentityResolver, InstitutionRole
 from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from gateway.pki import write_certified_key as write_pair
+from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.server import GatewayServer
 from gateway.storage.database import Database
@@ -147,6 +149,7 @@ async def gateway(
         subject_tokenizer,
         IdentityResolver(),
         audit=AuditTrail(audit_log),
+        page_tokens=PageTokens(secrets.token_bytes(32)),
         enrolment_offices={ENROLMENT_OFFICE},
         clock=clock,
     )

@@ -184,6 +184,7 @@ async def _read_all(database: Database, cipher: FieldCipher, seeded: Seeded) -> 
         cast(Any, None),
         Changes(),
         clock=lambda: NOW,
+        id_key=b"k" * 32,
     )
     application = await applications.get(seeded.application_id)
     assert application is not None

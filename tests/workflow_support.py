@@ -35,9 +35,11 @@ from gateway.institution import IdentityResolver
 from gateway.pki import institution_paths
 from gateway.protection.cipher import FieldCipher
 from gateway.protection.keyring import Keyring
+from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.storage.fact_index import FactIndex
 from gateway.workdays import BEIJING
+from gateway.workflows.common import workflow_id_key
 from gateway.workflows.wiring import Workflows
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
@@ -123,7 +125,9 @@ async def workflow_gateway(
     keyring = Keyring.load(config.keys.keyring)
     cipher = FieldCipher(keyring)
     clock = TravelClock(dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC))
-    workflows = Workflows(built.database, cipher, clock=clock)
+    workflows = Workflows(
+        built.database, cipher, id_key=workflow_id_key(keyring.subject_token_key), clock=clock
+    )
     # What build_gateway will do once wired (docs/workflows.md): QueryEngine(disputes=...).
     built.engine._disputes = workflows.disputes
     fact_index = FactIndex(built.database, cipher)
@@ -138,6 +142,7 @@ async def workflow_gateway(
         consents=ConsentRegister(built.database),
         identify=IdentityResolver(),
         audit=AuditTrail(built.audit_log),
+        page_tokens=PageTokens.from_root_key(keyring.subject_token_key),
         watch_poll_seconds=0.05,
     )
     port = await built.start()

@@ -29,7 +29,6 @@ from gateway.sync.settings import source_kind_from_name
 
 SourceKind: TypeAlias = vocabulary_pb2.SourceKind.ValueType
 KEY_LABEL = b"credgate/reconciliation/contradiction-key/v1"
-PAGE_TOKEN_LABEL = b"credgate/reconciliation/page-token/v1"
 
 
 @dataclass(frozen=True)

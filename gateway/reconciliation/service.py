@@ -7,8 +7,8 @@ current indexed facts (``gateway.reconciliation.models`` says why it is not stor
 whose facts changed after the last evaluation shows the stored summary until the reconciler
 catches up, a matter of a poll interval.
 
-Pages follow AIP-158 with the audit listings' tokens (``audit.page_token``): authenticated,
-bound to the caller and the filter, and holding only a position.
+Pages follow AIP-158 with the gateway's one page-token codec (``gateway.protection.page_tokens``):
+authenticated, bound to this RPC, the caller and the filter, and holding only a position.
 """
 
 from __future__ import annotations
@@ -22,14 +22,20 @@ from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
 from gateway.errors import GatewayError
 from gateway.institution import Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.reconciliation.evaluate import Observed
 from gateway.reconciliation.models import ContradictionRow
 from gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
+LIST_OPEN_CONTRADICTIONS = SERVICE_NAME + "/ListOpenContradictions"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 STALE_EXPLANATION = (
@@ -49,7 +55,7 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         store: ContradictionStore,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         provider_sources: Mapping[str, str],
-        page_token_key: bytes,
+        page_tokens: PageTokens,
         *,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
@@ -57,7 +63,7 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         self._identify = identify
         self._provider_sources = dict(provider_sources)
         """Data provider institution id → the one source it is registered for."""
-        self._token_key = page_token_key
+        self._page_tokens = page_tokens
         self._clock = clock
 
     async def ListOpenContradictions(
@@ -68,15 +74,13 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         source_id = self._source_filter(caller, request.source_id)
         if request.page_size < 0:
             raise _invalid([("page_size", "must not be negative")])
-        scope = scope_of(caller.institution_id, source_id.encode())
+        scope = PageScope(LIST_OPEN_CONTRADICTIONS, caller.institution_id, (source_id,))
         after = 0
         if request.page_token:
             try:
-                after = decode_page_token(request.page_token, scope, self._token_key)
+                after = self._page_tokens.open_index(request.page_token, scope)
             except PageTokenError:
-                raise _invalid(
-                    [("page_token", "is not a token this listing issued with this filter")]
-                ) from None
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         rows = await self._store.open_rows(source_id=source_id, after=after, limit=limit + 1)
         page = rows[:limit]
@@ -84,9 +88,7 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
             contradictions=await describe(self._store, page, self._clock())
         )
         if len(rows) > limit:
-            response.next_page_token = encode_page_token(
-                page[-1].contradiction_id, scope, self._token_key
-            )
+            response.next_page_token = self._page_tokens.issue(scope, (page[-1].contradiction_id,))
         return response
 
     def _source_filter(self, caller: Institution, requested: str) -> str:

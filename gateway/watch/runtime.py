@@ -20,13 +20,9 @@ from gateway.config import GatewayConfig
 from gateway.engine.consistency import PushSource
 from gateway.institution import Institution
 from gateway.protection.keyring import Keyring
+from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
-from gateway.reconciliation.evaluate import (
-    KEY_LABEL,
-    PAGE_TOKEN_LABEL,
-    derive_key,
-    source_catalog,
-)
+from gateway.reconciliation.evaluate import KEY_LABEL, derive_key, source_catalog
 from gateway.reconciliation.service import SERVICE_NAME, ReconciliationServicer
 from gateway.reconciliation.store import ContradictionStore
 from gateway.reconciliation.worker import Reconciler
@@ -95,6 +91,7 @@ def build_followers(
     fact_index: FactIndex,
     consents: ConsentRegister,
     identify: Callable[[grpc.aio.ServicerContext], Institution],
+    page_tokens: PageTokens,
 ) -> ChangeFollowers:
     """Build (not start) the replica's change followers."""
     feed = ChangeFeed(database, config.watch)
@@ -111,7 +108,7 @@ def build_followers(
         store,
         identify,
         {p.institution_id: p.source_id for p in config.providers},
-        derive_key(keyring.subject_token_key, PAGE_TOKEN_LABEL),
+        page_tokens,
     )
     pruner = FeedPruner(
         database,

@@ -22,10 +22,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import ColumnElement, true
 
-from consent.register import ListCursor
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, encode_page_token
+from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.errors import GatewayError, build_status
 from gateway.institution import Institution
+from gateway.protection.page_tokens import PageScope, PageTokens
 from gateway.workflows import render
 from gateway.workflows.applications import (
     DEFAULT_ANNOUNCEMENT_DAYS,
@@ -36,7 +36,7 @@ from gateway.workflows.applications import (
 from gateway.workflows.callers import Action, Callers, ForSubject, check_identity_number, invalid
 from gateway.workflows.common import Changes
 from gateway.workflows.models import RepairApplicationRow
-from gateway.workflows.objection_service import REQUEST_ID, page_cursor, page_scope, run_recorded
+from gateway.workflows.objection_service import REQUEST_ID, page_cursor, run_recorded
 
 EVALUATE = audit_pb2.AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY
 FILE = audit_pb2.AUDIT_ACTION_FILE_REPAIR_APPLICATION
@@ -56,6 +56,8 @@ CREDITORS = frozenset(
 )
 RULING_NUMBER = re.compile(r"[^\x00-\x1f]{1,64}")
 REPAIR = [vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR]
+SERVICE_NAME = "credit_repair.v1.RepairApplicationService"
+LIST_REPAIR_APPLICATIONS = SERVICE_NAME + "/ListRepairApplications"
 
 
 def not_eligible(eligibility: app_pb2.Eligibility) -> GatewayError:
@@ -91,8 +93,10 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         changes: Changes,
         *,
         clock: Callable[[], dt.datetime],
+        page_tokens: PageTokens,
         watch_poll_seconds: float = 1.0,
     ) -> None:
+        self._page_tokens = page_tokens
         self._workflow, self._callers, self._identify = workflow, callers, identify
         self._changes, self._clock, self._poll = changes, clock, watch_poll_seconds
 
@@ -188,13 +192,13 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         caller = self._identify(context)
         token = await self._callers.own_token(caller, READ)
         where: ColumnElement[bool]
+        filters: tuple[object, ...]
         if token is not None:
-            where, scope = RepairApplicationRow.subject_token == token, page_scope("s", token)
+            where, filters = RepairApplicationRow.subject_token == token, ("s", token)
         elif caller.role == vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN:
-            where, scope = true(), page_scope("all")
+            where, filters = true(), ("all",)
         elif caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
-            where = RepairApplicationRow.filed_by == caller.institution_id
-            scope = page_scope("f", caller.institution_id)
+            where, filters = RepairApplicationRow.filed_by == caller.institution_id, ("f",)
         else:
             raise await self._callers.refuse(
                 caller,
@@ -203,8 +207,10 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                 "ROLE_NOT_PERMITTED",
                 "this role has no repair applications to list",
             )
-        scope = page_scope(scope, request.open_only)
-        after = page_cursor(request.page_size, request.page_token, scope)
+        scope = PageScope(
+            LIST_REPAIR_APPLICATIONS, caller.institution_id, (*filters, request.open_only)
+        )
+        after = page_cursor(self._page_tokens, request.page_size, request.page_token, scope)
         views, more = await self._workflow.page(
             where,
             limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
@@ -217,8 +223,8 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         )
         if more and views:
             last = views[-1].row
-            response.next_page_token = encode_page_token(
-                ListCursor(last.filed_at, last.application_id), scope
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last.filed_at, last.application_id)
             )
         return response
 

@@ -14,9 +14,7 @@ the same ruling, so the court simply rules again).
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -49,6 +47,7 @@ from gateway.workflows.common import (
     load_steps,
     lock_subject,
     replace_indexed_facts,
+    request_bound_id,
     request_digest,
 )
 from gateway.workflows.eligibility import case_of, evaluate
@@ -101,8 +100,10 @@ class ApplicationWorkflow:
         changes: Changes,
         *,
         clock: Callable[[], dt.datetime],
+        id_key: bytes,
         source_timeout: float = 3.0,
     ) -> None:
+        self._id_key = id_key
         self.database, self.sealer = database, sealer
         self._engine, self._adapters, self._calendar = engine, adapters, calendar
         self._changes, self._clock, self._timeout = changes, clock, source_timeout
@@ -131,7 +132,7 @@ class ApplicationWorkflow:
         """The application, or the eligibility that refuses it (nothing recorded then)."""
         filer, token = who.caller.institution_id, who.subject_token
         digest = request_digest(token, int(kind))
-        application_id = _derived_id(filer, request_id)
+        application_id = request_bound_id(self._id_key, "app", filer, request_id)
         known = await self.get(application_id)
         if known is not None:
             if known.row.request_digest != digest or known.row.filed_by != filer:
@@ -462,11 +463,6 @@ class ApplicationWorkflow:
 def _touch(row: RepairApplicationRow, now: dt.datetime) -> None:
     row.version += 1
     row.updated_at = now
-
-
-def _derived_id(filer: str, request_id: str) -> str:
-    digest = hashlib.sha256(f"application|{filer}|{request_id}".encode()).digest()
-    return "app_" + base64.b32encode(digest[:16]).decode().rstrip("=").lower()
 
 
 def _kind_words(kind: int) -> str:

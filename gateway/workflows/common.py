@@ -17,6 +17,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import secrets
 import zlib
@@ -46,6 +47,27 @@ def new_id(prefix: str) -> str:
     """A fresh workflow id: ``prefix`` + 26 lower-case base32 characters (128 random bits)."""
     raw = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
     return f"{prefix}_{raw}"
+
+
+def workflow_id_key(root_key: bytes) -> bytes:
+    """The key that makes request-bound ids (``request_bound_id``), derived from the keyring's
+    subject-token key with its own label, so every replica mints the same id for a retry."""
+    return hmac.new(root_key, b"credgate/workflow-ids/v1", hashlib.sha256).digest()
+
+
+def request_bound_id(key: bytes, prefix: str, filed_by: str, request_id: str) -> str:
+    """The id of what ``filed_by`` files with ``request_id``: ``prefix`` + 26 base32 characters.
+
+    Keyed (HMAC under ``workflow_id_key``), so nobody without the server's key can compute or
+    guess the id of another institution's objection or application — 128 bits, like
+    ``new_id``. Deterministic, unlike ``new_id``, because the id is also the reference a source
+    receives *before* the row commits: a retry after a failed commit must file the same
+    reference again (sources are idempotent per reference), not open a second case there. The
+    gateway's own idempotency is the stored ``(filed_by, request_id)``, unique in each table.
+    """
+    message = json.dumps([prefix, filed_by, request_id]).encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()[:16]
+    return f"{prefix}_" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
 
 def request_digest(*parts: object) -> str:

@@ -9,7 +9,6 @@ is personal data about the subject like any report.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -21,10 +20,15 @@ from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import ColumnElement
 
-from consent.register import ListCursor
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token
+from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.errors import GatewayError
 from gateway.institution import Institution
+from gateway.protection.page_tokens import (
+    PAGE_TOKEN_VIOLATION,
+    PageScope,
+    PageTokenError,
+    PageTokens,
+)
 from gateway.workflows import render
 from gateway.workflows.callers import (
     Action,
@@ -44,12 +48,10 @@ ANSWER = audit_pb2.AUDIT_ACTION_ANSWER_OBJECTION
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REFERENCE = re.compile(r"[A-Za-z0-9_./()-]{1,64}")
 MAX_CORRECTION = 1000
+SERVICE_NAME = "credit_repair.v1.ObjectionService"
+LIST_OBJECTIONS = SERVICE_NAME + "/ListObjections"
+LIST_OVERDUE_OBJECTIONS = SERVICE_NAME + "/ListOverdueObjections"
 _T = TypeVar("_T")
-
-
-def page_scope(*parts: object) -> str:
-    """Binds a page token to the listing and filter it was issued for (AIP-158)."""
-    return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
 async def run_recorded(
@@ -64,20 +66,23 @@ async def run_recorded(
         raise
 
 
-def page_cursor(page_size: int, token: str, scope: str) -> tuple[dt.datetime, str] | None:
-    """The position a page token marks; INVALID_ARGUMENT for a bad size or a foreign token."""
+def page_cursor(
+    page_tokens: PageTokens, page_size: int, token: str, scope: PageScope
+) -> tuple[dt.datetime, str] | None:
+    """The position a page token marks; INVALID_ARGUMENT for a bad size or a token this
+    server did not issue for ``scope`` (``gateway.protection.page_tokens``)."""
     violations = []
     if page_size < 0:
         violations.append(("page_size", "must not be negative"))
     cursor = None
     if token:
         try:
-            cursor = decode_page_token(token, scope)
-        except ValueError:
-            violations.append(("page_token", "is not a token this listing issued"))
+            cursor = page_tokens.open_cursor(token, scope)
+        except PageTokenError:
+            violations.append(PAGE_TOKEN_VIOLATION)
     if violations:
         raise invalid(violations)
-    return None if cursor is None else (cursor.created_at, cursor.consent_id)
+    return cursor
 
 
 class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
@@ -89,8 +94,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         changes: Changes,
         *,
         clock: Callable[[], dt.datetime],
+        page_tokens: PageTokens,
         watch_poll_seconds: float = 1.0,
     ) -> None:
+        self._page_tokens = page_tokens
         self._workflow = workflow
         self._store = workflow.store
         self._callers = callers
@@ -161,8 +168,9 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         self, request: obj_pb2.ListObjectionsRequest, context: grpc.aio.ServicerContext
     ) -> obj_pb2.ListObjectionsResponse:
         caller = self._identify(context)
-        where, scope = await self._listing(caller, request.open_only)
-        after = page_cursor(request.page_size, request.page_token, scope)
+        where, filters = await self._listing(caller, request.open_only)
+        scope = PageScope(LIST_OBJECTIONS, caller.institution_id, filters)
+        after = page_cursor(self._page_tokens, request.page_size, request.page_token, scope)
         now = self._clock()
         views, more = await self._store.page(
             where,
@@ -179,8 +187,8 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         )
         if more and views:
             last = views[-1].row
-            response.next_page_token = encode_page_token(
-                ListCursor(last.filed_at, last.objection_id), scope
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last.filed_at, last.objection_id)
             )
         return response
 
@@ -271,8 +279,8 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                     "only a regulator may list overdue objections",
                 )
             )
-        scope = page_scope("overdue")
-        cursor = page_cursor(request.page_size, request.page_token, scope)
+        scope = PageScope(LIST_OVERDUE_OBJECTIONS, caller.institution_id)
+        cursor = page_cursor(self._page_tokens, request.page_size, request.page_token, scope)
         now = self._clock()
         views, more = await self._store.overdue(
             now, limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after=cursor
@@ -285,8 +293,8 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         )
         last_due = views[-1].row.reply_due_at if views else None
         if more and last_due is not None:
-            response.next_page_token = encode_page_token(
-                ListCursor(last_due, views[-1].row.objection_id), scope
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last_due, views[-1].row.objection_id)
             )
         return response
 
@@ -314,18 +322,16 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
 
     async def _listing(
         self, caller: Institution, open_only: bool
-    ) -> tuple[ColumnElement[bool], str]:
+    ) -> tuple[ColumnElement[bool], tuple[object, ...]]:
+        """The caller's rows, and the filters a page token is bound to (with the caller)."""
         token = await self._callers.own_token(caller, READ)
         if token is not None:
-            return ObjectionRow.subject_token == token, page_scope("subject", token, open_only)
+            return ObjectionRow.subject_token == token, ("subject", token, open_only)
         if caller.role == vocab.INSTITUTION_ROLE_DATA_PROVIDER:
             sources = sorted(self._workflow.bound_sources(caller.institution_id))
-            return ObjectionRow.source_id.in_(sources), page_scope("source", sources, open_only)
+            return ObjectionRow.source_id.in_(sources), ("source", sources, open_only)
         if caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
-            return (
-                ObjectionRow.filed_by == caller.institution_id,
-                page_scope("filer", caller.institution_id, open_only),
-            )
+            return ObjectionRow.filed_by == caller.institution_id, ("filer", open_only)
         raise (
             await self._callers.refuse(
                 caller,

@@ -17,9 +17,7 @@ reference as the same filing.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -48,6 +46,7 @@ from gateway.workflows.common import (
     add_steps,
     lock_subject,
     replace_indexed_facts,
+    request_bound_id,
     request_digest,
 )
 from gateway.workflows.facts import find_fact, index_differs
@@ -98,12 +97,6 @@ def error(code: grpc.StatusCode, reason: str, message: str) -> GatewayError:
     return GatewayError.of(code, message, reason)
 
 
-def objection_id_for(filed_by: str, request_id: str) -> str:
-    """Derived, so a retry of the same request files the same reference with the source."""
-    digest = hashlib.sha256(f"objection|{filed_by}|{request_id}".encode()).digest()
-    return "obj_" + base64.b32encode(digest[:16]).decode().rstrip("=").lower()
-
-
 class ObjectionWorkflow:
     """Files objections and records the sources' replies."""
 
@@ -116,12 +109,14 @@ class ObjectionWorkflow:
         changes: Changes,
         *,
         clock: Callable[[], dt.datetime],
+        id_key: bytes,
         providers: Mapping[str, str] | None = None,
         source_timeout: float = 3.0,
     ) -> None:
         """``providers`` binds each data provider's institution id to the one source id it
         answers objections for (the ``[[providers]]`` configuration)."""
         self.store = store
+        self._id_key = id_key
         self._providers = dict(providers or {})
         self._db = store.database
         self._fact_index = fact_index
@@ -150,7 +145,7 @@ class ObjectionWorkflow:
             filing.requested_correction,
             filing.report_id,
         )
-        objection_id = objection_id_for(filer, filing.request_id)
+        objection_id = request_bound_id(self._id_key, "obj", filer, filing.request_id)
         async with self._db.session() as session:
             known = await self.store.by_request(session, filer, filing.request_id)
             if known is not None:

@@ -4,12 +4,13 @@ The engine needs the objection store (to flag reports DISPUTED) and the applicat
 needs the engine (to judge eligibility from a merged report), so ``Workflows`` is made before
 the engine and its services after it::
 
-    workflows = Workflows(database, FieldCipher(keyring))
+    workflows = Workflows(database, FieldCipher(keyring),
+                          id_key=workflow_id_key(keyring.subject_token_key))
     engine = QueryEngine(adapters, fact_index, ..., disputes=workflows.disputes)
     workflows.register(server, engine=engine, fact_index=fact_index, sources=config.sources,
                        providers={p.institution_id: p.source_id for p in config.providers},
                        tokenizer=tokenizer, consents=consents, identify=identify,
-                       audit=audit_trail)
+                       audit=audit_trail, page_tokens=page_tokens)
     ...
     await workflows.aclose()        # at shutdown, with the engine
 
@@ -36,6 +37,7 @@ from consent.register import ConsentRegister
 from gateway.engine.query import QueryEngine
 from gateway.institution import Institution
 from gateway.protection.cipher import FieldCipher
+from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.server import GatewayServer
 from gateway.storage.database import Database
@@ -65,10 +67,13 @@ class Workflows:
         database: Database,
         cipher: FieldCipher,
         *,
+        id_key: bytes,
         clock: Callable[[], dt.datetime] = _utcnow,
         calendar: WorkdayCalendar | None = None,
     ) -> None:
         self.database = database
+        self.id_key = id_key
+        """Keys the ids of objections and applications (``common.request_bound_id``)."""
         self.sealer = Sealer(cipher)
         self.store = ObjectionStore(database, self.sealer)
         self.changes = Changes()
@@ -93,6 +98,7 @@ class Workflows:
         consents: ConsentRegister,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         audit: AuditTrail,
+        page_tokens: PageTokens,
         source_timeout: float = 3.0,
         watch_poll_seconds: float = 1.0,
     ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
@@ -106,6 +112,7 @@ class Workflows:
             self.calendar,
             self.changes,
             clock=self.clock,
+            id_key=self.id_key,
             providers=providers,
             source_timeout=source_timeout,
         )
@@ -117,6 +124,7 @@ class Workflows:
             self.calendar,
             self.changes,
             clock=self.clock,
+            id_key=self.id_key,
             source_timeout=source_timeout,
         )
         self.objections = ObjectionServicer(
@@ -125,6 +133,7 @@ class Workflows:
             identify,
             self.changes,
             clock=self.clock,
+            page_tokens=page_tokens,
             watch_poll_seconds=watch_poll_seconds,
         )
         self.applications = RepairApplicationServicer(
@@ -133,6 +142,7 @@ class Workflows:
             identify,
             self.changes,
             clock=self.clock,
+            page_tokens=page_tokens,
             watch_poll_seconds=watch_poll_seconds,
         )
         return self.objections, self.applications
