@@ -284,7 +284,7 @@ async def test_every_kind_of_refusal_leaves_one_entry_with_its_reason(
     assert_no_personal_data(database_url, population)
 
 
-async def test_invalid_requests_leave_no_entry_and_are_counted(
+async def test_invalid_requests_are_audited_without_values_and_counted(
     audited: RunningGateway, population: Population
 ) -> None:
     from tests.test_telemetry import _capture
@@ -307,7 +307,19 @@ async def test_invalid_requests_leave_no_entry_and_are_counted(
                 await court.get_repair_status(asked, **fields)
             assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert number not in str(caught.value.field_violations) + caught.value.message
-    assert await log_size(audited) == before
+    # Probing leaves a trace: one refusal per request, naming fields, never a value or subject.
+    refusals = await logged(audited, after=before - 1)
+    assert [e.action for e in refusals] == [audit_pb2.AUDIT_ACTION_REFUSE_MALFORMED_REQUEST] * 4
+    assert [list(e.invalid_fields) for e in refusals] == [
+        ["identity_number"],
+        ["purpose"],
+        ["case_reference"],
+        ["consent_id"],
+    ]
+    for entry in refusals:
+        assert entry.reason == "INVALID_REQUEST"
+        assert not entry.subject_token
+        assert number.encode() not in entry.SerializeToString()
     now = sum(p.value for p in capture.points("credgate.rpc.server.invalid_requests"))
     assert now - counted == len(cases)
 
@@ -689,7 +701,7 @@ async def test_credgate_audit_verify_passes_on_real_traffic_and_finds_an_edited_
 ) -> None:
     await _demo_traffic(audited, population)
     size = await log_size(audited)
-    assert size == 9  # the mistyped identity number left none
+    assert size == 10  # the mistyped identity number left its refusal, without the number
 
     def run(*argv: str) -> int:
         return cli.main(["audit", *argv, "--config", str(config_file)])
