@@ -74,7 +74,10 @@ class _FieldShapeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FieldShape
     """
     FIELD_SHAPE_PAGE_TOKEN: _FieldShape.ValueType  # 6
     """An opaque page token as the gateway issued it (URL-safe base64 characters); default at
-    most 2,048 characters. Its content is authenticated by the service that reads it.
+    most 2,048 characters. Every token is authenticated by the gateway (HMAC under a key from
+    the keyring, valid on every replica) and bound to the RPC, the caller and the listing's
+    filters: a forged, altered, truncated or foreign token is INVALID_ARGUMENT naming
+    page_token. A token marks a position only; access is checked again on every page.
     """
     FIELD_SHAPE_BYTES: _FieldShape.ValueType  # 7
     """Opaque bytes (keys, signatures, nonces, signed serializations), bounded by max_size and
@@ -113,7 +116,10 @@ characters.
 """
 FIELD_SHAPE_PAGE_TOKEN: FieldShape.ValueType  # 6
 """An opaque page token as the gateway issued it (URL-safe base64 characters); default at
-most 2,048 characters. Its content is authenticated by the service that reads it.
+most 2,048 characters. Every token is authenticated by the gateway (HMAC under a key from
+the keyring, valid on every replica) and bound to the RPC, the caller and the listing's
+filters: a forged, altered, truncated or foreign token is INVALID_ARGUMENT naming
+page_token. A token marks a position only; access is checked again on every page.
 """
 FIELD_SHAPE_BYTES: FieldShape.ValueType  # 7
 """Opaque bytes (keys, signatures, nonces, signed serializations), bounded by max_size and

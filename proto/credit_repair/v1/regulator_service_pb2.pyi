@@ -332,7 +332,10 @@ class GetConsistencyProofRequest(_message.Message):
     FIRST_TREE_SIZE_FIELD_NUMBER: _builtins.int
     SECOND_TREE_SIZE_FIELD_NUMBER: _builtins.int
     first_tree_size: _builtins.int
-    """The smaller tree size (from an older checkpoint the caller holds)."""
+    """The smaller tree size (from an older checkpoint the caller holds): at least 1 and at most
+    second_tree_size (RFC 9162 section 2.1.4; there is no proof from the empty tree), else
+    INVALID_ARGUMENT naming first_tree_size.
+    """
     second_tree_size: _builtins.int
     """The larger tree size; 0 means the latest checkpoint, which is then returned too."""
     def __init__(
