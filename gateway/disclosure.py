@@ -101,6 +101,8 @@ class ProcedureParty:
 
     categories: frozenset[Category]
     basis: str
+    audit_purpose: policy.Purpose = vocab.PURPOSE_STATUTORY_DUTY
+    """The purpose its audit entries record (it names none in its requests)."""
 
 
 PROCEDURE_PARTIES: dict[vocab.InstitutionRole.ValueType, ProcedureParty] = {
@@ -117,6 +119,7 @@ PROCEDURE_PARTIES: dict[vocab.InstitutionRole.ValueType, ProcedureParty] = {
         ALL_CATEGORIES,
         "oversight of the procedures' timeliness and of contradictions between sources "
         "(objections are shown to it redacted, by the service)",
+        vocab.PURPOSE_REGULATORY_AUDIT,
     ),
     vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION: ProcedureParty(
         frozenset(), "a creditor lodging an objection to an announced application"
@@ -138,9 +141,16 @@ ACTING_FOR_SUBJECT: dict[vocab.InstitutionRole.ValueType, policy.Purpose] = {
 """The purpose under which a caller acts *for* a subject in a workflow (its table row)."""
 
 
-def workflow_purpose(role: vocab.InstitutionRole.ValueType) -> policy.Purpose:
-    """The purpose a workflow call of ``role`` is decided under (UNSPECIFIED: a procedure
-    party, decided by ``PROCEDURE_PARTIES``)."""
+def acting_purpose(role: vocab.InstitutionRole.ValueType) -> policy.Purpose:
+    """The purpose under which ``role`` acts for a subject (files, has eligibility judged).
+    A role that cannot act for a subject gets SUBJECT_AUTHORIZED, whose row refuses it
+    (ROLE_NOT_PERMITTED) like any role outside a row."""
+    return ACTING_FOR_SUBJECT.get(role, vocab.PURPOSE_SUBJECT_AUTHORIZED)
+
+
+def reader_purpose(role: vocab.InstitutionRole.ValueType) -> policy.Purpose:
+    """The purpose a workflow read by ``role`` is decided under: the subject's and their
+    authorized party's rows, else UNSPECIFIED — a procedure party (``PROCEDURE_PARTIES``)."""
     return ACTING_FOR_SUBJECT.get(role, vocab.PURPOSE_UNSPECIFIED)
 
 
@@ -349,6 +359,13 @@ def _first_report(content: object) -> report_pb2.RepairStatusReport | None:
 # -- the gate --------------------------------------------------------------------------------
 
 
+def _audit_purpose(ask: Ask) -> policy.Purpose:
+    if ask.purpose != vocab.PURPOSE_UNSPECIFIED:
+        return ask.purpose
+    party = PROCEDURE_PARTIES.get(ask.caller.role)
+    return party.audit_purpose if party is not None else vocab.PURPOSE_STATUTORY_DUTY
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -443,7 +460,7 @@ class DisclosureGate:
         await self._audit.record(
             ask.caller,
             ask.action,
-            purpose=ask.purpose,
+            purpose=_audit_purpose(ask),
             subject_token=ask.subject_token,
             consent_id=admission.consent_id,
             case_reference=ask.case_reference,
@@ -452,6 +469,21 @@ class DisclosureGate:
         )
         self._note(ask, "ALLOWED", frozenset(report.categories), withheld)
         return content
+
+    async def disclose_each(
+        self, items: Sequence[tuple[Ask, Callable[[Admission], Awaitable[_T]]]]
+    ) -> list[_T]:
+        """``disclose`` each item of a listing on its own (each may concern another subject
+        and rest on another grant); an item the caller may not see is left out (its refusal
+        recorded). An audit failure fails the whole call."""
+        released: list[_T] = []
+        for ask, produce in items:
+            try:
+                released.append(await self.disclose(ask, produce))
+            except GatewayError as refused:
+                if refused.code is grpc.StatusCode.UNAVAILABLE:
+                    raise
+        return released
 
     async def refuse(self, ask: Ask, reason: str, message: str) -> GatewayError:
         """Record a refusal the service decided itself (the object is not the caller's to
@@ -490,7 +522,7 @@ class DisclosureGate:
         await self._audit.record(
             ask.caller,
             ask.action,
-            purpose=ask.purpose,
+            purpose=_audit_purpose(ask),
             reason=reason,
             subject_token=ask.subject_token,
             consent_id=(consent.consent_id if consent is not None else "") or ask.consent_id,

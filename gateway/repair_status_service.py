@@ -248,4 +248,3 @@ def _annotate(
     report.consent_id = consent.consent_id if consent is not None else ""
     report.recipient_institution_id = institution.institution_id
     report.legal_basis = decision.explanation
-

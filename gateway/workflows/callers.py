@@ -88,6 +88,11 @@ class Callers:
         self._audit = audit_log
         self._clock = clock
 
+    def subject_token(self, number: str) -> str:
+        """The subject token of an identity number already validated (for the disclosure
+        gate, which decides who may act for the subject)."""
+        return self._tokenizer.token(number)
+
     async def record(
         self,
         caller: Institution,

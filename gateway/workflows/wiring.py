@@ -33,6 +33,8 @@ from adapters.base import SourceAdapter, SourceConfig
 from adapters.catalog import build_adapter
 from audit.log import AuditLog
 from consent.register import ConsentRegister
+from gateway.audit_trail import AuditTrail
+from gateway.disclosure import DisclosureGate
 from gateway.engine.query import QueryEngine
 from gateway.institution import Institution
 from gateway.protection.cipher import FieldCipher
@@ -99,6 +101,7 @@ class Workflows:
         """Make both servicers (``providers``: data provider institution id → source id)."""
         self.adapters = {s.source_id: build_adapter(s) for s in sources}
         callers = Callers(tokenizer, consents, audit_log, clock=self.clock)
+        gate = DisclosureGate(consents, AuditTrail(audit_log), clock=self.clock)
         objections = ObjectionWorkflow(
             self.store,
             fact_index,
@@ -125,6 +128,7 @@ class Workflows:
             identify,
             self.changes,
             clock=self.clock,
+            gate=gate,
             watch_poll_seconds=watch_poll_seconds,
         )
         self.applications = RepairApplicationServicer(
@@ -133,6 +137,7 @@ class Workflows:
             identify,
             self.changes,
             clock=self.clock,
+            gate=gate,
             watch_poll_seconds=watch_poll_seconds,
         )
         return self.objections, self.applications
