@@ -182,6 +182,9 @@ class Ask:
     case_reference: str = ""
     spend_use: bool = True
     """False only for the updates of a watch, which the grant's ``ongoing_updates`` allowed."""
+    facts: bool = True
+    """False when the content holds no source facts (a subject's own grants, who looked):
+    the entry then records no categories returned."""
     refusal: Refusal | None = None
 
 
@@ -449,7 +452,7 @@ class DisclosureGate:
         report = _first_report(content)
         if report is None:
             report = report_pb2.RepairStatusReport(
-                categories=sorted(decision.categories if content else ()),
+                categories=sorted(decision.categories if content and ask.facts else ()),
                 withheld_categories=sorted(withheld),
                 chargeable=decision.chargeable,
                 sources=[

@@ -14,15 +14,16 @@ bound to the caller and the filter, and holding only a position.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import grpc
+from credit_repair.v1 import audit_pb2, report_pb2
 from credit_repair.v1 import reconciliation_service_pb2 as pb
 from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
-from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from audit.page_token import PageTokenError, decode_page_token, encode_page_token, scope_of
+from gateway.disclosure import Admission, Ask, DisclosureGate
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.reconciliation.evaluate import Observed
@@ -30,6 +31,10 @@ from gateway.reconciliation.models import ContradictionRow
 from gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
+LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_REPAIR_STATUS
+"""The audit action a listing is recorded under: it reads subjects' facts (the values two
+sources hold). A dedicated ``AuditAction`` belongs in ``audit.proto``."""
+Produce = Callable[[Admission], Awaitable[list[pb.OpenContradiction]]]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 STALE_EXPLANATION = (
@@ -59,6 +64,9 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         """Data provider institution id → the one source it is registered for."""
         self._token_key = page_token_key
         self._clock = clock
+        self.gate: DisclosureGate | None = None
+        """Set when the gateway is composed (``gateway.app``): the audit trail it records on
+        is made after the change followers. Until then the listing releases nothing."""
 
     async def ListOpenContradictions(
         self, request: pb.ListOpenContradictionsRequest, context: grpc.aio.ServicerContext
@@ -81,13 +89,45 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         rows = await self._store.open_rows(source_id=source_id, after=after, limit=limit + 1)
         page = rows[:limit]
         response = pb.ListOpenContradictionsResponse(
-            contradictions=await describe(self._store, page, self._clock())
+            contradictions=await self._disclose(caller, page, self._clock())
         )
         if len(rows) > limit:
             response.next_page_token = encode_page_token(
                 page[-1].contradiction_id, scope, self._token_key
             )
         return response
+
+    async def _disclose(
+        self, caller: Institution, page: list[ContradictionRow], now: dt.datetime
+    ) -> list[pb.OpenContradiction]:
+        """The page through the disclosure gate, one decision per subject on it (each is
+        recorded against that subject, as the caller's part allows), in the page's order."""
+        if self.gate is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNAVAILABLE,
+                "the listing is not available yet",
+                "DISCLOSURE_GATE_UNAVAILABLE",
+            )
+        groups: dict[str, list[ContradictionRow]] = {}
+        for row in page:
+            groups.setdefault(row.subject_token, []).append(row)
+
+        def produce(rows: list[ContradictionRow]) -> Produce:
+            async def described(_: Admission) -> list[pb.OpenContradiction]:
+                return await describe(self._store, rows, now)
+
+            return described
+
+        released = await self.gate.disclose_each(
+            [
+                (Ask(caller, LIST_ACTION, token, vocab.PURPOSE_UNSPECIFIED), produce(rows))
+                for token, rows in groups.items()
+            ]
+        )
+        by_subject = {item[0].subject_token: iter(item) for item in released if item}
+        return [
+            next(by_subject[row.subject_token]) for row in page if row.subject_token in by_subject
+        ]
 
     def _source_filter(self, caller: Institution, requested: str) -> str:
         """The source the caller may list: its own for a provider, any for a regulator."""
@@ -99,9 +139,7 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
             )
         own = self._provider_sources.get(caller.institution_id)
         if own is None:
-            raise _denied(
-                caller, "PROVIDER_NOT_REGISTERED", "this data provider is not registered"
-            )
+            raise _denied(caller, "PROVIDER_NOT_REGISTERED", "this data provider is not registered")
         if requested and requested != own:
             raise _denied(
                 caller, "SOURCE_NOT_PERMITTED", "a data provider may list only its own source"
