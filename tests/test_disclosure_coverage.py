@@ -188,7 +188,7 @@ async def denial(world: World, who: str, call: Call, *, stream: bool = False) ->
     return caught.value.code().name, info.reason if info else ""
 
 
-def _status(number: str, purpose: int = JUDICIAL, case: str = CASE) -> Any:
+def _status(number: str, purpose: vocab.Purpose.ValueType = JUDICIAL, case: str = CASE) -> Any:
     return status_pb2.GetRepairStatusRequest(
         identity_number=number, purpose=purpose, case_reference=case
     )
