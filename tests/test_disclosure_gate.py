@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -21,13 +22,17 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credit_repair.v1 import repair_status_service_pb2 as status_pb2
+from credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.type import date_pb2
 
+from adapters.mocks.population import Population
 from audit.entry import DENIED
 from audit.log import AppendReceipt, AuditUnavailable
 from consent import grants, policy
@@ -47,8 +52,13 @@ from gateway.disclosure import (
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
+from gateway.storage.models import ConsentGrantRow
 from gateway.subject_identity import subject_institution_id
 from gateway.workflows.eligibility import CONDITION_CATEGORIES, evaluate
+from tests.fixtures.subjects import Subject, enrol_subject
+from tests.workflow_support import WorkflowGateway, refused, workflow_gateway
+
+__all__ = ["workflow_gateway"]
 
 TOKEN = SubjectTokenizer(b"k" * 32).token("11010119700101123X")
 COMMERCIAL = vocab.DATA_CATEGORY_COMMERCIAL_CREDIT
@@ -458,3 +468,158 @@ def test_condition_categories_cover_what_the_adapters_tag_the_records_they_read(
         for kind in kinds:
             assert CATEGORY_OF_KIND[kind] in CONDITION_CATEGORIES[condition]
     assert set(CONDITION_CATEGORIES) == set(app_pb2.RepairCondition.values()) - {0}
+
+
+# -- through the real gateway: an authorized party acting for a subject ---------------------
+
+
+async def _grant(gw: WorkflowGateway, subject: Subject, max_uses: int) -> str:
+    """The subject authorizes agency-demo for IDENTITY and BANKRUPTCY_REPAIR only."""
+    now = dt.datetime.now(dt.UTC)
+    terms = consent_pb2.ConsentTerms(
+        subject_key_id=subject.key_id,
+        grantee_institution_id="agency-demo",
+        collecting_institution_id="agency-demo",
+        purposes=[vocab.PURPOSE_SUBJECT_AUTHORIZED],
+        categories=sorted({vocab.DATA_CATEGORY_IDENTITY, REPAIR}),
+        retention_days=30,
+        nonce=secrets.token_bytes(16),
+        max_uses=max_uses,
+        ongoing_updates=True,
+    )
+    terms.not_before.FromDatetime(now - dt.timedelta(minutes=1))
+    terms.not_after.FromDatetime(now + dt.timedelta(days=4 * 366))  # past the travel clock
+    signed, signature = grants.sign_terms(subject.key, terms)
+    async with gw.running.client("agency-demo") as agency:
+        grant = await agency.grant_consent(subject.identity_number, signed, signature)
+    return grant.consent_id
+
+
+async def _uses(gw: WorkflowGateway, consent_id: str) -> int:
+    async with gw.gateway.database.session() as session:
+        row = await session.get(ConsentGrantRow, consent_id)
+        assert row is not None
+        return row.use_count
+
+
+def _grounds(eligibility: app_pb2.Eligibility) -> dict[int, tuple[str, list[str]]]:
+    return {c.condition: (c.explanation, list(c.source_ids)) for c in eligibility.conditions}
+
+
+async def test_an_authorized_party_sees_eligibility_without_its_withheld_grounds_and_spends_one_use_per_call(  # noqa: E501
+    workflow_gateway: WorkflowGateway, population: Population
+) -> None:
+    gw = workflow_gateway
+    number = population.scenarios["observation"].person.identity_number
+    subject = await enrol_subject(gw.running, number)
+    consent_id = await _grant(gw, subject, max_uses=10)
+    gw.clock.set(2028, 9, 5)  # the observation period has elapsed
+    neutral = withheld_explanation({COMMERCIAL})
+    credit_bound = [c for c, cats in CONDITION_CATEGORIES.items() if COMMERCIAL in cats]
+    evaluate_request = app_pb2.EvaluateRepairEligibilityRequest(identity_number=number, kind=EXEMPT)
+
+    async with gw.subject_channel(subject) as channel:
+        own = (
+            await gw.applications(channel).EvaluateRepairEligibility(evaluate_request)
+        ).eligibility
+    for condition in credit_bound:  # the subject sees every ground (and the test can fail)
+        assert _grounds(own)[condition][0] != neutral
+
+    async with gw.channel("agency-demo") as channel:
+        stub = gw.applications(channel)
+        seen = (await stub.EvaluateRepairEligibility(evaluate_request)).eligibility
+        assert seen.eligible == own.eligible
+        assert [c.met for c in seen.conditions] == [c.met for c in own.conditions]
+        for condition in credit_bound:
+            assert _grounds(seen)[condition] == (neutral, [])
+        assert await _uses(gw, consent_id) == 1
+
+        bogus = app_pb2.EvaluateRepairEligibilityRequest()
+        bogus.CopyFrom(evaluate_request)
+        bogus.consent_id = "cg_" + "f" * 32  # names no grant: refused, spends nothing
+        assert (await refused(stub.EvaluateRepairEligibility(bogus)))[:2] == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CONSENT_MISSING",
+        )
+        assert await _uses(gw, consent_id) == 1
+
+        filed = (
+            await stub.FileRepairApplication(
+                app_pb2.FileRepairApplicationRequest(
+                    request_id="agency-1", identity_number=number, kind=EXEMPT
+                )
+            )
+        ).application
+        assert await _uses(gw, consent_id) == 2
+        got = (
+            await stub.GetRepairApplication(
+                app_pb2.GetRepairApplicationRequest(application_id=filed.application_id)
+            )
+        ).application
+        assert await _uses(gw, consent_id) == 3
+        watch = stub.WatchRepairApplication(
+            app_pb2.WatchRepairApplicationRequest(application_id=filed.application_id)
+        )
+        watched = (await watch.read()).application
+        watch.cancel()
+        assert await _uses(gw, consent_id) == 4
+        listed = (
+            await stub.ListRepairApplications(app_pb2.ListRepairApplicationsRequest())
+        ).applications
+        assert await _uses(gw, consent_id) == 5
+        for shown in (filed, got, watched, *listed):
+            for condition in credit_bound:
+                assert _grounds(shown.eligibility)[condition] == (neutral, []), shown
+
+    async with gw.subject_channel(subject) as channel:
+        stub = gw.applications(channel)
+        watch = stub.WatchRepairApplication(
+            app_pb2.WatchRepairApplicationRequest(application_id=filed.application_id)
+        )
+        theirs = (await watch.read()).application
+        watch.cancel()
+    for condition in credit_bound:
+        assert _grounds(theirs.eligibility)[condition][0] != neutral
+    assert await _uses(gw, consent_id) == 5  # the subject's own reads spend the agency's none
+
+
+async def test_an_authorized_party_cannot_probe_facts_outside_its_grant_by_objecting(
+    workflow_gateway: WorkflowGateway, population: Population
+) -> None:
+    """Objecting to a bank's record answers as for a record that does not exist."""
+    gw = workflow_gateway
+    number = population.scenarios["observation"].person.identity_number
+    subject = await enrol_subject(gw.running, number)
+    await _grant(gw, subject, max_uses=0)
+    gw.clock.set(2027, 6, 1)  # inside the grant's window
+    async with gw.channel("court-demo") as channel:
+        report = (
+            await status_grpc.RepairStatusServiceStub(channel).GetRepairStatus(
+                status_pb2.GetRepairStatusRequest(
+                    identity_number=number,
+                    purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
+                    case_reference="(2028)粤03执9号",
+                )
+            )
+        ).report
+    bank_record = next(
+        (s.source_id, r.provenance.source_record_id)
+        for s in report.sources
+        for r in s.records
+        if r.category == COMMERCIAL
+    )
+
+    def filing(source_id: str, record_id: str) -> obj_pb2.FileObjectionRequest:
+        return obj_pb2.FileObjectionRequest(
+            request_id="probe-" + secrets.token_hex(4),
+            identity_number=number,
+            fact=obj_pb2.FactReference(source_id=source_id, source_record_id=record_id),
+            aspect=obj_pb2.DISPUTED_ASPECT_CASE_STAGE,
+            requested_correction="not so",
+        )
+
+    async with gw.channel("agency-demo") as channel:
+        stub = gw.objections(channel)
+        real = await refused(stub.FileObjection(filing(*bank_record)))
+        absent = await refused(stub.FileObjection(filing(bank_record[0], "NO-SUCH-RECORD")))
+    assert real[:2] == absent[:2] == (grpc.StatusCode.NOT_FOUND, "FACT_NOT_FOUND")
