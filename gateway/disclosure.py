@@ -492,17 +492,27 @@ class DisclosureGate:
     async def disclose_each(
         self, items: Sequence[tuple[Ask, Callable[[Admission], Awaitable[_T]]]]
     ) -> list[_T]:
-        """``disclose`` each item of a listing on its own (each may concern another subject
-        and rest on another grant); an item the caller may not see is left out (its refusal
-        recorded). An audit failure fails the whole call."""
-        released: list[_T] = []
-        for ask, produce in items:
+        """A listing: ``disclose`` once per subject on it (the first ask of each subject
+        decides for all its items, so a grant limited in uses is spent once per call), the
+        items released in the listing's order. A subject the caller may not see is left out
+        (its refusal recorded); an audit failure fails the whole call."""
+        groups: dict[str, list[int]] = {}
+        for index, (ask, _) in enumerate(items):
+            groups.setdefault(ask.subject_token, []).append(index)
+        released: dict[int, _T] = {}
+        for indexes in groups.values():
+
+            async def produce(admission: Admission, indexes: list[int] = indexes) -> list[_T]:
+                return [await items[i][1](admission) for i in indexes]
+
             try:
-                released.append(await self.disclose(ask, produce))
+                shown = await self.disclose(items[indexes[0]][0], produce)
             except GatewayError as refused:
                 if refused.code is grpc.StatusCode.UNAVAILABLE:
                     raise
-        return released
+                continue
+            released.update(zip(indexes, shown, strict=True))
+        return [released[i] for i in sorted(released)]
 
     async def refuse(self, ask: Ask, reason: str, message: str) -> GatewayError:
         """Record a refusal the service decided itself (the object is not the caller's to

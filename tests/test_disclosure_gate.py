@@ -623,3 +623,43 @@ async def test_an_authorized_party_cannot_probe_facts_outside_its_grant_by_objec
         real = await refused(stub.FileObjection(filing(*bank_record)))
         absent = await refused(stub.FileObjection(filing(bank_record[0], "NO-SUCH-RECORD")))
     assert real[:2] == absent[:2] == (grpc.StatusCode.NOT_FOUND, "FACT_NOT_FOUND")
+
+
+async def test_a_listing_spends_one_use_of_a_subjects_grant_however_many_items_it_shows(
+    workflow_gateway: WorkflowGateway, population: Population
+) -> None:
+    gw = workflow_gateway
+    number = population.scenarios["observation"].person.identity_number
+    subject = await enrol_subject(gw.running, number)
+    consent_id = await _grant(gw, subject, max_uses=10)
+    gw.clock.set(2027, 6, 1)
+    async with gw.channel("court-demo") as channel:
+        report = (
+            await status_grpc.RepairStatusServiceStub(channel).GetRepairStatus(
+                status_pb2.GetRepairStatusRequest(
+                    identity_number=number,
+                    purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
+                    case_reference="(2028)粤03执9号",
+                )
+            )
+        ).report
+    cases = [
+        (s.source_id, s.cases[0].provenance.source_record_id) for s in report.sources if s.cases
+    ]
+    assert len(cases) >= 2
+    async with gw.channel("agency-demo") as channel:
+        stub = gw.objections(channel)
+        for index, (source_id, record_id) in enumerate(cases[:2]):
+            await stub.FileObjection(
+                obj_pb2.FileObjectionRequest(
+                    request_id=f"list-{index}",
+                    identity_number=number,
+                    fact=obj_pb2.FactReference(source_id=source_id, source_record_id=record_id),
+                    aspect=obj_pb2.DISPUTED_ASPECT_CASE_STAGE,
+                    requested_correction="the stage is not the court's",
+                )
+            )
+        assert await _uses(gw, consent_id) == 2
+        listed = (await stub.ListObjections(obj_pb2.ListObjectionsRequest())).objections
+        assert len(listed) == 2
+        assert await _uses(gw, consent_id) == 3

@@ -34,7 +34,7 @@ SERVICE_NAME = "credit_repair.v1.ReconciliationService"
 LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_REPAIR_STATUS
 """The audit action a listing is recorded under: it reads subjects' facts (the values two
 sources hold). A dedicated ``AuditAction`` belongs in ``audit.proto``."""
-Produce = Callable[[Admission], Awaitable[list[pb.OpenContradiction]]]
+Produce = Callable[[Admission], Awaitable[pb.OpenContradiction]]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 STALE_EXPLANATION = (
@@ -108,26 +108,30 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
                 "the listing is not available yet",
                 "DISCLOSURE_GATE_UNAVAILABLE",
             )
-        groups: dict[str, list[ContradictionRow]] = {}
+
+        of_subject: dict[str, list[ContradictionRow]] = {}
         for row in page:
-            groups.setdefault(row.subject_token, []).append(row)
+            of_subject.setdefault(row.subject_token, []).append(row)
+        described: dict[str, list[pb.OpenContradiction]] = {}
 
-        def produce(rows: list[ContradictionRow]) -> Produce:
-            async def described(_: Admission) -> list[pb.OpenContradiction]:
-                return await describe(self._store, rows, now)
+        def produce(row: ContradictionRow) -> Produce:
+            async def one(_: Admission) -> pb.OpenContradiction:
+                rows = of_subject[row.subject_token]
+                if row.subject_token not in described:  # the subject's facts, evaluated once
+                    described[row.subject_token] = await describe(self._store, rows, now)
+                return described[row.subject_token][rows.index(row)]
 
-            return described
+            return one
 
-        released = await self.gate.disclose_each(
+        return await self.gate.disclose_each(
             [
-                (Ask(caller, LIST_ACTION, token, vocab.PURPOSE_UNSPECIFIED), produce(rows))
-                for token, rows in groups.items()
+                (
+                    Ask(caller, LIST_ACTION, row.subject_token, vocab.PURPOSE_UNSPECIFIED),
+                    produce(row),
+                )
+                for row in page
             ]
         )
-        by_subject = {item[0].subject_token: iter(item) for item in released if item}
-        return [
-            next(by_subject[row.subject_token]) for row in page if row.subject_token in by_subject
-        ]
 
     def _source_filter(self, caller: Institution, requested: str) -> str:
         """The source the caller may list: its own for a provider, any for a regulator."""
