@@ -30,8 +30,12 @@ it may send::
    weighed) is appended to the audit log through ``AuditTrail.record`` before the caller
    hears anything; if it cannot be, the caller gets UNAVAILABLE and nothing else. Refusals are
    recorded the same way. Each decision is also noted in ``LEDGER`` under the call's request
-   id, so a test can prove in-process that a given call passed the gate
-   (``tests/test_disclosure_gate.py`` drives every disclosing RPC of every service descriptor).
+   id (action, reason, categories: no personal data, bounded), so a test can prove in-process
+   that a given call passed the gate (``tests/test_disclosure_coverage.py`` drives every
+   disclosing RPC of every service descriptor through the real gateway).
+
+A listing shows items about many subjects: ``disclose_each`` passes the gate once per subject
+on the page, so each subject's grant is weighed — and a use spent — once per call.
 
 Refusals are PERMISSION_DENIED with the policy's reason, unless the ask names its own refusal
 (``Ask.refusal``): an RPC that looks an object up by id answers NOT_FOUND for every caller who
@@ -184,7 +188,7 @@ class Ask:
     """False only for the updates of a watch, which the grant's ``ongoing_updates`` allowed."""
     facts: bool = True
     """False when the content holds no source facts (a subject's own grants, who looked):
-    the entry then records no categories returned."""
+    the entry then records no categories and no report."""
     refusal: Refusal | None = None
 
 
@@ -465,10 +469,12 @@ class DisclosureGate:
         produced = await produce(admission)
         content, withheld = minimize_content(produced, decision.categories)
         withheld = withheld | decision.withheld_categories
-        report = _first_report(content)
-        if report is None:
+        report = _first_report(content) if ask.facts else None
+        if report is None and ask.facts:
+            # What a non-report content released, in the only shape ``AuditTrail.record``
+            # takes it (categories returned and withheld, sources): a summary, no facts.
             report = report_pb2.RepairStatusReport(
-                categories=sorted(decision.categories if content and ask.facts else ()),
+                categories=sorted(decision.categories if content else ()),
                 withheld_categories=sorted(withheld),
                 chargeable=decision.chargeable,
                 sources=[
@@ -486,7 +492,8 @@ class DisclosureGate:
             report=report,
             rider=rider(content) if rider is not None else None,
         )
-        self._note(ask, "ALLOWED", frozenset(report.categories), withheld)
+        released = frozenset(report.categories) if report is not None else frozenset()
+        self._note(ask, "ALLOWED", released, withheld)
         return content
 
     async def disclose_each(
