@@ -38,9 +38,9 @@ from gateway.disclosure import LEDGER
 from gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
 from tests.fixtures.storage import make_identity_number
 from tests.fixtures.subjects import Subject, enrol_subject
-from tests.workflow_support import WorkflowGateway, workflow_gateway
+from tests.workflow_support import WorkflowGateway, workflow_gateway_each_backend
 
-__all__ = ["workflow_gateway"]
+__all__ = ["workflow_gateway_each_backend"]
 
 S = "/credit_repair.v1."
 DISCLOSING: dict[str, str] = {
@@ -566,9 +566,9 @@ async def _all_denials(w: World, present: bool) -> dict[str, tuple[str, str]]:
 
 
 async def test_every_disclosing_rpc_passes_the_gate_and_denies_alike_with_or_without_records(
-    workflow_gateway: WorkflowGateway, population: Population
+    workflow_gateway_each_backend: WorkflowGateway, population: Population
 ) -> None:
-    world = World(workflow_gateway, population)
+    world = World(workflow_gateway_each_backend, population)
     before_anything = await _all_denials(world, present=False)
     await _setup(world)
     async with world.channel("court-demo") as channel:
