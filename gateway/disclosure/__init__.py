@@ -49,7 +49,7 @@ from gateway.disclosure.content import (
     minimize_content,
     withheld_explanation,
 )
-from gateway.disclosure.gate import Admission, Ask, DisclosureGate, Refusal
+from gateway.disclosure.gate import Admission, Ask, DisclosureGate, Refusal, decide
 from gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
 from gateway.disclosure.parties import (
     ACTING_FOR_SUBJECT,
@@ -73,6 +73,7 @@ __all__ = [
     "Refusal",
     "acting_purpose",
     "category_names",
+    "decide",
     "minimize_content",
     "reader_purpose",
     "withheld_explanation",

@@ -77,6 +77,61 @@ class Admission:
         )
 
 
+async def decide(
+    ask: Ask, consents: ConsentRegister, *, now: dt.datetime
+) -> tuple[policy.Decision, GrantLookup | None]:
+    """The gate's decision on ``ask`` at ``now`` and the grant it weighed; nothing recorded.
+
+    ``DisclosureGate.disclose`` takes it before producing anything; a watch's quiet re-check
+    takes it to learn whether the stream may go on (the next report is disclosed as usual).
+    """
+    if ask.purpose == vocab.PURPOSE_UNSPECIFIED:
+        return _procedure(ask), None
+    consent: GrantLookup | None = None
+    if policy.requires_consent(ask.purpose):
+        consent = await consents.find_valid_grant(
+            ask.subject_token, ask.caller.institution_id, ask.purpose, ask.consent_id or None, now
+        )
+    subject_match = False
+    if policy.requires_subject_match(ask.purpose):
+        subject_match = await SubjectIdentities(consents).is_subject(ask.caller, ask.subject_token)
+    decision = policy.decide(
+        ask.caller.role,
+        ask.purpose,
+        ask.categories,
+        case_reference=ask.case_reference,
+        consent=consent,
+        subject_match=subject_match,
+    )
+    if decision.allowed and ask.required - decision.categories:
+        decision = policy.Decision(
+            False,
+            "CATEGORY_NOT_CONSENTED",
+            "the consent grant does not cover the data categories this call needs",
+        )
+    return decision, consent
+
+
+def _procedure(ask: Ask) -> policy.Decision:
+    party = PROCEDURE_PARTIES.get(ask.caller.role)
+    if party is None:
+        return policy.Decision(
+            False, "ROLE_NOT_PERMITTED", "the caller's role takes no part in this procedure"
+        )
+    requested = frozenset(ask.categories) or party.categories
+    if ask.required - party.categories:
+        return policy.Decision(
+            False, "ROLE_NOT_PERMITTED", "the caller's part does not cover this data"
+        )
+    return policy.Decision(
+        True,
+        "ALLOWED",
+        party.basis,
+        categories=requested & party.categories,
+        withheld_categories=requested - party.categories,
+    )
+
+
 def _audit_purpose(ask: Ask) -> policy.Purpose:
     if ask.purpose != vocab.PURPOSE_UNSPECIFIED:
         return ask.purpose
@@ -100,43 +155,13 @@ class DisclosureGate:
         ledger: DisclosureLedger = LEDGER,
     ) -> None:
         self._consents = consents
-        self._subjects = SubjectIdentities(consents)
         self._audit = audit
         self._clock = clock
         self._ledger = ledger
 
     async def decide(self, ask: Ask) -> tuple[policy.Decision, GrantLookup | None]:
-        """The decision the gate would take now, without releasing or recording anything
-        (a watch's quiet re-check uses it; the next report goes through ``disclose``)."""
-        if ask.purpose == vocab.PURPOSE_UNSPECIFIED:
-            return self._procedure(ask), None
-        consent: GrantLookup | None = None
-        if policy.requires_consent(ask.purpose):
-            consent = await self._consents.find_valid_grant(
-                ask.subject_token,
-                ask.caller.institution_id,
-                ask.purpose,
-                ask.consent_id or None,
-                self._clock(),
-            )
-        subject_match = False
-        if policy.requires_subject_match(ask.purpose):
-            subject_match = await self._subjects.is_subject(ask.caller, ask.subject_token)
-        decision = policy.decide(
-            ask.caller.role,
-            ask.purpose,
-            ask.categories,
-            case_reference=ask.case_reference,
-            consent=consent,
-            subject_match=subject_match,
-        )
-        if decision.allowed and ask.required - decision.categories:
-            decision = policy.Decision(
-                False,
-                "CATEGORY_NOT_CONSENTED",
-                "the consent grant does not cover the data categories this call needs",
-            )
-        return decision, consent
+        """The decision the gate would take now, without releasing or recording anything."""
+        return await decide(ask, self._consents, now=self._clock())
 
     async def disclose(
         self,
@@ -215,33 +240,6 @@ class DisclosureGate:
                 continue
             released.update(zip(indexes, shown, strict=True))
         return [released[i] for i in sorted(released)]
-
-    async def refuse(self, ask: Ask, reason: str, message: str) -> GatewayError:
-        """Record a refusal the service decided itself (the object is not the caller's to
-        see) exactly as the gate records its own, and return the error to raise."""
-        await self._refuse(ask, None, reason)
-        return self._refusal(ask, reason, message)
-
-    # -- steps -----------------------------------------------------------------------------------
-
-    def _procedure(self, ask: Ask) -> policy.Decision:
-        party = PROCEDURE_PARTIES.get(ask.caller.role)
-        if party is None:
-            return policy.Decision(
-                False, "ROLE_NOT_PERMITTED", "the caller's role takes no part in this procedure"
-            )
-        requested = frozenset(ask.categories) or party.categories
-        if ask.required - party.categories:
-            return policy.Decision(
-                False, "ROLE_NOT_PERMITTED", "the caller's part does not cover this data"
-            )
-        return policy.Decision(
-            True,
-            "ALLOWED",
-            party.basis,
-            categories=requested & party.categories,
-            withheld_categories=requested - party.categories,
-        )
 
     async def _spend_use(self, consent: GrantLookup | None) -> bool:
         """Count the disclosure against a grant limited in uses; atomic across replicas."""
