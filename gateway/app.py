@@ -32,6 +32,7 @@ from consent.register import ConsentRegister
 from consent.service import ConsentService
 from gateway.audit_trail import AuditTrail
 from gateway.config import GatewayConfig
+from gateway.disclosure import DisclosureGate
 from gateway.engine.query import BreakerSettings, QueryEngine
 from gateway.input_boundary import InputBoundary, audited_refusals, check_services
 from gateway.institution import IdentityResolver
@@ -157,6 +158,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         database, audit_signer, write_timeout_seconds=config.audit.write_timeout_seconds
     )
     audit = AuditTrail(audit_log)
+    followers.reconciliation.gate = DisclosureGate(consents, audit)
     servicer = RepairStatusServicer(
         engine,
         tokenizer,

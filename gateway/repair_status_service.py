@@ -1,9 +1,10 @@
 """RepairStatusService: the request path for one query, readable top to bottom.
 
-identity (mTLS) → validation → subject token → evidence the purpose's row asks for (a consent
-grant; for self-inquiry, whether the caller's certificate names this subject's enrolled key)
-→ policy decision → query engine (fan-out, merge, minimize) → annotate with the decision →
-sign, bound to the request → audit, with the record of what was issued in the same commit →
+identity (mTLS) → validation → subject token → the disclosure gate (``gateway.disclosure``:
+the evidence the purpose's row asks for — a consent grant; for self-inquiry, whether the
+caller's certificate names this subject's enrolled key — → policy decision → a consent use
+spent → query engine (fan-out, merge, minimize) → annotate with the decision → minimize →
+audit, with the record of what was issued in the same commit) → sign, bound to the request →
 answer.
 
 Permission is decided before the gateway looks for the subject's records at all, so a denied
@@ -36,6 +37,7 @@ from consent import policy
 from consent.register import ConsentRegister, GrantLookup
 from gateway import identity_number
 from gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
+from gateway.disclosure import Admission, Ask, DisclosureGate
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
 from gateway.input_rules import check_message
@@ -43,7 +45,6 @@ from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.report_signing import request_digest
 from gateway.storage.issued_reports import insert_issued_reports, issued_report_row
-from gateway.subject_identity import SubjectIdentities
 from gateway.telemetry import record_denial, record_invalid_request
 from gateway.watch.service import WatchStreams
 
@@ -75,13 +76,13 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         self._engine = engine
         self._tokenizer = tokenizer
         self._consents = consents
-        self._subjects = SubjectIdentities(consents)
         self._identify = identify
         self._sign = sign
         self._audit = audit
         self._batch_max = batch_max
         self._default_deadline = default_deadline_seconds
         self._watch = watch
+        self._gate = DisclosureGate(consents, audit)
 
     async def GetRepairStatus(
         self, request: service_pb2.GetRepairStatusRequest, context: grpc.aio.ServicerContext
@@ -141,12 +142,6 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(request.requests)))
         return service_pb2.BatchGetRepairStatusResponse(results=results)
 
-    async def _spend_use(self, consent: GrantLookup) -> bool:
-        """Count the query against a grant limited in uses; atomic across replicas."""
-        if consent.grant is None or not consent.grant.max_uses:
-            return True
-        return await self._consents.record_use(consent.consent_id)
-
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """Absolute loop time by which the answer must be ready: the caller's deadline (gRPC
         Python does not propagate it for us) or the configured default, whichever is sooner."""
@@ -173,54 +168,36 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
             raise GatewayError.invalid_request(violations)
         number = identity_number.normalize(request.identity_number)
         token = self._tokenizer.token(number)
-        consent: GrantLookup | None = None
-        if policy.requires_consent(request.purpose):
-            consent = await self._consents.find_valid_grant(
-                token,
-                institution.institution_id,
-                request.purpose,
-                request.consent_id or None,
-                dt.datetime.now(dt.UTC),
-            )
-        subject_match = False
-        if policy.requires_subject_match(request.purpose):
-            subject_match = await self._subjects.is_subject(institution, token)
-        decision = policy.decide(
-            institution.role,
-            request.purpose,
-            request.categories,
-            case_reference=request.case_reference,
-            consent=consent,
-            subject_match=subject_match,
-        )
-        if not decision.allowed:
-            await self._record(institution, request, token, consent, decision.reason)
-            raise _denied(institution, decision.reason, decision.explanation)
-        if consent is not None and spend_use and not await self._spend_use(consent):
-            await self._record(institution, request, token, consent, "CONSENT_EXHAUSTED")
-            raise _denied(institution, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
-        report = await self._engine.report(
-            number,
-            token,
-            purpose=request.purpose,
-            categories=decision.categories,
-            deadline=deadline,
-            consistency=request.consistency,
-            source_kinds=decision.source_kinds,
-        )
-        _annotate(report, decision, institution, consent)
-        signed = self._sign(report, request_digest(request))
-        issued = issued_report_row(report, institution.institution_id, dt.datetime.now(dt.UTC))
-        await self._record(
+        ask = Ask(
             institution,
-            request,
+            READ_REPAIR_STATUS,
             token,
-            consent,
-            decision.reason,
-            report,
-            rider=functools.partial(insert_issued_reports, rows=[issued]),
+            request.purpose,
+            categories=request.categories,
+            consent_id=request.consent_id,
+            case_reference=request.case_reference,
+            spend_use=spend_use,
         )
-        return report, signed
+
+        async def produce(admission: Admission) -> report_pb2.RepairStatusReport:
+            report = await self._engine.report(
+                number,
+                token,
+                purpose=request.purpose,
+                categories=admission.categories,
+                deadline=deadline,
+                consistency=request.consistency,
+                source_kinds=admission.decision.source_kinds,
+            )
+            _annotate(report, admission.decision, institution, admission.consent)
+            return report
+
+        def issued(report: report_pb2.RepairStatusReport) -> Rider:
+            row = issued_report_row(report, institution.institution_id, dt.datetime.now(dt.UTC))
+            return functools.partial(insert_issued_reports, rows=[row])
+
+        report = await self._gate.disclose(ask, produce, rider=issued)
+        return report, self._sign(report, request_digest(request))
 
     async def _record(
         self,
@@ -267,12 +244,3 @@ def _annotate(
     report.consent_id = consent.consent_id if consent is not None else ""
     report.recipient_institution_id = institution.institution_id
     report.legal_basis = decision.explanation
-
-
-def _denied(institution: Institution, reason: str, explanation: str) -> GatewayError:
-    return GatewayError.of(
-        grpc.StatusCode.PERMISSION_DENIED,
-        explanation,
-        reason,
-        metadata={"role": institution.role_name},
-    )

@@ -31,10 +31,12 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from audit.entry import ActionValue
 from audit.queries import subject_access_history
-from consent.register import ListCursor
+from consent.grants import Grant
+from consent.register import ConsentRegister, ListCursor
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from consent.subject_grants import list_subject_grants
 from gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
+from gateway.disclosure import Admission, Ask, DisclosureGate
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.page_tokens import (
@@ -89,6 +91,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         self._audit = audit
         self._clock = clock
         self._page_tokens = page_tokens
+        self._gate = DisclosureGate(ConsentRegister(database), audit, clock=clock)
 
     async def _subject_token(self, caller: Institution, action: ActionValue) -> str:
         """The caller's subject token; a refusal (recorded first) for anyone else."""
@@ -130,16 +133,19 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         if violations:
             raise _invalid(violations)
         now = self._clock()
-        found, more = await list_subject_grants(
-            self._db,
-            token,
-            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-            after=after,
-            state=request.state,
-            now=now,
-        )
-        await self._audit.record(
-            caller, LIST_OWN_CONSENTS, purpose=SELF_INQUIRY, subject_token=token
+
+        async def produce(_: Admission) -> tuple[list[Grant], bool]:
+            return await list_subject_grants(
+                self._db,
+                token,
+                limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+                after=after,
+                state=request.state,
+                now=now,
+            )
+
+        found, more = await self._gate.disclose(
+            self._ask(caller, LIST_OWN_CONSENTS, token), produce
         )
         response = self_pb2.ListOwnConsentsResponse(grants=[g.to_proto(now) for g in found])
         if more and found:
@@ -171,16 +177,25 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
                 after = self._page_tokens.open_index(request.page_token, scope)
             except PageTokenError:
                 raise _invalid([PAGE_TOKEN_VIOLATION]) from None
-        accesses, resume = await self._accesses(
-            token, min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after
-        )
-        await self._audit.record(
-            caller, LIST_OWN_ACCESSES, purpose=SELF_INQUIRY, subject_token=token
+
+        async def produce(_: Admission) -> tuple[list[audit_pb2.SubjectAccessRecord], int | None]:
+            return await self._accesses(
+                token, min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after
+            )
+
+        accesses, resume = await self._gate.disclose(
+            self._ask(caller, LIST_OWN_ACCESSES, token), produce
         )
         response = self_pb2.ListOwnAccessesResponse(accesses=accesses)
         if resume is not None:
             response.next_page_token = self._page_tokens.issue(scope, (resume,))
         return response
+
+    @staticmethod
+    def _ask(caller: Institution, action: ActionValue, token: str) -> Ask:
+        """The subject reading what the gateway holds about them besides facts (grants, who
+        looked): self-inquiry's row, its subject match checked afresh by the gate."""
+        return Ask(caller, action, token, SELF_INQUIRY, facts=False)
 
     async def _accesses(
         self, token: str, limit: int, after: int

@@ -9,6 +9,7 @@ one line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,12 +115,15 @@ async def refused(call: Any) -> tuple[grpc.StatusCode, str, list[tuple[str, str]
     return parsed.code, parsed.error_info.reason if parsed.error_info else "", violations
 
 
-@pytest.fixture
-async def workflow_gateway(
-    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+@contextlib.asynccontextmanager
+async def running_workflow_gateway(
+    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path, storage_url: str | None = None
 ) -> AsyncIterator[WorkflowGateway]:
+    """The full gateway with the workflows on it, on ``storage_url`` (default: SQLite)."""
     config = config_from_mapping(
-        gateway_document(mock_fleet, dev_pki, tmp_path), base_dir=tmp_path, environ={}
+        gateway_document(mock_fleet, dev_pki, tmp_path, storage_url),
+        base_dir=tmp_path,
+        environ={},
     )
     built = await build_gateway(config)
     keyring = Keyring.load(config.keys.keyring)
@@ -158,3 +162,20 @@ async def workflow_gateway(
     finally:
         await built.stop(0)
         await workflows.aclose()
+
+
+@pytest.fixture
+async def workflow_gateway(
+    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+) -> AsyncIterator[WorkflowGateway]:
+    async with running_workflow_gateway(mock_fleet, dev_pki, tmp_path) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def workflow_gateway_each_backend(
+    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path, database_url: str
+) -> AsyncIterator[WorkflowGateway]:
+    """``workflow_gateway`` on SQLite and (with ``CREDGATE_TEST_POSTGRES_URL``) PostgreSQL."""
+    async with running_workflow_gateway(mock_fleet, dev_pki, tmp_path, database_url) as gateway:
+        yield gateway

@@ -14,14 +14,15 @@ authenticated, bound to this RPC, the caller and the filter, and holding only a 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import grpc
+from credit_repair.v1 import audit_pb2, report_pb2
 from credit_repair.v1 import reconciliation_service_pb2 as pb
 from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
-from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
+from gateway.disclosure import Admission, Ask, DisclosureGate
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.page_tokens import (
@@ -36,6 +37,10 @@ from gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
 LIST_OPEN_CONTRADICTIONS = SERVICE_NAME + "/ListOpenContradictions"
+LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_REPAIR_STATUS
+"""The audit action a listing is recorded under: it reads subjects' facts (the values two
+sources hold). A dedicated ``AuditAction`` belongs in ``audit.proto``."""
+Produce = Callable[[Admission], Awaitable[pb.OpenContradiction]]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 STALE_EXPLANATION = (
@@ -65,6 +70,9 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         """Data provider institution id → the one source it is registered for."""
         self._page_tokens = page_tokens
         self._clock = clock
+        self.gate: DisclosureGate | None = None
+        """Set when the gateway is composed (``gateway.app``): the audit trail it records on
+        is made after the change followers. Until then the listing releases nothing."""
 
     async def ListOpenContradictions(
         self, request: pb.ListOpenContradictionsRequest, context: grpc.aio.ServicerContext
@@ -85,11 +93,47 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         rows = await self._store.open_rows(source_id=source_id, after=after, limit=limit + 1)
         page = rows[:limit]
         response = pb.ListOpenContradictionsResponse(
-            contradictions=await describe(self._store, page, self._clock())
+            contradictions=await self._disclose(caller, page, self._clock())
         )
         if len(rows) > limit:
             response.next_page_token = self._page_tokens.issue(scope, (page[-1].contradiction_id,))
         return response
+
+    async def _disclose(
+        self, caller: Institution, page: list[ContradictionRow], now: dt.datetime
+    ) -> list[pb.OpenContradiction]:
+        """The page through the disclosure gate, one decision per subject on it (each is
+        recorded against that subject, as the caller's part allows), in the page's order."""
+        if self.gate is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNAVAILABLE,
+                "the listing is not available yet",
+                "DISCLOSURE_GATE_UNAVAILABLE",
+            )
+
+        of_subject: dict[str, list[ContradictionRow]] = {}
+        for row in page:
+            of_subject.setdefault(row.subject_token, []).append(row)
+        described: dict[str, list[pb.OpenContradiction]] = {}
+
+        def produce(row: ContradictionRow) -> Produce:
+            async def one(_: Admission) -> pb.OpenContradiction:
+                rows = of_subject[row.subject_token]
+                if row.subject_token not in described:  # the subject's facts, evaluated once
+                    described[row.subject_token] = await describe(self._store, rows, now)
+                return described[row.subject_token][rows.index(row)]
+
+            return one
+
+        return await self.gate.disclose_each(
+            [
+                (
+                    Ask(caller, LIST_ACTION, row.subject_token, vocab.PURPOSE_UNSPECIFIED),
+                    produce(row),
+                )
+                for row in page
+            ]
+        )
 
     def _source_filter(self, caller: Institution, requested: str) -> str:
         """The source the caller may list: its own for a provider, any for a regulator."""
@@ -101,9 +145,7 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
             )
         own = self._provider_sources.get(caller.institution_id)
         if own is None:
-            raise _denied(
-                caller, "PROVIDER_NOT_REGISTERED", "this data provider is not registered"
-            )
+            raise _denied(caller, "PROVIDER_NOT_REGISTERED", "this data provider is not registered")
         if requested and requested != own:
             raise _denied(
                 caller, "SOURCE_NOT_PERMITTED", "a data provider may list only its own source"

@@ -37,6 +37,8 @@ from credit_repair.v1 import report_pb2
 from consent import policy
 from consent.register import ConsentRegister, GrantLookup
 from gateway import identity_number
+from gateway.audit_trail import READ_REPAIR_STATUS
+from gateway.disclosure import Ask, decide
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
@@ -185,17 +187,10 @@ class WatchStreams:
         """Refuse a consent-based watch whose (otherwise valid) grant is for single queries."""
         if not policy.requires_consent(query.purpose):
             return
-        consent = await self._consents.find_valid_grant(
-            token, institution.institution_id, query.purpose, query.consent_id, self._clock()
-        )
-        decision = policy.decide(
-            institution.role,
-            query.purpose,
-            query.categories,
-            case_reference=query.case_reference,
-            consent=consent,
-        )
-        if decision.allowed and consent.grant is not None and not consent.grant.ongoing_updates:
+        ask = _ask(institution, query, token)
+        decision, consent = await decide(ask, self._consents, now=self._clock())
+        grant = consent.grant if consent is not None else None
+        if decision.allowed and grant is not None and not grant.ongoing_updates:
             await refuse(institution, query, token, consent, ONGOING_UPDATES_NOT_CONSENTED)
             raise GatewayError.of(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -207,23 +202,11 @@ class WatchStreams:
     async def _still_allowed(
         self, institution: Institution, query: service_pb2.GetRepairStatusRequest, token: str
     ) -> bool:
-        """The periodic check of a quiet stream: would the query still be allowed?"""
-        consent: GrantLookup | None = None
-        if policy.requires_consent(query.purpose):
-            consent = await self._consents.find_valid_grant(
-                token, institution.institution_id, query.purpose, query.consent_id, self._clock()
-            )
-        subject_match = False
-        if policy.requires_subject_match(query.purpose):
-            subject_match = await self._subjects.is_subject(institution, token)
-        return policy.decide(
-            institution.role,
-            query.purpose,
-            query.categories,
-            case_reference=query.case_reference,
-            consent=consent,
-            subject_match=subject_match,
-        ).allowed
+        """The periodic check of a quiet stream: would the query still be allowed? (The
+        disclosure gate's own decision, taken without releasing or recording anything.)"""
+        ask = _ask(institution, query, token)
+        decision, _ = await decide(ask, self._consents, now=self._clock())
+        return decision.allowed
 
     async def _send(
         self,
@@ -257,6 +240,21 @@ class WatchStreams:
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self._deadline_seconds
+
+
+def _ask(
+    institution: Institution, query: service_pb2.GetRepairStatusRequest, token: str
+) -> Ask:
+    """The query as the disclosure gate weighs it (``RepairStatusServicer`` asks the same)."""
+    return Ask(
+        institution,
+        READ_REPAIR_STATUS,
+        token,
+        query.purpose,
+        categories=query.categories,
+        consent_id=query.consent_id,
+        case_reference=query.case_reference,
+    )
 
 
 def _response(

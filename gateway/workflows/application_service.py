@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from credit_repair.v1 import audit_pb2
@@ -23,6 +23,14 @@ from google.rpc import error_details_pb2
 from sqlalchemy import ColumnElement, true
 
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from gateway.disclosure import (
+    Admission,
+    Ask,
+    DisclosureGate,
+    Refusal,
+    acting_purpose,
+    reader_purpose,
+)
 from gateway.errors import GatewayError, build_status
 from gateway.institution import Institution
 from gateway.protection.page_tokens import PageScope, PageTokens
@@ -54,6 +62,8 @@ CREDITORS = frozenset(
         vocab.INSTITUTION_ROLE_TAX_AUTHORITY,
     }
 )
+NOT_FOUND = Refusal(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
+REPAIR_REQUIRED = frozenset({vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR})
 RULING_NUMBER = re.compile(r"[^\x00-\x1f]{1,64}")
 REPAIR = [vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR]
 SERVICE_NAME = "credit_repair.v1.RepairApplicationService"
@@ -94,11 +104,13 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         *,
         clock: Callable[[], dt.datetime],
         page_tokens: PageTokens,
+        gate: DisclosureGate,
         watch_poll_seconds: float = 1.0,
     ) -> None:
         self._page_tokens = page_tokens
         self._workflow, self._callers, self._identify = workflow, callers, identify
         self._changes, self._clock, self._poll = changes, clock, watch_poll_seconds
+        self._gate = gate
 
     def _show(self, view: ApplicationView) -> app_pb2.RepairApplication:
         return render.application(view, self._clock(), self._workflow.sealer)
@@ -111,7 +123,11 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         kind: int,
         consent_id: str,
         request_id: str | None = None,
-    ) -> ForSubject:
+    ) -> tuple[Ask, str]:
+        """The gate's ask for acting on the subject ``number`` names, and the normalized
+        number; INVALID_ARGUMENT (recorded) for a malformed request. Who may act is the gate's
+        decision (the subject, or a party holding the subject's consent for their repair
+        records), taken before anything about the subject is looked at."""
         violations: list[tuple[str, str]] = []
         number = check_identity_number(number, violations)
         if kind not in KINDS:
@@ -121,7 +137,15 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         if violations:
             await self._callers.record(caller, action, reason="INVALID_REQUEST")
             raise invalid(violations)
-        return await self._callers.for_subject(caller, action, number, consent_id)
+        ask = Ask(
+            caller,
+            action,
+            self._callers.subject_token(number),
+            acting_purpose(caller.role),
+            required=REPAIR_REQUIRED,
+            consent_id=consent_id,
+        )
+        return ask, number
 
     async def EvaluateRepairEligibility(
         self,
@@ -129,25 +153,25 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> app_pb2.EvaluateRepairEligibilityResponse:
         caller = self._identify(context)
-        who = await self._for_subject(
+        ask, number = await self._for_subject(
             caller, EVALUATE, request.identity_number, request.kind, request.consent_id
         )
-        eligibility, report = await self._workflow.evaluate(who, request.kind)
-        await self._callers.record(
-            caller,
-            EVALUATE,
-            subject_token=who.subject_token,
-            consent_id=who.consent_id,
-            categories=REPAIR,
-            source_ids=[s.source_id for s in report.sources],
-        )
+        consulted: list[str] = []
+
+        async def produce(admission: Admission) -> app_pb2.Eligibility:
+            who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
+            eligibility, report = await self._workflow.evaluate(who, request.kind)
+            consulted.extend(s.source_id for s in report.sources)
+            return eligibility
+
+        eligibility = await self._gate.disclose(ask, produce, source_ids=lambda _: consulted)
         return app_pb2.EvaluateRepairEligibilityResponse(eligibility=eligibility)
 
     async def FileRepairApplication(
         self, request: app_pb2.FileRepairApplicationRequest, context: grpc.aio.ServicerContext
     ) -> app_pb2.FileRepairApplicationResponse:
         caller = self._identify(context)
-        who = await self._for_subject(
+        ask, number = await self._for_subject(
             caller,
             FILE,
             request.identity_number,
@@ -156,35 +180,45 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             request.request_id,
         )
 
-        async def allowed() -> None:
-            await self._callers.record(
+        async def produce(
+            admission: Admission,
+        ) -> app_pb2.RepairApplication | app_pb2.Eligibility:
+            who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
+
+            async def allowed() -> None:
+                await self._callers.record(
+                    caller,
+                    FILE,
+                    subject_token=who.subject_token,
+                    consent_id=who.consent_id,
+                    categories=REPAIR,
+                )
+
+            result = await run_recorded(
+                self._callers,
                 caller,
                 FILE,
-                subject_token=who.subject_token,
-                consent_id=who.consent_id,
-                categories=REPAIR,
+                who.subject_token,
+                self._workflow.file(who, request.kind, request.request_id, allowed),
             )
+            return result if isinstance(result, app_pb2.Eligibility) else self._show(result)
 
-        result = await run_recorded(
-            self._callers,
-            caller,
-            FILE,
-            who.subject_token,
-            self._workflow.file(who, request.kind, request.request_id, allowed),
-        )
-        if isinstance(result, app_pb2.Eligibility):
+        shown = await self._gate.disclose(ask, produce)
+        if isinstance(shown, app_pb2.Eligibility):
             await self._callers.record(
-                caller, FILE, reason="NOT_ELIGIBLE", subject_token=who.subject_token
+                caller, FILE, reason="NOT_ELIGIBLE", subject_token=ask.subject_token
             )
-            raise not_eligible(result)
-        return app_pb2.FileRepairApplicationResponse(application=self._show(result))
+            raise not_eligible(shown)
+        return app_pb2.FileRepairApplicationResponse(application=shown)
 
     async def GetRepairApplication(
         self, request: app_pb2.GetRepairApplicationRequest, context: grpc.aio.ServicerContext
     ) -> app_pb2.GetRepairApplicationResponse:
         caller = self._identify(context)
         view = await self._visible(caller, request.application_id)
-        return app_pb2.GetRepairApplicationResponse(application=self._show(view))
+        return app_pb2.GetRepairApplicationResponse(
+            application=await self._disclose(caller, READ, view)
+        )
 
     async def ListRepairApplications(
         self, request: app_pb2.ListRepairApplicationsRequest, context: grpc.aio.ServicerContext
@@ -217,10 +251,12 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             after=after,
             open_only=request.open_only,
         )
-        await self._callers.record(caller, READ, categories=REPAIR if views else [])
-        response = app_pb2.ListRepairApplicationsResponse(
-            applications=[self._show(v) for v in views]
+        if not views:  # nothing about anyone is released; the listing is still recorded
+            await self._callers.record(caller, READ)
+        shown = await self._gate.disclose_each(
+            [(self._reader_ask(caller, READ, v), self._producer(v)) for v in views]
         )
+        response = app_pb2.ListRepairApplicationsResponse(applications=shown)
         if more and views:
             last = views[-1].row
             response.next_page_token = self._page_tokens.issue(
@@ -237,8 +273,11 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         while True:
             shown = self._show(view)
             if (shown.version, int(shown.stage)) != sent:
+                # Each update is decided afresh (a revoked grant ends the stream); the first
+                # counts as the use, the updates are the same call's.
+                released = await self._disclose(caller, READ, view, spend_use=sent is None)
                 sent = (shown.version, int(shown.stage))
-                yield app_pb2.WatchRepairApplicationResponse(application=shown)
+                yield app_pb2.WatchRepairApplicationResponse(application=released)
             if not shown.open:
                 return
             await self._changes.wait(request.application_id, self._poll)
@@ -269,7 +308,9 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                 self._allowed(caller, REVIEW, request.application_id),
             ),
         )
-        return app_pb2.ReviewRepairApplicationResponse(application=self._show(view))
+        return app_pb2.ReviewRepairApplicationResponse(
+            application=await self._disclose(caller, REVIEW, view)
+        )
 
     async def ObjectToRepairApplication(
         self,
@@ -332,7 +373,9 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                 self._allowed(caller, RULE, request.application_id),
             ),
         )
-        return app_pb2.RuleOnRepairApplicationResponse(application=self._show(view))
+        return app_pb2.RuleOnRepairApplicationResponse(
+            application=await self._disclose(caller, RULE, view)
+        )
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -367,6 +410,37 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
 
         return record
 
+    def _reader_ask(
+        self, caller: Institution, action: Action, view: ApplicationView, spend_use: bool = True
+    ) -> Ask:
+        """A reader of an application: the subject or the filer acting for them (purpose
+        rule and consent, afresh), or the court by its part in the procedure. Refused like
+        an application that does not exist."""
+        return Ask(
+            caller,
+            action,
+            view.row.subject_token,
+            reader_purpose(caller.role),
+            required=REPAIR_REQUIRED,
+            spend_use=spend_use,
+            refusal=NOT_FOUND,
+        )
+
+    def _producer(
+        self, view: ApplicationView
+    ) -> Callable[[Admission], Awaitable[app_pb2.RepairApplication]]:
+        async def produce(_: Admission) -> app_pb2.RepairApplication:
+            return self._show(view)
+
+        return produce
+
+    async def _disclose(
+        self, caller: Institution, action: Action, view: ApplicationView, spend_use: bool = True
+    ) -> app_pb2.RepairApplication:
+        """``view`` as ``caller`` may see it, through the disclosure gate."""
+        ask = self._reader_ask(caller, action, view, spend_use)
+        return await self._gate.disclose(ask, self._producer(view))
+
     async def _visible(self, caller: Institution, application_id: str) -> ApplicationView:
         token = await self._callers.own_token(caller, READ)
         view = await self._workflow.get(application_id) if len(application_id) <= 40 else None
@@ -375,9 +449,6 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             or caller.role == vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN
             or (token is None and view.row.filed_by == caller.institution_id)
         ):
-            await self._callers.record(
-                caller, READ, subject_token=view.row.subject_token, categories=REPAIR
-            )
             return view
         raise await self._callers.refuse(
             caller, READ, grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application"

@@ -4,8 +4,9 @@ A workflow is filed *for a subject*: by the subject themself (a certificate nami
 current enrolled key, as for self-inquiry) or by a party they authorized (role
 AUTHORIZED_PARTY, holding the subject's consent grant for purpose SUBJECT_AUTHORIZED that
 covers BANKRUPTCY_REPAIR). Either way the request carries the identity number, so the gateway
-can ask the sources; it is checked against the certificate or the grant before anything else
-is looked at, so a refused caller learns nothing about the person.
+can ask the sources; the disclosure gate (``gateway.disclosure``, under those two rows of the
+policy table) checks it against the certificate or the grant before anything else is looked
+at, so a refused caller learns nothing about the person.
 
 Every decision, allowed or refused, is appended to the audit log before the caller hears
 anything, through the one audit path (``audit.trail.AuditTrail``: fail closed,
@@ -88,6 +89,11 @@ class Callers:
         self._audit = audit
         self._clock = clock
 
+    def subject_token(self, number: str) -> str:
+        """The subject token of an identity number already validated (for the disclosure
+        gate, which decides who may act for the subject)."""
+        return self._tokenizer.token(number)
+
     async def record(
         self,
         caller: Institution,
@@ -127,51 +133,6 @@ class Callers:
         await self.record(caller, action, reason=reason, subject_token=subject_token)
         return RecordedRefusal(
             build_status(code, message, reason, metadata={"role": caller.role_name})
-        )
-
-    async def for_subject(
-        self, caller: Institution, action: Action, number: str, consent_id: str
-    ) -> ForSubject:
-        """Allow the subject or an authorized party to act for the subject with ``number``
-        (already validated); otherwise record and raise the refusal (PERMISSION_DENIED)."""
-        token = self._tokenizer.token(number)
-        if caller.role == vocab.INSTITUTION_ROLE_SUBJECT:
-            if not await self._subjects.is_subject(caller, token):
-                raise await self.refuse(
-                    caller,
-                    action,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "SUBJECT_MISMATCH",
-                    "the caller's certificate does not name the current enrolled key of this "
-                    "subject",
-                )
-            return ForSubject(caller, token, number)
-        if caller.role == vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY:
-            lookup = await self._consents.find_valid_grant(
-                token,
-                caller.institution_id,
-                vocab.PURPOSE_SUBJECT_AUTHORIZED,
-                consent_id or None,
-                self._clock(),
-            )
-            covered = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR in lookup.categories
-            if not lookup.allowed or not covered:
-                reason = lookup.reason if not lookup.allowed else "CATEGORY_NOT_CONSENTED"
-                raise await self.refuse(
-                    caller,
-                    action,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    reason,
-                    "no valid consent grant of the subject lets this party act on their "
-                    "bankruptcy and repair records",
-                )
-            return ForSubject(caller, token, number, lookup.consent_id)
-        raise await self.refuse(
-            caller,
-            action,
-            grpc.StatusCode.PERMISSION_DENIED,
-            "ROLE_NOT_PERMITTED",
-            "only the subject or a party they authorized may do this",
         )
 
     async def own_token(self, caller: Institution, action: Action) -> str | None:

@@ -25,6 +25,22 @@ PLAN_INSTALMENT_GRACE_DAYS = 100
 longer than a quarter and a grace period is not being met."""
 MIN_OBSERVATION_DAYS = 3 * 365
 MAX_OBSERVATION_DAYS = 5 * 366
+_REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
+CONDITION_CATEGORIES: dict[int, frozenset[vocab.DataCategory.ValueType]] = {
+    app_pb2.REPAIR_CONDITION_REPAIRABLE_STATE: frozenset({_REPAIR}),
+    app_pb2.REPAIR_CONDITION_OBSERVATION_PERIOD: frozenset({_REPAIR}),
+    app_pb2.REPAIR_CONDITION_PLAN_OBLIGATIONS: frozenset(
+        {_REPAIR, vocab.DATA_CATEGORY_COMMERCIAL_CREDIT}
+    ),
+    app_pb2.REPAIR_CONDITION_NO_NEW_DEFAULT: frozenset(
+        {_REPAIR, vocab.DATA_CATEGORY_COMMERCIAL_CREDIT}
+    ),
+}
+"""The data categories each condition's verdict and explanation rest on: the state and case
+(BANKRUPTCY_REPAIR; dishonesty publications are tagged so too) and, for the plan and new
+defaults, the repayment and default records (COMMERCIAL_CREDIT). The disclosure gate
+(``gateway.disclosure``) replaces the explanation of a condition resting on a category the
+reader may not see; a condition missing here is treated as resting on every category."""
 _NOT_REPAIRABLE = {
     vocab.REPAIR_STATE_UNSPECIFIED: "no source could be asked, so the state is unknown",
     vocab.REPAIR_STATE_NO_RECORD: "no bankruptcy procedure is on record",

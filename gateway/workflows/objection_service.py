@@ -21,6 +21,14 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import ColumnElement
 
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from gateway.disclosure import (
+    Admission,
+    Ask,
+    DisclosureGate,
+    Refusal,
+    acting_purpose,
+    reader_purpose,
+)
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.page_tokens import (
@@ -33,6 +41,7 @@ from gateway.workflows import render
 from gateway.workflows.callers import (
     Action,
     Callers,
+    ForSubject,
     RecordedRefusal,
     check_identity_number,
     invalid,
@@ -51,6 +60,8 @@ MAX_CORRECTION = 1000
 SERVICE_NAME = "credit_repair.v1.ObjectionService"
 LIST_OBJECTIONS = SERVICE_NAME + "/ListObjections"
 LIST_OVERDUE_OBJECTIONS = SERVICE_NAME + "/ListOverdueObjections"
+NOT_FOUND = Refusal(grpc.StatusCode.NOT_FOUND, "OBJECTION_NOT_FOUND", "no such objection")
+REPAIR_REQUIRED = frozenset({vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR})
 _T = TypeVar("_T")
 
 
@@ -95,9 +106,11 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         *,
         clock: Callable[[], dt.datetime],
         page_tokens: PageTokens,
+        gate: DisclosureGate,
         watch_poll_seconds: float = 1.0,
     ) -> None:
         self._page_tokens = page_tokens
+        self._gate = gate
         self._workflow = workflow
         self._store = workflow.store
         self._callers = callers
@@ -127,7 +140,14 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         if violations:
             await self._callers.record(caller, FILE, reason="INVALID_REQUEST")
             raise invalid(violations)
-        who = await self._callers.for_subject(caller, FILE, number, request.consent_id)
+        ask = Ask(
+            caller,
+            FILE,
+            self._callers.subject_token(number),
+            acting_purpose(caller.role),
+            required=REPAIR_REQUIRED,
+            consent_id=request.consent_id,
+        )
         filing = Filing(
             request.request_id,
             request.fact.source_id,
@@ -137,32 +157,45 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             request.report_id,
         )
 
-        async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
-            await self._callers.record(
+        async def produce(admission: Admission) -> obj_pb2.Objection:
+            who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
+
+            async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
+                if category not in admission.categories:
+                    # A fact the caller may not see is one it cannot object to — answered as
+                    # if it did not exist, so filing cannot probe for facts (a bank default).
+                    raise GatewayError.of(
+                        grpc.StatusCode.NOT_FOUND,
+                        "neither the source nor the gateway's index holds that record",
+                        "FACT_NOT_FOUND",
+                    )
+                await self._callers.record(
+                    caller,
+                    FILE,
+                    subject_token=who.subject_token,
+                    consent_id=who.consent_id,
+                    categories=[category],
+                    source_ids=[source_id],
+                )
+
+            view = await run_recorded(
+                self._callers,
                 caller,
                 FILE,
-                subject_token=who.subject_token,
-                consent_id=who.consent_id,
-                categories=[category],
-                source_ids=[source_id],
+                who.subject_token,
+                self._workflow.file(who, filing, allowed),
             )
+            return render.objection(view, self._clock())
 
-        view = await run_recorded(
-            self._callers,
-            caller,
-            FILE,
-            who.subject_token,
-            self._workflow.file(who, filing, allowed),
-        )
-        return obj_pb2.FileObjectionResponse(objection=render.objection(view, self._clock()))
+        shown = await self._gate.disclose(ask, produce, source_ids=_source_of)
+        return obj_pb2.FileObjectionResponse(objection=shown)
 
     async def GetObjection(
         self, request: obj_pb2.GetObjectionRequest, context: grpc.aio.ServicerContext
     ) -> obj_pb2.GetObjectionResponse:
         caller = self._identify(context)
         view = await self._visible(caller, request.objection_id)
-        await self._record_read(caller, view)
-        return obj_pb2.GetObjectionResponse(objection=render.objection(view, self._clock()))
+        return obj_pb2.GetObjectionResponse(objection=await self._disclose(caller, READ, view))
 
     async def ListObjections(
         self, request: obj_pb2.ListObjectionsRequest, context: grpc.aio.ServicerContext
@@ -179,12 +212,12 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             open_only=request.open_only,
             now=now,
         )
-        await self._callers.record(
-            caller, READ, source_ids=sorted({v.row.source_id for v in views})
+        if not views:  # nothing about anyone is released; the listing is still recorded
+            await self._callers.record(caller, READ)
+        shown = await self._gate.disclose_each(
+            [(self._reader_ask(caller, READ, v), self._producer(v, now)) for v in views]
         )
-        response = obj_pb2.ListObjectionsResponse(
-            objections=[render.objection(v, now) for v in views]
-        )
+        response = obj_pb2.ListObjectionsResponse(objections=shown)
         if more and views:
             last = views[-1].row
             response.next_page_token = self._page_tokens.issue(
@@ -197,15 +230,16 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
     ) -> AsyncIterator[obj_pb2.WatchObjectionResponse]:
         caller = self._identify(context)
         view = await self._visible(caller, request.objection_id)
-        await self._record_read(caller, view)
         sent: tuple[int, int, bool] | None = None
         while True:
             now = self._clock()
             shown = render.objection(view, now)
             mark = (shown.version, int(shown.state), shown.overdue)
             if mark != sent:
+                # Each update is decided afresh; the first counts as the call's use.
+                released = await self._disclose(caller, READ, view, spend_use=sent is None)
                 sent = mark
-                yield obj_pb2.WatchObjectionResponse(objection=shown)
+                yield obj_pb2.WatchObjectionResponse(objection=released)
             if not is_open(view.row, now):
                 return
             await self._changes.wait(request.objection_id, self._poll)
@@ -263,7 +297,9 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                 allowed,
             ),
         )
-        return obj_pb2.RecordSourceReplyResponse(objection=render.objection(view, self._clock()))
+        return obj_pb2.RecordSourceReplyResponse(
+            objection=await self._disclose(caller, ANSWER, view)
+        )
 
     async def ListOverdueObjections(
         self, request: obj_pb2.ListOverdueObjectionsRequest, context: grpc.aio.ServicerContext
@@ -285,12 +321,15 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         views, more = await self._store.overdue(
             now, limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after=cursor
         )
-        await self._callers.record(
-            caller, READ, source_ids=sorted({v.row.source_id for v in views})
+        if not views:
+            await self._callers.record(caller, READ)
+        shown = await self._gate.disclose_each(
+            [
+                (self._reader_ask(caller, READ, v), self._producer(v, now, redact=True))
+                for v in views
+            ]
         )
-        response = obj_pb2.ListOverdueObjectionsResponse(
-            objections=[render.objection(v, now, redact=True) for v in views]
-        )
+        response = obj_pb2.ListOverdueObjectionsResponse(objections=shown)
         last_due = views[-1].row.reply_due_at if views else None
         if more and last_due is not None:
             response.next_page_token = self._page_tokens.issue(
@@ -342,11 +381,38 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             )
         )
 
-    async def _record_read(self, caller: Institution, view: ObjectionView) -> None:
-        await self._callers.record(
+    def _reader_ask(
+        self, caller: Institution, action: Action, view: ObjectionView, spend_use: bool = True
+    ) -> Ask:
+        """A reader of an objection: the subject or the filer acting for them (purpose rule
+        and consent, afresh), or a procedure party (the source's provider, a regulator).
+        Refused like an objection that does not exist."""
+        return Ask(
             caller,
-            READ,
-            subject_token=view.row.subject_token,
-            categories=[view.row.category],  # type: ignore[list-item]
-            source_ids=[view.row.source_id],
+            action,
+            view.row.subject_token,
+            reader_purpose(caller.role),
+            spend_use=spend_use,
+            refusal=NOT_FOUND,
         )
+
+    def _producer(
+        self, view: ObjectionView, now: dt.datetime, *, redact: bool = False
+    ) -> Callable[[Admission], Awaitable[obj_pb2.Objection]]:
+        async def produce(_: Admission) -> obj_pb2.Objection:
+            return render.objection(view, now, redact=redact)
+
+        return produce
+
+    async def _disclose(
+        self, caller: Institution, action: Action, view: ObjectionView, spend_use: bool = True
+    ) -> obj_pb2.Objection:
+        """``view`` as ``caller`` may see it, through the disclosure gate."""
+        ask = self._reader_ask(caller, action, view, spend_use)
+        return await self._gate.disclose(
+            ask, self._producer(view, self._clock()), source_ids=_source_of
+        )
+
+
+def _source_of(objection: obj_pb2.Objection) -> list[str]:
+    return [objection.fact.source_id]

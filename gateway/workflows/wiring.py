@@ -32,8 +32,9 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from adapters.base import SourceAdapter, SourceConfig
 from adapters.catalog import build_adapter
-from audit.trail import AuditTrail
 from consent.register import ConsentRegister
+from gateway.audit_trail import AuditTrail
+from gateway.disclosure import DisclosureGate
 from gateway.engine.query import QueryEngine
 from gateway.institution import Institution
 from gateway.protection.cipher import FieldCipher
@@ -105,6 +106,7 @@ class Workflows:
         """Make both servicers (``providers``: data provider institution id → source id)."""
         self.adapters = {s.source_id: build_adapter(s) for s in sources}
         callers = Callers(tokenizer, consents, audit, clock=self.clock)
+        gate = DisclosureGate(consents, audit, clock=self.clock)
         objections = ObjectionWorkflow(
             self.store,
             fact_index,
@@ -134,6 +136,7 @@ class Workflows:
             self.changes,
             clock=self.clock,
             page_tokens=page_tokens,
+            gate=gate,
             watch_poll_seconds=watch_poll_seconds,
         )
         self.applications = RepairApplicationServicer(
@@ -143,6 +146,7 @@ class Workflows:
             self.changes,
             clock=self.clock,
             page_tokens=page_tokens,
+            gate=gate,
             watch_poll_seconds=watch_poll_seconds,
         )
         return self.objections, self.applications

@@ -1,0 +1,282 @@
+"""The gate itself: decide, spend, produce, minimize, record (``DisclosureGate.disclose``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from credit_repair.v1 import report_pb2
+from credit_repair.v1 import vocabulary_pb2 as vocab
+
+from audit.entry import ActionValue
+from audit.log import Rider
+from consent import policy
+from consent.register import ConsentRegister, GrantLookup
+from gateway.audit_trail import AuditTrail
+from gateway.disclosure.content import first_report, minimize_content
+from gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
+from gateway.disclosure.parties import PROCEDURE_PARTIES
+from gateway.errors import GatewayError, current_request_id
+from gateway.institution import Institution
+from gateway.subject_identity import SubjectIdentities
+
+Category = policy.Category
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How a refusal is answered when the RPC must not tell refusal from absence."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One disclosure asked for: who, about whom, why, what."""
+
+    caller: Institution
+    action: ActionValue
+    subject_token: str
+    purpose: policy.Purpose
+    categories: Sequence[Category] = ()
+    """Requested categories; empty: everything the purpose allows."""
+    required: frozenset[Category] = frozenset()
+    """Categories without which the call makes no sense (a workflow on repair records)."""
+    consent_id: str = ""
+    case_reference: str = ""
+    spend_use: bool = True
+    """False only for the updates of a watch, which the grant's ``ongoing_updates`` allowed."""
+    facts: bool = True
+    """False when the content holds no source facts (a subject's own grants, who looked):
+    the entry then records no categories and no report."""
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A decision to release: which categories, on what terms."""
+
+    ask: Ask
+    decision: policy.Decision
+    consent: GrantLookup | None
+
+    @property
+    def categories(self) -> frozenset[Category]:
+        return self.decision.categories
+
+    @property
+    def consent_id(self) -> str:
+        return (self.consent.consent_id if self.consent is not None else "") or (
+            self.ask.consent_id
+        )
+
+
+async def decide(
+    ask: Ask, consents: ConsentRegister, *, now: dt.datetime
+) -> tuple[policy.Decision, GrantLookup | None]:
+    """The gate's decision on ``ask`` at ``now`` and the grant it weighed; nothing recorded.
+
+    ``DisclosureGate.disclose`` takes it before producing anything; a watch's quiet re-check
+    takes it to learn whether the stream may go on (the next report is disclosed as usual).
+    """
+    if ask.purpose == vocab.PURPOSE_UNSPECIFIED:
+        return _procedure(ask), None
+    consent: GrantLookup | None = None
+    if policy.requires_consent(ask.purpose):
+        consent = await consents.find_valid_grant(
+            ask.subject_token, ask.caller.institution_id, ask.purpose, ask.consent_id or None, now
+        )
+    subject_match = False
+    if policy.requires_subject_match(ask.purpose):
+        subject_match = await SubjectIdentities(consents).is_subject(ask.caller, ask.subject_token)
+    decision = policy.decide(
+        ask.caller.role,
+        ask.purpose,
+        ask.categories,
+        case_reference=ask.case_reference,
+        consent=consent,
+        subject_match=subject_match,
+    )
+    if decision.allowed and ask.required - decision.categories:
+        decision = policy.Decision(
+            False,
+            "CATEGORY_NOT_CONSENTED",
+            "the consent grant does not cover the data categories this call needs",
+        )
+    return decision, consent
+
+
+def _procedure(ask: Ask) -> policy.Decision:
+    party = PROCEDURE_PARTIES.get(ask.caller.role)
+    if party is None:
+        return policy.Decision(
+            False, "ROLE_NOT_PERMITTED", "the caller's role takes no part in this procedure"
+        )
+    requested = frozenset(ask.categories) or party.categories
+    if ask.required - party.categories:
+        return policy.Decision(
+            False, "ROLE_NOT_PERMITTED", "the caller's part does not cover this data"
+        )
+    return policy.Decision(
+        True,
+        "ALLOWED",
+        party.basis,
+        categories=requested & party.categories,
+        withheld_categories=requested - party.categories,
+    )
+
+
+def _audit_purpose(ask: Ask) -> policy.Purpose:
+    if ask.purpose != vocab.PURPOSE_UNSPECIFIED:
+        return ask.purpose
+    party = PROCEDURE_PARTIES.get(ask.caller.role)
+    return party.audit_purpose if party is not None else vocab.PURPOSE_STATUTORY_DUTY
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class DisclosureGate:
+    """Decides, spends, produces, minimizes and records each disclosure (``disclose``)."""
+
+    def __init__(
+        self,
+        consents: ConsentRegister,
+        audit: AuditTrail,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        ledger: DisclosureLedger = LEDGER,
+    ) -> None:
+        self._consents = consents
+        self._audit = audit
+        self._clock = clock
+        self._ledger = ledger
+
+    async def decide(self, ask: Ask) -> tuple[policy.Decision, GrantLookup | None]:
+        """The decision the gate would take now, without releasing or recording anything."""
+        return await decide(ask, self._consents, now=self._clock())
+
+    async def disclose(
+        self,
+        ask: Ask,
+        produce: Callable[[Admission], Awaitable[_T]],
+        *,
+        rider: Callable[[_T], Rider] | None = None,
+        source_ids: Callable[[_T], Iterable[str]] | None = None,
+    ) -> _T:
+        """Decide ``ask``; if allowed, spend a use, ``produce`` the content for the admitted
+        categories, minimize it, record the release; return what may be sent.
+
+        Raises the recorded refusal (``GatewayError``) otherwise. ``rider`` writes rows in the
+        audit entry's transaction (a report's issued-report record); ``source_ids`` names the
+        sources a non-report content came from, for the audit entry.
+        """
+        decision, consent = await self.decide(ask)
+        if not decision.allowed:
+            await self._refuse(ask, consent, decision.reason)
+            raise self._refusal(ask, decision.reason, decision.explanation)
+        if ask.spend_use and not await self._spend_use(consent):
+            await self._refuse(ask, consent, "CONSENT_EXHAUSTED")
+            raise self._refusal(ask, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
+        admission = Admission(ask, decision, consent)
+        produced = await produce(admission)
+        content, withheld = minimize_content(produced, decision.categories)
+        withheld = withheld | decision.withheld_categories
+        report = first_report(content) if ask.facts else None
+        if report is None and ask.facts:
+            # What a non-report content released, in the only shape ``AuditTrail.record``
+            # takes it (categories returned and withheld, sources): a summary, no facts.
+            report = report_pb2.RepairStatusReport(
+                categories=sorted(decision.categories if content else ()),
+                withheld_categories=sorted(withheld),
+                chargeable=decision.chargeable,
+                sources=[
+                    report_pb2.SourceFacts(source_id=s)
+                    for s in sorted(set(source_ids(content) if source_ids else ()))
+                ],
+            )
+        await self._audit.record(
+            ask.caller,
+            ask.action,
+            purpose=_audit_purpose(ask),
+            subject_token=ask.subject_token,
+            consent_id=admission.consent_id,
+            case_reference=ask.case_reference,
+            report=report,
+            rider=rider(content) if rider is not None else None,
+        )
+        released = frozenset(report.categories) if report is not None else frozenset()
+        self._note(ask, "ALLOWED", released, withheld)
+        return content
+
+    async def disclose_each(
+        self, items: Sequence[tuple[Ask, Callable[[Admission], Awaitable[_T]]]]
+    ) -> list[_T]:
+        """A listing: ``disclose`` once per subject on it (the first ask of each subject
+        decides for all its items, so a grant limited in uses is spent once per call), the
+        items released in the listing's order. A subject the caller may not see is left out
+        (its refusal recorded); an audit failure fails the whole call."""
+        groups: dict[str, list[int]] = {}
+        for index, (ask, _) in enumerate(items):
+            groups.setdefault(ask.subject_token, []).append(index)
+        released: dict[int, _T] = {}
+        for indexes in groups.values():
+
+            async def produce(admission: Admission, indexes: list[int] = indexes) -> list[_T]:
+                return [await items[i][1](admission) for i in indexes]
+
+            try:
+                shown = await self.disclose(items[indexes[0]][0], produce)
+            except GatewayError as refused:
+                if refused.code is grpc.StatusCode.UNAVAILABLE:
+                    raise
+                continue
+            released.update(zip(indexes, shown, strict=True))
+        return [released[i] for i in sorted(released)]
+
+    async def _spend_use(self, consent: GrantLookup | None) -> bool:
+        """Count the disclosure against a grant limited in uses; atomic across replicas."""
+        if consent is None or consent.grant is None or not consent.grant.max_uses:
+            return True
+        return await self._consents.record_use(consent.consent_id)
+
+    async def _refuse(self, ask: Ask, consent: GrantLookup | None, reason: str) -> None:
+        await self._audit.record(
+            ask.caller,
+            ask.action,
+            purpose=_audit_purpose(ask),
+            reason=reason,
+            subject_token=ask.subject_token,
+            consent_id=(consent.consent_id if consent is not None else "") or ask.consent_id,
+            case_reference=ask.case_reference,
+        )
+        self._note(ask, reason, frozenset(), frozenset())
+
+    def _refusal(self, ask: Ask, reason: str, explanation: str) -> GatewayError:
+        if ask.refusal is not None:
+            return GatewayError.of(
+                ask.refusal.code,
+                ask.refusal.message,
+                ask.refusal.reason,
+                metadata={"role": ask.caller.role_name},
+            )
+        return GatewayError.of(
+            grpc.StatusCode.PERMISSION_DENIED,
+            explanation,
+            reason,
+            metadata={"role": ask.caller.role_name},
+        )
+
+    def _note(
+        self, ask: Ask, reason: str, released: frozenset[Category], withheld: frozenset[Category]
+    ) -> None:
+        self._ledger.note(
+            GateDecision(current_request_id() or "", ask.action, reason, released, withheld)
+        )
