@@ -484,7 +484,7 @@ def _denials(w: World, present: bool) -> dict[str, Callable[[], Awaitable[tuple[
             "bank-demo",
             lambda ch: apps(ch).RuleOnRepairApplication(
                 app_pb2.RuleOnRepairApplicationRequest(
-                    application_id=app_id, grant=True, ruling_number="1"
+                    application_id=app_id, grant=True, ruling_number="(2028)粤03破申9号"
                 )
             ),
         ),
