@@ -106,6 +106,8 @@ class AuditTrail:
         consent_id: str = "",
         case_reference: str = "",
         categories: Iterable[vocab.DataCategory.ValueType] = (),
+        withheld_categories: Iterable[vocab.DataCategory.ValueType] = (),
+        chargeable: bool = False,
         source_ids: Iterable[str] = (),
         report: report_pb2.RepairStatusReport | None = None,
         decision_time: dt.datetime | None = None,
@@ -119,8 +121,10 @@ class AuditTrail:
         ``reason`` ``ALLOWED`` records an allowed decision, anything else a refusal for that
         reason. ``report``, for an answer about to be released, fills what it holds (categories
         returned and withheld, sources consulted, chargeable, report id and digest) in place of
-        ``categories`` and ``source_ids``. ``rider`` writes more rows in the entry's
-        transaction (``audit.log.Rider``).
+        ``categories``, ``withheld_categories``, ``chargeable`` and ``source_ids``, which say
+        the same of a release that is not a report (an eligibility verdict, an objection, a
+        listing) — so such an entry carries no report digest that matches no report.
+        ``rider`` writes more rows in the entry's transaction (``audit.log.Rider``).
         """
         try:
             entry = new_entry(
@@ -133,8 +137,10 @@ class AuditTrail:
                 consent_id=consent_id,
                 case_reference=case_reference,
                 categories=report.categories if report is not None else categories,
-                withheld_categories=report.withheld_categories if report is not None else (),
-                chargeable=report.chargeable if report is not None else False,
+                withheld_categories=(
+                    report.withheld_categories if report is not None else withheld_categories
+                ),
+                chargeable=report.chargeable if report is not None else chargeable,
                 source_ids=sources_consulted(report) if report is not None else source_ids,
                 report=report,
                 decision_time=decision_time,

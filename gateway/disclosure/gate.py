@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from audit.entry import ActionValue
@@ -190,18 +189,12 @@ class DisclosureGate:
         content, withheld = minimize_content(produced, decision.categories)
         withheld = withheld | decision.withheld_categories
         report = first_report(content) if ask.facts else None
-        if report is None and ask.facts:
-            # What a non-report content released, in the only shape ``AuditTrail.record``
-            # takes it (categories returned and withheld, sources): a summary, no facts.
-            report = report_pb2.RepairStatusReport(
-                categories=sorted(decision.categories if content else ()),
-                withheld_categories=sorted(withheld),
-                chargeable=decision.chargeable,
-                sources=[
-                    report_pb2.SourceFacts(source_id=s)
-                    for s in sorted(set(source_ids(content) if source_ids else ()))
-                ],
-            )
+        summary = report is None and ask.facts  # what a non-report content released
+        released = (
+            frozenset(report.categories)
+            if report is not None
+            else frozenset(decision.categories if summary and content else ())
+        )
         await self._audit.record(
             ask.caller,
             ask.action,
@@ -210,9 +203,12 @@ class DisclosureGate:
             consent_id=admission.consent_id,
             case_reference=ask.case_reference,
             report=report,
+            categories=sorted(released),
+            withheld_categories=sorted(withheld) if summary else (),
+            chargeable=decision.chargeable if summary else False,
+            source_ids=sorted(set(source_ids(content))) if summary and source_ids else (),
             rider=rider(content) if rider is not None else None,
         )
-        released = frozenset(report.categories) if report is not None else frozenset()
         self._note(ask, "ALLOWED", released, withheld)
         return content
 

@@ -37,9 +37,9 @@ from gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
 LIST_OPEN_CONTRADICTIONS = SERVICE_NAME + "/ListOpenContradictions"
-LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_REPAIR_STATUS
-"""The audit action a listing is recorded under: it reads subjects' facts (the values two
-sources hold). A dedicated ``AuditAction`` belongs in ``audit.proto``."""
+LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_CONTRADICTIONS
+"""The audit action a listing is recorded under, once per subject on the page: it reads
+subjects' facts (the values two sources hold)."""
 Produce = Callable[[Admission], Awaitable[pb.OpenContradiction]]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

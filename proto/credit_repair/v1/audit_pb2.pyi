@@ -77,6 +77,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     (credit_repair/v1/input_rules.proto), by any RPC: rpc_method and invalid_fields say which,
     never the values. Probing the gateway with malformed input leaves a trace.
     """
+    AUDIT_ACTION_READ_CONTRADICTIONS: _AuditAction.ValueType  # 9
+    """Read open contradictions between sources about a subject
+    (ReconciliationService.ListOpenContradictions): one entry per subject on the page.
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -128,6 +132,10 @@ AUDIT_ACTION_REFUSE_MALFORMED_REQUEST: AuditAction.ValueType  # 8
 """A request refused at the input boundary because a field broke its input rules
 (credit_repair/v1/input_rules.proto), by any RPC: rpc_method and invalid_fields say which,
 never the values. Probing the gateway with malformed input leaves a trace.
+"""
+AUDIT_ACTION_READ_CONTRADICTIONS: AuditAction.ValueType  # 9
+"""Read open contradictions between sources about a subject
+(ReconciliationService.ListOpenContradictions): one entry per subject on the page.
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
