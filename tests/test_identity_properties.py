@@ -35,7 +35,7 @@ from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import descriptor
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from adapters.mocks.population import Population
@@ -88,6 +88,9 @@ OTHER_SCRIPTS = sorted(set(DIGIT_ZEROS) - {FOLDABLE_SCRIPT})
 FULLWIDTH_X = "Ｘ"
 SURROUNDING_SPACE = [" ", "\t", "\u3000", "\u00a0", "\n"]
 TODAY = dt.date.today()
+STRICT_CONTROLS = [c for c in C0_C1_CONTROLS if c not in "\t\n\r"]
+"""Controls every string field must refuse. Tab and line breaks are left out of this strict
+property only: free-text fields (an objection's grounds, a ruling's reason) may allow them."""
 _REGION_PREFIXES = [a + b for a in "12345689" for b in "0123456789" if a + b not in {"10", "20"}]
 
 # --- Generating identity numbers -------------------------------------------------------------
@@ -179,6 +182,8 @@ def test_digits_of_other_scripts_are_never_an_identity_number(data: st.DataObjec
 
 @UNIT
 @given(canonical_numbers(), st.sampled_from(C0_C1_CONTROLS), st.integers(0, 18))
+@example("440304198511030421", "\x1f", 0)  # str.strip() takes \x1c-\x1f and \x85 for spaces
+@example("440304198511030421", "\x00", 18)
 def test_a_control_character_anywhere_is_refused(canonical: str, control: str, at: int) -> None:
     assert not accepted(canonical[:at] + control + canonical[at:])
 
@@ -332,7 +337,7 @@ TEXT_CASES = [
 
 @ON_MODULE_LOOP
 @pytest.mark.parametrize(("method", "path"), TEXT_CASES, ids=_ids(TEXT_CASES))
-@settings(E2E, max_examples=3)
+@settings(E2E, max_examples=2)
 @given(data=st.data())
 async def test_other_fields_refuse_hidden_identity_numbers_and_controls_at_the_request_check(
     target: HostileTarget, method: descriptor.MethodDescriptor, path: FieldPath, data: Any
@@ -343,7 +348,7 @@ async def test_other_fields_refuse_hidden_identity_numbers_and_controls_at_the_r
     """
     caller = data.draw(st.sampled_from(await target.permitted_callers(method)), label="caller")
     script = data.draw(st.sampled_from(sorted(DIGIT_ZEROS)), label="script")
-    control = data.draw(st.sampled_from(C0_C1_CONTROLS), label="control")
+    control = data.draw(st.sampled_from(STRICT_CONTROLS), label="control")
     channel = target.channel(caller)
 
     async def attempt(value: str) -> Outcome:
