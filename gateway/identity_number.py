@@ -14,6 +14,9 @@ from dataclasses import dataclass
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 _SHAPE = re.compile(r"[0-9]{17}[0-9X]", re.ASCII)
+_TYPED_SPACE = " \t\u3000"
+"""The spaces people type around a number (ASCII, tab, the ideographic space of Chinese input
+methods). Not ``str.strip()``'s whole set, which also takes C0 separators and NEL away."""
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘx", "0123456789XXX")
 """What Chinese input methods type for the digits and the check character, and a lower-case x:
 the only foreign forms folded to the canonical one. Any other Unicode digit (Arabic-Indic,
@@ -64,7 +67,7 @@ def normalize(value: str) -> str:
     digits and a full-width or lower-case x folded to ASCII. Nothing else is changed, so a
     number with any other non-ASCII character still fails ``validate``: one person, one form,
     one subject token."""
-    return value.strip().translate(_FULL_WIDTH)
+    return value.strip(_TYPED_SPACE).translate(_FULL_WIDTH)
 
 
 def is_canonical_shape(value: str) -> bool:

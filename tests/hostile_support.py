@@ -46,6 +46,7 @@ from adapters.mocks.providers import PLATFORM, SCRIPTS, source_facts
 from gateway.app import build_gateway
 from gateway.config import config_from_mapping
 from gateway.errors import REQUEST_ID_METADATA_KEY, status_from_error
+from gateway.input_boundary import UNDECODABLE_FIELD
 from gateway.pki import institution_paths
 from gateway.protection.keyring import Keyring
 from gateway.sync.signing import sign_update
@@ -523,9 +524,16 @@ def echoes(value: object, shown: str) -> bool:
 
 
 def assert_defined_outcome(
-    outcome: Outcome, request: descriptor.Descriptor, hostile: Sequence[object] = ()
+    outcome: Outcome,
+    request: descriptor.Descriptor,
+    hostile: Sequence[object] = (),
+    *,
+    undecodable: bool = False,
 ) -> None:
-    """The rule every answer to a hostile request must follow (see the module docstring)."""
+    """The rule every answer to a hostile request must follow (see the module docstring).
+
+    ``undecodable``: nothing was parsed, so no field can be named; the BadRequest must name
+    the whole message as the gateway documents it (``request``, docs/input-rules.md)."""
     code = outcome.code
     assert code == grpc.StatusCode.OK or code in DEFINED_ERRORS, f"status {code.name}"
     if code == grpc.StatusCode.OK:
@@ -541,10 +549,13 @@ def assert_defined_outcome(
         assert bad is not None, f"INVALID_ARGUMENT/{info.reason} without a BadRequest"
         assert bad.field_violations, f"INVALID_ARGUMENT/{info.reason}: BadRequest names nothing"
         named = [v.field for v in bad.field_violations]
-        scopes = [request, *_item_types(request)]
-        assert any(names_a_field(scope, f) for scope in scopes for f in named), (
-            f"BadRequest names {named}"
-        )
+        if undecodable:
+            assert named == [UNDECODABLE_FIELD], f"BadRequest names {named}"
+        else:
+            scopes = [request, *_item_types(request)]
+            assert any(names_a_field(scope, f) for scope in scopes for f in named), (
+                f"BadRequest names {named}"
+            )
     for value in hostile:
         assert not echoes(value, shown), f"{code.name}/{info.reason} echoes the hostile value"
 

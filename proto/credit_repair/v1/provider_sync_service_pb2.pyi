@@ -92,7 +92,10 @@ class SignedProviderUpdate(_message.Message):
     repeated here so a rejection can name the update even when update_bytes cannot be parsed.
     """
     update_bytes: _builtins.bytes
-    """The canonical serialization of a ProviderUpdate (see ProviderUpdate for the rules)."""
+    """The canonical serialization of a ProviderUpdate (see ProviderUpdate for the rules). Its
+    size is bounded per update by [sync] max_update_bytes (UPDATE_TOO_LARGE rejects that update
+    only); the input rule here is only the transport's own message limit.
+    """
     signature: _builtins.bytes
     """The provider's 64-byte Ed25519 signature (RFC 8032, pure) over the ASCII bytes
     "credgate/provider-update/v1", one 0x00 byte, then update_bytes.
