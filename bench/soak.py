@@ -137,6 +137,8 @@ class Observations:
     gateway_statuses: dict[str, float] = field(default_factory=dict)
     """``credgate.rpc.server.requests`` by status code, as the gateway counted them."""
     phases_run: int = 0
+    late_while_stalled: int = 0
+    """Late calls that waited while the database was held locked."""
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -384,6 +386,11 @@ async def _drive(
             gateway.stop, settings.stop_bound
         )
         drained = await asyncio.gather(*in_flight)
+    observed.late_while_stalled = sum(
+        1
+        for record in clients.records
+        if record.late(settings.margin) and _stalled(record.as_dict(), observed.stalls)
+    )
     observed.drain_statuses = dict(Counter(record.status for record in drained))
     observed.drain_late = sum(1 for record in drained if record.late(settings.margin))
     return clients.records, observed, phases
@@ -405,7 +412,8 @@ def evaluate(
             f"every call got a status by its deadline + {settings.margin:g} s",
             summary.late == 0,
             f"{summary.late} of {summary.calls} late ({summary.no_status} with no status "
-            f"{settings.hard_wait:g} s after that)",
+            f"{settings.hard_wait:g} s after that; {observed.late_while_stalled} of the late "
+            "waited while the database was stalled)",
         ),
         Invariant(
             "defined_status",
@@ -480,6 +488,8 @@ class SoakResult:
     invariants: list[Invariant]
     phases: list[dict[str, Any]]
     log_excerpt: list[str]
+    violation_logs: dict[str, list[str]]
+    """Gateway log lines of the worst violating calls, by the trace id they were sent with."""
     elapsed_seconds: float
     workdir: str
 
@@ -567,6 +577,9 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
         summary = summarize_calls(records, settings.margin)
         invariants = evaluate(summary, observed, settings)
         excerpt = _log_excerpt(gateway.log_path)
+        traced = _traced_lines(
+            gateway.log_path, [*summary.late_samples, *summary.undefined_samples]
+        )
         workdir = str(directory) if settings.workdir or settings.keep_workdir else ""
     machine["load_average_1m_at_end"] = load_average()
     return SoakResult(
@@ -587,6 +600,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
             for p in phases
         ],
         log_excerpt=excerpt,
+        violation_logs=traced,
         elapsed_seconds=time.monotonic() - began,
         workdir=workdir,
     )
@@ -597,13 +611,32 @@ EXPECTED_WARNINGS = ("gateway.engine.fanout: source ",)
 _IDS = re.compile(r" \[trace=[^\]]*\]$")
 
 
+TRACED_CALLS = 4
+TRACED_LINES = 12
+
+
+def _traced_lines(path: Path, samples: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The gateway's last log lines for a few violating calls (NO_STATUS first), found by the
+    trace id each call sent: what the gateway did with a call it never answered."""
+    worst = sorted(samples, key=lambda x: x["status"] != "NO_STATUS")[:TRACED_CALLS]
+    wanted = {f"trace={x['trace_id']}": x["trace_id"] for x in worst if x.get("trace_id")}
+    found: dict[str, list[str]] = {trace: [] for trace in wanted.values()}
+    with contextlib.suppress(OSError):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            for marker, trace in wanted.items():
+                if marker in line:
+                    found[trace] = [*found[trace][-(TRACED_LINES - 1) :], _IDS.sub("", line)[:250]]
+    return found
+
+
 def _log_excerpt(path: Path, limit: int = 40) -> list[str]:
     """The gateway's ERROR and unexpected WARNING lines, with tracebacks, each distinct one
     once with its count: what it said went wrong, beyond the sources failing as planned."""
     counts: Counter[str] = Counter()
     with contextlib.suppress(OSError):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            text = _IDS.sub("", line.partition(" ")[2].partition(" ")[2])  # drop the time
+            dated = line[:4].isdigit()
+            text = _IDS.sub("", line.split(" ", 2)[2] if dated else line)  # drop the time
             notable = (
                 " ERROR " in line
                 or " CRITICAL " in line
@@ -651,7 +684,9 @@ def format_report(result: SoakResult) -> str:
     if s["late_samples"] or s["undefined_samples"]:
         lines.append("")
         lines.append("violating calls (first few; phases and their faults are in the JSON):")
-        for sample in [*s["late_samples"], *s["undefined_samples"]][:12]:
+        samples = [*s["late_samples"], *s["undefined_samples"]]
+        samples.sort(key=lambda x: x["status"] != "NO_STATUS")  # the worst first, else in order
+        for sample in samples[:12]:
             lines.append(
                 f"  t={sample['started_at']:.1f} s phase {sample['phase']} {sample['kind']} "
                 f"deadline {sample['deadline']:g} s"
@@ -659,14 +694,20 @@ def format_report(result: SoakResult) -> str:
                 f"{sample['status']} after {sample['elapsed']:.2f} s {sample['detail']!r}"
                 + (" (database stalled meanwhile)" if _stalled(sample, o["stalls"]) else "")
             )
-    violating = sorted({x["phase"] for x in [*s["late_samples"], *s["undefined_samples"]]})
-    for phase in violating[:4]:
+    worst = sorted(
+        [*s["late_samples"], *s["undefined_samples"]], key=lambda x: x["status"] != "NO_STATUS"
+    )
+    for phase in list(dict.fromkeys(x["phase"] for x in worst[:12]))[:4]:
         if 0 <= phase < len(result.phases):
             faults = result.phases[phase]["faults"]
             lines.append(
                 f"  faults in phase {phase}: "
                 + ", ".join(f"{sid} {_fault(f)}" for sid, f in faults.items())
             )
+    for trace, traced in list(result.violation_logs.items())[:2]:
+        lines.append("")
+        lines.append(f"gateway log of the call with trace id {trace} (last lines):")
+        lines.extend(f"  {line}" for line in traced or ["(no line carries this trace id)"])
     if result.failed and result.log_excerpt:
         lines.append("")
         lines.append("gateway log, WARNING and ERROR lines:")

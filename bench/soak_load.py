@@ -35,7 +35,8 @@ UNDEFINED_STATUSES = frozenset({"UNKNOWN", "INTERNAL"})
 """Statuses no fault may produce: a fault is UNAVAILABLE, DEADLINE_EXCEEDED or a partial answer."""
 GET = "get"
 BATCH = "batch"
-MAX_SAMPLES = 12
+MAX_SAMPLES = 200
+"""Violating calls kept in the results, each with its phase and times."""
 MAX_DETAIL = 160
 
 
@@ -46,6 +47,14 @@ class CallPlan:
     deadline: float
     """Seconds the caller may wait: its own deadline, or the gateway's default without one."""
     client_deadline: bool
+    trace_id: str = ""
+    """W3C trace id sent as ``traceparent``: the gateway's log lines for this call carry it, so
+    a call that went wrong can be found in the log (the request id is the server's own)."""
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        if not self.trace_id:
+            return ()
+        return (("traceparent", f"00-{self.trace_id}-{self.trace_id[:16]}-01"),)
 
 
 def draw_call(
@@ -58,12 +67,13 @@ def draw_call(
     """One call of the mix: 35% without deadline, 15% of 1-50 ms, the rest 0.1-6 s."""
     kind = BATCH if rng.random() < batch_share else GET
     payload = rng.choice(batches if kind == BATCH else gets)
+    trace = f"{rng.getrandbits(128) | 1:032x}"
     pick = rng.random()
     if pick < 0.35:
-        return CallPlan(kind, payload, gateway_deadline, client_deadline=False)
+        return CallPlan(kind, payload, gateway_deadline, False, trace)
     if pick < 0.50:
-        return CallPlan(kind, payload, round(rng.uniform(0.001, 0.05), 4), client_deadline=True)
-    return CallPlan(kind, payload, round(rng.uniform(0.1, 6.0), 3), client_deadline=True)
+        return CallPlan(kind, payload, round(rng.uniform(0.001, 0.05), 4), True, trace)
+    return CallPlan(kind, payload, round(rng.uniform(0.1, 6.0), 3), True, trace)
 
 
 @dataclass
@@ -74,6 +84,7 @@ class CallRecord:
     client_deadline: bool
     status: str
     elapsed: float
+    trace_id: str = ""
     started_at: float = 0.0
     """Seconds from the start of the load to the call (stalls are timed the same way)."""
     partial: bool = False
@@ -107,14 +118,25 @@ async def one_call(
     ``time.perf_counter()`` its start time is counted from."""
     began = time.perf_counter()
     pending = asyncio.ensure_future(
-        call(plan.payload, timeout=plan.deadline if plan.client_deadline else None)
+        call(
+            plan.payload,
+            timeout=plan.deadline if plan.client_deadline else None,
+            metadata=plan.metadata(),
+        )
     )
     done, _ = await asyncio.wait({pending}, timeout=plan.deadline + margin)
     if not done:
         done, _ = await asyncio.wait({pending}, timeout=hard_wait)
     elapsed = time.perf_counter() - began
     record = CallRecord(
-        phase, plan.kind, plan.deadline, plan.client_deadline, NO_STATUS, elapsed, began - origin
+        phase,
+        plan.kind,
+        plan.deadline,
+        plan.client_deadline,
+        NO_STATUS,
+        elapsed,
+        trace_id=plan.trace_id,
+        started_at=began - origin,
     )
     if not done:
         pending.cancel()
