@@ -32,17 +32,27 @@ import datetime as dt
 import json
 import os
 import random
-import re
 import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.soak_report import (
+    Invariant,
+    SoakResult,
+    format_report,
+    log_excerpt,
+    stalled_during,
+    traced_lines,
+)
+
 if TYPE_CHECKING:
+    from bench.soak_faults import Stall
+    from bench.soak_gateway import Scrape, ServedGateway
     from bench.soak_load import LoadSummary
 
 DEFAULT_JSON = Path("var/bench/soak.json")
@@ -101,18 +111,6 @@ class SoakSettings:
         return self.shutdown_grace + STOP_ALLOWANCE_SECONDS
 
 
-@dataclass(frozen=True)
-class Invariant:
-    key: str
-    """Stable identifier (tests and tools look invariants up by it)."""
-    name: str
-    passed: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass
 class Observations:
     """What the driver saw besides the calls: health, the event loop, stalls, the stop."""
@@ -141,65 +139,6 @@ class Observations:
     """Late calls that waited while the database was held locked."""
 
 
-# -- configuration -----------------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return (
-            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-        )
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def _toml_key(key: str) -> str:
-    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
-    return key if bare else json.dumps(key, ensure_ascii=False)
-
-
-def toml_document(document: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> str:
-    """A gateway config document (tables, arrays of tables) as TOML for ``credgate serve``."""
-    lines: list[str] = []
-    for table, body in document.items():
-        items = [body] if isinstance(body, Mapping) else list(body)
-        for item in items:
-            lines.append(f"[{table}]" if isinstance(body, Mapping) else f"[[{table}]]")
-            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items())
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _soak_document(
-    base: dict[str, Any], settings: SoakSettings, grpc_port: int, metrics_port: int, url: str
-) -> dict[str, Any]:
-    """The bench's gateway configuration, made a production one: the real breaker, the soak's
-    deadline and grace, a scrape endpoint, and the storage asked for."""
-    document = dict(base)
-    document.pop("breaker", None)
-    document["gateway"] = {
-        **base["gateway"],
-        "listen": f"127.0.0.1:{grpc_port}",
-        "default_deadline_seconds": settings.gateway_deadline,
-        "shutdown_grace_seconds": settings.shutdown_grace,
-        "drain_delay_seconds": 0.0,
-    }
-    document["storage"] = {**base["storage"], "url": url}
-    document["telemetry"] = {
-        "exporter": "prometheus",
-        "prometheus_host": "127.0.0.1",
-        "prometheus_port": metrics_port,
-    }
-    return document
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -220,7 +159,7 @@ async def _health(channel: Any) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-async def _wait_serving(channel: Any, gateway: Any, timeout: float) -> float | None:
+async def _wait_serving(channel: Any, gateway: ServedGateway, timeout: float) -> float | None:
     """Seconds until health says SERVING; None if it did not within ``timeout``."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
@@ -232,7 +171,7 @@ async def _wait_serving(channel: Any, gateway: Any, timeout: float) -> float | N
     return None
 
 
-def _note_scrape(observed: Observations, scrape: Any) -> None:
+def _note_scrape(observed: Observations, scrape: Scrape | None) -> None:
     if scrape is None:
         observed.failed_scrapes += 1
         return
@@ -244,7 +183,7 @@ def _note_scrape(observed: Observations, scrape: Any) -> None:
         observed.max_tasks = max(observed.max_tasks, scrape.total_tasks)
 
 
-async def _baseline(gateway: Any) -> dict[str, int]:
+async def _baseline(gateway: ServedGateway) -> dict[str, int]:
     """The fewest tasks of three scrapes a little apart, after warm-up (a quiet loop)."""
     best: dict[str, int] | None = None
     for _ in range(3):
@@ -262,7 +201,7 @@ async def _baseline(gateway: Any) -> dict[str, int]:
     return best
 
 
-async def _settle(gateway: Any, observed: Observations, timeout: float) -> None:
+async def _settle(gateway: ServedGateway, observed: Observations, timeout: float) -> None:
     """Wait for the task count to come back to the baseline; what stays above it is stuck."""
     baseline = sum(observed.baseline_tasks.values())
     began = time.monotonic()
@@ -271,12 +210,12 @@ async def _settle(gateway: Any, observed: Observations, timeout: float) -> None:
         _note_scrape(observed, scrape)
         if scrape is not None and scrape.total_tasks is not None:
             observed.final_tasks = scrape.tasks
+            observed.gateway_statuses = scrape.rpc_statuses
             if scrape.total_tasks <= baseline:
                 observed.stuck_tasks = {}
                 return
             excess = Counter(scrape.tasks) - Counter(observed.baseline_tasks)
             observed.stuck_tasks = dict(excess.most_common())
-            observed.gateway_statuses = scrape.rpc_statuses
         if time.monotonic() - began > timeout:
             return
         await asyncio.sleep(0.5)
@@ -288,8 +227,8 @@ async def _drive(
     target: str,
     control_port: int,
     source_ids: Sequence[str],
-    gateway: Any,
-    stall: Any,
+    gateway: ServedGateway,
+    stall: Callable[[Stall], Stall],
 ) -> tuple[list[Any], Observations, list[Any]]:
     from bench import soak_faults as faults
     from bench import soak_load as load
@@ -389,7 +328,7 @@ async def _drive(
     observed.late_while_stalled = sum(
         1
         for record in clients.records
-        if record.late(settings.margin) and _stalled(record.as_dict(), observed.stalls)
+        if record.late(settings.margin) and stalled_during(record.as_dict(), observed.stalls)
     )
     observed.drain_statuses = dict(Counter(record.status for record in drained))
     observed.drain_late = sum(1 for record in drained if record.late(settings.margin))
@@ -476,40 +415,12 @@ def evaluate(
     ]
 
 
-@dataclass
-class SoakResult:
-    started_at: str
-    command: str
-    machine: dict[str, Any]
-    settings: dict[str, Any]
-    backend: str
-    summary: dict[str, Any]
-    observed: dict[str, Any]
-    invariants: list[Invariant]
-    phases: list[dict[str, Any]]
-    log_excerpt: list[str]
-    violation_logs: dict[str, list[str]]
-    """Gateway log lines of the worst violating calls, by the trace id they were sent with."""
-    elapsed_seconds: float
-    workdir: str
-
-    @property
-    def failed(self) -> bool:
-        return not all(invariant.passed for invariant in self.invariants)
-
-    def as_dict(self) -> dict[str, Any]:
-        document = asdict(self)
-        document["format"] = "credgate-soak/1"
-        document["passed"] = not self.failed
-        return document
-
-
 def run_soak(settings: SoakSettings, command: str) -> SoakResult:
     """Start everything, run the phases, stop everything; the verdict and the figures."""
     from bench import soak_faults as faults
     from bench.ingest import _libpq, postgres_schema
     from bench.servers import FleetSettings, ServerProcess, load_average, machine_facts
-    from bench.soak_gateway import ServedGateway, free_port
+    from bench.soak_gateway import ServedGateway, free_port, gateway_document, toml_document
     from bench.soak_load import summarize_calls
     from bench.suite import BenchSettings, _gateway_settings, _prepare, _workdir
     from gateway.config import load_config
@@ -532,14 +443,14 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
             backend = "postgresql"
             libpq = _libpq(url)
 
-            def stall(s: Any) -> Any:
+            def stall(s: faults.Stall) -> faults.Stall:
                 return faults.stall_postgres(libpq, s)
         else:
             data = directory / "gateway"
             url = f"sqlite:///{data / 'credgate.db'}"
             backend = "sqlite"
 
-            def stall(s: Any) -> Any:
+            def stall(s: faults.Stall) -> faults.Stall:
                 return faults.stall_sqlite(str(data / "credgate.db"), s)
 
         fleet = stack.enter_context(
@@ -555,7 +466,14 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
             world, directory / "gateway", sources, max(100, settings.batch_size)
         )
         grpc_port, metrics_port = free_port(), free_port()
-        document = _soak_document(base.document, settings, grpc_port, metrics_port, url)
+        document = gateway_document(
+            base.document,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            storage_url=url,
+            default_deadline=settings.gateway_deadline,
+            shutdown_grace=settings.shutdown_grace,
+        )
         config_path = directory / "gateway.toml"
         config_path.write_text(toml_document(document), encoding="utf-8")
         load_config(config_path)  # a bad document fails here, not in the child
@@ -576,10 +494,8 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
         )
         summary = summarize_calls(records, settings.margin)
         invariants = evaluate(summary, observed, settings)
-        excerpt = _log_excerpt(gateway.log_path)
-        traced = _traced_lines(
-            gateway.log_path, [*summary.late_samples, *summary.undefined_samples]
-        )
+        excerpt = log_excerpt(gateway.log_path)
+        traced = traced_lines(gateway.log_path, [*summary.late_samples, *summary.undefined_samples])
         workdir = str(directory) if settings.workdir or settings.keep_workdir else ""
     machine["load_average_1m_at_end"] = load_average()
     return SoakResult(
@@ -606,142 +522,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
     )
 
 
-EXPECTED_WARNINGS = ("gateway.engine.fanout: source ",)
-"""Log lines the faults are meant to cause (a source failed and was reported as such)."""
-_IDS = re.compile(r" \[trace=[^\]]*\]$")
-
-
-TRACED_CALLS = 4
-TRACED_LINES = 12
-
-
-def _traced_lines(path: Path, samples: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """The gateway's last log lines for a few violating calls (NO_STATUS first), found by the
-    trace id each call sent: what the gateway did with a call it never answered."""
-    worst = sorted(samples, key=lambda x: x["status"] != "NO_STATUS")[:TRACED_CALLS]
-    wanted = {f"trace={x['trace_id']}": x["trace_id"] for x in worst if x.get("trace_id")}
-    found: dict[str, list[str]] = {trace: [] for trace in wanted.values()}
-    with contextlib.suppress(OSError):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            for marker, trace in wanted.items():
-                if marker in line:
-                    found[trace] = [*found[trace][-(TRACED_LINES - 1) :], _IDS.sub("", line)[:250]]
-    return found
-
-
-def _log_excerpt(path: Path, limit: int = 40) -> list[str]:
-    """The gateway's ERROR and unexpected WARNING lines, with tracebacks, each distinct one
-    once with its count: what it said went wrong, beyond the sources failing as planned."""
-    counts: Counter[str] = Counter()
-    with contextlib.suppress(OSError):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            dated = line[:4].isdigit()
-            text = _IDS.sub("", line.split(" ", 2)[2] if dated else line)  # drop the time
-            notable = (
-                " ERROR " in line
-                or " CRITICAL " in line
-                or line.startswith(("Traceback", "  File", "    "))
-            )
-            if " WARNING " in line and not any(w in line for w in EXPECTED_WARNINGS):
-                notable = True
-            if notable:
-                counts[text[:300]] += 1
-    return [f"{n}x {text}" if n > 1 else text for text, n in list(counts.items())[:limit]]
-
-
 # -- command line ------------------------------------------------------------------------------
-
-
-def format_report(result: SoakResult) -> str:
-    s, o, m = result.summary, result.observed, result.machine
-    settings = result.settings
-    lines = [
-        f"credgate fault soak, {result.started_at}, {result.backend}",
-        f"command: {result.command}",
-        f"machine: {m['cpu_count']} CPU cores ({m['usable_cpus']} usable), {m['memory_gib']} GiB, "
-        f"{m['cpu_model'] or 'unknown CPU'}; Python {m['python']}, grpcio {m['grpcio']}; "
-        f"1-min load average {m.get('load_average_1m_at_start')} at start",
-        f"run: {o['phases_run']} phases of {settings['phase_seconds']:g} s, "
-        f"{settings['concurrency']} callers, seed {settings['seed']}, "
-        f"{len(o['stalls'])} database stalls ({', '.join(_stall(x) for x in o['stalls'])}); "
-        f"{result.elapsed_seconds:.0f} s in all",
-        f"calls: {s['calls']} ({s['client_deadline_calls']} with a client deadline, "
-        f"{s['short_deadline_calls']} of them <= 50 ms); by status {s['by_status']}; "
-        f"{s['partial_ok']} OK answers were partial (a source failed)",
-        f"lateness (status time - deadline): p50 {s['lateness_p50_ms']:.0f} ms, "
-        f"p99 {s['lateness_p99_ms']:.0f} ms, max {s['lateness_max_ms']:.0f} ms",
-        f"event loop: baseline {sum(o['baseline_tasks'].values())} tasks, max "
-        f"{o['max_tasks']}, max lag {o['max_lag_seconds'] * 1000:.0f} ms; health during the "
-        f"run {o['health_during']}",
-        f"stop: {o['drain_statuses']} for the calls in flight; exit code {o['exit_code']} "
-        f"after {o['exit_seconds']:.2f} s",
-        "",
-        "invariants:",
-    ]
-    for invariant in result.invariants:
-        verdict = "ok  " if invariant.passed else "FAIL"
-        lines.append(f"  {verdict} {invariant.name}: {invariant.detail}")
-    if s["late_samples"] or s["undefined_samples"]:
-        lines.append("")
-        lines.append("violating calls (first few; phases and their faults are in the JSON):")
-        samples = [*s["late_samples"], *s["undefined_samples"]]
-        samples.sort(key=lambda x: x["status"] != "NO_STATUS")  # the worst first, else in order
-        for sample in samples[:12]:
-            lines.append(
-                f"  t={sample['started_at']:.1f} s phase {sample['phase']} {sample['kind']} "
-                f"deadline {sample['deadline']:g} s"
-                f"{'' if sample['client_deadline'] else ' (gateway default)'}: "
-                f"{sample['status']} after {sample['elapsed']:.2f} s {sample['detail']!r}"
-                + (" (database stalled meanwhile)" if _stalled(sample, o["stalls"]) else "")
-            )
-    worst = sorted(
-        [*s["late_samples"], *s["undefined_samples"]], key=lambda x: x["status"] != "NO_STATUS"
-    )
-    for phase in list(dict.fromkeys(x["phase"] for x in worst[:12]))[:4]:
-        if 0 <= phase < len(result.phases):
-            faults = result.phases[phase]["faults"]
-            lines.append(
-                f"  faults in phase {phase}: "
-                + ", ".join(f"{sid} {_fault(f)}" for sid, f in faults.items())
-            )
-    for trace, traced in list(result.violation_logs.items())[:2]:
-        lines.append("")
-        lines.append(f"gateway log of the call with trace id {trace} (last lines):")
-        lines.extend(f"  {line}" for line in traced or ["(no line carries this trace id)"])
-    if result.failed and result.log_excerpt:
-        lines.append("")
-        lines.append("gateway log, WARNING and ERROR lines:")
-        lines.extend(f"  {line}" for line in result.log_excerpt[:20])
-    return "\n".join(lines)
-
-
-def _stalled(call: Mapping[str, Any], stalls: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether the database was held locked at some time while ``call`` waited."""
-    begins, ends = call["started_at"], call["started_at"] + call["elapsed"]
-    for stall in stalls:
-        if stall["acquired_after_seconds"] is None:
-            continue
-        locked = stall["began_at"] + stall["acquired_after_seconds"]
-        if locked < ends and begins < locked + stall["held_seconds"]:
-            return True
-    return False
-
-
-def _fault(faults: Mapping[str, Any]) -> str:
-    if faults["mode"] == "down":
-        return "down"
-    parts = [f"{faults['latency_ms']:.0f}ms"]
-    parts += [f"{k[:-5]} {faults[k]:.2f}" for k in ("error_rate", "malformed_rate") if faults[k]]
-    return f"{faults['mode']}({', '.join(parts)})"
-
-
-def _stall(stall: Mapping[str, Any]) -> str:
-    if stall["acquired_after_seconds"] is None:
-        return f"phase {stall['phase']}: not taken ({stall['error']})"
-    return (
-        f"phase {stall['phase']}: {stall['held_seconds']:.1f} s from "
-        f"t={stall['began_at'] + stall['acquired_after_seconds']:.1f} s"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

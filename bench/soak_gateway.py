@@ -26,6 +26,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import signal
@@ -34,7 +35,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -149,6 +150,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_gauges()
     asyncio.set_event_loop_policy(_ProbedPolicy())
     return credgate(["serve", *(sys.argv[1:] if argv is None else argv)])
+
+
+# -- the gateway's configuration -------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key, ensure_ascii=False)
+
+
+def toml_document(document: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> str:
+    """A gateway config document (tables, arrays of tables) as TOML for ``credgate serve``."""
+    lines: list[str] = []
+    for table, body in document.items():
+        items = [body] if isinstance(body, Mapping) else list(body)
+        for item in items:
+            lines.append(f"[{table}]" if isinstance(body, Mapping) else f"[[{table}]]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items())
+            lines.append("")
+    return "\n".join(lines)
+
+
+def gateway_document(
+    base: Mapping[str, Any],
+    *,
+    grpc_port: int,
+    metrics_port: int,
+    storage_url: str,
+    default_deadline: float,
+    shutdown_grace: float,
+) -> dict[str, Any]:
+    """The bench's gateway configuration (``bench.suite``) made a production one: the real
+    breaker, the soak's deadline and grace, no drain delay, a scrape endpoint on
+    ``metrics_port``, and the storage asked for."""
+    document = dict(base)
+    document.pop("breaker", None)
+    document["gateway"] = {
+        **base["gateway"],
+        "listen": f"127.0.0.1:{grpc_port}",
+        "default_deadline_seconds": default_deadline,
+        "shutdown_grace_seconds": shutdown_grace,
+        "drain_delay_seconds": 0.0,
+    }
+    document["storage"] = {**base["storage"], "url": storage_url}
+    document["telemetry"] = {
+        "exporter": "prometheus",
+        "prometheus_host": "127.0.0.1",
+        "prometheus_port": metrics_port,
+    }
+    return document
 
 
 # -- the soak's side ---------------------------------------------------------------------------

@@ -26,8 +26,8 @@ import grpc
 import pytest
 
 from bench import soak_faults, soak_load
-from bench.soak import Observations, SoakSettings, evaluate, main, toml_document
-from bench.soak_gateway import LoopProbe, parse_scrape
+from bench.soak import Observations, SoakSettings, evaluate, main
+from bench.soak_gateway import LoopProbe, parse_scrape, toml_document
 from gateway.config import load_config
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
@@ -205,13 +205,20 @@ def test_undefined_statuses_and_stuck_tasks_fail_the_verdict() -> None:
     assert verdict["stalled"] is False  # no stall held: the run would not have tested it
 
 
+async def _cancel_the_others() -> None:
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 def test_the_loop_probe_tells_a_blocked_loop_from_a_busy_one() -> None:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     probe = LoopProbe()
     probe.loop = loop
-    sleeping = asyncio.run_coroutine_threadsafe(asyncio.sleep(30), loop)
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(30), loop)
     try:
         time.sleep(0.1)
         turning = probe.sample()
@@ -225,7 +232,7 @@ def test_the_loop_probe_tells_a_blocked_loop_from_a_busy_one() -> None:
         assert blocked is not None
         assert not blocked.responsive
     finally:
-        sleeping.cancel()
+        asyncio.run_coroutine_threadsafe(_cancel_the_others(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
