@@ -46,6 +46,7 @@ from bench.soak_report import (
     SoakResult,
     format_report,
     log_excerpt,
+    log_tail,
     stalled_during,
     traced_lines,
 )
@@ -68,6 +69,8 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 LAG_BOUND_SECONDS = 1.0
 """A scrape that found the event loop slower than this to run a callback counts as blocked."""
 WARMUP_CALLS = 8
+STALL_WAIT_SECONDS = 20.0
+"""How long the SIGTERM stall may take to get its lock."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class SoakSettings:
     stall_min: float = 2.0
     stall_max: float = 10.0
     shutdown_grace: float = 5.0
+    sigterm_during_stall: bool = True
+    """Send SIGTERM while the database is held locked (a replica stopped because its database
+    hangs must still stop in time)."""
     settle_seconds: float = 20.0
     """How long tasks may take to return to the baseline, and health to SERVING, after the load."""
     postgres_url: str | None = None
@@ -135,6 +141,8 @@ class Observations:
     gateway_statuses: dict[str, float] = field(default_factory=dict)
     """``credgate.rpc.server.requests`` by status code, as the gateway counted them."""
     phases_run: int = 0
+    sigterm_during_stall: bool = False
+    """SIGTERM was sent while the database was held locked."""
     late_while_stalled: int = 0
     """Late calls that waited while the database was held locked."""
 
@@ -303,9 +311,16 @@ async def _drive(
         observed.seconds_to_serving = await _wait_serving(channel, gateway, settings.settle_seconds)
         observed.serving_after = observed.seconds_to_serving is not None
         await _settle(gateway, observed, settings.settle_seconds)
-        # SIGTERM with calls in flight: they must get their answers (or a status) during the drain.
+        # SIGTERM with calls in flight (and, unless told otherwise, the database stalled): they
+        # must get a status in time, and the process must still end within its bound.
         slow = faults.SourceFaults("slow", latency_ms=DRAIN_SOURCE_LATENCY_MS)
         await asyncio.to_thread(faults.set_all, control_port, {sid: slow for sid in source_ids})
+        final_stall: asyncio.Future[Stall] | None = None
+        if settings.sigterm_during_stall:
+            held = faults.Stall(-1, settings.stop_bound + 5.0, clients.origin)
+            final_stall = asyncio.ensure_future(asyncio.to_thread(stall, held))
+            await asyncio.to_thread(held.locked.wait, STALL_WAIT_SECONDS)
+            observed.sigterm_during_stall = held.locked.is_set()
         in_flight = [
             asyncio.ensure_future(
                 load.one_call(
@@ -325,6 +340,9 @@ async def _drive(
             gateway.stop, settings.stop_bound
         )
         drained = await asyncio.gather(*in_flight)
+        if final_stall is not None:
+            held.release.set()
+            observed.stalls.append((await final_stall).as_dict())
     observed.late_while_stalled = sum(
         1
         for record in clients.records
@@ -399,7 +417,8 @@ def evaluate(
         ),
         Invariant(
             "sigterm",
-            f"SIGTERM: exit code 0 within {settings.stop_bound:g} s",
+            f"SIGTERM{' (database stalled)' if observed.sigterm_during_stall else ''}: "
+            f"exit code 0 within {settings.stop_bound:g} s",
             code == 0 and seconds <= settings.stop_bound,
             f"code {code} after {seconds:.2f} s"
             if code is not None
@@ -495,6 +514,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
         summary = summarize_calls(records, settings.margin)
         invariants = evaluate(summary, observed, settings)
         excerpt = log_excerpt(gateway.log_path)
+        stop_log = log_tail(gateway.log_path)
         traced = traced_lines(gateway.log_path, [*summary.late_samples, *summary.undefined_samples])
         workdir = str(directory) if settings.workdir or settings.keep_workdir else ""
     machine["load_average_1m_at_end"] = load_average()
@@ -517,6 +537,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
         ],
         log_excerpt=excerpt,
         violation_logs=traced,
+        stop_log=stop_log,
         elapsed_seconds=time.monotonic() - began,
         workdir=workdir,
     )
@@ -545,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shutdown-grace", type=float, default=defaults.shutdown_grace)
     add("--settle-seconds", type=float, default=defaults.settle_seconds)
     add(
+        "--no-sigterm-stall",
+        action="store_true",
+        help="send the final SIGTERM with the database free (default: while it is stalled)",
+    )
+    add(
         "--postgres-url",
         default=os.environ.get("CREDGATE_BENCH_POSTGRES_URL") or None,
         help="run on PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite",
@@ -571,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gateway_deadline=args.gateway_deadline,
             shutdown_grace=args.shutdown_grace,
             settle_seconds=args.settle_seconds,
+            sigterm_during_stall=not args.no_sigterm_stall,
             postgres_url=args.postgres_url,
             workdir=args.workdir,
             keep_workdir=args.keep_workdir,

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("healthy", "slow", "errors", "malformed", "down", "mixed")
@@ -139,9 +140,23 @@ class Stall:
     lock could not be taken at all."""
     held_seconds: float = 0.0
     error: str = ""
+    release: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set to end the stall early (the one held across SIGTERM ends when the gateway does)."""
+    locked: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set once the lock is held."""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            name: getattr(self, name)
+            for name in (
+                "phase",
+                "planned_seconds",
+                "began_at",
+                "acquired_after_seconds",
+                "held_seconds",
+                "error",
+            )
+        }
 
 
 def stall_sqlite(path: str, stall: Stall) -> Stall:
@@ -156,7 +171,8 @@ def stall_sqlite(path: str, stall: Stall) -> Stall:
             connection.execute("BEGIN EXCLUSIVE")
             locked = time.monotonic()
             stall.acquired_after_seconds = locked - began
-            time.sleep(stall.planned_seconds)
+            stall.locked.set()
+            stall.release.wait(stall.planned_seconds)
             connection.execute("ROLLBACK")
             stall.held_seconds = time.monotonic() - locked
         finally:
@@ -180,7 +196,8 @@ def stall_postgres(libpq_url: str, stall: Stall) -> Stall:
             connection.execute(f"LOCK TABLE {AUDIT_TABLE} IN ACCESS EXCLUSIVE MODE")
             locked = time.monotonic()
             stall.acquired_after_seconds = locked - began
-            time.sleep(stall.planned_seconds)
+            stall.locked.set()
+            stall.release.wait(stall.planned_seconds)
             connection.rollback()
             stall.held_seconds = time.monotonic() - locked
     except psycopg.Error as error:

@@ -41,6 +41,8 @@ class SoakResult:
     phases: list[dict[str, Any]]
     log_excerpt: list[str]
     violation_logs: dict[str, list[str]]
+    stop_log: list[str]
+    """The gateway's last log lines (sources' own lines left out): how its stop went."""
     """Gateway log lines of the worst violating calls, by the trace id they were sent with."""
     elapsed_seconds: float
     workdir: str
@@ -77,6 +79,16 @@ def traced_lines(path: Path, samples: Sequence[Mapping[str, Any]]) -> dict[str, 
                 if marker in line:
                     found[trace] = [*found[trace][-(TRACED_LINES - 1) :], _IDS.sub("", line)[:250]]
     return found
+
+
+def log_tail(path: Path, limit: int = 10) -> list[str]:
+    """The last ``limit`` lines of the gateway's log that are not about one source's call."""
+    lines: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if "gateway.engine.fanout: source " not in line:
+                lines = [*lines[-(limit - 1) :], _IDS.sub("", line)[:250]]
+    return lines
 
 
 def log_excerpt(path: Path, limit: int = 40) -> list[str]:
@@ -120,7 +132,8 @@ def format_report(result: SoakResult) -> str:
         f"event loop: baseline {sum(o['baseline_tasks'].values())} tasks, max "
         f"{o['max_tasks']}, max lag {o['max_lag_seconds'] * 1000:.0f} ms; health during the "
         f"run {o['health_during']}",
-        f"stop: {o['drain_statuses']} for the calls in flight; exit code {o['exit_code']} "
+        f"stop: SIGTERM{' with the database stalled' if o['sigterm_during_stall'] else ''}; "
+        f"{o['drain_statuses']} for the calls in flight; exit code {o['exit_code']} "
         f"after {o['exit_seconds']:.2f} s",
         "",
         "invariants:",
@@ -151,6 +164,10 @@ def format_report(result: SoakResult) -> str:
                 f"  faults in phase {phase}: "
                 + ", ".join(f"{sid} {_fault(f)}" for sid, f in faults.items())
             )
+    if not all(i.passed for i in result.invariants if i.key in ("sigterm", "drain")):
+        lines.append("")
+        lines.append("gateway log at the end (the stop):")
+        lines.extend(f"  {line}" for line in result.stop_log)
     for trace, traced in list(result.violation_logs.items())[:2]:
         lines.append("")
         lines.append(f"gateway log of the call with trace id {trace} (last lines):")
