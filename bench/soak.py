@@ -136,6 +136,8 @@ class Observations:
     stalls: list[dict[str, Any]] = field(default_factory=list)
     drain_statuses: dict[str, int] = field(default_factory=dict)
     drain_late: int = 0
+    drain_max_seconds: float = 0.0
+    """The longest any call in flight at SIGTERM waited for its status."""
     exit_code: int | None = None
     exit_seconds: float = 0.0
     gateway_statuses: dict[str, float] = field(default_factory=dict)
@@ -350,6 +352,7 @@ async def _drive(
     )
     observed.drain_statuses = dict(Counter(record.status for record in drained))
     observed.drain_late = sum(1 for record in drained if record.late(settings.margin))
+    observed.drain_max_seconds = max((record.elapsed for record in drained), default=0.0)
     return clients.records, observed, phases
 
 
@@ -413,7 +416,8 @@ def evaluate(
             "drain",
             "calls in flight at SIGTERM got a status in time",
             observed.drain_late == 0,
-            f"{observed.drain_statuses}",
+            f"{observed.drain_statuses}, the last after {observed.drain_max_seconds:.2f} s "
+            f"(deadline {settings.gateway_deadline:g} s)",
         ),
         Invariant(
             "sigterm",

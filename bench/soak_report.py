@@ -200,9 +200,10 @@ def _fault(faults: Mapping[str, Any]) -> str:
 
 
 def _stall(stall: Mapping[str, Any]) -> str:
+    when = "at SIGTERM" if stall["phase"] < 0 else f"phase {stall['phase']}"
     if stall["acquired_after_seconds"] is None:
-        return f"phase {stall['phase']}: not taken ({stall['error']})"
+        return f"{when}: not taken ({stall['error']})"
     return (
-        f"phase {stall['phase']}: {stall['held_seconds']:.1f} s from "
+        f"{when}: {stall['held_seconds']:.1f} s from "
         f"t={stall['began_at'] + stall['acquired_after_seconds']:.1f} s"
     )
