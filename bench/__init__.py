@@ -11,4 +11,9 @@ Everything is started by the suite itself on loopback, each server in its own pr
 ``bench.servers`` (echo, mock sources, gateway), ``bench.loadgen`` (closed-loop clients),
 ``bench.index_scale`` (fact-index seeding and lookups), ``bench.suite`` (the scenarios),
 ``bench.report`` (table and JSON).
+
+``python -m bench.soak`` is the fault soak (docs/soak.md): the same servers, but the sources
+fail by turns, the database stalls, and the verdict is whether every call still got a status
+in time, nothing was left running, and SIGTERM ended the gateway (``bench.soak``,
+``bench.soak_faults``, ``bench.soak_load``, ``bench.soak_gateway``).
 """

@@ -205,7 +205,47 @@ async def _serve_gateway(conn: Connection, settings: GatewayProcessSettings) -> 
         await gateway.stop(1.0)
 
 
-_SERVERS: dict[str, Any] = {"echo": _serve_echo, "fleet": _serve_fleet, "gateway": _serve_gateway}
+async def _serve_controlled_fleet(conn: Connection, settings: FleetSettings) -> None:
+    """Every mock source as ``credgate mocks`` runs them: with the fault control endpoint
+    (``adapters.mocks.control``) on a free loopback port, so faults change while they serve
+    (the fault soak, ``bench.soak``). Reports the source configurations and that port."""
+    from aiohttp import web
+
+    from adapters.mocks.control import control_app
+    from adapters.mocks.fleet import MockFleet
+    from adapters.mocks.population import build_population
+
+    fleet = MockFleet(build_population(settings.seed, settings.size))
+    await fleet.start()
+    runner = web.AppRunner(control_app(fleet), access_log=None)
+    try:
+        for source_id in fleet.mocks:
+            await fleet.set_faults(source_id, {"latency_ms": settings.latency_ms})
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site.port
+        conn.send(
+            (
+                "ready",
+                {
+                    "sources": fleet.source_configs(settings.source_timeout_seconds),
+                    "control_port": port,
+                },
+            )
+        )
+        await asyncio.to_thread(_wait_for_stop, conn)
+    finally:
+        await runner.cleanup()
+        await fleet.stop()
+
+
+_SERVERS: dict[str, Any] = {
+    "echo": _serve_echo,
+    "fleet": _serve_fleet,
+    "fleet-control": _serve_controlled_fleet,
+    "gateway": _serve_gateway,
+}
 
 
 def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> None:
