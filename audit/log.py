@@ -161,6 +161,13 @@ class AuditLog:
             while not future.done():
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
+                if not batch:
+                    # Our entry is in a batch still being written: its caller was cancelled and
+                    # let the lock go while the (shielded) flush went on. Wait for that flush
+                    # to settle our future rather than write an empty batch (which inserted a
+                    # row of NULLs and failed with IntegrityError).
+                    await asyncio.wait({future})
+                    break
                 flush = asyncio.ensure_future(self._flush(batch))
                 self._flushes.add(flush)
                 flush.add_done_callback(self._flushes.discard)

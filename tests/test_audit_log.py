@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import itertools
 import multiprocessing
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,34 @@ async def test_concurrent_appends_form_one_gap_free_verified_sequence(
     assert request_ids == sorted(f"req-{i}" for i in range(300))
     result = await verify_log(database, [signer.verifier])
     assert result.report.ok, result.report.findings
+
+
+async def test_a_committer_cancelled_mid_flush_leaves_its_batch_to_finish(
+    audit_log: AuditLog, database: Database, signer: NoteSigner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A caller cancelled while its group commit is being written lets the lock go; the next
+    caller, whose entry rides in that commit, must wait for it — not write an empty batch
+    (which inserted a row of NULLs and logged IntegrityError; found by the fault soak)."""
+
+    def slow(_: object) -> None:
+        time.sleep(0.3)  # a rider runs in the commit's transaction, on the writer thread
+
+    first = asyncio.create_task(audit_log.append(make_entry(0), rider=slow))
+    await asyncio.sleep(0.05)  # first holds the lock, its commit is being written
+    holder = asyncio.create_task(audit_log.append(make_entry(1), rider=slow))
+    rider = asyncio.create_task(audit_log.append(make_entry(2)))
+    await first  # now holder takes entries 1 and 2 into one batch
+    await asyncio.sleep(0.05)
+    holder.cancel()
+    receipt = await asyncio.wait_for(rider, timeout=5)
+    assert receipt.index == 2
+    assert "append of 0 entries" not in caplog.text
+    await asyncio.sleep(0.4)  # the cancelled caller's commit settles in the background
+    result = await verify_log(database, [signer.verifier])
+    assert result.report.ok, result.report.findings
+    async with database.session() as session:
+        stored = (await session.execute(select(AuditEntryRow.entry_index))).scalars().all()
+    assert sorted(stored) == [0, 1, 2]
 
 
 def _append_worker(url: str, key_path: str, tag: str, count: int, start: Any) -> None:
