@@ -16,12 +16,10 @@ but the canonical ASCII form, so one person is always one subject.
 Descriptions say what is wrong, never what the value was: a rejected value may be an identity
 number, and refusals are logged and audited.
 
-Why not protovalidate: it evaluates CEL rules in pure Python on every message, which measured
-orders of magnitude above this plan's cost on the query hot path (docs/input-rules.md has the
-numbers), and its rules import ``buf/validate/validate.proto`` from the Buf registry, which
-neither this project's lint nor an offline build can reach. The shapes here are few and
-domain-specific (an identity number's check character, a PRC case number), which CEL would
-express only as long regular expressions anyway.
+Why not protovalidate (measured, docs/input-rules.md): its Rust core is faster per message,
+but it brings a second protobuf runtime and a vendored ``validate.proto``, and the shapes that
+matter here (an identity number's check character, full-width folding, a number hidden in any
+script's digits, a PRC case number) are domain checks CEL expresses badly or not at all.
 """
 
 from __future__ import annotations
