@@ -104,6 +104,9 @@ class _Pending:
     entry: AuditEntry
     future: asyncio.Future[AppendReceipt]
     rider: Rider | None = None
+    deadline: float | None = None
+    """``time.monotonic()`` after which the caller no longer waits: not written if the commit
+    has not begun by then."""
 
 
 def _retrieve(future: asyncio.Future[AppendReceipt]) -> None:
@@ -144,19 +147,36 @@ class AuditLog:
         """The log's origin: its key's name and every checkpoint's first line."""
         return self.signer.name
 
-    async def append(self, entry: AuditEntry, *, rider: Rider | None = None) -> AppendReceipt:
+    async def append(
+        self, entry: AuditEntry, *, rider: Rider | None = None, deadline: float | None = None
+    ) -> AppendReceipt:
         """Append ``entry`` and return once it is committed; AuditUnavailable if it cannot be.
 
         ``entry`` should come from ``new_entry``; it is validated again (AuditEntryError for a
         malformed or personal value — a bug in the caller, and equally a reason to release
         nothing) and its ``index`` is set by the log, not the caller. ``rider`` runs in the
-        same transaction (see ``Rider``).
+        same transaction (see ``Rider``). ``deadline`` (``time.monotonic()``) bounds the wait
+        below the write timeout: the call it records must be answered by then, so a stalled
+        database costs the caller an AuditUnavailable in time, not a late answer; an entry whose
+        commit had not begun by then is not written.
         """
         prepared = canonical(entry)
         future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        pending = _Pending(prepared, future, rider)
+        pending = _Pending(prepared, future, rider, deadline)
         self._queue.append(pending)
+        if deadline is None:
+            return await self._commit(future)
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                return await self._commit(future)
+        except TimeoutError:
+            raise AuditUnavailable(
+                "the call's deadline passed before the entry was committed"
+            ) from None
+
+    async def _commit(self, future: asyncio.Future[AppendReceipt]) -> AppendReceipt:
+        """Flush group commits until ``future`` is settled (by this caller or another's)."""
         async with self._lock:
             while not future.done():
                 batch = self._queue[: self._max_batch]
@@ -191,21 +211,31 @@ class AuditLog:
                     pending.future.set_exception(failure)
             return
         for pending, receipt in zip(batch, receipts, strict=True):
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if receipt is None:
+                pending.future.set_exception(
+                    AuditUnavailable("the call's deadline passed before the entry was committed")
+                )
+            else:
                 pending.future.set_result(receipt)
 
     def _write(
         self, batch: list[_Pending], deadline: float, connection: Connection
-    ) -> list[AppendReceipt]:
+    ) -> list[AppendReceipt | None]:
         """One transaction (on the writer thread): lock the head, number, hash and sign the
         entries, insert them and their riders' rows, move the head."""
         head = connection.execute(_LOCK_HEAD).one()
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise _TooLate("the audit log's lock came after the write timeout")
         compact = CompactRange.from_bytes(head.tree_size, head.compact_range)
         rows: list[dict[str, object]] = []
-        receipts: list[AppendReceipt] = []
+        receipts: list[AppendReceipt | None] = []
         for pending in batch:
+            if pending.deadline is not None and now > pending.deadline:
+                receipts.append(None)  # its caller has given up: leave it out, unnumbered
+                continue
             entry = pending.entry
             index = compact.size
             entry.index = index
@@ -230,9 +260,11 @@ class AuditLog:
                 }
             )
             receipts.append(AppendReceipt(index, leaf, compact.size, root))
+        if not rows:
+            return receipts
         connection.execute(_INSERT_ENTRIES, rows)
-        for pending in batch:
-            if pending.rider is not None:
+        for pending, receipt in zip(batch, receipts, strict=True):
+            if pending.rider is not None and receipt is not None:
                 pending.rider(connection)
         connection.execute(
             _MOVE_HEAD,

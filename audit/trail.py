@@ -77,16 +77,30 @@ def _ignore(action: str) -> None:
     """The default ``on_failure``: nothing to count."""
 
 
+def _no_deadline() -> float | None:
+    """The default ``deadline``: wait as long as the log's write timeout."""
+    return None
+
+
 class AuditTrail:
     """Records decisions in an ``AuditLog``, fail closed; counts what is in flight.
 
     ``on_failure`` is called with the action's name each time a decision could not be
-    recorded (the gateway counts them in ``credgate.audit.append_failures``).
+    recorded (the gateway counts them in ``credgate.audit.append_failures``). ``deadline``
+    says, for the call being served, by when (``time.monotonic()``) its entry must be committed
+    for the answer to be in time (the gateway's call deadline); None waits the write timeout.
     """
 
-    def __init__(self, audit_log: AuditLog, *, on_failure: Callable[[str], None] = _ignore) -> None:
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        *,
+        on_failure: Callable[[str], None] = _ignore,
+        deadline: Callable[[], float | None] = _no_deadline,
+    ) -> None:
         self.log = audit_log
         self._on_failure = on_failure
+        self._deadline = deadline
         self._in_flight = 0
 
     @property
@@ -149,7 +163,7 @@ class AuditTrail:
             )
             self._in_flight += 1
             try:
-                return await self.log.append(entry, rider=rider)
+                return await self.log.append(entry, rider=rider, deadline=self._deadline())
             finally:
                 self._in_flight -= 1
         except (AuditUnavailable, AuditEntryError) as exc:

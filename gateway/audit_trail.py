@@ -25,6 +25,7 @@ from audit.trail import (
     sources_consulted,
 )
 from audit.trail import AuditTrail as _AuditTrail
+from gateway import call_deadline
 from gateway.telemetry import record_audit_failure
 
 __all__ = [
@@ -44,7 +45,10 @@ __all__ = [
 
 
 class AuditTrail(_AuditTrail):
-    """``audit.trail.AuditTrail`` whose failures are counted (``record_audit_failure``)."""
+    """``audit.trail.AuditTrail`` whose failures are counted (``record_audit_failure``) and
+    whose appends are bounded by the call's deadline (``gateway.call_deadline``)."""
 
     def __init__(self, audit_log: AuditLog) -> None:
-        super().__init__(audit_log, on_failure=record_audit_failure)
+        super().__init__(
+            audit_log, on_failure=record_audit_failure, deadline=call_deadline.audit_deadline
+        )

@@ -317,6 +317,35 @@ async def test_append_times_out_rather_than_waiting_forever(
     assert (await log.append(make_entry(1))).index == 0
 
 
+async def test_an_append_is_bounded_by_its_calls_deadline_and_late_entries_are_not_written(
+    database: Database, signer: NoteSigner, migrated_database_url: str
+) -> None:
+    """A stalled database must cost the caller an AuditUnavailable by its call's deadline, not
+    a late answer after the (longer) write timeout; an entry whose commit had not begun by its
+    deadline is left out of the log (its answer was never released)."""
+    log = AuditLog(database, signer, write_timeout_seconds=10)
+    blocker = Database.from_url(migrated_database_url)
+    try:
+        async with blocker.write() as session:
+            await session.execute(text("UPDATE audit_head SET tree_size = tree_size"))
+            started = time.monotonic()
+            late = asyncio.create_task(log.append(make_entry(0), deadline=started + 0.3))
+            patient = asyncio.create_task(log.append(make_entry(1)))
+            with pytest.raises(AuditUnavailable):
+                await late
+            assert time.monotonic() - started < 1.5
+            await asyncio.sleep(0.2)
+        receipt = await asyncio.wait_for(patient, timeout=10)  # the stall is over
+    finally:
+        await blocker.dispose()
+    assert receipt.index == 0  # entry 0 was never numbered: its caller had given up
+    result = await verify_log(database, [signer.verifier])
+    assert result.report.ok, result.report.findings
+    async with database.session() as session:
+        stored = (await session.execute(select(AuditEntryRow.entry_bytes))).scalars().all()
+    assert [audit_pb2.AuditEntry.FromString(b).request_id for b in stored] == ["req-1"]
+
+
 # -- checkpoints and proofs --------------------------------------------------------------------
 
 
