@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import config_from_mapping
-from gateway.server import GatewayServer
+from gateway.server import STEP_SECONDS, GatewayServer
 from tests.fixtures.pki import DevPki, mtls_channel
 
 SERVICE = "credgate.test.v1.Drain"
@@ -81,3 +81,41 @@ async def test_an_explicit_stop_skips_the_drain_delay(dev_pki: DevPki) -> None:
     started = time.monotonic()
     await asyncio.wait_for(server.stop(0), timeout=5)
     assert time.monotonic() - started < 5
+
+
+def _stubborn_handler(entered: asyncio.Event) -> grpc.GenericRpcHandler:
+    async def stubborn(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        entered.set()
+        # Swallows the server's cancellation, so it outlives the stop; the
+        # test's event loop ends it when it closes.
+        for _ in range(2):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                continue
+        return b""
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE, {"Stubborn": grpc.unary_unary_rpc_method_handler(stubborn)}
+    )
+
+
+async def test_a_handler_that_will_not_end_cannot_hold_the_stop(dev_pki: DevPki) -> None:
+    entered = asyncio.Event()
+    server = GatewayServer(
+        listen="127.0.0.1:0", tls=dev_pki.server_tls, shutdown_grace_seconds=0.3
+    )
+    server.add_servicer(
+        lambda h, s: s.add_generic_rpc_handlers((h,)), _stubborn_handler(entered), SERVICE
+    )
+    serving = asyncio.ensure_future(server.serve())  # returns once the stop is over
+    while server.port is None:  # noqa: ASYNC110 - serve() starts the server; no event to wait on
+        await asyncio.sleep(0.01)
+    async with mtls_channel(dev_pki, server.port) as channel:
+        call = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Stubborn")(b"", timeout=30))
+        await asyncio.wait_for(entered.wait(), 5)
+        started = time.monotonic()
+        await asyncio.wait_for(server.stop(), timeout=0.3 + STEP_SECONDS + 2)
+        await asyncio.wait_for(serving, timeout=1)
+        assert time.monotonic() - started < 0.3 + STEP_SECONDS + 1
+        call.cancel()
