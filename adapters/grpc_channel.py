@@ -80,7 +80,13 @@ class SharedChannel:
         self._retired.discard(channel)
         task = asyncio.get_running_loop().create_task(channel.close(), name="close-channel")
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        # Retrieved here, so a failed close is never reported by a finalizer (the task's).
+        self._closing.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     async def aclose(self) -> None:
         """Close every channel now (the adapter is shutting down: calls still running end)."""
