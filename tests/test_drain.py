@@ -4,11 +4,13 @@ still served for ``drain_delay_seconds``, then in-flight calls get ``shutdown_gr
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import config_from_mapping
@@ -119,3 +121,29 @@ async def test_a_handler_that_will_not_end_cannot_hold_the_stop(dev_pki: DevPki)
         await asyncio.wait_for(serving, timeout=1)
         assert time.monotonic() - started < 0.3 + STEP_SECONDS + 1
         call.cancel()
+
+
+async def test_a_grpc_stop_that_never_returns_is_abandoned_and_serve_returns(
+    dev_pki: DevPki, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls, shutdown_grace_seconds=0.2)
+    serving = asyncio.ensure_future(server.serve())
+    while server.port is None:  # noqa: ASYNC110 - serve() starts the server; no event to wait on
+        await asyncio.sleep(0.01)
+    grpc_server = server._server
+    assert grpc_server is not None
+    real_stop = grpc_server.stop
+
+    async def never_returns(grace: float | None) -> None:  # as grpc's stop seen waiting forever
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(grpc_server, "stop", never_returns)
+    caplog.set_level(logging.ERROR, logger="gateway.server")
+    started = time.monotonic()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(serving, timeout=0.2 + STEP_SECONDS + 2)
+        assert time.monotonic() - started < 0.2 + STEP_SECONDS + 1
+        assert "draining calls did not finish within" in caplog.text
+    finally:
+        await real_stop(0)
