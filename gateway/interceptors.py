@@ -61,7 +61,6 @@ _DATABASE_AWAY: tuple[type[BaseException], ...] = (
     sa_exc.InterfaceError,  # the driver's connection object is unusable
     sa_exc.DisconnectionError,  # the pool found the connection dead
     sa_exc.TimeoutError,  # the pool had no connection to give within its timeout
-    sa_exc.ResourceClosedError,  # a connection closed under a running statement
     sqlite3.OperationalError,
     sqlite3.InterfaceError,
     psycopg.OperationalError,  # SQLSTATE classes 08 (connection), 57 (shutdown), 53, 55P03...
