@@ -23,6 +23,7 @@ The registry also takes dissents (异议) against its records and courts' repair
 bankruptcy annotation (``SubmitDissent``, ``RecordCourtRuling``: ``adapters.base``'s optional
 ``SourceCorrections``), answered in its own result codes; both carry the same ``request_serial``
 for a retry (the gateway's reference), so the one retry on a fresh channel is safe for them too.
+A channel is replaced without cutting off the calls in flight on it (``adapters.grpc_channel``).
 
 Options:
 
@@ -39,7 +40,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from cnregistry.v1 import registry_pb2
@@ -58,6 +59,7 @@ from adapters.base import (
     SourceTimeout,
     SourceUnavailable,
 )
+from adapters.grpc_channel import SharedChannel
 from adapters.http import MAX_PAYLOAD_BYTES
 from adapters.payload_guard import guarded, lookup
 from gateway.identity_number import mask
@@ -136,7 +138,9 @@ class CreditRegistryAdapter:
         if not re.fullmatch(r"[0-9]{2}", self._query_reason):
             raise ValueError(f"source {config.source_id!r}: option 'query_reason' is not a code")
         self._config = config
-        self._channel: Any = None
+        self._channels = SharedChannel(
+            lambda: grpc.aio.insecure_channel(config.endpoint, options=list(CHANNEL_OPTIONS))
+        )
 
     @property
     def config(self) -> SourceConfig:
@@ -210,11 +214,12 @@ class CreditRegistryAdapter:
     async def _call(self, request: bytes, budget: float, method: str = METHOD) -> bytes:
         """One query, its gRPC status translated; the status details are never passed on (a
         server may put anything in them). The query is a read, so an UNAVAILABLE answer from a
-        channel that may have been holding a dead connection is retried once on a fresh one."""
+        channel that may have been holding a dead connection is retried once on a fresh one;
+        the old channel is only *retired* (``adapters.grpc_channel``), so the other calls in
+        flight on it finish there instead of being cancelled."""
         deadline = time.monotonic() + budget
         code = await self._attempt(request, budget, method)
         if code == grpc.StatusCode.UNAVAILABLE and deadline - time.monotonic() > 0.01:
-            await self._drop_channel()
             code = await self._attempt(request, deadline - time.monotonic(), method)
         if isinstance(code, bytes):
             return code
@@ -229,46 +234,39 @@ class CreditRegistryAdapter:
     async def _attempt(
         self, request: bytes, budget: float, method: str = METHOD
     ) -> bytes | grpc.StatusCode:
-        call = (await self._ready_channel()).unary_unary(method)  # bytes: decoded under guard
-        with grpc_client_call(method, self._config.endpoint) as traced:
-            try:
-                raw = await call(request, timeout=budget, metadata=traced.metadata)
-            except grpc.aio.AioRpcError as exc:
-                code: grpc.StatusCode = exc.code()
-                traced.set_code(code)
-                return code
-            traced.set_code(grpc.StatusCode.OK)
+        """One call; an UNAVAILABLE answer retires the channel it came on for new calls."""
+        self._replace_if_backing_off()
+        async with self._channels.call() as channel:
+            call = channel.unary_unary(method)  # bytes: decoded under guard
+            with grpc_client_call(method, self._config.endpoint) as traced:
+                try:
+                    raw = await call(request, timeout=budget, metadata=traced.metadata)
+                except grpc.aio.AioRpcError as exc:
+                    code: grpc.StatusCode = exc.code()
+                    traced.set_code(code)
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        self._channels.retire(channel)
+                    return code
+                traced.set_code(grpc.StatusCode.OK)
         if not isinstance(raw, bytes):
             raise MalformedPayload("credit registry answer is not a message")
         return raw
 
-    async def _drop_channel(self) -> None:
-        if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close()
-
-    async def _ready_channel(self) -> Any:
-        """The channel, replaced if it is waiting out a reconnect backoff.
+    def _replace_if_backing_off(self) -> None:
+        """Retire the channel if it is waiting out a reconnect backoff.
 
         After a failed connection attempt gRPC fails every call at once until its backoff timer
         (growing to two minutes) expires, so a registry that is back would still look down. A
         new channel connects on its first call instead; while the registry really is down that
-        call is refused just as fast, so nothing is lost. Calls on a channel in that state fail
-        immediately, so closing it cuts nothing off.
+        call is refused just as fast, so nothing is lost. The old channel is retired, not
+        closed: a call still running on it keeps running until it ends.
         """
-        channel = self._channel
-        if channel is not None and (
-            channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        ):
-            await self._drop_channel()
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self._config.endpoint, options=list(CHANNEL_OPTIONS)
-            )
-        return self._channel
+        channel = self._channels.current()
+        if channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            self._channels.retire(channel)
 
     async def aclose(self) -> None:
-        await self._drop_channel()
+        await self._channels.aclose()
 
     def _map(
         self,

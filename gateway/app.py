@@ -44,7 +44,7 @@ from gateway.repair_status_service import RepairStatusServicer
 from gateway.report_signing import sign_report
 from gateway.revocation import RevocationList
 from gateway.self_inquiry_service import SelfInquiryServicer
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, bounded_step
 from gateway.signing_key_service import SigningKeyServicer
 from gateway.signing_keys import FILE_NAME, PublishedKeys, load_or_create_signing_keys
 from gateway.storage.database import Database
@@ -104,18 +104,17 @@ class Gateway:
     async def release(self) -> None:
         """Once the server has stopped: no more checkpoints, every audit append still in flight
         committed, adapters closed, the database released — in that order, so no entry is cut
-        off by the database going away."""
+        off by the database going away. Each step is bounded (``gateway.server.bounded_step``):
+        one that hangs on a stalled database is abandoned with a log line, never the stop."""
         self.audit_backlog.close()
-        try:
-            if self.followers is not None:
-                await self.followers.stop()
-            await self.checkpointer.stop()
-            if self.workflows is not None:
-                await self.workflows.aclose()
-            await self.audit_log.aclose()
-        finally:
-            await self.engine.aclose()
-            await self.database.dispose()
+        if self.followers is not None:
+            await self.followers.stop()
+        await bounded_step("stopping audit checkpoints", self.checkpointer.stop())
+        if self.workflows is not None:
+            await bounded_step("closing the workflows", self.workflows.aclose())
+        await bounded_step("committing audit appends in flight", self.audit_log.aclose())
+        await bounded_step("closing the query engine", self.engine.aclose())
+        await bounded_step("releasing the database", self.database.dispose())
 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
@@ -252,4 +251,4 @@ async def serve(config: GatewayConfig) -> None:
         finally:
             await gateway.release()
     finally:
-        await asyncio.to_thread(telemetry.shutdown)
+        await bounded_step("flushing telemetry", asyncio.to_thread(telemetry.shutdown))

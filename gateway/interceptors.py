@@ -6,6 +6,18 @@ quote it and an operator can find the log line. Handlers end a call with an erro
 here with the request id and the caller gets ``INTERNAL`` with ErrorInfo reason ``INTERNAL`` and
 a RequestInfo, never the exception text (which could carry personal data or internals).
 
+Two kinds of exception are not bugs and are mapped here, in the one catch-all, so that no
+handler (unary or stream, present or future) can forget them:
+
+* **The database is away** — a lost connection, a lock that outlasted the busy timeout, the
+  pool exhausted, a server that terminated the session (``is_database_unavailable``): the
+  caller gets UNAVAILABLE with ErrorInfo ``DATABASE_UNAVAILABLE`` and may retry; the log line
+  names the exception type only.
+* **A stray ``CancelledError``** — one the call's own task was not asked for (a library
+  cancelling a future under the handler): UNAVAILABLE ``CALL_CUT_OFF`` instead of a call that
+  ends without a status. The call's own cancellation (the client left, its deadline passed)
+  is told apart by ``Task.cancelling()`` and propagates to grpc as before.
+
 Install it first in the interceptor list so it also covers the interceptors after it. Those
 should reject a call by raising ``GatewayError`` inside the behaviour they wrap, not in
 ``intercept_service`` itself: that runs before any handler exists, so nothing can map it.
@@ -15,13 +27,17 @@ Handlers are expected to be ``async`` (coroutines, async generators, or coroutin
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 import traceback
 import uuid
 from types import TracebackType
 from typing import NoReturn
 
 import grpc
+import psycopg
+from sqlalchemy import exc as sa_exc
 
 from gateway.errors import (
     REQUEST_ID_METADATA_KEY,
@@ -35,6 +51,28 @@ from gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; quote the request id when reporting it"
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+DATABASE_MESSAGE = "the gateway's database is unavailable; retry later"
+CALL_CUT_OFF = "CALL_CUT_OFF"
+CUT_OFF_MESSAGE = "the call was cut off inside the gateway; retry"
+
+_DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,  # connection lost or refused, "database is locked", admin shutdown
+    sa_exc.InterfaceError,  # the driver's connection object is unusable
+    sa_exc.DisconnectionError,  # the pool found the connection dead
+    sa_exc.TimeoutError,  # the pool had no connection to give within its timeout
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    psycopg.OperationalError,  # SQLSTATE classes 08 (connection), 57 (shutdown), 53, 55P03...
+    psycopg.InterfaceError,
+    # The gateway migrated its schema before it started serving, so a table or schema that is
+    # missing now means the database it was given went away (replaced, dropped, restored
+    # elsewhere). SQLite says so with an OperationalError ("no such table") already.
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.InvalidSchemaName,
+)
+"""Exceptions that mean "the database cannot be reached or used now", not "the request is
+bad" or "the code is wrong" (an IntegrityError or a ProgrammingError stays INTERNAL)."""
 
 
 def _redacted_traceback(exc: BaseException) -> str:
@@ -58,12 +96,41 @@ def _redacted_traceback(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it was raised from) says the database is away.
+
+    SQLAlchemy wraps driver errors (``.orig``) and flags a statement that found its connection
+    dead (``connection_invalidated``); code that re-raises keeps the cause in the chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _DATABASE_AWAY):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and (
+            current.connection_invalidated or isinstance(current.orig, _DATABASE_AWAY)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def _fail(
-    context: grpc.aio.ServicerContext, exc: Exception, method: str, request_id: str
+    context: grpc.aio.ServicerContext, exc: BaseException, method: str, request_id: str
 ) -> NoReturn:
-    """Send the status for ``exc``: its own if a GatewayError, else a bare INTERNAL."""
+    """Send the status for ``exc``: its own if a GatewayError, UNAVAILABLE if the database is
+    away or the call was cut off under the handler, else a bare INTERNAL."""
     if isinstance(exc, GatewayError):
         status = exc.status
+    elif isinstance(exc, asyncio.CancelledError):
+        logger.warning("%s request_id=%s was cancelled under its handler", method, request_id)
+        status = build_status(grpc.StatusCode.UNAVAILABLE, CUT_OFF_MESSAGE, CALL_CUT_OFF)
+    elif is_database_unavailable(exc):
+        logger.warning(
+            "database unavailable in %s request_id=%s: %s", method, request_id, type(exc).__name__
+        )
+        status = build_status(grpc.StatusCode.UNAVAILABLE, DATABASE_MESSAGE, DATABASE_UNAVAILABLE)
     else:
         logger.error(
             "unhandled %s in %s request_id=%s\n%s",
@@ -75,6 +142,16 @@ async def _fail(
         status = build_status(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
     await context.abort_with_status(to_grpc_status(status, request_id))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _needs_status(exc: BaseException) -> bool:
+    """Whether ``_fail`` must send a status for ``exc``: any exception but an abort (which
+    has sent one), and a ``CancelledError`` the call's own task was not asked for (grpc
+    cancels the task when the call ends early; then there is nobody to answer)."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError)
 
 
 class _HandledCall:
@@ -97,7 +174,7 @@ class _HandledCall:
     ) -> None:
         if exc is None:
             self._finish()
-        elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+        elif _needs_status(exc):
             await _fail(self._context, exc, self._method, self._request_id)
 
     def _finish(self) -> None:

@@ -14,14 +14,26 @@ Plain TCP is possible only with ``insecure_dev``, for local experiments, and is 
     server.add_servicer(add_RepairStatusServiceServicer_to_server, servicer,
                         "credit_repair.v1.RepairStatusService")
     await server.serve()            # start, SIGTERM/SIGINT → graceful stop, wait
+
+**A stop is bounded.** After SIGTERM: health NOT_SERVING, new calls still served for
+``drain_delay_seconds``, in-flight calls get ``shutdown_grace_seconds``, then every call still
+open (watch streams, sync streams) is cancelled; a server that still has not stopped
+``STEP_SECONDS`` later is abandoned with a log line (``bounded_step``), and so is every later
+step of releasing the gateway. Behind all of that a ``StopWatchdog`` thread, armed by the
+signal, ends the process (exit status 1, with a log line saying so) if it is still alive
+``SHUTDOWN_MARGIN_SECONDS`` after drain delay + grace: it does not need the event loop, so a
+loop stuck on a lock, a thread that never returns, or an interpreter exit waiting for a
+database thread cannot keep the process alive (issue #12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +50,77 @@ logger = logging.getLogger(__name__)
 AddServicerFn = Callable[[Any, grpc.aio.Server], None]
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+STEP_SECONDS = 5.0
+"""The most one step of a stop may take past its own allowance before it is abandoned."""
+SHUTDOWN_MARGIN_SECONDS = 10.0
+"""After drain delay + grace: how long releasing everything may take before the watchdog ends
+the process (below ``gateway.workers.STOP_MARGIN_SECONDS``, so a worker ends itself, with a
+log line, before its supervisor would kill it)."""
+WATCHDOG_EXIT_STATUS = 1
+
+
+async def bounded_step(name: str, step: Awaitable[object], seconds: float = STEP_SECONDS) -> bool:
+    """Await one step of a stop for at most ``seconds``; True if it finished cleanly.
+
+    A step that overruns is cancelled and one that fails is logged (type only): either way the
+    stop goes on, because a process that cannot stop is worse than one that stops with a step
+    undone (the database rolls back what was not committed).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        logger.error("stopping: %s did not finish within %.1fs; abandoned", name, seconds)
+        return False
+    except Exception as exc:
+        logger.error("stopping: %s failed: %s", name, type(exc).__name__)
+        return False
+    return True
+
+
+class StopWatchdog:
+    """Ends the process if it is still alive a bounded time after a stop was asked for.
+
+    A daemon thread, so it runs whatever the event loop is doing (stuck on a lock included)
+    and through interpreter exit, where joining a stuck worker thread would otherwise hang.
+    The log line goes through the non-blocking queue (``gateway.telemetry.logs``) and is
+    flushed for at most a few seconds before ``os._exit``.
+    """
+
+    def __init__(self) -> None:
+        self._disarmed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self._thread is not None and not self._disarmed.is_set()
+
+    def arm(self, seconds: float) -> None:
+        """Start counting (once; later calls keep the first deadline)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._watch, args=(seconds,), name="credgate-stop-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    def disarm(self) -> None:
+        """The stop finished: never fire (an in-process caller that outlives its server)."""
+        self._disarmed.set()
+
+    def _watch(self, seconds: float) -> None:
+        if self._disarmed.wait(seconds):
+            return
+        logger.critical(
+            "gateway did not stop within %.1fs of the stop request; exiting now (status %d)",
+            seconds,
+            WATCHDOG_EXIT_STATUS,
+        )
+        from gateway.telemetry.logs import flush_logging
+
+        flush_logging()
+        os._exit(WATCHDOG_EXIT_STATUS)
 
 
 def _read(label: str, path: Path) -> bytes:
@@ -70,6 +153,7 @@ class GatewayServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         options: Sequence[tuple[str, Any]] = (),
         reuse_port: bool = False,
+        stop_watchdog: bool = False,
     ) -> None:
         if tls is None and not insecure_dev:
             raise ValueError("mutual TLS needs a TlsConfig unless insecure_dev is set")
@@ -88,6 +172,10 @@ class GatewayServer:
         self._health: health.aio.HealthServicer | None = None
         self._port: int | None = None
         self._stop_task: asyncio.Future[None] | None = None
+        self._stopped = asyncio.Event()
+        self.watchdog: StopWatchdog | None = StopWatchdog() if stop_watchdog else None
+        """Armed by SIGTERM/SIGINT (``credgate serve``); None: a stop is bounded only by its
+        steps (tests and embedders, whose process must not be ended from under them)."""
 
     @classmethod
     def from_config(
@@ -103,7 +191,13 @@ class GatewayServer:
             drain_delay_seconds=config.gateway.drain_delay_seconds,
             interceptors=interceptors,
             reuse_port=config.gateway.workers > 1,
+            stop_watchdog=True,
         )
+
+    @property
+    def stop_bound_seconds(self) -> float:
+        """How long after SIGTERM the process may live: drain delay, grace, release margin."""
+        return self._drain_delay + self._grace + SHUTDOWN_MARGIN_SECONDS
 
     def add_servicer(self, add_fn: AddServicerFn, servicer: Any, full_service_name: str) -> None:
         """Register a servicer (e.g. ``add_FooServicer_to_server``) before ``start``."""
@@ -181,15 +275,25 @@ class GatewayServer:
         await asyncio.shield(self._stop_task)
 
     async def _shutdown(self, grace: float | None) -> None:
+        """Every step bounded (``bounded_step``); ``_stopped`` is set however it ends."""
         assert self._server is not None
         assert self._health is not None
-        await self._health.enter_graceful_shutdown()
-        if grace is None and self._drain_delay > 0:
-            logger.info("gateway NOT_SERVING; still accepting calls for %.1fs", self._drain_delay)
-            await asyncio.sleep(self._drain_delay)
-        seconds = self._grace if grace is None else grace
-        logger.info("gateway stopping; draining for up to %.1fs", seconds)
-        await self._server.stop(seconds)
+        try:
+            await bounded_step("health NOT_SERVING", self._health.enter_graceful_shutdown())
+            if grace is None and self._drain_delay > 0:
+                logger.info(
+                    "gateway NOT_SERVING; still accepting calls for %.1fs", self._drain_delay
+                )
+                await asyncio.sleep(self._drain_delay)
+            seconds = self._grace if grace is None else grace
+            logger.info("gateway stopping; draining for up to %.1fs", seconds)
+            # grpc cancels the calls still open when the grace ends (watch and sync streams
+            # among them); a handler that will not end keeps the server's own stop waiting.
+            drain = self._server.stop(seconds)
+            if await bounded_step("draining calls", drain, seconds + STEP_SECONDS):
+                logger.info("gateway stopped serving")
+        finally:
+            self._stopped.set()
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""
@@ -210,16 +314,19 @@ class GatewayServer:
             running.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals, loop: asyncio.AbstractEventLoop) -> None:
+        if self.watchdog is not None:
+            self.watchdog.arm(self.stop_bound_seconds)
         if self._stop_task is None and self._server is not None:
             logger.info("received %s; stopping gracefully", sig.name)
             self._stop_task = loop.create_task(self._shutdown(None))
 
     async def serve(self) -> None:
-        """Start, stop gracefully on SIGTERM/SIGINT, and return when stopped."""
+        """Start, stop gracefully on SIGTERM/SIGINT, and return when stopped (or when the stop
+        gave up on a server that would not stop: the process then ends anyway)."""
         await self.start()
         self.install_signal_handlers()
         try:
-            await self.wait_for_termination()
+            await self._stopped.wait()
         finally:
             self.remove_signal_handlers()
             if self._stop_task is not None:

@@ -69,7 +69,9 @@ START_TIMEOUT_SECONDS = 120.0
 """How long the supervisor waits for every worker to listen (migrations already ran)."""
 STOP_MARGIN_SECONDS = 15.0
 """Beyond ``drain_delay_seconds`` + ``shutdown_grace_seconds``: how long a stopping worker may
-take to release everything before the supervisor kills it."""
+take to release everything before the supervisor kills it. A worker's own watchdog
+(``gateway.server.StopWatchdog``) ends it ``SHUTDOWN_MARGIN_SECONDS`` (less) after the same
+point, saying so in its log, so the kill is the last resort."""
 POLL_SECONDS = 0.5
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -216,17 +218,27 @@ async def _serve_worker(spec: WorkerSpec, conn: Connection) -> None:
     """Build the gateway, report the bound port, serve until a signal (or the supervisor is
     gone), then stop as ``credgate serve`` does: drain, release, flush telemetry."""
     from gateway.app import build_gateway
+    from gateway.server import SHUTDOWN_MARGIN_SECONDS, StopWatchdog, bounded_step
     from gateway.telemetry import setup_telemetry
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    settings = spec.config.gateway
+    # Armed by the stop request, before anything else runs: whatever then hangs (the loop
+    # included), the worker ends itself, with a log line, before its supervisor kills it.
+    watchdog = StopWatchdog()
+    stop_bound = (
+        settings.drain_delay_seconds + settings.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS
+    )
 
     def on_signal(sig: signal.Signals) -> None:
+        watchdog.arm(stop_bound)
         if not stop.is_set():
             log.info("worker %d received %s; stopping gracefully", spec.index, sig.name)
         stop.set()
 
     def supervisor_gone() -> None:
+        watchdog.arm(stop_bound)
         loop.remove_reader(conn.fileno())
         if not stop.is_set():
             log.warning("worker %d: its supervisor is gone; stopping gracefully", spec.index)
@@ -248,9 +260,10 @@ async def _serve_worker(spec: WorkerSpec, conn: Connection) -> None:
             log.info("worker %d (pid %d) serving on port %d", spec.index, os.getpid(), port)
             await stop.wait()
         finally:
-            await gateway.stop()  # graceful: health NOT_SERVING, drain delay, grace
+            await gateway.stop()  # graceful: health NOT_SERVING, drain delay, grace; bounded
+            log.info("worker %d released everything", spec.index)
     finally:
-        await asyncio.to_thread(telemetry.shutdown)
+        await bounded_step("flushing telemetry", asyncio.to_thread(telemetry.shutdown))
 
 
 # -- supervisor side ---------------------------------------------------------------------------

@@ -4,15 +4,17 @@ still served for ``drain_delay_seconds``, then in-flight calls get ``shutdown_gr
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import config_from_mapping
-from gateway.server import GatewayServer
+from gateway.server import STEP_SECONDS, GatewayServer
 from tests.fixtures.pki import DevPki, mtls_channel
 
 SERVICE = "credgate.test.v1.Drain"
@@ -81,3 +83,67 @@ async def test_an_explicit_stop_skips_the_drain_delay(dev_pki: DevPki) -> None:
     started = time.monotonic()
     await asyncio.wait_for(server.stop(0), timeout=5)
     assert time.monotonic() - started < 5
+
+
+def _stubborn_handler(entered: asyncio.Event) -> grpc.GenericRpcHandler:
+    async def stubborn(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        entered.set()
+        # Swallows the server's cancellation, so it outlives the stop; the
+        # test's event loop ends it when it closes.
+        for _ in range(2):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                continue
+        return b""
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE, {"Stubborn": grpc.unary_unary_rpc_method_handler(stubborn)}
+    )
+
+
+async def test_a_handler_that_will_not_end_cannot_hold_the_stop(dev_pki: DevPki) -> None:
+    entered = asyncio.Event()
+    server = GatewayServer(
+        listen="127.0.0.1:0", tls=dev_pki.server_tls, shutdown_grace_seconds=0.3
+    )
+    server.add_servicer(
+        lambda h, s: s.add_generic_rpc_handlers((h,)), _stubborn_handler(entered), SERVICE
+    )
+    serving = asyncio.ensure_future(server.serve())  # returns once the stop is over
+    while server.port is None:  # noqa: ASYNC110 - serve() starts the server; no event to wait on
+        await asyncio.sleep(0.01)
+    async with mtls_channel(dev_pki, server.port) as channel:
+        call = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Stubborn")(b"", timeout=30))
+        await asyncio.wait_for(entered.wait(), 5)
+        started = time.monotonic()
+        await asyncio.wait_for(server.stop(), timeout=0.3 + STEP_SECONDS + 2)
+        await asyncio.wait_for(serving, timeout=1)
+        assert time.monotonic() - started < 0.3 + STEP_SECONDS + 1
+        call.cancel()
+
+
+async def test_a_grpc_stop_that_never_returns_is_abandoned_and_serve_returns(
+    dev_pki: DevPki, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls, shutdown_grace_seconds=0.2)
+    serving = asyncio.ensure_future(server.serve())
+    while server.port is None:  # noqa: ASYNC110 - serve() starts the server; no event to wait on
+        await asyncio.sleep(0.01)
+    grpc_server = server._server
+    assert grpc_server is not None
+    real_stop = grpc_server.stop
+
+    async def never_returns(grace: float | None) -> None:  # as grpc's stop seen waiting forever
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(grpc_server, "stop", never_returns)
+    caplog.set_level(logging.ERROR, logger="gateway.server")
+    started = time.monotonic()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(serving, timeout=0.2 + STEP_SECONDS + 2)
+        assert time.monotonic() - started < 0.2 + STEP_SECONDS + 1
+        assert "draining calls did not finish within" in caplog.text
+    finally:
+        await real_stop(0)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import error_details_pb2
+from sqlalchemy import exc as sa_exc
 
 from gateway import errors
 from gateway.errors import (
@@ -23,40 +27,37 @@ SERVICE = "credgate.test.v1.Errors"
 LEAK = "leaked-internal-detail"
 
 
-async def _requests_then_fail(requests: AsyncIterator[bytes]) -> None:
-    async for _ in requests:
-        pass
-    raise KeyError(LEAK)
-
-
-def errors_handler() -> grpc.GenericRpcHandler:
-    """One crashing method per arity, plus well-behaved error paths."""
+def errors_handler(
+    crash: Callable[[], BaseException] = lambda: ValueError(LEAK),
+) -> grpc.GenericRpcHandler:
+    """One crashing method per arity (raising ``crash()``), plus well-behaved error paths."""
 
     async def unary_crash(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        raise ValueError(LEAK)
+        raise crash()
 
     async def unary_stream_crash(
         request: bytes, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         yield b"first"
-        raise ValueError(LEAK)
+        raise crash()
 
     async def stream_unary_crash(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> bytes:
-        await _requests_then_fail(requests)
-        return b""
+        async for _ in requests:
+            pass
+        raise crash()
 
     async def stream_stream_crash(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         async for request in requests:
             yield request
-        raise ValueError(LEAK)
+        raise crash()
 
     async def writer_crash(request: bytes, context: grpc.aio.ServicerContext) -> None:
         await context.write(b"written")
-        raise ValueError(LEAK)
+        raise crash()
 
     async def invalid(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise GatewayError.of(
@@ -125,10 +126,13 @@ async def _invoke(channel: grpc.aio.Channel, method: str, received: list[bytes])
             received.append(item)
 
 
-async def _fail(dev_pki: DevPki, method: str) -> tuple[grpc.aio.AioRpcError, list[bytes]]:
+async def _fail(
+    dev_pki: DevPki, method: str, crash: Callable[[], BaseException] | None = None
+) -> tuple[grpc.aio.AioRpcError, list[bytes]]:
     received: list[bytes] = []
+    handler = errors_handler() if crash is None else errors_handler(crash)
     async with (
-        running_gateway(dev_pki, [(errors_handler(), SERVICE)]) as server,
+        running_gateway(dev_pki, [(handler, SERVICE)]) as server,
         mtls_channel(dev_pki, server.port or 0) as channel,
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -170,10 +174,83 @@ def test_gateway_error_exposes_code_and_reason() -> None:
     assert (error.code, error.reason, str(error)) == (grpc.StatusCode.NOT_FOUND, "GONE", "gone")
 
 
+ARITIES = ["UnaryCrash", "UnaryStreamCrash", "StreamUnaryCrash", "StreamStreamCrash", "WriterCrash"]
+
+
+def _chained_database_loss() -> BaseException:
+    """A handler that re-raised its own error from the driver's: the cause is what counts."""
+    try:
+        raise sqlite3.OperationalError("unable to open database file")
+    except sqlite3.OperationalError as lost:
+        try:
+            raise RuntimeError(LEAK) from lost
+        except RuntimeError as wrapped:
+            return wrapped
+
+
+DATABASE_AWAY: dict[str, Callable[[], BaseException]] = {
+    "sqlite_locked": lambda: sa_exc.OperationalError(
+        "SELECT", {}, sqlite3.OperationalError("database is locked")
+    ),
+    "postgres_terminated": lambda: sa_exc.OperationalError(
+        "SELECT", {}, psycopg.errors.AdminShutdown(LEAK)
+    ),
+    "pool_timeout": lambda: sa_exc.TimeoutError(LEAK),
+    "interface": lambda: sa_exc.InterfaceError("SELECT", {}, psycopg.InterfaceError(LEAK)),
+    "invalidated": lambda: sa_exc.DBAPIError(
+        "SELECT", {}, Exception(LEAK), connection_invalidated=True
+    ),
+    "driver_raw": lambda: psycopg.OperationalError(LEAK),
+    "chained": _chained_database_loss,
+}
+
+
+@pytest.mark.parametrize("method", ARITIES)
+@pytest.mark.parametrize("loss", sorted(DATABASE_AWAY))
+async def test_database_loss_in_any_handler_arity_is_unavailable_not_internal(
+    dev_pki: DevPki, method: str, loss: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.interceptors")
+    error, _ = await _fail(dev_pki, method, DATABASE_AWAY[loss])
+    code, info, _ = parse_error(error)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert info is not None
+    assert info.reason == "DATABASE_UNAVAILABLE"
+    request_id = request_id_from_error(error)
+    assert request_id
+    assert request_id in caplog.text
+    assert LEAK not in (error.details() or "")
+    assert LEAK not in caplog.text
+
+
 @pytest.mark.parametrize(
-    "method",
-    ["UnaryCrash", "UnaryStreamCrash", "StreamUnaryCrash", "StreamStreamCrash", "WriterCrash"],
+    "crash",
+    [
+        lambda: sa_exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError(LEAK)),
+        lambda: sa_exc.ProgrammingError("SELECT", {}, psycopg.ProgrammingError(LEAK)),
+    ],
+    ids=["integrity", "programming"],
 )
+async def test_database_errors_that_are_bugs_stay_internal(
+    dev_pki: DevPki, crash: Callable[[], BaseException]
+) -> None:
+    error, _ = await _fail(dev_pki, "UnaryCrash", crash)
+    assert parse_error(error).code == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize("method", ARITIES)
+async def test_a_stray_cancellation_under_a_handler_still_gets_a_status(
+    dev_pki: DevPki, method: str
+) -> None:
+    error, _ = await _fail(dev_pki, method, asyncio.CancelledError)
+    code, info, _ = parse_error(error)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert info is not None
+    assert info.reason == "CALL_CUT_OFF"
+    assert request_id_from_error(error)
+
+
+@pytest.mark.parametrize("method", ARITIES)
 async def test_crash_in_any_handler_arity_becomes_bare_internal_with_request_id(
     dev_pki: DevPki, method: str, caplog: pytest.LogCaptureFixture
 ) -> None:

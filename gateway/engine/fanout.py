@@ -7,8 +7,10 @@ of ``fan_out`` and never cancels the others. Cancelling the caller cancels every
 Two time limits apply to each call: the adapter is given
 ``min(its configured timeout, time left before the deadline)`` and is trusted to honour it (it
 then reports ``SOURCE_TIMEOUT`` itself, with retries accounted for). In case it does not, the
-call is also wrapped in ``asyncio.timeout`` ``grace`` seconds later; callers therefore pass a
-deadline at least ``grace`` before the one they must meet.
+call is also cancelled ``grace`` seconds later; callers therefore pass a deadline at least
+``grace`` before the one they must meet. That bound, and turning a ``CancelledError`` the call
+did not ask for (a transport closing a channel under it) into that source's failure, is
+``gateway.engine.containment``'s: every place that awaits a source goes through it.
 
 Exception texts from adapters are never logged or returned unless they are ``SourceError``
 messages, which the adapter contract keeps free of personal data; any other exception may carry
@@ -37,12 +39,11 @@ from opentelemetry.trace import Status, StatusCode
 
 from adapters.base import SourceAdapter, SourceConfig, SourceError
 from gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
+from gateway.engine.containment import GRACE_SECONDS, contained
 from gateway.telemetry import instruments as telemetry
 
 _log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 0.05
-"""How long past its own budget an adapter may run before the hard limit cancels it."""
 
 FAILURE_REASONS = frozenset(
     {"SOURCE_TIMEOUT", "SOURCE_UNAVAILABLE", "SOURCE_ERROR", "MALFORMED_PAYLOAD", "CIRCUIT_OPEN"}
@@ -213,26 +214,19 @@ async def _fetch(
     kind: vocabulary_pb2.SourceKind.ValueType,
 ) -> SourceOutcome:
     config = adapter.config
-    limit = asyncio.timeout(budget + grace)
     try:
-        async with limit:
-            facts = await adapter.fetch(identity_number, timeout=budget)
+        facts = await contained(
+            adapter.fetch(identity_number, timeout=budget),
+            budget=budget,
+            source_id=config.source_id,
+            grace=grace,
+        )
     except SourceError as exc:
         # An adapter may only report source trouble; CIRCUIT_OPEN and unknown codes are ours.
         reason = exc.reason if exc.reason in TRIPPING_REASONS else "SOURCE_ERROR"
         _log.warning("source %s failed: %s (%s)", config.source_id, reason, type(exc).__name__)
         message = str(getattr(exc, "message", "")) or "the source could not give a usable answer"
         return SourceOutcome(config, kind, reason=reason, message=message[:_MAX_MESSAGE])
-    except TimeoutError as exc:
-        if limit.expired():
-            _log.warning("source %s overran its %.3f s budget; cancelled", config.source_id, budget)
-            return SourceOutcome(
-                config,
-                kind,
-                reason="SOURCE_TIMEOUT",
-                message=f"the source did not answer within {budget:.2f} s",
-            )
-        return _unexpected(config, kind, exc)
     except Exception as exc:
         return _unexpected(config, kind, exc)
     if not isinstance(facts, report_pb2.SourceFacts):

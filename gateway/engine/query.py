@@ -36,7 +36,8 @@ from credit_repair.v1 import vocabulary_pb2 as v
 from adapters.base import SourceAdapter, SourceConfig
 from gateway.engine import consistency as cm
 from gateway.engine.breaker import BreakerState, CircuitBreaker
-from gateway.engine.fanout import GRACE_SECONDS, SourceOutcome, fan_out
+from gateway.engine.containment import GRACE_SECONDS
+from gateway.engine.fanout import SourceOutcome, fan_out
 from gateway.engine.merge import merge
 from gateway.engine.minimize import minimize, minimize_contradictions
 from gateway.identity_number import is_canonical_shape

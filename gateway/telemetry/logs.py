@@ -9,6 +9,17 @@ Personal data must not be logged in the first place; the formatters are a second
 defence, not the first: anything shaped like an identity number is masked in the message, and
 of an exception only the type and the stack (file, line, code) are written, never its message,
 which may echo a payload (names cannot be recognised, so this is what keeps them out).
+
+**Logging never blocks the caller** (``QueueingHandler``). A record is formatted on the thread
+that logs it (the trace and request ids live in that thread's context) and put on an unbounded
+``queue.SimpleQueue`` without taking any lock; one listener thread writes the lines out. A
+stream handler takes a lock around every write, and a write can block (a full pipe, a slow
+disk); issue #12 saw the event loop wait forever on that lock while the thread holding it was
+stuck in a garbage collection running a gRPC finalizer. With the queue, the event loop never
+waits for a writer, and a finalizer that logs on any thread, even one inside a logging call,
+only appends to the queue (``SimpleQueue.put`` is reentrant). The listener is flushed and
+stopped when the handler is closed, which ``logging.shutdown`` does at exit, and by
+``flush_logging`` at the end of a graceful stop.
 """
 
 from __future__ import annotations
@@ -16,8 +27,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -116,6 +130,80 @@ def formatter_for(log_format: str, *, service_name: str = "credgate") -> logging
     raise ValueError(f"log format must be text or json, got {log_format!r}")
 
 
+STOP_SECONDS = 5.0
+"""How long closing the handler waits for the listener to write what is queued."""
+
+
+class _Flush:
+    """A marker put on the queue: the listener sets ``done`` when it reaches it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Listener(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        if isinstance(record, _Flush):
+            record.done.set()
+            return
+        for handler in self.handlers:
+            handler.handle(record)  # already formatted and prepared by QueueingHandler
+
+
+class QueueingHandler(logging.handlers.QueueHandler):
+    """Formats on the logging thread, queues without a lock, writes on a listener thread.
+
+    ``target`` does the writing (its formatter should print ``%(message)s``: the record's
+    message is the formatted line). ``handle`` takes no handler lock, unlike
+    ``logging.Handler.handle``: emitting is formatting and one ``SimpleQueue.put``, both safe
+    without it, and a lock is exactly what a finalizer running inside a logging call could
+    deadlock on.
+    """
+
+    def __init__(self, target: logging.Handler) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        super().__init__(self._queue)
+        self.target = target
+        self._listener: _Listener | None = _Listener(self._queue, target)
+        self._listener.start()
+        self._closing = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def flush(self) -> None:
+        """Wait (up to ``STOP_SECONDS``) until every record queued so far is written."""
+        listener = self._listener
+        if listener is None or threading.current_thread() is getattr(listener, "_thread", None):
+            return
+        marker = _Flush()
+        self._queue.put_nowait(marker)
+        marker.done.wait(STOP_SECONDS)
+        self.target.flush()
+
+    def close(self) -> None:
+        """Write what is queued (bounded), stop the listener, close the target."""
+        with self._closing:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.enqueue_sentinel()
+            thread = getattr(listener, "_thread", None)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(STOP_SECONDS)
+            listener._thread = None
+            self.target.close()
+        super().close()
+
+
+def flush_logging() -> None:
+    """Write out every queued record of the root logger's handlers (at the end of a stop)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure_logging(
     log_format: str = "text",
     *,
@@ -123,9 +211,12 @@ def configure_logging(
     service_name: str = "credgate",
     stream: TextIO | None = None,
 ) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) in ``log_format``, replacing the root
-    logger's handlers; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send every log record to ``stream`` (stderr) in ``log_format`` through a
+    ``QueueingHandler``, replacing (and closing) the root logger's handlers; returns the
+    handler installed on the root logger (its formatter is the one ``log_format`` names)."""
+    writer = logging.StreamHandler(stream or sys.stderr)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    handler = QueueingHandler(writer)
     handler.setFormatter(formatter_for(log_format, service_name=service_name))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     return handler

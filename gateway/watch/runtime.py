@@ -26,7 +26,7 @@ from gateway.reconciliation.evaluate import KEY_LABEL, derive_key, source_catalo
 from gateway.reconciliation.service import SERVICE_NAME, ReconciliationServicer
 from gateway.reconciliation.store import ContradictionStore
 from gateway.reconciliation.worker import Reconciler
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, bounded_step
 from gateway.storage.database import Database
 from gateway.storage.fact_index import FactIndex
 from gateway.watch.feed import ChangeFeed
@@ -59,12 +59,11 @@ class ChangeFollowers:
         self.pruner.start()
 
     async def stop(self) -> None:
-        """Stop pruning, reconciling and reading; open watches end."""
-        try:
-            await self.pruner.stop()
-            await self.reconciler.stop()
-        finally:
-            await self.feed.stop()
+        """Stop pruning, reconciling and reading; open watches end. Each step is bounded
+        (``gateway.server.bounded_step``): a stop never waits on a stalled database."""
+        await bounded_step("stopping the feed pruner", self.pruner.stop())
+        await bounded_step("stopping the reconciler", self.reconciler.stop())
+        await bounded_step("stopping the change-feed reader", self.feed.stop())
 
 
 def push_sources(config: GatewayConfig) -> list[PushSource]:

@@ -14,6 +14,9 @@ this module adds is the watching:
   stream with the query's own refusal (PERMISSION_DENIED CONSENT_REVOKED, ...) at the next
   change; a quiet stream re-checks every ``recheck_seconds``. The first report counts as one
   use of a grant limited in uses; the updates are what ``ongoing_updates`` granted.
+* **Limits.** A replica serves at most ``max_watchers`` streams and one caller at most
+  ``max_watchers_per_caller`` of them, counted atomically (``gateway.watch.slots``): one
+  institution or subject cannot take every slot and lock the others out of watching.
 * **Slow watchers.** Changes wait in the subscription's bounded queue (``gateway.watch.feed``),
   never in the feed reader; a watcher whose client stops reading falls behind, its queue fills
   and the stream ends RESOURCE_EXHAUSTED WATCHER_TOO_SLOW (the write it is stuck in is
@@ -46,6 +49,7 @@ from gateway.subject_identity import SubjectIdentities
 from gateway.telemetry import record_invalid_request
 from gateway.watch.feed import Change, ChangeFeed, Subscription
 from gateway.watch.settings import WatchSettings
+from gateway.watch.slots import WatchSlots
 
 WATCH_METHOD = "/credit_repair.v1.RepairStatusService/WatchRepairStatus"
 ONGOING_UPDATES_NOT_CONSENTED = "ONGOING_UPDATES_NOT_CONSENTED"
@@ -107,6 +111,12 @@ class WatchStreams:
         self._settings = settings
         self._deadline_seconds = deadline_seconds
         self._clock = clock
+        self._slots = WatchSlots(settings.max_watchers, settings.max_watchers_per_caller)
+
+    @property
+    def slots(self) -> WatchSlots:
+        """The replica's watch slots (open streams, in total and per caller)."""
+        return self._slots
 
     async def serve(
         self,
@@ -132,19 +142,19 @@ class WatchStreams:
             )
         token = self._tokenizer.token(number)
         await self._check_ongoing(institution, query, token, refuse)
-        if self._feed.open_watchers >= self._settings.max_watchers:
-            raise GatewayError.of(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "this replica serves its limit of watch streams; try again later",
-                "TOO_MANY_WATCHERS",
-            )
-        subscription = await self._feed.subscribe(token)
+        # Taken in one synchronous step before the first await that follows, released however
+        # the stream ends (``gateway.watch.slots``).
+        slot = self._slots.take(institution.institution_id)
         try:
-            report, signed = await answer(institution, query, self._deadline())
-            await self._send(context, subscription, _response(report, signed, ()))
-            await self._follow(institution, query, token, subscription, context, answer)
+            subscription = await self._feed.subscribe(token)
+            try:
+                report, signed = await answer(institution, query, self._deadline())
+                await self._send(context, subscription, _response(report, signed, ()))
+                await self._follow(institution, query, token, subscription, context, answer)
+            finally:
+                self._feed.unsubscribe(subscription)
         finally:
-            self._feed.unsubscribe(subscription)
+            slot.release()
 
     async def _follow(
         self,

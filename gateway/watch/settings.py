@@ -15,6 +15,7 @@ WATCH_KEYS: dict[str, type] = {
     "poll_seconds": float,
     "notified_poll_seconds": float,
     "max_watchers": int,
+    "max_watchers_per_caller": int,
     "feed_retention_seconds": float,
     "prune_interval_seconds": float,
 }
@@ -45,6 +46,11 @@ class WatchSettings:
     max_watchers: int = 1000
     """Open watch streams one replica serves; more are refused RESOURCE_EXHAUSTED
     TOO_MANY_WATCHERS."""
+    max_watchers_per_caller: int = 100
+    """Open watch streams one caller (an institution, or a subject watching itself: whoever
+    the client certificate names) may hold on one replica; more are refused
+    RESOURCE_EXHAUSTED TOO_MANY_WATCHERS_FOR_CALLER, so that one caller cannot take every
+    slot and lock the others out of watching."""
     feed_retention_seconds: float = 7 * 24 * 3600.0
     """How long a change-feed row is kept (by its ``changed_at``) before it may be pruned; rows
     the reconciler has not evaluated yet, and the newest row, are kept regardless. It must exceed
@@ -62,6 +68,7 @@ class WatchSettings:
             "watch.poll_seconds": self.poll_seconds > 0,
             "watch.notified_poll_seconds": self.notified_poll_seconds > 0,
             "watch.max_watchers": self.max_watchers > 0,
+            "watch.max_watchers_per_caller": self.max_watchers_per_caller > 0,
             "watch.feed_retention_seconds": self.feed_retention_seconds > 0,
             "watch.prune_interval_seconds": self.prune_interval_seconds > 0,
         }

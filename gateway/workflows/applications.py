@@ -34,6 +34,7 @@ from adapters.base import (
     corrections_of,
 )
 from consent.policy import ALL_CATEGORIES
+from gateway.engine.containment import contained
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
 from gateway.storage.database import Database
@@ -358,8 +359,20 @@ class ApplicationWorkflow:
             if corrections is None:
                 continue
             try:
-                await corrections.apply_ruling(number, notice, timeout=self._timeout)
-                updated.append(await adapter.fetch(number, timeout=self._timeout))
+                # Contained (``gateway.engine.containment``): bounded, and a stray
+                # cancellation is this source's failure, not the whole call's.
+                await contained(
+                    corrections.apply_ruling(number, notice, timeout=self._timeout),
+                    budget=self._timeout,
+                    source_id=source_id,
+                )
+                updated.append(
+                    await contained(
+                        adapter.fetch(number, timeout=self._timeout),
+                        budget=self._timeout,
+                        source_id=source_id,
+                    )
+                )
             except CorrectionRefused:
                 skipped.append(source_id)
             except SourceError as exc:

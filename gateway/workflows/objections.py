@@ -36,6 +36,7 @@ from adapters.base import (
     SourceReceipt,
     corrections_of,
 )
+from gateway.engine.containment import contained
 from gateway.errors import GatewayError
 from gateway.storage.fact_index import FactIndex
 from gateway.workdays import WorkdayCalendar
@@ -154,7 +155,9 @@ class ObjectionWorkflow:
                 session, token, filing.source_id, filing.record_id, self._clock()
             ):
                 raise _already_open()
-        original = await self._ask(adapter.fetch(who.identity_number, timeout=self._timeout))
+        original = await self._ask(
+            adapter.fetch(who.identity_number, timeout=self._timeout), filing.source_id
+        )
         in_source = find_fact(original, filing.record_id)
         in_index = find_fact(
             await self._fact_index.last_known(token, filing.source_id), filing.record_id
@@ -251,7 +254,10 @@ class ObjectionWorkflow:
             )
             try:
                 receipt = await self._ask(
-                    corrections.submit_objection(who.identity_number, notice, timeout=self._timeout)
+                    corrections.submit_objection(
+                        who.identity_number, notice, timeout=self._timeout
+                    ),
+                    where,
                 )
             except GatewayError as refused:
                 if refused.reason != "SOURCE_REFUSED":
@@ -308,7 +314,7 @@ class ObjectionWorkflow:
         if decision == obj_pb2.SOURCE_REPLY_DECISION_CORRECTED:
             adapter = self._adapters[source_id]
             fresh = await self._ask(
-                adapter.fetch(view.details["identity_number"], timeout=self._timeout)
+                adapter.fetch(view.details["identity_number"], timeout=self._timeout), source_id
             )
         await allowed(vocab.DataCategory.ValueType(view.row.category), source_id)
         async with self._db.write() as session:
@@ -407,11 +413,11 @@ class ObjectionWorkflow:
         assert view is not None
         return view
 
-    @staticmethod
-    async def _ask(call: Awaitable[_T]) -> _T:
-        """A source call; its failure becomes UNAVAILABLE (or SOURCE_REFUSED), nothing kept."""
+    async def _ask(self, call: Awaitable[_T], source_id: str) -> _T:
+        """A source call, bounded and contained (``gateway.engine.containment``); its failure
+        becomes UNAVAILABLE (or SOURCE_REFUSED), nothing kept."""
         try:
-            return await call
+            return await contained(call, budget=self._timeout, source_id=source_id)
         except CorrectionRefused:
             raise error(
                 grpc.StatusCode.FAILED_PRECONDITION,

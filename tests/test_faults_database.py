@@ -1,0 +1,166 @@
+"""Losing the database is UNAVAILABLE, never INTERNAL, on unary and stream RPCs alike, through a
+real gateway on loopback (issue #12, item 3).
+
+The gateway runs on a SQLite file in a folder of its own; the test removes the folder and drops
+the pooled connections, as when the volume holding the database goes away: every new
+connection fails ("unable to open database file"). On PostgreSQL (when
+``CREDGATE_TEST_POSTGRES_URL`` is set) the gateway's sessions are killed with
+``pg_terminate_backend`` and its schema dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from credit_repair.v1 import regulator_service_pb2 as reg_pb2
+from credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
+from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credit_repair.v1 import vocabulary_pb2 as vocab
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
+
+from adapters.mocks.fleet import MockFleet
+from adapters.mocks.population import Population
+from gateway.app import Gateway, build_gateway
+from gateway.config import config_from_mapping
+from gateway.errors import parse_error
+from tests.fixtures.mocks import gateway_document
+from tests.fixtures.pki import DevPki, mtls_channel
+from tests.fixtures.storage import libpq_url, with_search_path
+
+CASE = "(2026)粤03执监1号"
+DEADLINE = 3.0
+MARGIN = 1.0
+POSTGRES = os.environ.get("CREDGATE_TEST_POSTGRES_URL")
+AWAY = {"DATABASE_UNAVAILABLE", "AUDIT_UNAVAILABLE"}
+"""What a call may answer while the database is away: the catch-all's reason, or the audit
+guard's (it refuses to release an answer it cannot record, also UNAVAILABLE)."""
+
+
+@dataclass
+class Lost:
+    gateway: Gateway
+    port: int
+    lose: Callable[[], Awaitable[None]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def losable(
+    request: pytest.FixtureRequest, mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+) -> AsyncIterator[Lost]:
+    schema = f"faults_{os.getpid()}_{time.monotonic_ns()}"
+    if request.param == "sqlite":
+        folder = tmp_path / "volume"
+        folder.mkdir()
+        url = f"sqlite:///{folder / 'credgate.db'}"
+    else:
+        if not POSTGRES:
+            pytest.skip("CREDGATE_TEST_POSTGRES_URL is not set")
+        with psycopg.connect(libpq_url(POSTGRES), autocommit=True) as admin:
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+        # Named after the schema, so that only this gateway's sessions are killed (other
+        # tests share the server).
+        url = str(
+            make_url(with_search_path(POSTGRES, schema))
+            .update_query_dict({"application_name": schema})
+            .render_as_string(hide_password=False)
+        )
+    config = config_from_mapping(
+        gateway_document(mock_fleet, dev_pki, tmp_path, url), base_dir=tmp_path, environ={}
+    )
+    built = await build_gateway(config)
+    port = await built.start()
+
+    async def lose() -> None:
+        if request.param == "sqlite":
+            shutil.rmtree(folder)
+        else:
+            assert POSTGRES
+            with psycopg.connect(libpq_url(POSTGRES), autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (schema,),
+                )
+                admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await built.database.dispose()
+
+    try:
+        yield Lost(built, port, lose)
+    finally:
+        await built.stop(0)
+
+
+async def _status(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, float]:
+    started = time.monotonic()
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        parsed = parse_error(exc)
+        reason = parsed.error_info.reason if parsed.error_info else ""
+        return parsed.code, reason, time.monotonic() - started
+    return grpc.StatusCode.OK, "", time.monotonic() - started
+
+
+async def _drain(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_losing_the_database_is_unavailable_on_every_kind_of_rpc(
+    losable: Lost, dev_pki: DevPki, population: Population
+) -> None:
+    number = population.scenarios["observation"].person.identity_number
+    query = service_pb2.GetRepairStatusRequest(
+        identity_number=number,
+        purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION,
+        case_reference=CASE,
+    )
+    async with (
+        mtls_channel(dev_pki, losable.port, "court-demo") as court,
+        mtls_channel(dev_pki, losable.port, "regulator-demo") as regulator,
+    ):
+        status = service_grpc.RepairStatusServiceStub(court)
+        audit = reg_grpc.RegulatorServiceStub(regulator)
+        assert (await _status(status.GetRepairStatus(query, timeout=10)))[0] == grpc.StatusCode.OK
+
+        await losable.lose()
+
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "GetRepairStatus": lambda: status.GetRepairStatus(query, timeout=DEADLINE + 10),
+            "ListAuditEntries": lambda: audit.ListAuditEntries(
+                reg_pb2.ListAuditEntriesRequest(), timeout=DEADLINE + 10
+            ),
+            "GetLatestCheckpoint": lambda: audit.GetLatestCheckpoint(
+                reg_pb2.GetLatestCheckpointRequest(), timeout=DEADLINE + 10
+            ),
+            "ExportAuditEntries (stream)": lambda: _drain(
+                audit.ExportAuditEntries(reg_pb2.ExportAuditEntriesRequest(), timeout=DEADLINE + 10)
+            ),
+            "WatchRepairStatus (stream)": lambda: _drain(
+                status.WatchRepairStatus(
+                    service_pb2.WatchRepairStatusRequest(query=query), timeout=DEADLINE + 10
+                )
+            ),
+        }
+        outcomes = {name: await _status(call()) for name, call in calls.items()}
+        health = await health_pb2_grpc.HealthStub(court).Check(
+            health_pb2.HealthCheckRequest(), timeout=2
+        )
+
+    for name, (code, reason, elapsed) in outcomes.items():
+        assert (name, code) == (name, grpc.StatusCode.UNAVAILABLE), outcomes
+        assert reason in AWAY, (name, reason)
+        assert elapsed < DEADLINE + MARGIN, (name, elapsed)
+    assert any(reason == "DATABASE_UNAVAILABLE" for _, reason, _ in outcomes.values())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
