@@ -28,6 +28,7 @@ Handlers are expected to be ``async`` (coroutines, async generators, or coroutin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import traceback
@@ -39,6 +40,7 @@ import grpc
 import psycopg
 from sqlalchemy import exc as sa_exc
 
+from gateway import call_deadline
 from gateway.errors import (
     REQUEST_ID_METADATA_KEY,
     GatewayError,
@@ -157,13 +159,21 @@ def _needs_status(exc: BaseException) -> bool:
 class _HandledCall:
     """One call under a request id, its exceptions turned into statuses (``_fail``)."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        default_deadline_seconds: float | None = None,
+    ) -> None:
         self._method = method
         self._context = context
         self._request_id = str(uuid.uuid4())
+        self._default_deadline = default_deadline_seconds
 
     async def __aenter__(self) -> None:
         set_request_id(self._request_id)
+        call_deadline.bind(self._context, self._default_deadline)
         self._context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, self._request_id),))
 
     async def __aexit__(
@@ -187,7 +197,20 @@ class _HandledCall:
 
 
 class RequestInterceptor(WrappingInterceptor):
-    """Request ids, ``GatewayError`` → status, and any other exception → bare INTERNAL."""
+    """Request ids, ``GatewayError`` → status, and any other exception → bare INTERNAL; each
+    call's deadline bound for the work that cannot see its context (``gateway.call_deadline``).
+
+    ``default_deadline_seconds`` applies to calls with one answer whose caller set no deadline;
+    a response stream (a watch, an export) lives as long as its caller keeps it, so only the
+    caller's own deadline bounds it.
+    """
+
+    def __init__(self, default_deadline_seconds: float | None = None) -> None:
+        super().__init__()
+        self._default_deadline = default_deadline_seconds
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        return wrap_handler(handler, method, _HandledCall)
+        streams = handler.unary_stream is not None or handler.stream_stream is not None
+        default = None if streams else self._default_deadline
+        around = functools.partial(_HandledCall, default_deadline_seconds=default)
+        return wrap_handler(handler, method, around)

@@ -154,6 +154,7 @@ class GatewayServer:
         options: Sequence[tuple[str, Any]] = (),
         reuse_port: bool = False,
         stop_watchdog: bool = False,
+        default_deadline_seconds: float | None = None,
     ) -> None:
         if tls is None and not insecure_dev:
             raise ValueError("mutual TLS needs a TlsConfig unless insecure_dev is set")
@@ -162,7 +163,11 @@ class GatewayServer:
         self._insecure_dev = insecure_dev
         self._grace = shutdown_grace_seconds
         self._drain_delay = drain_delay_seconds
-        self._interceptors = [TelemetryInterceptor(), RequestInterceptor(), *interceptors]
+        self._interceptors = [
+            TelemetryInterceptor(),
+            RequestInterceptor(default_deadline_seconds),
+            *interceptors,
+        ]
         # SO_REUSEPORT off by default: a second gateway started on a port already in use must
         # fail to bind, not silently share it. Only the workers of one ``credgate serve
         # --workers N`` (``gateway.workers``) share a port on purpose.
@@ -192,6 +197,7 @@ class GatewayServer:
             interceptors=interceptors,
             reuse_port=config.gateway.workers > 1,
             stop_watchdog=True,
+            default_deadline_seconds=config.gateway.default_deadline_seconds,
         )
 
     @property

@@ -164,3 +164,70 @@ async def test_losing_the_database_is_unavailable_on_every_kind_of_rpc(
         assert elapsed < DEADLINE + MARGIN, (name, elapsed)
     assert any(reason == "DATABASE_UNAVAILABLE" for _, reason, _ in outcomes.values())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def stallable(
+    request: pytest.FixtureRequest, mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path
+) -> AsyncIterator[tuple[Gateway, int, Callable[[], Any]]]:
+    """A gateway whose database another connection can lock (a stall, not a loss)."""
+    schema = f"stall_{os.getpid()}_{time.monotonic_ns()}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'credgate.db'}"
+    else:
+        if not POSTGRES:
+            pytest.skip("CREDGATE_TEST_POSTGRES_URL is not set")
+        with psycopg.connect(libpq_url(POSTGRES), autocommit=True) as admin:
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+        url = with_search_path(POSTGRES, schema)
+    config = config_from_mapping(
+        gateway_document(mock_fleet, dev_pki, tmp_path, url), base_dir=tmp_path, environ={}
+    )
+    built = await build_gateway(config)
+    port = await built.start()
+
+    def stall() -> Any:
+        """Hold every audit append (the caller must close what it returns to end the stall)."""
+        if request.param == "sqlite":
+            import sqlite3
+
+            blocker = sqlite3.connect(tmp_path / "credgate.db", isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            return blocker
+        assert POSTGRES
+        blocker_pg = psycopg.connect(with_search_path(libpq_url(POSTGRES), schema))
+        blocker_pg.execute("LOCK TABLE audit_entries IN ACCESS EXCLUSIVE MODE")
+        return blocker_pg
+
+    try:
+        yield built, port, stall
+    finally:
+        await built.stop(0)
+        if request.param == "postgresql":
+            assert POSTGRES
+            with psycopg.connect(libpq_url(POSTGRES), autocommit=True) as admin:
+                admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def test_a_stalled_database_is_answered_by_the_gateways_deadline_not_after_it(
+    stallable: tuple[Gateway, int, Callable[[], Any]], dev_pki: DevPki, population: Population
+) -> None:
+    """The audit append waits no longer than the call's deadline (the gateway's default for a
+    caller that set none, 3 s here) plus its grace, though the write timeout is 10 s: the
+    caller gets UNAVAILABLE in time, never a late answer (found by the fault soak)."""
+    _, port, stall = stallable
+    number = population.scenarios["observation"].person.identity_number
+    query = service_pb2.GetRepairStatusRequest(
+        identity_number=number, purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION, case_reference=CASE
+    )
+    async with mtls_channel(dev_pki, port, "court-demo") as court:
+        status = service_grpc.RepairStatusServiceStub(court)
+        assert (await _status(status.GetRepairStatus(query, timeout=10)))[0] == grpc.StatusCode.OK
+        blocker = stall()
+        try:
+            code, reason, elapsed = await _status(status.GetRepairStatus(query))  # no deadline
+        finally:
+            blocker.close()
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE")
+        assert elapsed < DEADLINE + MARGIN, elapsed
+        assert (await _status(status.GetRepairStatus(query, timeout=10)))[0] == grpc.StatusCode.OK
