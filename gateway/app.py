@@ -44,7 +44,7 @@ from gateway.repair_status_service import RepairStatusServicer
 from gateway.report_signing import sign_report
 from gateway.revocation import RevocationList
 from gateway.self_inquiry_service import SelfInquiryServicer
-from gateway.server import GatewayServer, bounded_step
+from gateway.server import GatewayServer, StopBudget
 from gateway.signing_key_service import SigningKeyServicer
 from gateway.signing_keys import FILE_NAME, PublishedKeys, load_or_create_signing_keys
 from gateway.storage.database import Database
@@ -101,20 +101,22 @@ class Gateway:
         finally:
             await self.release()
 
-    async def release(self) -> None:
+    async def release(self, budget: StopBudget | None = None) -> None:
         """Once the server has stopped: no more checkpoints, every audit append still in flight
         committed, adapters closed, the database released — in that order, so no entry is cut
-        off by the database going away. Each step is bounded (``gateway.server.bounded_step``):
-        one that hangs on a stalled database is abandoned with a log line, never the stop."""
+        off by the database going away. The steps share one time budget
+        (``gateway.server.StopBudget``, fresh unless given): one that hangs on a stalled
+        database is abandoned with a log line, never the stop."""
+        budget = budget or StopBudget()
         self.audit_backlog.close()
         if self.followers is not None:
-            await self.followers.stop()
-        await bounded_step("stopping audit checkpoints", self.checkpointer.stop())
+            await budget.step("stopping the change followers", self.followers.stop())
+        await budget.step("stopping audit checkpoints", self.checkpointer.stop())
         if self.workflows is not None:
-            await bounded_step("closing the workflows", self.workflows.aclose())
-        await bounded_step("committing audit appends in flight", self.audit_log.aclose())
-        await bounded_step("closing the query engine", self.engine.aclose())
-        await bounded_step("releasing the database", self.database.dispose())
+            await budget.step("closing the workflows", self.workflows.aclose())
+        await budget.step("committing audit appends in flight", self.audit_log.aclose())
+        await budget.step("closing the query engine", self.engine.aclose())
+        await budget.step("releasing the database", self.database.dispose())
 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
@@ -244,11 +246,14 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
 async def serve(config: GatewayConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain gracefully; telemetry is flushed last."""
     telemetry = setup_telemetry(config.telemetry)
+    budget: StopBudget | None = None
     try:
         gateway = await build_gateway(config)
         try:
             await gateway.serve()
         finally:
-            await gateway.release()
+            budget = StopBudget()  # the release and the telemetry flush share it
+            await gateway.release(budget)
     finally:
-        await bounded_step("flushing telemetry", asyncio.to_thread(telemetry.shutdown))
+        flush = asyncio.to_thread(telemetry.shutdown)
+        await (budget or StopBudget()).step("flushing telemetry", flush)

@@ -33,7 +33,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,21 @@ AddServicerFn = Callable[[Any, grpc.aio.Server], None]
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-STEP_SECONDS = 5.0
-"""The most one step of a stop may take past its own allowance before it is abandoned."""
-SHUTDOWN_MARGIN_SECONDS = 10.0
-"""After drain delay + grace: how long releasing everything may take before the watchdog ends
-the process (below ``gateway.workers.STOP_MARGIN_SECONDS``, so a worker ends itself, with a
-log line, before its supervisor would kill it)."""
+STEP_SECONDS = 1.0
+"""How long grpc's own stop may overrun the grace (it cancels the calls still open when the
+grace ends and should return at once) before it is abandoned."""
+RELEASE_SECONDS = 4.0
+"""Everything after the drain — change followers, checkpoints, workflows, audit appends in
+flight, adapters, the database, telemetry — shares this one budget (``StopBudget``): a step
+that hangs on a stalled database leaves the later steps less time, never more, so a stop ends
+by drain delay + grace + ``STEP_SECONDS`` + ``RELEASE_SECONDS`` (the fault soak checks it)."""
+SHUTDOWN_MARGIN_SECONDS = STEP_SECONDS + RELEASE_SECONDS + 2.0
+"""After drain delay + grace: when the watchdog ends a process that has still not stopped
+(below ``gateway.workers.STOP_MARGIN_SECONDS``, so a worker ends itself, with a log line,
+before its supervisor would kill it)."""
+_LAST_CHANCE_SECONDS = 0.1
+"""What a step still gets once the budget is spent: enough to finish if it has nothing to wait
+for, too little to hang."""
 WATCHDOG_EXIT_STATUS = 1
 
 
@@ -67,16 +77,57 @@ async def bounded_step(name: str, step: Awaitable[object], seconds: float = STEP
     stop goes on, because a process that cannot stop is worse than one that stops with a step
     undone (the database rolls back what was not committed).
     """
+    global _work_abandoned
     try:
         async with asyncio.timeout(seconds):
             await step
     except TimeoutError:
         logger.error("stopping: %s did not finish within %.1fs; abandoned", name, seconds)
+        _work_abandoned = True
         return False
     except Exception as exc:
         logger.error("stopping: %s failed: %s", name, type(exc).__name__)
         return False
     return True
+
+
+_work_abandoned = False
+"""Whether a stop step was abandoned: a thread may still be stuck in it (a stalled database)."""
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` for a serving process, which also *ends* when its stop abandoned a step.
+
+    A thread stuck on a stalled database (a write waiting on a lock) outlives the cancelled
+    step, and both ``asyncio.run``'s executor shutdown and the interpreter's join of worker
+    threads would wait for it — past the drain bound, until the watchdog kills the process. A
+    stop that already gave up on that work ends the process at once instead (exit status 0: the
+    stop was asked for and done; the database rolls back what was not committed), after the
+    log is written out.
+    """
+    runner = asyncio.Runner()
+    try:
+        runner.run(main)
+    finally:
+        if _work_abandoned:
+            from gateway.telemetry.logs import flush_logging
+
+            logger.warning("stopped with work abandoned; not waiting for its threads")
+            flush_logging()
+            os._exit(0)
+        runner.close()
+
+
+class StopBudget:
+    """The release phase's one time budget (``RELEASE_SECONDS``), shared by its steps."""
+
+    def __init__(self, seconds: float = RELEASE_SECONDS) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    async def step(self, name: str, step: Awaitable[object]) -> bool:
+        """``bounded_step`` with what is left of the budget."""
+        left = max(self._deadline - time.monotonic(), _LAST_CHANCE_SECONDS)
+        return await bounded_step(name, step, left)
 
 
 class StopWatchdog:

@@ -192,6 +192,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
         with spec.log_file.open("ab") as handle:
             os.dup2(handle.fileno(), 1)
             os.dup2(handle.fileno(), 2)
+    from gateway.server import run_until_stopped
     from gateway.telemetry.logs import configure_logging
 
     telemetry = spec.config.telemetry
@@ -202,7 +203,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     )
     code = EXIT_OK
     try:
-        asyncio.run(_serve_worker(spec, conn))
+        run_until_stopped(_serve_worker(spec, conn))
     except KeyboardInterrupt:
         log.info("worker %d stopped before it started serving", spec.index)
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # as ``credgate`` exits 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return run_workers(config, verbose=args.verbose)
     from gateway.app import serve
+    from gateway.server import run_until_stopped
 
-    asyncio.run(serve(config))
+    run_until_stopped(serve(config))
     return EXIT_OK
 
 
