@@ -45,7 +45,6 @@ from gateway.disclosure import Ask, decide
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.tokens import SubjectTokenizer
-from gateway.subject_identity import SubjectIdentities
 from gateway.telemetry import record_invalid_request
 from gateway.watch.feed import Change, ChangeFeed, Subscription
 from gateway.watch.settings import WatchSettings
@@ -106,7 +105,6 @@ class WatchStreams:
     ) -> None:
         self._feed = feed
         self._consents = consents
-        self._subjects = SubjectIdentities(consents)
         self._tokenizer = tokenizer
         self._settings = settings
         self._deadline_seconds = deadline_seconds
@@ -128,10 +126,8 @@ class WatchStreams:
         refuse: Refuse,
     ) -> None:
         """Run one stream until the caller leaves or a check ends it (by raising its status)."""
-        query = request.query
+        query = request.query  # well-formed: the input boundary checked every field of it
         number = identity_number.normalize(query.identity_number)
-        if identity_number.validate(number) is not None:
-            await answer(institution, query, self._deadline())  # raises INVALID_ARGUMENT
         if policy.requires_consent(query.purpose) and not query.consent_id:
             record_invalid_request(WATCH_METHOD)
             raise GatewayError.of(
