@@ -50,6 +50,7 @@ from gateway.workflows.common import (
     replace_indexed_facts,
     request_bound_id,
     request_digest,
+    settle_index,
 )
 from gateway.workflows.eligibility import case_of, evaluate
 from gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
@@ -302,6 +303,8 @@ class ApplicationWorkflow:
             )
             updated, skipped = await self._propagate(view.details["identity_number"], notice)
         await allowed()
+        if updated:
+            await settle_index(self.database, view.row.subject_token)
         async with self.database.write() as session:
             row = await self._fresh(session, view)
             row.stage, row.ruled_at, row.ruled_by, row.closed_at = RULING, now, judge, now

@@ -32,8 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.protection.cipher import FieldCipher
+from gateway.storage.database import Database
 from gateway.storage.fact_index import facts_context
-from gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE
+from gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE, fact_writer
 from gateway.storage.models import SourceFactsRow
 from gateway.sync.models import ChangeFeedRow
 from gateway.workflows.models import WorkflowStepRow, step_context
@@ -149,6 +150,14 @@ async def lock_subject(session: AsyncSession, backend: str, token: str) -> None:
     if backend == "postgresql":
         key = _SUBJECT_LOCK_BASE | zlib.crc32(token.encode())
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def settle_index(database: Database, token: str) -> None:
+    """Wait until the live path's queued fact writes of ``token`` are committed: a correction
+    written after them must not be overwritten by an older answer that was still queued
+    behind it (the write-behind of ``gateway.storage.index_writes.FactWriter``). Call it before
+    opening the transaction that calls ``replace_indexed_facts``."""
+    await fact_writer(database).settled(token)
 
 
 async def replace_indexed_facts(

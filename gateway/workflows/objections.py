@@ -49,6 +49,7 @@ from gateway.workflows.common import (
     replace_indexed_facts,
     request_bound_id,
     request_digest,
+    settle_index,
 )
 from gateway.workflows.facts import find_fact, index_differs
 from gateway.workflows.models import ObjectionRow, details_context
@@ -209,6 +210,8 @@ class ObjectionWorkflow:
         else:
             steps.append(await self._route(row, adapter, who, filing, now))
         await allowed(found.category, filing.source_id)
+        if corrected:
+            await settle_index(self._db, token)
         async with self._db.write() as session:
             await lock_subject(session, self._db.backend, token)
             if await self.store.by_request(session, filer, filing.request_id) is not None:
@@ -317,6 +320,8 @@ class ObjectionWorkflow:
                 adapter.fetch(view.details["identity_number"], timeout=self._timeout), source_id
             )
         await allowed(vocab.DataCategory.ValueType(view.row.category), source_id)
+        if fresh is not None:
+            await settle_index(self._db, view.row.subject_token)
         async with self._db.write() as session:
             await lock_subject(session, self._db.backend, view.row.subject_token)
             row = await self.store.row(session, objection_id)
