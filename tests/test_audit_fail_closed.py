@@ -86,9 +86,10 @@ NOT_AUDITED: dict[str, str] = {
     "ConsentService.ListConsents": "an institution reading the grants made to itself",
     "ProviderSyncService.SyncUpdates": "a data provider delivering its own facts: ingestion "
     "(acknowledged per sequence number, in the change feed), not a disclosure",
-    "ReconciliationService.ListOpenContradictions": "GAP, reported: lists open contradictions "
-    "(subject tokens, sources) to regulators and data providers without an entry; recording "
-    "it needs the trail wired into gateway/watch/runtime.py (the disclosure gate's scope)",
+    "ReconciliationService.ListOpenContradictions": "records one entry per subject on a page "
+    "through the disclosure gate (READ_CONTRADICTIONS), whose release is withheld when its "
+    "entry fails (tests/test_disclosure_gate.py); a page here is empty, about no one, because "
+    "this environment runs no reconciler. Role refusals concern no subject.",
 }
 """RPCs whose every path records nothing, and why. (Regulator checkpoints and consistency
 proofs record refusals, so they are probed; their allowed path hands out sizes and hashes

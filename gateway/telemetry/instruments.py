@@ -96,8 +96,8 @@ _rpc_denials = _meter.create_counter(
 _rpc_invalid_requests = _meter.create_counter(
     RPC_INVALID_REQUESTS,
     unit="{request}",
-    description="Queries (and batch items) refused as INVALID_ARGUMENT before any subject was "
-    "resolved; they are not access decisions and leave no audit entry.",
+    description="Requests (and batch items) refused as INVALID_ARGUMENT by the input rules, "
+    "before any subject was resolved (also in the audit log, fields only).",
 )
 _audit_append_failures = _meter.create_counter(
     AUDIT_APPEND_FAILURES,
@@ -148,10 +148,10 @@ def record_denial(full_method: str, reason: str) -> None:
 
 
 def record_invalid_request(full_method: str) -> None:
-    """Count one query (or batch item) refused as INVALID_ARGUMENT.
+    """Count one request (or batch item) refused as INVALID_ARGUMENT by the input rules.
 
-    Validation runs before the subject is resolved, so such a refusal is no access decision and
-    leaves no audit entry; this counter is where it shows instead.
+    The refusal is also in the audit log (``AUDIT_ACTION_REFUSE_MALFORMED_REQUEST``, fields
+    only); this counter is where a burst of them shows on a dashboard.
     """
     _rpc_invalid_requests.add(1, rpc_attributes(full_method))
 
