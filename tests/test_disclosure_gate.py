@@ -201,7 +201,9 @@ class Log:
     entries: list[Any] = field(default_factory=list)
     fail: bool = False
 
-    async def append(self, entry: Any, *, rider: object = None) -> AppendReceipt:
+    async def append(
+        self, entry: Any, *, rider: object = None, deadline: float | None = None
+    ) -> AppendReceipt:
         if self.fail:
             raise AuditUnavailable("down")
         self.entries.append(entry)
