@@ -34,6 +34,7 @@ from gateway.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     command,
+    configuration_errors,
     finish_help,
     iter_commands,
 )
@@ -102,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:
         return EXIT_OK
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        # ConfigError is a ValueError: a bad config file is a usage error too.
+    except configuration_errors() as error:
         print(f"credgate: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:

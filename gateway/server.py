@@ -44,6 +44,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
 from gateway.interceptors import RequestInterceptor
+from gateway.protection.secret_files import read_secret
 from gateway.telemetry import TelemetryInterceptor
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def _read(label: str, path: Path) -> bytes:
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     """Mutual TLS: present the server certificate, require a client cert chaining to ``ca``."""
     return grpc.ssl_server_credentials(
-        [(_read("tls.key", tls.key), _read("tls.cert", tls.cert))],
+        [(read_secret(tls.key, f"tls.key {tls.key}", ConfigError), _read("tls.cert", tls.cert))],
         root_certificates=_read("tls.ca", tls.ca),
         require_client_auth=True,
     )

@@ -61,6 +61,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gateway.commands.common import configuration_errors
 from gateway.config import ConfigError, GatewayConfig
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
         run_until_stopped(_serve_worker(spec, conn))
     except KeyboardInterrupt:
         log.info("worker %d stopped before it started serving", spec.index)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # as ``credgate`` exits 2
+    except configuration_errors() as error:  # as ``credgate`` exits 2
         log.error("worker %d: %s", spec.index, error)
         code = EXIT_USAGE
     except Exception:

@@ -18,6 +18,18 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
 
+
+def configuration_errors() -> tuple[type[BaseException], ...]:
+    """Every exception that means "fix the configuration" and exits 2 — in ``credgate`` and in
+    each worker alike, so systemd (``RestartPreventExitStatus=2``) never restarts into the same
+    mistake: a bad config file (ConfigError is a ValueError), a secret file that is missing,
+    unreadable or readable by others (keyring, signing keys, audit key, TLS key), a database
+    newer than this release."""
+    from gateway.protection.keyring import KeyringError
+    from gateway.signing_keys import SigningKeyError
+
+    return (ValueError, FileNotFoundError, FileExistsError, KeyringError, SigningKeyError)
+
 EXIT_CODES_HELP = """exit codes:
   0  success
   1  failure: the work could not be done (unreachable gateway or source, not serving,

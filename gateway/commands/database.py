@@ -25,14 +25,24 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     from gateway.config import load_config
-    from gateway.storage.migrate import current_revision, head_revision
+    from gateway.storage.migrate import (
+        NEWER_SCHEMA,
+        current_revision,
+        head_revision,
+        is_known_revision,
+    )
 
     url = load_config(Path(args.config)).storage.url
     revision, head = current_revision(url), head_revision()
+    newer = not is_known_revision(revision)
     if args.json:
-        print_json({"revision": revision, "head": head, "at_head": revision == head})
+        print_json(
+            {"revision": revision, "head": head, "at_head": revision == head, "newer": newer}
+        )
     elif revision == head:
         print(f"database at revision {revision} (head)")
+    elif newer:
+        print(NEWER_SCHEMA.format(revision=revision))
     else:
         print(f"database at revision {revision}; this code expects {head}: run credgate db upgrade")
     return EXIT_OK if revision == head else EXIT_FAILURE

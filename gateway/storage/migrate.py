@@ -41,8 +41,39 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+NEWER_SCHEMA = (
+    "this database (schema revision {revision}) is newer than this release of credgate: "
+    "upgrade credgate, or restore a backup made by this release"
+)
+
+
+class NewerSchemaError(ValueError):
+    """The database was migrated by a newer credgate: never run, nor "upgrade", against it.
+
+    A ValueError, so that every command exits 2 (fix the set-up; systemd does not restart),
+    like any other configuration problem.
+    """
+
+
+def is_known_revision(revision: str | None) -> bool:
+    """Whether this code ships ``revision`` (None: an empty, never migrated database)."""
+    if revision is None:
+        return True
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises for a revision it cannot resolve
+        return False
+
+
+def check_not_newer(revision: str | None) -> None:
+    """Raise ``NewerSchemaError`` for a revision this code does not ship."""
+    if not is_known_revision(revision):
+        raise NewerSchemaError(NEWER_SCHEMA.format(revision=revision))
+
+
 def upgrade_to_head(url: str | URL) -> None:
-    """Apply every pending migration, in one transaction (PostgreSQL DDL is transactional)."""
+    """Apply every pending migration, in one transaction (PostgreSQL DDL is transactional);
+    ``NewerSchemaError`` for a database a newer release migrated."""
     engine = create_sync_engine(url)
     try:
         with engine.begin() as connection:
@@ -50,6 +81,7 @@ def upgrade_to_head(url: str | URL) -> None:
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
                 )
+            check_not_newer(MigrationContext.configure(connection).get_current_revision())
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
