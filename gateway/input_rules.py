@@ -85,10 +85,9 @@ _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 to 9999-12
 _DURATION_SECONDS = 315_576_000_000  # ±10,000 years, google.protobuf.Duration's range
 _NANOS = 999_999_999
 
-Replacement = Any
-"""The canonical form of a value that is not already canonical (a full-width number), else
-None."""
-ValueCheck = Callable[[Any, str, list[Violation]], Replacement]
+ValueCheck = Callable[[Any, str, list[Violation]], bool]
+"""Adds the value's violations; returns True when the value is valid only once folded (a
+full-width identity or case number): accepted in a request, refused in signed content."""
 
 
 def _rules(field: FieldDescriptor) -> input_rules_pb2.FieldRules:
@@ -103,37 +102,37 @@ def _text_check(shape: Shape, max_size: int) -> ValueCheck:
     text = shape == input_rules_pb2.FIELD_SHAPE_TEXT
     forbidden = _FORBIDDEN_IN_TEXT if text else _FORBIDDEN_IN_LINE
 
-    def check(value: str, path: str, violations: list[Violation]) -> Replacement:
+    def check(value: str, path: str, violations: list[Violation]) -> bool:
         if len(value) > max_size:
             violations.append((path, f"must be at most {max_size} characters"))
-            return None
+            return False
         if forbidden.search(value):
             violations.append((path, "must not contain control, format or private-use characters"))
-            return None
+            return False
         if value and value.isspace():
             violations.append((path, "must not be blank"))
-            return None
-        canonical = _canonical(shape, value, path, violations)
+            return False
+        folded = _shape_check(shape, value, path, violations)
         if shape != input_rules_pb2.FIELD_SHAPE_IDENTITY_NUMBER and _IDENTITY_NUMBER_INSIDE.search(
             value
         ):
             violations.append((path, "must not contain an identity number"))
-        return canonical
+        return folded
 
     return check
 
 
-def _canonical(shape: Shape, value: str, path: str, violations: list[Violation]) -> Replacement:
-    """Shape-specific checks of a non-empty, character-clean string; its canonical form."""
+def _shape_check(shape: Shape, value: str, path: str, violations: list[Violation]) -> bool:
+    """Shape-specific checks of a character-clean string; whether it is valid only folded."""
     if not value:
-        return None  # presence is each RPC's own rule ("is required"), checked behind this
+        return False  # presence is each RPC's own rule ("is required"), checked behind this
     if shape == input_rules_pb2.FIELD_SHAPE_IDENTITY_NUMBER:
         number = identity_number.normalize(value)
         problem = identity_number.validate(number)
         if problem is not None:
             violations.append((path, f"{problem.reason}: {problem.description}"))
-            return None
-        return number if number != value else None
+            return False
+        return number != value
     if shape == input_rules_pb2.FIELD_SHAPE_CASE_NUMBER:
         folded = value.strip().translate(_FULL_WIDTH_DIGITS)
         if _CASE_NUMBER.fullmatch(folded) is None:
@@ -141,24 +140,24 @@ def _canonical(shape: Shape, value: str, path: str, violations: list[Violation])
                 (path, "must be a PRC case number such as (2026)粤03执1号: year in parentheses, "
                  "court, case type, number and 号")
             )
-            return None
-        return folded if folded != value else None
+            return False
+        return folded != value
     if shape == input_rules_pb2.FIELD_SHAPE_IDENTIFIER and _IDENTIFIER.fullmatch(value) is None:
         violations.append(
             (path, "must be ASCII letters and digits, then also '.', '_', ':' or '-'")
         )
     elif shape == input_rules_pb2.FIELD_SHAPE_PAGE_TOKEN and _PAGE_TOKEN.fullmatch(value) is None:
         violations.append((path, "is not a page token this service issued"))
-    return None
+    return False
 
 
 def _bytes_check(min_size: int, max_size: int) -> ValueCheck:
-    def check(value: bytes, path: str, violations: list[Violation]) -> Replacement:
+    def check(value: bytes, path: str, violations: list[Violation]) -> bool:
         if len(value) > max_size:
             violations.append((path, f"must be at most {max_size} bytes"))
         elif value and len(value) < min_size:
             violations.append((path, f"must be at least {min_size} bytes"))
-        return None
+        return False
 
     return check
 
@@ -169,20 +168,20 @@ def _number_check(rules: input_rules_pb2.FieldRules) -> ValueCheck | None:
     if low is None and high is None:
         return None
 
-    def check(value: int, path: str, violations: list[Violation]) -> Replacement:
+    def check(value: int, path: str, violations: list[Violation]) -> bool:
         if low is not None and value < low:
             violations.append((path, f"must be at least {low}"))
         elif high is not None and value > high:
             violations.append((path, f"must be at most {high}"))
-        return None
+        return False
 
     return check
 
 
-def _double_check(value: float, path: str, violations: list[Violation]) -> Replacement:
+def _double_check(value: float, path: str, violations: list[Violation]) -> bool:
     if value != value or value in (float("inf"), float("-inf")):
         violations.append((path, "must be a finite number"))
-    return None
+    return False
 
 
 def _enum_check(field: FieldDescriptor) -> ValueCheck:
@@ -191,22 +190,22 @@ def _enum_check(field: FieldDescriptor) -> ValueCheck:
     known = frozenset(enum.values_by_number)
     name = enum.name
 
-    def check(value: int, path: str, violations: list[Violation]) -> Replacement:
+    def check(value: int, path: str, violations: list[Violation]) -> bool:
         if value not in known:
             violations.append((path, f"is not a known {name} value"))
-        return None
+        return False
 
     return check
 
 
-def _timestamp_check(value: Message, path: str, violations: list[Violation]) -> Replacement:
+def _timestamp_check(value: Message, path: str, violations: list[Violation]) -> bool:
     seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
     if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1] or not 0 <= nanos <= _NANOS:
         violations.append((path, "must be a time between 0001-01-01 and 9999-12-31"))
-    return None
+    return False
 
 
-def _duration_check(value: Message, path: str, violations: list[Violation]) -> Replacement:
+def _duration_check(value: Message, path: str, violations: list[Violation]) -> bool:
     seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
     if (
         abs(seconds) > _DURATION_SECONDS
@@ -215,10 +214,10 @@ def _duration_check(value: Message, path: str, violations: list[Violation]) -> R
         or (seconds < 0 < nanos)
     ):
         violations.append((path, "must be a duration within ±10,000 years"))
-    return None
+    return False
 
 
-def _date_check(value: Message, path: str, violations: list[Violation]) -> Replacement:
+def _date_check(value: Message, path: str, violations: list[Violation]) -> bool:
     year, month, day = value.year, value.month, value.day  # type: ignore[attr-defined]
     if not (0 <= year <= 9999 and 0 <= month <= 12 and 0 <= day <= 31):
         violations.append((path, "must be a calendar date"))
@@ -227,7 +226,7 @@ def _date_check(value: Message, path: str, violations: list[Violation]) -> Repla
             dt.date(year, month, day)
         except ValueError:
             violations.append((path, "must be a calendar date"))
-    return None
+    return False
 
 
 _WELL_KNOWN: dict[str, ValueCheck] = {
@@ -383,7 +382,7 @@ def _one(
     violations: list[Violation],
     foldable: list[str],
 ) -> None:
-    if step.check is not None and step.check(value, path, violations) is not None:
+    if step.check is not None and step.check(value, path, violations):
         foldable.append(path)
     if step.message is not None:
         _walk(value, path + ".", violations, foldable)
