@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import grpc
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import storage
 from audit.checkpoint import SignedCheckpoint, sign_tree_head
@@ -174,6 +175,33 @@ class AuditLog:
             raise AuditUnavailable(
                 "the call's deadline passed before the entry was committed"
             ) from None
+
+    async def append_within(self, session: AsyncSession, entry: AuditEntry) -> AppendReceipt:
+        """Append ``entry`` in ``session``'s write transaction: it commits exactly when that
+        transaction does, and not at all if it rolls back.
+
+        For a write RPC, whose outcome and audit entry must agree (``gateway.decided_write``):
+        the entry is numbered, hashed and signed like a group commit's, under the same head
+        lock, which the transaction then holds until it ends — so call this last, just before
+        the commit. It bypasses the group commit (one entry per transaction), which is right
+        for writes: they are rare next to the reads the group commit exists for.
+        """
+        prepared = canonical(entry)
+        future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
+        future.cancel()  # never awaited: the receipt is returned directly
+        pending = _Pending(prepared, future)
+
+        def write(sync_session: object) -> AppendReceipt | None:
+            connection = sync_session.connection()  # type: ignore[attr-defined]
+            return self._write([pending], float("inf"), connection)[0]
+
+        try:
+            receipt = await session.run_sync(write)
+        except Exception as exc:
+            failure = AuditUnavailable("the audit log could not record the entry")
+            raise failure from exc
+        assert receipt is not None
+        return receipt
 
     async def _commit(self, future: asyncio.Future[AppendReceipt]) -> AppendReceipt:
         """Flush group commits until ``future`` is settled (by this caller or another's)."""

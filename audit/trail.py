@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from credit_repair.v1 import audit_pb2, report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, ActionValue, AuditEntryError, new_entry
 from audit.log import AppendReceipt, AuditLog, AuditUnavailable, Rider
@@ -128,6 +129,7 @@ class AuditTrail:
         rider: Rider | None = None,
         rpc_method: str = "",
         invalid_fields: Sequence[str] = (),
+        within: AsyncSession | None = None,
     ) -> AppendReceipt:
         """Append one decision and return once it is durable; ``GatewayError`` (UNAVAILABLE,
         ``AUDIT_UNAVAILABLE``) if it cannot be, in which case the caller releases nothing.
@@ -139,6 +141,9 @@ class AuditTrail:
         the same of a release that is not a report (an eligibility verdict, an objection, a
         listing) — so such an entry carries no report digest that matches no report.
         ``rider`` writes more rows in the entry's transaction (``audit.log.Rider``).
+        ``within`` appends the entry in that write transaction instead of a group commit of
+        its own (``AuditLog.append_within``), so it commits exactly when the change does: the
+        order every write RPC follows (``gateway.decided_write``).
         """
         try:
             entry = new_entry(
@@ -163,6 +168,8 @@ class AuditTrail:
             )
             self._in_flight += 1
             try:
+                if within is not None:
+                    return await self.log.append_within(within, entry)
                 return await self.log.append(entry, rider=rider, deadline=self._deadline())
             finally:
                 self._in_flight -= 1

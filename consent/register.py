@@ -18,8 +18,9 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from sqlalchemy import ColumnElement, Select, and_, or_, select, text, update
@@ -37,11 +38,32 @@ from consent.grants import (
     verify_signature,
     window_of,
 )
+from gateway.decided_write import decided_write
 from gateway.protection.tokens import is_subject_token
 from gateway.storage.database import Database
 from gateway.storage.models import ConsentGrantRow, SubjectKey
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+RecordWrite = Callable[[AsyncSession, _R], Awaitable[object]]
+"""Appends the ALLOWED audit entry for a write in the write's own transaction, given what the
+write produced (the key or grant it names), so the change and its entry commit together
+(``gateway.decided_write``). None: no entry (callers other than the ConsentService)."""
+
+
+def _recorder(
+    record: RecordWrite[_R] | None, outcome: list[_R]
+) -> Callable[[AsyncSession], Awaitable[None]] | None:
+    """``record`` bound to the outcome the write leaves in ``outcome`` (none: no entry)."""
+    if record is None:
+        return None
+
+    async def entry(session: AsyncSession) -> None:
+        if outcome:
+            await record(session, outcome[-1])
+
+    return entry
 
 CONSENT_VALID = "CONSENT_VALID"
 CONSENT_MISSING = "CONSENT_MISSING"
@@ -254,7 +276,12 @@ class ConsentRegister:
     # -- enrolled keys --------------------------------------------------------------------------
 
     async def enroll_key(
-        self, subject_token: str, public_key: bytes, enrolled_by: str
+        self,
+        subject_token: str,
+        public_key: bytes,
+        enrolled_by: str,
+        *,
+        record: RecordWrite[EnrolledKey] | None = None,
     ) -> EnrolledKey:
         """Make ``public_key`` the subject's current key, retiring any other; idempotent.
 
@@ -265,7 +292,7 @@ class ConsentRegister:
         key_id = subject_key_id(public_key)
         now = self._clock()
         try:
-            return await self._enroll(subject_token, key_id, public_key, enrolled_by, now)
+            return await self._enroll(subject_token, key_id, public_key, enrolled_by, now, record)
         except IntegrityError:
             # Only the key id can collide: another subject enrolled this very key meanwhile.
             raise SubjectKeyConflictError(f"key {key_id} is enrolled for another subject") from None
@@ -277,8 +304,10 @@ class ConsentRegister:
         public_key: bytes,
         enrolled_by: str,
         now: dt.datetime,
+        record: RecordWrite[EnrolledKey] | None,
     ) -> EnrolledKey:
-        async with self._db.write() as session:
+        outcome: list[EnrolledKey] = []
+        async with decided_write(self._db, _recorder(record, outcome)) as session:
             if self._db.backend == "postgresql":
                 # One enrolment per subject at a time, so two new keys cannot both end up
                 # current (SQLite's BEGIN IMMEDIATE already serializes every writer).
@@ -311,7 +340,8 @@ class ConsentRegister:
             else:
                 existing.retired_at = None  # re-enrolling an old key makes it current again
             await session.flush()
-            return _key_of(existing)
+            outcome.append(_key_of(existing))
+        return outcome[-1]
 
     async def subject_key(self, key_id: str) -> EnrolledKey | None:
         """The enrolled key with this id, current or retired, or ``None``."""
@@ -327,6 +357,8 @@ class ConsentRegister:
         terms: ConsentTerms,
         signed_terms: bytes,
         signature: bytes,
+        *,
+        record: RecordWrite[Grant] | None = None,
     ) -> tuple[Grant, bool]:
         """Store a grant whose signature the caller has verified; ``(grant, newly_recorded)``.
 
@@ -354,21 +386,25 @@ class ConsentRegister:
             revoked_at=None,
             revoked_by=None,
         )
+        outcome: list[Grant] = []
         try:
-            async with self._db.write() as session:
+            async with decided_write(self._db, _recorder(record, outcome)) as session:
                 existing = await self._by_digest(session, digest)
-                if existing is not None:
-                    return existing, False
-                session.add(row)
-                await session.flush()
-                return _grant_of(row), True
+                if existing is None:
+                    session.add(row)
+                    await session.flush()
+                outcome.append(existing or _grant_of(row))
+            return outcome[-1], existing is None
         except IntegrityError:
             # A concurrent request recorded the same terms first (PostgreSQL; SQLite's
-            # BEGIN IMMEDIATE serializes the two). Theirs is the grant.
-            async with self._db.session() as session:
+            # BEGIN IMMEDIATE serializes the two), and this transaction, entry and all, rolled
+            # back. Theirs is the grant: answered like a retry, with its own entry.
+            outcome.clear()
+            async with decided_write(self._db, _recorder(record, outcome)) as session:
                 existing = await self._by_digest(session, digest)
-            if existing is None:
-                raise
+                if existing is None:
+                    raise
+                outcome.append(existing)
             return existing, False
 
     @staticmethod
@@ -413,12 +449,19 @@ class ConsentRegister:
             self._db, query, state=state, now=now or self._clock(), after=after, limit=limit
         )
 
-    async def revoke(self, consent_id: str, by_institution: str) -> Grant | None:
+    async def revoke(
+        self,
+        consent_id: str,
+        by_institution: str,
+        *,
+        record: RecordWrite[Grant] | None = None,
+    ) -> Grant | None:
         """Revoke at once; ``None`` when the grant does not exist or does not name the caller.
 
         Revoking a revoked grant changes nothing (the first revocation's time and author stay).
         """
-        async with self._db.write() as session:
+        outcome: list[Grant] = []
+        async with decided_write(self._db, _recorder(record, outcome)) as session:
             await session.execute(
                 update(ConsentGrantRow)
                 .where(
@@ -434,7 +477,9 @@ class ConsentRegister:
                     ConsentGrantRow.consent_id == consent_id, _visible_to(by_institution)
                 )
             )
-            return None if row is None else _grant_of(row)
+            if row is not None:  # a grant not visible to the caller: no change, no entry
+                outcome.append(_grant_of(row))
+        return outcome[-1] if outcome else None
 
     async def record_use(self, consent_id: str) -> bool:
         """Count one query against the grant, atomically; False if revoked or used up meanwhile.

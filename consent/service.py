@@ -11,11 +11,13 @@ can sign consents in that subject's name, so no institution gets that power by r
 
 Every enrolment, recorded grant and revocation — and every refusal on permission grounds —
 is appended to the audit log before the caller hears of it (``gateway.audit_trail``; fail
-closed: UNAVAILABLE / AUDIT_UNAVAILABLE if the log cannot record it). The change itself is
-committed first, because the entry names what the register assigned (the consent id); all
-three actions are idempotent, so a caller told AUDIT_UNAVAILABLE retries and the retry records
-the entry without changing anything twice. Malformed requests (INVALID_ARGUMENT) and unknown
-grants (NOT_FOUND) are not decisions about a subject and leave no entry. Reads of an
+closed: UNAVAILABLE / AUDIT_UNAVAILABLE if the log cannot record it). The entry of a change
+is appended in the change's own transaction (``gateway.decided_write``, the order every write
+RPC follows), so the two commit together: a caller told AUDIT_UNAVAILABLE changed nothing,
+and a change always has its entry. A key enrolment that loses to another subject's enrolment
+of the same key is recorded as refused (SUBJECT_KEY_CONFLICT), once. Malformed requests
+(INVALID_ARGUMENT) and unknown grants (NOT_FOUND) are not decisions about a subject and leave
+no entry. Reads of an
 institution's own grants (Get/ListConsents) are not logged: they show it only terms it
 collected itself.
 
@@ -33,10 +35,13 @@ import grpc
 from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent import grants
+from consent.grants import Grant
 from consent.register import (
     ConsentRegister,
+    EnrolledKey,
     ListCursor,
     SubjectKeyConflictError,
 )
@@ -173,16 +178,26 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         if violations:
             raise _invalid(violations)
         token = self._token(request.identity_number)
+
+        async def record(session: AsyncSession, _: EnrolledKey) -> None:
+            await self._audit.record(
+                office, ENROLL_SUBJECT_KEY, subject_token=token, within=session
+            )
+
         try:
-            key = await self._register.enroll_key(token, request.public_key, office.institution_id)
+            key = await self._register.enroll_key(
+                token, request.public_key, office.institution_id, record=record
+            )
         except SubjectKeyConflictError:
+            await self._audit.record(
+                office, ENROLL_SUBJECT_KEY, reason="SUBJECT_KEY_CONFLICT", subject_token=token
+            )
             raise GatewayError.of(
                 grpc.StatusCode.ALREADY_EXISTS,
                 "this public key is already enrolled for another subject",
                 "SUBJECT_KEY_CONFLICT",
                 field_violations=[("public_key", "must be a key of this subject only")],
             ) from None
-        await self._audit.record(office, ENROLL_SUBJECT_KEY, subject_token=token)
         log.info("subject key %s enrolled by %s", key.key_id, office.institution_id)
         response = consent_pb2.EnrollSubjectKeyResponse(subject_key_id=key.key_id)
         response.enroll_time.FromDatetime(key.enrolled_at)
@@ -235,11 +250,18 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
                 "CONSENT_TERMS_INVALID",
                 field_violations=violations,
             )
+
+        async def record(session: AsyncSession, grant: Grant) -> None:
+            await self._audit.record(
+                collector,
+                GRANT_CONSENT,
+                subject_token=token,
+                consent_id=grant.consent_id,
+                within=session,
+            )
+
         grant, created = await self._register.record_grant(
-            token, terms, request.signed_terms, request.signature
-        )
-        await self._audit.record(
-            collector, GRANT_CONSENT, subject_token=token, consent_id=grant.consent_id
+            token, terms, request.signed_terms, request.signature, record=record
         )
         if created:
             log.info(
@@ -310,12 +332,21 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         caller = self._identify(context)
         if problem := _consent_id_violation(request.consent_id):
             raise _invalid([problem])
-        grant = await self._register.revoke(request.consent_id, caller.institution_id)
+
+        async def record(session: AsyncSession, grant: Grant) -> None:
+            await self._audit.record(
+                caller,
+                REVOKE_CONSENT,
+                subject_token=grant.subject_token,
+                consent_id=grant.consent_id,
+                within=session,
+            )
+
+        grant = await self._register.revoke(
+            request.consent_id, caller.institution_id, record=record
+        )
         if grant is None:
             raise _not_found()
-        await self._audit.record(
-            caller, REVOKE_CONSENT, subject_token=grant.subject_token, consent_id=grant.consent_id
-        )
         log.info("consent %s revocation requested by %s", grant.consent_id, caller.institution_id)
         return consent_pb2.RevokeConsentResponse(grant=grant.to_proto(self._clock()))
 

@@ -86,6 +86,8 @@ class Gateway:
         self.checkpointer.start()
         if self.followers is not None:
             self.followers.start()
+        if self.workflows is not None:
+            self.workflows.start()
         return port
 
     async def serve(self) -> None:
@@ -93,6 +95,8 @@ class Gateway:
         self.checkpointer.start()
         if self.followers is not None:
             self.followers.start()
+        if self.workflows is not None:
+            self.workflows.start()
         await self.server.serve()
 
     async def stop(self, grace: float | None = None) -> None:

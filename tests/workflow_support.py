@@ -117,9 +117,17 @@ async def refused(call: Any) -> tuple[grpc.StatusCode, str, list[tuple[str, str]
 
 @contextlib.asynccontextmanager
 async def running_workflow_gateway(
-    mock_fleet: MockFleet, dev_pki: DevPki, tmp_path: Path, storage_url: str | None = None
+    mock_fleet: MockFleet,
+    dev_pki: DevPki,
+    tmp_path: Path,
+    storage_url: str | None = None,
+    *,
+    outbox_poll_seconds: float = 0.2,
 ) -> AsyncIterator[WorkflowGateway]:
-    """The full gateway with the workflows on it, on ``storage_url`` (default: SQLite)."""
+    """The full gateway with the workflows on it, on ``storage_url`` (default: SQLite).
+
+    Two of these on one ``storage_url`` (and one ``tmp_path``) are two replicas sharing a
+    database, as in production."""
     config = config_from_mapping(
         gateway_document(mock_fleet, dev_pki, tmp_path, storage_url),
         base_dir=tmp_path,
@@ -130,7 +138,11 @@ async def running_workflow_gateway(
     cipher = FieldCipher(keyring)
     clock = TravelClock(dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC))
     workflows = Workflows(
-        built.database, cipher, id_key=workflow_id_key(keyring.subject_token_key), clock=clock
+        built.database,
+        cipher,
+        id_key=workflow_id_key(keyring.subject_token_key),
+        clock=clock,
+        outbox_poll_seconds=outbox_poll_seconds,
     )
     # What build_gateway will do once wired (docs/workflows.md): QueryEngine(disputes=...).
     built.engine._disputes = workflows.disputes
@@ -149,6 +161,10 @@ async def running_workflow_gateway(
         page_tokens=PageTokens.from_root_key(keyring.subject_token_key),
         watch_poll_seconds=0.05,
     )
+    # These workflows replace the ones build_gateway made: the gateway starts and stops them.
+    if built.workflows is not None:
+        await built.workflows.aclose()
+    built.workflows = workflows
     port = await built.start()
     try:
         yield WorkflowGateway(
@@ -161,7 +177,6 @@ async def running_workflow_gateway(
         )
     finally:
         await built.stop(0)
-        await workflows.aclose()
 
 
 @pytest.fixture

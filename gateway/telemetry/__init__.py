@@ -24,6 +24,7 @@ from gateway.telemetry.instruments import (
     record_audit_failure,
     record_denial,
     record_invalid_request,
+    record_outbox_delivery,
     tracer,
     track_breakers,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "record_audit_failure",
     "record_denial",
     "record_invalid_request",
+    "record_outbox_delivery",
     "setup_telemetry",
     "tracer",
     "track_breakers",

@@ -78,6 +78,8 @@ SYNC_LAG = "credgate.sync.lag"
 SYNC_WATCHERS = "credgate.sync.watchers.open"
 AUDIT_BACKLOG = "credgate.audit.backlog"
 AUDIT_APPEND_FAILURES = "credgate.audit.append_failures"
+OUTBOX_DELIVERIES = "credgate.outbox.deliveries"
+OUTBOX_KIND = "credgate.outbox.kind"
 
 _rpc_requests = _meter.create_counter(
     RPC_REQUESTS, unit="{request}", description="Gateway RPCs handled, by method and status."
@@ -104,6 +106,12 @@ _audit_append_failures = _meter.create_counter(
     unit="{decision}",
     description="Decisions withheld (UNAVAILABLE / AUDIT_UNAVAILABLE) because their audit entry "
     "could not be appended, by action.",
+)
+_outbox_deliveries = _meter.create_counter(
+    OUTBOX_DELIVERIES,
+    unit="{attempt}",
+    description="Outbox delivery attempts (a committed filing sent to its source), by kind "
+    "and outcome (ok, or the failure reason; a retry follows with backoff).",
 )
 _source_requests = _meter.create_counter(
     SOURCE_REQUESTS,
@@ -163,6 +171,12 @@ def record_audit_failure(action: str) -> None:
     set. Anything above zero here means callers are being refused; alert on it.
     """
     _audit_append_failures.add(1, {AUDIT_ACTION: reason_label(action)})
+
+
+def record_outbox_delivery(kind: str, outcome: str) -> None:
+    """Count one outbox delivery attempt: ``outcome`` ``ok`` or an UPPER_SNAKE reason."""
+    label = outcome if outcome == "ok" else reason_label(outcome)
+    _outbox_deliveries.add(1, {OUTBOX_KIND: kind, OUTCOME: label})
 
 
 def record_source_call(

@@ -2,7 +2,8 @@
 
 Per call: identity (mTLS) → validation → who may act (the subject or their authorized party
 files; a judicial organ reviews and rules; creditors object during the announcement) → the
-procedure (``ApplicationWorkflow``) → audit entry → answer. Refusals are recorded like
+procedure (``ApplicationWorkflow``) with its audit entry appended in the same transaction as the
+change (``gateway.decided_write``) → answer. Refusals are recorded like
 everything else. An ineligible application is FAILED_PRECONDITION ``NOT_ELIGIBLE`` with a
 ``google.rpc.PreconditionFailure`` naming each unmet condition, so a client can show them.
 """
@@ -21,6 +22,7 @@ from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import ColumnElement, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.disclosure import (
@@ -185,13 +187,14 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         ) -> app_pb2.RepairApplication | app_pb2.Eligibility:
             who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
 
-            async def allowed() -> None:
+            async def allowed(session: AsyncSession) -> None:
                 await self._callers.record(
                     caller,
                     FILE,
                     subject_token=who.subject_token,
                     consent_id=who.consent_id,
                     categories=REPAIR,
+                    within=session,
                 )
 
             result = await run_recorded(
@@ -399,13 +402,14 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             raise invalid(violations)
 
     def _allowed(self, caller: Institution, action: Action, application_id: str) -> Allowed:
-        async def record() -> None:
-            view = await self._workflow.get(application_id)
+        async def record(session: AsyncSession) -> None:
+            row = await session.get(RepairApplicationRow, application_id)
             await self._callers.record(
                 caller,
                 action,
-                subject_token=view.row.subject_token if view else "",
+                subject_token=row.subject_token if row is not None else "",
                 categories=REPAIR,
+                within=session,
             )
 
         return record

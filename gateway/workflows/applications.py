@@ -34,6 +34,7 @@ from adapters.base import (
     corrections_of,
 )
 from consent.policy import ALL_CATEGORIES
+from gateway.decided_write import decided_write
 from gateway.engine.containment import contained
 from gateway.engine.query import QueryEngine
 from gateway.errors import GatewayError
@@ -66,7 +67,8 @@ OUTCOME_STATES = {
     app_pb2.REPAIR_APPLICATION_KIND_MARK_EXEMPTED: vocab.REPAIR_STATE_RESTORED,
 }
 DEFAULT_ANNOUNCEMENT_DAYS = 10
-Allowed = Callable[[], Awaitable[object]]
+Allowed = Callable[[AsyncSession], Awaitable[object]]
+"""Appends the allowed decision to the audit log in the write's transaction."""
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,7 @@ class ApplicationWorkflow:
             },
             details_context(TABLE, application_id),
         )
-        await allowed()
-        async with self.database.write() as session:
+        async with decided_write(self.database, allowed) as session:
             await lock_subject(session, self.database.backend, token)
             if await self._open_of_kind(token, kind, session) is not None:
                 raise _already_open()
@@ -212,8 +213,7 @@ class ApplicationWorkflow:
     ) -> ApplicationView:
         now = self._clock()
         view = await self._in_stage(application_id, REVIEW, now)
-        await allowed()
-        async with self.database.write() as session:
+        async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
             row.reviewed_at, row.reviewed_by = now, reviewer
             if approve:
@@ -257,8 +257,7 @@ class ApplicationWorkflow:
     ) -> ApplicationView:
         now = self._clock()
         view = await self._in_stage(application_id, ANNOUNCEMENT, now, hide=True)
-        await allowed()
-        async with self.database.write() as session:
+        async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
             row.objection_count += 1
             await add_steps(
@@ -302,10 +301,9 @@ class ApplicationWorkflow:
                 beijing_date(now),
             )
             updated, skipped = await self._propagate(view.details["identity_number"], notice)
-        await allowed()
         if updated:
             await settle_index(self.database, view.row.subject_token)
-        async with self.database.write() as session:
+        async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
             row.stage, row.ruled_at, row.ruled_by, row.closed_at = RULING, now, judge, now
             row.ruling_number = ruling_number

@@ -24,6 +24,7 @@ from typing import TypeAlias
 import grpc
 from credit_repair.v1 import audit_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.entry import ALLOWED_REASON
 from audit.trail import AuditTrail
@@ -104,8 +105,11 @@ class Callers:
         consent_id: str = "",
         categories: Iterable[vocab.DataCategory.ValueType] = (),
         source_ids: Iterable[str] = (),
+        within: AsyncSession | None = None,
     ) -> int:
-        """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed)."""
+        """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed).
+        ``within``: in that write transaction, committed with the change it allows
+        (``gateway.decided_write``)."""
         receipt = await self._audit.record(
             caller,
             action,
@@ -116,6 +120,7 @@ class Callers:
             categories=categories,
             source_ids=source_ids,
             decision_time=self._clock(),
+            within=within,
         )
         return receipt.index
 

@@ -150,3 +150,33 @@ def details_context(table: str, workflow_id: str) -> bytes:
 def step_context(workflow_id: str, step_index: int) -> bytes:
     """Associated data binding a step's detail ciphertext to its row."""
     return f"workflow_steps.detail_ciphertext|{workflow_id}|{step_index:d}".encode()
+
+
+OUTBOX_KIND_LENGTH = 32
+OUTBOX_ERROR_LENGTH = 64
+
+
+class OutboxRow(Base):
+    """A side effect committed with its decision and not yet carried out (``workflows.outbox``).
+
+    Written in the same transaction as the decision (an objection routed to its source), and
+    deleted in the transaction that records the delivery, so a committed decision is always
+    delivered — after a crash, by whichever replica drains first — and a refused one never is.
+    It names the workflow only: what to send is read from the workflow's own (sealed) row.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "next_attempt_at"),)
+
+    message_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_LENGTH + 8), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(OUTBOX_KIND_LENGTH))
+    """What to do: ``objection_filing`` (submit the objection to its source)."""
+    workflow_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    """Not tried before this instant (the backoff after a failed attempt)."""
+    attempts: Mapped[int] = mapped_column(Integer)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """A replica delivering it holds it until then; another takes over after (a crash)."""
+    last_error: Mapped[str | None] = mapped_column(String(OUTBOX_ERROR_LENGTH))
+    """The UPPER_SNAKE reason the last attempt failed, for operators; never personal."""

@@ -1,9 +1,10 @@
 """ObjectionService: the gRPC face of the objection procedure, readable top to bottom per call.
 
 identity (mTLS) → validation → who may act for whom (recorded when refused) → the procedure
-(``ObjectionWorkflow``; its own refusals are recorded here) → audit entry for what was done →
-answer. Reads of objections are audited too (``AUDIT_ACTION_READ_OBJECTIONS``): an objection
-is personal data about the subject like any report.
+(``ObjectionWorkflow``; its own refusals are recorded here) with the audit entry for what was
+done appended in the same transaction as the change (``gateway.decided_write``) → answer.
+Reads of objections are audited too (``AUDIT_ACTION_READ_OBJECTIONS``): an objection is
+personal data about the subject like any report.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.disclosure import (
@@ -160,7 +162,9 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         async def produce(admission: Admission) -> obj_pb2.Objection:
             who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
 
-            async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
+            async def allowed(
+                session: AsyncSession, category: vocab.DataCategory.ValueType, source_id: str
+            ) -> None:
                 if category not in admission.categories:
                     # A fact the caller may not see is one it cannot object to — answered as
                     # if it did not exist, so filing cannot probe for facts (a bank default).
@@ -176,6 +180,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                     consent_id=who.consent_id,
                     categories=[category],
                     source_ids=[source_id],
+                    within=session,
                 )
 
             view = await run_recorded(
@@ -273,13 +278,16 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             await self._callers.record(caller, ANSWER, reason="INVALID_REQUEST")
             raise invalid(violations)
 
-        async def allowed(category: vocab.DataCategory.ValueType, source_id: str) -> None:
+        async def allowed(
+            session: AsyncSession, category: vocab.DataCategory.ValueType, source_id: str
+        ) -> None:
             await self._callers.record(
                 caller,
                 ANSWER,
                 subject_token=view_token,
                 categories=[category],
                 source_ids=[source_id],
+                within=session,
             )
 
         known = await self._store.get(request.objection_id)

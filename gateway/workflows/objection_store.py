@@ -32,6 +32,9 @@ from gateway.workflows.models import ObjectionRow, WorkflowStepRow, details_cont
 
 AWAITING_SUBJECT = obj_pb2.OBJECTION_STATE_AWAITING_SUBJECT_FILING
 AWAITING_SOURCE = obj_pb2.OBJECTION_STATE_AWAITING_SOURCE_REPLY
+SUBMITTING = obj_pb2.OBJECTION_STATE_SUBMITTING_TO_SOURCE
+"""Committed, and being submitted to the source from the outbox (``workflows.outbox``)."""
+OPEN_STATES = frozenset({AWAITING_SUBJECT, AWAITING_SOURCE, SUBMITTING})
 LAPSED = obj_pb2.OBJECTION_STATE_LAPSED
 TABLE = "objections"
 
@@ -54,7 +57,7 @@ def effective_state(row: ObjectionRow, now: dt.datetime) -> obj_pb2.ObjectionSta
 
 
 def is_open(row: ObjectionRow, now: dt.datetime) -> bool:
-    return effective_state(row, now) in (AWAITING_SUBJECT, AWAITING_SOURCE)
+    return effective_state(row, now) in OPEN_STATES
 
 
 def is_overdue(row: ObjectionRow, now: dt.datetime) -> bool:
@@ -65,7 +68,7 @@ def is_overdue(row: ObjectionRow, now: dt.datetime) -> bool:
 def open_clause(now: dt.datetime | BindParameter[dt.datetime]) -> ColumnElement[bool]:
     """SQL for ``is_open`` (``now`` a time, or a parameter bound per execution)."""
     return or_(
-        ObjectionRow.state == AWAITING_SOURCE,
+        ObjectionRow.state.in_((AWAITING_SOURCE, SUBMITTING)),
         and_(ObjectionRow.state == AWAITING_SUBJECT, ObjectionRow.filing_due_at > now),
     )
 

@@ -3,16 +3,21 @@
     file ──▶ ask the source for its original ──▶ index differs? ──yes──▶ correct index, close
                                                       │ no
                                                       ▼
-              source takes objections through credgate? ──yes──▶ file it there (reply ≤ 10 wd)
-                                                      │ no
+              source takes objections through credgate? ──yes──▶ submitting ──▶ filed there
+                                                      │ no                     (reply ≤ 10 wd)
                                                       ▼
                                the subject files with the source (≤ 5 wd) ──▶ source replies
 
-Everything that can fail outside the database (the source's answer, the filing with it)
-happens before the one transaction that records the outcome, and the audit entry is appended
-in between, so a failure leaves nothing recorded and a retry with the same request id is safe:
-the objection id is derived from the filer and the request id, and sources treat a repeated
-reference as the same filing.
+Reading the source's original happens before the one transaction that records the outcome;
+that transaction also appends the call's audit entry (``gateway.decided_write``), so the
+entry and the outcome commit together and a call that loses a race (the same objection filed
+on two replicas) rolls back with nothing recorded but its one refusal. Filing with the source
+is a side effect and happens only *after* the commit, from the outbox the transaction wrote
+(``gateway.workflows.outbox``): the objection is ``SUBMITTING_TO_SOURCE`` until the source
+receives it (``AWAITING_SOURCE_REPLY``) or refuses it (``AWAITING_SUBJECT_FILING``). A retry
+with the same request id is safe: the objection id is derived from the filer and the request
+id, and sources treat a repeated reference as the same filing — which is also what makes a
+delivery repeated after a crash harmless.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credit_repair.v1 import report_pb2
 from credit_repair.v1 import vocabulary_pb2 as vocab
 from credit_repair.v1 import workflow_pb2 as wf
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import (
     CorrectionRefused,
@@ -36,6 +42,7 @@ from adapters.base import (
     SourceReceipt,
     corrections_of,
 )
+from gateway.decided_write import decided_write
 from gateway.engine.containment import contained
 from gateway.errors import GatewayError
 from gateway.storage.fact_index import FactIndex
@@ -56,11 +63,13 @@ from gateway.workflows.models import ObjectionRow, details_context
 from gateway.workflows.objection_store import (
     AWAITING_SOURCE,
     AWAITING_SUBJECT,
+    SUBMITTING,
     TABLE,
     ObjectionStore,
     ObjectionView,
     effective_state,
 )
+from gateway.workflows.outbox import OBJECTION_FILING, Message, Outbox, RetryLater
 
 _T = TypeVar("_T")
 SUBJECT_FILING_DAYS = 5
@@ -74,8 +83,9 @@ ASPECTS = {
     obj_pb2.DISPUTED_ASPECT_EXISTENCE: "existence",
     obj_pb2.DISPUTED_ASPECT_OTHER: "other",
 }
-RecordAllowed = Callable[[vocab.DataCategory.ValueType, str], Awaitable[object]]
-"""Appends the allowed decision to the audit log (category and source of the fact)."""
+RecordAllowed = Callable[[AsyncSession, vocab.DataCategory.ValueType, str], Awaitable[object]]
+"""Appends the allowed decision to the audit log in the write's transaction (category and
+source of the fact); it may still refuse (a category the caller may not see)."""
 SUBJECT, SOURCE, GATEWAY = (
     wf.RESPONSIBLE_PARTY_SUBJECT,
     wf.RESPONSIBLE_PARTY_SOURCE,
@@ -112,12 +122,16 @@ class ObjectionWorkflow:
         *,
         clock: Callable[[], dt.datetime],
         id_key: bytes,
+        outbox: Outbox,
         providers: Mapping[str, str] | None = None,
         source_timeout: float = 3.0,
     ) -> None:
         """``providers`` binds each data provider's institution id to the one source id it
-        answers objections for (the ``[[providers]]`` configuration)."""
+        answers objections for (the ``[[providers]]`` configuration). Filings with sources
+        go through ``outbox`` (this workflow handles its ``objection_filing`` messages)."""
         self.store = store
+        self._outbox = outbox
+        outbox.handle(OBJECTION_FILING, self.submit)
         self._id_key = id_key
         self._providers = dict(providers or {})
         self._db = store.database
@@ -208,11 +222,15 @@ class ObjectionWorkflow:
                 )
             )
         else:
-            steps.append(await self._route(row, adapter, who, filing, now))
-        await allowed(found.category, filing.source_id)
+            steps.append(self._route(row, adapter, filing, now))
         if corrected:
             await settle_index(self._db, token)
-        async with self._db.write() as session:
+
+        async def record(session: AsyncSession) -> None:
+            await allowed(session, found.category, filing.source_id)
+
+        submitting: Message | None = None
+        async with decided_write(self._db, record) as session:
             await lock_subject(session, self._db.backend, token)
             if await self.store.by_request(session, filer, filing.request_id) is not None:
                 raise error(
@@ -229,52 +247,107 @@ class ObjectionWorkflow:
             session.add(row)
             await session.flush()
             await add_steps(session, objection_id, now, steps)
+            if row.state == SUBMITTING:
+                submitting = self._outbox.enqueue(session, OBJECTION_FILING, objection_id)
         self._changes.changed(objection_id)
+        if submitting is not None:
+            await self._outbox.deliver(submitting)  # at once; the outbox retries if not
         view = await self.store.get(objection_id)
         assert view is not None
         return view
 
-    async def _route(
+    def _route(
         self,
         row: ObjectionRow,
         adapter: SourceAdapter,
-        who: ForSubject,
         filing: Filing,
         now: dt.datetime,
     ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
-        """Send the objection to the source, or tell the subject to; fill in the deadlines."""
+        """Queue the objection for its source, or tell the subject to file it; the deadlines.
+        Nothing is sent here: the filing leaves only once this decision is committed."""
         where = filing.source_id
         row.routed_at = now
         row.filing_due_at = self._calendar.deadline(now, SUBJECT_FILING_DAYS).due_at
-        corrections = corrections_of(adapter)
-        receipt: SourceReceipt | None = None
-        if corrections is not None:
-            notice = ObjectionFiling(
-                row.objection_id,
-                filing.record_id,
-                ASPECTS[filing.aspect],
-                filing.requested_correction,
-            )
-            try:
-                receipt = await self._ask(
-                    corrections.submit_objection(
-                        who.identity_number, notice, timeout=self._timeout
-                    ),
-                    where,
-                )
-            except GatewayError as refused:
-                if refused.reason != "SOURCE_REFUSED":
-                    raise
-        if receipt is None:
-            row.state, row.current_due_at = AWAITING_SUBJECT, row.filing_due_at
-            due = self._calendar.deadline(now, SUBJECT_FILING_DAYS).due_on
+        if corrections_of(adapter) is not None:
+            row.state, row.current_due_at = SUBMITTING, None
             return (
-                "ROUTED_TO_SUBJECT",
+                "SUBMITTING_TO_SOURCE",
                 GATEWAY,
                 GATEWAY_ACTOR,
-                f"the index matches {where}'s original, and {where} takes no objections "
-                f"through credgate: the subject files in writing with {where} by {due}",
+                f"the index matches {where}'s original, and {where} takes objections through "
+                f"credgate: credgate is submitting the objection to {where}",
             )
+        return self._to_subject(row, where, now)
+
+    def _to_subject(
+        self, row: ObjectionRow, where: str, now: dt.datetime, *, refused: bool = False
+    ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
+        due = self._calendar.deadline(now, SUBJECT_FILING_DAYS)
+        row.routed_at, row.filing_due_at = now, due.due_at
+        row.state, row.current_due_at = AWAITING_SUBJECT, due.due_at
+        why = (
+            f"{where} refused the objection through credgate"
+            if refused
+            else f"the index matches {where}'s original, and {where} takes no objections "
+            "through credgate"
+        )
+        return (
+            "ROUTED_TO_SUBJECT",
+            GATEWAY,
+            GATEWAY_ACTOR,
+            f"{why}: the subject files in writing with {where} by {due.due_on}",
+        )
+
+    async def submit(self, message: Message) -> None:
+        """Deliver an ``objection_filing`` message: file the committed objection with its
+        source, then record the receipt (or the refusal) and drop the message together.
+
+        ``RetryLater`` when the source cannot be reached: the objection stays SUBMITTING and
+        the outbox tries again with backoff."""
+        objection_id = message.workflow_id
+        view = await self.store.get(objection_id)
+        receipt: SourceReceipt | None = None
+        if view is not None and view.row.state == SUBMITTING:
+            where = view.row.source_id
+            adapter = self._adapters.get(where)
+            corrections = corrections_of(adapter) if adapter is not None else None
+            if corrections is not None:
+                notice = ObjectionFiling(
+                    objection_id,
+                    view.details["record_id"],
+                    ASPECTS[obj_pb2.DisputedAspect.ValueType(view.row.aspect)],
+                    view.details["requested_correction"],
+                )
+                try:
+                    receipt = await self._ask(
+                        corrections.submit_objection(
+                            view.details["identity_number"], notice, timeout=self._timeout
+                        ),
+                        where,
+                    )
+                except GatewayError as failed:
+                    if failed.reason != "SOURCE_REFUSED":
+                        raise RetryLater(failed.reason) from None
+        now = self._clock()
+        async with decided_write(self._db, None) as session:
+            row = await self.store.row(session, objection_id)
+            if row is not None and row.state == SUBMITTING:
+                await lock_subject(session, self._db.backend, row.subject_token)
+                steps = [
+                    self._to_subject(row, row.source_id, now, refused=True)
+                    if receipt is None
+                    else self._filed(row, receipt, now)
+                ]
+                row.version += 1
+                row.updated_at = now
+                await add_steps(session, objection_id, now, steps)
+            await self._outbox.done(session, message)
+        self._changes.changed(objection_id)
+
+    def _filed(
+        self, row: ObjectionRow, receipt: SourceReceipt, now: dt.datetime
+    ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
+        where = row.source_id
         reply = self._calendar.deadline(now, SOURCE_REPLY_DAYS)
         row.state, row.source_reference = AWAITING_SOURCE, receipt.source_reference
         row.filed_with_source_at, row.reply_due_at = now, reply.due_at
@@ -283,9 +356,8 @@ class ObjectionWorkflow:
             "FILED_WITH_SOURCE",
             GATEWAY,
             GATEWAY_ACTOR,
-            f"the index matches {where}'s original: filed with {where} for the subject "
-            f"(its reference {receipt.source_reference}, received {receipt.received_on}); "
-            f"its written reply is due by {reply.due_on}",
+            f"filed with {where} for the subject (its reference {receipt.source_reference}, "
+            f"received {receipt.received_on}); its written reply is due by {reply.due_on}",
         )
 
     async def reply(
@@ -302,11 +374,11 @@ class ObjectionWorkflow:
         if view is None or view.row.source_id not in self.bound_sources(provider):
             raise error(grpc.StatusCode.NOT_FOUND, "OBJECTION_NOT_FOUND", "no such objection")
         state = effective_state(view.row, now)
-        if state not in (AWAITING_SUBJECT, AWAITING_SOURCE):
+        if state not in (AWAITING_SUBJECT, AWAITING_SOURCE, SUBMITTING):
             raise error(
                 grpc.StatusCode.FAILED_PRECONDITION, "OBJECTION_CLOSED", "the objection is closed"
             )
-        if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED and state == AWAITING_SOURCE:
+        if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED and state != AWAITING_SUBJECT:
             raise error(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "OBJECTION_ALREADY_RECEIVED",
@@ -319,10 +391,13 @@ class ObjectionWorkflow:
             fresh = await self._ask(
                 adapter.fetch(view.details["identity_number"], timeout=self._timeout), source_id
             )
-        await allowed(vocab.DataCategory.ValueType(view.row.category), source_id)
         if fresh is not None:
             await settle_index(self._db, view.row.subject_token)
-        async with self._db.write() as session:
+
+        async def record(session: AsyncSession) -> None:
+            await allowed(session, vocab.DataCategory.ValueType(view.row.category), source_id)
+
+        async with decided_write(self._db, record) as session:
             await lock_subject(session, self._db.backend, view.row.subject_token)
             row = await self.store.row(session, objection_id)
             if row is None or row.version != view.row.version:
@@ -344,6 +419,12 @@ class ObjectionWorkflow:
             row.version += 1
             row.updated_at = now
             await add_steps(session, objection_id, now, steps)
+            if view.row.state == SUBMITTING:
+                # Answered before credgate recorded the receipt: nothing left to deliver.
+                await self._outbox.done(
+                    session, Message(Outbox.message_id(OBJECTION_FILING, objection_id),
+                                     OBJECTION_FILING, objection_id)
+                )
         self._changes.changed(objection_id)
         updated = await self.store.get(objection_id)
         assert updated is not None

@@ -29,6 +29,8 @@ from gateway.workflows.models import WorkflowStepRow, step_context
 from gateway.workflows.objection_store import (
     AWAITING_SOURCE,
     AWAITING_SUBJECT,
+    OPEN_STATES,
+    SUBMITTING,
     ObjectionView,
     effective_state,
     is_overdue,
@@ -128,7 +130,7 @@ def objection(view: ObjectionView, now: dt.datetime, *, redact: bool = False) ->
         requested_correction="" if redact else view.details["requested_correction"],
         report_id=view.details.get("report_id", ""),
         state=state,
-        open=state in (AWAITING_SUBJECT, AWAITING_SOURCE),
+        open=state in OPEN_STATES,
         overdue=is_overdue(row, now),
         filed_by_institution_id=row.filed_by,
         file_time=stamp(row.filed_at),
@@ -174,6 +176,9 @@ def objection(view: ObjectionView, now: dt.datetime, *, redact: bool = False) ->
         out.next_step = f"{row.source_id} replies in writing by {due_on(row.reply_due_at)}" + (
             " (overdue)" if out.overdue else ""
         )
+    elif state == SUBMITTING:
+        out.responsible_party = wf.RESPONSIBLE_PARTY_GATEWAY
+        out.next_step = f"credgate is submitting the objection to {row.source_id}"
     else:
         out.responsible_party = wf.RESPONSIBLE_PARTY_NONE
         out.next_step = _CLOSED_NEXT.get(state, "none")

@@ -11,6 +11,7 @@ the engine and its services after it::
                        providers={p.institution_id: p.source_id for p in config.providers},
                        tokenizer=tokenizer, consents=consents, identify=identify,
                        audit=audit_trail, page_tokens=page_tokens)
+    workflows.start()               # with the server: drains the outbox now and periodically
     ...
     await workflows.aclose()        # at shutdown, with the engine
 
@@ -51,6 +52,7 @@ from gateway.workflows.common import Changes, Sealer
 from gateway.workflows.objection_service import ObjectionServicer
 from gateway.workflows.objection_store import ObjectionStore
 from gateway.workflows.objections import ObjectionWorkflow
+from gateway.workflows.outbox import DEFAULT_POLL_SECONDS, Outbox
 
 OBJECTION_SERVICE = "credit_repair.v1.ObjectionService"
 REPAIR_APPLICATION_SERVICE = "credit_repair.v1.RepairApplicationService"
@@ -71,8 +73,12 @@ class Workflows:
         id_key: bytes,
         clock: Callable[[], dt.datetime] = _utcnow,
         calendar: WorkdayCalendar | None = None,
+        outbox_poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> None:
         self.database = database
+        self.outbox = Outbox(database, poll_seconds=outbox_poll_seconds)
+        """Filings committed and not yet delivered to their sources (``workflows.outbox``);
+        its clock is the wall clock, not ``clock``: backoff is real time."""
         self.id_key = id_key
         """Keys the ids of objections and applications (``common.request_bound_id``)."""
         self.sealer = Sealer(cipher)
@@ -115,6 +121,7 @@ class Workflows:
             self.changes,
             clock=self.clock,
             id_key=self.id_key,
+            outbox=self.outbox,
             providers=providers,
             source_timeout=source_timeout,
         )
@@ -163,6 +170,12 @@ class Workflows:
             REPAIR_APPLICATION_SERVICE,
         )
 
+    def start(self) -> None:
+        """Start draining the outbox: once now (what a crashed replica left), then every
+        ``outbox_poll_seconds``. Every replica does; claims keep them from doubling up."""
+        self.outbox.start()
+
     async def aclose(self) -> None:
-        """Close the workflows' adapters (at shutdown)."""
+        """Stop draining and close the workflows' adapters (at shutdown)."""
+        await self.outbox.stop()
         await asyncio.gather(*(a.aclose() for a in self.adapters.values()), return_exceptions=True)

@@ -93,6 +93,12 @@ class _ObjectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Object
     """Closed: the source replied that its record is right and keeps it."""
     OBJECTION_STATE_LAPSED: _ObjectionState.ValueType  # 6
     """Closed: the subject did not file with the source within 5 working days."""
+    OBJECTION_STATE_SUBMITTING_TO_SOURCE: _ObjectionState.ValueType  # 7
+    """Open: the source takes objections through credgate and the filing is committed; credgate
+    is submitting it to the source (retried with backoff until the source receives it, which
+    moves it to AWAITING_SOURCE_REPLY, or refuses it, which moves it to
+    AWAITING_SUBJECT_FILING).
+    """
 
 class ObjectionState(_ObjectionState, metaclass=_ObjectionStateEnumTypeWrapper):
     """Where an objection stands."""
@@ -115,6 +121,12 @@ OBJECTION_STATE_UPHELD_BY_SOURCE: ObjectionState.ValueType  # 5
 """Closed: the source replied that its record is right and keeps it."""
 OBJECTION_STATE_LAPSED: ObjectionState.ValueType  # 6
 """Closed: the subject did not file with the source within 5 working days."""
+OBJECTION_STATE_SUBMITTING_TO_SOURCE: ObjectionState.ValueType  # 7
+"""Open: the source takes objections through credgate and the filing is committed; credgate
+is submitting it to the source (retried with backoff until the source receives it, which
+moves it to AWAITING_SOURCE_REPLY, or refuses it, which moves it to
+AWAITING_SUBJECT_FILING).
+"""
 Global___ObjectionState: _TypeAlias = ObjectionState  # noqa: Y015
 
 class _SourceReplyDecision:
