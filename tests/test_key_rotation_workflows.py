@@ -35,6 +35,7 @@ from gateway.workflows.models import (
     step_context,
 )
 from gateway.workflows.objection_store import ObjectionStore
+from gateway.workflows.outbox import Outbox
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")
@@ -185,6 +186,7 @@ async def _read_all(database: Database, cipher: FieldCipher, seeded: Seeded) -> 
         Changes(),
         clock=lambda: NOW,
         id_key=b"k" * 32,
+        outbox=Outbox(database),
     )
     application = await applications.get(seeded.application_id)
     assert application is not None

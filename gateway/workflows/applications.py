@@ -3,18 +3,22 @@
 Eligibility is judged at filing from a fresh merged report (``eligibility``); an ineligible
 application is refused with every unmet condition and nothing is recorded. Review, objections
 during the announcement and the ruling are the reviewing authority's, creditors' and court's
-acts, each a step with its time and actor. A granted ruling is carried to every source that
-takes rulings (``adapters.base.SourceCorrections``) *before* anything is recorded, then the
-sources' new facts go into the index with change-feed rows in the same transaction as the
-ruling: the status changes for the next query and for every watcher at one commit, and a
-source that cannot be reached leaves nothing recorded (sources treat a repeated reference as
-the same ruling, so the court simply rules again).
+acts, each a step with its time and actor, each committed with its audit entry in one
+transaction (``gateway.decided_write``), so of two racing acts the loser leaves nothing but
+its refusal. A granted ruling is carried to every source that takes rulings
+(``adapters.base.SourceCorrections``) only *after* it is committed, from the outbox
+(``gateway.workflows.outbox``): a ruling that lost a race never reaches a source. Delivery
+records the ruling at each source, fetches what they now say and puts it into the index with
+change-feed rows in the transaction that adds the SOURCES_UPDATED step; until then the
+application is granted and credgate is updating the sources. A source that cannot be reached
+is retried with backoff (sources treat a repeated reference as the same ruling).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -55,7 +59,9 @@ from gateway.workflows.common import (
 )
 from gateway.workflows.eligibility import case_of, evaluate
 from gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
+from gateway.workflows.outbox import RULING_PROPAGATION, Message, Outbox, RetryLater
 
+log = logging.getLogger(__name__)
 TABLE = "repair_applications"
 REVIEW, ANNOUNCEMENT, RULING = (
     app_pb2.REPAIR_APPLICATION_STAGE_REVIEW,
@@ -105,9 +111,12 @@ class ApplicationWorkflow:
         *,
         clock: Callable[[], dt.datetime],
         id_key: bytes,
+        outbox: Outbox,
         source_timeout: float = 3.0,
     ) -> None:
         self._id_key = id_key
+        self._outbox = outbox
+        outbox.handle(RULING_PROPAGATION, self.propagate)
         self.database, self.sealer = database, sealer
         self._engine, self._adapters, self._calendar = engine, adapters, calendar
         self._changes, self._clock, self._timeout = changes, clock, source_timeout
@@ -289,51 +298,22 @@ class ApplicationWorkflow:
     ) -> ApplicationView:
         now = self._clock()
         view = await self._in_stage(application_id, RULING, now)
-        outcome_state = OUTCOME_STATES[app_pb2.RepairApplicationKind.ValueType(view.row.kind)]
-        updated: list[report_pb2.SourceFacts] = []
-        skipped: list[str] = []
-        if grant:
-            notice = RulingNotice(
-                application_id,
-                outcome_state,
-                view.details["case_number"],
-                ruling_number,
-                beijing_date(now),
-            )
-            updated, skipped = await self._propagate(view.details["identity_number"], notice)
-        if updated:
-            await settle_index(self.database, view.row.subject_token)
+        propagation: Message | None = None
         async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
             row.stage, row.ruled_at, row.ruled_by, row.closed_at = RULING, now, judge, now
             row.ruling_number = ruling_number
             if grant:
                 row.outcome = app_pb2.REPAIR_APPLICATION_OUTCOME_GRANTED
-                for facts in updated:
-                    await replace_indexed_facts(
-                        session,
-                        self.database.backend,
-                        self.sealer.cipher,
-                        row.subject_token,
-                        facts,
-                        now,
-                    )
-                names = ", ".join(f.source_id for f in updated) or "none"
                 steps = [
                     (
                         "RULING_GRANTED",
                         wf.RESPONSIBLE_PARTY_REVIEWER,
                         judge,
                         f"granted by ruling {ruling_number}",
-                    ),
-                    (
-                        "SOURCES_UPDATED",
-                        wf.RESPONSIBLE_PARTY_GATEWAY,
-                        GATEWAY_ACTOR,
-                        f"sources updated: {names}"
-                        + (f"; holding no such case: {', '.join(skipped)}" if skipped else ""),
-                    ),
+                    )
                 ]
+                propagation = self._outbox.enqueue(session, RULING_PROPAGATION, application_id)
             else:
                 row.outcome = app_pb2.REPAIR_APPLICATION_OUTCOME_DENIED
                 steps = [
@@ -348,7 +328,68 @@ class ApplicationWorkflow:
                 session, application_id, now, steps, detail=reason or None, sealer=self.sealer
             )
             _touch(row, now)
+        if propagation is not None:
+            self._changes.changed(application_id)
+            await self._outbox.deliver(propagation)  # at once; the outbox retries if not
         return await self._changed(application_id)
+
+    async def propagate(self, message: Message) -> None:
+        """Deliver a ``ruling_propagation`` message: record the committed ruling at every
+        source that takes rulings, then put what they now say into the index, add the
+        SOURCES_UPDATED step and drop the message, in one transaction. ``RetryLater`` when a
+        source cannot be reached (the sources already done see the same reference again)."""
+        application_id = message.workflow_id
+        view = await self.get(application_id)
+        if view is None or view.row.outcome != app_pb2.REPAIR_APPLICATION_OUTCOME_GRANTED:
+            async with decided_write(self.database, None) as session:
+                await self._outbox.done(session, message)
+            return
+        row = view.row
+        ruled_at = row.ruled_at or self._clock()
+        notice = RulingNotice(
+            application_id,
+            OUTCOME_STATES[app_pb2.RepairApplicationKind.ValueType(row.kind)],
+            view.details["case_number"],
+            row.ruling_number or "",
+            beijing_date(ruled_at),
+        )
+        try:
+            updated, skipped = await self._propagate(view.details["identity_number"], notice)
+        except GatewayError as failed:
+            raise RetryLater(failed.reason) from None
+        if updated:
+            await settle_index(self.database, row.subject_token)
+        now = self._clock()
+        async with decided_write(self.database, None) as session:
+            fresh = await session.get(RepairApplicationRow, application_id)
+            assert fresh is not None
+            for facts in updated:
+                await replace_indexed_facts(
+                    session,
+                    self.database.backend,
+                    self.sealer.cipher,
+                    fresh.subject_token,
+                    facts,
+                    now,
+                )
+            names = ", ".join(f.source_id for f in updated) or "none"
+            await add_steps(
+                session,
+                application_id,
+                now,
+                [
+                    (
+                        "SOURCES_UPDATED",
+                        wf.RESPONSIBLE_PARTY_GATEWAY,
+                        GATEWAY_ACTOR,
+                        f"sources updated: {names}"
+                        + (f"; holding no such case: {', '.join(skipped)}" if skipped else ""),
+                    )
+                ],
+            )
+            _touch(fresh, now)
+            await self._outbox.done(session, message)
+        self._changes.changed(application_id)
 
     async def _propagate(
         self, number: str, notice: RulingNotice
@@ -377,11 +418,9 @@ class ApplicationWorkflow:
             except CorrectionRefused:
                 skipped.append(source_id)
             except SourceError as exc:
+                log.warning("ruling not recorded at %s (%s)", source_id, exc.reason)
                 raise fail(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "SOURCE_UNAVAILABLE",
-                    f"{source_id} could not be updated ({exc.reason}); nothing was "
-                    "recorded, rule again to retry",
+                    grpc.StatusCode.UNAVAILABLE, "SOURCE_UNAVAILABLE", f"{source_id} unreachable"
                 ) from None
         return updated, skipped
 

@@ -168,9 +168,12 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index(None, "next_attempt_at"),)
 
-    message_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_LENGTH + 8), primary_key=True)
+    message_id: Mapped[str] = mapped_column(
+        String(OUTBOX_KIND_LENGTH + 1 + WORKFLOW_ID_LENGTH), primary_key=True
+    )
     kind: Mapped[str] = mapped_column(String(OUTBOX_KIND_LENGTH))
-    """What to do: ``objection_filing`` (submit the objection to its source)."""
+    """What to do: ``objection_filing`` (submit the objection to its source) or
+    ``ruling_propagation`` (carry a granted ruling to the sources)."""
     workflow_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_LENGTH))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -44,6 +44,7 @@ from gateway.workflows.models import OutboxRow
 log = logging.getLogger(__name__)
 
 OBJECTION_FILING = "objection_filing"
+RULING_PROPAGATION = "ruling_propagation"
 LEASE_SECONDS = 60.0
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 300.0
@@ -108,7 +109,7 @@ class Outbox:
 
     @staticmethod
     def message_id(kind: str, workflow_id: str) -> str:
-        return f"{kind[:7]}:{workflow_id}"
+        return f"{kind}:{workflow_id}"
 
     def enqueue(self, session: AsyncSession, kind: str, workflow_id: str) -> Message:
         """Add a message in ``session``'s transaction (it exists exactly if that commits)."""

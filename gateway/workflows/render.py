@@ -266,7 +266,13 @@ def application(
                     responsible_id=row.ruled_by or "",
                 )
             )
-    if closed:
+    propagating = out.outcome == app_pb2.REPAIR_APPLICATION_OUTCOME_GRANTED and not any(
+        s.action == "SOURCES_UPDATED" for s in view.steps
+    )
+    if propagating:  # committed; the outbox is carrying it to the sources
+        out.responsible_party = wf.RESPONSIBLE_PARTY_GATEWAY
+        out.next_step = "none: granted; credgate is updating the sources"
+    elif closed:
         out.responsible_party = wf.RESPONSIBLE_PARTY_NONE
         out.next_step = _OUTCOME_NEXT.get(out.outcome, "none")
     elif stage == REVIEW:

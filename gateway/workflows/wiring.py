@@ -134,6 +134,7 @@ class Workflows:
             self.changes,
             clock=self.clock,
             id_key=self.id_key,
+            outbox=self.outbox,
             source_timeout=source_timeout,
         )
         self.objections = ObjectionServicer(

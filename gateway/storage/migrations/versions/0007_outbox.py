@@ -25,7 +25,7 @@ def upgrade() -> None:
     """Create ``outbox``."""
     op.create_table(
         "outbox",
-        sa.Column("message_id", sa.String(48), nullable=False),
+        sa.Column("message_id", sa.String(73), nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("workflow_id", sa.String(40), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
