@@ -55,6 +55,10 @@ class Ask:
     """False when the content holds no source facts (a subject's own grants, who looked):
     the entry then records no categories and no report."""
     refusal: Refusal | None = None
+    recorded: bool = False
+    """True for a write RPC: its ALLOWED entry is committed with its change
+    (``gateway.decided_write``), so releasing the result adds no second entry for the call;
+    a refusal is still recorded."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,9 @@ class DisclosureGate:
             if report is not None
             else frozenset(decision.categories if summary and content else ())
         )
+        if ask.recorded:
+            self._note(ask, "ALLOWED", released, withheld)
+            return content
         await self._audit.record(
             ask.caller,
             ask.action,

@@ -10,6 +10,7 @@ everything else. An ineligible application is FAILED_PRECONDITION ``NOT_ELIGIBLE
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -181,6 +182,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             request.consent_id,
             request.request_id,
         )
+        ask = dataclasses.replace(ask, recorded=True)  # the entry commits with the filing
 
         async def produce(
             admission: Admission,
@@ -312,7 +314,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             ),
         )
         return app_pb2.ReviewRepairApplicationResponse(
-            application=await self._disclose(caller, REVIEW, view)
+            application=await self._disclose(caller, REVIEW, view, recorded=True)
         )
 
     async def ObjectToRepairApplication(
@@ -377,7 +379,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             ),
         )
         return app_pb2.RuleOnRepairApplicationResponse(
-            application=await self._disclose(caller, RULE, view)
+            application=await self._disclose(caller, RULE, view, recorded=True)
         )
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -415,7 +417,12 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         return record
 
     def _reader_ask(
-        self, caller: Institution, action: Action, view: ApplicationView, spend_use: bool = True
+        self,
+        caller: Institution,
+        action: Action,
+        view: ApplicationView,
+        spend_use: bool = True,
+        recorded: bool = False,
     ) -> Ask:
         """A reader of an application: the subject or the filer acting for them (purpose
         rule and consent, afresh), or the court by its part in the procedure. Refused like
@@ -428,6 +435,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             required=REPAIR_REQUIRED,
             spend_use=spend_use,
             refusal=NOT_FOUND,
+            recorded=recorded,
         )
 
     def _producer(
@@ -439,10 +447,16 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         return produce
 
     async def _disclose(
-        self, caller: Institution, action: Action, view: ApplicationView, spend_use: bool = True
+        self,
+        caller: Institution,
+        action: Action,
+        view: ApplicationView,
+        spend_use: bool = True,
+        recorded: bool = False,
     ) -> app_pb2.RepairApplication:
-        """``view`` as ``caller`` may see it, through the disclosure gate."""
-        ask = self._reader_ask(caller, action, view, spend_use)
+        """``view`` as ``caller`` may see it, through the disclosure gate (``recorded``: the
+        answer of a write whose entry committed with it)."""
+        ask = self._reader_ask(caller, action, view, spend_use, recorded)
         return await self._gate.disclose(ask, self._producer(view))
 
     async def _visible(self, caller: Institution, application_id: str) -> ApplicationView:

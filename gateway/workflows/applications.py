@@ -154,6 +154,8 @@ class ApplicationWorkflow:
                     "REQUEST_ID_REUSED",
                     "this request_id was used for a different application",
                 )
+            async with decided_write(self.database, allowed):  # a retry: its own entry
+                pass
             return known
         if await self._open_of_kind(token, kind) is not None:
             raise _already_open()
@@ -497,7 +499,13 @@ class ApplicationWorkflow:
         )
 
     async def _fresh(self, session: AsyncSession, view: ApplicationView) -> RepairApplicationRow:
-        row = await session.get(RepairApplicationRow, view.row.application_id)
+        """The row, locked for this transaction, if it is still the version ``view`` read;
+        ABORTED otherwise. The lock (``FOR UPDATE``; SQLite's writers are serial anyway) is
+        what makes the version check hold until commit on PostgreSQL: without it two replicas
+        both read the old version and both wrote, the second overwriting the first."""
+        row = await session.get(
+            RepairApplicationRow, view.row.application_id, with_for_update=True
+        )
         if row is None or row.version != view.row.version:
             raise fail(
                 grpc.StatusCode.ABORTED,

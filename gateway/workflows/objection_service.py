@@ -149,6 +149,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             acting_purpose(caller.role),
             required=REPAIR_REQUIRED,
             consent_id=request.consent_id,
+            recorded=True,  # the entry commits with the filing
         )
         filing = Filing(
             request.request_id,
@@ -306,7 +307,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             ),
         )
         return obj_pb2.RecordSourceReplyResponse(
-            objection=await self._disclose(caller, ANSWER, view)
+            objection=await self._disclose(caller, ANSWER, view, recorded=True)
         )
 
     async def ListOverdueObjections(
@@ -390,7 +391,12 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         )
 
     def _reader_ask(
-        self, caller: Institution, action: Action, view: ObjectionView, spend_use: bool = True
+        self,
+        caller: Institution,
+        action: Action,
+        view: ObjectionView,
+        spend_use: bool = True,
+        recorded: bool = False,
     ) -> Ask:
         """A reader of an objection: the subject or the filer acting for them (purpose rule
         and consent, afresh), or a procedure party (the source's provider, a regulator).
@@ -402,6 +408,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             reader_purpose(caller.role),
             spend_use=spend_use,
             refusal=NOT_FOUND,
+            recorded=recorded,
         )
 
     def _producer(
@@ -413,10 +420,16 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         return produce
 
     async def _disclose(
-        self, caller: Institution, action: Action, view: ObjectionView, spend_use: bool = True
+        self,
+        caller: Institution,
+        action: Action,
+        view: ObjectionView,
+        spend_use: bool = True,
+        recorded: bool = False,
     ) -> obj_pb2.Objection:
-        """``view`` as ``caller`` may see it, through the disclosure gate."""
-        ask = self._reader_ask(caller, action, view, spend_use)
+        """``view`` as ``caller`` may see it, through the disclosure gate (``recorded``: the
+        answer of a write whose entry committed with it)."""
+        ask = self._reader_ask(caller, action, view, spend_use, recorded)
         return await self._gate.disclose(
             ask, self._producer(view, self._clock()), source_ids=_source_of
         )

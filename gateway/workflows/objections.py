@@ -165,7 +165,7 @@ class ObjectionWorkflow:
         async with self._db.session() as session:
             known = await self.store.by_request(session, filer, filing.request_id)
             if known is not None:
-                return await self._replay(known, digest)
+                return await self._replay(known, digest, allowed)
             if await self.store.open_on_fact(
                 session, token, filing.source_id, filing.record_id, self._clock()
             ):
@@ -488,13 +488,24 @@ class ObjectionWorkflow:
         source = self._providers.get(provider)
         return {source} if source is not None else set()
 
-    async def _replay(self, known: ObjectionRow, digest: str) -> ObjectionView:
+    async def _replay(
+        self, known: ObjectionRow, digest: str, allowed: RecordAllowed
+    ) -> ObjectionView:
+        """A retry: the objection already filed, answered again with an entry of its own (a
+        write transaction holding only that entry, the order every write call follows)."""
         if known.request_digest != digest:
             raise error(
                 grpc.StatusCode.ALREADY_EXISTS,
                 "REQUEST_ID_REUSED",
                 "this request_id was used for a different objection",
             )
+        category = vocab.DataCategory.ValueType(known.category)
+
+        async def record(session: AsyncSession) -> None:
+            await allowed(session, category, known.source_id)
+
+        async with decided_write(self._db, record):
+            pass
         view = await self.store.get(known.objection_id)
         assert view is not None
         return view
