@@ -164,12 +164,13 @@ class ObjectionWorkflow:
         objection_id = request_bound_id(self._id_key, "obj", filer, filing.request_id)
         async with self._db.session() as session:
             known = await self.store.by_request(session, filer, filing.request_id)
-            if known is not None:
-                return await self._replay(known, digest, allowed)
-            if await self.store.open_on_fact(
+            already_open = known is None and await self.store.open_on_fact(
                 session, token, filing.source_id, filing.record_id, self._clock()
-            ):
-                raise _already_open()
+            )
+        if known is not None:
+            return await self._replay(known, digest, allowed)
+        if already_open:
+            raise _already_open()
         original = await self._ask(
             adapter.fetch(who.identity_number, timeout=self._timeout), filing.source_id
         )
@@ -421,10 +422,7 @@ class ObjectionWorkflow:
             await add_steps(session, objection_id, now, steps)
             if view.row.state == SUBMITTING:
                 # Answered before credgate recorded the receipt: nothing left to deliver.
-                await self._outbox.done(
-                    session, Message(Outbox.message_id(OBJECTION_FILING, objection_id),
-                                     OBJECTION_FILING, objection_id)
-                )
+                await self._outbox.done(session, _filing_message(objection_id))
         self._changes.changed(objection_id)
         updated = await self.store.get(objection_id)
         assert updated is not None
@@ -506,6 +504,8 @@ class ObjectionWorkflow:
 
         async with decided_write(self._db, record):
             pass
+        if known.state == SUBMITTING:  # still to be filed: try now, if its backoff allows
+            await self._outbox.deliver(_filing_message(known.objection_id))
         view = await self.store.get(known.objection_id)
         assert view is not None
         return view
@@ -528,6 +528,13 @@ class ObjectionWorkflow:
                 f"the source could not be reached ({exc.reason}); nothing was "
                 "recorded, retry later",
             ) from None
+
+
+def _filing_message(objection_id: str) -> Message:
+    """The outbox message that files ``objection_id`` with its source."""
+    return Message(
+        Outbox.message_id(OBJECTION_FILING, objection_id), OBJECTION_FILING, objection_id
+    )
 
 
 def _already_open() -> GatewayError:
