@@ -240,7 +240,7 @@ def test_report_signing_takes_up_a_rotated_key_without_restart(
 
 @pytest.mark.parametrize("value", [0, -1.0, 7200.0])
 def test_reload_seconds_must_be_a_sensible_interval(tmp_path: Path, value: float) -> None:
-    with pytest.raises(ConfigError, match="keys.reload_seconds"):
+    with pytest.raises(ConfigError, match=r"keys\.reload_seconds"):
         config_from_mapping({"keys": {"reload_seconds": value}}, base_dir=tmp_path, environ={})
 
 
