@@ -8,8 +8,9 @@ report-signing key lives in its own file in the data directory (``gateway.signin
 does the audit log's key (``audit-log.key``, ``audit.keys``); both are created on the first
 start. The keyring and the signing-key file are followed, not read once: a rotation copied to
 a running replica is taken up without a restart (``gateway.protection.live_keyring``,
-``gateway.signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to every service that decides about
-a subject, so all of them record the same way and fail closed together (docs/audit.md).
+``gateway.signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to
+every service that decides about a subject, so all of them record the same way and fail closed
+together (docs/audit.md).
 """
 
 from __future__ import annotations

@@ -396,7 +396,9 @@ async def test_an_unreadable_record_in_any_handler_arity_is_record_unreadable(
     assert code == (grpc.StatusCode.UNAVAILABLE if transient else grpc.StatusCode.INTERNAL)
     assert info is not None
     assert info.reason == "RECORD_UNREADABLE"
-    assert request_id_from_error(error) in caplog.text
+    request_id = request_id_from_error(error)
+    assert request_id
+    assert request_id in caplog.text
     assert "Traceback" not in (error.details() or "")
     assert "dek_" not in (error.details() or "")  # key ids are for the operator's log
     assert "stored record unreadable" in caplog.text

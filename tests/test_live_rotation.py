@@ -218,7 +218,7 @@ async def _file_objection(
             ),
             timeout=10,
         )
-    return answer.objection.objection_id
+    return str(answer.objection.objection_id)
 
 
 async def _prepare(
@@ -232,7 +232,7 @@ async def _prepare(
             await court.get_repair_status(
                 number, purpose=JUDICIAL, case_reference=CASE, consistency=LIVE
             )
-        await gateway.gateway.engine._cache.flush()  # type: ignore[attr-defined]
+        await gateway.gateway.engine._cache.flush()
         for number in numbers:
             report = await court.get_repair_status(
                 number, purpose=JUDICIAL, case_reference=CASE, consistency=INDEX
@@ -335,7 +335,7 @@ async def test_two_replicas_rotate_under_traffic_with_zero_failed_calls(
                 await court.get_repair_status(
                     fresh, purpose=JUDICIAL, case_reference=CASE, consistency=LIVE
                 )
-            await b.gateway.engine._cache.flush()  # type: ignore[attr-defined]
+            await b.gateway.engine._cache.flush()
             assert await _key_ids(b.gateway, SourceFactsRow, tokens.token(fresh)) == {new}
             second = await _file_objection(b, subject, "after-promotion", "disclosure-platform")
             assert await _key_ids(a.gateway, ObjectionRow, tokens.token(numbers[0])) == {
