@@ -125,10 +125,10 @@ async def test_every_reader_of_an_unreadable_record_errs_or_answers_live_never_e
         assert keys is not None
         path = tmp_path / "keyring.json"
         first = keys.current().primary_key_id
-        lost = Keyring.load(path).add_key(primary=True)  # `credgate keys rotate`'s first half
         async with gateway.client("court-demo") as court:
             await _judicial(court, other, LIVE)  # indexed under the first key: stays readable
         await gateway.gateway.engine._cache.flush()
+        lost = Keyring.load(path).add_key(primary=True)  # `credgate keys rotate`'s first half
         # From here records are written under ``lost``.
         async with asyncio.timeout(30):
             while keys.current().primary_key_id != lost:  # noqa: ASYNC110
