@@ -76,11 +76,6 @@ class LiveKeyring:
             return ring
         return self._file.check_now()
 
-    @property
-    def subject_token_key(self) -> bytes:
-        """Never changes while serving (``_acceptable`` refuses a file that changes it)."""
-        return self._file.current().subject_token_key
-
 
 def _acceptable(old: Keyring, new: Keyring) -> str | None:
     """Why ``new`` must not replace ``old``, or None."""
