@@ -6,14 +6,16 @@ that fans out to them. Shutdown runs in reverse: drain calls, stop signing audit
 and let in-flight audit appends commit, close adapters, release the database. The
 report-signing key lives in its own file in the data directory (``gateway.signing_keys``), as
 does the audit log's key (``audit-log.key``, ``audit.keys``); both are created on the first
-start. One ``AuditTrail`` over one ``AuditLog`` is handed to every service that decides about
-a subject, so all of them record the same way and fail closed together (docs/audit.md).
+start. The keyring and the signing-key file are followed, not read once: a rotation copied to
+a running replica is taken up without a restart (``gateway.protection.live_keyring``,
+``gateway.signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to
+every service that decides about a subject, so all of them record the same way and fail closed
+together (docs/audit.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -37,16 +39,15 @@ from gateway.engine.query import BreakerSettings, QueryEngine
 from gateway.input_boundary import InputBoundary, audited_refusals, check_services
 from gateway.institution import IdentityResolver
 from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
+from gateway.protection.live_keyring import LiveKeyring
 from gateway.protection.page_tokens import PageTokens
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.repair_status_service import RepairStatusServicer
-from gateway.report_signing import sign_report
 from gateway.revocation import RevocationList
 from gateway.self_inquiry_service import SelfInquiryServicer
 from gateway.server import GatewayServer, StopBudget
 from gateway.signing_key_service import SigningKeyServicer
-from gateway.signing_keys import FILE_NAME, PublishedKeys, load_or_create_signing_keys
+from gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
 from gateway.storage.database import Database
 from gateway.storage.fact_index import FactIndex
 from gateway.storage.migrate import upgrade_to_head
@@ -80,6 +81,10 @@ class Gateway:
     """Change-feed reader, watch streams and reconciler (``gateway.watch.runtime``)."""
     workflows: Workflows | None = None
     """Objections and repair applications (``gateway.workflows``)."""
+    keys: LiveKeyring | None = None
+    """The keyring as the file says now (``gateway.protection.live_keyring``)."""
+    signer: ReportSigner | None = None
+    """Signs reports with the signing-key file's current key (``gateway.signing_keys``)."""
 
     async def start(self) -> int:
         port = await self.server.start()
@@ -125,14 +130,19 @@ class Gateway:
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
     await asyncio.to_thread(upgrade_to_head, config.storage.url)
-    keyring = Keyring.load(config.keys.keyring)
+    # Followed, not read once: a rotation's keyring copy is taken up without a restart
+    # (``gateway.protection.live_keyring``). The subject-token key never changes.
+    keys = LiveKeyring(config.keys.keyring, check_seconds=config.keys.reload_seconds)
+    keyring = keys.current()
     signing_keys_path = config.storage.data_dir / FILE_NAME
-    signing_keys = await asyncio.to_thread(load_or_create_signing_keys, signing_keys_path)
-    database = Database.from_url(config.storage.url)
-    fact_index = FactIndex(database, FieldCipher(keyring))
-    workflows = Workflows(
-        database, FieldCipher(keyring), id_key=workflow_id_key(keyring.subject_token_key)
+    signer = await asyncio.to_thread(
+        ReportSigner, signing_keys_path, check_seconds=config.keys.reload_seconds
     )
+    signing_keys = signer.keys
+    database = Database.from_url(config.storage.url)
+    cipher = FieldCipher(keys)
+    fact_index = FactIndex(database, cipher)
+    workflows = Workflows(database, cipher, id_key=workflow_id_key(keyring.subject_token_key))
     engine = QueryEngine(
         [build_adapter(source) for source in config.sources],
         fact_index,
@@ -169,7 +179,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         tokenizer,
         consents,
         identify,
-        functools.partial(sign_report, signing_keys.private_key),
+        signer.sign,
         audit=audit,
         batch_max=config.gateway.batch_max,
         default_deadline_seconds=config.gateway.default_deadline_seconds,
@@ -195,9 +205,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     )
     server.add_servicer(
         signing_key_grpc.add_SigningKeyServiceServicer_to_server,
-        SigningKeyServicer(
-            PublishedKeys(signing_keys_path, signing_keys), identify, page_tokens
-        ),
+        SigningKeyServicer(PublishedKeys(signing_keys_path, signing_keys), identify, page_tokens),
         SIGNING_KEY_SERVICE,
     )
     server.add_servicer(
@@ -210,7 +218,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     add_regulator_service(server, RegulatorService(audit, identify, page_tokens=page_tokens))
     server.add_servicer(
         sync_grpc.add_ProviderSyncServiceServicer_to_server,
-        build_sync_servicer(config.providers, config.sync, database, keyring, identify),
+        build_sync_servicer(config.providers, config.sync, database, keys, identify),
         PROVIDER_SYNC_SERVICE,
     )
     followers.register(server)
@@ -244,6 +252,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         audit_backlog=observe_audit_backlog(lambda: audit.in_flight),
         followers=followers,
         workflows=workflows,
+        keys=keys,
+        signer=signer,
     )
 
 

@@ -86,6 +86,11 @@ class KeysConfig:
     """``[keys]``: the keyring holding signing and blind-index keys."""
 
     keyring: Path
+    reload_seconds: float = 1.0
+    """How often, at most, a running gateway re-reads the keyring and the report-signing key
+    file to take up a rotation copied to it (no restart): a promoted data key or a rotated
+    signing key is used within this many seconds of reaching the replica. A record under a key
+    this replica has not loaded yet makes it re-read the keyring at once."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     },
     "tls": {"ca": Path, "cert": Path, "key": Path, "revocation_list": Path},
     "storage": {"url": str, "data_dir": Path},
-    "keys": {"keyring": Path},
+    "keys": {"keyring": Path, "reload_seconds": float},
     "breaker": {"failure_threshold": int, "reset_seconds": float},
     "consent": {"enrolment_offices": list},
     "audit": {"checkpoint_interval_seconds": float, "write_timeout_seconds": float},
@@ -420,7 +425,9 @@ def _validate_listen(listen: str) -> None:
         raise ConfigError(f"gateway.listen must be host:port, got {listen!r}")
 
 
-def _numbers(settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConfig) -> None:
+def _numbers(
+    settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConfig, keys: KeysConfig
+) -> None:
     checks = {
         "gateway.batch_max": settings.batch_max > 0,
         "gateway.default_deadline_seconds": settings.default_deadline_seconds > 0,
@@ -431,6 +438,7 @@ def _numbers(settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConf
         "breaker.reset_seconds": breaker.reset_seconds > 0,
         "audit.checkpoint_interval_seconds": audit.checkpoint_interval_seconds > 0,
         "audit.write_timeout_seconds": audit.write_timeout_seconds > 0,
+        "keys.reload_seconds": 0 < keys.reload_seconds <= 3600,
     }
     for key, ok in checks.items():
         if not ok:
@@ -491,10 +499,14 @@ def config_from_mapping(
         key=tls_raw.get("key", pki / "server.key"),
         revocation_list=tls_raw.get("revocation_list"),
     )
-    keys = KeysConfig(keyring=tables.get("keys", {}).get("keyring", data_dir / "keyring"))
+    keys_raw = tables.get("keys", {})
+    keys = KeysConfig(
+        keyring=keys_raw.get("keyring", data_dir / "keyring"),
+        **{k: v for k, v in keys_raw.items() if k != "keyring"},
+    )
     breaker = BreakerConfig(**tables.get("breaker", {}))
     audit = AuditConfig(**tables.get("audit", {}))
-    _numbers(settings, breaker, audit)
+    _numbers(settings, breaker, audit, keys)
     try:
         sync_table = tables.get("sync", {})
         sync = SyncSettings(**{k: v for k, v in sync_table.items() if k in SYNC_KEYS})

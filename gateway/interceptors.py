@@ -13,6 +13,11 @@ handler (unary or stream, present or future) can forget them:
   pool exhausted, a server that terminated the session (``is_database_unavailable``): the
   caller gets UNAVAILABLE with ErrorInfo ``DATABASE_UNAVAILABLE`` and may retry; the log line
   names the exception type only.
+* **A stored record that cannot be opened** (``gateway.protection.unreadable``: a key this
+  replica does not hold even after re-reading its keyring, a ciphertext that does not
+  authenticate): UNAVAILABLE (the key may still be on its way: retry) or INTERNAL (tampered or
+  corrupt), ErrorInfo ``RECORD_UNREADABLE`` — never an OK answer without the record. The log
+  line names the row and the key id.
 * **A stray ``CancelledError``** — one the call's own task was not asked for (a library
   cancelling a future under the handler): UNAVAILABLE ``CALL_CUT_OFF`` instead of a call that
   ends without a status. The call's own cancellation (the client left, its deadline passed)
@@ -38,6 +43,7 @@ from typing import NoReturn
 
 import grpc
 import psycopg
+from google.rpc import status_pb2
 from sqlalchemy import exc as sa_exc
 
 from gateway import call_deadline
@@ -49,12 +55,15 @@ from gateway.errors import (
     to_grpc_status,
 )
 from gateway.handler_wrapping import WrappingInterceptor, wrap_handler
+from gateway.protection.unreadable import RecordUnreadable, unreadable_in
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; quote the request id when reporting it"
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 DATABASE_MESSAGE = "the gateway's database is unavailable; retry later"
+RECORD_UNREADABLE = "RECORD_UNREADABLE"
+RECORD_MESSAGE = "a stored record needed for this answer cannot be read by this gateway"
 CALL_CUT_OFF = "CALL_CUT_OFF"
 CUT_OFF_MESSAGE = "the call was cut off inside the gateway; retry"
 
@@ -128,6 +137,8 @@ async def _fail(
     elif isinstance(exc, asyncio.CancelledError):
         logger.warning("%s request_id=%s was cancelled under its handler", method, request_id)
         status = build_status(grpc.StatusCode.UNAVAILABLE, CUT_OFF_MESSAGE, CALL_CUT_OFF)
+    elif (unreadable := unreadable_in(exc)) is not None:
+        status = unreadable_status(unreadable, method, request_id)
     elif is_database_unavailable(exc):
         logger.warning(
             "database unavailable in %s request_id=%s: %s", method, request_id, type(exc).__name__
@@ -144,6 +155,23 @@ async def _fail(
         status = build_status(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
     await context.abort_with_status(to_grpc_status(status, request_id))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def unreadable_status(
+    unreadable: RecordUnreadable, method: str, request_id: str | None
+) -> status_pb2.Status:
+    """RECORD_UNREADABLE: UNAVAILABLE when it may pass (a key not yet here), else INTERNAL.
+    Logged here; also used for one item of a batch, which fails on its own."""
+    code = grpc.StatusCode.UNAVAILABLE if unreadable.transient else grpc.StatusCode.INTERNAL
+    logger.error(
+        "stored record unreadable in %s request_id=%s: %s (%s)",
+        method,
+        request_id,
+        type(unreadable).__name__,
+        unreadable,  # names rows, subject tokens and key ids, never a person (its contract)
+    )
+    message = RECORD_MESSAGE + ("; retry shortly" if unreadable.transient else "")
+    return build_status(code, message, RECORD_UNREADABLE)
 
 
 def _needs_status(exc: BaseException) -> bool:

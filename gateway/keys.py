@@ -5,11 +5,13 @@ details and step words: objections, repair applications and their steps).
 Safe while the gateway runs: old keys stay in the keyring for decryption, re-encryption walks
 the tables in short batches, and a record written meanwhile under the old key is caught by
 running the rotation's re-encryption again (it reports how many it changed; 0 means done).
-Replicas must reload the keyring (restart) to write under the new key.
+Running gateways take the changed keyring file up without a restart
+(``gateway.protection.live_keyring``): they write under the new key within ``[keys]
+reload_seconds``.
 
 Several replicas each hold a copy of the keyring, so a key must reach all of them before any
 writes with it, and the re-encryption must wait until all can read it. That is three steps,
-each followed by distributing the keyring and a rolling restart (docs/deployment.md):
+each followed by copying the keyring to every replica (docs/deployment.md):
 ``add_data_key`` (``credgate keys add``: a new key, not yet primary), ``promote_data_key``
 (``credgate keys promote``), then ``reencrypt_records`` (``credgate keys reencrypt``).
 

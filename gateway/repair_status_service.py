@@ -39,10 +39,12 @@ from gateway import identity_number
 from gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
 from gateway.disclosure import Admission, Ask, DisclosureGate
 from gateway.engine.query import QueryEngine
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, current_request_id
 from gateway.input_rules import check_message
 from gateway.institution import Institution
+from gateway.interceptors import unreadable_status
 from gateway.protection.tokens import SubjectTokenizer
+from gateway.protection.unreadable import RecordUnreadable, unreadable_in
 from gateway.report_signing import request_digest
 from gateway.storage.issued_reports import insert_issued_reports, issued_report_row
 from gateway.telemetry import record_denial, record_invalid_request
@@ -135,6 +137,10 @@ class RepairStatusServicer(service_grpc.RepairStatusServiceServicer):
                         # The call itself succeeds, so the interceptor never sees this denial.
                         record_denial(BATCH_METHOD, error.reason)
                     return service_pb2.BatchGetRepairStatusResult(index=index, error=error.status)
+                except RecordUnreadable as error:  # this subject's answer, not the batch
+                    unreadable = unreadable_in(error) or error  # a key not yet here: transient
+                    status = unreadable_status(unreadable, BATCH_METHOD, current_request_id())
+                    return service_pb2.BatchGetRepairStatusResult(index=index, error=status)
                 return service_pb2.BatchGetRepairStatusResult(
                     index=index, report=report, signed_report=signed
                 )

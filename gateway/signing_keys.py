@@ -17,7 +17,8 @@ File format (JSON, keys base64, mode 0600; the gateway refuses a file others can
 
 Only the current key has a ``private_key``. Replicas must share one file (deploy it like the
 TLS server key); each re-reads it when it changes, so a rotation written by
-``rotate_signing_key`` is listed by every replica at once and signed with after a restart.
+``rotate_signing_key`` is listed by every replica at once (``PublishedKeys``) and signed with
+within ``[keys] reload_seconds`` (``ReportSigner``), without a restart.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from credit_repair.v1 import report_pb2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
-from gateway.report_signing import raw_public_key, signing_key_id
+from gateway.protection.watched_file import DEFAULT_CHECK_SECONDS, WatchedFile
+from gateway.report_signing import raw_public_key, sign_report, signing_key_id
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +171,11 @@ _EXPOSED = "{what} are accessible to group or others (mode {mode:04o}); chmod 60
 
 def load_signing_keys(path: Path) -> SigningKeys:
     """Read the key file; refuse one that group or others may read or write."""
-    where = f"signing keys {path}"
-    raw = read_secret(path, where, SigningKeyError, exposed=_EXPOSED)
-    return _from_json(raw, where)
+    return _from_json(_read(path), f"signing keys {path}")
+
+
+def _read(path: Path) -> bytes:
+    return read_secret(path, f"signing keys {path}", SigningKeyError, exposed=_EXPOSED)
 
 
 def load_or_create_signing_keys(path: Path) -> SigningKeys:
@@ -194,8 +199,9 @@ def rotate_signing_key(path: Path) -> str:
     """Make a new current key, retire the old one (public half kept); return the new key id.
 
     An operator action with a single writer, like ``credgate keys rotate``. Running gateways
-    list the new key at once and sign with it after a restart; until then their reports are
-    signed with the retired key, which verifiers still accept.
+    list the new key at once and sign with it once ``ReportSigner`` has read the file (within
+    ``[keys] reload_seconds``); until then their reports are signed with the retired key, which
+    verifiers still accept (its public half stays published).
     """
     old = load_signing_keys(path)
     retired_at = _now()
@@ -244,3 +250,41 @@ class PublishedKeys:
                 known = {k.key_id for k in published}
                 self._keys = published if self._own.key_id in known else (*published, self._own)
         return self._keys
+
+
+class ReportSigner:
+    """Signs reports with the key file's current key, as the file says now.
+
+    The file is created on the very first start (``load_or_create_signing_keys``) and then
+    followed (``gateway.protection.watched_file``): a rotation copied to this replica is signed
+    with within ``check_seconds`` of its arrival, without a restart. A torn or invalid file is
+    not taken up — the key loaded before goes on signing, and the refusal is logged at ERROR.
+    """
+
+    def __init__(self, path: Path, *, check_seconds: float = DEFAULT_CHECK_SECONDS) -> None:
+        self.keys = load_or_create_signing_keys(path)
+        where = f"signing keys {path}"
+        self._file = WatchedFile(
+            where,
+            lambda: _read(path),
+            lambda raw: _from_json(raw, where),
+            check_seconds=check_seconds,
+            on_change=_log_signing_change,
+        )
+
+    @property
+    def current_key_id(self) -> str:
+        return self._file.current().current_key_id
+
+    def sign(self, report: report_pb2.RepairStatusReport, digest: bytes) -> report_pb2.SignedReport:
+        """``sign_report`` with the current private key."""
+        return sign_report(self._file.current().private_key, report, digest)
+
+
+def _log_signing_change(old: SigningKeys, new: SigningKeys) -> None:
+    if old.current_key_id != new.current_key_id:
+        log.info(
+            "report-signing keys reloaded: reports are now signed with %s (was %s)",
+            new.current_key_id,
+            old.current_key_id,
+        )

@@ -21,6 +21,9 @@ from gateway.errors import (
     request_id_from_error,
     status_from_error,
 )
+from gateway.protection.cipher import DecryptionError, MalformedEnvelopeError
+from gateway.protection.keyring import UnknownKeyError
+from gateway.storage.fact_index import UnreadableRecordError
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SERVICE = "credgate.test.v1.Errors"
@@ -356,3 +359,46 @@ def test_parse_error_without_rich_status_returns_code_only() -> None:
     )
     assert parse_error(error) == (grpc.StatusCode.UNAVAILABLE, None, None)
     assert request_id_from_error(error) is None
+
+
+def _unreadable_fact_row() -> BaseException:
+    """What the fact index raises for a row under a key this replica does not hold: its own
+    error, raised from the cipher's (the context the interceptor follows)."""
+    try:
+        raise UnknownKeyError(f"data key 'dek_{LEAK}' is not in the keyring")
+    except UnknownKeyError:
+        try:
+            raise UnreadableRecordError("stored facts of source 'bank' for subject st_x") from None
+        except UnreadableRecordError as error:
+            return error
+
+
+UNREADABLE = {
+    "unknown_key": (lambda: UnknownKeyError("data key 'dek_1' is not in the keyring"), True),
+    "fact_row_unknown_key": (_unreadable_fact_row, True),
+    "tampered": (lambda: DecryptionError("ciphertext under key 'dek_1' failed"), False),
+    "malformed": (lambda: MalformedEnvelopeError("ciphertext envelope is truncated"), False),
+}
+
+
+@pytest.mark.parametrize("method", ARITIES)
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+async def test_an_unreadable_record_in_any_handler_arity_is_record_unreadable(
+    dev_pki: DevPki, method: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever reads it, an unreadable stored record ends the call with RECORD_UNREADABLE —
+    UNAVAILABLE when the key may still be on its way, INTERNAL when the row is damaged — and
+    never a stack trace; the log names the row and key id for the operator."""
+    make, transient = UNREADABLE[kind]
+    caplog.set_level(logging.ERROR, logger="gateway.interceptors")
+    error, _ = await _fail(dev_pki, method, make)
+    code, info, _ = parse_error(error)
+    assert code == (grpc.StatusCode.UNAVAILABLE if transient else grpc.StatusCode.INTERNAL)
+    assert info is not None
+    assert info.reason == "RECORD_UNREADABLE"
+    request_id = request_id_from_error(error)
+    assert request_id
+    assert request_id in caplog.text
+    assert "Traceback" not in (error.details() or "")
+    assert "dek_" not in (error.details() or "")  # key ids are for the operator's log
+    assert "stored record unreadable" in caplog.text

@@ -399,7 +399,7 @@ async def test_after_rotation_keys_are_listed_a_page_at_a_time_and_old_reports_v
     assert all(k.HasField("retire_time") for k in listed[:2])
 
     # A fresh client (no cached keys) still verifies the report kept from before the rotation,
-    # and the running gateway, signing with its retired key until restarted, is still believed.
+    # and the running gateway is believed whichever key it signs with as it takes up the file.
     async with gateway.client("bank-demo") as bank:
         assert await bank.verify(before.signed, None) == before.report
     async with gateway.client("court-demo") as court:

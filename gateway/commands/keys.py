@@ -48,8 +48,8 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
         print(f"new primary data key {key_id}; run credgate keys reencrypt")
     else:
         print(
-            f"new data key {key_id}, not yet primary: give every replica this keyring, restart "
-            f"them, then run credgate keys promote {key_id}"
+            f"new data key {key_id}, not yet primary: copy this keyring to every replica (no "
+            f"restart: they take it up), then run credgate keys promote {key_id}"
         )
     return EXIT_OK
 
@@ -67,8 +67,8 @@ def cmd_keys_promote(args: argparse.Namespace) -> int:
         print_json({"primary_key_id": args.key_id})
     else:
         print(
-            f"{args.key_id} is the primary data key: give every replica this keyring, restart "
-            "them, then run credgate keys reencrypt"
+            f"{args.key_id} is the primary data key: copy this keyring to every replica (each "
+            "writes under it within [keys] reload_seconds), then run credgate keys reencrypt"
         )
     return EXIT_OK
 

@@ -41,6 +41,7 @@ from gateway.engine.fanout import SourceOutcome, fan_out
 from gateway.engine.merge import merge
 from gateway.engine.minimize import minimize, minimize_contradictions
 from gateway.identity_number import is_canonical_shape
+from gateway.protection.unreadable import RecordUnreadable
 from gateway.storage.index_writes import IndexedFacts
 
 _log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class QueryEngine:
         policy allowed (already resolved, never empty-means-all); ``consistency`` is the
         request's mode (unspecified: the configured default); ``source_kinds``, when given,
         limits which sources are consulted at all (a purpose that may only read what one kind
-        of source publishes). Never raises for a source's failure or a cache failure;
+        of source publishes). Never raises for a source's failure or a cache failure, except
+        an index row that cannot be opened when the answer needs it (``RecordUnreadable``);
         cancellation propagates to every source call.
         """
         if not is_canonical_shape(identity_number):  # a source asked with a look-alike of a
@@ -226,7 +228,7 @@ class QueryEngine:
         deadline: float,
         consulted: frozenset[str],
     ) -> tuple[list[SourceOutcome], dict[str, IndexedFacts] | None, frozenset[str]]:
-        """Every source's outcome under ``mode``, what the index held (None: unreadable), and
+        """Every source's outcome under ``mode``, what the index held (None: not read), and
         which sources were asked now (their fresh answers are stored).
 
         LIVE reads the index alongside the fan-out when push-only sources are consulted, else
@@ -245,11 +247,13 @@ class QueryEngine:
                 live = await self._fan_out(adapters, identity_number, deadline)
                 if index_task is None and not all(outcome.ok for outcome in live):
                     index_task = asyncio.create_task(self._indexed(token))
-            all_indexed = (
+            read = (
                 {}
                 if index_task is None
                 else await self._within(deadline, index_task, "read the index")
             )
+            unreadable = read if isinstance(read, RecordUnreadable) else None
+            all_indexed = None if isinstance(read, RecordUnreadable) else read
             indexed = (
                 None
                 if all_indexed is None
@@ -267,6 +271,11 @@ class QueryEngine:
             if index_task is not None:
                 index_task.cancel()
             raise
+        if unreadable is not None and (plan.missing or not all(o.ok for o in live)):
+            # The index holds facts this answer needs and they cannot be read: answering
+            # without them would sign an omission (issue #18). The caller gets
+            # RECORD_UNREADABLE (``gateway.interceptors``); a source asked live is fine.
+            raise unreadable
         outcomes = live + [
             SourceOutcome(*self._config_of(source_id), facts=entry.facts)
             for source_id, entry in plan.from_index.items()
@@ -294,9 +303,14 @@ class QueryEngine:
             return adapter.config, adapter.source_kind
         return self._push[source_id]
 
-    async def _indexed(self, token: str) -> dict[str, IndexedFacts] | None:
+    async def _indexed(self, token: str) -> dict[str, IndexedFacts] | RecordUnreadable | None:
+        """The index's rows about ``token``; None when it cannot be read now (the sources are
+        asked instead), the error when a row cannot be opened (``_gather`` decides)."""
         try:
             return await self._cache.indexed(token)
+        except RecordUnreadable as exc:
+            _log.warning("an index row cannot be read: %s", type(exc).__name__)
+            return exc
         except Exception as exc:
             _log.warning("reading the index failed: %s", type(exc).__name__)
             return None

@@ -28,6 +28,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.protection.keyring import Keyring
+from gateway.protection.live_keyring import KeySource
+from gateway.protection.unreadable import RecordUnreadable
 
 ENVELOPE_VERSION = 1
 NONCE_BYTES = 12
@@ -38,11 +40,11 @@ class CipherError(Exception):
     """A value could not be encrypted or decrypted. Messages never contain the value."""
 
 
-class MalformedEnvelopeError(CipherError):
+class MalformedEnvelopeError(CipherError, RecordUnreadable):
     """The bytes are not a credgate ciphertext envelope of a known version."""
 
 
-class DecryptionError(CipherError):
+class DecryptionError(CipherError, RecordUnreadable):
     """The ciphertext did not authenticate: wrong key, wrong context, or tampered."""
 
 
@@ -83,13 +85,16 @@ def parse_envelope(blob: bytes) -> Envelope:
 class FieldCipher:
     """Encrypts and decrypts column values with the keyring's keys.
 
-    It reads the keyring on every call, so a rotation (``Keyring.add_key``) takes effect for
-    new ciphertexts at once while old ones stay readable.
+    It asks its key source for the keyring on every call, so a rotation takes effect for new
+    ciphertexts at once while old ones stay readable. Given a ``LiveKeyring`` (the running
+    gateway), a ciphertext under a key the loaded ring lacks makes it read the keyring file
+    once more before it gives up: a key copied to this replica a moment ago is found on the
+    first read of a record under it, with no restart (docs/deployment.md).
     """
 
-    def __init__(self, keyring: Keyring) -> None:
-        self._keyring = keyring
-        self._aead: dict[str, AESGCM] = {}
+    def __init__(self, keyring: KeySource) -> None:
+        self._keys = keyring
+        self._aead: dict[tuple[str, bytes], AESGCM] = {}
 
     def __repr__(self) -> str:
         return f"FieldCipher(primary_key_id={self.primary_key_id!r})"
@@ -97,27 +102,33 @@ class FieldCipher:
     @property
     def primary_key_id(self) -> str:
         """The key id new ciphertexts are made under."""
-        return self._keyring.primary_key_id
+        return self._keys.current().primary_key_id
 
     def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
         """Encrypt ``plaintext`` under the primary key, bound to ``context``."""
-        key_id = self._keyring.primary_key_id
+        ring = self._keys.current()
+        key_id = ring.primary_key_id
         encoded_id = key_id.encode("ascii")
         if not 0 < len(encoded_id) < 256:
             raise CipherError("key id must be 1..255 ASCII bytes")
         header = bytes((ENVELOPE_VERSION, len(encoded_id))) + encoded_id
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead_for(key_id).encrypt(nonce, plaintext, header + context)
+        sealed = self._aead_for(ring, key_id).encrypt(nonce, plaintext, header + context)
         return header + nonce + sealed
 
     def decrypt(self, blob: bytes, *, context: bytes) -> bytes:
         """Decrypt ``blob``; it must have been made with the same ``context``.
 
-        Raises ``MalformedEnvelopeError``, ``UnknownKeyError`` (key not in the keyring) or
-        ``DecryptionError`` (wrong context, wrong key material, tampered bytes).
+        Raises ``MalformedEnvelopeError``, ``UnknownKeyError`` (key not in the keyring, even
+        after reading the keyring file again) or ``DecryptionError`` (wrong context, wrong key
+        material, tampered bytes) — all ``RecordUnreadable``, which the gRPC layer answers
+        with RECORD_UNREADABLE, never an answer without the record.
         """
         envelope = parse_envelope(blob)
-        aead = self._aead_for(envelope.key_id)
+        ring = self._keys.current()
+        if not ring.holds(envelope.key_id):
+            ring = self._keys.holding(envelope.key_id)
+        aead = self._aead_for(ring, envelope.key_id)
         try:
             return aead.decrypt(envelope.nonce, envelope.ciphertext, envelope.header + context)
         except InvalidTag:
@@ -133,11 +144,12 @@ class FieldCipher:
 
     def needs_rotation(self, blob: bytes) -> bool:
         """True when ``blob`` is under a key other than the current primary."""
-        return self.key_id_of(blob) != self._keyring.primary_key_id
+        return self.key_id_of(blob) != self._keys.current().primary_key_id
 
-    def _aead_for(self, key_id: str) -> AESGCM:
-        aead = self._aead.get(key_id)
+    def _aead_for(self, ring: Keyring, key_id: str) -> AESGCM:
+        key = ring.data_key(key_id)  # UnknownKeyError when not held
+        aead = self._aead.get((key_id, key))
         if aead is None:
-            aead = AESGCM(self._keyring.data_key(key_id))
-            self._aead[key_id] = aead
+            aead = AESGCM(key)
+            self._aead[(key_id, key)] = aead
         return aead

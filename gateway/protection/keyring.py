@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
+from gateway.protection.unreadable import RecordUnreadable
 
 FORMAT = "credgate-keyring/1"
 KEY_BYTES = 32
@@ -48,8 +49,14 @@ class KeyringError(Exception):
     """The keyring file is missing, unreadable, malformed or insecure."""
 
 
-class UnknownKeyError(KeyringError, KeyError):
-    """A ciphertext names a key id that the keyring does not hold (lost or never loaded)."""
+class UnknownKeyError(KeyringError, KeyError, RecordUnreadable):
+    """A ciphertext names a key id that the keyring does not hold (lost or never loaded).
+
+    Transient for callers: the key may still be on its way to this replica (a rotation's
+    keyring copy), and the running gateway reads the keyring file again for it.
+    """
+
+    transient = True
 
     def __str__(self) -> str:
         # KeyError quotes its argument; keep the plain message.
@@ -127,12 +134,26 @@ class Keyring:
     def load(cls, path: str | os.PathLike[str]) -> Keyring:
         """Read a keyring file; refuses one that group or others may read or write."""
         source = Path(path)
-        raw = read_secret(source, f"keyring {source}", KeyringError)
+        return cls.from_bytes(read_file(source), source)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, source: Path) -> Keyring:
+        """Parse a keyring file's bytes (read from ``source``); ``KeyringError`` if invalid."""
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise KeyringError(f"keyring {source} is not valid JSON") from None
         return cls._from_json(doc, source)
+
+    # -- access (``KeySource``: a loaded keyring is its own current keyring) ----------------------
+
+    def current(self) -> Keyring:
+        """This keyring (``gateway.protection.live_keyring.LiveKeyring`` follows the file)."""
+        return self
+
+    def holding(self, key_id: str) -> Keyring:
+        """This keyring: a loaded keyring never changes under a reader."""
+        return self
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -156,6 +177,10 @@ class Keyring:
     def subject_token_key(self) -> bytes:
         """The HMAC key of the subject-token blind index."""
         return self._subject_token_key
+
+    def holds(self, key_id: str) -> bool:
+        """Whether the data key ``key_id`` is in this keyring."""
+        return key_id in self._data_keys
 
     def data_key(self, key_id: str) -> bytes:
         """The AES-256 key for ``key_id``; ``UnknownKeyError`` when it is not held."""
@@ -240,6 +265,11 @@ class Keyring:
             primary_key_id=primary,
             path=source,
         )
+
+
+def read_file(path: Path) -> bytes:
+    """The keyring file's bytes; refuses one that group or others may read or write."""
+    return read_secret(path, f"keyring {path}", KeyringError)
 
 
 def _now() -> dt.datetime:

@@ -25,6 +25,7 @@ from gateway.identity_number import normalize
 from gateway.protection.cipher import CipherError, FieldCipher
 from gateway.protection.keyring import KeyringError
 from gateway.protection.tokens import is_subject_token
+from gateway.protection.unreadable import RecordUnreadable
 from gateway.storage.database import Database
 from gateway.storage.index_writes import (
     IndexedFacts,
@@ -53,8 +54,11 @@ class FactIndexError(Exception):
     """A fact-index operation failed. Messages name tokens and source ids, never people."""
 
 
-class UnreadableRecordError(FactIndexError):
-    """A stored ciphertext could not be decrypted or parsed (tampered, moved, or key lost)."""
+class UnreadableRecordError(FactIndexError, RecordUnreadable):
+    """A stored ciphertext could not be decrypted or parsed (tampered, moved, or key lost).
+
+    Raised from the ``FieldCipher`` error (kept as its context), so a key not yet on this
+    replica stays ``transient`` to the gRPC layer (``gateway.protection.unreadable``)."""
 
 
 def identity_context(token: str) -> bytes:

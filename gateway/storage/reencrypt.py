@@ -30,6 +30,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.protection.cipher import CipherError, FieldCipher
 from gateway.protection.keyring import KeyringError
+from gateway.protection.unreadable import RecordUnreadable
 from gateway.storage.database import Database
 from gateway.storage.models import Base
 
@@ -37,7 +38,7 @@ Progress = Callable[[int], None]
 """Told how many rows each batch examined."""
 
 
-class UnreadableCiphertextError(Exception):
+class UnreadableCiphertextError(RecordUnreadable):
     """A ciphertext to re-encrypt cannot be decrypted (lost key, damaged or moved blob).
 
     The message names the table and the row's primary key, never anything decrypted.

@@ -18,7 +18,7 @@ from credit_repair.v1 import vocabulary_pb2
 from gateway.errors import GatewayError
 from gateway.institution import Institution
 from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
+from gateway.protection.live_keyring import KeySource
 from gateway.protection.tokens import SubjectTokenizer
 from gateway.storage.database import Database
 from gateway.sync.settings import ProviderConfig, SyncSettings
@@ -91,15 +91,19 @@ def build_sync_servicer(
     providers: Iterable[ProviderConfig],
     settings: SyncSettings,
     database: Database,
-    keyring: Keyring,
+    keys: KeySource,
     identify: Callable[[grpc.aio.ServicerContext], Institution],
 ) -> ProviderSyncServicer:
-    """The servicer with its validator and store, as the composition module wires it."""
-    cipher = FieldCipher(keyring)
+    """The servicer with its validator and store, as the composition module wires it.
+
+    ``keys`` is the running gateway's ``LiveKeyring``: updates are sealed under the primary
+    data key the keyring file names now (its subject-token key never changes)."""
+    cipher = FieldCipher(keys)
+    token_key = keys.current().subject_token_key
     validator = UpdateValidator(
-        SubjectTokenizer(keyring.subject_token_key),
+        SubjectTokenizer(token_key),
         cipher,
-        IdempotencyDigester(keyring.subject_token_key),
+        IdempotencyDigester(token_key),
         settings,
     )
     return ProviderSyncServicer(
