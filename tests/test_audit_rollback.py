@@ -14,13 +14,17 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from credit_repair.v1 import regulator_service_pb2 as pb
+from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, func, select, update
 
 from audit import AuditLog, AuditUnavailable
@@ -28,22 +32,33 @@ from audit.acknowledge import REASON
 from audit.checkpoints import PeriodicCheckpointer, make_checkpoint
 from audit.keys import load_or_create_signer
 from audit.note import NoteSigner
+from audit.service import RegulatorService, add_regulator_service
 from audit.signed_size import (
     AuditRollbackError,
     AuditStateError,
     SignedSizeGuard,
+    not_serving_on_trip,
     read_state,
     remember,
     state_path,
 )
 from audit.storage import read_record
 from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from audit.trail import AuditTrail
 from audit.tree import CompactRange
 from audit.verify import verify_log
 from gateway.cli import main
+from gateway.institution import IdentityResolver
+from gateway.pki import CertKeyPaths
+from gateway.protection.page_tokens import PageTokens
+from gateway.server import GatewayServer
 from gateway.storage.database import Database
 from gateway.storage.migrate import upgrade_to_head
+from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import ORIGIN, make_entry
+from tests.test_audit_service import audit_certs, expect_error
+
+__all__ = ["audit_certs"]  # a fixture, shared with test_audit_service
 
 EXIT_USAGE = 2
 
@@ -166,7 +181,8 @@ async def test_a_restored_sqlite_file_is_refused_until_acknowledged(
         assert record.entry.reason == REASON
         assert record.entry.request_id == "rollback-8-to-5"
         state = read_state(state_path(key_path), signer.name)
-        assert state is not None and state.tree.size == 6
+        assert state is not None
+        assert state.tree.size == 6
         [ack] = state.acknowledgements
         assert (ack["remembered_size"], ack["found_size"], ack["entries_lost"]) == (8, 5, 3)
 
@@ -182,15 +198,17 @@ async def test_a_restored_sqlite_file_is_refused_until_acknowledged(
 @pytest.fixture
 async def grown(
     database: Database, signer: NoteSigner, key_path: Path
-) -> AsyncIterator[dict[str, object]]:
+) -> dict[str, object]:
     """A log of 4 entries (the "backup" head, returned), then grown to 9 and checkpointed."""
     await _grow(database, signer, key_path, 4)
     backup = await _head_row(database)
     assert await _grow(database, signer, key_path, 5) == 9
-    yield backup
+    return backup
 
 
-async def _diverge_smaller(database: Database, signer: NoteSigner, backup: dict[str, object]) -> int:
+async def _diverge_smaller(
+    database: Database, signer: NoteSigner, backup: dict[str, object]
+) -> int:
     await _restore_audit_tables(database, backup)
     return 4
 
@@ -232,9 +250,11 @@ async def test_a_restored_or_rewritten_history_is_refused_at_start(
 ) -> None:
     found = await diverge(database, signer, grown)  # type: ignore[operator]
     before = await _checkpoints(database)
-    with caplog.at_level(logging.CRITICAL, logger="audit.signed_size"):
-        with pytest.raises(AuditRollbackError) as refused:
-            await SignedSizeGuard.open(database, state_path(key_path), signer.name)
+    with (
+        caplog.at_level(logging.CRITICAL, logger="audit.signed_size"),
+        pytest.raises(AuditRollbackError) as refused,
+    ):
+        await SignedSizeGuard.open(database, state_path(key_path), signer.name)
     assert (refused.value.remembered_size, refused.value.found_size) == (9, found)
     assert any(
         r.levelno == logging.CRITICAL and "remembered tree size 9, found" in r.getMessage()
@@ -246,7 +266,8 @@ async def test_a_restored_or_rewritten_history_is_refused_at_start(
         await make_checkpoint(database, signer, guard=guard)
     assert await _checkpoints(database) == before
     state = read_state(state_path(key_path), signer.name)
-    assert state is not None and state.tree.size == 9  # the record is never lowered
+    assert state is not None
+    assert state.tree.size == 9  # the record is never lowered
 
 
 async def test_a_rollback_under_a_running_gateway_stops_appends_and_checkpoints(
@@ -261,7 +282,8 @@ async def test_a_rollback_under_a_running_gateway_stops_appends_and_checkpoints(
         with pytest.raises(AuditUnavailable):
             await audit_log.append(make_entry(50))  # would sign tree head 5 a second time
         assert await _size(database) == 4
-        assert guard.tripped is not None and len(trips) == 1
+        assert guard.tripped is not None
+        assert len(trips) == 1
         assert (trips[0].remembered_size, trips[0].found_size) == (9, 4)
         with pytest.raises(AuditRollbackError):
             await audit_log.checkpoint()
@@ -303,7 +325,9 @@ async def test_restarts_and_growth_keep_signing_and_the_record_follows(
     sizes = [await _grow(database, signer, key_path, n) for n in (0, 3, 1, 6, 0)]
     assert sizes == [0, 3, 4, 10, 10]
     state = read_state(state_path(key_path), signer.name)
-    assert state is not None and state.tree.size == 10 and not state.acknowledgements
+    assert state is not None
+    assert state.tree.size == 10
+    assert not state.acknowledgements
     mode = state_path(key_path).stat().st_mode & 0o777
     assert mode == 0o600
 
@@ -325,7 +349,8 @@ async def test_a_process_that_saw_less_learns_the_larger_size(
     # A late writer with a smaller tree cannot lower the record.
     assert remember(state_path(key_path), signer.name, CompactRange()).size == 8
     state = read_state(state_path(key_path), signer.name)
-    assert state is not None and state.tree.size == 8
+    assert state is not None
+    assert state.tree.size == 8
 
 
 # -- the record file ---------------------------------------------------------------------------
@@ -340,7 +365,8 @@ async def test_a_missing_record_is_a_first_start_with_a_warning(
         await SignedSizeGuard.open(database, state_path(key_path), signer.name)
     assert any("no record of the audit tree" in r.getMessage() for r in caplog.records)
     state = read_state(state_path(key_path), signer.name)
-    assert state is not None and state.tree.size == 3
+    assert state is not None
+    assert state.tree.size == 3
 
 
 @pytest.mark.parametrize(
@@ -377,7 +403,8 @@ async def test_acknowledging_replaces_an_unreadable_record(
         common = ["--database-url", url, "--key", str(key_path)]
         assert await _cli("audit", "acknowledge-rollback", *common) == 0
         out = capsys.readouterr().out
-        assert "malformed" in out and "remembered tree size: unknown" in out
+        assert "malformed" in out
+        assert "remembered tree size: unknown" in out
         assert await _grow(database, signer, key_path, 1) == 4  # 2 + the acknowledgement + 1
     finally:
         await database.dispose()
@@ -420,6 +447,59 @@ async def test_credgate_serve_refuses_a_restored_workspace_with_exit_2(
 
     result = _credgate("serve", "--config", config)
     assert result.returncode == EXIT_USAGE, (result.returncode, result.stderr[-2000:])
-    assert "rolled back" in result.stderr and "acknowledge-rollback" in result.stderr
+    assert "rolled back" in result.stderr
+    assert "acknowledge-rollback" in result.stderr
     assert "Traceback" not in result.stderr
     assert "gateway listening on" not in result.stderr + result.stdout
+
+
+# -- what callers see --------------------------------------------------------------------------
+
+
+async def test_regulators_get_a_clear_refusal_and_health_turns_not_serving(
+    dev_pki: DevPki,
+    audit_certs: dict[str, CertKeyPaths],
+    database: Database,
+    signer: NoteSigner,
+    key_path: Path,
+    grown: dict[str, object],
+) -> None:
+    guard = await SignedSizeGuard.open(database, state_path(key_path), signer.name)
+    audit_log = AuditLog(database, signer, guard=guard)
+    server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls)
+    page_tokens = PageTokens(secrets.token_bytes(32))
+    add_regulator_service(
+        server,
+        RegulatorService(AuditTrail(audit_log), IdentityResolver(), page_tokens=page_tokens),
+    )
+    not_serving_on_trip(guard, server)
+    port = await server.start()
+    channel = mtls_channel(dev_pki, port, audit_certs["regulator-demo"])
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert (await health.Check(request, timeout=5)).status == serving
+        await _diverge_larger(database, signer, grown)
+        stub = pb_grpc.RegulatorServiceStub(channel)
+        await expect_error(
+            stub.GetLatestCheckpoint(pb.GetLatestCheckpointRequest(), timeout=5),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "AUDIT_LOG_ROLLED_BACK",
+        )
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for _ in range(500):
+            if (await health.Check(request, timeout=5)).status == not_serving:
+                break
+            await _sleep()
+        assert (await health.Check(request, timeout=5)).status == not_serving
+        # Nothing more is recorded (nor answered) until the operator acknowledges.
+        await expect_error(
+            stub.ListAuditEntries(pb.ListAuditEntriesRequest(), timeout=5),
+            grpc.StatusCode.UNAVAILABLE,
+            "AUDIT_UNAVAILABLE",
+        )
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await audit_log.aclose()
