@@ -5,8 +5,9 @@ way back, and it leaves traces everywhere a reader might look:
 
 * the record beside the log key gets the database's head as its new base, plus a line in its
   ``acknowledgements`` (when; remembered and found sizes and roots; entries lost);
-* the log itself gets an entry at the first index after the restored head — institution
-  ``credgate-operator``, reason ``AUDIT_ROLLBACK_ACKNOWLEDGED``, request id
+* the log itself gets an entry at the first index after the restored head, through the one
+  path every entry takes (``AuditTrail.record``) — institution ``credgate-operator``, no action,
+  reason ``AUDIT_ROLLBACK_ACKNOWLEDGED`` (so outcome DENIED: nothing was released), request id
   ``rollback-<remembered size>-to-<found size>`` — and a checkpoint covering it, so a regulator
   or witness holding a checkpoint from before the restore sees *where* the history forks and
   that the operator said so, rather than a silent second history;
@@ -25,10 +26,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from credit_repair.v1 import vocabulary_pb2 as vocab
+from credit_repair.v1 import audit_pb2, vocabulary_pb2
 
 from audit.checkpoints import make_checkpoint
-from audit.entry import ALLOWED, new_entry
 from audit.log import AuditLog
 from audit.note import NoteSigner
 from audit.signed_size import (
@@ -40,12 +40,16 @@ from audit.signed_size import (
     read_head_tree,
     read_state,
 )
+from audit.trail import AuditTrail
 from audit.tree import CompactRange
+from gateway.errors import set_request_id
+from gateway.institution import Institution
 from gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
 
-OPERATOR_INSTITUTION = "credgate-operator"
+OPERATOR = Institution("credgate-operator", vocabulary_pb2.INSTITUTION_ROLE_UNSPECIFIED)
+"""Who the entry names: the operator at the console, not an institution with a certificate."""
 REASON = "AUDIT_ROLLBACK_ACKNOWLEDGED"
 
 
@@ -122,14 +126,9 @@ async def acknowledge_rollback(
     guard = SignedSizeGuard(path, signer.name)
     audit_log = AuditLog(database, signer, guard=guard)
     try:
-        receipt = await audit_log.append(
-            new_entry(
-                institution_id=OPERATOR_INSTITUTION,
-                purpose=vocab.PURPOSE_UNSPECIFIED,
-                outcome=ALLOWED,
-                reason=REASON,
-                request_id=note,
-            )
+        set_request_id(note)  # the entry's request id: which rollback it acknowledges
+        receipt = await AuditTrail(audit_log).record(
+            OPERATOR, audit_pb2.AUDIT_ACTION_UNSPECIFIED, reason=REASON
         )
         signed = await make_checkpoint(database, signer, guard=guard)
     finally:

@@ -180,6 +180,7 @@ async def test_a_restored_sqlite_file_is_refused_until_acknowledged(
         assert record is not None
         assert record.entry.reason == REASON
         assert record.entry.request_id == "rollback-8-to-5"
+        assert record.entry.institution_id == "credgate-operator"
         state = read_state(state_path(key_path), signer.name)
         assert state is not None
         assert state.tree.size == 6
