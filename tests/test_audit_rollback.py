@@ -423,8 +423,9 @@ def _credgate(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_credgate_serve_refuses_a_restored_workspace_with_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: int
 ) -> None:
     workspace = tmp_path / "ws"
     assert main(["init", "--dir", str(workspace)]) == 0
@@ -446,7 +447,9 @@ async def test_credgate_serve_refuses_a_restored_workspace_with_exit_2(
         leftover.unlink(missing_ok=True)
     os.replace(backup, db_file)
 
-    result = _credgate("serve", "--config", config)
+    result = await asyncio.to_thread(
+        _credgate, "serve", "--config", config, "--workers", str(workers)
+    )
     assert result.returncode == EXIT_USAGE, (result.returncode, result.stderr[-2000:])
     assert "rolled back" in result.stderr
     assert "acknowledge-rollback" in result.stderr
