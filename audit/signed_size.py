@@ -356,17 +356,17 @@ class SignedSizeGuard:
         await asyncio.to_thread(guard.record, head)
         return guard
 
-    def _remembered(self) -> CompactRange | None:
-        """The larger of the file's record and this process's memory."""
+    def _remembered(self) -> list[CompactRange]:
+        """The trees the head must extend: the file's record and this process's memory (one
+        of them if they agree, or if one is missing)."""
         state = read_state(self.path, self.origin)
         known = self._known
-        if state is None:
-            return known
-        if known is None or state.tree.size > known.size:
-            return state.tree
-        if state.tree.size == known.size and state.tree.nodes != known.nodes:
-            raise self._trip(_rewritten(known, state.tree))
-        return known
+        trees = [t for t in (None if state is None else state.tree, known) if t is not None]
+        if len(trees) == 2 and trees[0].size == trees[1].size:
+            if trees[0].nodes != trees[1].nodes:
+                raise self._trip(_rewritten(trees[1], trees[0]))
+            return trees[1:]
+        return sorted(trees, key=lambda tree: tree.size, reverse=True)
 
     def _trip(self, error: AuditRollbackError) -> AuditRollbackError:
         if self._tripped is None:
@@ -396,8 +396,7 @@ class SignedSizeGuard:
         this node is known to have signed; on success remember ``head`` as verified."""
         if self._tripped is not None:
             raise self._tripped
-        known = self._remembered()
-        if known is not None:
+        for known in self._remembered():  # the larger first: it names the most entries lost
             problem = await compare(session, known, head)
             if problem is not None:
                 raise self._trip(problem)
