@@ -32,8 +32,10 @@ from audit.checkpoint import (
     sign_checkpoint,
 )
 from audit.note import NoteSigner
+from audit.signed_size import SignedSizeGuard
 from audit.storage import AuditIntegrityError
 from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from audit.tree import CompactRange
 from gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -61,21 +63,34 @@ async def make_checkpoint(
     signer: NoteSigner,
     *,
     clock: Callable[[], dt.datetime] = _utcnow,
+    guard: SignedSizeGuard | None = None,
 ) -> SignedCheckpoint:
     """A checkpoint covering every committed entry: the latest stored one if the log has not
     grown since, else a new one, signed and stored.
+
+    With ``guard`` (the gateway and every ``credgate audit`` command that signs pass one), the
+    head must extend every tree this node has signed (``audit.signed_size``), else
+    AuditRollbackError and nothing is signed; the signed tree is then remembered outside the
+    database. The check runs once without the lock (it may read the entries appended since the
+    last record) and again under it, where only the few entries appended meanwhile are read.
 
     The head row is locked as an append locks it (``FOR UPDATE`` on PostgreSQL; SQLite's
     ``BEGIN IMMEDIATE`` already serializes writers), so two replicas or worker processes
     checkpointing at the same moment take turns: the second finds the first's checkpoint for
     that size and returns it instead of signing a duplicate.
     """
+    if guard is not None:
+        await guard.verify(database)
     async with database.write() as session:
         head = (
             await session.execute(
                 select(AuditHeadRow).where(AuditHeadRow.head_id == HEAD_ROW_ID).with_for_update()
             )
         ).scalar_one()
+        tree = None
+        if guard is not None:
+            tree = CompactRange.from_bytes(head.tree_size, head.compact_range)
+            await guard.check(session, tree)
         latest = await session.scalar(
             select(AuditCheckpointRow.note)
             .where(AuditCheckpointRow.tree_size == head.tree_size)
@@ -110,7 +125,19 @@ async def make_checkpoint(
             )
         )
     log.info("audit checkpoint signed at tree size %d", head.tree_size)
+    if guard is not None and tree is not None:
+        await _remember(guard, tree)
     return signed
+
+
+async def _remember(guard: SignedSizeGuard, tree: CompactRange) -> None:
+    """Record a signed tree outside the database. The checkpoint is already stored: a failed
+    write only leaves the record behind (so a later rollback to between the two goes unseen),
+    which is logged rather than failing the caller who asked for the checkpoint."""
+    try:
+        await asyncio.to_thread(guard.record, tree)
+    except OSError as exc:
+        log.error("could not record the signed audit tree size in %s: %s", guard.path, exc)
 
 
 class PeriodicCheckpointer:
@@ -122,12 +149,15 @@ class PeriodicCheckpointer:
         database: Database,
         signer: NoteSigner,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        *,
+        guard: SignedSizeGuard | None = None,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError("interval_seconds must be positive")
         self._database = database
         self._signer = signer
         self._interval = interval_seconds
+        self._guard = guard
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -147,6 +177,6 @@ class PeriodicCheckpointer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await make_checkpoint(self._database, self._signer)
+                await make_checkpoint(self._database, self._signer, guard=self._guard)
             except Exception as exc:
                 log.error("periodic audit checkpoint failed: %s: %s", type(exc).__name__, exc)

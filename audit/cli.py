@@ -1,4 +1,5 @@
-"""``credgate audit query|export|verify|report|checkpoint``: the log for operators and regulators.
+"""``credgate audit query|export|verify|report|checkpoint|acknowledge-rollback``: the log for
+operators and regulators.
 
 These commands work on the database directly (the gateway's config names it and the data
 directory holding the log key), so they also serve when the gateway is down; regulators
@@ -29,10 +30,11 @@ from google.protobuf import json_format
 
 from audit.checkpoints import make_checkpoint
 from audit.findings import VerifyReport
-from audit.keys import KEY_FILE_NAME, load_or_create_signer, load_verifier
+from audit.keys import KEY_FILE_NAME, load_or_create_signer, load_signer, load_verifier
 from audit.note import NoteSigner, NoteVerifier
 from audit.offline import check_export, export_lines
 from audit.queries import EntryFilter, iter_entries, list_entries
+from audit.signed_size import SignedSizeGuard, state_path
 from audit.unusual import Window, unusual_access_report
 from audit.verify import verify_log
 from gateway.storage.database import Database
@@ -155,7 +157,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
 
         async def body(database: Database) -> int:
-            signed = await make_checkpoint(database, signer)
+            signed = await make_checkpoint(database, signer, guard=_guard(key, signer))
             progress, done = _Progress("export"), 0
             print(next(export_lines(signed, [])), file=out)
             size = signed.checkpoint.tree_size
@@ -269,9 +271,58 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     signer: NoteSigner = load_or_create_signer(key)
 
     async def body(database: Database) -> int:
-        signed = await make_checkpoint(database, signer)
+        signed = await make_checkpoint(database, signer, guard=_guard(key, signer))
         print(signed.note, end="")
         print(f"verifier key: {signer.verifier.to_vkey()}", file=sys.stderr)
+        return EXIT_OK
+
+    return _run(url, body)
+
+
+def _guard(key: Path, signer: NoteSigner) -> SignedSizeGuard:
+    """The check every signing command makes: nothing is signed over a rolled-back log
+    (AuditRollbackError, exit 2), and what is signed is remembered beside the key."""
+    return SignedSizeGuard(state_path(key), signer.name)
+
+
+def cmd_acknowledge_rollback(args: argparse.Namespace) -> int:
+    """``credgate audit acknowledge-rollback``: accept the database's head as the new base."""
+    from audit.acknowledge import acknowledge_rollback
+
+    url, key = _target(args)
+    signer = load_signer(key)
+
+    async def body(database: Database) -> int:
+        result = await acknowledge_rollback(
+            database, signer, state_path(key), dry_run=args.dry_run
+        )
+        if args.json:
+            print(json.dumps(result.to_json()))
+            return EXIT_OK
+        if not result.problem:
+            print(
+                f"nothing to acknowledge: the log ({result.found_size} entries) extends every "
+                f"tree this node has signed (record: {state_path(key)})"
+            )
+            return EXIT_OK
+        print(f"found: {result.problem}")
+        remembered = "unknown" if result.remembered_size is None else result.remembered_size
+        print(f"remembered tree size: {remembered}; found in the database: {result.found_size}")
+        if result.entries_lost:
+            print(
+                f"lost for good: {result.entries_lost} signed entries (indices "
+                f"{result.found_size}..{result.found_size + result.entries_lost - 1}); their "
+                "decisions are not in this log and only copies held elsewhere show them"
+            )
+        if not result.recorded:
+            print("dry run: nothing recorded; run again without --dry-run to acknowledge")
+            return EXIT_OK
+        print(
+            f"acknowledged: new base {result.found_size} entries; recorded as audit entry "
+            f"{result.entry_index} (reason AUDIT_ROLLBACK_ACKNOWLEDGED) under checkpoint size "
+            f"{result.checkpoint_size}. Re-apply what the restore lost (docs/deployment.md "
+            "'Restoring a backup'), then start the gateway again."
+        )
         return EXIT_OK
 
     return _run(url, body)
@@ -352,3 +403,14 @@ def add_audit_commands(subparsers: Any) -> None:
     )
     _common(p)
     p.set_defaults(func=cmd_checkpoint)
+    p = audit.add_parser(
+        "acknowledge-rollback",
+        help="after restoring a backup: accept the database's log as the new base and say "
+        "what was lost (the gateway refuses to sign until then)",
+        epilog="examples:\n"
+        "  credgate audit acknowledge-rollback --config /etc/credgate/gateway.toml --dry-run\n"
+        "  credgate audit acknowledge-rollback --config /etc/credgate/gateway.toml",
+    )
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="report what was lost; record nothing")
+    p.set_defaults(func=cmd_acknowledge_rollback)

@@ -45,6 +45,7 @@ from audit.checkpoints import latest_checkpoint, make_checkpoint
 from audit.entry import AuditEntry, canonical, entry_bytes
 from audit.hashing import leaf_hash
 from audit.note import NoteSigner
+from audit.signed_size import SignedSizeGuard
 from audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
 from audit.tree import CompactRange
 from gateway.errors import GatewayError
@@ -131,7 +132,10 @@ class AuditLog:
         max_batch: int = DEFAULT_MAX_BATCH,
         write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
         clock: Callable[[], dt.datetime] = _utcnow,
+        guard: SignedSizeGuard | None = None,
     ) -> None:
+        """``guard`` (the gateway passes one; ``audit.signed_size``) refuses appends and
+        checkpoints over a history that does not extend what this node has signed."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.database = database
@@ -139,6 +143,7 @@ class AuditLog:
         self._max_batch = max_batch
         self._timeout = write_timeout_seconds
         self._clock = clock
+        self.guard = guard
         self._queue: list[_Pending] = []
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
@@ -258,6 +263,9 @@ class AuditLog:
         if now > deadline:
             raise _TooLate("the audit log's lock came after the write timeout")
         compact = CompactRange.from_bytes(head.tree_size, head.compact_range)
+        if self.guard is not None:
+            # Every append signs a tree head: none over a rolled-back or rewritten history.
+            self.guard.check_append(head.tree_size, compact)
         rows: list[dict[str, object]] = []
         receipts: list[AppendReceipt | None] = []
         for pending in batch:
@@ -306,7 +314,9 @@ class AuditLog:
 
     async def checkpoint(self) -> SignedCheckpoint:
         """A signed checkpoint covering every committed entry (made now if the log grew)."""
-        return await make_checkpoint(self.database, self.signer, clock=self._clock)
+        return await make_checkpoint(
+            self.database, self.signer, clock=self._clock, guard=self.guard
+        )
 
     async def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The newest stored checkpoint, without signing a new one."""

@@ -32,6 +32,7 @@ from audit.checkpoint import SignedCheckpoint
 from audit.log import AuditUnavailable
 from audit.proof import ProofError
 from audit.queries import EntryFilter, iter_entries, list_entries
+from audit.signed_size import AuditRollbackError
 from audit.storage import AuditIntegrityError, read_head, read_record
 from audit.trail import READ_AUDIT_LOG, AuditTrail
 from audit.unusual import Thresholds, Window, unusual_access_report
@@ -76,6 +77,15 @@ def _inconsistent() -> GatewayError:
         grpc.StatusCode.FAILED_PRECONDITION,
         "the audit log's stored data is inconsistent; run credgate audit verify",
         "AUDIT_LOG_INCONSISTENT",
+    )
+
+
+def _rolled_back() -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the audit log is not an extension of what this gateway has signed (a restored backup?); "
+        "no checkpoint is signed until the operator acknowledges it",
+        "AUDIT_LOG_ROLLED_BACK",
     )
 
 
@@ -216,6 +226,8 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
             return await self._log.checkpoint()
         except AuditIntegrityError:
             raise _inconsistent() from None
+        except AuditRollbackError:  # logged CRITICAL where it was found (audit.signed_size)
+            raise _rolled_back() from None
         except SQLAlchemyError:
             log.exception("signing an audit checkpoint failed")
             raise AuditUnavailable("no checkpoint could be made").to_gateway_error() from None

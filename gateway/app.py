@@ -30,6 +30,7 @@ from audit import AuditLog, load_or_create_signer
 from audit.checkpoints import PeriodicCheckpointer
 from audit.keys import KEY_FILE_NAME
 from audit.service import RegulatorService, add_regulator_service
+from audit.signed_size import SignedSizeGuard, not_serving_on_trip, state_path
 from consent.register import ConsentRegister
 from consent.service import ConsentService
 from gateway.audit_trail import AuditTrail
@@ -169,8 +170,18 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     audit_signer = await asyncio.to_thread(
         load_or_create_signer, config.storage.data_dir / KEY_FILE_NAME
     )
+    try:  # refuses a rolled-back log (exit 2) before anything is signed (audit.signed_size)
+        audit_guard = await SignedSizeGuard.open(
+            database, state_path(config.storage.data_dir / KEY_FILE_NAME), audit_signer.name
+        )
+    except BaseException:
+        await database.dispose()
+        raise
     audit_log = AuditLog(
-        database, audit_signer, write_timeout_seconds=config.audit.write_timeout_seconds
+        database,
+        audit_signer,
+        write_timeout_seconds=config.audit.write_timeout_seconds,
+        guard=audit_guard,
     )
     audit = AuditTrail(audit_log)
     followers.reconciliation.gate = DisclosureGate(consents, audit)
@@ -235,6 +246,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         page_tokens=page_tokens,
     )
     check_services(server.service_names)  # a request field without input rules stops here
+    not_serving_on_trip(audit_guard, server)
     log.info(
         "gateway configured with %d sources; reports signed with key %s; audit log %s",
         len(config.sources),
@@ -247,7 +259,10 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         database,
         audit_log=audit_log,
         checkpointer=PeriodicCheckpointer(
-            database, audit_signer, interval_seconds=config.audit.checkpoint_interval_seconds
+            database,
+            audit_signer,
+            interval_seconds=config.audit.checkpoint_interval_seconds,
+            guard=audit_guard,
         ),
         audit_backlog=observe_audit_backlog(lambda: audit.in_flight),
         followers=followers,

@@ -24,7 +24,9 @@ def configuration_errors() -> tuple[type[BaseException], ...]:
     each worker alike, so systemd (``RestartPreventExitStatus=2``) never restarts into the same
     mistake: a bad config file (ConfigError is a ValueError), a secret file that is missing,
     unreadable or readable by others (keyring, signing keys, audit key, TLS key), a database
-    newer than this release."""
+    newer than this release, an audit log rolled back behind what this node signed or an
+    unreadable record of it (``audit.signed_size``: ValueErrors, acknowledged with
+    ``credgate audit acknowledge-rollback``)."""
     from gateway.protection.keyring import KeyringError
     from gateway.signing_keys import SigningKeyError
 
@@ -34,7 +36,8 @@ EXIT_CODES_HELP = """exit codes:
   0  success
   1  failure: the work could not be done (unreachable gateway or source, not serving,
      a tampered audit log, a database behind the code's schema)
-  2  usage or configuration error (bad arguments, invalid config file, missing files)
+  2  usage or configuration error (bad arguments, invalid config file, missing files,
+     an audit log rolled back: credgate audit acknowledge-rollback)
   3  refused by the gateway (the status code and ErrorInfo reason are printed)"""
 
 
