@@ -6,8 +6,8 @@ way back, and it leaves traces everywhere a reader might look:
 * the record beside the log key gets the database's head as its new base, plus a line in its
   ``acknowledgements`` (when; remembered and found sizes and roots; entries lost);
 * the log itself gets an entry at the first index after the restored head, through the one
-  path every entry takes (``AuditTrail.record``) — institution ``credgate-operator``, no action,
-  reason ``AUDIT_ROLLBACK_ACKNOWLEDGED`` (so outcome DENIED: nothing was released), request id
+  path every entry takes (``AuditTrail.record``) — institution ``credgate-operator``, action
+  ``AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK``, outcome ALLOWED (no data released), request id
   ``rollback-<remembered size>-to-<found size>`` — and a checkpoint covering it, so a regulator
   or witness holding a checkpoint from before the restore sees *where* the history forks and
   that the operator said so, rather than a silent second history;
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 OPERATOR = Institution("credgate-operator", vocabulary_pb2.INSTITUTION_ROLE_UNSPECIFIED)
 """Who the entry names: the operator at the console, not an institution with a certificate."""
-REASON = "AUDIT_ROLLBACK_ACKNOWLEDGED"
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ async def acknowledge_rollback(
     try:
         set_request_id(note)  # the entry's request id: which rollback it acknowledges
         receipt = await AuditTrail(audit_log).record(
-            OPERATOR, audit_pb2.AUDIT_ACTION_UNSPECIFIED, reason=REASON
+            OPERATOR, audit_pb2.AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK
         )
         signed = await make_checkpoint(database, signer, guard=guard)
     finally:

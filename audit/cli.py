@@ -319,7 +319,7 @@ def cmd_acknowledge_rollback(args: argparse.Namespace) -> int:
             return EXIT_OK
         print(
             f"acknowledged: new base {result.found_size} entries; recorded as audit entry "
-            f"{result.entry_index} (reason AUDIT_ROLLBACK_ACKNOWLEDGED) under checkpoint size "
+            f"{result.entry_index} (action ACKNOWLEDGE_AUDIT_ROLLBACK) under checkpoint size "
             f"{result.checkpoint_size}. Re-apply what the restore lost (docs/deployment.md "
             "'Restoring a backup'), then start the gateway again."
         )

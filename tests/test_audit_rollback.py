@@ -22,13 +22,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from credit_repair.v1 import audit_pb2
 from credit_repair.v1 import regulator_service_pb2 as pb
 from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, func, select, update
 
 from audit import AuditLog, AuditUnavailable
-from audit.acknowledge import REASON
 from audit.checkpoints import PeriodicCheckpointer, make_checkpoint
 from audit.keys import load_or_create_signer
 from audit.note import NoteSigner
@@ -178,7 +178,8 @@ async def test_a_restored_sqlite_file_is_refused_until_acknowledged(
         assert result["checkpoint_size"] == 6
         record = await read_record(database, 5)
         assert record is not None
-        assert record.entry.reason == REASON
+        assert record.entry.action == audit_pb2.AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK
+        assert record.entry.outcome == audit_pb2.AUDIT_OUTCOME_ALLOWED
         assert record.entry.request_id == "rollback-8-to-5"
         assert record.entry.institution_id == "credgate-operator"
         state = read_state(state_path(key_path), signer.name)

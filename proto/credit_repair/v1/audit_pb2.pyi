@@ -81,6 +81,11 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Read open contradictions between sources about a subject
     (ReconciliationService.ListOpenContradictions): one entry per subject on the page.
     """
+    AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK: _AuditAction.ValueType  # 10
+    """The operator acknowledged a rolled-back audit log (credgate audit acknowledge-rollback):
+    the entry sits at the first index after the restored head, its request_id
+    "rollback-<remembered size>-to-<found size>" says which signed entries were lost.
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -136,6 +141,11 @@ never the values. Probing the gateway with malformed input leaves a trace.
 AUDIT_ACTION_READ_CONTRADICTIONS: AuditAction.ValueType  # 9
 """Read open contradictions between sources about a subject
 (ReconciliationService.ListOpenContradictions): one entry per subject on the page.
+"""
+AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK: AuditAction.ValueType  # 10
+"""The operator acknowledged a rolled-back audit log (credgate audit acknowledge-rollback):
+the entry sits at the first index after the restored head, its request_id
+"rollback-<remembered size>-to-<found size>" says which signed entries were lost.
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
