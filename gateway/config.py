@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import SourceConfig
+from gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from gateway.engine.consistency import (
     CONSISTENCY_KEYS,
     ConsistencySettings,
@@ -178,6 +179,8 @@ class GatewayConfig:
     """``[sync]`` consistency keys: default mode, freshness bounds (``gateway.engine``)."""
     watch: WatchSettings = field(default_factory=WatchSettings)
     """``[watch]``: watch streams and the change-feed reader (``gateway.watch``)."""
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """``[connections]``: limits on connections and streams (``gateway.connection_limits``)."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -201,6 +204,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
     "sync": {**SYNC_KEYS, **CONSISTENCY_KEYS},
     "watch": WATCH_KEYS,
+    "connections": CONNECTION_KEYS,
     "telemetry": {
         "exporter": str,
         "endpoint": str,
@@ -502,6 +506,7 @@ def config_from_mapping(
             {k: v for k, v in sync_table.items() if k in CONSISTENCY_KEYS}
         )
         watch = WatchSettings(**tables.get("watch", {}))
+        connections = ConnectionLimits(**tables.get("connections", {}))
         providers = parse_providers(document.get("providers", []))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -517,6 +522,7 @@ def config_from_mapping(
         sync=sync,
         consistency=consistency,
         watch=watch,
+        connections=connections,
         providers=providers,
         telemetry=_telemetry(tables.get("telemetry", {})),
         audit=audit,
