@@ -16,18 +16,23 @@ from pathlib import Path
 
 import grpc
 import pytest
+from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from cryptography import x509
 
+from adapters.mocks.population import Population, State
+from adapters.mocks.providers import PLATFORM
 from gateway.certificate_validity import (
     CERTIFICATE_EXPIRED,
     CERTIFICATE_NOT_YET_VALID,
     validity_refusal,
 )
+from gateway.channel import client_channel
+from gateway.client import CredgateClient, CredgateError
 from gateway.config import ConfigError, config_from_mapping
 from gateway.connection_limits import ConnectionLimits
 from gateway.errors import parse_error
 from gateway.first_message import REQUEST_MISSING, REQUEST_NOT_RECEIVED
-from gateway.institution import IdentityResolver, InstitutionRole
+from gateway.institution import IdentityResolver, InstitutionRole, RoleValue
 from gateway.pki import (
     CertKeyPaths,
     issue_institution_cert,
@@ -35,6 +40,8 @@ from gateway.pki import (
     write_certified_key,
 )
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
+from tests.watch_support import AS_OF, CASE, INDEX, JUDICIAL, Pusher, feed_document
+from tests.watch_support import running_gateway as running_full_gateway
 
 SERVICE = "credgate.test.v1.Limits"
 SHORT_LIVED = "short-lived-bank"
@@ -84,16 +91,15 @@ def _limits(**overrides: float | int | bool) -> ConnectionLimits:
 
 
 def _certificate(
-    dev_pki: DevPki, directory: Path, not_before: dt.datetime, not_after: dt.datetime
+    dev_pki: DevPki,
+    directory: Path,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    role: RoleValue = InstitutionRole.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
 ) -> CertKeyPaths:
     ca = load_certified_key(dev_pki.paths.ca_cert, dev_pki.paths.ca_key)
     issued = issue_institution_cert(
-        ca,
-        SHORT_LIVED,
-        InstitutionRole.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
-        "Short Lived Bank",
-        not_before=not_before,
-        not_after=not_after,
+        ca, SHORT_LIVED, role, "Short Lived", not_before=not_before, not_after=not_after
     )
     return write_certified_key(issued, directory / "client.pem", directory / "client.key")
 
@@ -168,6 +174,48 @@ async def test_a_certificate_not_yet_valid_cannot_connect(dev_pki: DevPki, tmp_p
             await channel.unary_unary(f"/{SERVICE}/WhoAmI")(b"", timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # refused at the handshake
     assert probe.started == 0
+
+
+async def test_a_watch_stream_ends_when_its_certificate_expires(
+    dev_pki: DevPki, tmp_path: Path, population: Population
+) -> None:
+    """A watch checks its caller's certificate again with its consent (every change, and every
+    ``recheck_seconds`` when quiet): it does not outlive the certificate it was opened with."""
+    subject = population.scenarios["observation"]
+    url = f"sqlite:///{tmp_path / 'credgate.db'}"
+    document = feed_document(dev_pki, tmp_path, url)  # re-checks every 0.5 s
+    async with running_full_gateway(dev_pki, tmp_path, document) as gateway:
+        platform = Pusher(PLATFORM, dev_pki, gateway.port)
+        await platform.push([platform.update(subject, State.PROCEDURE_PENDING, AS_OF)])
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        not_after = now + dt.timedelta(seconds=5)
+        court = _certificate(
+            dev_pki,
+            tmp_path,
+            now - dt.timedelta(minutes=5),
+            not_after,
+            InstitutionRole.INSTITUTION_ROLE_JUDICIAL_ORGAN,
+        )
+        query = service_pb2.GetRepairStatusRequest(
+            identity_number=subject.person.identity_number,
+            purpose=JUDICIAL,
+            case_reference=CASE,
+            consistency=INDEX,
+        )
+        channel = client_channel(gateway.target, dev_pki.paths.ca_cert, court.cert, court.key)
+        async with CredgateClient(channel) as client:
+            stream = aiter(client.watch_repair_status(query))
+            async with asyncio.timeout(WAIT):
+                first = await anext(stream)
+            assert first.report.recipient_institution_id == SHORT_LIVED
+            with pytest.raises(CredgateError) as ended:
+                async with asyncio.timeout(WAIT):
+                    await anext(stream)
+        assert dt.datetime.now(dt.UTC) > not_after
+        assert (ended.value.code, ended.value.reason) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            CERTIFICATE_EXPIRED,
+        )
 
 
 def test_the_per_call_check_names_the_period_and_nothing_else(
