@@ -27,7 +27,7 @@ from gateway.certificate_validity import (
     validity_refusal,
 )
 from gateway.channel import client_channel
-from gateway.client import CredgateClient, CredgateError
+from gateway.client import ClientCertificateRefused, CredgateClient, CredgateError
 from gateway.config import ConfigError, config_from_mapping
 from gateway.connection_limits import ConnectionLimits
 from gateway.errors import parse_error
@@ -39,7 +39,7 @@ from gateway.pki import (
     load_certified_key,
     write_certified_key,
 )
-from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
+from tests.fixtures.pki import EXPIRED_INSTITUTION, DevPki, mtls_channel, running_gateway
 from tests.watch_support import AS_OF, CASE, INDEX, JUDICIAL, Pusher, feed_document
 from tests.watch_support import running_gateway as running_full_gateway
 
@@ -216,6 +216,26 @@ async def test_a_watch_stream_ends_when_its_certificate_expires(
             grpc.StatusCode.UNAUTHENTICATED,
             CERTIFICATE_EXPIRED,
         )
+
+
+async def test_the_client_library_names_its_own_certificate_as_the_cause(dev_pki: DevPki) -> None:
+    """What gRPC reports as 'Socket closed', the client library explains; a connection refused
+    for another reason stays a plain UNAVAILABLE."""
+    pki_dir = dev_pki.paths.directory
+    async with running_gateway(dev_pki) as server:
+        target = f"127.0.0.1:{server.port}"
+        async with CredgateClient.from_pki_dir(target, pki_dir, EXPIRED_INSTITUTION) as client:
+            with pytest.raises(ClientCertificateRefused) as caught:
+                await client.list_signing_keys(timeout=5)
+    refused = caught.value
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAVAILABLE, CERTIFICATE_EXPIRED)
+    assert "the client certificate expired at" in refused.message
+    assert "Socket closed" in refused.message  # what gRPC said, kept
+    async with CredgateClient.from_pki_dir(target, pki_dir, "bank-demo") as client:
+        with pytest.raises(CredgateError) as down:
+            await client.list_signing_keys(timeout=2)  # the server has stopped
+    assert not isinstance(down.value, ClientCertificateRefused)
+    assert down.value.code == grpc.StatusCode.UNAVAILABLE
 
 
 def test_the_per_call_check_names_the_period_and_nothing_else(
