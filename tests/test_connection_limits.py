@@ -410,6 +410,31 @@ async def test_connections_past_the_cap_are_refused(dev_pki: DevPki) -> None:
             assert await first.unary_unary(f"/{SERVICE}/WhoAmI")(b"", timeout=5)
 
 
+async def test_a_connection_that_never_completes_its_handshake_is_closed(dev_pki: DevPki) -> None:
+    limits = _limits(handshake_timeout_seconds=0.5)
+    async with running_gateway(dev_pki, connection_limits=limits) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            async with asyncio.timeout(WAIT):  # gRPC's own default would wait 120 s
+                assert await reader.read(1024) == b""  # closed by the server, nothing said
+        finally:
+            writer.close()
+
+
+def test_the_idle_connection_bench_sees_connections_released(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.idle_connections import main
+
+    main(["--connections", "5", "--idle-seconds", "0.5", "--watch-seconds", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    start = next(line for line in lines if line.startswith("server at start"))
+    baseline = int(start.split("fds")[1].split()[0])
+    assert any("5 clients, 5 answered" in line for line in lines)
+    last = int(lines[-1].split("fds")[1].split()[0])
+    assert last <= baseline + 1  # every idle connection closed
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
