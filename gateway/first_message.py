@@ -47,11 +47,18 @@ _ENDED = object()
 """What ``_first`` returns for a request stream that ended without any message."""
 
 
+_ALREADY_HERE_SECONDS = 0.1
+"""The least a read gets, however late the handler starts it: long enough to take a message
+that has already arrived (a stream handler may do other work before it reads; the bound is on
+the client, not on the handler)."""
+
+
 async def _first(requests: AsyncIterator[Any], deadline: float, seconds: float) -> Any:
     """The first message of ``requests`` by ``deadline`` (loop time), ``_ENDED`` if there is
     none, or a GatewayError(DEADLINE_EXCEEDED) if it has not arrived by then."""
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout_at(max(deadline, loop.time() + _ALREADY_HERE_SECONDS)):
             return await anext(aiter(requests), _ENDED)
     except TimeoutError:
         raise _not_received(seconds) from None
