@@ -180,7 +180,9 @@ class GatewayConfig:
     watch: WatchSettings = field(default_factory=WatchSettings)
     """``[watch]``: watch streams and the change-feed reader (``gateway.watch``)."""
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
-    """``[connections]``: limits on connections and streams (``gateway.connection_limits``)."""
+    """``[connections]``: limits on the connections and streams of each gateway process, all
+    enforced before any handler runs (``gateway.connection_limits``; docs/deployment.md,
+    "Connection limits"). Without the section the defaults apply."""
     path: Path | None = field(default=None, compare=False)
 
 
