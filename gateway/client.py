@@ -5,7 +5,10 @@
                                            case_reference="(2026)粤03执1号")
 
 Failed calls raise ``CredgateError`` carrying the gRPC code, the ErrorInfo reason and the
-BadRequest field violations, so callers branch on reasons rather than parse messages.
+BadRequest field violations, so callers branch on reasons rather than parse messages. A call
+that cannot connect because the client's own certificate has expired (or is not yet valid)
+raises ``ClientCertificateRefused`` saying so: the gateway refuses it at the TLS handshake,
+which gRPC reports only as ``UNAVAILABLE … Socket closed``.
 
 Every report is verified before it is returned: the gateway's Ed25519 signature over the
 report's exact bytes, and the request digest against the request this client sent (a random
@@ -37,6 +40,7 @@ from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
+from gateway.certificate_validity import Refusal, validity_refusal
 from gateway.channel import client_channel
 from gateway.errors import parse_error, request_id_from_error
 from gateway.pki import institution_paths
@@ -53,6 +57,7 @@ NONCE_BYTES = 16
 _LIST_PAGE_SIZE = 200
 
 __all__ = [
+    "ClientCertificateRefused",
     "CredgateClient",
     "CredgateError",
     "ReportVerificationError",
@@ -79,6 +84,24 @@ class CredgateError(Exception):
         details = getattr(rpc_error, "details", None)
         self.message = str(details()) if callable(details) else ""
         super().__init__(f"{self.code.name} {self.reason}: {self.message}")
+
+
+class ClientCertificateRefused(CredgateError):
+    """A call that could not connect while this client's own certificate is outside its
+    validity period: the likely cause, named.
+
+    The gateway refuses such a certificate at the TLS handshake, and gRPC reports that only as
+    ``UNAVAILABLE … Socket closed`` (TLS 1.3 delivers the server's alert after the client has
+    finished its side). ``code`` stays UNAVAILABLE; ``reason`` (``CERTIFICATE_EXPIRED`` or
+    ``CERTIFICATE_NOT_YET_VALID``) and ``message`` are this client's own diagnosis.
+    """
+
+    def __init__(self, rpc_error: grpc.RpcError, refusal: Refusal) -> None:
+        super().__init__(rpc_error)
+        said = self.message
+        self.reason = refusal.reason
+        self.message = f"{refusal.message} (gRPC said: {said})"
+        self.args = (f"{self.code.name} {self.reason}: {self.message}",)
 
 
 def purpose_from_name(name: str) -> vocab.Purpose.ValueType:
@@ -132,9 +155,16 @@ def _with_nonce(
 
 class CredgateClient:
     def __init__(
-        self, channel: grpc.aio.Channel, *, signing_keys: Iterable[bytes] | None = None
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        signing_keys: Iterable[bytes] | None = None,
+        certificate: bytes | None = None,
     ) -> None:
+        """``certificate``: the PEM client certificate the channel presents, if known, so that
+        a connection refused for its validity period says so (``ClientCertificateRefused``)."""
         self._channel = channel
+        self._certificate = certificate
         self._stub = service_grpc.RepairStatusServiceStub(channel)
         self._consents = consent_grpc.ConsentServiceStub(channel)
         self._signing_key_stub = keys_grpc.SigningKeyServiceStub(channel)
@@ -157,6 +187,7 @@ class CredgateClient:
         return cls(
             client_channel(target, pki_dir / "ca.pem", paths.cert, paths.key),
             signing_keys=signing_keys,
+            certificate=paths.cert.read_bytes(),
         )
 
     async def __aenter__(self) -> CredgateClient:
@@ -173,6 +204,20 @@ class CredgateClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    def _error(self, error: grpc.RpcError) -> CredgateError:
+        """``CredgateError`` for a failed call; ``ClientCertificateRefused`` when it could not
+        connect and this client's certificate is outside its validity period."""
+        code = getattr(error, "code", None)
+        if (
+            self._certificate is not None
+            and callable(code)
+            and code() == grpc.StatusCode.UNAVAILABLE
+        ):
+            refusal = validity_refusal(self._certificate)
+            if refusal is not None:
+                return ClientCertificateRefused(error, refusal)
+        return CredgateError(error)
+
     # -- signing keys -----------------------------------------------------------------------------
 
     async def list_signing_keys(
@@ -188,7 +233,7 @@ class CredgateClient:
                     timeout=timeout,
                 )
             except grpc.RpcError as error:
-                raise CredgateError(error) from None
+                raise self._error(error) from None
             keys.extend(page.signing_keys)
             token = page.next_page_token
             if not token:
@@ -248,7 +293,7 @@ class CredgateClient:
         try:
             response = await self._stub.GetRepairStatus(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         report = await self.verify(response.signed_report, request)
         return VerifiedReport(report, response.signed_report)
 
@@ -293,7 +338,7 @@ class CredgateClient:
                 report = await self.verify(response.signed_report, sent)
                 yield WatchedReport(report, response.signed_report, tuple(response.changes))
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         finally:
             call.cancel()
 
@@ -310,7 +355,7 @@ class CredgateClient:
                 service_pb2.BatchGetRepairStatusRequest(requests=sent), timeout=timeout
             )
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         results = list(response.results)
         for result in results:
             if result.HasField("error"):
@@ -334,7 +379,7 @@ class CredgateClient:
                 timeout=timeout,
             )
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         key_id: str = response.subject_key_id
         return key_id
 
@@ -357,7 +402,7 @@ class CredgateClient:
                 timeout=timeout,
             )
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
@@ -369,7 +414,7 @@ class CredgateClient:
                 consent_pb2.RevokeConsentRequest(consent_id=consent_id), timeout=timeout
             )
         except grpc.RpcError as error:
-            raise CredgateError(error) from None
+            raise self._error(error) from None
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
@@ -393,7 +438,7 @@ class CredgateClient:
                     timeout=timeout,
                 )
             except grpc.RpcError as error:
-                raise CredgateError(error) from None
+                raise self._error(error) from None
             grants.extend(page.grants)
             token = page.next_page_token
             if not token:

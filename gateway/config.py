@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import SourceConfig
+from gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from gateway.engine.consistency import (
     CONSISTENCY_KEYS,
     ConsistencySettings,
@@ -183,6 +184,10 @@ class GatewayConfig:
     """``[sync]`` consistency keys: default mode, freshness bounds (``gateway.engine``)."""
     watch: WatchSettings = field(default_factory=WatchSettings)
     """``[watch]``: watch streams and the change-feed reader (``gateway.watch``)."""
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """``[connections]``: limits on the connections and streams of each gateway process, all
+    enforced before any handler runs (``gateway.connection_limits``; docs/deployment.md,
+    "Connection limits"). Without the section the defaults apply."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -206,6 +211,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
     "sync": {**SYNC_KEYS, **CONSISTENCY_KEYS},
     "watch": WATCH_KEYS,
+    "connections": CONNECTION_KEYS,
     "telemetry": {
         "exporter": str,
         "endpoint": str,
@@ -514,6 +520,7 @@ def config_from_mapping(
             {k: v for k, v in sync_table.items() if k in CONSISTENCY_KEYS}
         )
         watch = WatchSettings(**tables.get("watch", {}))
+        connections = ConnectionLimits(**tables.get("connections", {}))
         providers = parse_providers(document.get("providers", []))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -529,6 +536,7 @@ def config_from_mapping(
         sync=sync,
         consistency=consistency,
         watch=watch,
+        connections=connections,
         providers=providers,
         telemetry=_telemetry(tables.get("telemetry", {})),
         audit=audit,

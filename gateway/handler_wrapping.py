@@ -11,7 +11,7 @@ every call, and building new handler objects each time was measurable on the IND
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -33,22 +33,32 @@ def _unary_response(behavior: Behavior, method: str, around: Around) -> Behavior
     return wrapper
 
 
+async def responses_of(result: Any) -> AsyncGenerator[Any, None]:
+    """The responses of a response-streaming behaviour's ``result``, whichever style it has:
+    an async generator, a plain iterable, or a coroutine writing with ``context.write``."""
+    if inspect.isawaitable(result):  # reader/writer style: writes via context.write
+        await result
+    elif hasattr(result, "__aiter__"):
+        try:
+            async for response in result:
+                yield response
+        finally:
+            if hasattr(result, "aclose"):  # stop the inner generator promptly
+                await result.aclose()
+    elif result is not None:
+        for response in result:
+            yield response
+
+
 def _stream_response(behavior: Behavior, method: str, around: Around) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with around(method, context):
-            result = behavior(request, context)
-            if inspect.isawaitable(result):  # reader/writer style: writes via context.write
-                await result
-            elif hasattr(result, "__aiter__"):
-                try:
-                    async for response in result:
-                        yield response
-                finally:
-                    if hasattr(result, "aclose"):  # stop the inner generator promptly
-                        await result.aclose()
-            elif result is not None:
-                for response in result:
+            responses = responses_of(behavior(request, context))
+            try:
+                async for response in responses:
                     yield response
+            finally:
+                await responses.aclose()
 
     return wrapper
 

@@ -4,8 +4,9 @@ The identity lives in the certificate, not in request fields a caller could forg
 institution id is a URI SAN ``urn:credgate:institution:<id>`` and the role is the subject's OU
 as a lower-snake ``InstitutionRole`` name (``financial_institution``, ``regulator``, ...).
 TLS has already verified the chain before a handler runs; this module only reads the result,
-and refuses a certificate the CA has since revoked (``[tls] revocation_list``,
-``gateway.revocation``), which TLS cannot check.
+and refuses what TLS checked only once, at the handshake, or not at all: a certificate that has
+expired since (``gateway.certificate_validity``, on every call) and one the CA has since
+revoked (``[tls] revocation_list``, ``gateway.revocation``).
 
 ``--insecure-dev`` mode has no TLS and so no certificate. There, and only on a connection
 that is not TLS, the *explicit* dev identity from the ``[dev_identity]`` config section is
@@ -34,6 +35,7 @@ from credit_repair.v1 import vocabulary_pb2
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from gateway.certificate_validity import validity_refusal
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -217,7 +219,9 @@ def institution_from_context(
     """The calling institution, or a GatewayError(UNAUTHENTICATED) for the interceptor to send.
 
     ``dev_identity`` is honoured only when the connection is not TLS (``--insecure-dev``).
-    A certificate ``revocation`` lists is refused with reason ``CERTIFICATE_REVOKED``.
+    A certificate past its validity period is refused with reason ``CERTIFICATE_EXPIRED`` (or
+    ``CERTIFICATE_NOT_YET_VALID``), however long ago its connection's handshake was; one
+    ``revocation`` lists is refused with reason ``CERTIFICATE_REVOKED``.
     """
     auth: Mapping[str, Iterable[bytes]] = context.auth_context() or {}
     pem = _first(auth, "x509_pem_cert")
@@ -231,6 +235,9 @@ def institution_from_context(
     result = _from_pem(pem)
     if isinstance(result, IdentityRejected):
         raise _unauthenticated(result.reason, result.message)
+    expired = validity_refusal(pem)
+    if expired is not None:
+        raise _unauthenticated(expired.reason, expired.message)
     if revocation is not None and revocation.is_revoked_pem(pem):
         raise _unauthenticated("CERTIFICATE_REVOKED", "the client certificate has been revoked")
     return result

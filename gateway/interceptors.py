@@ -54,6 +54,7 @@ from gateway.errors import (
     set_request_id,
     to_grpc_status,
 )
+from gateway.first_message import bound_first_message
 from gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 from gateway.protection.unreadable import RecordUnreadable, unreadable_in
 
@@ -230,15 +231,25 @@ class RequestInterceptor(WrappingInterceptor):
 
     ``default_deadline_seconds`` applies to calls with one answer whose caller set no deadline;
     a response stream (a watch, an export) lives as long as its caller keeps it, so only the
-    caller's own deadline bounds it.
+    caller's own deadline bounds it — once its request has arrived: with
+    ``first_message_seconds`` every call, streams included, must receive its first request
+    message within that long or ends DEADLINE_EXCEEDED (``gateway.first_message``). The read is
+    inside the call's scope, so that refusal gets a request id and a rich status like any other.
     """
 
-    def __init__(self, default_deadline_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        default_deadline_seconds: float | None = None,
+        first_message_seconds: float | None = None,
+    ) -> None:
         super().__init__()
         self._default_deadline = default_deadline_seconds
+        self._first_message = first_message_seconds
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         streams = handler.unary_stream is not None or handler.stream_stream is not None
         default = None if streams else self._default_deadline
         around = functools.partial(_HandledCall, default_deadline_seconds=default)
+        if self._first_message is not None:
+            handler = bound_first_message(handler, self._first_message)
         return wrap_handler(handler, method, around)

@@ -8,6 +8,11 @@ sees each call's final status and covers the catch-all's log line), then the req
 interceptor (request ids, rich errors, catch-all). It answers the standard health and
 reflection services so load balancers and ``grpcurl`` work out of the box.
 
+Connections and streams are bounded (``[connections]``, ``gateway.connection_limits``): how many
+connections, streams per connection, idle time and age (so a connection's client certificate
+is checked again by a new handshake), keep-alive, the TLS handshake's duration, and how long a
+call may wait for its first request message. Without a configuration the defaults apply.
+
 Plain TCP is possible only with ``insecure_dev``, for local experiments, and is logged loudly.
 
     server = GatewayServer.from_config(config)
@@ -43,6 +48,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
+from gateway.connection_limits import ConnectionLimits
 from gateway.interceptors import RequestInterceptor
 from gateway.protection.secret_files import read_secret
 from gateway.telemetry import TelemetryInterceptor
@@ -207,6 +213,7 @@ class GatewayServer:
         reuse_port: bool = False,
         stop_watchdog: bool = False,
         default_deadline_seconds: float | None = None,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         if tls is None and not insecure_dev:
             raise ValueError("mutual TLS needs a TlsConfig unless insecure_dev is set")
@@ -215,15 +222,22 @@ class GatewayServer:
         self._insecure_dev = insecure_dev
         self._grace = shutdown_grace_seconds
         self._drain_delay = drain_delay_seconds
+        # Limits apply unless given otherwise: a server without them is the one of issue #18.
+        limits = connection_limits or ConnectionLimits()
         self._interceptors = [
             TelemetryInterceptor(),
-            RequestInterceptor(default_deadline_seconds),
+            RequestInterceptor(default_deadline_seconds, limits.first_message_seconds),
             *interceptors,
         ]
         # SO_REUSEPORT off by default: a second gateway started on a port already in use must
         # fail to bind, not silently share it. Only the workers of one ``credgate serve
-        # --workers N`` (``gateway.workers``) share a port on purpose.
-        self._options = [("grpc.so_reuseport", 1 if reuse_port else 0), *options]
+        # --workers N`` (``gateway.workers``) share a port on purpose. Explicit ``options``
+        # come last, so they override the limits' channel arguments.
+        self._options = [
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            *limits.server_options(),
+            *options,
+        ]
         self._registrations: list[tuple[AddServicerFn, Any, str]] = []
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -250,6 +264,7 @@ class GatewayServer:
             reuse_port=config.gateway.workers > 1,
             stop_watchdog=True,
             default_deadline_seconds=config.gateway.default_deadline_seconds,
+            connection_limits=config.connections,
         )
 
     @property

@@ -413,6 +413,19 @@ _CALLING = [
     "are placeholders to fill in. Errors come back as `google.rpc.Status` with an `ErrorInfo`",
     "reason (listed under each RPC).",
     "",
+    "Any RPC may also end with these, before its own checks:",
+    "",
+    "* `UNAUTHENTICATED` when the client certificate does not name a valid institution (reasons",
+    "  `INSTITUTION_…`), has expired or is not yet valid (`CERTIFICATE_EXPIRED`,",
+    "  `CERTIFICATE_NOT_YET_VALID`: checked on every call, not only when the connection opened)",
+    "  or has been revoked (`CERTIFICATE_REVOKED`). A certificate refused by the TLS handshake",
+    "  itself shows as `UNAVAILABLE … Socket closed` (docs/deployment.md, \"Certificates\").",
+    "* `DEADLINE_EXCEEDED` / `REQUEST_NOT_RECEIVED` when the request message has not arrived",
+    "  within `[connections] first_message_seconds` (5 s) of the call opening, streams included;",
+    "  `INVALID_ARGUMENT` / `REQUEST_MISSING` for a unary call closed without one.",
+    "* `UNAVAILABLE` when the connection was closed under the call: past its maximum age and",
+    "  grace, or the gateway stopping. Reconnect (gRPC does) and retry or resume.",
+    "",
 ]
 
 

@@ -101,6 +101,7 @@ def build_followers(
         SubjectTokenizer(keyring.subject_token_key),
         config.watch,
         deadline_seconds=config.gateway.default_deadline_seconds,
+        identify=identify,
     )
     reconciler = Reconciler(store, feed.waiter(), poll_seconds=feed.poll_seconds)
     reconciliation = ReconciliationServicer(

@@ -12,7 +12,9 @@ this module adds is the watching:
   query, and each report is decided and audited on its own all the same.
 * **Consent checks.** Every report is decided afresh, so a revoked or expired grant ends the
   stream with the query's own refusal (PERMISSION_DENIED CONSENT_REVOKED, ...) at the next
-  change; a quiet stream re-checks every ``recheck_seconds``. The first report counts as one
+  change; a quiet stream re-checks every ``recheck_seconds``. The caller's certificate is
+  checked again at the same moments: one that has expired or been revoked since the stream
+  opened ends it UNAUTHENTICATED (``gateway.institution``). The first report counts as one
   use of a grant limited in uses; the updates are what ``ongoing_updates`` granted.
 * **Limits.** A replica serves at most ``max_watchers`` streams and one caller at most
   ``max_watchers_per_caller`` of them, counted atomically (``gateway.watch.slots``): one
@@ -102,8 +104,10 @@ class WatchStreams:
         *,
         deadline_seconds: float,
         clock: Callable[[], dt.datetime] = _utcnow,
+        identify: Callable[[grpc.aio.ServicerContext], Institution] | None = None,
     ) -> None:
         self._feed = feed
+        self._identify = identify
         self._consents = consents
         self._tokenizer = tokenizer
         self._settings = settings
@@ -175,6 +179,10 @@ class WatchStreams:
                 )
             if not changes and loop.time() < recheck_at:
                 continue
+            if self._identify is not None:
+                # The caller's certificate, checked again: one that has expired or been revoked
+                # since the stream opened ends it (UNAUTHENTICATED), as it would end a call.
+                self._identify(context)
             if changes or not await self._still_allowed(institution, query, token):
                 # A refusal raises here, audited like any refusal of the query.
                 report, signed = await answer(
