@@ -143,7 +143,13 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     database = Database.from_url(config.storage.url)
     cipher = FieldCipher(keys)
     fact_index = FactIndex(database, cipher)
-    workflows = Workflows(database, cipher, id_key=workflow_id_key(keyring.subject_token_key))
+    workflows = Workflows(
+        database,
+        cipher,
+        id_key=workflow_id_key(keyring.subject_token_key),
+        outbox_poll_seconds=config.outbox.poll_seconds,
+        outbox_claim_seconds=config.outbox.claim_seconds,
+    )
     engine = QueryEngine(
         [build_adapter(source) for source in config.sources],
         fact_index,

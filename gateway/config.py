@@ -128,6 +128,23 @@ class AuditConfig:
     blocked by another process gives up only at SQLite's busy timeout (5 s), if that is later."""
 
 
+@dataclass(frozen=True)
+class OutboxConfig:
+    """``[outbox]``: how each replica delivers committed filings and rulings to the sources
+    (``gateway.workflows.outbox``, docs/deployment.md "The outbox")."""
+
+    poll_seconds: float = 5.0
+    """How often each replica drains the outbox (it also drains once when it starts): the
+    longest a delivery that is due waits for a replica to pick it up."""
+    claim_seconds: float = 60.0
+    """How long a replica's claim on one delivery lasts. A replica that dies mid-delivery
+    leaves its claim; another replica (or the same one restarted) takes the delivery over
+    only once the claim runs out, so after a crash a filing reaches its source up to this many
+    seconds late. Keep it well above the longest delivery (a ruling visits each source in
+    turn, each within its ``timeout_seconds``): a claim that runs out mid-delivery lets a
+    second replica send the same filing again (the source still holds it once)."""
+
+
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 LOG_FORMATS = ("text", "json")
 
@@ -188,6 +205,8 @@ class GatewayConfig:
     """``[connections]``: limits on the connections and streams of each gateway process, all
     enforced before any handler runs (``gateway.connection_limits``; docs/deployment.md,
     "Connection limits"). Without the section the defaults apply."""
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    """``[outbox]``: delivery of filings and rulings to the sources (``gateway.workflows``)."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -208,6 +227,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "breaker": {"failure_threshold": int, "reset_seconds": float},
     "consent": {"enrolment_offices": list},
     "audit": {"checkpoint_interval_seconds": float, "write_timeout_seconds": float},
+    "outbox": {"poll_seconds": float, "claim_seconds": float},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
     "sync": {**SYNC_KEYS, **CONSISTENCY_KEYS},
     "watch": WATCH_KEYS,
@@ -432,7 +452,11 @@ def _validate_listen(listen: str) -> None:
 
 
 def _numbers(
-    settings: GatewaySettings, breaker: BreakerConfig, audit: AuditConfig, keys: KeysConfig
+    settings: GatewaySettings,
+    breaker: BreakerConfig,
+    audit: AuditConfig,
+    keys: KeysConfig,
+    outbox: OutboxConfig,
 ) -> None:
     checks = {
         "gateway.batch_max": settings.batch_max > 0,
@@ -445,6 +469,8 @@ def _numbers(
         "audit.checkpoint_interval_seconds": audit.checkpoint_interval_seconds > 0,
         "audit.write_timeout_seconds": audit.write_timeout_seconds > 0,
         "keys.reload_seconds": 0 < keys.reload_seconds <= 3600,
+        "outbox.poll_seconds": 0 < outbox.poll_seconds <= 3600,
+        "outbox.claim_seconds": 0 < outbox.claim_seconds <= 3600,
     }
     for key, ok in checks.items():
         if not ok:
@@ -512,7 +538,8 @@ def config_from_mapping(
     )
     breaker = BreakerConfig(**tables.get("breaker", {}))
     audit = AuditConfig(**tables.get("audit", {}))
-    _numbers(settings, breaker, audit, keys)
+    outbox = OutboxConfig(**tables.get("outbox", {}))
+    _numbers(settings, breaker, audit, keys, outbox)
     try:
         sync_table = tables.get("sync", {})
         sync = SyncSettings(**{k: v for k, v in sync_table.items() if k in SYNC_KEYS})
@@ -537,6 +564,7 @@ def config_from_mapping(
         consistency=consistency,
         watch=watch,
         connections=connections,
+        outbox=outbox,
         providers=providers,
         telemetry=_telemetry(tables.get("telemetry", {})),
         audit=audit,

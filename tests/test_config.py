@@ -30,6 +30,7 @@ def test_example_config_loads_with_paths_resolved_against_its_directory() -> Non
     assert config.storage.data_dir == docs / "data"
     assert config.keys.keyring == docs / "data/keyring"
     assert (config.breaker.failure_threshold, config.breaker.reset_seconds) == (5, 30.0)
+    assert (config.outbox.poll_seconds, config.outbox.claim_seconds) == (5.0, 60.0)
     assert config.dev_identity == Institution(
         "bank-demo", InstitutionRole.INSTITUTION_ROLE_FINANCIAL_INSTITUTION, "Demo Bank"
     )
@@ -161,6 +162,8 @@ def test_bad_environment_override_error_names_the_variable(name: str, value: str
         ('[gateway]\nlisten = "no-port"\n', "gateway.listen"),
         ("[gateway]\nbatch_max = 0\n", "gateway.batch_max"),
         ("[breaker]\nfailure_threshold = -1\n", "breaker.failure_threshold"),
+        ("[outbox]\npoll_seconds = 0\n", "outbox.poll_seconds"),
+        ("[outbox]\nclaim_seconds = -5\n", "outbox.claim_seconds"),
         ('[[sources]]\nsource_id = "a"\nkind = "bank"\n', "sources[0].endpoint"),
         (
             '[[sources]]\nsource_id = "a"\nkind = "bank"\nendpoint = "e"\n'

@@ -51,6 +51,11 @@ class CorrectionDesk:
         """Every objection received, by the filer's own reference."""
         return self._objections
 
+    @property
+    def rulings(self) -> Mapping[str, str]:
+        """Every ruling recorded: the filer's own reference → this source's change reference."""
+        return self._rulings
+
     def subject(self, population: Population, identity_number: str) -> Subject | None:
         """The subject as this source now sees them (a correction or ruling wins)."""
         return self._overrides.get(identity_number) or population.get(identity_number)

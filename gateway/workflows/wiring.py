@@ -52,7 +52,7 @@ from gateway.workflows.common import Changes, Sealer
 from gateway.workflows.objection_service import ObjectionServicer
 from gateway.workflows.objection_store import ObjectionStore
 from gateway.workflows.objections import ObjectionWorkflow
-from gateway.workflows.outbox import DEFAULT_POLL_SECONDS, Outbox
+from gateway.workflows.outbox import DEFAULT_POLL_SECONDS, LEASE_SECONDS, Outbox
 
 OBJECTION_SERVICE = "credit_repair.v1.ObjectionService"
 REPAIR_APPLICATION_SERVICE = "credit_repair.v1.RepairApplicationService"
@@ -74,9 +74,12 @@ class Workflows:
         clock: Callable[[], dt.datetime] = _utcnow,
         calendar: WorkdayCalendar | None = None,
         outbox_poll_seconds: float = DEFAULT_POLL_SECONDS,
+        outbox_claim_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.database = database
-        self.outbox = Outbox(database, poll_seconds=outbox_poll_seconds)
+        self.outbox = Outbox(
+            database, poll_seconds=outbox_poll_seconds, lease_seconds=outbox_claim_seconds
+        )
         """Filings committed and not yet delivered to their sources (``workflows.outbox``);
         its clock is the wall clock, not ``clock``: backoff is real time."""
         self.id_key = id_key
