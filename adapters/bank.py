@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters import bank_csv, bank_xml
-from adapters.bank_model import to_facts
-from adapters.base import SourceConfig
-from adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.adapters import bank_csv, bank_xml
+from credgate.adapters.bank_model import to_facts
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 DIALECTS = ("xml", "csv-gb18030")
 

@@ -18,10 +18,10 @@ import datetime as dt
 import io
 import re
 
-from adapters.bank_model import AccountStatus, BankAccount, BankRepayment, BankStatement
-from adapters.base import MalformedPayload
-from adapters.mapping import bounded, fen, parse_date, parse_timestamp, text
-from adapters.payload_guard import decode, lookup, require_media_type
+from credgate.adapters.bank_model import AccountStatus, BankAccount, BankRepayment, BankStatement
+from credgate.adapters.base import MalformedPayload
+from credgate.adapters.mapping import bounded, fen, parse_date, parse_timestamp, text
+from credgate.adapters.payload_guard import decode, lookup, require_media_type
 
 PATH = "/export/creditlines"
 _WHAT = "pengcheng export"

@@ -14,10 +14,10 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 
-from adapters.bank_model import AccountStatus, BankAccount, BankRepayment, BankStatement
-from adapters.base import MalformedPayload, SourceError, SourceUnavailable
-from adapters.mapping import CHINA_TZ, parse_date, parse_timestamp, text, yuan_to_fen
-from adapters.payload_guard import (
+from credgate.adapters.bank_model import AccountStatus, BankAccount, BankRepayment, BankStatement
+from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from credgate.adapters.mapping import CHINA_TZ, parse_date, parse_timestamp, text, yuan_to_fen
+from credgate.adapters.payload_guard import (
     decode,
     lookup,
     parse_xml,

@@ -24,7 +24,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 
 @dataclass(frozen=True)

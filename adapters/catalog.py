@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import importlib
 
-from adapters.base import SourceAdapter, SourceConfig
+from credgate.adapters.base import SourceAdapter, SourceConfig
 
 ADAPTER_KINDS: dict[str, str] = {
-    "disclosure_platform": "adapters.disclosure_platform:DisclosurePlatformAdapter",
-    "credit_registry": "adapters.credit_registry:CreditRegistryAdapter",
-    "court": "adapters.court:CourtAdapter",
-    "bank": "adapters.bank:BankAdapter",
-    "tax": "adapters.tax:TaxAdapter",
-    "social_insurance": "adapters.social_insurance:SocialInsuranceAdapter",
-    "market_supervision": "adapters.market_supervision:MarketSupervisionAdapter",
+    "disclosure_platform": "credgate.adapters.disclosure_platform:DisclosurePlatformAdapter",
+    "credit_registry": "credgate.adapters.credit_registry:CreditRegistryAdapter",
+    "court": "credgate.adapters.court:CourtAdapter",
+    "bank": "credgate.adapters.bank:BankAdapter",
+    "tax": "credgate.adapters.tax:TaxAdapter",
+    "social_insurance": "credgate.adapters.social_insurance:SocialInsuranceAdapter",
+    "market_supervision": "credgate.adapters.market_supervision:MarketSupervisionAdapter",
 }
 
 

@@ -25,10 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters import mapping
-from adapters.base import (
+from credgate.adapters import mapping
+from credgate.adapters.base import (
     CorrectionRefused,
     MalformedPayload,
     ObjectionFiling,
@@ -36,10 +34,11 @@ from adapters.base import (
     SourceError,
     SourceReceipt,
 )
-from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.payload_guard import decode, guarded, require_media_type
-from adapters.signing import loads_strict
-from gateway.identity_number import mask
+from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.adapters.payload_guard import decode, guarded, require_media_type
+from credgate.adapters.signing import loads_strict
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
 
 QUERY_PATH = "/sfgk/api/v1/dsr/ajcx"
 OBJECTION_PATH = "/sfgk/api/v1/dsr/yysq"  # 异议申请

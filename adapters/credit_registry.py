@@ -43,12 +43,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
-from cnregistry.v1 import registry_pb2
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from google.protobuf.message import DecodeError
 
-from adapters import mapping
-from adapters.base import (
+from credgate.adapters import mapping
+from credgate.adapters.base import (
     CorrectionRefused,
     MalformedPayload,
     ObjectionFiling,
@@ -59,11 +57,13 @@ from adapters.base import (
     SourceTimeout,
     SourceUnavailable,
 )
-from adapters.grpc_channel import SharedChannel
-from adapters.http import MAX_PAYLOAD_BYTES
-from adapters.payload_guard import guarded, lookup
-from gateway.identity_number import mask
-from gateway.telemetry.clients import grpc_client_call
+from credgate.adapters.grpc_channel import SharedChannel
+from credgate.adapters.http import MAX_PAYLOAD_BYTES
+from credgate.adapters.payload_guard import guarded, lookup
+from credgate.api.cnregistry.v1 import registry_pb2
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
+from credgate.gateway.telemetry.clients import grpc_client_call
 
 KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
 METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"

@@ -26,10 +26,8 @@ import logging
 import re
 from typing import Any
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters import mapping
-from adapters.base import (
+from credgate.adapters import mapping
+from credgate.adapters.base import (
     CorrectionRefused,
     MalformedPayload,
     ObjectionFiling,
@@ -38,10 +36,11 @@ from adapters.base import (
     SourceError,
     SourceReceipt,
 )
-from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.payload_guard import decode, guarded, require_media_type
-from adapters.signing import SigningKeyError, load_public_key, loads_strict, verify
-from gateway.identity_number import mask
+from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.adapters.payload_guard import decode, guarded, require_media_type
+from credgate.adapters.signing import SigningKeyError, load_public_key, loads_strict, verify
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 import aiohttp
 import yarl
 
-from adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
-from gateway.telemetry.clients import http_trace_config
+from credgate.adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
+from credgate.gateway.telemetry.clients import http_trace_config
 
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 

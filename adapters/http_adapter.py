@@ -29,11 +29,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters.base import SourceConfig
-from adapters.http import HttpTransport
-from adapters.payload_guard import guarded
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.http import HttpTransport
+from credgate.adapters.payload_guard import guarded
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
-from adapters.base import MalformedPayload, SourceConfig
+from credgate.adapters.base import MalformedPayload, SourceConfig
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 MAX_RECORDS = 1000

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-from adapters.base import MalformedPayload, SourceError
-from adapters.mapping import bounded
+from credgate.adapters.base import MalformedPayload, SourceError
+from credgate.adapters.mapping import bounded
 
 _T = TypeVar("_T")
 _XML_DECLARATION = re.compile(r"""\A<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.:-]+)["']""")

@@ -19,11 +19,9 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters.base import MalformedPayload, SourceError, SourceUnavailable
-from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.mapping import (
+from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.adapters.mapping import (
     bounded,
     cny,
     fen,
@@ -33,8 +31,9 @@ from adapters.mapping import (
     text,
     to_date,
 )
-from adapters.payload_guard import decode, lookup, require_media_type
-from gateway.identity_number import mask
+from credgate.adapters.payload_guard import decode, lookup, require_media_type
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
 
 PATH = "/sbjk/cbxx/cx"
 _KIND = vocabulary_pb2.SOURCE_KIND_SOCIAL_INSURANCE

@@ -18,11 +18,9 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters.base import MalformedPayload, SourceError, SourceUnavailable
-from adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from adapters.mapping import (
+from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
+from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
+from credgate.adapters.mapping import (
     CHINA_TZ,
     cny,
     parse_date,
@@ -32,7 +30,7 @@ from adapters.mapping import (
     to_date,
     yuan_to_fen,
 )
-from adapters.payload_guard import (
+from credgate.adapters.payload_guard import (
     decode,
     lookup,
     parse_xml,
@@ -43,7 +41,8 @@ from adapters.payload_guard import (
     xml_optional_text,
     xml_text,
 )
-from gateway.identity_number import mask
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
 
 PATH = "/api/gs/qsxxcx"
 _KIND = vocabulary_pb2.SOURCE_KIND_TAX

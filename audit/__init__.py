@@ -15,9 +15,16 @@ One concept per module (after transparency-dev/merkle):
 ``cli``      ``credgate audit ...``
 """
 
-from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, AuditEntry, AuditEntryError, new_entry
-from audit.keys import load_or_create_signer
-from audit.log import AppendReceipt, AuditLog, AuditUnavailable
+from credgate.audit.entry import (
+    ALLOWED,
+    ALLOWED_REASON,
+    DENIED,
+    AuditEntry,
+    AuditEntryError,
+    new_entry,
+)
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log import AppendReceipt, AuditLog, AuditUnavailable
 
 __all__ = [
     "ALLOWED",

@@ -26,12 +26,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from credit_repair.v1 import audit_pb2, vocabulary_pb2
-
-from audit.checkpoints import make_checkpoint
-from audit.log import AuditLog
-from audit.note import NoteSigner
-from audit.signed_size import (
+from credgate.api.credit_repair.v1 import audit_pb2, vocabulary_pb2
+from credgate.audit.checkpoints import make_checkpoint
+from credgate.audit.log import AuditLog
+from credgate.audit.note import NoteSigner
+from credgate.audit.signed_size import (
     AuditRollbackError,
     AuditStateError,
     SignedSizeGuard,
@@ -40,11 +39,11 @@ from audit.signed_size import (
     read_head_tree,
     read_state,
 )
-from audit.trail import AuditTrail
-from audit.tree import CompactRange
-from gateway.errors import set_request_id
-from gateway.institution import Institution
-from gateway.storage.database import Database
+from credgate.audit.trail import AuditTrail
+from credgate.audit.tree import CompactRange
+from credgate.gateway.errors import set_request_id
+from credgate.gateway.institution import Institution
+from credgate.gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from audit.hashing import HASH_SIZE
-from audit.note import (
+from credgate.audit.hashing import HASH_SIZE
+from credgate.audit.note import (
     KEY_HASH_SIZE,
     NoteError,
     NoteSigner,

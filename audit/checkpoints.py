@@ -24,19 +24,19 @@ from collections.abc import Callable
 
 from sqlalchemy import insert, select
 
-from audit.checkpoint import (
+from credgate.audit.checkpoint import (
     Checkpoint,
     SignedCheckpoint,
     TreeHeadVerifier,
     open_checkpoint,
     sign_checkpoint,
 )
-from audit.note import NoteSigner
-from audit.signed_size import SignedSizeGuard
-from audit.storage import AuditIntegrityError
-from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
-from audit.tree import CompactRange
-from gateway.storage.database import Database
+from credgate.audit.note import NoteSigner
+from credgate.audit.signed_size import SignedSizeGuard
+from credgate.audit.storage import AuditIntegrityError
+from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.tree import CompactRange
+from credgate.gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
 

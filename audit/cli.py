@@ -24,20 +24,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from credit_repair.v1 import audit_pb2, regulator_service_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import json_format
 
-from audit.checkpoints import make_checkpoint
-from audit.findings import VerifyReport
-from audit.keys import KEY_FILE_NAME, load_or_create_signer, load_signer, load_verifier
-from audit.note import NoteSigner, NoteVerifier
-from audit.offline import check_export, export_lines
-from audit.queries import EntryFilter, iter_entries, list_entries
-from audit.signed_size import SignedSizeGuard, state_path
-from audit.unusual import Window, unusual_access_report
-from audit.verify import verify_log
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.checkpoints import make_checkpoint
+from credgate.audit.findings import VerifyReport
+from credgate.audit.keys import KEY_FILE_NAME, load_or_create_signer, load_signer, load_verifier
+from credgate.audit.note import NoteSigner, NoteVerifier
+from credgate.audit.offline import check_export, export_lines
+from credgate.audit.queries import EntryFilter, iter_entries, list_entries
+from credgate.audit.signed_size import SignedSizeGuard, state_path
+from credgate.audit.unusual import Window, unusual_access_report
+from credgate.audit.verify import verify_log
+from credgate.gateway.storage.database import Database
 
 EXIT_OK, EXIT_TAMPERED = 0, 1
 _OUTCOMES = {"allowed": audit_pb2.AUDIT_OUTCOME_ALLOWED, "denied": audit_pb2.AUDIT_OUTCOME_DENIED}
@@ -52,7 +52,7 @@ def _target(args: argparse.Namespace) -> tuple[str, Path]:
     """The database URL and the log key path, from --config (or --database-url / --key)."""
     url, key = args.database_url, args.key
     if args.config:
-        from gateway.config import load_config
+        from credgate.gateway.config import load_config
 
         config = load_config(Path(args.config))
         url = url or config.storage.url
@@ -287,7 +287,7 @@ def _guard(key: Path, signer: NoteSigner) -> SignedSizeGuard:
 
 def cmd_acknowledge_rollback(args: argparse.Namespace) -> int:
     """``credgate audit acknowledge-rollback``: accept the database's head as the new base."""
-    from audit.acknowledge import acknowledge_rollback
+    from credgate.audit.acknowledge import acknowledge_rollback
 
     url, key = _target(args)
     signer = load_signer(key)

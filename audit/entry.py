@@ -20,13 +20,13 @@ import re
 from collections.abc import Iterable
 from typing import TypeAlias
 
-from credit_repair.v1 import audit_pb2, report_pb2, vocabulary_pb2
 from opentelemetry import trace
 
-from gateway.errors import current_request_id
-from gateway.institution import INSTITUTION_ID_SHAPE, Institution
-from gateway.protection.tokens import is_subject_token
-from gateway.storage.issued_reports import report_digest
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2, vocabulary_pb2
+from credgate.gateway.errors import current_request_id
+from credgate.gateway.institution import INSTITUTION_ID_SHAPE, Institution
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.storage.issued_reports import report_digest
 
 AuditEntry = audit_pb2.AuditEntry
 AuditRecord = audit_pb2.AuditRecord

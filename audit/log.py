@@ -39,17 +39,17 @@ import grpc
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit import storage
-from audit.checkpoint import SignedCheckpoint, sign_tree_head
-from audit.checkpoints import latest_checkpoint, make_checkpoint
-from audit.entry import AuditEntry, canonical, entry_bytes
-from audit.hashing import leaf_hash
-from audit.note import NoteSigner
-from audit.signed_size import SignedSizeGuard
-from audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
-from audit.tree import CompactRange
-from gateway.errors import GatewayError
-from gateway.storage.database import Database
+from credgate.audit import storage
+from credgate.audit.checkpoint import SignedCheckpoint, sign_tree_head
+from credgate.audit.checkpoints import latest_checkpoint, make_checkpoint
+from credgate.audit.entry import AuditEntry, canonical, entry_bytes
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.note import NoteSigner
+from credgate.audit.signed_size import SignedSizeGuard
+from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
+from credgate.audit.tree import CompactRange
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
 

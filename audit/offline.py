@@ -24,14 +24,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from credit_repair.v1 import audit_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from audit.checkpoint import SignedCheckpoint, open_checkpoint
-from audit.hashing import leaf_hash
-from audit.note import NoteError, NoteVerifier
-from audit.tree import CompactRange
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.audit.checkpoint import SignedCheckpoint, open_checkpoint
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.note import NoteError, NoteVerifier
+from credgate.audit.tree import CompactRange
 
 
 def export_lines(

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audit.hashing import HASH_SIZE, node_hash
-from audit.tree import CompactRange
+from credgate.audit.hashing import HASH_SIZE, node_hash
+from credgate.audit.tree import CompactRange
 
 
 class ProofError(ValueError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from audit.findings import Finding, FindingKind
+from credgate.audit.findings import Finding, FindingKind
 
 _WINDOW_MARGIN = 2
 MAX_LISTED = 50

@@ -23,29 +23,29 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from credit_repair.v1 import audit_pb2, vocabulary_pb2
-from credit_repair.v1 import regulator_service_pb2 as pb
-from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.checkpoint import SignedCheckpoint
-from audit.log import AuditUnavailable
-from audit.proof import ProofError
-from audit.queries import EntryFilter, iter_entries, list_entries
-from audit.signed_size import AuditRollbackError
-from audit.storage import AuditIntegrityError, read_head, read_record
-from audit.trail import READ_AUDIT_LOG, AuditTrail
-from audit.unusual import Thresholds, Window, unusual_access_report
-from gateway.errors import GatewayError
-from gateway.institution import INSTITUTION_ID_SHAPE, Institution
-from gateway.protection.page_tokens import (
+from credgate.api.credit_repair.v1 import audit_pb2, vocabulary_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
+from credgate.audit.checkpoint import SignedCheckpoint
+from credgate.audit.log import AuditUnavailable
+from credgate.audit.proof import ProofError
+from credgate.audit.queries import EntryFilter, iter_entries, list_entries
+from credgate.audit.signed_size import AuditRollbackError
+from credgate.audit.storage import AuditIntegrityError, read_head, read_record
+from credgate.audit.trail import READ_AUDIT_LOG, AuditTrail
+from credgate.audit.unusual import Thresholds, Window, unusual_access_report
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import INSTITUTION_ID_SHAPE, Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.protection.tokens import is_subject_token
-from gateway.server import GatewayServer
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.server import GatewayServer
 
 log = logging.getLogger(__name__)
 

@@ -54,12 +54,12 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit.hashing import HASH_SIZE
-from audit.storage import AuditIntegrityError
-from audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
-from audit.tree import CompactRange
-from gateway.protection.secret_files import read_secret, write_secret
-from gateway.storage.database import Database
+from credgate.audit.hashing import HASH_SIZE
+from credgate.audit.storage import AuditIntegrityError
+from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
+from credgate.audit.tree import CompactRange
+from credgate.gateway.protection.secret_files import read_secret, write_secret
+from credgate.gateway.storage.database import Database
 
 log = logging.getLogger(__name__)
 

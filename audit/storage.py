@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from credit_repair.v1 import audit_pb2
 from sqlalchemy import func, select
 
-from audit import proof
-from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
-from audit.tree import CompactRange, PackedHashes
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.audit import proof
+from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.tree import CompactRange, PackedHashes
+from credgate.gateway.storage.database import Database
 
 _LEAF_BATCH = 50_000
 

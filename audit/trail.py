@@ -39,13 +39,20 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from credit_repair.v1 import audit_pb2, report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit.entry import ALLOWED, ALLOWED_REASON, DENIED, ActionValue, AuditEntryError, new_entry
-from audit.log import AppendReceipt, AuditLog, AuditUnavailable, Rider
-from gateway.institution import Institution
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.entry import (
+    ALLOWED,
+    ALLOWED_REASON,
+    DENIED,
+    ActionValue,
+    AuditEntryError,
+    new_entry,
+)
+from credgate.audit.log import AppendReceipt, AuditLog, AuditUnavailable, Rider
+from credgate.gateway.institution import Institution
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
-from audit.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+from credgate.audit.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
 
 
 class CompactRange:

@@ -37,15 +37,15 @@ from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from credit_repair.v1 import audit_pb2
 from google.protobuf.message import DecodeError
 
-from audit.checkpoint import TreeHeadVerifier, open_checkpoint
-from audit.findings import Finding, FindingKind, VerifyReport
-from audit.hashing import leaf_hash
-from audit.note import NoteError, NoteVerifier
-from audit.sequence import MAX_LISTED, sequence_findings
-from audit.tree import CompactRange, PackedHashes
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.audit.checkpoint import TreeHeadVerifier, open_checkpoint
+from credgate.audit.findings import Finding, FindingKind, VerifyReport
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.note import NoteError, NoteVerifier
+from credgate.audit.sequence import MAX_LISTED, sequence_findings
+from credgate.audit.tree import CompactRange, PackedHashes
 
 SAMPLE_EVERY = 1024
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -31,11 +31,11 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from audit.findings import VerifyReport
-from audit.note import NoteVerifier
-from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
-from audit.verifier import LogVerifier, RowColumns, StoredRow
-from gateway.storage.database import Database
+from credgate.audit.findings import VerifyReport
+from credgate.audit.note import NoteVerifier
+from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
+from credgate.gateway.storage.database import Database
 
 DEFAULT_BATCH = 50_000
 _IN_BATCH = 500

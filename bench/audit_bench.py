@@ -21,10 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
 from bench.loadgen import LoadResult, WorkerResult, summarize
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 
 ORIGIN = "credgate.bench/audit"
 _BASE_TIME = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -47,7 +46,7 @@ def _token(i: int) -> str:
 
 
 def _entry(i: int) -> audit_pb2.AuditEntry:
-    from audit.entry import new_entry
+    from credgate.audit.entry import new_entry
 
     return new_entry(
         institution_id="bank-demo",
@@ -74,11 +73,11 @@ async def measure_audit(
     max_entries: int,
 ) -> AuditMeasurement:
     """Append closed-loop for ``warmup`` + ``duration`` seconds, then verify the whole log."""
-    from audit.keys import load_or_create_signer
-    from audit.log import AuditLog
-    from audit.verify import verify_log
-    from gateway.storage.database import Database
-    from gateway.storage.migrate import upgrade_to_head
+    from credgate.audit.keys import load_or_create_signer
+    from credgate.audit.log import AuditLog
+    from credgate.audit.verify import verify_log
+    from credgate.gateway.storage.database import Database
+    from credgate.gateway.storage.migrate import upgrade_to_head
 
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     url = f"sqlite:///{directory / 'audit.db'}"

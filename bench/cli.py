@@ -1,7 +1,5 @@
-"""Command line of the benchmark suite: ``python -m bench`` (or ``credgate bench`` once hooked).
-
-Only the standard library is imported at module level, so ``credgate``'s parser can register
-the ``bench`` subcommand (``register``) without loading gRPC or the gateway.
+"""Command line of the benchmark suite: ``python -m bench`` (from a checkout; the product never
+imports bench, and the wheel does not hold it).
 
 The table goes to stdout, progress to stderr, and the full results (every row, its metrics,
 the targets, the machine and the exact command) to a JSON file.
@@ -38,7 +36,7 @@ def _scenarios(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The suite's options (shared by ``python -m bench`` and ``credgate bench``)."""
+    """The suite's options ."""
     cores = os.cpu_count() or 1
     load = parser.add_argument_group("load")
     load.add_argument(
@@ -157,19 +155,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not remove the temporary directory (its path is printed)",
     )
-
-
-def register(subparsers: Any) -> None:
-    """Add ``bench`` to ``credgate``'s subcommands."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark suite against a bare-gRPC baseline (docs/benchmarks.md)",
-        description="Run the benchmark suite; everything starts on loopback with mTLS.",
-        epilog="examples:\n  credgate bench\n"
-        "  credgate bench --scenarios echo,live --duration 5 --json var/bench/quick.json",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run, command_line=None)
 
 
 def run(args: argparse.Namespace) -> int:

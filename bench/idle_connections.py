@@ -43,9 +43,9 @@ def _serve(pki_dir: str, limits: dict[str, Any], ports: Any, stop: Event) -> Non
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(SERVER_FD_LIMIT, hard), hard))
 
-    from gateway.config import TlsConfig
-    from gateway.connection_limits import ConnectionLimits
-    from gateway.server import GatewayServer
+    from credgate.gateway.config import TlsConfig
+    from credgate.gateway.connection_limits import ConnectionLimits
+    from credgate.gateway.server import GatewayServer
 
     async def main() -> None:
         directory = Path(pki_dir)
@@ -72,7 +72,7 @@ async def _connect(pki: Path, port: int, count: int) -> tuple[list[Any], int]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from gateway.channel import client_channel
+    from credgate.gateway.channel import client_channel
 
     cert, key = pki / "bank-demo.pem", pki / "bank-demo.key"
     channels = [
@@ -95,7 +95,7 @@ async def _connect(pki: Path, port: int, count: int) -> tuple[list[Any], int]:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    from gateway.pki import write_dev_pki
+    from credgate.gateway.pki import write_dev_pki
 
     limits: dict[str, Any] = dict(_NO_LIMITS) if args.limits == "none" else {}
     if args.idle_seconds is not None:

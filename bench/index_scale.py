@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from credit_repair.v1 import report_pb2
-
-from adapters.base import SourceConfig
 from bench.loadgen import LoadResult, WorkerResult, summarize
+from credgate.adapters.base import SourceConfig
+from credgate.api.credit_repair.v1 import report_pb2
 
 CHUNK_SUBJECTS = 10_000
 """Subjects per transaction while seeding: large enough to amortize commits, small enough to
@@ -105,7 +104,7 @@ class Progress:
 
 def synthetic_identity_numbers(count: int) -> Iterator[str]:
     """``count`` distinct, valid GB 11643 numbers, deterministic, disjoint from the population."""
-    from adapters.mocks.population import make_identity_number
+    from credgate.adapters.mocks.population import make_identity_number
 
     per_region = SYNTHETIC_BIRTH_DAYS * SEQUENCES_PER_DAY
     if count > per_region * len(SYNTHETIC_REGIONS):
@@ -121,7 +120,7 @@ async def collect_templates(
     sources: Sequence[SourceConfig], identity_numbers: Sequence[str], per_source: int
 ) -> dict[str, list[FactTemplate]]:
     """Ask every source's adapter about up to ``per_source`` subjects; keep what they say."""
-    from adapters.catalog import build_adapter
+    from credgate.adapters.catalog import build_adapter
 
     adapters = [build_adapter(config) for config in sources]
     templates: dict[str, list[FactTemplate]] = {config.source_id: [] for config in sources}
@@ -182,13 +181,13 @@ def seed_index(
     sources' facts each (the first sources in fleet order)."""
     from sqlalchemy import Column
 
-    from gateway.protection.cipher import FieldCipher
-    from gateway.protection.keyring import Keyring
-    from gateway.protection.tokens import SubjectTokenizer
-    from gateway.storage.database import create_sync_engine
-    from gateway.storage.fact_index import facts_context, identity_context
-    from gateway.storage.migrate import upgrade_to_head
-    from gateway.storage.models import SourceFactsRow, Subject
+    from credgate.gateway.protection.cipher import FieldCipher
+    from credgate.gateway.protection.keyring import Keyring
+    from credgate.gateway.protection.tokens import SubjectTokenizer
+    from credgate.gateway.storage.database import create_sync_engine
+    from credgate.gateway.storage.fact_index import facts_context, identity_context
+    from credgate.gateway.storage.migrate import upgrade_to_head
+    from credgate.gateway.storage.models import SourceFactsRow, Subject
 
     started = time.monotonic()
     upgrade_to_head(url)
@@ -290,10 +289,10 @@ async def measure_lookups(
 ) -> LookupResult:
     """Time ``FactIndex.last_known_all`` one call at a time (pure latency, no queueing) for
     each of ``tokens``, after ``warmup`` untimed calls."""
-    from gateway.protection.cipher import FieldCipher
-    from gateway.protection.keyring import Keyring
-    from gateway.storage.database import Database
-    from gateway.storage.fact_index import FactIndex
+    from credgate.gateway.protection.cipher import FieldCipher
+    from credgate.gateway.protection.keyring import Keyring
+    from credgate.gateway.storage.database import Database
+    from credgate.gateway.storage.fact_index import FactIndex
 
     database = Database.from_url(url)
     index = FactIndex(database, FieldCipher(Keyring.load(keyring_path)))

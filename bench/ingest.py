@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-
 from bench.loadgen import ClientTls
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 
 INGEST_TIMEOUT_SECONDS = 600.0
 
@@ -45,9 +44,9 @@ class IngestMeasurement:
 
 def provider_history(seed: int, size: int) -> list[sync_pb2.SignedProviderUpdate]:
     """The platform provider's signed update history (a snapshot) for ``size`` subjects."""
-    from adapters.mocks.population import build_population
-    from adapters.mocks.providers import PLATFORM, update_history
-    from gateway.sync.signing import sign_update
+    from credgate.adapters.mocks.population import build_population
+    from credgate.adapters.mocks.providers import PLATFORM, update_history
+    from credgate.gateway.sync.signing import sign_update
 
     history = update_history(PLATFORM, build_population(seed, size), snapshot=True)
     return [sign_update(PLATFORM.signing_key, update) for update in history]
@@ -55,9 +54,9 @@ def provider_history(seed: int, size: int) -> list[sync_pb2.SignedProviderUpdate
 
 def provider_tls(pki_directory: Path, ca: Path) -> ClientTls:
     """The platform provider's client certificate, issued into the bench PKI once."""
-    from adapters.mocks.providers import PLATFORM
-    from gateway.institution import Institution, InstitutionRole
-    from gateway.pki import add_institution, institution_paths
+    from credgate.adapters.mocks.providers import PLATFORM
+    from credgate.gateway.institution import Institution, InstitutionRole
+    from credgate.gateway.pki import add_institution, institution_paths
 
     paths = institution_paths(pki_directory, PLATFORM.institution_id)
     if not paths.cert.exists():
@@ -70,7 +69,7 @@ def provider_tls(pki_directory: Path, ca: Path) -> ClientTls:
 
 def provider_entries() -> list[dict[str, str]]:
     """The ``[[providers]]`` configuration that registers the platform provider."""
-    from adapters.mocks.providers import PLATFORM
+    from credgate.adapters.mocks.providers import PLATFORM
 
     return [PLATFORM.provider_entry()]
 
@@ -79,8 +78,8 @@ async def push(
     target: str, tls: ClientTls, signed: Sequence[sync_pb2.SignedProviderUpdate]
 ) -> IngestMeasurement:
     """Stream ``signed`` to the gateway at ``target`` until every update is acknowledged."""
-    from gateway.channel import client_channel
-    from gateway.sync.provider_client import ProviderClient
+    from credgate.gateway.channel import client_channel
+    from credgate.gateway.sync.provider_client import ProviderClient
 
     client = ProviderClient(lambda: client_channel(target, tls.ca, tls.cert, tls.key), signed)
     started, cpu_started = time.perf_counter(), time.process_time()

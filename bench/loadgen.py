@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
+
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 
 CONNECT_TIMEOUT_SECONDS = 30.0
 BARRIER_TIMEOUT_SECONDS = 60.0
@@ -211,7 +212,7 @@ async def _measure(
     spec: LoadSpec, index: int, concurrency: int, max_requests: int, barrier: Barrier
 ) -> WorkerResult:
     # Imported here: the channel helper pulls in the gateway package, needed only in workers.
-    from gateway.channel import client_channel
+    from credgate.gateway.channel import client_channel
 
     result = WorkerResult()
     complete = _CHECKS[spec.check]

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gateway.config import TlsConfig
+from credgate.gateway.config import TlsConfig
 
 ECHO_SERVICE = "credgate.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
@@ -157,7 +157,7 @@ async def _serve_echo(conn: Connection, tls: TlsConfig) -> None:
     none of its interceptors or work. What this machine can do at best."""
     import grpc
 
-    from gateway.server import server_credentials
+    from credgate.gateway.server import server_credentials
 
     async def echo(request: bytes, _context: Any) -> bytes:
         return request
@@ -176,8 +176,8 @@ async def _serve_echo(conn: Connection, tls: TlsConfig) -> None:
 
 async def _serve_fleet(conn: Connection, settings: FleetSettings) -> None:
     """Every mock source, each answering after a fixed latency (no jitter, no errors)."""
-    from adapters.mocks.fleet import MockFleet
-    from adapters.mocks.population import build_population
+    from credgate.adapters.mocks.fleet import MockFleet
+    from credgate.adapters.mocks.population import build_population
 
     fleet = MockFleet(build_population(settings.seed, settings.size))
     await fleet.start()
@@ -192,8 +192,8 @@ async def _serve_fleet(conn: Connection, settings: FleetSettings) -> None:
 
 async def _serve_gateway(conn: Connection, settings: GatewayProcessSettings) -> None:
     """The real composition (``gateway.app.build_gateway``), as ``credgate serve`` runs it."""
-    from gateway.app import build_gateway
-    from gateway.config import config_from_mapping
+    from credgate.gateway.app import build_gateway
+    from credgate.gateway.config import config_from_mapping
 
     config = config_from_mapping(settings.document, base_dir=settings.base_dir, environ={})
     gateway = await build_gateway(config)
@@ -211,9 +211,9 @@ async def _serve_controlled_fleet(conn: Connection, settings: FleetSettings) -> 
     (the fault soak, ``bench.soak``). Reports the source configurations and that port."""
     from aiohttp import web
 
-    from adapters.mocks.control import control_app
-    from adapters.mocks.fleet import MockFleet
-    from adapters.mocks.population import build_population
+    from credgate.adapters.mocks.control import control_app
+    from credgate.adapters.mocks.fleet import MockFleet
+    from credgate.adapters.mocks.population import build_population
 
     fleet = MockFleet(build_population(settings.seed, settings.size))
     await fleet.start()
@@ -377,8 +377,8 @@ class WorkerGateway:
     def __init__(
         self, settings: GatewayProcessSettings, workers: int, log_dir: Path, *, label: str = ""
     ) -> None:
-        from gateway.config import config_from_mapping
-        from gateway.workers import WorkerPool
+        from credgate.gateway.config import config_from_mapping
+        from credgate.gateway.workers import WorkerPool
 
         self.label = label or f"gateway-{workers}-workers"
         self.log_dir = log_dir / self.label

@@ -242,7 +242,7 @@ async def _drive(
 ) -> tuple[list[Any], Observations, list[Any]]:
     from bench import soak_faults as faults
     from bench import soak_load as load
-    from gateway.channel import client_channel
+    from credgate.gateway.channel import client_channel
 
     tls = world.client_tls
     observed = Observations()
@@ -446,7 +446,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
     from bench.soak_gateway import ServedGateway, free_port, gateway_document, toml_document
     from bench.soak_load import summarize_calls
     from bench.suite import BenchSettings, _gateway_settings, _prepare, _workdir
-    from gateway.config import load_config
+    from credgate.gateway.config import load_config
 
     began = time.monotonic()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -145,7 +145,7 @@ def _install_gauges() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``credgate serve`` with ``argv`` as its arguments, with the loop probe installed."""
-    from gateway.cli import main as credgate
+    from credgate.gateway.cli import main as credgate
 
     _install_gauges()
     asyncio.set_event_loop_policy(_ProbedPolicy())

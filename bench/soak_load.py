@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 
 from bench.loadgen import percentile
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 
 NO_STATUS = "NO_STATUS"
 """The call had no status ``hard_wait`` seconds past its bound and was given up."""

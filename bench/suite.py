@@ -59,7 +59,7 @@ from bench.servers import (
     load_average,
     machine_facts,
 )
-from gateway.config import MAX_WORKERS
+from credgate.gateway.config import MAX_WORKERS
 
 SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers")
 INSTITUTION = "court-demo"
@@ -276,13 +276,12 @@ def _consistent(subject: Any) -> bool:
 
 
 def _prepare(settings: BenchSettings, directory: Path) -> _World:
-    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-    from credit_repair.v1 import vocabulary_pb2 as vocab
-
-    from adapters.mocks.population import build_population
-    from gateway.config import TlsConfig
-    from gateway.pki import write_dev_pki
-    from gateway.protection.keyring import Keyring
+    from credgate.adapters.mocks.population import build_population
+    from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+    from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+    from credgate.gateway.config import TlsConfig
+    from credgate.gateway.pki import write_dev_pki
+    from credgate.gateway.protection.keyring import Keyring
 
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
@@ -427,9 +426,8 @@ def _join(*parts: str) -> str:
 async def _seed_live(target: str, tls: ClientTls, payloads: Sequence[bytes]) -> int:
     """Ask each payload's subject once (LIVE), a few at a time; every answer must be complete,
     so the index then holds every source's facts about every subject asked."""
-    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-
-    from gateway.channel import client_channel
+    from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+    from credgate.gateway.channel import client_channel
 
     channel = client_channel(target, tls.ca, tls.cert, tls.key)
     pending = list(payloads)
@@ -456,7 +454,7 @@ async def _direct_fanout(
 ) -> LoadResult:
     """Every source asked in parallel through its adapter, one subject at a time, no gateway:
     how long the slowest source takes as the gateway's adapters see it."""
-    from adapters.catalog import build_adapter
+    from credgate.adapters.catalog import build_adapter
 
     adapters = [build_adapter(config) for config in sources]
     latencies: list[float] = []

@@ -29,8 +29,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -40,7 +38,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.institution import INSTITUTION_ID_SHAPE
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.institution import INSTITUTION_ID_SHAPE
 
 ConsentTerms = consent_pb2.ConsentTerms
 StateValue: TypeAlias = consent_pb2.ConsentState.ValueType

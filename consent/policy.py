@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 
 Role: TypeAlias = vocab.InstitutionRole.ValueType
 SourceKind: TypeAlias = vocab.SourceKind.ValueType

@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from sqlalchemy import ColumnElement, Select, and_, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent.grants import (
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.consent.grants import (
     Category,
     ConsentTerms,
     Grant,
@@ -38,10 +38,10 @@ from consent.grants import (
     verify_signature,
     window_of,
 )
-from gateway.decided_write import decided_write
-from gateway.protection.tokens import is_subject_token
-from gateway.storage.database import Database
-from gateway.storage.models import ConsentGrantRow, SubjectKey
+from credgate.gateway.decided_write import decided_write
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.models import ConsentGrantRow, SubjectKey
 
 log = logging.getLogger(__name__)
 

@@ -32,32 +32,37 @@ from collections.abc import Callable, Collection
 from typing import NoReturn
 
 import grpc
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent import grants
-from consent.grants import Grant
-from consent.register import (
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants
+from credgate.consent.grants import Grant
+from credgate.consent.register import (
     ConsentRegister,
     EnrolledKey,
     ListCursor,
     SubjectKeyConflictError,
 )
-from gateway import identity_number
-from gateway.audit_trail import ENROLL_SUBJECT_KEY, GRANT_CONSENT, REVOKE_CONSENT, AuditTrail
-from gateway.errors import GatewayError
-from gateway.input_rules import check_message
-from gateway.institution import Institution
-from gateway.protection.page_tokens import (
+from credgate.gateway import identity_number
+from credgate.gateway.audit_trail import (
+    ENROLL_SUBJECT_KEY,
+    GRANT_CONSENT,
+    REVOKE_CONSENT,
+    AuditTrail,
+)
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.input_rules import check_message
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.models import CONSENT_ID_LENGTH
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.models import CONSENT_ID_LENGTH
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
 from sqlalchemy import select
 
-from consent.grants import Grant, StateValue
-from consent.register import ListCursor, grant_page
-from gateway.protection.tokens import is_subject_token
-from gateway.storage.database import Database
-from gateway.storage.models import ConsentGrantRow
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.consent.grants import Grant, StateValue
+from credgate.consent.register import ListCursor, grant_page
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.models import ConsentGrantRow
 
 
 def _utcnow() -> dt.datetime:

@@ -19,45 +19,44 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
-from credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
-from credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
-
-from adapters.catalog import build_adapter
-from audit import AuditLog, load_or_create_signer
-from audit.checkpoints import PeriodicCheckpointer
-from audit.keys import KEY_FILE_NAME
-from audit.service import RegulatorService, add_regulator_service
-from audit.signed_size import SignedSizeGuard, not_serving_on_trip, state_path
-from consent.register import ConsentRegister
-from consent.service import ConsentService
-from gateway.audit_trail import AuditTrail
-from gateway.config import GatewayConfig
-from gateway.disclosure import DisclosureGate
-from gateway.engine.query import BreakerSettings, QueryEngine
-from gateway.input_boundary import InputBoundary, audited_refusals, check_services
-from gateway.institution import IdentityResolver
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.live_keyring import LiveKeyring
-from gateway.protection.page_tokens import PageTokens
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.repair_status_service import RepairStatusServicer
-from gateway.revocation import RevocationList
-from gateway.self_inquiry_service import SelfInquiryServicer
-from gateway.server import GatewayServer, StopBudget
-from gateway.signing_key_service import SigningKeyServicer
-from gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.storage.migrate import upgrade_to_head
-from gateway.subject_identity import SubjectIdentities
-from gateway.sync.service import build_sync_servicer
-from gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
-from gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
-from gateway.workflows.common import workflow_id_key
-from gateway.workflows.wiring import Workflows
+from credgate.adapters.catalog import build_adapter
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
+from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
+from credgate.audit import AuditLog, load_or_create_signer
+from credgate.audit.checkpoints import PeriodicCheckpointer
+from credgate.audit.keys import KEY_FILE_NAME
+from credgate.audit.service import RegulatorService, add_regulator_service
+from credgate.audit.signed_size import SignedSizeGuard, not_serving_on_trip, state_path
+from credgate.consent.register import ConsentRegister
+from credgate.consent.service import ConsentService
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.config import GatewayConfig
+from credgate.gateway.disclosure import DisclosureGate
+from credgate.gateway.engine.query import BreakerSettings, QueryEngine
+from credgate.gateway.input_boundary import InputBoundary, audited_refusals, check_services
+from credgate.gateway.institution import IdentityResolver
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.live_keyring import LiveKeyring
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.repair_status_service import RepairStatusServicer
+from credgate.gateway.revocation import RevocationList
+from credgate.gateway.self_inquiry_service import SelfInquiryServicer
+from credgate.gateway.server import GatewayServer, StopBudget
+from credgate.gateway.signing_key_service import SigningKeyServicer
+from credgate.gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.storage.migrate import upgrade_to_head
+from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.sync.service import build_sync_servicer
+from credgate.gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
+from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
+from credgate.gateway.workflows.common import workflow_id_key
+from credgate.gateway.workflows.wiring import Workflows
 
 log = logging.getLogger(__name__)
 

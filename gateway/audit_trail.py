@@ -10,8 +10,8 @@ way and fail closed together (docs/audit.md).
 
 from __future__ import annotations
 
-from audit.log import AuditLog
-from audit.trail import (
+from credgate.audit.log import AuditLog
+from credgate.audit.trail import (
     ENROLL_SUBJECT_KEY,
     GRANT_CONSENT,
     LIST_OWN_ACCESSES,
@@ -24,9 +24,9 @@ from audit.trail import (
     action_name,
     sources_consulted,
 )
-from audit.trail import AuditTrail as _AuditTrail
-from gateway import call_deadline
-from gateway.telemetry import record_audit_failure
+from credgate.audit.trail import AuditTrail as _AuditTrail
+from credgate.gateway import call_deadline
+from credgate.gateway.telemetry import record_audit_failure
 
 __all__ = [
     "ENROLL_SUBJECT_KEY",

@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.commands import (
+from credgate.gateway.commands import (
     database,
     demo,
     health,
@@ -27,7 +27,7 @@ from gateway.commands import (
     sources,
     workspace,
 )
-from gateway.commands.common import (
+from credgate.gateway.commands.common import (
     EXIT_CODES_HELP,
     EXIT_DENIED,
     EXIT_FAILURE,
@@ -38,7 +38,7 @@ from gateway.commands.common import (
     finish_help,
     iter_commands,
 )
-from gateway.commands.common import setup_logging as _setup_logging
+from credgate.gateway.commands.common import setup_logging as _setup_logging
 
 # Importable from here as before: other modules register their commands with ``command``, and
 # ``main`` sets up logging through ``_setup_logging``, which tests replace or call.
@@ -79,16 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     sources.register(sub)
     query.register(sub)
     demo.register(sub)
-    from bench.cli import register as register_bench  # benchmark suite (docs/benchmarks.md)
-
-    register_bench(sub)
-    from audit.cli import add_audit_commands  # credgate audit query|export|... (docs/audit.md)
+    # credgate audit query|export|... (docs/audit.md)
+    from credgate.audit.cli import add_audit_commands
 
     add_audit_commands(sub)
-    from gateway.workflows.cli import add_workflow_commands  # credgate objections|applications
+    # credgate objections|applications
+    from credgate.gateway.workflows.cli import add_workflow_commands
 
     add_workflow_commands(sub)
-    from gateway.reconciliation.cli import add_reconcile_command  # (docs/sync.md)
+    from credgate.gateway.reconciliation.cli import add_reconcile_command  # (docs/sync.md)
 
     add_reconcile_command(sub)
     # Register further commands above this line: every command's --help gets the exit codes.

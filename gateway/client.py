@@ -29,22 +29,22 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
-from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from gateway.certificate_validity import Refusal, validity_refusal
-from gateway.channel import client_channel
-from gateway.errors import parse_error, request_id_from_error
-from gateway.pki import institution_paths
-from gateway.report_signing import (
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
+from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.certificate_validity import Refusal, validity_refusal
+from credgate.gateway.channel import client_channel
+from credgate.gateway.errors import parse_error, request_id_from_error
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.report_signing import (
     ReportVerificationError,
     index_public_keys,
     request_digest,

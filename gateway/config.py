@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.base import SourceConfig
-from gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
-from gateway.engine.consistency import (
+from credgate.adapters.base import SourceConfig
+from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
+from credgate.gateway.engine.consistency import (
     CONSISTENCY_KEYS,
     ConsistencySettings,
     NumberTable,
     parse_consistency,
 )
-from gateway.institution import Institution, role_from_name
-from gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
-from gateway.watch.settings import WATCH_KEYS, WatchSettings
+from credgate.gateway.institution import Institution, role_from_name
+from credgate.gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
+from credgate.gateway.watch.settings import WATCH_KEYS, WatchSettings
 
 ENV_PREFIX = "CREDGATE_"
 MAX_WORKERS = 256

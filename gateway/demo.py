@@ -19,18 +19,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.mocks.population import build_population
-from adapters.mocks.serve import DEFAULT_BASE_PORT, DEFAULT_CONTROL_PORT
-from gateway.channel import client_channel
-from gateway.client import CredgateClient, CredgateError
-from gateway.config import load_config
-from gateway.demo_consent import consent_story
-from gateway.pki import institution_paths
-from gateway.render import report_to_text, signature_to_text
-from gateway.workspace import init_workspace
+from credgate.adapters.mocks.population import build_population
+from credgate.adapters.mocks.serve import DEFAULT_BASE_PORT, DEFAULT_CONTROL_PORT
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.channel import client_channel
+from credgate.gateway.client import CredgateClient, CredgateError
+from credgate.gateway.config import load_config
+from credgate.gateway.demo_consent import consent_story
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.render import report_to_text, signature_to_text
+from credgate.gateway.workspace import init_workspace
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 CASE_REFERENCE = "(2026)粤03执监1号"
@@ -56,7 +56,7 @@ def _wait_for_port(host: str, port: int, what: str, process: subprocess.Popen[by
 def _child(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gateway.cli", *args],
+            [sys.executable, "-m", "credgate.gateway.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -27,8 +27,8 @@ from typing import Any
 
 import grpc
 
-from gateway.errors import GatewayError
-from gateway.handler_wrapping import Behavior, responses_of
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.handler_wrapping import Behavior, responses_of
 
 REQUEST_NOT_RECEIVED = "REQUEST_NOT_RECEIVED"
 REQUEST_MISSING = "REQUEST_MISSING"

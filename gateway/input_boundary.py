@@ -33,12 +33,12 @@ import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor
 
-from gateway.audit_trail import REFUSE_MALFORMED_REQUEST, AuditTrail
-from gateway.errors import GatewayError
-from gateway.handler_wrapping import Behavior, WrappingInterceptor
-from gateway.input_rules import Violation, check_message, plan_for
-from gateway.institution import Institution
-from gateway.telemetry import record_invalid_request
+from credgate.gateway.audit_trail import REFUSE_MALFORMED_REQUEST, AuditTrail
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.handler_wrapping import Behavior, WrappingInterceptor
+from credgate.gateway.input_rules import Violation, check_message, plan_for
+from credgate.gateway.institution import Institution
+from credgate.gateway.telemetry import record_invalid_request
 
 log = logging.getLogger(__name__)
 

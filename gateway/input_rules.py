@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from credit_repair.v1 import input_rules_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway import identity_number
+from credgate.api.credit_repair.v1 import input_rules_pb2
+from credgate.gateway import identity_number
 
 Violation = tuple[str, str]
 Shape: TypeAlias = input_rules_pb2.FieldShape.ValueType

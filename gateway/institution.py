@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
-from credit_repair.v1 import vocabulary_pb2
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.certificate_validity import validity_refusal
-from gateway.errors import GatewayError
+from credgate.api.credit_repair.v1 import vocabulary_pb2
+from credgate.gateway.certificate_validity import validity_refusal
+from credgate.gateway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from gateway.revocation import RevocationList
+    from credgate.gateway.revocation import RevocationList
 
 InstitutionRole = vocabulary_pb2.InstitutionRole
 RoleValue: TypeAlias = vocabulary_pb2.InstitutionRole.ValueType

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config import GatewayConfig
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
-from gateway.storage.migrate import upgrade_to_head
-from gateway.storage.reencrypt import count_stale, reencrypt_columns
-from gateway.sync.rotation import ORIGINALS, reencrypt_originals
-from gateway.workflows.rotation import WORKFLOW_COLUMNS
+from credgate.gateway.config import GatewayConfig
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
+from credgate.gateway.storage.migrate import upgrade_to_head
+from credgate.gateway.storage.reencrypt import count_stale, reencrypt_columns
+from credgate.gateway.sync.rotation import ORIGINALS, reencrypt_originals
+from credgate.gateway.workflows.rotation import WORKFLOW_COLUMNS
 
 ProgressCallback = Callable[[int, int], None]
 """``(done, total)``: rows examined so far out of those under an old key at the start."""

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.institution import (
+from credgate.gateway.institution import (
     INSTITUTION_ID_SHAPE,
     INSTITUTION_URI_PREFIX,
     Institution,
@@ -41,7 +41,7 @@ from gateway.institution import (
     role_from_name,
     role_name,
 )
-from gateway.protection.secret_files import write_secret
+from credgate.gateway.protection.secret_files import write_secret
 
 DEFAULT_SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_DEV_INSTITUTIONS = (

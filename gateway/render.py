@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
+
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 
 
 def enum_label(enum: object, value: int, prefix: str) -> str:

@@ -28,27 +28,27 @@ import functools
 from collections.abc import Callable
 
 import grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import report_pb2
 
-from audit.log import Rider
-from consent import policy
-from consent.register import ConsentRegister, GrantLookup
-from gateway import identity_number
-from gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
-from gateway.disclosure import Admission, Ask, DisclosureGate
-from gateway.engine.query import QueryEngine
-from gateway.errors import GatewayError, current_request_id
-from gateway.input_rules import check_message
-from gateway.institution import Institution
-from gateway.interceptors import unreadable_status
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.protection.unreadable import RecordUnreadable, unreadable_in
-from gateway.report_signing import request_digest
-from gateway.storage.issued_reports import insert_issued_reports, issued_report_row
-from gateway.telemetry import record_denial, record_invalid_request
-from gateway.watch.service import WatchStreams
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.audit.log import Rider
+from credgate.consent import policy
+from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.gateway import identity_number
+from credgate.gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
+from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
+from credgate.gateway.engine.query import QueryEngine
+from credgate.gateway.errors import GatewayError, current_request_id
+from credgate.gateway.input_rules import check_message
+from credgate.gateway.institution import Institution
+from credgate.gateway.interceptors import unreadable_status
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.protection.unreadable import RecordUnreadable, unreadable_in
+from credgate.gateway.report_signing import request_digest
+from credgate.gateway.storage.issued_reports import insert_issued_reports, issued_report_row
+from credgate.gateway.telemetry import record_denial, record_invalid_request
+from credgate.gateway.watch.service import WatchStreams
 
 GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
 BATCH_METHOD = "/credit_repair.v1.RepairStatusService/BatchGetRepairStatus"

@@ -27,8 +27,6 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import report_pb2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -36,6 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf.message import DecodeError
+
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import report_pb2
 
 SIGNING_CONTEXT = b"credgate/report/v1\x00"
 """Prefixed to every signed message; see ``SignedReport`` in report.proto."""

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway.config import ConfigError, TlsConfig
+from credgate.gateway.config import ConfigError, TlsConfig
 
 logger = logging.getLogger(__name__)
 

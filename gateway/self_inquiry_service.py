@@ -23,30 +23,30 @@ import datetime as dt
 from collections.abc import Callable
 
 import grpc
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from audit.entry import ActionValue
-from audit.queries import subject_access_history
-from consent.grants import Grant
-from consent.register import ConsentRegister, ListCursor
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from consent.subject_grants import list_subject_grants
-from gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
-from gateway.disclosure import Admission, Ask, DisclosureGate
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.page_tokens import (
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.entry import ActionValue
+from credgate.audit.queries import subject_access_history
+from credgate.consent.grants import Grant
+from credgate.consent.register import ConsentRegister, ListCursor
+from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credgate.consent.subject_grants import list_subject_grants
+from credgate.gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
+from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.storage.database import Database
-from gateway.subject_identity import SubjectIdentities
+from credgate.gateway.storage.database import Database
+from credgate.gateway.subject_identity import SubjectIdentities
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 SELF_INQUIRY = vocab.PURPOSE_SELF_INQUIRY

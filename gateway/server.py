@@ -47,11 +47,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.config import ConfigError, GatewayConfig, TlsConfig
-from gateway.connection_limits import ConnectionLimits
-from gateway.interceptors import RequestInterceptor
-from gateway.protection.secret_files import read_secret
-from gateway.telemetry import TelemetryInterceptor
+from credgate.gateway.config import ConfigError, GatewayConfig, TlsConfig
+from credgate.gateway.connection_limits import ConnectionLimits
+from credgate.gateway.interceptors import RequestInterceptor
+from credgate.gateway.protection.secret_files import read_secret
+from credgate.gateway.telemetry import TelemetryInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
     finally:
         if _work_abandoned:
-            from gateway.telemetry.logs import flush_logging
+            from credgate.gateway.telemetry.logs import flush_logging
 
             logger.warning("stopped with work abandoned; not waiting for its threads")
             flush_logging()
@@ -175,7 +175,7 @@ class StopWatchdog:
             seconds,
             WATCHDOG_EXIT_STATUS,
         )
-        from gateway.telemetry.logs import flush_logging
+        from credgate.gateway.telemetry.logs import flush_logging
 
         flush_logging()
         os._exit(WATCHDOG_EXIT_STATUS)

@@ -13,18 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
-from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.page_tokens import (
+from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
+from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.signing_keys import PublicSigningKey, PublishedKeys
+from credgate.gateway.signing_keys import PublicSigningKey, PublishedKeys
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -61,8 +61,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.commands.common import configuration_errors
-from gateway.config import ConfigError, GatewayConfig
+from credgate.gateway.commands.common import configuration_errors
+from credgate.gateway.config import ConfigError, GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,9 @@ def reserve_port(listen: str) -> socket.socket:
 def prepare_shared_state(config: GatewayConfig) -> None:
     """Once, before any worker starts: the schema at head and the key files every worker must
     share (report signing, audit log) in place."""
-    from audit.keys import KEY_FILE_NAME, load_or_create_signer
-    from gateway.signing_keys import FILE_NAME, load_or_create_signing_keys
-    from gateway.storage.migrate import upgrade_to_head
+    from credgate.audit.keys import KEY_FILE_NAME, load_or_create_signer
+    from credgate.gateway.signing_keys import FILE_NAME, load_or_create_signing_keys
+    from credgate.gateway.storage.migrate import upgrade_to_head
 
     upgrade_to_head(config.storage.url)
     load_or_create_signing_keys(config.storage.data_dir / FILE_NAME)
@@ -193,8 +193,8 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
         with spec.log_file.open("ab") as handle:
             os.dup2(handle.fileno(), 1)
             os.dup2(handle.fileno(), 2)
-    from gateway.server import run_until_stopped
-    from gateway.telemetry.logs import configure_logging
+    from credgate.gateway.server import run_until_stopped
+    from credgate.gateway.telemetry.logs import configure_logging
 
     telemetry = spec.config.telemetry
     configure_logging(
@@ -219,9 +219,9 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
 async def _serve_worker(spec: WorkerSpec, conn: Connection) -> None:
     """Build the gateway, report the bound port, serve until a signal (or the supervisor is
     gone), then stop as ``credgate serve`` does: drain, release, flush telemetry."""
-    from gateway.app import build_gateway
-    from gateway.server import SHUTDOWN_MARGIN_SECONDS, StopWatchdog, bounded_step
-    from gateway.telemetry import setup_telemetry
+    from credgate.gateway.app import build_gateway
+    from credgate.gateway.server import SHUTDOWN_MARGIN_SECONDS, StopWatchdog, bounded_step
+    from credgate.gateway.telemetry import setup_telemetry
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

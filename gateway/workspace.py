@@ -11,13 +11,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.base import SourceConfig
-from adapters.mocks.fleet import planned_source_configs
-from adapters.mocks.population import build_population
-from adapters.mocks.providers import SCRIPTS
-from adapters.mocks.serve import planned_ports
-from gateway.pki import write_dev_pki
-from gateway.protection.keyring import Keyring
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.mocks.fleet import planned_source_configs
+from credgate.adapters.mocks.population import build_population
+from credgate.adapters.mocks.providers import SCRIPTS
+from credgate.adapters.mocks.serve import planned_ports
+from credgate.gateway.pki import write_dev_pki
+from credgate.gateway.protection.keyring import Keyring
 
 
 @dataclass(frozen=True)

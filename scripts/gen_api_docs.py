@@ -26,10 +26,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from credit_repair.v1 import input_rules_pb2
 from gen_protos import PROTO_ROOT, ROOT, include_paths
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_tools import protoc
+
+from credgate.api.credit_repair.v1 import input_rules_pb2
 
 PACKAGE = "credit_repair.v1"
 PACKAGE_DIR = PROTO_ROOT / "credit_repair" / "v1"

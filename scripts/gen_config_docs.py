@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "proto"))
 
-from gateway import config as schema  # noqa: E402
-from gateway.sync.settings import PROVIDER_KEYS  # noqa: E402
+from credgate.gateway import config as schema  # noqa: E402
+from credgate.gateway.sync.settings import PROVIDER_KEYS  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
 REGENERATE = "python scripts/gen_config_docs.py"

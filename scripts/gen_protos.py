@@ -1,6 +1,10 @@
 """Regenerate the Python code for every .proto under proto/, or check that it is current.
 
 Generated modules live beside their .proto files under proto/ and are never edited by hand.
+proto/ installs as ``credgate.api`` (the wheel holds only the ``credgate`` namespace), so the
+generated imports are rewritten from ``credit_repair.v1`` to ``credgate.api.credit_repair.v1``,
+as temporalio's SDK does for its generated API; descriptor and wire names (``credit_repair.v1``
+packages, ``/credit_repair.v1.Service/Method`` paths) are untouched.
 The generator versions are pinned in pyproject.toml, so the output is reproducible; CI runs
 ``python scripts/gen_protos.py --check`` and fails when the committed code is out of date.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +26,13 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+NAMESPACE = "credgate.api"
+"""Where proto/ is installed: the generated packages are ``credgate.api.<proto package>``."""
+_MODULE_REFERENCE = re.compile(
+    r"^(from |import )(?=(?:credit_repair|cnregistry)\.)"  # an import of a generated module
+    r"|(?<=BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')(?=(?:credit_repair|cnregistry)\.)",
+    re.M,  # ... and the module name the builder registers the classes under
+)
 
 
 def proto_files() -> list[Path]:
@@ -48,8 +60,13 @@ def generate(out_dir: Path) -> None:
     args += [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    for module in out_dir.rglob("*"):
+        if module.name.endswith(GENERATED_SUFFIXES):
+            text = module.read_text()
+            module.write_text(_MODULE_REFERENCE.sub(lambda m: (m[1] or "") + NAMESPACE + ".", text))
     # Generated packages would otherwise be implicit namespace packages; mypy and setuptools
-    # both want regular ones.
+    # both want regular ones (proto/ itself is the package credgate.api).
+    (out_dir / "__init__.py").touch()
     for module in out_dir.rglob("*_pb2.py"):
         for directory in module.relative_to(out_dir).parents:
             if directory != Path("."):

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.mocks",
     "tests.fixtures.logging_state",
+    "tests.fixtures.namespace",
 ]

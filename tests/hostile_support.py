@@ -29,27 +29,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import credit_repair.v1
 import grpc
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import descriptor, message_factory, text_format, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import strategies as st
 
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import REFERENCE_TIME, Population, State
-from adapters.mocks.providers import PLATFORM, SCRIPTS, source_facts
-from gateway.app import build_gateway
-from gateway.config import config_from_mapping
-from gateway.errors import REQUEST_ID_METADATA_KEY, status_from_error
-from gateway.input_boundary import UNDECODABLE_FIELD
-from gateway.pki import institution_paths
-from gateway.protection.keyring import Keyring
-from gateway.sync.signing import sign_update
+import credgate.api.credit_repair.v1
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import REFERENCE_TIME, Population, State
+from credgate.adapters.mocks.providers import PLATFORM, SCRIPTS, source_facts
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, status_from_error
+from credgate.gateway.input_boundary import UNDECODABLE_FIELD
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.sync.signing import sign_update
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate
@@ -68,8 +68,8 @@ SUBJECT_CALLER = "subject"
 def service_modules() -> list[Any]:
     """Every generated ``credit_repair.v1`` ``*_pb2`` module (services are found in them)."""
     return [
-        importlib.import_module(f"credit_repair.v1.{info.name}")
-        for info in pkgutil.iter_modules(credit_repair.v1.__path__)
+        importlib.import_module(f"credgate.api.credit_repair.v1.{info.name}")
+        for info in pkgutil.iter_modules(credgate.api.credit_repair.v1.__path__)
         if info.name.endswith("_pb2")
     ]
 

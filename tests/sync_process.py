@@ -42,7 +42,7 @@ def toml_document(document: dict[str, Any]) -> str:
 
 def credgate_command() -> list[str]:
     script = Path(sys.executable).with_name("credgate")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "credgate.gateway.cli"]
 
 
 class GatewayProcess:

@@ -16,30 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
-from credit_repair.v1 import report_pb2
 from sqlalchemy import func, select
 
-from adapters.mocks.providers import PLATFORM, REGISTRY, ProviderScript
-from gateway.config import GatewayConfig, config_from_mapping
-from gateway.institution import IdentityResolver, Institution, InstitutionRole
-from gateway.pki import add_institution, institution_paths
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.server import GatewayServer
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.storage.migrate import upgrade_to_head
-from gateway.storage.models import SourceFactsRow
-from gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
-from gateway.sync.provider_client import ProviderClient
-from gateway.sync.service import SERVICE_NAME, ProviderSyncServicer
-from gateway.sync.signing import sign_update
-from gateway.sync.store import SyncStore
-from gateway.sync.stream import SyncProbe
-from gateway.sync.validate import IdempotencyDigester, UpdateValidator
+from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, ProviderScript
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.config import GatewayConfig, config_from_mapping
+from credgate.gateway.institution import IdentityResolver, Institution, InstitutionRole
+from credgate.gateway.pki import add_institution, institution_paths
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.storage.migrate import upgrade_to_head
+from credgate.gateway.storage.models import SourceFactsRow
+from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
+from credgate.gateway.sync.provider_client import ProviderClient
+from credgate.gateway.sync.service import SERVICE_NAME, ProviderSyncServicer
+from credgate.gateway.sync.signing import sign_update
+from credgate.gateway.sync.store import SyncStore
+from credgate.gateway.sync.stream import SyncProbe
+from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator
 from tests.fixtures.pki import DevPki, mtls_channel
 
 ROGUE_PROVIDER = "provider-rogue"

@@ -15,14 +15,13 @@ from typing import Literal
 
 import aiohttp
 import pytest
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters import bank_xml as adapter_xml
-from adapters.bank import BankAdapter
-from adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
-from adapters.mocks import bank_csv, bank_xml
-from adapters.mocks.bank import BankMock
-from adapters.mocks.population import (
+from credgate.adapters import bank_xml as adapter_xml
+from credgate.adapters.bank import BankAdapter
+from credgate.adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
+from credgate.adapters.mocks import bank_csv, bank_xml
+from credgate.adapters.mocks.bank import BankMock
+from credgate.adapters.mocks.population import (
     Population,
     SourceView,
     State,
@@ -30,6 +29,7 @@ from adapters.mocks.population import (
     build_population,
     make_identity_number,
 )
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 BANKS = {"bank-qianhai": "xml", "bank-pengcheng": "csv-gb18030"}
 V = vocabulary_pb2

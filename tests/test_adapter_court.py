@@ -17,13 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceConfig
-from adapters.court import OTHER_CAUSE, CourtAdapter
-from adapters.mocks.court import MALFORMED_VARIANTS, QUERY_PATH, CourtMock
-from adapters.mocks.faults import FaultInjector, FaultSettings
-from adapters.mocks.population import (
+from credgate.adapters.base import MalformedPayload, SourceConfig
+from credgate.adapters.court import OTHER_CAUSE, CourtAdapter
+from credgate.adapters.mocks.court import MALFORMED_VARIANTS, QUERY_PATH, CourtMock
+from credgate.adapters.mocks.faults import FaultInjector, FaultSettings
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     SCENARIO_NAMES,
     Litigation,
@@ -34,7 +33,8 @@ from adapters.mocks.population import (
     build_population,
     make_identity_number,
 )
-from adapters.testing import unified
+from credgate.adapters.testing import unified
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 POPULATION = build_population(size=200)
 VIEW = SourceView.COURT

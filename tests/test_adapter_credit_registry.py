@@ -17,25 +17,25 @@ from typing import Any
 
 import grpc
 import pytest
-from cnregistry.v1 import registry_pb2
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceAdapter, SourceConfig, SourceError
-from adapters.court import CourtAdapter
-from adapters.credit_registry import CreditRegistryAdapter
-from adapters.disclosure_platform import DisclosurePlatformAdapter
-from adapters.mocks.court import CourtMock
-from adapters.mocks.credit_registry import MALFORMED_VARIANTS, CreditRegistryMock
-from adapters.mocks.disclosure_platform import DisclosurePlatformMock
-from adapters.mocks.faults import FaultInjector, FaultSettings
-from adapters.mocks.population import (
+from credgate.adapters.base import MalformedPayload, SourceAdapter, SourceConfig, SourceError
+from credgate.adapters.court import CourtAdapter
+from credgate.adapters.credit_registry import CreditRegistryAdapter
+from credgate.adapters.disclosure_platform import DisclosurePlatformAdapter
+from credgate.adapters.mocks.court import CourtMock
+from credgate.adapters.mocks.credit_registry import MALFORMED_VARIANTS, CreditRegistryMock
+from credgate.adapters.mocks.disclosure_platform import DisclosurePlatformMock
+from credgate.adapters.mocks.faults import FaultInjector, FaultSettings
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     SCENARIO_NAMES,
     SourceView,
     State,
     build_population,
 )
-from adapters.testing import assert_no_personal_data_in_error, unified
+from credgate.adapters.testing import assert_no_personal_data_in_error, unified
+from credgate.api.cnregistry.v1 import registry_pb2
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 POPULATION = build_population(size=200)
 VIEW = SourceView.CREDIT_REGISTRY

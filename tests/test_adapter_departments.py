@@ -19,25 +19,25 @@ from typing import Literal
 import aiohttp
 import pytest
 from aiohttp import web
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 
-from adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
-from adapters.mapping import CHINA_TZ
-from adapters.market_supervision import MarketSupervisionAdapter
-from adapters.mocks import market_supervision as market_mock
-from adapters.mocks import social_insurance as social_mock
-from adapters.mocks import tax as tax_mock
-from adapters.mocks.market_supervision import MarketSupervisionMock
-from adapters.mocks.population import (
+from credgate.adapters.base import MalformedPayload, SourceConfig, SourceError, SourceUnavailable
+from credgate.adapters.mapping import CHINA_TZ
+from credgate.adapters.market_supervision import MarketSupervisionAdapter
+from credgate.adapters.mocks import market_supervision as market_mock
+from credgate.adapters.mocks import social_insurance as social_mock
+from credgate.adapters.mocks import tax as tax_mock
+from credgate.adapters.mocks.market_supervision import MarketSupervisionMock
+from credgate.adapters.mocks.population import (
     Population,
     Subject,
     build_population,
     make_identity_number,
 )
-from adapters.mocks.social_insurance import SocialInsuranceMock
-from adapters.mocks.tax import TaxMock
-from adapters.social_insurance import SocialInsuranceAdapter
-from adapters.tax import TaxAdapter
+from credgate.adapters.mocks.social_insurance import SocialInsuranceMock
+from credgate.adapters.mocks.tax import TaxMock
+from credgate.adapters.social_insurance import SocialInsuranceAdapter
+from credgate.adapters.tax import TaxAdapter
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 V = vocabulary_pb2
 Row = tuple[int, int, str, int, dt.date | None, dt.date | None, bool]

@@ -18,19 +18,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.base import MalformedPayload, SourceConfig
-from adapters.disclosure_platform import DisclosurePlatformAdapter
-from adapters.mocks.disclosure_platform import (
+from credgate.adapters.base import MalformedPayload, SourceConfig
+from credgate.adapters.disclosure_platform import DisclosurePlatformAdapter
+from credgate.adapters.mocks.disclosure_platform import (
     KEYS_PATH,
     MALFORMED_VARIANTS,
     QUERY_PATH,
     DisclosurePlatformMock,
 )
-from adapters.mocks.faults import FaultInjector, FaultSettings
-from adapters.mocks.population import (
+from credgate.adapters.mocks.faults import FaultInjector, FaultSettings
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     SCENARIO_NAMES,
     SourceView,
@@ -38,8 +37,9 @@ from adapters.mocks.population import (
     build_population,
     make_identity_number,
 )
-from adapters.signing import public_key_b64
-from adapters.testing import assert_no_personal_data_in_error
+from credgate.adapters.signing import public_key_b64
+from credgate.adapters.testing import assert_no_personal_data_in_error
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 POPULATION = build_population(size=200)
 VIEW = SourceView.DISCLOSURE_PLATFORM

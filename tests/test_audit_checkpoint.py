@@ -17,16 +17,23 @@ from typing import Any
 
 import pytest
 
-from audit.checkpoint import (
+from credgate.audit.checkpoint import (
     Checkpoint,
     TreeHeadVerifier,
     open_checkpoint,
     sign_checkpoint,
     sign_tree_head,
 )
-from audit.hashing import leaf_hash
-from audit.keys import AuditKeyError, load_or_create_signer, load_verifier, public_key_path
-from audit.note import NoteError, NoteSigner, NoteVerifier, open_note, parse_note, sign_note
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.keys import AuditKeyError, load_or_create_signer, load_verifier, public_key_path
+from credgate.audit.note import (
+    NoteError,
+    NoteSigner,
+    NoteVerifier,
+    open_note,
+    parse_note,
+    sign_note,
+)
 
 NOTE_VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "signed_note_vectors.json").read_text(encoding="utf-8")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from audit import ALLOWED, DENIED, AuditLog
-from audit.cli import add_audit_commands
-from audit.keys import load_or_create_signer, public_key_path
-from gateway.storage.database import Database
+from credgate.audit import ALLOWED, DENIED, AuditLog
+from credgate.audit.cli import add_audit_commands
+from credgate.audit.keys import load_or_create_signer, public_key_path
+from credgate.gateway.storage.database import Database
 from tests.test_audit_log import make_entry
 
 

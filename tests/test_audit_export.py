@@ -17,15 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from credit_repair.v1 import audit_pb2
 from google.protobuf.descriptor import FieldDescriptor
 
-from audit.checkpoint import Checkpoint, sign_checkpoint
-from audit.entry import entry_bytes
-from audit.hashing import leaf_hash
-from audit.note import NoteSigner
-from audit.offline import check_export, decoded_form, export_lines
-from audit.tree import merkle_root
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.audit.checkpoint import Checkpoint, sign_checkpoint
+from credgate.audit.entry import entry_bytes
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.note import NoteSigner
+from credgate.audit.offline import check_export, decoded_form, export_lines
+from credgate.audit.tree import merkle_root
 from tests.test_audit_log import BASE_TIME, ORIGIN, make_entry
 
 SIGNER = NoteSigner.generate(ORIGIN)

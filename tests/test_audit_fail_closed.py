@@ -24,38 +24,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import credit_repair.v1
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import regulator_service_pb2 as reg_pb2
-from credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
-from credit_repair.v1 import repair_status_service_pb2 as status_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import OperationalError
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from audit.log import AuditLog
-from audit.store_models import AuditEntryRow
-from consent import grants
-from gateway.app import build_gateway
-from gateway.config import config_from_mapping
-from gateway.errors import parse_error
-from gateway.pki import CertKeyPaths
-from gateway.storage.models import IssuedReport
+import credgate.api.credit_repair.v1
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.log import AuditLog
+from credgate.audit.store_models import AuditEntryRow
+from credgate.consent import grants
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.errors import parse_error
+from credgate.gateway.pki import CertKeyPaths
+from credgate.gateway.storage.models import IssuedReport
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import make_identity_number
@@ -70,10 +70,10 @@ STOP = app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE
 def all_rpcs() -> set[str]:
     """``Service.Method`` for every RPC of every credgate service (from the descriptors)."""
     found: set[str] = set()
-    for module in pkgutil.iter_modules(credit_repair.v1.__path__):
+    for module in pkgutil.iter_modules(credgate.api.credit_repair.v1.__path__):
         if not module.name.endswith("_pb2"):
             continue
-        generated = importlib.import_module(f"credit_repair.v1.{module.name}")
+        generated = importlib.import_module(f"credgate.api.credit_repair.v1.{module.name}")
         for service in generated.DESCRIPTOR.services_by_name.values():
             found.update(f"{service.name}.{method.name}" for method in service.methods)
     return found

@@ -18,24 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import select, text
 
-from audit import ALLOWED, DENIED, AuditEntryError, AuditLog, AuditUnavailable, new_entry
-from audit.checkpoint import open_checkpoint
-from audit.checkpoints import PeriodicCheckpointer, latest_checkpoint
-from audit.hashing import leaf_hash
-from audit.keys import load_or_create_signer
-from audit.note import NoteSigner
-from audit.proof import ProofError, verify_consistency, verify_inclusion
-from audit.queries import subject_access_history
-from audit.storage import read_head, read_record
-from audit.store_models import AuditEntryRow
-from audit.verify import verify_log
-from gateway.errors import set_request_id
-from gateway.institution import Institution
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit import ALLOWED, DENIED, AuditEntryError, AuditLog, AuditUnavailable, new_entry
+from credgate.audit.checkpoint import open_checkpoint
+from credgate.audit.checkpoints import PeriodicCheckpointer, latest_checkpoint
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.note import NoteSigner
+from credgate.audit.proof import ProofError, verify_consistency, verify_inclusion
+from credgate.audit.queries import subject_access_history
+from credgate.audit.storage import read_head, read_record
+from credgate.audit.store_models import AuditEntryRow
+from credgate.audit.verify import verify_log
+from credgate.gateway.errors import set_request_id
+from credgate.gateway.institution import Institution
+from credgate.gateway.storage.database import Database
 from tests.fixtures.storage import make_identity_number
 
 ORIGIN = "credgate.test/audit"

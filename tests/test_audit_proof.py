@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from audit import proof
-from audit.hashing import EMPTY_ROOT, leaf_hash, node_hash
-from audit.proof import ProofError
-from audit.tree import CompactRange, PackedHashes, merkle_root
+from credgate.audit import proof
+from credgate.audit.hashing import EMPTY_ROOT, leaf_hash, node_hash
+from credgate.audit.proof import ProofError
+from credgate.audit.tree import CompactRange, PackedHashes, merkle_root
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "rfc6962_merkle_vectors.json").read_text()

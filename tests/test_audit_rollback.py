@@ -22,18 +22,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import regulator_service_pb2 as pb
-from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, func, select, update
 
-from audit import AuditLog, AuditUnavailable
-from audit.checkpoints import PeriodicCheckpointer, make_checkpoint
-from audit.keys import load_or_create_signer
-from audit.note import NoteSigner
-from audit.service import RegulatorService, add_regulator_service
-from audit.signed_size import (
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
+from credgate.audit import AuditLog, AuditUnavailable
+from credgate.audit.checkpoints import PeriodicCheckpointer, make_checkpoint
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.note import NoteSigner
+from credgate.audit.service import RegulatorService, add_regulator_service
+from credgate.audit.signed_size import (
     AuditRollbackError,
     AuditStateError,
     SignedSizeGuard,
@@ -42,18 +42,18 @@ from audit.signed_size import (
     remember,
     state_path,
 )
-from audit.storage import read_record
-from audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
-from audit.trail import AuditTrail
-from audit.tree import CompactRange
-from audit.verify import verify_log
-from gateway.cli import main
-from gateway.institution import IdentityResolver
-from gateway.pki import CertKeyPaths
-from gateway.protection.page_tokens import PageTokens
-from gateway.server import GatewayServer
-from gateway.storage.database import Database
-from gateway.storage.migrate import upgrade_to_head
+from credgate.audit.storage import read_record
+from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.trail import AuditTrail
+from credgate.audit.tree import CompactRange
+from credgate.audit.verify import verify_log
+from credgate.gateway.cli import main
+from credgate.gateway.institution import IdentityResolver
+from credgate.gateway.pki import CertKeyPaths
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import ORIGIN, make_entry
 from tests.test_audit_service import audit_certs, expect_error
@@ -253,7 +253,7 @@ async def test_a_restored_or_rewritten_history_is_refused_at_start(
     found = await diverge(database, signer, grown)  # type: ignore[operator]
     before = await _checkpoints(database)
     with (
-        caplog.at_level(logging.CRITICAL, logger="audit.signed_size"),
+        caplog.at_level(logging.CRITICAL, logger="credgate.audit.signed_size"),
         pytest.raises(AuditRollbackError) as refused,
     ):
         await SignedSizeGuard.open(database, state_path(key_path), signer.name)
@@ -363,7 +363,7 @@ async def test_a_missing_record_is_a_first_start_with_a_warning(
 ) -> None:
     await _grow(database, signer, key_path, 3)
     state_path(key_path).unlink()
-    with caplog.at_level(logging.WARNING, logger="audit.signed_size"):
+    with caplog.at_level(logging.WARNING, logger="credgate.audit.signed_size"):
         await SignedSizeGuard.open(database, state_path(key_path), signer.name)
     assert any("no record of the audit tree" in r.getMessage() for r in caplog.records)
     state = read_state(state_path(key_path), signer.name)
@@ -417,7 +417,7 @@ async def test_acknowledging_replaces_an_unreadable_record(
 
 def _credgate(*argv: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("credgate")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "credgate.gateway.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDGATE_")}
     return subprocess.run(
         [*command, *argv], capture_output=True, text=True, timeout=120, check=False, env=env

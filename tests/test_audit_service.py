@@ -17,29 +17,29 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import regulator_service_pb2 as pb
-from credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import text
 
-from audit import ALLOWED, DENIED, AuditLog
-from audit.checkpoint import open_checkpoint
-from audit.hashing import leaf_hash
-from audit.keys import load_or_create_signer
-from audit.note import NoteSigner
-from audit.offline import check_export, export_lines
-from audit.proof import verify_consistency, verify_inclusion
-from audit.queries import EntryFilter, list_entries
-from audit.service import RegulatorService, add_regulator_service
-from audit.trail import AuditTrail
-from gateway.errors import parse_error
-from gateway.institution import IdentityResolver, InstitutionRole
-from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
-from gateway.pki import write_certified_key as write_pair
-from gateway.protection.page_tokens import PageTokens
-from gateway.server import GatewayServer
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit import ALLOWED, DENIED, AuditLog
+from credgate.audit.checkpoint import open_checkpoint
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.note import NoteSigner
+from credgate.audit.offline import check_export, export_lines
+from credgate.audit.proof import verify_consistency, verify_inclusion
+from credgate.audit.queries import EntryFilter, list_entries
+from credgate.audit.service import RegulatorService, add_regulator_service
+from credgate.audit.trail import AuditTrail
+from credgate.gateway.errors import parse_error
+from credgate.gateway.institution import IdentityResolver, InstitutionRole
+from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
+from credgate.gateway.pki import write_certified_key as write_pair
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.storage.database import Database
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import BASE_TIME, IDENTITY, ORIGIN, make_entry, token
 

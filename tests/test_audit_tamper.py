@@ -14,21 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import text
 
-from audit import AuditLog
-from audit.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, sign_tree_head
-from audit.findings import FindingKind, VerifyReport
-from audit.hashing import leaf_hash
-from audit.keys import load_or_create_signer
-from audit.note import NoteSigner
-from audit.proof import ProofError, verify_inclusion
-from audit.storage import inclusion_proof
-from audit.tree import CompactRange
-from audit.verify import verify_log
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit import AuditLog
+from credgate.audit.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, sign_tree_head
+from credgate.audit.findings import FindingKind, VerifyReport
+from credgate.audit.hashing import leaf_hash
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.note import NoteSigner
+from credgate.audit.proof import ProofError, verify_inclusion
+from credgate.audit.storage import inclusion_proof
+from credgate.audit.tree import CompactRange
+from credgate.audit.verify import verify_log
+from credgate.gateway.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry, token
 
 SIZE = 40

@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import regulator_service_pb2 as pb
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from audit import ALLOWED, DENIED, AuditLog
-from audit.keys import load_or_create_signer
-from audit.unusual import Thresholds, Window, _longest_burst, unusual_access_report
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit import ALLOWED, DENIED, AuditLog
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.unusual import Thresholds, Window, _longest_burst, unusual_access_report
+from credgate.gateway.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry
 
 WINDOW_START = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)

@@ -20,33 +20,33 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import regulator_service_pb2 as regulator_pb2
-from credit_repair.v1 import regulator_service_pb2_grpc as regulator_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from audit import AuditEntryError, new_entry
-from audit.queries import EntryFilter, list_entries
-from audit.store_models import AuditCheckpointRow, AuditEntryRow
-from audit.verify import verify_log
-from consent import policy
-from gateway import cli
-from gateway.app import build_gateway
-from gateway.client import CredgateError
-from gateway.config import ConfigError, config_from_mapping, load_config
-from gateway.pki import institution_paths
-from gateway.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
-from gateway.storage.issued_reports import report_digest
-from gateway.storage.models import IssuedReport
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as regulator_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit import AuditEntryError, new_entry
+from credgate.audit.queries import EntryFilter, list_entries
+from credgate.audit.store_models import AuditCheckpointRow, AuditEntryRow
+from credgate.audit.verify import verify_log
+from credgate.consent import policy
+from credgate.gateway import cli
+from credgate.gateway.app import build_gateway
+from credgate.gateway.client import CredgateError
+from credgate.gateway.config import ConfigError, config_from_mapping, load_config
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
+from credgate.gateway.storage.issued_reports import report_digest
+from credgate.gateway.storage.models import IssuedReport
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import libpq_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine.breaker import BreakerState, CircuitBreaker, Permit
+from credgate.gateway.engine.breaker import BreakerState, CircuitBreaker, Permit
 
 
 class FakeClock:

@@ -17,14 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.errors import parse_error
-from gateway.institution import (
+from credgate.gateway.errors import parse_error
+from credgate.gateway.institution import (
     INSTITUTION_URI_PREFIX,
     IdentityRejected,
     InstitutionRole,
     institution_from_certificate,
 )
-from gateway.pki import CertKeyPaths, load_certified_key
+from credgate.gateway.pki import CertKeyPaths, load_certified_key
 from tests.fixtures.pki import DevPki, _crafted_client_cert, mtls_channel, running_gateway
 from tests.test_mtls import SERVICE, probe_handler
 

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mocks.population import Population
 from bench.index_scale import synthetic_identity_numbers
-from gateway import cli
-from gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
-from gateway.config import load_config
-from gateway.progress import Progress
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.storage.migrate import upgrade_to_head
+from credgate.adapters.mocks.population import Population
+from credgate.gateway import cli
+from credgate.gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
+from credgate.gateway.config import load_config
+from credgate.gateway.progress import Progress
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.mocks import RunningGateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def _credgate_command() -> list[str]:
     script = Path(sys.executable).with_name("credgate")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "credgate.gateway.cli"]
 
 
 async def _credgate(*argv: str) -> tuple[int, str, str]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import SourceConfig
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.institution import Institution, InstitutionRole
+from credgate.adapters.base import SourceConfig
+from credgate.gateway.config import ConfigError, GatewayConfig, load_config
+from credgate.gateway.institution import Institution, InstitutionRole
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "example-config.toml"
 

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from gateway import config as schema
+from credgate.gateway import config as schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gen_config_docs.py"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.mocks import tax as tax_mock
-from adapters.mocks.fleet import DEFAULT_FLEET
-from adapters.mocks.population import SCENARIO_NAMES
-from adapters.testing import AdapterConformance, fleet_source
+from credgate.adapters.mocks import tax as tax_mock
+from credgate.adapters.mocks.fleet import DEFAULT_FLEET
+from credgate.adapters.mocks.population import SCENARIO_NAMES
+from credgate.adapters.testing import AdapterConformance, fleet_source
 
 pytest_plugins = ("pytester",)
 
@@ -62,10 +62,10 @@ def test_every_fleet_source_runs_the_kit() -> None:
 
 BROKEN_ADAPTERS = '''
 import asyncio
-from credit_repair.v1 import vocabulary_pb2
-from adapters.base import MalformedPayload, SourceError, SourceTimeout
-from adapters.tax import TaxAdapter
-from adapters.testing import AdapterConformance, fleet_source
+from credgate.api.credit_repair.v1 import vocabulary_pb2
+from credgate.adapters.base import MalformedPayload, SourceError, SourceTimeout
+from credgate.adapters.tax import TaxAdapter
+from credgate.adapters.testing import AdapterConformance, fleet_source
 
 
 class LeakyErrors(TaxAdapter):
@@ -151,7 +151,7 @@ def test_kit_fails_an_adapter_that_breaks_the_seam(
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", adapter))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "adapters.testing.plugin", "-k", selection,
+        "-p", "no:credgate_conformance", "-p", "credgate.adapters.testing.plugin", "-k", selection,
         "-p", "no:cacheprovider",
     )
     outcomes = result.parseoutcomes()
@@ -164,7 +164,8 @@ def test_kit_passes_the_same_adapter_unbroken(pytester: pytest.Pytester) -> None
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", "TaxAdapter"))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "adapters.testing.plugin", "-p", "no:cacheprovider",
+        "-p", "no:credgate_conformance", "-p", "credgate.adapters.testing.plugin",
+        "-p", "no:cacheprovider",
         "-k", "malformed or cancelled or latency or scenario",
     )
     result.assert_outcomes(passed=len(tax_mock.VARIANTS) + 2 + len(SCENARIO_NAMES))

@@ -16,24 +16,24 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from cryptography import x509
 
-from adapters.mocks.population import Population, State
-from adapters.mocks.providers import PLATFORM
-from gateway.certificate_validity import (
+from credgate.adapters.mocks.population import Population, State
+from credgate.adapters.mocks.providers import PLATFORM
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.gateway.certificate_validity import (
     CERTIFICATE_EXPIRED,
     CERTIFICATE_NOT_YET_VALID,
     validity_refusal,
 )
-from gateway.channel import client_channel
-from gateway.client import ClientCertificateRefused, CredgateClient, CredgateError
-from gateway.config import ConfigError, config_from_mapping
-from gateway.connection_limits import ConnectionLimits
-from gateway.errors import parse_error
-from gateway.first_message import REQUEST_MISSING, REQUEST_NOT_RECEIVED
-from gateway.institution import IdentityResolver, InstitutionRole, RoleValue
-from gateway.pki import (
+from credgate.gateway.channel import client_channel
+from credgate.gateway.client import ClientCertificateRefused, CredgateClient, CredgateError
+from credgate.gateway.config import ConfigError, config_from_mapping
+from credgate.gateway.connection_limits import ConnectionLimits
+from credgate.gateway.errors import parse_error
+from credgate.gateway.first_message import REQUEST_MISSING, REQUEST_NOT_RECEIVED
+from credgate.gateway.institution import IdentityResolver, InstitutionRole, RoleValue
+from credgate.gateway.pki import (
     CertKeyPaths,
     issue_institution_cert,
     load_certified_key,

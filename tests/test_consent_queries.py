@@ -9,13 +9,13 @@ from collections.abc import Iterable
 
 import grpc
 import pytest
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mocks.population import Population
-from consent import grants
-from gateway.client import CredgateError
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants
+from credgate.gateway.client import CredgateError
 from tests.fixtures.mocks import ENROLMENT_OFFICE, RunningGateway
 
 REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
-from consent import grants
-from consent.register import (
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants
+from credgate.consent.register import (
     CONSENT_EXHAUSTED,
     CONSENT_EXPIRED,
     CONSENT_MISSING,
@@ -32,10 +32,10 @@ from consent.register import (
     ListCursor,
     SubjectKeyConflictError,
 )
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import Database, create_sync_engine
-from gateway.storage.migrate import current_revision, head_revision
-from gateway.storage.models import Base, ConsentGrantRow
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import Database, create_sync_engine
+from credgate.gateway.storage.migrate import current_revision, head_revision
+from credgate.gateway.storage.models import Base, ConsentGrantRow
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -16,23 +16,28 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AuditLog, load_or_create_signer
-from consent import grants
-from consent.register import CONSENT_EXPIRED, CONSENT_REVOKED, CONSENT_VALID, ConsentRegister
-from consent.service import ConsentService
-from gateway.audit_trail import AuditTrail
-from gateway.errors import parse_error
-from gateway.institution import IdentityResolver, InstitutionRole
-from gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
-from gateway.pki import write_certified_key as write_pair
-from gateway.protection.page_tokens import PageTokens
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.server import GatewayServer
-from gateway.storage.database import Database
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.audit import AuditLog, load_or_create_signer
+from credgate.consent import grants
+from credgate.consent.register import (
+    CONSENT_EXPIRED,
+    CONSENT_REVOKED,
+    CONSENT_VALID,
+    ConsentRegister,
+)
+from credgate.consent.service import ConsentService
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.errors import parse_error
+from credgate.gateway.institution import IdentityResolver, InstitutionRole
+from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
+from credgate.gateway.pki import write_certified_key as write_pair
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.storage.database import Database
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_consent_register import (
     IDENTITY,

@@ -15,24 +15,24 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import func, select
 
-import gateway.engine.query as query_module
-from adapters.base import SourceAdapter
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population, State
-from adapters.mocks.providers import PLATFORM
-from gateway.client import CredgateClient, CredgateError
-from gateway.engine.fanout import SourceOutcome, fan_out
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.storage.index_writes import FEED_LOCK_KEY
-from gateway.sync import store as sync_store
-from gateway.sync.models import ChangeFeedRow
-from gateway.watch import notify
+import credgate.gateway.engine.query as query_module
+from credgate.adapters.base import SourceAdapter
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population, State
+from credgate.adapters.mocks.providers import PLATFORM
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.client import CredgateClient, CredgateError
+from credgate.gateway.engine.fanout import SourceOutcome, fan_out
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.storage.index_writes import FEED_LOCK_KEY
+from credgate.gateway.sync import store as sync_store
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.watch import notify
 from tests.fixtures.pki import DevPki
 from tests.watch_support import (
     AS_OF,
@@ -320,7 +320,9 @@ async def test_store_many_keeps_the_same_rule_and_feed_rows_in_one_call(
 def test_the_feed_lock_and_channel_match_the_sync_store_and_the_migration() -> None:
     from importlib import import_module
 
-    migration = import_module("gateway.storage.migrations.versions.0005_watch_reconciliation")
+    migration = import_module(
+        "credgate.gateway.storage.migrations.versions.0005_watch_reconciliation"
+    )
     assert FEED_LOCK_KEY == sync_store._FEED_LOCK_KEY
     assert notify.CHANGE_FEED_CHANNEL == migration.CHANGE_FEED_CHANNEL
 
@@ -356,7 +358,7 @@ async def test_store_later_is_seen_by_reads_and_keeps_the_order_of_writes(
 async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it(
     fact_index: FactIndex, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.storage.index_writes import fact_writer, pending_write
+    from credgate.gateway.storage.index_writes import fact_writer, pending_write
 
     now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
     good, bad = "st_" + "d" * 32, "st_" + "e" * 32
@@ -364,7 +366,7 @@ async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it
     writer = fact_writer(database)
     failed = writer.failed
     broken = pending_write(bad, [(facts, {"source_kind": 1})], now, fact_index._open_facts)
-    with caplog.at_level("ERROR", logger="gateway.storage.index_writes"):
+    with caplog.at_level("ERROR", logger="credgate.gateway.storage.index_writes"):
         first = await writer.submit(broken)  # queued together: one group, one transaction
         await fact_index.store_later(good, [facts])
         await fact_index.flush()
@@ -382,7 +384,7 @@ async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it
 
 
 async def test_the_engine_queues_fresh_facts_and_flushes_them_when_closed() -> None:
-    from gateway.engine.query import QueryEngine
+    from credgate.gateway.engine.query import QueryEngine
 
     class Cache:
         def __init__(self) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, iter_commands
-from gateway.config import load_config
+from credgate.gateway.cli import build_parser, iter_commands
+from credgate.gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -19,23 +19,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import credit_repair.v1
 import grpc
 import pytest
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
-from credit_repair.v1 import reconciliation_service_pb2_grpc as rec_grpc
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_status_service_pb2 as status_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.rpc import error_details_pb2
 
-from adapters.mocks.population import Population
-from gateway.disclosure import LEDGER
-from gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
+import credgate.api.credit_repair.v1
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as rec_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.disclosure import LEDGER
+from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
 from tests.fixtures.storage import make_identity_number
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.workflow_support import WorkflowGateway, workflow_gateway_each_backend
@@ -88,10 +88,10 @@ NOT_DISCLOSING: dict[str, str] = {
 def every_rpc() -> set[str]:
     """Every method of every service the ``credit_repair.v1`` descriptors declare."""
     found: set[str] = set()
-    for info in pkgutil.iter_modules(credit_repair.v1.__path__):
+    for info in pkgutil.iter_modules(credgate.api.credit_repair.v1.__path__):
         if not info.name.endswith("_pb2"):
             continue
-        module = importlib.import_module(f"credit_repair.v1.{info.name}")
+        module = importlib.import_module(f"credgate.api.credit_repair.v1.{info.name}")
         for service in module.DESCRIPTOR.services_by_name.values():
             found.update(f"/{service.full_name}/{m.name}" for m in service.methods)
     return found
@@ -108,7 +108,7 @@ def test_every_rpc_is_classified_as_disclosing_or_not() -> None:
 
 def test_every_registered_service_is_described() -> None:
     """The servicers the gateway registers are the described services (none outside)."""
-    from gateway.workflows.wiring import OBJECTION_SERVICE, REPAIR_APPLICATION_SERVICE
+    from credgate.gateway.workflows.wiring import OBJECTION_SERVICE, REPAIR_APPLICATION_SERVICE
 
     described = {rpc.split("/")[1] for rpc in every_rpc()}
     assert {OBJECTION_SERVICE, REPAIR_APPLICATION_SERVICE} <= described

@@ -22,23 +22,23 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_status_service_pb2 as status_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.type import date_pb2
 
-from adapters.mocks.population import Population
-from audit.entry import DENIED
-from audit.log import AppendReceipt, AuditUnavailable
-from consent import grants, policy
-from consent.register import CONSENT_VALID, ConsentRegister, EnrolledKey, GrantLookup
-from gateway.audit_trail import AuditTrail
-from gateway.disclosure import (
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.entry import DENIED
+from credgate.audit.log import AppendReceipt, AuditUnavailable
+from credgate.consent import grants, policy
+from credgate.consent.register import CONSENT_VALID, ConsentRegister, EnrolledKey, GrantLookup
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.disclosure import (
     ALL_CATEGORIES,
     PROCEDURE_PARTIES,
     Admission,
@@ -49,12 +49,12 @@ from gateway.disclosure import (
     reader_purpose,
     withheld_explanation,
 )
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.models import ConsentGrantRow
-from gateway.subject_identity import subject_institution_id
-from gateway.workflows.eligibility import CONDITION_CATEGORIES, evaluate
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.models import ConsentGrantRow
+from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.workflows.eligibility import CONDITION_CATEGORIES, evaluate
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.workflow_support import WorkflowGateway, refused, workflow_gateway
 
@@ -459,7 +459,7 @@ def test_purposes_of_workflow_callers() -> None:
 def test_condition_categories_cover_what_the_adapters_tag_the_records_they_read() -> None:
     """Each condition's declared categories include those of the record kinds it reads, as
     the adapters tag them (the conformance kit's table)."""
-    from adapters.testing.expectations import CATEGORY_OF_KIND
+    from credgate.adapters.testing.expectations import CATEGORY_OF_KIND
 
     reads = {
         app_pb2.REPAIR_CONDITION_REPAIRABLE_STATE: [vocab.RECORD_KIND_DISHONESTY_DISCLOSURE],

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.config import config_from_mapping
-from gateway.server import STEP_SECONDS, GatewayServer
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.server import STEP_SECONDS, GatewayServer
 from tests.fixtures.pki import DevPki, mtls_channel
 
 SERVICE = "credgate.test.v1.Drain"
@@ -138,7 +138,7 @@ async def test_a_grpc_stop_that_never_returns_is_abandoned_and_serve_returns(
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(grpc_server, "stop", never_returns)
-    caplog.set_level(logging.ERROR, logger="gateway.server")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.server")
     started = time.monotonic()
     try:
         os.kill(os.getpid(), signal.SIGTERM)

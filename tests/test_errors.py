@@ -13,17 +13,17 @@ import pytest
 from google.rpc import error_details_pb2
 from sqlalchemy import exc as sa_exc
 
-from gateway import errors
-from gateway.errors import (
+from credgate.gateway import errors
+from credgate.gateway.errors import (
     GatewayError,
     build_status,
     parse_error,
     request_id_from_error,
     status_from_error,
 )
-from gateway.protection.cipher import DecryptionError, MalformedEnvelopeError
-from gateway.protection.keyring import UnknownKeyError
-from gateway.storage.fact_index import UnreadableRecordError
+from credgate.gateway.protection.cipher import DecryptionError, MalformedEnvelopeError
+from credgate.gateway.protection.keyring import UnknownKeyError
+from credgate.gateway.storage.fact_index import UnreadableRecordError
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SERVICE = "credgate.test.v1.Errors"
@@ -213,7 +213,7 @@ DATABASE_AWAY: dict[str, Callable[[], BaseException]] = {
 async def test_database_loss_in_any_handler_arity_is_unavailable_not_internal(
     dev_pki: DevPki, method: str, loss: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.interceptors")
+    caplog.set_level(logging.WARNING, logger="credgate.gateway.interceptors")
     error, _ = await _fail(dev_pki, method, DATABASE_AWAY[loss])
     code, info, _ = parse_error(error)
     assert code == grpc.StatusCode.UNAVAILABLE
@@ -257,7 +257,7 @@ async def test_a_stray_cancellation_under_a_handler_still_gets_a_status(
 async def test_crash_in_any_handler_arity_becomes_bare_internal_with_request_id(
     dev_pki: DevPki, method: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="gateway.interceptors")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.interceptors")
     error, _ = await _fail(dev_pki, method)
     code, info, bad_request = parse_error(error)
     assert code == grpc.StatusCode.INTERNAL
@@ -390,7 +390,7 @@ async def test_an_unreadable_record_in_any_handler_arity_is_record_unreadable(
     UNAVAILABLE when the key may still be on its way, INTERNAL when the row is damaged — and
     never a stack trace; the log names the row and key id for the operator."""
     make, transient = UNREADABLE[kind]
-    caplog.set_level(logging.ERROR, logger="gateway.interceptors")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.interceptors")
     error, _ = await _fail(dev_pki, method, make)
     code, info, _ = parse_error(error)
     assert code == (grpc.StatusCode.UNAVAILABLE if transient else grpc.StatusCode.INTERNAL)

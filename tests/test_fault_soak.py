@@ -28,7 +28,7 @@ import pytest
 from bench import soak_faults, soak_load
 from bench.soak import Observations, SoakSettings, evaluate, main
 from bench.soak_gateway import LoopProbe, parse_scrape, toml_document
-from gateway.config import load_config
+from credgate.gateway.config import load_config
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SOAK_SEED = 20261206

@@ -21,19 +21,19 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from credit_repair.v1 import regulator_service_pb2 as reg_pb2
-from credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.app import Gateway, build_gateway
-from gateway.config import config_from_mapping
-from gateway.errors import parse_error
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.app import Gateway, build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.errors import parse_error
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import libpq_url, with_search_path

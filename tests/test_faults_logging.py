@@ -16,11 +16,11 @@ import threading
 import time
 
 import pytest
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.telemetry.logs import QueueingHandler, configure_logging, flush_logging
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.telemetry.logs import QueueingHandler, configure_logging, flush_logging
 from tests.fixtures.mocks import RunningGateway
 
 CASE = "(2026)粤03执监1号"

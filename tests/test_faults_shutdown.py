@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mocks.fleet import MockFleet
-from gateway.app import build_gateway
-from gateway.config import config_from_mapping
-from gateway.server import RELEASE_SECONDS, SHUTDOWN_MARGIN_SECONDS
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.server import RELEASE_SECONDS, SHUTDOWN_MARGIN_SECONDS
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_process import _LISTENING, START_TIMEOUT_SECONDS, toml_document
@@ -52,7 +52,7 @@ async def test_a_release_step_that_hangs_cannot_hold_the_stop(
 
     built.engine.aclose = hangs  # type: ignore[method-assign]
     built.database.dispose = dispose  # type: ignore[method-assign]
-    caplog.set_level(logging.ERROR, logger="gateway.server")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.server")
     started = time.monotonic()
     await asyncio.wait_for(built.stop(0), RELEASE_SECONDS + 10)
     elapsed = time.monotonic() - started
@@ -65,7 +65,7 @@ async def test_a_release_step_that_hangs_cannot_hold_the_stop(
 STUCK_SERVE = textwrap.dedent(
     """
     import sys, threading
-    import gateway.server as server
+    import credgate.gateway.server as server
 
     held = threading.Lock()
     held.acquire()  # held for good, as by a thread stuck in a finalizer
@@ -76,7 +76,7 @@ STUCK_SERVE = textwrap.dedent(
         await shutdown(self, grace)
 
     server.GatewayServer._shutdown = stuck
-    from gateway.cli import main
+    from credgate.gateway.cli import main
     sys.exit(main(["serve", "--config", sys.argv[1]]))
     """
 )

@@ -17,18 +17,18 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.base import SourceConfig
-from adapters.credit_registry import CreditRegistryAdapter
-from adapters.grpc_channel import SharedChannel
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.channel import client_channel
-from gateway.errors import parse_error
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.credit_registry import CreditRegistryAdapter
+from credgate.adapters.grpc_channel import SharedChannel
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.channel import client_channel
+from credgate.gateway.errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import enrol_subject
 from tests.workflow_support import WorkflowGateway, workflow_gateway
@@ -47,8 +47,8 @@ async def _call(
 ) -> tuple[grpc.StatusCode, report_pb2.RepairStatusReport | None, float]:
     """One GetRepairStatus with a client timeout well past the gateway's deadline + margin, so
     a call that got no status from the gateway shows up as the client's DEADLINE_EXCEEDED."""
-    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-    from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+    from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+    from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 
     request = service_pb2.GetRepairStatusRequest(
         identity_number=identity_number, purpose=JUDICIAL, case_reference=CASE

@@ -13,15 +13,15 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from google.rpc import error_details_pb2
 
-from adapters.mocks.population import Population
-from gateway.channel import client_channel
-from gateway.errors import parse_error, status_from_error
-from gateway.institution import InstitutionRole
-from gateway.pki import (
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.gateway.channel import client_channel
+from credgate.gateway.errors import parse_error, status_from_error
+from credgate.gateway.institution import InstitutionRole
+from credgate.gateway.pki import (
     institution_paths,
     issue_institution_cert,
     load_certified_key,

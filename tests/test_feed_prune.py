@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import Connection, Table, func, insert, select
 
-from gateway.config import ConfigError, load_config
-from gateway.reconciliation.models import ReconciliationCursor
-from gateway.reconciliation.store import CURSOR_NAME
-from gateway.storage.database import Database
-from gateway.sync.models import ChangeFeedRow
-from gateway.watch.prune import FeedPruner
-from gateway.watch.settings import WatchSettings
+from credgate.gateway.config import ConfigError, load_config
+from credgate.gateway.reconciliation.models import ReconciliationCursor
+from credgate.gateway.reconciliation.store import CURSOR_NAME
+from credgate.gateway.storage.database import Database
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.watch.prune import FeedPruner
+from credgate.gateway.watch.settings import WatchSettings
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 RETENTION = 7 * 24 * 3600.0

@@ -8,13 +8,13 @@ import time
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.client import CredgateError
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.client import CredgateError
 from tests.fixtures.mocks import SOURCE_TIMEOUT_SECONDS, RunningGateway
 
 CASE = "(2026)粤03执监1号"

@@ -23,14 +23,14 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from google.protobuf import descriptor
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from adapters.mocks.population import Population
-from gateway.errors import GatewayError
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.gateway.errors import GatewayError
 from tests.fixtures.pki import DevPki
 from tests.hostile_support import (
     FD,

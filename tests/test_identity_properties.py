@@ -28,21 +28,21 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from credit_repair.v1 import audit_pb2, report_pb2
-from credit_repair.v1 import regulator_service_pb2 as regulator_pb2
-from credit_repair.v1 import regulator_service_pb2_grpc as regulator_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import descriptor
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from adapters.mocks.population import Population
-from adapters.mocks.providers import PLATFORM
-from gateway import identity_number
-from gateway.errors import REQUEST_ID_METADATA_KEY
-from gateway.protection.tokens import SubjectTokenizer, is_subject_token
+from credgate.adapters.mocks.population import Population
+from credgate.adapters.mocks.providers import PLATFORM
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as regulator_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway import identity_number
+from credgate.gateway.errors import REQUEST_ID_METADATA_KEY
+from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 from tests.fixtures.pki import DevPki
 from tests.hostile_support import (
     C0_C1_CONTROLS,

@@ -15,22 +15,27 @@ import re
 import sys
 import unicodedata
 
-import credit_repair.v1
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2, consent_service_pb2, input_rules_pb2
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import regulator_service_pb2 as regulator_pb2
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.rpc import error_details_pb2
 
-from audit.queries import EntryFilter, list_entries
-from gateway import identity_number
-from gateway.errors import parse_error
-from gateway.input_rules import _FORMAT_CHARACTERS, check_message, declared_messages, plan_for
-from gateway.protection.tokens import SubjectTokenizer
+import credgate.api.credit_repair.v1
+from credgate.api.credit_repair.v1 import audit_pb2, consent_service_pb2, input_rules_pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.queries import EntryFilter, list_entries
+from credgate.gateway import identity_number
+from credgate.gateway.errors import parse_error
+from credgate.gateway.input_rules import (
+    _FORMAT_CHARACTERS,
+    check_message,
+    declared_messages,
+    plan_for,
+)
+from credgate.gateway.protection.tokens import SubjectTokenizer
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 
@@ -47,9 +52,9 @@ def _request_types() -> list[Descriptor]:
         sync_pb2.ProviderUpdate.DESCRIPTOR,
         consent_service_pb2.ConsentTerms.DESCRIPTOR,
     ]
-    for info in pkgutil.iter_modules(credit_repair.v1.__path__):
+    for info in pkgutil.iter_modules(credgate.api.credit_repair.v1.__path__):
         if info.name.endswith("_pb2"):
-            module = importlib.import_module(f"credit_repair.v1.{info.name}")
+            module = importlib.import_module(f"credgate.api.credit_repair.v1.{info.name}")
             for service in module.DESCRIPTOR.services_by_name.values():
                 found.extend(method.input_type for method in service.methods)
     return found

@@ -14,28 +14,28 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from credit_repair.v1 import workflow_pb2 as wf
 from sqlalchemy import select
 
-from gateway.config import config_from_mapping
-from gateway.keys import reencrypt_records, rotate_keys
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import DataKey, Keyring, UnknownKeyError
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import Database
-from gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
-from gateway.workflows import render
-from gateway.workflows.applications import ApplicationWorkflow
-from gateway.workflows.common import Changes, Sealer, add_steps, new_id, request_digest
-from gateway.workflows.models import (
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.keys import reencrypt_records, rotate_keys
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import DataKey, Keyring, UnknownKeyError
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
+from credgate.gateway.workflows import render
+from credgate.gateway.workflows.applications import ApplicationWorkflow
+from credgate.gateway.workflows.common import Changes, Sealer, add_steps, new_id, request_digest
+from credgate.gateway.workflows.models import (
     ObjectionRow,
     RepairApplicationRow,
     WorkflowStepRow,
     details_context,
     step_context,
 )
-from gateway.workflows.objection_store import ObjectionStore
-from gateway.workflows.outbox import Outbox
+from credgate.gateway.workflows.objection_store import ObjectionStore
+from credgate.gateway.workflows.outbox import Outbox
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from credit_repair.v1 import report_pb2
 
-from gateway.config import ConfigError, config_from_mapping
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring, UnknownKeyError
-from gateway.protection.live_keyring import LiveKeyring
-from gateway.protection.secret_files import write_secret
-from gateway.report_signing import index_public_keys, verify_signed_report
-from gateway.signing_keys import (
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.config import ConfigError, config_from_mapping
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring, UnknownKeyError
+from credgate.gateway.protection.live_keyring import LiveKeyring
+from credgate.gateway.protection.secret_files import write_secret
+from credgate.gateway.report_signing import index_public_keys, verify_signed_report
+from credgate.gateway.signing_keys import (
     FILE_NAME,
     ReportSigner,
     load_signing_keys,
@@ -78,7 +78,7 @@ def _distribute(operator: Keyring, path: Path) -> None:
 def test_a_key_added_elsewhere_is_read_with_on_first_sight_and_written_with_after_promote(
     path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.protection")
+    caplog.set_level(logging.INFO, logger="credgate.gateway.protection")
     live = _live(path, clock)
     cipher = FieldCipher(live)
     first = live.current().primary_key_id
@@ -153,7 +153,7 @@ def test_a_bad_keyring_file_changes_nothing_and_is_logged_once(
         foreign = Keyring.generate(path.with_name("foreign.json"))
         assert foreign.path is not None
         path.write_bytes(foreign.path.read_bytes())
-    caplog.set_level(logging.ERROR, logger="gateway.protection")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.protection")
     for _ in range(3):
         clock.pass_check()
         assert live.current().primary_key_id == primary
@@ -184,7 +184,7 @@ def test_a_keyring_that_drops_a_key_is_taken_up_and_says_which(
     path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Retiring a key after `keys reencrypt` is the operator's call; it is logged loudly."""
-    caplog.set_level(logging.WARNING, logger="gateway.protection")
+    caplog.set_level(logging.WARNING, logger="credgate.gateway.protection")
     live = _live(path, clock)
     cipher = FieldCipher(live)
     old = live.current().primary_key_id
@@ -211,7 +211,7 @@ def _report() -> report_pb2.RepairStatusReport:
 def test_report_signing_takes_up_a_rotated_key_without_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.signing_keys")
+    caplog.set_level(logging.INFO, logger="credgate.gateway.signing_keys")
     path = tmp_path / FILE_NAME
     signer = ReportSigner(path, check_seconds=0.01)
     digest = b"\x01" * 32
@@ -232,7 +232,7 @@ def test_report_signing_takes_up_a_rotated_key_without_restart(
     # A torn signing-key file: signing goes on with the key it had.
     good = path.read_bytes()
     path.write_bytes(good[:40])
-    caplog.set_level(logging.ERROR, logger="gateway.protection")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.protection")
     time.sleep(0.05)
     assert signer.sign(_report(), digest).key_id == new
     assert "was NOT loaded" in caplog.text

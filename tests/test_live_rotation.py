@@ -27,34 +27,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import report_pb2
 from google.protobuf.message import Message
 from sqlalchemy import select
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.app import Gateway, build_gateway
-from gateway.channel import client_channel
-from gateway.config import GatewayConfig, config_from_mapping
-from gateway.keys import (
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.app import Gateway, build_gateway
+from credgate.gateway.channel import client_channel
+from credgate.gateway.config import GatewayConfig, config_from_mapping
+from credgate.gateway.keys import (
     ENCRYPTED_COLUMNS,
     add_data_key,
     promote_data_key,
     reencrypt_records,
     rotate_keys,
 )
-from gateway.pki import institution_paths
-from gateway.protection.keyring import Keyring
-from gateway.protection.secret_files import write_secret
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.signing_keys import FILE_NAME as SIGNING_FILE
-from gateway.signing_keys import ReportSigner, rotate_signing_key
-from gateway.storage.models import SourceFactsRow
-from gateway.storage.reencrypt import count_stale
-from gateway.workflows.models import ObjectionRow
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.secret_files import write_secret
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.signing_keys import FILE_NAME as SIGNING_FILE
+from credgate.gateway.signing_keys import ReportSigner, rotate_signing_key
+from credgate.gateway.storage.models import SourceFactsRow
+from credgate.gateway.storage.reencrypt import count_stale
+from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
 
-from adapters.base import SourceConfig
-from gateway.engine.fanout import SourceOutcome
-from gateway.engine.merge import MergedReport, merge
+from credgate.adapters.base import SourceConfig
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine.fanout import SourceOutcome
+from credgate.gateway.engine.merge import MergedReport, merge
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 DAY = 86_400

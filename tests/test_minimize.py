@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
-
-from gateway.engine.merge import Finding
-from gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine.merge import Finding
+from credgate.gateway.engine.minimize import minimize, minimize_contradictions
 
 IDENTITY = v.DATA_CATEGORY_IDENTITY
 COMMERCIAL = v.DATA_CATEGORY_COMMERCIAL_CREDIT

@@ -13,10 +13,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.config import ConfigError
-from gateway.errors import parse_error, request_id_from_error
-from gateway.institution import IdentityResolver, Institution, InstitutionRole
-from gateway.server import GatewayServer
+from credgate.gateway.config import ConfigError
+from credgate.gateway.errors import parse_error, request_id_from_error
+from credgate.gateway.institution import IdentityResolver, Institution, InstitutionRole
+from credgate.gateway.server import GatewayServer
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SERVICE = "credgate.test.v1.Probe"
@@ -172,7 +172,7 @@ async def test_graceful_stop_flips_health_to_not_serving_and_drains_calls(
 async def test_unhandled_exception_becomes_internal_with_request_id_and_no_text(
     dev_pki: DevPki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="gateway.interceptors")
+    caplog.set_level(logging.ERROR, logger="credgate.gateway.interceptors")
     async with (
         running_gateway(dev_pki, [(probe_handler(), SERVICE)]) as server,
         mtls_channel(dev_pki, server.port or 0) as channel,

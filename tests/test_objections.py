@@ -7,16 +7,16 @@ import dataclasses
 
 import grpc
 import pytest
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-from credit_repair.v1 import workflow_pb2 as wf
 from sqlalchemy import func, select
 
-from adapters.mocks.population import Population, State
-from audit.store_models import AuditEntryRow
-from gateway.sync.models import ChangeFeedRow
-from gateway.workflows.models import ObjectionRow
+from credgate.adapters.mocks.population import Population, State
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.audit.store_models import AuditEntryRow
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
 from tests.workflow_support import WorkflowGateway, desk, refused, workflow_gateway
 

@@ -14,11 +14,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from gateway.decided_write import decided_write
-from gateway.storage.database import Database
-from gateway.telemetry.instruments import OUTBOX_DELIVERIES
-from gateway.workflows.models import OutboxRow
-from gateway.workflows.outbox import Message, Outbox, RetryLater, backoff_seconds
+from credgate.gateway.decided_write import decided_write
+from credgate.gateway.storage.database import Database
+from credgate.gateway.telemetry.instruments import OUTBOX_DELIVERIES
+from credgate.gateway.workflows.models import OutboxRow
+from credgate.gateway.workflows.outbox import Message, Outbox, RetryLater, backoff_seconds
 from tests.test_telemetry import Capture, captured
 
 __all__ = ["captured"]  # the fixture, used by name

@@ -40,30 +40,30 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.court import CourtMock
-from adapters.mocks.credit_registry import CreditRegistryMock
-from adapters.mocks.disclosure_platform import DisclosurePlatformMock
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from audit.store_models import AuditEntryRow
-from consent import grants
-from gateway.channel import client_channel
-from gateway.client import CredgateClient
-from gateway.institution import Institution
-from gateway.pki import add_institution, institution_paths
-from gateway.storage.database import Database
-from gateway.subject_identity import subject_institution_id
-from gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.court import CourtMock
+from credgate.adapters.mocks.credit_registry import CreditRegistryMock
+from credgate.adapters.mocks.disclosure_platform import DisclosurePlatformMock
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.store_models import AuditEntryRow
+from credgate.consent import grants
+from credgate.gateway.channel import client_channel
+from credgate.gateway.client import CredgateClient
+from credgate.gateway.institution import Institution
+from credgate.gateway.pki import add_institution, institution_paths
+from credgate.gateway.storage.database import Database
+from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_process import GatewayProcess, credgate_command, toml_document

@@ -20,22 +20,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import credit_repair.v1
 import grpc
 import pytest
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from adapters.mocks.fleet import MockFleet
-from gateway.app import build_gateway
-from gateway.config import config_from_mapping
-from gateway.errors import parse_error
-from gateway.institution import Institution
-from gateway.pki import add_institution, institution_paths
-from gateway.protection.keyring import Keyring
-from gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens
+import credgate.api.credit_repair.v1
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.errors import parse_error
+from credgate.gateway.institution import Institution
+from credgate.gateway.pki import add_institution, institution_paths
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate, record_grant
@@ -134,9 +134,9 @@ def test_a_position_of_the_wrong_shape_is_refused() -> None:
 
 
 def _services() -> Iterator[MethodDescriptor]:
-    for info in pkgutil.iter_modules(credit_repair.v1.__path__):
+    for info in pkgutil.iter_modules(credgate.api.credit_repair.v1.__path__):
         if info.name.endswith("_pb2"):
-            module = importlib.import_module(f"credit_repair.v1.{info.name}")
+            module = importlib.import_module(f"credgate.api.credit_repair.v1.{info.name}")
             for service in module.DESCRIPTOR.services_by_name.values():
                 yield from service.methods
 
@@ -379,8 +379,8 @@ async def test_genuine_tokens_only_continue_their_own_listing_for_their_own_call
 
 async def test_a_consent_listing_token_is_bound_to_its_filters(world: World) -> None:
     """Changing a filter between pages is a new listing: the old position is refused."""
-    from credit_repair.v1 import consent_service_pb2 as consent_pb2
-    from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+    from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+    from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 
     stub = consent_grpc.ConsentServiceStub(world.channel("bank-demo"))
     try:

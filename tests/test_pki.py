@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from gateway.institution import (
+from credgate.gateway.institution import (
     INSTITUTION_URI_PREFIX,
     IdentityRejected,
     Institution,
@@ -21,7 +21,7 @@ from gateway.institution import (
     known_role_names,
     role_from_name,
 )
-from gateway.pki import (
+from credgate.gateway.pki import (
     DEFAULT_DEV_INSTITUTIONS,
     add_institution,
     create_ca,

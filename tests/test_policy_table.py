@@ -15,13 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from adapters.mocks.population import Population
-from consent import policy, register
-from consent.policy_doc import embedded_table, render_table
-from gateway.client import CredgateClient, CredgateError
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import policy, register
+from credgate.consent.policy_doc import embedded_table, render_table
+from credgate.gateway.client import CredgateClient, CredgateError
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import Subject, enrol_subject, record_grant, subject_client
 
@@ -49,7 +49,7 @@ def test_every_role_has_a_caller() -> None:
 
 def test_the_documented_table_is_the_enforced_table() -> None:
     assert embedded_table(DOC.read_text(encoding="utf-8")) == render_table(), (
-        "docs/policy.md is stale: run python -m consent.policy_doc --write docs/policy.md"
+        "docs/policy.md is stale: run python -m credgate.consent.policy_doc --write docs/policy.md"
     )
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.identity_number import validate
-from gateway.protection.cipher import (
+from credgate.gateway.identity_number import validate
+from credgate.gateway.protection.cipher import (
     DecryptionError,
     FieldCipher,
     MalformedEnvelopeError,
     parse_envelope,
 )
-from gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
-from gateway.protection.tokens import SubjectTokenizer, is_subject_token
+from credgate.gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
+from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

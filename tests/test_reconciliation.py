@@ -17,16 +17,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import reconciliation_service_pb2 as pb
-from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from adapters.mocks.population import Population
-from adapters.mocks.providers import PLATFORM, REGISTRY, push
-from gateway.cli import main as credgate
-from gateway.errors import parse_error
-from gateway.protection.keyring import Keyring
-from gateway.protection.tokens import SubjectTokenizer
+from credgate.adapters.mocks.population import Population
+from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, push
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.cli import main as credgate
+from credgate.gateway.errors import parse_error
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.tokens import SubjectTokenizer
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.sync_process import toml_document

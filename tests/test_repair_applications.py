@@ -8,20 +8,20 @@ import datetime as dt
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_status_service_pb2 as status_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.rpc import error_details_pb2
 from google.type import date_pb2
 from sqlalchemy import func, select
 
-from adapters.mocks.population import Population
-from gateway.errors import status_from_error
-from gateway.sync.models import ChangeFeedRow
-from gateway.workflows.eligibility import evaluate
-from gateway.workflows.models import RepairApplicationRow
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.errors import status_from_error
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.workflows.eligibility import evaluate
+from credgate.gateway.workflows.models import RepairApplicationRow
 from tests.fixtures.subjects import enrol_subject
 from tests.workflow_support import WorkflowGateway, refused, workflow_gateway
 

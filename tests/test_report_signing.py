@@ -9,18 +9,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import signing_key_service_pb2 as keys_pb2
-from credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mocks.population import Population
-from consent import grants
-from gateway.client import CredgateClient, CredgateError, ReportVerificationError
-from gateway.report_signing import (
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
+from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants
+from credgate.gateway.client import CredgateClient, CredgateError, ReportVerificationError
+from credgate.gateway.report_signing import (
     SIGNING_CONTEXT,
     index_public_keys,
     raw_public_key,
@@ -30,7 +30,7 @@ from gateway.report_signing import (
     signing_key_id,
     verify_signed_report,
 )
-from gateway.signing_keys import (
+from credgate.gateway.signing_keys import (
     FILE_NAME,
     PublishedKeys,
     SigningKeyError,
@@ -38,7 +38,7 @@ from gateway.signing_keys import (
     load_signing_keys,
     rotate_signing_key,
 )
-from gateway.storage.issued_reports import report_digest
+from credgate.gateway.storage.issued_reports import report_digest
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 

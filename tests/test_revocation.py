@@ -13,17 +13,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.app import Gateway, build_gateway
-from gateway.client import CredgateClient, CredgateError
-from gateway.config import ConfigError, TlsConfig, config_from_mapping, load_config
-from gateway.institution import Institution, InstitutionRole
-from gateway.pki import (
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.app import Gateway, build_gateway
+from credgate.gateway.client import CredgateClient, CredgateError
+from credgate.gateway.config import ConfigError, TlsConfig, config_from_mapping, load_config
+from credgate.gateway.institution import Institution, InstitutionRole
+from credgate.gateway.pki import (
     CRL_FILE_NAME,
     PkiPaths,
     add_institution,
@@ -32,8 +32,8 @@ from gateway.pki import (
     revoke_institution,
     write_dev_pki,
 )
-from gateway.revocation import RevocationList, RevocationListError
-from gateway.workspace import init_workspace
+from credgate.gateway.revocation import RevocationList, RevocationListError
+from credgate.gateway.workspace import init_workspace
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki
 
@@ -138,7 +138,7 @@ def test_a_broken_replacement_keeps_the_last_good_list(
     assert revocation.is_revoked(bank)
     assert pki.crl is not None
     pki.crl.write_bytes(b"-----BEGIN X509 CRL-----\nnot a crl\n-----END X509 CRL-----\n")
-    with caplog.at_level(logging.ERROR, logger="gateway.revocation"):
+    with caplog.at_level(logging.ERROR, logger="credgate.gateway.revocation"):
         assert revocation.is_revoked(bank)
     assert "stays in force" in caplog.text
     pki.crl.unlink()
@@ -166,7 +166,7 @@ def test_a_list_past_its_next_update_is_still_enforced(
     )
     path = pki.directory / "stale-crl.pem"
     path.write_bytes(stale.public_bytes(serialization.Encoding.PEM))
-    with caplog.at_level(logging.WARNING, logger="gateway.revocation"):
+    with caplog.at_level(logging.WARNING, logger="credgate.gateway.revocation"):
         revocation = RevocationList(path, pki.ca_cert)
     assert revocation.is_revoked(bank)
     assert "past its next update" in caplog.text
@@ -216,7 +216,7 @@ async def revoking_gateway(
 
 def _credgate(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("credgate")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "credgate.gateway.cli"]
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, check=False, cwd=ROOT, timeout=60
     )

@@ -12,22 +12,26 @@ import datetime as dt
 
 import grpc
 import pytest
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
-from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mocks.population import Population
-from consent import grants, policy
-from consent.register import ConsentRegister, ListCursor
-from consent.subject_grants import list_subject_grants
-from gateway.client import CredgateClient, CredgateError
-from gateway.institution import Institution
-from gateway.pki import add_institution
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import Database
-from gateway.subject_identity import SubjectIdentities, named_key_id, subject_institution_id
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants, policy
+from credgate.consent.register import ConsentRegister, ListCursor
+from credgate.consent.subject_grants import list_subject_grants
+from credgate.gateway.client import CredgateClient, CredgateError
+from credgate.gateway.institution import Institution
+from credgate.gateway.pki import add_institution
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.subject_identity import (
+    SubjectIdentities,
+    named_key_id,
+    subject_institution_id,
+)
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 from tests.fixtures.subjects import (

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from credgate.gateway.cli import main
 
 EXIT_USAGE = 2
 
 
 def _credgate(*argv: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("credgate")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "credgate.gateway.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDGATE_")}
     return subprocess.run(
         [*command, *argv], capture_output=True, text=True, timeout=120, check=False, env=env

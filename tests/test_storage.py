@@ -11,18 +11,19 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 
-import audit.store_models  # noqa: F401  (the audit tables are part of the compared metadata)
-import gateway.reconciliation.models  # (the reconciliation tables are compared too)
-import gateway.sync.models  # noqa: F401  (the sync tables are part of the compared metadata)
-from gateway.identity_number import mask
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import (
+# The audit, reconciliation and sync tables are part of the compared metadata.
+import credgate.audit.store_models
+import credgate.gateway.reconciliation.models
+import credgate.gateway.sync.models  # noqa: F401
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import (
     Database,
     DatabaseURLError,
     async_url,
@@ -30,15 +31,15 @@ from gateway.storage.database import (
     create_sync_engine,
     sync_url,
 )
-from gateway.storage.fact_index import (
+from credgate.gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
-from gateway.storage.issued_reports import report_digest
-from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
-from gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
-from gateway.workflows import models as workflow_models  # noqa: F401  (compared too)
+from credgate.gateway.storage.issued_reports import report_digest
+from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
+from credgate.gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
+from credgate.gateway.workflows import models as workflow_models  # noqa: F401  (compared)
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.mocks.population import Population
-from adapters.mocks.providers import PLATFORM, update_history
-from gateway.protection.cipher import FieldCipher
-from gateway.storage.database import Database
-from gateway.sync.provider_client import ProviderClient
-from gateway.sync.settings import ProviderConfig
-from gateway.sync.signing import sign_update
-from gateway.sync.store import BatchResult, SyncStore
-from gateway.sync.validate import Prepared
+from credgate.adapters.mocks.population import Population
+from credgate.adapters.mocks.providers import PLATFORM, update_history
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.storage.database import Database
+from credgate.gateway.sync.provider_client import ProviderClient
+from credgate.gateway.sync.settings import ProviderConfig
+from credgate.gateway.sync.signing import sign_update
+from credgate.gateway.sync.store import BatchResult, SyncStore
+from credgate.gateway.sync.validate import Prepared
 from tests.fixtures.pki import DevPki
 from tests.sync_support import index_state, provider_channel, sync_server
 

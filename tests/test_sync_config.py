@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from credit_repair.v1 import vocabulary_pb2
 
-from adapters.mocks.providers import PLATFORM, REGISTRY
-from gateway.config import ConfigError, config_from_mapping
-from gateway.sync.settings import SyncSettings
+from credgate.adapters.mocks.providers import PLATFORM, REGISTRY
+from credgate.api.credit_repair.v1 import vocabulary_pb2
+from credgate.gateway.config import ConfigError, config_from_mapping
+from credgate.gateway.sync.settings import SyncSettings
 
 
 def _config(document: dict[str, Any], environ: dict[str, str] | None = None) -> Any:

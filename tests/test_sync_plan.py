@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway.sync.plan import Earlier, Outcome, Resolution, decide
-from gateway.sync.validate import Accepted, Prepared, Rejection
+from credgate.gateway.sync.plan import Earlier, Outcome, Resolution, decide
+from credgate.gateway.sync.validate import Accepted, Prepared, Rejection
 
 NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 _CIPHERTEXT = b"\x01\x03k-1" + bytes(12 + 16)  # a well-formed envelope; never decrypted here

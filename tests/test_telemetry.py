@@ -22,8 +22,6 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from opentelemetry import trace
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -32,16 +30,18 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from adapters.base import SourceError
-from adapters.http import HttpTransport
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway import cli
-from gateway.client import CredgateError
-from gateway.config import ConfigError, TelemetryConfig, config_from_mapping
-from gateway.errors import GatewayError
-from gateway.server import GatewayServer
-from gateway.telemetry import (
+from credgate.adapters.base import SourceError
+from credgate.adapters.http import HttpTransport
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway import cli
+from credgate.gateway.client import CredgateError
+from credgate.gateway.config import ConfigError, TelemetryConfig, config_from_mapping
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.telemetry import (
     JsonFormatter,
     build_telemetry,
     install_telemetry,
@@ -49,8 +49,8 @@ from gateway.telemetry import (
     observe_open_watchers,
     observe_sync_lag,
 )
-from gateway.telemetry import instruments as m
-from gateway.telemetry.logs import MASK, TextFormatter, configure_logging
+from credgate.gateway.telemetry import instruments as m
+from credgate.gateway.telemetry.logs import MASK, TextFormatter, configure_logging
 from tests.fixtures.mocks import RunningGateway
 
 CASE = "(2026)粤03执监1号"

@@ -20,29 +20,29 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.rpc import error_details_pb2
 from sqlalchemy import select, update
 
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.app import build_gateway
-from gateway.channel import client_channel
-from gateway.client import CredgateClient, CredgateError
-from gateway.config import config_from_mapping
-from gateway.engine.consistency import Mode
-from gateway.errors import parse_error
-from gateway.pki import institution_paths
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.protection.secret_files import write_secret
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.models import SourceFactsRow
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.app import build_gateway
+from credgate.gateway.channel import client_channel
+from credgate.gateway.client import CredgateClient, CredgateError
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.engine.consistency import Mode
+from credgate.gateway.errors import parse_error
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.secret_files import write_secret
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.models import SourceFactsRow
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate

@@ -18,20 +18,20 @@ from pathlib import Path
 
 import grpc
 import pytest
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from opentelemetry.metrics import CallbackOptions
 
-from adapters.mocks.population import Population, State
-from adapters.mocks.providers import PLATFORM
-from gateway.channel import client_channel
-from gateway.client import CredgateClient, CredgateError, WatchedReport
-from gateway.pki import institution_paths
-from gateway.protection.keyring import Keyring
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.telemetry import instruments
+from credgate.adapters.mocks.population import Population, State
+from credgate.adapters.mocks.providers import PLATFORM
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.channel import client_channel
+from credgate.gateway.client import CredgateClient, CredgateError, WatchedReport
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.telemetry import instruments
 from tests.fixtures.pki import DevPki
 from tests.sync_process import GatewayProcess, toml_document
 from tests.sync_support import index_state

@@ -12,7 +12,7 @@ import datetime as dt
 
 import pytest
 
-from gateway.workdays import BEIJING, WorkdayCalendar, beijing_date, end_of_day
+from credgate.gateway.workdays import BEIJING, WorkdayCalendar, beijing_date, end_of_day
 
 D = dt.date
 

@@ -21,13 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from gateway.channel import client_channel
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.channel import client_channel
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_process import credgate_command, toml_document
@@ -187,7 +186,7 @@ async def test_a_worker_that_dies_stops_the_rest_and_the_supervisor_fails(
     dev_pki: DevPki, tmp_path: Path
 ) -> None:
     """SIGKILL one worker: the supervisor names it, drains the other and exits 1."""
-    from gateway.protection.keyring import Keyring
+    from credgate.gateway.protection.keyring import Keyring
 
     keyring = tmp_path / "keyring.json"
     Keyring.generate(keyring)

@@ -16,12 +16,11 @@ import secrets
 import uuid
 from pathlib import Path
 
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
-from adapters.mocks.population import Population
-from consent.register import new_consent_id
-from gateway.protection.keyring import Keyring
-from gateway.workflows.common import new_id, request_bound_id, workflow_id_key
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.register import new_consent_id
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.workflows.common import new_id, request_bound_id, workflow_id_key
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import Subject
 from tests.test_audit_wiring import CASE

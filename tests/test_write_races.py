@@ -27,25 +27,25 @@ from typing import Any
 
 import grpc
 import pytest
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import Population
-from audit.log import AuditLog
-from audit.store_models import AuditEntryRow
-from consent import grants
-from gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
-from gateway.storage.models import ConsentGrantRow, SubjectKey
-from gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.log import AuditLog
+from credgate.audit.store_models import AuditEntryRow
+from credgate.consent import grants
+from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
+from credgate.gateway.storage.models import ConsentGrantRow, SubjectKey
+from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE
 from tests.fixtures.pki import DevPki
 from tests.fixtures.storage import make_identity_number
@@ -566,7 +566,7 @@ async def test_a_filing_committed_by_a_replica_that_dies_before_submitting_is_su
         assert "submitting the objection to credit-registry" in seen.next_step
         assert counted.filings == []
     # The replica is gone. The next one to start drains the outbox.
-    caplog.set_level(logging.INFO, logger="gateway.workflows.outbox")
+    caplog.set_level(logging.INFO, logger="credgate.gateway.workflows.outbox")
     async with running_workflow_gateway(mock_fleet, dev_pki, tmp_path, database_url) as b:
 
         async def filed() -> bool:
@@ -586,7 +586,7 @@ async def test_an_unreachable_source_is_retried_with_backoff_while_the_subject_s
     a, _ = replicas
     record_id = await _registry_record(a, observed)
     calls.unavailable = True
-    caplog.set_level(logging.INFO, logger="gateway.workflows.outbox")
+    caplog.set_level(logging.INFO, logger="credgate.gateway.workflows.outbox")
     async with a.subject_channel(observed) as channel:
         objection = (
             await a.objections(channel).FileObjection(_filing(observed, record_id, "req-1"))

@@ -18,21 +18,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mapping import to_timestamp
-from adapters.mocks.fleet import MockFleet
-from adapters.mocks.population import State, Subject
-from adapters.mocks.providers import ProviderScript, source_facts
-from consent import grants
-from gateway.app import Gateway, build_gateway
-from gateway.config import config_from_mapping
-from gateway.sync.provider_client import ProviderClient
-from gateway.sync.signing import sign_update
+from credgate.adapters.mapping import to_timestamp
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.population import State, Subject
+from credgate.adapters.mocks.providers import ProviderScript, source_facts
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import grants
+from credgate.gateway.app import Gateway, build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.sync.provider_client import ProviderClient
+from credgate.gateway.sync.signing import sign_update
 from tests.fixtures.mocks import ENROLMENT_OFFICE, RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_support import ensure_provider_certs, provider_channel, sync_document

@@ -18,30 +18,30 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.court import CourtMock
-from adapters.mocks.credit_registry import CreditRegistryMock
-from adapters.mocks.disclosure_platform import DisclosurePlatformMock
-from adapters.mocks.fleet import MockFleet
-from consent.register import ConsentRegister
-from gateway.app import Gateway, build_gateway
-from gateway.audit_trail import AuditTrail
-from gateway.channel import client_channel
-from gateway.config import config_from_mapping
-from gateway.errors import parse_error
-from gateway.institution import IdentityResolver
-from gateway.pki import institution_paths
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.protection.page_tokens import PageTokens
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.fact_index import FactIndex
-from gateway.workdays import BEIJING
-from gateway.workflows.common import workflow_id_key
-from gateway.workflows.wiring import Workflows
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.court import CourtMock
+from credgate.adapters.mocks.credit_registry import CreditRegistryMock
+from credgate.adapters.mocks.disclosure_platform import DisclosurePlatformMock
+from credgate.adapters.mocks.fleet import MockFleet
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.consent.register import ConsentRegister
+from credgate.gateway.app import Gateway, build_gateway
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.channel import client_channel
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.errors import parse_error
+from credgate.gateway.institution import IdentityResolver
+from credgate.gateway.pki import institution_paths
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.workdays import BEIJING
+from credgate.gateway.workflows.common import workflow_id_key
+from credgate.gateway.workflows.wiring import Workflows
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, issue_subject_certificate

@@ -14,12 +14,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from adapters.mocks.bank_csv import CsvBankDialect
-from adapters.mocks.bank_xml import XmlBankDialect
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import Population, Subject
-from adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
+from credgate.adapters.mocks.bank_csv import CsvBankDialect
+from credgate.adapters.mocks.bank_xml import XmlBankDialect
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import Population, Subject
+from credgate.adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
 
 DEFAULT_DIALECTS = {"bank-qianhai": "xml", "bank-pengcheng": "csv-gb18030"}
 _CLOCKS = {

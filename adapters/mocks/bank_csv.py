@@ -15,10 +15,10 @@ import io
 
 from aiohttp import web
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.population import REFERENCE_DATE, Account, SourceView, Subject
-from adapters.mocks.rendering import exemption_date
-from gateway.identity_number import validate
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.population import REFERENCE_DATE, Account, SourceView, Subject
+from credgate.adapters.mocks.rendering import exemption_date
+from credgate.gateway.identity_number import validate
 
 PATH = "/export/creditlines"
 VARIANTS = (

@@ -11,8 +11,8 @@ import json
 
 from aiohttp import web
 
-from adapters.mocks.faults import FaultSettingsError
-from adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.faults import FaultSettingsError
+from credgate.adapters.mocks.fleet import MockFleet
 
 
 def control_app(fleet: MockFleet) -> web.Application:

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from adapters.mocks.population import REFERENCE_DATE, Population, Stage, State, Subject
+from credgate.adapters.mocks.population import REFERENCE_DATE, Population, Stage, State, Subject
 
 RULING_STATES = frozenset({State.DISCLOSURE_SUSPENDED, State.RESTORED})
 """What a repair ruling can make a subject at a source."""

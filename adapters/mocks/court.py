@@ -27,11 +27,11 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import (
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     Case,
     Litigation,

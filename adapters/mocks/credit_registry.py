@@ -26,13 +26,12 @@ import re
 from collections import deque
 
 import grpc
-from cnregistry.v1 import registry_pb2
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import TRACEPARENT_HISTORY, note_traceparent
-from adapters.mocks.population import (
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import TRACEPARENT_HISTORY, note_traceparent
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     Account,
     Case,
@@ -43,6 +42,7 @@ from adapters.mocks.population import (
     State,
     Subject,
 )
+from credgate.api.cnregistry.v1 import registry_pb2
 
 SERVICE = registry_pb2.DESCRIPTOR.services_by_name["PersonalCreditService"].full_name
 METHOD = "QueryPersonalReport"

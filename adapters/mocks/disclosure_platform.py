@@ -32,11 +32,11 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.corrections import CorrectionDesk
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import (
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.corrections import CorrectionDesk
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     Case,
     Population,
@@ -46,7 +46,7 @@ from adapters.mocks.population import (
     State,
     Subject,
 )
-from adapters.signing import public_key_b64, sign
+from credgate.adapters.signing import public_key_b64, sign
 
 QUERY_PATH = "/api/v2/debtor/query"
 KEYS_PATH = "/api/v2/keys"

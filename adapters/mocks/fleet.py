@@ -11,9 +11,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adapters.base import SourceConfig
-from adapters.mocks.faults import FaultInjector, FaultSettings
-from adapters.mocks.population import Population
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.mocks.faults import FaultInjector, FaultSettings
+from credgate.adapters.mocks.population import Population
 
 
 class MockSource(Protocol):
@@ -89,7 +89,7 @@ DEFAULT_FLEET: tuple[MockSpec, ...] = (
 
 def _mock_class(spec: MockSpec) -> Any:
     module_name, class_name = spec.mock_class.split(":")
-    return getattr(importlib.import_module(f"adapters.mocks.{module_name}"), class_name)
+    return getattr(importlib.import_module(f"credgate.adapters.mocks.{module_name}"), class_name)
 
 
 class MockFleet:

@@ -18,8 +18,8 @@ from collections import deque
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.population import Population
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.population import Population
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.mapping import MAX_RECORDS
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import REFERENCE_DATE, Population, Subject
-from adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
-from gateway.identity_number import validate
+from credgate.adapters.mapping import MAX_RECORDS
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import REFERENCE_DATE, Population, Subject
+from credgate.adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
+from credgate.gateway.identity_number import validate
 
 PATH = "/api/v1/naturalPerson/creditInfo"
 VARIANTS = (

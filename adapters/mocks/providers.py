@@ -12,7 +12,7 @@ resumes where that one ended and sends just them.
 
 ``ProviderClient`` is a well-behaved provider: it asks where to resume (``SyncHello``) on
 every connection, streams from there, and reconnects with backoff when the gateway goes away.
-Used by the sync tests and by ``python -m adapters.mocks.providers`` (``credgate mocks
+Used by the sync tests and by ``python -m credgate.adapters.mocks.providers`` (``credgate mocks
 --push``). Signing keys derive from fixed seeds, so ``provider_toml`` can be written before
 anything runs.
 """
@@ -30,14 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mapping import CHINA_TZ, cny, to_date, to_timestamp
-from adapters.mocks.disclosure_platform import KEY_SEED as PLATFORM_KEY_SEED
-from adapters.mocks.population import (
+from credgate.adapters.mapping import CHINA_TZ, cny, to_date, to_timestamp
+from credgate.adapters.mocks.disclosure_platform import KEY_SEED as PLATFORM_KEY_SEED
+from credgate.adapters.mocks.population import (
     REFERENCE_TIME,
     Population,
     Procedure,
@@ -47,11 +44,14 @@ from adapters.mocks.population import (
     Subject,
     build_population,
 )
-from adapters.signing import public_key_b64
-from gateway.channel import client_channel
-from gateway.identity_number import mask
-from gateway.sync.provider_client import ProviderClient
-from gateway.sync.signing import sign_update
+from credgate.adapters.signing import public_key_b64
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.channel import client_channel
+from credgate.gateway.identity_number import mask
+from credgate.gateway.sync.provider_client import ProviderClient
+from credgate.gateway.sync.signing import sign_update
 
 _STATES = {s: v.RepairState.Value(f"REPAIR_STATE_{s.value}") for s in State}
 _KINDS = {p: v.CaseKind.Value(f"CASE_KIND_{p.value}") for p in Procedure}
@@ -269,7 +269,7 @@ async def push(target: str, pki_dir: Path, *, size: int, seed: int, resolve_lag:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adapters.mocks.providers --target HOST:PORT --pki-dir DIR``."""
+    """``python -m credgate.adapters.mocks.providers --target HOST:PORT --pki-dir DIR``."""
     parser = argparse.ArgumentParser(description="push the scripted providers' updates")
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--pki-dir", default="var/demo/pki")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from adapters.mocks.population import REFERENCE_TIME, SourceView, State, Subject
+from credgate.adapters.mocks.population import REFERENCE_TIME, SourceView, State, Subject
 
 
 def source_as_of(lag: dt.timedelta) -> dt.datetime:

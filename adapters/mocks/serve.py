@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from adapters.mocks.control import control_app
-from adapters.mocks.faults import FaultSettings, FaultSettingsError
-from adapters.mocks.fleet import DEFAULT_FLEET, MockFleet
-from adapters.mocks.population import build_population
+from credgate.adapters.mocks.control import control_app
+from credgate.adapters.mocks.faults import FaultSettings, FaultSettingsError
+from credgate.adapters.mocks.fleet import DEFAULT_FLEET, MockFleet
+from credgate.adapters.mocks.population import build_population
 
 log = logging.getLogger(__name__)
 

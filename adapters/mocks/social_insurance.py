@@ -13,12 +13,12 @@ import datetime as dt
 
 from aiohttp import web
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import REFERENCE_DATE, Population, SocialInsurance, Subject
-from adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
-from gateway.identity_number import validate
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import REFERENCE_DATE, Population, SocialInsurance, Subject
+from credgate.adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of
+from credgate.gateway.identity_number import validate
 
 PATH = "/sbjk/cbxx/cx"
 VARIANTS = (

@@ -14,12 +14,12 @@ import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
-from adapters.mapping import CHINA_TZ, MAX_RECORDS
-from adapters.mocks.faults import FaultInjector
-from adapters.mocks.http_base import HttpMockSource
-from adapters.mocks.population import REFERENCE_DATE, Population, Subject
-from adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of, yuan
-from gateway.identity_number import validate
+from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
+from credgate.adapters.mocks.faults import FaultInjector
+from credgate.adapters.mocks.http_base import HttpMockSource
+from credgate.adapters.mocks.population import REFERENCE_DATE, Population, Subject
+from credgate.adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of, yuan
+from credgate.gateway.identity_number import validate
 
 PATH = "/api/gs/qsxxcx"
 VARIANTS = (

@@ -5,7 +5,7 @@ tests against a real server over the network: the mock source for its kind (with
 injection) or the operator's own test endpoint seeded with the synthetic population. Passing
 them is what "this adapter may be configured as a source" means; see docs/writing-an-adapter.md.
 
-    from adapters.testing import AdapterConformance, MockedSource
+    from credgate.adapters.testing import AdapterConformance, MockedSource
 
     class TestHousingFund(AdapterConformance):
         source = MockedSource("housing-fund", "housing_fund", HousingFundMock)
@@ -16,14 +16,14 @@ The fixtures come from the pytest plugin ``adapters.testing.plugin`` (a ``pytest
 loaded automatically once credgate is installed).
 """
 
-from adapters.testing.checks import (
+from credgate.adapters.testing.checks import (
     ConformanceError,
     assert_facts_as_expected,
     assert_no_personal_data_in_error,
     assert_no_personal_data_in_facts,
     personal_strings,
 )
-from adapters.testing.expectations import (
+from credgate.adapters.testing.expectations import (
     AT_LEAST_ONE,
     BUILTIN_PROFILES,
     CATEGORY_OF_KIND,
@@ -32,14 +32,14 @@ from adapters.testing.expectations import (
     record_counts,
     unified,
 )
-from adapters.testing.harness import (
+from credgate.adapters.testing.harness import (
     EndpointSource,
     MockedSource,
     RunningSource,
     SourceUnderTest,
     fleet_source,
 )
-from adapters.testing.suite import AdapterConformance, Tolerances
+from credgate.adapters.testing.suite import AdapterConformance, Tolerances
 
 __all__ = [
     "AT_LEAST_ONE",

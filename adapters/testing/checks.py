@@ -14,13 +14,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from google.protobuf.message import Message
 
-from adapters.base import SourceConfig
-from adapters.mocks.population import Person
-from adapters.testing.expectations import CATEGORY_OF_KIND, Expectation
-from gateway.identity_number import mask
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.mocks.population import Person
+from credgate.adapters.testing.expectations import CATEGORY_OF_KIND, Expectation
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.identity_number import mask
 
 CLOCK_SLACK = dt.timedelta(seconds=2)
 """How far ``fetched_at`` may sit outside the call that produced it (timestamp rounding)."""

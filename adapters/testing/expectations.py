@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeAlias
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters.base import SourceConfig
-from adapters.mocks.population import SourceView, State, Subject
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.mocks.population import SourceView, State, Subject
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
 V = vocabulary_pb2
 RepairState: TypeAlias = vocabulary_pb2.RepairState.ValueType

@@ -23,11 +23,11 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from adapters.base import SourceConfig
-from adapters.mocks.faults import FaultInjector, FaultSettings
-from adapters.mocks.fleet import DEFAULT_FLEET, MockSource, MockSpec
-from adapters.mocks.population import Population
-from adapters.mocks.rendering import MalformedCycle
+from credgate.adapters.base import SourceConfig
+from credgate.adapters.mocks.faults import FaultInjector, FaultSettings
+from credgate.adapters.mocks.fleet import DEFAULT_FLEET, MockSource, MockSpec
+from credgate.adapters.mocks.population import Population
+from credgate.adapters.mocks.rendering import MalformedCycle
 
 _T = TypeVar("_T")
 MockFactory = Callable[..., MockSource]
@@ -229,7 +229,8 @@ def fleet_source(
         known = ", ".join(s.source_id for s in fleet)
         raise ValueError(f"no source {source_id!r} in the fleet (known: {known})")
     module_name, class_name = spec.mock_class.split(":")
-    mock_class = getattr(importlib.import_module(f"adapters.mocks.{module_name}"), class_name)
+    mock_module = importlib.import_module(f"credgate.adapters.mocks.{module_name}")
+    mock_class = getattr(mock_module, class_name)
     return MockedSource(
         spec.source_id, spec.kind, mock_class, options=dict(spec.options),
         display_name=spec.display_name, timeout_seconds=timeout_seconds,

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from adapters.base import SourceAdapter
-from adapters.mocks.population import Population, build_population
-from adapters.testing.checks import ConformanceError, personal_strings
-from adapters.testing.harness import RunningSource
+from credgate.adapters.base import SourceAdapter
+from credgate.adapters.mocks.population import Population, build_population
+from credgate.adapters.testing.checks import ConformanceError, personal_strings
+from credgate.adapters.testing.harness import RunningSource
 
 try:
     import pytest_asyncio
@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every kit test, so ``-m conformance`` selects (or ``-m 'not conformance'`` skips)
     them."""
-    from adapters.testing.suite import AdapterConformance
+    from credgate.adapters.testing.suite import AdapterConformance
 
     for item in items:
         cls = getattr(item, "cls", None)

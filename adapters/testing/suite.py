@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
-from credit_repair.v1 import report_pb2
 
-from adapters.base import (
+from credgate.adapters.base import (
     MalformedPayload,
     SourceAdapter,
     SourceConfig,
@@ -42,8 +41,8 @@ from adapters.base import (
     SourceTimeout,
     SourceUnavailable,
 )
-from adapters.catalog import build_adapter
-from adapters.mocks.population import (
+from credgate.adapters.catalog import build_adapter
+from credgate.adapters.mocks.population import (
     DEFAULT_SEED,
     SCENARIO_NAMES,
     Population,
@@ -51,13 +50,14 @@ from adapters.mocks.population import (
     build_population,
     make_identity_number,
 )
-from adapters.testing.checks import (
+from credgate.adapters.testing.checks import (
     ConformanceError,
     assert_facts_as_expected,
     assert_no_personal_data_in_error,
 )
-from adapters.testing.expectations import BUILTIN_PROFILES, Expectation, KindProfile
-from adapters.testing.harness import RunningSource, SourceUnderTest
+from credgate.adapters.testing.expectations import BUILTIN_PROFILES, Expectation, KindProfile
+from credgate.adapters.testing.harness import RunningSource, SourceUnderTest
+from credgate.api.credit_repair.v1 import report_pb2
 
 _INVALID = report_pb2.SIGNATURE_STATUS_INVALID
 

@@ -27,8 +27,8 @@ def configuration_errors() -> tuple[type[BaseException], ...]:
     newer than this release, an audit log rolled back behind what this node signed or an
     unreadable record of it (``audit.signed_size``: ValueErrors, acknowledged with
     ``credgate audit acknowledge-rollback``)."""
-    from gateway.protection.keyring import KeyringError
-    from gateway.signing_keys import SigningKeyError
+    from credgate.gateway.protection.keyring import KeyringError
+    from credgate.gateway.signing_keys import SigningKeyError
 
     return (ValueError, FileNotFoundError, FileExistsError, KeyringError, SigningKeyError)
 
@@ -48,7 +48,7 @@ def _log_level(verbose: bool) -> int:
 def setup_logging(verbose: bool, log_format: str = "text", service_name: str = "credgate") -> None:
     """Logging for this process: ``text`` for a terminal, ``json`` (``[telemetry] log_format``)
     for a log pipeline; both carry trace and request ids and mask identity numbers."""
-    from gateway.telemetry.logs import configure_logging
+    from credgate.gateway.telemetry.logs import configure_logging
 
     configure_logging(log_format, level=_log_level(verbose), service_name=service_name)
 

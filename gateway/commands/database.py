@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_FAILURE, EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_FAILURE, EXIT_OK, command, json_flag, print_json
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.storage.migrate import current_revision, upgrade_to_head
+    from credgate.gateway.config import load_config
+    from credgate.gateway.storage.migrate import current_revision, upgrade_to_head
 
     url = load_config(Path(args.config)).storage.url
     upgrade_to_head(url)
@@ -24,8 +24,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_status(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.storage.migrate import (
+    from credgate.gateway.config import load_config
+    from credgate.gateway.storage.migrate import (
         NEWER_SCHEMA,
         current_revision,
         head_revision,

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import command
+from credgate.gateway.commands.common import command
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from credgate.gateway.demo import run_demo
 
     return run_demo(Path(args.dir), serve_after=args.serve)
 

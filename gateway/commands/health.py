@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_FAILURE, EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_FAILURE, EXIT_OK, command, json_flag, print_json
 
 
 def _local_target(listen: str) -> str:
@@ -44,8 +44,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from gateway.channel import client_channel
-    from gateway.config import load_config
+    from credgate.gateway.channel import client_channel
+    from credgate.gateway.config import load_config
 
     config = load_config(Path(args.config)) if args.config else None
     target = args.target or (_local_target(config.gateway.listen) if config else "127.0.0.1:50051")

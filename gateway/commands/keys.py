@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_OK, command, json_flag, print_json
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from gateway.protection.keyring import Keyring
+    from credgate.gateway.protection.keyring import Keyring
 
     keyring = Keyring.generate(Path(args.path))
     if args.json:
@@ -23,9 +23,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.keys import rotate_keys
-    from gateway.progress import Progress
+    from credgate.gateway.config import load_config
+    from credgate.gateway.keys import rotate_keys
+    from credgate.gateway.progress import Progress
 
     config = load_config(Path(args.config))
     with Progress("re-encrypting", enabled=args.progress, unit="records") as progress:
@@ -38,8 +38,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.keys import add_data_key
+    from credgate.gateway.config import load_config
+    from credgate.gateway.keys import add_data_key
 
     key_id = add_data_key(load_config(Path(args.config)), primary=args.primary)
     if args.json:
@@ -55,9 +55,9 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_promote(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.keys import promote_data_key
-    from gateway.protection.keyring import UnknownKeyError
+    from credgate.gateway.config import load_config
+    from credgate.gateway.keys import promote_data_key
+    from credgate.gateway.protection.keyring import UnknownKeyError
 
     try:
         promote_data_key(load_config(Path(args.config)), args.key_id)
@@ -74,9 +74,9 @@ def cmd_keys_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_reencrypt(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.keys import reencrypt_records
-    from gateway.progress import Progress
+    from credgate.gateway.config import load_config
+    from credgate.gateway.keys import reencrypt_records
+    from credgate.gateway.progress import Progress
 
     config = load_config(Path(args.config))
     with Progress("re-encrypting", enabled=args.progress, unit="records") as progress:
@@ -89,8 +89,12 @@ def cmd_keys_reencrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.signing_keys import FILE_NAME, load_or_create_signing_keys, rotate_signing_key
+    from credgate.gateway.config import load_config
+    from credgate.gateway.signing_keys import (
+        FILE_NAME,
+        load_or_create_signing_keys,
+        rotate_signing_key,
+    )
 
     config = load_config(Path(args.config))
     path = config.storage.data_dir / FILE_NAME
@@ -110,7 +114,7 @@ def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``keys`` and its subcommands to ``credgate``'s subcommands."""
-    from gateway.progress import add_progress_argument
+    from credgate.gateway.progress import add_progress_argument
 
     keys = command(
         subparsers,

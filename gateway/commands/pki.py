@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_OK, command, json_flag, print_json
 
 
 def cmd_pki_init(args: argparse.Namespace) -> int:
-    from gateway.pki import write_dev_pki
+    from credgate.gateway.pki import write_dev_pki
 
     paths = write_dev_pki(Path(args.dir), force=args.force)
     if args.json:
@@ -34,8 +34,8 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_issue(args: argparse.Namespace) -> int:
-    from gateway.institution import Institution, role_from_name
-    from gateway.pki import add_institution
+    from credgate.gateway.institution import Institution, role_from_name
+    from credgate.gateway.pki import add_institution
 
     institution = Institution(args.institution, role_from_name(args.role), args.name or "")
     paths = add_institution(Path(args.dir), institution, valid_days=args.days, force=args.force)
@@ -63,7 +63,7 @@ REVOCATION_REASONS = (
 def cmd_pki_revoke(args: argparse.Namespace) -> int:
     from cryptography import x509
 
-    from gateway.pki import revoke_certificate, revoke_institution
+    from credgate.gateway.pki import revoke_certificate, revoke_institution
 
     reason = x509.ReasonFlags[args.reason] if args.reason else None
     directory = Path(args.dir)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_DENIED, EXIT_FAILURE, EXIT_OK, command, json_flag
+from credgate.gateway.commands.common import EXIT_DENIED, EXIT_FAILURE, EXIT_OK, command, json_flag
 
 # gRPC status codes that mean "the gateway looked at the request and said no" (exit 3); any
 # other failure of a call (unreachable, deadline, internal error) is exit 1.
@@ -32,11 +32,15 @@ _CONSISTENCY = ("default", "auto", "index", "live")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-
-    from gateway.client import CredgateClient, CredgateError, category_from_name, purpose_from_name
-    from gateway.render import report_to_json, report_to_text
-    from gateway.report_signing import ReportVerificationError
+    from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+    from credgate.gateway.client import (
+        CredgateClient,
+        CredgateError,
+        category_from_name,
+        purpose_from_name,
+    )
+    from credgate.gateway.render import report_to_json, report_to_text
+    from credgate.gateway.report_signing import ReportVerificationError
 
     purpose = purpose_from_name(args.purpose)
     categories = [category_from_name(c) for c in args.category]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_OK, command, setup_logging
+from credgate.gateway.commands.common import EXIT_OK, command, setup_logging
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     (``gateway.workers``): ``--workers 1`` is exactly the single process it always was."""
     import dataclasses
 
-    from gateway.config import MAX_WORKERS, ConfigError, load_config
+    from credgate.gateway.config import MAX_WORKERS, ConfigError, load_config
 
     config = load_config(Path(args.config))
     setup_logging(args.verbose, config.telemetry.log_format, config.telemetry.service_name)
@@ -27,11 +27,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, workers=args.workers)
     config = dataclasses.replace(config, gateway=settings)
     if settings.workers > 1:
-        from gateway.workers import run_workers
+        from credgate.gateway.workers import run_workers
 
         return run_workers(config, verbose=args.verbose)
-    from gateway.app import serve
-    from gateway.server import run_until_stopped
+    from credgate.gateway.app import serve
+    from credgate.gateway.server import run_until_stopped
 
     run_until_stopped(serve(config))
     return EXIT_OK

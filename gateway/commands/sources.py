@@ -8,14 +8,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_OK, command, json_flag, print_json
 
 
 def cmd_mocks(args: argparse.Namespace) -> int:
-    from adapters.mocks.serve import MockRunSettings, parse_fault, run_mocks
+    from credgate.adapters.mocks.serve import MockRunSettings, parse_fault, run_mocks
 
     if args.push:
-        from adapters.mocks.providers import push
+        from credgate.adapters.mocks.providers import push
 
         return asyncio.run(
             push(
@@ -39,7 +39,7 @@ def cmd_mocks(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from adapters.mocks.population import build_population
+    from credgate.adapters.mocks.population import build_population
 
     scenarios = build_population(size=0).scenarios
     if args.json:

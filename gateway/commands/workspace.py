@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.common import EXIT_OK, command, json_flag, print_json
+from credgate.gateway.commands.common import EXIT_OK, command, json_flag, print_json
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from gateway.workspace import init_workspace
+    from credgate.gateway.workspace import init_workspace
 
     workspace = init_workspace(
         Path(args.dir), listen=args.listen, mock_base_port=args.mock_base_port, force=args.force

@@ -43,15 +43,15 @@ may not see it, so that the denial is the same whether or not the object exists 
 before existence).
 """
 
-from gateway.disclosure.content import (
+from credgate.gateway.disclosure.content import (
     ALL_CATEGORIES,
     category_names,
     minimize_content,
     withheld_explanation,
 )
-from gateway.disclosure.gate import Admission, Ask, DisclosureGate, Refusal, decide
-from gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
-from gateway.disclosure.parties import (
+from credgate.gateway.disclosure.gate import Admission, Ask, DisclosureGate, Refusal, decide
+from credgate.gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
+from credgate.gateway.disclosure.parties import (
     ACTING_FOR_SUBJECT,
     PROCEDURE_PARTIES,
     ProcedureParty,

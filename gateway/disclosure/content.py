@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
-from consent import policy
-from gateway.engine.minimize import minimize
-from gateway.workflows.eligibility import CONDITION_CATEGORIES
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import policy
+from credgate.gateway.engine.minimize import minimize
+from credgate.gateway.workflows.eligibility import CONDITION_CATEGORIES
 
 Category = policy.Category
 ALL_CATEGORIES = policy.ALL_CATEGORIES

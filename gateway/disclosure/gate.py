@@ -8,19 +8,19 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from audit.entry import ActionValue
-from audit.log import Rider
-from consent import policy
-from consent.register import ConsentRegister, GrantLookup
-from gateway.audit_trail import AuditTrail
-from gateway.disclosure.content import first_report, minimize_content
-from gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
-from gateway.disclosure.parties import PROCEDURE_PARTIES
-from gateway.errors import GatewayError, current_request_id
-from gateway.institution import Institution
-from gateway.subject_identity import SubjectIdentities
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.entry import ActionValue
+from credgate.audit.log import Rider
+from credgate.consent import policy
+from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.disclosure.content import first_report, minimize_content
+from credgate.gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
+from credgate.gateway.disclosure.parties import PROCEDURE_PARTIES
+from credgate.gateway.errors import GatewayError, current_request_id
+from credgate.gateway.institution import Institution
+from credgate.gateway.subject_identity import SubjectIdentities
 
 Category = policy.Category
 _T = TypeVar("_T")

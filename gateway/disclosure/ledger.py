@@ -10,8 +10,8 @@ import collections
 import threading
 from dataclasses import dataclass, field
 
-from audit.entry import ActionValue
-from consent import policy
+from credgate.audit.entry import ActionValue
+from credgate.consent import policy
 
 Category = policy.Category
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from credit_repair.v1 import vocabulary_pb2 as vocab
-
-from consent import policy
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent import policy
 
 Category = policy.Category
 ALL_CATEGORIES = policy.ALL_CATEGORIES

@@ -6,12 +6,12 @@ Layers, each usable on its own: ``breaker`` (skip a source that keeps failing), 
 ``minimize`` (pure: drop what the categories do not allow), and ``query`` composing them.
 """
 
-from gateway.engine.breaker import TRIPPING_REASONS, BreakerState, CircuitBreaker, Permit
-from gateway.engine.contradictions import Finding
-from gateway.engine.fanout import SourceOutcome, fan_out
-from gateway.engine.merge import MergedReport, merge
-from gateway.engine.minimize import minimize, minimize_contradictions
-from gateway.engine.query import BreakerSettings, FactCache, QueryEngine
+from credgate.gateway.engine.breaker import TRIPPING_REASONS, BreakerState, CircuitBreaker, Permit
+from credgate.gateway.engine.contradictions import Finding
+from credgate.gateway.engine.fanout import SourceOutcome, fan_out
+from credgate.gateway.engine.merge import MergedReport, merge
+from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.engine.query import BreakerSettings, FactCache, QueryEngine
 
 __all__ = [
     "TRIPPING_REASONS",

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from adapters.base import SourceTimeout, SourceUnavailable
+from credgate.adapters.base import SourceTimeout, SourceUnavailable
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -15,10 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
-
-from gateway.engine.ranking import Entry, Key, fetched, key, kind_name, state_name
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine.ranking import Entry, Key, fetched, key, kind_name, state_name
 
 _REPAIR = v.DATA_CATEGORY_BANKRUPTCY_REPAIR
 

@@ -32,15 +32,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from adapters.base import SourceAdapter, SourceConfig, SourceError
-from gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
-from gateway.engine.containment import GRACE_SECONDS, contained
-from gateway.telemetry import instruments as telemetry
+from credgate.adapters.base import SourceAdapter, SourceConfig, SourceError
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
+from credgate.gateway.engine.containment import GRACE_SECONDS, contained
+from credgate.gateway.telemetry import instruments as telemetry
 
 _log = logging.getLogger(__name__)
 

@@ -20,17 +20,24 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
-
-from gateway.engine.contradictions import (
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine.contradictions import (
     Finding,
     case_stage_findings,
     restored_findings,
     state_findings,
 )
-from gateway.engine.fanout import SourceOutcome
-from gateway.engine.ranking import PRECEDENCE, Entry, fetched, key, kind_name, state_name, tier
+from credgate.gateway.engine.fanout import SourceOutcome
+from credgate.gateway.engine.ranking import (
+    PRECEDENCE,
+    Entry,
+    fetched,
+    key,
+    kind_name,
+    state_name,
+    tier,
+)
 
 __all__ = ["Finding", "MergedReport", "merge"]  # Finding: its home is contradictions
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
-
-from gateway.engine.contradictions import Finding
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine.contradictions import Finding
 
 
 def minimize(

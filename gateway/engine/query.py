@@ -30,19 +30,18 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
-
-from adapters.base import SourceAdapter, SourceConfig
-from gateway.engine import consistency as cm
-from gateway.engine.breaker import BreakerState, CircuitBreaker
-from gateway.engine.containment import GRACE_SECONDS
-from gateway.engine.fanout import SourceOutcome, fan_out
-from gateway.engine.merge import merge
-from gateway.engine.minimize import minimize, minimize_contradictions
-from gateway.identity_number import is_canonical_shape
-from gateway.protection.unreadable import RecordUnreadable
-from gateway.storage.index_writes import IndexedFacts
+from credgate.adapters.base import SourceAdapter, SourceConfig
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.gateway.engine import consistency as cm
+from credgate.gateway.engine.breaker import BreakerState, CircuitBreaker
+from credgate.gateway.engine.containment import GRACE_SECONDS
+from credgate.gateway.engine.fanout import SourceOutcome, fan_out
+from credgate.gateway.engine.merge import merge
+from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.identity_number import is_canonical_shape
+from credgate.gateway.protection.unreadable import RecordUnreadable
+from credgate.gateway.storage.index_writes import IndexedFacts
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")

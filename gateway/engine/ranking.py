@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as v
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
 
 _KINDS: Mapping[int, tuple[int, str]] = {  # precedence tier (lower wins) and plain name
     v.SOURCE_KIND_COURT: (0, "court"),

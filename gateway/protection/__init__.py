@@ -9,14 +9,14 @@ Three small pieces with one job each, so that the rules about personal data live
 Nothing here logs, and no exception raised here ever contains a plaintext value.
 """
 
-from gateway.protection.cipher import (
+from credgate.gateway.protection.cipher import (
     CipherError,
     DecryptionError,
     FieldCipher,
     MalformedEnvelopeError,
 )
-from gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
-from gateway.protection.tokens import SubjectTokenizer, is_subject_token
+from credgate.gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
+from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 
 __all__ = [
     "CipherError",

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.protection.keyring import Keyring
-from gateway.protection.live_keyring import KeySource
-from gateway.protection.unreadable import RecordUnreadable
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.protection.live_keyring import KeySource
+from credgate.gateway.protection.unreadable import RecordUnreadable
 
 ENVELOPE_VERSION = 1
 NONCE_BYTES = 12

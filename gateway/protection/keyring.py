@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
-from gateway.protection.unreadable import RecordUnreadable
+from credgate.gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
+from credgate.gateway.protection.unreadable import RecordUnreadable
 
 FORMAT = "credgate-keyring/1"
 KEY_BYTES = 32

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from gateway.protection.keyring import Keyring, read_file
-from gateway.protection.watched_file import DEFAULT_CHECK_SECONDS, WatchedFile
+from credgate.gateway.protection.keyring import Keyring, read_file
+from credgate.gateway.protection.watched_file import DEFAULT_CHECK_SECONDS, WatchedFile
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,12 @@ EXIT_OK = 0
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Catch up (unless ``--no-catch-up``), then print the open contradictions."""
-    from gateway.config import load_config
-    from gateway.reconciliation.report import open_contradictions, render_json, render_table
+    from credgate.gateway.config import load_config
+    from credgate.gateway.reconciliation.report import (
+        open_contradictions,
+        render_json,
+        render_table,
+    )
 
     config = load_config(Path(args.config))
     items = asyncio.run(
@@ -29,7 +33,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def add_reconcile_command(subparsers: Any) -> None:
     """Register ``reconcile`` on the top-level ``add_subparsers()`` object."""
-    from gateway.cli import command
+    from credgate.gateway.cli import command
 
     p = command(
         subparsers,

@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from credit_repair.v1 import report_pb2, vocabulary_pb2
-
-from adapters.base import SourceConfig
-from gateway.config import GatewayConfig
-from gateway.engine.fanout import SourceOutcome
-from gateway.engine.merge import merge
-from gateway.sync.settings import source_kind_from_name
+from credgate.adapters.base import SourceConfig
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway.config import GatewayConfig
+from credgate.gateway.engine.fanout import SourceOutcome
+from credgate.gateway.engine.merge import merge
+from credgate.gateway.sync.settings import source_kind_from_name
 
 SourceKind: TypeAlias = vocabulary_pb2.SourceKind.ValueType
 KEY_LABEL = b"credgate/reconciliation/contradiction-key/v1"

@@ -21,7 +21,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.storage.models import SOURCE_ID_LENGTH, TOKEN_LENGTH, Base, UTCDateTime
+from credgate.gateway.storage.models import SOURCE_ID_LENGTH, TOKEN_LENGTH, Base, UTCDateTime
 
 KEY_LENGTH = 64
 MATTER_LENGTH = 64

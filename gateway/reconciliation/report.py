@@ -15,18 +15,18 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
-from credit_repair.v1 import reconciliation_service_pb2 as pb
 from google.protobuf import json_format
 
-from gateway.config import GatewayConfig
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.keyring import Keyring
-from gateway.reconciliation.service import describe
-from gateway.reconciliation.worker import Reconciler
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.storage.migrate import upgrade_to_head
-from gateway.watch.runtime import contradiction_store
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
+from credgate.gateway.config import GatewayConfig
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.reconciliation.service import describe
+from credgate.gateway.reconciliation.worker import Reconciler
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.storage.migrate import upgrade_to_head
+from credgate.gateway.watch.runtime import contradiction_store
 
 PAGE = 500
 

@@ -17,23 +17,23 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import grpc
-from credit_repair.v1 import audit_pb2, report_pb2
-from credit_repair.v1 import reconciliation_service_pb2 as pb
-from credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from gateway.disclosure import Admission, Ask, DisclosureGate
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.page_tokens import (
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.reconciliation.evaluate import Observed
-from gateway.reconciliation.models import ContradictionRow
-from gateway.reconciliation.store import ContradictionStore
+from credgate.gateway.reconciliation.evaluate import Observed
+from credgate.gateway.reconciliation.models import ContradictionRow
+from credgate.gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
 LIST_OPEN_CONTRADICTIONS = SERVICE_NAME + "/ListOpenContradictions"

@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
-from gateway.reconciliation.models import ContradictionRow, ReconciliationCursor
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex, FactIndexError
-from gateway.sync.models import ChangeFeedRow
+from credgate.gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
+from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursor
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex, FactIndexError
+from credgate.gateway.sync.models import ChangeFeedRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.reconciliation.store import ContradictionStore
+from credgate.gateway.reconciliation.store import ContradictionStore
 
 log = logging.getLogger(__name__)
 

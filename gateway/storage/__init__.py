@@ -10,14 +10,14 @@ Start-up order::
     await database.dispose()                  # at shutdown
 """
 
-from gateway.storage.database import Database, DatabaseURLError
-from gateway.storage.fact_index import (
+from credgate.gateway.storage.database import Database, DatabaseURLError
+from credgate.gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
-from gateway.storage.issued_reports import report_digest
-from gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
+from credgate.gateway.storage.issued_reports import report_digest
+from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 
 __all__ = [
     "Database",

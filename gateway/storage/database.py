@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from gateway.storage.threaded import ThreadedTransactions
+from credgate.gateway.storage.threaded import ThreadedTransactions
 
 BUSY_TIMEOUT_MS = 5000
 _SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"

@@ -16,31 +16,31 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from credit_repair.v1 import report_pb2
 from google.protobuf.message import DecodeError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.identity_number import normalize
-from gateway.protection.cipher import CipherError, FieldCipher
-from gateway.protection.keyring import KeyringError
-from gateway.protection.tokens import is_subject_token
-from gateway.protection.unreadable import RecordUnreadable
-from gateway.storage.database import Database
-from gateway.storage.index_writes import (
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.identity_number import normalize
+from credgate.gateway.protection.cipher import CipherError, FieldCipher
+from credgate.gateway.protection.keyring import KeyringError
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.protection.unreadable import RecordUnreadable
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.index_writes import (
     IndexedFacts,
     fact_writer,
     pending_write,
     read_held,
     read_indexed,
 )
-from gateway.storage.issued_reports import (
+from credgate.gateway.storage.issued_reports import (
     IssuedReportConflict,
     insert_issued_reports,
     issued_report_row,
 )
-from gateway.storage.models import Base, SourceFactsRow, Subject
-from gateway.storage.reencrypt import (
+from credgate.gateway.storage.models import Base, SourceFactsRow, Subject
+from credgate.gateway.storage.reencrypt import (
     EncryptedColumn,
     UnreadableCiphertextError,
     reencrypt_columns,

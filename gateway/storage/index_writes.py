@@ -42,13 +42,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from credit_repair.v1 import report_pb2
 from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.storage.database import Database
-from gateway.storage.models import SourceFactsRow
-from gateway.sync.models import ChangeFeedRow, SyncCursor
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.models import SourceFactsRow
+from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
 
 _log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from credit_repair.v1 import report_pb2
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.protection.tokens import is_subject_token
-from gateway.storage.models import IssuedReport
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.protection.tokens import is_subject_token
+from credgate.gateway.storage.models import IssuedReport
 
 
 class IssuedReportConflict(Exception):

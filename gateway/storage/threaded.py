@@ -41,7 +41,7 @@ class ThreadedTransactions:
 
     def __init__(self, url: str | URL, backend: str) -> None:
         # Imported here: database.py imports this module for Database.
-        from gateway.storage.database import create_sync_engine
+        from credgate.gateway.storage.database import create_sync_engine
 
         sqlite = backend == "sqlite"
         writers = 1 if sqlite else POSTGRES_WRITER_THREADS

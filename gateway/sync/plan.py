@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gateway.sync.models import APPLIED, DUPLICATE, REJECTED
-from gateway.sync.validate import Accepted, Prepared, Rejection
+from credgate.gateway.sync.models import APPLIED, DUPLICATE, REJECTED
+from credgate.gateway.sync.validate import Accepted, Prepared, Rejection
 
 
 class Outcome(StrEnum):

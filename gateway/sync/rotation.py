@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.protection.cipher import FieldCipher
-from gateway.storage.database import Database
-from gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
-from gateway.sync.models import SyncUpdateRow, original_context
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
+from credgate.gateway.sync.models import SyncUpdateRow, original_context
 
 ORIGINALS = EncryptedColumn(
     model=SyncUpdateRow,

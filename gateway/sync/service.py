@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
-from credit_repair.v1 import vocabulary_pb2
 
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.live_keyring import KeySource
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.database import Database
-from gateway.sync.settings import ProviderConfig, SyncSettings
-from gateway.sync.store import SyncStore
-from gateway.sync.stream import SyncProbe, SyncStream
-from gateway.sync.validate import IdempotencyDigester, UpdateValidator
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.live_keyring import KeySource
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
+from credgate.gateway.sync.store import SyncStore
+from credgate.gateway.sync.stream import SyncProbe, SyncStream
+from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator
 
 SERVICE_NAME = "credit_repair.v1.ProviderSyncService"
 

@@ -14,10 +14,11 @@ Two rules make a signature mean exactly one thing:
 
 from __future__ import annotations
 
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError
+
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 
 DOMAIN = b"credgate/provider-update/v1\x00"
 SIGNATURE_BYTES = 64

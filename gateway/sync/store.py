@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -54,18 +53,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.protection.cipher import FieldCipher
-from gateway.storage.database import Database
-from gateway.storage.models import Base, SourceFactsRow, Subject
-from gateway.sync.models import (
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.models import Base, SourceFactsRow, Subject
+from credgate.gateway.sync.models import (
     ChangeFeedRow,
     SyncCursor,
     SyncUpdateRow,
     original_context,
 )
-from gateway.sync.plan import Earlier, Plan, Resolution, decide
-from gateway.sync.settings import ProviderConfig
-from gateway.sync.validate import Accepted, Prepared
+from credgate.gateway.sync.plan import Earlier, Plan, Resolution, decide
+from credgate.gateway.sync.settings import ProviderConfig
+from credgate.gateway.sync.validate import Accepted, Prepared
 
 _FEED_LOCK_KEY = 0x63726564666565  # "credfee": serializes change-feed inserts on PostgreSQL
 

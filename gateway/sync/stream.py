@@ -27,14 +27,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import GatewayError
-from gateway.sync.plan import Outcome
-from gateway.sync.settings import ProviderConfig, SyncSettings
-from gateway.sync.store import BatchResult, SyncStore
-from gateway.sync.validate import Prepared, Rejection, UpdateValidator
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.sync.plan import Outcome
+from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
+from credgate.gateway.sync.store import BatchResult, SyncStore
+from credgate.gateway.sync.validate import Prepared, Rejection, UpdateValidator
 
 log = logging.getLogger(__name__)
 

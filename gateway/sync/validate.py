@@ -21,20 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
-from credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credit_repair.v1 import report_pb2, vocabulary_pb2
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from adapters.mapping import MAX_RECORDS
-from gateway import identity_number
-from gateway.input_rules import check_message
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.storage.fact_index import facts_context, identity_context
-from gateway.sync.models import original_context
-from gateway.sync.settings import ProviderConfig, SyncSettings
-from gateway.sync.signing import NotCanonicalError, parse_canonical, signature_valid
+from credgate.adapters.mapping import MAX_RECORDS
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.gateway import identity_number
+from credgate.gateway.input_rules import check_message
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.storage.fact_index import facts_context, identity_context
+from credgate.gateway.sync.models import original_context
+from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
+from credgate.gateway.sync.signing import NotCanonicalError, parse_canonical, signature_valid
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Instrumented code only ever talks to the OpenTelemetry *API* (global tracer and 
 works, at next to no cost, whether or not telemetry was set up.
 """
 
-from gateway.telemetry.instruments import (
+from credgate.gateway.telemetry.instruments import (
     Registration,
     observe_audit_backlog,
     observe_open_watchers,
@@ -28,9 +28,9 @@ from gateway.telemetry.instruments import (
     tracer,
     track_breakers,
 )
-from gateway.telemetry.interceptor import TelemetryInterceptor
-from gateway.telemetry.logs import JsonFormatter, TextFormatter, configure_logging
-from gateway.telemetry.setup import (
+from credgate.gateway.telemetry.interceptor import TelemetryInterceptor
+from credgate.gateway.telemetry.logs import JsonFormatter, TextFormatter, configure_logging
+from credgate.gateway.telemetry.setup import (
     Telemetry,
     build_telemetry,
     install_telemetry,

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 if TYPE_CHECKING:
-    from gateway.config import TelemetryConfig
+    from credgate.gateway.config import TelemetryConfig
 
 _log = logging.getLogger(__name__)
 

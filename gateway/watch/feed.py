@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from gateway.storage.database import Database
-from gateway.sync.models import ChangeFeedRow
-from gateway.telemetry import Registration, observe_open_watchers
-from gateway.watch.notify import ChangeListener
-from gateway.watch.settings import WatchSettings
+from credgate.gateway.storage.database import Database
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.telemetry import Registration, observe_open_watchers
+from credgate.gateway.watch.notify import ChangeListener
+from credgate.gateway.watch.settings import WatchSettings
 
 log = logging.getLogger(__name__)
 

@@ -36,21 +36,21 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
-from credit_repair.v1 import repair_status_service_pb2 as service_pb2
-from credit_repair.v1 import report_pb2
 
-from consent import policy
-from consent.register import ConsentRegister, GrantLookup
-from gateway import identity_number
-from gateway.audit_trail import READ_REPAIR_STATUS
-from gateway.disclosure import Ask, decide
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.telemetry import record_invalid_request
-from gateway.watch.feed import Change, ChangeFeed, Subscription
-from gateway.watch.settings import WatchSettings
-from gateway.watch.slots import WatchSlots
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.consent import policy
+from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.gateway import identity_number
+from credgate.gateway.audit_trail import READ_REPAIR_STATUS
+from credgate.gateway.disclosure import Ask, decide
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.telemetry import record_invalid_request
+from credgate.gateway.watch.feed import Change, ChangeFeed, Subscription
+from credgate.gateway.watch.settings import WatchSettings
+from credgate.gateway.watch.slots import WatchSlots
 
 WATCH_METHOD = "/credit_repair.v1.RepairStatusService/WatchRepairStatus"
 ONGOING_UPDATES_NOT_CONSENTED = "ONGOING_UPDATES_NOT_CONSENTED"

@@ -16,17 +16,17 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from gateway.disclosure import (
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credgate.gateway.disclosure import (
     Admission,
     Ask,
     DisclosureGate,
@@ -34,20 +34,26 @@ from gateway.disclosure import (
     acting_purpose,
     reader_purpose,
 )
-from gateway.errors import GatewayError, build_status
-from gateway.institution import Institution
-from gateway.protection.page_tokens import PageScope, PageTokens
-from gateway.workflows import render
-from gateway.workflows.applications import (
+from credgate.gateway.errors import GatewayError, build_status
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import PageScope, PageTokens
+from credgate.gateway.workflows import render
+from credgate.gateway.workflows.applications import (
     DEFAULT_ANNOUNCEMENT_DAYS,
     Allowed,
     ApplicationView,
     ApplicationWorkflow,
 )
-from gateway.workflows.callers import Action, Callers, ForSubject, check_identity_number, invalid
-from gateway.workflows.common import Changes
-from gateway.workflows.models import RepairApplicationRow
-from gateway.workflows.objection_service import REQUEST_ID, page_cursor, run_recorded
+from credgate.gateway.workflows.callers import (
+    Action,
+    Callers,
+    ForSubject,
+    check_identity_number,
+    invalid,
+)
+from credgate.gateway.workflows.common import Changes
+from credgate.gateway.workflows.models import RepairApplicationRow
+from credgate.gateway.workflows.objection_service import REQUEST_ID, page_cursor, run_recorded
 
 EVALUATE = audit_pb2.AUDIT_ACTION_EVALUATE_REPAIR_ELIGIBILITY
 FILE = audit_pb2.AUDIT_ACTION_FILE_REPAIR_APPLICATION

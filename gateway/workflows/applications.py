@@ -23,29 +23,29 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-from credit_repair.v1 import workflow_pb2 as wf
 from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import (
+from credgate.adapters.base import (
     CorrectionRefused,
     RulingNotice,
     SourceAdapter,
     SourceError,
     corrections_of,
 )
-from consent.policy import ALL_CATEGORIES
-from gateway.decided_write import decided_write
-from gateway.engine.containment import contained
-from gateway.engine.query import QueryEngine
-from gateway.errors import GatewayError
-from gateway.storage.database import Database
-from gateway.workdays import WorkdayCalendar, beijing_date
-from gateway.workflows.callers import ForSubject
-from gateway.workflows.common import (
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.consent.policy import ALL_CATEGORIES
+from credgate.gateway.decided_write import decided_write
+from credgate.gateway.engine.containment import contained
+from credgate.gateway.engine.query import QueryEngine
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.storage.database import Database
+from credgate.gateway.workdays import WorkdayCalendar, beijing_date
+from credgate.gateway.workflows.callers import ForSubject
+from credgate.gateway.workflows.common import (
     GATEWAY_ACTOR,
     Changes,
     Sealer,
@@ -57,9 +57,9 @@ from gateway.workflows.common import (
     request_digest,
     settle_index,
 )
-from gateway.workflows.eligibility import case_of, evaluate
-from gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
-from gateway.workflows.outbox import RULING_PROPAGATION, Message, Outbox, RetryLater
+from credgate.gateway.workflows.eligibility import case_of, evaluate
+from credgate.gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
+from credgate.gateway.workflows.outbox import RULING_PROPAGATION, Message, Outbox, RetryLater
 
 log = logging.getLogger(__name__)
 TABLE = "repair_applications"

@@ -22,18 +22,18 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import grpc
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit.entry import ALLOWED_REASON
-from audit.trail import AuditTrail
-from consent.register import ConsentRegister
-from gateway import identity_number
-from gateway.errors import GatewayError, build_status
-from gateway.institution import Institution
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.subject_identity import SubjectIdentities
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.entry import ALLOWED_REASON
+from credgate.audit.trail import AuditTrail
+from credgate.consent.register import ConsentRegister
+from credgate.gateway import identity_number
+from credgate.gateway.errors import GatewayError, build_status
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.subject_identity import SubjectIdentities
 
 Action: TypeAlias = audit_pb2.AuditAction.ValueType
 

@@ -25,19 +25,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import workflow_pb2 as wf
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.protection.cipher import FieldCipher
-from gateway.storage.database import Database
-from gateway.storage.fact_index import facts_context
-from gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE, fact_writer
-from gateway.storage.models import SourceFactsRow
-from gateway.sync.models import ChangeFeedRow
-from gateway.workflows.models import WorkflowStepRow, step_context
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import facts_context
+from credgate.gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE, fact_writer
+from credgate.gateway.storage.models import SourceFactsRow
+from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.workflows.models import WorkflowStepRow, step_context
 
 GATEWAY_ACTOR = "credgate"
 """``actor_id`` of the steps the gateway takes itself."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 
 STOP = app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE
 EXEMPT = app_pb2.REPAIR_APPLICATION_KIND_MARK_EXEMPTED

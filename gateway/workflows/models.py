@@ -19,7 +19,7 @@ import datetime as dt
 from sqlalchemy import Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.storage.models import (
+from credgate.gateway.storage.models import (
     INSTITUTION_ID_LENGTH,
     KEY_ID_LENGTH,
     SOURCE_ID_LENGTH,

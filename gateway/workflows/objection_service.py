@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-from credit_repair.v1 import audit_pb2
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from gateway.disclosure import (
+from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credgate.gateway.disclosure import (
     Admission,
     Ask,
     DisclosureGate,
@@ -31,16 +31,16 @@ from gateway.disclosure import (
     acting_purpose,
     reader_purpose,
 )
-from gateway.errors import GatewayError
-from gateway.institution import Institution
-from gateway.protection.page_tokens import (
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from gateway.workflows import render
-from gateway.workflows.callers import (
+from credgate.gateway.workflows import render
+from credgate.gateway.workflows.callers import (
     Action,
     Callers,
     ForSubject,
@@ -48,10 +48,10 @@ from gateway.workflows.callers import (
     check_identity_number,
     invalid,
 )
-from gateway.workflows.common import Changes
-from gateway.workflows.models import ObjectionRow
-from gateway.workflows.objection_store import ObjectionView, is_open
-from gateway.workflows.objections import ASPECTS, Filing, ObjectionWorkflow
+from credgate.gateway.workflows.common import Changes
+from credgate.gateway.workflows.models import ObjectionRow
+from credgate.gateway.workflows.objection_store import ObjectionView, is_open
+from credgate.gateway.workflows.objections import ASPECTS, Filing, ObjectionWorkflow
 
 FILE = audit_pb2.AUDIT_ACTION_FILE_OBJECTION
 READ = audit_pb2.AUDIT_ACTION_READ_OBJECTIONS

@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -25,10 +23,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.storage.database import Database
-from gateway.storage.models import UTCDateTime
-from gateway.workflows.common import Sealer, load_steps
-from gateway.workflows.models import ObjectionRow, WorkflowStepRow, details_context
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.models import UTCDateTime
+from credgate.gateway.workflows.common import Sealer, load_steps
+from credgate.gateway.workflows.models import ObjectionRow, WorkflowStepRow, details_context
 
 AWAITING_SUBJECT = obj_pb2.OBJECTION_STATE_AWAITING_SUBJECT_FILING
 AWAITING_SOURCE = obj_pb2.OBJECTION_STATE_AWAITING_SOURCE_REPLY

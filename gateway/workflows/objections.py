@@ -28,13 +28,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import report_pb2
-from credit_repair.v1 import vocabulary_pb2 as vocab
-from credit_repair.v1 import workflow_pb2 as wf
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import (
+from credgate.adapters.base import (
     CorrectionRefused,
     ObjectionFiling,
     SourceAdapter,
@@ -42,13 +38,17 @@ from adapters.base import (
     SourceReceipt,
     corrections_of,
 )
-from gateway.decided_write import decided_write
-from gateway.engine.containment import contained
-from gateway.errors import GatewayError
-from gateway.storage.fact_index import FactIndex
-from gateway.workdays import WorkdayCalendar
-from gateway.workflows.callers import ForSubject
-from gateway.workflows.common import (
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import report_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.gateway.decided_write import decided_write
+from credgate.gateway.engine.containment import contained
+from credgate.gateway.errors import GatewayError
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.workdays import WorkdayCalendar
+from credgate.gateway.workflows.callers import ForSubject
+from credgate.gateway.workflows.common import (
     GATEWAY_ACTOR,
     Changes,
     add_steps,
@@ -58,9 +58,9 @@ from gateway.workflows.common import (
     request_digest,
     settle_index,
 )
-from gateway.workflows.facts import find_fact, index_differs
-from gateway.workflows.models import ObjectionRow, details_context
-from gateway.workflows.objection_store import (
+from credgate.gateway.workflows.facts import find_fact, index_differs
+from credgate.gateway.workflows.models import ObjectionRow, details_context
+from credgate.gateway.workflows.objection_store import (
     AWAITING_SOURCE,
     AWAITING_SUBJECT,
     SUBMITTING,
@@ -69,7 +69,7 @@ from gateway.workflows.objection_store import (
     ObjectionView,
     effective_state,
 )
-from gateway.workflows.outbox import OBJECTION_FILING, Message, Outbox, RetryLater
+from credgate.gateway.workflows.outbox import OBJECTION_FILING, Message, Outbox, RetryLater
 
 _T = TypeVar("_T")
 SUBJECT_FILING_DAYS = 5

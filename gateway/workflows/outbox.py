@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.storage.database import Database
-from gateway.telemetry import record_outbox_delivery
-from gateway.workflows.models import OutboxRow
+from credgate.gateway.storage.database import Database
+from credgate.gateway.telemetry import record_outbox_delivery
+from credgate.gateway.workflows.models import OutboxRow
 
 log = logging.getLogger(__name__)
 

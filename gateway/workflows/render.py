@@ -10,23 +10,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from credit_repair.v1 import objection_service_pb2 as obj_pb2
-from credit_repair.v1 import repair_application_service_pb2 as app_pb2
-from credit_repair.v1 import workflow_pb2 as wf
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
-from gateway.workdays import beijing_date
-from gateway.workflows.applications import (
+from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.gateway.workdays import beijing_date
+from credgate.gateway.workflows.applications import (
     ANNOUNCEMENT,
     REVIEW,
     RULING,
     ApplicationView,
     current_stage,
 )
-from gateway.workflows.common import Sealer
-from gateway.workflows.models import WorkflowStepRow, step_context
-from gateway.workflows.objection_store import (
+from credgate.gateway.workflows.common import Sealer
+from credgate.gateway.workflows.models import WorkflowStepRow, step_context
+from credgate.gateway.workflows.objection_store import (
     AWAITING_SOURCE,
     AWAITING_SUBJECT,
     OPEN_STATES,
@@ -35,7 +35,7 @@ from gateway.workflows.objection_store import (
     effective_state,
     is_overdue,
 )
-from gateway.workflows.objections import SOURCE_REPLY_DAYS, SUBJECT_FILING_DAYS
+from credgate.gateway.workflows.objections import SOURCE_REPLY_DAYS, SUBJECT_FILING_DAYS
 
 _CLOSED_NEXT = {
     obj_pb2.OBJECTION_STATE_CORRECTED_IN_INDEX: "none: the gateway's index was corrected",

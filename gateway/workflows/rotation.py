@@ -13,8 +13,8 @@ writers used: ``details_context(table, workflow_id)`` (``Sealer.seal``) and
 
 from __future__ import annotations
 
-from gateway.storage.reencrypt import EncryptedColumn
-from gateway.workflows.models import (
+from credgate.gateway.storage.reencrypt import EncryptedColumn
+from credgate.gateway.workflows.models import (
     ObjectionRow,
     RepairApplicationRow,
     WorkflowStepRow,

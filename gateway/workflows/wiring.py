@@ -27,32 +27,32 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 
 import grpc
-from credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
-from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
-from credit_repair.v1 import vocabulary_pb2 as vocab
 
-from adapters.base import SourceAdapter, SourceConfig
-from adapters.catalog import build_adapter
-from consent.register import ConsentRegister
-from gateway.audit_trail import AuditTrail
-from gateway.disclosure import DisclosureGate
-from gateway.engine.query import QueryEngine
-from gateway.institution import Institution
-from gateway.protection.cipher import FieldCipher
-from gateway.protection.page_tokens import PageTokens
-from gateway.protection.tokens import SubjectTokenizer
-from gateway.server import GatewayServer
-from gateway.storage.database import Database
-from gateway.storage.fact_index import FactIndex
-from gateway.workdays import WorkdayCalendar
-from gateway.workflows.application_service import RepairApplicationServicer
-from gateway.workflows.applications import ApplicationWorkflow
-from gateway.workflows.callers import Callers
-from gateway.workflows.common import Changes, Sealer
-from gateway.workflows.objection_service import ObjectionServicer
-from gateway.workflows.objection_store import ObjectionStore
-from gateway.workflows.objections import ObjectionWorkflow
-from gateway.workflows.outbox import DEFAULT_POLL_SECONDS, LEASE_SECONDS, Outbox
+from credgate.adapters.base import SourceAdapter, SourceConfig
+from credgate.adapters.catalog import build_adapter
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.register import ConsentRegister
+from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.disclosure import DisclosureGate
+from credgate.gateway.engine.query import QueryEngine
+from credgate.gateway.institution import Institution
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.server import GatewayServer
+from credgate.gateway.storage.database import Database
+from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.workdays import WorkdayCalendar
+from credgate.gateway.workflows.application_service import RepairApplicationServicer
+from credgate.gateway.workflows.applications import ApplicationWorkflow
+from credgate.gateway.workflows.callers import Callers
+from credgate.gateway.workflows.common import Changes, Sealer
+from credgate.gateway.workflows.objection_service import ObjectionServicer
+from credgate.gateway.workflows.objection_store import ObjectionStore
+from credgate.gateway.workflows.objections import ObjectionWorkflow
+from credgate.gateway.workflows.outbox import DEFAULT_POLL_SECONDS, LEASE_SECONDS, Outbox
 
 OBJECTION_SERVICE = "credit_repair.v1.ObjectionService"
 REPAIR_APPLICATION_SERVICE = "credit_repair.v1.RepairApplicationService"

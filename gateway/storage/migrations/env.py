@@ -11,11 +11,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import audit.store_models  # noqa: F401  (registers the audit tables on Base.metadata)
-import gateway.reconciliation.models  # (registers the reconciliation tables on Base.metadata)
-import gateway.sync.models  # noqa: F401  (registers the sync tables on Base.metadata)
-from gateway.storage.models import Base
-from gateway.workflows import models as workflow_models  # noqa: F401  (workflow tables)
+# Importing these registers their tables on Base.metadata.
+import credgate.audit.store_models
+import credgate.gateway.reconciliation.models
+import credgate.gateway.sync.models  # noqa: F401
+from credgate.gateway.storage.models import Base
+from credgate.gateway.workflows import models as workflow_models  # noqa: F401  (workflow tables)
 
 target_metadata = Base.metadata
 

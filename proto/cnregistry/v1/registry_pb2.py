@@ -28,7 +28,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63nregistry/
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cnregistry.v1.registry_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credgate.api.cnregistry.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025cn.registry.credit.v1P\001Z>github.com/credgate/credgate/gen/go/cnregistry/v1;cnregistryv1'

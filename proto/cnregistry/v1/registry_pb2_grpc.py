@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from cnregistry.v1 import registry_pb2 as cnregistry_dot_v1_dot_registry__pb2
+from credgate.api.cnregistry.v1 import registry_pb2 as cnregistry_dot_v1_dot_registry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -14,7 +14,7 @@ Conventions of this API (deliberately unlike credit_repair.v1):
   says whether the registry could be reached.
 """
 
-from cnregistry.v1 import registry_pb2 as _registry_pb2
+from credgate.api.cnregistry.v1 import registry_pb2 as _registry_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

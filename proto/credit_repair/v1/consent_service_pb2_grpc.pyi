@@ -6,7 +6,7 @@ Consent grants: the subject's signed permission for one institution to query the
 """
 
 from collections import abc as _abc
-from credit_repair.v1 import consent_service_pb2 as _consent_service_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as _consent_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -7,7 +7,7 @@ working-day deadlines. See docs/workflows.md.
 """
 
 from collections import abc as _abc
-from credit_repair.v1 import objection_service_pb2 as _objection_service_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2 as _objection_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -5,7 +5,7 @@ Provider sync: data providers push the facts they hold, as they change, so the g
 answer from a current index instead of asking every source every time. See docs/sync.md.
 """
 
-from credit_repair.v1 import report_pb2 as _report_pb2
+from credgate.api.credit_repair.v1 import report_pb2 as _report_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from credit_repair.v1 import provider_sync_service_pb2 as credit__repair_dot_v1_dot_provider__sync__service__pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as credit__repair_dot_v1_dot_provider__sync__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

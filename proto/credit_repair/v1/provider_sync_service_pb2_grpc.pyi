@@ -6,7 +6,7 @@ answer from a current index instead of asking every source every time. See docs/
 """
 
 from collections import abc as _abc
-from credit_repair.v1 import provider_sync_service_pb2 as _provider_sync_service_pb2
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as _provider_sync_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -4,7 +4,7 @@ isort:skip_file
 Reconciliation: where the sources contradict each other, for the operators who must fix it."""
 
 from collections import abc as _abc
-from credit_repair.v1 import report_pb2 as _report_pb2
+from credgate.api.credit_repair.v1 import report_pb2 as _report_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message

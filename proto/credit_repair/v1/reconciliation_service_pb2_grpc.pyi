@@ -4,7 +4,7 @@ isort:skip_file
 Reconciliation: where the sources contradict each other, for the operators who must fix it."""
 
 from collections import abc as _abc
-from credit_repair.v1 import reconciliation_service_pb2 as _reconciliation_service_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as _reconciliation_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -6,7 +6,7 @@ unusual access (issue 4; docs/audit.md).
 """
 
 from collections import abc as _abc
-from credit_repair.v1 import regulator_service_pb2 as _regulator_service_pb2
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as _regulator_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

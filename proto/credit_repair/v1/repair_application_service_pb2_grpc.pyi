@@ -8,7 +8,7 @@ See docs/workflows.md.
 """
 
 from collections import abc as _abc
-from credit_repair.v1 import repair_application_service_pb2 as _repair_application_service_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as _repair_application_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -4,7 +4,7 @@ isort:skip_file
 The real-time repair-status query."""
 
 from collections import abc as _abc
-from credit_repair.v1 import repair_status_service_pb2 as _repair_status_service_pb2
+from credgate.api.credit_repair.v1 import repair_status_service_pb2 as _repair_status_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

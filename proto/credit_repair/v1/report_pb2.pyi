@@ -4,7 +4,7 @@ isort:skip_file
 The repair-status report: what credgate answers about one subject, with provenance."""
 
 from collections import abc as _abc
-from credit_repair.v1 import vocabulary_pb2 as _vocabulary_pb2
+from credgate.api.credit_repair.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

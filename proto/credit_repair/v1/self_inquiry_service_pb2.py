@@ -22,16 +22,16 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from credit_repair.v1 import audit_pb2 as credit__repair_dot_v1_dot_audit__pb2
-from credit_repair.v1 import consent_service_pb2 as credit__repair_dot_v1_dot_consent__service__pb2
-from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
+from credgate.api.credit_repair.v1 import audit_pb2 as credit__repair_dot_v1_dot_audit__pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as credit__repair_dot_v1_dot_consent__service__pb2
+from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+credit_repair/v1/self_inquiry_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a&credit_repair/v1/consent_service.proto\x1a\"credit_repair/v1/input_rules.proto\"~\n\x16ListOwnConsentsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\"b\n\x17ListOwnConsentsResponse\x12.\n\x06grants\x18\x01 \x03(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x16ListOwnAccessesRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"k\n\x17ListOwnAccessesResponse\x12\x37\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32%.credit_repair.v1.SubjectAccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x01\n\x12SelfInquiryService\x12\x66\n\x0fListOwnConsents\x12(.credit_repair.v1.ListOwnConsentsRequest\x1a).credit_repair.v1.ListOwnConsentsResponse\x12\x66\n\x0fListOwnAccesses\x12(.credit_repair.v1.ListOwnAccessesRequest\x1a).credit_repair.v1.ListOwnAccessesResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.self_inquiry_service_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credgate.api.credit_repair.v1.self_inquiry_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'

@@ -4,8 +4,8 @@ isort:skip_file
 Self-inquiry (measures Art. 15): what a subject may see about themself, beyond the report."""
 
 from collections import abc as _abc
-from credit_repair.v1 import audit_pb2 as _audit_pb2
-from credit_repair.v1 import consent_service_pb2 as _consent_service_pb2
+from credgate.api.credit_repair.v1 import audit_pb2 as _audit_pb2
+from credgate.api.credit_repair.v1 import consent_service_pb2 as _consent_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers

@@ -4,7 +4,7 @@ isort:skip_file
 Self-inquiry (measures Art. 15): what a subject may see about themself, beyond the report."""
 
 from collections import abc as _abc
-from credit_repair.v1 import self_inquiry_service_pb2 as _self_inquiry_service_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as _self_inquiry_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
+from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
@@ -30,7 +30,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*credit_repair/v1/
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.signing_key_service_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credgate.api.credit_repair.v1.signing_key_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'

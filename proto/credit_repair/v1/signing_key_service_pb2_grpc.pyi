@@ -4,7 +4,7 @@ isort:skip_file
 The gateway's report-signing public keys, so institutions can verify signed reports."""
 
 from collections import abc as _abc
-from credit_repair.v1 import signing_key_service_pb2 as _signing_key_service_pb2
+from credgate.api.credit_repair.v1 import signing_key_service_pb2 as _signing_key_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

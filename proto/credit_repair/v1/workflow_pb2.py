@@ -30,7 +30,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63redit_repa
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit_repair.v1.workflow_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credgate.api.credit_repair.v1.workflow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
