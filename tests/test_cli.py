@@ -98,6 +98,19 @@ def test_top_level_help_in_a_real_process_lists_commands_and_exit_codes() -> Non
     assert "3  refused by the gateway" in out
 
 
+def test_version_in_a_real_process_is_the_installed_distributions() -> None:
+    """``credgate --version`` reports what pip installed (pyproject.toml's version), exit 0."""
+    import tomllib
+    from importlib import metadata
+
+    code, out, _ = asyncio.run(_credgate("--version"))
+    assert code == 0
+    installed = metadata.version("credgate")
+    assert out.strip() == f"credgate {installed}"
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert installed == declared["project"]["version"]
+
+
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["keys", "rotate"])  # --config missing
