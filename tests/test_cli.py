@@ -3,10 +3,12 @@ output, progress on stderr, and the workspace commands working end to end."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -431,3 +433,32 @@ def test_no_progress_wins_even_on_a_terminal() -> None:
     with Progress("x", 3, stream=stream, enabled=False) as progress:
         progress.advance(3)
     assert stream.getvalue() == ""
+
+
+def test_every_progress_flag_is_the_shared_one_off_by_default_off_a_terminal() -> None:
+    """Every command's ``--progress`` (enumerated from the parser, so a new one cannot escape)
+    is ``gateway.progress``'s: default None (terminal only), ``--progress`` / ``--no-progress``."""
+    found = []
+    for words, parser in iter_commands(build_parser()):
+        for action in parser._actions:
+            if "--progress" in action.option_strings:
+                found.append(" ".join(words))
+                assert isinstance(action, argparse.BooleanOptionalAction), words
+                assert action.default is None, words
+                assert "--no-progress" in action.option_strings, words
+    assert {"keys rotate", "keys reencrypt", "audit export", "audit verify", "bench"} <= set(
+        found
+    )
+
+
+def test_only_gateway_progress_draws_in_place() -> None:
+    """A carriage return redraws a line: only ``gateway.progress`` may write one, and it does so
+    only on a terminal (tests above). Any other module writing ``\\r`` to a stream fails here."""
+    drawing = re.compile(r"""(?:print|write)\(\(?f?["']\\r""")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("gateway", "audit", "bench", "adapters", "consent", "scripts")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if drawing.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == ["gateway/progress.py"]
