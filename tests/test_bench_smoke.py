@@ -228,5 +228,3 @@ def test_seeding_progress_is_the_shared_one_silent_off_a_terminal_unless_asked()
     with Progress("seeding", 100, enabled=BenchSettings().progress, stream=stream) as progress:
         progress.update(100)
     assert stream.getvalue() == ""
-
-

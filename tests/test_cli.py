@@ -446,9 +446,7 @@ def test_every_progress_flag_is_the_shared_one_off_by_default_off_a_terminal() -
                 assert isinstance(action, argparse.BooleanOptionalAction), words
                 assert action.default is None, words
                 assert "--no-progress" in action.option_strings, words
-    assert {"keys rotate", "keys reencrypt", "audit export", "audit verify", "bench"} <= set(
-        found
-    )
+    assert {"keys rotate", "keys reencrypt", "audit export", "audit verify", "bench"} <= set(found)
 
 
 def test_only_gateway_progress_draws_in_place() -> None:
@@ -462,3 +460,97 @@ def test_only_gateway_progress_draws_in_place() -> None:
         if drawing.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == ["gateway/progress.py"]
+
+
+# -- every --json prints JSON ------------------------------------------------------------------
+
+# How to run each command that takes --json in the test setup, with placeholders filled in from
+# one workspace (``credgate init``) and the running test gateway. The set of commands is checked
+# against the parser, so a new --json command fails ``test_every_json_command_has_a_recipe``
+# until it is added here, and is then run and parsed by one of the two tests below.
+_OFFLINE_JSON: dict[str, list[str]] = {
+    "init": ["init", "--dir", "{ws}"],
+    "scenarios": ["scenarios"],
+    "pki init": ["pki", "init", "--dir", "{pki}"],
+    "pki issue": ["pki", "issue", "--dir", "{pki}", "--institution", "x", "--role", "regulator"],
+    "pki revoke": ["pki", "revoke", "--dir", "{pki}", "--institution", "x"],
+    "keys init": ["keys", "init", "--path", "{tmp}/other-keyring.json"],
+    "db status": ["db", "status", "--config", "{config}"],  # exit 1: not migrated yet
+    "db upgrade": ["db", "upgrade", "--config", "{config}"],
+    "keys rotate": ["keys", "rotate", "--config", "{config}"],
+    "keys add": ["keys", "add", "--config", "{config}"],
+    "keys promote": ["keys", "promote", "{primary}", "--config", "{config}"],
+    "keys reencrypt": ["keys", "reencrypt", "--config", "{config}"],
+    "keys rotate-signing": ["keys", "rotate-signing", "--config", "{config}"],
+    "audit checkpoint": ["audit", "checkpoint", "--config", "{config}"],
+    "audit query": ["audit", "query", "--config", "{config}"],
+    "audit export": ["audit", "export", "--config", "{config}"],  # JSON Lines: its format
+    "audit verify": ["audit", "verify", "--config", "{config}"],
+    "audit report": ["audit", "report", "--config", "{config}"],
+    "audit acknowledge-rollback": [
+        *("audit", "acknowledge-rollback", "--config", "{config}", "--dry-run"),
+    ],
+    "reconcile": ["reconcile", "--config", "{config}"],
+}
+_GATEWAY_JSON: dict[str, list[str]] = {
+    "health": ["health", "--institution", "regulator-demo"],
+    "query": [
+        *("query", OBSERVATION, "--purpose", "judicial_investigation"),
+        *("--case-reference", CASE, "--institution", "court-demo"),
+    ],
+    "objections": ["objections", "--institution", "agency-demo"],
+    "applications": ["applications", "--institution", "agency-demo"],
+}
+# ``credgate bench --json FILE`` names the results file (not a switch): tests/test_bench_smoke.py
+# parses what it writes.
+_JSON_IS_A_FILE = {"bench"}
+
+
+def _json_commands() -> set[str]:
+    return {
+        " ".join(words)
+        for words, parser in iter_commands(build_parser())
+        if any("--json" in action.option_strings for action in parser._actions)
+    }
+
+
+def _parse_json_output(name: str, out: str) -> None:
+    """stdout must be one JSON document (``audit export``: its JSON Lines format, every line)."""
+    assert out.strip(), f"credgate {name} --json printed nothing"
+    if name == "audit export":
+        for line in out.splitlines():
+            json.loads(line)
+        return
+    try:
+        json.loads(out)
+    except json.JSONDecodeError as error:
+        raise AssertionError(f"credgate {name} --json printed non-JSON: {out[:200]!r}") from error
+
+
+def test_every_json_command_has_a_recipe() -> None:
+    assert _json_commands() == set(_OFFLINE_JSON) | set(_GATEWAY_JSON) | _JSON_IS_A_FILE
+
+
+def test_every_offline_json_command_prints_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    places = {"ws": str(ws), "pki": str(tmp_path / "pki"), "tmp": str(tmp_path)}
+    places["config"] = str(ws / "gateway.toml")
+    for name, template in _OFFLINE_JSON.items():
+        if "{primary}" in template:
+            places["primary"] = Keyring.load(ws / "keyring.json").primary_key_id
+        argv = [part.format(**places) for part in template]
+        code, out, err = _run(capsys, *argv, "--json")
+        assert code in (0, 1), f"credgate {name}: exit {code}: {err}"
+        _parse_json_output(name, out)
+
+
+async def test_every_gateway_json_command_prints_json(gateway: RunningGateway) -> None:
+    common = ["--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory)]
+    results = await asyncio.gather(
+        *(_credgate(*argv, *common, "--json") for argv in _GATEWAY_JSON.values())
+    )
+    for name, (code, out, err) in zip(_GATEWAY_JSON, results, strict=True):
+        assert code == 0, f"credgate {name}: exit {code}: {err}"
+        _parse_json_output(name, out)
