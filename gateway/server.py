@@ -6,8 +6,8 @@ must chain to the configured CA) and two interceptors that every server needs, w
 serves: telemetry first (a span and metrics per call, ``gateway.telemetry``; outermost so it
 sees each call's final status and covers the catch-all's log line), then the request
 interceptor (request ids, rich errors, catch-all). It answers the standard health and
-reflection services (reflection as ``grpc.reflection.v1`` and ``v1alpha``, ``gateway.reflection``) so
-load balancers and ``grpcurl`` work out of the box.
+reflection services (reflection as both ``grpc.reflection.v1`` and ``v1alpha``,
+``gateway.reflection``) so load balancers and ``grpcurl`` work out of the box.
 
 Connections and streams are bounded (``[connections]``, ``gateway.connection_limits``): how many
 connections, streams per connection, idle time and age (so a connection's client certificate
