@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -554,3 +555,51 @@ async def test_every_gateway_json_command_prints_json(gateway: RunningGateway) -
     for name, (code, out, err) in zip(_GATEWAY_JSON, results, strict=True):
         assert code == 0, f"credgate {name}: exit {code}: {err}"
         _parse_json_output(name, out)
+
+
+# -- the README lists every command and every dependency ---------------------------------------
+
+
+def test_readme_lists_every_command_the_parser_has() -> None:
+    """The README's command list is generated from the parser; a new or renamed command without
+    ``scripts/gen_cli_docs.py`` rerun fails here."""
+    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts/gen_cli_docs.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert generator.render() in readme, "run .venv/bin/python scripts/gen_cli_docs.py"
+    listed = set(re.findall(r"^credgate ([a-z -]+?)\s{2,}", readme, re.MULTILINE))
+    runnable = {" ".join(words) for words, parser in iter_commands(build_parser())}
+    groups = {" ".join(words[:-1]) for words, _ in iter_commands(build_parser()) if len(words) > 1}
+    assert listed == runnable - groups
+
+
+def _dependency_names(requirements: list[str]) -> list[str]:
+    return [re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0] for requirement in requirements]
+
+
+def test_readme_justifies_every_dependency_in_pyproject() -> None:
+    """Every runtime (and dev) dependency in pyproject.toml has a row with a reason in the
+    README's "Dependencies and why" table: a new dependency without one fails here."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not line.startswith("|--") and "| why |" not in line
+    ]
+    named: dict[str, str] = {}
+    for first, reason, *_ in rows:
+        for name in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", first.removeprefix("dev:")):
+            named[name.lower()] = reason
+    wanted = [
+        *_dependency_names(project["dependencies"]),
+        *_dependency_names(project["optional-dependencies"]["dev"]),
+    ]
+    missing = [name for name in wanted if not named.get(name.lower())]
+    assert not missing, f"add these to README.md's 'Dependencies and why' table: {missing}"
