@@ -25,7 +25,7 @@ from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
 from credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
 
-from adapters.catalog import build_adapter
+from adapters.catalog import build_adapters
 from audit import AuditLog, load_or_create_signer
 from audit.checkpoints import PeriodicCheckpointer
 from audit.keys import KEY_FILE_NAME
@@ -145,7 +145,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     fact_index = FactIndex(database, cipher)
     workflows = Workflows(database, cipher, id_key=workflow_id_key(keyring.subject_token_key))
     engine = QueryEngine(
-        [build_adapter(source) for source in config.sources],
+        build_adapters(config.sources),
         fact_index,
         breaker_settings=BreakerSettings(
             failure_threshold=config.breaker.failure_threshold,

@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.mocks",
     "tests.fixtures.logging_state",
+    # The adapter conformance kit's fixtures: opt-in, as in any project that uses the kit.
+    "adapters.testing",
 ]

@@ -151,7 +151,7 @@ def test_kit_fails_an_adapter_that_breaks_the_seam(
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", adapter))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "adapters.testing.plugin", "-k", selection,
+        "-p", "adapters.testing", "-k", selection,
         "-p", "no:cacheprovider",
     )
     outcomes = result.parseoutcomes()
@@ -164,7 +164,7 @@ def test_kit_passes_the_same_adapter_unbroken(pytester: pytest.Pytester) -> None
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", "TaxAdapter"))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "adapters.testing.plugin", "-p", "no:cacheprovider",
+        "-p", "adapters.testing", "-p", "no:cacheprovider",
         "-k", "malformed or cancelled or latency or scenario",
     )
     result.assert_outcomes(passed=len(tax_mock.VARIANTS) + 2 + len(SCENARIO_NAMES))

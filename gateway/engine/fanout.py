@@ -271,6 +271,11 @@ def _stamped(
     out.stale = False
     out.provenance.source_id = config.source_id
     out.provenance.source_kind = kind
+    # The configured kind by name: for a plugin's kind (SOURCE_KIND_OTHER) the only name it has.
+    out.source_kind_name = config.kind
+    for provenance in (out.provenance, *(c.provenance for c in out.cases),
+                       *(r.provenance for r in out.records)):
+        provenance.source_kind_name = config.kind
     if not out.provenance.HasField("fetched_at"):
         out.provenance.fetched_at.FromDatetime(dt.datetime.now(dt.UTC))
     return out

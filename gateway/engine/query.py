@@ -43,6 +43,7 @@ from gateway.engine.minimize import minimize, minimize_contradictions
 from gateway.identity_number import is_canonical_shape
 from gateway.protection.unreadable import RecordUnreadable
 from gateway.storage.index_writes import IndexedFacts
+from gateway.sync.settings import source_kind_name
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -118,7 +119,10 @@ class QueryEngine:
         self._adapters = tuple(adapters)
         self._by_id = {a.config.source_id: a for a in self._adapters}
         self._push = {
-            p.source_id: (SourceConfig(p.source_id, "provider", "", p.display_name), p.source_kind)
+            p.source_id: (
+                SourceConfig(p.source_id, source_kind_name(p.source_kind), "", p.display_name),
+                p.source_kind,
+            )
             for p in pushing
         }
         self._consistency = consistency or cm.ConsistencySettings()

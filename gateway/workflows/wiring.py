@@ -32,7 +32,7 @@ from credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credit_repair.v1 import vocabulary_pb2 as vocab
 
 from adapters.base import SourceAdapter, SourceConfig
-from adapters.catalog import build_adapter
+from adapters.catalog import build_adapters
 from consent.register import ConsentRegister
 from gateway.audit_trail import AuditTrail
 from gateway.disclosure import DisclosureGate
@@ -110,7 +110,7 @@ class Workflows:
         watch_poll_seconds: float = 1.0,
     ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
         """Make both servicers (``providers``: data provider institution id → source id)."""
-        self.adapters = {s.source_id: build_adapter(s) for s in sources}
+        self.adapters = {a.config.source_id: a for a in build_adapters(sources)}
         callers = Callers(tokenizer, consents, audit, clock=self.clock)
         gate = DisclosureGate(consents, audit, clock=self.clock)
         objections = ObjectionWorkflow(
