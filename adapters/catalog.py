@@ -132,8 +132,8 @@ def load_factory(kind: AdapterKind) -> AdapterFactory:
         ) from None
     if not callable(target):
         raise AdapterPluginError(
-            f"{kind.describe()} is a {type(target).__name__}, not an adapter factory "
-            "(a SourceAdapter class, or a callable taking a SourceConfig)"
+            f"{kind.describe()} is an object of type {type(target).__name__}, not an adapter "
+            "factory (a SourceAdapter class, or a callable taking a SourceConfig)"
         )
     if isinstance(target, type):
         missing = [name for name in _ADAPTER_MEMBERS if not hasattr(target, name)]
@@ -169,7 +169,7 @@ def build_adapter(
         ) from None
     if not isinstance(adapter, SourceAdapter):
         raise AdapterPluginError(
-            f"source {config.source_id!r}: {kind.describe()} returned a "
+            f"source {config.source_id!r}: {kind.describe()} returned an object of type "
             f"{type(adapter).__name__}, not a SourceAdapter"
         )
     return adapter

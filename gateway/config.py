@@ -286,10 +286,6 @@ KEY_DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "sources": {
         "source_id": "Stable id, shown in provenance and audit entries.",
-        "kind": "Which adapter speaks to it: the name of a `credgate.adapters` entry point. "
-        "Built in: `disclosure_platform`, `credit_registry`, `court`, `bank`, `tax`, "
-        "`social_insurance`, `market_supervision`; an installed adapter package adds its own "
-        "(docs/writing-an-adapter.md).",
         "endpoint": "Where the source answers (URL, or host:port for gRPC sources).",
         "display_name": "Human-readable name.",
         "timeout_seconds": "Wall-clock budget for one lookup, retries included.",
