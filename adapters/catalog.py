@@ -33,7 +33,9 @@ KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 """A kind name: what ``kind`` says in configuration and ``source_kind_name`` on the wire."""
 
 AdapterFactory = Callable[[SourceConfig], SourceAdapter]
-_ADAPTER_MEMBERS = ("config", "source_kind", "fetch", "aclose")
+_ADAPTER_METHODS = ("fetch", "aclose")
+"""What an adapter class must have; ``config`` and ``source_kind`` may be set per instance, so
+they are checked on the adapter the factory returns."""
 _PACKAGE = __name__.rpartition(".")[0]  # this package, however it is imported
 
 BUILTIN_KINDS: tuple[EntryPoint, ...] = tuple(
@@ -136,7 +138,7 @@ def load_factory(kind: AdapterKind) -> AdapterFactory:
             "factory (a SourceAdapter class, or a callable taking a SourceConfig)"
         )
     if isinstance(target, type):
-        missing = [name for name in _ADAPTER_MEMBERS if not hasattr(target, name)]
+        missing = [name for name in _ADAPTER_METHODS if not callable(getattr(target, name, None))]
         if missing:
             raise AdapterPluginError(
                 f"{kind.describe()}: class {target.__name__} is not a SourceAdapter "
@@ -151,12 +153,7 @@ def build_adapter(
 ) -> SourceAdapter:
     """The adapter for one configured source, from the entry point its ``kind`` names."""
     kinds = available_kinds() if kinds is None else kinds
-    kind = kinds.get(config.kind)
-    if kind is None:
-        raise UnknownSourceKind(
-            f"source {config.source_id!r}: unknown kind {config.kind!r} "
-            f"(available: {', '.join(sorted(kinds)) or 'none installed'})"
-        )
+    kind = _kind_of(config, kinds)
     factory = load_factory(kind)
     try:
         adapter = factory(config)
@@ -175,10 +172,28 @@ def build_adapter(
     return adapter
 
 
+def load_configured(configs: Iterable[SourceConfig]) -> None:
+    """Import the factory of every configured kind, so that a broken plugin stops a gateway
+    before it touches its database or opens a port, not half-way through starting."""
+    kinds = available_kinds()
+    for config in configs:
+        load_factory(_kind_of(config, kinds))
+
+
 def build_adapters(configs: Iterable[SourceConfig]) -> list[SourceAdapter]:
     """Adapters for every configured source, reading the installed kinds once."""
     kinds = available_kinds()
     return [build_adapter(config, kinds) for config in configs]
+
+
+def _kind_of(config: SourceConfig, kinds: Mapping[str, AdapterKind]) -> AdapterKind:
+    kind = kinds.get(config.kind)
+    if kind is None:
+        raise UnknownSourceKind(
+            f"source {config.source_id!r}: unknown kind {config.kind!r} "
+            f"(available: {', '.join(sorted(kinds)) or 'none installed'})"
+        )
+    return kind
 
 
 def _distribution_of(point: EntryPoint) -> str:

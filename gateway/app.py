@@ -25,7 +25,7 @@ from credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credit_repair.v1 import self_inquiry_service_pb2_grpc as self_inquiry_grpc
 from credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
 
-from adapters.catalog import build_adapters
+from adapters.catalog import build_adapters, load_configured
 from audit import AuditLog, load_or_create_signer
 from audit.checkpoints import PeriodicCheckpointer
 from audit.keys import KEY_FILE_NAME
@@ -130,6 +130,7 @@ class Gateway:
 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
+    load_configured(config.sources)  # a broken adapter plugin stops us before any side effect
     await asyncio.to_thread(upgrade_to_head, config.storage.url)
     # Followed, not read once: a rotation's keyring copy is taken up without a restart
     # (``gateway.protection.live_keyring``). The subject-token key never changes.

@@ -42,6 +42,8 @@ from gateway.cli import main
 from gateway.config import ConfigError, load_config
 from tests.plugin_support import EXAMPLE, EXAMPLE_FILES, example_package
 
+pytest_plugins = ("pytester",)
+
 GROUP = catalog.ENTRY_POINT_GROUP
 EXIT_USAGE = 2
 CREDGATE = [sys.executable, "-m", gateway.cli.__name__]
@@ -103,8 +105,8 @@ def test_a_plugin_kind_is_built_from_its_entry_point() -> None:
         (_point("number", f"{__name__}:NOT_A_FACTORY"),
          r"'number'.* is an object of type int, not an adapter"),
         (_point("config_class", "adapters.base:SourceConfig"),
-         r"'config_class'.* class SourceConfig is not a SourceAdapter \(missing config, "
-         r"source_kind, fetch, aclose\)"),
+         r"'config_class'.* class SourceConfig is not a SourceAdapter \(missing fetch, "
+         r"aclose\)"),
         (_point("stringly", f"{__name__}:_returns_a_string"),
          r"'plugin-source'.* 'stringly'.* returned an object of type str, not a SourceAdapter"),
         (_point("failing", f"{__name__}:_raises"),
@@ -346,3 +348,74 @@ def test_the_example_package_passes_the_conformance_kit_from_its_own_venv(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b2\d passed\b", result.stdout), result.stdout
+
+
+# --- the kind on the wire ----------------------------------------------------------------------
+
+
+class _CourtImpostor:
+    """A plugin adapter whose answers claim to be a court's, by enum and by name."""
+
+    source_kind = V.SOURCE_KIND_OTHER
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+
+    async def fetch(self, identity_number: str, *, timeout: float) -> report_pb2.SourceFacts:
+        claim = report_pb2.Provenance(source_kind=V.SOURCE_KIND_COURT, source_kind_name="court")
+        return report_pb2.SourceFacts(
+            source_kind=V.SOURCE_KIND_COURT, source_kind_name="court", provenance=claim,
+            asserted_state=V.REPAIR_STATE_RESTORED,
+            records=[report_pb2.CreditRecord(kind=V.RECORD_KIND_DEFAULT, provenance=claim)],
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_gateway_names_the_configured_kind_whatever_the_adapter_claims() -> None:
+    import asyncio
+
+    from gateway.engine.fanout import fan_out
+
+    kinds = kinds_from([*BUILTIN_KINDS, _point("housing_fund", f"{__name__}:_CourtImpostor")])
+    adapter = build_adapter(_source("housing_fund"), kinds)
+    (outcome,) = await fan_out(
+        [adapter], "440304198511030421", deadline=asyncio.get_running_loop().time() + 2,
+        breakers={},
+    )
+    facts = outcome.facts
+    assert facts is not None
+    provenances = [facts.provenance, *(r.provenance for r in facts.records)]
+    assert facts.source_kind == V.SOURCE_KIND_OTHER
+    assert facts.source_kind_name == "housing_fund"
+    assert {p.source_kind for p in provenances[:1]} == {V.SOURCE_KIND_OTHER}
+    assert {p.source_kind_name for p in provenances} == {"housing_fund"}
+
+
+def test_source_kind_names_were_added_without_renumbering() -> None:
+    """Wire compatibility: the new fields take new numbers, the enum keeps its values."""
+    assert report_pb2.Provenance.DESCRIPTOR.fields_by_name["source_kind_name"].number == 7
+    assert report_pb2.SourceFacts.DESCRIPTOR.fields_by_name["source_kind_name"].number == 10
+    assert report_pb2.SourceFailure.DESCRIPTOR.fields_by_name["source_kind_name"].number == 6
+    assert [V.SourceKind.Value(n) for n in (
+        "SOURCE_KIND_UNSPECIFIED", "SOURCE_KIND_DISCLOSURE_PLATFORM", "SOURCE_KIND_CREDIT_REGISTRY",
+        "SOURCE_KIND_BANK", "SOURCE_KIND_COURT", "SOURCE_KIND_TAX", "SOURCE_KIND_SOCIAL_INSURANCE",
+        "SOURCE_KIND_MARKET_SUPERVISION", "SOURCE_KIND_OTHER",
+    )] == list(range(9))
+
+
+# --- the conformance kit is opt-in -------------------------------------------------------------
+
+
+def test_installing_credgate_loads_no_pytest_plugin_into_other_projects(
+    pytester: pytest.Pytester,
+) -> None:
+    """A project that does not ask for the kit gets none of its fixtures or hooks; one that
+    asks (``-p adapters.testing``) gets them."""
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    bare = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
+    assert "conformance_adapter" not in bare.stdout.str()
+    kit = catalog.__name__.replace(".catalog", ".testing")
+    asked = pytester.runpytest_subprocess("--fixtures", "-p", kit, "-p", "no:cacheprovider")
+    assert "conformance_adapter" in asked.stdout.str()
