@@ -41,6 +41,7 @@ from consent.policy import ALL_CATEGORIES
 from gateway.decided_write import decided_write
 from gateway.engine.containment import contained
 from gateway.engine.query import QueryEngine
+from gateway.engine.stamping import stamped
 from gateway.errors import GatewayError
 from gateway.storage.database import Database
 from gateway.workdays import WorkdayCalendar, beijing_date
@@ -410,13 +411,12 @@ class ApplicationWorkflow:
                     budget=self._timeout,
                     source_id=source_id,
                 )
-                updated.append(
-                    await contained(
-                        adapter.fetch(number, timeout=self._timeout),
-                        budget=self._timeout,
-                        source_id=source_id,
-                    )
+                fetched = await contained(
+                    adapter.fetch(number, timeout=self._timeout),
+                    budget=self._timeout,
+                    source_id=source_id,
                 )
+                updated.append(stamped(fetched, adapter.config, adapter.source_kind))
             except CorrectionRefused:
                 skipped.append(source_id)
             except SourceError as exc:
