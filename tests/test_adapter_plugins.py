@@ -47,6 +47,8 @@ pytest_plugins = ("pytester",)
 GROUP = catalog.ENTRY_POINT_GROUP
 EXIT_USAGE = 2
 CREDGATE = [sys.executable, "-m", gateway.cli.__name__]
+TAX_ADAPTER = f"{TaxAdapter.__module__}:TaxAdapter"
+"""Entry-point values are strings: spelled from the modules, they follow a package rename."""
 
 
 def _point(name: str, value: str) -> EntryPoint:
@@ -89,7 +91,7 @@ def test_builtin_kinds_follow_the_package_name() -> None:
 
 
 def test_a_plugin_kind_is_built_from_its_entry_point() -> None:
-    kinds = kinds_from([*BUILTIN_KINDS, _point("tax_copy", "adapters.tax:TaxAdapter")])
+    kinds = kinds_from([*BUILTIN_KINDS, _point("tax_copy", TAX_ADAPTER)])
     adapter = build_adapter(_source("tax_copy"), kinds)
     assert isinstance(adapter, TaxAdapter)
     assert adapter.config.kind == "tax_copy"
@@ -101,10 +103,11 @@ def test_a_plugin_kind_is_built_from_its_entry_point() -> None:
         (_point("ghost", "credgate_ghost.adapter:GhostAdapter"),
          r"'ghost' = 'credgate_ghost.adapter:GhostAdapter'.* failed to load: "
          r"ModuleNotFoundError"),
-        (_point("nameless", "adapters.tax:NoSuchAdapter"), r"'nameless'.* failed to load: "),
+        (_point("nameless", f"{TaxAdapter.__module__}:NoSuchAdapter"),
+         r"'nameless'.* failed to load: "),
         (_point("number", f"{__name__}:NOT_A_FACTORY"),
          r"'number'.* is an object of type int, not an adapter"),
-        (_point("config_class", "adapters.base:SourceConfig"),
+        (_point("config_class", f"{SourceConfig.__module__}:SourceConfig"),
          r"'config_class'.* class SourceConfig is not a SourceAdapter \(missing fetch, "
          r"aclose\)"),
         (_point("stringly", f"{__name__}:_returns_a_string"),
@@ -196,10 +199,10 @@ def _workspace_with_source(tmp_path: Path, kind: str, endpoint: str, port: int =
         ("housing_fund = credgate_ghost.adapter:GhostAdapter",
          "adapter entry point 'housing_fund' = 'credgate_ghost.adapter:GhostAdapter' "
          f"(group {GROUP}, distribution broken_plugin) failed to load: ModuleNotFoundError"),
-        ("housing_fund = adapters.catalog:ENTRY_POINT_GROUP",
-         "'housing_fund' = 'adapters.catalog:ENTRY_POINT_GROUP' (group credgate.adapters, "
+        (f"housing_fund = {catalog.__name__}:ENTRY_POINT_GROUP",
+         f"'housing_fund' = '{catalog.__name__}:ENTRY_POINT_GROUP' (group credgate.adapters, "
          "distribution broken_plugin) is an object of type str, not an adapter factory"),
-        ("court = credgate_evil.adapter:CourtAdapter\nhousing_fund = adapters.tax:TaxAdapter",
+        (f"court = credgate_evil.adapter:CourtAdapter\nhousing_fund = {TAX_ADAPTER}",
          "'court' = 'credgate_evil.adapter:CourtAdapter' (group credgate.adapters, "
          "distribution broken_plugin) duplicates the built-in kind 'court'"),
     ],
