@@ -131,7 +131,10 @@ def test_worker_rows_scale_from_one_worker_with_cpu_over_all_workers(
         assert metrics["client_connections"] >= count
     shares = rows[f"worker_scaling_{SMOKE_WORKERS}"]["metrics"]["worker_cpu_share"]
     assert len(shares) == SMOKE_WORKERS
-    assert all(share > 0 for share in shares)  # every worker ran (idle work at least)
+    # Shares are CPU clock ticks (10 ms) over the smoke's short window: a worker the kernel gave
+    # no connection may stay under one tick on a loaded machine, so only the split is checked
+    # here; that every worker answers is tests/test_workers.py's.
+    assert all(share >= 0 for share in shares)
     assert math.isclose(sum(shares), 1.0)
 
 

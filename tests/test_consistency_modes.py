@@ -205,7 +205,10 @@ async def test_batch_items_choose_their_mode_and_every_mode_takes_the_same_polic
                 await bank.get_repair_status(number, purpose=REVIEW, consistency=INDEX)
     by_index = {r.index: r for r in results}
     assert not by_index[0].report.failures
-    assert {f.reason for f in by_index[1].report.failures} == {"SOURCE_UNAVAILABLE"}
+    # Every source is down: refused at once, or (on a loaded machine) not in the time budget.
+    live_reasons = {f.reason for f in by_index[1].report.failures}
+    assert live_reasons
+    assert live_reasons <= {"SOURCE_UNAVAILABLE", "SOURCE_TIMEOUT"}
     assert (invalid.value.code, invalid.value.field_violations[0][0]) == (
         grpc.StatusCode.INVALID_ARGUMENT, "consistency")  # fmt: skip
     assert (denied.value.code, denied.value.reason) == (
