@@ -40,9 +40,9 @@ from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_
 from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.channel import client_channel
+from credgate.core.errors import parse_error, request_id_from_error
 from credgate.gateway.certificate_validity import Refusal, validity_refusal
-from credgate.gateway.channel import client_channel
-from credgate.gateway.errors import parse_error, request_id_from_error
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.report_signing import (
     ReportVerificationError,

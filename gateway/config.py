@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from credgate.adapters.base import SourceConfig
+from credgate.core.institution import Institution, role_from_name
 from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from credgate.gateway.engine.consistency import (
     CONSISTENCY_KEYS,
@@ -30,7 +31,6 @@ from credgate.gateway.engine.consistency import (
     NumberTable,
     parse_consistency,
 )
-from credgate.gateway.institution import Institution, role_from_name
 from credgate.gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
 from credgate.gateway.watch.settings import WATCH_KEYS, WatchSettings
 

@@ -47,10 +47,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from credgate.core.secret_files import read_secret
 from credgate.gateway.config import ConfigError, GatewayConfig, TlsConfig
 from credgate.gateway.connection_limits import ConnectionLimits
 from credgate.gateway.interceptors import RequestInterceptor
-from credgate.gateway.protection.secret_files import read_secret
 from credgate.gateway.telemetry import TelemetryInterceptor
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import pytest
 from bench.cli import main
 from bench.index_scale import Progress, synthetic_identity_numbers
 from bench.loadgen import percentile, split
-from credgate.gateway.identity_number import validate
+from credgate.core.identity_number import validate
 
 SMOKE_INDEX_SIZES = (200, 1000)
 SMOKE_WORKERS = 2

@@ -13,8 +13,8 @@ import pytest
 from google.rpc import error_details_pb2
 from sqlalchemy import exc as sa_exc
 
-from credgate.gateway import errors
-from credgate.gateway.errors import (
+from credgate.core import errors
+from credgate.core.errors import (
     GatewayError,
     build_status,
     parse_error,

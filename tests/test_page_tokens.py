@@ -29,10 +29,10 @@ from google.protobuf.message import Message
 import credgate.api.credit_repair.v1
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.errors import parse_error
+from credgate.core.institution import Institution
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import Institution
 from credgate.gateway.pki import add_institution, institution_paths
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens

@@ -9,6 +9,7 @@ Three small pieces with one job each, so that the rules about personal data live
 Nothing here logs, and no exception raised here ever contains a plaintext value.
 """
 
+from credgate.core.tokens import SubjectTokenizer, is_subject_token
 from credgate.gateway.protection.cipher import (
     CipherError,
     DecryptionError,
@@ -16,7 +17,6 @@ from credgate.gateway.protection.cipher import (
     MalformedEnvelopeError,
 )
 from credgate.gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
-from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 
 __all__ = [
     "CipherError",

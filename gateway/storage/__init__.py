@@ -10,13 +10,13 @@ Start-up order::
     await database.dispose()                  # at shutdown
 """
 
-from credgate.gateway.storage.database import Database, DatabaseURLError
+from credgate.core.storage.database import Database, DatabaseURLError
+from credgate.core.storage.issued_reports import report_digest
 from credgate.gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
-from credgate.gateway.storage.issued_reports import report_digest
 from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 
 __all__ = [

@@ -16,7 +16,7 @@ Instrumented code only ever talks to the OpenTelemetry *API* (global tracer and 
 works, at next to no cost, whether or not telemetry was set up.
 """
 
-from credgate.gateway.telemetry.instruments import (
+from credgate.core.telemetry.instruments import (
     Registration,
     observe_audit_backlog,
     observe_open_watchers,
