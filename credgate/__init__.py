@@ -2,7 +2,7 @@
 
 Everything installs under this one name, so a bank that installs credgate beside its own code
 gets no ``gateway`` or ``audit`` package of ours in its way. The repository keeps its folders
-where they are; this package links them in (docs/architecture.md, "Layers and names"; the
+where they are; this package links them in (docs/architecture.md, "Where things live"; the
 layers import one way only, which ``lint-imports`` checks):
 
 * ``credgate.gateway`` (gateway/): services, interceptors, engine, sync, workflows, CLI, app;

@@ -1,5 +1,8 @@
 """Persistence: the database, its schema and migrations, and the encrypted fact index.
 
+``Database`` and the shared tables are ``core.storage``'s (every layer uses them); this
+package adds the migrations, the fact index and re-encryption on top.
+
 Start-up order::
 
     upgrade_to_head(url)                      # sync; before the event loop or via to_thread
