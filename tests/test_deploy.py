@@ -52,6 +52,10 @@ def test_containerfile_copies_every_package_pyproject_ships() -> None:
             assert package in copied, f"deploy/Containerfile does not COPY {package}/"
         else:
             assert (ROOT / "proto" / package).is_dir()  # generated code, under proto/
+    for link in sorted((ROOT / "credgate").iterdir()):
+        if link.is_symlink():  # credgate/core -> ../core: the folder must be in the image too
+            target = link.resolve().relative_to(ROOT).as_posix()
+            assert target in copied, f"deploy/Containerfile does not COPY {target}/ ({link.name})"
 
 
 def test_containerfile_base_user_port_health_and_command() -> None:
