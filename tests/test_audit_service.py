@@ -32,7 +32,6 @@ from credgate.audit.offline import check_export, export_lines
 from credgate.audit.proof import verify_consistency, verify_inclusion
 from credgate.audit.queries import EntryFilter, list_entries
 from credgate.audit.trail import AuditTrail
-from credgate.core.errors import parse_error
 from credgate.core.institution import InstitutionRole
 from credgate.core.storage.database import Database
 from credgate.gateway.caller_identity import IdentityResolver
@@ -41,6 +40,7 @@ from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
 from credgate.gateway.server import GatewayServer
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import BASE_TIME, IDENTITY, ORIGIN, make_entry, token
 

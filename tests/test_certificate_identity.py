@@ -17,7 +17,6 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from credgate.core.errors import parse_error
 from credgate.core.institution import (
     INSTITUTION_URI_PREFIX,
     IdentityRejected,
@@ -25,6 +24,7 @@ from credgate.core.institution import (
     institution_from_certificate,
 )
 from credgate.gateway.pki import CertKeyPaths, load_certified_key
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, _crafted_client_cert, mtls_channel, running_gateway
 from tests.test_mtls import SERVICE, probe_handler
 

@@ -22,7 +22,6 @@ from credgate.adapters.mocks.population import Population, State
 from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.core.channel import client_channel
-from credgate.core.errors import parse_error
 from credgate.core.institution import InstitutionRole, RoleValue
 from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.certificate_validity import (
@@ -40,6 +39,7 @@ from credgate.gateway.pki import (
     load_certified_key,
     write_certified_key,
 )
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import EXPIRED_INSTITUTION, DevPki, mtls_channel, running_gateway
 from tests.watch_support import AS_OF, CASE, INDEX, JUDICIAL, Pusher, feed_document
 from tests.watch_support import running_gateway as running_full_gateway

@@ -28,7 +28,6 @@ from credgate.consent.register import (
     CONSENT_VALID,
     ConsentRegister,
 )
-from credgate.core.errors import parse_error
 from credgate.core.institution import InstitutionRole
 from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
@@ -39,6 +38,7 @@ from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_cert
 from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.server import GatewayServer
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_consent_register import (
     IDENTITY,

@@ -28,7 +28,6 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_p
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.queries import EntryFilter, list_entries
 from credgate.core import identity_number
-from credgate.core.errors import parse_error
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.input_rules import (
     _FORMAT_CHARACTERS,
@@ -36,6 +35,7 @@ from credgate.gateway.input_rules import (
     declared_messages,
     plan_for,
 )
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 

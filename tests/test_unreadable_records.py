@@ -32,7 +32,6 @@ from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.channel import client_channel
-from credgate.core.errors import parse_error
 from credgate.core.secret_files import write_secret
 from credgate.core.storage.models import SourceFactsRow
 from credgate.core.tokens import SubjectTokenizer
@@ -43,6 +42,7 @@ from credgate.gateway.engine.consistency import Mode
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate

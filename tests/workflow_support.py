@@ -28,7 +28,6 @@ from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.consent.register import ConsentRegister
 from credgate.core.channel import client_channel
-from credgate.core.errors import parse_error
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.audit_trail import AuditTrail
@@ -39,6 +38,7 @@ from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING
 from credgate.gateway.workflows.common import workflow_id_key
 from credgate.gateway.workflows.wiring import Workflows

@@ -72,8 +72,8 @@ def application_text(a: app_pb2.RepairApplication) -> str:
 
 
 async def _run(args: argparse.Namespace, which: str) -> int:
-    from credgate.core.errors import parse_error
     from credgate.gateway.client import CredgateClient
+    from credgate.gateway.wire_errors import parse_error
 
     client = CredgateClient.from_pki_dir(args.target, Path(args.pki_dir), args.institution)
     channel = client._channel  # the client's mTLS channel; these stubs are not wrapped (yet)
