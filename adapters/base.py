@@ -33,8 +33,9 @@ class SourceConfig:
 
     source_id: str
     kind: str
-    """Adapter kind: disclosure_platform, credit_registry, bank, court, tax, social_insurance,
-    market_supervision."""
+    """Adapter kind: the name of an entry point in the ``credgate.adapters`` group. Built in:
+    disclosure_platform, credit_registry, bank, court, tax, social_insurance,
+    market_supervision; an installed adapter package adds its own (docs/writing-an-adapter.md)."""
     endpoint: str
     display_name: str = ""
     timeout_seconds: float = 2.0

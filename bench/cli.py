@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from credgate.gateway.progress import add_progress_argument
+
 DEFAULT_JSON = Path("var/bench/results.json")
 
 
@@ -155,6 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not remove the temporary directory (its path is printed)",
     )
+    add_progress_argument(parser)  # seeding the fact index (only on a terminal unless asked)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             keep_workdir=args.keep_workdir,
             postgres_url=args.postgres_url,
             workers=args.workers,
+            progress=args.progress,
         )
     except ValueError as error:
         print(f"bench: {error}", file=sys.stderr)

@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from bench.loadgen import LoadResult, WorkerResult, summarize
 from credgate.adapters.base import SourceConfig
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.gateway.progress import Progress
 
 CHUNK_SUBJECTS = 10_000
 """Subjects per transaction while seeding: large enough to amortize commits, small enough to
@@ -62,44 +61,6 @@ class SeedResult:
     @property
     def subjects_per_second(self) -> float:
         return self.subjects / self.seconds if self.seconds > 0 else 0.0
-
-
-class Progress:
-    """Progress on stderr: a self-rewriting line on a terminal, a line per 10% otherwise."""
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
-        self._label = label
-        self._total = max(total, 1)
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty()
-        self._started = time.monotonic()
-        self._last_print = 0.0
-        self._last_decile = -1
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        fraction = done / self._total
-        decile = int(fraction * 10)
-        if self._tty:
-            if now - self._last_print < 0.5 and done < self._total:
-                return
-        elif decile == self._last_decile and done < self._total:
-            return
-        self._last_print, self._last_decile = now, decile
-        elapsed = now - self._started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self._total - done) / rate if rate > 0 else 0.0
-        text = (
-            f"{self._label}: {done:,}/{self._total:,} ({fraction:.0%}) "
-            f"{rate:,.0f}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-        )
-        self._stream.write(("\r" + text + " " * 4) if self._tty else text + "\n")
-        self._stream.flush()
-
-    def finish(self) -> None:
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
 
 
 def synthetic_identity_numbers(count: int) -> Iterator[str]:
@@ -266,7 +227,7 @@ def seed_index(
     finally:
         engine.dispose()
         if progress is not None:
-            progress.finish()
+            progress.close()
     rng = random.Random(size)  # noqa: S311 - a reproducible sample, not a secret
     sample = tuple(token for token, _ in rng.sample(pairs, min(sample_size, len(pairs))))
     return SeedResult(

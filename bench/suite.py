@@ -42,7 +42,6 @@ from typing import Any
 
 from bench.index_scale import (
     FactTemplate,
-    Progress,
     collect_templates,
     measure_lookups,
     seed_index,
@@ -60,6 +59,7 @@ from bench.servers import (
     machine_facts,
 )
 from credgate.gateway.config import MAX_WORKERS
+from credgate.gateway.progress import Progress
 
 SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers")
 INSTITUTION = "court-demo"
@@ -178,6 +178,8 @@ class BenchSettings:
     """Where the PostgreSQL ingest row runs (in a schema of its own); skipped without it."""
     workers: int = field(default_factory=_default_workers)
     """Most gateway worker processes in the workers rows (default: every core)."""
+    progress: bool | None = None
+    """Seeding progress on stderr: None on a terminal only, True forced (``--progress``)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.scenarios) - set(SCENARIOS)
@@ -955,7 +957,9 @@ class _Suite:
                 templates,
                 facts_per_subject=settings.facts_per_subject,
                 sample_size=settings.lookups,
-                progress=Progress(f"[bench] seeding {size:,} subjects", size),
+                progress=Progress(
+                    f"[bench] seeding {size:,} subjects", size, enabled=settings.progress
+                ),
             )
         except Exception as error:
             _log(f"seeding {size:,} subjects failed: {type(error).__name__}: {error}")

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from credgate.adapters.catalog import build_adapter
+from credgate.adapters.catalog import build_adapters, load_configured
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
@@ -129,6 +129,7 @@ class Gateway:
 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
+    load_configured(config.sources)  # a broken adapter plugin stops us before any side effect
     await asyncio.to_thread(upgrade_to_head, config.storage.url)
     # Followed, not read once: a rotation's keyring copy is taken up without a restart
     # (``gateway.protection.live_keyring``). The subject-token key never changes.
@@ -150,7 +151,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         outbox_claim_seconds=config.outbox.claim_seconds,
     )
     engine = QueryEngine(
-        [build_adapter(source) for source in config.sources],
+        build_adapters(config.sources),
         fact_index,
         breaker_settings=BreakerSettings(
             failure_threshold=config.breaker.failure_threshold,

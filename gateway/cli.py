@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from credgate.gateway.commands import (
     database,
@@ -54,9 +55,19 @@ __all__ = [
     "_setup_logging",
     "build_parser",
     "command",
+    "installed_version",
     "iter_commands",
     "main",
 ]
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, via its metadata), so the number
+    a bug report quotes is the one pip installed, not a constant someone forgot to bump."""
+    try:
+        return metadata.version("credgate")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {installed_version()}",
+        help="print the installed credgate version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     workspace.register(sub)
     pki.register(sub)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from credgate.adapters.base import SourceConfig
+from credgate.adapters.catalog import available_kinds
 from credgate.core.institution import Institution, role_from_name
 from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from credgate.gateway.engine.consistency import (
@@ -430,7 +431,22 @@ def _sources(raw: Any, base: Path) -> tuple[SourceConfig, ...]:
         if any(s.source_id == values["source_id"] for s in sources):
             raise ConfigError(f"{where}.source_id duplicates an earlier source")
         sources.append(SourceConfig(**values))
+    _check_kinds(sources)
     return tuple(sources)
+
+
+def _check_kinds(sources: list[SourceConfig]) -> None:
+    """Every ``kind`` names an installed adapter (``credgate.adapters`` entry point). Only the
+    names are read here; the configured kinds are imported when the gateway builds them."""
+    if not sources:
+        return
+    kinds = available_kinds()
+    for i, source in enumerate(sources):
+        if source.kind not in kinds:
+            raise ConfigError(
+                f"sources[{i}].kind {source.kind!r} is not an installed adapter kind "
+                f"(available: {', '.join(sorted(kinds))})"
+            )
 
 
 def _dev_identity(values: dict[str, Any] | None) -> Institution | None:

@@ -6,7 +6,8 @@ must chain to the configured CA) and two interceptors that every server needs, w
 serves: telemetry first (a span and metrics per call, ``gateway.telemetry``; outermost so it
 sees each call's final status and covers the catch-all's log line), then the request
 interceptor (request ids, rich errors, catch-all). It answers the standard health and
-reflection services so load balancers and ``grpcurl`` work out of the box.
+reflection services (reflection as both ``grpc.reflection.v1`` and ``v1alpha``,
+``gateway.reflection``) so load balancers and ``grpcurl`` work out of the box.
 
 Connections and streams are bounded (``[connections]``, ``gateway.connection_limits``): how many
 connections, streams per connection, idle time and age (so a connection's client certificate
@@ -45,9 +46,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from credgate.core.secret_files import read_secret
+from credgate.gateway import reflection
 from credgate.gateway.config import ConfigError, GatewayConfig, TlsConfig
 from credgate.gateway.connection_limits import ConnectionLimits
 from credgate.gateway.interceptors import RequestInterceptor
@@ -282,7 +283,7 @@ class GatewayServer:
     def service_names(self) -> tuple[str, ...]:
         """Every service the server answers, including health and reflection."""
         names = [name for _, _, name in self._registrations]
-        return (*dict.fromkeys(names), health.SERVICE_NAME, reflection.SERVICE_NAME)
+        return (*dict.fromkeys(names), health.SERVICE_NAME, *reflection.SERVICE_NAMES)
 
     @property
     def port(self) -> int | None:
@@ -313,7 +314,7 @@ class GatewayServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for add_fn, servicer, _ in self._registrations:
             add_fn(servicer, server)
-        reflection.enable_server_reflection(self.service_names, server)
+        reflection.enable_reflection(self.service_names, server)
         try:
             self._port = self._bind(server)
         except BaseException:

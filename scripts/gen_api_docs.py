@@ -398,7 +398,8 @@ _CALLING = [
     "bash scripts/demo --serve    # credgate init --dir var/demo, the mocks, the gateway on :50051",
     "```",
     "",
-    "The gateway serves gRPC reflection, so `grpcurl` needs no .proto files:",
+    "The gateway serves gRPC server reflection (`grpc.reflection.v1` and the older `v1alpha`), "
+    "so `grpcurl` and other tools need no .proto files:",
     "",
     "```sh",
     f"grpcurl -cacert {PKI}/ca.pem -cert {PKI}/court-demo.pem -key {PKI}/court-demo.key \\",

@@ -203,13 +203,16 @@ def expected_index(
 
 
 def comparable(facts: report_pb2.SourceFacts) -> report_pb2.SourceFacts:
-    """``facts`` without what the gateway sets on receipt (fetch time, signature status)."""
+    """``facts`` without what the gateway sets on receipt (fetch time, signature status, the
+    kind's name)."""
     copy = report_pb2.SourceFacts()
     copy.CopyFrom(facts)
+    copy.ClearField("source_kind_name")
     for provenance in (copy.provenance, *(c.provenance for c in copy.cases),
                        *(r.provenance for r in copy.records)):  # fmt: skip
         provenance.ClearField("fetched_at")
         provenance.ClearField("signature")
+        provenance.ClearField("source_kind_name")
     return copy
 
 

@@ -55,7 +55,7 @@ def test_query_prints_a_table_or_json(config: Path, capsys: pytest.CaptureFixtur
     assert "CONSENT_MISSING" in lines[1]
 
     assert run(["audit", "query", "--config", str(config), "--json", "--limit", "3"]) == 0
-    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    entries = json.loads(capsys.readouterr().out)  # one JSON document, not JSON Lines
     assert [e.get("index", "0") for e in entries] == ["0", "1", "2"]
 
 
@@ -64,7 +64,12 @@ def test_export_verifies_offline_and_detects_an_edited_copy(
 ) -> None:
     exported = tmp_path / "export.jsonl"
     assert run(["audit", "export", "--config", str(config), "--output", str(exported)]) == 0
-    assert "export: 25/25 entries" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # stderr is no terminal: no progress unless asked
+    argv = ["audit", "export", "--config", str(config), "--output", str(exported), "--progress"]
+    assert run(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # asked for off a terminal: plain lines, no bar drawn in place
+    assert err.splitlines()[-1].startswith("export [########################] 100% 25/25 entries")
     key = str(public_key_path(tmp_path / "data" / "audit-log.key"))
     verify = ["audit", "verify", "--export", str(exported), "--trusted-key", key]
     assert run(verify) == 0
@@ -100,7 +105,11 @@ def test_verify_reports_tampering_with_exit_status_1(
     assert run(["audit", "verify", "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("OK: 25 entries, 25 authenticated")
-    assert "verify: 25/25 entries (100%)" in captured.err
+    assert captured.err == ""  # no progress off a terminal unless asked
+    assert run(["audit", "verify", "--config", str(config), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines()[-1].startswith("verify [########################] 100% 25/25 entries")
     assert run(["audit", "verify", "--config", str(config), "--thorough"]) == 0
     capsys.readouterr()
 
@@ -135,3 +144,11 @@ def test_report_and_checkpoint(config: Path, capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.out.split("\n")[1] == "25"
     assert captured.err.startswith("verifier key: credgate.local/audit-")
+    assert run(["audit", "checkpoint", "--config", str(config), "--json"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["size"] == 25
+    assert document["origin"] == document["note"].split("\n")[0]
+    assert document["root_hash"] == document["note"].split("\n")[2]
+    assert document["verifier_key"].startswith("credgate.local/audit-")
+    assert captured.err == ""  # the key is in the document; nothing else to say

@@ -8,6 +8,7 @@ the machine and are for the full run (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -17,9 +18,10 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from bench.index_scale import Progress, synthetic_identity_numbers
+from bench.index_scale import synthetic_identity_numbers
 from bench.loadgen import percentile, split
 from credgate.core.identity_number import validate
+from credgate.gateway.progress import Progress
 
 SMOKE_INDEX_SIZES = (200, 1000)
 SMOKE_WORKERS = 2
@@ -211,12 +213,18 @@ def test_synthetic_subjects_are_valid_distinct_and_born_after_the_population() -
     assert all(number[6:10] >= "2002" for number in numbers)
 
 
-def test_progress_off_a_terminal_prints_a_line_per_tenth() -> None:
+def test_seeding_progress_is_the_shared_one_silent_off_a_terminal_unless_asked() -> None:
+    """The bench seeds through ``gateway.progress.Progress`` (tested in test_cli.py): a CI log
+    gets no seeding progress unless ``python -m bench --progress`` asks, and then plain lines."""
+    from bench.cli import add_arguments
+    from bench.suite import BenchSettings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).progress is None
+    assert parser.parse_args(["--progress"]).progress is True
+    assert BenchSettings().progress is None
     stream = io.StringIO()
-    progress = Progress("seeding", 100, stream)
-    for done in range(0, 101, 5):
-        progress.update(done)
-    progress.finish()
-    lines = stream.getvalue().splitlines()
-    assert 10 <= len(lines) <= 12
-    assert lines[-1].startswith("seeding: 100/100 (100%)")
+    with Progress("seeding", 100, enabled=BenchSettings().progress, stream=stream) as progress:
+        progress.update(100)
+    assert stream.getvalue() == ""

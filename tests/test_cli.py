@@ -3,15 +3,19 @@ output, progress on stderr, and the workspace commands working end to end."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.util
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench.cli import add_arguments as add_bench_arguments
 from bench.index_scale import synthetic_identity_numbers
 from credgate.adapters.mocks.population import Population
 from credgate.core.storage.database import Database
@@ -96,6 +100,19 @@ def test_top_level_help_in_a_real_process_lists_commands_and_exit_codes() -> Non
     for name in ("init", "pki", "keys", "db", "serve", "health", "query", "scenarios"):
         assert f"    {name}" in out
     assert "3  refused by the gateway" in out
+
+
+def test_version_in_a_real_process_is_the_installed_distributions() -> None:
+    """``credgate --version`` reports what pip installed (pyproject.toml's version), exit 0."""
+    import tomllib
+    from importlib import metadata
+
+    code, out, _ = asyncio.run(_credgate("--version"))
+    assert code == 0
+    installed = metadata.version("credgate")
+    assert out.strip() == f"credgate {installed}"
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert installed == declared["project"]["version"]
 
 
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -418,3 +435,177 @@ def test_no_progress_wins_even_on_a_terminal() -> None:
     with Progress("x", 3, stream=stream, enabled=False) as progress:
         progress.advance(3)
     assert stream.getvalue() == ""
+
+
+def test_every_progress_flag_is_the_shared_one_off_by_default_off_a_terminal() -> None:
+    """Every command's ``--progress`` (enumerated from the parser, so a new one cannot escape)
+    is ``gateway.progress``'s: default None (terminal only), ``--progress`` / ``--no-progress``."""
+    found = []
+    for words, parser in iter_commands(build_parser()):
+        for action in parser._actions:
+            if "--progress" in action.option_strings:
+                found.append(" ".join(words))
+                assert isinstance(action, argparse.BooleanOptionalAction), words
+                assert action.default is None, words
+                assert "--no-progress" in action.option_strings, words
+    bench = argparse.ArgumentParser()
+    add_bench_arguments(bench)  # python -m bench: the same flag
+    for action in bench._actions:
+        if "--progress" in action.option_strings:
+            found.append("python -m bench")
+            assert isinstance(action, argparse.BooleanOptionalAction)
+            assert action.default is None
+    expected = {"keys rotate", "keys reencrypt", "audit export", "audit verify", "python -m bench"}
+    assert expected <= set(found)
+
+
+def test_only_gateway_progress_draws_in_place() -> None:
+    """A carriage return redraws a line: only ``gateway.progress`` may write one, and it does so
+    only on a terminal (tests above). Any other module writing ``\\r`` to a stream fails here."""
+    drawing = re.compile(r"""(?:print|write)\(\(?f?["']\\r""")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("gateway", "audit", "bench", "adapters", "consent", "scripts")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if drawing.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == ["gateway/progress.py"]
+
+
+# -- every --json prints JSON ------------------------------------------------------------------
+
+# How to run each command that takes --json in the test setup, with placeholders filled in from
+# one workspace (``credgate init``) and the running test gateway. The set of commands is checked
+# against the parser, so a new --json command fails ``test_every_json_command_has_a_recipe``
+# until it is added here, and is then run and parsed by one of the two tests below.
+_OFFLINE_JSON: dict[str, list[str]] = {
+    "init": ["init", "--dir", "{ws}"],
+    "scenarios": ["scenarios"],
+    "pki init": ["pki", "init", "--dir", "{pki}"],
+    "pki issue": ["pki", "issue", "--dir", "{pki}", "--institution", "x", "--role", "regulator"],
+    "pki revoke": ["pki", "revoke", "--dir", "{pki}", "--institution", "x"],
+    "keys init": ["keys", "init", "--path", "{tmp}/other-keyring.json"],
+    "db status": ["db", "status", "--config", "{config}"],  # exit 1: not migrated yet
+    "db upgrade": ["db", "upgrade", "--config", "{config}"],
+    "keys rotate": ["keys", "rotate", "--config", "{config}"],
+    "keys add": ["keys", "add", "--config", "{config}"],
+    "keys promote": ["keys", "promote", "{primary}", "--config", "{config}"],
+    "keys reencrypt": ["keys", "reencrypt", "--config", "{config}"],
+    "keys rotate-signing": ["keys", "rotate-signing", "--config", "{config}"],
+    "audit checkpoint": ["audit", "checkpoint", "--config", "{config}"],
+    "audit query": ["audit", "query", "--config", "{config}"],
+    "audit export": ["audit", "export", "--config", "{config}"],  # JSON Lines: its format
+    "audit verify": ["audit", "verify", "--config", "{config}"],
+    "audit report": ["audit", "report", "--config", "{config}"],
+    "audit acknowledge-rollback": [
+        *("audit", "acknowledge-rollback", "--config", "{config}", "--dry-run"),
+    ],
+    "reconcile": ["reconcile", "--config", "{config}"],
+}
+_GATEWAY_JSON: dict[str, list[str]] = {
+    "health": ["health", "--institution", "regulator-demo"],
+    "query": [
+        *("query", OBSERVATION, "--purpose", "judicial_investigation"),
+        *("--case-reference", CASE, "--institution", "court-demo"),
+    ],
+    "objections": ["objections", "--institution", "agency-demo"],
+    "applications": ["applications", "--institution", "agency-demo"],
+}
+
+
+def _json_commands() -> set[str]:
+    return {
+        " ".join(words)
+        for words, parser in iter_commands(build_parser())
+        if any("--json" in action.option_strings for action in parser._actions)
+    }
+
+
+def _parse_json_output(name: str, out: str) -> None:
+    """stdout must be one JSON document (``audit export``: its JSON Lines format, every line)."""
+    assert out.strip(), f"credgate {name} --json printed nothing"
+    if name == "audit export":
+        for line in out.splitlines():
+            json.loads(line)
+        return
+    try:
+        json.loads(out)
+    except json.JSONDecodeError as error:
+        raise AssertionError(f"credgate {name} --json printed non-JSON: {out[:200]!r}") from error
+
+
+def test_every_json_command_has_a_recipe() -> None:
+    assert _json_commands() == set(_OFFLINE_JSON) | set(_GATEWAY_JSON)
+
+
+def test_every_offline_json_command_prints_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    places = {"ws": str(ws), "pki": str(tmp_path / "pki"), "tmp": str(tmp_path)}
+    places["config"] = str(ws / "gateway.toml")
+    for name, template in _OFFLINE_JSON.items():
+        if "{primary}" in template:
+            places["primary"] = Keyring.load(ws / "keyring.json").primary_key_id
+        argv = [part.format(**places) for part in template]
+        code, out, err = _run(capsys, *argv, "--json")
+        assert code in (0, 1), f"credgate {name}: exit {code}: {err}"
+        _parse_json_output(name, out)
+
+
+async def test_every_gateway_json_command_prints_json(gateway: RunningGateway) -> None:
+    common = ["--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory)]
+    results = await asyncio.gather(
+        *(_credgate(*argv, *common, "--json") for argv in _GATEWAY_JSON.values())
+    )
+    for name, (code, out, err) in zip(_GATEWAY_JSON, results, strict=True):
+        assert code == 0, f"credgate {name}: exit {code}: {err}"
+        _parse_json_output(name, out)
+
+
+# -- the README lists every command and every dependency ---------------------------------------
+
+
+def test_readme_lists_every_command_the_parser_has() -> None:
+    """The README's command list is generated from the parser; a new or renamed command without
+    ``scripts/gen_cli_docs.py`` rerun fails here."""
+    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts/gen_cli_docs.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert generator.render() in readme, "run .venv/bin/python scripts/gen_cli_docs.py"
+    listed = set(re.findall(r"^credgate ([a-z -]+?)\s{2,}", readme, re.MULTILINE))
+    runnable = {" ".join(words) for words, parser in iter_commands(build_parser())}
+    groups = {" ".join(words[:-1]) for words, _ in iter_commands(build_parser()) if len(words) > 1}
+    assert listed == runnable - groups
+
+
+def _dependency_names(requirements: list[str]) -> list[str]:
+    return [re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0] for requirement in requirements]
+
+
+def test_readme_justifies_every_dependency_in_pyproject() -> None:
+    """Every runtime (and dev) dependency in pyproject.toml has a row with a reason in the
+    README's "Dependencies and why" table: a new dependency without one fails here."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not line.startswith("|--") and "| why |" not in line
+    ]
+    named: dict[str, str] = {}
+    for first, reason, *_ in rows:
+        for name in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", first.removeprefix("dev:")):
+            named[name.lower()] = reason
+    wanted = [
+        *_dependency_names(project["dependencies"]),
+        *_dependency_names(project["optional-dependencies"]["dev"]),
+    ]
+    missing = [name for name in wanted if not named.get(name.lower())]
+    assert not missing, f"add these to README.md's 'Dependencies and why' table: {missing}"

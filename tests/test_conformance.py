@@ -1,4 +1,4 @@
-"""Every source of the demo fleet passes the adapter conformance kit (``adapters.testing``).
+"""Every source of the demo fleet passes the conformance kit (``credgate.adapters.testing``).
 
 Each class declares only which fleet source it runs against; the source kind's profile (what
 it must say about each scenario subject) and the adapter (from ``adapters.catalog``) follow
@@ -151,7 +151,7 @@ def test_kit_fails_an_adapter_that_breaks_the_seam(
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", adapter))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "credgate.adapters.testing.plugin", "-k", selection,
+        "-p", "credgate.adapters.testing", "-k", selection,
         "-p", "no:cacheprovider",
     )
     outcomes = result.parseoutcomes()
@@ -164,8 +164,7 @@ def test_kit_passes_the_same_adapter_unbroken(pytester: pytest.Pytester) -> None
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_broken=BROKEN_ADAPTERS.replace("{adapter}", "TaxAdapter"))
     result = pytester.runpytest_inprocess(
-        "-p", "no:credgate_conformance", "-p", "credgate.adapters.testing.plugin",
-        "-p", "no:cacheprovider",
+        "-p", "credgate.adapters.testing", "-p", "no:cacheprovider",
         "-k", "malformed or cancelled or latency or scenario",
     )
     result.assert_outcomes(passed=len(tax_mock.VARIANTS) + 2 + len(SCENARIO_NAMES))

@@ -45,17 +45,14 @@ def test_containerfile_copies_every_package_pyproject_ships() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     find = pyproject["tool"]["setuptools"]["packages"]["find"]
     copied = {args.split()[0] for args in _instructions("COPY") if "--from" not in args}
-    assert {"pyproject.toml", "proto"} <= copied
-    for pattern in find["include"]:
-        package = pattern.rstrip("*")
-        if (ROOT / package).is_dir():
-            assert package in copied, f"deploy/Containerfile does not COPY {package}/"
-        else:
-            assert (ROOT / "proto" / package).is_dir()  # generated code, under proto/
-    for link in sorted((ROOT / "credgate").iterdir()):
-        if link.is_symlink():  # credgate/core -> ../core: the folder must be in the image too
-            target = link.resolve().relative_to(ROOT).as_posix()
-            assert target in copied, f"deploy/Containerfile does not COPY {target}/ ({link.name})"
+    assert "pyproject.toml" in copied
+    assert find["include"] == ["credgate*"]
+    assert "credgate" in copied
+    # credgate/ links the folders in: each link's target must be in the image too.
+    for link in (ROOT / "credgate").iterdir():
+        if link.is_symlink():
+            target = (link.parent / link.readlink()).resolve().relative_to(ROOT)
+            assert str(target) in copied, f"deploy/Containerfile does not COPY {target}/"
 
 
 def test_containerfile_base_user_port_health_and_command() -> None:

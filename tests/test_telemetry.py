@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yarl
 from opentelemetry import trace
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -91,6 +92,16 @@ class Capture:
                     if item.name == metric:
                         found.extend(item.data.data_points)
         return found
+
+    def metric(self, name: str) -> Any:
+        """The collected metric called ``name`` (its unit, description, data), or None."""
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data is not None else ():
+            for scope in resource.scope_metrics:
+                for item in scope.metrics:
+                    if item.name == name:
+                        return item
+        return None
 
     def metric_texts(self) -> Iterator[str]:
         """Every name, description, unit and attribute of every metric collected now."""
@@ -263,10 +274,76 @@ async def test_source_failures_are_spans_and_metrics_by_reason(
     breakers = {p.attributes[m.SOURCE_ID]: p.value for p in captured.points(m.BREAKER_STATE)}
     assert breakers == dict.fromkeys(mock_fleet.mocks, 0)  # threshold 50: all still closed
     rpc = {
-        (p.attributes[m.RPC_METHOD], p.attributes[m.RPC_GRPC_STATUS_CODE])
-        for p in captured.points(m.RPC_DURATION)
+        (p.attributes[m.RPC_SYSTEM_NAME], p.attributes[m.RPC_METHOD])
+        for p in captured.points(m.RPC_CALL_DURATION)
     }
-    assert ("GetRepairStatus", 0) in rpc
+    assert ("grpc", GET_METHOD) in rpc
+
+
+async def test_durations_are_the_current_semantic_convention_histograms_in_seconds(
+    gateway: RunningGateway, mock_fleet: MockFleet, population: Population, captured: Capture
+) -> None:
+    """``rpc.server.call.duration`` and ``http.client.request.duration``: histograms in seconds
+    with the current conventions' attributes, so off-the-shelf dashboards and alerts read them;
+    the experimental millisecond names (``rpc.server.duration``, ``http.client.duration``) and
+    the old HTTP keys (``http.method``, ``http.status_code``, ``net.peer.*``) are gone."""
+    await mock_fleet.set_faults("tax-shenzhen", {"down": True})  # no response: error.type
+    await mock_fleet.set_faults("bank-pengcheng", {"error_rate": 1.0})  # HTTP 503
+    await _judicial(gateway, population.scenarios["observation"].person.identity_number)
+    async with gateway.client("regulator-demo") as client:  # refused: not a server fault
+        with pytest.raises(CredgateError):
+            await client.get_repair_status(
+                population.scenarios["revoked"].person.identity_number,
+                purpose=JUDICIAL,
+                case_reference=CASE,
+            )
+
+    for name in (m.RPC_CALL_DURATION, m.HTTP_CLIENT_DURATION):
+        metric = captured.metric(name)
+        assert metric is not None, name
+        assert metric.unit == "s", name
+        assert type(metric.data).__name__ == "Histogram", name
+    for old in ("rpc.server.duration", "credgate.rpc.server.duration", "http.client.duration"):
+        assert captured.metric(old) is None, old
+
+    calls = [dict(p.attributes) for p in captured.points(m.RPC_CALL_DURATION)]
+    assert {m.RPC_SYSTEM_NAME: "grpc", m.RPC_METHOD: GET_METHOD,
+            m.RPC_RESPONSE_STATUS_CODE: "OK"} in calls  # fmt: skip
+    denied = {m.RPC_SYSTEM_NAME: "grpc", m.RPC_METHOD: GET_METHOD,
+              m.RPC_RESPONSE_STATUS_CODE: "PERMISSION_DENIED"}  # fmt: skip
+    assert denied in calls  # the caller's problem: no error.type
+    # Seconds, not milliseconds: every call here took well under 30 s on average.
+    for point in captured.points(m.RPC_CALL_DURATION):
+        assert 0 < point.sum / point.count < 30
+
+    requests = [dict(p.attributes) for p in captured.points(m.HTTP_CLIENT_DURATION)]
+    allowed = {
+        m.HTTP_REQUEST_METHOD, m.HTTP_RESPONSE_STATUS_CODE, m.SERVER_ADDRESS, m.SERVER_PORT,
+        m.URL_SCHEME, m.ERROR_TYPE,
+    }  # fmt: skip
+    assert requests
+    for attributes in requests:
+        assert set(attributes) <= allowed, attributes
+        assert attributes[m.HTTP_REQUEST_METHOD] == "POST"
+        assert attributes[m.SERVER_ADDRESS] == "127.0.0.1"
+        assert attributes[m.URL_SCHEME] == "http"
+    port = {source_id: yarl.URL(mock.endpoint).port for source_id, mock in mock_fleet.mocks.items()}
+    base = {m.HTTP_REQUEST_METHOD: "POST", m.SERVER_ADDRESS: "127.0.0.1", m.URL_SCHEME: "http"}
+    assert {**base, m.SERVER_PORT: port["court-shenzhen"], m.HTTP_RESPONSE_STATUS_CODE: 200} in (
+        requests
+    )
+    failed = {**base, m.SERVER_PORT: port["bank-pengcheng"], m.HTTP_RESPONSE_STATUS_CODE: 503}
+    assert {**failed, m.ERROR_TYPE: "503"} in requests
+    (down,) = [a for a in requests if a[m.SERVER_PORT] == port["tax-shenzhen"]]
+    assert m.HTTP_RESPONSE_STATUS_CODE not in down  # no response at all
+    assert down[m.ERROR_TYPE].startswith("Client")  # aiohttp's exception class, no message
+
+    http_spans = [s for s in captured.spans() if s.kind is SpanKind.CLIENT and s.name == "POST"]
+    assert http_spans
+    for span in http_spans:
+        assert span.attributes is not None
+        assert m.HTTP_REQUEST_METHOD in span.attributes
+        assert not {"http.method", "http.url", "http.status_code"} & set(span.attributes)
 
 
 async def test_denials_are_counted_by_reason(

@@ -12,10 +12,13 @@ them is what "this adapter may be configured as a source" means; see docs/writin
         adapter_class = HousingFundAdapter
         profile = KindProfile(SOURCE_KIND_HOUSING_FUND, expect_housing_fund)
 
-The fixtures come from the pytest plugin ``adapters.testing.plugin`` (a ``pytest11`` entry point,
-loaded automatically once credgate is installed).
+This package is also the kit's pytest plugin (its hooks and fixtures live in
+``adapters.testing.plugin`` and are re-exported here). It is opt-in — installing credgate loads
+nothing into other projects' pytest runs: ``pytest -p adapters.testing``, or
+``pytest_plugins = ["adapters.testing"]`` in the project's top-level conftest.py.
 """
 
+from credgate.adapters.testing import plugin as _plugin
 from credgate.adapters.testing.checks import (
     ConformanceError,
     assert_facts_as_expected,
@@ -40,6 +43,13 @@ from credgate.adapters.testing.harness import (
     fleet_source,
 )
 from credgate.adapters.testing.suite import AdapterConformance, Tolerances
+
+# The pytest plugin, re-exported: `-p adapters.testing` (or `pytest_plugins`) loads the kit.
+pytest_configure = _plugin.pytest_configure
+pytest_collection_modifyitems = _plugin.pytest_collection_modifyitems
+conformance_population = _plugin.conformance_population
+conformance_source = _plugin.conformance_source
+conformance_adapter = _plugin.conformance_adapter
 
 __all__ = [
     "AT_LEAST_ONE",

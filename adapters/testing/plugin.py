@@ -1,8 +1,9 @@
 """The pytest plugin of the adapter conformance kit: fixtures for ``AdapterConformance`` classes.
 
-credgate registers this module as a ``pytest11`` entry point, so installing credgate is enough
-for pytest to load it; ``-p no:credgate_conformance`` turns it off. The fixtures read the
-declarations of the test class they serve (``request.cls``), which is how one suite runs
+A project loads it explicitly (``pytest -p adapters.testing``, or ``pytest_plugins =
+["adapters.testing"]`` in its top-level conftest.py; the package re-exports this module's hooks
+and fixtures); installing credgate loads nothing by itself into anyone's pytest. The fixtures
+read the declarations of the test class they serve (``request.cls``), which is how one suite runs
 against any number of sources, each class with its own running source:
 
 ``conformance_population`` (class)
@@ -99,8 +100,8 @@ def _needs_pytest_asyncio() -> None:
     raise pytest.UsageError("the adapter conformance kit needs pytest-asyncio (pip install it)")
 
 
-# The entry point loads this plugin into every pytest run where credgate is installed, so a
-# missing pytest-asyncio must only stop the kit's own tests, never the whole run.
+# A project may load the plugin for a whole test run, so a missing pytest-asyncio must only stop
+# the kit's own tests, never the whole run.
 conformance_adapter = (
     pytest_asyncio.fixture(name="conformance_adapter")(_conformance_adapter)
     if pytest_asyncio is not None

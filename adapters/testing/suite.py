@@ -19,8 +19,8 @@ What is proven, against a real server over the network:
 * deadlines, cancellation, error rate and downtime map to the seam's errors promptly;
 * no error (with its whole chain) and no log line of the adapter carries personal data.
 
-The fixtures come from the pytest plugin ``adapters.testing.plugin``, which credgate registers
-as a ``pytest11`` entry point (it loads itself once credgate is installed).
+The fixtures come from the kit's pytest plugin, which a project loads explicitly:
+``pytest -p adapters.testing`` or ``pytest_plugins = ["adapters.testing"]`` in its conftest.py.
 """
 
 from __future__ import annotations

@@ -6,12 +6,15 @@ institution's RPC through the fan-out into every source's logs.
 
 HTTP uses a per-session ``TraceConfig`` (``http_trace_config``; no global monkey-patching)
 that does what ``opentelemetry-instrumentation-aiohttp-client`` did, at a fraction of its CPU:
-one CLIENT span per request, the ``traceparent`` header injected, ``http.client.duration``
-recorded. It never records bodies, and the identity number always travels in the body
-(``adapters.http``), so the URL it records is configuration only; the query string is dropped
-anyway, in case an adapter ever puts one there. It does record a failed request's exception,
-and aiohttp's exception texts can quote what the source sent (a malformed status line,
-verbatim): what it records is a stand-in of the same type name without a message.
+one CLIENT span per request, the ``traceparent`` header injected, and
+``http.client.request.duration`` (seconds) recorded, with the stable HTTP semantic conventions'
+attribute names (``http.request.method``, ``http.response.status_code``, ``server.address``,
+``server.port``, ``url.scheme``, ``error.type``). It never records bodies, and the identity
+number always travels in the body (``adapters.http``), so the URL it records is configuration
+only; the query string is dropped anyway, in case an adapter ever puts one there. It does
+record a failed request's exception, and aiohttp's exception texts can quote what the source
+sent (a malformed status line, verbatim): what it records is a stand-in of the same type name
+without a message.
 
 gRPC uses ``grpc_client_call`` below instead of that package's aio client interceptor, which
 writes the server's status details and the exception text into the span: a source is untrusted
@@ -51,21 +54,31 @@ def withheld(exc: BaseException) -> Exception:
 
 
 _http_duration = metrics.get_meter(m.SCOPE).create_histogram(
-    "http.client.duration", unit="ms", description="Duration of HTTP requests to sources"
+    m.HTTP_CLIENT_DURATION,
+    unit="s",
+    description="Duration of HTTP client requests (to sources).",
+    explicit_bucket_boundaries_advisory=m.DURATION_BUCKETS,
 )
+
+_KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+"""The methods ``http.request.method`` names as they are; any other is ``_OTHER`` (semconv)."""
 
 
 @functools.lru_cache(maxsize=256)
 def _url_attributes(url: yarl.URL) -> tuple[str, dict[str, str | int]]:
-    """The recorded URL (no query, no credentials) and peer attributes of a request URL; one
+    """The recorded URL (no query, no credentials) and server attributes of a request URL; one
     entry per source endpoint path, computed once rather than per request."""
     clean = url.with_query(None).with_fragment(None).with_user(None).with_password(None)
-    peer: dict[str, str | int] = {}
+    server: dict[str, str | int] = {}
     if url.host:
-        peer["net.peer.name"] = url.host
-    if url.explicit_port is not None:
-        peer["net.peer.port"] = url.explicit_port
-    return str(clean), peer
+        server[m.SERVER_ADDRESS] = url.host
+    if url.port is not None:  # the scheme's default when the URL names none (semconv: required)
+        server[m.SERVER_PORT] = url.port
+    if url.scheme:
+        server[m.URL_SCHEME] = url.scheme
+    return str(clean), server
 
 
 async def _on_request_start(
@@ -74,14 +87,15 @@ async def _on_request_start(
     params: aiohttp.TraceRequestStartParams,
 ) -> None:
     method = params.method.upper()
-    url, peer = _url_attributes(params.url)
-    span = m.tracer.start_span(method, kind=SpanKind.CLIENT)
+    method = method if method in _KNOWN_METHODS else "_OTHER"
+    url, server = _url_attributes(params.url)
+    span = m.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
     if span.is_recording():
-        span.set_attributes({"http.method": method, "http.url": url, **peer})
+        span.set_attributes({m.HTTP_REQUEST_METHOD: method, m.URL_FULL: url, **server})
     if span.get_span_context().is_valid:
         propagate.inject(params.headers, context=trace.set_span_in_context(span))
     context.span = span
-    context.metric_attributes = {"http.method": method, **peer}
+    context.metric_attributes = {m.HTTP_REQUEST_METHOD: method, **server}
     context.started = time.perf_counter()
 
 
@@ -91,8 +105,8 @@ def _finish(context: SimpleNamespace) -> None:
         return
     context.span = None
     span.end()
-    elapsed_ms = (time.perf_counter() - context.started) * 1000.0
-    _http_duration.record(max(round(elapsed_ms), 0), attributes=context.metric_attributes)
+    elapsed = max(time.perf_counter() - context.started, 0.0)
+    _http_duration.record(elapsed, attributes=context.metric_attributes)
 
 
 async def _on_request_end(
@@ -104,10 +118,13 @@ async def _on_request_end(
     if span is None:
         return
     status = params.response.status
-    context.metric_attributes["http.status_code"] = status
+    context.metric_attributes[m.HTTP_RESPONSE_STATUS_CODE] = status
+    if status >= 400:  # semconv: the status code, as text, is the error type
+        context.metric_attributes[m.ERROR_TYPE] = str(status)
     if span.is_recording():
-        span.set_attribute("http.status_code", status)
+        span.set_attribute(m.HTTP_RESPONSE_STATUS_CODE, status)
         if status >= 400:
+            span.set_attribute(m.ERROR_TYPE, str(status))
             span.set_status(Status(StatusCode.ERROR))
     _finish(context)
 
@@ -120,10 +137,13 @@ async def _on_request_exception(
     span: Span | None = getattr(context, "span", None)
     if span is None:
         return
+    error_type = type(params.exception).__qualname__  # a class name: bounded, never data
+    context.metric_attributes[m.ERROR_TYPE] = error_type
     if span.is_recording():
         # A message-less stand-in: aiohttp's texts can quote what the source sent.
         safe = withheld(params.exception)
-        span.set_status(Status(StatusCode.ERROR, type(params.exception).__qualname__))
+        span.set_attribute(m.ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, error_type))
         span.record_exception(safe)
     _finish(context)
 
@@ -131,10 +151,10 @@ async def _on_request_exception(
 @functools.cache
 def http_trace_config() -> aiohttp.TraceConfig:
     """The trace config every source HTTP session uses: a CLIENT span per request, the W3C
-    ``traceparent`` (and baggage) injected into its headers, and ``http.client.duration``.
+    ``traceparent`` (and baggage) injected into its headers, and ``http.client.request.duration``.
 
     Hand-written rather than ``opentelemetry-instrumentation-aiohttp-client``'s (whose span
-    names, old-semconv attributes and metric it reproduces): that one parsed and redacted the
+    names it reproduces, with the stable attributes and metric): that one parsed and redacted the
     URL, resolved semantic-convention modes and read the environment on every request, about
     3 ms of CPU per LIVE query over 7 HTTP sources (issue #7). Here the URL's attributes are
     computed once per endpoint, attributes are only set on a recording span, and nothing is

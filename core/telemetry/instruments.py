@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -42,13 +43,24 @@ tracer = trace.get_tracer(SCOPE)
 """The tracer credgate's own spans come from (the global provider, through a proxy)."""
 _meter = metrics.get_meter(SCOPE)
 
-# Attribute keys. The rpc.* ones are OpenTelemetry's semantic conventions for RPC.
+# Attribute keys. The rpc.* ones on spans and on credgate's own counters are the RPC semantic
+# conventions as they were up to v1.37 (what dashboards built on credgate.rpc.* group by).
 RPC_SYSTEM = "rpc.system"
 RPC_SERVICE = "rpc.service"
 RPC_METHOD = "rpc.method"
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
+# The current conventions' keys, on the two semantic-convention metrics below: RPC (v1.38 on,
+# release candidate) names the system ``rpc.system.name``, puts ``Service/Method`` whole in
+# ``rpc.method`` and the status's name in ``rpc.response.status_code``; HTTP's are stable.
+RPC_SYSTEM_NAME = "rpc.system.name"
+RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
+ERROR_TYPE = "error.type"
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+URL_SCHEME = "url.scheme"
+URL_FULL = "url.full"
 SOURCE_ID = "credgate.source.id"
 SOURCE_KIND = "credgate.source.kind"
 OUTCOME = "credgate.outcome"
@@ -67,8 +79,26 @@ OTHER_REASON = "OTHER"
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 """``credgate.source.breaker.state`` values (``BreakerState`` string → gauge value)."""
 
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""The gRPC codes that are the server's fault (semantic conventions for gRPC): they mark a
+server span as failed and are the ``error.type`` of a call; the others are the caller's problem
+(a refused or invalid request)."""
+
+RPC_CALL_DURATION = "rpc.server.call.duration"
+"""OpenTelemetry's metric for a served RPC (seconds; replaces the experimental
+``rpc.server.duration`` in milliseconds), so off-the-shelf gRPC dashboards read credgate."""
+HTTP_CLIENT_DURATION = "http.client.request.duration"
+"""OpenTelemetry's stable metric for an HTTP request the gateway makes (to a source), seconds."""
 RPC_REQUESTS = "credgate.rpc.server.requests"
-RPC_DURATION = "credgate.rpc.server.duration"
 RPC_DENIALS = "credgate.rpc.server.denials"
 RPC_INVALID_REQUESTS = "credgate.rpc.server.invalid_requests"
 SOURCE_REQUESTS = "credgate.source.requests"
@@ -85,9 +115,10 @@ _rpc_requests = _meter.create_counter(
     RPC_REQUESTS, unit="{request}", description="Gateway RPCs handled, by method and status."
 )
 _rpc_duration = _meter.create_histogram(
-    RPC_DURATION,
+    RPC_CALL_DURATION,
     unit="s",
-    description="Time from receiving an RPC to its status, by method and status.",
+    description="Measures the duration of an incoming Remote Procedure Call (RPC): from "
+    "receiving it to its status, by method and status.",
     explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
 _rpc_denials = _meter.create_counter(
@@ -137,12 +168,25 @@ def rpc_attributes(full_method: str) -> dict[str, str]:
     return {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method}
 
 
-def record_rpc(full_method: str, status_code: int, seconds: float) -> None:
+def rpc_call_attributes(full_method: str, code: grpc.StatusCode) -> dict[str, str]:
+    """``/pkg.Service/Method`` and its status → the current semantic-convention attributes of
+    ``rpc.server.call.duration``, with ``error.type`` (the code's name) for a server fault."""
+    attributes = {
+        RPC_SYSTEM_NAME: "grpc",
+        RPC_METHOD: full_method.lstrip("/"),
+        RPC_RESPONSE_STATUS_CODE: code.name,
+    }
+    if code in SERVER_FAULTS:
+        attributes[ERROR_TYPE] = code.name
+    return attributes
+
+
+def record_rpc(full_method: str, code: grpc.StatusCode, seconds: float) -> None:
     """Count one finished RPC and its latency (the server interceptor calls this)."""
     attributes: dict[str, str | int] = {**rpc_attributes(full_method)}
-    attributes[RPC_GRPC_STATUS_CODE] = status_code
+    attributes[RPC_GRPC_STATUS_CODE] = code.value[0]
     _rpc_requests.add(1, attributes)
-    _rpc_duration.record(seconds, attributes)
+    _rpc_duration.record(seconds, rpc_call_attributes(full_method, code))
 
 
 def record_denial(full_method: str, reason: str) -> None:

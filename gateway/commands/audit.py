@@ -8,14 +8,16 @@ elsewhere use the RegulatorService. ``gateway/cli.py`` registers them with one c
     add_audit_commands(sub)        # sub = the top-level subparsers
 
 Every command prints a readable table, or JSON with ``--json``; ``export`` and ``verify``
-report progress on stderr. ``verify`` exits 1 when it finds tampering, and can also check an
-export file offline (``--export FILE``) with only the log's public key.
+report progress on stderr (``gateway.progress``: only on a terminal unless ``--progress``).
+``verify`` exits 1 when it finds tampering, and can also check an export file offline
+(``--export FILE``) with only the log's public key.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -38,6 +40,7 @@ from credgate.audit.signed_size import SignedSizeGuard, state_path
 from credgate.audit.unusual import Window, unusual_access_report
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
+from credgate.gateway.progress import Progress, add_progress_argument
 
 EXIT_OK, EXIT_TAMPERED = 0, 1
 _OUTCOMES = {"allowed": audit_pb2.AUDIT_OUTCOME_ALLOWED, "denied": audit_pb2.AUDIT_OUTCOME_DENIED}
@@ -113,18 +116,9 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextI
         )
 
 
-class _Progress:
-    """``done/total`` on one rewritten stderr line."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def __call__(self, done: int, total: int) -> None:
-        share = f" ({100 * done // total}%)" if total else ""
-        print(f"\r{self._what}: {done}/{total} entries{share}", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        print(file=sys.stderr)
+def _progress(what: str, total: int | None, args: argparse.Namespace) -> Progress:
+    """Entries done on stderr: drawn only on a terminal, or as plain lines with --progress."""
+    return Progress(what, total, enabled=args.progress, unit="entries")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -133,10 +127,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     async def body(database: Database) -> int:
         records, _resume = await list_entries(database, _filter(args), limit=args.limit)
-        if args.json:
-            for record in records:
-                entry = json_format.MessageToDict(record.entry, preserving_proto_field_name=True)
-                print(json.dumps(entry, ensure_ascii=False))
+        if args.json:  # one JSON array, like every --json (export is the JSON Lines format)
+            entries = [
+                json_format.MessageToDict(record.entry, preserving_proto_field_name=True)
+                for record in records
+            ]
+            print(json.dumps(entries, ensure_ascii=False))
         else:
             header = ["INDEX", "TIME", "INSTITUTION", "ROLE", "PURPOSE", "OUTCOME", "REASON"]
             print_table([*header, "SUBJECT"], [_row(r.entry) for r in records], sys.stdout)
@@ -158,15 +154,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         async def body(database: Database) -> int:
             signed = await make_checkpoint(database, signer, guard=_guard(key, signer))
-            progress, done = _Progress("export"), 0
             print(next(export_lines(signed, [])), file=out)
             size = signed.checkpoint.tree_size
-            async for batch in iter_entries(database, _filter(args), below=size):
-                for line in list(export_lines(signed, batch))[1:]:
-                    print(line, file=out)
-                done += len(batch)
-                progress(done, size)
-            progress.close()
+            with _progress("export", size, args) as progress:
+                async for batch in iter_entries(database, _filter(args), below=size):
+                    for line in list(export_lines(signed, batch))[1:]:
+                        print(line, file=out)
+                    progress.advance(len(batch))
             return EXIT_OK
 
         return _run(url, body)
@@ -211,15 +205,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     external = [(path, Path(path).read_text(encoding="utf-8")) for path in args.checkpoint]
 
     async def body(database: Database) -> int:
-        progress = _Progress("verify")
-        timed = await verify_log(
-            database,
-            verifiers,
-            external_checkpoints=external,
-            progress=progress,
-            thorough=args.thorough,
-        )
-        progress.close()
+        with _progress("verify", None, args) as progress:
+            timed = await verify_log(
+                database,
+                verifiers,
+                external_checkpoints=external,
+                progress=progress,
+                thorough=args.thorough,
+            )
         report = timed.report
         if args.json:
             print(json.dumps({**report.to_json(), "seconds": round(timed.seconds, 3)}))
@@ -266,14 +259,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    """``credgate audit checkpoint``: sign one now, print the note (and the verifier key)."""
+    """``credgate audit checkpoint``: sign one now, print the note (and the verifier key).
+
+    With ``--json``, one object: the checkpoint's fields (root hash in base64, as in the note),
+    the signed note verbatim under ``note`` (what ``verify --checkpoint`` takes), and the key."""
     url, key = _target(args)
     signer: NoteSigner = load_or_create_signer(key)
 
     async def body(database: Database) -> int:
         signed = await make_checkpoint(database, signer, guard=_guard(key, signer))
+        verifier_key = signer.verifier.to_vkey()
+        if args.json:
+            checkpoint = signed.checkpoint
+            document = {
+                "origin": checkpoint.origin,
+                "size": checkpoint.tree_size,
+                "root_hash": base64.b64encode(checkpoint.root_hash).decode(),
+                "time": checkpoint.time.isoformat() if checkpoint.time else None,
+                "note": signed.note,
+                "verifier_key": verifier_key,
+            }
+            print(json.dumps(document, ensure_ascii=False))
+            return EXIT_OK
         print(signed.note, end="")
-        print(f"verifier key: {signer.verifier.to_vkey()}", file=sys.stderr)
+        print(f"verifier key: {verifier_key}", file=sys.stderr)
         return EXIT_OK
 
     return _run(url, body)
@@ -372,6 +381,7 @@ def add_audit_commands(subparsers: Any) -> None:
     _common(p)
     _filters(p)
     p.add_argument("--output", help="file to write (default stdout)")
+    add_progress_argument(p)
     p.set_defaults(func=cmd_export)
     p = audit.add_parser(
         "verify",
@@ -384,6 +394,7 @@ def add_audit_commands(subparsers: Any) -> None:
     p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
     p.add_argument("--export", help="check an export file offline instead of the database")
     p.add_argument("--thorough", action="store_true", help="also check every tree-head signature")
+    add_progress_argument(p)
     p.set_defaults(func=cmd_verify)
     p = audit.add_parser(
         "report",

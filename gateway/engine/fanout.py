@@ -26,7 +26,6 @@ failure reason, never the message. The breakers are handed to the breaker-state 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core.telemetry import instruments as telemetry
 from credgate.gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
 from credgate.gateway.engine.containment import GRACE_SECONDS, contained
+from credgate.gateway.engine.stamping import stamped
 
 _log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ async def _fetch(
         return SourceOutcome(
             config, kind, reason="SOURCE_ERROR", message="the adapter returned an unusable answer"
         )
-    return SourceOutcome(config, kind, facts=_stamped(facts, config, kind))
+    return SourceOutcome(config, kind, facts=stamped(facts, config, kind))
 
 
 def _unexpected(
@@ -249,31 +249,6 @@ def _unexpected(
     return SourceOutcome(
         config, kind, reason="SOURCE_ERROR", message="the adapter failed unexpectedly"
     )
-
-
-def _stamped(
-    facts: report_pb2.SourceFacts,
-    config: SourceConfig,
-    kind: vocabulary_pb2.SourceKind.ValueType,
-) -> report_pb2.SourceFacts:
-    """A copy whose identity fields come from configuration, not from the payload.
-
-    Precedence is decided by source kind, so an adapter (or a source feeding it) must not be
-    able to present a bank's answer as a court's. ``fetched_at`` is filled if the adapter left
-    it unset, because it is what "last known as of" shows when the source later fails.
-    """
-    out = report_pb2.SourceFacts()
-    out.CopyFrom(facts)
-    out.source_id = config.source_id
-    out.source_kind = kind
-    if not out.display_name:
-        out.display_name = config.display_name
-    out.stale = False
-    out.provenance.source_id = config.source_id
-    out.provenance.source_kind = kind
-    if not out.provenance.HasField("fetched_at"):
-        out.provenance.fetched_at.FromDatetime(dt.datetime.now(dt.UTC))
-    return out
 
 
 def _with_elapsed(outcome: SourceOutcome, elapsed: float) -> SourceOutcome:

@@ -93,6 +93,7 @@ def merge(
         failure = report_pb2.SourceFailure(
             source_id=outcome.config.source_id,
             source_kind=outcome.source_kind,
+            source_kind_name=outcome.config.kind,
             reason=outcome.reason,
             message=outcome.message,
         )

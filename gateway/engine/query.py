@@ -42,6 +42,7 @@ from credgate.gateway.engine.merge import merge
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
 from credgate.gateway.protection.unreadable import RecordUnreadable
 from credgate.gateway.storage.index_writes import IndexedFacts
+from credgate.gateway.sync.settings import source_kind_name
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -117,7 +118,10 @@ class QueryEngine:
         self._adapters = tuple(adapters)
         self._by_id = {a.config.source_id: a for a in self._adapters}
         self._push = {
-            p.source_id: (SourceConfig(p.source_id, "provider", "", p.display_name), p.source_kind)
+            p.source_id: (
+                SourceConfig(p.source_id, source_kind_name(p.source_kind), "", p.display_name),
+                p.source_kind,
+            )
             for p in pushing
         }
         self._consistency = consistency or cm.ConsistencySettings()

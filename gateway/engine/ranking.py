@@ -23,6 +23,7 @@ _KINDS: Mapping[int, tuple[int, str]] = {  # precedence tier (lower wins) and pl
     v.SOURCE_KIND_TAX: (3, "tax administration"),
     v.SOURCE_KIND_SOCIAL_INSURANCE: (3, "social insurance administration"),
     v.SOURCE_KIND_MARKET_SUPERVISION: (3, "market supervision administration"),
+    v.SOURCE_KIND_OTHER: (4, "source of another kind"),  # a plugin's kind (adapters.catalog)
 }
 _UNKNOWN_KIND = (4, "source of unknown kind")  # never outranks a known kind
 _NEVER = float("inf")  # sort key of a missing as-of: older than anything

@@ -50,7 +50,8 @@ def source_catalog(config: GatewayConfig) -> dict[str, SourceKind]:
         try:
             catalog[source.source_id] = source_kind_from_name(source.kind)
         except ValueError:
-            continue  # not a known kind: the adapter catalog refuses it at start anyway
+            # A plugin's kind (adapters.catalog): it ranks as OTHER, below every known kind.
+            catalog[source.source_id] = vocabulary_pb2.SOURCE_KIND_OTHER
     return catalog
 
 

@@ -80,6 +80,11 @@ class ProviderConfig:
         )
 
 
+def source_kind_name(kind: SourceKindValue) -> str:
+    """``SOURCE_KIND_DISCLOSURE_PLATFORM`` → ``"disclosure_platform"`` (``source_kind_name``)."""
+    return vocabulary_pb2.SourceKind.Name(kind).removeprefix(_KIND_PREFIX).lower()
+
+
 def source_kind_from_name(name: str) -> SourceKindValue:
     """``"disclosure_platform"`` → ``SOURCE_KIND_DISCLOSURE_PLATFORM``; ValueError if unknown."""
     if not name or name != name.lower():

@@ -34,7 +34,7 @@ from credgate.gateway.input_rules import check_message
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.storage.fact_index import facts_context, identity_context
 from credgate.gateway.sync.models import original_context
-from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
+from credgate.gateway.sync.settings import ProviderConfig, SyncSettings, source_kind_name
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,10 @@ class UpdateValidator:
             _refuse("SOURCE_NOT_PERMITTED", "facts.source_id must be the provider's own source")
         if facts.source_kind != provider.source_kind:
             _refuse("SOURCE_KIND_MISMATCH", "facts.source_kind differs from the configured kind")
+        kind_name = source_kind_name(provider.source_kind)
+        if facts.source_kind_name not in ("", kind_name):
+            _refuse("SOURCE_KIND_MISMATCH", "facts.source_kind_name is not the configured kind")
+        facts.source_kind_name = kind_name
         if facts.stale:
             _refuse("FACTS_INVALID", "pushed facts cannot be stale")
         if facts.asserted_state not in _KNOWN_STATES:
@@ -257,6 +261,9 @@ class UpdateValidator:
                 _refuse("SOURCE_KIND_MISMATCH", "a provenance names another source kind")
             provenance.source_id = provider.source_id
             provenance.source_kind = provider.source_kind
+            if provenance.source_kind_name not in ("", kind_name):
+                _refuse("SOURCE_KIND_MISMATCH", "a provenance names another source kind")
+            provenance.source_kind_name = kind_name
             provenance.signature = report_pb2.SIGNATURE_STATUS_VERIFIED
             provenance.fetched_at.CopyFrom(stamp)
         return facts, as_of

@@ -16,7 +16,7 @@ address); and counts nothing. This one records, per call:
   if it sent one, with the rpc.* attributes, the gRPC status code, the request id (so a quoted
   request id finds the trace) and, on failure, the ErrorInfo reason — never a request field,
   a message text or an exception text;
-* ``credgate.rpc.server.requests`` / ``.duration`` by method and status code;
+* ``credgate.rpc.server.requests`` and ``rpc.server.call.duration`` by method and status;
 * ``credgate.rpc.server.denials`` by reason for PERMISSION_DENIED.
 
 Health checks get metrics but no spans: load balancers probe every few seconds, and traces of
@@ -43,19 +43,6 @@ from credgate.gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/",)
 """Methods measured but not traced."""
-
-_SERVER_FAULTS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-"""Codes that mark a server span as failed (semantic conventions for RPC); the others are the
-caller's problem (a refused or invalid request) and leave the span status unset."""
 
 
 def _carrier(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -128,7 +115,7 @@ class _ObservedCall:
         try:
             code = self._status_code(exc)
             reason = _error_reason(self._context) if code is not grpc.StatusCode.OK else ""
-            m.record_rpc(self._method, code.value[0], time.perf_counter() - self._started)
+            m.record_rpc(self._method, code, time.perf_counter() - self._started)
             if code is grpc.StatusCode.PERMISSION_DENIED:
                 m.record_denial(self._method, reason or m.OTHER_REASON)
             if self._traced:
@@ -158,7 +145,7 @@ class _ObservedCall:
             span.set_attribute(m.REQUEST_ID, request_id)
         if reason:
             span.set_attribute(m.ERROR_REASON, reason)
-        if code in _SERVER_FAULTS:
+        if code in m.SERVER_FAULTS:
             span.set_status(Status(StatusCode.ERROR, code.name))
 
 

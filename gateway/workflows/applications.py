@@ -43,6 +43,7 @@ from credgate.core.storage.database import Database
 from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.query import QueryEngine
+from credgate.gateway.engine.stamping import stamped
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
 from credgate.gateway.workflows.callers import ForSubject
 from credgate.gateway.workflows.common import (
@@ -410,13 +411,12 @@ class ApplicationWorkflow:
                     budget=self._timeout,
                     source_id=source_id,
                 )
-                updated.append(
-                    await contained(
-                        adapter.fetch(number, timeout=self._timeout),
-                        budget=self._timeout,
-                        source_id=source_id,
-                    )
+                fetched = await contained(
+                    adapter.fetch(number, timeout=self._timeout),
+                    budget=self._timeout,
+                    source_id=source_id,
                 )
+                updated.append(stamped(fetched, adapter.config, adapter.source_kind))
             except CorrectionRefused:
                 skipped.append(source_id)
             except SourceError as exc:

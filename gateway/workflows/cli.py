@@ -2,8 +2,8 @@
 
 Both list what the calling certificate may see (a subject sees their own, a provider the
 objections routed to it, a judicial organ every application) with every step and deadline;
-``--json`` prints the API's messages instead. Hooked into the ``credgate`` parser by
-``add_workflow_commands(sub)``.
+``--json`` prints the API's messages instead, as one JSON array (``[]`` when none). Hooked
+into the ``credgate`` parser by ``add_workflow_commands(sub)``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.gateway.commands.common import command
+from credgate.gateway.commands.common import command, print_json
 
 EXIT_OK, EXIT_DENIED = 0, 3
 
@@ -78,6 +79,7 @@ async def _run(args: argparse.Namespace, which: str) -> int:
     client = CredgateClient.from_pki_dir(args.target, Path(args.pki_dir), args.institution)
     channel = client._channel  # the client's mTLS channel; these stubs are not wrapped (yet)
     texts: list[str] = []
+    messages: Sequence[Message] = []
     try:
         if which == "objections":
             objections = (
@@ -86,9 +88,8 @@ async def _run(args: argparse.Namespace, which: str) -> int:
                     timeout=args.timeout,
                 )
             ).objections
-            texts = [
-                json_format.MessageToJson(o) if args.json else objection_text(o) for o in objections
-            ]
+            messages = objections
+            texts = [objection_text(o) for o in objections]
         else:
             applications = (
                 await app_grpc.RepairApplicationServiceStub(channel).ListRepairApplications(
@@ -96,10 +97,8 @@ async def _run(args: argparse.Namespace, which: str) -> int:
                     timeout=args.timeout,
                 )
             ).applications
-            texts = [
-                json_format.MessageToJson(a) if args.json else application_text(a)
-                for a in applications
-            ]
+            messages = applications
+            texts = [application_text(a) for a in applications]
     except grpc.aio.AioRpcError as error:
         parsed = parse_error(error)
         reason = parsed.error_info.reason if parsed.error_info else ""
@@ -107,7 +106,10 @@ async def _run(args: argparse.Namespace, which: str) -> int:
         return EXIT_DENIED
     finally:
         await client.close()
-    print("\n".join(texts) if texts else f"no {which}")
+    if args.json:  # one JSON array, empty when there are none: always parseable
+        print_json([json_format.MessageToDict(message) for message in messages])
+    else:
+        print("\n".join(texts) if texts else f"no {which}")
     return EXIT_OK
 
 

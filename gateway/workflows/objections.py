@@ -45,6 +45,7 @@ from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.errors import GatewayError
 from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
+from credgate.gateway.engine.stamping import stamped
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.callers import ForSubject
@@ -171,8 +172,12 @@ class ObjectionWorkflow:
             return await self._replay(known, digest, allowed)
         if already_open:
             raise _already_open()
-        original = await self._ask(
-            adapter.fetch(who.identity_number, timeout=self._timeout), filing.source_id
+        original = stamped(
+            await self._ask(
+                adapter.fetch(who.identity_number, timeout=self._timeout), filing.source_id
+            ),
+            adapter.config,
+            adapter.source_kind,
         )
         in_source = find_fact(original, filing.record_id)
         in_index = find_fact(
@@ -389,8 +394,13 @@ class ObjectionWorkflow:
         fresh: report_pb2.SourceFacts | None = None
         if decision == obj_pb2.SOURCE_REPLY_DECISION_CORRECTED:
             adapter = self._adapters[source_id]
-            fresh = await self._ask(
-                adapter.fetch(view.details["identity_number"], timeout=self._timeout), source_id
+            fresh = stamped(
+                await self._ask(
+                    adapter.fetch(view.details["identity_number"], timeout=self._timeout),
+                    source_id,
+                ),
+                adapter.config,
+                adapter.source_kind,
             )
         if fresh is not None:
             await settle_index(self._db, view.row.subject_token)

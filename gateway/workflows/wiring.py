@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from credgate.adapters.base import SourceAdapter, SourceConfig
-from credgate.adapters.catalog import build_adapter
+from credgate.adapters.catalog import build_adapters
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
@@ -113,7 +113,7 @@ class Workflows:
         watch_poll_seconds: float = 1.0,
     ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
         """Make both servicers (``providers``: data provider institution id → source id)."""
-        self.adapters = {s.source_id: build_adapter(s) for s in sources}
+        self.adapters = {a.config.source_id: a for a in build_adapters(sources)}
         callers = Callers(tokenizer, consents, audit, clock=self.clock)
         gate = DisclosureGate(consents, audit, clock=self.clock)
         objections = ObjectionWorkflow(

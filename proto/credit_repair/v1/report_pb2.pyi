@@ -62,6 +62,7 @@ class Provenance(_message.Message):
     SOURCE_AS_OF_FIELD_NUMBER: _builtins.int
     FETCHED_AT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    SOURCE_KIND_NAME_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """The configured id of the source instance, for example "bank-qianhai"."""
     source_kind: _vocabulary_pb2.SourceKind.ValueType
@@ -70,6 +71,10 @@ class Provenance(_message.Message):
     """The source's own id for the record, so the source operator can find it."""
     signature: Global___SignatureStatus.ValueType
     """Whether the record's signature verified."""
+    source_kind_name: _builtins.str
+    """The configured kind of the source by name, for example "bank" or a plugin's "housing_fund"
+    (the adapter's entry-point name); the gateway sets it from its configuration.
+    """
     @_builtins.property
     def source_as_of(self) -> _timestamp_pb2.Timestamp:
         """When the source says the record was last true (its own clock, converted to UTC)."""
@@ -87,10 +92,11 @@ class Provenance(_message.Message):
         source_as_of: _timestamp_pb2.Timestamp | None = ...,
         fetched_at: _timestamp_pb2.Timestamp | None = ...,
         signature: Global___SignatureStatus.ValueType = ...,
+        source_kind_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fetched_at", b"fetched_at", "source_as_of", b"source_as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fetched_at", b"fetched_at", "signature", b"signature", "source_as_of", b"source_as_of", "source_id", b"source_id", "source_kind", b"source_kind", "source_record_id", b"source_record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fetched_at", b"fetched_at", "signature", b"signature", "source_as_of", b"source_as_of", "source_id", b"source_id", "source_kind", b"source_kind", "source_kind_name", b"source_kind_name", "source_record_id", b"source_record_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,6 +291,7 @@ class SourceFacts(_message.Message):
     RECORDS_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
     STALE_FIELD_NUMBER: _builtins.int
+    SOURCE_KIND_NAME_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """The configured id of the source instance."""
     source_kind: _vocabulary_pb2.SourceKind.ValueType
@@ -295,6 +302,10 @@ class SourceFacts(_message.Message):
     """The repair state according to this source; unset when the source has no view on it."""
     stale: _builtins.bool
     """True when these facts are the last known ones because the source could not be reached now."""
+    source_kind_name: _builtins.str
+    """The configured kind of the source by name, for example "bank" or a plugin's "housing_fund";
+    the gateway sets it from its configuration.
+    """
     @_builtins.property
     def identity(self) -> Global___SubjectIdentity:
         """The subject's identity as the source holds it (category IDENTITY)."""
@@ -323,10 +334,11 @@ class SourceFacts(_message.Message):
         records: _abc.Iterable[Global___CreditRecord] | None = ...,
         provenance: Global___Provenance | None = ...,
         stale: _builtins.bool = ...,
+        source_kind_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserted_state", b"asserted_state", "cases", b"cases", "display_name", b"display_name", "identity", b"identity", "provenance", b"provenance", "records", b"records", "source_id", b"source_id", "source_kind", b"source_kind", "stale", b"stale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserted_state", b"asserted_state", "cases", b"cases", "display_name", b"display_name", "identity", b"identity", "provenance", b"provenance", "records", b"records", "source_id", b"source_id", "source_kind", b"source_kind", "source_kind_name", b"source_kind_name", "stale", b"stale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,6 +397,7 @@ class SourceFailure(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     LAST_KNOWN_AS_OF_FIELD_NUMBER: _builtins.int
+    SOURCE_KIND_NAME_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """The configured id of the source instance."""
     source_kind: _vocabulary_pb2.SourceKind.ValueType
@@ -395,6 +408,8 @@ class SourceFailure(_message.Message):
     """
     message: _builtins.str
     """A short explanation without personal data."""
+    source_kind_name: _builtins.str
+    """The configured kind of the source by name, for example "bank" or a plugin's "housing_fund"."""
     @_builtins.property
     def last_known_as_of(self) -> _timestamp_pb2.Timestamp:
         """When the facts shown for this source were last fetched successfully, if ever."""
@@ -407,10 +422,11 @@ class SourceFailure(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         last_known_as_of: _timestamp_pb2.Timestamp | None = ...,
+        source_kind_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_known_as_of", b"last_known_as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_known_as_of", b"last_known_as_of", "message", b"message", "reason", b"reason", "source_id", b"source_id", "source_kind", b"source_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_known_as_of", b"last_known_as_of", "message", b"message", "reason", b"reason", "source_id", b"source_id", "source_kind", b"source_kind", "source_kind_name", b"source_kind_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -214,9 +214,17 @@ class _SourceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceKind
     """The social insurance administration."""
     SOURCE_KIND_MARKET_SUPERVISION: _SourceKind.ValueType  # 7
     """The market supervision administration (business registration, penalties)."""
+    SOURCE_KIND_OTHER: _SourceKind.ValueType  # 8
+    """A kind outside this list, from an adapter plugin (source_kind_name says which). It ranks
+    below every well-known kind in the precedence rules.
+    """
 
 class SourceKind(_SourceKind, metaclass=_SourceKindEnumTypeWrapper):
-    """What kind of system a source is. Precedence between kinds is documented on RepairStatusReport."""
+    """What kind of system a source is. Precedence between kinds is documented on RepairStatusReport.
+    The well-known kinds are listed here; a kind added by an adapter plugin needs no change to this
+    enum: its adapter reports SOURCE_KIND_OTHER (or the well-known kind it belongs to) and the
+    messages that carry a SourceKind name the configured kind in source_kind_name beside it.
+    """
 
 SOURCE_KIND_UNSPECIFIED: SourceKind.ValueType  # 0
 """Not set."""
@@ -234,6 +242,10 @@ SOURCE_KIND_SOCIAL_INSURANCE: SourceKind.ValueType  # 6
 """The social insurance administration."""
 SOURCE_KIND_MARKET_SUPERVISION: SourceKind.ValueType  # 7
 """The market supervision administration (business registration, penalties)."""
+SOURCE_KIND_OTHER: SourceKind.ValueType  # 8
+"""A kind outside this list, from an adapter plugin (source_kind_name says which). It ranks
+below every well-known kind in the precedence rules.
+"""
 Global___SourceKind: _TypeAlias = SourceKind  # noqa: Y015
 
 class _InstitutionRole:

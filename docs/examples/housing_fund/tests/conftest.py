@@ -1,0 +1,2 @@
+# The conformance kit's fixtures: credgate's pytest plugin is opt-in.
+pytest_plugins = ["credgate.adapters.testing"]
