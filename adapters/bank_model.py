@@ -18,7 +18,7 @@ from enum import StrEnum
 from credgate.adapters.base import MalformedPayload, SourceConfig
 from credgate.adapters.mapping import cny, provenance, text, to_date
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 _KIND = vocabulary_pb2.SOURCE_KIND_BANK
 PRODUCT_LABELS = {

@@ -38,7 +38,7 @@ from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from credgate.adapters.payload_guard import decode, guarded, require_media_type
 from credgate.adapters.signing import loads_strict
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 QUERY_PATH = "/sfgk/api/v1/dsr/ajcx"
 OBJECTION_PATH = "/sfgk/api/v1/dsr/yysq"  # 异议申请

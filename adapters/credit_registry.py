@@ -17,7 +17,7 @@ its dedicated line, and the mock on loopback; channel credentials would be the o
 for a deployment that reaches it over a shared network.
 
 Each attempt is a CLIENT span whose W3C ``traceparent`` travels in the call's metadata
-(``gateway.telemetry.clients.grpc_client_call``); the span records the status code only.
+(``core.telemetry.clients.grpc_client_call``); the span records the status code only.
 
 The registry also takes dissents (异议) against its records and courts' repair rulings on the
 bankruptcy annotation (``SubmitDissent``, ``RecordCourtRuling``: ``adapters.base``'s optional
@@ -62,8 +62,8 @@ from credgate.adapters.http import MAX_PAYLOAD_BYTES
 from credgate.adapters.payload_guard import guarded, lookup
 from credgate.api.cnregistry.v1 import registry_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
-from credgate.gateway.telemetry.clients import grpc_client_call
+from credgate.core.identity_number import mask
+from credgate.core.telemetry.clients import grpc_client_call
 
 KIND = vocabulary_pb2.SOURCE_KIND_CREDIT_REGISTRY
 METHOD = "/cnregistry.v1.PersonalCreditService/QueryPersonalReport"

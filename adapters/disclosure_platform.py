@@ -40,7 +40,7 @@ from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from credgate.adapters.payload_guard import decode, guarded, require_media_type
 from credgate.adapters.signing import SigningKeyError, load_public_key, loads_strict, verify
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ It turns every way an HTTP exchange can go wrong into the adapter seam's error v
 (timeout, unavailable, malformed) and bounds what a source may send, so a hostile or broken
 source can neither hang the gateway nor make it buffer without limit.
 
-Every request is traced (``gateway.telemetry.clients``): a CLIENT span, and the W3C
+Every request is traced (``core.telemetry.clients``): a CLIENT span, and the W3C
 ``traceparent`` header so the source can tie the request to the gateway's trace. Bodies are
 never recorded, which is one more reason the identity number travels only in the body.
 """
@@ -21,7 +21,7 @@ import aiohttp
 import yarl
 
 from credgate.adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
-from credgate.gateway.telemetry.clients import http_trace_config
+from credgate.core.telemetry.clients import http_trace_config
 
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 

@@ -26,7 +26,7 @@ from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from credgate.adapters.mapping import CHINA_TZ, bounded, cny, provenance, text, to_date, yuan_to_fen
 from credgate.adapters.payload_guard import decode, lookup, require_media_type
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 PATH = "/api/v1/naturalPerson/creditInfo"
 _KIND = vocabulary_pb2.SOURCE_KIND_MARKET_SUPERVISION

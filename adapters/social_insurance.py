@@ -33,7 +33,7 @@ from credgate.adapters.mapping import (
 )
 from credgate.adapters.payload_guard import decode, lookup, require_media_type
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 PATH = "/sbjk/cbxx/cx"
 _KIND = vocabulary_pb2.SOURCE_KIND_SOCIAL_INSURANCE

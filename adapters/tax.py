@@ -42,7 +42,7 @@ from credgate.adapters.payload_guard import (
     xml_text,
 )
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 PATH = "/api/gs/qsxxcx"
 _KIND = vocabulary_pb2.SOURCE_KIND_TAX

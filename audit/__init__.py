@@ -11,8 +11,11 @@ One concept per module (after transparency-dev/merkle):
 ``storage``  reading back, proofs      ``verifier``, ``sequence``, ``findings``, ``verify``
 ``queries``  listing, history                           tamper detection
 ``unusual``  unusual-access report     ``page_token``   AIP-158 tokens
-``service``  RegulatorService          ``offline``      checking an export file
-``cli``      ``credgate audit ...``
+``trail``    the one write path        ``offline``      checking an export file
+
+The regulator's gRPC service and ``credgate audit`` sit in the gateway layer above
+(``gateway.regulator_service``, ``gateway.commands.audit``); this package imports only
+``core`` and ``api`` (docs/architecture.md, "Layers").
 """
 
 from credgate.audit.entry import (

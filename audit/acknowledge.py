@@ -41,9 +41,9 @@ from credgate.audit.signed_size import (
 )
 from credgate.audit.trail import AuditTrail
 from credgate.audit.tree import CompactRange
-from credgate.gateway.errors import set_request_id
-from credgate.gateway.institution import Institution
-from credgate.gateway.storage.database import Database
+from credgate.core.errors import set_request_id
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from credgate.audit.signed_size import SignedSizeGuard
 from credgate.audit.storage import AuditIntegrityError
 from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
 from credgate.audit.tree import CompactRange
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import TypeAlias
 from opentelemetry import trace
 
 from credgate.api.credit_repair.v1 import audit_pb2, report_pb2, vocabulary_pb2
-from credgate.gateway.errors import current_request_id
-from credgate.gateway.institution import INSTITUTION_ID_SHAPE, Institution
-from credgate.gateway.protection.tokens import is_subject_token
-from credgate.gateway.storage.issued_reports import report_digest
+from credgate.core.errors import current_request_id
+from credgate.core.institution import INSTITUTION_ID_SHAPE, Institution
+from credgate.core.storage.issued_reports import report_digest
+from credgate.core.tokens import is_subject_token
 
 AuditEntry = audit_pb2.AuditEntry
 AuditRecord = audit_pb2.AuditRecord

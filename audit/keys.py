@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 
 from credgate.audit.note import NoteError, NoteSigner, NoteVerifier
-from credgate.gateway.protection.secret_files import read_secret, write_secret
+from credgate.core.secret_files import read_secret, write_secret
 
 KEY_FILE_NAME = "audit-log.key"
 PUBLIC_KEY_FILE_NAME = "audit-log.pub"

@@ -19,7 +19,7 @@ that must exist exactly when its entry does (the query path's ``issued_reports``
 in the same transaction, so an answer costs a share of one durable commit rather than two.
 
 The transaction is a plain function of a sync SQLAlchemy ``Connection`` run on the database's
-writer thread (``gateway.storage.threaded``): the async stack cost more CPU per append than
+writer thread (``core.storage.threaded``): the async stack cost more CPU per append than
 the hashing and signing. A caller gives up at the write timeout; the thread then rolls the
 batch back if it only gets the lock afterwards, so an entry whose caller was told
 "unavailable" is normally not in the log (see ``AuditUnavailable`` for the narrow exception).
@@ -48,8 +48,8 @@ from credgate.audit.note import NoteSigner
 from credgate.audit.signed_size import SignedSizeGuard
 from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
 from credgate.audit.tree import CompactRange
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.storage.database import Database
+from credgate.core.errors import GatewayError
+from credgate.core.storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class AuditLog:
         """Append ``entry`` in ``session``'s write transaction: it commits exactly when that
         transaction does, and not at all if it rolls back.
 
-        For a write RPC, whose outcome and audit entry must agree (``gateway.decided_write``):
+        For a write RPC, whose outcome and audit entry must agree (``core.storage.decided_write``):
         the entry is numbered, hashed and signed like a group commit's, under the same head
         lock, which the transaction then holds until it ends — so call this last, just before
         the commit. It bypasses the group commit (one entry per transaction), which is right

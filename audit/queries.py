@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Select, select
 from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2
 from credgate.audit.storage import record_from_bytes
 from credgate.audit.store_models import AuditEntryRow
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 log = logging.getLogger(__name__)
 

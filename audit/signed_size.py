@@ -58,8 +58,8 @@ from credgate.audit.hashing import HASH_SIZE
 from credgate.audit.storage import AuditIntegrityError
 from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
 from credgate.audit.tree import CompactRange
-from credgate.gateway.protection.secret_files import read_secret, write_secret
-from credgate.gateway.storage.database import Database
+from credgate.core.secret_files import read_secret, write_secret
+from credgate.core.storage.database import Database
 
 log = logging.getLogger(__name__)
 

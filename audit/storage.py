@@ -15,7 +15,7 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.audit import proof
 from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
 from credgate.audit.tree import CompactRange, PackedHashes
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 _LEAF_BATCH = 50_000
 

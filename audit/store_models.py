@@ -19,7 +19,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from credgate.gateway.storage.models import TOKEN_LENGTH, Base, UTCDateTime
+from credgate.core.storage.models import TOKEN_LENGTH, Base, UTCDateTime
 
 INSTITUTION_ID_LENGTH = 255
 REASON_LENGTH = 64

@@ -52,7 +52,7 @@ from credgate.audit.entry import (
     new_entry,
 )
 from credgate.audit.log import AppendReceipt, AuditLog, AuditUnavailable, Rider
-from credgate.gateway.institution import Institution
+from credgate.core.institution import Institution
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AuditTrail:
         ``rider`` writes more rows in the entry's transaction (``audit.log.Rider``).
         ``within`` appends the entry in that write transaction instead of a group commit of
         its own (``AuditLog.append_within``), so it commits exactly when the change does: the
-        order every write RPC follows (``gateway.decided_write``).
+        order every write RPC follows (``core.storage.decided_write``).
         """
         try:
             entry = new_entry(

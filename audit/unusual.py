@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, func, select
 
 from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2, vocabulary_pb2
 from credgate.audit.store_models import AuditEntryRow
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 Finding = regulator_service_pb2.UnusualAccessFinding
 KindValue: TypeAlias = regulator_service_pb2.UnusualAccessKind.ValueType

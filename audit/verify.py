@@ -4,7 +4,7 @@ The read is one snapshot (REPEATABLE READ on PostgreSQL; a WAL read transaction 
 entries appended by live replicas while it runs can neither appear half-way nor be mistaken for
 insertions. Rows stream in index order in batches; ``progress(done, total)`` is called after
 each batch so a CLI can show how far a long run has come. The read is a sync-Core transaction
-(``gateway.storage.threaded``): streaming rows through the async driver cost about a third of
+(``core.storage.threaded``): streaming rows through the async driver cost about a third of
 the run, and verifying at least 100,000 entries/s is a target of issue #7.
 
 The keys to trust are the caller's business: the CLI passes the public half of the local key
@@ -35,7 +35,7 @@ from credgate.audit.findings import VerifyReport
 from credgate.audit.note import NoteVerifier
 from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
 from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 DEFAULT_BATCH = 50_000
 _IN_BATCH = 500

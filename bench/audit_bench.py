@@ -76,7 +76,7 @@ async def measure_audit(
     from credgate.audit.keys import load_or_create_signer
     from credgate.audit.log import AuditLog
     from credgate.audit.verify import verify_log
-    from credgate.gateway.storage.database import Database
+    from credgate.core.storage.database import Database
     from credgate.gateway.storage.migrate import upgrade_to_head
 
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)

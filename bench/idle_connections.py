@@ -72,7 +72,7 @@ async def _connect(pki: Path, port: int, count: int) -> tuple[list[Any], int]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from credgate.gateway.channel import client_channel
+    from credgate.core.channel import client_channel
 
     cert, key = pki / "bank-demo.pem", pki / "bank-demo.key"
     channels = [

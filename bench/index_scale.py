@@ -142,13 +142,13 @@ def seed_index(
     sources' facts each (the first sources in fleet order)."""
     from sqlalchemy import Column
 
+    from credgate.core.storage.database import create_sync_engine
+    from credgate.core.storage.models import SourceFactsRow, Subject
+    from credgate.core.tokens import SubjectTokenizer
     from credgate.gateway.protection.cipher import FieldCipher
     from credgate.gateway.protection.keyring import Keyring
-    from credgate.gateway.protection.tokens import SubjectTokenizer
-    from credgate.gateway.storage.database import create_sync_engine
     from credgate.gateway.storage.fact_index import facts_context, identity_context
     from credgate.gateway.storage.migrate import upgrade_to_head
-    from credgate.gateway.storage.models import SourceFactsRow, Subject
 
     started = time.monotonic()
     upgrade_to_head(url)
@@ -250,9 +250,9 @@ async def measure_lookups(
 ) -> LookupResult:
     """Time ``FactIndex.last_known_all`` one call at a time (pure latency, no queueing) for
     each of ``tokens``, after ``warmup`` untimed calls."""
+    from credgate.core.storage.database import Database
     from credgate.gateway.protection.cipher import FieldCipher
     from credgate.gateway.protection.keyring import Keyring
-    from credgate.gateway.storage.database import Database
     from credgate.gateway.storage.fact_index import FactIndex
 
     database = Database.from_url(url)

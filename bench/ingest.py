@@ -2,7 +2,7 @@
 
 One registered provider (the mock disclosure platform, ``adapters.mocks.providers.PLATFORM``)
 streams its whole update history for the synthetic population to a gateway started in its own
-process (``bench.servers``), through the reference client ``gateway.sync.provider_client``. The
+process (``bench.servers``), through the reference client ``core.sync.provider_client``. The
 client counts an update as done only when the gateway acknowledges it, and the gateway
 acknowledges only what it has committed, so the rate is of durable ingestion. Updates are
 signed before the clock starts (the provider's cost, not the gateway's).
@@ -46,7 +46,7 @@ def provider_history(seed: int, size: int) -> list[sync_pb2.SignedProviderUpdate
     """The platform provider's signed update history (a snapshot) for ``size`` subjects."""
     from credgate.adapters.mocks.population import build_population
     from credgate.adapters.mocks.providers import PLATFORM, update_history
-    from credgate.gateway.sync.signing import sign_update
+    from credgate.core.sync.signing import sign_update
 
     history = update_history(PLATFORM, build_population(seed, size), snapshot=True)
     return [sign_update(PLATFORM.signing_key, update) for update in history]
@@ -55,7 +55,7 @@ def provider_history(seed: int, size: int) -> list[sync_pb2.SignedProviderUpdate
 def provider_tls(pki_directory: Path, ca: Path) -> ClientTls:
     """The platform provider's client certificate, issued into the bench PKI once."""
     from credgate.adapters.mocks.providers import PLATFORM
-    from credgate.gateway.institution import Institution, InstitutionRole
+    from credgate.core.institution import Institution, InstitutionRole
     from credgate.gateway.pki import add_institution, institution_paths
 
     paths = institution_paths(pki_directory, PLATFORM.institution_id)
@@ -78,8 +78,8 @@ async def push(
     target: str, tls: ClientTls, signed: Sequence[sync_pb2.SignedProviderUpdate]
 ) -> IngestMeasurement:
     """Stream ``signed`` to the gateway at ``target`` until every update is acknowledged."""
-    from credgate.gateway.channel import client_channel
-    from credgate.gateway.sync.provider_client import ProviderClient
+    from credgate.core.channel import client_channel
+    from credgate.core.sync.provider_client import ProviderClient
 
     client = ProviderClient(lambda: client_channel(target, tls.ca, tls.cert, tls.key), signed)
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -212,7 +212,7 @@ async def _measure(
     spec: LoadSpec, index: int, concurrency: int, max_requests: int, barrier: Barrier
 ) -> WorkerResult:
     # Imported here: the channel helper pulls in the gateway package, needed only in workers.
-    from credgate.gateway.channel import client_channel
+    from credgate.core.channel import client_channel
 
     result = WorkerResult()
     complete = _CHECKS[spec.check]

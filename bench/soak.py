@@ -242,7 +242,7 @@ async def _drive(
 ) -> tuple[list[Any], Observations, list[Any]]:
     from bench import soak_faults as faults
     from bench import soak_load as load
-    from credgate.gateway.channel import client_channel
+    from credgate.core.channel import client_channel
 
     tls = world.client_tls
     observed = Observations()

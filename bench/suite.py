@@ -429,7 +429,7 @@ async def _seed_live(target: str, tls: ClientTls, payloads: Sequence[bytes]) -> 
     """Ask each payload's subject once (LIVE), a few at a time; every answer must be complete,
     so the index then holds every source's facts about every subject asked."""
     from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
-    from credgate.gateway.channel import client_channel
+    from credgate.core.channel import client_channel
 
     channel = client_channel(target, tls.ca, tls.cert, tls.key)
     pending = list(payloads)

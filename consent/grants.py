@@ -40,7 +40,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.institution import INSTITUTION_ID_SHAPE
+from credgate.core.institution import INSTITUTION_ID_SHAPE
 
 ConsentTerms = consent_pb2.ConsentTerms
 StateValue: TypeAlias = consent_pb2.ConsentState.ValueType

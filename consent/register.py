@@ -38,10 +38,10 @@ from credgate.consent.grants import (
     verify_signature,
     window_of,
 )
-from credgate.gateway.decided_write import decided_write
-from credgate.gateway.protection.tokens import is_subject_token
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import ConsentGrantRow, SubjectKey
+from credgate.core.storage.database import Database
+from credgate.core.storage.decided_write import decided_write
+from credgate.core.storage.models import ConsentGrantRow, SubjectKey
+from credgate.core.tokens import is_subject_token
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _R = TypeVar("_R")
 RecordWrite = Callable[[AsyncSession, _R], Awaitable[object]]
 """Appends the ALLOWED audit entry for a write in the write's own transaction, given what the
 write produced (the key or grant it names), so the change and its entry commit together
-(``gateway.decided_write``). None: no entry (callers other than the ConsentService)."""
+(``core.storage.decided_write``). None: no entry (callers other than the ConsentService)."""
 
 
 def _recorder(

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.consent.grants import Grant, StateValue
 from credgate.consent.register import ListCursor, grant_page
-from credgate.gateway.protection.tokens import is_subject_token
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import ConsentGrantRow
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import ConsentGrantRow
+from credgate.core.tokens import is_subject_token
 
 
 def _utcnow() -> dt.datetime:

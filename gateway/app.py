@@ -28,27 +28,27 @@ from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as signin
 from credgate.audit import AuditLog, load_or_create_signer
 from credgate.audit.checkpoints import PeriodicCheckpointer
 from credgate.audit.keys import KEY_FILE_NAME
-from credgate.audit.service import RegulatorService, add_regulator_service
 from credgate.audit.signed_size import SignedSizeGuard, not_serving_on_trip, state_path
 from credgate.consent.register import ConsentRegister
-from credgate.consent.service import ConsentService
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import GatewayConfig
+from credgate.gateway.consent_service import ConsentService
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import BreakerSettings, QueryEngine
 from credgate.gateway.input_boundary import InputBoundary, audited_refusals, check_services
-from credgate.gateway.institution import IdentityResolver
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import LiveKeyring
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
 from credgate.gateway.repair_status_service import RepairStatusServicer
 from credgate.gateway.revocation import RevocationList
 from credgate.gateway.self_inquiry_service import SelfInquiryServicer
 from credgate.gateway.server import GatewayServer, StopBudget
 from credgate.gateway.signing_key_service import SigningKeyServicer
 from credgate.gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.subject_identity import SubjectIdentities

@@ -2,7 +2,7 @@
 
 TLS checks a certificate's ``notBefore``/``notAfter`` once, at the handshake; a connection
 opened a second before its certificate expired stayed usable for as long as the client kept
-it (calls 35 s and 95 s past expiry were answered, issue #18). ``gateway.institution`` asks
+it (calls 35 s and 95 s past expiry were answered, issue #18). ``core.institution`` asks
 this module on every call that reads the caller's identity, as it asks the revocation list, so
 an expired certificate is refused on its first call past ``notAfter`` whatever connection it
 comes on: UNAUTHENTICATED, ErrorInfo reason ``CERTIFICATE_EXPIRED`` (or

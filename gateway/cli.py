@@ -28,6 +28,7 @@ from credgate.gateway.commands import (
     sources,
     workspace,
 )
+from credgate.gateway.commands.audit import add_audit_commands
 from credgate.gateway.commands.common import (
     EXIT_CODES_HELP,
     EXIT_DENIED,
@@ -40,6 +41,8 @@ from credgate.gateway.commands.common import (
     iter_commands,
 )
 from credgate.gateway.commands.common import setup_logging as _setup_logging
+from credgate.gateway.reconciliation.cli import add_reconcile_command
+from credgate.gateway.workflows.cli import add_workflow_commands
 
 # Importable from here as before: other modules register their commands with ``command``, and
 # ``main`` sets up logging through ``_setup_logging``, which tests replace or call.
@@ -96,17 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sources.register(sub)
     query.register(sub)
     demo.register(sub)
-    # credgate audit query|export|... (docs/audit.md)
-    from credgate.audit.cli import add_audit_commands
-
-    add_audit_commands(sub)
-    # credgate objections|applications
-    from credgate.gateway.workflows.cli import add_workflow_commands
-
-    add_workflow_commands(sub)
-    from credgate.gateway.reconciliation.cli import add_reconcile_command  # (docs/sync.md)
-
-    add_reconcile_command(sub)
+    add_audit_commands(sub)  # credgate audit query|export|... (docs/audit.md)
+    add_workflow_commands(sub)  # credgate objections|applications
+    add_reconcile_command(sub)  # (docs/sync.md)
     # Register further commands above this line: every command's --help gets the exit codes.
     finish_help(parser)
     return parser

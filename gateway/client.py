@@ -40,9 +40,8 @@ from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_
 from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.channel import client_channel
 from credgate.gateway.certificate_validity import Refusal, validity_refusal
-from credgate.gateway.channel import client_channel
-from credgate.gateway.errors import parse_error, request_id_from_error
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.report_signing import (
     ReportVerificationError,
@@ -50,6 +49,7 @@ from credgate.gateway.report_signing import (
     request_digest,
     verify_signed_report,
 )
+from credgate.gateway.wire_errors import parse_error, request_id_from_error
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 CONSISTENCY_DEFAULT = service_pb2.CONSISTENCY_MODE_UNSPECIFIED

@@ -24,6 +24,7 @@ from typing import Any
 
 from credgate.adapters.base import SourceConfig
 from credgate.adapters.catalog import available_kinds
+from credgate.core.institution import Institution, role_from_name
 from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from credgate.gateway.engine.consistency import (
     CONSISTENCY_KEYS,
@@ -31,7 +32,6 @@ from credgate.gateway.engine.consistency import (
     NumberTable,
     parse_consistency,
 )
-from credgate.gateway.institution import Institution, role_from_name
 from credgate.gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
 from credgate.gateway.watch.settings import WATCH_KEYS, WatchSettings
 

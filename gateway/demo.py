@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from credgate.adapters.mocks.population import build_population
 from credgate.adapters.mocks.serve import DEFAULT_BASE_PORT, DEFAULT_CONTROL_PORT
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.channel import client_channel
+from credgate.core.channel import client_channel
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.config import load_config
 from credgate.gateway.demo_consent import consent_story

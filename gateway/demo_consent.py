@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
+from credgate.core.institution import Institution
 from credgate.gateway.client import CredgateClient, CredgateError
-from credgate.gateway.institution import Institution
 from credgate.gateway.pki import add_institution
 from credgate.gateway.render import enum_label, report_to_text, signature_to_text
 from credgate.gateway.subject_identity import subject_institution_id

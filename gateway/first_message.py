@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from credgate.gateway.errors import GatewayError
+from credgate.core.errors import GatewayError
 from credgate.gateway.handler_wrapping import Behavior, responses_of
 
 REQUEST_NOT_RECEIVED = "REQUEST_NOT_RECEIVED"

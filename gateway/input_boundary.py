@@ -33,11 +33,11 @@ import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor
 
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
 from credgate.gateway.audit_trail import REFUSE_MALFORMED_REQUEST, AuditTrail
-from credgate.gateway.errors import GatewayError
 from credgate.gateway.handler_wrapping import Behavior, WrappingInterceptor
 from credgate.gateway.input_rules import Violation, check_message, plan_for
-from credgate.gateway.institution import Institution
 from credgate.gateway.telemetry import record_invalid_request
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from credgate.api.credit_repair.v1 import input_rules_pb2
-from credgate.gateway import identity_number
+from credgate.core import identity_number
 
 Violation = tuple[str, str]
 Shape: TypeAlias = input_rules_pb2.FieldShape.ValueType

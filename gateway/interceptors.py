@@ -46,17 +46,12 @@ import psycopg
 from google.rpc import status_pb2
 from sqlalchemy import exc as sa_exc
 
+from credgate.core.errors import REQUEST_ID_METADATA_KEY, GatewayError, build_status, set_request_id
 from credgate.gateway import call_deadline
-from credgate.gateway.errors import (
-    REQUEST_ID_METADATA_KEY,
-    GatewayError,
-    build_status,
-    set_request_id,
-    to_grpc_status,
-)
 from credgate.gateway.first_message import bound_first_message
 from credgate.gateway.handler_wrapping import WrappingInterceptor, wrap_handler
 from credgate.gateway.protection.unreadable import RecordUnreadable, unreadable_in
+from credgate.gateway.wire_errors import to_grpc_status
 
 logger = logging.getLogger(__name__)
 

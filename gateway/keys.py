@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from credgate.core.storage.database import Database
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.storage.reencrypt import count_stale, reencrypt_columns

@@ -2,7 +2,7 @@
 
 Mutual TLS is on by default, so a demo, the tests and an institution integrating with credgate
 all need certificates before the first call. This module makes them with ECDSA P-256 keys
-(fast to generate) and puts the institution identity where ``gateway.institution`` reads it:
+(fast to generate) and puts the institution identity where ``core.institution`` reads it:
 URI SAN ``urn:credgate:institution:<id>``, subject OU = role name, CN = id, O = display name.
 
 It is for development and tests only: keys are written unencrypted (mode 0600) and the CA key
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from credgate.gateway.institution import (
+from credgate.core.institution import (
     INSTITUTION_ID_SHAPE,
     INSTITUTION_URI_PREFIX,
     Institution,
@@ -41,7 +41,7 @@ from credgate.gateway.institution import (
     role_from_name,
     role_name,
 )
-from credgate.gateway.protection.secret_files import write_secret
+from credgate.core.secret_files import write_secret
 
 DEFAULT_SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_DEV_INSTITUTIONS = (

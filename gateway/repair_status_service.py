@@ -35,18 +35,18 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.audit.log import Rider
 from credgate.consent import policy
 from credgate.consent.register import ConsentRegister, GrantLookup
-from credgate.gateway import identity_number
+from credgate.core import identity_number
+from credgate.core.errors import GatewayError, current_request_id
+from credgate.core.institution import Institution
+from credgate.core.storage.issued_reports import insert_issued_reports, issued_report_row
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
 from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
 from credgate.gateway.engine.query import QueryEngine
-from credgate.gateway.errors import GatewayError, current_request_id
 from credgate.gateway.input_rules import check_message
-from credgate.gateway.institution import Institution
 from credgate.gateway.interceptors import unreadable_status
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.protection.unreadable import RecordUnreadable, unreadable_in
 from credgate.gateway.report_signing import request_digest
-from credgate.gateway.storage.issued_reports import insert_issued_reports, issued_report_row
 from credgate.gateway.telemetry import record_denial, record_invalid_request
 from credgate.gateway.watch.service import WatchStreams
 

@@ -2,7 +2,7 @@
 
 TLS (in grpcio) cannot consult a CRL during the handshake, so a revoked institution
 certificate still completes the handshake; the gateway refuses it where identity is read
-(``gateway.institution``): every call that needs to know who is calling fails with
+(``core.institution``): every call that needs to know who is calling fails with
 UNAUTHENTICATED and ErrorInfo reason ``CERTIFICATE_REVOKED``. The check is per call, not per
 connection, so a channel that was open before the revocation is refused on its next call.
 

@@ -33,19 +33,19 @@ from credgate.audit.entry import ActionValue
 from credgate.audit.queries import subject_access_history
 from credgate.consent.grants import Grant
 from credgate.consent.register import ConsentRegister, ListCursor
-from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credgate.consent.subject_grants import list_subject_grants
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
 from credgate.gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
+from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.storage.database import Database
 from credgate.gateway.subject_identity import SubjectIdentities
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())

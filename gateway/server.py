@@ -47,11 +47,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from credgate.core.secret_files import read_secret
 from credgate.gateway import reflection
 from credgate.gateway.config import ConfigError, GatewayConfig, TlsConfig
 from credgate.gateway.connection_limits import ConnectionLimits
 from credgate.gateway.interceptors import RequestInterceptor
-from credgate.gateway.protection.secret_files import read_secret
 from credgate.gateway.telemetry import TelemetryInterceptor
 
 logger = logging.getLogger(__name__)

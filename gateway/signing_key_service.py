@@ -16,8 +16,8 @@ import grpc
 
 from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from credgate.api.credit_repair.v1 import report_pb2
-from credgate.gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
+from credgate.core.secret_files import b64decode, b64encode, read_secret, write_secret
 from credgate.gateway.protection.watched_file import DEFAULT_CHECK_SECONDS, WatchedFile
 from credgate.gateway.report_signing import raw_public_key, sign_report, signing_key_id
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent.grants import KEY_ID_PREFIX, is_subject_key_id
 from credgate.consent.register import ConsentRegister, EnrolledKey
-from credgate.gateway.institution import SUBJECT_ID_PREFIX, Institution
+from credgate.core.institution import SUBJECT_ID_PREFIX, Institution
 
 SUBJECT_INSTITUTION_PREFIX = SUBJECT_ID_PREFIX
 

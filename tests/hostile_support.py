@@ -43,13 +43,14 @@ from credgate.adapters.mocks.population import REFERENCE_TIME, Population, State
 from credgate.adapters.mocks.providers import PLATFORM, SCRIPTS, source_facts
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.errors import REQUEST_ID_METADATA_KEY
+from credgate.core.sync.signing import sign_update
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, status_from_error
 from credgate.gateway.input_boundary import UNDECODABLE_FIELD
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.sync.signing import sign_update
+from credgate.gateway.wire_errors import status_from_error
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate

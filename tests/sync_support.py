@@ -22,21 +22,22 @@ from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, ProviderScript
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.core.institution import Institution, InstitutionRole
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import SourceFactsRow
+from credgate.core.sync.provider_client import ProviderClient
+from credgate.core.sync.signing import sign_update
+from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import GatewayConfig, config_from_mapping
-from credgate.gateway.institution import IdentityResolver, Institution, InstitutionRole
 from credgate.gateway.pki import add_institution, institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
-from credgate.gateway.storage.models import SourceFactsRow
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
-from credgate.gateway.sync.provider_client import ProviderClient
 from credgate.gateway.sync.service import SERVICE_NAME, ProviderSyncServicer
-from credgate.gateway.sync.signing import sign_update
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe
 from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from credgate.audit import ALLOWED, DENIED, AuditLog
-from credgate.audit.cli import add_audit_commands
 from credgate.audit.keys import load_or_create_signer, public_key_path
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
+from credgate.gateway.commands.audit import add_audit_commands
 from tests.test_audit_log import make_entry
 
 

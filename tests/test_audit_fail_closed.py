@@ -51,11 +51,11 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
+from credgate.core.storage.models import IssuedReport
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import parse_error
 from credgate.gateway.pki import CertKeyPaths
-from credgate.gateway.storage.models import IssuedReport
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import make_identity_number

@@ -33,9 +33,9 @@ from credgate.audit.queries import subject_access_history
 from credgate.audit.storage import read_head, read_record
 from credgate.audit.store_models import AuditEntryRow
 from credgate.audit.verify import verify_log
-from credgate.gateway.errors import set_request_id
-from credgate.gateway.institution import Institution
-from credgate.gateway.storage.database import Database
+from credgate.core.errors import set_request_id
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
 from tests.fixtures.storage import make_identity_number
 
 ORIGIN = "credgate.test/audit"

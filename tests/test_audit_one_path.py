@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("adapters", "audit", "consent", "gateway")
+PRODUCT = ("adapters", "audit", "consent", "core", "gateway")
 THE_PATH = Path("audit/trail.py")
 _LOG_LIKE = re.compile(r"(^|[._])(audit_log|log|_log|audit|_audit|trail|_trail)$")
 

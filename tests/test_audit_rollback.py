@@ -32,7 +32,6 @@ from credgate.audit import AuditLog, AuditUnavailable
 from credgate.audit.checkpoints import PeriodicCheckpointer, make_checkpoint
 from credgate.audit.keys import load_or_create_signer
 from credgate.audit.note import NoteSigner
-from credgate.audit.service import RegulatorService, add_regulator_service
 from credgate.audit.signed_size import (
     AuditRollbackError,
     AuditStateError,
@@ -47,12 +46,13 @@ from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEn
 from credgate.audit.trail import AuditTrail
 from credgate.audit.tree import CompactRange
 from credgate.audit.verify import verify_log
+from credgate.core.storage.database import Database
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.cli import main
-from credgate.gateway.institution import IdentityResolver
 from credgate.gateway.pki import CertKeyPaths
 from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import ORIGIN, make_entry

@@ -31,15 +31,16 @@ from credgate.audit.note import NoteSigner
 from credgate.audit.offline import check_export, export_lines
 from credgate.audit.proof import verify_consistency, verify_inclusion
 from credgate.audit.queries import EntryFilter, list_entries
-from credgate.audit.service import RegulatorService, add_regulator_service
 from credgate.audit.trail import AuditTrail
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import IdentityResolver, InstitutionRole
+from credgate.core.institution import InstitutionRole
+from credgate.core.storage.database import Database
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
+from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.database import Database
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_audit_log import BASE_TIME, IDENTITY, ORIGIN, make_entry, token
 

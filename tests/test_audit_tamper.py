@@ -28,7 +28,7 @@ from credgate.audit.proof import ProofError, verify_inclusion
 from credgate.audit.storage import inclusion_proof
 from credgate.audit.tree import CompactRange
 from credgate.audit.verify import verify_log
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry, token
 
 SIZE = 40

@@ -39,14 +39,14 @@ from credgate.audit.queries import EntryFilter, list_entries
 from credgate.audit.store_models import AuditCheckpointRow, AuditEntryRow
 from credgate.audit.verify import verify_log
 from credgate.consent import policy
+from credgate.core.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
+from credgate.core.storage.issued_reports import report_digest
+from credgate.core.storage.models import IssuedReport
 from credgate.gateway import cli
 from credgate.gateway.app import build_gateway
 from credgate.gateway.client import CredgateError
 from credgate.gateway.config import ConfigError, config_from_mapping, load_config
 from credgate.gateway.pki import institution_paths
-from credgate.gateway.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
-from credgate.gateway.storage.issued_reports import report_digest
-from credgate.gateway.storage.models import IssuedReport
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import libpq_url

@@ -20,7 +20,7 @@ import pytest
 from bench.cli import main
 from bench.index_scale import synthetic_identity_numbers
 from bench.loadgen import percentile, split
-from credgate.gateway.identity_number import validate
+from credgate.core.identity_number import validate
 from credgate.gateway.progress import Progress
 
 SMOKE_INDEX_SIZES = (200, 1000)

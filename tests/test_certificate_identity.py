@@ -1,7 +1,7 @@
 """Certificate identity fields are read exactly: one value each, byte for byte, no hidden tails.
 
 Each hostile certificate is signed by the trusted dev CA (``tests.fixtures.pki``), so TLS
-accepts it and only ``gateway.institution`` stands between it and an identity. A certificate
+accepts it and only ``core.institution`` stands between it and an identity. A certificate
 that two parsers could read as two identities — a role followed by a NUL, a look-alike letter
 that upper-cases into a role, two roles, two institution URIs — is UNAUTHENTICATED with an
 ErrorInfo reason, never a role.
@@ -17,14 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import (
+from credgate.core.institution import (
     INSTITUTION_URI_PREFIX,
     IdentityRejected,
     InstitutionRole,
     institution_from_certificate,
 )
 from credgate.gateway.pki import CertKeyPaths, load_certified_key
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, _crafted_client_cert, mtls_channel, running_gateway
 from tests.test_mtls import SERVICE, probe_handler
 

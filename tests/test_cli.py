@@ -18,14 +18,14 @@ import pytest
 from bench.cli import add_arguments as add_bench_arguments
 from bench.index_scale import synthetic_identity_numbers
 from credgate.adapters.mocks.population import Population
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway import cli
 from credgate.gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
 from credgate.gateway.config import load_config
 from credgate.gateway.progress import Progress
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.mocks import RunningGateway

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from credgate.adapters.base import SourceConfig
+from credgate.core.institution import Institution, InstitutionRole
 from credgate.gateway.config import ConfigError, GatewayConfig, load_config
-from credgate.gateway.institution import Institution, InstitutionRole
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "example-config.toml"
 

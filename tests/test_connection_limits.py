@@ -21,24 +21,25 @@ from cryptography import x509
 from credgate.adapters.mocks.population import Population, State
 from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
+from credgate.core.channel import client_channel
+from credgate.core.institution import InstitutionRole, RoleValue
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.certificate_validity import (
     CERTIFICATE_EXPIRED,
     CERTIFICATE_NOT_YET_VALID,
     validity_refusal,
 )
-from credgate.gateway.channel import client_channel
 from credgate.gateway.client import ClientCertificateRefused, CredgateClient, CredgateError
 from credgate.gateway.config import ConfigError, config_from_mapping
 from credgate.gateway.connection_limits import ConnectionLimits
-from credgate.gateway.errors import parse_error
 from credgate.gateway.first_message import REQUEST_MISSING, REQUEST_NOT_RECEIVED
-from credgate.gateway.institution import IdentityResolver, InstitutionRole, RoleValue
 from credgate.gateway.pki import (
     CertKeyPaths,
     issue_institution_cert,
     load_certified_key,
     write_certified_key,
 )
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import EXPIRED_INSTITUTION, DevPki, mtls_channel, running_gateway
 from tests.watch_support import AS_OF, CASE, INDEX, JUDICIAL, Pusher, feed_document
 from tests.watch_support import running_gateway as running_full_gateway

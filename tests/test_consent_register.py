@@ -32,10 +32,10 @@ from credgate.consent.register import (
     ListCursor,
     SubjectKeyConflictError,
 )
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database, create_sync_engine
+from credgate.core.storage.database import Database, create_sync_engine
+from credgate.core.storage.models import Base, ConsentGrantRow
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.storage.migrate import current_revision, head_revision
-from credgate.gateway.storage.models import Base, ConsentGrantRow
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -28,16 +28,17 @@ from credgate.consent.register import (
     CONSENT_VALID,
     ConsentRegister,
 )
-from credgate.consent.service import ConsentService
+from credgate.core.institution import InstitutionRole
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import IdentityResolver, InstitutionRole
+from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.consent_service import ConsentService
 from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.database import Database
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.test_consent_register import (
     IDENTITY,

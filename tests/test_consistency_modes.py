@@ -25,9 +25,9 @@ from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.storage.database import Database
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.index_writes import FEED_LOCK_KEY
 from credgate.gateway.sync import store as sync_store

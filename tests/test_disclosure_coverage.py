@@ -34,8 +34,9 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as stat
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.errors import REQUEST_ID_METADATA_KEY
 from credgate.gateway.disclosure import LEDGER
-from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.storage import make_identity_number
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.workflow_support import WorkflowGateway, workflow_gateway_each_backend

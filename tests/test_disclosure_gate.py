@@ -37,6 +37,10 @@ from credgate.audit.entry import DENIED
 from credgate.audit.log import AppendReceipt, AuditUnavailable
 from credgate.consent import grants, policy
 from credgate.consent.register import CONSENT_VALID, ConsentRegister, EnrolledKey, GrantLookup
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.core.storage.models import ConsentGrantRow
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure import (
     ALL_CATEGORIES,
@@ -49,10 +53,6 @@ from credgate.gateway.disclosure import (
     reader_purpose,
     withheld_explanation,
 )
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.models import ConsentGrantRow
 from credgate.gateway.subject_identity import subject_institution_id
 from credgate.gateway.workflows.eligibility import CONDITION_CATEGORIES, evaluate
 from tests.fixtures.subjects import Subject, enrol_subject

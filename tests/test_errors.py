@@ -13,17 +13,12 @@ import pytest
 from google.rpc import error_details_pb2
 from sqlalchemy import exc as sa_exc
 
-from credgate.gateway import errors
-from credgate.gateway.errors import (
-    GatewayError,
-    build_status,
-    parse_error,
-    request_id_from_error,
-    status_from_error,
-)
+from credgate.core.errors import GatewayError, build_status
+from credgate.gateway import wire_errors
 from credgate.gateway.protection.cipher import DecryptionError, MalformedEnvelopeError
 from credgate.gateway.protection.keyring import UnknownKeyError
 from credgate.gateway.storage.fact_index import UnreadableRecordError
+from credgate.gateway.wire_errors import parse_error, request_id_from_error, status_from_error
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SERVICE = "credgate.test.v1.Errors"
@@ -72,7 +67,7 @@ def errors_handler(
         )
 
     async def helper_abort(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        await errors.abort(
+        await wire_errors.abort(
             context, build_status(grpc.StatusCode.NOT_FOUND, "no such grant", "GRANT_NOT_FOUND")
         )
 

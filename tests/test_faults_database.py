@@ -33,7 +33,7 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as serv
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import parse_error
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.storage import libpq_url, with_search_path

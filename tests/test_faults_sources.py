@@ -27,8 +27,8 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.channel import client_channel
-from credgate.gateway.errors import parse_error
+from credgate.core.channel import client_channel
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import enrol_subject
 from tests.workflow_support import WorkflowGateway, workflow_gateway

@@ -18,15 +18,15 @@ from google.rpc import error_details_pb2
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credgate.gateway.channel import client_channel
-from credgate.gateway.errors import parse_error, status_from_error
-from credgate.gateway.institution import InstitutionRole
+from credgate.core.channel import client_channel
+from credgate.core.institution import InstitutionRole
 from credgate.gateway.pki import (
     institution_paths,
     issue_institution_cert,
     load_certified_key,
     write_certified_key,
 )
+from credgate.gateway.wire_errors import parse_error, status_from_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki
 from tests.watch_support import CASE, INDEX, JUDICIAL, feed_document, running_gateway

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import Connection, Table, func, insert, select
 
+from credgate.core.storage.database import Database
 from credgate.gateway.config import ConfigError, load_config
 from credgate.gateway.reconciliation.models import ReconciliationCursor
 from credgate.gateway.reconciliation.store import CURSOR_NAME
-from credgate.gateway.storage.database import Database
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.watch.prune import FeedPruner
 from credgate.gateway.watch.settings import WatchSettings

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credgate.gateway.errors import GatewayError
+from credgate.core.errors import GatewayError
 from tests.fixtures.pki import DevPki
 from tests.hostile_support import (
     FD,

@@ -13,7 +13,7 @@ refuses an identity number written in ASCII digits refuses it in any script, and
 characters are refused in every string field — at the request check, so nothing reaches a
 source or the audit guard (AUDIT_UNAVAILABLE).
 
-Unit properties pin the contract of ``gateway.identity_number`` (``normalize`` is the fold,
+Unit properties pin the contract of ``core.identity_number`` (``normalize`` is the fold,
 ``validate(normalize(v))`` the check) and of ``SubjectTokenizer.token``; end-to-end properties
 call the gateway over mutual TLS.
 """
@@ -40,9 +40,9 @@ from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as regulato
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway import identity_number
-from credgate.gateway.errors import REQUEST_ID_METADATA_KEY
-from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
+from credgate.core import identity_number
+from credgate.core.errors import REQUEST_ID_METADATA_KEY
+from credgate.core.tokens import SubjectTokenizer, is_subject_token
 from tests.fixtures.pki import DevPki
 from tests.hostile_support import (
     C0_C1_CONTROLS,

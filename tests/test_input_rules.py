@@ -27,15 +27,15 @@ from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.queries import EntryFilter, list_entries
-from credgate.gateway import identity_number
-from credgate.gateway.errors import parse_error
+from credgate.core import identity_number
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.input_rules import (
     _FORMAT_CHARACTERS,
     check_message,
     declared_messages,
     plan_for,
 )
-from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 

@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import select
 
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.config import config_from_mapping
 from credgate.gateway.keys import reencrypt_records, rotate_keys
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import DataKey, Keyring, UnknownKeyError
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
 from credgate.gateway.workflows import render
 from credgate.gateway.workflows.applications import ApplicationWorkflow

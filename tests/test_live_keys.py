@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.core.secret_files import write_secret
 from credgate.gateway.config import ConfigError, config_from_mapping
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring, UnknownKeyError
 from credgate.gateway.protection.live_keyring import LiveKeyring
-from credgate.gateway.protection.secret_files import write_secret
 from credgate.gateway.report_signing import index_public_keys, verify_signed_report
 from credgate.gateway.signing_keys import (
     FILE_NAME,

@@ -36,8 +36,11 @@ from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.core.channel import client_channel
+from credgate.core.secret_files import write_secret
+from credgate.core.storage.models import SourceFactsRow
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import Gateway, build_gateway
-from credgate.gateway.channel import client_channel
 from credgate.gateway.config import GatewayConfig, config_from_mapping
 from credgate.gateway.keys import (
     ENCRYPTED_COLUMNS,
@@ -48,11 +51,8 @@ from credgate.gateway.keys import (
 )
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.secret_files import write_secret
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.signing_keys import FILE_NAME as SIGNING_FILE
 from credgate.gateway.signing_keys import ReportSigner, rotate_signing_key
-from credgate.gateway.storage.models import SourceFactsRow
 from credgate.gateway.storage.reencrypt import count_stale
 from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.mocks import RunningGateway, gateway_document

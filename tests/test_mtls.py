@@ -13,10 +13,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from credgate.core.institution import Institution, InstitutionRole
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import ConfigError
-from credgate.gateway.errors import parse_error, request_id_from_error
-from credgate.gateway.institution import IdentityResolver, Institution, InstitutionRole
 from credgate.gateway.server import GatewayServer
+from credgate.gateway.wire_errors import parse_error, request_id_from_error
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 
 SERVICE = "credgate.test.v1.Probe"

@@ -14,9 +14,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from credgate.gateway.decided_write import decided_write
-from credgate.gateway.storage.database import Database
-from credgate.gateway.telemetry.instruments import OUTBOX_DELIVERIES
+from credgate.core.storage.database import Database
+from credgate.core.storage.decided_write import decided_write
+from credgate.core.telemetry.instruments import OUTBOX_DELIVERIES
 from credgate.gateway.workflows.models import OutboxRow
 from credgate.gateway.workflows.outbox import Message, Outbox, RetryLater, backoff_seconds
 from tests.test_telemetry import Capture, captured

@@ -57,11 +57,11 @@ from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
-from credgate.gateway.channel import client_channel
+from credgate.core.channel import client_channel
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
 from credgate.gateway.client import CredgateClient
-from credgate.gateway.institution import Institution
 from credgate.gateway.pki import add_institution, institution_paths
-from credgate.gateway.storage.database import Database
 from credgate.gateway.subject_identity import subject_institution_id
 from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE, gateway_document

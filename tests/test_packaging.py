@@ -43,6 +43,7 @@ def test_the_wheel_is_typed_and_complete(wheel_names: list[str]) -> None:
         "credgate/adapters/testing/plugin.py",
         "credgate/consent/policy.py",
         "credgate/audit/log.py",
+        "credgate/core/storage/database.py",
         "credgate/api/credit_repair/v1/report_pb2.py",
         "credgate/api/credit_repair/v1/report_pb2.pyi",
         "credgate/api/credit_repair/v1/report.proto",

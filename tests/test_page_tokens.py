@@ -29,13 +29,13 @@ from google.protobuf.message import Message
 import credgate.api.credit_repair.v1
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.institution import Institution
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import Institution
 from credgate.gateway.pki import add_institution, institution_paths
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate, record_grant

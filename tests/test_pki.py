@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from credgate.gateway.institution import (
+from credgate.core.institution import (
     INSTITUTION_URI_PREFIX,
     IdentityRejected,
     Institution,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from credgate.gateway.identity_number import validate
+from credgate.core.identity_number import validate
+from credgate.core.tokens import SubjectTokenizer, is_subject_token
 from credgate.gateway.protection.cipher import (
     DecryptionError,
     FieldCipher,
@@ -17,7 +18,6 @@ from credgate.gateway.protection.cipher import (
     parse_envelope,
 )
 from credgate.gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
-from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")

@@ -23,10 +23,10 @@ from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, push
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.cli import main as credgate
-from credgate.gateway.errors import parse_error
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki, mtls_channel
 from tests.sync_process import toml_document

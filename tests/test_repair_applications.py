@@ -18,8 +18,8 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.errors import status_from_error
 from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.wire_errors import status_from_error
 from credgate.gateway.workflows.eligibility import evaluate
 from credgate.gateway.workflows.models import RepairApplicationRow
 from tests.fixtures.subjects import enrol_subject

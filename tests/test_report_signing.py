@@ -19,6 +19,7 @@ from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
+from credgate.core.storage.issued_reports import report_digest
 from credgate.gateway.client import CredgateClient, CredgateError, ReportVerificationError
 from credgate.gateway.report_signing import (
     SIGNING_CONTEXT,
@@ -38,7 +39,6 @@ from credgate.gateway.signing_keys import (
     load_signing_keys,
     rotate_signing_key,
 )
-from credgate.gateway.storage.issued_reports import report_digest
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import mtls_channel
 

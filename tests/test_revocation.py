@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.institution import Institution, InstitutionRole
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.config import ConfigError, TlsConfig, config_from_mapping, load_config
-from credgate.gateway.institution import Institution, InstitutionRole
 from credgate.gateway.pki import (
     CRL_FILE_NAME,
     PkiPaths,

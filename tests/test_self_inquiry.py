@@ -22,11 +22,11 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants, policy
 from credgate.consent.register import ConsentRegister, ListCursor
 from credgate.consent.subject_grants import list_subject_grants
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.client import CredgateClient, CredgateError
-from credgate.gateway.institution import Institution
 from credgate.gateway.pki import add_institution
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.subject_identity import (
     SubjectIdentities,
     named_key_id,

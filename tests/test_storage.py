@@ -19,11 +19,8 @@ import credgate.audit.store_models
 import credgate.gateway.reconciliation.models
 import credgate.gateway.sync.models  # noqa: F401
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
-from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import (
+from credgate.core.identity_number import mask
+from credgate.core.storage.database import (
     Database,
     DatabaseURLError,
     async_url,
@@ -31,14 +28,17 @@ from credgate.gateway.storage.database import (
     create_sync_engine,
     sync_url,
 )
+from credgate.core.storage.issued_reports import report_digest
+from credgate.core.storage.models import Base, IssuedReport, SourceFactsRow, Subject
+from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
-from credgate.gateway.storage.issued_reports import report_digest
 from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
-from credgate.gateway.storage.models import Base, IssuedReport, SourceFactsRow, Subject
 from credgate.gateway.workflows import models as workflow_models  # noqa: F401  (compared)
 from tests.fixtures.storage import make_identity_number
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from credgate.adapters.mocks.population import Population
 from credgate.adapters.mocks.providers import PLATFORM, update_history
+from credgate.core.storage.database import Database
+from credgate.core.sync.provider_client import ProviderClient
+from credgate.core.sync.signing import sign_update
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.database import Database
-from credgate.gateway.sync.provider_client import ProviderClient
 from credgate.gateway.sync.settings import ProviderConfig
-from credgate.gateway.sync.signing import sign_update
 from credgate.gateway.sync.store import BatchResult, SyncStore
 from credgate.gateway.sync.validate import Prepared
 from tests.fixtures.pki import DevPki

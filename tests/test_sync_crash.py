@@ -19,11 +19,11 @@ import pytest
 
 from credgate.adapters.mocks.population import build_population
 from credgate.adapters.mocks.providers import PLATFORM, update_history
+from credgate.core.storage.database import Database
+from credgate.core.sync.provider_client import ProviderClient
+from credgate.core.sync.signing import sign_update
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database
-from credgate.gateway.sync.provider_client import ProviderClient
-from credgate.gateway.sync.signing import sign_update
 from tests.fixtures.pki import DevPki
 from tests.sync_process import gateway_process
 from tests.sync_support import assert_index_matches, index_state, provider_channel

@@ -15,15 +15,15 @@ from credgate.adapters.mocks.population import Population
 from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, update_history
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.errors import parse_error
+from credgate.core.storage.models import SourceFactsRow, Subject
+from credgate.core.sync.signing import sign_update
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.storage.models import SourceFactsRow, Subject
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
 from credgate.gateway.sync.rotation import reencrypt_originals
-from credgate.gateway.sync.signing import sign_update
 from credgate.gateway.sync.store import SyncStore, _refuse_naive
 from credgate.gateway.sync.validate import _IDEMPOTENCY_KEY, envelope_key_id
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki
 from tests.sync_support import (
     ROGUE_PROVIDER,

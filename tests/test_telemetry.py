@@ -37,10 +37,11 @@ from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.errors import GatewayError
+from credgate.core.telemetry import instruments as m
 from credgate.gateway import cli
 from credgate.gateway.client import CredgateError
 from credgate.gateway.config import ConfigError, TelemetryConfig, config_from_mapping
-from credgate.gateway.errors import GatewayError
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.telemetry import (
     JsonFormatter,
@@ -50,7 +51,6 @@ from credgate.gateway.telemetry import (
     observe_open_watchers,
     observe_sync_lag,
 )
-from credgate.gateway.telemetry import instruments as m
 from credgate.gateway.telemetry.logs import MASK, TextFormatter, configure_logging
 from tests.fixtures.mocks import RunningGateway
 

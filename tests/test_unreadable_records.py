@@ -31,18 +31,18 @@ from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.channel import client_channel
+from credgate.core.secret_files import write_secret
+from credgate.core.storage.models import SourceFactsRow
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import build_gateway
-from credgate.gateway.channel import client_channel
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.config import config_from_mapping
 from credgate.gateway.engine.consistency import Mode
-from credgate.gateway.errors import parse_error
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.secret_files import write_secret
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.models import SourceFactsRow
+from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate

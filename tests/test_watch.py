@@ -26,12 +26,12 @@ from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.channel import client_channel
+from credgate.core.channel import client_channel
+from credgate.core.telemetry import instruments
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.client import CredgateClient, CredgateError, WatchedReport
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.telemetry import instruments
 from tests.fixtures.pki import DevPki
 from tests.sync_process import GatewayProcess, toml_document
 from tests.sync_support import index_state

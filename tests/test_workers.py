@@ -26,7 +26,7 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.channel import client_channel
+from credgate.core.channel import client_channel
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_process import credgate_command, toml_document

@@ -43,8 +43,9 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
-from credgate.gateway.errors import REQUEST_ID_METADATA_KEY, parse_error
-from credgate.gateway.storage.models import ConsentGrantRow, SubjectKey
+from credgate.core.errors import REQUEST_ID_METADATA_KEY
+from credgate.core.storage.models import ConsentGrantRow, SubjectKey
+from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE
 from tests.fixtures.pki import DevPki

@@ -29,10 +29,10 @@ from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
+from credgate.core.sync.provider_client import ProviderClient
+from credgate.core.sync.signing import sign_update
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.sync.provider_client import ProviderClient
-from credgate.gateway.sync.signing import sign_update
 from tests.fixtures.mocks import ENROLMENT_OFFICE, RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
 from tests.sync_support import ensure_provider_certs, provider_channel, sync_document

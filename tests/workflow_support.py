@@ -27,18 +27,18 @@ from credgate.adapters.mocks.fleet import MockFleet
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.consent.register import ConsentRegister
+from credgate.core.channel import client_channel
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.audit_trail import AuditTrail
-from credgate.gateway.channel import client_channel
+from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.errors import parse_error
-from credgate.gateway.institution import IdentityResolver
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING
 from credgate.gateway.workflows.common import workflow_id_key
 from credgate.gateway.workflows.wiring import Workflows

@@ -16,7 +16,7 @@ from aiohttp import web
 from credgate.adapters.mapping import CHINA_TZ, MAX_RECORDS
 from credgate.adapters.mocks.population import REFERENCE_DATE, Account, SourceView, Subject
 from credgate.adapters.mocks.rendering import exemption_date, yuan
-from credgate.gateway.identity_number import validate
+from credgate.core.identity_number import validate
 
 PATH = "/openapi/credit/CustomerAccountQuery"
 VARIANTS = (

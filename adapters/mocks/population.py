@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 
-from credgate.gateway.identity_number import check_character
+from credgate.core.identity_number import check_character
 
 DEFAULT_SEED = 20210301  # the Shenzhen regulations took effect on 2021-03-01
 DEFAULT_SIZE = 10_000

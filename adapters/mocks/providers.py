@@ -48,10 +48,10 @@ from credgate.adapters.signing import public_key_b64
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
-from credgate.gateway.channel import client_channel
-from credgate.gateway.identity_number import mask
-from credgate.gateway.sync.provider_client import ProviderClient
-from credgate.gateway.sync.signing import sign_update
+from credgate.core.channel import client_channel
+from credgate.core.identity_number import mask
+from credgate.core.sync.provider_client import ProviderClient
+from credgate.core.sync.signing import sign_update
 
 _STATES = {s: v.RepairState.Value(f"REPAIR_STATE_{s.value}") for s in State}
 _KINDS = {p: v.CaseKind.Value(f"CASE_KIND_{p.value}") for p in Procedure}

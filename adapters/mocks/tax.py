@@ -19,7 +19,7 @@ from credgate.adapters.mocks.faults import FaultInjector
 from credgate.adapters.mocks.http_base import HttpMockSource
 from credgate.adapters.mocks.population import REFERENCE_DATE, Population, Subject
 from credgate.adapters.mocks.rendering import MalformedCycle, QueryIds, source_as_of, yuan
-from credgate.gateway.identity_number import validate
+from credgate.core.identity_number import validate
 
 PATH = "/api/gs/qsxxcx"
 VARIANTS = (

@@ -20,7 +20,7 @@ from credgate.adapters.base import SourceConfig
 from credgate.adapters.mocks.population import Person
 from credgate.adapters.testing.expectations import CATEGORY_OF_KIND, Expectation
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 CLOCK_SLACK = dt.timedelta(seconds=2)
 """How far ``fetched_at`` may sit outside the call that produced it (timestamp rounding)."""

@@ -44,7 +44,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from credgate.gateway.channel import client_channel
+    from credgate.core.channel import client_channel
     from credgate.gateway.config import load_config
 
     config = load_config(Path(args.config)) if args.config else None

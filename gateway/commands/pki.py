@@ -34,7 +34,7 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_issue(args: argparse.Namespace) -> int:
-    from credgate.gateway.institution import Institution, role_from_name
+    from credgate.core.institution import Institution, role_from_name
     from credgate.gateway.pki import add_institution
 
     institution = Institution(args.institution, role_from_name(args.role), args.name or "")

@@ -14,12 +14,12 @@ from credgate.audit.entry import ActionValue
 from credgate.audit.log import Rider
 from credgate.consent import policy
 from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.core.errors import GatewayError, current_request_id
+from credgate.core.institution import Institution
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure.content import first_report, minimize_content
 from credgate.gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
 from credgate.gateway.disclosure.parties import PROCEDURE_PARTIES
-from credgate.gateway.errors import GatewayError, current_request_id
-from credgate.gateway.institution import Institution
 from credgate.gateway.subject_identity import SubjectIdentities
 
 Category = policy.Category
@@ -57,7 +57,7 @@ class Ask:
     refusal: Refusal | None = None
     recorded: bool = False
     """True for a write RPC: its ALLOWED entry is committed with its change
-    (``gateway.decided_write``), so releasing the result adds no second entry for the call;
+    (``core.storage.decided_write``), so releasing the result adds no second entry for the call;
     a refusal is still recorded."""
 
 

@@ -37,10 +37,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from credgate.adapters.base import SourceAdapter, SourceConfig, SourceError
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
+from credgate.core.telemetry import instruments as telemetry
 from credgate.gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
 from credgate.gateway.engine.containment import GRACE_SECONDS, contained
 from credgate.gateway.engine.stamping import stamped
-from credgate.gateway.telemetry import instruments as telemetry
 
 _log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from typing import Protocol, TypeVar
 from credgate.adapters.base import SourceAdapter, SourceConfig
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.core.identity_number import is_canonical_shape
 from credgate.gateway.engine import consistency as cm
 from credgate.gateway.engine.breaker import BreakerState, CircuitBreaker
 from credgate.gateway.engine.containment import GRACE_SECONDS
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import merge
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
-from credgate.gateway.identity_number import is_canonical_shape
 from credgate.gateway.protection.unreadable import RecordUnreadable
 from credgate.gateway.storage.index_writes import IndexedFacts
 from credgate.gateway.sync.settings import source_kind_name

@@ -3,12 +3,14 @@
 Three small pieces with one job each, so that the rules about personal data live in one place:
 
 * ``Keyring`` holds the secret keys (and is the only thing that touches the key file);
-* ``SubjectTokenizer`` turns an identity number into a keyed blind index for equality lookups;
+* ``SubjectTokenizer`` turns an identity number into a keyed blind index for equality lookups
+  (it lives in ``core.tokens``, so the domain packages can check a token's shape too);
 * ``FieldCipher`` encrypts one column value, bound to the row and column it belongs to.
 
 Nothing here logs, and no exception raised here ever contains a plaintext value.
 """
 
+from credgate.core.tokens import SubjectTokenizer, is_subject_token
 from credgate.gateway.protection.cipher import (
     CipherError,
     DecryptionError,
@@ -16,7 +18,6 @@ from credgate.gateway.protection.cipher import (
     MalformedEnvelopeError,
 )
 from credgate.gateway.protection.keyring import Keyring, KeyringError, UnknownKeyError
-from credgate.gateway.protection.tokens import SubjectTokenizer, is_subject_token
 
 __all__ = [
     "CipherError",

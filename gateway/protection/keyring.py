@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from credgate.gateway.protection.secret_files import b64decode, b64encode, read_secret, write_secret
+from credgate.core.secret_files import b64decode, b64encode, read_secret, write_secret
 from credgate.gateway.protection.unreadable import RecordUnreadable
 
 FORMAT = "credgate-keyring/1"

@@ -11,6 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from credgate.gateway.commands.common import command
+
 EXIT_OK = 0
 
 
@@ -33,8 +35,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def add_reconcile_command(subparsers: Any) -> None:
     """Register ``reconcile`` on the top-level ``add_subparsers()`` object."""
-    from credgate.gateway.cli import command
-
     p = command(
         subparsers,
         "reconcile",

@@ -1,6 +1,6 @@
 """The reconciliation tables: open contradictions, and how far the reconciler has read the feed.
 
-Declared on ``gateway.storage.models.Base`` (migration ``0005``), like every table. Nothing
+Declared on ``core.storage.models.Base`` (migration ``0005``), like every table. Nothing
 personal in clear, and nothing that could identify a person by brute force: a contradiction
 row holds the subject's token, the kind of disagreement and the two sources with their values
 (vocabulary words such as ``RESTORED`` or ``DEFAULT``). The explanation an operator reads
@@ -21,7 +21,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from credgate.gateway.storage.models import SOURCE_ID_LENGTH, TOKEN_LENGTH, Base, UTCDateTime
+from credgate.core.storage.models import SOURCE_ID_LENGTH, TOKEN_LENGTH, Base, UTCDateTime
 
 KEY_LENGTH = 64
 MATTER_LENGTH = 64

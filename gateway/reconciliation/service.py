@@ -22,9 +22,9 @@ from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
 from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,

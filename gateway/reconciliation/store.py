@@ -14,7 +14,7 @@ path. Through ``AsyncSession`` it cost 0.7–0.8 ms of CPU per reconciled subjec
 statements per subject, each about 0.4–1.2 ms of CPU through the async stack: statement
 construction, greenlet switches, driver-thread hops, ORM flush). Here the feed is read in one
 ``Database.threaded.read`` and a whole batch is recorded in one ``Database.threaded.write``
-(``gateway.storage.threaded``) on a sync Core ``Connection``, with statements built once below:
+(``core.storage.threaded``) on a sync Core ``Connection``, with statements built once below:
 the cursor's compare-and-set, then for all the batch's subjects together one SELECT of what
 is held, one DELETE and one UPDATE by id and one executemany INSERT.
 """
@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from credgate.core.storage.database import Database
 from credgate.gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
 from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursor
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex, FactIndexError
 from credgate.gateway.sync.models import ChangeFeedRow
 

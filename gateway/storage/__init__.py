@@ -1,5 +1,8 @@
 """Persistence: the database, its schema and migrations, and the encrypted fact index.
 
+``Database`` and the shared tables are ``core.storage``'s (every layer uses them); this
+package adds the migrations, the fact index and re-encryption on top.
+
 Start-up order::
 
     upgrade_to_head(url)                      # sync; before the event loop or via to_thread
@@ -10,13 +13,13 @@ Start-up order::
     await database.dispose()                  # at shutdown
 """
 
-from credgate.gateway.storage.database import Database, DatabaseURLError
+from credgate.core.storage.database import Database, DatabaseURLError
+from credgate.core.storage.issued_reports import report_digest
 from credgate.gateway.storage.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
-from credgate.gateway.storage.issued_reports import report_digest
 from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 
 __all__ = [

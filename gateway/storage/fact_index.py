@@ -21,12 +21,18 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
-from credgate.gateway.identity_number import normalize
+from credgate.core.identity_number import normalize
+from credgate.core.storage.database import Database
+from credgate.core.storage.issued_reports import (
+    IssuedReportConflict,
+    insert_issued_reports,
+    issued_report_row,
+)
+from credgate.core.storage.models import Base, SourceFactsRow, Subject
+from credgate.core.tokens import is_subject_token
 from credgate.gateway.protection.cipher import CipherError, FieldCipher
 from credgate.gateway.protection.keyring import KeyringError
-from credgate.gateway.protection.tokens import is_subject_token
 from credgate.gateway.protection.unreadable import RecordUnreadable
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.index_writes import (
     IndexedFacts,
     fact_writer,
@@ -34,12 +40,6 @@ from credgate.gateway.storage.index_writes import (
     read_held,
     read_indexed,
 )
-from credgate.gateway.storage.issued_reports import (
-    IssuedReportConflict,
-    insert_issued_reports,
-    issued_report_row,
-)
-from credgate.gateway.storage.models import Base, SourceFactsRow, Subject
 from credgate.gateway.storage.reencrypt import (
     EncryptedColumn,
     UnreadableCiphertextError,
@@ -273,7 +273,7 @@ class FactIndex:
         self, report: report_pb2.RepairStatusReport, institution_id: str
     ) -> None:
         """Record that ``report`` was answered to ``institution_id`` on its own (the query path
-        records it with the audit entry instead: ``gateway.storage.issued_reports``).
+        records it with the audit entry instead: ``core.storage.issued_reports``).
 
         Idempotent for retries; a different report under an already recorded id is an error.
         """

@@ -19,7 +19,7 @@ reverse, so it cannot deadlock with a batch). The common case, unchanged content
 lock: it is a compare-and-set on the ciphertext it compared against.
 
 How (issue #7): every transaction here is a plain function of a sync Core ``Connection`` run by
-``Database.threaded`` (``gateway.storage.threaded``), and every statement is built once, below,
+``Database.threaded`` (``core.storage.threaded``), and every statement is built once, below,
 with bind parameters. Through the async session the same writes cost about 1 ms of CPU per
 statement (statement construction, greenlet and driver-thread hops) and were 40 % of a live
 query's CPU; here a statement costs tens of microseconds. On SQLite the whole write — read what
@@ -46,8 +46,8 @@ from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import SourceFactsRow
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
 
 _log = logging.getLogger(__name__)
@@ -458,7 +458,7 @@ MAX_GROUP = 64
 GROUP_DELAY_SECONDS = 0.01
 """How long a queued write waits for others before its group is committed (unless a full group
 is already waiting). Without it the write of a LIVE answer's facts reached the database writer
-thread just before the same answer's audit entry (``gateway.storage.threaded`` has one writer
+thread just before the same answer's audit entry (``core.storage.threaded`` has one writer
 on SQLite), which then waited for the facts' commit and fsync: the write was back on the
 critical path. The pause lets the answer's own writes go first and gathers more subjects into
 one commit under load. Reads of a subject wait for its queued writes, so they never miss one."""

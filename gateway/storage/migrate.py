@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from credgate.gateway.storage.database import create_sync_engine
+from credgate.core.storage.database import create_sync_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x63726564676174  # "credgat": any constant unique to credgate migrations

@@ -28,11 +28,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select, tuple_, update
 from sqlalchemy.orm import InstrumentedAttribute
 
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import Base
 from credgate.gateway.protection.cipher import CipherError, FieldCipher
 from credgate.gateway.protection.keyring import KeyringError
 from credgate.gateway.protection.unreadable import RecordUnreadable
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import Base
 
 Progress = Callable[[int], None]
 """Told how many rows each batch examined."""

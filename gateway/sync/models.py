@@ -1,6 +1,6 @@
 """The provider-sync tables: one cursor per source, the journal of updates, the change feed.
 
-Declared on ``gateway.storage.models.Base`` so one metadata (and the storage tests' comparison
+Declared on ``core.storage.models.Base`` so one metadata (and the storage tests' comparison
 with the migrations) covers them; migration ``0004_sync`` creates them. Same rule as every
 table: nothing personal in clear. The journal keeps each applied update's signed original
 (it contains the identity number) only as a ``FieldCipher`` ciphertext bound to its row, and
@@ -17,7 +17,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from credgate.gateway.storage.models import (
+from credgate.core.storage.models import (
     INSTITUTION_ID_LENGTH,
     KEY_ID_LENGTH,
     SOURCE_ID_LENGTH,

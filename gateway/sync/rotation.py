@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from credgate.core.storage.database import Database
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
 from credgate.gateway.sync.models import SyncUpdateRow, original_context
 

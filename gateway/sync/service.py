@@ -15,12 +15,12 @@ import grpc
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import KeySource
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe, SyncStream

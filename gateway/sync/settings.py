@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credgate.adapters.signing import SigningKeyError, load_public_key
 from credgate.api.credit_repair.v1 import vocabulary_pb2
-from credgate.gateway.institution import INSTITUTION_ID_SHAPE
-from credgate.gateway.storage.models import SOURCE_ID_LENGTH
+from credgate.core.institution import INSTITUTION_ID_SHAPE
+from credgate.core.storage.models import SOURCE_ID_LENGTH
 
 SourceKindValue: TypeAlias = vocabulary_pb2.SourceKind.ValueType
 

@@ -54,9 +54,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import Base, SourceFactsRow, Subject
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import Base, SourceFactsRow, Subject
 from credgate.gateway.sync.models import (
     ChangeFeedRow,
     SyncCursor,

@@ -30,7 +30,7 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
-from credgate.gateway.errors import GatewayError
+from credgate.core.errors import GatewayError
 from credgate.gateway.sync.plan import Outcome
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import BatchResult, SyncStore

@@ -27,14 +27,14 @@ from google.protobuf.message import DecodeError
 from credgate.adapters.mapping import MAX_RECORDS
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.gateway import identity_number
+from credgate.core import identity_number
+from credgate.core.sync.signing import NotCanonicalError, parse_canonical, signature_valid
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.input_rules import check_message
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.storage.fact_index import facts_context, identity_context
 from credgate.gateway.sync.models import original_context
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings, source_kind_name
-from credgate.gateway.sync.signing import NotCanonicalError, parse_canonical, signature_valid
 
 log = logging.getLogger(__name__)
 

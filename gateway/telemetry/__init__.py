@@ -6,17 +6,18 @@ What is where (``docs/telemetry.md`` is the operator's guide):
   once per process; ``build_telemetry`` for tests.
 * ``interceptor`` — ``TelemetryInterceptor``: a SERVER span and RPC metrics per call
   (``GatewayServer`` installs it first, so every server has it).
-* ``clients`` — CLIENT spans and W3C ``traceparent`` for calls to sources (HTTP and gRPC).
-* ``instruments`` — every metric instrument, the recording helpers, and the registration API
-  for state owned elsewhere (``observe_sync_lag``, ``observe_open_watchers``,
-  ``observe_audit_backlog``).
+* ``core.telemetry.clients`` (in the bottom layer, so adapters can use it) — CLIENT spans and
+  W3C ``traceparent`` for calls to sources (HTTP and gRPC).
+* ``core.telemetry.instruments`` (likewise) — every metric instrument, the recording helpers,
+  and the registration API for state owned elsewhere (``observe_sync_lag``,
+  ``observe_open_watchers``, ``observe_audit_backlog``).
 * ``logs`` — ``JsonFormatter`` / ``TextFormatter`` with trace, span and request ids.
 
 Instrumented code only ever talks to the OpenTelemetry *API* (global tracer and meter), so it
 works, at next to no cost, whether or not telemetry was set up.
 """
 
-from credgate.gateway.telemetry.instruments import (
+from credgate.core.telemetry.instruments import (
     Registration,
     observe_audit_backlog,
     observe_open_watchers,

@@ -37,9 +37,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from credgate.gateway.errors import STATUS_DETAILS_METADATA_KEY, current_request_id
+from credgate.core.errors import STATUS_DETAILS_METADATA_KEY, current_request_id
+from credgate.core.telemetry import instruments as m
 from credgate.gateway.handler_wrapping import WrappingInterceptor, wrap_handler
-from credgate.gateway.telemetry import instruments as m
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/",)
 """Methods measured but not traced."""

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from credgate.gateway.errors import current_request_id
+from credgate.core.errors import current_request_id
 
 _IDENTITY_NUMBER = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9Xx])")
 MASK = "[REDACTED-ID]"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.telemetry import Registration, observe_open_watchers
 from credgate.gateway.watch.notify import ChangeListener

@@ -37,9 +37,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Table, bindparam, func, select
 
+from credgate.core.storage.database import Database
 from credgate.gateway.reconciliation.models import ReconciliationCursor
 from credgate.gateway.reconciliation.store import CURSOR_NAME
-from credgate.gateway.storage.database import Database
 from credgate.gateway.sync.models import ChangeFeedRow
 
 log = logging.getLogger(__name__)

@@ -16,18 +16,18 @@ import grpc
 
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as reconciliation_grpc
 from credgate.consent.register import ConsentRegister
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.engine.consistency import PushSource
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.reconciliation.evaluate import KEY_LABEL, derive_key, source_catalog
 from credgate.gateway.reconciliation.service import SERVICE_NAME, ReconciliationServicer
 from credgate.gateway.reconciliation.store import ContradictionStore
 from credgate.gateway.reconciliation.worker import Reconciler
 from credgate.gateway.server import GatewayServer, bounded_step
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.watch.feed import ChangeFeed
 from credgate.gateway.watch.prune import FeedPruner

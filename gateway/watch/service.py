@@ -14,7 +14,7 @@ this module adds is the watching:
   stream with the query's own refusal (PERMISSION_DENIED CONSENT_REVOKED, ...) at the next
   change; a quiet stream re-checks every ``recheck_seconds``. The caller's certificate is
   checked again at the same moments: one that has expired or been revoked since the stream
-  opened ends it UNAUTHENTICATED (``gateway.institution``). The first report counts as one
+  opened ends it UNAUTHENTICATED (``core.institution``). The first report counts as one
   use of a grant limited in uses; the updates are what ``ongoing_updates`` granted.
 * **Limits.** A replica serves at most ``max_watchers`` streams and one caller at most
   ``max_watchers_per_caller`` of them, counted atomically (``gateway.watch.slots``): one
@@ -41,12 +41,12 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_p
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.consent import policy
 from credgate.consent.register import ConsentRegister, GrantLookup
-from credgate.gateway import identity_number
+from credgate.core import identity_number
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import READ_REPAIR_STATUS
 from credgate.gateway.disclosure import Ask, decide
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.telemetry import record_invalid_request
 from credgate.gateway.watch.feed import Change, ChangeFeed, Subscription
 from credgate.gateway.watch.settings import WatchSettings

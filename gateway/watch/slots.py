@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 
-from credgate.gateway.errors import GatewayError, build_status
+from credgate.core.errors import GatewayError, build_status
 
 TOO_MANY_WATCHERS = "TOO_MANY_WATCHERS"
 TOO_MANY_WATCHERS_FOR_CALLER = "TOO_MANY_WATCHERS_FOR_CALLER"

@@ -3,7 +3,7 @@
 Per call: identity (mTLS) → validation → who may act (the subject or their authorized party
 files; a judicial organ reviews and rules; creditors object during the announcement) → the
 procedure (``ApplicationWorkflow``) with its audit entry appended in the same transaction as the
-change (``gateway.decided_write``) → answer. Refusals are recorded like
+change (``core.storage.decided_write``) → answer. Refusals are recorded like
 everything else. An ineligible application is FAILED_PRECONDITION ``NOT_ELIGIBLE`` with a
 ``google.rpc.PreconditionFailure`` naming each unmet condition, so a client can show them.
 """
@@ -25,7 +25,9 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credgate.core.errors import GatewayError, build_status
+from credgate.core.institution import Institution
+from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credgate.gateway.disclosure import (
     Admission,
     Ask,
@@ -34,8 +36,6 @@ from credgate.gateway.disclosure import (
     acting_purpose,
     reader_purpose,
 )
-from credgate.gateway.errors import GatewayError, build_status
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.page_tokens import PageScope, PageTokens
 from credgate.gateway.workflows import render
 from credgate.gateway.workflows.applications import (

@@ -4,7 +4,7 @@ Eligibility is judged at filing from a fresh merged report (``eligibility``); an
 application is refused with every unmet condition and nothing is recorded. Review, objections
 during the announcement and the ruling are the reviewing authority's, creditors' and court's
 acts, each a step with its time and actor, each committed with its audit entry in one
-transaction (``gateway.decided_write``), so of two racing acts the loser leaves nothing but
+transaction (``core.storage.decided_write``), so of two racing acts the loser leaves nothing but
 its refusal. A granted ruling is carried to every source that takes rulings
 (``adapters.base.SourceCorrections``) only *after* it is committed, from the outbox
 (``gateway.workflows.outbox``): a ruling that lost a race never reaches a source. Delivery
@@ -38,12 +38,12 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.consent.policy import ALL_CATEGORIES
-from credgate.gateway.decided_write import decided_write
+from credgate.core.errors import GatewayError
+from credgate.core.storage.database import Database
+from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.query import QueryEngine
 from credgate.gateway.engine.stamping import stamped
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.storage.database import Database
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
 from credgate.gateway.workflows.callers import ForSubject
 from credgate.gateway.workflows.common import (

@@ -29,10 +29,10 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ALLOWED_REASON
 from credgate.audit.trail import AuditTrail
 from credgate.consent.register import ConsentRegister
-from credgate.gateway import identity_number
-from credgate.gateway.errors import GatewayError, build_status
-from credgate.gateway.institution import Institution
-from credgate.gateway.protection.tokens import SubjectTokenizer
+from credgate.core import identity_number
+from credgate.core.errors import GatewayError, build_status
+from credgate.core.institution import Institution
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.subject_identity import SubjectIdentities
 
 Action: TypeAlias = audit_pb2.AuditAction.ValueType
@@ -109,7 +109,7 @@ class Callers:
     ) -> int:
         """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed).
         ``within``: in that write transaction, committed with the change it allows
-        (``gateway.decided_write``)."""
+        (``core.storage.decided_write``)."""
         receipt = await self._audit.record(
             caller,
             action,

@@ -23,7 +23,7 @@ from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.gateway.commands.common import print_json
+from credgate.gateway.commands.common import command, print_json
 
 EXIT_OK, EXIT_DENIED = 0, 3
 
@@ -74,7 +74,7 @@ def application_text(a: app_pb2.RepairApplication) -> str:
 
 async def _run(args: argparse.Namespace, which: str) -> int:
     from credgate.gateway.client import CredgateClient
-    from credgate.gateway.errors import parse_error
+    from credgate.gateway.wire_errors import parse_error
 
     client = CredgateClient.from_pki_dir(args.target, Path(args.pki_dir), args.institution)
     channel = client._channel  # the client's mTLS channel; these stubs are not wrapped (yet)
@@ -115,7 +115,6 @@ async def _run(args: argparse.Namespace, which: str) -> int:
 
 def add_workflow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``objections`` and ``applications`` to the ``credgate`` subcommands."""
-    from credgate.gateway.cli import command
     for which, what in (
         ("objections", "objections to facts and their deadlines"),
         ("applications", "repair applications and their stages"),

@@ -31,11 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import facts_context
 from credgate.gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE, fact_writer
-from credgate.gateway.storage.models import SourceFactsRow
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.workflows.models import WorkflowStepRow, step_context
 

@@ -1,6 +1,6 @@
 """The workflow tables: objections, repair applications, and the steps of both.
 
-Declared on ``gateway.storage.models.Base`` (migration ``0006_workflows`` creates them; the
+Declared on ``core.storage.models.Base`` (migration ``0006_workflows`` creates them; the
 storage tests compare the two). Same rule as every table: nothing personal in clear. What a
 workflow must keep about the person — the identity number (to ask the sources again when a
 reply or a ruling comes in), the disputed record's id, the subject's own words — is one
@@ -19,7 +19,7 @@ import datetime as dt
 from sqlalchemy import Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from credgate.gateway.storage.models import (
+from credgate.core.storage.models import (
     INSTITUTION_ID_LENGTH,
     KEY_ID_LENGTH,
     SOURCE_ID_LENGTH,

@@ -2,7 +2,7 @@
 
 identity (mTLS) → validation → who may act for whom (recorded when refused) → the procedure
 (``ObjectionWorkflow``; its own refusals are recorded here) with the audit entry for what was
-done appended in the same transaction as the change (``gateway.decided_write``) → answer.
+done appended in the same transaction as the change (``core.storage.decided_write``) → answer.
 Reads of objections are audited too (``AUDIT_ACTION_READ_OBJECTIONS``): an objection is
 personal data about the subject like any report.
 """
@@ -22,7 +22,9 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.consent.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credgate.gateway.disclosure import (
     Admission,
     Ask,
@@ -31,8 +33,6 @@ from credgate.gateway.disclosure import (
     acting_purpose,
     reader_purpose,
 )
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,

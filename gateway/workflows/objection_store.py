@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.gateway.storage.database import Database
-from credgate.gateway.storage.models import UTCDateTime
+from credgate.core.storage.database import Database
+from credgate.core.storage.models import UTCDateTime
 from credgate.gateway.workflows.common import Sealer, load_steps
 from credgate.gateway.workflows.models import ObjectionRow, WorkflowStepRow, details_context
 
@@ -177,7 +177,7 @@ class ObjectionStore:
     ) -> frozenset[vocab.DataCategory.ValueType]:
         """The categories of the subject's facts under an open objection (the DISPUTED flag).
 
-        Asked on every answer: a single-statement read (``gateway.storage.threaded``).
+        Asked on every answer: a single-statement read (``core.storage.threaded``).
         """
 
         found = await self.database.threaded.fetch_all(_DISPUTED, {"token": token, "now": now})

@@ -9,7 +9,7 @@
                                the subject files with the source (≤ 5 wd) ──▶ source replies
 
 Reading the source's original happens before the one transaction that records the outcome;
-that transaction also appends the call's audit entry (``gateway.decided_write``), so the
+that transaction also appends the call's audit entry (``core.storage.decided_write``), so the
 entry and the outcome commit together and a call that loses a race (the same objection filed
 on two replicas) rolls back with nothing recorded but its one refusal. Filing with the source
 is a side effect and happens only *after* the commit, from the outbox the transaction wrote
@@ -42,10 +42,10 @@ from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.gateway.decided_write import decided_write
+from credgate.core.errors import GatewayError
+from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.stamping import stamped
-from credgate.gateway.errors import GatewayError
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.callers import ForSubject

@@ -3,7 +3,7 @@
 Why: a filing with a source used to be sent *before* the transaction that decided it, so a
 call that then lost a race (the same objection filed on two replicas) had already reached the
 source — which held a filing the gateway never recorded. Now the decision's transaction
-(``gateway.decided_write``) writes an ``outbox`` row naming what to do, and only a committed
+(``core.storage.decided_write``) writes an ``outbox`` row naming what to do, and only a committed
 row is ever delivered:
 
 * **At once.** The call that committed it tries to deliver it before answering
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 from credgate.gateway.telemetry import record_outbox_delivery
 from credgate.gateway.workflows.models import OutboxRow
 

@@ -34,15 +34,15 @@ from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent.register import ConsentRegister
+from credgate.core.institution import Institution
+from credgate.core.storage.database import Database
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import QueryEngine
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.protection.tokens import SubjectTokenizer
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.database import Database
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.application_service import RepairApplicationServicer

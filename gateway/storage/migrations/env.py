@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 import credgate.audit.store_models
 import credgate.gateway.reconciliation.models
 import credgate.gateway.sync.models  # noqa: F401
-from credgate.gateway.storage.models import Base
+from credgate.core.storage.models import Base
 from credgate.gateway.workflows import models as workflow_models  # noqa: F401  (workflow tables)
 
 target_metadata = Base.metadata

@@ -30,7 +30,7 @@ from credgate.adapters.mapping import (
 from credgate.adapters.payload_guard import decode, require_media_type
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as V
-from credgate.gateway.identity_number import mask
+from credgate.core.identity_number import mask
 
 PATH = "/gjj/api/v1/dkcx"
 KIND = V.SOURCE_KIND_OTHER  # not one of the well-known kinds: configured as "housing_fund"

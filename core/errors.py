@@ -1,4 +1,4 @@
-"""Rich gRPC errors (Google AIP-193) shared by the server, the client library and the tests.
+"""Rich gRPC errors (Google AIP-193): the status every layer raises, and the request id.
 
 Every error credgate returns is a ``google.rpc.Status`` carrying exactly one ``ErrorInfo``
 (stable UPPER_SNAKE ``reason``, domain ``credgate``) so callers can branch on the reason rather
@@ -12,9 +12,9 @@ Server side::
     raise GatewayError.of(grpc.StatusCode.INVALID_ARGUMENT, "purpose is required",
                           "PURPOSE_REQUIRED", field_violations=[("purpose", "must be set")])
 
-Client side::
-
-    code, info, bad_request = parse_error(rpc_error)
+How an error crosses the wire — ``abort`` on the server, ``parse_error`` on the client — is
+the gateway's (``gateway.wire_errors``); this module only builds the status, so every layer
+can raise a ``GatewayError`` without the server or client machinery.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, NamedTuple, NoReturn, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 DOMAIN = "credgate"
 REQUEST_ID_METADATA_KEY = "x-request-id"
@@ -103,13 +102,6 @@ def with_request_id(status: status_pb2.Status, request_id: str) -> status_pb2.St
     return copy
 
 
-class _Status(  # grpc ships no type information
-    NamedTuple("_Status", [("code", Any), ("details", str), ("trailing_metadata", Any)]),
-    grpc.Status,  # type: ignore[misc]
-):
-    """A ``grpc.Status`` value: the shape ``abort_with_status`` expects."""
-
-
 class GatewayError(Exception):
     """An error a handler raises to end the call with a rich status (the interceptor sends it).
 
@@ -158,33 +150,8 @@ class GatewayError(Exception):
     @property
     def reason(self) -> str:
         """The ErrorInfo reason, or "" if the status has none."""
-        info = _unpack(self.status.details, error_details_pb2.ErrorInfo)
+        info = unpack_detail(self.status.details, error_details_pb2.ErrorInfo)
         return info.reason if info is not None else ""
-
-
-def to_grpc_status(status: status_pb2.Status, request_id: str | None = None) -> grpc.Status:
-    """The ``grpc.Status`` to abort with: rich details plus the ``x-request-id`` trailer."""
-    if request_id:
-        status = with_request_id(status, request_id)
-    converted = rpc_status.to_status(status)
-    if not request_id:
-        return converted
-    trailing = (*converted.trailing_metadata, (REQUEST_ID_METADATA_KEY, request_id))
-    return _Status(converted.code, converted.details, trailing)
-
-
-async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> NoReturn:
-    """End the call with ``status``; adds the current request id. Never returns."""
-    await context.abort_with_status(to_grpc_status(status, current_request_id()))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
-
-
-class ParsedError(NamedTuple):
-    """What a client needs from a failed call to decide what to do next."""
-
-    code: grpc.StatusCode
-    error_info: error_details_pb2.ErrorInfo | None
-    bad_request: error_details_pb2.BadRequest | None
 
 
 def _code_from_int(value: int) -> grpc.StatusCode:
@@ -194,51 +161,11 @@ def _code_from_int(value: int) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def _unpack(details: Sequence[any_pb2.Any], cls: type[Any]) -> Any:
+def unpack_detail(details: Sequence[any_pb2.Any], cls: type[Any]) -> Any:
+    """The first detail of type ``cls`` (ErrorInfo, BadRequest, RequestInfo...), or None."""
     for detail in details:
         if detail.Is(cls.DESCRIPTOR):
             message = cls()
             detail.Unpack(message)
             return message
-    return None
-
-
-def _trailing_metadata(rpc_error: grpc.RpcError) -> Sequence[tuple[str, str | bytes]]:
-    getter = getattr(rpc_error, "trailing_metadata", None)
-    metadata = getter() if callable(getter) else None
-    return tuple(metadata or ())
-
-
-def status_from_error(rpc_error: grpc.RpcError) -> status_pb2.Status | None:
-    """The ``google.rpc.Status`` a server attached to ``rpc_error``, if any."""
-    for key, value in _trailing_metadata(rpc_error):
-        if key == STATUS_DETAILS_METADATA_KEY and isinstance(value, bytes):
-            return status_pb2.Status.FromString(value)
-    return None
-
-
-def parse_error(rpc_error: grpc.RpcError) -> ParsedError:
-    """Split a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``) into parts."""
-    code_getter = getattr(rpc_error, "code", None)
-    code = code_getter() if callable(code_getter) else grpc.StatusCode.UNKNOWN
-    status = status_from_error(rpc_error)
-    if status is None:
-        return ParsedError(code, None, None)
-    return ParsedError(
-        code,
-        _unpack(status.details, error_details_pb2.ErrorInfo),
-        _unpack(status.details, error_details_pb2.BadRequest),
-    )
-
-
-def request_id_from_error(rpc_error: grpc.RpcError) -> str | None:
-    """The request id the server gave the failed call (from RequestInfo or the trailer)."""
-    status = status_from_error(rpc_error)
-    if status is not None:
-        info = _unpack(status.details, error_details_pb2.RequestInfo)
-        if info is not None and info.request_id:
-            return str(info.request_id)
-    for key, value in _trailing_metadata(rpc_error):
-        if key == REQUEST_ID_METADATA_KEY:
-            return value.decode() if isinstance(value, bytes) else value
     return None

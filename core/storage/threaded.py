@@ -39,10 +39,11 @@ POSTGRES_READER_THREADS = 4
 class ThreadedTransactions:
     """Runs ``fn(connection)`` in a transaction on a sync engine, off the event loop."""
 
-    def __init__(self, url: str | URL, backend: str) -> None:
-        # Imported here: database.py imports this module for Database.
-        from credgate.gateway.storage.database import create_sync_engine
-
+    def __init__(
+        self, url: str | URL, backend: str, create_sync_engine: Callable[..., Engine]
+    ) -> None:
+        # ``create_sync_engine`` is handed in by ``Database`` (``core.storage.database``), which
+        # owns the engine settings: importing it here would make the two modules a loop.
         sqlite = backend == "sqlite"
         writers = 1 if sqlite else POSTGRES_WRITER_THREADS
         self._write_engine: Engine = create_sync_engine(

@@ -36,7 +36,7 @@ import yarl
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from credgate.gateway.telemetry import instruments as m
+from credgate.core.telemetry import instruments as m
 
 
 @functools.cache

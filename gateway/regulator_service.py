@@ -36,15 +36,15 @@ from credgate.audit.signed_size import AuditRollbackError
 from credgate.audit.storage import AuditIntegrityError, read_head, read_record
 from credgate.audit.trail import READ_AUDIT_LOG, AuditTrail
 from credgate.audit.unusual import Thresholds, Window, unusual_access_report
-from credgate.gateway.errors import GatewayError
-from credgate.gateway.institution import INSTITUTION_ID_SHAPE, Institution
+from credgate.core.errors import GatewayError
+from credgate.core.institution import INSTITUTION_ID_SHAPE, Institution
+from credgate.core.tokens import is_subject_token
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.protection.tokens import is_subject_token
 from credgate.gateway.server import GatewayServer
 
 log = logging.getLogger(__name__)

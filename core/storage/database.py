@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from credgate.gateway.storage.threaded import ThreadedTransactions
+from credgate.core.storage.threaded import ThreadedTransactions
 
 BUSY_TIMEOUT_MS = 5000
 _SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"
@@ -83,7 +83,7 @@ def sync_url(url: str | URL) -> URL:
 
 def create_sync_engine(url: str | URL, *, writer: bool = True, **engine_kwargs: Any) -> Engine:
     """A sync engine with the gateway's SQLite settings, for migrations, maintenance tools and
-    the hot paths' threaded transactions (``gateway.storage.threaded``).
+    the hot paths' threaded transactions (``core.storage.threaded``).
 
     With ``writer`` its SQLite transactions begin IMMEDIATE, so two processes migrating at once
     queue on the lock instead of interleaving DDL. ``engine_kwargs`` go to ``create_engine``.
@@ -108,8 +108,8 @@ class Database:
     def __init__(self, engine: AsyncEngine, backend: str) -> None:
         self.engine = engine
         self.backend = backend
-        self.threaded = ThreadedTransactions(engine.url, backend)
-        """Sync-Core transactions for the hot paths (``gateway.storage.threaded``)."""
+        self.threaded = ThreadedTransactions(engine.url, backend, create_sync_engine)
+        """Sync-Core transactions for the hot paths (``core.storage.threaded``)."""
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from credgate.gateway.storage.database import Database
+from credgate.core.storage.database import Database
 
 Record = Callable[[AsyncSession], Awaitable[object]]
 """Appends the ALLOWED audit entry in the session's transaction

@@ -15,8 +15,8 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
-from credgate.gateway.protection.tokens import is_subject_token
-from credgate.gateway.storage.models import IssuedReport
+from credgate.core.storage.models import IssuedReport
+from credgate.core.tokens import is_subject_token
 
 
 class IssuedReportConflict(Exception):

@@ -39,8 +39,8 @@ from credgate.audit.queries import EntryFilter, iter_entries, list_entries
 from credgate.audit.signed_size import SignedSizeGuard, state_path
 from credgate.audit.unusual import Window, unusual_access_report
 from credgate.audit.verify import verify_log
+from credgate.core.storage.database import Database
 from credgate.gateway.progress import Progress, add_progress_argument
-from credgate.gateway.storage.database import Database
 
 EXIT_OK, EXIT_TAMPERED = 0, 1
 _OUTCOMES = {"allowed": audit_pb2.AUDIT_OUTCOME_ALLOWED, "denied": audit_pb2.AUDIT_OUTCOME_DENIED}

@@ -12,7 +12,7 @@ can sign consents in that subject's name, so no institution gets that power by r
 Every enrolment, recorded grant and revocation — and every refusal on permission grounds —
 is appended to the audit log before the caller hears of it (``gateway.audit_trail``; fail
 closed: UNAVAILABLE / AUDIT_UNAVAILABLE if the log cannot record it). The entry of a change
-is appended in the change's own transaction (``gateway.decided_write``, the order every write
+is appended in the change's own transaction (``core.storage.decided_write``, the order every write
 RPC follows), so the two commit together: a caller told AUDIT_UNAVAILABLE changed nothing,
 and a change always has its entry. A key enrolment that loses to another subject's enrolment
 of the same key is recorded as refused (SUBJECT_KEY_CONFLICT), once. Malformed requests
@@ -45,24 +45,24 @@ from credgate.consent.register import (
     ListCursor,
     SubjectKeyConflictError,
 )
-from credgate.gateway import identity_number
+from credgate.core import identity_number
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
+from credgate.core.storage.models import CONSENT_ID_LENGTH
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import (
     ENROLL_SUBJECT_KEY,
     GRANT_CONSENT,
     REVOKE_CONSENT,
     AuditTrail,
 )
-from credgate.gateway.errors import GatewayError
 from credgate.gateway.input_rules import check_message
-from credgate.gateway.institution import Institution
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.protection.tokens import SubjectTokenizer
-from credgate.gateway.storage.models import CONSENT_ID_LENGTH
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 
-from credgate.gateway.identity_number import is_canonical_shape, normalize
+from credgate.core.identity_number import is_canonical_shape, normalize
 
 TOKEN_PREFIX = "st_"  # noqa: S105 - a prefix, not a secret
 _DIGEST_BYTES = 20

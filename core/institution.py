@@ -3,14 +3,10 @@
 The identity lives in the certificate, not in request fields a caller could forge: the
 institution id is a URI SAN ``urn:credgate:institution:<id>`` and the role is the subject's OU
 as a lower-snake ``InstitutionRole`` name (``financial_institution``, ``regulator``, ...).
-TLS has already verified the chain before a handler runs; this module only reads the result,
-and refuses what TLS checked only once, at the handshake, or not at all: a certificate that has
-expired since (``gateway.certificate_validity``, on every call) and one the CA has since
-revoked (``[tls] revocation_list``, ``gateway.revocation``).
-
-``--insecure-dev`` mode has no TLS and so no certificate. There, and only on a connection
-that is not TLS, the *explicit* dev identity from the ``[dev_identity]`` config section is
-used (pass it as ``dev_identity``); without one, cert-less calls are refused like any other.
+TLS has already verified the chain before a handler runs; this module only reads the result.
+Reading it off a gRPC call, and refusing an expired or revoked certificate on every call, is
+the gateway's job (``gateway.caller_identity``); this module has no gRPC in it, so the domain
+packages (consent, audit) can name an ``Institution`` without importing the server side.
 
 Every identity field is read **exactly**: one URI SAN in the institution namespace (compared
 case-insensitively for the count, so ``URN:CREDGATE:...`` cannot smuggle in a second one), one
@@ -26,20 +22,13 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from credgate.api.credit_repair.v1 import vocabulary_pb2
-from credgate.gateway.certificate_validity import validity_refusal
-from credgate.gateway.errors import GatewayError
-
-if TYPE_CHECKING:
-    from credgate.gateway.revocation import RevocationList
 
 InstitutionRole = vocabulary_pb2.InstitutionRole
 RoleValue: TypeAlias = vocabulary_pb2.InstitutionRole.ValueType
@@ -189,7 +178,7 @@ compare as another."""
 
 
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
-def _from_pem(pem: bytes) -> Institution | IdentityRejected:
+def institution_from_pem(pem: bytes) -> Institution | IdentityRejected:
     """Parse once per distinct certificate; a rejection is cached as a value, not raised."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
@@ -199,65 +188,3 @@ def _from_pem(pem: bytes) -> Institution | IdentityRejected:
         return institution_from_certificate(cert)
     except IdentityRejected as rejected:
         return rejected
-
-
-def _unauthenticated(reason: str, message: str) -> GatewayError:
-    return GatewayError.of(grpc.StatusCode.UNAUTHENTICATED, message, reason)
-
-
-def _first(auth: Mapping[str, Iterable[bytes]], key: str) -> bytes | None:
-    values = list(auth.get(key, ()))
-    return values[0] if values else None
-
-
-def institution_from_context(
-    context: grpc.aio.ServicerContext,
-    *,
-    dev_identity: Institution | None = None,
-    revocation: RevocationList | None = None,
-) -> Institution:
-    """The calling institution, or a GatewayError(UNAUTHENTICATED) for the interceptor to send.
-
-    ``dev_identity`` is honoured only when the connection is not TLS (``--insecure-dev``).
-    A certificate past its validity period is refused with reason ``CERTIFICATE_EXPIRED`` (or
-    ``CERTIFICATE_NOT_YET_VALID``), however long ago its connection's handshake was; one
-    ``revocation`` lists is refused with reason ``CERTIFICATE_REVOKED``.
-    """
-    auth: Mapping[str, Iterable[bytes]] = context.auth_context() or {}
-    pem = _first(auth, "x509_pem_cert")
-    if pem is None:
-        transport = _first(auth, "transport_security_type")
-        if dev_identity is not None and transport != b"ssl":
-            return dev_identity
-        raise _unauthenticated(
-            "CLIENT_CERTIFICATE_REQUIRED", "a verified client certificate is required"
-        )
-    result = _from_pem(pem)
-    if isinstance(result, IdentityRejected):
-        raise _unauthenticated(result.reason, result.message)
-    expired = validity_refusal(pem)
-    if expired is not None:
-        raise _unauthenticated(expired.reason, expired.message)
-    if revocation is not None and revocation.is_revoked_pem(pem):
-        raise _unauthenticated("CERTIFICATE_REVOKED", "the client certificate has been revoked")
-    return result
-
-
-class IdentityResolver:
-    """``institution_from_context`` bound to the configured dev identity, for servicers to hold.
-
-    Lets the composition module decide once (from config) whether a dev identity exists, so
-    servicers never see the config.
-    """
-
-    def __init__(
-        self, dev_identity: Institution | None = None, revocation: RevocationList | None = None
-    ) -> None:
-        self._dev_identity = dev_identity
-        self._revocation = revocation
-
-    def __call__(self, context: grpc.aio.ServicerContext) -> Institution:
-        """The calling institution; raises GatewayError(UNAUTHENTICATED)."""
-        return institution_from_context(
-            context, dev_identity=self._dev_identity, revocation=self._revocation
-        )

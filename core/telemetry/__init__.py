@@ -1,0 +1,3 @@
+"""The metric instruments and the client spans, usable from any layer (adapters record their
+calls to sources here); providers, exporters and the server interceptor are the gateway's
+(``gateway.telemetry``)."""
