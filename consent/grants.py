@@ -272,16 +272,30 @@ class Grant:
     created_at: dt.datetime
     revoked_at: dt.datetime | None = None
     revoked_by: str | None = None
+    paused_at: dt.datetime | None = None
+    revoked_by_key_id: str | None = None
+    statement_issued_at: dt.datetime | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every one of a limited number of uses has been spent (it stays so)."""
+        return bool(self.max_uses) and self.use_count >= self.max_uses
 
     def state(self, now: dt.datetime) -> StateValue:
-        """REVOKED once revoked; else EXPIRED from ``not_after`` on; else ACTIVE.
+        """The first of REVOKED, EXPIRED (from ``not_after`` on), EXHAUSTED, PAUSED; else ACTIVE.
 
         Revocation wins over expiry: it is the explicit act, and the one a subject asks about.
+        The final states win over the reversible pause. ``consent.register._in_state`` is the
+        same rule in SQL (listings filter by it); keep the two together.
         """
         if self.revoked_at is not None:
             return consent_pb2.CONSENT_STATE_REVOKED
         if now >= self.not_after:
             return consent_pb2.CONSENT_STATE_EXPIRED
+        if self.exhausted:
+            return consent_pb2.CONSENT_STATE_EXHAUSTED
+        if self.paused_at is not None:
+            return consent_pb2.CONSENT_STATE_PAUSED
         return consent_pb2.CONSENT_STATE_ACTIVE
 
     def names(self, institution_id: str) -> bool:
@@ -303,6 +317,9 @@ class Grant:
         if self.revoked_at is not None:
             message.revoke_time.FromDatetime(self.revoked_at)
             message.revoked_by_institution_id = self.revoked_by or ""
+            message.revoked_by_subject_key_id = self.revoked_by_key_id or ""
+        elif self.paused_at is not None:
+            message.pause_time.FromDatetime(self.paused_at)
         return message
 
     @classmethod
@@ -317,6 +334,9 @@ class Grant:
         use_count: int = 0,
         revoked_at: dt.datetime | None = None,
         revoked_by: str | None = None,
+        paused_at: dt.datetime | None = None,
+        revoked_by_key_id: str | None = None,
+        statement_issued_at: dt.datetime | None = None,
     ) -> Grant:
         """Build from the signed bytes (the source of truth) plus the register's own fields."""
         terms = ConsentTerms.FromString(signed_terms)
@@ -340,4 +360,7 @@ class Grant:
             created_at=created_at,
             revoked_at=revoked_at,
             revoked_by=revoked_by,
+            paused_at=paused_at,
+            revoked_by_key_id=revoked_by_key_id,
+            statement_issued_at=statement_issued_at,
         )

@@ -71,17 +71,26 @@ CONSENT_REVOKED = "CONSENT_REVOKED"
 CONSENT_EXPIRED = "CONSENT_EXPIRED"
 CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
 CONSENT_EXHAUSTED = "CONSENT_EXHAUSTED"
+CONSENT_PAUSED = "CONSENT_PAUSED"
 PURPOSE_NOT_PERMITTED = "PURPOSE_NOT_PERMITTED"
+
+STATEMENT_NOT_PERMITTED = "CONSENT_STATEMENT_NOT_PERMITTED"
+STATEMENT_STALE = "CONSENT_STATEMENT_STALE"
+STATE_FINAL = "CONSENT_STATE_FINAL"
+_REVERSIBLE = frozenset({consent_pb2.CONSENT_STATE_ACTIVE, consent_pb2.CONSENT_STATE_PAUSED})
+"""The states a subject may pause or resume; the others are final."""
 
 _CLOSEST_FIRST = (
     PURPOSE_NOT_PERMITTED,
+    CONSENT_PAUSED,
     CONSENT_EXHAUSTED,
     CONSENT_NOT_YET_VALID,
     CONSENT_EXPIRED,
     CONSENT_REVOKED,
 )
 """When no grant of the subject's allows a query, the reason reported is that of the grant
-closest to allowing it: the one that tells the institution what to ask the subject for."""
+closest to allowing it: the one that tells the institution what to ask the subject for (a
+paused grant only needs the subject to resume it)."""
 
 _EXPLANATIONS = {
     CONSENT_VALID: "a valid consent grant of the subject covers this query",
@@ -90,6 +99,7 @@ _EXPLANATIONS = {
     CONSENT_EXPIRED: "the consent grant's validity window has ended",
     CONSENT_NOT_YET_VALID: "the consent grant's validity window has not begun",
     CONSENT_EXHAUSTED: "the consent grant's maximum number of uses has been reached",
+    CONSENT_PAUSED: "the subject has paused the consent grant",
     PURPOSE_NOT_PERMITTED: "the consent grant does not cover this purpose",
 }
 
@@ -124,6 +134,14 @@ def new_consent_id() -> str:
 
 class SubjectKeyConflictError(Exception):
     """The public key is already enrolled for a different subject."""
+
+
+class StateChangeRefused(Exception):
+    """A subject's statement the register will not apply; ``reason`` is the ErrorInfo reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class GrantIntegrityError(Exception):
@@ -190,8 +208,8 @@ class ListCursor:
 def evaluate(grant: Grant, purpose: Purpose, now: dt.datetime) -> str:
     """Why ``grant`` does or does not allow a query for ``purpose`` at ``now``.
 
-    Revocation is checked first (the subject's explicit act), then the window, then the purpose
-    and finally the use count.
+    Revocation is checked first (an explicit act), then the window, then the purpose, the use
+    count and finally the subject's pause (a used-up grant reports EXHAUSTED, as its state does).
     """
     if grant.revoked_at is not None:
         return CONSENT_REVOKED
@@ -201,12 +219,14 @@ def evaluate(grant: Grant, purpose: Purpose, now: dt.datetime) -> str:
         return CONSENT_NOT_YET_VALID
     if purpose not in grant.purposes:
         return PURPOSE_NOT_PERMITTED
-    if grant.max_uses and grant.use_count >= grant.max_uses:
+    if grant.exhausted:
         return CONSENT_EXHAUSTED
+    if grant.paused_at is not None:
+        return CONSENT_PAUSED
     return CONSENT_VALID
 
 
-def _grant_of(row: ConsentGrantRow) -> Grant:
+def grant_of(row: ConsentGrantRow) -> Grant:
     return Grant.from_terms(
         consent_id=row.consent_id,
         subject_token=row.subject_token,
@@ -216,6 +236,9 @@ def _grant_of(row: ConsentGrantRow) -> Grant:
         use_count=row.use_count,
         revoked_at=row.revoked_at,
         revoked_by=row.revoked_by,
+        paused_at=row.paused_at,
+        revoked_by_key_id=row.revoked_by_key_id,
+        statement_issued_at=row.statement_issued_at,
     )
 
 
@@ -232,7 +255,7 @@ def _key_of(row: SubjectKey) -> EnrolledKey:
 
 def _checked_grant(row: ConsentGrantRow, public_key: bytes) -> Grant:
     """The grant, after proving the row still is what the subject signed."""
-    grant = _grant_of(row)
+    grant = grant_of(row)
     copies_agree = (
         grant.subject_key_id == row.subject_key_id
         and grant.grantee_institution_id == row.grantee_institution_id
@@ -255,10 +278,22 @@ def _visible_to(institution_id: str) -> ColumnElement[bool]:
 
 
 def _in_state(state: StateValue, now: dt.datetime) -> ColumnElement[bool] | None:
-    """SQL for a state filter; EXPIRED is derived from the clock, exactly as ``Grant.state``."""
+    """SQL for a state filter: exactly ``Grant.state`` (EXPIRED from the clock, EXHAUSTED from
+    the use count, first of REVOKED, EXPIRED, EXHAUSTED, PAUSED)."""
     not_revoked = ConsentGrantRow.revoked_at.is_(None)
+    live = and_(not_revoked, ConsentGrantRow.not_after > now)
+    exhausted = and_(
+        ConsentGrantRow.max_uses > 0, ConsentGrantRow.use_count >= ConsentGrantRow.max_uses
+    )
+    uses_left = or_(
+        ConsentGrantRow.max_uses == 0, ConsentGrantRow.use_count < ConsentGrantRow.max_uses
+    )
     if state == consent_pb2.CONSENT_STATE_ACTIVE:
-        return and_(not_revoked, ConsentGrantRow.not_after > now)
+        return and_(live, uses_left, ConsentGrantRow.paused_at.is_(None))
+    if state == consent_pb2.CONSENT_STATE_EXHAUSTED:
+        return and_(live, exhausted)
+    if state == consent_pb2.CONSENT_STATE_PAUSED:
+        return and_(live, uses_left, ConsentGrantRow.paused_at.is_not(None))
     if state == consent_pb2.CONSENT_STATE_EXPIRED:
         return and_(not_revoked, ConsentGrantRow.not_after <= now)
     if state == consent_pb2.CONSENT_STATE_REVOKED:
@@ -393,7 +428,7 @@ class ConsentRegister:
                 if existing is None:
                     session.add(row)
                     await session.flush()
-                outcome.append(existing or _grant_of(row))
+                outcome.append(existing or grant_of(row))
             return outcome[-1], existing is None
         except IntegrityError:
             # A concurrent request recorded the same terms first (PostgreSQL; SQLite's
@@ -412,7 +447,7 @@ class ConsentRegister:
         row = await session.scalar(
             select(ConsentGrantRow).where(ConsentGrantRow.terms_digest == digest)
         )
-        return None if row is None else _grant_of(row)
+        return None if row is None else grant_of(row)
 
     async def get_grant(self, consent_id: str, visible_to: str) -> Grant | None:
         """The grant if it names ``visible_to``; ``None`` alike when absent or not theirs."""
@@ -422,7 +457,7 @@ class ConsentRegister:
                     ConsentGrantRow.consent_id == consent_id, _visible_to(visible_to)
                 )
             )
-            return None if row is None else _grant_of(row)
+            return None if row is None else grant_of(row)
 
     async def list_grants(
         self,
@@ -478,11 +513,60 @@ class ConsentRegister:
                 )
             )
             if row is not None:  # a grant not visible to the caller: no change, no entry
-                outcome.append(_grant_of(row))
+                outcome.append(grant_of(row))
         return outcome[-1] if outcome else None
 
+    async def change_state(
+        self,
+        consent_id: str,
+        key: EnrolledKey,
+        new_state: StateValue,
+        issued_at: dt.datetime,
+        *,
+        record: RecordWrite[Grant] | None = None,
+    ) -> Grant:
+        """Apply the subject's verified statement (signed with ``key``) to their grant.
+
+        Raises ``StateChangeRefused`` — rolling back, leaving no ALLOWED entry — when the grant
+        is not this subject's (or does not exist: the same refusal), when the statement is not
+        later than the last one applied (a replay, or an older statement overtaking a newer
+        one), or when a final grant (revoked, expired, used up) is asked to pause or resume.
+        Asking for the state the grant is already in changes nothing but the statement time.
+        """
+        _require_token(key.subject_token)
+        now = self._clock()
+        outcome: list[Grant] = []
+        async with decided_write(self._db, _recorder(record, outcome)) as session:
+            row = await session.scalar(
+                select(ConsentGrantRow)
+                .where(
+                    ConsentGrantRow.consent_id == consent_id,
+                    ConsentGrantRow.subject_token == key.subject_token,
+                )
+                .with_for_update()
+            )
+            if row is None:
+                raise StateChangeRefused(STATEMENT_NOT_PERMITTED)
+            if row.statement_issued_at is not None and issued_at <= row.statement_issued_at:
+                raise StateChangeRefused(STATEMENT_STALE)
+            current = grant_of(row).state(now)
+            if new_state == consent_pb2.CONSENT_STATE_REVOKED:
+                if row.revoked_at is None:
+                    row.revoked_at, row.revoked_by_key_id, row.paused_at = now, key.key_id, None
+            elif current not in _REVERSIBLE:
+                raise StateChangeRefused(STATE_FINAL)
+            elif new_state == consent_pb2.CONSENT_STATE_PAUSED:
+                row.paused_at = row.paused_at or now
+            else:
+                row.paused_at = None
+            row.statement_issued_at = issued_at
+            await session.flush()
+            outcome.append(grant_of(row))
+        return outcome[-1]
+
     async def record_use(self, consent_id: str) -> bool:
-        """Count one query against the grant, atomically; False if revoked or used up meanwhile.
+        """Count one query against the grant, atomically; False if revoked, paused or used up
+        meanwhile.
 
         ``find_valid_grant`` only reads; a query that relies on a grant with ``max_uses``
         calls this before answering, so two concurrent queries cannot both take the last use.
@@ -493,6 +577,7 @@ class ConsentRegister:
                 .where(
                     ConsentGrantRow.consent_id == consent_id,
                     ConsentGrantRow.revoked_at.is_(None),
+                    ConsentGrantRow.paused_at.is_(None),
                     or_(
                         ConsentGrantRow.max_uses == 0,
                         ConsentGrantRow.use_count < ConsentGrantRow.max_uses,
@@ -585,4 +670,4 @@ async def grant_page(
     query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
     async with database.session() as session:
         rows = (await session.scalars(query.limit(limit + 1))).all()
-    return [_grant_of(row) for row in rows[:limit]], len(rows) > limit
+    return [grant_of(row) for row in rows[:limit]], len(rows) > limit

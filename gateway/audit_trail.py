@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from credgate.audit.log import AuditLog
 from credgate.audit.trail import (
+    CHANGE_CONSENT_STATE,
     ENROLL_SUBJECT_KEY,
     GRANT_CONSENT,
     LIST_OWN_ACCESSES,
@@ -29,6 +30,7 @@ from credgate.gateway import call_deadline
 from credgate.gateway.telemetry import record_audit_failure
 
 __all__ = [
+    "CHANGE_CONSENT_STATE",
     "ENROLL_SUBJECT_KEY",
     "GRANT_CONSENT",
     "LIST_OWN_ACCESSES",

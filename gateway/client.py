@@ -418,6 +418,29 @@ class CredgateClient:
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
+    async def change_consent_state(
+        self,
+        signed_statement: bytes,
+        signature: bytes,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> consent_pb2.ConsentGrant:
+        """Carry a subject's signed pause, resume or revocation (``consent.state_change``).
+
+        The subject may call it with their own certificate; any institution may relay it.
+        """
+        try:
+            response = await self._consents.ChangeConsentState(
+                consent_pb2.ChangeConsentStateRequest(
+                    signed_statement=signed_statement, signature=signature
+                ),
+                timeout=timeout,
+            )
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        grant: consent_pb2.ConsentGrant = response.grant
+        return grant
+
     # -- self-inquiry (callers holding a subject certificate) ---------------------------------
 
     async def list_own_consents(

@@ -37,12 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.consent import grants
+from credgate.consent import grants, state_change
 from credgate.consent.grants import Grant
 from credgate.consent.register import (
     ConsentRegister,
     EnrolledKey,
     ListCursor,
+    StateChangeRefused,
     SubjectKeyConflictError,
 )
 from credgate.core import identity_number
@@ -51,6 +52,7 @@ from credgate.core.institution import Institution
 from credgate.core.storage.models import CONSENT_ID_LENGTH
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import (
+    CHANGE_CONSENT_STATE,
     ENROLL_SUBJECT_KEY,
     GRANT_CONSENT,
     REVOKE_CONSENT,
@@ -63,6 +65,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
+from credgate.gateway.subject_identity import SubjectIdentities
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,34 @@ def _consent_id_violation(consent_id: str) -> Violation | None:
     return None
 
 
+_NOT_PERMITTED = "CONSENT_STATEMENT_NOT_PERMITTED"
+_STALE = "CONSENT_STATEMENT_STALE"
+_STATEMENT_REFUSALS = {
+    _NOT_PERMITTED: (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "the statement is not signed by a current key of the subject of a grant with this id",
+    ),
+    _STALE: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the statement's issue_time is outside the accepted window or not later than the last "
+        "statement applied to the grant (a replay)",
+    ),
+    "CONSENT_STATE_FINAL": (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the grant is revoked, expired or used up; it can no longer be paused or resumed",
+    ),
+}
+
+
+def _statement_refused(reason: str) -> GatewayError:
+    code, message = _STATEMENT_REFUSALS[reason]
+    return GatewayError.of(code, message, reason)
+
+
+def _statement_not_permitted() -> GatewayError:
+    return _statement_refused(_NOT_PERMITTED)
+
+
 # -- the servicer ------------------------------------------------------------------------------
 
 
@@ -154,6 +185,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         self._audit = audit
         self._enrolment_offices = frozenset(enrolment_offices)
         self._clock = clock
+        self._subjects = SubjectIdentities(register)
 
     async def EnrollSubjectKey(
         self,
@@ -355,7 +387,105 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         log.info("consent %s revocation requested by %s", grant.consent_id, caller.institution_id)
         return consent_pb2.RevokeConsentResponse(grant=grant.to_proto(self._clock()))
 
+    async def ChangeConsentState(
+        self,
+        request: consent_pb2.ChangeConsentStateRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> consent_pb2.ChangeConsentStateResponse:
+        """Pause, resume or revoke a grant on the subject's signed statement.
+
+        The signature with the subject's current key is the authority; the caller only carries
+        it (a subject caller must be the same subject). Every refusal that is a decision about
+        the subject's grant — not the subject's, stale, final — gives one DENIED entry; the
+        change and its ALLOWED entry commit together (``core.storage.decided_write``). A
+        missing grant, another subject's grant and an unknown or retired key all answer
+        CONSENT_STATEMENT_NOT_PERMITTED, so no one learns whether a grant id exists.
+        """
+        caller = self._identify(context)
+        statement = self._parse_statement(request.signed_statement)
+        if not request.signature:
+            raise _signature_invalid("is required: the subject must sign the statement")
+        key = await self._register.subject_key(statement.subject_key_id)
+        if key is None or not key.current:
+            await self._audit.record(
+                caller, CHANGE_CONSENT_STATE, reason=_NOT_PERMITTED, consent_id=""
+            )
+            raise _statement_not_permitted()
+        if not state_change.verify_statement(
+            key.public_key, request.signed_statement, request.signature
+        ):
+            raise _signature_invalid("does not verify with the subject's current enrolled key")
+        token = key.subject_token
+        if not state_change.fresh(statement, self._clock()):
+            await self._audit.record(
+                caller, CHANGE_CONSENT_STATE, reason=_STALE, subject_token=token
+            )
+            raise _statement_refused(_STALE)
+        if caller.role == vocab.INSTITUTION_ROLE_SUBJECT and not await self._subjects.is_subject(
+            caller, token
+        ):
+            await self._audit.record(caller, CHANGE_CONSENT_STATE, reason=_NOT_PERMITTED)
+            raise _statement_not_permitted()
+
+        async def record(session: AsyncSession, grant: Grant) -> None:
+            await self._audit.record(
+                caller,
+                CHANGE_CONSENT_STATE,
+                subject_token=token,
+                consent_id=grant.consent_id,
+                within=session,
+            )
+
+        try:
+            grant = await self._register.change_state(
+                statement.consent_id,
+                key,
+                statement.new_state,
+                state_change.issued_at(statement),
+                record=record,
+            )
+        except StateChangeRefused as refused:
+            known = refused.reason != _NOT_PERMITTED
+            await self._audit.record(
+                caller,
+                CHANGE_CONSENT_STATE,
+                reason=refused.reason,
+                subject_token=token,
+                consent_id=statement.consent_id if known else "",
+            )
+            raise _statement_refused(refused.reason) from None
+        log.info(
+            "consent %s set to %s on the subject's statement, carried by %s",
+            grant.consent_id,
+            state_change.state_name(statement.new_state),
+            caller.institution_id,
+        )
+        return consent_pb2.ChangeConsentStateResponse(grant=grant.to_proto(self._clock()))
+
     # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_statement(signed_statement: bytes) -> state_change.Statement:
+        try:
+            statement = state_change.parse_statement(signed_statement)
+        except grants.TermsError as error:
+            raise GatewayError.of(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the signed consent state change is not acceptable; see the BadRequest details",
+                "CONSENT_STATEMENT_INVALID",
+                field_violations=[(error.field, error.description)],
+            ) from None
+        violations = check_message(statement, "statement.", fold=False)
+        if problem := _consent_id_violation(statement.consent_id):
+            violations.append(("statement." + problem[0], problem[1]))
+        if violations:
+            raise GatewayError.of(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the signed consent state change is not acceptable; see the BadRequest details",
+                "CONSENT_STATEMENT_INVALID",
+                field_violations=violations,
+            )
+        return statement
 
     def _token(self, number: str) -> str:
         return self._tokenizer.token(identity_number.normalize(number))

@@ -51,6 +51,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
+from credgate.consent.state_change import sign_statement
 from credgate.core.storage.models import IssuedReport
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
@@ -246,6 +247,18 @@ def filing(env: Env) -> obj_pb2.FileObjectionRequest:
     )
 
 
+def state_change(env: Env, consent_id: str) -> consent_pb2.ChangeConsentStateRequest:
+    """The subject's signed pause of ``consent_id``, issued now."""
+    statement = consent_pb2.ConsentStateChange(
+        consent_id=consent_id,
+        subject_key_id=env.subject.key_id,
+        new_state=consent_pb2.CONSENT_STATE_PAUSED,
+    )
+    statement.issue_time.GetCurrentTime()
+    signed, signature = sign_statement(env.subject.key, statement)
+    return consent_pb2.ChangeConsentStateRequest(signed_statement=signed, signature=signature)
+
+
 async def grant_consent_refused(env: Env) -> list[Any]:
     """Terms naming another collector: a refusal the consent service records."""
     terms = consent_pb2.ConsentTerms(
@@ -308,6 +321,16 @@ PROBES: dict[str, dict[str, Probe]] = {
         "allowed": lambda e: unary(
             consent_stub(e, "bank-demo").RevokeConsent(
                 consent_pb2.RevokeConsentRequest(consent_id=e.consent_id)
+            )
+        ),
+    },
+    "ConsentService.ChangeConsentState": {
+        "allowed": lambda e: unary(
+            consent_stub(e, "bank-demo").ChangeConsentState(state_change(e, e.consent_id))
+        ),
+        "refused": lambda e: unary(
+            consent_stub(e, "bank-demo").ChangeConsentState(
+                state_change(e, "cg_" + "a" * 26)
             )
         ),
     },

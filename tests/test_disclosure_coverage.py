@@ -72,6 +72,8 @@ NOT_DISCLOSING: dict[str, str] = {
     S + "ConsentService/GetConsent": "the grantee's own grant terms, not source facts",
     S + "ConsentService/ListConsents": "the grantee's own grants, not source facts",
     S + "ConsentService/RevokeConsent": "a revocation; answers the grant's new state",
+    S + "ConsentService/ChangeConsentState": "the subject's signed pause, resume or revocation; "
+    "answers the grant's new state",
     S + "RepairApplicationService/ObjectToRepairApplication": "a creditor objects to a public "
     "announcement; the answer is only when the announcement ends",
     S + "ProviderSyncService/SyncUpdates": "a provider pushes its own facts; answers acks",

@@ -196,3 +196,11 @@ class ConsentGrantRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_by: Mapped[str | None] = mapped_column(String(INSTITUTION_ID_LENGTH))
+    """The institution that revoked the grant; None when the subject did (see below)."""
+    paused_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When the subject paused the grant; None while it is not paused."""
+    statement_issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """The issue time of the last subject statement applied; a statement must be later, so
+    none is applied twice and an older one cannot undo a newer one."""
+    revoked_by_key_id: Mapped[str | None] = mapped_column(String(KEY_ID_LENGTH))
+    """The subject key that signed the revocation, when the subject revoked the grant."""

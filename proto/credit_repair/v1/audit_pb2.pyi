@@ -86,6 +86,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     the entry sits at the first index after the restored head, its request_id
     "rollback-<remembered size>-to-<found size>" says which signed entries were lost.
     """
+    AUDIT_ACTION_CHANGE_CONSENT_STATE: _AuditAction.ValueType  # 11
+    """Pause, resume or revoke a grant on the subject's signed statement
+    (ConsentService.ChangeConsentState); the reason of a refusal says why.
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -146,6 +150,10 @@ AUDIT_ACTION_ACKNOWLEDGE_AUDIT_ROLLBACK: AuditAction.ValueType  # 10
 """The operator acknowledged a rolled-back audit log (credgate audit acknowledge-rollback):
 the entry sits at the first index after the restored head, its request_id
 "rollback-<remembered size>-to-<found size>" says which signed entries were lost.
+"""
+AUDIT_ACTION_CHANGE_CONSENT_STATE: AuditAction.ValueType  # 11
+"""Pause, resume or revoke a grant on the subject's signed statement
+(ConsentService.ChangeConsentState); the reason of a refusal says why.
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.

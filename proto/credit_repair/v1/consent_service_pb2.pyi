@@ -32,28 +32,95 @@ class _ConsentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentS
     CONSENT_STATE_UNSPECIFIED: _ConsentState.ValueType  # 0
     """Not set. As a ListConsentsRequest filter: every state."""
     CONSENT_STATE_ACTIVE: _ConsentState.ValueType  # 1
-    """Recorded, not revoked, and its validity window has not ended. It authorizes queries only
-    from not_before on.
+    """Recorded, not revoked, paused or used up, and its validity window has not ended. It
+    authorizes queries only from not_before on.
     """
     CONSENT_STATE_REVOKED: _ConsentState.ValueType  # 2
-    """Revoked by the grantee or the collecting institution; it authorizes nothing any more."""
+    """Revoked by the subject, the grantee or the collecting institution; it authorizes nothing
+    any more. Final.
+    """
     CONSENT_STATE_EXPIRED: _ConsentState.ValueType  # 3
-    """The validity window has ended (now >= not_after) without a revocation."""
+    """The validity window has ended (now >= not_after) without a revocation. Final."""
+    CONSENT_STATE_PAUSED: _ConsentState.ValueType  # 4
+    """Paused by the subject: it authorizes nothing (queries are refused with CONSENT_PAUSED)
+    until the subject resumes it. The window keeps running while paused.
+    """
+    CONSENT_STATE_EXHAUSTED: _ConsentState.ValueType  # 5
+    """Every one of max_uses has been used (queries are refused with CONSENT_EXHAUSTED). Final."""
 
 class ConsentState(_ConsentState, metaclass=_ConsentStateEnumTypeWrapper):
-    """Where a grant stands. EXPIRED is derived from the clock at the time of reading, never stored."""
+    """Where a grant stands. PAUSED and REVOKED are stored; EXPIRED (from the clock) and EXHAUSTED
+    (from the use count) are derived at the time of reading, never stored. When more than one
+    applies, the first of REVOKED, EXPIRED, EXHAUSTED, PAUSED is reported: the final states
+    win over the reversible pause. See docs/consent.md for the lifecycle.
+    """
 
 CONSENT_STATE_UNSPECIFIED: ConsentState.ValueType  # 0
 """Not set. As a ListConsentsRequest filter: every state."""
 CONSENT_STATE_ACTIVE: ConsentState.ValueType  # 1
-"""Recorded, not revoked, and its validity window has not ended. It authorizes queries only
-from not_before on.
+"""Recorded, not revoked, paused or used up, and its validity window has not ended. It
+authorizes queries only from not_before on.
 """
 CONSENT_STATE_REVOKED: ConsentState.ValueType  # 2
-"""Revoked by the grantee or the collecting institution; it authorizes nothing any more."""
+"""Revoked by the subject, the grantee or the collecting institution; it authorizes nothing
+any more. Final.
+"""
 CONSENT_STATE_EXPIRED: ConsentState.ValueType  # 3
-"""The validity window has ended (now >= not_after) without a revocation."""
+"""The validity window has ended (now >= not_after) without a revocation. Final."""
+CONSENT_STATE_PAUSED: ConsentState.ValueType  # 4
+"""Paused by the subject: it authorizes nothing (queries are refused with CONSENT_PAUSED)
+until the subject resumes it. The window keeps running while paused.
+"""
+CONSENT_STATE_EXHAUSTED: ConsentState.ValueType  # 5
+"""Every one of max_uses has been used (queries are refused with CONSENT_EXHAUSTED). Final."""
 Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
+
+@_typing.final
+class ConsentStateChange(_message.Message):
+    """A subject's signed instruction to pause, resume or revoke one grant.
+
+    Canonical serialization and signature exactly as for ConsentTerms, with the prefix
+    "credgate/consent-state-change/v1" instead (so a statement can never pass for terms, nor
+    terms for a statement).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_KEY_ID_FIELD_NUMBER: _builtins.int
+    NEW_STATE_FIELD_NUMBER: _builtins.int
+    ISSUE_TIME_FIELD_NUMBER: _builtins.int
+    consent_id: _builtins.str
+    """The grant the statement is about."""
+    subject_key_id: _builtins.str
+    """The key id of the subject's current enrolled key that signs the statement (after a
+    re-enrolment: the new key, also for grants signed with the retired one).
+    """
+    new_state: Global___ConsentState.ValueType
+    """The state asked for: PAUSED, ACTIVE (resume) or REVOKED."""
+    @_builtins.property
+    def issue_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subject signed it. It must be within the gateway's accepted window (at most
+        5 minutes ahead of the gateway's clock, at most 24 hours behind) and later than the last
+        statement applied to the grant, so each statement is applied at most once and an older
+        one cannot undo a newer one.
+        """
+
+    def __init__(
+        self,
+        *,
+        consent_id: _builtins.str = ...,
+        subject_key_id: _builtins.str = ...,
+        new_state: Global___ConsentState.ValueType = ...,
+        issue_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issue_time", b"issue_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issue_time", b"issue_time", "new_state", b"new_state", "subject_key_id", b"subject_key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentStateChange: _TypeAlias = ConsentStateChange  # noqa: Y015
 
 @_typing.final
 class ConsentTerms(_message.Message):
@@ -169,6 +236,8 @@ class ConsentGrant(_message.Message):
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     REVOKED_BY_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
     USE_COUNT_FIELD_NUMBER: _builtins.int
+    PAUSE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_SUBJECT_KEY_ID_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
     """The id the gateway assigned, for example "cg_..."; quote it in queries relying on the grant."""
     subject_token: _builtins.str
@@ -183,6 +252,10 @@ class ConsentGrant(_message.Message):
     """The institution that revoked the grant; empty unless state is REVOKED."""
     use_count: _builtins.int
     """How many queries have relied on the grant so far."""
+    revoked_by_subject_key_id: _builtins.str
+    """The subject key that signed the revocation, when the subject revoked it (then
+    revoked_by_institution_id is empty).
+    """
     @_builtins.property
     def terms(self) -> Global___ConsentTerms:
         """The terms, as parsed from signed_terms."""
@@ -194,6 +267,10 @@ class ConsentGrant(_message.Message):
     @_builtins.property
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """When the grant was revoked; unset unless state is REVOKED."""
+
+    @_builtins.property
+    def pause_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subject paused the grant; unset unless it is paused."""
 
     def __init__(
         self,
@@ -208,10 +285,12 @@ class ConsentGrant(_message.Message):
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         revoked_by_institution_id: _builtins.str = ...,
         use_count: _builtins.int = ...,
+        pause_time: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by_subject_key_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time", "terms", b"terms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "pause_time", b"pause_time", "revoke_time", b"revoke_time", "terms", b"terms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "create_time", b"create_time", "revoke_time", b"revoke_time", "revoked_by_institution_id", b"revoked_by_institution_id", "signature", b"signature", "signed_terms", b"signed_terms", "state", b"state", "subject_token", b"subject_token", "terms", b"terms", "use_count", b"use_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "create_time", b"create_time", "pause_time", b"pause_time", "revoke_time", b"revoke_time", "revoked_by_institution_id", b"revoked_by_institution_id", "revoked_by_subject_key_id", b"revoked_by_subject_key_id", "signature", b"signature", "signed_terms", b"signed_terms", "state", b"state", "subject_token", b"subject_token", "terms", b"terms", "use_count", b"use_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -480,3 +559,53 @@ class RevokeConsentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeConsentResponse: _TypeAlias = RevokeConsentResponse  # noqa: Y015
+
+@_typing.final
+class ChangeConsentStateRequest(_message.Message):
+    """Applies a subject's signed state change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    signed_statement: _builtins.bytes
+    """The canonical serialization of the ConsentStateChange the subject signed."""
+    signature: _builtins.bytes
+    """The subject's Ed25519 signature over the signing message (see ConsentStateChange)."""
+    def __init__(
+        self,
+        *,
+        signed_statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "signed_statement", b"signed_statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeConsentStateRequest: _TypeAlias = ChangeConsentStateRequest  # noqa: Y015
+
+@_typing.final
+class ChangeConsentStateResponse(_message.Message):
+    """The grant after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grant(self) -> Global___ConsentGrant:
+        """The grant, in its new state."""
+
+    def __init__(
+        self,
+        *,
+        grant: Global___ConsentGrant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeConsentStateResponse: _TypeAlias = ChangeConsentStateResponse  # noqa: Y015

@@ -68,6 +68,11 @@ class ConsentServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentResponse.FromString,
                 _registered_method=True)
+        self.ChangeConsentState = channel.unary_unary(
+                '/credit_repair.v1.ConsentService/ChangeConsentState',
+                request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -134,6 +139,30 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeConsentState(self, request, context):
+        """Pauses, resumes or revokes a grant on the subject's own word: a ConsentStateChange the
+        subject signed with their current enrolled key. The subject may send it with their own
+        certificate (role SUBJECT; it must name a key of the same subject) or any institution may
+        relay it — the signature, not the caller, is the authority. One RPC rather than Pause/
+        Resume/Revoke: the new state is inside the signed bytes, so a request can never ask for
+        something other than what the subject signed. Takes effect for the very next query on
+        every replica (the state is read from the shared database on every decision).
+        Transitions: ACTIVE -> PAUSED, PAUSED -> ACTIVE, ACTIVE or PAUSED -> REVOKED. Asking for
+        the state a grant is already in changes nothing and answers the grant.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST; CONSENT_STATEMENT_INVALID for a malformed or
+        non-canonical statement; CONSENT_SIGNATURE_INVALID; CONSENT_STATEMENT_STALE when
+        issue_time is outside the accepted window or not later than the last statement applied to
+        the grant — this is what refuses a replay); PERMISSION_DENIED (CONSENT_STATEMENT_NOT_PERMITTED)
+        when the signing key is not a current enrolled key of the grant's subject, the grant does
+        not exist, or a subject caller is another subject — the same answer in each case, so the
+        existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
+        (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
+        asks for PAUSED or ACTIVE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +190,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.RevokeConsent,
                     request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'ChangeConsentState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeConsentState,
+                    request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +341,33 @@ class ConsentService:
             '/credit_repair.v1.ConsentService/RevokeConsent',
             credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentRequest.SerializeToString,
             credit__repair_dot_v1_dot_consent__service__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeConsentState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.ConsentService/ChangeConsentState',
+            credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.SerializeToString,
+            credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,26 @@ class ConsentServiceStub:
     revoked grant returns it unchanged.
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
     """
+    ChangeConsentState: _grpc.UnaryUnaryMultiCallable[_consent_service_pb2.ChangeConsentStateRequest, _consent_service_pb2.ChangeConsentStateResponse]
+    """Pauses, resumes or revokes a grant on the subject's own word: a ConsentStateChange the
+    subject signed with their current enrolled key. The subject may send it with their own
+    certificate (role SUBJECT; it must name a key of the same subject) or any institution may
+    relay it — the signature, not the caller, is the authority. One RPC rather than Pause/
+    Resume/Revoke: the new state is inside the signed bytes, so a request can never ask for
+    something other than what the subject signed. Takes effect for the very next query on
+    every replica (the state is read from the shared database on every decision).
+    Transitions: ACTIVE -> PAUSED, PAUSED -> ACTIVE, ACTIVE or PAUSED -> REVOKED. Asking for
+    the state a grant is already in changes nothing and answers the grant.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST; CONSENT_STATEMENT_INVALID for a malformed or
+    non-canonical statement; CONSENT_SIGNATURE_INVALID; CONSENT_STATEMENT_STALE when
+    issue_time is outside the accepted window or not later than the last statement applied to
+    the grant — this is what refuses a replay); PERMISSION_DENIED (CONSENT_STATEMENT_NOT_PERMITTED)
+    when the signing key is not a current enrolled key of the grant's subject, the grant does
+    not exist, or a subject caller is another subject — the same answer in each case, so the
+    existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
+    (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
+    asks for PAUSED or ACTIVE.
+    """
 
 @_typing.type_check_only
 class ConsentServiceAsyncStub(ConsentServiceStub):
@@ -122,6 +142,26 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
     revoked grant returns it unchanged.
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
+    """
+    ChangeConsentState: _aio.UnaryUnaryMultiCallable[_consent_service_pb2.ChangeConsentStateRequest, _consent_service_pb2.ChangeConsentStateResponse]  # type: ignore[assignment]
+    """Pauses, resumes or revokes a grant on the subject's own word: a ConsentStateChange the
+    subject signed with their current enrolled key. The subject may send it with their own
+    certificate (role SUBJECT; it must name a key of the same subject) or any institution may
+    relay it — the signature, not the caller, is the authority. One RPC rather than Pause/
+    Resume/Revoke: the new state is inside the signed bytes, so a request can never ask for
+    something other than what the subject signed. Takes effect for the very next query on
+    every replica (the state is read from the shared database on every decision).
+    Transitions: ACTIVE -> PAUSED, PAUSED -> ACTIVE, ACTIVE or PAUSED -> REVOKED. Asking for
+    the state a grant is already in changes nothing and answers the grant.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST; CONSENT_STATEMENT_INVALID for a malformed or
+    non-canonical statement; CONSENT_SIGNATURE_INVALID; CONSENT_STATEMENT_STALE when
+    issue_time is outside the accepted window or not later than the last statement applied to
+    the grant — this is what refuses a replay); PERMISSION_DENIED (CONSENT_STATEMENT_NOT_PERMITTED)
+    when the signing key is not a current enrolled key of the grant's subject, the grant does
+    not exist, or a subject caller is another subject — the same answer in each case, so the
+    existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
+    (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
+    asks for PAUSED or ACTIVE.
     """
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -196,6 +236,32 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
         revoked grant returns it unchanged.
         Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeConsentState(
+        self,
+        request: _consent_service_pb2.ChangeConsentStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_service_pb2.ChangeConsentStateResponse, _abc.Awaitable[_consent_service_pb2.ChangeConsentStateResponse]]:
+        """Pauses, resumes or revokes a grant on the subject's own word: a ConsentStateChange the
+        subject signed with their current enrolled key. The subject may send it with their own
+        certificate (role SUBJECT; it must name a key of the same subject) or any institution may
+        relay it — the signature, not the caller, is the authority. One RPC rather than Pause/
+        Resume/Revoke: the new state is inside the signed bytes, so a request can never ask for
+        something other than what the subject signed. Takes effect for the very next query on
+        every replica (the state is read from the shared database on every decision).
+        Transitions: ACTIVE -> PAUSED, PAUSED -> ACTIVE, ACTIVE or PAUSED -> REVOKED. Asking for
+        the state a grant is already in changes nothing and answers the grant.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST; CONSENT_STATEMENT_INVALID for a malformed or
+        non-canonical statement; CONSENT_SIGNATURE_INVALID; CONSENT_STATEMENT_STALE when
+        issue_time is outside the accepted window or not later than the last statement applied to
+        the grant — this is what refuses a replay); PERMISSION_DENIED (CONSENT_STATEMENT_NOT_PERMITTED)
+        when the signing key is not a current enrolled key of the grant's subject, the grant does
+        not exist, or a subject caller is another subject — the same answer in each case, so the
+        existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
+        (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
+        asks for PAUSED or ACTIVE.
         """
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
