@@ -25,6 +25,7 @@ from credgate.consent.register import (
     CONSENT_EXPIRED,
     CONSENT_MISSING,
     CONSENT_NOT_YET_VALID,
+    CONSENT_PAUSED,
     CONSENT_REVOKED,
     CONSENT_VALID,
     PURPOSE_NOT_PERMITTED,
@@ -356,6 +357,28 @@ async def test_find_valid_grant_reasons(
     # With no id, the grant closest to allowing the query explains the denial.
     assert await reason(consent_id=None) == CONSENT_NOT_YET_VALID
     assert await reason(consent_id=None, now=T0 + 3 * HOUR) == CONSENT_VALID
+
+
+async def test_a_paused_grant_refuses_and_no_use_is_spent_under_it(
+    register: ConsentRegister, subject_tokenizer: SubjectTokenizer
+) -> None:
+    """The pause is checked where the use is spent too, so a query decided just before the
+    pause cannot spend a use after it."""
+    token, key = await _enrolled(register, subject_tokenizer)
+    grant = await _record(register, token, key, max_uses=2)
+    enrolled = await register.subject_key(grants.subject_key_id(grants.raw_public_key(key)))
+    assert enrolled is not None
+    await register.change_state(
+        grant.consent_id, enrolled, consent_pb2.CONSENT_STATE_PAUSED, T0
+    )
+    lookup = await register.find_valid_grant(token, "bank-demo", REVIEW, grant.consent_id, T0)
+    assert lookup.reason == CONSENT_PAUSED
+    assert not await register.record_use(grant.consent_id)
+    resumed = await register.change_state(
+        grant.consent_id, enrolled, consent_pb2.CONSENT_STATE_ACTIVE, T0 + HOUR
+    )
+    assert (resumed.use_count, resumed.state(T0)) == (0, consent_pb2.CONSENT_STATE_ACTIVE)
+    assert await register.record_use(grant.consent_id)
 
 
 async def test_max_uses_are_counted_atomically(

@@ -435,6 +435,35 @@ async def test_a_watch_update_spends_no_use_and_an_exhausted_grant_refuses() -> 
     assert refused.value.reason == "CONSENT_EXHAUSTED"
 
 
+async def test_a_grant_paused_between_decision_and_use_is_refused_as_paused() -> None:
+    """The subject pauses after the gate decided but before the use is spent: the refusal
+    says CONSENT_PAUSED (what the institution must ask the subject about), not EXHAUSTED."""
+    row = Row(
+        vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY, vocab.PURPOSE_SUBJECT_AUTHORIZED, ALL_CATEGORIES
+    )
+    gate, register, log, caller = _gate(row)
+    paused: list[bool] = []
+    decided = register.find_valid_grant
+
+    async def find_valid_grant(*args: object) -> GrantLookup:
+        return GrantLookup("CONSENT_PAUSED") if paused else await decided(*args)
+
+    async def record_use(consent_id: str) -> bool:
+        paused.append(True)  # the pause lands here, after the decision
+        return False
+
+    register.find_valid_grant = find_valid_grant  # type: ignore[method-assign]
+    register.record_use = record_use  # type: ignore[method-assign]
+
+    async def produce(_: Admission) -> app_pb2.Eligibility:
+        raise AssertionError("nothing may be produced")
+
+    with pytest.raises(GatewayError) as refused:
+        await gate.disclose(Ask(caller, 23, TOKEN, row.purpose), produce)  # type: ignore[arg-type]
+    assert refused.value.reason == "CONSENT_PAUSED"
+    assert [e.reason for e in log.entries] == ["CONSENT_PAUSED"]
+
+
 async def test_nothing_is_released_when_the_release_cannot_be_recorded() -> None:
     row = Row(vocab.INSTITUTION_ROLE_SUBJECT, vocab.PURPOSE_SELF_INQUIRY, None)
     gate, _, log, caller = _gate(row)

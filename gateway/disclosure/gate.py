@@ -186,8 +186,9 @@ class DisclosureGate:
             await self._refuse(ask, consent, decision.reason)
             raise self._refusal(ask, decision.reason, decision.explanation)
         if ask.spend_use and not await self._spend_use(consent):
-            await self._refuse(ask, consent, "CONSENT_EXHAUSTED")
-            raise self._refusal(ask, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
+            refused = await self._spend_refusal(ask)
+            await self._refuse(ask, consent, refused.reason)
+            raise self._refusal(ask, refused.reason, refused.explanation)
         admission = Admission(ask, decision, consent)
         produced = await produce(admission)
         content, withheld = minimize_content(produced, decision.categories)
@@ -243,6 +244,15 @@ class DisclosureGate:
                 continue
             released.update(zip(indexes, shown, strict=True))
         return [released[i] for i in sorted(released)]
+
+    async def _spend_refusal(self, ask: Ask) -> policy.Decision:
+        """Why no use could be spent: the grant changed after the decision (another query took
+        the last use, the subject paused it, someone revoked it). Decided afresh, so a pause is
+        reported as CONSENT_PAUSED, not as used up."""
+        again, _ = await self.decide(ask)
+        if again.allowed:
+            return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
+        return again
 
     async def _spend_use(self, consent: GrantLookup | None) -> bool:
         """Count the disclosure against a grant limited in uses; atomic across replicas."""
