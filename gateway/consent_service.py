@@ -1,4 +1,6 @@
-"""ConsentService: enrol subjects' keys, record signed grants, show, list and revoke them.
+"""ConsentService: enrol subjects' keys, record signed grants, show, list and revoke them, and
+apply the subject's own signed pause, resume or withdrawal (``ChangeConsentState``,
+docs/consent.md).
 
 Read top to bottom, each RPC is: who is calling (mTLS) → may that role do this at all →
 is every field well formed → the register. Permission comes before existence everywhere: a

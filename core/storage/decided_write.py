@@ -21,8 +21,8 @@ failed and the caller was told AUDIT_UNAVAILABLE. The order below makes both imp
   from the outbox the block wrote (``gateway.workflows.outbox``), so nothing reaches a
   source on behalf of a call that was refused.
 
-Every write RPC goes through here: ConsentService's EnrollSubjectKey, GrantConsent and
-RevokeConsent (``consent.register``), ObjectionService's FileObjection and RecordSourceReply,
+Every write RPC goes through here: ConsentService's EnrollSubjectKey, GrantConsent,
+RevokeConsent and ChangeConsentState (``consent.register``), ObjectionService's FileObjection and RecordSourceReply,
 RepairApplicationService's File-, Review-, ObjectTo- and RuleOnRepairApplication.
 """
 

@@ -92,6 +92,7 @@ class ConsentServiceServicer:
         of role STATUTORY_ORGAN or AUTHORIZED_PARTY that the gateway is configured to trust as one,
         which has verified the subject's identity in person. Enrolling a new key retires the
         subject's previous key (grants already recorded under it stay valid and verifiable).
+        Only the current key can pause, resume or revoke them (ChangeConsentState).
         Enrolling the same key again is harmless and returns it.
         Errors: PERMISSION_DENIED (ENROLMENT_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, with
         google.rpc.BadRequest); ALREADY_EXISTS (SUBJECT_KEY_CONFLICT) when the key is already
@@ -132,7 +133,7 @@ class ConsentServiceServicer:
 
     def RevokeConsent(self, request, context):
         """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
-        revoked grant returns it unchanged.
+        revoked grant returns it unchanged. (The subject revokes with ChangeConsentState.)
         Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -49,6 +49,7 @@ class ConsentServiceStub:
     of role STATUTORY_ORGAN or AUTHORIZED_PARTY that the gateway is configured to trust as one,
     which has verified the subject's identity in person. Enrolling a new key retires the
     subject's previous key (grants already recorded under it stay valid and verifiable).
+    Only the current key can pause, resume or revoke them (ChangeConsentState).
     Enrolling the same key again is harmless and returns it.
     Errors: PERMISSION_DENIED (ENROLMENT_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, with
     google.rpc.BadRequest); ALREADY_EXISTS (SUBJECT_KEY_CONFLICT) when the key is already
@@ -73,7 +74,7 @@ class ConsentServiceStub:
     """
     RevokeConsent: _grpc.UnaryUnaryMultiCallable[_consent_service_pb2.RevokeConsentRequest, _consent_service_pb2.RevokeConsentResponse]
     """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
-    revoked grant returns it unchanged.
+    revoked grant returns it unchanged. (The subject revokes with ChangeConsentState.)
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
     """
     ChangeConsentState: _grpc.UnaryUnaryMultiCallable[_consent_service_pb2.ChangeConsentStateRequest, _consent_service_pb2.ChangeConsentStateResponse]
@@ -116,6 +117,7 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     of role STATUTORY_ORGAN or AUTHORIZED_PARTY that the gateway is configured to trust as one,
     which has verified the subject's identity in person. Enrolling a new key retires the
     subject's previous key (grants already recorded under it stay valid and verifiable).
+    Only the current key can pause, resume or revoke them (ChangeConsentState).
     Enrolling the same key again is harmless and returns it.
     Errors: PERMISSION_DENIED (ENROLMENT_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, with
     google.rpc.BadRequest); ALREADY_EXISTS (SUBJECT_KEY_CONFLICT) when the key is already
@@ -140,7 +142,7 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     """
     RevokeConsent: _aio.UnaryUnaryMultiCallable[_consent_service_pb2.RevokeConsentRequest, _consent_service_pb2.RevokeConsentResponse]  # type: ignore[assignment]
     """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
-    revoked grant returns it unchanged.
+    revoked grant returns it unchanged. (The subject revokes with ChangeConsentState.)
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
     """
     ChangeConsentState: _aio.UnaryUnaryMultiCallable[_consent_service_pb2.ChangeConsentStateRequest, _consent_service_pb2.ChangeConsentStateResponse]  # type: ignore[assignment]
@@ -186,6 +188,7 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         of role STATUTORY_ORGAN or AUTHORIZED_PARTY that the gateway is configured to trust as one,
         which has verified the subject's identity in person. Enrolling a new key retires the
         subject's previous key (grants already recorded under it stay valid and verifiable).
+        Only the current key can pause, resume or revoke them (ChangeConsentState).
         Enrolling the same key again is harmless and returns it.
         Errors: PERMISSION_DENIED (ENROLMENT_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, with
         google.rpc.BadRequest); ALREADY_EXISTS (SUBJECT_KEY_CONFLICT) when the key is already
@@ -234,7 +237,7 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_consent_service_pb2.RevokeConsentResponse, _abc.Awaitable[_consent_service_pb2.RevokeConsentResponse]]:
         """Revokes a grant at once. The grantee or the collecting institution may revoke; revoking a
-        revoked grant returns it unchanged.
+        revoked grant returns it unchanged. (The subject revokes with ChangeConsentState.)
         Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND).
         """
 
