@@ -1,10 +1,11 @@
-"""The demo's consent story: enrol, sign, record, query, verify, self-inquire, revoke.
+"""The demo's consent story: enrol, sign, record, query, verify, self-inquire, pause, withdraw.
 
 It plays every part with the real client library over mutual TLS, in the order it happens:
 the enrolment office enrols the subject's key in person, the subject signs consent terms on
 their own device, the bank records the grant and queries with it (the client verifies the
 gateway's signature and the request digest), the subject reads their own record and their
-grants with a subject certificate, and the bank's revocation denies the very next query.
+grants with a subject certificate, then pauses the grant and withdraws it themself with
+statements signed on their device (docs/consent.md) — each denies the bank's very next query.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
+from credgate.consent.state_change import sign_statement
 from credgate.core.institution import Institution
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.pki import add_institution
@@ -44,6 +46,30 @@ def _terms(key_id: str) -> consent_pb2.ConsentTerms:
     terms.not_before.FromDatetime(now - dt.timedelta(minutes=1))
     terms.not_after.FromDatetime(now + dt.timedelta(days=30))
     return terms
+
+
+def _statement(
+    phone: Ed25519PrivateKey,
+    key_id: str,
+    consent_id: str,
+    new_state: consent_pb2.ConsentState.ValueType,
+) -> tuple[bytes, bytes]:
+    """The subject's device signs a pause, resume or withdrawal of one grant, issued now."""
+    change = consent_pb2.ConsentStateChange(
+        consent_id=consent_id, subject_key_id=key_id, new_state=new_state
+    )
+    change.issue_time.FromDatetime(dt.datetime.now(dt.UTC))
+    return sign_statement(phone, change)
+
+
+async def _bank_asks(target: str, pki_dir: Path, identity_number: str, consent_id: str) -> None:
+    async with CredgateClient.from_pki_dir(target, pki_dir, BANK) as bank:
+        try:
+            await bank.get_repair_status(identity_number, purpose=REVIEW, consent_id=consent_id)
+        except CredgateError as error:
+            print(f"refused: {error.code.name} {error.reason}: {error.message}")
+        else:
+            print("answered (the grant still allows the query)")
 
 
 def _state(grant: consent_pb2.ConsentGrant) -> str:
@@ -77,19 +103,26 @@ async def consent_story(target: str, pki_dir: Path, identity_number: str) -> Non
 
     await _self_inquiry(target, pki_dir, identity_number, key_id)
 
-    async with CredgateClient.from_pki_dir(target, pki_dir, BANK) as bank:
-        print(f"\n=== the subject withdraws consent; {BANK} revokes the grant")
-        revoked = await bank.revoke_consent(grant.consent_id)
-        print(f"grant {revoked.consent_id}: {_state(revoked)}")
-        print(f"\n=== {BANK} asks again, relying on the revoked grant")
-        try:
-            await bank.get_repair_status(
-                identity_number, purpose=REVIEW, consent_id=grant.consent_id
-            )
-        except CredgateError as error:
-            print(f"refused: {error.code.name} {error.reason}: {error.message}")
-
     subject_id = subject_institution_id(key_id)
+    async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
+        print("\n=== the subject pauses the grant with a statement signed on their device")
+        paused = await me.change_consent_state(
+            *_statement(phone, key_id, grant.consent_id, consent_pb2.CONSENT_STATE_PAUSED)
+        )
+        print(f"grant {paused.consent_id}: {_state(paused)}")
+    print(f"\n=== {BANK} asks again, relying on the paused grant")
+    await _bank_asks(target, pki_dir, identity_number, grant.consent_id)
+
+    async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
+        print("\n=== the subject withdraws consent themself (signed statement, no bank involved)")
+        revoked = await me.change_consent_state(
+            *_statement(phone, key_id, grant.consent_id, consent_pb2.CONSENT_STATE_REVOKED)
+        )
+        by = revoked.revoked_by_subject_key_id
+        print(f"grant {revoked.consent_id}: {_state(revoked)}, by the subject's key {by}")
+    print(f"\n=== {BANK} asks again, relying on the withdrawn grant")
+    await _bank_asks(target, pki_dir, identity_number, grant.consent_id)
+
     async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
         print("\n=== the subject checks their grants again")
         for own in await me.list_own_consents():

@@ -22,7 +22,8 @@ failed and the caller was told AUDIT_UNAVAILABLE. The order below makes both imp
   source on behalf of a call that was refused.
 
 Every write RPC goes through here: ConsentService's EnrollSubjectKey, GrantConsent,
-RevokeConsent and ChangeConsentState (``consent.register``), ObjectionService's FileObjection and RecordSourceReply,
+RevokeConsent and ChangeConsentState (``consent.register``), ObjectionService's FileObjection
+and RecordSourceReply,
 RepairApplicationService's File-, Review-, ObjectTo- and RuleOnRepairApplication.
 """
 
