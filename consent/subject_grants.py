@@ -2,7 +2,8 @@
 
 ``ConsentRegister.list_grants`` answers an *institution*: the grants naming it. A subject
 asks the other way round — every grant they signed, whoever it names, in every state — so
-that they can see what they agreed to and whether it is still active, revoked or expired.
+that they can see what they agreed to and whether it is still active, paused, revoked,
+expired or used up.
 The order and the state filter are the register's own (``_in_state`` derives EXPIRED from
 the clock exactly as ``Grant.state`` does), so both listings page the same way.
 

@@ -62,8 +62,8 @@ class RepairStatusServiceStub:
     index of the subject changes (a provider pushed an update, or a live query found new facts),
     on whichever replica the change happened. Every report is decided, signed and recorded like
     a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
-    each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
-    change or periodic check, within [watch] recheck_seconds.
+    each; a grant that stops allowing the query (revoked, paused, expired) ends the stream at
+    the next change or periodic check, within [watch] recheck_seconds.
     Purposes that need consent may be watched only under a grant that allows ongoing updates
     (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
     use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
@@ -111,8 +111,8 @@ class RepairStatusServiceAsyncStub(RepairStatusServiceStub):
     index of the subject changes (a provider pushed an update, or a live query found new facts),
     on whichever replica the change happened. Every report is decided, signed and recorded like
     a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
-    each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
-    change or periodic check, within [watch] recheck_seconds.
+    each; a grant that stops allowing the query (revoked, paused, expired) ends the stream at
+    the next change or periodic check, within [watch] recheck_seconds.
     Purposes that need consent may be watched only under a grant that allows ongoing updates
     (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
     use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched
@@ -175,8 +175,8 @@ class RepairStatusServiceServicer(metaclass=_abc_1.ABCMeta):
         index of the subject changes (a provider pushed an update, or a live query found new facts),
         on whichever replica the change happened. Every report is decided, signed and recorded like
         a GetRepairStatus answer to the query in the request, and the policy is applied afresh to
-        each; a grant that stops allowing the query (revoked, expired) ends the stream at the next
-        change or periodic check, within [watch] recheck_seconds.
+        each; a grant that stops allowing the query (revoked, paused, expired) ends the stream at
+        the next change or periodic check, within [watch] recheck_seconds.
         Purposes that need consent may be watched only under a grant that allows ongoing updates
         (ConsentTerms.ongoing_updates), named in query.consent_id; the first report counts as one
         use of the grant, the updates do not. Ex officio purposes and self-inquiry may be watched

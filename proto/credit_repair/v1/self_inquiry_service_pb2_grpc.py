@@ -80,7 +80,8 @@ class SelfInquiryServiceServicer:
     """
 
     def ListOwnConsents(self, request, context):
-        """Lists the consent grants the subject signed, in every state (active, revoked, expired),
+        """Lists the consent grants the subject signed, in every state (active, paused, revoked,
+        expired, exhausted; the subject changes them with ConsentService.ChangeConsentState),
         oldest first, a page at a time (AIP-158).
         Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
         """

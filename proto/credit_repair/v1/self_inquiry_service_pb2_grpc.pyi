@@ -49,7 +49,8 @@ class SelfInquiryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SelfInquiryServiceAsyncStub: ...
     ListOwnConsents: _grpc.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnConsentsRequest, _self_inquiry_service_pb2.ListOwnConsentsResponse]
-    """Lists the consent grants the subject signed, in every state (active, revoked, expired),
+    """Lists the consent grants the subject signed, in every state (active, paused, revoked,
+    expired, exhausted; the subject changes them with ConsentService.ChangeConsentState),
     oldest first, a page at a time (AIP-158).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
     """
@@ -85,7 +86,8 @@ class SelfInquiryServiceAsyncStub(SelfInquiryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOwnConsents: _aio.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.ListOwnConsentsRequest, _self_inquiry_service_pb2.ListOwnConsentsResponse]  # type: ignore[assignment]
-    """Lists the consent grants the subject signed, in every state (active, revoked, expired),
+    """Lists the consent grants the subject signed, in every state (active, paused, revoked,
+    expired, exhausted; the subject changes them with ConsentService.ChangeConsentState),
     oldest first, a page at a time (AIP-158).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
     """
@@ -124,7 +126,8 @@ class SelfInquiryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _self_inquiry_service_pb2.ListOwnConsentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_self_inquiry_service_pb2.ListOwnConsentsResponse, _abc.Awaitable[_self_inquiry_service_pb2.ListOwnConsentsResponse]]:
-        """Lists the consent grants the subject signed, in every state (active, revoked, expired),
+        """Lists the consent grants the subject signed, in every state (active, paused, revoked,
+        expired, exhausted; the subject changes them with ConsentService.ChangeConsentState),
         oldest first, a page at a time (AIP-158).
         Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
         """
