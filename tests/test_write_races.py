@@ -43,6 +43,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
+from credgate.consent.state_change import sign_statement
 from credgate.core.errors import REQUEST_ID_METADATA_KEY
 from credgate.core.storage.models import ConsentGrantRow, SubjectKey
 from credgate.gateway.wire_errors import parse_error
@@ -291,6 +292,55 @@ async def test_a_grant_revoked_on_two_replicas_is_revoked_once_with_an_entry_per
     times = {r.response.grant.revoke_time.ToDatetime() for r in results}
     assert len(times) == 1  # the first revocation's time stands
     await assert_one_entry_each(a, results, audit_pb2.AUDIT_ACTION_REVOKE_CONSENT)
+
+
+async def test_one_signed_pause_carried_to_two_replicas_is_applied_once_with_an_entry_per_call(
+    replicas: Pair,
+) -> None:
+    """The subject's statement relayed twice at once (two apps, a retry): one applies it, the
+    other is told it is a replay (CONSENT_STATEMENT_STALE), each call has exactly its entry."""
+    a, b = replicas
+    number = make_identity_number("11010519491231002")
+    key = Ed25519PrivateKey.generate()
+    async with a.channel(ENROLMENT_OFFICE) as channel:
+        await consent_grpc.ConsentServiceStub(channel).EnrollSubjectKey(
+            consent_pb2.EnrollSubjectKeyRequest(
+                identity_number=number, public_key=grants.raw_public_key(key)
+            )
+        )
+    now = dt.datetime.now(dt.UTC)
+    terms = make_terms(
+        key, not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=1)
+    )
+    signed, signature = grants.sign_terms(key, terms)
+    change = consent_pb2.ConsentStateChange(
+        subject_key_id=grants.subject_key_id(grants.raw_public_key(key)),
+        new_state=consent_pb2.CONSENT_STATE_PAUSED,
+    )
+    async with a.channel("bank-demo") as ca, b.channel("lessor-demo") as cb:
+        granted = await consent_grpc.ConsentServiceStub(ca).GrantConsent(
+            consent_pb2.GrantConsentRequest(
+                identity_number=number, signed_terms=signed, signature=signature
+            )
+        )
+        change.consent_id = granted.grant.consent_id
+        change.issue_time.FromDatetime(now)
+        statement, statement_signature = sign_statement(key, change)
+        request = consent_pb2.ChangeConsentStateRequest(
+            signed_statement=statement, signature=statement_signature
+        )
+        results = await race(
+            consent_grpc.ConsentServiceStub(ca).ChangeConsentState(request),
+            consent_grpc.ConsentServiceStub(cb).ChangeConsentState(request),
+            a,
+            b,
+        )
+    winner_and_loser(results, "CONSENT_STATEMENT_STALE")
+    await assert_one_entry_each(a, results, audit_pb2.AUDIT_ACTION_CHANGE_CONSENT_STATE)
+    async with a.gateway.database.session() as session:
+        row = await session.get(ConsentGrantRow, granted.grant.consent_id)
+        assert row is not None
+        assert row.paused_at is not None
 
 
 # -- ObjectionService ---------------------------------------------------------------------------
