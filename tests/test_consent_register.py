@@ -10,12 +10,14 @@ import asyncio
 import datetime as dt
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
@@ -34,9 +36,14 @@ from credgate.consent.register import (
     SubjectKeyConflictError,
 )
 from credgate.core.storage.database import Database, create_sync_engine
-from credgate.core.storage.models import Base, ConsentGrantRow
+from credgate.core.storage.models import Base, ConsentGrantRow, SubjectKey
 from credgate.core.tokens import SubjectTokenizer
-from credgate.gateway.storage.migrate import current_revision, head_revision
+from credgate.gateway.storage.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 from tests.fixtures.storage import make_identity_number
 
 IDENTITY = make_identity_number("11010519491231002")
@@ -488,3 +495,81 @@ async def test_revoke_is_limited_to_grantee_and_collector(
     again = await register.revoke(grant.consent_id, "bank-other")
     assert again is not None
     assert (again.revoked_by, again.revoked_at) == ("bank-demo", T0 + HOUR)
+
+
+async def test_grants_recorded_before_migration_0008_keep_their_state_and_can_be_paused(
+    database_url: str, subject_tokenizer: SubjectTokenizer
+) -> None:
+    """A grant written by the 0007 schema: after the upgrade it is ACTIVE (not paused, no
+    statement applied), and the subject can pause it; the migration also downgrades."""
+    def migrate(step: str, revision: str) -> None:
+        engine = create_sync_engine(database_url)
+        try:
+            with engine.begin() as connection:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                getattr(command, step)(config, revision)
+        finally:
+            engine.dispose()
+
+    migrate("upgrade", "0007")
+    key = Ed25519PrivateKey.generate()
+    token = subject_tokenizer.token(IDENTITY)
+    signed, signature = grants.sign_terms(key, make_terms(key))
+    terms = grants.parse_terms(signed)
+    consent_id = "cg_" + "b" * 26
+    old_grant: dict[str, Any] = {
+        "consent_id": consent_id,
+        "subject_token": token,
+        "subject_key_id": terms.subject_key_id,
+        "grantee_institution_id": "bank-demo",
+        "collecting_institution_id": "bank-demo",
+        "not_before": T0 - HOUR,
+        "not_after": T0 + 24 * HOUR,
+        "ongoing_updates": False,
+        "max_uses": 0,
+        "use_count": 0,
+        "signed_terms": signed,
+        "terms_digest": grants.terms_digest(signed),
+        "signature": signature,
+        "created_at": T0 - HOUR,
+        "revoked_at": None,
+        "revoked_by": None,
+    }
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(SubjectKey).values(
+                    key_id=terms.subject_key_id,
+                    subject_token=token,
+                    public_key=grants.raw_public_key(key),
+                    enrolled_by="enrol-office",
+                    enrolled_at=T0 - 2 * HOUR,
+                    retired_at=None,
+                )
+            )
+            # Only the 0007 columns are named: the new ones do not exist yet.
+            connection.execute(insert(ConsentGrantRow).values(old_grant))
+    finally:
+        engine.dispose()
+
+    upgrade_to_head(database_url)
+    database = Database.from_url(database_url)
+    try:
+        register = ConsentRegister(database, clock=FakeClock(T0))
+        found = await register.get_grant(consent_id, "bank-demo")
+        assert found is not None
+        assert (found.state(T0), found.paused_at, found.statement_issued_at) == (
+            consent_pb2.CONSENT_STATE_ACTIVE, None, None
+        )
+        enrolled = await register.subject_key(terms.subject_key_id)
+        assert enrolled is not None
+        paused = await register.change_state(
+            found.consent_id, enrolled, consent_pb2.CONSENT_STATE_PAUSED, T0
+        )
+        assert paused.state(T0) == consent_pb2.CONSENT_STATE_PAUSED
+    finally:
+        await database.dispose()
+    migrate("downgrade", "0007")
+    upgrade_to_head(database_url)
