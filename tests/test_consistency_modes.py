@@ -29,8 +29,6 @@ from credgate.core.storage.database import Database
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.storage.fact_index import FactIndex
-from credgate.gateway.storage.index_writes import FEED_LOCK_KEY
-from credgate.gateway.sync import store as sync_store
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.watch import notify
 from tests.fixtures.pki import DevPki
@@ -320,13 +318,12 @@ async def test_store_many_keeps_the_same_rule_and_feed_rows_in_one_call(
         )
 
 
-def test_the_feed_lock_and_channel_match_the_sync_store_and_the_migration() -> None:
+def test_the_feed_channel_matches_the_migration() -> None:
     from importlib import import_module
 
     migration = import_module(
         "credgate.gateway.storage.migrations.versions.0005_watch_reconciliation"
     )
-    assert FEED_LOCK_KEY == sync_store._FEED_LOCK_KEY
     assert notify.CHANGE_FEED_CHANNEL == migration.CHANGE_FEED_CHANNEL
 
 

@@ -57,6 +57,7 @@ from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import Base, SourceFactsRow, Subject
 from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.storage.index_writes import FEED_LOCK_KEY
 from credgate.gateway.sync.models import (
     ChangeFeedRow,
     SyncCursor,
@@ -66,8 +67,6 @@ from credgate.gateway.sync.models import (
 from credgate.gateway.sync.plan import Earlier, Plan, Resolution, decide
 from credgate.gateway.sync.settings import ProviderConfig
 from credgate.gateway.sync.validate import Accepted, Prepared
-
-_FEED_LOCK_KEY = 0x63726564666565  # "credfee": serializes change-feed inserts on PostgreSQL
 
 _INDEX_COLUMNS = (
     "source_kind",
@@ -441,7 +440,7 @@ class SyncStore:
             if self._sql.feed_lock is not None:
                 # Taken before any row is written, so lock order is always cursor → feed → rows
                 # (no deadlock between providers), and change ids are handed out in commit order.
-                connection.execute(self._sql.feed_lock, {"key": _FEED_LOCK_KEY})
+                connection.execute(self._sql.feed_lock, {"key": FEED_LOCK_KEY})
             changed = self._write_index(connection, provider, plan, now)
         source = {"source_id": provider.source_id}
         self._sql.journal.execute(
