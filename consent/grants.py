@@ -40,6 +40,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.frequency import (
+    KNOWN_FETCH_TYPES,
+    KNOWN_PERIODS,
+    effective_max_uses,
+    period_start,
+)
 from credgate.core.institution import INSTITUTION_ID_SHAPE
 
 ConsentTerms = consent_pb2.ConsentTerms
@@ -232,10 +238,28 @@ def term_violations(terms: consent_pb2.ConsentTerms, *, now: dt.datetime) -> lis
         violations.append(("terms.max_uses", "must not be negative"))
     if terms.retention_days < 0:
         violations.append(("terms.retention_days", "must not be negative"))
+    violations += _frequency_violations(terms)
     if not NONCE_MIN_BYTES <= len(terms.nonce) <= NONCE_MAX_BYTES:
         violations.append(
             ("terms.nonce", f"must be {NONCE_MIN_BYTES} to {NONCE_MAX_BYTES} random bytes")
         )
+    return violations
+
+
+def _frequency_violations(terms: consent_pb2.ConsentTerms) -> list[Violation]:
+    """The fetch type and the frequency limit: known values, and a limit iff a period."""
+    violations: list[Violation] = []
+    if terms.fetch_type not in KNOWN_FETCH_TYPES:
+        violations.append(("terms.fetch_type", "is not a known fetch type"))
+    elif terms.fetch_type == consent_pb2.FETCH_TYPE_ONE_TIME and terms.max_uses > 1:
+        violations.append(("terms.max_uses", "must be 0 or 1 for a ONE_TIME grant"))
+    if terms.frequency_period == consent_pb2.FREQUENCY_PERIOD_UNSPECIFIED:
+        if terms.frequency_max_uses != 0:
+            violations.append(("terms.frequency_max_uses", "needs a frequency_period"))
+    elif terms.frequency_period not in KNOWN_PERIODS:
+        violations.append(("terms.frequency_period", "is not a known frequency period"))
+    elif terms.frequency_max_uses < 1:
+        violations.append(("terms.frequency_max_uses", "must be at least 1 with a period"))
     return violations
 
 
@@ -265,6 +289,7 @@ class Grant:
     not_after: dt.datetime
     ongoing_updates: bool
     max_uses: int
+    """The limit over the grant's life (1 for a ONE_TIME grant); 0 = none."""
     retention_days: int
     use_count: int
     signed_terms: bytes
@@ -275,6 +300,26 @@ class Grant:
     paused_at: dt.datetime | None = None
     revoked_by_key_id: str | None = None
     statement_issued_at: dt.datetime | None = None
+    frequency_period: int = consent_pb2.FREQUENCY_PERIOD_UNSPECIFIED
+    """The calendar period of the frequency limit; UNSPECIFIED = no frequency limit."""
+    frequency_max_uses: int = 0
+    period_start: dt.datetime | None = None
+    """The start of the period ``period_uses`` counts in (None before the first use)."""
+    period_uses: int = 0
+
+    @property
+    def limited(self) -> bool:
+        """Whether a use must be counted (a limit over the grant's life or per period)."""
+        return bool(self.max_uses) or bool(self.frequency_max_uses)
+
+    def frequency_exceeded(self, now: dt.datetime) -> bool:
+        """Whether every use the frequency limit allows in ``now``'s period is spent."""
+        if not self.frequency_max_uses or self.period_start is None:
+            return False
+        return (
+            period_start(now, self.frequency_period) <= self.period_start
+            and self.period_uses >= self.frequency_max_uses
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -337,6 +382,8 @@ class Grant:
         paused_at: dt.datetime | None = None,
         revoked_by_key_id: str | None = None,
         statement_issued_at: dt.datetime | None = None,
+        period_start: dt.datetime | None = None,
+        period_uses: int = 0,
     ) -> Grant:
         """Build from the signed bytes (the source of truth) plus the register's own fields."""
         terms = ConsentTerms.FromString(signed_terms)
@@ -352,7 +399,7 @@ class Grant:
             not_before=not_before,
             not_after=not_after,
             ongoing_updates=terms.ongoing_updates,
-            max_uses=terms.max_uses,
+            max_uses=effective_max_uses(terms),
             retention_days=terms.retention_days,
             use_count=use_count,
             signed_terms=signed_terms,
@@ -363,4 +410,8 @@ class Grant:
             paused_at=paused_at,
             revoked_by_key_id=revoked_by_key_id,
             statement_issued_at=statement_issued_at,
+            frequency_period=terms.frequency_period,
+            frequency_max_uses=terms.frequency_max_uses,
+            period_start=period_start,
+            period_uses=period_uses,
         )

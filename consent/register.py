@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.consent.frequency import effective_max_uses, period_start
 from credgate.consent.grants import (
     Category,
     ConsentTerms,
@@ -65,6 +66,7 @@ def _recorder(
 
     return entry
 
+
 CONSENT_VALID = "CONSENT_VALID"
 CONSENT_MISSING = "CONSENT_MISSING"
 CONSENT_REVOKED = "CONSENT_REVOKED"
@@ -72,6 +74,7 @@ CONSENT_EXPIRED = "CONSENT_EXPIRED"
 CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
 CONSENT_EXHAUSTED = "CONSENT_EXHAUSTED"
 CONSENT_PAUSED = "CONSENT_PAUSED"
+CONSENT_FREQUENCY_EXCEEDED = "CONSENT_FREQUENCY_EXCEEDED"
 PURPOSE_NOT_PERMITTED = "PURPOSE_NOT_PERMITTED"
 
 STATEMENT_NOT_PERMITTED = "CONSENT_STATEMENT_NOT_PERMITTED"
@@ -82,6 +85,7 @@ _REVERSIBLE = frozenset({consent_pb2.CONSENT_STATE_ACTIVE, consent_pb2.CONSENT_S
 
 _CLOSEST_FIRST = (
     PURPOSE_NOT_PERMITTED,
+    CONSENT_FREQUENCY_EXCEEDED,
     CONSENT_PAUSED,
     CONSENT_EXHAUSTED,
     CONSENT_NOT_YET_VALID,
@@ -100,6 +104,9 @@ _EXPLANATIONS = {
     CONSENT_NOT_YET_VALID: "the consent grant's validity window has not begun",
     CONSENT_EXHAUSTED: "the consent grant's maximum number of uses has been reached",
     CONSENT_PAUSED: "the subject has paused the consent grant",
+    CONSENT_FREQUENCY_EXCEEDED: (
+        "the consent grant's uses for this period have been spent; the next period allows more"
+    ),
     PURPOSE_NOT_PERMITTED: "the consent grant does not cover this purpose",
 }
 
@@ -209,7 +216,8 @@ def evaluate(grant: Grant, purpose: Purpose, now: dt.datetime) -> str:
     """Why ``grant`` does or does not allow a query for ``purpose`` at ``now``.
 
     Revocation is checked first (an explicit act), then the window, then the purpose, the use
-    count and finally the subject's pause (a used-up grant reports EXHAUSTED, as its state does).
+    count, the subject's pause (a used-up grant reports EXHAUSTED, as its state does) and
+    finally the frequency limit of ``now``'s period (which passes when the next period begins).
     """
     if grant.revoked_at is not None:
         return CONSENT_REVOKED
@@ -223,6 +231,8 @@ def evaluate(grant: Grant, purpose: Purpose, now: dt.datetime) -> str:
         return CONSENT_EXHAUSTED
     if grant.paused_at is not None:
         return CONSENT_PAUSED
+    if grant.frequency_exceeded(now):
+        return CONSENT_FREQUENCY_EXCEEDED
     return CONSENT_VALID
 
 
@@ -239,6 +249,8 @@ def grant_of(row: ConsentGrantRow) -> Grant:
         paused_at=row.paused_at,
         revoked_by_key_id=row.revoked_by_key_id,
         statement_issued_at=row.statement_issued_at,
+        period_start=row.period_start,
+        period_uses=row.period_uses,
     )
 
 
@@ -412,8 +424,10 @@ class ConsentRegister:
             not_before=not_before,
             not_after=not_after,
             ongoing_updates=terms.ongoing_updates,
-            max_uses=terms.max_uses,
+            max_uses=effective_max_uses(terms),
             use_count=0,
+            period_start=None,
+            period_uses=0,
             signed_terms=signed_terms,
             terms_digest=digest,
             signature=signature,
@@ -565,29 +579,40 @@ class ConsentRegister:
         return outcome[-1]
 
     async def record_use(self, consent_id: str) -> bool:
-        """Count one query against the grant, atomically; False if revoked, paused or used up
-        meanwhile.
+        """Count one query against the grant, atomically; False if revoked, paused, used up or
+        at its frequency limit for the current period meanwhile.
 
-        ``find_valid_grant`` only reads; a query that relies on a grant with ``max_uses``
-        calls this before answering, so two concurrent queries cannot both take the last use.
+        ``find_valid_grant`` only reads; a query that relies on a grant limited in uses (over
+        its life or per period) calls this before answering. The row is locked (``FOR UPDATE``
+        on PostgreSQL; SQLite write transactions begin IMMEDIATE) while both limits are checked
+        and the counts raised, so concurrent queries on any number of replicas spend exactly
+        the uses allowed. The period is that of the register's clock at the time of the use.
         """
+        now = self._clock()
         async with self._db.write() as session:
-            result = await session.execute(
-                update(ConsentGrantRow)
+            row = await session.scalar(
+                select(ConsentGrantRow)
                 .where(
                     ConsentGrantRow.consent_id == consent_id,
                     ConsentGrantRow.revoked_at.is_(None),
                     ConsentGrantRow.paused_at.is_(None),
-                    or_(
-                        ConsentGrantRow.max_uses == 0,
-                        ConsentGrantRow.use_count < ConsentGrantRow.max_uses,
-                    ),
                 )
-                .values(use_count=ConsentGrantRow.use_count + 1)
-                .returning(ConsentGrantRow.consent_id)
-                .execution_options(synchronize_session=False)
+                .with_for_update()
             )
-            return len(result.all()) == 1
+            if row is None or (row.max_uses and row.use_count >= row.max_uses):
+                return False
+            grant = grant_of(row)
+            if grant.frequency_max_uses:
+                start = period_start(now, grant.frequency_period)
+                if row.period_start is None or start > row.period_start:
+                    row.period_start, row.period_uses = start, 0
+                # A use whose clock reads an earlier period than the one counted (a replica's
+                # clock a little behind) counts in the later one: never starts an old one anew.
+                if row.period_uses >= grant.frequency_max_uses:
+                    return False
+                row.period_uses += 1
+            row.use_count += 1
+            return True
 
     async def find_valid_grant(
         self,

@@ -182,7 +182,10 @@ class Register:
         if self.categories is None:
             return GrantLookup("CONSENT_MISSING")
         grant = SimpleNamespace(
-            categories=self.categories, consent_id="cg_" + "1" * 32, max_uses=self.max_uses
+            categories=self.categories,
+            consent_id="cg_" + "1" * 32,
+            max_uses=self.max_uses,
+            limited=bool(self.max_uses),
         )
         return GrantLookup(CONSENT_VALID, cast(Any, grant))
 

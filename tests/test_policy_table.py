@@ -61,6 +61,7 @@ def test_every_consent_reason_of_the_register_is_a_documented_denial() -> None:
         register.CONSENT_NOT_YET_VALID,
         register.CONSENT_EXHAUSTED,
         register.CONSENT_PAUSED,
+        register.CONSENT_FREQUENCY_EXCEEDED,
         register.PURPOSE_NOT_PERMITTED,
     }
     assert reasons <= set(policy.CONSENT_DENIALS)

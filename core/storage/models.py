@@ -204,3 +204,8 @@ class ConsentGrantRow(Base):
     none is applied twice and an older one cannot undo a newer one."""
     revoked_by_key_id: Mapped[str | None] = mapped_column(String(KEY_ID_LENGTH))
     """The subject key that signed the revocation, when the subject revoked the grant."""
+    period_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """The start of the frequency period ``period_uses`` counts in; None before the first
+    counted use (and for grants without a frequency limit)."""
+    period_uses: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Uses spent in the period starting at ``period_start``."""

@@ -255,8 +255,9 @@ class DisclosureGate:
         return again
 
     async def _spend_use(self, consent: GrantLookup | None) -> bool:
-        """Count the disclosure against a grant limited in uses; atomic across replicas."""
-        if consent is None or consent.grant is None or not consent.grant.max_uses:
+        """Count the disclosure against a grant limited in uses (over its life or per period);
+        atomic across replicas."""
+        if consent is None or consent.grant is None or not consent.grant.limited:
             return True
         return await self._consents.record_use(consent.consent_id)
 

@@ -27,7 +27,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&credit_repair/v1/consent_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x12\x43onsentStateChange\x12\x1a\n\nconsent_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1e\n\x0esubject_key_id\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x31\n\tnew_state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12.\n\nissue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc3\x03\n\x0c\x43onsentTerms\x12\x1e\n\x0esubject_key_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12&\n\x16grantee_institution_id\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12)\n\x19\x63ollecting_institution_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32\x19.credit_repair.v1.PurposeB\x06\x82\x80\x19\x02\x30\x10\x12:\n\ncategories\x18\x05 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategoryB\x06\x82\x80\x19\x02\x30\x10\x12.\n\nnot_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fongoing_updates\x18\x08 \x01(\x08\x12\x18\n\x08max_uses\x18\t \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\"\n\x0eretention_days\x18\n \x01(\x05\x42\n\x82\x80\x19\x06 \x00(\x94\x9d\x02\x12\x19\n\x05nonce\x18\x0b \x01(\x0c\x42\n\x82\x80\x19\x06\x08\x07\x10@\x18\x10\"\xab\x03\n\x0c\x43onsentGrant\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12-\n\x05terms\x18\x03 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentTerms\x12\x14\n\x0csigned_terms\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19revoked_by_institution_id\x18\t \x01(\t\x12\x11\n\tuse_count\x18\n \x01(\x05\x12.\n\npause_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19revoked_by_subject_key_id\x18\x0c \x01(\t\"^\n\x17\x45nrollSubjectKeyRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12 \n\npublic_key\x18\x02 \x01(\x0c\x42\x0c\x82\x80\x19\x08\x08\x07\x10 \x18 8\x01\"c\n\x18\x45nrollSubjectKeyResponse\x12\x16\n\x0esubject_key_id\x18\x01 \x01(\t\x12/\n\x0b\x65nroll_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x13GrantConsentRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12!\n\x0csigned_terms\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80 8\x01\x12\x1e\n\tsignature\x18\x03 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x04\x38\x01\"E\n\x14GrantConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"1\n\x11GetConsentRequest\x12\x1c\n\nconsent_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"C\n\x12GetConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"\x9c\x01\n\x13ListConsentsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\"_\n\x14ListConsentsResponse\x12.\n\x06grants\x18\x01 \x03(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x14RevokeConsentRequest\x12\x1c\n\nconsent_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"F\n\x15RevokeConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"b\n\x19\x43hangeConsentStateRequest\x12%\n\x10signed_statement\x18\x01 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x08\x38\x01\x12\x1e\n\tsignature\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x04\x38\x01\"K\n\x1a\x43hangeConsentStateResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant*\xb4\x01\n\x0c\x43onsentState\x12\x1d\n\x19\x43ONSENT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONSENT_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x43ONSENT_STATE_REVOKED\x10\x02\x12\x19\n\x15\x43ONSENT_STATE_EXPIRED\x10\x03\x12\x18\n\x14\x43ONSENT_STATE_PAUSED\x10\x04\x12\x1b\n\x17\x43ONSENT_STATE_EXHAUSTED\x10\x05\x32\xe5\x04\n\x0e\x43onsentService\x12i\n\x10\x45nrollSubjectKey\x12).credit_repair.v1.EnrollSubjectKeyRequest\x1a*.credit_repair.v1.EnrollSubjectKeyResponse\x12]\n\x0cGrantConsent\x12%.credit_repair.v1.GrantConsentRequest\x1a&.credit_repair.v1.GrantConsentResponse\x12W\n\nGetConsent\x12#.credit_repair.v1.GetConsentRequest\x1a$.credit_repair.v1.GetConsentResponse\x12]\n\x0cListConsents\x12%.credit_repair.v1.ListConsentsRequest\x1a&.credit_repair.v1.ListConsentsResponse\x12`\n\rRevokeConsent\x12&.credit_repair.v1.RevokeConsentRequest\x1a\'.credit_repair.v1.RevokeConsentResponse\x12o\n\x12\x43hangeConsentState\x12+.credit_repair.v1.ChangeConsentStateRequest\x1a,.credit_repair.v1.ChangeConsentStateResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&credit_repair/v1/consent_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x12\x43onsentStateChange\x12\x1a\n\nconsent_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1e\n\x0esubject_key_id\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x31\n\tnew_state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12.\n\nissue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x04\n\x0c\x43onsentTerms\x12\x1e\n\x0esubject_key_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12&\n\x16grantee_institution_id\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12)\n\x19\x63ollecting_institution_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32\x19.credit_repair.v1.PurposeB\x06\x82\x80\x19\x02\x30\x10\x12:\n\ncategories\x18\x05 \x03(\x0e\x32\x1e.credit_repair.v1.DataCategoryB\x06\x82\x80\x19\x02\x30\x10\x12.\n\nnot_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fongoing_updates\x18\x08 \x01(\x08\x12\x18\n\x08max_uses\x18\t \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\"\n\x0eretention_days\x18\n \x01(\x05\x42\n\x82\x80\x19\x06 \x00(\x94\x9d\x02\x12\x19\n\x05nonce\x18\x0b \x01(\x0c\x42\n\x82\x80\x19\x06\x08\x07\x10@\x18\x10\x12/\n\nfetch_type\x18\x0c \x01(\x0e\x32\x1b.credit_repair.v1.FetchType\x12;\n\x10\x66requency_period\x18\r \x01(\x0e\x32!.credit_repair.v1.FrequencyPeriod\x12\"\n\x12\x66requency_max_uses\x18\x0e \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\"\xab\x03\n\x0c\x43onsentGrant\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12-\n\x05terms\x18\x03 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentTerms\x12\x14\n\x0csigned_terms\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19revoked_by_institution_id\x18\t \x01(\t\x12\x11\n\tuse_count\x18\n \x01(\x05\x12.\n\npause_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19revoked_by_subject_key_id\x18\x0c \x01(\t\"^\n\x17\x45nrollSubjectKeyRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12 \n\npublic_key\x18\x02 \x01(\x0c\x42\x0c\x82\x80\x19\x08\x08\x07\x10 \x18 8\x01\"c\n\x18\x45nrollSubjectKeyResponse\x12\x16\n\x0esubject_key_id\x18\x01 \x01(\t\x12/\n\x0b\x65nroll_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x13GrantConsentRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12!\n\x0csigned_terms\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80 8\x01\x12\x1e\n\tsignature\x18\x03 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x04\x38\x01\"E\n\x14GrantConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"1\n\x11GetConsentRequest\x12\x1c\n\nconsent_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"C\n\x12GetConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"\x9c\x01\n\x13ListConsentsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\"_\n\x14ListConsentsResponse\x12.\n\x06grants\x18\x01 \x03(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x14RevokeConsentRequest\x12\x1c\n\nconsent_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"F\n\x15RevokeConsentResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\"b\n\x19\x43hangeConsentStateRequest\x12%\n\x10signed_statement\x18\x01 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x08\x38\x01\x12\x1e\n\tsignature\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x04\x38\x01\"K\n\x1a\x43hangeConsentStateResponse\x12-\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.credit_repair.v1.ConsentGrant*\xb4\x01\n\x0c\x43onsentState\x12\x1d\n\x19\x43ONSENT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONSENT_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x43ONSENT_STATE_REVOKED\x10\x02\x12\x19\n\x15\x43ONSENT_STATE_EXPIRED\x10\x03\x12\x18\n\x14\x43ONSENT_STATE_PAUSED\x10\x04\x12\x1b\n\x17\x43ONSENT_STATE_EXHAUSTED\x10\x05*Y\n\tFetchType\x12\x1a\n\x16\x46\x45TCH_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45TCH_TYPE_ONE_TIME\x10\x01\x12\x17\n\x13\x46\x45TCH_TYPE_PERIODIC\x10\x02*\x9f\x01\n\x0f\x46requencyPeriod\x12 \n\x1c\x46REQUENCY_PERIOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46REQUENCY_PERIOD_HOUR\x10\x01\x12\x18\n\x14\x46REQUENCY_PERIOD_DAY\x10\x02\x12\x1a\n\x16\x46REQUENCY_PERIOD_MONTH\x10\x03\x12\x19\n\x15\x46REQUENCY_PERIOD_YEAR\x10\x04\x32\xe5\x04\n\x0e\x43onsentService\x12i\n\x10\x45nrollSubjectKey\x12).credit_repair.v1.EnrollSubjectKeyRequest\x1a*.credit_repair.v1.EnrollSubjectKeyResponse\x12]\n\x0cGrantConsent\x12%.credit_repair.v1.GrantConsentRequest\x1a&.credit_repair.v1.GrantConsentResponse\x12W\n\nGetConsent\x12#.credit_repair.v1.GetConsentRequest\x1a$.credit_repair.v1.GetConsentResponse\x12]\n\x0cListConsents\x12%.credit_repair.v1.ListConsentsRequest\x1a&.credit_repair.v1.ListConsentsResponse\x12`\n\rRevokeConsent\x12&.credit_repair.v1.RevokeConsentRequest\x1a\'.credit_repair.v1.RevokeConsentResponse\x12o\n\x12\x43hangeConsentState\x12+.credit_repair.v1.ChangeConsentStateRequest\x1a,.credit_repair.v1.ChangeConsentStateResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,6 +55,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSENTTERMS'].fields_by_name['retention_days']._serialized_options = b'\202\200\031\006 \000(\224\235\002'
   _globals['_CONSENTTERMS'].fields_by_name['nonce']._loaded_options = None
   _globals['_CONSENTTERMS'].fields_by_name['nonce']._serialized_options = b'\202\200\031\006\010\007\020@\030\020'
+  _globals['_CONSENTTERMS'].fields_by_name['frequency_max_uses']._loaded_options = None
+  _globals['_CONSENTTERMS'].fields_by_name['frequency_max_uses']._serialized_options = b'\202\200\031\002 \000'
   _globals['_ENROLLSUBJECTKEYREQUEST'].fields_by_name['identity_number']._loaded_options = None
   _globals['_ENROLLSUBJECTKEYREQUEST'].fields_by_name['identity_number']._serialized_options = b'\202\200\031\004\010\0018\001'
   _globals['_ENROLLSUBJECTKEYREQUEST'].fields_by_name['public_key']._loaded_options = None
@@ -79,38 +81,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGECONSENTSTATEREQUEST'].fields_by_name['signed_statement']._serialized_options = b'\202\200\031\007\010\007\020\200\0108\001'
   _globals['_CHANGECONSENTSTATEREQUEST'].fields_by_name['signature']._loaded_options = None
   _globals['_CHANGECONSENTSTATEREQUEST'].fields_by_name['signature']._serialized_options = b'\202\200\031\007\010\007\020\200\0048\001'
-  _globals['_CONSENTSTATE']._serialized_start=2303
-  _globals['_CONSENTSTATE']._serialized_end=2483
+  _globals['_CONSENTSTATE']._serialized_start=2449
+  _globals['_CONSENTSTATE']._serialized_end=2629
+  _globals['_FETCHTYPE']._serialized_start=2631
+  _globals['_FETCHTYPE']._serialized_end=2720
+  _globals['_FREQUENCYPERIOD']._serialized_start=2723
+  _globals['_FREQUENCYPERIOD']._serialized_end=2882
   _globals['_CONSENTSTATECHANGE']._serialized_start=165
   _globals['_CONSENTSTATECHANGE']._serialized_end=344
   _globals['_CONSENTTERMS']._serialized_start=347
-  _globals['_CONSENTTERMS']._serialized_end=798
-  _globals['_CONSENTGRANT']._serialized_start=801
-  _globals['_CONSENTGRANT']._serialized_end=1228
-  _globals['_ENROLLSUBJECTKEYREQUEST']._serialized_start=1230
-  _globals['_ENROLLSUBJECTKEYREQUEST']._serialized_end=1324
-  _globals['_ENROLLSUBJECTKEYRESPONSE']._serialized_start=1326
-  _globals['_ENROLLSUBJECTKEYRESPONSE']._serialized_end=1425
-  _globals['_GRANTCONSENTREQUEST']._serialized_start=1427
-  _globals['_GRANTCONSENTREQUEST']._serialized_end=1550
-  _globals['_GRANTCONSENTRESPONSE']._serialized_start=1552
-  _globals['_GRANTCONSENTRESPONSE']._serialized_end=1621
-  _globals['_GETCONSENTREQUEST']._serialized_start=1623
-  _globals['_GETCONSENTREQUEST']._serialized_end=1672
-  _globals['_GETCONSENTRESPONSE']._serialized_start=1674
-  _globals['_GETCONSENTRESPONSE']._serialized_end=1741
-  _globals['_LISTCONSENTSREQUEST']._serialized_start=1744
-  _globals['_LISTCONSENTSREQUEST']._serialized_end=1900
-  _globals['_LISTCONSENTSRESPONSE']._serialized_start=1902
-  _globals['_LISTCONSENTSRESPONSE']._serialized_end=1997
-  _globals['_REVOKECONSENTREQUEST']._serialized_start=1999
-  _globals['_REVOKECONSENTREQUEST']._serialized_end=2051
-  _globals['_REVOKECONSENTRESPONSE']._serialized_start=2053
-  _globals['_REVOKECONSENTRESPONSE']._serialized_end=2123
-  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_start=2125
-  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_end=2223
-  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_start=2225
-  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_end=2300
-  _globals['_CONSENTSERVICE']._serialized_start=2486
-  _globals['_CONSENTSERVICE']._serialized_end=3099
+  _globals['_CONSENTTERMS']._serialized_end=944
+  _globals['_CONSENTGRANT']._serialized_start=947
+  _globals['_CONSENTGRANT']._serialized_end=1374
+  _globals['_ENROLLSUBJECTKEYREQUEST']._serialized_start=1376
+  _globals['_ENROLLSUBJECTKEYREQUEST']._serialized_end=1470
+  _globals['_ENROLLSUBJECTKEYRESPONSE']._serialized_start=1472
+  _globals['_ENROLLSUBJECTKEYRESPONSE']._serialized_end=1571
+  _globals['_GRANTCONSENTREQUEST']._serialized_start=1573
+  _globals['_GRANTCONSENTREQUEST']._serialized_end=1696
+  _globals['_GRANTCONSENTRESPONSE']._serialized_start=1698
+  _globals['_GRANTCONSENTRESPONSE']._serialized_end=1767
+  _globals['_GETCONSENTREQUEST']._serialized_start=1769
+  _globals['_GETCONSENTREQUEST']._serialized_end=1818
+  _globals['_GETCONSENTRESPONSE']._serialized_start=1820
+  _globals['_GETCONSENTRESPONSE']._serialized_end=1887
+  _globals['_LISTCONSENTSREQUEST']._serialized_start=1890
+  _globals['_LISTCONSENTSREQUEST']._serialized_end=2046
+  _globals['_LISTCONSENTSRESPONSE']._serialized_start=2048
+  _globals['_LISTCONSENTSRESPONSE']._serialized_end=2143
+  _globals['_REVOKECONSENTREQUEST']._serialized_start=2145
+  _globals['_REVOKECONSENTREQUEST']._serialized_end=2197
+  _globals['_REVOKECONSENTRESPONSE']._serialized_start=2199
+  _globals['_REVOKECONSENTRESPONSE']._serialized_end=2269
+  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_start=2271
+  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_end=2369
+  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_start=2371
+  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_end=2446
+  _globals['_CONSENTSERVICE']._serialized_start=2885
+  _globals['_CONSENTSERVICE']._serialized_end=3498
 # @@protoc_insertion_point(module_scope)

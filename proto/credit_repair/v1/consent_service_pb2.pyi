@@ -75,6 +75,64 @@ CONSENT_STATE_EXHAUSTED: ConsentState.ValueType  # 5
 """Every one of max_uses has been used (queries are refused with CONSENT_EXHAUSTED). Final."""
 Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
 
+class _FetchType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FetchTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FetchType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FETCH_TYPE_UNSPECIFIED: _FetchType.ValueType  # 0
+    """Not stated: repeated fetches (PERIODIC), as before fetch types existed."""
+    FETCH_TYPE_ONE_TIME: _FetchType.ValueType  # 1
+    """One fetch: the grant is EXHAUSTED after its first use."""
+    FETCH_TYPE_PERIODIC: _FetchType.ValueType  # 2
+    """Repeated fetches, within max_uses and the frequency limit."""
+
+class FetchType(_FetchType, metaclass=_FetchTypeEnumTypeWrapper):
+    """How often the grantee may fetch under a grant."""
+
+FETCH_TYPE_UNSPECIFIED: FetchType.ValueType  # 0
+"""Not stated: repeated fetches (PERIODIC), as before fetch types existed."""
+FETCH_TYPE_ONE_TIME: FetchType.ValueType  # 1
+"""One fetch: the grant is EXHAUSTED after its first use."""
+FETCH_TYPE_PERIODIC: FetchType.ValueType  # 2
+"""Repeated fetches, within max_uses and the frequency limit."""
+Global___FetchType: _TypeAlias = FetchType  # noqa: Y015
+
+class _FrequencyPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FrequencyPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FrequencyPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FREQUENCY_PERIOD_UNSPECIFIED: _FrequencyPeriod.ValueType  # 0
+    """No frequency limit."""
+    FREQUENCY_PERIOD_HOUR: _FrequencyPeriod.ValueType  # 1
+    """A clock hour."""
+    FREQUENCY_PERIOD_DAY: _FrequencyPeriod.ValueType  # 2
+    """A calendar day."""
+    FREQUENCY_PERIOD_MONTH: _FrequencyPeriod.ValueType  # 3
+    """A calendar month."""
+    FREQUENCY_PERIOD_YEAR: _FrequencyPeriod.ValueType  # 4
+    """A calendar year."""
+
+class FrequencyPeriod(_FrequencyPeriod, metaclass=_FrequencyPeriodEnumTypeWrapper):
+    """A calendar period in the gateway's clock, in Asia/Shanghai time (UTC+8): an hour, a day from
+    midnight, a month from its first day, a year from 1 January.
+    """
+
+FREQUENCY_PERIOD_UNSPECIFIED: FrequencyPeriod.ValueType  # 0
+"""No frequency limit."""
+FREQUENCY_PERIOD_HOUR: FrequencyPeriod.ValueType  # 1
+"""A clock hour."""
+FREQUENCY_PERIOD_DAY: FrequencyPeriod.ValueType  # 2
+"""A calendar day."""
+FREQUENCY_PERIOD_MONTH: FrequencyPeriod.ValueType  # 3
+"""A calendar month."""
+FREQUENCY_PERIOD_YEAR: FrequencyPeriod.ValueType  # 4
+"""A calendar year."""
+Global___FrequencyPeriod: _TypeAlias = FrequencyPeriod  # noqa: Y015
+
 @_typing.final
 class ConsentStateChange(_message.Message):
     """A subject's signed instruction to pause, resume or revoke one grant.
@@ -158,6 +216,9 @@ class ConsentTerms(_message.Message):
     MAX_USES_FIELD_NUMBER: _builtins.int
     RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
+    FETCH_TYPE_FIELD_NUMBER: _builtins.int
+    FREQUENCY_PERIOD_FIELD_NUMBER: _builtins.int
+    FREQUENCY_MAX_USES_FIELD_NUMBER: _builtins.int
     subject_key_id: _builtins.str
     """The key id of the subject's enrolled Ed25519 key that signs these terms: "sk_" followed by
     the lower-case base32 (RFC 4648, no padding) of the first 20 bytes of the SHA-256 of the
@@ -178,6 +239,20 @@ class ConsentTerms(_message.Message):
     nonce: _builtins.bytes
     """16 to 64 random bytes chosen by the signer, so that every signed grant is unique and a
     replay of one can be recognised.
+    """
+    fetch_type: Global___FetchType.ValueType
+    """Whether the grant authorizes one fetch or repeated fetches. ONE_TIME: the first query
+    spends the grant (max_uses must then be 0 or 1). Unspecified means PERIODIC (the meaning
+    of terms signed before this field existed).
+    """
+    frequency_period: Global___FrequencyPeriod.ValueType
+    """The calendar period (in Asia/Shanghai time) that frequency_max_uses counts within;
+    unspecified means no frequency limit (frequency_max_uses must then be 0).
+    """
+    frequency_max_uses: _builtins.int
+    """The most queries the grant authorizes per frequency_period, beside max_uses over the
+    grant's life; required (at least 1) with a frequency_period, else 0. A query beyond it is
+    refused with CONSENT_FREQUENCY_EXCEEDED until the next period begins.
     """
     @_builtins.property
     def purposes(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.Purpose.ValueType]:
@@ -211,10 +286,13 @@ class ConsentTerms(_message.Message):
         max_uses: _builtins.int = ...,
         retention_days: _builtins.int = ...,
         nonce: _builtins.bytes = ...,
+        fetch_type: Global___FetchType.ValueType = ...,
+        frequency_period: Global___FrequencyPeriod.ValueType = ...,
+        frequency_max_uses: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "collecting_institution_id", b"collecting_institution_id", "grantee_institution_id", b"grantee_institution_id", "max_uses", b"max_uses", "nonce", b"nonce", "not_after", b"not_after", "not_before", b"not_before", "ongoing_updates", b"ongoing_updates", "purposes", b"purposes", "retention_days", b"retention_days", "subject_key_id", b"subject_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "collecting_institution_id", b"collecting_institution_id", "fetch_type", b"fetch_type", "frequency_max_uses", b"frequency_max_uses", "frequency_period", b"frequency_period", "grantee_institution_id", b"grantee_institution_id", "max_uses", b"max_uses", "nonce", b"nonce", "not_after", b"not_after", "not_before", b"not_before", "ongoing_updates", b"ongoing_updates", "purposes", b"purposes", "retention_days", b"retention_days", "subject_key_id", b"subject_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
