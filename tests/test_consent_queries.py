@@ -33,6 +33,11 @@ async def grant_consent(
     valid_for: dt.timedelta = dt.timedelta(days=30),
     starts: dt.timedelta = dt.timedelta(hours=-1),
     max_uses: int = 0,
+    fetch_type: consent_pb2.FetchType.ValueType = consent_pb2.FETCH_TYPE_UNSPECIFIED,
+    frequency_period: consent_pb2.FrequencyPeriod.ValueType = (
+        consent_pb2.FREQUENCY_PERIOD_UNSPECIFIED
+    ),
+    frequency_max_uses: int = 0,
 ) -> consent_pb2.ConsentGrant:
     """What happens at a branch: the office enrols the subject's key, the subject signs the
     terms on their own device, the collecting institution records the grant."""
@@ -49,6 +54,9 @@ async def grant_consent(
         max_uses=max_uses,
         retention_days=30,
         nonce=secrets.token_bytes(16),
+        fetch_type=fetch_type,
+        frequency_period=frequency_period,
+        frequency_max_uses=frequency_max_uses,
     )
     terms.not_before.FromDatetime(now + starts)
     terms.not_after.FromDatetime(now + starts + valid_for)
@@ -126,6 +134,39 @@ async def test_a_grant_limited_in_uses_is_exhausted(
 ) -> None:
     number = population.scenarios["revoked"].person.identity_number
     grant = await grant_consent(gateway, number, max_uses=1)
+    async with gateway.client("bank-demo") as bank:
+        await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+        with pytest.raises(CredgateError) as caught:
+            await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+    assert caught.value.reason == "CONSENT_EXHAUSTED"
+
+
+async def test_a_grant_limited_per_period_refuses_beyond_its_frequency(
+    gateway: RunningGateway, population: Population
+) -> None:
+    """Over real mTLS: two uses this (Beijing) year, the third refused with its own reason.
+    The exact count under concurrency at a period boundary is in test_consent_frequency."""
+    number = population.scenarios["observation"].person.identity_number
+    grant = await grant_consent(
+        gateway,
+        number,
+        frequency_period=consent_pb2.FREQUENCY_PERIOD_YEAR,
+        frequency_max_uses=2,
+    )
+    async with gateway.client("bank-demo") as bank:
+        for _ in range(2):
+            await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+        with pytest.raises(CredgateError) as caught:
+            await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+    assert (caught.value.code, caught.value.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED, "CONSENT_FREQUENCY_EXCEEDED")
+
+
+async def test_a_one_time_grant_is_spent_by_its_first_query(
+    gateway: RunningGateway, population: Population
+) -> None:
+    number = population.scenarios["observation"].person.identity_number
+    grant = await grant_consent(gateway, number, fetch_type=consent_pb2.FETCH_TYPE_ONE_TIME)
     async with gateway.client("bank-demo") as bank:
         await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
         with pytest.raises(CredgateError) as caught:
