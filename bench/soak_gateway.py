@@ -236,7 +236,7 @@ class Scrape:
     tasks: dict[str, int]
     lag_seconds: float | None
     rpc_statuses: dict[str, float] = field(default_factory=dict)
-    """``credgate.rpc.server.requests`` summed by ``rpc.grpc.status_code`` (as text)."""
+    """``credgate.rpc.server.requests`` summed by ``rpc.response.status_code`` (the code's name)."""
 
     @property
     def total_tasks(self) -> int | None:
@@ -261,7 +261,7 @@ def parse_scrape(text: str) -> Scrape:
         elif name.startswith(LAG_SAMPLE):
             lag = value
         elif name.startswith(RPC_REQUESTS_SAMPLE) and name.endswith("_total"):
-            statuses[labels.get("rpc_grpc_status_code", "?")] += value
+            statuses[labels.get("rpc_response_status_code", "?")] += value
     return Scrape(tasks, lag, dict(statuses))
 
 

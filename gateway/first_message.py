@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -94,12 +95,9 @@ def _one_request(behavior: Behavior, seconds: float) -> Behavior:
 def _one_request_then_stream(behavior: Behavior, seconds: float) -> Behavior:
     async def read_then_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         request = await _the_request(requests, seconds)
-        responses = responses_of(behavior(request, context))
-        try:
+        async with aclosing(responses_of(behavior(request, context))) as responses:
             async for response in responses:
                 yield response
-        finally:
-            await responses.aclose()
 
     return read_then_stream
 

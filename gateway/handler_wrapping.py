@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 import grpc
@@ -52,13 +52,12 @@ async def responses_of(result: Any) -> AsyncGenerator[Any, None]:
 
 def _stream_response(behavior: Behavior, method: str, around: Around) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with around(method, context):
-            responses = responses_of(behavior(request, context))
-            try:
-                async for response in responses:
-                    yield response
-            finally:
-                await responses.aclose()
+        async with (
+            around(method, context),  # entered first: the behaviour runs inside it
+            aclosing(responses_of(behavior(request, context))) as responses,
+        ):
+            async for response in responses:
+                yield response
 
     return wrapper
 

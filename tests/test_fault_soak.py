@@ -245,15 +245,16 @@ def test_scrape_parsing_reads_tasks_lag_and_statuses() -> None:
             'credgate_bench_event_loop_tasks{coroutine="Server._serve"} 3.0',
             'credgate_bench_event_loop_tasks{coroutine="RepairStatusServicer.GetRepairStatus"} 2.0',
             "credgate_bench_event_loop_lag_seconds 0.004",
-            'credgate_rpc_server_requests_total{rpc_grpc_status_code="0",rpc_method="A"} 7.0',
-            'credgate_rpc_server_requests_total{rpc_grpc_status_code="0",rpc_method="B"} 1.0',
-            'credgate_rpc_server_requests_total{rpc_grpc_status_code="14",rpc_method="A"} 2.0',
+            'credgate_rpc_server_requests_total{rpc_method="A",rpc_response_status_code="OK"} 7.0',
+            'credgate_rpc_server_requests_total{rpc_method="B",rpc_response_status_code="OK"} 1.0',
+            'credgate_rpc_server_requests_total'
+            '{rpc_method="s/A",rpc_response_status_code="UNAVAILABLE"} 2.0',
         ]
     )
     scrape = parse_scrape(text)
     assert scrape.total_tasks == 5
     assert scrape.lag_seconds == pytest.approx(0.004)
-    assert scrape.rpc_statuses == {"0": 8.0, "14": 2.0}
+    assert scrape.rpc_statuses == {"OK": 8.0, "UNAVAILABLE": 2.0}
     assert parse_scrape("").total_tasks is None  # no gauge: the loop did not answer
 
 

@@ -13,6 +13,9 @@ import functools
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent import futures
@@ -225,7 +228,7 @@ async def test_traceparent_reaches_every_source_with_the_gateway_trace_id(
     (server,) = [s for s in spans if s.kind is SpanKind.SERVER and s.name == GET_METHOD]
     assert server.context is not None
     assert server.attributes is not None
-    assert server.attributes[m.RPC_GRPC_STATUS_CODE] == 0
+    assert server.attributes[m.RPC_RESPONSE_STATUS_CODE] == "OK"
     assert server.attributes[m.REQUEST_ID]
     for source_id, mock in mock_fleet.mocks.items():
         received: Any = getattr(mock, "received_traceparents")  # noqa: B009 - not in the Protocol
@@ -244,7 +247,7 @@ async def test_traceparent_reaches_every_source_with_the_gateway_trace_id(
     registry_call = next(s for s in spans if s.name == REGISTRY_METHOD)
     assert registry_call.kind is SpanKind.CLIENT
     assert registry_call.attributes is not None
-    assert registry_call.attributes[m.RPC_GRPC_STATUS_CODE] == 0
+    assert registry_call.attributes[m.RPC_RESPONSE_STATUS_CODE] == "OK"
 
 
 async def test_source_failures_are_spans_and_metrics_by_reason(
@@ -361,10 +364,10 @@ async def test_denials_are_counted_by_reason(
         (p.attributes[m.RPC_METHOD], p.attributes[m.ERROR_REASON]): p.value
         for p in captured.points(m.RPC_DENIALS)
     }
-    assert denials[("GetRepairStatus", "ROLE_NOT_PERMITTED")] >= 1
+    assert denials[(GET_METHOD, "ROLE_NOT_PERMITTED")] >= 1
     (server,) = [s for s in captured.spans() if s.kind is SpanKind.SERVER]
     assert server.attributes is not None
-    assert server.attributes[m.RPC_GRPC_STATUS_CODE] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert server.attributes[m.RPC_RESPONSE_STATUS_CODE] == "PERMISSION_DENIED"
     assert server.attributes[m.ERROR_REASON] == "ROLE_NOT_PERMITTED"
     assert server.status.status_code is trace.StatusCode.UNSET  # the caller's fault, not ours
     assert not [s for s in captured.spans() if s.name == "credgate.source.fetch"]
@@ -538,7 +541,7 @@ async def test_server_spans_continue_the_caller_trace_and_carry_status_only(
     assert crash.attributes[m.ERROR_REASON] == "INTERNAL"
     assert not crash.events  # no exception event: its text is not ours to export
     assert spans["test.Echo/Stream"].attributes is not None
-    assert spans["test.Echo/Stream"].attributes[m.RPC_GRPC_STATUS_CODE] == 0
+    assert spans["test.Echo/Stream"].attributes[m.RPC_RESPONSE_STATUS_CODE] == "OK"
     assert "440305197805120318" not in "\n".join(_span_texts(captured.spans()))
 
     logged = [json.loads(line) for line in json_logs.lines]
@@ -554,15 +557,20 @@ async def test_server_spans_continue_the_caller_trace_and_carry_status_only(
     assert "440305197805120318" not in "\n".join(json_logs.lines)
 
     requests = {
-        (p.attributes[m.RPC_METHOD], p.attributes[m.RPC_GRPC_STATUS_CODE])
+        (p.attributes[m.RPC_METHOD], p.attributes[m.RPC_RESPONSE_STATUS_CODE])
         for p in captured.points(m.RPC_REQUESTS)
-        if p.attributes[m.RPC_SERVICE] == "test.Echo"
+        if p.attributes[m.RPC_METHOD].startswith("test.Echo/")
     }
-    assert requests >= {("Ok", 0), ("Deny", 7), ("Crash", 13), ("Stream", 0)}
+    assert requests >= {
+        ("test.Echo/Ok", "OK"),
+        ("test.Echo/Deny", "PERMISSION_DENIED"),
+        ("test.Echo/Crash", "INTERNAL"),
+        ("test.Echo/Stream", "OK"),
+    }
     denials = {
         p.attributes[m.ERROR_REASON]
         for p in captured.points(m.RPC_DENIALS)
-        if p.attributes[m.RPC_SERVICE] == "test.Echo"
+        if p.attributes[m.RPC_METHOD].startswith("test.Echo/")
     }
     assert denials == {"ROLE_NOT_PERMITTED"}
 
@@ -576,7 +584,7 @@ async def test_health_checks_are_measured_but_not_traced(
         await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert not [s for s in captured.spans() if "Health" in s.name]
     assert any(
-        p.attributes[m.RPC_SERVICE] == "grpc.health.v1.Health"
+        p.attributes[m.RPC_METHOD] == "grpc.health.v1.Health/Check"
         for p in captured.points(m.RPC_REQUESTS)
     )
 
@@ -829,3 +837,33 @@ async def test_mock_sources_keep_only_plausible_traceparents(mock_fleet: MockFle
     received: Any = getattr(mock, "received_traceparents")  # noqa: B009 - not in the Protocol
     assert list(received) == ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]
     await asyncio.sleep(0)
+
+
+# --- semantic-convention migration ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opt_in", "legacy"), [("", False), ("http,rpc/dup", True), ("rpc", False)]
+)
+def test_old_rpc_keys_only_when_opted_in(opt_in: str, legacy: bool) -> None:
+    """Spans and RPC metrics carry the current keys; ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup``
+    (OpenTelemetry's migration switch) adds the old ones beside them, never instead."""
+    program = (
+        "import json, grpc\n"
+        "from credgate.core.telemetry import instruments as m\n"
+        "print(json.dumps(m.rpc_call_attributes('/pkg.S/M', grpc.StatusCode.UNAVAILABLE)))\n"
+    )
+    env = {**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", program], env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
+    current = {
+        "rpc.system.name": "grpc",
+        "rpc.method": "pkg.S/M",
+        "rpc.response.status_code": "UNAVAILABLE",
+        "error.type": "UNAVAILABLE",
+    }
+    old = {"rpc.system": "grpc", "rpc.service": "pkg.S", "rpc.grpc.status_code": 14}
+    assert shown == ({**current, **old} if legacy else current)

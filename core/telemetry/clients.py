@@ -177,7 +177,7 @@ class GrpcClientCall:
 
     def set_code(self, code: grpc.StatusCode) -> None:
         """Record how the call ended (the code only; the server's details are not recorded)."""
-        self._span.set_attribute(m.RPC_GRPC_STATUS_CODE, code.value[0])
+        self._span.set_attributes(m.rpc_status_attributes(code))
         if code is not grpc.StatusCode.OK:
             self._span.set_status(Status(StatusCode.ERROR, code.name))
 

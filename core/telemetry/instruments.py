@@ -23,6 +23,7 @@ so the owner keeps its state where it is and nothing goes stale if it stops push
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import weakref
@@ -43,17 +44,18 @@ tracer = trace.get_tracer(SCOPE)
 """The tracer credgate's own spans come from (the global provider, through a proxy)."""
 _meter = metrics.get_meter(SCOPE)
 
-# Attribute keys. The rpc.* ones on spans and on credgate's own counters are the RPC semantic
-# conventions as they were up to v1.37 (what dashboards built on credgate.rpc.* group by).
-RPC_SYSTEM = "rpc.system"
-RPC_SERVICE = "rpc.service"
+# Attribute keys. Spans and every RPC metric use the RPC semantic conventions as they are from
+# v1.38 (release candidate): ``rpc.system.name``, ``Service/Method`` whole in ``rpc.method`` and
+# the status's name in ``rpc.response.status_code``. The keys of v1.37 and before (``rpc.system``,
+# ``rpc.service``, ``rpc.method`` = the method alone, ``rpc.grpc.status_code`` as a number) are
+# added beside them only when ``OTEL_SEMCONV_STABILITY_OPT_IN`` names ``rpc/dup``: the migration
+# switch OpenTelemetry's own instrumentations read, for dashboards still built on the old keys.
+LEGACY_RPC_SYSTEM = "rpc.system"
+LEGACY_RPC_SERVICE = "rpc.service"
+LEGACY_RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 RPC_METHOD = "rpc.method"
-RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
-# The current conventions' keys, on the two semantic-convention metrics below: RPC (v1.38 on,
-# release candidate) names the system ``rpc.system.name``, puts ``Service/Method`` whole in
-# ``rpc.method`` and the status's name in ``rpc.response.status_code``; HTTP's are stable.
 RPC_SYSTEM_NAME = "rpc.system.name"
 RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
 ERROR_TYPE = "error.type"
@@ -162,31 +164,47 @@ def reason_label(reason: str) -> str:
     return reason if _REASON_SHAPE.fullmatch(reason) else OTHER_REASON
 
 
+def emit_legacy_rpc_keys() -> bool:
+    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for the old RPC keys beside the new."""
+    opted = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+    return "rpc/dup" in (part.strip() for part in opted.split(","))
+
+
+_LEGACY_RPC_KEYS = emit_legacy_rpc_keys()
+
+
 def rpc_attributes(full_method: str) -> dict[str, str]:
-    """``/pkg.Service/Method`` → the semantic-convention rpc.* attributes."""
-    service, _, method = full_method.lstrip("/").rpartition("/")
-    return {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method}
+    """``/pkg.Service/Method`` → the rpc.* attributes known before the call ends."""
+    qualified = full_method.lstrip("/")
+    attributes = {RPC_SYSTEM_NAME: "grpc", RPC_METHOD: qualified}
+    if _LEGACY_RPC_KEYS:  # rpc.method is shared: it keeps its new meaning, Service/Method
+        service = qualified.rpartition("/")[0]
+        attributes |= {LEGACY_RPC_SYSTEM: "grpc", LEGACY_RPC_SERVICE: service}
+    return attributes
 
 
-def rpc_call_attributes(full_method: str, code: grpc.StatusCode) -> dict[str, str]:
-    """``/pkg.Service/Method`` and its status → the current semantic-convention attributes of
-    ``rpc.server.call.duration``, with ``error.type`` (the code's name) for a server fault."""
-    attributes = {
-        RPC_SYSTEM_NAME: "grpc",
-        RPC_METHOD: full_method.lstrip("/"),
-        RPC_RESPONSE_STATUS_CODE: code.name,
-    }
+def rpc_status_attributes(code: grpc.StatusCode) -> dict[str, str | int]:
+    """How a call ended, as attributes: the code's name, ``error.type`` for a server fault
+    (and, under ``rpc/dup``, the old numeric ``rpc.grpc.status_code``)."""
+    attributes: dict[str, str | int] = {RPC_RESPONSE_STATUS_CODE: code.name}
     if code in SERVER_FAULTS:
         attributes[ERROR_TYPE] = code.name
+    if _LEGACY_RPC_KEYS:
+        attributes[LEGACY_RPC_GRPC_STATUS_CODE] = code.value[0]
     return attributes
+
+
+def rpc_call_attributes(full_method: str, code: grpc.StatusCode) -> dict[str, str | int]:
+    """``/pkg.Service/Method`` and its status → the attributes of ``rpc.server.call.duration``
+    and of credgate's RPC counters."""
+    return {**rpc_attributes(full_method), **rpc_status_attributes(code)}
 
 
 def record_rpc(full_method: str, code: grpc.StatusCode, seconds: float) -> None:
     """Count one finished RPC and its latency (the server interceptor calls this)."""
-    attributes: dict[str, str | int] = {**rpc_attributes(full_method)}
-    attributes[RPC_GRPC_STATUS_CODE] = code.value[0]
+    attributes = rpc_call_attributes(full_method, code)
     _rpc_requests.add(1, attributes)
-    _rpc_duration.record(seconds, rpc_call_attributes(full_method, code))
+    _rpc_duration.record(seconds, attributes)
 
 
 def record_denial(full_method: str, reason: str) -> None:

@@ -139,7 +139,7 @@ class _ObservedCall:
 
     def _finish_span(self, code: grpc.StatusCode, reason: str) -> None:
         span = self._span
-        span.set_attribute(m.RPC_GRPC_STATUS_CODE, code.value[0])
+        span.set_attributes(m.rpc_status_attributes(code))
         request_id = current_request_id()
         if request_id:
             span.set_attribute(m.REQUEST_ID, request_id)
