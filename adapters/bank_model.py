@@ -11,12 +11,11 @@ so the two banks cannot drift apart in meaning.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from credgate.adapters.base import MalformedPayload, SourceConfig
-from credgate.adapters.mapping import cny, provenance, text, to_date
+from credgate.adapters.mapping import Origin, credit_record, text
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core.identity_number import mask
 
@@ -96,8 +95,7 @@ def to_facts(
 ) -> report_pb2.SourceFacts:
     """Map a parsed statement; a bank asserts no repair state, so ``asserted_state`` stays unset."""
 
-    def origin(record_id: str) -> report_pb2.Provenance:
-        return provenance(config, _KIND, record_id, statement.as_of, fetched_at)
+    origin = Origin(config, _KIND, statement.as_of, fetched_at)
 
     facts = report_pb2.SourceFacts(
         source_id=config.source_id,
@@ -118,7 +116,7 @@ def to_facts(
         account.check()
         facts.records.extend(_account_records(account, origin))
     for repayment in statement.repayments:
-        facts.records.append(_record(
+        facts.records.append(credit_record(
             vocabulary_pb2.RECORD_KIND_PLAN_REPAYMENT,
             vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
             "repayment under a bankruptcy plan", repayment.amount_fen, repayment.paid_on, None,
@@ -128,10 +126,10 @@ def to_facts(
 
 
 def _account_records(
-    account: BankAccount, origin: Callable[[str], report_pb2.Provenance]
+    account: BankAccount, origin: Origin
 ) -> list[report_pb2.CreditRecord]:
     label = PRODUCT_LABELS[account.product]
-    records = [_record(
+    records = [credit_record(
         vocabulary_pb2.RECORD_KIND_CREDIT_ACCOUNT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
         f"{label} account", account.balance_fen, account.opened_on, account.closed_on,
         is_open=account.closed_on is None, origin=origin(account.number),
@@ -140,13 +138,13 @@ def _account_records(
     # on the day it took effect, as far as this bank has recorded it.
     exempted = account.exempted_on
     if account.default_on is not None:
-        records.append(_record(
+        records.append(credit_record(
             vocabulary_pb2.RECORD_KIND_DEFAULT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
             f"default on {label}", account.balance_fen, account.default_on, exempted,
             is_open=exempted is None, origin=origin(f"{account.number}#default"),
         ))
     if account.in_estate:
-        records.append(_record(
+        records.append(credit_record(
             vocabulary_pb2.RECORD_KIND_BANKRUPTCY_MARK,
             vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
             f"{label} in bankruptcy estate", account.balance_fen, account.estate_accepted_on,
@@ -154,25 +152,3 @@ def _account_records(
         ))
     return records
 
-
-def _record(
-    kind: vocabulary_pb2.RecordKind.ValueType,
-    category: vocabulary_pb2.DataCategory.ValueType,
-    summary: str,
-    amount_fen: int,
-    occurred_on: dt.date | None,
-    resolved_on: dt.date | None,
-    *,
-    is_open: bool,
-    origin: report_pb2.Provenance,
-) -> report_pb2.CreditRecord:
-    return report_pb2.CreditRecord(
-        category=category,
-        kind=kind,
-        summary=summary,
-        amount=cny(amount_fen),
-        occurred_on=to_date(occurred_on),
-        resolved_on=to_date(resolved_on),
-        open=is_open,
-        provenance=origin,
-    )

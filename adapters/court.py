@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +84,6 @@ _NET_DATE = re.compile(r"/Date\((-?[0-9]{1,15})(?:([+-])([0-9]{2})([0-9]{2}))?\)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EARLIEST_MS = -20 * 365 * 86_400_000  # 1950: nothing the court holds is older
 _LATEST_MS = 130 * 365 * 86_400_000  # 2100
-_Origin = Callable[[object, str], report_pb2.Provenance]
 
 
 @dataclass(frozen=True)
@@ -150,11 +148,7 @@ class CourtAdapter(HttpSourceAdapter):
         as_of = _instant(answer.get("数据截止时间"), "数据截止时间")
         query_id = mapping.text(answer.get("查询流水号"), "查询流水号", max_length=64)
 
-        def origin(record_id: object, field: str) -> report_pb2.Provenance:
-            record_id = mapping.text(record_id, field, max_length=64)
-            if not record_id:
-                raise MalformedPayload(f"{field}: empty")
-            return mapping.provenance(self._config, KIND, record_id, as_of, fetched_at)
+        origin = mapping.Origin(self._config, KIND, as_of, fetched_at)
 
         facts = report_pb2.SourceFacts(
             source_id=self._config.source_id,
@@ -208,7 +202,7 @@ def _receipt(body: bytes, content_type: str) -> SourceReceipt:
 
 
 def _case(
-    item: dict[str, Any], origin: _Origin
+    item: dict[str, Any], origin: mapping.Origin
 ) -> tuple[report_pb2.BankruptcyCase, vocabulary_pb2.RepairState.ValueType, list[_Ruling]]:
     """A case, the state its rulings put the subject in, and the rulings themselves."""
     kind = mapping.code(item.get("案件类型"), CASE_KINDS, "案件类型")
@@ -284,7 +278,9 @@ def _derive(
     return state, stage
 
 
-def _ruling_records(rulings: list[_Ruling], origin: _Origin) -> list[report_pb2.CreditRecord]:
+def _ruling_records(
+    rulings: list[_Ruling], origin: mapping.Origin
+) -> list[report_pb2.CreditRecord]:
     revoked_on = next((r.day for r in rulings if r.kind == REVOCATION), None)
     records = []
     for ruling in rulings:
@@ -301,7 +297,7 @@ def _ruling_records(rulings: list[_Ruling], origin: _Origin) -> list[report_pb2.
     return records
 
 
-def _litigation(item: dict[str, Any], origin: _Origin) -> report_pb2.CreditRecord:
+def _litigation(item: dict[str, Any], origin: mapping.Origin) -> report_pb2.CreditRecord:
     cause = mapping.text(item.get("案由"), "案由", max_length=64)
     filed = _instant(item.get("立案日期"), "立案日期").date()
     closed_at = item.get("结案日期")

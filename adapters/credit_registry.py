@@ -39,7 +39,6 @@ import datetime as dt
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
@@ -118,7 +117,6 @@ ACCOUNT_STATUSES = {
     "6": "transferred",
 }
 _ESTATE_MARK, _EXEMPTION_MARK = "01", "02"
-_Origin = Callable[[str, str], report_pb2.Provenance]
 _REFUSED = {"2001", "2002", "9999"}  # the registry refused the query or failed internally
 _BUSY = {"9001"}
 _DIGITS8 = re.compile(r"[0-9]{8}")
@@ -293,11 +291,7 @@ class CreditRegistryAdapter:
         if not report_no:
             raise MalformedPayload("header.report_no: missing")
 
-        def origin(record_id: str, field: str) -> report_pb2.Provenance:
-            record_id = mapping.text(record_id, field, max_length=64)
-            if not record_id:
-                raise MalformedPayload(f"{field}: missing")
-            return mapping.provenance(self._config, KIND, record_id, as_of, fetched_at)
+        origin = mapping.Origin(self._config, KIND, as_of, fetched_at)
 
         facts = report_pb2.SourceFacts(
             source_id=self._config.source_id,
@@ -362,7 +356,7 @@ def _require_done(code: str) -> None:
 
 
 def _account_records(
-    account: registry_pb2.LoanAccount, origin: _Origin
+    account: registry_pb2.LoanAccount, origin: mapping.Origin
 ) -> list[report_pb2.CreditRecord]:
     """An account, its default, and the registry's estate and exemption marks on it."""
     if not _ORG_CODE.fullmatch(account.org_code):
@@ -389,7 +383,7 @@ def _account_records(
             raise MalformedPayload("account.marks: a mark type is repeated")
         marks[mark.mark_type] = (_date(mark.mark_date, "mark.mark_date"), mark.mark_no)
     exempted = marks[_EXEMPTION_MARK][0] if _EXEMPTION_MARK in marks else None
-    records = [_record(
+    records = [mapping.credit_record(
         vocabulary_pb2.RECORD_KIND_CREDIT_ACCOUNT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
         f"{label} account", balance, opened, closed, is_open=closed is None,
         origin=origin(account.account_no, "account.account_no"),
@@ -397,21 +391,21 @@ def _account_records(
     # The exemption discharges the debt: default and estate mark stop being current on the day
     # it took effect, as far as the registry has recorded it on the account.
     if defaulted is not None:
-        records.append(_record(
+        records.append(mapping.credit_record(
             vocabulary_pb2.RECORD_KIND_DEFAULT, vocabulary_pb2.DATA_CATEGORY_COMMERCIAL_CREDIT,
             f"default on {label}", balance, defaulted, exempted, is_open=exempted is None,
             origin=origin(account.account_no + "#default", "account.account_no"),
         ))
     if _ESTATE_MARK in marks:
         marked_on, mark_no = marks[_ESTATE_MARK]
-        records.append(_record(
+        records.append(mapping.credit_record(
             vocabulary_pb2.RECORD_KIND_BANKRUPTCY_MARK,
             vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
             f"{label} in bankruptcy estate", balance, marked_on, exempted,
             is_open=exempted is None, origin=origin(mark_no, "mark.mark_no"),
         ))
     if exempted is not None:
-        records.append(_record(
+        records.append(mapping.credit_record(
             vocabulary_pb2.RECORD_KIND_EXEMPTION_MARK,
             vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
             f"{label} debt exempted", None, exempted, None, is_open=True,
@@ -444,28 +438,6 @@ def _case(
         provenance=provenance,
     )
 
-
-def _record(
-    kind: vocabulary_pb2.RecordKind.ValueType,
-    category: vocabulary_pb2.DataCategory.ValueType,
-    summary: str,
-    amount_fen: int | None,
-    occurred_on: dt.date,
-    resolved_on: dt.date | None,
-    *,
-    is_open: bool,
-    origin: report_pb2.Provenance,
-) -> report_pb2.CreditRecord:
-    return report_pb2.CreditRecord(
-        category=category,
-        kind=kind,
-        summary=summary,
-        amount=mapping.cny(amount_fen) if amount_fen is not None else None,
-        occurred_on=mapping.to_date(occurred_on),
-        resolved_on=mapping.to_date(resolved_on),
-        open=is_open,
-        provenance=origin,
-    )
 
 
 def _date(value: str, field: str) -> dt.date:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
@@ -164,4 +165,48 @@ def provenance(
         source_as_of=to_timestamp(source_as_of),
         fetched_at=to_timestamp(fetched_at),
         signature=signature,
+    )
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one answer's facts come from: every record of an answer shares its source, its
+    as-of and when it was fetched, and differs only by its record id. One object for what each
+    adapter used to close over, so every adapter refuses an empty record id the same way (a
+    provenance that names no record cannot be objected to or traced back)."""
+
+    config: SourceConfig
+    kind: vocabulary_pb2.SourceKind.ValueType
+    as_of: dt.datetime
+    fetched_at: dt.datetime
+
+    def __call__(self, record_id: object, field: str = "record id") -> report_pb2.Provenance:
+        """The provenance of the record ``record_id`` (read from the payload's ``field``)."""
+        checked = text(record_id, field, max_length=128)
+        if not checked.strip():
+            raise MalformedPayload(f"{field}: missing")
+        return provenance(self.config, self.kind, checked, self.as_of, self.fetched_at)
+
+
+def credit_record(
+    kind: vocabulary_pb2.RecordKind.ValueType,
+    category: vocabulary_pb2.DataCategory.ValueType,
+    summary: str,
+    amount_fen: int | None,
+    occurred_on: dt.date | None,
+    resolved_on: dt.date | None,
+    *,
+    is_open: bool,
+    origin: report_pb2.Provenance,
+) -> report_pb2.CreditRecord:
+    """One record in the unified schema; ``None`` amount or dates stay unset (absent, not 0)."""
+    return report_pb2.CreditRecord(
+        category=category,
+        kind=kind,
+        summary=summary,
+        amount=cny(amount_fen) if amount_fen is not None else None,
+        occurred_on=to_date(occurred_on),
+        resolved_on=to_date(resolved_on),
+        open=is_open,
+        provenance=origin,
     )

@@ -17,13 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
 from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
-from credgate.adapters.mapping import CHINA_TZ, bounded, cny, provenance, text, to_date, yuan_to_fen
+from credgate.adapters.mapping import CHINA_TZ, Origin, bounded, cny, text, to_date, yuan_to_fen
 from credgate.adapters.payload_guard import decode, lookup, require_media_type
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core.identity_number import mask
@@ -88,8 +87,7 @@ class MarketSupervisionAdapter(HttpSourceAdapter):
         as_of = _epoch_ms(data.get("dataTime"))
         config = self._config
 
-        def origin(record_id: str) -> report_pb2.Provenance:
-            return provenance(config, _KIND, record_id, as_of, fetched_at)
+        origin = Origin(config, _KIND, as_of, fetched_at)
 
         facts.provenance.CopyFrom(origin(_str(data, "queryNo", 64)))
         name = _str(data, "personName", 64)
@@ -107,7 +105,7 @@ class MarketSupervisionAdapter(HttpSourceAdapter):
 
 
 def _role(
-    role: dict[str, Any], origin: Callable[[str], report_pb2.Provenance]
+    role: dict[str, Any], origin: Origin
 ) -> report_pb2.CreditRecord:
     _str(role, "entName", 128)
     credit_code = _str(role, "uniscid", 18)
@@ -128,7 +126,7 @@ def _role(
 
 
 def _penalty(
-    penalty: dict[str, Any], today: dt.date, origin: Callable[[str], report_pb2.Provenance]
+    penalty: dict[str, Any], today: dt.date, origin: Origin
 ) -> report_pb2.CreditRecord:
     _str(penalty, "punishDocNo", 64)
     _str(penalty, "punishOrgan", 128)

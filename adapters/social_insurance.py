@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
 
 from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
 from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from credgate.adapters.mapping import (
+    Origin,
     bounded,
     cny,
     fen,
     parse_date,
     parse_timestamp,
-    provenance,
     text,
     to_date,
 )
@@ -86,8 +85,7 @@ class SocialInsuranceAdapter(HttpSourceAdapter):
         as_of = parse_timestamp(as_of_text, "%Y%m%d%H%M%S", "as-of")
         config = self._config
 
-        def origin(record_id: str) -> report_pb2.Provenance:
-            return provenance(config, _KIND, record_id, as_of, fetched_at)
+        origin = Origin(config, _KIND, as_of, fetched_at)
 
         facts = report_pb2.SourceFacts(
             source_id=config.source_id, source_kind=_KIND, display_name=config.display_name,
@@ -109,7 +107,7 @@ class SocialInsuranceAdapter(HttpSourceAdapter):
 
 
 def _record(
-    line: str, origin: Callable[[str], report_pb2.Provenance]
+    line: str, origin: Origin
 ) -> tuple[report_pb2.CreditRecord, str]:
     fields = line.split("|")
     if len(fields) != 9 or fields[0] != "D":

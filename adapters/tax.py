@@ -16,16 +16,15 @@ import datetime as dt
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 
 from credgate.adapters.base import MalformedPayload, SourceError, SourceUnavailable
 from credgate.adapters.http_adapter import HttpRequest, HttpSourceAdapter
 from credgate.adapters.mapping import (
     CHINA_TZ,
+    Origin,
     cny,
     parse_date,
     parse_timestamp,
-    provenance,
     text,
     to_date,
     yuan_to_fen,
@@ -94,8 +93,7 @@ class TaxAdapter(HttpSourceAdapter):
         as_of = parse_timestamp(xml_text(head, "sjjzsj", _WHAT), "%Y%m%d%H%M%S", "sjjzsj")
         config = self._config
 
-        def origin(record_id: str) -> report_pb2.Provenance:
-            return provenance(config, _KIND, record_id, as_of, fetched_at)
+        origin = Origin(config, _KIND, as_of, fetched_at)
 
         facts = report_pb2.SourceFacts(
             source_id=config.source_id, source_kind=_KIND, display_name=config.display_name,
@@ -132,7 +130,7 @@ def build_request(identity_number: str, now: dt.datetime) -> bytes:
 
 
 def _arrears(
-    element: ET.Element, origin: Callable[[str], report_pb2.Provenance]
+    element: ET.Element, origin: Origin
 ) -> report_pb2.CreditRecord:
     levy_item = lookup(LEVY_ITEMS, xml_text(element, "zsxmdm", _WHAT), "zsxmdm")
     status = xml_text(element, "qszt", _WHAT)
