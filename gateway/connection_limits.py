@@ -136,6 +136,9 @@ class ConnectionLimits:
             ("grpc.max_connection_age_grace_ms", _ms(self.max_connection_age_grace_seconds)),
             ("grpc.keepalive_time_ms", _ms(self.keepalive_time_seconds)),
             ("grpc.keepalive_timeout_ms", _ms(self.keepalive_timeout_seconds)),
+            # gRPC core (1.5x on) times a keep-alive ping out by the *ping* timeout, one minute
+            # unless set: without this a dead peer outlived keepalive_timeout by a minute.
+            ("grpc.http2.ping_timeout_ms", _ms(self.keepalive_timeout_seconds)),
             (
                 "grpc.http2.min_ping_interval_without_data_ms",
                 round(self.min_ping_interval_seconds * 1000),

@@ -56,6 +56,8 @@ class Probe:
 
     def __init__(self) -> None:
         self.started = 0
+        self.ended = 0
+        """Handlers of ``Hold`` that finished or were cancelled (their peer gone)."""
         self.release = asyncio.Event()
         self.identify = IdentityResolver()
 
@@ -66,9 +68,12 @@ class Probe:
 
         async def hold(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             self.started += 1
-            yield b"first:" + request
-            await self.release.wait()
-            yield b"released"
+            try:
+                yield b"first:" + request
+                await self.release.wait()
+                yield b"released"
+            finally:
+                self.ended += 1
 
         async def echo(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -420,6 +425,113 @@ async def test_a_connection_that_never_completes_its_handshake_is_closed(dev_pki
                 assert await reader.read(1024) == b""  # closed by the server, nothing said
         finally:
             writer.close()
+
+
+class FreezableRelay:
+    """A TCP relay on loopback that can stop forwarding without closing anything: the peer on
+    the other side looks alive to TCP (no FIN, no RST) but answers nothing — a laptop that
+    went to sleep, a NAT that dropped the mapping. Only keep-alive pings can find it."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self.frozen = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> FreezableRelay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self._target_port
+        )
+        self._writers += [writer, upstream_writer]
+        await asyncio.gather(
+            self._pump(reader, upstream_writer), self._pump(upstream_reader, writer)
+        )
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            if self.frozen.is_set():
+                await asyncio.Event().wait()  # swallow everything from now on, close nothing
+            writer.write(chunk)
+            await writer.drain()
+
+
+async def test_a_peer_that_stops_answering_is_dropped_by_keepalive(dev_pki: DevPki) -> None:
+    """A watch held by a dead peer would hold its slot until TCP gives up (minutes to hours);
+    the gateway's pings find it within keepalive time + timeout and end the handler."""
+    probe = Probe()
+    limits = _limits(keepalive_time_seconds=1.0, keepalive_timeout_seconds=1.0)
+    async with (
+        running_gateway(dev_pki, [(probe.handler(), SERVICE)], connection_limits=limits) as server,
+        FreezableRelay(server.port or 0) as relay,
+        mtls_channel(dev_pki, relay.port) as channel,
+    ):
+        hold = channel.unary_stream(f"/{SERVICE}/Hold")(b"x")
+        assert await hold.read() == b"first:x"
+        relay.frozen.set()
+        frozen_at = time.monotonic()
+        await _until(lambda: probe.ended == 1)
+        assert time.monotonic() - frozen_at >= 1.0  # found by a ping, not at once
+        hold.cancel()
+
+
+async def test_a_silent_live_peer_keeps_its_stream(dev_pki: DevPki) -> None:
+    """The control: with the same short keep-alive, a healthy peer that sends nothing for
+    longer than keepalive time + timeout answers the pings and keeps its stream."""
+    probe = Probe()
+    limits = _limits(keepalive_time_seconds=1.0, keepalive_timeout_seconds=1.0)
+    async with (
+        running_gateway(dev_pki, [(probe.handler(), SERVICE)], connection_limits=limits) as server,
+        FreezableRelay(server.port or 0) as relay,
+        mtls_channel(dev_pki, relay.port) as channel,
+    ):
+        hold = channel.unary_stream(f"/{SERVICE}/Hold")(b"x")
+        assert await hold.read() == b"first:x"
+        await asyncio.sleep(3.5)
+        assert probe.ended == 0
+        probe.release.set()
+        assert await hold.read() == b"released"
+
+
+async def test_a_client_pinging_too_often_is_sent_away(dev_pki: DevPki) -> None:
+    """Pings are cheap to send and not free to answer: a client pinging more often than
+    ``min_ping_interval_seconds`` gets GOAWAY (too_many_pings) and loses its streams."""
+    probe = Probe()
+    limits = _limits(min_ping_interval_seconds=10.0)
+    client = dev_pki.institution("bank-demo")
+    async with running_gateway(
+        dev_pki, [(probe.handler(), SERVICE)], connection_limits=limits
+    ) as server:
+        async with client_channel(
+            f"127.0.0.1:{server.port}",
+            dev_pki.paths.ca_cert,
+            client.cert,
+            client.key,
+            options=[  # pings every second (gRPC's floor), on and on while the stream is quiet
+                ("grpc.keepalive_time_ms", 200),
+                ("grpc.keepalive_timeout_ms", 5000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        ) as channel:
+            hold = channel.unary_stream(f"/{SERVICE}/Hold")(b"x")
+            assert await hold.read() == b"first:x"
+            async with asyncio.timeout(WAIT):
+                assert await hold.code() == grpc.StatusCode.UNAVAILABLE
+        await _until(lambda: probe.ended == 1)
 
 
 def test_the_idle_connection_bench_sees_connections_released(
