@@ -2,8 +2,9 @@
 
 Order matters: the schema is migrated before anything touches the database, keys are loaded
 before any subject token is computed or report signed, and adapters exist before the engine
-that fans out to them. Shutdown runs in reverse: drain calls, stop signing audit checkpoints
-and let in-flight audit appends commit, close adapters, release the database. The
+that fans out to them. Shutdown runs in reverse: drain calls, stop the periodic audit checkpoints,
+let in-flight audit appends commit and sign one last checkpoint over them, close adapters,
+release the database. The
 report-signing key lives in its own file in the data directory (``gateway.signing_keys``), as
 does the audit log's key (``audit-log.key``, ``audit.keys``); both are created on the first
 start. The keyring and the signing-key file are followed, not read once: a rotation copied to
@@ -111,11 +112,11 @@ class Gateway:
             await self.release()
 
     async def release(self, budget: StopBudget | None = None) -> None:
-        """Once the server has stopped: no more checkpoints, every audit append still in flight
-        committed, adapters closed, the database released — in that order, so no entry is cut
-        off by the database going away. The steps share one time budget
-        (``gateway.server.StopBudget``, fresh unless given): one that hangs on a stalled
-        database is abandoned with a log line, never the stop."""
+        """Once the server has stopped: no more periodic checkpoints, every audit append still
+        in flight committed and covered by one last checkpoint, adapters closed, the database
+        released — in that order, so no entry is cut off by the database going away. The steps
+        share one time budget (``gateway.server.StopBudget``, fresh unless given): one that
+        hangs on a stalled database is abandoned with a log line, never the stop."""
         budget = budget or StopBudget()
         self.audit_backlog.close()
         if self.followers is not None:
@@ -124,6 +125,7 @@ class Gateway:
         if self.workflows is not None:
             await budget.step("closing the workflows", self.workflows.aclose())
         await budget.step("committing audit appends in flight", self.audit_log.aclose())
+        await budget.step("signing the last audit checkpoint", self.checkpointer.sign_last())
         await budget.step("closing the query engine", self.engine.aclose())
         await budget.step("releasing the database", self.database.dispose())
 

@@ -653,6 +653,42 @@ async def test_the_regulator_service_and_periodic_checkpoints_are_wired(
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_a_graceful_stop_signs_the_entries_of_its_last_interval(
+    mock_fleet: MockFleet,
+    dev_pki: DevPki,
+    tmp_path: Path,
+    database_url: str,
+    population: Population,
+) -> None:
+    """With an hour between checkpoints, the entries made since the last one would otherwise
+    stay unsigned until the next start (and a truncation in between would go unnoticed)."""
+    document = gateway_document(mock_fleet, dev_pki, tmp_path, storage_url=database_url)
+    document["audit"] = {"checkpoint_interval_seconds": 3600}
+    built = await build_gateway(config_from_mapping(document, base_dir=tmp_path, environ={}))
+    running = RunningGateway(built, await built.start(), dev_pki)
+    try:
+        async with running.client("court-demo") as court:
+            await court.get_repair_status(
+                population.scenarios["observation"].person.identity_number,
+                purpose=JUDICIAL,
+                case_reference=CASE,
+            )
+        size = await log_size(running)
+        assert size >= 1
+        async with built.database.session() as session:
+            before = await session.scalar(select(func.max(AuditCheckpointRow.tree_size)))
+        assert before is None or before < size
+    finally:
+        await built.stop(0)
+    reopened = Database.from_url(database_url)
+    try:
+        async with reopened.session() as session:
+            after = await session.scalar(select(func.max(AuditCheckpointRow.tree_size)))
+    finally:
+        await reopened.dispose()
+    assert after == size
+
+
 @pytest.fixture
 def config_file(tmp_path: Path, database_url: str) -> Iterator[Path]:
     """A gateway.toml naming the ``audited`` gateway's database and data directory; the
