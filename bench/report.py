@@ -96,6 +96,8 @@ class Target:
     met: bool | None = None
     """``None`` when not measured (feature pending, or its scenario failed or was skipped)."""
     note: str = ""
+    best: float | None = None
+    """With ``--repeat``: the best repetition's value (``measured`` is then the worst)."""
 
     def verdict(self) -> str:
         if self.met is None:
@@ -157,16 +159,35 @@ def format_table(rows: Iterable[Row]) -> str:
                     _fmt(row.p99_ms, ".2f"),
                     "-" if row.vs_echo is None else f"{row.vs_echo:.2f}x",
                 ],
-                row.note,
+                _join_notes(_worst_note(row), row.note),
             )
         )
     return "\n".join(lines)
+
+
+def _worst_note(row: Row) -> str:
+    """With ``--repeat``, the worst repetition beside the best one the row shows."""
+    worst = row.metrics.get("worst")
+    if not worst:
+        return ""
+    ratio = worst.get("vs_echo")
+    return (
+        f"worst of {row.metrics['repetitions']}: {_fmt(worst.get('qps'), ',.1f')} QPS, "
+        f"p50 {_fmt(worst.get('p50_ms'), '.2f')} ms"
+        + ("" if ratio is None else f", {ratio:.2f}x")
+    )
+
+
+def _join_notes(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def format_targets(targets: Iterable[Target]) -> str:
     lines = []
     for target in targets:
         measured = "-" if target.measured is None else f"{target.measured:,.2f}{target.unit}"
+        if target.best is not None and target.best != target.measured:
+            measured += f" (best {target.best:,.2f})"
         lines.append(
             f"  {target.description:<58} goal {target.goal:<14} measured {measured:<14} "
             f"{target.verdict()}"

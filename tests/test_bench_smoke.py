@@ -39,6 +39,8 @@ MEASURED_ROWS = (
 )
 PENDING_ROWS: tuple[str, ...] = ()
 POSTGRES_URL = os.environ.get("CREDGATE_TEST_POSTGRES_URL", "")
+POSTGRES_ROWS = ("live_query_c1_postgresql", "live_query_postgresql", "index_query_postgresql")
+"""The gateway rows that run again on PostgreSQL when the run has a PostgreSQL URL."""
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_the_run_succeeds_and_says_where_and_how(
 def test_every_measured_row_has_sane_numbers(smoke_run: tuple[int, str, dict[str, Any]]) -> None:
     _, table, document = smoke_run
     rows = _rows(document)
-    for row_id in MEASURED_ROWS:
+    for row_id in MEASURED_ROWS + (POSTGRES_ROWS if POSTGRES_URL else ()):
         row = rows[row_id]
         assert row["status"] == "ok", row
         assert row["qps"] > 0, row
@@ -193,6 +195,11 @@ def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, 
         assert targets[measured]["measured"] is not None
         assert targets[measured]["met"] in (True, False)
     assert targets["sync_ingest_sqlite"]["measured"] is not None
+    if POSTGRES_URL:
+        for measured in ("index_query_postgresql_vs_echo", "live_overhead_p50_c1_postgresql"):
+            assert targets[measured]["measured"] is not None
+    else:
+        assert not any(row_id in _rows(smoke_run[2]) for row_id in POSTGRES_ROWS)
 
 
 def test_percentile_is_nearest_rank() -> None:
