@@ -221,3 +221,46 @@ def test_state_changes_require_the_subject_key(action: str) -> None:
     with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(["consent", action, "cg_x"])
     assert caught.value.code == 2
+
+
+def _key_file(path: Path, pem: bytes) -> Path:
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return path
+
+
+def test_only_an_unencrypted_ed25519_key_file_is_a_subject_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from credgate.gateway.subject_key_file import SubjectKeyFileError, write_subject_key
+
+    key = Ed25519PrivateKey.generate()
+    written = tmp_path / "key.pem"
+    write_subject_key(written, key)
+    assert grants.raw_public_key(load_subject_key(written)) == grants.raw_public_key(key)
+    with pytest.raises(FileExistsError):
+        write_subject_key(written, Ed25519PrivateKey.generate())
+
+    refused = {
+        "encrypted": key.private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"pass")
+        ),
+        "x25519": X25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        ),
+        "garbage": b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    }
+    for name, pem in refused.items():
+        with pytest.raises(SubjectKeyFileError):
+            load_subject_key(_key_file(tmp_path / f"{name}.pem", pem))
+    readable = _key_file(tmp_path / "readable.pem", written.read_bytes())
+    readable.chmod(0o640)
+    with pytest.raises(SubjectKeyFileError, match="chmod 600"):
+        load_subject_key(readable)

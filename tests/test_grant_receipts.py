@@ -30,6 +30,8 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
+from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
@@ -152,6 +154,18 @@ async def test_the_subject_and_the_grantee_get_a_receipt_the_client_verifies(
     ]
     assert entries[0].subject_token == recorded.subject_token == entries[1].subject_token
     assert entries[0].purpose == vocab.PURPOSE_SELF_INQUIRY
+
+    # The subject sees in their access history that the bank took a receipt of their grant.
+    async with b.subject_channel(subject) as channel:
+        history = await self_grpc.SelfInquiryServiceStub(channel).ListOwnAccesses(
+            self_pb2.ListOwnAccessesRequest()
+        )
+    taken = [
+        (r.institution_id, r.consent_id)
+        for r in history.accesses
+        if r.action == audit_pb2.AUDIT_ACTION_GET_GRANT_RECEIPT
+    ]
+    assert ("bank-demo", consent_id) in taken
 
 
 async def test_a_tampered_receipt_a_wrong_key_and_a_wrong_signature_fail_in_the_client(
