@@ -473,6 +473,18 @@ class ConsentRegister:
             )
             return None if row is None else grant_of(row)
 
+    async def get_subject_grant(self, consent_id: str, subject_token: str) -> Grant | None:
+        """The grant if ``subject_token``'s subject signed it; ``None`` alike when absent or
+        another subject's (the subject's side of ``get_grant``: receipts)."""
+        async with self._db.session() as session:
+            row = await session.scalar(
+                select(ConsentGrantRow).where(
+                    ConsentGrantRow.consent_id == consent_id,
+                    ConsentGrantRow.subject_token == subject_token,
+                )
+            )
+            return None if row is None else grant_of(row)
+
     async def list_grants(
         self,
         visible_to: str,

@@ -26,6 +26,8 @@ from credgate.consent.grants import (
     TermsError,
     is_subject_key_id,
     load_public_key,
+    raw_public_key,
+    subject_key_id,
 )
 
 SIGNING_CONTEXT = b"credgate/consent-state-change/v1\x00"
@@ -64,6 +66,24 @@ def sign_statement(private_key: Ed25519PrivateKey, statement: Statement) -> tupl
     """``(signed_statement, signature)`` as the subject's device produces them."""
     encoded = canonical_statement(statement)
     return encoded, private_key.sign(signing_message(encoded))
+
+
+def sign_state_change(
+    private_key: Ed25519PrivateKey,
+    consent_id: str,
+    new_state: StateValue,
+    issued_at: dt.datetime,
+) -> tuple[bytes, bytes]:
+    """The subject's signed statement asking for ``new_state`` of ``consent_id``, issued at
+    ``issued_at``, naming the key that signs it: what the subject's device or
+    ``credgate consent pause|resume|withdraw`` sends."""
+    statement = Statement(
+        consent_id=consent_id,
+        subject_key_id=subject_key_id(raw_public_key(private_key)),
+        new_state=new_state,
+    )
+    statement.issue_time.FromDatetime(issued_at)
+    return sign_statement(private_key, statement)
 
 
 def verify_statement(public_key: bytes, signed_statement: bytes, signature: bytes) -> bool:

@@ -219,6 +219,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             audit=audit,
             page_tokens=page_tokens,
             enrolment_offices=config.consent.enrolment_offices,
+            sign_receipt=lambda grant, at: signer.sign_receipt(grant, issued_at=at),
         ),
         CONSENT_SERVICE,
     )

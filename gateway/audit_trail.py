@@ -14,6 +14,7 @@ from credgate.audit.log import AuditLog
 from credgate.audit.trail import (
     CHANGE_CONSENT_STATE,
     ENROLL_SUBJECT_KEY,
+    GET_GRANT_RECEIPT,
     GRANT_CONSENT,
     LIST_OWN_ACCESSES,
     LIST_OWN_CONSENTS,
@@ -32,6 +33,7 @@ from credgate.gateway.telemetry import record_audit_failure
 __all__ = [
     "CHANGE_CONSENT_STATE",
     "ENROLL_SUBJECT_KEY",
+    "GET_GRANT_RECEIPT",
     "GRANT_CONSENT",
     "LIST_OWN_ACCESSES",
     "LIST_OWN_CONSENTS",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from credgate.gateway.commands import (
+    consent,
     database,
     demo,
     health,
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.register(sub)
     sources.register(sub)
     query.register(sub)
+    consent.register(sub)  # the subject's side: receipts, pause, resume, withdraw
     demo.register(sub)
     add_audit_commands(sub)  # credgate audit query|export|... (docs/audit.md)
     add_workflow_commands(sub)  # credgate objections|applications

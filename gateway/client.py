@@ -17,6 +17,10 @@ public keys are fetched once (``SigningKeyService``) and cached, fetched again o
 id not seen before (a rotation); pass ``signing_keys`` to pin them instead and never fetch.
 A report that fails raises ``ReportVerificationError``. ``get_signed_repair_status`` also
 returns the ``SignedReport`` to keep as proof of what the institution was told.
+
+Grant receipts (``get_grant_receipt``) are verified the same way, against the same published
+keys, under their own signing context (``gateway.grant_receipts``); one that fails raises
+``ReceiptVerificationError``. ``verify_signed_receipt`` checks a kept receipt offline.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_g
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.channel import client_channel
 from credgate.gateway.certificate_validity import Refusal, validity_refusal
+from credgate.gateway.grant_receipts import (
+    ReceiptVerificationError,
+    receipt_terms,
+    verify_signed_receipt,
+)
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.report_signing import (
     ReportVerificationError,
@@ -60,11 +69,14 @@ __all__ = [
     "ClientCertificateRefused",
     "CredgateClient",
     "CredgateError",
+    "ReceiptVerificationError",
     "ReportVerificationError",
+    "VerifiedReceipt",
     "VerifiedReport",
     "WatchedReport",
     "category_from_name",
     "purpose_from_name",
+    "verify_signed_receipt",
 ]
 
 
@@ -140,6 +152,19 @@ class VerifiedReport:
     """Parsed from ``signed.report`` after verification (never the unsigned copy)."""
     signed: report_pb2.SignedReport
     """Keep this: it verifies on its own, against the gateway's public key."""
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    """A grant receipt whose gateway signature verified, with the signed original."""
+
+    receipt: consent_pb2.GrantReceipt
+    """Parsed from ``signed.receipt`` after verification."""
+    terms: consent_pb2.ConsentTerms
+    """The terms the subject signed, parsed from ``receipt.signed_terms``."""
+    signed: consent_pb2.SignedGrantReceipt
+    """Keep this: it verifies on its own (``verify_signed_receipt``) against the gateway's
+    published keys."""
 
 
 def _with_nonce(
@@ -440,6 +465,53 @@ class CredgateClient:
             raise self._error(error) from None
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
+
+    # -- grant receipts -----------------------------------------------------------------------
+
+    async def get_signed_grant_receipt(
+        self, consent_id: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> consent_pb2.SignedGrantReceipt:
+        """A grant's receipt as the gateway sent it, not yet verified (``get_grant_receipt``
+        verifies). Answered to the grant's subject, grantee and collecting institution."""
+        try:
+            response = await self._consents.GetGrantReceipt(
+                consent_pb2.GetGrantReceiptRequest(consent_id=consent_id), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        signed: consent_pb2.SignedGrantReceipt = response.receipt
+        return signed
+
+    async def verify_grant_receipt(
+        self,
+        signed: consent_pb2.SignedGrantReceipt,
+        *,
+        expected_consent_id: str | None = None,
+        subject_signature: bytes | None = None,
+    ) -> consent_pb2.GrantReceipt:
+        """The receipt in ``signed``, verified against the gateway's published keys (fetched
+        on an unknown key id unless pinned). Raises ``ReceiptVerificationError``."""
+        return verify_signed_receipt(
+            signed,
+            await self._public_key(signed.key_id),
+            expected_consent_id=expected_consent_id,
+            subject_signature=subject_signature,
+        )
+
+    async def get_grant_receipt(
+        self,
+        consent_id: str,
+        *,
+        subject_signature: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> VerifiedReceipt:
+        """A grant's receipt, verified to be the gateway's and about ``consent_id`` (and, given
+        the subject's own copy of their signature, about that signature)."""
+        signed = await self.get_signed_grant_receipt(consent_id, timeout=timeout)
+        receipt = await self.verify_grant_receipt(
+            signed, expected_consent_id=consent_id, subject_signature=subject_signature
+        )
+        return VerifiedReceipt(receipt, receipt_terms(receipt), signed)
 
     # -- self-inquiry (callers holding a subject certificate) ---------------------------------
 

@@ -1,6 +1,7 @@
 """ConsentService: enrol subjects' keys, record signed grants, show, list and revoke them, and
 apply the subject's own signed pause, resume or withdrawal (``ChangeConsentState``,
-docs/consent.md).
+docs/consent.md), and issue gateway-signed receipts of grants to their parties
+(``GetGrantReceipt``, ``gateway.grant_receipts``).
 
 Read top to bottom, each RPC is: who is calling (mTLS) → may that role do this at all →
 is every field well formed → the register. Permission comes before existence everywhere: a
@@ -21,7 +22,8 @@ of the same key is recorded as refused (SUBJECT_KEY_CONFLICT), once. Malformed r
 (INVALID_ARGUMENT) and unknown grants (NOT_FOUND) are not decisions about a subject and leave
 no entry. Reads of an
 institution's own grants (Get/ListConsents) are not logged: they show it only terms it
-collected itself.
+collected itself. A receipt is logged (GET_GRANT_RECEIPT): it is a signed, lasting proof about
+a subject handed out, and the subject's own fetches show in their access history.
 
 Messages and logs name consent ids and institution ids, never identity numbers.
 """
@@ -56,6 +58,7 @@ from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import (
     CHANGE_CONSENT_STATE,
     ENROLL_SUBJECT_KEY,
+    GET_GRANT_RECEIPT,
     GRANT_CONSENT,
     REVOKE_CONSENT,
     AuditTrail,
@@ -93,6 +96,8 @@ LIST_CONSENTS = "credit_repair.v1.ConsentService/ListConsents"
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 
 Violation = tuple[str, str]
+ReceiptSigning = Callable[[Grant, dt.datetime], consent_pb2.SignedGrantReceipt]
+"""Signs the receipt of a grant issued at a time (``GetGrantReceipt``)."""
 
 
 def _utcnow() -> dt.datetime:
@@ -179,8 +184,13 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         page_tokens: PageTokens,
         enrolment_offices: Collection[str] = frozenset(),
         clock: Callable[[], dt.datetime] = _utcnow,
+        sign_receipt: ReceiptSigning | None = None,
     ) -> None:
+        """``sign_receipt``: signs a grant's receipt at an issue time with the gateway's
+        report-signing key (``ReportSigner.sign_receipt``); without it GetGrantReceipt answers
+        UNIMPLEMENTED."""
         self._register = register
+        self._sign_receipt = sign_receipt
         self._page_tokens = page_tokens
         self._tokenizer = tokenizer
         self._identify = identify
@@ -463,6 +473,45 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             caller.institution_id,
         )
         return consent_pb2.ChangeConsentStateResponse(grant=grant.to_proto(self._clock()))
+
+    async def GetGrantReceipt(
+        self, request: consent_pb2.GetGrantReceiptRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.GetGrantReceiptResponse:
+        """A receipt of a grant, signed by the gateway, for one of the grant's parties.
+
+        The parties are those who already see the grant: its grantee and collecting institution
+        (``get_grant``'s condition) and its subject (a subject certificate whose current key is
+        the subject's — after a re-enrolment also for grants signed with the retired key). The
+        grant is looked up together with that condition, so another's grant and a missing one
+        both answer CONSENT_NOT_FOUND, leaving no entry (as ``GetConsent``). The receipt issued
+        is recorded (GET_GRANT_RECEIPT, naming the subject's token and the grant) before it is
+        returned, fail closed.
+        """
+        caller = self._identify(context)
+        if problem := _consent_id_violation(request.consent_id):
+            raise _invalid([problem])
+        if self._sign_receipt is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this gateway has no signing key for receipts",
+                "RECEIPTS_NOT_CONFIGURED",
+            )
+        grant = await self._register.get_grant(request.consent_id, caller.institution_id)
+        purpose = vocab.PURPOSE_UNSPECIFIED
+        if grant is None and (key := await self._subjects.current_key(caller)) is not None:
+            grant = await self._register.get_subject_grant(request.consent_id, key.subject_token)
+            purpose = vocab.PURPOSE_SELF_INQUIRY
+        if grant is None:
+            raise _not_found()
+        signed = self._sign_receipt(grant, self._clock())
+        await self._audit.record(
+            caller,
+            GET_GRANT_RECEIPT,
+            purpose=purpose,
+            subject_token=grant.subject_token,
+            consent_id=grant.consent_id,
+        )
+        return consent_pb2.GetGrantReceiptResponse(receipt=signed)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ It plays every part with the real client library over mutual TLS, in the order i
 the enrolment office enrols the subject's key in person, the subject signs consent terms on
 their own device, the bank records the grant and queries with it (the client verifies the
 gateway's signature and the request digest), the subject reads their own record and their
-grants with a subject certificate, then pauses the grant and withdraws it themself with
+grants with a subject certificate, fetches a gateway-signed receipt of the grant and verifies
+it against the published keys, then pauses the grant and withdraws it themself with
 statements signed on their device (docs/consent.md) — each denies the bank's very next query.
 """
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
-from credgate.consent.state_change import sign_statement
+from credgate.consent.state_change import sign_state_change
 from credgate.core.institution import Institution
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.pki import add_institution
@@ -50,16 +51,11 @@ def _terms(key_id: str) -> consent_pb2.ConsentTerms:
 
 def _statement(
     phone: Ed25519PrivateKey,
-    key_id: str,
     consent_id: str,
     new_state: consent_pb2.ConsentState.ValueType,
 ) -> tuple[bytes, bytes]:
     """The subject's device signs a pause, resume or withdrawal of one grant, issued now."""
-    change = consent_pb2.ConsentStateChange(
-        consent_id=consent_id, subject_key_id=key_id, new_state=new_state
-    )
-    change.issue_time.FromDatetime(dt.datetime.now(dt.UTC))
-    return sign_statement(phone, change)
+    return sign_state_change(phone, consent_id, new_state, dt.datetime.now(dt.UTC))
 
 
 async def _bank_asks(target: str, pki_dir: Path, identity_number: str, consent_id: str) -> None:
@@ -105,9 +101,16 @@ async def consent_story(target: str, pki_dir: Path, identity_number: str) -> Non
 
     subject_id = subject_institution_id(key_id)
     async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
+        print("\n=== the subject fetches a receipt of the grant, signed by the gateway")
+        receipt = await me.get_grant_receipt(grant.consent_id, subject_signature=signature)
+        print(
+            f"receipt for {receipt.receipt.consent_id}: terms for "
+            f"{receipt.terms.grantee_institution_id} signed with {receipt.receipt.subject_key_id}; "
+            f"verified with the gateway's published key {receipt.signed.key_id}"
+        )
         print("\n=== the subject pauses the grant with a statement signed on their device")
         paused = await me.change_consent_state(
-            *_statement(phone, key_id, grant.consent_id, consent_pb2.CONSENT_STATE_PAUSED)
+            *_statement(phone, grant.consent_id, consent_pb2.CONSENT_STATE_PAUSED)
         )
         print(f"grant {paused.consent_id}: {_state(paused)}")
     print(f"\n=== {BANK} asks again, relying on the paused grant")
@@ -116,7 +119,7 @@ async def consent_story(target: str, pki_dir: Path, identity_number: str) -> Non
     async with CredgateClient.from_pki_dir(target, pki_dir, subject_id) as me:
         print("\n=== the subject withdraws consent themself (signed statement, no bank involved)")
         revoked = await me.change_consent_state(
-            *_statement(phone, key_id, grant.consent_id, consent_pb2.CONSENT_STATE_REVOKED)
+            *_statement(phone, grant.consent_id, consent_pb2.CONSENT_STATE_REVOKED)
         )
         by = revoked.revoked_by_subject_key_id
         print(f"grant {revoked.consent_id}: {_state(revoked)}, by the subject's key {by}")

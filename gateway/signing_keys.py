@@ -33,8 +33,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.consent.grants import Grant
 from credgate.core.secret_files import b64decode, b64encode, read_secret, write_secret
+from credgate.gateway.grant_receipts import sign_receipt
 from credgate.gateway.protection.watched_file import DEFAULT_CHECK_SECONDS, WatchedFile
 from credgate.gateway.report_signing import raw_public_key, sign_report, signing_key_id
 
@@ -279,6 +282,13 @@ class ReportSigner:
     def sign(self, report: report_pb2.RepairStatusReport, digest: bytes) -> report_pb2.SignedReport:
         """``sign_report`` with the current private key."""
         return sign_report(self._file.current().private_key, report, digest)
+
+    def sign_receipt(
+        self, grant: Grant, *, issued_at: dt.datetime
+    ) -> consent_pb2.SignedGrantReceipt:
+        """``grant_receipts.sign_receipt`` with the current private key: the same key as reports,
+        kept apart from them by the receipt's own signing context."""
+        return sign_receipt(self._file.current().private_key, grant, issued_at=issued_at)
 
 
 def _log_signing_change(old: SigningKeys, new: SigningKeys) -> None:

@@ -217,7 +217,7 @@ def unconsented_query(env: Env) -> status_pb2.GetRepairStatusRequest:
     )
 
 
-def consent_stub(env: Env, who: str) -> Any:
+def consent_stub(env: Env, who: str | CertKeyPaths) -> Any:
     return consent_grpc.ConsentServiceStub(env.channel(who))
 
 
@@ -329,8 +329,18 @@ PROBES: dict[str, dict[str, Probe]] = {
             consent_stub(e, "bank-demo").ChangeConsentState(state_change(e, e.consent_id))
         ),
         "refused": lambda e: unary(
-            consent_stub(e, "bank-demo").ChangeConsentState(
-                state_change(e, "cg_" + "a" * 26)
+            consent_stub(e, "bank-demo").ChangeConsentState(state_change(e, "cg_" + "a" * 26))
+        ),
+    },
+    "ConsentService.GetGrantReceipt": {
+        "allowed to the subject": lambda e: unary(
+            consent_stub(e, e.subject_cert).GetGrantReceipt(
+                consent_pb2.GetGrantReceiptRequest(consent_id=e.consent_id)
+            )
+        ),
+        "allowed to the grantee": lambda e: unary(
+            consent_stub(e, "bank-demo").GetGrantReceipt(
+                consent_pb2.GetGrantReceiptRequest(consent_id=e.consent_id)
             )
         ),
     },

@@ -579,3 +579,20 @@ async def test_the_raw_database_holds_no_identity_number(
     for number in (IDENTITY, OTHER_IDENTITY):
         assert number.encode() not in dump
         assert number.encode().hex().encode() not in dump
+
+
+# -- receipts -------------------------------------------------------------------------------------
+
+
+async def test_without_a_receipt_signer_no_receipt_is_issued(gateway: ConsentGateway) -> None:
+    """This servicer is built without ``sign_receipt`` (the app always passes the report
+    signer's): it says so, and never answers with an unsigned receipt."""
+    key = await gateway.enrol()
+    grant = await gateway.grant(key)
+    await expect_error(
+        gateway.stub("bank-demo").GetGrantReceipt(
+            consent_pb2.GetGrantReceiptRequest(consent_id=grant.consent_id), timeout=5
+        ),
+        grpc.StatusCode.UNIMPLEMENTED,
+        "RECEIPTS_NOT_CONFIGURED",
+    )

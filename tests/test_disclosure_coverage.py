@@ -74,6 +74,8 @@ NOT_DISCLOSING: dict[str, str] = {
     S + "ConsentService/RevokeConsent": "a revocation; answers the grant's new state",
     S + "ConsentService/ChangeConsentState": "the subject's signed pause, resume or revocation; "
     "answers the grant's new state",
+    S + "ConsentService/GetGrantReceipt": "a gateway-signed receipt of a grant to its own "
+    "parties (subject, grantee, collector): the terms they signed or collected, not source facts",
     S + "RepairApplicationService/ObjectToRepairApplication": "a creditor objects to a public "
     "announcement; the answer is only when the announcement ends",
     S + "ProviderSyncService/SyncUpdates": "a provider pushes its own facts; answers acks",

@@ -90,6 +90,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Pause, resume or revoke a grant on the subject's signed statement
     (ConsentService.ChangeConsentState); the reason of a refusal says why.
     """
+    AUDIT_ACTION_GET_GRANT_RECEIPT: _AuditAction.ValueType  # 13
+    """Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting
+    institution (ConsentService.GetGrantReceipt).
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -154,6 +158,10 @@ the entry sits at the first index after the restored head, its request_id
 AUDIT_ACTION_CHANGE_CONSENT_STATE: AuditAction.ValueType  # 11
 """Pause, resume or revoke a grant on the subject's signed statement
 (ConsentService.ChangeConsentState); the reason of a refusal says why.
+"""
+AUDIT_ACTION_GET_GRANT_RECEIPT: AuditAction.ValueType  # 13
+"""Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting
+institution (ConsentService.GetGrantReceipt).
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.

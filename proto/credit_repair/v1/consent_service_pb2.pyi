@@ -687,3 +687,148 @@ class ChangeConsentStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChangeConsentStateResponse: _TypeAlias = ChangeConsentStateResponse  # noqa: Y015
+
+@_typing.final
+class GetGrantReceiptRequest(_message.Message):
+    """Asks for a receipt of one grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    consent_id: _builtins.str
+    """The grant's id."""
+    def __init__(
+        self,
+        *,
+        consent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGrantReceiptRequest: _TypeAlias = GetGrantReceiptRequest  # noqa: Y015
+
+@_typing.final
+class GetGrantReceiptResponse(_message.Message):
+    """The signed receipt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> Global___SignedGrantReceipt:
+        """The receipt; keep it as it is (the signature covers its exact bytes)."""
+
+    def __init__(
+        self,
+        *,
+        receipt: Global___SignedGrantReceipt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGrantReceiptResponse: _TypeAlias = GetGrantReceiptResponse  # noqa: Y015
+
+@_typing.final
+class SignedGrantReceipt(_message.Message):
+    """A GrantReceipt with the gateway's signature over its exact bytes.
+
+    Signature: Ed25519 (RFC 8032, pure) by the gateway key named by key_id over the ASCII bytes
+    "credgate/grant-receipt/v1", one 0x00 byte, then the receipt bytes. The prefix differs from
+    a signed report's ("credgate/report/v1") from its tenth byte on, so a receipt signature can
+    never pass as a report signature nor a report signature as a receipt's, although both are
+    made with the same key. To verify: find key_id among the keys SigningKeyService lists (or
+    recompute it from a pinned key, as for reports), check the signature over the prefix and the
+    receipt bytes, only then parse receipt and check that its signing_key_id is key_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    receipt: _builtins.bytes
+    """The deterministic proto3 serialization of a GrantReceipt, as signed."""
+    key_id: _builtins.str
+    """The id of the gateway's signing key ("rk_...", as for reports)."""
+    signature: _builtins.bytes
+    """The gateway's 64-byte Ed25519 signature (see above)."""
+    def __init__(
+        self,
+        *,
+        receipt: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "receipt", b"receipt", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedGrantReceipt: _TypeAlias = SignedGrantReceipt  # noqa: Y015
+
+@_typing.final
+class GrantReceipt(_message.Message):
+    """What the gateway attests about a recorded grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    GRANTEE_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    COLLECTING_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    SIGNED_TERMS_FIELD_NUMBER: _builtins.int
+    SUBJECT_SIGNATURE_SHA256_FIELD_NUMBER: _builtins.int
+    SUBJECT_KEY_ID_FIELD_NUMBER: _builtins.int
+    GRANT_TIME_FIELD_NUMBER: _builtins.int
+    ISSUE_TIME_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
+    consent_id: _builtins.str
+    """The grant's id."""
+    grantee_institution_id: _builtins.str
+    """The institution the subject granted access to (as in the terms)."""
+    collecting_institution_id: _builtins.str
+    """The institution that collected the consent and recorded it (as in the terms)."""
+    signed_terms: _builtins.bytes
+    """The canonical serialization of the ConsentTerms, exactly the bytes the subject signed."""
+    subject_signature_sha256: _builtins.bytes
+    """SHA-256 of the subject's 64-byte Ed25519 signature over signed_terms: the holder of the
+    signature can match it, no one can recover the signature from it.
+    """
+    subject_key_id: _builtins.str
+    """The subject key that signed the terms (as in the terms)."""
+    signing_key_id: _builtins.str
+    """The gateway key that signs the receipt; equal to SignedGrantReceipt.key_id."""
+    @_builtins.property
+    def grant_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway recorded the grant (ConsentGrant.create_time)."""
+
+    @_builtins.property
+    def issue_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway issued this receipt."""
+
+    def __init__(
+        self,
+        *,
+        consent_id: _builtins.str = ...,
+        grantee_institution_id: _builtins.str = ...,
+        collecting_institution_id: _builtins.str = ...,
+        signed_terms: _builtins.bytes = ...,
+        subject_signature_sha256: _builtins.bytes = ...,
+        subject_key_id: _builtins.str = ...,
+        grant_time: _timestamp_pb2.Timestamp | None = ...,
+        issue_time: _timestamp_pb2.Timestamp | None = ...,
+        signing_key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant_time", b"grant_time", "issue_time", b"issue_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collecting_institution_id", b"collecting_institution_id", "consent_id", b"consent_id", "grant_time", b"grant_time", "grantee_institution_id", b"grantee_institution_id", "issue_time", b"issue_time", "signed_terms", b"signed_terms", "signing_key_id", b"signing_key_id", "subject_key_id", b"subject_key_id", "subject_signature_sha256", b"subject_signature_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantReceipt: _TypeAlias = GrantReceipt  # noqa: Y015

@@ -73,6 +73,11 @@ class ConsentServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.FromString,
                 _registered_method=True)
+        self.GetGrantReceipt = channel.unary_unary(
+                '/credit_repair.v1.ConsentService/GetGrantReceipt',
+                request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -164,6 +169,24 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGrantReceipt(self, request, context):
+        """Issues a receipt of a recorded grant, signed by the gateway's report-signing key: the
+        gateway's word that it recorded these terms, signed by this subject key with this
+        signature, at this time, under this consent id (see GrantReceipt; verify it against the
+        keys SigningKeyService publishes). Answered to the grant's subject (a subject certificate
+        naming a current enrolled key of the subject; also for grants signed with a retired key),
+        its grantee and its collecting institution — the parties who can already see the grant.
+        The receipt is issued afresh on every call (a new issue_time, the current signing key)
+        in any state: it proves the grant was given, not that it is still in force (GetConsent
+        and ListOwnConsents tell the state). Every receipt issued is audited
+        (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
+        does not exist or the caller is not one of its parties — the same answer in both cases.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +219,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.ChangeConsentState,
                     request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.SerializeToString,
+            ),
+            'GetGrantReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGrantReceipt,
+                    request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +397,33 @@ class ConsentService:
             '/credit_repair.v1.ConsentService/ChangeConsentState',
             credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateRequest.SerializeToString,
             credit__repair_dot_v1_dot_consent__service__pb2.ChangeConsentStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGrantReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.ConsentService/GetGrantReceipt',
+            credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.SerializeToString,
+            credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,6 +97,20 @@ class ConsentServiceStub:
     (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
     asks for PAUSED or ACTIVE.
     """
+    GetGrantReceipt: _grpc.UnaryUnaryMultiCallable[_consent_service_pb2.GetGrantReceiptRequest, _consent_service_pb2.GetGrantReceiptResponse]
+    """Issues a receipt of a recorded grant, signed by the gateway's report-signing key: the
+    gateway's word that it recorded these terms, signed by this subject key with this
+    signature, at this time, under this consent id (see GrantReceipt; verify it against the
+    keys SigningKeyService publishes). Answered to the grant's subject (a subject certificate
+    naming a current enrolled key of the subject; also for grants signed with a retired key),
+    its grantee and its collecting institution — the parties who can already see the grant.
+    The receipt is issued afresh on every call (a new issue_time, the current signing key)
+    in any state: it proves the grant was given, not that it is still in force (GetConsent
+    and ListOwnConsents tell the state). Every receipt issued is audited
+    (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
+    does not exist or the caller is not one of its parties — the same answer in both cases.
+    """
 
 @_typing.type_check_only
 class ConsentServiceAsyncStub(ConsentServiceStub):
@@ -164,6 +178,20 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
     (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
     asks for PAUSED or ACTIVE.
+    """
+    GetGrantReceipt: _aio.UnaryUnaryMultiCallable[_consent_service_pb2.GetGrantReceiptRequest, _consent_service_pb2.GetGrantReceiptResponse]  # type: ignore[assignment]
+    """Issues a receipt of a recorded grant, signed by the gateway's report-signing key: the
+    gateway's word that it recorded these terms, signed by this subject key with this
+    signature, at this time, under this consent id (see GrantReceipt; verify it against the
+    keys SigningKeyService publishes). Answered to the grant's subject (a subject certificate
+    naming a current enrolled key of the subject; also for grants signed with a retired key),
+    its grantee and its collecting institution — the parties who can already see the grant.
+    The receipt is issued afresh on every call (a new issue_time, the current signing key)
+    in any state: it proves the grant was given, not that it is still in force (GetConsent
+    and ListOwnConsents tell the state). Every receipt issued is audited
+    (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
+    does not exist or the caller is not one of its parties — the same answer in both cases.
     """
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -265,6 +293,26 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         existence of a grant is never revealed to a non-party; FAILED_PRECONDITION
         (CONSENT_STATE_FINAL) when the grant is REVOKED, EXPIRED or EXHAUSTED and the statement
         asks for PAUSED or ACTIVE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetGrantReceipt(
+        self,
+        request: _consent_service_pb2.GetGrantReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_service_pb2.GetGrantReceiptResponse, _abc.Awaitable[_consent_service_pb2.GetGrantReceiptResponse]]:
+        """Issues a receipt of a recorded grant, signed by the gateway's report-signing key: the
+        gateway's word that it recorded these terms, signed by this subject key with this
+        signature, at this time, under this consent id (see GrantReceipt; verify it against the
+        keys SigningKeyService publishes). Answered to the grant's subject (a subject certificate
+        naming a current enrolled key of the subject; also for grants signed with a retired key),
+        its grantee and its collecting institution — the parties who can already see the grant.
+        The receipt is issued afresh on every call (a new issue_time, the current signing key)
+        in any state: it proves the grant was given, not that it is still in force (GetConsent
+        and ListOwnConsents tell the state). Every receipt issued is audited
+        (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
+        does not exist or the caller is not one of its parties — the same answer in both cases.
         """
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
