@@ -13,7 +13,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ActionValue
 from credgate.audit.log import Rider
 from credgate.consent import policy
-from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.consent.register import CONSENT_FREQUENCY_EXCEEDED, ConsentRegister, GrantLookup
 from credgate.core.errors import GatewayError, current_request_id
 from credgate.core.institution import Institution
 from credgate.gateway.audit_trail import AuditTrail
@@ -249,10 +249,21 @@ class DisclosureGate:
         """Why no use could be spent: the grant changed after the decision (another query took
         the last use, the subject paused it, someone revoked it). Decided afresh, so a pause is
         reported as CONSENT_PAUSED, not as used up."""
-        again, _ = await self.decide(ask)
-        if again.allowed:
-            return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
-        return again
+        again, consent = await self.decide(ask)
+        if not again.allowed:
+            return again
+        grant = consent.grant if consent is not None else None
+        if (
+            grant is not None
+            and not grant.exhausted
+            and grant.frequency_max_uses
+            and grant.period_uses >= grant.frequency_max_uses
+        ):
+            # Still allowed by this gate's clock, yet the register (counting on its own clock,
+            # the one that spends) found the period's uses spent: the period's limit refused.
+            spent = GrantLookup(CONSENT_FREQUENCY_EXCEEDED)
+            return policy.Decision(False, spent.reason, spent.explanation)
+        return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
 
     async def _spend_use(self, consent: GrantLookup | None) -> bool:
         """Count the disclosure against a grant limited in uses (over its life or per period);
