@@ -9,7 +9,8 @@ the only live one: the call must spend exactly one use of it, and the same call 
 refused for the grant's limit (CONSENT_EXHAUSTED, or CONSENT_FREQUENCY_EXCEEDED for the daily
 limit) — as the gate decided it, even where the RPC answers every refusal NOT_FOUND.
 Eligibility evaluation and the objection and application reads are among them. A watch spends
-one use for its first message (its updates are what ``ongoing_updates`` granted).
+one use for its first message (its updates are what ``ongoing_updates`` granted). The same
+calls show item 3: every answer released under the grant carries the grant's data life.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
@@ -30,6 +32,7 @@ from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
 from credgate.core.storage.models import ConsentGrantRow
@@ -67,6 +70,7 @@ WITHOUT_CONSENT: dict[str, str] = {
     S + "ReconciliationService/ListOpenContradictions": "a regulator's oversight of sources",
 }
 
+PERIOD = vocab.DATA_LIFE_BASIS_CONSENT_PERIOD
 REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
 AUTHORIZED = vocab.PURPOSE_SUBJECT_AUTHORIZED
 REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
@@ -327,11 +331,28 @@ def _released(response: Any) -> bool:
     return True
 
 
-async def _make(w: World, rpc: Rpc, call: Call) -> tuple[bool, list[str]]:
+def _lives(message: Message) -> list[report_pb2.DataLife]:
+    """Every ``data_life`` in an answer, however deep (a report, an application, ...)."""
+    found: list[report_pb2.DataLife] = []
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        values = value if descriptor.is_repeated else [value]
+        for item in values:
+            if isinstance(item, report_pb2.DataLife):
+                found.append(item)
+            else:
+                found.extend(_lives(item))
+    return found
+
+
+async def _make(
+    w: World, rpc: Rpc, call: Call
+) -> tuple[bool, list[str], list[report_pb2.DataLife]]:
     """Make ``call`` as ``rpc.grantee`` (a stream: its first message); whether it answered,
-    and the reasons the gate noted for it."""
+    the reasons the gate noted for it, and the data lives the answer carried."""
     mark = LEDGER.mark()
-    answered = True
+    answered, lives = True, []
     async with w.gw.channel(rpc.grantee) as channel:
         pending = call(channel)
         try:
@@ -339,12 +360,14 @@ async def _make(w: World, rpc: Rpc, call: Call) -> tuple[bool, list[str]]:
                 message = await asyncio.wait_for(pending.read(), timeout=10)
                 assert message is not grpc.aio.EOF
                 pending.cancel()
+                lives = _lives(message)
             else:
                 response = await pending
                 answered = _released(response)
+                lives = _lives(response)
         except grpc.aio.AioRpcError:
             answered = False
-    return answered, [d.reason for d in LEDGER.since(mark)]
+    return answered, [d.reason for d in LEDGER.since(mark)], lives
 
 
 @pytest.mark.parametrize("limit", list(LIMITS))
@@ -361,14 +384,18 @@ async def test_every_rpc_under_consent_spends_exactly_one_use_and_is_then_refuse
     for name, rpc in rpcs.items():
         consent_id = await _grant(world, rpc.grantee, rpc.purpose, rule.terms)
         before = await _uses(world)
-        answered, reasons = await _make(world, rpc, rpc.call(world, consent_id))
+        answered, reasons, lives = await _make(world, rpc, rpc.call(world, consent_id))
         assert answered, (name, reasons)
         assert reasons == ["ALLOWED"], (name, reasons)
+        # Item 3 on the same calls: what was released carries the grant's data life.
+        assert lives, name
+        assert {(x.basis, x.retention_days) for x in lives} == {(PERIOD, 30)}, (name, lives)
+        assert all(x.HasField("keep_until") for x in lives), name
         after = await _uses(world)
         spent = {c: after[c] - before[c] for c in after if after[c] != before[c]}
         assert spent == {consent_id: 1}, (name, spent)
 
-        answered, reasons = await _make(world, rpc, rpc.call(world, consent_id))
+        answered, reasons, _ = await _make(world, rpc, rpc.call(world, consent_id))
         assert not answered, name
         assert reasons == [rule.refusal], (name, reasons)
         assert await _uses(world) == after, name  # a refusal spends nothing

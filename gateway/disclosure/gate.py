@@ -9,10 +9,12 @@ from typing import TypeVar
 
 import grpc
 
+from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ActionValue
 from credgate.audit.log import Rider
 from credgate.consent import policy
+from credgate.consent.data_life import data_life
 from credgate.consent.register import CONSENT_FREQUENCY_EXCEEDED, ConsentRegister, GrantLookup
 from credgate.core.errors import GatewayError, current_request_id
 from credgate.core.institution import Institution
@@ -78,6 +80,12 @@ class Admission:
         return (self.consent.consent_id if self.consent is not None else "") or (
             self.ask.consent_id
         )
+
+    def data_life(self, disclosed_at: dt.datetime) -> report_pb2.DataLife:
+        """How long what is released now may be kept: the relied-on grant's data life, or
+        WITHOUT_CONSENT when no grant was relied on (``consent.data_life``)."""
+        grant = self.consent.grant if self.consent is not None else None
+        return data_life(grant.retention_days if grant is not None else None, disclosed_at)
 
 
 async def decide(
