@@ -14,11 +14,13 @@ import asyncio
 import datetime as dt
 import json
 import secrets
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
 
-from credgate.adapters.mocks.population import Population
+from credgate.adapters.mocks.population import Population, State
+from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
@@ -35,8 +37,10 @@ from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.report_signing import ReportVerificationError
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
 from tests.fixtures.mocks import RunningGateway
+from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
 from tests.test_cli import _credgate
+from tests.watch_support import Pusher, feed_document, grant_ongoing, running_gateway
 
 REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
 REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
@@ -342,3 +346,37 @@ async def test_a_released_report_records_its_keep_until_with_its_digest(
     assert row is not None
     assert row.keep_until == report_keep_until(report)
     assert row.state == report.state
+
+
+async def test_every_update_of_a_watch_carries_its_own_data_life(
+    dev_pki: DevPki, tmp_path: Path, population: Population
+) -> None:
+    """A watch's updates are released later than its first report: each is dated afresh."""
+    subject = population.scenarios["observation"]
+    document = feed_document(dev_pki, tmp_path, f"sqlite:///{tmp_path / 'credgate.db'}")
+    as_of = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    async with running_gateway(dev_pki, tmp_path, document) as gateway:
+        platform = Pusher(PLATFORM, dev_pki, gateway.port)
+        await platform.push([platform.update(subject, State.PROCEDURE_PENDING, as_of)])
+        grant = await grant_ongoing(gateway, subject.person.identity_number)
+        query = service_pb2.GetRepairStatusRequest(
+            identity_number=subject.person.identity_number,
+            purpose=REVIEW,
+            consent_id=grant.consent_id,
+            consistency=service_pb2.CONSISTENCY_MODE_INDEX,
+        )
+        async with gateway.client("bank-demo") as bank:
+            stream = bank.watch_repair_status(query)
+            first = await asyncio.wait_for(anext(stream), timeout=10)
+            await asyncio.sleep(0.01)  # the update is released measurably later
+            change = platform.update(subject, State.OBSERVATION, as_of + dt.timedelta(days=30))
+            await platform.push([change])
+            update = await asyncio.wait_for(anext(stream), timeout=10)
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    assert update.changes
+    for watched in (first, update):
+        assert watched.report.data_life.basis == PERIOD
+        assert report_keep_until(watched.report) == _generated(watched.report) + dt.timedelta(
+            days=30
+        )
+    assert report_keep_until(update.report) > report_keep_until(first.report)  # type: ignore[operator]
