@@ -4,10 +4,12 @@ The disclosing RPCs are those ``tests/test_disclosure_coverage.py`` enumerates f
 descriptors. Each is classified here: released under a consent grant (``UNDER_CONSENT``, with a
 real call by the grantee), or never under one (``WITHOUT_CONSENT``, with why). For every RPC
 under a consent, through the real gateway (loopback, mTLS, SQLite and PostgreSQL), and for each
-kind of limited grant — ``max_uses`` 1, a ONE_TIME fetch type, one use a day — a fresh grant is
-the only live one: the call must spend exactly one use of it, and the same call again must be
-refused for the grant's limit (CONSENT_EXHAUSTED, or CONSENT_FREQUENCY_EXCEEDED for the daily
-limit) — as the gate decided it, even where the RPC answers every refusal NOT_FOUND.
+kind of limited grant — ``max_uses`` 1, a ONE_TIME fetch type, one use a day, and one the
+subject paused before its first call (refused CONSENT_PAUSED, nothing spent) then resumed — a
+fresh grant is the only live one: the call must spend exactly one use of it, and the same call
+again must be refused for the grant's limit (CONSENT_EXHAUSTED, or CONSENT_FREQUENCY_EXCEEDED
+for the daily limit) — as the gate decided it, even where the RPC answers every refusal
+NOT_FOUND.
 Eligibility evaluation and the objection and application reads are among them. A watch spends
 one use for its first message (its updates are what ``ongoing_updates`` granted). The same
 calls show item 3: every answer released under the grant carries the grant's data life.
@@ -35,6 +37,7 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as stat
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
+from credgate.consent.state_change import sign_statement
 from credgate.core.storage.models import ConsentGrantRow
 from credgate.gateway.disclosure import LEDGER
 from tests.fixtures.subjects import Subject, enrol_subject
@@ -84,11 +87,15 @@ class Limit:
 
     terms: dict[str, int]
     refusal: str
+    paused_first: bool = False
+    """The subject pauses the grant before the first call (refused CONSENT_PAUSED, nothing
+    spent) and resumes it."""
 
 
 LIMITS = {
     "max_uses": Limit({"max_uses": 1}, "CONSENT_EXHAUSTED"),
     "one_time": Limit({"fetch_type": consent_pb2.FETCH_TYPE_ONE_TIME}, "CONSENT_EXHAUSTED"),
+    "paused_then_resumed": Limit({"max_uses": 1}, "CONSENT_EXHAUSTED", paused_first=True),
     "daily": Limit(
         {"frequency_period": consent_pb2.FREQUENCY_PERIOD_DAY, "frequency_max_uses": 1},
         "CONSENT_FREQUENCY_EXCEEDED",
@@ -143,6 +150,19 @@ async def _grant(
         grant = await collector.grant_consent(w.number, signed, signature)
     w.grants.append(grant.consent_id)
     return grant.consent_id
+
+
+async def _change_state(
+    w: World, relay: str, consent_id: str, new_state: consent_pb2.ConsentState.ValueType
+) -> None:
+    """The subject signs a pause or resume of the grant; ``relay`` carries it."""
+    change = consent_pb2.ConsentStateChange(
+        consent_id=consent_id, subject_key_id=w.subject.key_id, new_state=new_state
+    )
+    change.issue_time.FromDatetime(dt.datetime.now(dt.UTC))
+    async with w.gw.running.client(relay) as relaying:
+        grant = await relaying.change_consent_state(*sign_statement(w.subject.key, change))
+    assert grant.state == new_state
 
 
 async def _uses(w: World) -> dict[str, int]:
@@ -383,6 +403,14 @@ async def test_every_rpc_under_consent_spends_exactly_one_use_and_is_then_refuse
     rule = LIMITS[limit]
     for name, rpc in rpcs.items():
         consent_id = await _grant(world, rpc.grantee, rpc.purpose, rule.terms)
+        if rule.paused_first:
+            await _change_state(world, rpc.grantee, consent_id, consent_pb2.CONSENT_STATE_PAUSED)
+            before = await _uses(world)
+            answered, reasons, _ = await _make(world, rpc, rpc.call(world, consent_id))
+            assert not answered, name
+            assert reasons == ["CONSENT_PAUSED"], (name, reasons)
+            assert await _uses(world) == before, name
+            await _change_state(world, rpc.grantee, consent_id, consent_pb2.CONSENT_STATE_ACTIVE)
         before = await _uses(world)
         answered, reasons, lives = await _make(world, rpc, rpc.call(world, consent_id))
         assert answered, (name, reasons)
