@@ -15,11 +15,12 @@ rather than copying them, so the two cannot drift.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from sqlalchemy import select
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
-from credgate.consent.grants import Grant, StateValue
+from credgate.consent.grants import ConsentTerms, Grant, StateValue
 from credgate.consent.register import ListCursor, grant_page
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import ConsentGrantRow
@@ -53,3 +54,24 @@ async def list_subject_grants(
     return await grant_page(
         database, query, state=state, now=now or _utcnow(), after=after, limit=limit
     )
+
+
+async def subject_retention_days(
+    database: Database, subject_token: str, consent_ids: Iterable[str]
+) -> dict[str, int]:
+    """``{consent_id: retention_days}`` of those of ``consent_ids`` the subject signed, read from
+    the signed terms (the subject's access history shows each release's data life with it)."""
+    wanted = sorted({c for c in consent_ids if c})
+    if not wanted:
+        return {}
+    if not is_subject_token(subject_token):
+        raise ValueError("expected a subject token (st_...), got something else")
+    query = select(ConsentGrantRow.consent_id, ConsentGrantRow.signed_terms).where(
+        ConsentGrantRow.subject_token == subject_token, ConsentGrantRow.consent_id.in_(wanted)
+    )
+    async with database.session() as session:
+        rows = (await session.execute(query)).all()
+    return {
+        consent_id: ConsentTerms.FromString(signed_terms).retention_days
+        for consent_id, signed_terms in rows
+    }

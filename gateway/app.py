@@ -50,6 +50,7 @@ from credgate.gateway.self_inquiry_service import SelfInquiryServicer
 from credgate.gateway.server import GatewayServer, StopBudget
 from credgate.gateway.signing_key_service import SigningKeyServicer
 from credgate.gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
+from credgate.gateway.storage.data_life_sweep import DataLifeSweep
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.subject_identity import SubjectIdentities
@@ -86,10 +87,14 @@ class Gateway:
     """The keyring as the file says now (``gateway.protection.live_keyring``)."""
     signer: ReportSigner | None = None
     """Signs reports with the signing-key file's current key (``gateway.signing_keys``)."""
+    data_life: DataLifeSweep | None = None
+    """Clears the kept state of reports whose data life ended (``gateway.storage``)."""
 
     async def start(self) -> int:
         port = await self.server.start()
         self.checkpointer.start()
+        if self.data_life is not None:
+            self.data_life.start()
         if self.followers is not None:
             self.followers.start()
         if self.workflows is not None:
@@ -99,6 +104,8 @@ class Gateway:
     async def serve(self) -> None:
         """Serve until SIGTERM/SIGINT, then drain (``credgate serve``); ``release`` afterwards."""
         self.checkpointer.start()
+        if self.data_life is not None:
+            self.data_life.start()
         if self.followers is not None:
             self.followers.start()
         if self.workflows is not None:
@@ -122,6 +129,8 @@ class Gateway:
         if self.followers is not None:
             await budget.step("stopping the change followers", self.followers.stop())
         await budget.step("stopping audit checkpoints", self.checkpointer.stop())
+        if self.data_life is not None:
+            await budget.step("stopping the data-life sweep", self.data_life.stop())
         if self.workflows is not None:
             await budget.step("closing the workflows", self.workflows.aclose())
         await budget.step("committing audit appends in flight", self.audit_log.aclose())
@@ -278,6 +287,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         workflows=workflows,
         keys=keys,
         signer=signer,
+        data_life=DataLifeSweep(database),
     )
 
 

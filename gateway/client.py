@@ -26,6 +26,7 @@ keys, under their own signing context (``gateway.grant_receipts``); one that fai
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,16 +35,17 @@ from types import TracebackType
 
 import grpc
 
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
-from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credgate.api.credit_repair.v1 import signing_key_service_pb2 as keys_pb2
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as keys_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.consent.data_life import report_keep_until
 from credgate.core.channel import client_channel
 from credgate.gateway.certificate_validity import Refusal, validity_refusal
 from credgate.gateway.grant_receipts import (
@@ -152,6 +154,12 @@ class VerifiedReport:
     """Parsed from ``signed.report`` after verification (never the unsigned copy)."""
     signed: report_pb2.SignedReport
     """Keep this: it verifies on its own, against the gateway's public key."""
+
+    @property
+    def keep_until(self) -> dt.datetime | None:
+        """Until when the report may be kept (its signed data life), or None when the grant
+        sets no period or no grant was relied on (``report.data_life.basis`` says which)."""
+        return report_keep_until(self.report)
 
 
 @dataclass(frozen=True)
@@ -538,3 +546,23 @@ class CredgateClient:
             token = page.next_page_token
             if not token:
                 return grants
+
+    async def list_own_accesses(
+        self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> list[audit_pb2.SubjectAccessRecord]:
+        """Who accessed the calling subject's record (all pages), oldest first; a release under
+        a grant shows its data life (``keep_until``, ``data_life_basis``)."""
+        accesses: list[audit_pb2.SubjectAccessRecord] = []
+        token = ""
+        while True:
+            try:
+                page = await self._self_inquiry.ListOwnAccesses(
+                    self_pb2.ListOwnAccessesRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
+                    timeout=timeout,
+                )
+            except grpc.RpcError as error:
+                raise self._error(error) from None
+            accesses.extend(page.accesses)
+            token = page.next_page_token
+            if not token:
+                return accesses

@@ -38,6 +38,17 @@ def _categories(values: Iterable[int]) -> str:
     return ", ".join(enum_label(vocab.DataCategory, c, "DATA_CATEGORY_") for c in values)
 
 
+def data_life_to_text(life: report_pb2.DataLife) -> str:
+    """A report's signed data life in words: the date, or why there is none."""
+    if life.basis == vocab.DATA_LIFE_BASIS_CONSENT_PERIOD:
+        return f"{_time(life.keep_until)} ({life.retention_days} days under the consent grant)"
+    if life.basis == vocab.DATA_LIFE_BASIS_CONSENT_NO_PERIOD:
+        return "no period set by the consent grant"
+    if life.basis == vocab.DATA_LIFE_BASIS_WITHOUT_CONSENT:
+        return "no consent relied on; the purpose's legal basis governs"
+    return "not stated"
+
+
 def signature_to_text(signed: report_pb2.SignedReport) -> str:
     """One line saying who signed a report and what request it is bound to."""
     return (
@@ -68,6 +79,7 @@ def report_to_text(report: report_pb2.RepairStatusReport) -> str:
         f"; chargeable: {'yes' if report.chargeable else 'no'}"
         + (f"; consent: {report.consent_id}" if report.consent_id else ""),
         f"  legal basis: {report.legal_basis or '-'}",
+        f"  may be kept until: {data_life_to_text(report.data_life)}",
         f"  report {report.report_id} generated {_time(report.generated_at)}",
         "",
         "Sources:",

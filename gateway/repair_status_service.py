@@ -34,6 +34,7 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as serv
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.audit.log import Rider
 from credgate.consent import policy
+from credgate.consent.data_life import data_life
 from credgate.consent.register import ConsentRegister, GrantLookup
 from credgate.core import identity_number
 from credgate.core.errors import GatewayError, current_request_id
@@ -244,9 +245,17 @@ def _annotate(
     consent: GrantLookup | None,
 ) -> None:
     """Write the decision into the report, so the signed answer says on what terms it was given
-    (what was withheld and why, chargeable or not, which grant, to whom)."""
+    (what was withheld and why, chargeable or not, which grant, to whom, and how long it may be
+    kept: ``consent.data_life``)."""
     report.withheld_categories.extend(sorted(decision.withheld_categories))
     report.chargeable = decision.chargeable
     report.consent_id = consent.consent_id if consent is not None else ""
     report.recipient_institution_id = institution.institution_id
     report.legal_basis = decision.explanation
+    grant = consent.grant if consent is not None else None
+    report.data_life.CopyFrom(
+        data_life(
+            grant.retention_days if grant is not None else None,
+            report.generated_at.ToDatetime(tzinfo=dt.UTC),
+        )
+    )

@@ -31,9 +31,10 @@ from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ActionValue
 from credgate.audit.queries import subject_access_history
+from credgate.consent.data_life import basis_of, keep_until
 from credgate.consent.grants import Grant
 from credgate.consent.register import ConsentRegister, ListCursor
-from credgate.consent.subject_grants import list_subject_grants
+from credgate.consent.subject_grants import list_subject_grants, subject_retention_days
 from credgate.core.errors import GatewayError
 from credgate.core.institution import Institution
 from credgate.core.storage.database import Database
@@ -186,10 +187,32 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         accesses, resume = await self._gate.disclose(
             self._ask(caller, LIST_OWN_ACCESSES, token), produce
         )
+        await self._with_data_life(token, accesses)
         response = self_pb2.ListOwnAccessesResponse(accesses=accesses)
         if resume is not None:
             response.next_page_token = self._page_tokens.issue(scope, (resume,))
         return response
+
+    async def _with_data_life(
+        self, token: str, accesses: list[audit_pb2.SubjectAccessRecord]
+    ) -> None:
+        """Each release under a grant shows the grant's data life: until when the institution
+        may keep what it received (the decision time plus ``retention_days``,
+        ``consent.data_life``), or that the grant sets no period."""
+        released = [
+            a
+            for a in accesses
+            if a.outcome == audit_pb2.AUDIT_OUTCOME_ALLOWED and a.consent_id and a.categories
+        ]
+        days = await subject_retention_days(self._db, token, (a.consent_id for a in released))
+        for access in released:
+            if access.consent_id not in days:
+                continue
+            retention = days[access.consent_id]
+            access.data_life_basis = basis_of(retention)
+            until = keep_until(access.decision_time.ToDatetime(tzinfo=dt.UTC), retention)
+            if until is not None:
+                access.keep_until.FromDatetime(until)
 
     @staticmethod
     def _ask(caller: Institution, action: ActionValue, token: str) -> Ask:

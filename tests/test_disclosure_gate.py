@@ -186,6 +186,10 @@ class Register:
             consent_id="cg_" + "1" * 32,
             max_uses=self.max_uses,
             limited=bool(self.max_uses),
+            exhausted=self.uses >= self.max_uses > 0,
+            frequency_max_uses=0,
+            period_uses=0,
+            retention_days=30,
         )
         return GrantLookup(CONSENT_VALID, cast(Any, grant))
 

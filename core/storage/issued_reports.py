@@ -1,5 +1,13 @@
 """The ``issued_reports`` record: which report went to whom (its digest, never its content).
 
+Beside the digest the row keeps one fact about the subject: the overall ``state`` answered.
+That copy respects the report's data life (``RepairStatusReport.data_life``, ``consent.data_life``):
+``clear_expired_states`` — run by ``gateway.storage.data_life_sweep`` — sets it to UNSPECIFIED
+once ``keep_until`` has passed, keeping only what says *that* a report went out (id, token,
+recipient, purpose, time, digest), as the audit entry does. The digest reveals nothing of the
+content (it covers the report id, times and every fact); it lets the gateway recognise a report
+shown to it later.
+
 It is written in the same transaction as the answer's audit entry (an ``AuditLog`` rider, see
 ``audit.log``), so an answer costs one durable commit — shared with every other answer in the
 same group commit — instead of two, and the record exists exactly when the entry does.
@@ -11,7 +19,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
@@ -50,6 +58,11 @@ def issued_report_row(
             else now
         ),
         "report_digest": report_digest(report),
+        "keep_until": (
+            report.data_life.keep_until.ToDatetime(tzinfo=dt.UTC)
+            if report.data_life.HasField("keep_until")
+            else None
+        ),
     }
 
 
@@ -71,3 +84,25 @@ _INSERT_SQLITE = sqlite.insert(IssuedReport).on_conflict_do_nothing()
 _STORED_DIGESTS = select(IssuedReport.report_id, IssuedReport.report_digest).where(
     IssuedReport.report_id.in_(bindparam("report_ids", expanding=True))
 )
+
+
+PURGED_STATE = 0
+"""``REPAIR_STATE_UNSPECIFIED``: what ``state`` reads once the report's data life is over."""
+
+
+def clear_expired_states(connection: Connection, now: dt.datetime, batch: int) -> int:
+    """Forget the answered state of up to ``batch`` reports whose data life ended by ``now``
+    (``keep_until`` <= now), in the caller's transaction; return how many were cleared."""
+    doomed = (
+        select(IssuedReport.report_id)
+        .where(IssuedReport.keep_until <= now, IssuedReport.state != PURGED_STATE)
+        .order_by(IssuedReport.keep_until)
+        .limit(batch)
+        .scalar_subquery()
+    )
+    result = connection.execute(
+        update(IssuedReport)
+        .where(IssuedReport.report_id.in_(doomed))
+        .values(state=PURGED_STATE)
+    )
+    return int(result.rowcount)

@@ -116,10 +116,12 @@ class SourceFactsRow(Base):
 
 
 class IssuedReport(Base):
-    """What the gateway answered, and to whom — a digest, never the content."""
+    """What the gateway answered, and to whom — a digest, never the content; beside it only
+    the overall ``state`` it answered, which the data-life sweep clears once ``keep_until``
+    has passed (``core.storage.issued_reports``)."""
 
     __tablename__ = "issued_reports"
-    __table_args__ = (Index(None, "subject_token"),)
+    __table_args__ = (Index(None, "subject_token"), Index(None, "keep_until"))
 
     report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
@@ -131,6 +133,9 @@ class IssuedReport(Base):
     generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     report_digest: Mapped[str] = mapped_column(String(64))
     """Lower-case hex SHA-256 of the deterministically serialized report."""
+    keep_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """The report's data life (``RepairStatusReport.data_life.keep_until``): after it, the
+    sweep sets ``state`` to UNSPECIFIED; None when the report carries no period."""
 
 
 INSTITUTION_ID_LENGTH = 255

@@ -9,11 +9,13 @@ from typing import TypeVar
 
 import grpc
 
+from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ActionValue
 from credgate.audit.log import Rider
 from credgate.consent import policy
-from credgate.consent.register import ConsentRegister, GrantLookup
+from credgate.consent.data_life import data_life
+from credgate.consent.register import CONSENT_FREQUENCY_EXCEEDED, ConsentRegister, GrantLookup
 from credgate.core.errors import GatewayError, current_request_id
 from credgate.core.institution import Institution
 from credgate.gateway.audit_trail import AuditTrail
@@ -78,6 +80,12 @@ class Admission:
         return (self.consent.consent_id if self.consent is not None else "") or (
             self.ask.consent_id
         )
+
+    def data_life(self, disclosed_at: dt.datetime) -> report_pb2.DataLife:
+        """How long what is released now may be kept: the relied-on grant's data life, or
+        WITHOUT_CONSENT when no grant was relied on (``consent.data_life``)."""
+        grant = self.consent.grant if self.consent is not None else None
+        return data_life(grant.retention_days if grant is not None else None, disclosed_at)
 
 
 async def decide(
@@ -249,10 +257,21 @@ class DisclosureGate:
         """Why no use could be spent: the grant changed after the decision (another query took
         the last use, the subject paused it, someone revoked it). Decided afresh, so a pause is
         reported as CONSENT_PAUSED, not as used up."""
-        again, _ = await self.decide(ask)
-        if again.allowed:
-            return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
-        return again
+        again, consent = await self.decide(ask)
+        if not again.allowed:
+            return again
+        grant = consent.grant if consent is not None else None
+        if (
+            grant is not None
+            and not grant.exhausted
+            and grant.frequency_max_uses
+            and grant.period_uses >= grant.frequency_max_uses
+        ):
+            # Still allowed by this gate's clock, yet the register (counting on its own clock,
+            # the one that spends) found the period's uses spent: the period's limit refused.
+            spent = GrantLookup(CONSENT_FREQUENCY_EXCEEDED)
+            return policy.Decision(False, spent.reason, spent.explanation)
+        return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
 
     async def _spend_use(self, consent: GrantLookup | None) -> bool:
         """Count the disclosure against a grant limited in uses (over its life or per period);

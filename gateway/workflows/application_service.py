@@ -121,8 +121,12 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         self._changes, self._clock, self._poll = changes, clock, watch_poll_seconds
         self._gate = gate
 
-    def _show(self, view: ApplicationView) -> app_pb2.RepairApplication:
-        return render.application(view, self._clock(), self._workflow.sealer)
+    def _show(self, view: ApplicationView, admission: Admission) -> app_pb2.RepairApplication:
+        """``view`` rendered now, with the data life of the release ``admission`` allowed."""
+        now = self._clock()
+        shown = render.application(view, now, self._workflow.sealer)
+        shown.data_life.CopyFrom(admission.data_life(now))
+        return shown
 
     async def _for_subject(
         self,
@@ -166,15 +170,19 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
             caller, EVALUATE, request.identity_number, request.kind, request.consent_id
         )
         consulted: list[str] = []
+        admitted: list[Admission] = []
 
         async def produce(admission: Admission) -> app_pb2.Eligibility:
+            admitted.append(admission)
             who = ForSubject(caller, ask.subject_token, number, admission.consent_id)
             eligibility, report = await self._workflow.evaluate(who, request.kind)
             consulted.extend(s.source_id for s in report.sources)
             return eligibility
 
         eligibility = await self._gate.disclose(ask, produce, source_ids=lambda _: consulted)
-        return app_pb2.EvaluateRepairEligibilityResponse(eligibility=eligibility)
+        return app_pb2.EvaluateRepairEligibilityResponse(
+            eligibility=eligibility, data_life=admitted[-1].data_life(self._clock())
+        )
 
     async def FileRepairApplication(
         self, request: app_pb2.FileRepairApplicationRequest, context: grpc.aio.ServicerContext
@@ -212,7 +220,9 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                 who.subject_token,
                 self._workflow.file(who, request.kind, request.request_id, allowed),
             )
-            return result if isinstance(result, app_pb2.Eligibility) else self._show(result)
+            if isinstance(result, app_pb2.Eligibility):
+                return result
+            return self._show(result, admission)
 
         shown = await self._gate.disclose(ask, produce)
         if isinstance(shown, app_pb2.Eligibility):
@@ -282,7 +292,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         view = await self._visible(caller, request.application_id)
         sent: tuple[int, int] | None = None
         while True:
-            shown = self._show(view)
+            shown = render.application(view, self._clock(), self._workflow.sealer)  # not sent
             if (shown.version, int(shown.stage)) != sent:
                 # Each update is decided afresh (a revoked grant ends the stream); the first
                 # counts as the use, the updates are the same call's.
@@ -447,8 +457,8 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
     def _producer(
         self, view: ApplicationView
     ) -> Callable[[Admission], Awaitable[app_pb2.RepairApplication]]:
-        async def produce(_: Admission) -> app_pb2.RepairApplication:
-            return self._show(view)
+        async def produce(admission: Admission) -> app_pb2.RepairApplication:
+            return self._show(view, admission)
 
         return produce
 

@@ -191,7 +191,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                 who.subject_token,
                 self._workflow.file(who, filing, allowed),
             )
-            return render.objection(view, self._clock())
+            now = self._clock()
+            shown = render.objection(view, now)
+            shown.data_life.CopyFrom(admission.data_life(now))
+            return shown
 
         shown = await self._gate.disclose(ask, produce, source_ids=_source_of)
         return obj_pb2.FileObjectionResponse(objection=shown)
@@ -414,8 +417,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
     def _producer(
         self, view: ObjectionView, now: dt.datetime, *, redact: bool = False
     ) -> Callable[[Admission], Awaitable[obj_pb2.Objection]]:
-        async def produce(_: Admission) -> obj_pb2.Objection:
-            return render.objection(view, now, redact=redact)
+        async def produce(admission: Admission) -> obj_pb2.Objection:
+            shown = render.objection(view, now, redact=redact)
+            shown.data_life.CopyFrom(admission.data_life(now))
+            return shown
 
         return produce
 

@@ -474,6 +474,8 @@ class SubjectAccessRecord(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     CONSENT_ID_FIELD_NUMBER: _builtins.int
+    DATA_LIFE_BASIS_FIELD_NUMBER: _builtins.int
+    KEEP_UNTIL_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The entry's index in the audit log (an inclusion proof can be asked for it)."""
     institution_id: _builtins.str
@@ -490,6 +492,10 @@ class SubjectAccessRecord(_message.Message):
     """What it asked the gateway to do (read the record, record or revoke a consent grant, ...)."""
     consent_id: _builtins.str
     """The consent grant it relied on or acted on; empty when none."""
+    data_life_basis: _vocabulary_pb2.DataLifeBasis.ValueType
+    """For a report released under a consent grant, what its data life rests on (the grant's
+    retention_days); unspecified for anything else.
+    """
     @_builtins.property
     def decision_time(self) -> _timestamp_pb2.Timestamp:
         """When the decision was made."""
@@ -497,6 +503,12 @@ class SubjectAccessRecord(_message.Message):
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.DataCategory.ValueType]:
         """The data categories it received."""
+
+    @_builtins.property
+    def keep_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the institution may keep what it received: the decision time plus the grant's
+        retention_days. Set only for data_life_basis DATA_LIFE_BASIS_CONSENT_PERIOD.
+        """
 
     def __init__(
         self,
@@ -511,10 +523,12 @@ class SubjectAccessRecord(_message.Message):
         categories: _abc.Iterable[_vocabulary_pb2.DataCategory.ValueType] | None = ...,
         action: Global___AuditAction.ValueType = ...,
         consent_id: _builtins.str = ...,
+        data_life_basis: _vocabulary_pb2.DataLifeBasis.ValueType = ...,
+        keep_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time", "keep_until", b"keep_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "categories", b"categories", "consent_id", b"consent_id", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "categories", b"categories", "consent_id", b"consent_id", "data_life_basis", b"data_life_basis", "decision_time", b"decision_time", "index", b"index", "institution_id", b"institution_id", "keep_until", b"keep_until", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
+from credgate.api.credit_repair.v1 import report_pb2 as credit__repair_dot_v1_dot_report__pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as credit__repair_dot_v1_dot_workflow__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/objection_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1f\x63redit_repair/v1/workflow.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\rFactReference\x12\x1b\n\tsource_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12%\n\x10source_record_id\x18\x02 \x01(\tB\x0b\x82\x80\x19\x07\x08\x04\x10\x80\x01\x38\x01\"\xa7\x05\n\tObjection\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12-\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.FactReference\x12\x30\n\x08\x63\x61tegory\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x30\n\x06\x61spect\x18\x05 \x01(\x0e\x32 .credit_repair.v1.DisputedAspect\x12\x1c\n\x14requested_correction\x18\x06 \x01(\t\x12\x11\n\treport_id\x18\x07 \x01(\t\x12/\n\x05state\x18\x08 \x01(\x0e\x32 .credit_repair.v1.ObjectionState\x12\x0c\n\x04open\x18\t \x01(\x08\x12\x0f\n\x07overdue\x18\n \x01(\x08\x12=\n\x11responsible_party\x18\x0b \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x11\n\tnext_step\x18\x0c \x01(\t\x12\x1f\n\x17\x66iled_by_institution_id\x18\r \x01(\t\x12-\n\tfile_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10source_reference\x18\x10 \x01(\t\x12-\n\tdeadlines\x18\x11 \x03(\x0b\x32\x1a.credit_repair.v1.Deadline\x12-\n\x05steps\x18\x12 \x03(\x0b\x32\x1e.credit_repair.v1.WorkflowStep\x12\x0f\n\x07version\x18\x13 \x01(\x03\"\xa9\x02\n\x14\x46ileObjectionRequest\x12\x1e\n\nrequest_id\x18\x01 \x01(\tB\n\x82\x80\x19\x06\x08\x03\x10@8\x01\x12!\n\x0fidentity_number\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12\x35\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.FactReferenceB\x06\x82\x80\x19\x02\x38\x01\x12\x38\n\x06\x61spect\x18\x04 \x01(\x0e\x32 .credit_repair.v1.DisputedAspectB\x06\x82\x80\x19\x02\x38\x01\x12&\n\x14requested_correction\x18\x05 \x01(\tB\x08\x82\x80\x19\x04\x08\x05\x38\x01\x12\x19\n\treport_id\x18\x06 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1a\n\nconsent_id\x18\x07 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"G\n\x15\x46ileObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"5\n\x13GetObjectionRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"F\n\x14GetObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"a\n\x15ListObjectionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x11\n\topen_only\x18\x03 \x01(\x08\"b\n\x16ListObjectionsResponse\x12/\n\nobjections\x18\x01 \x03(\x0b\x32\x1b.credit_repair.v1.Objection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x15WatchObjectionRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"H\n\x16WatchObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"\xa1\x01\n\x18RecordSourceReplyRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12?\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32%.credit_repair.v1.SourceReplyDecisionB\x06\x82\x80\x19\x02\x38\x01\x12$\n\x0freply_reference\x18\x03 \x01(\tB\x0b\x82\x80\x19\x07\x08\x04\x10\x80\x01\x38\x01\"K\n\x19RecordSourceReplyResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"U\n\x1cListOverdueObjectionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"i\n\x1dListOverdueObjectionsResponse\x12/\n\nobjections\x18\x01 \x03(\x0b\x32\x1b.credit_repair.v1.Objection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x82\x02\n\x0e\x44isputedAspect\x12\x1f\n\x1b\x44ISPUTED_ASPECT_UNSPECIFIED\x10\x00\x12 \n\x1c\x44ISPUTED_ASPECT_REPAIR_STATE\x10\x01\x12\x1e\n\x1a\x44ISPUTED_ASPECT_CASE_STAGE\x10\x02\x12\x19\n\x15\x44ISPUTED_ASPECT_DATES\x10\x03\x12\x1c\n\x18\x44ISPUTED_ASPECT_CURRENCY\x10\x04\x12\x1a\n\x16\x44ISPUTED_ASPECT_AMOUNT\x10\x05\x12\x1d\n\x19\x44ISPUTED_ASPECT_EXISTENCE\x10\x06\x12\x19\n\x15\x44ISPUTED_ASPECT_OTHER\x10\x07*\xc6\x02\n\x0eObjectionState\x12\x1f\n\x1bOBJECTION_STATE_UNSPECIFIED\x10\x00\x12+\n\'OBJECTION_STATE_AWAITING_SUBJECT_FILING\x10\x01\x12)\n%OBJECTION_STATE_AWAITING_SOURCE_REPLY\x10\x02\x12&\n\"OBJECTION_STATE_CORRECTED_IN_INDEX\x10\x03\x12\'\n#OBJECTION_STATE_CORRECTED_BY_SOURCE\x10\x04\x12$\n OBJECTION_STATE_UPHELD_BY_SOURCE\x10\x05\x12\x1a\n\x16OBJECTION_STATE_LAPSED\x10\x06\x12(\n$OBJECTION_STATE_SUBMITTING_TO_SOURCE\x10\x07*\xa7\x01\n\x13SourceReplyDecision\x12%\n!SOURCE_REPLY_DECISION_UNSPECIFIED\x10\x00\x12#\n\x1fSOURCE_REPLY_DECISION_CORRECTED\x10\x01\x12 \n\x1cSOURCE_REPLY_DECISION_UPHELD\x10\x02\x12\"\n\x1eSOURCE_REPLY_DECISION_RECEIVED\x10\x03\x32\x87\x05\n\x10ObjectionService\x12`\n\rFileObjection\x12&.credit_repair.v1.FileObjectionRequest\x1a\'.credit_repair.v1.FileObjectionResponse\x12]\n\x0cGetObjection\x12%.credit_repair.v1.GetObjectionRequest\x1a&.credit_repair.v1.GetObjectionResponse\x12\x63\n\x0eListObjections\x12\'.credit_repair.v1.ListObjectionsRequest\x1a(.credit_repair.v1.ListObjectionsResponse\x12\x65\n\x0eWatchObjection\x12\'.credit_repair.v1.WatchObjectionRequest\x1a(.credit_repair.v1.WatchObjectionResponse0\x01\x12l\n\x11RecordSourceReply\x12*.credit_repair.v1.RecordSourceReplyRequest\x1a+.credit_repair.v1.RecordSourceReplyResponse\x12x\n\x15ListOverdueObjections\x12..credit_repair.v1.ListOverdueObjectionsRequest\x1a/.credit_repair.v1.ListOverdueObjectionsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/objection_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1f\x63redit_repair/v1/workflow.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\rFactReference\x12\x1b\n\tsource_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12%\n\x10source_record_id\x18\x02 \x01(\tB\x0b\x82\x80\x19\x07\x08\x04\x10\x80\x01\x38\x01\"\xd6\x05\n\tObjection\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12-\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.FactReference\x12\x30\n\x08\x63\x61tegory\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.DataCategory\x12\x30\n\x06\x61spect\x18\x05 \x01(\x0e\x32 .credit_repair.v1.DisputedAspect\x12\x1c\n\x14requested_correction\x18\x06 \x01(\t\x12\x11\n\treport_id\x18\x07 \x01(\t\x12/\n\x05state\x18\x08 \x01(\x0e\x32 .credit_repair.v1.ObjectionState\x12\x0c\n\x04open\x18\t \x01(\x08\x12\x0f\n\x07overdue\x18\n \x01(\x08\x12=\n\x11responsible_party\x18\x0b \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x11\n\tnext_step\x18\x0c \x01(\t\x12\x1f\n\x17\x66iled_by_institution_id\x18\r \x01(\t\x12-\n\tfile_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10source_reference\x18\x10 \x01(\t\x12-\n\tdeadlines\x18\x11 \x03(\x0b\x32\x1a.credit_repair.v1.Deadline\x12-\n\x05steps\x18\x12 \x03(\x0b\x32\x1e.credit_repair.v1.WorkflowStep\x12\x0f\n\x07version\x18\x13 \x01(\x03\x12-\n\tdata_life\x18\x14 \x01(\x0b\x32\x1a.credit_repair.v1.DataLife\"\xa9\x02\n\x14\x46ileObjectionRequest\x12\x1e\n\nrequest_id\x18\x01 \x01(\tB\n\x82\x80\x19\x06\x08\x03\x10@8\x01\x12!\n\x0fidentity_number\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12\x35\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.FactReferenceB\x06\x82\x80\x19\x02\x38\x01\x12\x38\n\x06\x61spect\x18\x04 \x01(\x0e\x32 .credit_repair.v1.DisputedAspectB\x06\x82\x80\x19\x02\x38\x01\x12&\n\x14requested_correction\x18\x05 \x01(\tB\x08\x82\x80\x19\x04\x08\x05\x38\x01\x12\x19\n\treport_id\x18\x06 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1a\n\nconsent_id\x18\x07 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"G\n\x15\x46ileObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"5\n\x13GetObjectionRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"F\n\x14GetObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"a\n\x15ListObjectionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x11\n\topen_only\x18\x03 \x01(\x08\"b\n\x16ListObjectionsResponse\x12/\n\nobjections\x18\x01 \x03(\x0b\x32\x1b.credit_repair.v1.Objection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x15WatchObjectionRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"H\n\x16WatchObjectionResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"\xa1\x01\n\x18RecordSourceReplyRequest\x12\x1e\n\x0cobjection_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12?\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32%.credit_repair.v1.SourceReplyDecisionB\x06\x82\x80\x19\x02\x38\x01\x12$\n\x0freply_reference\x18\x03 \x01(\tB\x0b\x82\x80\x19\x07\x08\x04\x10\x80\x01\x38\x01\"K\n\x19RecordSourceReplyResponse\x12.\n\tobjection\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.Objection\"U\n\x1cListOverdueObjectionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"i\n\x1dListOverdueObjectionsResponse\x12/\n\nobjections\x18\x01 \x03(\x0b\x32\x1b.credit_repair.v1.Objection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x82\x02\n\x0e\x44isputedAspect\x12\x1f\n\x1b\x44ISPUTED_ASPECT_UNSPECIFIED\x10\x00\x12 \n\x1c\x44ISPUTED_ASPECT_REPAIR_STATE\x10\x01\x12\x1e\n\x1a\x44ISPUTED_ASPECT_CASE_STAGE\x10\x02\x12\x19\n\x15\x44ISPUTED_ASPECT_DATES\x10\x03\x12\x1c\n\x18\x44ISPUTED_ASPECT_CURRENCY\x10\x04\x12\x1a\n\x16\x44ISPUTED_ASPECT_AMOUNT\x10\x05\x12\x1d\n\x19\x44ISPUTED_ASPECT_EXISTENCE\x10\x06\x12\x19\n\x15\x44ISPUTED_ASPECT_OTHER\x10\x07*\xc6\x02\n\x0eObjectionState\x12\x1f\n\x1bOBJECTION_STATE_UNSPECIFIED\x10\x00\x12+\n\'OBJECTION_STATE_AWAITING_SUBJECT_FILING\x10\x01\x12)\n%OBJECTION_STATE_AWAITING_SOURCE_REPLY\x10\x02\x12&\n\"OBJECTION_STATE_CORRECTED_IN_INDEX\x10\x03\x12\'\n#OBJECTION_STATE_CORRECTED_BY_SOURCE\x10\x04\x12$\n OBJECTION_STATE_UPHELD_BY_SOURCE\x10\x05\x12\x1a\n\x16OBJECTION_STATE_LAPSED\x10\x06\x12(\n$OBJECTION_STATE_SUBMITTING_TO_SOURCE\x10\x07*\xa7\x01\n\x13SourceReplyDecision\x12%\n!SOURCE_REPLY_DECISION_UNSPECIFIED\x10\x00\x12#\n\x1fSOURCE_REPLY_DECISION_CORRECTED\x10\x01\x12 \n\x1cSOURCE_REPLY_DECISION_UPHELD\x10\x02\x12\"\n\x1eSOURCE_REPLY_DECISION_RECEIVED\x10\x03\x32\x87\x05\n\x10ObjectionService\x12`\n\rFileObjection\x12&.credit_repair.v1.FileObjectionRequest\x1a\'.credit_repair.v1.FileObjectionResponse\x12]\n\x0cGetObjection\x12%.credit_repair.v1.GetObjectionRequest\x1a&.credit_repair.v1.GetObjectionResponse\x12\x63\n\x0eListObjections\x12\'.credit_repair.v1.ListObjectionsRequest\x1a(.credit_repair.v1.ListObjectionsResponse\x12\x65\n\x0eWatchObjection\x12\'.credit_repair.v1.WatchObjectionRequest\x1a(.credit_repair.v1.WatchObjectionResponse0\x01\x12l\n\x11RecordSourceReply\x12*.credit_repair.v1.RecordSourceReplyRequest\x1a+.credit_repair.v1.RecordSourceReplyResponse\x12x\n\x15ListOverdueObjections\x12..credit_repair.v1.ListOverdueObjectionsRequest\x1a/.credit_repair.v1.ListOverdueObjectionsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -72,40 +73,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTOVERDUEOBJECTIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTOVERDUEOBJECTIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTOVERDUEOBJECTIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
-  _globals['_DISPUTEDASPECT']._serialized_start=2232
-  _globals['_DISPUTEDASPECT']._serialized_end=2490
-  _globals['_OBJECTIONSTATE']._serialized_start=2493
-  _globals['_OBJECTIONSTATE']._serialized_end=2819
-  _globals['_SOURCEREPLYDECISION']._serialized_start=2822
-  _globals['_SOURCEREPLYDECISION']._serialized_end=2989
-  _globals['_FACTREFERENCE']._serialized_start=199
-  _globals['_FACTREFERENCE']._serialized_end=282
-  _globals['_OBJECTION']._serialized_start=285
-  _globals['_OBJECTION']._serialized_end=964
-  _globals['_FILEOBJECTIONREQUEST']._serialized_start=967
-  _globals['_FILEOBJECTIONREQUEST']._serialized_end=1264
-  _globals['_FILEOBJECTIONRESPONSE']._serialized_start=1266
-  _globals['_FILEOBJECTIONRESPONSE']._serialized_end=1337
-  _globals['_GETOBJECTIONREQUEST']._serialized_start=1339
-  _globals['_GETOBJECTIONREQUEST']._serialized_end=1392
-  _globals['_GETOBJECTIONRESPONSE']._serialized_start=1394
-  _globals['_GETOBJECTIONRESPONSE']._serialized_end=1464
-  _globals['_LISTOBJECTIONSREQUEST']._serialized_start=1466
-  _globals['_LISTOBJECTIONSREQUEST']._serialized_end=1563
-  _globals['_LISTOBJECTIONSRESPONSE']._serialized_start=1565
-  _globals['_LISTOBJECTIONSRESPONSE']._serialized_end=1663
-  _globals['_WATCHOBJECTIONREQUEST']._serialized_start=1665
-  _globals['_WATCHOBJECTIONREQUEST']._serialized_end=1720
-  _globals['_WATCHOBJECTIONRESPONSE']._serialized_start=1722
-  _globals['_WATCHOBJECTIONRESPONSE']._serialized_end=1794
-  _globals['_RECORDSOURCEREPLYREQUEST']._serialized_start=1797
-  _globals['_RECORDSOURCEREPLYREQUEST']._serialized_end=1958
-  _globals['_RECORDSOURCEREPLYRESPONSE']._serialized_start=1960
-  _globals['_RECORDSOURCEREPLYRESPONSE']._serialized_end=2035
-  _globals['_LISTOVERDUEOBJECTIONSREQUEST']._serialized_start=2037
-  _globals['_LISTOVERDUEOBJECTIONSREQUEST']._serialized_end=2122
-  _globals['_LISTOVERDUEOBJECTIONSRESPONSE']._serialized_start=2124
-  _globals['_LISTOVERDUEOBJECTIONSRESPONSE']._serialized_end=2229
-  _globals['_OBJECTIONSERVICE']._serialized_start=2992
-  _globals['_OBJECTIONSERVICE']._serialized_end=3639
+  _globals['_DISPUTEDASPECT']._serialized_start=2310
+  _globals['_DISPUTEDASPECT']._serialized_end=2568
+  _globals['_OBJECTIONSTATE']._serialized_start=2571
+  _globals['_OBJECTIONSTATE']._serialized_end=2897
+  _globals['_SOURCEREPLYDECISION']._serialized_start=2900
+  _globals['_SOURCEREPLYDECISION']._serialized_end=3067
+  _globals['_FACTREFERENCE']._serialized_start=230
+  _globals['_FACTREFERENCE']._serialized_end=313
+  _globals['_OBJECTION']._serialized_start=316
+  _globals['_OBJECTION']._serialized_end=1042
+  _globals['_FILEOBJECTIONREQUEST']._serialized_start=1045
+  _globals['_FILEOBJECTIONREQUEST']._serialized_end=1342
+  _globals['_FILEOBJECTIONRESPONSE']._serialized_start=1344
+  _globals['_FILEOBJECTIONRESPONSE']._serialized_end=1415
+  _globals['_GETOBJECTIONREQUEST']._serialized_start=1417
+  _globals['_GETOBJECTIONREQUEST']._serialized_end=1470
+  _globals['_GETOBJECTIONRESPONSE']._serialized_start=1472
+  _globals['_GETOBJECTIONRESPONSE']._serialized_end=1542
+  _globals['_LISTOBJECTIONSREQUEST']._serialized_start=1544
+  _globals['_LISTOBJECTIONSREQUEST']._serialized_end=1641
+  _globals['_LISTOBJECTIONSRESPONSE']._serialized_start=1643
+  _globals['_LISTOBJECTIONSRESPONSE']._serialized_end=1741
+  _globals['_WATCHOBJECTIONREQUEST']._serialized_start=1743
+  _globals['_WATCHOBJECTIONREQUEST']._serialized_end=1798
+  _globals['_WATCHOBJECTIONRESPONSE']._serialized_start=1800
+  _globals['_WATCHOBJECTIONRESPONSE']._serialized_end=1872
+  _globals['_RECORDSOURCEREPLYREQUEST']._serialized_start=1875
+  _globals['_RECORDSOURCEREPLYREQUEST']._serialized_end=2036
+  _globals['_RECORDSOURCEREPLYRESPONSE']._serialized_start=2038
+  _globals['_RECORDSOURCEREPLYRESPONSE']._serialized_end=2113
+  _globals['_LISTOVERDUEOBJECTIONSREQUEST']._serialized_start=2115
+  _globals['_LISTOVERDUEOBJECTIONSREQUEST']._serialized_end=2200
+  _globals['_LISTOVERDUEOBJECTIONSRESPONSE']._serialized_start=2202
+  _globals['_LISTOVERDUEOBJECTIONSRESPONSE']._serialized_end=2307
+  _globals['_OBJECTIONSERVICE']._serialized_start=3070
+  _globals['_OBJECTIONSERVICE']._serialized_end=3717
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ working-day deadlines. See docs/workflows.md.
 """
 
 from collections import abc as _abc
+from credgate.api.credit_repair.v1 import report_pb2 as _report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as _vocabulary_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
@@ -216,6 +217,7 @@ class Objection(_message.Message):
     DEADLINES_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    DATA_LIFE_FIELD_NUMBER: _builtins.int
     objection_id: _builtins.str
     """The objection's id ("obj_" followed by 26 characters)."""
     subject_token: _builtins.str
@@ -266,6 +268,13 @@ class Objection(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WorkflowStep]:
         """Everything that happened, oldest first."""
 
+    @_builtins.property
+    def data_life(self) -> _report_pb2.DataLife:
+        """How long the caller may keep this answer: the data life of the consent grant it was
+        released under (an authorized party's), as on a report; DATA_LIFE_BASIS_WITHOUT_CONSENT for
+        the subject and the procedure parties. Not signed: workflow answers are not signed answers.
+        """
+
     def __init__(
         self,
         *,
@@ -288,10 +297,11 @@ class Objection(_message.Message):
         deadlines: _abc.Iterable[_workflow_pb2.Deadline] | None = ...,
         steps: _abc.Iterable[_workflow_pb2.WorkflowStep] | None = ...,
         version: _builtins.int = ...,
+        data_life: _report_pb2.DataLife | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "fact", b"fact", "file_time", b"file_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "data_life", b"data_life", "fact", b"fact", "file_time", b"file_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aspect", b"aspect", "category", b"category", "close_time", b"close_time", "deadlines", b"deadlines", "fact", b"fact", "file_time", b"file_time", "filed_by_institution_id", b"filed_by_institution_id", "next_step", b"next_step", "objection_id", b"objection_id", "open", b"open", "overdue", b"overdue", "report_id", b"report_id", "requested_correction", b"requested_correction", "responsible_party", b"responsible_party", "source_reference", b"source_reference", "state", b"state", "steps", b"steps", "subject_token", b"subject_token", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aspect", b"aspect", "category", b"category", "close_time", b"close_time", "data_life", b"data_life", "deadlines", b"deadlines", "fact", b"fact", "file_time", b"file_time", "filed_by_institution_id", b"filed_by_institution_id", "next_step", b"next_step", "objection_id", b"objection_id", "open", b"open", "overdue", b"overdue", "report_id", b"report_id", "requested_correction", b"requested_correction", "responsible_party", b"responsible_party", "source_reference", b"source_reference", "state", b"state", "steps", b"steps", "subject_token", b"subject_token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

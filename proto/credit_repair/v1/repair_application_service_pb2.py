@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
+from credgate.api.credit_repair.v1 import report_pb2 as credit__repair_dot_v1_dot_report__pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as credit__repair_dot_v1_dot_workflow__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1credit_repair/v1/repair_application_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1f\x63redit_repair/v1/workflow.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0f\x43onditionResult\x12\x34\n\tcondition\x18\x01 \x01(\x0e\x32!.credit_repair.v1.RepairCondition\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x12\n\nsource_ids\x18\x04 \x03(\t\"\xd1\x01\n\x0b\x45ligibility\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12\x35\n\nconditions\x18\x02 \x03(\x0b\x32!.credit_repair.v1.ConditionResult\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12\x31\n\revaluate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10stale_source_ids\x18\x05 \x03(\t\"\xfb\x01\n\x0bStageRecord\x12\x37\n\x05stage\x18\x01 \x01(\x0e\x32(.credit_repair.v1.RepairApplicationStage\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x11responsible_party\x18\x04 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x16\n\x0eresponsible_id\x18\x05 \x01(\t\"\xd9\x05\n\x11RepairApplication\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x35\n\x04kind\x18\x03 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKind\x12\x37\n\x05stage\x18\x04 \x01(\x0e\x32(.credit_repair.v1.RepairApplicationStage\x12;\n\x07outcome\x18\x05 \x01(\x0e\x32*.credit_repair.v1.RepairApplicationOutcome\x12\x0c\n\x04open\x18\x06 \x01(\x08\x12=\n\x11responsible_party\x18\x07 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x11\n\tnext_step\x18\x08 \x01(\t\x12\x1f\n\x17\x66iled_by_institution_id\x18\t \x01(\t\x12-\n\tfile_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0b\x65ligibility\x18\x0c \x01(\x0b\x32\x1d.credit_repair.v1.Eligibility\x12-\n\x06stages\x18\r \x03(\x0b\x32\x1d.credit_repair.v1.StageRecord\x12-\n\tdeadlines\x18\x0e \x03(\x0b\x32\x1a.credit_repair.v1.Deadline\x12\x1f\n\x17\x61nnouncement_objections\x18\x0f \x01(\x05\x12\x15\n\rruling_number\x18\x10 \x01(\t\x12-\n\x05steps\x18\x11 \x03(\x0b\x32\x1e.credit_repair.v1.WorkflowStep\x12\x0f\n\x07version\x18\x12 \x01(\x03\"\xa0\x01\n EvaluateRepairEligibilityRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12=\n\x04kind\x18\x02 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKindB\x06\x82\x80\x19\x02\x38\x01\x12\x1a\n\nconsent_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"W\n!EvaluateRepairEligibilityResponse\x12\x32\n\x0b\x65ligibility\x18\x01 \x01(\x0b\x32\x1d.credit_repair.v1.Eligibility\"\xbc\x01\n\x1c\x46ileRepairApplicationRequest\x12\x1e\n\nrequest_id\x18\x01 \x01(\tB\n\x82\x80\x19\x06\x08\x03\x10@8\x01\x12!\n\x0fidentity_number\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12=\n\x04kind\x18\x03 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKindB\x06\x82\x80\x19\x02\x38\x01\x12\x1a\n\nconsent_id\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"Y\n\x1d\x46ileRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"?\n\x1bGetRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"X\n\x1cGetRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"i\n\x1dListRepairApplicationsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x11\n\topen_only\x18\x03 \x01(\x08\"t\n\x1eListRepairApplicationsResponse\x12\x39\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32#.credit_repair.v1.RepairApplication\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1dWatchRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"Z\n\x1eWatchRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"\x9b\x01\n\x1eReviewRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12+\n\x19\x61nnouncement_working_days\x18\x03 \x01(\x05\x42\x08\x82\x80\x19\x04 \x00(<\x12\x19\n\x06reason\x18\x04 \x01(\tB\t\x82\x80\x19\x05\x08\x05\x10\xd0\x0f\"[\n\x1fReviewRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"_\n ObjectToRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\x19\n\x07grounds\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x05\x38\x01\"^\n!ObjectToRepairApplicationResponse\x12\x39\n\x15\x61nnouncement_end_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x1eRuleOnRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\r\n\x05grant\x18\x02 \x01(\x08\x12\x1f\n\rruling_number\x18\x03 \x01(\tB\x08\x82\x80\x19\x04\x08\x02\x38\x01\x12\x19\n\x06reason\x18\x04 \x01(\tB\t\x82\x80\x19\x05\x08\x05\x10\xd0\x0f\"[\n\x1fRuleOnRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication*\x98\x01\n\x15RepairApplicationKind\x12\'\n#REPAIR_APPLICATION_KIND_UNSPECIFIED\x10\x00\x12+\n\'REPAIR_APPLICATION_KIND_STOP_DISCLOSURE\x10\x01\x12)\n%REPAIR_APPLICATION_KIND_MARK_EXEMPTED\x10\x02*\xe8\x01\n\x16RepairApplicationStage\x12(\n$REPAIR_APPLICATION_STAGE_UNSPECIFIED\x10\x00\x12(\n$REPAIR_APPLICATION_STAGE_APPLICATION\x10\x01\x12#\n\x1fREPAIR_APPLICATION_STAGE_REVIEW\x10\x02\x12\x30\n,REPAIR_APPLICATION_STAGE_PUBLIC_ANNOUNCEMENT\x10\x03\x12#\n\x1fREPAIR_APPLICATION_STAGE_RULING\x10\x04*\xbe\x01\n\x18RepairApplicationOutcome\x12*\n&REPAIR_APPLICATION_OUTCOME_UNSPECIFIED\x10\x00\x12&\n\"REPAIR_APPLICATION_OUTCOME_GRANTED\x10\x01\x12%\n!REPAIR_APPLICATION_OUTCOME_DENIED\x10\x02\x12\'\n#REPAIR_APPLICATION_OUTCOME_REJECTED\x10\x03*\xcf\x01\n\x0fRepairCondition\x12 \n\x1cREPAIR_CONDITION_UNSPECIFIED\x10\x00\x12%\n!REPAIR_CONDITION_REPAIRABLE_STATE\x10\x01\x12\'\n#REPAIR_CONDITION_OBSERVATION_PERIOD\x10\x02\x12%\n!REPAIR_CONDITION_PLAN_OBLIGATIONS\x10\x03\x12#\n\x1fREPAIR_CONDITION_NO_NEW_DEFAULT\x10\x04\x32\x95\x08\n\x18RepairApplicationService\x12\x84\x01\n\x19\x45valuateRepairEligibility\x12\x32.credit_repair.v1.EvaluateRepairEligibilityRequest\x1a\x33.credit_repair.v1.EvaluateRepairEligibilityResponse\x12x\n\x15\x46ileRepairApplication\x12..credit_repair.v1.FileRepairApplicationRequest\x1a/.credit_repair.v1.FileRepairApplicationResponse\x12u\n\x14GetRepairApplication\x12-.credit_repair.v1.GetRepairApplicationRequest\x1a..credit_repair.v1.GetRepairApplicationResponse\x12{\n\x16ListRepairApplications\x12/.credit_repair.v1.ListRepairApplicationsRequest\x1a\x30.credit_repair.v1.ListRepairApplicationsResponse\x12}\n\x16WatchRepairApplication\x12/.credit_repair.v1.WatchRepairApplicationRequest\x1a\x30.credit_repair.v1.WatchRepairApplicationResponse0\x01\x12~\n\x17ReviewRepairApplication\x12\x30.credit_repair.v1.ReviewRepairApplicationRequest\x1a\x31.credit_repair.v1.ReviewRepairApplicationResponse\x12\x84\x01\n\x19ObjectToRepairApplication\x12\x32.credit_repair.v1.ObjectToRepairApplicationRequest\x1a\x33.credit_repair.v1.ObjectToRepairApplicationResponse\x12~\n\x17RuleOnRepairApplication\x12\x30.credit_repair.v1.RuleOnRepairApplicationRequest\x1a\x31.credit_repair.v1.RuleOnRepairApplicationResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1credit_repair/v1/repair_application_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1f\x63redit_repair/v1/workflow.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0f\x43onditionResult\x12\x34\n\tcondition\x18\x01 \x01(\x0e\x32!.credit_repair.v1.RepairCondition\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x12\n\nsource_ids\x18\x04 \x03(\t\"\xd1\x01\n\x0b\x45ligibility\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12\x35\n\nconditions\x18\x02 \x03(\x0b\x32!.credit_repair.v1.ConditionResult\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.credit_repair.v1.RepairState\x12\x31\n\revaluate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10stale_source_ids\x18\x05 \x03(\t\"\xfb\x01\n\x0bStageRecord\x12\x37\n\x05stage\x18\x01 \x01(\x0e\x32(.credit_repair.v1.RepairApplicationStage\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x11responsible_party\x18\x04 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x16\n\x0eresponsible_id\x18\x05 \x01(\t\"\x88\x06\n\x11RepairApplication\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x35\n\x04kind\x18\x03 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKind\x12\x37\n\x05stage\x18\x04 \x01(\x0e\x32(.credit_repair.v1.RepairApplicationStage\x12;\n\x07outcome\x18\x05 \x01(\x0e\x32*.credit_repair.v1.RepairApplicationOutcome\x12\x0c\n\x04open\x18\x06 \x01(\x08\x12=\n\x11responsible_party\x18\x07 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x11\n\tnext_step\x18\x08 \x01(\t\x12\x1f\n\x17\x66iled_by_institution_id\x18\t \x01(\t\x12-\n\tfile_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0b\x65ligibility\x18\x0c \x01(\x0b\x32\x1d.credit_repair.v1.Eligibility\x12-\n\x06stages\x18\r \x03(\x0b\x32\x1d.credit_repair.v1.StageRecord\x12-\n\tdeadlines\x18\x0e \x03(\x0b\x32\x1a.credit_repair.v1.Deadline\x12\x1f\n\x17\x61nnouncement_objections\x18\x0f \x01(\x05\x12\x15\n\rruling_number\x18\x10 \x01(\t\x12-\n\x05steps\x18\x11 \x03(\x0b\x32\x1e.credit_repair.v1.WorkflowStep\x12\x0f\n\x07version\x18\x12 \x01(\x03\x12-\n\tdata_life\x18\x13 \x01(\x0b\x32\x1a.credit_repair.v1.DataLife\"\xa0\x01\n EvaluateRepairEligibilityRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12=\n\x04kind\x18\x02 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKindB\x06\x82\x80\x19\x02\x38\x01\x12\x1a\n\nconsent_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"\x86\x01\n!EvaluateRepairEligibilityResponse\x12\x32\n\x0b\x65ligibility\x18\x01 \x01(\x0b\x32\x1d.credit_repair.v1.Eligibility\x12-\n\tdata_life\x18\x02 \x01(\x0b\x32\x1a.credit_repair.v1.DataLife\"\xbc\x01\n\x1c\x46ileRepairApplicationRequest\x12\x1e\n\nrequest_id\x18\x01 \x01(\tB\n\x82\x80\x19\x06\x08\x03\x10@8\x01\x12!\n\x0fidentity_number\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12=\n\x04kind\x18\x03 \x01(\x0e\x32\'.credit_repair.v1.RepairApplicationKindB\x06\x82\x80\x19\x02\x38\x01\x12\x1a\n\nconsent_id\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"Y\n\x1d\x46ileRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"?\n\x1bGetRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"X\n\x1cGetRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"i\n\x1dListRepairApplicationsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x11\n\topen_only\x18\x03 \x01(\x08\"t\n\x1eListRepairApplicationsResponse\x12\x39\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32#.credit_repair.v1.RepairApplication\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1dWatchRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\"Z\n\x1eWatchRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"\x9b\x01\n\x1eReviewRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12+\n\x19\x61nnouncement_working_days\x18\x03 \x01(\x05\x42\x08\x82\x80\x19\x04 \x00(<\x12\x19\n\x06reason\x18\x04 \x01(\tB\t\x82\x80\x19\x05\x08\x05\x10\xd0\x0f\"[\n\x1fReviewRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication\"_\n ObjectToRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\x19\n\x07grounds\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x05\x38\x01\"^\n!ObjectToRepairApplicationResponse\x12\x39\n\x15\x61nnouncement_end_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x1eRuleOnRepairApplicationRequest\x12 \n\x0e\x61pplication_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x38\x01\x12\r\n\x05grant\x18\x02 \x01(\x08\x12\x1f\n\rruling_number\x18\x03 \x01(\tB\x08\x82\x80\x19\x04\x08\x02\x38\x01\x12\x19\n\x06reason\x18\x04 \x01(\tB\t\x82\x80\x19\x05\x08\x05\x10\xd0\x0f\"[\n\x1fRuleOnRepairApplicationResponse\x12\x38\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32#.credit_repair.v1.RepairApplication*\x98\x01\n\x15RepairApplicationKind\x12\'\n#REPAIR_APPLICATION_KIND_UNSPECIFIED\x10\x00\x12+\n\'REPAIR_APPLICATION_KIND_STOP_DISCLOSURE\x10\x01\x12)\n%REPAIR_APPLICATION_KIND_MARK_EXEMPTED\x10\x02*\xe8\x01\n\x16RepairApplicationStage\x12(\n$REPAIR_APPLICATION_STAGE_UNSPECIFIED\x10\x00\x12(\n$REPAIR_APPLICATION_STAGE_APPLICATION\x10\x01\x12#\n\x1fREPAIR_APPLICATION_STAGE_REVIEW\x10\x02\x12\x30\n,REPAIR_APPLICATION_STAGE_PUBLIC_ANNOUNCEMENT\x10\x03\x12#\n\x1fREPAIR_APPLICATION_STAGE_RULING\x10\x04*\xbe\x01\n\x18RepairApplicationOutcome\x12*\n&REPAIR_APPLICATION_OUTCOME_UNSPECIFIED\x10\x00\x12&\n\"REPAIR_APPLICATION_OUTCOME_GRANTED\x10\x01\x12%\n!REPAIR_APPLICATION_OUTCOME_DENIED\x10\x02\x12\'\n#REPAIR_APPLICATION_OUTCOME_REJECTED\x10\x03*\xcf\x01\n\x0fRepairCondition\x12 \n\x1cREPAIR_CONDITION_UNSPECIFIED\x10\x00\x12%\n!REPAIR_CONDITION_REPAIRABLE_STATE\x10\x01\x12\'\n#REPAIR_CONDITION_OBSERVATION_PERIOD\x10\x02\x12%\n!REPAIR_CONDITION_PLAN_OBLIGATIONS\x10\x03\x12#\n\x1fREPAIR_CONDITION_NO_NEW_DEFAULT\x10\x04\x32\x95\x08\n\x18RepairApplicationService\x12\x84\x01\n\x19\x45valuateRepairEligibility\x12\x32.credit_repair.v1.EvaluateRepairEligibilityRequest\x1a\x33.credit_repair.v1.EvaluateRepairEligibilityResponse\x12x\n\x15\x46ileRepairApplication\x12..credit_repair.v1.FileRepairApplicationRequest\x1a/.credit_repair.v1.FileRepairApplicationResponse\x12u\n\x14GetRepairApplication\x12-.credit_repair.v1.GetRepairApplicationRequest\x1a..credit_repair.v1.GetRepairApplicationResponse\x12{\n\x16ListRepairApplications\x12/.credit_repair.v1.ListRepairApplicationsRequest\x1a\x30.credit_repair.v1.ListRepairApplicationsResponse\x12}\n\x16WatchRepairApplication\x12/.credit_repair.v1.WatchRepairApplicationRequest\x1a\x30.credit_repair.v1.WatchRepairApplicationResponse0\x01\x12~\n\x17ReviewRepairApplication\x12\x30.credit_repair.v1.ReviewRepairApplicationRequest\x1a\x31.credit_repair.v1.ReviewRepairApplicationResponse\x12\x84\x01\n\x19ObjectToRepairApplication\x12\x32.credit_repair.v1.ObjectToRepairApplicationRequest\x1a\x33.credit_repair.v1.ObjectToRepairApplicationResponse\x12~\n\x17RuleOnRepairApplication\x12\x30.credit_repair.v1.RuleOnRepairApplicationRequest\x1a\x31.credit_repair.v1.RuleOnRepairApplicationResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -74,54 +75,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULEONREPAIRAPPLICATIONREQUEST'].fields_by_name['ruling_number']._serialized_options = b'\202\200\031\004\010\0028\001'
   _globals['_RULEONREPAIRAPPLICATIONREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_RULEONREPAIRAPPLICATIONREQUEST'].fields_by_name['reason']._serialized_options = b'\202\200\031\005\010\005\020\320\017'
-  _globals['_REPAIRAPPLICATIONKIND']._serialized_start=3288
-  _globals['_REPAIRAPPLICATIONKIND']._serialized_end=3440
-  _globals['_REPAIRAPPLICATIONSTAGE']._serialized_start=3443
-  _globals['_REPAIRAPPLICATIONSTAGE']._serialized_end=3675
-  _globals['_REPAIRAPPLICATIONOUTCOME']._serialized_start=3678
-  _globals['_REPAIRAPPLICATIONOUTCOME']._serialized_end=3868
-  _globals['_REPAIRCONDITION']._serialized_start=3871
-  _globals['_REPAIRCONDITION']._serialized_end=4078
-  _globals['_CONDITIONRESULT']._serialized_start=208
-  _globals['_CONDITIONRESULT']._serialized_end=333
-  _globals['_ELIGIBILITY']._serialized_start=336
-  _globals['_ELIGIBILITY']._serialized_end=545
-  _globals['_STAGERECORD']._serialized_start=548
-  _globals['_STAGERECORD']._serialized_end=799
-  _globals['_REPAIRAPPLICATION']._serialized_start=802
-  _globals['_REPAIRAPPLICATION']._serialized_end=1531
-  _globals['_EVALUATEREPAIRELIGIBILITYREQUEST']._serialized_start=1534
-  _globals['_EVALUATEREPAIRELIGIBILITYREQUEST']._serialized_end=1694
-  _globals['_EVALUATEREPAIRELIGIBILITYRESPONSE']._serialized_start=1696
-  _globals['_EVALUATEREPAIRELIGIBILITYRESPONSE']._serialized_end=1783
-  _globals['_FILEREPAIRAPPLICATIONREQUEST']._serialized_start=1786
-  _globals['_FILEREPAIRAPPLICATIONREQUEST']._serialized_end=1974
-  _globals['_FILEREPAIRAPPLICATIONRESPONSE']._serialized_start=1976
-  _globals['_FILEREPAIRAPPLICATIONRESPONSE']._serialized_end=2065
-  _globals['_GETREPAIRAPPLICATIONREQUEST']._serialized_start=2067
-  _globals['_GETREPAIRAPPLICATIONREQUEST']._serialized_end=2130
-  _globals['_GETREPAIRAPPLICATIONRESPONSE']._serialized_start=2132
-  _globals['_GETREPAIRAPPLICATIONRESPONSE']._serialized_end=2220
-  _globals['_LISTREPAIRAPPLICATIONSREQUEST']._serialized_start=2222
-  _globals['_LISTREPAIRAPPLICATIONSREQUEST']._serialized_end=2327
-  _globals['_LISTREPAIRAPPLICATIONSRESPONSE']._serialized_start=2329
-  _globals['_LISTREPAIRAPPLICATIONSRESPONSE']._serialized_end=2445
-  _globals['_WATCHREPAIRAPPLICATIONREQUEST']._serialized_start=2447
-  _globals['_WATCHREPAIRAPPLICATIONREQUEST']._serialized_end=2512
-  _globals['_WATCHREPAIRAPPLICATIONRESPONSE']._serialized_start=2514
-  _globals['_WATCHREPAIRAPPLICATIONRESPONSE']._serialized_end=2604
-  _globals['_REVIEWREPAIRAPPLICATIONREQUEST']._serialized_start=2607
-  _globals['_REVIEWREPAIRAPPLICATIONREQUEST']._serialized_end=2762
-  _globals['_REVIEWREPAIRAPPLICATIONRESPONSE']._serialized_start=2764
-  _globals['_REVIEWREPAIRAPPLICATIONRESPONSE']._serialized_end=2855
-  _globals['_OBJECTTOREPAIRAPPLICATIONREQUEST']._serialized_start=2857
-  _globals['_OBJECTTOREPAIRAPPLICATIONREQUEST']._serialized_end=2952
-  _globals['_OBJECTTOREPAIRAPPLICATIONRESPONSE']._serialized_start=2954
-  _globals['_OBJECTTOREPAIRAPPLICATIONRESPONSE']._serialized_end=3048
-  _globals['_RULEONREPAIRAPPLICATIONREQUEST']._serialized_start=3051
-  _globals['_RULEONREPAIRAPPLICATIONREQUEST']._serialized_end=3192
-  _globals['_RULEONREPAIRAPPLICATIONRESPONSE']._serialized_start=3194
-  _globals['_RULEONREPAIRAPPLICATIONRESPONSE']._serialized_end=3285
-  _globals['_REPAIRAPPLICATIONSERVICE']._serialized_start=4081
-  _globals['_REPAIRAPPLICATIONSERVICE']._serialized_end=5126
+  _globals['_REPAIRAPPLICATIONKIND']._serialized_start=3414
+  _globals['_REPAIRAPPLICATIONKIND']._serialized_end=3566
+  _globals['_REPAIRAPPLICATIONSTAGE']._serialized_start=3569
+  _globals['_REPAIRAPPLICATIONSTAGE']._serialized_end=3801
+  _globals['_REPAIRAPPLICATIONOUTCOME']._serialized_start=3804
+  _globals['_REPAIRAPPLICATIONOUTCOME']._serialized_end=3994
+  _globals['_REPAIRCONDITION']._serialized_start=3997
+  _globals['_REPAIRCONDITION']._serialized_end=4204
+  _globals['_CONDITIONRESULT']._serialized_start=239
+  _globals['_CONDITIONRESULT']._serialized_end=364
+  _globals['_ELIGIBILITY']._serialized_start=367
+  _globals['_ELIGIBILITY']._serialized_end=576
+  _globals['_STAGERECORD']._serialized_start=579
+  _globals['_STAGERECORD']._serialized_end=830
+  _globals['_REPAIRAPPLICATION']._serialized_start=833
+  _globals['_REPAIRAPPLICATION']._serialized_end=1609
+  _globals['_EVALUATEREPAIRELIGIBILITYREQUEST']._serialized_start=1612
+  _globals['_EVALUATEREPAIRELIGIBILITYREQUEST']._serialized_end=1772
+  _globals['_EVALUATEREPAIRELIGIBILITYRESPONSE']._serialized_start=1775
+  _globals['_EVALUATEREPAIRELIGIBILITYRESPONSE']._serialized_end=1909
+  _globals['_FILEREPAIRAPPLICATIONREQUEST']._serialized_start=1912
+  _globals['_FILEREPAIRAPPLICATIONREQUEST']._serialized_end=2100
+  _globals['_FILEREPAIRAPPLICATIONRESPONSE']._serialized_start=2102
+  _globals['_FILEREPAIRAPPLICATIONRESPONSE']._serialized_end=2191
+  _globals['_GETREPAIRAPPLICATIONREQUEST']._serialized_start=2193
+  _globals['_GETREPAIRAPPLICATIONREQUEST']._serialized_end=2256
+  _globals['_GETREPAIRAPPLICATIONRESPONSE']._serialized_start=2258
+  _globals['_GETREPAIRAPPLICATIONRESPONSE']._serialized_end=2346
+  _globals['_LISTREPAIRAPPLICATIONSREQUEST']._serialized_start=2348
+  _globals['_LISTREPAIRAPPLICATIONSREQUEST']._serialized_end=2453
+  _globals['_LISTREPAIRAPPLICATIONSRESPONSE']._serialized_start=2455
+  _globals['_LISTREPAIRAPPLICATIONSRESPONSE']._serialized_end=2571
+  _globals['_WATCHREPAIRAPPLICATIONREQUEST']._serialized_start=2573
+  _globals['_WATCHREPAIRAPPLICATIONREQUEST']._serialized_end=2638
+  _globals['_WATCHREPAIRAPPLICATIONRESPONSE']._serialized_start=2640
+  _globals['_WATCHREPAIRAPPLICATIONRESPONSE']._serialized_end=2730
+  _globals['_REVIEWREPAIRAPPLICATIONREQUEST']._serialized_start=2733
+  _globals['_REVIEWREPAIRAPPLICATIONREQUEST']._serialized_end=2888
+  _globals['_REVIEWREPAIRAPPLICATIONRESPONSE']._serialized_start=2890
+  _globals['_REVIEWREPAIRAPPLICATIONRESPONSE']._serialized_end=2981
+  _globals['_OBJECTTOREPAIRAPPLICATIONREQUEST']._serialized_start=2983
+  _globals['_OBJECTTOREPAIRAPPLICATIONREQUEST']._serialized_end=3078
+  _globals['_OBJECTTOREPAIRAPPLICATIONRESPONSE']._serialized_start=3080
+  _globals['_OBJECTTOREPAIRAPPLICATIONRESPONSE']._serialized_end=3174
+  _globals['_RULEONREPAIRAPPLICATIONREQUEST']._serialized_start=3177
+  _globals['_RULEONREPAIRAPPLICATIONREQUEST']._serialized_end=3318
+  _globals['_RULEONREPAIRAPPLICATIONRESPONSE']._serialized_start=3320
+  _globals['_RULEONREPAIRAPPLICATIONRESPONSE']._serialized_end=3411
+  _globals['_REPAIRAPPLICATIONSERVICE']._serialized_start=4207
+  _globals['_REPAIRAPPLICATIONSERVICE']._serialized_end=5252
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ See docs/workflows.md.
 """
 
 from collections import abc as _abc
+from credgate.api.credit_repair.v1 import report_pb2 as _report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as _vocabulary_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
@@ -304,6 +305,7 @@ class RepairApplication(_message.Message):
     RULING_NUMBER_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    DATA_LIFE_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
     """The application's id ("app_" followed by 26 characters)."""
     subject_token: _builtins.str
@@ -352,6 +354,13 @@ class RepairApplication(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WorkflowStep]:
         """Everything that happened, oldest first."""
 
+    @_builtins.property
+    def data_life(self) -> _report_pb2.DataLife:
+        """How long the caller may keep this answer: the data life of the consent grant it was
+        released under (an authorized party's), as on a report; DATA_LIFE_BASIS_WITHOUT_CONSENT for
+        the subject and the court. Not signed: workflow answers are not signed answers.
+        """
+
     def __init__(
         self,
         *,
@@ -373,10 +382,11 @@ class RepairApplication(_message.Message):
         ruling_number: _builtins.str = ...,
         steps: _abc.Iterable[_workflow_pb2.WorkflowStep] | None = ...,
         version: _builtins.int = ...,
+        data_life: _report_pb2.DataLife | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "eligibility", b"eligibility", "file_time", b"file_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "data_life", b"data_life", "eligibility", b"eligibility", "file_time", b"file_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcement_objections", b"announcement_objections", "application_id", b"application_id", "close_time", b"close_time", "deadlines", b"deadlines", "eligibility", b"eligibility", "file_time", b"file_time", "filed_by_institution_id", b"filed_by_institution_id", "kind", b"kind", "next_step", b"next_step", "open", b"open", "outcome", b"outcome", "responsible_party", b"responsible_party", "ruling_number", b"ruling_number", "stage", b"stage", "stages", b"stages", "steps", b"steps", "subject_token", b"subject_token", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcement_objections", b"announcement_objections", "application_id", b"application_id", "close_time", b"close_time", "data_life", b"data_life", "deadlines", b"deadlines", "eligibility", b"eligibility", "file_time", b"file_time", "filed_by_institution_id", b"filed_by_institution_id", "kind", b"kind", "next_step", b"next_step", "open", b"open", "outcome", b"outcome", "responsible_party", b"responsible_party", "ruling_number", b"ruling_number", "stage", b"stage", "stages", b"stages", "steps", b"steps", "subject_token", b"subject_token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,18 +429,24 @@ class EvaluateRepairEligibilityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
+    DATA_LIFE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def eligibility(self) -> Global___Eligibility:
         """Condition by condition."""
+
+    @_builtins.property
+    def data_life(self) -> _report_pb2.DataLife:
+        """How long the caller may keep the evaluation (see RepairApplication.data_life)."""
 
     def __init__(
         self,
         *,
         eligibility: Global___Eligibility | None = ...,
+        data_life: _report_pb2.DataLife | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["eligibility", b"eligibility"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_life", b"data_life", "eligibility", b"eligibility"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eligibility", b"eligibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_life", b"data_life", "eligibility", b"eligibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

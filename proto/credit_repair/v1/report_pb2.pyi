@@ -460,6 +460,7 @@ class RepairStatusReport(_message.Message):
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    DATA_LIFE_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """A unique id for this report, quoted in audit entries and objections."""
     subject_token: _builtins.str
@@ -513,6 +514,12 @@ class RepairStatusReport(_message.Message):
         from the report, not blanked; this says why the answer is smaller than the question.
         """
 
+    @_builtins.property
+    def data_life(self) -> Global___DataLife:
+        """How long the recipient may keep this report: the consent grant's data life, carried into
+        the signed bytes. Always set on a released report.
+        """
+
     def __init__(
         self,
         *,
@@ -533,14 +540,51 @@ class RepairStatusReport(_message.Message):
         consent_id: _builtins.str = ...,
         recipient_institution_id: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
+        data_life: Global___DataLife | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_life", b"data_life", "generated_at", b"generated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "contradictions", b"contradictions", "failures", b"failures", "flags", b"flags", "generated_at", b"generated_at", "legal_basis", b"legal_basis", "purpose", b"purpose", "recipient_institution_id", b"recipient_institution_id", "report_id", b"report_id", "sources", b"sources", "state", b"state", "state_basis", b"state_basis", "state_source_id", b"state_source_id", "subject_token", b"subject_token", "withheld_categories", b"withheld_categories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "chargeable", b"chargeable", "consent_id", b"consent_id", "contradictions", b"contradictions", "data_life", b"data_life", "failures", b"failures", "flags", b"flags", "generated_at", b"generated_at", "legal_basis", b"legal_basis", "purpose", b"purpose", "recipient_institution_id", b"recipient_institution_id", "report_id", b"report_id", "sources", b"sources", "state", b"state", "state_basis", b"state_basis", "state_source_id", b"state_source_id", "subject_token", b"subject_token", "withheld_categories", b"withheld_categories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepairStatusReport: _TypeAlias = RepairStatusReport  # noqa: Y015
+
+@_typing.final
+class DataLife(_message.Message):
+    """The data life of a released report ("may be kept until"), part of the signed report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASIS_FIELD_NUMBER: _builtins.int
+    KEEP_UNTIL_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    basis: _vocabulary_pb2.DataLifeBasis.ValueType
+    """What the data life rests on; CONSENT_PERIOD is the only basis with a keep_until."""
+    retention_days: _builtins.int
+    """The grant's ConsentTerms.retention_days the data life comes from; 0 when the grant sets no
+    period or no grant was relied on.
+    """
+    @_builtins.property
+    def keep_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the recipient may keep the report (exclusive): generated_at plus retention_days
+        whole days (86400 seconds each). Set only for DATA_LIFE_BASIS_CONSENT_PERIOD.
+        """
+
+    def __init__(
+        self,
+        *,
+        basis: _vocabulary_pb2.DataLifeBasis.ValueType = ...,
+        keep_until: _timestamp_pb2.Timestamp | None = ...,
+        retention_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep_until", b"keep_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "keep_until", b"keep_until", "retention_days", b"retention_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataLife: _TypeAlias = DataLife  # noqa: Y015
 
 @_typing.final
 class SignedReport(_message.Message):

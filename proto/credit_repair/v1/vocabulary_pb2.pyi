@@ -427,3 +427,47 @@ RECORD_KIND_BUSINESS_REGISTRATION: RecordKind.ValueType  # 11
 RECORD_KIND_DISHONESTY_DISCLOSURE: RecordKind.ValueType  # 12
 """Publication of dishonest behaviour on the disclosure platform."""
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
+
+class _DataLifeBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DataLifeBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataLifeBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATA_LIFE_BASIS_UNSPECIFIED: _DataLifeBasis.ValueType  # 0
+    """Not stated (a report released before data lives were carried)."""
+    DATA_LIFE_BASIS_CONSENT_PERIOD: _DataLifeBasis.ValueType  # 1
+    """The consent grant the report was released under sets a period (ConsentTerms.retention_days
+    > 0): the recipient may keep the report until keep_until, the disclosure time plus that
+    many days, and must delete it then.
+    """
+    DATA_LIFE_BASIS_CONSENT_NO_PERIOD: _DataLifeBasis.ValueType  # 2
+    """The consent grant sets no period (retention_days 0): keep_until is not set, and how long the
+    recipient may keep the report follows from the law and its own duties, not from the grant.
+    """
+    DATA_LIFE_BASIS_WITHOUT_CONSENT: _DataLifeBasis.ValueType  # 3
+    """Released without consent, on the purpose's own legal basis (a court or tax investigation,
+    a statutory duty, a regulator, the subject's own inquiry): keep_until is not set; the law
+    that grants the purpose governs how long the recipient keeps it.
+    """
+
+class DataLifeBasis(_DataLifeBasis, metaclass=_DataLifeBasisEnumTypeWrapper):
+    """What a released report's data life ("may be kept until") rests on."""
+
+DATA_LIFE_BASIS_UNSPECIFIED: DataLifeBasis.ValueType  # 0
+"""Not stated (a report released before data lives were carried)."""
+DATA_LIFE_BASIS_CONSENT_PERIOD: DataLifeBasis.ValueType  # 1
+"""The consent grant the report was released under sets a period (ConsentTerms.retention_days
+> 0): the recipient may keep the report until keep_until, the disclosure time plus that
+many days, and must delete it then.
+"""
+DATA_LIFE_BASIS_CONSENT_NO_PERIOD: DataLifeBasis.ValueType  # 2
+"""The consent grant sets no period (retention_days 0): keep_until is not set, and how long the
+recipient may keep the report follows from the law and its own duties, not from the grant.
+"""
+DATA_LIFE_BASIS_WITHOUT_CONSENT: DataLifeBasis.ValueType  # 3
+"""Released without consent, on the purpose's own legal basis (a court or tax investigation,
+a statutory duty, a regulator, the subject's own inquiry): keep_until is not set; the law
+that grants the purpose governs how long the recipient keeps it.
+"""
+Global___DataLifeBasis: _TypeAlias = DataLifeBasis  # noqa: Y015
