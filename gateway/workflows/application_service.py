@@ -122,7 +122,9 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         self._gate = gate
 
     def _show(self, view: ApplicationView) -> app_pb2.RepairApplication:
-        return render.application(view, self._clock(), self._workflow.sealer)
+        return render.application(
+            view, self._clock(), self._workflow.sealer, self._workflow.calendar
+        )
 
     async def _for_subject(
         self,

@@ -191,7 +191,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                 who.subject_token,
                 self._workflow.file(who, filing, allowed),
             )
-            return render.objection(view, self._clock())
+            return render.objection(view, self._clock(), self._workflow.calendar)
 
         shown = await self._gate.disclose(ask, produce, source_ids=_source_of)
         return obj_pb2.FileObjectionResponse(objection=shown)
@@ -239,7 +239,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         sent: tuple[int, int, bool] | None = None
         while True:
             now = self._clock()
-            shown = render.objection(view, now)
+            shown = render.objection(view, now, self._workflow.calendar)
             mark = (shown.version, int(shown.state), shown.overdue)
             if mark != sent:
                 # Each update is decided afresh; the first counts as the call's use.
@@ -415,7 +415,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         self, view: ObjectionView, now: dt.datetime, *, redact: bool = False
     ) -> Callable[[Admission], Awaitable[obj_pb2.Objection]]:
         async def produce(_: Admission) -> obj_pb2.Objection:
-            return render.objection(view, now, redact=redact)
+            return render.objection(view, now, self._workflow.calendar, redact=redact)
 
         return produce
 
