@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import holidays
@@ -345,3 +348,28 @@ def test_calendar_files_can_come_from_the_environment(tmp_path: Path) -> None:
         {}, base_dir=tmp_path, environ={"CREDGATE_WORKDAYS_CALENDAR_FILES": str(TEST_2027)}
     )
     assert [c.year for c in config.workdays.calendars] == [2027]
+
+
+def test_credgate_serve_with_a_bad_calendar_file_exits_2_naming_it_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "2027.toml").write_text(
+        'year = 2027\n[[holidays]]\ndate = 2027-01-01\nname = "x"\nbridge = true\n'
+    )
+    (tmp_path / "gateway.toml").write_text('[workdays]\ncalendar_files = ["2027.toml"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDGATE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "credgate.gateway.cli", "serve", "--config", "gateway.toml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"workdays.calendar_files[0]: {tmp_path / '2027.toml'}: holidays[0].bridge: unknown key"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr + result.stdout
