@@ -163,7 +163,8 @@ class WorkdaysConfig:
     year replaces the ``holidays`` library's calendar for that year and makes deadlines
     counted in it firm; without one, deadlines reaching a year the library has no notice for
     are marked provisional. Checked at start: a bad file stops the gateway, naming the file
-    and the field or line. Read at start only (restart to load a new year)."""
+    and the field or line. Read at start only (restart to load a new year); give every replica
+    the same files, or replicas count the same deadline differently."""
     calendars: tuple[YearCalendar, ...] = field(default=(), compare=False)
     """The files' calendars, as loaded (not a key)."""
 
