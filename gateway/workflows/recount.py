@@ -11,7 +11,10 @@ why. Counting is deterministic, so replicas starting together agree, and a secon
 nothing (each change re-checks the row under its lock, in its own transaction).
 
 Periods already met (the subject filed, the source replied, the court ruled) keep the day they
-were held to. A recount can move a day earlier as well as later: the notice decides.
+were held to. A recount can move a day earlier as well as later: the notice decides. Only a
+*firm* count replaces a stored day: a period that is still provisional on this replica's
+calendar is left as it is, so a replica missing a calendar file the others have cannot move
+their days back to its estimate.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ def _running(row: ObjectionRow) -> tuple[dt.datetime, int, dt.datetime] | None:
     if row.state == AWAITING_SOURCE and row.filed_with_source_at and row.reply_due_at:
         return row.filed_with_source_at, SOURCE_REPLY_DAYS, row.reply_due_at
     return None
+
+
+def _firm_end(calendar: WorkdayCalendar, started: dt.datetime, days: int) -> dt.datetime | None:
+    """The end of the period counted on ``calendar``; ``None`` when that count is itself an
+    estimate. Only a firm count replaces a stored one: a replica started without a calendar
+    file the others have must not move their firm days back to its guess."""
+    start = beijing_date(started)
+    last = calendar.add_working_days(start, days)
+    return None if calendar.first_unpublished(start, last) is not None else end_of_day(last)
 
 
 def _note(what: str, old: dt.datetime, new: dt.datetime, calendar: WorkdayCalendar) -> str:
@@ -108,8 +120,8 @@ async def _recount_objection(
         if row is None or running is None:
             return False
         started, days, stored = running
-        new = end_of_day(calendar.add_working_days(beijing_date(started), days))
-        if new == stored:
+        new = _firm_end(calendar, started, days)
+        if new is None or new == stored:
             return False
         now = clock()
         if row.state == AWAITING_SUBJECT:
@@ -143,10 +155,9 @@ async def _recount_application(
             or not row.announcement_days
         ):
             return False
-        start = beijing_date(row.reviewed_at)
-        new = end_of_day(calendar.add_working_days(start, row.announcement_days))
+        new = _firm_end(calendar, row.reviewed_at, row.announcement_days)
         stored = row.announcement_due_at
-        if new == stored:
+        if new is None or new == stored:
             return False
         now = clock()
         row.announcement_due_at = new
