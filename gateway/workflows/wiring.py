@@ -5,7 +5,9 @@ needs the engine (to judge eligibility from a merged report), so ``Workflows`` i
 the engine and its services after it::
 
     workflows = Workflows(database, FieldCipher(keyring),
-                          id_key=workflow_id_key(keyring.subject_token_key))
+                          id_key=workflow_id_key(keyring.subject_token_key),
+                          calendar=WorkdayCalendar(published=config.workdays.calendars))
+    await workflows.recount()       # running deadlines onto the calendar loaded now
     engine = QueryEngine(adapters, fact_index, ..., disputes=workflows.disputes)
     workflows.register(server, engine=engine, fact_index=fact_index, sources=config.sources,
                        providers={p.institution_id: p.source_id for p in config.providers},
