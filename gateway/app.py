@@ -57,6 +57,7 @@ from credgate.gateway.subject_identity import SubjectIdentities
 from credgate.gateway.sync.service import build_sync_servicer
 from credgate.gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
 from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
+from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.common import workflow_id_key
 from credgate.gateway.workflows.wiring import Workflows
 
@@ -158,9 +159,13 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         database,
         cipher,
         id_key=workflow_id_key(keyring.subject_token_key),
+        # The holiday calendar with the years operators loaded (``[workdays]``).
+        calendar=WorkdayCalendar(published=config.workdays.calendars),
         outbox_poll_seconds=config.outbox.poll_seconds,
         outbox_claim_seconds=config.outbox.claim_seconds,
     )
+    # Deadlines counted on an estimated year move to the notice loaded since (at start).
+    await workflows.recount()
     engine = QueryEngine(
         build_adapters(config.sources),
         fact_index,

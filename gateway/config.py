@@ -25,6 +25,7 @@ from typing import Any
 from credgate.adapters.base import SourceConfig
 from credgate.adapters.catalog import available_kinds
 from credgate.core.institution import Institution, role_from_name
+from credgate.gateway.calendar_file import CalendarFileError, load_calendar_file
 from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
 from credgate.gateway.engine.consistency import (
     CONSISTENCY_KEYS,
@@ -34,6 +35,7 @@ from credgate.gateway.engine.consistency import (
 )
 from credgate.gateway.sync.settings import SYNC_KEYS, ProviderConfig, SyncSettings, parse_providers
 from credgate.gateway.watch.settings import WATCH_KEYS, WatchSettings
+from credgate.gateway.workdays import YearCalendar
 
 ENV_PREFIX = "CREDGATE_"
 MAX_WORKERS = 256
@@ -146,6 +148,27 @@ class OutboxConfig:
     second replica send the same filing again (the source still holds it once)."""
 
 
+class PathList(tuple[Path, ...]):
+    """Schema type of a key holding an array of paths (each resolved like a path key)."""
+
+
+@dataclass(frozen=True)
+class WorkdaysConfig:
+    """``[workdays]``: the PRC holiday calendar the workflows' deadlines are counted on
+    (``gateway.workdays``; docs/workflows.md, "Deadlines and the holiday calendar")."""
+
+    calendar_files: tuple[Path, ...] = ()
+    """Calendar files, one year's State Council holiday notice each (holidays and adjusted
+    working weekends, format in ``gateway.calendar_file`` and docs/workflows.md). A listed
+    year replaces the ``holidays`` library's calendar for that year and makes deadlines
+    counted in it firm; without one, deadlines reaching a year the library has no notice for
+    are marked provisional. Checked at start: a bad file stops the gateway, naming the file
+    and the field or line. Read at start only (restart to load a new year); give every replica
+    the same files, or replicas count the same deadline differently."""
+    calendars: tuple[YearCalendar, ...] = field(default=(), compare=False)
+    """The files' calendars, as loaded (not a key)."""
+
+
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 LOG_FORMATS = ("text", "json")
 
@@ -208,6 +231,8 @@ class GatewayConfig:
     "Connection limits"). Without the section the defaults apply."""
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     """``[outbox]``: delivery of filings and rulings to the sources (``gateway.workflows``)."""
+    workdays: WorkdaysConfig = field(default_factory=WorkdaysConfig)
+    """``[workdays]``: published holiday calendars loaded from files (``gateway.workdays``)."""
     path: Path | None = field(default=None, compare=False)
 
 
@@ -229,6 +254,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "consent": {"enrolment_offices": list},
     "audit": {"checkpoint_interval_seconds": float, "write_timeout_seconds": float},
     "outbox": {"poll_seconds": float, "claim_seconds": float},
+    "workdays": {"calendar_files": PathList},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
     "sync": {**SYNC_KEYS, **CONSISTENCY_KEYS},
     "watch": WATCH_KEYS,
@@ -339,6 +365,7 @@ _TYPE_NAMES = {
     dict: "a table of strings",
     list: "an array of strings",
     NumberTable: "a table of numbers",
+    PathList: "an array of path strings",
 }
 
 
@@ -352,6 +379,7 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         Path: isinstance(value, str) and value != "",
         dict: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
         list: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        PathList: isinstance(value, list) and all(isinstance(v, str) and v for v in value),
         NumberTable: isinstance(value, dict)
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()),
     }[kind]
@@ -366,6 +394,8 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         return dict(value)
     if kind is list:
         return tuple(value)
+    if kind is PathList:
+        return tuple(_check(f"{where}[{i}]", v, Path, base) for i, v in enumerate(value))
     if kind is NumberTable:
         return {str(k): float(v) for k, v in value.items()}
     return value
@@ -391,7 +421,7 @@ def _parse_env_value(name: str, text: str, kind: type) -> Any:
             return int(text)
         if kind is float:
             return float(text)
-        if kind is list:
+        if kind is list or kind is PathList:
             return [item.strip() for item in text.split(",") if item.strip()]
     except ValueError:
         raise ConfigError(f"environment {name} must be {_TYPE_NAMES[kind]}") from None
@@ -493,6 +523,25 @@ def _numbers(
             raise ConfigError(f"{key} is out of range")
 
 
+def _workdays(values: dict[str, Any]) -> WorkdaysConfig:
+    """The listed calendar files, each loaded and checked now (a bad one stops the start)."""
+    files: tuple[Path, ...] = values.get("calendar_files", ())
+    calendars: list[YearCalendar] = []
+    for i, path in enumerate(files):
+        try:
+            calendar = load_calendar_file(path)
+        except CalendarFileError as exc:
+            raise ConfigError(f"workdays.calendar_files[{i}]: {exc}") from None
+        earlier = next((c for c in calendars if c.year == calendar.year), None)
+        if earlier is not None:
+            raise ConfigError(
+                f"workdays.calendar_files[{i}]: {path}: year {calendar.year} is already "
+                f"loaded from {earlier.origin}"
+            )
+        calendars.append(calendar)
+    return WorkdaysConfig(calendar_files=files, calendars=tuple(calendars))
+
+
 def _telemetry(values: dict[str, Any]) -> TelemetryConfig:
     telemetry = TelemetryConfig(**values)
     if telemetry.exporter not in TELEMETRY_EXPORTERS:
@@ -581,6 +630,7 @@ def config_from_mapping(
         watch=watch,
         connections=connections,
         outbox=outbox,
+        workdays=_workdays(tables.get("workdays", {})),
         providers=providers,
         telemetry=_telemetry(tables.get("telemetry", {})),
         audit=audit,

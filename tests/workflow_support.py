@@ -39,7 +39,7 @@ from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.wire_errors import parse_error
-from credgate.gateway.workdays import BEIJING
+from credgate.gateway.workdays import BEIJING, WorkdayCalendar
 from credgate.gateway.workflows.common import workflow_id_key
 from credgate.gateway.workflows.wiring import Workflows
 from tests.fixtures.mocks import RunningGateway, gateway_document
@@ -123,6 +123,8 @@ async def running_workflow_gateway(
     storage_url: str | None = None,
     *,
     outbox_poll_seconds: float = 0.2,
+    calendar: WorkdayCalendar | None = None,
+    clock: TravelClock | None = None,
 ) -> AsyncIterator[WorkflowGateway]:
     """The full gateway with the workflows on it, on ``storage_url`` (default: SQLite).
 
@@ -136,12 +138,13 @@ async def running_workflow_gateway(
     built = await build_gateway(config)
     keyring = Keyring.load(config.keys.keyring)
     cipher = FieldCipher(keyring)
-    clock = TravelClock(dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC))
+    clock = clock or TravelClock(dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC))
     workflows = Workflows(
         built.database,
         cipher,
         id_key=workflow_id_key(keyring.subject_token_key),
         clock=clock,
+        calendar=calendar,
         outbox_poll_seconds=outbox_poll_seconds,
     )
     # What build_gateway will do once wired (docs/workflows.md): QueryEngine(disputes=...).
@@ -165,6 +168,7 @@ async def running_workflow_gateway(
     if built.workflows is not None:
         await built.workflows.aclose()
     built.workflows = workflows
+    await workflows.recount()  # as build_gateway does with its own, on this calendar
     port = await built.start()
     try:
         yield WorkflowGateway(

@@ -56,6 +56,7 @@ from credgate.gateway.disclosure.parties import (
     PROCEDURE_PARTIES,
     ProcedureParty,
     acting_purpose,
+    audit_purpose,
     reader_purpose,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "ProcedureParty",
     "Refusal",
     "acting_purpose",
+    "audit_purpose",
     "category_names",
     "decide",
     "minimize_content",

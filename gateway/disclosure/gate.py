@@ -21,7 +21,7 @@ from credgate.core.institution import Institution
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure.content import first_report, minimize_content
 from credgate.gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
-from credgate.gateway.disclosure.parties import PROCEDURE_PARTIES
+from credgate.gateway.disclosure.parties import PROCEDURE_PARTIES, audit_purpose
 from credgate.gateway.subject_identity import SubjectIdentities
 
 Category = policy.Category
@@ -146,8 +146,7 @@ def _procedure(ask: Ask) -> policy.Decision:
 def _audit_purpose(ask: Ask) -> policy.Purpose:
     if ask.purpose != vocab.PURPOSE_UNSPECIFIED:
         return ask.purpose
-    party = PROCEDURE_PARTIES.get(ask.caller.role)
-    return party.audit_purpose if party is not None else vocab.PURPOSE_STATUTORY_DUTY
+    return audit_purpose(ask.caller.role)
 
 
 def _utcnow() -> dt.datetime:

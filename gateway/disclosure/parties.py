@@ -29,6 +29,8 @@ class ProcedureParty:
     """The purpose its audit entries record (it names none in its requests)."""
 
 
+_CREDITOR = "a creditor lodging an objection to an announced application"
+
 PROCEDURE_PARTIES: dict[vocab.InstitutionRole.ValueType, ProcedureParty] = {
     vocab.INSTITUTION_ROLE_JUDICIAL_ORGAN: ProcedureParty(
         ALL_CATEGORIES,
@@ -46,17 +48,23 @@ PROCEDURE_PARTIES: dict[vocab.InstitutionRole.ValueType, ProcedureParty] = {
         vocab.PURPOSE_REGULATORY_AUDIT,
     ),
     vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION: ProcedureParty(
-        frozenset(), "a creditor lodging an objection to an announced application"
+        frozenset(), _CREDITOR, vocab.PURPOSE_PUBLIC_DISCLOSURE
     ),
     vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION: ProcedureParty(
-        frozenset(), "a creditor lodging an objection to an announced application"
+        frozenset(), _CREDITOR, vocab.PURPOSE_PUBLIC_DISCLOSURE
     ),
     vocab.INSTITUTION_ROLE_TAX_AUTHORITY: ProcedureParty(
-        frozenset(), "a creditor lodging an objection to an announced application"
+        frozenset(), _CREDITOR, vocab.PURPOSE_PUBLIC_DISCLOSURE
     ),
 }
-"""What a procedure party's part lets it see. Creditors see no facts: an objection to an
-announcement is answered with the announcement's end only."""
+"""What a procedure party's part lets it see, and the purpose its entries record. The court
+and a source's provider act on a duty the procedures give them (STATUTORY_DUTY); a regulator
+oversees (REGULATORY_AUDIT). A creditor objecting to an announced application acts on what
+was publicly announced under law (measures Art. 7), without consent and without a case
+reference: that is PUBLIC_DISCLOSURE, the row creditors hold in the policy table —
+STATUTORY_DUTY is a statutory organ's row, which a bank or a tax bureau as creditor is not.
+Creditors see no facts: an objection to an announcement is answered with the announcement's
+end only."""
 
 ACTING_FOR_SUBJECT: dict[vocab.InstitutionRole.ValueType, policy.Purpose] = {
     vocab.INSTITUTION_ROLE_SUBJECT: vocab.PURPOSE_SELF_INQUIRY,
@@ -76,3 +84,15 @@ def reader_purpose(role: vocab.InstitutionRole.ValueType) -> policy.Purpose:
     """The purpose a workflow read by ``role`` is decided under: the subject's and their
     authorized party's rows, else UNSPECIFIED — a procedure party (``PROCEDURE_PARTIES``)."""
     return ACTING_FOR_SUBJECT.get(role, vocab.PURPOSE_UNSPECIFIED)
+
+
+def audit_purpose(role: vocab.InstitutionRole.ValueType) -> policy.Purpose:
+    """The purpose a workflow act (or refusal) by ``role`` is audited under, when the request
+    names none: its row when it acts for a subject (``ACTING_FOR_SUBJECT``), else its part's
+    (``PROCEDURE_PARTIES``); a role with neither (refused anyway) STATUTORY_DUTY. The one rule
+    for every workflow writer (``workflows.callers``) and the gate."""
+    acting = ACTING_FOR_SUBJECT.get(role)
+    if acting is not None:
+        return acting
+    party = PROCEDURE_PARTIES.get(role)
+    return party.audit_purpose if party is not None else vocab.PURPOSE_STATUTORY_DUTY

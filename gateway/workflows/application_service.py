@@ -124,7 +124,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
     def _show(self, view: ApplicationView, admission: Admission) -> app_pb2.RepairApplication:
         """``view`` rendered now, with the data life of the release ``admission`` allowed."""
         now = self._clock()
-        shown = render.application(view, now, self._workflow.sealer)
+        shown = render.application(view, now, self._workflow.sealer, self._workflow.calendar)
         shown.data_life.CopyFrom(admission.data_life(now))
         return shown
 
@@ -292,7 +292,9 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         view = await self._visible(caller, request.application_id)
         sent: tuple[int, int] | None = None
         while True:
-            shown = render.application(view, self._clock(), self._workflow.sealer)  # not sent
+            shown = render.application(
+                view, self._clock(), self._workflow.sealer, self._workflow.calendar
+            )  # not sent
             if (shown.version, int(shown.stage)) != sent:
                 # Each update is decided afresh (a revoked grant ends the stream); the first
                 # counts as the use, the updates are the same call's.

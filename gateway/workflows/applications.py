@@ -119,7 +119,7 @@ class ApplicationWorkflow:
         self._outbox = outbox
         outbox.handle(RULING_PROPAGATION, self.propagate)
         self.database, self.sealer = database, sealer
-        self._engine, self._adapters, self._calendar = engine, adapters, calendar
+        self._engine, self._adapters, self.calendar = engine, adapters, calendar
         self._changes, self._clock, self._timeout = changes, clock, source_timeout
 
     async def evaluate(
@@ -229,7 +229,7 @@ class ApplicationWorkflow:
             row = await self._fresh(session, view)
             row.reviewed_at, row.reviewed_by = now, reviewer
             if approve:
-                period = self._calendar.deadline(now, days)
+                period = self.calendar.deadline(now, days)
                 row.stage, row.announcement_days = ANNOUNCEMENT, days
                 row.announcement_due_at = period.due_at
                 steps = [
@@ -243,7 +243,7 @@ class ApplicationWorkflow:
                         "ANNOUNCED",
                         wf.RESPONSIBLE_PARTY_REVIEWER,
                         reviewer,
-                        f"publicly announced for {days} working days, until {period.due_on}; "
+                        f"publicly announced for {days} working days, until {period.due_text}; "
                         "objections may be lodged until then",
                     ),
                 ]

@@ -11,7 +11,8 @@ at, so a refused caller learns nothing about the person.
 Every decision, allowed or refused, is appended to the audit log before the caller hears
 anything, through the one audit path (``audit.trail.AuditTrail``: fail closed,
 ``AUDIT_UNAVAILABLE`` and nothing released when it cannot be), with the ``AuditAction`` of the
-workflow step, the purpose that matches the caller's role, and the subject as a token.
+workflow step, the purpose that matches the caller's role (``disclosure.parties.audit_purpose``,
+the rule the gate uses too), and the subject as a token.
 """
 
 from __future__ import annotations
@@ -33,18 +34,10 @@ from credgate.core import identity_number
 from credgate.core.errors import GatewayError, build_status
 from credgate.core.institution import Institution
 from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.disclosure.parties import audit_purpose
 from credgate.gateway.subject_identity import SubjectIdentities
 
 Action: TypeAlias = audit_pb2.AuditAction.ValueType
-
-_PURPOSES: dict[int, vocab.Purpose.ValueType] = {
-    vocab.INSTITUTION_ROLE_SUBJECT: vocab.PURPOSE_SELF_INQUIRY,
-    vocab.INSTITUTION_ROLE_AUTHORIZED_PARTY: vocab.PURPOSE_SUBJECT_AUTHORIZED,
-    vocab.INSTITUTION_ROLE_REGULATOR: vocab.PURPOSE_REGULATORY_AUDIT,
-}
-"""The purpose an entry records per role; other roles act on a statutory duty (a court
-reviewing, a provider answering an objection, a creditor objecting to an announcement)."""
-
 
 class RecordedRefusal(GatewayError):
     """A refusal already recorded in the audit log (so it is not recorded twice)."""
@@ -113,7 +106,7 @@ class Callers:
         receipt = await self._audit.record(
             caller,
             action,
-            purpose=_PURPOSES.get(caller.role, vocab.PURPOSE_STATUTORY_DUTY),
+            purpose=audit_purpose(caller.role),
             reason=reason,
             subject_token=subject_token,
             consent_id=consent_id,

@@ -36,16 +36,30 @@ def _day(value: object) -> str:
     return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"  # type: ignore[attr-defined]
 
 
+def deadline_text(d: wf.Deadline) -> str:
+    """One deadline line: met once the party acted (an announcement: once it ended), else
+    OVERDUE or running until its day; a provisional one says which year's calendar is
+    missing."""
+    if d.HasField("met_time"):
+        state = "met"
+    elif d.overdue:
+        state = "OVERDUE"
+    else:
+        state = f"running until {_day(d.due_on)}"
+    if d.provisional:
+        state += f" (provisional: {d.unpublished_calendar_year} calendar not published)"
+    party = _name(wf.ResponsibleParty, d.party, "RESPONSIBLE_PARTY_")
+    return (
+        f"  deadline {_name(wf.DeadlineKind, d.kind, 'DEADLINE_KIND_')}: "
+        f"{f'{party} {d.party_id}'.rstrip()} by {_day(d.due_on)} "
+        f"({d.working_days} working days) — {state}"
+    )
+
+
 def _history(deadlines: Sequence[wf.Deadline], steps: Sequence[wf.WorkflowStep]) -> list[str]:
     lines = []
     for d in deadlines:
-        state = "met" if d.HasField("met_time") else ("OVERDUE" if d.overdue else "pending")
-        party = _name(wf.ResponsibleParty, d.party, "RESPONSIBLE_PARTY_")
-        lines.append(
-            f"  deadline {_name(wf.DeadlineKind, d.kind, 'DEADLINE_KIND_')}: "
-            f"{party} {d.party_id} by {_day(d.due_on)} ({d.working_days} working days)"
-            f" — {state}"
-        )
+        lines.append(deadline_text(d))
     for s in steps:
         lines.append(f"  {s.time.ToDatetime():%Y-%m-%d %H:%M} {s.action} [{s.actor_id}] {s.note}")
     return lines

@@ -138,7 +138,7 @@ class ObjectionWorkflow:
         self._db = store.database
         self._fact_index = fact_index
         self._adapters = adapters
-        self._calendar = calendar
+        self.calendar = calendar
         self._changes = changes
         self._clock = clock
         self._timeout = source_timeout
@@ -273,7 +273,7 @@ class ObjectionWorkflow:
         Nothing is sent here: the filing leaves only once this decision is committed."""
         where = filing.source_id
         row.routed_at = now
-        row.filing_due_at = self._calendar.deadline(now, SUBJECT_FILING_DAYS).due_at
+        row.filing_due_at = self.calendar.deadline(now, SUBJECT_FILING_DAYS).due_at
         if corrections_of(adapter) is not None:
             row.state, row.current_due_at = SUBMITTING, None
             return (
@@ -288,7 +288,7 @@ class ObjectionWorkflow:
     def _to_subject(
         self, row: ObjectionRow, where: str, now: dt.datetime, *, refused: bool = False
     ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
-        due = self._calendar.deadline(now, SUBJECT_FILING_DAYS)
+        due = self.calendar.deadline(now, SUBJECT_FILING_DAYS)
         row.routed_at, row.filing_due_at = now, due.due_at
         row.state, row.current_due_at = AWAITING_SUBJECT, due.due_at
         why = (
@@ -301,7 +301,7 @@ class ObjectionWorkflow:
             "ROUTED_TO_SUBJECT",
             GATEWAY,
             GATEWAY_ACTOR,
-            f"{why}: the subject files in writing with {where} by {due.due_on}",
+            f"{why}: the subject files in writing with {where} by {due.due_text}",
         )
 
     async def submit(self, message: Message) -> None:
@@ -354,7 +354,7 @@ class ObjectionWorkflow:
         self, row: ObjectionRow, receipt: SourceReceipt, now: dt.datetime
     ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
         where = row.source_id
-        reply = self._calendar.deadline(now, SOURCE_REPLY_DAYS)
+        reply = self.calendar.deadline(now, SOURCE_REPLY_DAYS)
         row.state, row.source_reference = AWAITING_SOURCE, receipt.source_reference
         row.filed_with_source_at, row.reply_due_at = now, reply.due_at
         row.current_due_at = reply.due_at
@@ -363,7 +363,7 @@ class ObjectionWorkflow:
             GATEWAY,
             GATEWAY_ACTOR,
             f"filed with {where} for the subject (its reference {receipt.source_reference}, "
-            f"received {receipt.received_on}); its written reply is due by {reply.due_on}",
+            f"received {receipt.received_on}); its written reply is due by {reply.due_text}",
         )
 
     async def reply(
@@ -447,7 +447,7 @@ class ObjectionWorkflow:
     ) -> list[tuple[str, wf.ResponsibleParty.ValueType, str, str]]:
         source = row.source_id
         if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED:
-            reply = self._calendar.deadline(now, SOURCE_REPLY_DAYS)
+            reply = self.calendar.deadline(now, SOURCE_REPLY_DAYS)
             row.state, row.filed_with_source_at = AWAITING_SOURCE, now
             row.reply_due_at = row.current_due_at = reply.due_at
             row.source_reference = reference
@@ -457,7 +457,7 @@ class ObjectionWorkflow:
                     SOURCE,
                     source,
                     f"{source} received the subject's application ({reference}); its written "
-                    f"reply is due by {reply.due_on}",
+                    f"reply is due by {reply.due_text}",
                 )
             ]
         late = row.reply_due_at is not None and now >= row.reply_due_at

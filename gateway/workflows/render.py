@@ -16,7 +16,7 @@ from google.type import date_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.gateway.workdays import beijing_date
+from credgate.gateway.workdays import WorkdayCalendar, beijing_date, provisional_words
 from credgate.gateway.workflows.applications import (
     ANNOUNCEMENT,
     REVIEW,
@@ -76,19 +76,33 @@ def deadline(
     due_at: dt.datetime,
     met: dt.datetime | None,
     now: dt.datetime,
+    calendar: WorkdayCalendar,
 ) -> wf.Deadline:
-    """One deadline; overdue when it ran out before the party acted (or still has not)."""
+    """One deadline; overdue when it ran out before the party acted (or still has not);
+    provisional when it counts days in a year whose holiday notice ``calendar`` lacks."""
+    starts_after, last = beijing_date(started), due_on(due_at)
+    missing = calendar.first_unpublished(starts_after, last)
     return wf.Deadline(
         kind=kind,
         party=party,
         party_id=party_id,
-        starts_after=day(beijing_date(started)),
+        starts_after=day(starts_after),
         working_days=working_days,
-        due_on=day(due_on(due_at)),
+        due_on=day(last),
         due_time=stamp(due_at),
         met_time=stamp(met),
         overdue=(met or now) >= due_at,
+        provisional=missing is not None,
+        unpublished_calendar_year=missing or 0,
     )
+
+
+def by(due_at: dt.datetime, calendar: WorkdayCalendar, started: dt.datetime) -> str:
+    """``2027-01-04``, or ``2027-01-04 (provisional: 2027 calendar not published)``: a due
+    date as the next-step texts give it."""
+    last = due_on(due_at)
+    missing = calendar.first_unpublished(beijing_date(started), last)
+    return f"{last}" + (f" ({provisional_words(missing)})" if missing is not None else "")
 
 
 def steps(rows: Sequence[WorkflowStepRow], sealer: Sealer | None = None) -> list[wf.WorkflowStep]:
@@ -114,7 +128,9 @@ def steps(rows: Sequence[WorkflowStepRow], sealer: Sealer | None = None) -> list
     return out
 
 
-def objection(view: ObjectionView, now: dt.datetime, *, redact: bool = False) -> obj_pb2.Objection:
+def objection(
+    view: ObjectionView, now: dt.datetime, calendar: WorkdayCalendar, *, redact: bool = False
+) -> obj_pb2.Objection:
     """The objection as the API shows it; ``redact`` leaves out the record id and the
     filer's words (a regulator's view)."""
     row = view.row
@@ -150,6 +166,7 @@ def objection(view: ObjectionView, now: dt.datetime, *, redact: bool = False) ->
                 row.filing_due_at,
                 row.filed_with_source_at,
                 now,
+                calendar,
             )
         )
     if row.filed_with_source_at is not None and row.reply_due_at is not None:
@@ -163,18 +180,22 @@ def objection(view: ObjectionView, now: dt.datetime, *, redact: bool = False) ->
                 row.reply_due_at,
                 row.replied_at,
                 now,
+                calendar,
             )
         )
     if state == AWAITING_SUBJECT and row.filing_due_at is not None:
         out.responsible_party = wf.RESPONSIBLE_PARTY_SUBJECT
+        started = row.routed_at or row.filed_at
         out.next_step = (
             f"the subject files a written application for correction with "
-            f"{row.source_id} by {due_on(row.filing_due_at)}"
+            f"{row.source_id} by {by(row.filing_due_at, calendar, started)}"
         )
     elif state == AWAITING_SOURCE and row.reply_due_at is not None:
         out.responsible_party = wf.RESPONSIBLE_PARTY_SOURCE
-        out.next_step = f"{row.source_id} replies in writing by {due_on(row.reply_due_at)}" + (
-            " (overdue)" if out.overdue else ""
+        started = row.filed_with_source_at or row.filed_at
+        out.next_step = (
+            f"{row.source_id} replies in writing by {by(row.reply_due_at, calendar, started)}"
+            + (" (overdue)" if out.overdue else "")
         )
     elif state == SUBMITTING:
         out.responsible_party = wf.RESPONSIBLE_PARTY_GATEWAY
@@ -193,9 +214,11 @@ _OUTCOME_NEXT = {
 
 
 def application(
-    view: ApplicationView, now: dt.datetime, sealer: Sealer
+    view: ApplicationView, now: dt.datetime, sealer: Sealer, calendar: WorkdayCalendar
 ) -> app_pb2.RepairApplication:
-    """The application as the API shows it, stages and next step derived at ``now``."""
+    """The application as the API shows it, stages and next step derived at ``now``. The
+    announcement period is met when it has run its course (``now`` past its end), not
+    before: until then it is running."""
     row = view.row
     stage = current_stage(row, now)
     closed = row.outcome != 0
@@ -244,18 +267,19 @@ def application(
                 responsible_party=wf.RESPONSIBLE_PARTY_PUBLIC,
             )
         )
-        out.deadlines.append(
-            deadline(
-                wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
-                wf.RESPONSIBLE_PARTY_PUBLIC,
-                "",
-                row.reviewed_at,
-                row.announcement_days or 0,
-                due,
-                due,
-                now,
-            )
+        period = deadline(
+            wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
+            wf.RESPONSIBLE_PARTY_PUBLIC,
+            "",
+            row.reviewed_at,
+            row.announcement_days or 0,
+            due,
+            due if now >= due else None,
+            now,
+            calendar,
         )
+        period.overdue = False  # a period that ends has run its course; nobody was late
+        out.deadlines.append(period)
         if stage == RULING:
             out.stages.append(
                 record(
@@ -281,11 +305,11 @@ def application(
             "the reviewing authority reviews the application: approves it for "
             "public announcement or rejects it"
         )
-    elif stage == ANNOUNCEMENT and due is not None:
+    elif stage == ANNOUNCEMENT and due is not None and row.reviewed_at is not None:
         out.responsible_party = wf.RESPONSIBLE_PARTY_PUBLIC
         out.next_step = (
-            f"public announcement until {due_on(due)}: objections may be lodged "
-            "until then; the court rules after it"
+            f"public announcement running until {by(due, calendar, row.reviewed_at)}: "
+            "objections may be lodged until then; the court rules after it"
         )
     else:
         out.responsible_party = wf.RESPONSIBLE_PARTY_REVIEWER

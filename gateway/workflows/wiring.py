@@ -5,7 +5,9 @@ needs the engine (to judge eligibility from a merged report), so ``Workflows`` i
 the engine and its services after it::
 
     workflows = Workflows(database, FieldCipher(keyring),
-                          id_key=workflow_id_key(keyring.subject_token_key))
+                          id_key=workflow_id_key(keyring.subject_token_key),
+                          calendar=WorkdayCalendar(published=config.workdays.calendars))
+    await workflows.recount()       # running deadlines onto the calendar loaded now
     engine = QueryEngine(adapters, fact_index, ..., disputes=workflows.disputes)
     workflows.register(server, engine=engine, fact_index=fact_index, sources=config.sources,
                        providers={p.institution_id: p.source_id for p in config.providers},
@@ -53,6 +55,7 @@ from credgate.gateway.workflows.objection_service import ObjectionServicer
 from credgate.gateway.workflows.objection_store import ObjectionStore
 from credgate.gateway.workflows.objections import ObjectionWorkflow
 from credgate.gateway.workflows.outbox import DEFAULT_POLL_SECONDS, LEASE_SECONDS, Outbox
+from credgate.gateway.workflows.recount import recount_deadlines
 
 OBJECTION_SERVICE = "credit_repair.v1.ObjectionService"
 REPAIR_APPLICATION_SERVICE = "credit_repair.v1.RepairApplicationService"
@@ -173,6 +176,11 @@ class Workflows:
             applications,
             REPAIR_APPLICATION_SERVICE,
         )
+
+    async def recount(self) -> list[str]:
+        """Recount the running deadlines on this calendar (``workflows.recount``): at start,
+        so a year's notice loaded since they were counted moves their days. The ids moved."""
+        return await recount_deadlines(self.database, self.calendar, self.clock, self.changes)
 
     def start(self) -> None:
         """Start draining the outbox: once now (what a crashed replica left), then every

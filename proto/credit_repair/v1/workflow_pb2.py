@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63redit_repair/v1/workflow.proto\x12\x10\x63redit_repair.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xcc\x02\n\x08\x44\x65\x61\x64line\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.credit_repair.v1.DeadlineKind\x12\x31\n\x05party\x18\x02 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\'\n\x0cstarts_after\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x14\n\x0cworking_days\x18\x05 \x01(\x05\x12!\n\x06\x64ue_on\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x08\x64ue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08met_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\t \x01(\x08\"\x9b\x01\n\x0cWorkflowStep\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x31\n\x05\x61\x63tor\x18\x03 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t*\xeb\x01\n\x10ResponsibleParty\x12!\n\x1dRESPONSIBLE_PARTY_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSIBLE_PARTY_GATEWAY\x10\x01\x12\x1d\n\x19RESPONSIBLE_PARTY_SUBJECT\x10\x02\x12\x1c\n\x18RESPONSIBLE_PARTY_SOURCE\x10\x03\x12\x1e\n\x1aRESPONSIBLE_PARTY_REVIEWER\x10\x04\x12\x1c\n\x18RESPONSIBLE_PARTY_PUBLIC\x10\x05\x12\x1a\n\x16RESPONSIBLE_PARTY_NONE\x10\x06*\x96\x01\n\x0c\x44\x65\x61\x64lineKind\x12\x1d\n\x19\x44\x45\x41\x44LINE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x44\x45\x41\x44LINE_KIND_SUBJECT_FILING\x10\x01\x12\x1e\n\x1a\x44\x45\x41\x44LINE_KIND_SOURCE_REPLY\x10\x02\x12%\n!DEADLINE_KIND_ANNOUNCEMENT_PERIOD\x10\x03\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63redit_repair/v1/workflow.proto\x12\x10\x63redit_repair.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x84\x03\n\x08\x44\x65\x61\x64line\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.credit_repair.v1.DeadlineKind\x12\x31\n\x05party\x18\x02 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\'\n\x0cstarts_after\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x14\n\x0cworking_days\x18\x05 \x01(\x05\x12!\n\x06\x64ue_on\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x08\x64ue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08met_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\t \x01(\x08\x12\x13\n\x0bprovisional\x18\n \x01(\x08\x12!\n\x19unpublished_calendar_year\x18\x0b \x01(\x05\"\x9b\x01\n\x0cWorkflowStep\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x31\n\x05\x61\x63tor\x18\x03 \x01(\x0e\x32\".credit_repair.v1.ResponsibleParty\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t*\xeb\x01\n\x10ResponsibleParty\x12!\n\x1dRESPONSIBLE_PARTY_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSIBLE_PARTY_GATEWAY\x10\x01\x12\x1d\n\x19RESPONSIBLE_PARTY_SUBJECT\x10\x02\x12\x1c\n\x18RESPONSIBLE_PARTY_SOURCE\x10\x03\x12\x1e\n\x1aRESPONSIBLE_PARTY_REVIEWER\x10\x04\x12\x1c\n\x18RESPONSIBLE_PARTY_PUBLIC\x10\x05\x12\x1a\n\x16RESPONSIBLE_PARTY_NONE\x10\x06*\x96\x01\n\x0c\x44\x65\x61\x64lineKind\x12\x1d\n\x19\x44\x45\x41\x44LINE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x44\x45\x41\x44LINE_KIND_SUBJECT_FILING\x10\x01\x12\x1e\n\x1a\x44\x45\x41\x44LINE_KIND_SOURCE_REPLY\x10\x02\x12%\n!DEADLINE_KIND_ANNOUNCEMENT_PERIOD\x10\x03\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credgate.api.credit_repair.
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034org.credgate.creditrepair.v1P\001ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1'
-  _globals['_RESPONSIBLEPARTY']._serialized_start=604
-  _globals['_RESPONSIBLEPARTY']._serialized_end=839
-  _globals['_DEADLINEKIND']._serialized_start=842
-  _globals['_DEADLINEKIND']._serialized_end=992
+  _globals['_RESPONSIBLEPARTY']._serialized_start=660
+  _globals['_RESPONSIBLEPARTY']._serialized_end=895
+  _globals['_DEADLINEKIND']._serialized_start=898
+  _globals['_DEADLINEKIND']._serialized_end=1048
   _globals['_DEADLINE']._serialized_start=111
-  _globals['_DEADLINE']._serialized_end=443
-  _globals['_WORKFLOWSTEP']._serialized_start=446
-  _globals['_WORKFLOWSTEP']._serialized_end=601
+  _globals['_DEADLINE']._serialized_end=499
+  _globals['_WORKFLOWSTEP']._serialized_start=502
+  _globals['_WORKFLOWSTEP']._serialized_end=657
 # @@protoc_insertion_point(module_scope)

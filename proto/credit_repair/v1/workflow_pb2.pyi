@@ -106,7 +106,9 @@ Global___DeadlineKind: _TypeAlias = DeadlineKind  # noqa: Y015
 class Deadline(_message.Message):
     """A time limit counted in working days on the PRC public-holiday calendar (adjusted working
     weekends included). The day a period starts from is not counted; the period ends at 24:00
-    Beijing time on its last day.
+    Beijing time on its last day. A period that counts days in a year whose State Council holiday
+    notice the gateway does not have is provisional: its due date is an estimate
+    (docs/workflows.md, "Deadlines and the holiday calendar").
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -120,6 +122,8 @@ class Deadline(_message.Message):
     DUE_TIME_FIELD_NUMBER: _builtins.int
     MET_TIME_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
+    UNPUBLISHED_CALENDAR_YEAR_FIELD_NUMBER: _builtins.int
     kind: Global___DeadlineKind.ValueType
     """Which time limit this is."""
     party: Global___ResponsibleParty.ValueType
@@ -130,6 +134,12 @@ class Deadline(_message.Message):
     """The length of the period in working days."""
     overdue: _builtins.bool
     """True when the period ran out without the party acting (as of the answer's time)."""
+    provisional: _builtins.bool
+    """True when due_on is an estimate: the period counts days in a year whose holiday calendar
+    is not published (not known to the gateway), so the date may still move once it is.
+    """
+    unpublished_calendar_year: _builtins.int
+    """The first such year (for example 2027) when provisional; 0 when the deadline is firm."""
     @_builtins.property
     def starts_after(self) -> _date_pb2.Date:
         """The Beijing date the period counts from (not itself counted)."""
@@ -158,10 +168,12 @@ class Deadline(_message.Message):
         due_time: _timestamp_pb2.Timestamp | None = ...,
         met_time: _timestamp_pb2.Timestamp | None = ...,
         overdue: _builtins.bool = ...,
+        provisional: _builtins.bool = ...,
+        unpublished_calendar_year: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_on", b"due_on", "due_time", b"due_time", "met_time", b"met_time", "starts_after", b"starts_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_on", b"due_on", "due_time", b"due_time", "kind", b"kind", "met_time", b"met_time", "overdue", b"overdue", "party", b"party", "party_id", b"party_id", "starts_after", b"starts_after", "working_days", b"working_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_on", b"due_on", "due_time", b"due_time", "kind", b"kind", "met_time", b"met_time", "overdue", b"overdue", "party", b"party", "party_id", b"party_id", "provisional", b"provisional", "starts_after", b"starts_after", "unpublished_calendar_year", b"unpublished_calendar_year", "working_days", b"working_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
