@@ -267,6 +267,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         identify=identify,
         audit=audit,
         page_tokens=page_tokens,
+        watch_slots=followers.streams.slots,  # one share per caller across every watch
     )
     check_services(server.service_names)  # a request field without input rules stops here
     not_serving_on_trip(audit_guard, server)

@@ -16,6 +16,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.audit.store_models import AuditEntryRow
 from credgate.gateway.sync.models import ChangeFeedRow
+from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
 from tests.workflow_support import WorkflowGateway, desk, refused, workflow_gateway
@@ -306,3 +307,44 @@ async def test_bad_or_duplicate_objections_are_refused_with_reasons_and_nothing_
         )
     assert await _count(gw, ObjectionRow) == 1
     assert len(desk(gw, "credit-registry").objections) == 1
+
+
+async def test_an_objection_watch_takes_its_slot_from_the_replica_s_watch_slots(
+    workflow_gateway: WorkflowGateway, observed: Subject
+) -> None:
+    """WatchObjection holds a stream as WatchRepairStatus does, so it counts against the same
+    slots: a full replica refuses it (RESOURCE_EXHAUSTED, QuotaFailure), and the slot it holds
+    is given back when the stream ends."""
+    gw = workflow_gateway
+    assert gw.gateway.followers is not None
+    slots = gw.gateway.followers.streams.slots
+    report = await _report(gw, observed)
+    record_id = _facts(report, "credit-registry").cases[0].provenance.source_record_id
+    async with gw.subject_channel(observed) as channel:
+        stub = gw.objections(channel)
+        objection = (
+            await stub.FileObjection(_filing(observed, "credit-registry", record_id))
+        ).objection
+        request = obj_pb2.WatchObjectionRequest(objection_id=objection.objection_id)
+        others = [
+            slots.take(f"other-{n % 10}") for n in range(slots.open, WatchSettings().max_watchers)
+        ]
+        code, reason, _ = await refused(stub.WatchObjection(request).read())
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WATCHERS")
+        others.pop().release()
+        stream = stub.WatchObjection(request)
+        await stream.read()
+        assert slots.open == WatchSettings().max_watchers
+        async with gw.channel("provider-registry") as provider:
+            await gw.objections(provider).RecordSourceReply(
+                obj_pb2.RecordSourceReplyRequest(
+                    objection_id=objection.objection_id,
+                    decision=obj_pb2.SOURCE_REPLY_DECISION_UPHELD,
+                    reply_reference="YYHF-0003",
+                )
+            )
+        await stream.read()
+        assert await stream.read() == grpc.aio.EOF
+        assert slots.open == WatchSettings().max_watchers - 1
+        for slot in others:
+            slot.release()

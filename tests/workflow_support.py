@@ -163,6 +163,7 @@ async def running_workflow_gateway(
         audit=AuditTrail(built.audit_log),
         page_tokens=PageTokens.from_root_key(keyring.subject_token_key),
         watch_poll_seconds=0.05,
+        watch_slots=built.followers.streams.slots if built.followers is not None else None,
     )
     # These workflows replace the ones build_gateway made: the gateway starts and stops them.
     if built.workflows is not None:

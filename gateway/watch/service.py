@@ -113,7 +113,7 @@ class WatchStreams:
         self._settings = settings
         self._deadline_seconds = deadline_seconds
         self._clock = clock
-        self._slots = WatchSlots(settings.max_watchers, settings.max_watchers_per_caller)
+        self._slots = WatchSlots.from_settings(settings)
 
     @property
     def slots(self) -> WatchSlots:

@@ -9,7 +9,9 @@ institution out of watching. Here a slot is taken with one synchronous call — 
 between the check and the count on the event loop — and no caller (one institution, or one
 subject calling for itself: whoever the certificate names) holds more than
 ``max_watchers_per_caller`` of them. The slot is released when the stream ends, however it
-ends.
+ends. One ``WatchSlots`` serves every watch stream of a replica — repair status, objections,
+applications — so a caller's share covers all of them (``gateway.app`` hands the watch
+service's to the workflows).
 
 A refusal is RESOURCE_EXHAUSTED with ErrorInfo ``TOO_MANY_WATCHERS`` (the replica is full) or
 ``TOO_MANY_WATCHERS_FOR_CALLER`` (this caller's share is used up), with a QuotaFailure naming
@@ -23,6 +25,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 
 from credgate.core.errors import GatewayError, build_status
+from credgate.gateway.watch.settings import WatchSettings
 
 TOO_MANY_WATCHERS = "TOO_MANY_WATCHERS"
 TOO_MANY_WATCHERS_FOR_CALLER = "TOO_MANY_WATCHERS_FOR_CALLER"
@@ -44,6 +47,11 @@ class WatchSlot:
 
 class WatchSlots:
     """Counts open watches in total and per caller; ``take`` checks and counts in one step."""
+
+    @classmethod
+    def from_settings(cls, settings: WatchSettings) -> WatchSlots:
+        """The limits of ``[watch]``."""
+        return cls(settings.max_watchers, settings.max_watchers_per_caller)
 
     def __init__(self, total: int, per_caller: int) -> None:
         if total <= 0 or per_caller <= 0:

@@ -37,6 +37,8 @@ from credgate.gateway.disclosure import (
     reader_purpose,
 )
 from credgate.gateway.protection.page_tokens import PageScope, PageTokens
+from credgate.gateway.watch.settings import WatchSettings
+from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workflows import render
 from credgate.gateway.workflows.applications import (
     DEFAULT_ANNOUNCEMENT_DAYS,
@@ -115,7 +117,10 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         page_tokens: PageTokens,
         gate: DisclosureGate,
         watch_poll_seconds: float = 1.0,
+        watch_slots: WatchSlots | None = None,
     ) -> None:
+        self._slots = watch_slots or WatchSlots.from_settings(WatchSettings())
+        """The replica's watch slots, shared with every other watch stream."""
         self._page_tokens = page_tokens
         self._workflow, self._callers, self._identify = workflow, callers, identify
         self._changes, self._clock, self._poll = changes, clock, watch_poll_seconds
@@ -290,21 +295,25 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
     ) -> AsyncIterator[app_pb2.WatchRepairApplicationResponse]:
         caller = self._identify(context)
         view = await self._visible(caller, request.application_id)
-        sent: tuple[int, int] | None = None
-        while True:
-            shown = render.application(
-                view, self._clock(), self._workflow.sealer, self._workflow.calendar
-            )  # not sent
-            if (shown.version, int(shown.stage)) != sent:
-                # Each update is decided afresh (a revoked grant ends the stream); the first
-                # counts as the use, the updates are the same call's.
-                released = await self._disclose(caller, READ, view, spend_use=sent is None)
-                sent = (shown.version, int(shown.stage))
-                yield app_pb2.WatchRepairApplicationResponse(application=released)
-            if not shown.open:
-                return
-            await self._changes.wait(request.application_id, self._poll)
-            view = await self._workflow.get(request.application_id) or view
+        slot = self._slots.take(caller.institution_id)  # before the next await; see slots
+        try:
+            sent: tuple[int, int] | None = None
+            while True:
+                shown = render.application(
+                    view, self._clock(), self._workflow.sealer, self._workflow.calendar
+                )  # not sent
+                if (shown.version, int(shown.stage)) != sent:
+                    # Each update is decided afresh (a revoked grant ends the stream); the
+                    # first counts as the use, the updates are the same call's.
+                    released = await self._disclose(caller, READ, view, spend_use=sent is None)
+                    sent = (shown.version, int(shown.stage))
+                    yield app_pb2.WatchRepairApplicationResponse(application=released)
+                if not shown.open:
+                    return
+                await self._changes.wait(request.application_id, self._poll)
+                view = await self._workflow.get(request.application_id) or view
+        finally:
+            slot.release()
 
     async def ReviewRepairApplication(
         self, request: app_pb2.ReviewRepairApplicationRequest, context: grpc.aio.ServicerContext

@@ -39,6 +39,8 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
+from credgate.gateway.watch.settings import WatchSettings
+from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workflows import render
 from credgate.gateway.workflows.callers import (
     Action,
@@ -110,7 +112,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         page_tokens: PageTokens,
         gate: DisclosureGate,
         watch_poll_seconds: float = 1.0,
+        watch_slots: WatchSlots | None = None,
     ) -> None:
+        self._slots = watch_slots or WatchSlots.from_settings(WatchSettings())
+        """The replica's watch slots, shared with every other watch stream."""
         self._page_tokens = page_tokens
         self._gate = gate
         self._workflow = workflow
@@ -239,21 +244,25 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
     ) -> AsyncIterator[obj_pb2.WatchObjectionResponse]:
         caller = self._identify(context)
         view = await self._visible(caller, request.objection_id)
-        sent: tuple[int, int, bool] | None = None
-        while True:
-            now = self._clock()
-            shown = render.objection(view, now, self._workflow.calendar)
-            mark = (shown.version, int(shown.state), shown.overdue)
-            if mark != sent:
-                # Each update is decided afresh; the first counts as the call's use.
-                released = await self._disclose(caller, READ, view, spend_use=sent is None)
-                sent = mark
-                yield obj_pb2.WatchObjectionResponse(objection=released)
-            if not is_open(view.row, now):
-                return
-            await self._changes.wait(request.objection_id, self._poll)
-            fresh = await self._store.get(request.objection_id)
-            view = fresh if fresh is not None else view
+        slot = self._slots.take(caller.institution_id)  # before the next await; see slots
+        try:
+            sent: tuple[int, int, bool] | None = None
+            while True:
+                now = self._clock()
+                shown = render.objection(view, now, self._workflow.calendar)
+                mark = (shown.version, int(shown.state), shown.overdue)
+                if mark != sent:
+                    # Each update is decided afresh; the first counts as the call's use.
+                    released = await self._disclose(caller, READ, view, spend_use=sent is None)
+                    sent = mark
+                    yield obj_pb2.WatchObjectionResponse(objection=released)
+                if not is_open(view.row, now):
+                    return
+                await self._changes.wait(request.objection_id, self._poll)
+                fresh = await self._store.get(request.objection_id)
+                view = fresh if fresh is not None else view
+        finally:
+            slot.release()
 
     async def RecordSourceReply(
         self, request: obj_pb2.RecordSourceReplyRequest, context: grpc.aio.ServicerContext

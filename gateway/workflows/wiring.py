@@ -46,6 +46,7 @@ from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.application_service import RepairApplicationServicer
 from credgate.gateway.workflows.applications import ApplicationWorkflow
@@ -114,8 +115,10 @@ class Workflows:
         page_tokens: PageTokens,
         source_timeout: float = 3.0,
         watch_poll_seconds: float = 1.0,
+        watch_slots: WatchSlots | None = None,
     ) -> tuple[ObjectionServicer, RepairApplicationServicer]:
-        """Make both servicers (``providers``: data provider institution id → source id)."""
+        """Make both servicers (``providers``: data provider institution id → source id;
+        ``watch_slots``: the replica's, so that a caller's watch share covers every stream)."""
         self.adapters = {a.config.source_id: a for a in build_adapters(sources)}
         callers = Callers(tokenizer, consents, audit, clock=self.clock)
         gate = DisclosureGate(consents, audit, clock=self.clock)
@@ -152,6 +155,7 @@ class Workflows:
             page_tokens=page_tokens,
             gate=gate,
             watch_poll_seconds=watch_poll_seconds,
+            watch_slots=watch_slots,
         )
         self.applications = RepairApplicationServicer(
             applications,
@@ -162,6 +166,7 @@ class Workflows:
             page_tokens=page_tokens,
             gate=gate,
             watch_poll_seconds=watch_poll_seconds,
+            watch_slots=watch_slots,
         )
         return self.objections, self.applications
 
