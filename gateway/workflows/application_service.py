@@ -34,7 +34,6 @@ from credgate.gateway.disclosure import (
     DisclosureGate,
     Refusal,
     acting_purpose,
-    reader_purpose,
 )
 from credgate.gateway.protection.page_tokens import PageScope, PageTokens
 from credgate.gateway.watch.settings import WatchSettings
@@ -52,6 +51,7 @@ from credgate.gateway.workflows.callers import (
     ForSubject,
     check_identity_number,
     invalid,
+    reader_ask,
 )
 from credgate.gateway.workflows.common import Changes
 from credgate.gateway.workflows.models import RepairApplicationRow
@@ -280,7 +280,15 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         if not views:  # nothing about anyone is released; the listing is still recorded
             await self._callers.record(caller, READ)
         shown = await self._gate.disclose_each(
-            [(self._reader_ask(caller, READ, v), self._producer(v)) for v in views]
+            [
+                (
+                    reader_ask(
+                        caller, READ, v.row.subject_token, NOT_FOUND, required=REPAIR_REQUIRED
+                    ),
+                    self._producer(v),
+                )
+                for v in views
+            ]
         )
         response = app_pb2.ListRepairApplicationsResponse(applications=shown)
         if more and views:
@@ -443,28 +451,6 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
 
         return record
 
-    def _reader_ask(
-        self,
-        caller: Institution,
-        action: Action,
-        view: ApplicationView,
-        spend_use: bool = True,
-        recorded: bool = False,
-    ) -> Ask:
-        """A reader of an application: the subject or the filer acting for them (purpose
-        rule and consent, afresh), or the court by its part in the procedure. Refused like
-        an application that does not exist."""
-        return Ask(
-            caller,
-            action,
-            view.row.subject_token,
-            reader_purpose(caller.role),
-            required=REPAIR_REQUIRED,
-            spend_use=spend_use,
-            refusal=NOT_FOUND,
-            recorded=recorded,
-        )
-
     def _producer(
         self, view: ApplicationView
     ) -> Callable[[Admission], Awaitable[app_pb2.RepairApplication]]:
@@ -483,7 +469,15 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
     ) -> app_pb2.RepairApplication:
         """``view`` as ``caller`` may see it, through the disclosure gate (``recorded``: the
         answer of a write whose entry committed with it)."""
-        ask = self._reader_ask(caller, action, view, spend_use, recorded)
+        ask = reader_ask(
+            caller,
+            action,
+            view.row.subject_token,
+            NOT_FOUND,
+            required=REPAIR_REQUIRED,
+            spend_use=spend_use,
+            recorded=recorded,
+        )
         return await self._gate.disclose(ask, self._producer(view))
 
     async def _visible(self, caller: Institution, application_id: str) -> ApplicationView:

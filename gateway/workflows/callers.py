@@ -34,10 +34,12 @@ from credgate.core import identity_number
 from credgate.core.errors import GatewayError, build_status
 from credgate.core.institution import Institution
 from credgate.core.tokens import SubjectTokenizer
-from credgate.gateway.disclosure.parties import audit_purpose
+from credgate.gateway.disclosure.gate import Ask, Refusal
+from credgate.gateway.disclosure.parties import audit_purpose, reader_purpose
 from credgate.gateway.subject_identity import SubjectIdentities
 
 Action: TypeAlias = audit_pb2.AuditAction.ValueType
+
 
 class RecordedRefusal(GatewayError):
     """A refusal already recorded in the audit log (so it is not recorded twice)."""
@@ -51,6 +53,32 @@ class ForSubject:
     subject_token: str
     identity_number: str
     consent_id: str = ""
+
+
+def reader_ask(
+    caller: Institution,
+    action: Action,
+    subject_token: str,
+    refusal: Refusal,
+    *,
+    required: frozenset[vocab.DataCategory.ValueType] = frozenset(),
+    spend_use: bool = True,
+    recorded: bool = False,
+) -> Ask:
+    """A reader of a workflow record (an objection, an application): the subject or the filer
+    acting for them, decided afresh by the purpose rule and consent, or a procedure party by
+    its part. Refused with ``refusal``, the answer for a record that does not exist, so that a
+    refusal never tells the record is there."""
+    return Ask(
+        caller,
+        action,
+        subject_token,
+        reader_purpose(caller.role),
+        required=required,
+        spend_use=spend_use,
+        refusal=refusal,
+        recorded=recorded,
+    )
 
 
 def invalid(violations: list[tuple[str, str]]) -> GatewayError:

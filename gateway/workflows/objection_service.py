@@ -31,7 +31,6 @@ from credgate.gateway.disclosure import (
     DisclosureGate,
     Refusal,
     acting_purpose,
-    reader_purpose,
 )
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
@@ -49,6 +48,7 @@ from credgate.gateway.workflows.callers import (
     RecordedRefusal,
     check_identity_number,
     invalid,
+    reader_ask,
 )
 from credgate.gateway.workflows.common import Changes
 from credgate.gateway.workflows.models import ObjectionRow
@@ -229,7 +229,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         if not views:  # nothing about anyone is released; the listing is still recorded
             await self._callers.record(caller, READ)
         shown = await self._gate.disclose_each(
-            [(self._reader_ask(caller, READ, v), self._producer(v, now)) for v in views]
+            [
+                (reader_ask(caller, READ, v.row.subject_token, NOT_FOUND), self._producer(v, now))
+                for v in views
+            ]
         )
         response = obj_pb2.ListObjectionsResponse(objections=shown)
         if more and views:
@@ -346,7 +349,10 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             await self._callers.record(caller, READ)
         shown = await self._gate.disclose_each(
             [
-                (self._reader_ask(caller, READ, v), self._producer(v, now, redact=True))
+                (
+                    reader_ask(caller, READ, v.row.subject_token, NOT_FOUND),
+                    self._producer(v, now, redact=True),
+                )
                 for v in views
             ]
         )
@@ -402,27 +408,6 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             )
         )
 
-    def _reader_ask(
-        self,
-        caller: Institution,
-        action: Action,
-        view: ObjectionView,
-        spend_use: bool = True,
-        recorded: bool = False,
-    ) -> Ask:
-        """A reader of an objection: the subject or the filer acting for them (purpose rule
-        and consent, afresh), or a procedure party (the source's provider, a regulator).
-        Refused like an objection that does not exist."""
-        return Ask(
-            caller,
-            action,
-            view.row.subject_token,
-            reader_purpose(caller.role),
-            spend_use=spend_use,
-            refusal=NOT_FOUND,
-            recorded=recorded,
-        )
-
     def _producer(
         self, view: ObjectionView, now: dt.datetime, *, redact: bool = False
     ) -> Callable[[Admission], Awaitable[obj_pb2.Objection]]:
@@ -443,7 +428,14 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
     ) -> obj_pb2.Objection:
         """``view`` as ``caller`` may see it, through the disclosure gate (``recorded``: the
         answer of a write whose entry committed with it)."""
-        ask = self._reader_ask(caller, action, view, spend_use, recorded)
+        ask = reader_ask(
+            caller,
+            action,
+            view.row.subject_token,
+            NOT_FOUND,
+            spend_use=spend_use,
+            recorded=recorded,
+        )
         return await self._gate.disclose(
             ask, self._producer(view, self._clock()), source_ids=_source_of
         )
