@@ -34,14 +34,18 @@ from credgate.gateway.sync.store import BatchResult, SyncStore
 from credgate.gateway.sync.validate import Prepared
 from tests.fixtures.pki import DevPki
 from tests.sync_support import (
+    HELLO,
     SyncServer,
     assert_index_matches,
     copy_update,
+    exchange,
     index_state,
+    notices,
     provider_channel,
     signed_by_platform,
     sync_server,
     tokenizer_of,
+    update_request,
 )
 
 Updates = list[sync_pb2.ProviderUpdate]
@@ -182,6 +186,48 @@ async def test_another_update_under_a_used_sequence_is_a_mismatch(
     sent = sign_update(PLATFORM.signing_key, other[0]).update_bytes
     assert raised.value.digest == hashlib.sha256(sent).hexdigest()
     assert state.journal == {"APPLIED": 3}
+
+
+async def test_skipping_what_the_gateway_holds_checks_it_is_the_same_update(
+    dev_pki: DevPki, tmp_path: Path, database_url: str, history: Updates
+) -> None:
+    """Idempotent resume must not skip a *different* update held under the cursor's number:
+    the SyncResume names the SHA-256 of the update applied there, and the client compares."""
+    rewritten = [copy_update(u, idempotency_key=f"rewritten-{u.sequence:04d}") for u in history]
+    async with sync_server(dev_pki, tmp_path, database_url) as server:
+        await client_for(server, dev_pki, history[:3]).run(timeout=30)
+        client = client_for(server, dev_pki, rewritten[2:5])
+        with pytest.raises(AckMismatchError) as raised:
+            await client.run(timeout=30)
+        state = await index_state(server.database, server.keyring, PLATFORM.source_id)
+    ours = hashlib.sha256(sign_update(PLATFORM.signing_key, rewritten[2]).update_bytes)
+    theirs = hashlib.sha256(sign_update(PLATFORM.signing_key, history[2]).update_bytes)
+    assert (raised.value.expected, raised.value.got) == (ours.hexdigest(), theirs.hexdigest())
+    assert "sequence 3" in str(raised.value)
+    assert client.report.sent == 0  # update 4 was not pushed on top of a history not its own
+    assert state.cursor == 3
+
+
+async def test_acks_and_resumes_name_the_digest_of_the_update_applied(
+    dev_pki: DevPki, tmp_path: Path, database_url: str, history: Updates
+) -> None:
+    signed = signed_by_platform(history[:3])
+    refused = sync_pb2.SignedProviderUpdate()
+    refused.CopyFrom(signed_by_platform(history[3:4])[0])
+    refused.signature = bytes(64)
+    async with (
+        sync_server(dev_pki, tmp_path, database_url) as server,
+        provider_channel(dev_pki, server.port, PLATFORM.institution_id) as channel,
+    ):
+        first = await exchange(channel, [HELLO, *map(update_request, signed), HELLO])
+        second = await exchange(channel, [update_request(refused), HELLO])
+    digest = hashlib.sha256(signed[2].update_bytes).digest()
+    resumes = notices(first, "resume")
+    assert [(r.last_sequence, r.last_update_digest) for r in resumes] == [(0, b""), (3, digest)]
+    assert notices(first, "ack")[-1] == sync_pb2.SyncAck(last_sequence=3, last_update_digest=digest)
+    # A rejected number has no applied update: its ack and resume carry no digest.
+    assert notices(second, "ack") == [sync_pb2.SyncAck(last_sequence=4)]
+    assert notices(second, "resume")[0].last_update_digest == b""
 
 
 async def test_rejections_and_duplicates_are_reported_and_the_push_goes_on(
@@ -377,13 +423,16 @@ class _Scripted(sync_grpc.ProviderSyncServiceServicer):
         await asyncio.sleep(30)  # never ends on its own: the client must decide
 
 
-def resume(last: int, source_id: str = PLATFORM.source_id) -> Action:
-    message = sync_pb2.SyncResume(source_id=source_id, last_sequence=last)
+def resume(last: int, digest: bytes = b"") -> Action:
+    message = sync_pb2.SyncResume(
+        source_id=PLATFORM.source_id, last_sequence=last, last_update_digest=digest
+    )
     return ("send", sync_pb2.SyncUpdatesResponse(resume=message))
 
 
-def ack(last: int) -> Action:
-    return ("send", sync_pb2.SyncUpdatesResponse(ack=sync_pb2.SyncAck(last_sequence=last)))
+def ack(last: int, digest: bytes = b"") -> Action:
+    message = sync_pb2.SyncAck(last_sequence=last, last_update_digest=digest)
+    return ("send", sync_pb2.SyncUpdatesResponse(ack=message))
 
 
 def duplicate(sequence: int, original: int) -> Action:
@@ -401,26 +450,58 @@ def gap(expected: int, received: int) -> Action:
     return ("send", sync_pb2.SyncUpdatesResponse(gap=notice))
 
 
-HELLO = ("read", 1)
-UPDATE = ("read", 1)
+READ_HELLO: Action = ("read", 1)
+READ_UPDATE: Action = ("read", 1)
 
 LIES: dict[str, tuple[list[list[Action]], type[SyncProtocolError], object, object]] = {
-    "ack-past-history": ([[HELLO, resume(0), UPDATE, ack(9)]], UnsentAckError, "at most 3", 9),
-    "ack-goes-back": ([[HELLO, resume(1), UPDATE, ack(0)]], AckMismatchError, "at least 1", 0),
-    "notice-for-unsent": ([[HELLO, resume(1), UPDATE, duplicate(1, 1)]], UnsentAckError, None, 1),
-    "rejection-for-unsent": ([[HELLO, resume(0), UPDATE, rejected(5)]], UnsentAckError, None, 5),
+    "ack-past-history": (
+        [[READ_HELLO, resume(0), READ_UPDATE, ack(9)]],
+        UnsentAckError,
+        "at most 3",
+        9,
+    ),
+    "ack-goes-back": (
+        [[READ_HELLO, resume(1), READ_UPDATE, ack(0)]],
+        AckMismatchError,
+        "at least 1",
+        0,
+    ),
+    "notice-for-unsent": (
+        [[READ_HELLO, resume(1), READ_UPDATE, duplicate(1, 1)]],
+        UnsentAckError,
+        None,
+        1,
+    ),
+    "rejection-for-unsent": (
+        [[READ_HELLO, resume(0), READ_UPDATE, rejected(5)]],
+        UnsentAckError,
+        None,
+        5,
+    ),
     "duplicate-of-a-later-one": (
-        [[HELLO, resume(0), ("read", 2), duplicate(2, 3)]],
+        [[READ_HELLO, resume(0), ("read", 2), duplicate(2, 3)]],
         AckMismatchError,
         "1..2",
         3,
     ),
-    "gap-after-resume": ([[HELLO, resume(1), UPDATE, gap(1, 2)]], SequenceGapError, 1, 2),
-    "no-resume": ([[HELLO, ack(0)]], AckMismatchError, "resume", "ack"),
+    "gap-after-resume": ([[READ_HELLO, resume(1), READ_UPDATE, gap(1, 2)]], SequenceGapError, 1, 2),
+    "no-resume": ([[READ_HELLO, ack(0)]], AckMismatchError, "resume", "ack"),
+    "resume-digest-of-another-update": (
+        [[READ_HELLO, resume(2, bytes(32))]],
+        AckMismatchError,
+        None,
+        "00" * 32,
+    ),
+    "ack-digest-of-another-update": (
+        [[READ_HELLO, resume(0), ("read", 3), ack(3, b"\x11" * 32)]],
+        AckMismatchError,
+        None,
+        "11" * 32,
+    ),
     "cursor-back-after-reconnect": (
         [
-            [HELLO, resume(0), ("read", 2), ack(2), ("abort", grpc.StatusCode.UNAVAILABLE)],
-            [HELLO, resume(1)],
+            [READ_HELLO, resume(0), ("read", 2), ack(2), ("abort", grpc.StatusCode.UNAVAILABLE)],
+            [READ_HELLO, resume(1)],
         ],
         AckMismatchError,
         2,

@@ -16,7 +16,9 @@ saying what it expected and what it got, instead of reporting a position it neve
   is 3 and the first update given is 5; or a ``SequenceGap`` notice arrives);
 * ``AckMismatchError`` — an answer contradicts what was sent or acknowledged before: the
   cursor belongs to another source, lies beyond the newest update given, or went back; the
-  gateway holds another update under a sequence sent (``SEQUENCE_ALREADY_USED``);
+  gateway holds another update under a sequence sent (``SEQUENCE_ALREADY_USED``), or names
+  the SHA-256 of another update than this client's under the number it resumes after or
+  acknowledges (``SyncResume`` / ``SyncAck.last_update_digest``);
 * ``UnsentAckError`` — a notice names a sequence this stream never sent, or an ack goes past
   the newest update this client holds.
 
@@ -271,6 +273,7 @@ class ProviderClient:
                 expected=self._last,
                 got=cursor,
             )
+        self._check_digest(cursor, resume.last_update_digest, "resumes after")
 
     async def _send(self, call: grpc.aio.StreamStreamCall, session: _Session) -> None:
         for sequence in range(session.start + 1, self._last + 1):
@@ -283,6 +286,18 @@ class ProviderClient:
     def _digest(self, sequence: int) -> str:
         update = self._updates.get(sequence)
         return "" if update is None else hashlib.sha256(update.update_bytes).hexdigest()
+
+    def _check_digest(self, sequence: int, theirs: bytes, what: str) -> None:
+        """The gateway names the SHA-256 of the update it applied under ``sequence``; it must
+        be the update this client holds under that number (when it holds one)."""
+        ours = self._digest(sequence)
+        if theirs and ours and theirs.hex() != ours:
+            raise AckMismatchError(
+                f"the gateway {what} sequence {sequence}, but applied another update under it",
+                expected=ours,
+                got=theirs.hex(),
+                digest=ours,
+            )
 
     def _check_sent(self, sequence: int, session: _Session, what: str) -> None:
         """A notice must name a sequence this stream sent. (It may be at or below an ack of
@@ -297,7 +312,9 @@ class ProviderClient:
     def _note(self, response: sync_pb2.SyncUpdatesResponse, session: _Session) -> None:
         kind = response.WhichOneof("message")
         if kind == "ack":
-            self._note_ack(int(response.ack.last_sequence), session)
+            ack = response.ack
+            self._check_digest(ack.last_sequence, ack.last_update_digest, "acknowledges")
+            self._note_ack(int(ack.last_sequence), session)
         elif kind == "rejected":
             rejected = response.rejected
             self._check_sent(rejected.sequence, session, "a rejection")
