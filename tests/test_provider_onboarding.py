@@ -132,6 +132,7 @@ async def test_a_tax_bureau_onboards_from_the_docs_alone(
         next_push = blocks["next-push"].body
         assert "through sequence 2" in shell.ok(next_push)
         assert "already held it: nothing sent" in shell.ok(next_push)
+        other = shell.run(next_push.replace("T16:30:00", "T17:45:00"))
         ahead = shell.run(next_push.replace("--sequence 2", "--sequence 4"))
         behind = shell.run(next_push.replace("--sequence 2", "--sequence 1"))
 
@@ -141,6 +142,11 @@ async def test_a_tax_bureau_onboards_from_the_docs_alone(
         await gateway.stop()
 
     text = DOC.read_text(encoding="utf-8")
+    assert other.returncode == 1
+    assert (
+        "not pushed: AckMismatchError: the gateway resumes after sequence 2, but applied "
+        "another update under it" in other.stderr
+    )
     assert ahead.returncode == 1
     assert "not pushed: SequenceGapError" in ahead.stderr
     assert "(expected 3, got 4)" in ahead.stderr
