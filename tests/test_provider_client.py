@@ -396,7 +396,7 @@ async def test_a_batch_committed_but_never_acknowledged_is_not_sent_again(
 # -- a gateway that lies ----------------------------------------------------------------------
 
 Action = tuple[str, object]
-"""("read", n): read n requests; ("send", response); ("abort", status code)."""
+"""("read", n): read n requests; ("send", response); ("abort", status code); ("end", None)."""
 
 
 class _Scripted(sync_grpc.ProviderSyncServiceServicer):
@@ -417,6 +417,8 @@ class _Scripted(sync_grpc.ProviderSyncServiceServicer):
             elif kind == "send":
                 assert isinstance(value, sync_pb2.SyncUpdatesResponse)
                 yield value
+            elif kind == "end":
+                return  # status OK
             else:
                 assert isinstance(value, grpc.StatusCode)
                 await context.abort(value, "scripted")
@@ -485,6 +487,12 @@ LIES: dict[str, tuple[list[list[Action]], type[SyncProtocolError], object, objec
         3,
     ),
     "gap-after-resume": ([[READ_HELLO, resume(1), READ_UPDATE, gap(1, 2)]], SequenceGapError, 1, 2),
+    "ends-short-of-the-last": (
+        [[READ_HELLO, resume(0), ("read", 3), ack(2), ("end", None)]],
+        AckMismatchError,
+        3,
+        2,
+    ),
     "no-resume": ([[READ_HELLO, ack(0)]], AckMismatchError, "resume", "ack"),
     "resume-digest-of-another-update": (
         [[READ_HELLO, resume(2, bytes(32))]],

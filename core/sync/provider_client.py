@@ -18,7 +18,8 @@ saying what it expected and what it got, instead of reporting a position it neve
   cursor belongs to another source, lies beyond the newest update given, or went back; the
   gateway holds another update under a sequence sent (``SEQUENCE_ALREADY_USED``), or names
   the SHA-256 of another update than this client's under the number it resumes after or
-  acknowledges (``SyncResume`` / ``SyncAck.last_update_digest``);
+  acknowledges (``SyncResume`` / ``SyncAck.last_update_digest``); the gateway ends the stream
+  (status OK) before acknowledging the last update;
 * ``UnsentAckError`` — a notice names a sequence this stream never sent, or an ack goes past
   the newest update this client holds.
 
@@ -213,6 +214,12 @@ class ProviderClient:
                     self._note(response, session)
                     if self.report.acked >= self._last:
                         break
+                else:  # the gateway ended the call, status OK, short of the last update
+                    raise AckMismatchError(
+                        "the gateway ended the stream without acknowledging every update sent",
+                        expected=self._last,
+                        got=self.report.acked,
+                    )
             finally:
                 sender.cancel()
                 call.cancel()
