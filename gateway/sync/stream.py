@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from credgate.core.errors import GatewayError
 from credgate.gateway.sync.plan import Outcome
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import BatchResult, SyncStore
-from credgate.gateway.sync.validate import Prepared, Rejection, UpdateValidator
+from credgate.gateway.sync.validate import Accepted, Prepared, Rejection, UpdateValidator
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,15 @@ class _End:
 
 
 _Item = Prepared | _Hello | _End
+
+
+def _applied_digest(batch: list[Prepared], result: BatchResult) -> bytes:
+    """The digest of the update this batch applied under the acknowledged number, if it did."""
+    for prepared, resolution in zip(batch, result.resolutions, strict=True):
+        if resolution.sequence == result.last_sequence and resolution.outcome is Outcome.APPLIED:
+            assert isinstance(prepared.result, Accepted)
+            return prepared.result.update_digest
+    return b""
 
 
 def _printable(text: str) -> str:
@@ -181,7 +191,7 @@ class SyncStream:
         with self._storage_errors():
             result = await self._store.apply_batch(self._provider, batch)
         self.probe.on_committed(len(batch))
-        return self._responses(result)
+        return self._responses(result, _applied_digest(batch, result))
 
     @contextlib.contextmanager
     def _storage_errors(self) -> Iterator[None]:
@@ -202,7 +212,7 @@ class SyncStream:
                 "SYNC_STORAGE_UNAVAILABLE",
             ) from None
 
-    def _responses(self, result: BatchResult) -> list[sync_pb2.SyncUpdatesResponse]:
+    def _responses(self, result: BatchResult, digest: bytes) -> list[sync_pb2.SyncUpdatesResponse]:
         Response = sync_pb2.SyncUpdatesResponse
         responses: list[sync_pb2.SyncUpdatesResponse] = []
         for r in result.resolutions:
@@ -222,12 +232,14 @@ class SyncStream:
                     expected_sequence=r.expected_sequence, received_sequence=r.sequence
                 )
                 responses.append(Response(gap=gap))
-        responses.append(Response(ack=sync_pb2.SyncAck(last_sequence=result.last_sequence)))
+        ack = sync_pb2.SyncAck(last_sequence=result.last_sequence, last_update_digest=digest)
+        responses.append(Response(ack=ack))
         return responses
 
     async def _resume(self, hello: _Hello) -> sync_pb2.SyncUpdatesResponse:
         with self._storage_errors():
             last = await self._store.last_sequence(self._provider.source_id)
+            digest = await self._resume_digest(last)
         log.info(
             "provider %s (source %s, agent %r) asks where to resume: after %d",
             self._provider.institution_id,
@@ -235,5 +247,26 @@ class SyncStream:
             hello.client_agent,
             last,
         )
-        resume = sync_pb2.SyncResume(source_id=self._provider.source_id, last_sequence=last)
+        resume = sync_pb2.SyncResume(
+            source_id=self._provider.source_id, last_sequence=last, last_update_digest=digest
+        )
         return sync_pb2.SyncUpdatesResponse(resume=resume)
+
+    async def _resume_digest(self, last: int) -> bytes:
+        """SHA-256 of the update applied under ``last``, from its signed original; empty when
+        it was not applied. A signed original this replica cannot decrypt (its key not yet in
+        the keyring copy) only costs the provider that check, never its resume."""
+        if last <= 0:
+            return b""
+        try:
+            original = await self._store.signed_original(self._provider.source_id, last)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "resume digest of source %s unavailable (%s)",
+                self._provider.source_id,
+                type(exc).__name__,
+            )
+            return b""
+        return b"" if original is None else hashlib.sha256(original.update_bytes).digest()

@@ -64,6 +64,8 @@ class Accepted:
     facts_ciphertext: bytes
     identity_ciphertext: bytes
     original_ciphertext: bytes
+    update_digest: bytes = b""
+    """SHA-256 of the signed ``update_bytes``: what an ack says was applied under the number."""
 
     @property
     def facts_key_id(self) -> str:
@@ -213,6 +215,7 @@ class UpdateValidator:
                 signed.SerializeToString(deterministic=True),
                 context=original_context(provider.source_id, signed.sequence),
             ),
+            update_digest=hashlib.sha256(signed.update_bytes).digest(),
         )
 
     def _indexed_facts(

@@ -27,7 +27,7 @@ from credgate.api.credit_repair.v1 import report_pb2 as credit__repair_dot_v1_do
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/provider_sync_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x12SyncUpdatesRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.SyncHelloH\x00\x12\x38\n\x06update\x18\x02 \x01(\x0b\x32&.credit_repair.v1.SignedProviderUpdateH\x00\x42\t\n\x07message\",\n\tSyncHello\x12\x1f\n\x0c\x63lient_agent\x18\x01 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\"i\n\x14SignedProviderUpdate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12!\n\x0cupdate_bytes\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x80\x80\x02\x12\x1c\n\tsignature\x18\x03 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"\xde\x01\n\x0eProviderUpdate\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x0fidempotency_key\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\x12,\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x96\x02\n\x13SyncUpdatesResponse\x12.\n\x06resume\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.SyncResumeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.credit_repair.v1.SyncAckH\x00\x12\x34\n\x08rejected\x18\x03 \x01(\x0b\x32 .credit_repair.v1.UpdateRejectedH\x00\x12\x36\n\tduplicate\x18\x04 \x01(\x0b\x32!.credit_repair.v1.UpdateDuplicateH\x00\x12,\n\x03gap\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SequenceGapH\x00\x42\t\n\x07message\"6\n\nSyncResume\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\" \n\x07SyncAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\"C\n\x0eUpdateRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\">\n\x0fUpdateDuplicate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x19\n\x11original_sequence\x18\x02 \x01(\x03\"C\n\x0bSequenceGap\x12\x19\n\x11\x65xpected_sequence\x18\x01 \x01(\x03\x12\x19\n\x11received_sequence\x18\x02 \x01(\x03\x32u\n\x13ProviderSyncService\x12^\n\x0bSyncUpdates\x12$.credit_repair.v1.SyncUpdatesRequest\x1a%.credit_repair.v1.SyncUpdatesResponse(\x01\x30\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/provider_sync_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x12SyncUpdatesRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.SyncHelloH\x00\x12\x38\n\x06update\x18\x02 \x01(\x0b\x32&.credit_repair.v1.SignedProviderUpdateH\x00\x42\t\n\x07message\",\n\tSyncHello\x12\x1f\n\x0c\x63lient_agent\x18\x01 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\"i\n\x14SignedProviderUpdate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12!\n\x0cupdate_bytes\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x80\x80\x02\x12\x1c\n\tsignature\x18\x03 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"\xde\x01\n\x0eProviderUpdate\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x0fidempotency_key\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\x12,\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x96\x02\n\x13SyncUpdatesResponse\x12.\n\x06resume\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.SyncResumeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.credit_repair.v1.SyncAckH\x00\x12\x34\n\x08rejected\x18\x03 \x01(\x0b\x32 .credit_repair.v1.UpdateRejectedH\x00\x12\x36\n\tduplicate\x18\x04 \x01(\x0b\x32!.credit_repair.v1.UpdateDuplicateH\x00\x12,\n\x03gap\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SequenceGapH\x00\x42\t\n\x07message\"R\n\nSyncResume\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x03 \x01(\x0c\"<\n\x07SyncAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x02 \x01(\x0c\"C\n\x0eUpdateRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\">\n\x0fUpdateDuplicate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x19\n\x11original_sequence\x18\x02 \x01(\x03\"C\n\x0bSequenceGap\x12\x19\n\x11\x65xpected_sequence\x18\x01 \x01(\x03\x12\x19\n\x11received_sequence\x18\x02 \x01(\x03\x32u\n\x13ProviderSyncService\x12^\n\x0bSyncUpdates\x12$.credit_repair.v1.SyncUpdatesRequest\x1a%.credit_repair.v1.SyncUpdatesResponse(\x01\x30\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,15 +58,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCUPDATESRESPONSE']._serialized_start=683
   _globals['_SYNCUPDATESRESPONSE']._serialized_end=961
   _globals['_SYNCRESUME']._serialized_start=963
-  _globals['_SYNCRESUME']._serialized_end=1017
-  _globals['_SYNCACK']._serialized_start=1019
-  _globals['_SYNCACK']._serialized_end=1051
-  _globals['_UPDATEREJECTED']._serialized_start=1053
-  _globals['_UPDATEREJECTED']._serialized_end=1120
-  _globals['_UPDATEDUPLICATE']._serialized_start=1122
-  _globals['_UPDATEDUPLICATE']._serialized_end=1184
-  _globals['_SEQUENCEGAP']._serialized_start=1186
-  _globals['_SEQUENCEGAP']._serialized_end=1253
-  _globals['_PROVIDERSYNCSERVICE']._serialized_start=1255
-  _globals['_PROVIDERSYNCSERVICE']._serialized_end=1372
+  _globals['_SYNCRESUME']._serialized_end=1045
+  _globals['_SYNCACK']._serialized_start=1047
+  _globals['_SYNCACK']._serialized_end=1107
+  _globals['_UPDATEREJECTED']._serialized_start=1109
+  _globals['_UPDATEREJECTED']._serialized_end=1176
+  _globals['_UPDATEDUPLICATE']._serialized_start=1178
+  _globals['_UPDATEDUPLICATE']._serialized_end=1240
+  _globals['_SEQUENCEGAP']._serialized_start=1242
+  _globals['_SEQUENCEGAP']._serialized_end=1309
+  _globals['_PROVIDERSYNCSERVICE']._serialized_start=1311
+  _globals['_PROVIDERSYNCSERVICE']._serialized_end=1428
 # @@protoc_insertion_point(module_scope)

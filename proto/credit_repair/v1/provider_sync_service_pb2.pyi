@@ -236,19 +236,27 @@ class SyncResume(_message.Message):
 
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATE_DIGEST_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """The source the caller's certificate is bound to."""
     last_sequence: _builtins.int
     """The highest sequence number resolved durably; 0 when nothing was ever received."""
+    last_update_digest: _builtins.bytes
+    """The SHA-256 of the update_bytes applied under last_sequence, so a provider can check that
+    the gateway holds the update it holds under that number before skipping it. Empty when
+    that update was not applied (rejected, or a duplicate) or nothing was received. Added to
+    v1 as a new field: wire-compatible, older providers ignore it.
+    """
     def __init__(
         self,
         *,
         source_id: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
+        last_update_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sequence", b"last_sequence", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sequence", b"last_sequence", "last_update_digest", b"last_update_digest", "source_id", b"source_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -261,16 +269,23 @@ class SyncAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATE_DIGEST_FIELD_NUMBER: _builtins.int
     last_sequence: _builtins.int
     """Every sequence number up to and including this one is resolved and committed."""
+    last_update_digest: _builtins.bytes
+    """The SHA-256 of the update_bytes applied under last_sequence, when the batch this ack
+    closes applied it; empty otherwise (the number was rejected, a duplicate, or resolved by an
+    earlier batch). A provider compares it with what it sent under that number.
+    """
     def __init__(
         self,
         *,
         last_sequence: _builtins.int = ...,
+        last_update_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sequence", b"last_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sequence", b"last_sequence", "last_update_digest", b"last_update_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
