@@ -217,6 +217,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             audit=audit,
             page_tokens=page_tokens,
             enrolment_offices=config.consent.enrolment_offices,
+            events=followers.consent_events,
         ),
         CONSENT_SERVICE,
     )

@@ -22,6 +22,7 @@ from credgate.audit.trail import (
     REFUSE_MALFORMED_REQUEST,
     REVOKE_CONSENT,
     SKIPPED_SOURCE_REASON,
+    WATCH_CONSENT_EVENTS,
     action_name,
     sources_consulted,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "REFUSE_MALFORMED_REQUEST",
     "REVOKE_CONSENT",
     "SKIPPED_SOURCE_REASON",
+    "WATCH_CONSENT_EVENTS",
     "AuditTrail",
     "action_name",
     "sources_consulted",

@@ -68,6 +68,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokens,
 )
 from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.watch.consent_events import ConsentEventStreams
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,9 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         page_tokens: PageTokens,
         enrolment_offices: Collection[str] = frozenset(),
         clock: Callable[[], dt.datetime] = _utcnow,
+        events: ConsentEventStreams | None = None,
     ) -> None:
+        self._events = events
         self._register = register
         self._page_tokens = page_tokens
         self._tokenizer = tokenizer
@@ -463,6 +466,24 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             caller.institution_id,
         )
         return consent_pb2.ChangeConsentStateResponse(grant=grant.to_proto(self._clock()))
+
+    async def WatchConsentEvents(  # type: ignore[override]  # writes with context.write
+        self,
+        request: consent_pb2.WatchConsentEventsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """The caller's grants' events, from its cursor on (``gateway.watch.consent_events``).
+
+        Writer style rather than a generator, so a write a client never takes can be abandoned.
+        """
+        caller = self._identify(context)
+        if self._events is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this gateway does not serve consent event streams",
+                "NOT_SERVED",
+            )
+        await self._events.serve(caller, request, context, self._audit)
 
     # -- helpers --------------------------------------------------------------------------------
 

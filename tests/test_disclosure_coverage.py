@@ -74,6 +74,8 @@ NOT_DISCLOSING: dict[str, str] = {
     S + "ConsentService/RevokeConsent": "a revocation; answers the grant's new state",
     S + "ConsentService/ChangeConsentState": "the subject's signed pause, resume or revocation; "
     "answers the grant's new state",
+    S + "ConsentService/WatchConsentEvents": "what happened to the caller's own grants (ids, "
+    "kinds, purposes), never source facts; the opening is audited",
     S + "RepairApplicationService/ObjectToRepairApplication": "a creditor objects to a public "
     "announcement; the answer is only when the announcement ends",
     S + "ProviderSyncService/SyncUpdates": "a provider pushes its own facts; answers acks",
