@@ -651,6 +651,17 @@ class ConsentRegister:
             await batch.write(session)
             return True
 
+    async def report_use(self, grant: Grant, purpose: int) -> None:
+        """Write the USED event of a disclosure under ``grant`` whose use was not counted and
+        whose audit entry committed with a write of its own (a workflow filing), right after
+        that commit (``consent.events``; every other USED event shares its change's
+        transaction)."""
+        batch = EventBatch()
+        parties = GrantParties(grant.consent_id, grant.subject_token, grant.grantee_institution_id)
+        batch.add(parties, events.USED, self._clock(), purpose)
+        async with decided_write(self._db, None) as session:  # the call's entry is committed
+            await batch.write(session)
+
     async def find_valid_grant(
         self,
         subject_token: str,

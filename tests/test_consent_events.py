@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from credgate.adapters.mocks.fleet import MockFleet
@@ -31,17 +32,26 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import events, grants
 from credgate.consent.event_models import ConsentEventRow
+from credgate.consent.register import ConsentRegister
 from credgate.consent.state_change import sign_statement
+from credgate.core.errors import GatewayError
+from credgate.core.institution import Institution
 from credgate.core.storage.database import Database
 from credgate.core.storage.decided_write import decided_write
+from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import build_gateway
+from credgate.gateway.audit_trail import READ_REPAIR_STATUS, AuditTrail
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.config import config_from_mapping
+from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki
+from tests.fixtures.storage import make_identity_number
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
 
 REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
@@ -533,3 +543,69 @@ async def test_event_ids_are_handed_out_in_commit_order(database: Database) -> N
     assert seen_meanwhile == 0  # the later writer could not commit around the earlier one
     who = events.EventFilter(grantee_institution_id="bank-demo")
     assert [e.kind for e in await events.events_after(database, who, 0, 10)] == [GRANTED, PAUSED]
+
+
+async def test_every_disclosure_under_a_grant_is_one_used_event_whichever_path(
+    database: Database, subject_tokenizer: SubjectTokenizer, tmp_path: Path
+) -> None:
+    """Counted (limited grant), from the audit entry (unlimited grant, a watch's update), after
+    a workflow write's own commit (recorded): one USED each, with the purpose; a refusal none."""
+    register = ConsentRegister(database)
+    audit_log = AuditLog(database, load_or_create_signer(tmp_path / "audit-log.key"))
+    gate = DisclosureGate(register, AuditTrail(audit_log))
+    key = Ed25519PrivateKey.generate()
+    token = subject_tokenizer.token(make_identity_number("11010519491231002"))
+    await register.enroll_key(token, grants.raw_public_key(key), "office-demo")
+    now = dt.datetime.now(dt.UTC)
+
+    async def record(max_uses: int) -> str:
+        terms = consent_pb2.ConsentTerms(
+            subject_key_id=grants.subject_key_id(grants.raw_public_key(key)),
+            grantee_institution_id="bank-demo",
+            collecting_institution_id="bank-demo",
+            purposes=[REVIEW],
+            categories=[REPAIR],
+            max_uses=max_uses,
+            nonce=secrets.token_bytes(16),
+        )
+        terms.not_before.FromDatetime(now - dt.timedelta(hours=1))
+        terms.not_after.FromDatetime(now + dt.timedelta(hours=1))
+        signed, signature = grants.sign_terms(key, terms)
+        grant, _ = await register.record_grant(token, grants.parse_terms(signed), signed, signature)
+        return grant.consent_id
+
+    limited, unlimited = await record(2), await record(0)
+    bank = Institution("bank-demo", vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION, "Demo Bank")
+
+    async def produce(_: Admission) -> list[object]:
+        return []
+
+    def ask(consent_id: str, *, spend_use: bool = True, recorded: bool = False) -> Ask:
+        return Ask(bank, READ_REPAIR_STATUS, token, REVIEW, categories=[REPAIR],
+                   consent_id=consent_id, facts=False, spend_use=spend_use,
+                   recorded=recorded)  # fmt: skip
+
+    try:
+        await gate.disclose(ask(limited), produce)  # counted
+        await gate.disclose(ask(unlimited), produce)  # from the audit entry
+        await gate.disclose(ask(unlimited, spend_use=False), produce)  # a watch's update
+        await gate.disclose(ask(limited, recorded=True), produce)  # counted; the last use
+        await gate.disclose(ask(unlimited, recorded=True), produce)  # after the write's commit
+        with pytest.raises(GatewayError):
+            await gate.disclose(ask(limited), produce)  # exhausted: refused, no event
+    finally:
+        await audit_log.aclose()
+    who = events.EventFilter(grantee_institution_id="bank-demo")
+    seen = [
+        (e.consent_id, e.kind, e.purpose) for e in await events.events_after(database, who, 0, 50)
+    ]
+    assert seen == [
+        (limited, GRANTED, 0),
+        (unlimited, GRANTED, 0),
+        (limited, USED, REVIEW),
+        (unlimited, USED, REVIEW),
+        (unlimited, USED, REVIEW),
+        (limited, USED, REVIEW),
+        (limited, EXHAUSTED, 0),
+        (unlimited, USED, REVIEW),
+    ]

@@ -203,6 +203,8 @@ class DisclosureGate:
             else frozenset(decision.categories if summary and content else ())
         )
         if ask.recorded:
+            if not spent and consent is not None and consent.allowed and consent.grant:
+                await self._consents.report_use(consent.grant, ask.purpose)
             self._note(ask, "ALLOWED", released, withheld)
             return content
         await self._audit.record(
