@@ -218,6 +218,20 @@ async def events_after(
     ]
 
 
+async def owners_after(database: Database, after: int, limit: int) -> list[tuple[int, str, str]]:
+    """``(event_id, grantee, subject_token)`` of up to ``limit`` events above ``after``, in
+    id order: who should be woken (a replica's reader, ``gateway.watch.consent_events``)."""
+    row = ConsentEventRow
+    query = (
+        select(row.event_id, row.grantee_institution_id, row.subject_token)
+        .where(row.event_id > after)
+        .order_by(row.event_id)
+        .limit(limit)
+    )
+    async with database.session() as session:
+        return [(int(i), g, s) for i, g, s in (await session.execute(query)).all()]
+
+
 async def newest_event_id(database: Database) -> int:
     """The highest committed event id (0 when there is none)."""
     async with database.session() as session:

@@ -485,6 +485,10 @@ async def test_a_subject_sees_only_their_own_grants(replicas: Pair, population: 
     assert (stale.code, stale.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SUBJECT_MISMATCH")
     async with watching(lambda: subject_client(b, renewed)) as again:
         assert await again.until(2) == [(own, GRANTED, 0), (own, PAUSED, 0)]
+    # The subject's cursor is theirs, not the certificate's: it outlives the re-enrolment.
+    await change(a, renewed, own, consent_pb2.CONSENT_STATE_ACTIVE)
+    async with watching(lambda: subject_client(a, renewed), cursor=watcher.cursor) as resumed:
+        assert await resumed.until(1) == [(own, RESUMED, 0)]
 
 
 async def test_a_caller_holds_at_most_its_share_of_streams(

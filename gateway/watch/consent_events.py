@@ -11,12 +11,14 @@ numbered in commit order on every backend (``consent.events``). What this module
   or none, answers NOT_FOUND CONSENT_NOT_FOUND alike, so ids cannot be probed.
 * **Cursor.** Each response carries ``cursor``: a page token (``gateway.protection.page_tokens``,
   MACed under the key every replica derives) holding the id of its last event, bound to this
-  RPC, the caller and the filter. A reconnecting client sends it back and the stream continues
+  RPC, the caller (a subject by their token, so the cursor survives a key re-enrolment) and
+  the filter. A reconnecting client sends it back and the stream continues
   with the next event: ids are commit-ordered, so nothing is skipped and nothing repeated. A
   forged, altered or foreign cursor is INVALID_ARGUMENT, the same for every cause.
 * **Across replicas.** Replicas share the database and nothing else: one reader per replica
-  (``ConsentEventHub``) polls the newest event id every ``[watch] poll_seconds`` and wakes its
-  streams, which each read their own events by id. The hub also runs the expiry sweep that
+  (``ConsentEventHub``) reads the events committed since its last read every
+  ``[watch] poll_seconds`` and wakes the streams of their grantees and subjects, which each
+  read their own events by id. The hub also runs the expiry sweep that
   writes EXPIRED events (``[watch] expiry_sweep_seconds``), idempotent across replicas.
 * **Audit and limits.** The opening of a stream is one audit entry (WATCH_CONSENT_EVENTS); each
   event reports a change that was itself recorded (the grant, revocation or statement's entry,
@@ -78,8 +80,28 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+Key = tuple[str, str]
+"""Whose events a stream waits for: ``("grantee", institution id)`` or ``("subject", token)``."""
+READ_BATCH = 1000
+"""Most event rows the hub reads per query; it reads again at once while there are more."""
+
+
+def key_of(who: EventFilter) -> Key:
+    if who.grantee_institution_id is not None:
+        return ("grantee", who.grantee_institution_id)
+    return ("subject", who.subject_token or "")
+
+
 class ConsentEventHub:
-    """One replica's reader of the consent event log: wakes its streams, sweeps expiries."""
+    """One replica's reader of the consent event log: wakes the streams an event concerns,
+    and sweeps expiries.
+
+    It reads each committed event once, in id order (ids are commit-ordered, so reading
+    "after the last id read" misses nothing), and wakes only the streams of the event's grantee
+    and subject; each stream then reads its own events by id. So a replica costs one query per
+    poll however many streams it serves, and an event costs a query only for the streams it
+    concerns.
+    """
 
     def __init__(
         self,
@@ -91,19 +113,26 @@ class ConsentEventHub:
         self._db = database
         self._settings = settings
         self._clock = clock
-        self._waiters: set[asyncio.Event] = set()
-        self._newest: int | None = None
+        self._waiters: dict[Key, set[asyncio.Event]] = {}
+        self._position: int | None = None
+        """The last event id read; None until the first read."""
         self._task: asyncio.Task[None] | None = None
         self.stopping = False
 
-    def subscribe(self) -> asyncio.Event:
-        """An event set whenever the log may have grown (or the hub stops)."""
+    def subscribe(self, who: EventFilter) -> asyncio.Event:
+        """An event set whenever an event of ``who``'s may have been committed (or the hub
+        stops). Subscribe before the first read, so nothing committed after it is missed."""
         waiter = asyncio.Event()
-        self._waiters.add(waiter)
+        self._waiters.setdefault(key_of(who), set()).add(waiter)
         return waiter
 
-    def unsubscribe(self, waiter: asyncio.Event) -> None:
-        self._waiters.discard(waiter)
+    def unsubscribe(self, who: EventFilter, waiter: asyncio.Event) -> None:
+        key = key_of(who)
+        waiting = self._waiters.get(key)
+        if waiting is not None:
+            waiting.discard(waiter)
+            if not waiting:
+                del self._waiters[key]
 
     def start(self) -> None:
         if self._task is None:
@@ -120,15 +149,31 @@ class ConsentEventHub:
             self._task = None
 
     async def sweep(self) -> int:
-        """Write the EXPIRED events now due (also what the background loop runs)."""
-        written = await events.sweep_expired(self._db, self._clock())
-        if written:
-            self._wake_all()
-        return written
+        """Write the EXPIRED events now due (also what the background loop runs); the next
+        read wakes whoever they concern."""
+        return await events.sweep_expired(self._db, self._clock())
 
     def _wake_all(self) -> None:
-        for waiter in tuple(self._waiters):
-            waiter.set()
+        for waiting in self._waiters.values():
+            for waiter in waiting:
+                waiter.set()
+
+    async def read(self) -> None:
+        """Read the events committed since the last read and wake the streams they concern."""
+        if self._position is None:
+            self._position = await events.newest_event_id(self._db)
+            self._wake_all()  # streams that subscribed before this read look once more
+            return
+        while True:
+            rows = await events.owners_after(self._db, self._position, READ_BATCH)
+            for _, grantee, subject_token in rows:
+                for key in (("grantee", grantee), ("subject", subject_token)):
+                    for waiter in self._waiters.get(key, ()):
+                        waiter.set()
+            if rows:
+                self._position = rows[-1][0]
+            if len(rows) < READ_BATCH:
+                return
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,11 +183,7 @@ class ConsentEventHub:
                 if loop.time() >= sweep_at:
                     sweep_at = loop.time() + self._settings.expiry_sweep_seconds
                     await self.sweep()
-                if self._waiters:
-                    newest = await events.newest_event_id(self._db)
-                    if newest != self._newest:
-                        self._newest = newest
-                        self._wake_all()
+                await self.read()
             except Exception as exc:  # the database may be briefly away; try again later
                 log.warning("reading the consent event log failed: %s", type(exc).__name__)
             await asyncio.sleep(self._settings.poll_seconds)
@@ -179,7 +220,10 @@ class ConsentEventStreams:
     ) -> None:
         """Run one stream until the caller leaves or a check ends it (by raising its status)."""
         who, token = await self._who(caller, request.consent_id or None, audit)
-        scope = PageScope(WATCH_CONSENT_EVENTS_RPC, caller.institution_id, (request.consent_id,))
+        # A subject's cursor is bound to the subject, not to the certificate: it survives a key
+        # re-enrolment (a new certificate), as the subject's grants do.
+        bound_to = f"subject:{token}" if token else caller.institution_id
+        scope = PageScope(WATCH_CONSENT_EVENTS_RPC, bound_to, (request.consent_id,))
         after = 0
         if request.cursor:
             try:
@@ -199,11 +243,11 @@ class ConsentEventStreams:
             consent_id=request.consent_id,
         )
         slot = self._slots.take(caller.institution_id)
-        waiter = self._hub.subscribe()
+        waiter = self._hub.subscribe(who)
         try:
             await self._follow(caller, who, token, after, scope, waiter, context)
         finally:
-            self._hub.unsubscribe(waiter)
+            self._hub.unsubscribe(who, waiter)
             slot.release()
 
     async def _who(
