@@ -377,6 +377,35 @@ async def test_a_reconnect_with_the_cursor_resumes_without_gaps_or_duplicates(
     assert everything == [(first, GRANTED, 0), *missed, (first, REVOKED, 0), (third, GRANTED, 0)]
 
 
+async def test_a_stream_cut_by_a_stopping_replica_resumes_on_another_with_its_cursor(
+    replicas: Pair,
+    population: Population,
+    mock_fleet: MockFleet,
+    dev_pki: DevPki,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    a, _ = replicas
+    number = person(population)
+    subject = await enrol_subject(a, number)
+    consent_id = await grant(a, subject)
+    async with replica(mock_fleet, dev_pki, tmp_path, database_url) as c:
+        watcher = Watcher(subject_client(c, subject))
+        assert await watcher.until(1) == [(consent_id, GRANTED, 0)]
+        await query(a, number, consent_id)
+        assert await watcher.until(2) == [(consent_id, GRANTED, 0), (consent_id, USED, REVIEW)]
+    # Replica c stopped under the stream; changes go on elsewhere meanwhile.
+    async with asyncio.timeout(10):
+        await watcher._task
+    assert watcher.error is not None
+    assert watcher.error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    await change(a, subject, consent_id, consent_pb2.CONSENT_STATE_PAUSED)
+    async with watching(lambda: subject_client(a, subject), cursor=watcher.cursor) as resumed:
+        assert await resumed.until(1) == [(consent_id, PAUSED, 0)]
+        await asyncio.sleep(0.3)
+        assert len(resumed.events) == 1
+
+
 async def test_concurrent_changes_on_both_replicas_reach_a_watcher_once_each_in_commit_order(
     replicas: Pair, population: Population
 ) -> None:
