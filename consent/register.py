@@ -27,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
+from credgate.consent import events
+from credgate.consent.events import EventBatch, GrantParties
 from credgate.consent.frequency import effective_max_uses, period_start
 from credgate.consent.grants import (
     Category,
@@ -254,6 +256,22 @@ def grant_of(row: ConsentGrantRow) -> Grant:
     )
 
 
+def _parties(row: ConsentGrantRow) -> GrantParties:
+    return GrantParties(row.consent_id, row.subject_token, row.grantee_institution_id)
+
+
+def _transitions(row: ConsentGrantRow, was_revoked: bool, was_paused: bool) -> list[events.Kind]:
+    """The events a subject's statement caused: REVOKED when it revoked the grant now, else
+    PAUSED or RESUMED when it changed the pause (a repeated statement causes none)."""
+    if row.revoked_at is not None:
+        return [] if was_revoked else [events.REVOKED]
+    if row.paused_at is not None and not was_paused:
+        return [events.PAUSED]
+    if row.paused_at is None and was_paused:
+        return [events.RESUMED]
+    return []
+
+
 def _key_of(row: SubjectKey) -> EnrolledKey:
     return EnrolledKey(
         key_id=row.key_id,
@@ -436,12 +454,14 @@ class ConsentRegister:
             revoked_by=None,
         )
         outcome: list[Grant] = []
+        batch = EventBatch()
         try:
-            async with decided_write(self._db, _recorder(record, outcome)) as session:
+            async with decided_write(self._db, batch.after(_recorder(record, outcome))) as session:
                 existing = await self._by_digest(session, digest)
                 if existing is None:
                     session.add(row)
                     await session.flush()
+                    batch.add(_parties(row), events.GRANTED, row.created_at)
                 outcome.append(existing or grant_of(row))
             return outcome[-1], existing is None
         except IntegrityError:
@@ -449,6 +469,7 @@ class ConsentRegister:
             # BEGIN IMMEDIATE serializes the two), and this transaction, entry and all, rolled
             # back. Theirs is the grant: answered like a retry, with its own entry.
             outcome.clear()
+            batch.rows.clear()
             async with decided_write(self._db, _recorder(record, outcome)) as session:
                 existing = await self._by_digest(session, digest)
                 if existing is None:
@@ -522,15 +543,17 @@ class ConsentRegister:
         Revoking a revoked grant changes nothing (the first revocation's time and author stay).
         """
         outcome: list[Grant] = []
-        async with decided_write(self._db, _recorder(record, outcome)) as session:
-            await session.execute(
+        batch = EventBatch()
+        now = self._clock()
+        async with decided_write(self._db, batch.after(_recorder(record, outcome))) as session:
+            changed = await session.execute(
                 update(ConsentGrantRow)
                 .where(
                     ConsentGrantRow.consent_id == consent_id,
                     _visible_to(by_institution),
                     ConsentGrantRow.revoked_at.is_(None),
                 )
-                .values(revoked_at=self._clock(), revoked_by=by_institution)
+                .values(revoked_at=now, revoked_by=by_institution)
                 .execution_options(synchronize_session=False)
             )
             row = await session.scalar(
@@ -540,6 +563,8 @@ class ConsentRegister:
             )
             if row is not None:  # a grant not visible to the caller: no change, no entry
                 outcome.append(grant_of(row))
+                if getattr(changed, "rowcount", 0):
+                    batch.add(_parties(row), events.REVOKED, now)
         return outcome[-1] if outcome else None
 
     async def change_state(
@@ -562,7 +587,8 @@ class ConsentRegister:
         _require_token(key.subject_token)
         now = self._clock()
         outcome: list[Grant] = []
-        async with decided_write(self._db, _recorder(record, outcome)) as session:
+        batch = EventBatch()
+        async with decided_write(self._db, batch.after(_recorder(record, outcome))) as session:
             row = await session.scalar(
                 select(ConsentGrantRow)
                 .where(
@@ -576,6 +602,7 @@ class ConsentRegister:
             if row.statement_issued_at is not None and issued_at <= row.statement_issued_at:
                 raise StateChangeRefused(STATEMENT_STALE)
             current = grant_of(row).state(now)
+            was = (row.revoked_at is not None, row.paused_at is not None)
             if new_state == consent_pb2.CONSENT_STATE_REVOKED:
                 if row.revoked_at is None:
                     row.revoked_at, row.revoked_by_key_id, row.paused_at = now, key.key_id, None
@@ -587,10 +614,12 @@ class ConsentRegister:
                 row.paused_at = None
             row.statement_issued_at = issued_at
             await session.flush()
+            for kind in _transitions(row, *was):
+                batch.add(_parties(row), kind, now)
             outcome.append(grant_of(row))
         return outcome[-1]
 
-    async def record_use(self, consent_id: str) -> bool:
+    async def record_use(self, consent_id: str, purpose: int = 0) -> bool:
         """Count one query against the grant, atomically; False if revoked, paused, used up or
         at its frequency limit for the current period meanwhile.
 
@@ -599,8 +628,12 @@ class ConsentRegister:
         on PostgreSQL; SQLite write transactions begin IMMEDIATE) while both limits are checked
         and the counts raised, so concurrent queries on any number of replicas spend exactly
         the uses allowed. The period is that of the register's clock at the time of the use.
+
+        The use is reported in the same transaction (``consent.events``): USED for
+        ``purpose``, then EXHAUSTED when it was the grant's last.
         """
         now = self._clock()
+        batch = EventBatch()
         async with self._db.write() as session:
             row = await session.scalar(
                 select(ConsentGrantRow)
@@ -624,7 +657,22 @@ class ConsentRegister:
                     return False
                 row.period_uses += 1
             row.use_count += 1
+            batch.add(_parties(row), events.USED, now, purpose)
+            if row.max_uses and row.use_count >= row.max_uses:
+                batch.add(_parties(row), events.EXHAUSTED, now)
+            await batch.write(session)
             return True
+
+    async def report_use(self, grant: Grant, purpose: int) -> None:
+        """Write the USED event of a disclosure under ``grant`` whose use was not counted and
+        whose audit entry committed with a write of its own (a workflow filing), right after
+        that commit (``consent.events``; every other USED event shares its change's
+        transaction)."""
+        batch = EventBatch()
+        parties = GrantParties(grant.consent_id, grant.subject_token, grant.grantee_institution_id)
+        batch.add(parties, events.USED, self._clock(), purpose)
+        async with decided_write(self._db, None) as session:  # the call's entry is committed
+            await batch.write(session)
 
     async def find_valid_grant(
         self,

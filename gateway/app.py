@@ -234,6 +234,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             page_tokens=page_tokens,
             enrolment_offices=config.consent.enrolment_offices,
             sign_receipt=lambda grant, at: signer.sign_receipt(grant, issued_at=at),
+            events=followers.consent_events,
         ),
         CONSENT_SERVICE,
     )

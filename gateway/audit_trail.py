@@ -23,6 +23,7 @@ from credgate.audit.trail import (
     REFUSE_MALFORMED_REQUEST,
     REVOKE_CONSENT,
     SKIPPED_SOURCE_REASON,
+    WATCH_CONSENT_EVENTS,
     action_name,
     sources_consulted,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "REFUSE_MALFORMED_REQUEST",
     "REVOKE_CONSENT",
     "SKIPPED_SOURCE_REASON",
+    "WATCH_CONSENT_EVENTS",
     "AuditTrail",
     "action_name",
     "sources_consulted",

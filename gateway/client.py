@@ -521,6 +521,32 @@ class CredgateClient:
         )
         return VerifiedReceipt(receipt, receipt_terms(receipt), signed)
 
+    async def watch_consent_events(
+        self,
+        *,
+        cursor: str = "",
+        consent_id: str = "",
+        timeout: float | None = None,
+    ) -> AsyncIterator[consent_pb2.WatchConsentEventsResponse]:
+        """The events of the caller's grants (a grantee's, or a subject's own), oldest first,
+        then live; each response's ``cursor`` resumes after it (pass it back after a reconnect:
+        nothing is skipped or repeated).
+
+        Ends when the caller stops iterating (the stream is cancelled) or the gateway ends it
+        (``CredgateError``: a refusal, WATCHER_TOO_SLOW, GATEWAY_STOPPING).
+        """
+        call = self._consents.WatchConsentEvents(
+            consent_pb2.WatchConsentEventsRequest(cursor=cursor, consent_id=consent_id),
+            timeout=timeout,
+        )
+        try:
+            async for response in call:
+                yield response
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        finally:
+            call.cancel()
+
     # -- self-inquiry (callers holding a subject certificate) ---------------------------------
 
     async def list_own_consents(

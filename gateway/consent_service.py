@@ -71,6 +71,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokens,
 )
 from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.watch.consent_events import ConsentEventStreams
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,13 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         enrolment_offices: Collection[str] = frozenset(),
         clock: Callable[[], dt.datetime] = _utcnow,
         sign_receipt: ReceiptSigning | None = None,
+        events: ConsentEventStreams | None = None,
     ) -> None:
         """``sign_receipt``: signs a grant's receipt at an issue time with the gateway's
         report-signing key (``ReportSigner.sign_receipt``); without it GetGrantReceipt answers
-        UNIMPLEMENTED."""
+        UNIMPLEMENTED. ``events``: the replica's consent event streams; without them
+        WatchConsentEvents answers UNIMPLEMENTED."""
+        self._events = events
         self._register = register
         self._sign_receipt = sign_receipt
         self._page_tokens = page_tokens
@@ -512,6 +516,24 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             consent_id=grant.consent_id,
         )
         return consent_pb2.GetGrantReceiptResponse(receipt=signed)
+
+    async def WatchConsentEvents(  # type: ignore[override]  # writes with context.write
+        self,
+        request: consent_pb2.WatchConsentEventsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """The caller's grants' events, from its cursor on (``gateway.watch.consent_events``).
+
+        Writer style rather than a generator, so a write a client never takes can be abandoned.
+        """
+        caller = self._identify(context)
+        if self._events is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this gateway does not serve consent event streams",
+                "NOT_SERVED",
+            )
+        await self._events.serve(caller, request, context, self._audit)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -344,6 +344,18 @@ PROBES: dict[str, dict[str, Probe]] = {
             )
         ),
     },
+    "ConsentService.WatchConsentEvents": {
+        "allowed": lambda e: stream(
+            consent_stub(e, "bank-demo").WatchConsentEvents(
+                consent_pb2.WatchConsentEventsRequest()
+            )
+        ),
+        "refused": lambda e: stream(
+            consent_stub(e, "court-demo").WatchConsentEvents(
+                consent_pb2.WatchConsentEventsRequest()
+            )
+        ),
+    },
     "SelfInquiryService.ListOwnConsents": {
         "allowed": lambda e: unary(
             self_stub(e, e.subject_cert).ListOwnConsents(self_pb2.ListOwnConsentsRequest())

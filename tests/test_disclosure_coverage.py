@@ -76,6 +76,8 @@ NOT_DISCLOSING: dict[str, str] = {
     "answers the grant's new state",
     S + "ConsentService/GetGrantReceipt": "a gateway-signed receipt of a grant to its own "
     "parties (subject, grantee, collector): the terms they signed or collected, not source facts",
+    S + "ConsentService/WatchConsentEvents": "what happened to the caller's own grants (ids, "
+    "kinds, purposes), never source facts; the opening is audited",
     S + "RepairApplicationService/ObjectToRepairApplication": "a creditor objects to a public "
     "announcement; the answer is only when the announcement ends",
     S + "ProviderSyncService/SyncUpdates": "a provider pushes its own facts; answers acks",

@@ -184,6 +184,8 @@ class Register:
         grant = SimpleNamespace(
             categories=self.categories,
             consent_id="cg_" + "1" * 32,
+            subject_token="st_" + "a" * 32,
+            grantee_institution_id="bank-demo",
             max_uses=self.max_uses,
             limited=bool(self.max_uses),
             exhausted=self.uses >= self.max_uses > 0,
@@ -193,7 +195,7 @@ class Register:
         )
         return GrantLookup(CONSENT_VALID, cast(Any, grant))
 
-    async def record_use(self, consent_id: str) -> bool:
+    async def record_use(self, consent_id: str, purpose: int = 0) -> bool:
         self.uses += 1
         return self.uses <= self.max_uses
 
@@ -455,7 +457,7 @@ async def test_a_grant_paused_between_decision_and_use_is_refused_as_paused() ->
     async def find_valid_grant(*args: object) -> GrantLookup:
         return GrantLookup("CONSENT_PAUSED") if paused else await decided(*args)
 
-    async def record_use(consent_id: str) -> bool:
+    async def record_use(consent_id: str, purpose: int = 0) -> bool:
         paused.append(True)  # the pause lands here, after the decision
         return False
 

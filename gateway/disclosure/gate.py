@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from sqlalchemy import Connection
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.entry import ActionValue
 from credgate.audit.log import Rider
-from credgate.consent import policy
+from credgate.consent import events, policy
 from credgate.consent.data_life import data_life
 from credgate.consent.register import CONSENT_FREQUENCY_EXCEEDED, ConsentRegister, GrantLookup
 from credgate.core.errors import GatewayError, current_request_id
@@ -192,7 +193,8 @@ class DisclosureGate:
         if not decision.allowed:
             await self._refuse(ask, consent, decision.reason)
             raise self._refusal(ask, decision.reason, decision.explanation)
-        if ask.spend_use and not await self._spend_use(consent):
+        spent = ask.spend_use and _limited(consent)
+        if spent and not await self._spend_use(consent, ask.purpose):
             refused = await self._spend_refusal(ask)
             await self._refuse(ask, consent, refused.reason)
             raise self._refusal(ask, refused.reason, refused.explanation)
@@ -208,6 +210,8 @@ class DisclosureGate:
             else frozenset(decision.categories if summary and content else ())
         )
         if ask.recorded:
+            if not spent and consent is not None and consent.allowed and consent.grant:
+                await self._consents.report_use(consent.grant, ask.purpose)
             self._note(ask, "ALLOWED", released, withheld)
             return content
         await self._audit.record(
@@ -222,7 +226,10 @@ class DisclosureGate:
             withheld_categories=sorted(withheld) if summary else (),
             chargeable=decision.chargeable if summary else False,
             source_ids=sorted(set(source_ids(content))) if summary and source_ids else (),
-            rider=rider(content) if rider is not None else None,
+            rider=_with_use(
+                rider(content) if rider is not None else None,
+                None if spent else _used(consent, ask.purpose, self._clock()),
+            ),
         )
         self._note(ask, "ALLOWED", released, withheld)
         return content
@@ -272,12 +279,12 @@ class DisclosureGate:
             return policy.Decision(False, spent.reason, spent.explanation)
         return policy.Decision(False, "CONSENT_EXHAUSTED", "the consent grant has no uses left")
 
-    async def _spend_use(self, consent: GrantLookup | None) -> bool:
+    async def _spend_use(self, consent: GrantLookup | None, purpose: policy.Purpose) -> bool:
         """Count the disclosure against a grant limited in uses (over its life or per period);
-        atomic across replicas."""
-        if consent is None or consent.grant is None or not consent.grant.limited:
+        atomic across replicas. The count writes the grant's USED event (``consent.events``)."""
+        if consent is None:
             return True
-        return await self._consents.record_use(consent.consent_id)
+        return await self._consents.record_use(consent.consent_id, purpose)
 
     async def _refuse(self, ask: Ask, consent: GrantLookup | None, reason: str) -> None:
         await self._audit.record(
@@ -312,3 +319,32 @@ class DisclosureGate:
         self._ledger.note(
             GateDecision(current_request_id() or "", ask.action, reason, released, withheld)
         )
+
+
+def _limited(consent: GrantLookup | None) -> bool:
+    """Whether the disclosure relies on a grant whose uses are counted."""
+    return consent is not None and consent.grant is not None and consent.grant.limited
+
+
+def _used(consent: GrantLookup | None, purpose: policy.Purpose, now: dt.datetime) -> Rider | None:
+    """The USED event of a disclosure under a grant whose use was not counted (unlimited, or a
+    watch's update), written in the disclosure's audit entry transaction; None without one."""
+    if consent is None or not consent.allowed or consent.grant is None:
+        return None
+    grant = consent.grant
+    parties = events.GrantParties(
+        grant.consent_id, grant.subject_token, grant.grantee_institution_id
+    )
+    return events.used_rider(parties, purpose, now)
+
+
+def _with_use(rider: Rider | None, used: Rider | None) -> Rider | None:
+    """Both riders in one (the content's rows first, then the event, which locks last)."""
+    if rider is None or used is None:
+        return rider or used
+
+    def both(connection: Connection) -> None:
+        rider(connection)
+        used(connection)
+
+    return both

@@ -29,6 +29,8 @@ from credgate.gateway.reconciliation.store import ContradictionStore
 from credgate.gateway.reconciliation.worker import Reconciler
 from credgate.gateway.server import GatewayServer, bounded_step
 from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.watch.consent_events import ConsentEventHub, ConsentEventStreams
 from credgate.gateway.watch.feed import ChangeFeed
 from credgate.gateway.watch.prune import FeedPruner
 from credgate.gateway.watch.service import WatchStreams
@@ -43,6 +45,9 @@ class ChangeFollowers:
     reconciler: Reconciler
     reconciliation: ReconciliationServicer
     pruner: FeedPruner
+    consent_hub: ConsentEventHub
+    consent_events: ConsentEventStreams
+    """WatchConsentEvents streams (ConsentService), over the consent event log."""
 
     def register(self, server: GatewayServer) -> None:
         """Add the ReconciliationService to ``server`` (before it starts)."""
@@ -57,10 +62,12 @@ class ChangeFollowers:
         self.feed.start()
         self.reconciler.start()
         self.pruner.start()
+        self.consent_hub.start()
 
     async def stop(self) -> None:
         """Stop pruning, reconciling and reading; open watches end. Each step is bounded
         (``gateway.server.bounded_step``): a stop never waits on a stalled database."""
+        await bounded_step("stopping the consent event hub", self.consent_hub.stop())
         await bounded_step("stopping the feed pruner", self.pruner.stop())
         await bounded_step("stopping the reconciler", self.reconciler.stop())
         await bounded_step("stopping the change-feed reader", self.feed.stop())
@@ -115,4 +122,16 @@ def build_followers(
         retention_seconds=config.watch.feed_retention_seconds,
         interval_seconds=config.watch.prune_interval_seconds,
     )
-    return ChangeFollowers(feed, streams, reconciler, reconciliation, pruner)
+    consent_hub = ConsentEventHub(database, config.watch)
+    consent_events = ConsentEventStreams(
+        consent_hub,
+        database,
+        SubjectIdentities(consents),
+        config.watch,
+        streams.slots,
+        page_tokens=page_tokens,
+        identify=identify,
+    )
+    return ChangeFollowers(
+        feed, streams, reconciler, reconciliation, pruner, consent_hub, consent_events
+    )

@@ -18,6 +18,7 @@ WATCH_KEYS: dict[str, type] = {
     "max_watchers_per_caller": int,
     "feed_retention_seconds": float,
     "prune_interval_seconds": float,
+    "expiry_sweep_seconds": float,
 }
 """The ``[watch]`` keys and their types (``gateway.config`` checks them, env overrides too)."""
 
@@ -59,6 +60,10 @@ class WatchSettings:
     prune_interval_seconds: float = 300.0
     """How often each replica prunes the change feed (in batches of 10,000 rows per
     transaction, so the write lock is never held long)."""
+    expiry_sweep_seconds: float = 5.0
+    """How often each replica looks for consent grants whose validity window has ended and
+    writes their EXPIRED event (once per grant, whichever replica notices first), for the
+    consent event streams (WatchConsentEvents)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -71,6 +76,7 @@ class WatchSettings:
             "watch.max_watchers_per_caller": self.max_watchers_per_caller > 0,
             "watch.feed_retention_seconds": self.feed_retention_seconds > 0,
             "watch.prune_interval_seconds": self.prune_interval_seconds > 0,
+            "watch.expiry_sweep_seconds": self.expiry_sweep_seconds > 0,
         }
         for key, ok in checks.items():
             if not ok:

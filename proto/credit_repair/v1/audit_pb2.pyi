@@ -90,6 +90,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Pause, resume or revoke a grant on the subject's signed statement
     (ConsentService.ChangeConsentState); the reason of a refusal says why.
     """
+    AUDIT_ACTION_WATCH_CONSENT_EVENTS: _AuditAction.ValueType  # 12
+    """Open a stream of a grantee's or a subject's consent events
+    (ConsentService.WatchConsentEvents); the reason of a refusal says why.
+    """
     AUDIT_ACTION_GET_GRANT_RECEIPT: _AuditAction.ValueType  # 13
     """Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting
     institution (ConsentService.GetGrantReceipt).
@@ -158,6 +162,10 @@ the entry sits at the first index after the restored head, its request_id
 AUDIT_ACTION_CHANGE_CONSENT_STATE: AuditAction.ValueType  # 11
 """Pause, resume or revoke a grant on the subject's signed statement
 (ConsentService.ChangeConsentState); the reason of a refusal says why.
+"""
+AUDIT_ACTION_WATCH_CONSENT_EVENTS: AuditAction.ValueType  # 12
+"""Open a stream of a grantee's or a subject's consent events
+(ConsentService.WatchConsentEvents); the reason of a refusal says why.
 """
 AUDIT_ACTION_GET_GRANT_RECEIPT: AuditAction.ValueType  # 13
 """Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting

@@ -133,6 +133,58 @@ FREQUENCY_PERIOD_YEAR: FrequencyPeriod.ValueType  # 4
 """A calendar year."""
 Global___FrequencyPeriod: _TypeAlias = FrequencyPeriod  # noqa: Y015
 
+class _ConsentEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_EVENT_KIND_UNSPECIFIED: _ConsentEventKind.ValueType  # 0
+    """Not set; never sent."""
+    CONSENT_EVENT_KIND_GRANTED: _ConsentEventKind.ValueType  # 1
+    """The grant was recorded (GrantConsent)."""
+    CONSENT_EVENT_KIND_USED: _ConsentEventKind.ValueType  # 2
+    """The grantee relied on the grant for a disclosure; purpose says for what. A use of a grant
+    limited in uses is reported when it is counted, any other when the disclosure is recorded.
+    """
+    CONSENT_EVENT_KIND_PAUSED: _ConsentEventKind.ValueType  # 3
+    """The subject paused the grant."""
+    CONSENT_EVENT_KIND_RESUMED: _ConsentEventKind.ValueType  # 4
+    """The subject resumed the grant."""
+    CONSENT_EVENT_KIND_REVOKED: _ConsentEventKind.ValueType  # 5
+    """The grant was revoked, by the subject or by the grantee or collector."""
+    CONSENT_EVENT_KIND_EXPIRED: _ConsentEventKind.ValueType  # 6
+    """The grant's validity window ended (reported once, by the first replica to notice; the
+    event_time is the end of the window).
+    """
+    CONSENT_EVENT_KIND_EXHAUSTED: _ConsentEventKind.ValueType  # 7
+    """The last of the grant's limited uses was spent (reported right after that USED)."""
+
+class ConsentEventKind(_ConsentEventKind, metaclass=_ConsentEventKindEnumTypeWrapper):
+    """What happened to a grant (WatchConsentEvents)."""
+
+CONSENT_EVENT_KIND_UNSPECIFIED: ConsentEventKind.ValueType  # 0
+"""Not set; never sent."""
+CONSENT_EVENT_KIND_GRANTED: ConsentEventKind.ValueType  # 1
+"""The grant was recorded (GrantConsent)."""
+CONSENT_EVENT_KIND_USED: ConsentEventKind.ValueType  # 2
+"""The grantee relied on the grant for a disclosure; purpose says for what. A use of a grant
+limited in uses is reported when it is counted, any other when the disclosure is recorded.
+"""
+CONSENT_EVENT_KIND_PAUSED: ConsentEventKind.ValueType  # 3
+"""The subject paused the grant."""
+CONSENT_EVENT_KIND_RESUMED: ConsentEventKind.ValueType  # 4
+"""The subject resumed the grant."""
+CONSENT_EVENT_KIND_REVOKED: ConsentEventKind.ValueType  # 5
+"""The grant was revoked, by the subject or by the grantee or collector."""
+CONSENT_EVENT_KIND_EXPIRED: ConsentEventKind.ValueType  # 6
+"""The grant's validity window ended (reported once, by the first replica to notice; the
+event_time is the end of the window).
+"""
+CONSENT_EVENT_KIND_EXHAUSTED: ConsentEventKind.ValueType  # 7
+"""The last of the grant's limited uses was spent (reported right after that USED)."""
+Global___ConsentEventKind: _TypeAlias = ConsentEventKind  # noqa: Y015
+
 @_typing.final
 class ConsentStateChange(_message.Message):
     """A subject's signed instruction to pause, resume or revoke one grant.
@@ -832,3 +884,112 @@ class GrantReceipt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GrantReceipt: _TypeAlias = GrantReceipt  # noqa: Y015
+
+@_typing.final
+class ConsentEvent(_message.Message):
+    """One change of one grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    GRANTEE_INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The event's position in the gateway's consent event log: increases along a stream, in
+    commit order across every replica.
+    """
+    consent_id: _builtins.str
+    """The grant."""
+    kind: Global___ConsentEventKind.ValueType
+    """What happened."""
+    purpose: _vocabulary_pb2.Purpose.ValueType
+    """For USED: the purpose of the disclosure; unspecified otherwise."""
+    subject_token: _builtins.str
+    """The grant's subject (a token, never an identity number)."""
+    grantee_institution_id: _builtins.str
+    """The grant's grantee."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        consent_id: _builtins.str = ...,
+        kind: Global___ConsentEventKind.ValueType = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+        purpose: _vocabulary_pb2.Purpose.ValueType = ...,
+        subject_token: _builtins.str = ...,
+        grantee_institution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "event_time", b"event_time", "grantee_institution_id", b"grantee_institution_id", "kind", b"kind", "purpose", b"purpose", "sequence", b"sequence", "subject_token", b"subject_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentEvent: _TypeAlias = ConsentEvent  # noqa: Y015
+
+@_typing.final
+class WatchConsentEventsRequest(_message.Message):
+    """Opens a stream of the caller's grants' events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """The cursor of the last response received, to continue after it; empty to start at the
+    caller's first event. It only marks a position, must come with the same consent_id and
+    caller, and never grants access to anything.
+    """
+    consent_id: _builtins.str
+    """Only this grant's events (it must be one of the caller's); empty means every grant."""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        consent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "cursor", b"cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchConsentEventsRequest: _TypeAlias = WatchConsentEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchConsentEventsResponse(_message.Message):
+    """Events of the caller's grants, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Where the stream stands after these events: send it as WatchConsentEventsRequest.cursor
+    to continue after them.
+    """
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentEvent]:
+        """The events, in sequence order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ConsentEvent] | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchConsentEventsResponse: _TypeAlias = WatchConsentEventsResponse  # noqa: Y015

@@ -78,6 +78,11 @@ class ConsentServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.FromString,
                 _registered_method=True)
+        self.WatchConsentEvents = channel.unary_stream(
+                '/credit_repair.v1.ConsentService/WatchConsentEvents',
+                request_serializer=credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -187,6 +192,29 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchConsentEvents(self, request, context):
+        """Streams every change of the caller's grants, in one order on every replica: GRANTED,
+        USED (with the purpose), PAUSED, RESUMED, REVOKED, EXPIRED, EXHAUSTED (docs/consent.md,
+        "Notifications"). The caller is a grantee institution (the grants naming it as grantee)
+        or a subject (role SUBJECT, certificate naming their current enrolled key: the grants they
+        signed). Without a cursor the stream starts at the caller's first event; each response
+        carries the cursor after its last event, which a reconnecting client sends to continue
+        without a gap or a repeat. Every event is written in the transaction of the change it
+        reports, numbered in commit order, so an event committed on one replica reaches a
+        subscriber on any other. The opening of a stream is recorded in the audit log
+        (AUDIT_ACTION_WATCH_CONSENT_EVENTS).
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, SUBJECT_MISMATCH for a
+        subject certificate naming no current enrolled key); INVALID_ARGUMENT (INVALID_REQUEST,
+        with google.rpc.BadRequest naming the field: a cursor not issued to this caller for this
+        filter is refused like a forged one); NOT_FOUND (CONSENT_NOT_FOUND) when consent_id names
+        no grant of the caller's; RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS, TOO_MANY_WATCHERS_FOR_CALLER;
+        the slots are shared with WatchRepairStatus; WATCHER_TOO_SLOW when the caller does not read);
+        UNAVAILABLE (GATEWAY_STOPPING: reconnect with the last cursor).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +252,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.GetGrantReceipt,
                     request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.SerializeToString,
+            ),
+            'WatchConsentEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConsentEvents,
+                    request_deserializer=credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -424,6 +457,33 @@ class ConsentService:
             '/credit_repair.v1.ConsentService/GetGrantReceipt',
             credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptRequest.SerializeToString,
             credit__repair_dot_v1_dot_consent__service__pb2.GetGrantReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConsentEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/credit_repair.v1.ConsentService/WatchConsentEvents',
+            credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsRequest.SerializeToString,
+            credit__repair_dot_v1_dot_consent__service__pb2.WatchConsentEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

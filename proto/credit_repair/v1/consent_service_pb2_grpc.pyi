@@ -111,6 +111,25 @@ class ConsentServiceStub:
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
     does not exist or the caller is not one of its parties — the same answer in both cases.
     """
+    WatchConsentEvents: _grpc.UnaryStreamMultiCallable[_consent_service_pb2.WatchConsentEventsRequest, _consent_service_pb2.WatchConsentEventsResponse]
+    """Streams every change of the caller's grants, in one order on every replica: GRANTED,
+    USED (with the purpose), PAUSED, RESUMED, REVOKED, EXPIRED, EXHAUSTED (docs/consent.md,
+    "Notifications"). The caller is a grantee institution (the grants naming it as grantee)
+    or a subject (role SUBJECT, certificate naming their current enrolled key: the grants they
+    signed). Without a cursor the stream starts at the caller's first event; each response
+    carries the cursor after its last event, which a reconnecting client sends to continue
+    without a gap or a repeat. Every event is written in the transaction of the change it
+    reports, numbered in commit order, so an event committed on one replica reaches a
+    subscriber on any other. The opening of a stream is recorded in the audit log
+    (AUDIT_ACTION_WATCH_CONSENT_EVENTS).
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, SUBJECT_MISMATCH for a
+    subject certificate naming no current enrolled key); INVALID_ARGUMENT (INVALID_REQUEST,
+    with google.rpc.BadRequest naming the field: a cursor not issued to this caller for this
+    filter is refused like a forged one); NOT_FOUND (CONSENT_NOT_FOUND) when consent_id names
+    no grant of the caller's; RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS, TOO_MANY_WATCHERS_FOR_CALLER;
+    the slots are shared with WatchRepairStatus; WATCHER_TOO_SLOW when the caller does not read);
+    UNAVAILABLE (GATEWAY_STOPPING: reconnect with the last cursor).
+    """
 
 @_typing.type_check_only
 class ConsentServiceAsyncStub(ConsentServiceStub):
@@ -192,6 +211,25 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
     Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
     does not exist or the caller is not one of its parties — the same answer in both cases.
+    """
+    WatchConsentEvents: _aio.UnaryStreamMultiCallable[_consent_service_pb2.WatchConsentEventsRequest, _consent_service_pb2.WatchConsentEventsResponse]  # type: ignore[assignment]
+    """Streams every change of the caller's grants, in one order on every replica: GRANTED,
+    USED (with the purpose), PAUSED, RESUMED, REVOKED, EXPIRED, EXHAUSTED (docs/consent.md,
+    "Notifications"). The caller is a grantee institution (the grants naming it as grantee)
+    or a subject (role SUBJECT, certificate naming their current enrolled key: the grants they
+    signed). Without a cursor the stream starts at the caller's first event; each response
+    carries the cursor after its last event, which a reconnecting client sends to continue
+    without a gap or a repeat. Every event is written in the transaction of the change it
+    reports, numbered in commit order, so an event committed on one replica reaches a
+    subscriber on any other. The opening of a stream is recorded in the audit log
+    (AUDIT_ACTION_WATCH_CONSENT_EVENTS).
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, SUBJECT_MISMATCH for a
+    subject certificate naming no current enrolled key); INVALID_ARGUMENT (INVALID_REQUEST,
+    with google.rpc.BadRequest naming the field: a cursor not issued to this caller for this
+    filter is refused like a forged one); NOT_FOUND (CONSENT_NOT_FOUND) when consent_id names
+    no grant of the caller's; RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS, TOO_MANY_WATCHERS_FOR_CALLER;
+    the slots are shared with WatchRepairStatus; WATCHER_TOO_SLOW when the caller does not read);
+    UNAVAILABLE (GATEWAY_STOPPING: reconnect with the last cursor).
     """
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -313,6 +351,31 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         (AUDIT_ACTION_GET_GRANT_RECEIPT) before it is returned.
         Errors: INVALID_ARGUMENT (INVALID_REQUEST); NOT_FOUND (CONSENT_NOT_FOUND) when the grant
         does not exist or the caller is not one of its parties — the same answer in both cases.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchConsentEvents(
+        self,
+        request: _consent_service_pb2.WatchConsentEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_consent_service_pb2.WatchConsentEventsResponse], _abc.AsyncIterator[_consent_service_pb2.WatchConsentEventsResponse]]:
+        """Streams every change of the caller's grants, in one order on every replica: GRANTED,
+        USED (with the purpose), PAUSED, RESUMED, REVOKED, EXPIRED, EXHAUSTED (docs/consent.md,
+        "Notifications"). The caller is a grantee institution (the grants naming it as grantee)
+        or a subject (role SUBJECT, certificate naming their current enrolled key: the grants they
+        signed). Without a cursor the stream starts at the caller's first event; each response
+        carries the cursor after its last event, which a reconnecting client sends to continue
+        without a gap or a repeat. Every event is written in the transaction of the change it
+        reports, numbered in commit order, so an event committed on one replica reaches a
+        subscriber on any other. The opening of a stream is recorded in the audit log
+        (AUDIT_ACTION_WATCH_CONSENT_EVENTS).
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, SUBJECT_MISMATCH for a
+        subject certificate naming no current enrolled key); INVALID_ARGUMENT (INVALID_REQUEST,
+        with google.rpc.BadRequest naming the field: a cursor not issued to this caller for this
+        filter is refused like a forged one); NOT_FOUND (CONSENT_NOT_FOUND) when consent_id names
+        no grant of the caller's; RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS, TOO_MANY_WATCHERS_FOR_CALLER;
+        the slots are shared with WatchRepairStatus; WATCHER_TOO_SLOW when the caller does not read);
+        UNAVAILABLE (GATEWAY_STOPPING: reconnect with the last cursor).
         """
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
