@@ -52,6 +52,7 @@ from credgate.audit.entry import (
     new_entry,
 )
 from credgate.audit.log import AppendReceipt, AuditLog, AuditUnavailable, Rider
+from credgate.core.errors import GatewayError
 from credgate.core.institution import Institution
 
 log = logging.getLogger(__name__)
@@ -195,3 +196,26 @@ class AuditTrail:
             self._on_failure(action_name(action))
             failure = AuditUnavailable("the decision could not be recorded")
             raise failure.to_gateway_error() from None
+
+    async def refuse(
+        self,
+        caller: Institution,
+        action: ActionValue,
+        refusal: GatewayError,
+        *,
+        purpose: vocab.Purpose.ValueType = vocab.PURPOSE_UNSPECIFIED,
+        subject_token: str = "",
+        consent_id: str = "",
+    ) -> GatewayError:
+        """Record ``refusal`` (under its ErrorInfo reason) as the decision on the call, then
+        hand it back to raise: the log holds the refusal before the caller hears it, and a
+        refusal that cannot be recorded is AUDIT_UNAVAILABLE like any other decision."""
+        await self.record(
+            caller,
+            action,
+            purpose=purpose,
+            reason=refusal.reason,
+            subject_token=subject_token,
+            consent_id=consent_id,
+        )
+        return refusal

@@ -165,10 +165,6 @@ def _statement_refused(reason: str) -> GatewayError:
     return GatewayError.of(code, message, reason)
 
 
-def _statement_not_permitted() -> GatewayError:
-    return _statement_refused(_NOT_PERMITTED)
-
-
 # -- the servicer ------------------------------------------------------------------------------
 
 
@@ -214,12 +210,15 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             office.role not in ENROLMENT_ROLES
             or office.institution_id not in self._enrolment_offices
         ):
-            await self._audit.record(office, ENROLL_SUBJECT_KEY, reason="ENROLMENT_NOT_PERMITTED")
-            raise GatewayError.of(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "only a configured enrolment office may enrol subject keys",
-                "ENROLMENT_NOT_PERMITTED",
-                metadata={"role": office.role_name},
+            raise await self._audit.refuse(
+                office,
+                ENROLL_SUBJECT_KEY,
+                GatewayError.of(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "only a configured enrolment office may enrol subject keys",
+                    "ENROLMENT_NOT_PERMITTED",
+                    metadata={"role": office.role_name},
+                ),
             )
         violations: list[Violation] = []
         if problem := _identity_violation(request.identity_number, "identity_number"):
@@ -242,14 +241,16 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
                 token, request.public_key, office.institution_id, record=record
             )
         except SubjectKeyConflictError:
-            await self._audit.record(
-                office, ENROLL_SUBJECT_KEY, reason="SUBJECT_KEY_CONFLICT", subject_token=token
-            )
-            raise GatewayError.of(
-                grpc.StatusCode.ALREADY_EXISTS,
-                "this public key is already enrolled for another subject",
-                "SUBJECT_KEY_CONFLICT",
-                field_violations=[("public_key", "must be a key of this subject only")],
+            raise await self._audit.refuse(
+                office,
+                ENROLL_SUBJECT_KEY,
+                GatewayError.of(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "this public key is already enrolled for another subject",
+                    "SUBJECT_KEY_CONFLICT",
+                    field_violations=[("public_key", "must be a key of this subject only")],
+                ),
+                subject_token=token,
             ) from None
         log.info("subject key %s enrolled by %s", key.key_id, office.institution_id)
         response = consent_pb2.EnrollSubjectKeyResponse(subject_key_id=key.key_id)
@@ -262,12 +263,15 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         """Record terms the subject signed, after proving the signature is theirs."""
         collector = self._identify(context)
         if collector.role not in COLLECTOR_ROLES:
-            await self._audit.record(collector, GRANT_CONSENT, reason="ROLE_NOT_PERMITTED")
-            raise GatewayError.of(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "the caller's role does not collect consent",
-                "ROLE_NOT_PERMITTED",
-                metadata={"role": collector.role_name},
+            raise await self._audit.refuse(
+                collector,
+                GRANT_CONSENT,
+                GatewayError.of(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "the caller's role does not collect consent",
+                    "ROLE_NOT_PERMITTED",
+                    metadata={"role": collector.role_name},
+                ),
             )
         if problem := _identity_violation(request.identity_number, "identity_number"):
             raise _invalid([problem])
@@ -286,14 +290,16 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         if not grants.verify_signature(key.public_key, request.signed_terms, request.signature):
             raise _signature_invalid("does not verify with the subject's enrolled key")
         if terms.collecting_institution_id != collector.institution_id:
-            await self._audit.record(
-                collector, GRANT_CONSENT, reason="COLLECTOR_MISMATCH", subject_token=token
-            )
-            raise GatewayError.of(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "only the collecting institution named in the terms may record them",
-                "COLLECTOR_MISMATCH",
-                field_violations=[("terms.collecting_institution_id", "must be the caller")],
+            raise await self._audit.refuse(
+                collector,
+                GRANT_CONSENT,
+                GatewayError.of(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "only the collecting institution named in the terms may record them",
+                    "COLLECTOR_MISMATCH",
+                    field_violations=[("terms.collecting_institution_id", "must be the caller")],
+                ),
+                subject_token=token,
             )
         now = self._clock()
         if violations := _terms_violations(terms, now):
@@ -423,25 +429,24 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             raise _signature_invalid("is required: the subject must sign the statement")
         key = await self._register.subject_key(statement.subject_key_id)
         if key is None or not key.current:
-            await self._audit.record(
-                caller, CHANGE_CONSENT_STATE, reason=_NOT_PERMITTED, consent_id=""
+            raise await self._audit.refuse(
+                caller, CHANGE_CONSENT_STATE, _statement_refused(_NOT_PERMITTED)
             )
-            raise _statement_not_permitted()
         if not state_change.verify_statement(
             key.public_key, request.signed_statement, request.signature
         ):
             raise _signature_invalid("does not verify with the subject's current enrolled key")
         token = key.subject_token
         if not state_change.fresh(statement, self._clock()):
-            await self._audit.record(
-                caller, CHANGE_CONSENT_STATE, reason=_STALE, subject_token=token
+            raise await self._audit.refuse(
+                caller, CHANGE_CONSENT_STATE, _statement_refused(_STALE), subject_token=token
             )
-            raise _statement_refused(_STALE)
         if caller.role == vocab.INSTITUTION_ROLE_SUBJECT and not await self._subjects.is_subject(
             caller, token
         ):
-            await self._audit.record(caller, CHANGE_CONSENT_STATE, reason=_NOT_PERMITTED)
-            raise _statement_not_permitted()
+            raise await self._audit.refuse(
+                caller, CHANGE_CONSENT_STATE, _statement_refused(_NOT_PERMITTED)
+            )
 
         async def record(session: AsyncSession, grant: Grant) -> None:
             await self._audit.record(
@@ -462,14 +467,13 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
             )
         except StateChangeRefused as refused:
             known = refused.reason != _NOT_PERMITTED
-            await self._audit.record(
+            raise await self._audit.refuse(
                 caller,
                 CHANGE_CONSENT_STATE,
-                reason=refused.reason,
+                _statement_refused(refused.reason),
                 subject_token=token,
                 consent_id=statement.consent_id if known else "",
-            )
-            raise _statement_refused(refused.reason) from None
+            ) from None
         log.info(
             "consent %s set to %s on the subject's statement, carried by %s",
             grant.consent_id,

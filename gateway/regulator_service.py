@@ -149,17 +149,16 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         caller = self._identify(context)
         if caller.role == REGULATOR:
             return caller
-        await self._audit.record(
+        raise await self._audit.refuse(
             caller,
             READ_AUDIT_LOG,
+            GatewayError.of(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only a regulator may read the audit log",
+                "ROLE_NOT_PERMITTED",
+                metadata={"role": caller.role_name},
+            ),
             purpose=vocabulary_pb2.PURPOSE_REGULATORY_AUDIT,
-            reason="ROLE_NOT_PERMITTED",
-        )
-        raise GatewayError.of(
-            grpc.StatusCode.PERMISSION_DENIED,
-            "only a regulator may read the audit log",
-            "ROLE_NOT_PERMITTED",
-            metadata={"role": caller.role_name},
         )
 
     async def _record_access(self, caller: Institution, subject_token: str = "") -> None:

@@ -97,19 +97,23 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
     async def _subject_token(self, caller: Institution, action: ActionValue) -> str:
         """The caller's subject token; a refusal (recorded first) for anyone else."""
         if caller.role != vocab.INSTITUTION_ROLE_SUBJECT:
-            await self._audit.record(
-                caller, action, purpose=SELF_INQUIRY, reason="ROLE_NOT_PERMITTED"
+            raise await self._audit.refuse(
+                caller,
+                action,
+                _denied(caller, "ROLE_NOT_PERMITTED", "only a subject may inquire about themself"),
+                purpose=SELF_INQUIRY,
             )
-            raise _denied(caller, "ROLE_NOT_PERMITTED", "only a subject may inquire about themself")
         key = await self._subjects.current_key(caller)
         if key is None:
-            await self._audit.record(
-                caller, action, purpose=SELF_INQUIRY, reason="SUBJECT_MISMATCH"
-            )
-            raise _denied(
+            raise await self._audit.refuse(
                 caller,
-                "SUBJECT_MISMATCH",
-                "the caller's certificate does not name a current enrolled subject key",
+                action,
+                _denied(
+                    caller,
+                    "SUBJECT_MISMATCH",
+                    "the caller's certificate does not name a current enrolled subject key",
+                ),
+                purpose=SELF_INQUIRY,
             )
         return key.subject_token
 

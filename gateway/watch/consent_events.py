@@ -258,15 +258,21 @@ class ConsentEventStreams:
             return EventFilter(grantee_institution_id=caller.institution_id,
                                consent_id=consent_id), ""  # fmt: skip
         if caller.role != vocab.INSTITUTION_ROLE_SUBJECT:
-            await audit.record(caller, WATCH_CONSENT_EVENTS, reason="ROLE_NOT_PERMITTED")
-            raise _denied(caller, "ROLE_NOT_PERMITTED", "the caller's role holds no grants")
+            raise await audit.refuse(
+                caller,
+                WATCH_CONSENT_EVENTS,
+                _denied(caller, "ROLE_NOT_PERMITTED", "the caller's role holds no grants"),
+            )
         key = await self._subjects.current_key(caller)
         if key is None:
-            await audit.record(caller, WATCH_CONSENT_EVENTS, reason="SUBJECT_MISMATCH")
-            raise _denied(
+            raise await audit.refuse(
                 caller,
-                "SUBJECT_MISMATCH",
-                "the caller's certificate does not name a current enrolled subject key",
+                WATCH_CONSENT_EVENTS,
+                _denied(
+                    caller,
+                    "SUBJECT_MISMATCH",
+                    "the caller's certificate does not name a current enrolled subject key",
+                ),
             )
         return EventFilter(subject_token=key.subject_token, consent_id=consent_id), (
             key.subject_token
