@@ -1,22 +1,21 @@
-"""The live query path's side of the fact index: the newest facts win, and changes are announced.
+"""The live query path's writes of the fact index: the winning facts stay, changes are announced.
 
-Two writers share ``source_facts``: provider sync (``gateway.sync.store``) and the live query
-path (``FactIndex.store``, here). Both follow one rule — per subject and source the index keeps
-the facts with the newest ``source_as_of`` — so neither can overwrite newer facts with older
-ones, whichever arrives last: a live answer that is older than what a provider pushed is not
-stored, and a late provider update does not overwrite a newer live answer.
+Every writer of ``source_facts`` follows one rule (``gateway.fact_index.precedence``): per subject
+and source the index keeps the facts with the newest ``source_as_of`` and, on an equal as-of,
+the provider-signed original over an unsigned pull. So a live answer that is older than what a
+provider pushed is not stored, a late provider update does not overwrite a newer live answer,
+and a live answer never replaces a signed push of the same as-of.
 
-Both also announce what they change in ``change_feed``, which watchers and the reconciler tail:
-sync for every row its batch changes, the live path only when the facts' *content* changed
+Writers also announce what they change in ``change_feed``, which watchers and the reconciler
+tail: sync for every row its batch changes, the live path only when the facts' *content* changed
 (a refetch that only moves ``fetched_at`` refreshes the row's freshness silently; otherwise
 every query would wake every watcher of the subject). Live-path feed rows carry sequence 0.
 
-Commit order of change ids: on PostgreSQL sync takes a transaction-scoped advisory lock
-(``FEED_LOCK_KEY``) before writing any row, so feed ids are handed out and committed in the
-same order. A live write that will add a feed row takes the same lock first in its transaction,
-before any row, so the guarantee holds for both writers (lock order: feed lock → row, never the
-reverse, so it cannot deadlock with a batch). The common case, unchanged content, takes no
-lock: it is a compare-and-set on the ciphertext it compared against.
+Commit order of change ids: on PostgreSQL every feed writer takes the feed lock
+(``gateway.fact_index.feed``) before writing any row. A live write that will add a feed row
+takes it first in its transaction, before any row, so the guarantee holds for every writer.
+The common case, unchanged content, takes no lock: it is a compare-and-set on the ciphertext
+(and so on the exact row, with its as-of and provenance) it compared against.
 
 How (issue #7): every transaction here is a plain function of a sync Core ``Connection`` run by
 ``Database.threaded`` (``core.storage.threaded``), and every statement is built once, below,
@@ -42,20 +41,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
+from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed
+from credgate.gateway.fact_index.precedence import Standing, replaces, wins
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
 
 _log = logging.getLogger(__name__)
-
-FEED_LOCK_KEY = 0x63726564666565
-"""The advisory lock ``gateway.sync.store`` takes before writing feed rows (a test checks)."""
-LIVE_SEQUENCE = 0
-"""The ``change_feed.sequence`` of a change made by the live query path."""
 
 OpenFacts = Callable[[str, str, bytes], report_pb2.SourceFacts]
 """``FactIndex._open_facts``: decrypt and parse one row's facts (raises if unreadable)."""
@@ -138,6 +134,11 @@ _HELD = (
     .where(_c.subject_token == bindparam("b_token"))
     .order_by(_c.source_id)
 )
+_HELD_STANDING = (
+    select(_c.source_id, _c.facts_ciphertext, _c.source_as_of, _c.sequence)
+    .where(_c.subject_token == bindparam("b_token"))
+    .order_by(_c.source_id)
+)
 _REFRESH = (
     update(_facts)
     .where(
@@ -147,15 +148,13 @@ _REFRESH = (
     )
     .values(_value_params())
 )
-"""The compare-and-set refresh of a row whose content is unchanged (matched on its ciphertext)."""
+"""The compare-and-set refresh of a row whose content is unchanged (matched on its ciphertext,
+unique per write, so on the very row whose standing ``_plan`` checked against the rule)."""
 
 
 def _upsert_if_newer(dialect: Any) -> Any:
-    """Insert, or replace a row whose facts are not newer; RETURNING a row when written.
-
-    Facts without an as-of time claim nothing about their age, so they replace only a row that
-    has none either (every conforming adapter sets one; ``adapters.testing`` checks).
-    """
+    """Insert, or replace a row the new facts win against (``precedence.replaces``); RETURNING
+    a row when written."""
     statement = dialect.insert(_facts).values(
         subject_token=bindparam("b_token"), source_id=bindparam("b_source"), **_value_params()
     )
@@ -163,10 +162,7 @@ def _upsert_if_newer(dialect: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["subject_token", "source_id"],
         set_={name: new[name] for name in VALUE_COLUMNS},
-        where=or_(
-            _c.source_as_of.is_(None),
-            new.source_as_of.is_not(None) & (_c.source_as_of <= new.source_as_of),
-        ),
+        where=replaces(new, _c),
     ).returning(_c.source_id)
 
 
@@ -177,7 +173,6 @@ _FEED = insert(_feed).values(
     sequence=bindparam("b_sequence"),
     changed_at=bindparam("b_changed_at", type_=_feed.c.changed_at.type),
 )
-_FEED_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -194,13 +189,23 @@ async def read_indexed(
     }
 
 
-def held_blobs(connection: Connection, token: str) -> dict[str, bytes]:
-    """Every source's ciphertext held for ``token``, by source id (in source id order)."""
-    return {source_id: blob for source_id, blob in connection.execute(_HELD, {"b_token": token})}
+@dataclass(frozen=True)
+class Held:
+    """One held row as a write compares against it: its ciphertext and its standing."""
+
+    blob: bytes
+    standing: Standing
+
+
+def held_rows(connection: Connection, token: str) -> dict[str, Held]:
+    """Every source's row held for ``token``, by source id (in source id order)."""
+    rows = connection.execute(_HELD_STANDING, {"b_token": token})
+    return {source_id: Held(blob, Standing(as_of, seq)) for source_id, blob, as_of, seq in rows}
 
 
 async def read_held(database: Database, token: str) -> dict[str, bytes]:
-    """``held_blobs`` on its own: one statement, so a single-statement read (``fetch_all``)."""
+    """Every source's ciphertext held for ``token``, by source id: one statement, so a
+    single-statement read (``fetch_all``)."""
     rows = await database.threaded.fetch_all(_HELD, {"b_token": token})
     return {source_id: blob for source_id, blob in rows}
 
@@ -299,7 +304,7 @@ async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> N
         return
     tokens = list(dict.fromkeys(write.token for write, _ in jobs))
     held = await database.threaded.read(
-        lambda connection: {token: held_blobs(connection, token) for token in tokens}
+        lambda connection: {token: held_rows(connection, token) for token in tokens}
     )
     retry = await database.threaded.write(
         lambda connection: _apply_all(connection, "postgresql", jobs, held)
@@ -315,7 +320,7 @@ def _apply_all(
     connection: Connection,
     backend: str,
     jobs: Sequence[Job],
-    held: dict[str, dict[str, bytes]] | None,
+    held: dict[str, dict[str, Held]] | None,
 ) -> list[Job]:
     """One transaction's worth of writes; returns what must be redone under the feed lock.
 
@@ -325,54 +330,65 @@ def _apply_all(
     item's content may change, and compare-and-sets that lose without it are returned.
     """
     if held is None:
-        if backend == "postgresql":
-            connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})
+        lock_feed(connection, backend)
         for write, indices in jobs:
-            blobs = held_blobs(connection, write.token)
-            _write(connection, backend, write, blobs, _plan(write, indices, blobs), locked=True)
+            rows = held_rows(connection, write.token)
+            _write(connection, backend, write, rows, _plan(write, indices, rows), locked=True)
         return []
     plans = [_plan(write, indices, held.get(write.token, {})) for write, indices in jobs]
     locked = any(change for _, change in plans)
     if locked:
-        connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})  # first, before any row
+        lock_feed(connection, backend)  # first, before any row
     retry: list[Job] = []
     seen: set[str] = set()
     for (write, indices), plan in zip(jobs, plans, strict=True):
-        blobs = held.get(write.token, {})
+        rows = held.get(write.token, {})
         if write.token in seen:
             # An earlier write in this transaction changed what the first read saw.
             if not locked:
                 retry.append((write, indices))
                 continue
-            blobs = held_blobs(connection, write.token)
-            plan = _plan(write, indices, blobs)
+            rows = held_rows(connection, write.token)
+            plan = _plan(write, indices, rows)
         seen.add(write.token)
-        lost = _write(connection, backend, write, blobs, plan, locked=locked)
+        lost = _write(connection, backend, write, rows, plan, locked=locked)
         if lost:
             retry.append((write, lost))
     return retry
 
 
 def _plan(
-    write: PendingWrite, indices: Sequence[int], held: dict[str, bytes]
+    write: PendingWrite, indices: Sequence[int], held: dict[str, Held]
 ) -> tuple[list[int], list[int]]:
-    """Which items only refresh a row with the same content, and which may change one."""
+    """Which items only refresh a row with the same content, and which may change one.
+
+    An item the held row outranks (``precedence.wins``) is in neither: it writes nothing. That
+    holds even when ``held`` was read before the write's transaction, because a held row's rank
+    only ever rises (every writer follows the rule), so what outranked the item then still does.
+    """
     refresh: list[int] = []
     change: list[int] = []
     for i in indices:
         source_id = write.source_ids[i]
-        same = source_id in held and _same(
-            write.open_facts, write.token, source_id, held[source_id], write.contents[i]
+        row = held.get(source_id)
+        if row is not None and not wins(_standing(write.values[i]), row.standing):
+            continue
+        same = row is not None and _same(
+            write.open_facts, write.token, source_id, row.blob, write.contents[i]
         )
         (refresh if same else change).append(i)
     return refresh, change
+
+
+def _standing(values: dict[str, Any]) -> Standing:
+    return Standing(values["source_as_of"], values["sequence"])
 
 
 def _write(
     connection: Connection,
     backend: str,
     write: PendingWrite,
-    held: dict[str, bytes],
+    held: dict[str, Held],
     plan: tuple[list[int], list[int]],
     *,
     locked: bool,
@@ -388,7 +404,7 @@ def _write(
         many = []
         for i in refresh:
             params = _values_params(write.values[i])
-            params.update(b_token=token, b_source=source_ids[i], b_held=held[source_ids[i]])
+            params.update(b_token=token, b_source=source_ids[i], b_held=held[source_ids[i]].blob)
             many.append(params)
         refreshed = connection.execute(_REFRESH, many).rowcount
         sure = connection.dialect.supports_sane_multi_rowcount and refreshed == len(refresh)
@@ -398,14 +414,14 @@ def _write(
         (change if locked else lost).extend(missed)
     if change:
         # Stable now: the feed lock (PostgreSQL) or the write lock (SQLite) is held.
-        now_held = held_blobs(connection, token)
+        now_held = held_rows(connection, token)
         upsert = _UPSERT[backend]
         feed = []
         for i in sorted(change):
             source_id = source_ids[i]
-            blob = now_held.get(source_id)
-            changed = blob is None or not _same(
-                write.open_facts, token, source_id, blob, write.contents[i]
+            row = now_held.get(source_id)
+            changed = row is None or not _same(
+                write.open_facts, token, source_id, row.blob, write.contents[i]
             )
             params = _values_params(write.values[i])
             params.update(b_token=token, b_source=source_id)
@@ -428,11 +444,12 @@ def _write(
 def _not_holding(connection: Connection, write: PendingWrite, indices: Sequence[int]) -> list[int]:
     """Which of ``indices`` the index does not hold as written (each write's ciphertext is
     unique: a fresh nonce per encryption), i.e. whose compare-and-set lost."""
-    now_held = held_blobs(connection, write.token)
+    now_held = held_rows(connection, write.token)
     return [
         i
         for i in indices
-        if now_held.get(write.source_ids[i]) != write.values[i]["facts_ciphertext"]
+        if (row := now_held.get(write.source_ids[i])) is None
+        or row.blob != write.values[i]["facts_ciphertext"]
     ]
 
 
