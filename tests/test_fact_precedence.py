@@ -24,8 +24,10 @@ from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.fact_index import FactIndex, facts_context, identity_context
 from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
+from credgate.gateway.fact_index.models import FactHistoryRow, history_context
 from credgate.gateway.fact_index.precedence import Standing, rank, replaces, wins
 from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.sync.models import original_context
 from credgate.gateway.sync.settings import ProviderConfig
 from credgate.gateway.sync.store import SyncStore
@@ -178,6 +180,12 @@ class Scenario:
         self.sequence = 0
         self.written: list[tuple[tuple[Any, ...], str, int | None]] = []
         """Every write made, in order: (the rule's key, its marker, its sequence)."""
+        self.outranked: set[tuple[str, dt.datetime]] = set()
+        """(history writer, as-of) of every unsigned answer with an as-of that arrived older than
+        what the index must then have held (all earlier writes have landed by then: live
+        writes queue behind each other, corrections wait for them, pushes are awaited)."""
+        self.pulled: dict[tuple[str, dt.datetime], set[str]] = {}
+        """Markers of the unsigned answers, by (history writer, as-of)."""
 
     async def apply(self, write: Write) -> None:
         if write.writer == "push":
@@ -186,7 +194,13 @@ class Scenario:
         as_of = write.as_ofs[0]
         marker = f"w{len(self.written)}"
         facts = _facts(self.source_id, marker, as_of)
-        self.written.append((_expected_key(as_of, None), marker, None))
+        key = _expected_key(as_of, None)
+        history_writer = "correction" if write.writer == "correction" else "live"
+        if as_of is not None:
+            self.pulled.setdefault((history_writer, as_of), set()).add(marker)
+            if self.written and key < max(item[0] for item in self.written):
+                self.outranked.add((history_writer, as_of))
+        self.written.append((key, marker, None))
         if write.writer == "live":
             await self.index.store(self.token, facts)
         elif write.writer == "live_later":
@@ -245,7 +259,40 @@ async def test_every_writer_in_any_order_leaves_the_write_the_rule_ranks_highest
     marker, sequence = run.expected()
     note(f"written: {run.written}; held: {held.facts.display_name} seq {held.sequence}")
     assert (held.facts.display_name, held.sequence) == (marker, sequence)
+
+    # Every older answer is in the history (and only answers that were brought), each
+    # disagreeing with what it lost to (every write here says something different).
+    history = await _history(database, field_cipher, run.token, run.source_id)
+    assert run.outranked <= set(history)
+    for key, (kept, disagrees) in history.items():
+        assert kept in run.pulled[key]
+        assert disagrees
     await run.index.flush()
+
+
+async def _history(
+    database: Database, cipher: FieldCipher, token: str, source_id: str
+) -> dict[tuple[str, dt.datetime], tuple[str, bool]]:
+    """The source's history rows about ``token``: (writer, as-of) → (the kept answer's marker,
+    whether it disagreed); every ciphertext opened under its own context."""
+    async with database.session() as session:
+        rows = await session.execute(
+            select(
+                FactHistoryRow.writer,
+                FactHistoryRow.source_as_of,
+                FactHistoryRow.facts_ciphertext,
+                FactHistoryRow.disagrees,
+            ).where(FactHistoryRow.subject_token == token, FactHistoryRow.source_id == source_id)
+        )
+        found = {}
+        for writer, as_of, blob, disagrees in rows:
+            assert as_of is not None  # answers without one are not kept
+            plain = cipher.decrypt(blob, context=history_context(token, source_id))
+            found[(writer, as_of)] = (
+                report_pb2.SourceFacts.FromString(plain).display_name,
+                disagrees,
+            )
+    return found
 
 
 async def test_a_newer_signed_push_is_not_replaced_by_a_correction_of_the_same_or_older_as_of(
@@ -268,6 +315,11 @@ async def test_a_newer_signed_push_is_not_replaced_by_a_correction_of_the_same_o
         assert not written
         held = (await run.index.indexed(run.token))[run.source_id]
         assert (held.facts.display_name, held.sequence) == ("w0", 1)
+        history = await _history(database, field_cipher, run.token, run.source_id)
+        if correction_as_of is None:
+            assert history == {}  # claims no age: not kept (gateway.fact_index.history)
+        else:
+            assert history == {("correction", correction_as_of): ("older", True)}
     # …and a newer correction does replace it, and says so.
     run = Scenario(database, field_cipher)
     await run.apply(Write("push", (T1,)))
@@ -277,3 +329,26 @@ async def test_a_newer_signed_push_is_not_replaced_by_a_correction_of_the_same_o
         )
     held = (await run.index.indexed(run.token))[run.source_id]
     assert (held.facts.display_name, held.sequence) == ("new", None)
+
+
+async def test_the_history_is_re_encrypted_with_the_index_and_refreshed_not_grown(
+    database: Database, field_cipher: FieldCipher, keyring: Keyring
+) -> None:
+    """An older answer fetched again (a lagging source answers the same on every query) keeps
+    one row; key rotation walks the history's ciphertexts with the index's."""
+    run = Scenario(database, field_cipher)
+    await run.apply(Write("push", (T2,)))
+    for _ in range(3):
+        await run.index.store(run.token, _facts(run.source_id, "lagging", T1))
+    history = await _history(database, field_cipher, run.token, run.source_id)
+    assert history == {("live", T1): ("lagging", True)}
+
+    keyring.add_key()
+    rotated = FactIndex(database, FieldCipher(keyring))
+    assert await rotated.reencrypt_all() >= 1
+    assert await rotated.reencrypt_all() == 0
+    async with database.session() as session:
+        key_ids = set(await session.scalars(select(FactHistoryRow.key_id)))
+    assert key_ids == {keyring.primary_key_id}
+    reloaded = FieldCipher(keyring)
+    assert await _history(database, reloaded, run.token, run.source_id) == history

@@ -28,6 +28,7 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.sync.signing import sign_update
 from credgate.gateway.fact_index import IndexedFacts
+from credgate.gateway.fact_index.models import FactHistoryRow
 from credgate.gateway.sync.models import ChangeFeedRow
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
@@ -112,6 +113,19 @@ async def _feed_rows(gw: WorkflowGateway, subject: Subject) -> int:
     return int(count or 0)
 
 
+async def _history(gw: WorkflowGateway, subject: Subject) -> list[tuple[str, bool, int | None]]:
+    """The registry's answers about the subject that the index did not take: (writer,
+    whether it disagreed, the signed update it lost to)."""
+    token = gw.tokenizer.token(subject.identity_number)
+    async with gw.gateway.database.session() as session:
+        rows = await session.execute(
+            select(FactHistoryRow.writer, FactHistoryRow.disagrees, FactHistoryRow.held_sequence)
+            .where(FactHistoryRow.subject_token == token, FactHistoryRow.source_id == REGISTRY_ID)
+            .order_by(FactHistoryRow.writer)
+        )
+        return [(writer, disagrees, sequence) for writer, disagrees, sequence in rows]
+
+
 def _newer_than(facts: report_pb2.SourceFacts) -> dt.datetime:
     """An as-of after the registry's live answer, and not in the future (the sync validator
     refuses that)."""
@@ -169,10 +183,14 @@ async def test_a_corrected_reply_does_not_replace_a_newer_signed_push_with_an_ol
     assert held.facts.asserted_state == SUSPENDED
     assert held.facts == pushed.facts
     assert await _feed_rows(gw, observed) == feed_before  # nothing announced: nothing changed
+    # The older re-fetch is not lost: it is in the index's history, marked as disagreeing
+    # with the signed fact it lost to.
+    assert await _history(gw, observed) == [("correction", True, 1)]
 
     # A later live query fetches the registry's older answer again: it is not stored either.
     assert (await _registry_facts(gw, observed)).asserted_state == OBSERVATION
     assert (await _held(gw, observed)).facts == pushed.facts
+    assert await _history(gw, observed) == [("correction", True, 1), ("live", True, 1)]
 
 
 async def test_an_objection_against_an_older_original_keeps_a_newer_signed_push_and_goes_on(

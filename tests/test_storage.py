@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 # The audit, reconciliation and sync tables are part of the compared metadata.
 import credgate.audit.store_models
+import credgate.gateway.fact_index.models
 import credgate.gateway.reconciliation.models
 import credgate.gateway.sync.models  # noqa: F401
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2

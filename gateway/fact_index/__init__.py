@@ -15,7 +15,9 @@ Pieces, each with one job:
   key rotation;
 * ``live_writes`` — the live path's compare-and-set writes and ``FactWriter`` (write-behind);
 * ``pushed`` — the upsert a provider-sync batch writes its facts with (``gateway.sync.store``);
-* ``corrections`` — the workflows' writes (objection corrections, ruling propagation).
+* ``corrections`` — the workflows' writes (objection corrections, ruling propagation);
+* ``models`` / ``history`` — ``source_fact_history``: the answers the rule did not let in,
+  kept (encrypted) with whether they disagreed with what they lost to.
 """
 
 from credgate.gateway.fact_index.feed import FEED_LOCK_KEY, LIVE_SEQUENCE

@@ -15,9 +15,9 @@ or not at all; on PostgreSQL the feed lock is taken first, as by every feed writ
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,9 +25,11 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed_async
-from credgate.gateway.fact_index.index import fact_values
-from credgate.gateway.fact_index.live_writes import VALUE_COLUMNS, fact_writer
-from credgate.gateway.fact_index.precedence import replaces
+from credgate.gateway.fact_index.history import history_row, record_history_async
+from credgate.gateway.fact_index.index import fact_values, facts_context
+from credgate.gateway.fact_index.live_writes import VALUE_COLUMNS, comparable, fact_writer
+from credgate.gateway.fact_index.models import CORRECTION_WRITER, history_context
+from credgate.gateway.fact_index.precedence import Standing, replaces
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.models import ChangeFeedRow
 
@@ -54,7 +56,8 @@ async def apply_correction(
     """Put a source's answer (an unsigned pull) into the index if it wins against what is held,
     and announce it; True when it was written.
 
-    A losing answer writes nothing: the index keeps the newer or signed facts it holds.
+    A losing answer does not touch the index, which keeps the newer or signed facts it holds;
+    it is kept in ``source_fact_history`` instead (with whether it disagreed with them).
     """
     await lock_feed_async(session, backend)
     values = fact_values(cipher, token, facts, None, now)
@@ -68,6 +71,8 @@ async def apply_correction(
         where=replaces(statement.excluded, _facts.c),
     ).returning(_facts.c.source_id)
     written = (await session.execute(upsert)).first() is not None
+    if not written:
+        await _record_outranked(session, backend, cipher, token, facts, values, now)
     if written:
         await session.execute(
             insert(_feed).values(
@@ -78,3 +83,46 @@ async def apply_correction(
             )
         )
     return written
+
+
+async def _record_outranked(
+    session: AsyncSession,
+    backend: str,
+    cipher: FieldCipher,
+    token: str,
+    facts: report_pb2.SourceFacts,
+    values: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """Keep a correction the held row outranked in ``source_fact_history``, with whether it
+    disagreed with the held facts (``gateway.fact_index.history``)."""
+    if values["source_as_of"] is None:
+        return
+    held = (
+        await session.execute(
+            select(_facts.c.facts_ciphertext, _facts.c.source_as_of, _facts.c.sequence).where(
+                _facts.c.subject_token == token, _facts.c.source_id == facts.source_id
+            )
+        )
+    ).one()
+    try:
+        plain = cipher.decrypt(held[0], context=facts_context(token, facts.source_id))
+        disagrees = comparable(report_pb2.SourceFacts.FromString(plain)) != comparable(facts)
+    except Exception:  # an unreadable held row is not the same as anything
+        disagrees = True
+    blob = cipher.encrypt(
+        facts.SerializeToString(deterministic=True),
+        context=history_context(token, facts.source_id),
+    )
+    row = history_row(
+        token=token,
+        source_id=facts.source_id,
+        writer=CORRECTION_WRITER,
+        source_as_of=values["source_as_of"],
+        blob=blob,
+        key_id=FieldCipher.key_id_of(blob),
+        disagrees=disagrees,
+        held=Standing(held[1], held[2]),
+        now=now,
+    )
+    await record_history_async(session, backend, [row])

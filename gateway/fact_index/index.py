@@ -38,6 +38,7 @@ from credgate.gateway.fact_index.live_writes import (
     read_held,
     read_indexed,
 )
+from credgate.gateway.fact_index.models import FactHistoryRow, history_context
 from credgate.gateway.protection.cipher import CipherError, FieldCipher
 from credgate.gateway.protection.keyring import KeyringError
 from credgate.gateway.protection.unreadable import RecordUnreadable
@@ -89,6 +90,14 @@ FACT_INDEX_COLUMNS = (
         blob=SourceFactsRow.facts_ciphertext,
         key_id=SourceFactsRow.key_id,
         context=lambda pk: facts_context(pk[0], pk[1]),
+    ),
+    EncryptedColumn(
+        model=FactHistoryRow,
+        pk=(FactHistoryRow.history_id,),
+        blob=FactHistoryRow.facts_ciphertext,
+        key_id=FactHistoryRow.key_id,
+        context=lambda row: history_context(row[1], row[2]),
+        context_columns=(FactHistoryRow.subject_token, FactHistoryRow.source_id),
     ),
 )
 """The fact index's encrypted columns, as key rotation walks them (``reencrypt_all``)."""
@@ -204,7 +213,7 @@ class FactIndex:
         """
         _require_token(token)
         items = [(facts, self._fact_values(token, facts, sequence))]
-        write = pending_write(token, items, self._clock(), self._open_facts)
+        write = pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
         await fact_writer(self._db).write(write)
         return write.changed[0]
 
@@ -213,7 +222,7 @@ class FactIndex:
         most one item per source); per item, whether the stored content changed."""
         _require_token(token)
         items = [(item, self._fact_values(token, item, None)) for item in facts]
-        write = pending_write(token, items, self._clock(), self._open_facts)
+        write = pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
         if items:
             await fact_writer(self._db).write(write)
         return write.changed
@@ -228,7 +237,7 @@ class FactIndex:
         items = [(item, self._fact_values(token, item, None)) for item in facts]
         if items:
             await fact_writer(self._db).submit(
-                pending_write(token, items, self._clock(), self._open_facts)
+                pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
             )
 
     async def flush(self) -> None:
@@ -278,6 +287,12 @@ class FactIndex:
         if facts.source_id != source_id:
             raise UnreadableRecordError(f"{where} names a different source")
         return facts
+
+    def _seal_history(self, token: str, source_id: str, blob: bytes) -> bytes:
+        """A write's facts ciphertext re-sealed for ``source_fact_history`` (only for an answer
+        the index did not take, so the cost stays off the common path)."""
+        plaintext = self._cipher.decrypt(blob, context=facts_context(token, source_id))
+        return self._cipher.encrypt(plaintext, context=history_context(token, source_id))
 
     # -- issued reports -------------------------------------------------------------------------
 

@@ -48,13 +48,19 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed
+from credgate.gateway.fact_index.history import history_row, record_history
+from credgate.gateway.fact_index.models import LIVE_WRITER
 from credgate.gateway.fact_index.precedence import Standing, replaces, wins
+from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
 
 _log = logging.getLogger(__name__)
 
 OpenFacts = Callable[[str, str, bytes], report_pb2.SourceFacts]
 """``FactIndex._open_facts``: decrypt and parse one row's facts (raises if unreadable)."""
+SealHistory = Callable[[str, str, bytes], bytes]
+"""``FactIndex._seal_history``: a write's ciphertext (token, source id, blob) re-sealed for
+``source_fact_history`` (``gateway.fact_index.models.history_context``)."""
 
 VALUE_COLUMNS = ("source_kind", "facts_ciphertext", "key_id", "source_as_of", "fetched_at",
                  "sequence")  # fmt: skip
@@ -229,6 +235,8 @@ class PendingWrite:
     now: dt.datetime
     open_facts: OpenFacts
     changed: list[bool]
+    seal_history: SealHistory | None = None
+    """How to keep an item the held row outranks in ``source_fact_history``; None: not kept."""
 
 
 def pending_write(
@@ -236,6 +244,7 @@ def pending_write(
     items: Sequence[tuple[report_pb2.SourceFacts, dict[str, Any]]],
     now: dt.datetime,
     open_facts: OpenFacts,
+    seal_history: SealHistory | None = None,
 ) -> PendingWrite:
     """A ``PendingWrite`` of ``items`` (facts, row values); at most one item per source."""
     source_ids = [facts.source_id for facts, _ in items]
@@ -249,6 +258,7 @@ def pending_write(
         now,
         open_facts,
         [False] * len(items),
+        seal_history,
     )
 
 
@@ -336,7 +346,7 @@ def _apply_all(
             _write(connection, backend, write, rows, _plan(write, indices, rows), locked=True)
         return []
     plans = [_plan(write, indices, held.get(write.token, {})) for write, indices in jobs]
-    locked = any(change for _, change in plans)
+    locked = any(plan.change for plan in plans)
     if locked:
         lock_feed(connection, backend)  # first, before any row
     retry: list[Job] = []
@@ -357,27 +367,36 @@ def _apply_all(
     return retry
 
 
-def _plan(
-    write: PendingWrite, indices: Sequence[int], held: dict[str, Held]
-) -> tuple[list[int], list[int]]:
-    """Which items only refresh a row with the same content, and which may change one.
+@dataclass
+class _Plan:
+    """What one subject's write does with each of its items."""
 
-    An item the held row outranks (``precedence.wins``) is in neither: it writes nothing. That
-    holds even when ``held`` was read before the write's transaction, because a held row's rank
-    only ever rises (every writer follows the rule), so what outranked the item then still does.
+    refresh: list[int]
+    """Items that only refresh a row with the same content."""
+    change: list[int]
+    """Items that may change a row."""
+    outranked: list[tuple[int, Held]]
+    """Items the held row outranks: they write nothing but history."""
+
+
+def _plan(write: PendingWrite, indices: Sequence[int], held: dict[str, Held]) -> _Plan:
+    """Sort the items: refreshes, possible changes, and those the held row outranks
+    (``precedence.wins``). The last holds even when ``held`` was read before the write's
+    transaction, because a held row's rank only ever rises (every writer follows the rule), so
+    what outranked the item then still does.
     """
-    refresh: list[int] = []
-    change: list[int] = []
+    plan = _Plan([], [], [])
     for i in indices:
         source_id = write.source_ids[i]
         row = held.get(source_id)
         if row is not None and not wins(_standing(write.values[i]), row.standing):
+            plan.outranked.append((i, row))
             continue
         same = row is not None and _same(
             write.open_facts, write.token, source_id, row.blob, write.contents[i]
         )
-        (refresh if same else change).append(i)
-    return refresh, change
+        (plan.refresh if same else plan.change).append(i)
+    return plan
 
 
 def _standing(values: dict[str, Any]) -> Standing:
@@ -389,14 +408,16 @@ def _write(
     backend: str,
     write: PendingWrite,
     held: dict[str, Held],
-    plan: tuple[list[int], list[int]],
+    plan: _Plan,
     *,
     locked: bool,
 ) -> list[int]:
-    """Apply one subject's ``plan`` (refreshes, possible changes); returns the refreshes whose
-    compare-and-set lost while not ``locked``. Under the lock they are redone here instead."""
+    """Apply one subject's ``plan`` (refreshes, possible changes, history); returns the
+    refreshes whose compare-and-set lost while not ``locked``. Under the lock they are redone
+    here instead."""
     token, source_ids = write.token, write.source_ids
-    refresh, change = plan[0], list(plan[1])
+    refresh, change = plan.refresh, list(plan.change)
+    outranked = list(plan.outranked)
     lost: list[int] = []
     if refresh:
         # One executemany for every refresh; only if its row count says some compare-and-set
@@ -426,6 +447,8 @@ def _write(
             params = _values_params(write.values[i])
             params.update(b_token=token, b_source=source_id)
             written = connection.execute(upsert, params).first() is not None
+            if not written and row is not None:
+                outranked.append((i, row))  # the rule kept the held row
             if written and changed:
                 feed.append(
                     {
@@ -438,7 +461,42 @@ def _write(
             write.changed[i] = written and changed
         if feed:
             connection.execute(_FEED, feed)  # in item order, so change ids are too
+    if outranked:
+        _record_outranked(connection, backend, write, outranked)
     return lost
+
+
+def _record_outranked(
+    connection: Connection, backend: str, write: PendingWrite, items: Sequence[tuple[int, Held]]
+) -> None:
+    """Keep the items the held rows outranked in ``source_fact_history`` (with whether each
+    disagreed with what it lost to), in this transaction."""
+    seal = write.seal_history
+    if seal is None:
+        return
+    rows = []
+    for i, held in sorted(items, key=lambda item: item[0]):
+        values, source_id = write.values[i], write.source_ids[i]
+        if values["source_as_of"] is None:
+            continue  # claims no age: nothing to key it by (gateway.fact_index.history)
+        blob = seal(write.token, source_id, values["facts_ciphertext"])
+        disagrees = not _same(
+            write.open_facts, write.token, source_id, held.blob, write.contents[i]
+        )
+        rows.append(
+            history_row(
+                token=write.token,
+                source_id=source_id,
+                writer=LIVE_WRITER,
+                source_as_of=values["source_as_of"],
+                blob=blob,
+                key_id=FieldCipher.key_id_of(blob),
+                disagrees=disagrees,
+                held=held.standing,
+                now=write.now,
+            )
+        )
+    record_history(connection, backend, rows)
 
 
 def _not_holding(connection: Connection, write: PendingWrite, indices: Sequence[int]) -> list[int]:
