@@ -249,7 +249,7 @@ def pending_write(
     """A ``PendingWrite`` of ``items`` (facts, row values); at most one item per source."""
     source_ids = [facts.source_id for facts, _ in items]
     if len(set(source_ids)) != len(source_ids):
-        raise ValueError("store_many_newest takes at most one item per source")
+        raise ValueError("a write takes at most one item per source")
     return PendingWrite(
         token,
         source_ids,
@@ -260,39 +260,6 @@ def pending_write(
         [False] * len(items),
         seal_history,
     )
-
-
-async def store_newest(
-    database: Database,
-    token: str,
-    facts: report_pb2.SourceFacts,
-    values: dict[str, Any],
-    *,
-    open_facts: OpenFacts,
-    now: dt.datetime,
-) -> bool:
-    """Write ``values`` (the row's columns) unless the index holds newer facts; True when the
-    facts' content changed, in which case a change-feed row was written in the same commit."""
-    write = pending_write(token, [(facts, values)], now, open_facts)
-    await write_pending(database, [write])
-    return write.changed[0]
-
-
-async def store_many_newest(
-    database: Database,
-    token: str,
-    items: Sequence[tuple[report_pb2.SourceFacts, dict[str, Any]]],
-    *,
-    open_facts: OpenFacts,
-    now: dt.datetime,
-) -> list[bool]:
-    """``store_newest`` for several sources' facts about ``token`` (one source each), in one
-    write transaction instead of one or two per source; the same rule and the same feed rows.
-    Returns, per item, whether its content changed (a feed row was then written)."""
-    write = pending_write(token, items, now, open_facts)
-    if items:
-        await write_pending(database, [write])
-    return write.changed
 
 
 Job = tuple[PendingWrite, Sequence[int]]
