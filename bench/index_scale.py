@@ -145,9 +145,9 @@ def seed_index(
     from credgate.core.storage.database import create_sync_engine
     from credgate.core.storage.models import SourceFactsRow, Subject
     from credgate.core.tokens import SubjectTokenizer
+    from credgate.gateway.fact_index import facts_context, identity_context
     from credgate.gateway.protection.cipher import FieldCipher
     from credgate.gateway.protection.keyring import Keyring
-    from credgate.gateway.storage.fact_index import facts_context, identity_context
     from credgate.gateway.storage.migrate import upgrade_to_head
 
     started = time.monotonic()
@@ -251,9 +251,9 @@ async def measure_lookups(
     """Time ``FactIndex.last_known_all`` one call at a time (pure latency, no queueing) for
     each of ``tokens``, after ``warmup`` untimed calls."""
     from credgate.core.storage.database import Database
+    from credgate.gateway.fact_index import FactIndex
     from credgate.gateway.protection.cipher import FieldCipher
     from credgate.gateway.protection.keyring import Keyring
-    from credgate.gateway.storage.fact_index import FactIndex
 
     database = Database.from_url(url)
     index = FactIndex(database, FieldCipher(Keyring.load(keyring_path)))

@@ -39,6 +39,7 @@ from credgate.gateway.config import GatewayConfig
 from credgate.gateway.consent_service import ConsentService
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import BreakerSettings, QueryEngine
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.input_boundary import InputBoundary, audited_refusals, check_services
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import LiveKeyring
@@ -51,7 +52,6 @@ from credgate.gateway.server import GatewayServer, StopBudget
 from credgate.gateway.signing_key_service import SigningKeyServicer
 from credgate.gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.subject_identity import SubjectIdentities
 from credgate.gateway.sync.service import build_sync_servicer

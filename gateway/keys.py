@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 from credgate.core.storage.database import Database
 from credgate.gateway.config import GatewayConfig
+from credgate.gateway.fact_index import FACT_INDEX_COLUMNS, FactIndex
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.storage.fact_index import FACT_INDEX_COLUMNS, FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.storage.reencrypt import count_stale, reencrypt_columns
 from credgate.gateway.sync.rotation import ORIGINALS, reencrypt_originals

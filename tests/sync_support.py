@@ -30,11 +30,11 @@ from credgate.core.sync.signing import sign_update
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import GatewayConfig, config_from_mapping
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.pki import add_institution, institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
 from credgate.gateway.sync.service import SERVICE_NAME, ProviderSyncServicer

@@ -23,10 +23,10 @@ from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway import cli
 from credgate.gateway.cli import EXIT_CODES_HELP, build_parser, iter_commands, main
 from credgate.gateway.config import load_config
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.progress import Progress
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.mocks import RunningGateway
 

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -28,7 +28,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.storage.database import Database
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
-from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.watch import notify
 from tests.fixtures.pki import DevPki
@@ -358,7 +358,7 @@ async def test_store_later_is_seen_by_reads_and_keeps_the_order_of_writes(
 async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it(
     fact_index: FactIndex, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from credgate.gateway.storage.index_writes import fact_writer, pending_write
+    from credgate.gateway.fact_index.live_writes import fact_writer, pending_write
 
     now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
     good, bad = "st_" + "d" * 32, "st_" + "e" * 32
@@ -366,7 +366,7 @@ async def test_a_failing_queued_write_is_logged_and_does_not_take_others_with_it
     writer = fact_writer(database)
     failed = writer.failed
     broken = pending_write(bad, [(facts, {"source_kind": 1})], now, fact_index._open_facts)
-    with caplog.at_level("ERROR", logger="credgate.gateway.storage.index_writes"):
+    with caplog.at_level("ERROR", logger="credgate.gateway.fact_index.live_writes"):
         first = await writer.submit(broken)  # queued together: one group, one transaction
         await fact_index.store_later(good, [facts])
         await fact_index.flush()
@@ -409,7 +409,8 @@ async def test_the_engine_queues_fresh_facts_and_flushes_them_when_closed() -> N
             return {}
 
     cache = Cache()
-    engine = QueryEngine([], cache)
+    # A stand-in with the few methods the engine calls, in place of the real FactIndex.
+    engine = QueryEngine([], cast(FactIndex, cache))
     token = "st_" + "f" * 32
     await engine._store_all(token, [_facts(dt.datetime.now(dt.UTC), 1, dt.datetime.now(dt.UTC))])
     await engine.aclose()

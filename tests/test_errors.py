@@ -15,9 +15,9 @@ from sqlalchemy import exc as sa_exc
 
 from credgate.core.errors import GatewayError, build_status
 from credgate.gateway import wire_errors
+from credgate.gateway.fact_index import UnreadableRecordError
 from credgate.gateway.protection.cipher import DecryptionError, MalformedEnvelopeError
 from credgate.gateway.protection.keyring import UnknownKeyError
-from credgate.gateway.storage.fact_index import UnreadableRecordError
 from credgate.gateway.wire_errors import parse_error, request_id_from_error, status_from_error
 from tests.fixtures.pki import DevPki, mtls_channel, running_gateway
 

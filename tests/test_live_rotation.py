@@ -243,7 +243,7 @@ async def _prepare(
             await court.get_repair_status(
                 number, purpose=JUDICIAL, case_reference=CASE, consistency=LIVE
             )
-        await gateway.gateway.engine._cache.flush()
+        await gateway.gateway.engine._index.flush()
         for number in numbers:
             report = await court.get_repair_status(
                 number, purpose=JUDICIAL, case_reference=CASE, consistency=INDEX
@@ -346,7 +346,7 @@ async def test_two_replicas_rotate_under_traffic_with_zero_failed_calls(
                 await court.get_repair_status(
                     fresh, purpose=JUDICIAL, case_reference=CASE, consistency=LIVE
                 )
-            await b.gateway.engine._cache.flush()
+            await b.gateway.engine._index.flush()
             assert await _key_ids(b.gateway, SourceFactsRow, tokens.token(fresh)) == {new}
             second = await _file_objection(b, subject, "after-promotion", "disclosure-platform")
             assert await _key_ids(a.gateway, ObjectionRow, tokens.token(numbers[0])) == {

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 # The audit, reconciliation and sync tables are part of the compared metadata.
 import credgate.audit.store_models
 import credgate.consent.event_models
+import credgate.gateway.fact_index.models
 import credgate.gateway.reconciliation.models
 import credgate.gateway.sync.models  # noqa: F401
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
@@ -32,13 +33,13 @@ from credgate.core.storage.database import (
 from credgate.core.storage.issued_reports import report_digest
 from credgate.core.storage.models import Base, IssuedReport, SourceFactsRow, Subject
 from credgate.core.tokens import SubjectTokenizer
-from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.storage.fact_index import (
+from credgate.gateway.fact_index import (
     FactIndex,
     FactIndexError,
     UnreadableRecordError,
 )
+from credgate.gateway.protection.cipher import FieldCipher
+from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.storage.migrate import current_revision, head_revision, upgrade_to_head
 from credgate.gateway.workflows import models as workflow_models  # noqa: F401  (compared)
 from tests.fixtures.storage import make_identity_number

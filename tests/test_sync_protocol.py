@@ -14,8 +14,8 @@ from credgate.adapters.mocks.providers import PLATFORM, update_history
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core.sync.signing import sign_update, signature_valid
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.sync.store import SyncStore
 from tests.fixtures.pki import DevPki
 from tests.sync_support import (

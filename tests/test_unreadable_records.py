@@ -127,7 +127,7 @@ async def test_every_reader_of_an_unreadable_record_errs_or_answers_live_never_e
         first = keys.current().primary_key_id
         async with gateway.client("court-demo") as court:
             await _judicial(court, other, LIVE)  # indexed under the first key: stays readable
-        await gateway.gateway.engine._cache.flush()
+        await gateway.gateway.engine._index.flush()
         lost = Keyring.load(path).add_key(primary=True)  # `credgate keys rotate`'s first half
         # From here records are written under ``lost``.
         async with asyncio.timeout(30):
@@ -135,7 +135,7 @@ async def test_every_reader_of_an_unreadable_record_errs_or_answers_live_never_e
                 await asyncio.sleep(0.02)
         async with gateway.client("court-demo") as court:
             live = await _judicial(court, number, LIVE)
-            await gateway.gateway.engine._cache.flush()
+            await gateway.gateway.engine._index.flush()
             indexed = await _judicial(court, number, INDEX)
         assert indexed.state == live.state == vocab.REPAIR_STATE_OBSERVATION
         assert len(indexed.sources) == len(live.sources) > 0
@@ -195,7 +195,7 @@ async def test_every_reader_of_an_unreadable_record_errs_or_answers_live_never_e
             assert auto.state == live.state
             assert {s.source_id for s in auto.sources} == {s.source_id for s in live.sources}
             assert not auto.failures
-            await gateway.gateway.engine._cache.flush()
+            await gateway.gateway.engine._index.flush()
             healed = await _judicial(court, number, INDEX)
             assert {s.source_id for s in healed.sources} == {s.source_id for s in live.sources}
 
@@ -255,7 +255,7 @@ async def test_a_tampered_index_row_is_internal_record_unreadable_not_an_empty_r
         gateway.client("court-demo") as court,
     ):
         await _judicial(court, number, LIVE)
-        await gateway.gateway.engine._cache.flush()
+        await gateway.gateway.engine._index.flush()
         assert (await _judicial(court, number, INDEX)).sources
         async with gateway.gateway.database.write() as session:
             blob = await session.scalar(select(SourceFactsRow.facts_ciphertext).limit(1))

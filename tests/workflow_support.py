@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from credgate.adapters.mocks.court import CourtMock
 from credgate.adapters.mocks.credit_registry import CreditRegistryMock
 from credgate.adapters.mocks.disclosure_platform import DisclosurePlatformMock
 from credgate.adapters.mocks.fleet import MockFleet
+from credgate.adapters.mocks.providers import ProviderScript
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.consent.register import ConsentRegister
@@ -33,11 +34,11 @@ from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.caller_identity import IdentityResolver
 from credgate.gateway.config import config_from_mapping
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING, WorkdayCalendar
 from credgate.gateway.workflows.common import workflow_id_key
@@ -125,16 +126,17 @@ async def running_workflow_gateway(
     outbox_poll_seconds: float = 0.2,
     calendar: WorkdayCalendar | None = None,
     clock: TravelClock | None = None,
+    pushing: Sequence[ProviderScript] = (),
 ) -> AsyncIterator[WorkflowGateway]:
     """The full gateway with the workflows on it, on ``storage_url`` (default: SQLite).
 
     Two of these on one ``storage_url`` (and one ``tmp_path``) are two replicas sharing a
-    database, as in production."""
-    config = config_from_mapping(
-        gateway_document(mock_fleet, dev_pki, tmp_path, storage_url),
-        base_dir=tmp_path,
-        environ={},
-    )
+    database, as in production. ``pushing``: scripted data providers registered for provider
+    sync (``[[providers]]``), so they can also push signed updates of their sources."""
+    document = gateway_document(mock_fleet, dev_pki, tmp_path, storage_url)
+    if pushing:
+        document["providers"] = [script.provider_entry() for script in pushing]
+    config = config_from_mapping(document, base_dir=tmp_path, environ={})
     built = await build_gateway(config)
     keyring = Keyring.load(config.keys.keyring)
     cipher = FieldCipher(keyring)

@@ -11,14 +11,13 @@ from credgate.gateway.engine.contradictions import Finding
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import MergedReport, merge
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
-from credgate.gateway.engine.query import BreakerSettings, FactCache, QueryEngine
+from credgate.gateway.engine.query import BreakerSettings, QueryEngine
 
 __all__ = [
     "TRIPPING_REASONS",
     "BreakerSettings",
     "BreakerState",
     "CircuitBreaker",
-    "FactCache",
     "Finding",
     "MergedReport",
     "Permit",

@@ -28,7 +28,7 @@ from typing import TypeAlias
 
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2
-from credgate.gateway.storage.index_writes import IndexedFacts
+from credgate.gateway.fact_index import IndexedFacts
 
 Mode: TypeAlias = service_pb2.ConsistencyMode.ValueType
 AUTO: Mode = service_pb2.CONSISTENCY_MODE_AUTO

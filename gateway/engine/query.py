@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from credgate.adapters.base import SourceAdapter, SourceConfig
 from credgate.api.credit_repair.v1 import report_pb2
@@ -40,41 +40,12 @@ from credgate.gateway.engine.containment import GRACE_SECONDS
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import merge
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.fact_index import FactIndex, IndexedFacts
 from credgate.gateway.protection.unreadable import RecordUnreadable
-from credgate.gateway.storage.index_writes import IndexedFacts
 from credgate.gateway.sync.settings import source_kind_name
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-class FactCache(Protocol):
-    """Where fresh facts are kept so they can stand in, flagged stale, when a source is down.
-
-    Keyed by subject token (never the identity number) and, inside, by source id.
-    """
-
-    async def store(self, token: str, facts: report_pb2.SourceFacts) -> bool:
-        """Remember ``facts`` as the latest answer of ``facts.source_id`` for the subject
-        (unless newer facts are held); True when the stored content changed."""
-        ...
-
-    async def store_many(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> list[bool]:
-        """``store`` for several sources' facts (one item per source) in one transaction."""
-        ...
-
-    async def store_later(self, token: str, facts: Sequence[report_pb2.SourceFacts]) -> None:
-        """``store_many`` without waiting for the commit (queued in order, never dropped; the
-        cache's own reads of the subject wait for it)."""
-        ...
-
-    async def flush(self) -> None:
-        """Wait until every write queued by ``store_later`` is committed (or given up)."""
-        ...
-
-    async def indexed(self, token: str) -> dict[str, IndexedFacts]:
-        """The latest stored facts of every source for the subject, with their freshness."""
-        ...
 
 
 DisputeLookup = Callable[[str], Awaitable[Collection[v.DataCategory.ValueType]]]
@@ -91,12 +62,12 @@ class BreakerSettings:
 
 
 class QueryEngine:
-    """Composes fan-out, fact cache, merge and minimization into ``RepairStatusReport``\\ s."""
+    """Composes fan-out, fact index, merge and minimization into ``RepairStatusReport``\\ s."""
 
     def __init__(
         self,
         adapters: Sequence[SourceAdapter],
-        cache: FactCache,
+        fact_index: FactIndex,
         *,
         breaker_settings: BreakerSettings | None = None,
         consistency: cm.ConsistencySettings | None = None,
@@ -125,7 +96,7 @@ class QueryEngine:
             for p in pushing
         }
         self._consistency = consistency or cm.ConsistencySettings()
-        self._cache = cache
+        self._index = fact_index
         self._cache_reserve = cache_reserve
         self._wall_clock = wall_clock
         self._disputes = disputes
@@ -159,7 +130,7 @@ class QueryEngine:
         policy allowed (already resolved, never empty-means-all); ``consistency`` is the
         request's mode (unspecified: the configured default); ``source_kinds``, when given,
         limits which sources are consulted at all (a purpose that may only read what one kind
-        of source publishes). Never raises for a source's failure or a cache failure, except
+        of source publishes). Never raises for a source's failure or an index failure, except
         an index row that cannot be opened when the answer needs it (``RecordUnreadable``);
         cancellation propagates to every source call.
         """
@@ -204,7 +175,7 @@ class QueryEngine:
         """Commit the fresh facts still queued, then close every adapter; one failing to close
         does not keep the others open. (The gateway releases the database after this.)"""
         try:
-            await self._cache.flush()
+            await self._index.flush()
         except Exception as exc:
             _log.error("flushing queued fresh facts failed: %s", type(exc).__name__)
         results = await asyncio.gather(
@@ -310,7 +281,7 @@ class QueryEngine:
         """The index's rows about ``token``; None when it cannot be read now (the sources are
         asked instead), the error when a row cannot be opened (``_gather`` decides)."""
         try:
-            return await self._cache.indexed(token)
+            return await self._index.indexed(token)
         except RecordUnreadable as exc:
             _log.warning("an index row cannot be read: %s", type(exc).__name__)
             return exc
@@ -332,15 +303,15 @@ class QueryEngine:
 
         The answer does not depend on them: they are the cache later STALE answers fall back
         on and what watchers are told about. Waiting cost every LIVE answer a commit (an fsync
-        on SQLite) on its critical path (issue #7). The cache keeps them in order, never drops
+        on SQLite) on its critical path (issue #7). The index keeps them in order, never drops
         them, makes its own reads of the subject wait for them, logs any it could not store and
-        commits the rest on ``flush`` (``aclose``): ``gateway.storage.index_writes.FactWriter``.
+        commits the rest on ``flush`` (``aclose``): ``gateway.fact_index.live_writes.FactWriter``.
         This call only waits when too many writes are queued (back-pressure).
         """
         if not facts:
             return
         try:
-            await self._cache.store_later(token, facts)
+            await self._index.store_later(token, facts)
         except Exception as exc:
             _log.warning(
                 "storing facts of sources %s failed: %s",

@@ -20,11 +20,11 @@ from google.protobuf import json_format
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.core.storage.database import Database
 from credgate.gateway.config import GatewayConfig
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.reconciliation.service import describe
 from credgate.gateway.reconciliation.worker import Reconciler
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.watch.runtime import contradiction_store
 

@@ -31,9 +31,9 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.core.storage.database import Database
+from credgate.gateway.fact_index import FactIndex, FactIndexError
 from credgate.gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
 from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursor
-from credgate.gateway.storage.fact_index import FactIndex, FactIndexError
 from credgate.gateway.sync.models import ChangeFeedRow
 
 log = logging.getLogger(__name__)

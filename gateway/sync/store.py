@@ -6,9 +6,11 @@ cursor row held locked, never from state a stream kept in memory (the rules are 
 (on one replica or many, after a crash or not) deliver the updates: each sequence number is
 resolved exactly once, by whoever holds the lock when it is next in line.
 
-The index keeps, per subject and source, the facts with the newest ``source_as_of`` (ties: the
-later sequence). So the final index does not depend on how updates were batched or replayed,
-and an update never overwrites newer facts the live query path stored.
+The index rows are written under the fact index's one rule (``gateway.fact_index.precedence``:
+the newest ``source_as_of``, then a signed push over an unsigned pull, then the later
+sequence), with the statement ``gateway.fact_index.pushed`` builds. So the final index does not
+depend on how updates were batched or replayed, and an update never overwrites newer facts the
+live query path stored.
 
 Why the transaction is a plain function on a sync Core connection (``database.threaded``):
 ingest is the hottest write path there is, and through ``AsyncSession`` every statement of a
@@ -35,29 +37,32 @@ from sqlalchemy import (
     DateTime,
     Executable,
     Insert,
-    Integer,
     LargeBinary,
     String,
     Table,
-    TextClause,
     and_,
     any_,
     bindparam,
     cast,
     column,
     func,
-    or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.core.storage.database import Database
-from credgate.core.storage.models import Base, SourceFactsRow, Subject
+from credgate.core.storage.models import Base, Subject
+from credgate.gateway.fact_index.feed import lock_feed
+from credgate.gateway.fact_index.precedence import Standing
+from credgate.gateway.fact_index.pushed import (
+    FACTS_TABLE,
+    PUSHED_ROW_COLUMNS,
+    best_per_subject,
+    upsert_pushed,
+)
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.index_writes import FEED_LOCK_KEY
 from credgate.gateway.sync.models import (
     ChangeFeedRow,
     SyncCursor,
@@ -67,16 +72,6 @@ from credgate.gateway.sync.models import (
 from credgate.gateway.sync.plan import Earlier, Plan, Resolution, decide
 from credgate.gateway.sync.settings import ProviderConfig
 from credgate.gateway.sync.validate import Accepted, Prepared
-
-_INDEX_COLUMNS = (
-    "source_kind",
-    "facts_ciphertext",
-    "key_id",
-    "source_as_of",
-    "fetched_at",
-    "sequence",
-)
-"""What an upsert replaces in a held ``source_facts`` row (the key columns stay)."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +210,7 @@ class _Statements:
 
     def __init__(self, backend: str) -> None:
         cursors, journal = _table(SyncCursor), _table(SyncUpdateRow)
-        facts, subjects, feed = _table(SourceFactsRow), _table(Subject), _table(ChangeFeedRow)
+        subjects, feed = _table(Subject), _table(ChangeFeedRow)
         insert = postgresql.insert if backend == "postgresql" else sqlite.insert
         aware = DateTime(timezone=True)  # what UTCDateTime is on PostgreSQL
 
@@ -252,9 +247,6 @@ class _Statements:
             journal.c.source_id == bindparam("source_id"),
             _member(backend, journal.c.idempotency_digest, "digests", String),
         )
-        self.feed_lock: TextClause | None = (
-            text("SELECT pg_advisory_xact_lock(:key)") if backend == "postgresql" else None
-        )
         self.subjects = _BulkInsert(
             backend,
             subjects,
@@ -263,28 +255,8 @@ class _Statements:
             lambda insert: insert.on_conflict_do_nothing(),
         )
 
-        def newest_wins(insert: postgresql.Insert | sqlite.Insert) -> Insert:
-            new, held = insert.excluded, facts.c
-            return insert.on_conflict_do_update(
-                index_elements=["subject_token", "source_id"],
-                set_={name: new[name] for name in _INDEX_COLUMNS},
-                where=or_(held.source_as_of.is_(None), held.source_as_of <= new.source_as_of),
-            ).returning(held.subject_token)
-
         self.index = _BulkInsert(
-            backend,
-            facts,
-            {
-                "subject_token": String,
-                "source_kind": Integer,
-                "facts_ciphertext": LargeBinary,
-                "key_id": String,
-                "source_as_of": aware,
-                "fetched_at": aware,
-                "sequence": BigInteger,
-            },
-            {"source_id": String},
-            newest_wins,
+            backend, FACTS_TABLE, PUSHED_ROW_COLUMNS, {"source_id": String}, upsert_pushed
         )
         self.journal = _BulkInsert(
             backend,
@@ -437,10 +409,9 @@ class SyncStore:
         now = self._clock()
         changed: list[tuple[str, int]] = []
         if plan.applied:
-            if self._sql.feed_lock is not None:
-                # Taken before any row is written, so lock order is always cursor → feed → rows
-                # (no deadlock between providers), and change ids are handed out in commit order.
-                connection.execute(self._sql.feed_lock, {"key": FEED_LOCK_KEY})
+            # Taken before any row is written, so lock order is always cursor → feed → rows
+            # (no deadlock between providers), and change ids are handed out in commit order.
+            lock_feed(connection, self._db.backend)
             changed = self._write_index(connection, provider, plan, now)
         source = {"source_id": provider.source_id}
         self._sql.journal.execute(
@@ -466,12 +437,11 @@ class SyncStore:
     def _write_index(
         self, connection: Connection, provider: ProviderConfig, plan: Plan, now: dt.datetime
     ) -> list[tuple[str, int]]:
-        """Upsert the newest facts per subject; return the (token, sequence) rows changed."""
-        winners: dict[str, tuple[int, Prepared, Accepted]] = {}
-        for item in plan.applied:
-            token, best = item[2].subject_token, winners.get(item[2].subject_token)
-            if best is None or (item[2].source_as_of, item[0]) >= (best[2].source_as_of, best[0]):
-                winners[token] = item
+        """Upsert the winning facts per subject; return the (token, sequence) rows changed."""
+        winners = best_per_subject(
+            (item[2].subject_token, Standing(item[2].source_as_of, item[0]), item)
+            for item in sorted(plan.applied, key=lambda item: item[0])
+        )
         self._sql.subjects.execute(
             connection,
             [
@@ -496,7 +466,7 @@ class SyncStore:
             }
             for token, (sequence, prepared, accepted) in winners.items()
         ]
-        # RETURNING names only the rows the WHERE let through (newer or equal as-of).
+        # RETURNING names only the rows the rule let through.
         result = self._sql.index.execute(connection, rows, {"source_id": provider.source_id})
         written = set(result.scalars())
         return sorted(((t, winners[t][0]) for t in written), key=lambda change: change[1])

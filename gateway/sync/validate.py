@@ -30,9 +30,9 @@ from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core import identity_number
 from credgate.core.sync.signing import NotCanonicalError, parse_canonical, signature_valid
 from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.fact_index import facts_context, identity_context
 from credgate.gateway.input_rules import check_message
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.fact_index import facts_context, identity_context
 from credgate.gateway.sync.models import original_context
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings, source_kind_name
 

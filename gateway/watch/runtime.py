@@ -21,6 +21,7 @@ from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.engine.consistency import PushSource
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.reconciliation.evaluate import KEY_LABEL, derive_key, source_catalog
@@ -28,7 +29,6 @@ from credgate.gateway.reconciliation.service import SERVICE_NAME, Reconciliation
 from credgate.gateway.reconciliation.store import ContradictionStore
 from credgate.gateway.reconciliation.worker import Reconciler
 from credgate.gateway.server import GatewayServer, bounded_step
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.subject_identity import SubjectIdentities
 from credgate.gateway.watch.consent_events import ConsentEventHub, ConsentEventStreams
 from credgate.gateway.watch.feed import ChangeFeed

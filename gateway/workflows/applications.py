@@ -44,6 +44,7 @@ from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.query import QueryEngine
 from credgate.gateway.engine.stamping import stamped
+from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
 from credgate.gateway.workflows.callers import ForSubject
 from credgate.gateway.workflows.common import (
@@ -53,10 +54,8 @@ from credgate.gateway.workflows.common import (
     add_steps,
     load_steps,
     lock_subject,
-    replace_indexed_facts,
     request_bound_id,
     request_digest,
-    settle_index,
 )
 from credgate.gateway.workflows.eligibility import case_of, evaluate
 from credgate.gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
@@ -361,20 +360,22 @@ class ApplicationWorkflow:
         except GatewayError as failed:
             raise RetryLater(failed.reason) from None
         if updated:
-            await settle_index(self.database, row.subject_token)
+            await settle_before_correction(self.database, row.subject_token)
         now = self._clock()
         async with decided_write(self.database, None) as session:
             fresh = await session.get(RepairApplicationRow, application_id)
             assert fresh is not None
+            kept: list[str] = []
             for facts in updated:
-                await replace_indexed_facts(
+                if not await apply_correction(
                     session,
                     self.database.backend,
                     self.sealer.cipher,
                     fresh.subject_token,
                     facts,
                     now,
-                )
+                ):
+                    kept.append(facts.source_id)  # the index holds newer or signed facts
             names = ", ".join(f.source_id for f in updated) or "none"
             await add_steps(
                 session,
@@ -386,7 +387,8 @@ class ApplicationWorkflow:
                         wf.RESPONSIBLE_PARTY_GATEWAY,
                         GATEWAY_ACTOR,
                         f"sources updated: {names}"
-                        + (f"; holding no such case: {', '.join(skipped)}" if skipped else ""),
+                        + (f"; holding no such case: {', '.join(skipped)}" if skipped else "")
+                        + (f"; the index kept newer facts of: {', '.join(kept)}" if kept else ""),
                     )
                 ],
             )

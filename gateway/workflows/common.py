@@ -1,4 +1,4 @@
-"""What both workflows need underneath: ids, sealed details, steps, locks, index writes, wake-ups.
+"""What both workflows need underneath: ids, sealed details, steps, locks, wake-ups.
 
 Kept apart from the workflows themselves so each of those reads as its procedure. Two rules run
 through everything here:
@@ -7,8 +7,9 @@ through everything here:
   ``FieldCipher`` ciphertext bound to its row; steps carry only notes from the gateway's own
   templates; request digests are computed over the subject token, never the number.
 * **One transaction per change.** A workflow change, the index rows it corrects and the
-  change-feed rows that announce them commit together or not at all, so a crash leaves
-  nothing half-written and a watcher never hears of a change that did not happen.
+  change-feed rows that announce them (``gateway.fact_index.corrections``) commit together or
+  not at all, so a crash leaves nothing half-written and a watcher never hears of a change
+  that did not happen.
 """
 
 from __future__ import annotations
@@ -23,20 +24,12 @@ import secrets
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.core.storage.database import Database
-from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.storage.fact_index import facts_context
-from credgate.gateway.storage.index_writes import FEED_LOCK_KEY, LIVE_SEQUENCE, fact_writer
-from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.workflows.models import WorkflowStepRow, step_context
 
 GATEWAY_ACTOR = "credgate"
@@ -150,70 +143,6 @@ async def lock_subject(session: AsyncSession, backend: str, token: str) -> None:
     if backend == "postgresql":
         key = _SUBJECT_LOCK_BASE | zlib.crc32(token.encode())
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-async def settle_index(database: Database, token: str) -> None:
-    """Wait until the live path's queued fact writes of ``token`` are committed: a correction
-    written after them must not be overwritten by an older answer that was still queued
-    behind it (the write-behind of ``gateway.storage.index_writes.FactWriter``). Call it before
-    opening the transaction that calls ``replace_indexed_facts``."""
-    await fact_writer(database).settled(token)
-
-
-async def replace_indexed_facts(
-    session: AsyncSession,
-    backend: str,
-    cipher: FieldCipher,
-    token: str,
-    facts: report_pb2.SourceFacts,
-    now: dt.datetime,
-) -> None:
-    """Put a source's current original into the index *unconditionally* and announce it.
-
-    Unlike the live path's newest-wins write, a correction replaces whatever the index held:
-    the source has just said what its record is, and a wrong row claiming a later as-of time
-    is exactly what an objection exists to remove. The change-feed row (sequence 0, like a
-    live write) is what watchers and the reconciler tail; on PostgreSQL the feed lock is taken
-    first, as every feed writer does, so change ids stay in commit order.
-    """
-    if backend == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
-    blob = cipher.encrypt(
-        facts.SerializeToString(deterministic=True), context=facts_context(token, facts.source_id)
-    )
-    provenance = facts.provenance
-    values: dict[str, Any] = {
-        "source_kind": int(facts.source_kind),
-        "facts_ciphertext": blob,
-        "key_id": FieldCipher.key_id_of(blob),
-        "source_as_of": (
-            provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
-            if provenance.HasField("source_as_of")
-            else None
-        ),
-        "fetched_at": (
-            provenance.fetched_at.ToDatetime(tzinfo=dt.UTC)
-            if provenance.HasField("fetched_at")
-            else now
-        ),
-        "sequence": None,
-    }
-    insert = (
-        postgresql.insert(SourceFactsRow)
-        if backend == "postgresql"
-        else sqlite.insert(SourceFactsRow)
-    )
-    await session.execute(
-        insert.values(
-            subject_token=token, source_id=facts.source_id, **values
-        ).on_conflict_do_update(index_elements=["subject_token", "source_id"], set_=values)
-    )
-    session.add(
-        ChangeFeedRow(
-            subject_token=token, source_id=facts.source_id, sequence=LIVE_SEQUENCE, changed_at=now
-        )
-    )
-    await session.flush()
 
 
 class Changes:

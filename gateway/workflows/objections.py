@@ -46,7 +46,8 @@ from credgate.core.errors import GatewayError
 from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.stamping import stamped
-from credgate.gateway.storage.fact_index import FactIndex
+from credgate.gateway.fact_index import FactIndex
+from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.callers import ForSubject
 from credgate.gateway.workflows.common import (
@@ -54,10 +55,8 @@ from credgate.gateway.workflows.common import (
     Changes,
     add_steps,
     lock_subject,
-    replace_indexed_facts,
     request_bound_id,
     request_digest,
-    settle_index,
 )
 from credgate.gateway.workflows.facts import find_fact, index_differs
 from credgate.gateway.workflows.models import ObjectionRow, details_context
@@ -104,6 +103,13 @@ class Filing:
     aspect: obj_pb2.DisputedAspect.ValueType
     requested_correction: str
     report_id: str
+
+
+def _index_versus(where: str, kept_newer: bool) -> str:
+    """How the index stands against the source's original, for a routing step's note."""
+    if kept_newer:
+        return f"the index holds newer facts of {where} than its original, and keeps them"
+    return f"the index matches {where}'s original"
 
 
 def error(code: grpc.StatusCode, reason: str, message: str) -> GatewayError:
@@ -215,22 +221,9 @@ class ObjectionWorkflow:
         )
         where = filing.source_id
         steps = [("OBJECTION_FILED", SUBJECT, filer, f"objection to a fact held by {where}")]
-        corrected = index_differs(in_index, in_source)
-        if corrected:
-            row.state, row.closed_at = obj_pb2.OBJECTION_STATE_CORRECTED_IN_INDEX, now
-            steps.append(
-                (
-                    "INDEX_CORRECTED",
-                    GATEWAY,
-                    GATEWAY_ACTOR,
-                    f"the gateway's index differed from {where}'s original and was "
-                    "corrected from it at once; the objection is closed",
-                )
-            )
-        else:
-            steps.append(self._route(row, adapter, filing, now))
-        if corrected:
-            await settle_index(self._db, token)
+        differs = index_differs(in_index, in_source)
+        if differs:
+            await settle_before_correction(self._db, token)
 
         async def record(session: AsyncSession) -> None:
             await allowed(session, found.category, filing.source_id)
@@ -246,10 +239,24 @@ class ObjectionWorkflow:
                 )
             if await self.store.open_on_fact(session, token, where, filing.record_id, now):
                 raise _already_open()
-            if corrected:
-                await replace_indexed_facts(
-                    session, self._db.backend, self.store.sealer.cipher, token, original, now
+            # The original corrects the index only if it wins under the index's rule: a newer
+            # or signed fact the index holds is the source's own later word, so the objection
+            # goes to the source instead (gateway.fact_index.corrections).
+            if differs and await apply_correction(
+                session, self._db.backend, self.store.sealer.cipher, token, original, now
+            ):
+                row.state, row.closed_at = obj_pb2.OBJECTION_STATE_CORRECTED_IN_INDEX, now
+                steps.append(
+                    (
+                        "INDEX_CORRECTED",
+                        GATEWAY,
+                        GATEWAY_ACTOR,
+                        f"the gateway's index differed from {where}'s original and was "
+                        "corrected from it at once; the objection is closed",
+                    )
                 )
+            else:
+                steps.append(self._route(row, adapter, filing, now, kept_newer=differs))
             session.add(row)
             await session.flush()
             await add_steps(session, objection_id, now, steps)
@@ -268,9 +275,13 @@ class ObjectionWorkflow:
         adapter: SourceAdapter,
         filing: Filing,
         now: dt.datetime,
+        *,
+        kept_newer: bool = False,
     ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
         """Queue the objection for its source, or tell the subject to file it; the deadlines.
-        Nothing is sent here: the filing leaves only once this decision is committed."""
+        Nothing is sent here: the filing leaves only once this decision is committed.
+        ``kept_newer``: the index differs from the original but holds newer (or signed) facts
+        of the source, which it keeps."""
         where = filing.source_id
         row.routed_at = now
         row.filing_due_at = self.calendar.deadline(now, SUBJECT_FILING_DAYS).due_at
@@ -280,13 +291,19 @@ class ObjectionWorkflow:
                 "SUBMITTING_TO_SOURCE",
                 GATEWAY,
                 GATEWAY_ACTOR,
-                f"the index matches {where}'s original, and {where} takes objections through "
+                f"{_index_versus(where, kept_newer)}, and {where} takes objections through "
                 f"credgate: credgate is submitting the objection to {where}",
             )
-        return self._to_subject(row, where, now)
+        return self._to_subject(row, where, now, kept_newer=kept_newer)
 
     def _to_subject(
-        self, row: ObjectionRow, where: str, now: dt.datetime, *, refused: bool = False
+        self,
+        row: ObjectionRow,
+        where: str,
+        now: dt.datetime,
+        *,
+        refused: bool = False,
+        kept_newer: bool = False,
     ) -> tuple[str, wf.ResponsibleParty.ValueType, str, str]:
         due = self.calendar.deadline(now, SUBJECT_FILING_DAYS)
         row.routed_at, row.filing_due_at = now, due.due_at
@@ -294,7 +311,7 @@ class ObjectionWorkflow:
         why = (
             f"{where} refused the objection through credgate"
             if refused
-            else f"the index matches {where}'s original, and {where} takes no objections "
+            else f"{_index_versus(where, kept_newer)}, and {where} takes no objections "
             "through credgate"
         )
         return (
@@ -403,7 +420,7 @@ class ObjectionWorkflow:
                 adapter.source_kind,
             )
         if fresh is not None:
-            await settle_index(self._db, view.row.subject_token)
+            await settle_before_correction(self._db, view.row.subject_token)
 
         async def record(session: AsyncSession) -> None:
             await allowed(session, vocab.DataCategory.ValueType(view.row.category), source_id)
@@ -417,16 +434,18 @@ class ObjectionWorkflow:
                     "CONCURRENT_CHANGE",
                     "the objection changed meanwhile; read it and retry",
                 )
-            steps = self._apply_reply(row, decision, reference, now)
-            if fresh is not None:
-                await replace_indexed_facts(
-                    session,
-                    self._db.backend,
-                    self.store.sealer.cipher,
-                    row.subject_token,
-                    fresh,
-                    now,
-                )
+            # The re-fetched record goes into the index only if it wins under the index's rule:
+            # a provider that signs pushes its corrected fact itself, and an older unsigned
+            # re-fetch must not overwrite it (issue #14).
+            updated_index = fresh is not None and await apply_correction(
+                session,
+                self._db.backend,
+                self.store.sealer.cipher,
+                row.subject_token,
+                fresh,
+                now,
+            )
+            steps = self._apply_reply(row, decision, reference, now, updated_index=updated_index)
             row.version += 1
             row.updated_at = now
             await add_steps(session, objection_id, now, steps)
@@ -444,7 +463,12 @@ class ObjectionWorkflow:
         decision: obj_pb2.SourceReplyDecision.ValueType,
         reference: str,
         now: dt.datetime,
+        *,
+        updated_index: bool = False,
     ) -> list[tuple[str, wf.ResponsibleParty.ValueType, str, str]]:
+        """Record the source's reply on ``row``; the steps to add. ``updated_index``: a
+        CORRECTED reply's re-fetched record replaced the index's (otherwise the index already
+        held newer or signed facts of the source, and kept them)."""
         source = row.source_id
         if decision == obj_pb2.SOURCE_REPLY_DECISION_RECEIVED:
             reply = self.calendar.deadline(now, SOURCE_REPLY_DAYS)
@@ -467,6 +491,15 @@ class ObjectionWorkflow:
             row.filed_with_source_at = now
         if decision == obj_pb2.SOURCE_REPLY_DECISION_CORRECTED:
             row.state = obj_pb2.OBJECTION_STATE_CORRECTED_BY_SOURCE
+            index_step = (
+                ("INDEX_UPDATED", f"the gateway's index now holds {source}'s corrected record")
+                if updated_index
+                else (
+                    "INDEX_KEPT_NEWER",
+                    f"the gateway's index already holds newer facts of {source} than its "
+                    "re-fetched record, and keeps them",
+                )
+            )
             return [
                 (
                     "SOURCE_REPLIED",
@@ -474,12 +507,7 @@ class ObjectionWorkflow:
                     source,
                     f"{source} replied {when} ({reference}): record corrected",
                 ),
-                (
-                    "INDEX_UPDATED",
-                    GATEWAY,
-                    GATEWAY_ACTOR,
-                    f"the gateway's index now holds {source}'s corrected record",
-                ),
+                (index_step[0], GATEWAY, GATEWAY_ACTOR, index_step[1]),
             ]
         row.state = obj_pb2.OBJECTION_STATE_UPHELD_BY_SOURCE
         return [

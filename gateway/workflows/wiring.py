@@ -42,10 +42,10 @@ from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import QueryEngine
+from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.server import GatewayServer
-from credgate.gateway.storage.fact_index import FactIndex
 from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.application_service import RepairApplicationServicer

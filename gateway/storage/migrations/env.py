@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 # Importing these registers their tables on Base.metadata.
 import credgate.audit.store_models
 import credgate.consent.event_models
+import credgate.gateway.fact_index.models
 import credgate.gateway.reconciliation.models
 import credgate.gateway.sync.models  # noqa: F401
 from credgate.core.storage.models import Base

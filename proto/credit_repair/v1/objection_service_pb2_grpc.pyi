@@ -36,9 +36,11 @@ class ObjectionServiceStub:
     authorized (role AUTHORIZED_PARTY with the subject's consent grant for purpose
     SUBJECT_AUTHORIZED covering BANKRUPTCY_REPAIR) names one fact by its source and the source's
     record id and says what should be corrected. The gateway asks the source for its original
-    at once: if the gateway's fact index holds something else, the index is corrected on the
-    spot and the objection closes (CORRECTED_IN_INDEX); if the index matches the original, the
-    objection goes to the source — through credgate where the source takes objections
+    at once: if the gateway's fact index holds something else, not newer than the original and
+    not a provider-signed fact of the same age, the index is corrected on the spot and the
+    objection closes (CORRECTED_IN_INDEX); otherwise (the index matches the original, or holds
+    newer facts of the source, which it keeps) the objection goes to the source — through
+    credgate where the source takes objections
     (AWAITING_SOURCE_REPLY: the source must answer in writing within 10 working days of
     receipt), otherwise the subject is told to file with the source within 5 working days
     (AWAITING_SUBJECT_FILING). While an objection is open, every report whose categories
@@ -104,9 +106,11 @@ class ObjectionServiceAsyncStub(ObjectionServiceStub):
     authorized (role AUTHORIZED_PARTY with the subject's consent grant for purpose
     SUBJECT_AUTHORIZED covering BANKRUPTCY_REPAIR) names one fact by its source and the source's
     record id and says what should be corrected. The gateway asks the source for its original
-    at once: if the gateway's fact index holds something else, the index is corrected on the
-    spot and the objection closes (CORRECTED_IN_INDEX); if the index matches the original, the
-    objection goes to the source — through credgate where the source takes objections
+    at once: if the gateway's fact index holds something else, not newer than the original and
+    not a provider-signed fact of the same age, the index is corrected on the spot and the
+    objection closes (CORRECTED_IN_INDEX); otherwise (the index matches the original, or holds
+    newer facts of the source, which it keeps) the objection goes to the source — through
+    credgate where the source takes objections
     (AWAITING_SOURCE_REPLY: the source must answer in writing within 10 working days of
     receipt), otherwise the subject is told to file with the source within 5 working days
     (AWAITING_SUBJECT_FILING). While an objection is open, every report whose categories
@@ -168,9 +172,11 @@ class ObjectionServiceServicer(metaclass=_abc_1.ABCMeta):
     authorized (role AUTHORIZED_PARTY with the subject's consent grant for purpose
     SUBJECT_AUTHORIZED covering BANKRUPTCY_REPAIR) names one fact by its source and the source's
     record id and says what should be corrected. The gateway asks the source for its original
-    at once: if the gateway's fact index holds something else, the index is corrected on the
-    spot and the objection closes (CORRECTED_IN_INDEX); if the index matches the original, the
-    objection goes to the source — through credgate where the source takes objections
+    at once: if the gateway's fact index holds something else, not newer than the original and
+    not a provider-signed fact of the same age, the index is corrected on the spot and the
+    objection closes (CORRECTED_IN_INDEX); otherwise (the index matches the original, or holds
+    newer facts of the source, which it keeps) the objection goes to the source — through
+    credgate where the source takes objections
     (AWAITING_SOURCE_REPLY: the source must answer in writing within 10 working days of
     receipt), otherwise the subject is told to file with the source within 5 working days
     (AWAITING_SUBJECT_FILING). While an objection is open, every report whose categories

@@ -1,22 +1,21 @@
-"""The live query path's side of the fact index: the newest facts win, and changes are announced.
+"""The live query path's writes of the fact index: the winning facts stay, changes are announced.
 
-Two writers share ``source_facts``: provider sync (``gateway.sync.store``) and the live query
-path (``FactIndex.store``, here). Both follow one rule — per subject and source the index keeps
-the facts with the newest ``source_as_of`` — so neither can overwrite newer facts with older
-ones, whichever arrives last: a live answer that is older than what a provider pushed is not
-stored, and a late provider update does not overwrite a newer live answer.
+Every writer of ``source_facts`` follows one rule (``gateway.fact_index.precedence``): per subject
+and source the index keeps the facts with the newest ``source_as_of`` and, on an equal as-of,
+the provider-signed original over an unsigned pull. So a live answer that is older than what a
+provider pushed is not stored, a late provider update does not overwrite a newer live answer,
+and a live answer never replaces a signed push of the same as-of.
 
-Both also announce what they change in ``change_feed``, which watchers and the reconciler tail:
-sync for every row its batch changes, the live path only when the facts' *content* changed
+Writers also announce what they change in ``change_feed``, which watchers and the reconciler
+tail: sync for every row its batch changes, the live path only when the facts' *content* changed
 (a refetch that only moves ``fetched_at`` refreshes the row's freshness silently; otherwise
 every query would wake every watcher of the subject). Live-path feed rows carry sequence 0.
 
-Commit order of change ids: on PostgreSQL sync takes a transaction-scoped advisory lock
-(``FEED_LOCK_KEY``) before writing any row, so feed ids are handed out and committed in the
-same order. A live write that will add a feed row takes the same lock first in its transaction,
-before any row, so the guarantee holds for both writers (lock order: feed lock → row, never the
-reverse, so it cannot deadlock with a batch). The common case, unchanged content, takes no
-lock: it is a compare-and-set on the ciphertext it compared against.
+Commit order of change ids: on PostgreSQL every feed writer takes the feed lock
+(``gateway.fact_index.feed``) before writing any row. A live write that will add a feed row
+takes it first in its transaction, before any row, so the guarantee holds for every writer.
+The common case, unchanged content, takes no lock: it is a compare-and-set on the ciphertext
+(and so on the exact row, with its as-of and provenance) it compared against.
 
 How (issue #7): every transaction here is a plain function of a sync Core ``Connection`` run by
 ``Database.threaded`` (``core.storage.threaded``), and every statement is built once, below,
@@ -42,23 +41,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
+from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed
+from credgate.gateway.fact_index.history import history_row, record_history
+from credgate.gateway.fact_index.models import LIVE_WRITER
+from credgate.gateway.fact_index.precedence import Standing, replaces, wins
+from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
 
 _log = logging.getLogger(__name__)
 
-FEED_LOCK_KEY = 0x63726564666565
-"""The advisory lock ``gateway.sync.store`` takes before writing feed rows (a test checks)."""
-LIVE_SEQUENCE = 0
-"""The ``change_feed.sequence`` of a change made by the live query path."""
-
 OpenFacts = Callable[[str, str, bytes], report_pb2.SourceFacts]
 """``FactIndex._open_facts``: decrypt and parse one row's facts (raises if unreadable)."""
+SealHistory = Callable[[str, str, bytes], bytes]
+"""``FactIndex._seal_history``: a write's ciphertext (token, source id, blob) re-sealed for
+``source_fact_history`` (``gateway.fact_index.models.history_context``)."""
 
 VALUE_COLUMNS = ("source_kind", "facts_ciphertext", "key_id", "source_as_of", "fetched_at",
                  "sequence")  # fmt: skip
@@ -138,6 +140,11 @@ _HELD = (
     .where(_c.subject_token == bindparam("b_token"))
     .order_by(_c.source_id)
 )
+_HELD_STANDING = (
+    select(_c.source_id, _c.facts_ciphertext, _c.source_as_of, _c.sequence)
+    .where(_c.subject_token == bindparam("b_token"))
+    .order_by(_c.source_id)
+)
 _REFRESH = (
     update(_facts)
     .where(
@@ -147,15 +154,13 @@ _REFRESH = (
     )
     .values(_value_params())
 )
-"""The compare-and-set refresh of a row whose content is unchanged (matched on its ciphertext)."""
+"""The compare-and-set refresh of a row whose content is unchanged (matched on its ciphertext,
+unique per write, so on the very row whose standing ``_plan`` checked against the rule)."""
 
 
 def _upsert_if_newer(dialect: Any) -> Any:
-    """Insert, or replace a row whose facts are not newer; RETURNING a row when written.
-
-    Facts without an as-of time claim nothing about their age, so they replace only a row that
-    has none either (every conforming adapter sets one; ``adapters.testing`` checks).
-    """
+    """Insert, or replace a row the new facts win against (``precedence.replaces``); RETURNING
+    a row when written."""
     statement = dialect.insert(_facts).values(
         subject_token=bindparam("b_token"), source_id=bindparam("b_source"), **_value_params()
     )
@@ -163,10 +168,7 @@ def _upsert_if_newer(dialect: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["subject_token", "source_id"],
         set_={name: new[name] for name in VALUE_COLUMNS},
-        where=or_(
-            _c.source_as_of.is_(None),
-            new.source_as_of.is_not(None) & (_c.source_as_of <= new.source_as_of),
-        ),
+        where=replaces(new, _c),
     ).returning(_c.source_id)
 
 
@@ -177,7 +179,6 @@ _FEED = insert(_feed).values(
     sequence=bindparam("b_sequence"),
     changed_at=bindparam("b_changed_at", type_=_feed.c.changed_at.type),
 )
-_FEED_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -194,13 +195,23 @@ async def read_indexed(
     }
 
 
-def held_blobs(connection: Connection, token: str) -> dict[str, bytes]:
-    """Every source's ciphertext held for ``token``, by source id (in source id order)."""
-    return {source_id: blob for source_id, blob in connection.execute(_HELD, {"b_token": token})}
+@dataclass(frozen=True)
+class Held:
+    """One held row as a write compares against it: its ciphertext and its standing."""
+
+    blob: bytes
+    standing: Standing
+
+
+def held_rows(connection: Connection, token: str) -> dict[str, Held]:
+    """Every source's row held for ``token``, by source id (in source id order)."""
+    rows = connection.execute(_HELD_STANDING, {"b_token": token})
+    return {source_id: Held(blob, Standing(as_of, seq)) for source_id, blob, as_of, seq in rows}
 
 
 async def read_held(database: Database, token: str) -> dict[str, bytes]:
-    """``held_blobs`` on its own: one statement, so a single-statement read (``fetch_all``)."""
+    """Every source's ciphertext held for ``token``, by source id: one statement, so a
+    single-statement read (``fetch_all``)."""
     rows = await database.threaded.fetch_all(_HELD, {"b_token": token})
     return {source_id: blob for source_id, blob in rows}
 
@@ -224,6 +235,8 @@ class PendingWrite:
     now: dt.datetime
     open_facts: OpenFacts
     changed: list[bool]
+    seal_history: SealHistory | None = None
+    """How to keep an item the held row outranks in ``source_fact_history``; None: not kept."""
 
 
 def pending_write(
@@ -231,11 +244,12 @@ def pending_write(
     items: Sequence[tuple[report_pb2.SourceFacts, dict[str, Any]]],
     now: dt.datetime,
     open_facts: OpenFacts,
+    seal_history: SealHistory | None = None,
 ) -> PendingWrite:
     """A ``PendingWrite`` of ``items`` (facts, row values); at most one item per source."""
     source_ids = [facts.source_id for facts, _ in items]
     if len(set(source_ids)) != len(source_ids):
-        raise ValueError("store_many_newest takes at most one item per source")
+        raise ValueError("a write takes at most one item per source")
     return PendingWrite(
         token,
         source_ids,
@@ -244,40 +258,8 @@ def pending_write(
         now,
         open_facts,
         [False] * len(items),
+        seal_history,
     )
-
-
-async def store_newest(
-    database: Database,
-    token: str,
-    facts: report_pb2.SourceFacts,
-    values: dict[str, Any],
-    *,
-    open_facts: OpenFacts,
-    now: dt.datetime,
-) -> bool:
-    """Write ``values`` (the row's columns) unless the index holds newer facts; True when the
-    facts' content changed, in which case a change-feed row was written in the same commit."""
-    write = pending_write(token, [(facts, values)], now, open_facts)
-    await write_pending(database, [write])
-    return write.changed[0]
-
-
-async def store_many_newest(
-    database: Database,
-    token: str,
-    items: Sequence[tuple[report_pb2.SourceFacts, dict[str, Any]]],
-    *,
-    open_facts: OpenFacts,
-    now: dt.datetime,
-) -> list[bool]:
-    """``store_newest`` for several sources' facts about ``token`` (one source each), in one
-    write transaction instead of one or two per source; the same rule and the same feed rows.
-    Returns, per item, whether its content changed (a feed row was then written)."""
-    write = pending_write(token, items, now, open_facts)
-    if items:
-        await write_pending(database, [write])
-    return write.changed
 
 
 Job = tuple[PendingWrite, Sequence[int]]
@@ -299,7 +281,7 @@ async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> N
         return
     tokens = list(dict.fromkeys(write.token for write, _ in jobs))
     held = await database.threaded.read(
-        lambda connection: {token: held_blobs(connection, token) for token in tokens}
+        lambda connection: {token: held_rows(connection, token) for token in tokens}
     )
     retry = await database.threaded.write(
         lambda connection: _apply_all(connection, "postgresql", jobs, held)
@@ -315,7 +297,7 @@ def _apply_all(
     connection: Connection,
     backend: str,
     jobs: Sequence[Job],
-    held: dict[str, dict[str, bytes]] | None,
+    held: dict[str, dict[str, Held]] | None,
 ) -> list[Job]:
     """One transaction's worth of writes; returns what must be redone under the feed lock.
 
@@ -325,62 +307,84 @@ def _apply_all(
     item's content may change, and compare-and-sets that lose without it are returned.
     """
     if held is None:
-        if backend == "postgresql":
-            connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})
+        lock_feed(connection, backend)
         for write, indices in jobs:
-            blobs = held_blobs(connection, write.token)
-            _write(connection, backend, write, blobs, _plan(write, indices, blobs), locked=True)
+            rows = held_rows(connection, write.token)
+            _write(connection, backend, write, rows, _plan(write, indices, rows), locked=True)
         return []
     plans = [_plan(write, indices, held.get(write.token, {})) for write, indices in jobs]
-    locked = any(change for _, change in plans)
+    locked = any(plan.change for plan in plans)
     if locked:
-        connection.execute(_FEED_LOCK, {"key": FEED_LOCK_KEY})  # first, before any row
+        lock_feed(connection, backend)  # first, before any row
     retry: list[Job] = []
     seen: set[str] = set()
     for (write, indices), plan in zip(jobs, plans, strict=True):
-        blobs = held.get(write.token, {})
+        rows = held.get(write.token, {})
         if write.token in seen:
             # An earlier write in this transaction changed what the first read saw.
             if not locked:
                 retry.append((write, indices))
                 continue
-            blobs = held_blobs(connection, write.token)
-            plan = _plan(write, indices, blobs)
+            rows = held_rows(connection, write.token)
+            plan = _plan(write, indices, rows)
         seen.add(write.token)
-        lost = _write(connection, backend, write, blobs, plan, locked=locked)
+        lost = _write(connection, backend, write, rows, plan, locked=locked)
         if lost:
             retry.append((write, lost))
     return retry
 
 
-def _plan(
-    write: PendingWrite, indices: Sequence[int], held: dict[str, bytes]
-) -> tuple[list[int], list[int]]:
-    """Which items only refresh a row with the same content, and which may change one."""
-    refresh: list[int] = []
-    change: list[int] = []
+@dataclass
+class _Plan:
+    """What one subject's write does with each of its items."""
+
+    refresh: list[int]
+    """Items that only refresh a row with the same content."""
+    change: list[int]
+    """Items that may change a row."""
+    outranked: list[tuple[int, Held]]
+    """Items the held row outranks: they write nothing but history."""
+
+
+def _plan(write: PendingWrite, indices: Sequence[int], held: dict[str, Held]) -> _Plan:
+    """Sort the items: refreshes, possible changes, and those the held row outranks
+    (``precedence.wins``). The last holds even when ``held`` was read before the write's
+    transaction, because a held row's rank only ever rises (every writer follows the rule), so
+    what outranked the item then still does.
+    """
+    plan = _Plan([], [], [])
     for i in indices:
         source_id = write.source_ids[i]
-        same = source_id in held and _same(
-            write.open_facts, write.token, source_id, held[source_id], write.contents[i]
+        row = held.get(source_id)
+        if row is not None and not wins(_standing(write.values[i]), row.standing):
+            plan.outranked.append((i, row))
+            continue
+        same = row is not None and _same(
+            write.open_facts, write.token, source_id, row.blob, write.contents[i]
         )
-        (refresh if same else change).append(i)
-    return refresh, change
+        (plan.refresh if same else plan.change).append(i)
+    return plan
+
+
+def _standing(values: dict[str, Any]) -> Standing:
+    return Standing(values["source_as_of"], values["sequence"])
 
 
 def _write(
     connection: Connection,
     backend: str,
     write: PendingWrite,
-    held: dict[str, bytes],
-    plan: tuple[list[int], list[int]],
+    held: dict[str, Held],
+    plan: _Plan,
     *,
     locked: bool,
 ) -> list[int]:
-    """Apply one subject's ``plan`` (refreshes, possible changes); returns the refreshes whose
-    compare-and-set lost while not ``locked``. Under the lock they are redone here instead."""
+    """Apply one subject's ``plan`` (refreshes, possible changes, history); returns the
+    refreshes whose compare-and-set lost while not ``locked``. Under the lock they are redone
+    here instead."""
     token, source_ids = write.token, write.source_ids
-    refresh, change = plan[0], list(plan[1])
+    refresh, change = plan.refresh, list(plan.change)
+    outranked = list(plan.outranked)
     lost: list[int] = []
     if refresh:
         # One executemany for every refresh; only if its row count says some compare-and-set
@@ -388,7 +392,7 @@ def _write(
         many = []
         for i in refresh:
             params = _values_params(write.values[i])
-            params.update(b_token=token, b_source=source_ids[i], b_held=held[source_ids[i]])
+            params.update(b_token=token, b_source=source_ids[i], b_held=held[source_ids[i]].blob)
             many.append(params)
         refreshed = connection.execute(_REFRESH, many).rowcount
         sure = connection.dialect.supports_sane_multi_rowcount and refreshed == len(refresh)
@@ -398,18 +402,20 @@ def _write(
         (change if locked else lost).extend(missed)
     if change:
         # Stable now: the feed lock (PostgreSQL) or the write lock (SQLite) is held.
-        now_held = held_blobs(connection, token)
+        now_held = held_rows(connection, token)
         upsert = _UPSERT[backend]
         feed = []
         for i in sorted(change):
             source_id = source_ids[i]
-            blob = now_held.get(source_id)
-            changed = blob is None or not _same(
-                write.open_facts, token, source_id, blob, write.contents[i]
+            row = now_held.get(source_id)
+            changed = row is None or not _same(
+                write.open_facts, token, source_id, row.blob, write.contents[i]
             )
             params = _values_params(write.values[i])
             params.update(b_token=token, b_source=source_id)
             written = connection.execute(upsert, params).first() is not None
+            if not written and row is not None:
+                outranked.append((i, row))  # the rule kept the held row
             if written and changed:
                 feed.append(
                     {
@@ -422,17 +428,53 @@ def _write(
             write.changed[i] = written and changed
         if feed:
             connection.execute(_FEED, feed)  # in item order, so change ids are too
+    if outranked:
+        _record_outranked(connection, backend, write, outranked)
     return lost
+
+
+def _record_outranked(
+    connection: Connection, backend: str, write: PendingWrite, items: Sequence[tuple[int, Held]]
+) -> None:
+    """Keep the items the held rows outranked in ``source_fact_history`` (with whether each
+    disagreed with what it lost to), in this transaction."""
+    seal = write.seal_history
+    if seal is None:
+        return
+    rows = []
+    for i, held in sorted(items, key=lambda item: item[0]):
+        values, source_id = write.values[i], write.source_ids[i]
+        if values["source_as_of"] is None:
+            continue  # claims no age: nothing to key it by (gateway.fact_index.history)
+        blob = seal(write.token, source_id, values["facts_ciphertext"])
+        disagrees = not _same(
+            write.open_facts, write.token, source_id, held.blob, write.contents[i]
+        )
+        rows.append(
+            history_row(
+                token=write.token,
+                source_id=source_id,
+                writer=LIVE_WRITER,
+                source_as_of=values["source_as_of"],
+                blob=blob,
+                key_id=FieldCipher.key_id_of(blob),
+                disagrees=disagrees,
+                held=held.standing,
+                now=write.now,
+            )
+        )
+    record_history(connection, backend, rows)
 
 
 def _not_holding(connection: Connection, write: PendingWrite, indices: Sequence[int]) -> list[int]:
     """Which of ``indices`` the index does not hold as written (each write's ciphertext is
     unique: a fresh nonce per encryption), i.e. whose compare-and-set lost."""
-    now_held = held_blobs(connection, write.token)
+    now_held = held_rows(connection, write.token)
     return [
         i
         for i in indices
-        if now_held.get(write.source_ids[i]) != write.values[i]["facts_ciphertext"]
+        if (row := now_held.get(write.source_ids[i])) is None
+        or row.blob != write.values[i]["facts_ciphertext"]
     ]
 
 

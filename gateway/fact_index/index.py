@@ -1,7 +1,8 @@
 """The fact index: the last known facts per subject per source, encrypted at rest.
 
 When a source cannot be reached, the gateway answers from here and marks the source STALE
-rather than leaving a hole; the provider sync feature writes here too. Everything personal is
+rather than leaving a hole; provider sync and the workflows' corrections write here too, all
+through this package and under one rule (``gateway.fact_index.precedence``). Everything personal is
 encrypted with ``FieldCipher`` and bound (as associated data) to the table, column and row it
 lives in, so a ciphertext moved to another row is unreadable rather than misattributed.
 
@@ -30,16 +31,17 @@ from credgate.core.storage.issued_reports import (
 )
 from credgate.core.storage.models import Base, SourceFactsRow, Subject
 from credgate.core.tokens import is_subject_token
-from credgate.gateway.protection.cipher import CipherError, FieldCipher
-from credgate.gateway.protection.keyring import KeyringError
-from credgate.gateway.protection.unreadable import RecordUnreadable
-from credgate.gateway.storage.index_writes import (
+from credgate.gateway.fact_index.live_writes import (
     IndexedFacts,
     fact_writer,
     pending_write,
     read_held,
     read_indexed,
 )
+from credgate.gateway.fact_index.models import FactHistoryRow, history_context
+from credgate.gateway.protection.cipher import CipherError, FieldCipher
+from credgate.gateway.protection.keyring import KeyringError
+from credgate.gateway.protection.unreadable import RecordUnreadable
 from credgate.gateway.storage.reencrypt import (
     EncryptedColumn,
     UnreadableCiphertextError,
@@ -89,12 +91,54 @@ FACT_INDEX_COLUMNS = (
         key_id=SourceFactsRow.key_id,
         context=lambda pk: facts_context(pk[0], pk[1]),
     ),
+    EncryptedColumn(
+        model=FactHistoryRow,
+        pk=(FactHistoryRow.history_id,),
+        blob=FactHistoryRow.facts_ciphertext,
+        key_id=FactHistoryRow.key_id,
+        context=lambda row: history_context(row[1], row[2]),
+        context_columns=(FactHistoryRow.subject_token, FactHistoryRow.source_id),
+    ),
 )
 """The fact index's encrypted columns, as key rotation walks them (``reencrypt_all``)."""
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def fact_values(
+    cipher: FieldCipher,
+    token: str,
+    facts: report_pb2.SourceFacts,
+    sequence: int | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The ``source_facts`` columns for ``facts`` (encrypted under the row's context), as every
+    gateway-side writer builds them; ``now`` stands in for a missing fetch time."""
+    if not facts.source_id:
+        raise ValueError("SourceFacts.source_id must be set")
+    blob = cipher.encrypt(
+        facts.SerializeToString(deterministic=True),
+        context=facts_context(token, facts.source_id),
+    )
+    provenance = facts.provenance
+    return {
+        "source_kind": int(facts.source_kind),
+        "facts_ciphertext": blob,
+        "key_id": FieldCipher.key_id_of(blob),
+        "source_as_of": (
+            provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
+            if provenance.HasField("source_as_of")
+            else None
+        ),
+        "fetched_at": (
+            provenance.fetched_at.ToDatetime(tzinfo=dt.UTC)
+            if provenance.HasField("fetched_at")
+            else now
+        ),
+        "sequence": sequence,
+    }
 
 
 def _require_token(token: str) -> None:
@@ -161,16 +205,15 @@ class FactIndex:
     async def store(
         self, token: str, facts: report_pb2.SourceFacts, *, sequence: int | None = None
     ) -> bool:
-        """Keep ``facts`` as the latest of ``facts.source_id`` for ``token``, unless newer.
-
-        The index keeps the facts with the newest ``source_as_of``, as provider sync does, so a
-        live answer never overwrites newer pushed facts (``gateway.storage.index_writes``).
+        """Keep ``facts`` as the latest of ``facts.source_id`` for ``token``, unless the held
+        facts win (``gateway.fact_index.precedence``: newer as-of, or a signed push of the same
+        as-of), so a live answer never overwrites newer or signed pushed facts.
         Returns True when the stored content changed; a change-feed row then announces it.
         ``sequence`` is the provider's update sequence number, when the facts came by sync.
         """
         _require_token(token)
         items = [(facts, self._fact_values(token, facts, sequence))]
-        write = pending_write(token, items, self._clock(), self._open_facts)
+        write = pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
         await fact_writer(self._db).write(write)
         return write.changed[0]
 
@@ -179,7 +222,7 @@ class FactIndex:
         most one item per source); per item, whether the stored content changed."""
         _require_token(token)
         items = [(item, self._fact_values(token, item, None)) for item in facts]
-        write = pending_write(token, items, self._clock(), self._open_facts)
+        write = pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
         if items:
             await fact_writer(self._db).write(write)
         return write.changed
@@ -188,13 +231,13 @@ class FactIndex:
         """``store_many`` without waiting for the commit: queued behind every earlier write,
         and seen by this process's reads of ``token`` from now on. The live query path uses it
         so an answer does not wait for its facts' commit; why that is safe (order, failures,
-        shutdown): ``gateway.storage.index_writes.FactWriter``. Call ``flush`` before the
+        shutdown): ``gateway.fact_index.live_writes.FactWriter``. Call ``flush`` before the
         database goes away."""
         _require_token(token)
         items = [(item, self._fact_values(token, item, None)) for item in facts]
         if items:
             await fact_writer(self._db).submit(
-                pending_write(token, items, self._clock(), self._open_facts)
+                pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
             )
 
     async def flush(self) -> None:
@@ -204,30 +247,8 @@ class FactIndex:
     def _fact_values(
         self, token: str, facts: report_pb2.SourceFacts, sequence: int | None
     ) -> dict[str, Any]:
-        """The ``source_facts`` columns for ``facts`` (encrypted under the row's context)."""
-        if not facts.source_id:
-            raise ValueError("SourceFacts.source_id must be set")
-        blob = self._cipher.encrypt(
-            facts.SerializeToString(deterministic=True),
-            context=facts_context(token, facts.source_id),
-        )
-        provenance = facts.provenance
-        return {
-            "source_kind": int(facts.source_kind),
-            "facts_ciphertext": blob,
-            "key_id": FieldCipher.key_id_of(blob),
-            "source_as_of": (
-                provenance.source_as_of.ToDatetime(tzinfo=dt.UTC)
-                if provenance.HasField("source_as_of")
-                else None
-            ),
-            "fetched_at": (
-                provenance.fetched_at.ToDatetime(tzinfo=dt.UTC)
-                if provenance.HasField("fetched_at")
-                else self._clock()
-            ),
-            "sequence": sequence,
-        }
+        """The ``source_facts`` columns for ``facts`` (``fact_values``)."""
+        return fact_values(self._cipher, token, facts, sequence, self._clock())
 
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """Every source's indexed facts about ``token`` with their freshness, by source id."""
@@ -266,6 +287,12 @@ class FactIndex:
         if facts.source_id != source_id:
             raise UnreadableRecordError(f"{where} names a different source")
         return facts
+
+    def _seal_history(self, token: str, source_id: str, blob: bytes) -> bytes:
+        """A write's facts ciphertext re-sealed for ``source_fact_history`` (only for an answer
+        the index did not take, so the cost stays off the common path)."""
+        plaintext = self._cipher.decrypt(blob, context=facts_context(token, source_id))
+        return self._cipher.encrypt(plaintext, context=history_context(token, source_id))
 
     # -- issued reports -------------------------------------------------------------------------
 
