@@ -17,7 +17,9 @@ together (docs/audit.md).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from credgate.adapters.catalog import build_adapters, load_configured
@@ -140,7 +142,16 @@ class Gateway:
         await budget.step("releasing the database", self.database.dispose())
 
 
-async def build_gateway(config: GatewayConfig) -> Gateway:
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def build_gateway(
+    config: GatewayConfig, *, workflow_clock: Callable[[], dt.datetime] | None = None
+) -> Gateway:
+    """The whole gateway, not yet serving. ``workflow_clock`` is the repair workflows' wall
+    clock (deadlines, eligibility's "today"): the real one unless a walk-through moves it
+    (``gateway.demo_repair``); queries, audit and consent keep the real clock."""
     load_configured(config.sources)  # a broken adapter plugin stops us before any side effect
     await asyncio.to_thread(upgrade_to_head, config.storage.url)
     # Followed, not read once: a rotation's keyring copy is taken up without a restart
@@ -163,6 +174,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         calendar=WorkdayCalendar(published=config.workdays.calendars),
         outbox_poll_seconds=config.outbox.poll_seconds,
         outbox_claim_seconds=config.outbox.claim_seconds,
+        clock=workflow_clock or _utcnow,
     )
     # Deadlines counted on an estimated year move to the notice loaded since (at start).
     await workflows.recount()

@@ -3,8 +3,9 @@
 Starts the mock sources and the gateway (mutual TLS, encrypted SQLite) as child processes,
 waits until both are healthy, runs sample queries through the client library (which verifies
 the gateway's signature on every report), walks through a consent's whole life and the
-subject's self-inquiry (``gateway.demo_consent``), prints the answers, and stops everything
-(or keeps serving with ``--serve``).
+subject's self-inquiry (``gateway.demo_consent``), walks the three repair procedures to their
+decisions (``gateway.demo_repair``), prints the answers, and stops everything (or keeps serving
+with ``--serve``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ def run_demo(
                 f"(log: {directory / 'gateway.log'})"
             )
             asyncio.run(_sample_queries(config.gateway.listen, directory / "pki"))
+            print(
+                "\n=== The three repair procedures, each from filing to the status a watcher "
+                "sees\n    (on a second gateway and mock fleet in this process, whose workflow "
+                "clock the walk moves forward; scripts/repair_scenarios.py runs it alone)"
+            )
+            from credgate.gateway.demo_repair import walk  # builds a gateway: import when used
+
+            asyncio.run(walk())
             if serve_after:
                 print(
                     f"\nStill running. Try: credgate query "

@@ -7,8 +7,9 @@ subject *as this source now sees them* (the population stays the unchanged truth
 synthetic world; each source's changes are its own, so sources can disagree after a ruling
 exactly as real ones do until each has caught up).
 
-Tests and the demo act as the source's staff through ``set_subject`` (a correction the source
-made after an objection) and read ``objections`` to see what was filed.
+Tests and the demo act as the source's staff through ``correct`` (an objection found
+well-founded: the source's record catches up with the truth), or ``set_subject`` (any other
+correction the source made), and read ``objections`` to see what was filed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from credgate.adapters.mocks.population import REFERENCE_DATE, Population, Stage, State, Subject
+from credgate.adapters.mocks.population import (
+    REFERENCE_DATE,
+    Population,
+    SourceView,
+    Stage,
+    State,
+    Subject,
+)
 
 RULING_STATES = frozenset({State.DISCLOSURE_SUSPENDED, State.RESTORED})
 """What a repair ruling can make a subject at a source."""
@@ -45,6 +53,7 @@ class CorrectionDesk:
         self._overrides: dict[str, Subject] = {}
         self._objections: dict[str, FiledObjection] = {}
         self._rulings: dict[str, str] = {}
+        self._corrections: dict[str, str] = {}
 
     @property
     def objections(self) -> Mapping[str, FiledObjection]:
@@ -55,6 +64,11 @@ class CorrectionDesk:
     def rulings(self) -> Mapping[str, str]:
         """Every ruling recorded: the filer's own reference → this source's change reference."""
         return self._rulings
+
+    @property
+    def corrections(self) -> Mapping[str, str]:
+        """Every objection found well-founded: the filer's reference → the reply reference."""
+        return self._corrections
 
     def subject(self, population: Population, identity_number: str) -> Subject | None:
         """The subject as this source now sees them (a correction or ruling wins)."""
@@ -77,6 +91,25 @@ class CorrectionDesk:
         )
         self._objections[external_reference] = filed
         return filed
+
+    def correct(self, external_reference: str, population: Population, view: SourceView) -> str:
+        """The source's staff find the objection filed under ``external_reference`` well-founded
+        and correct their record: from now on this source (of kind ``view``) shows the subject
+        as they truly are, no longer lagging behind. Returns the written reply's reference;
+        a repeated call changes nothing and returns the same reference. ``KeyError`` when no
+        such objection was received."""
+        known = self._corrections.get(external_reference)
+        if known is not None:
+            return known
+        filed = self._objections[external_reference]
+        subject = self.subject(population, filed.identity_number)
+        if subject is None:
+            raise KeyError(external_reference)
+        lag = {v: s for v, s in subject.lagging_views.items() if v is not view}
+        self.set_subject(dataclasses.replace(subject, lagging_views=lag))
+        digest = hashlib.sha256(external_reference.encode()).hexdigest()[:10].upper()
+        self._corrections[external_reference] = f"{self._prefix}HF{digest}"
+        return self._corrections[external_reference]
 
     def record_ruling(
         self, external_reference: str, subject: Subject, state: State, ruled_on: dt.date

@@ -480,6 +480,67 @@ def _scenario_subjects() -> list[Subject]:
             ),
             scenario="gb18030_name",
         ),
+        # Liquidation concluded, the 5-year observation begun in 2024 and the publication of
+        # dishonest behaviour still running; the estate's default predates the observation, and a
+        # liquidation has no plan: eligible to have the disclosure stopped (not yet to be
+        # exempted: the period runs to 2029).
+        Subject(
+            Person(
+                make_identity_number("440305", _d("1987-04-21"), 36), "孙丽娟", _d("1987-04-21")
+            ),
+            State.OBSERVATION,
+            Case(
+                "(2024)粤03破申12号",
+                Procedure.LIQUIDATION,
+                Stage.CONCLUDED,
+                _d("2024-02-19"),
+                observation_start=_d("2024-08-01"),
+                observation_end=_d("2029-07-31"),
+            ),
+            accounts=(
+                Account(
+                    "bank-qianhai",
+                    "QH-6222-0009",
+                    "consumer_loan",
+                    _d("2018-05-05"),
+                    20_000_000,
+                    17_600_000,
+                    default_on=_d("2023-09-30"),
+                    in_bankruptcy=True,
+                ),
+            ),
+            scenario="stop_disclosure_eligible",
+        ),
+        # Liquidation concluded, the 5-year observation 2021-06-01 to 2026-05-31 elapsed with no
+        # new default, still shown as OBSERVATION: waiting to be marked exempted (and, its
+        # publication running, eligible to have the disclosure stopped too).
+        Subject(
+            Person(
+                make_identity_number("440308", _d("1979-10-02"), 51), "周文涛", _d("1979-10-02")
+            ),
+            State.OBSERVATION,
+            Case(
+                "(2021)粤03破申9号",
+                Procedure.LIQUIDATION,
+                Stage.CONCLUDED,
+                _d("2021-03-15"),
+                observation_start=_d("2021-06-01"),
+                observation_end=_d("2026-05-31"),
+            ),
+            accounts=(
+                Account(
+                    "bank-pengcheng",
+                    "PC-0010",
+                    "business_loan",
+                    _d("2015-03-03"),
+                    40_000_000,
+                    36_000_000,
+                    default_on=_d("2020-11-30"),
+                    in_bankruptcy=True,
+                ),
+            ),
+            scenario="exemption_eligible",
+        ),
     ]
 
 
@@ -492,6 +553,8 @@ SCENARIO_NAMES = (
     "contradicted_registry_lag",
     "revoked",
     "gb18030_name",
+    "stop_disclosure_eligible",
+    "exemption_eligible",
 )
 
 

@@ -25,6 +25,7 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.errors import GatewayError, build_status
 from credgate.core.institution import Institution
 from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -316,8 +317,8 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                     released = await self._disclose(caller, READ, view, spend_use=sent is None)
                     sent = (shown.version, int(shown.stage))
                     yield app_pb2.WatchRepairApplicationResponse(application=released)
-                if not shown.open:
-                    return
+                if not shown.open and shown.responsible_party != wf.RESPONSIBLE_PARTY_GATEWAY:
+                    return  # closed, and not still being carried to the sources (a grant)
                 await self._changes.wait(request.application_id, self._poll)
                 view = await self._workflow.get(request.application_id) or view
         finally:

@@ -156,7 +156,7 @@ class RepairApplicationServiceServicer:
 
     def WatchRepairApplication(self, request, context):
         """Streams an application: its current state at once, then again on every change, until it
-        is closed; the last message shows it closed.
+        is closed; the last message shows it closed (a grant: once the sources are updated).
         Errors: as GetRepairApplication.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

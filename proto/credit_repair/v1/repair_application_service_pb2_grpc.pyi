@@ -80,7 +80,7 @@ class RepairApplicationServiceStub:
     """
     WatchRepairApplication: _grpc.UnaryStreamMultiCallable[_repair_application_service_pb2.WatchRepairApplicationRequest, _repair_application_service_pb2.WatchRepairApplicationResponse]
     """Streams an application: its current state at once, then again on every change, until it
-    is closed; the last message shows it closed.
+    is closed; the last message shows it closed (a grant: once the sources are updated).
     Errors: as GetRepairApplication.
     """
     ReviewRepairApplication: _grpc.UnaryUnaryMultiCallable[_repair_application_service_pb2.ReviewRepairApplicationRequest, _repair_application_service_pb2.ReviewRepairApplicationResponse]
@@ -150,7 +150,7 @@ class RepairApplicationServiceAsyncStub(RepairApplicationServiceStub):
     """
     WatchRepairApplication: _aio.UnaryStreamMultiCallable[_repair_application_service_pb2.WatchRepairApplicationRequest, _repair_application_service_pb2.WatchRepairApplicationResponse]  # type: ignore[assignment]
     """Streams an application: its current state at once, then again on every change, until it
-    is closed; the last message shows it closed.
+    is closed; the last message shows it closed (a grant: once the sources are updated).
     Errors: as GetRepairApplication.
     """
     ReviewRepairApplication: _aio.UnaryUnaryMultiCallable[_repair_application_service_pb2.ReviewRepairApplicationRequest, _repair_application_service_pb2.ReviewRepairApplicationResponse]  # type: ignore[assignment]
@@ -247,7 +247,7 @@ class RepairApplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_repair_application_service_pb2.WatchRepairApplicationResponse], _abc.AsyncIterator[_repair_application_service_pb2.WatchRepairApplicationResponse]]:
         """Streams an application: its current state at once, then again on every change, until it
-        is closed; the last message shows it closed.
+        is closed; the last message shows it closed (a grant: once the sources are updated).
         Errors: as GetRepairApplication.
         """
 
