@@ -130,9 +130,12 @@ async def test_objection_to_a_lagging_record_is_corrected_by_the_source_and_a_wa
         assert (
             await follow.read()
         ).objection.state == obj_pb2.OBJECTION_STATE_AWAITING_SOURCE_REPLY
+        # The watcher hears of the dispute itself (the filing announces it on the change
+        # feed), and a fresh query agrees.
+        flagged = await _until(watcher, lambda r: vocab.STATUS_FLAG_DISPUTED in r.flags)
+        assert vocab.STATUS_FLAG_CONTRADICTED in flagged.report.flags  # not corrected yet
         disputed = (await status.GetRepairStatus(_query(number))).report
         assert vocab.STATUS_FLAG_DISPUTED in disputed.flags
-        assert vocab.STATUS_FLAG_CONTRADICTED in disputed.flags  # not corrected yet
 
         # Eight working days on, the registry's staff uphold it and correct the record; its data
         # provider replies in writing.

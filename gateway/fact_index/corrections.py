@@ -74,15 +74,27 @@ async def apply_correction(
     if not written:
         await _record_outranked(session, backend, cipher, token, facts, values, now)
     if written:
-        await session.execute(
-            insert(_feed).values(
-                subject_token=token,
-                source_id=facts.source_id,
-                sequence=LIVE_SEQUENCE,
-                changed_at=now,
-            )
-        )
+        await _announce(session, token, facts.source_id, now)
     return written
+
+
+async def announce_dispute(
+    session: AsyncSession, backend: str, token: str, source_id: str, now: dt.datetime
+) -> None:
+    """Announce that what ``source_id``'s facts about ``token`` mean changed without a fact
+    write: an objection opened (the facts are now DISPUTED) or closed. Watchers re-read the
+    subject's report and the reconciler re-evaluates, exactly as after a fact change. Takes
+    the feed lock, so call it before writing other rows in the transaction."""
+    await lock_feed_async(session, backend)
+    await _announce(session, token, source_id, now)
+
+
+async def _announce(session: AsyncSession, token: str, source_id: str, now: dt.datetime) -> None:
+    await session.execute(
+        insert(_feed).values(
+            subject_token=token, source_id=source_id, sequence=LIVE_SEQUENCE, changed_at=now
+        )
+    )
 
 
 async def _record_outranked(

@@ -47,7 +47,12 @@ from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.stamping import stamped
 from credgate.gateway.fact_index import FactIndex
-from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
+from credgate.gateway.fact_index.corrections import (
+    announce_dispute,
+    apply_correction,
+    settle_before_correction,
+)
+from credgate.gateway.fact_index.feed import lock_feed_async
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.callers import ForSubject
 from credgate.gateway.workflows.common import (
@@ -239,6 +244,9 @@ class ObjectionWorkflow:
                 )
             if await self.store.open_on_fact(session, token, where, filing.record_id, now):
                 raise _already_open()
+            # The fact is DISPUTED from this commit on: its watchers must hear it (feed lock
+            # first, before any row of this transaction).
+            await announce_dispute(session, self._db.backend, token, where, now)
             # The original corrects the index only if it wins under the index's rule: a newer
             # or signed fact the index holds is the source's own later word, so the objection
             # goes to the source instead (gateway.fact_index.corrections).
@@ -427,6 +435,8 @@ class ObjectionWorkflow:
 
         async with decided_write(self._db, record) as session:
             await lock_subject(session, self._db.backend, view.row.subject_token)
+            # Feed lock before any row: a closing reply announces the end of the dispute.
+            await lock_feed_async(session, self._db.backend)
             row = await self.store.row(session, objection_id)
             if row is None or row.version != view.row.version:
                 raise error(
@@ -446,6 +456,11 @@ class ObjectionWorkflow:
                 now,
             )
             steps = self._apply_reply(row, decision, reference, now, updated_index=updated_index)
+            if row.closed_at is not None and not updated_index:
+                # Closed without a fact write: the dispute ends, its watchers must hear it.
+                await announce_dispute(
+                    session, self._db.backend, row.subject_token, source_id, now
+                )
             row.version += 1
             row.updated_at = now
             await add_steps(session, objection_id, now, steps)
