@@ -244,9 +244,7 @@ class ObjectionWorkflow:
                 )
             if await self.store.open_on_fact(session, token, where, filing.record_id, now):
                 raise _already_open()
-            # The fact is DISPUTED from this commit on: its watchers must hear it (feed lock
-            # first, before any row of this transaction).
-            await announce_dispute(session, self._db.backend, token, where, now)
+            await lock_feed_async(session, self._db.backend)  # before any row: see below
             # The original corrects the index only if it wins under the index's rule: a newer
             # or signed fact the index holds is the source's own later word, so the objection
             # goes to the source instead (gateway.fact_index.corrections).
@@ -265,6 +263,8 @@ class ObjectionWorkflow:
                 )
             else:
                 steps.append(self._route(row, adapter, filing, now, kept_newer=differs))
+                # The fact is DISPUTED from this commit on: its watchers must hear it.
+                await announce_dispute(session, self._db.backend, token, where, now)
             session.add(row)
             await session.flush()
             await add_steps(session, objection_id, now, steps)
