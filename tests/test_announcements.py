@@ -27,6 +27,7 @@ from credgate.gateway.calendar_file import load_calendar_file
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING, WorkdayCalendar
 from credgate.gateway.workflows.announcement import ANNOUNCEMENT_FIELDS
+from credgate.gateway.workflows.cli import announcement_text
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import enrol_subject
 from tests.workflow_support import (
@@ -122,6 +123,10 @@ async def test_a_creditor_lists_and_objects_during_the_announcement_and_is_refus
         assert shown.announcement_period.working_days == 5
         assert not shown.announcement_period.HasField("met_time")
         assert {f.name for f, _ in shown.ListFields()} <= set(ANNOUNCEMENT_FIELDS)
+        text = announcement_text(shown)  # `credgate announcements`
+        assert "objections open" in text
+        assert "running until 2028-09-12" in text
+        assert number not in text
         wire = shown.SerializeToString()
         for secret in (number, token, subject.institution_id, "eligib", "repayment"):
             assert secret.encode() not in wire, secret
@@ -214,6 +219,8 @@ async def test_a_creditor_lists_and_objects_during_the_announcement_and_is_refus
         [ended] = (await bank.ListAnnouncedRepairApplications(Listing(stage=RULING))).announcements
         assert (ended.stage, ended.objections_open) == (RULING, False)
         assert ended.announcement_period.HasField("met_time")
+        assert "objections closed" in announcement_text(ended)
+        assert "— met" in announcement_text(ended)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await gw.applications(bank_channel).ObjectToRepairApplication(objection)
         parsed = parse_error(caught.value)
