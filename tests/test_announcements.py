@@ -24,9 +24,11 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as stat
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.store_models import AuditEntryRow
 from credgate.gateway.calendar_file import load_calendar_file
+from credgate.gateway.disclosure.parties import audit_purpose
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING, WorkdayCalendar
-from credgate.gateway.workflows.announcement import ANNOUNCEMENT_FIELDS
+from credgate.gateway.workflows.announcement import ANNOUNCEMENT_FIELDS, OBJECTION_STANDING
+from credgate.gateway.workflows.application_service import ANNOUNCEMENT_READERS
 from credgate.gateway.workflows.cli import announcement_text
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import enrol_subject
@@ -66,6 +68,12 @@ def test_the_announcement_message_is_exactly_the_allow_list() -> None:
     fields = [f.name for f in app_pb2.RepairAnnouncement.DESCRIPTOR.fields]
     assert tuple(fields) == ANNOUNCEMENT_FIELDS
     assert not {"subject_token", "eligibility", "steps", "filed_by_institution_id"} & set(fields)
+
+
+def test_every_role_with_standing_to_object_can_find_what_it_objects_to() -> None:
+    assert OBJECTION_STANDING <= ANNOUNCEMENT_READERS
+    for role in OBJECTION_STANDING:  # its objections are audited as the listing is
+        assert audit_purpose(role) == vocab.PURPOSE_PUBLIC_DISCLOSURE
 
 
 async def test_a_creditor_lists_and_objects_during_the_announcement_and_is_refused_after(
