@@ -144,6 +144,22 @@ class RulingNotice:
 
 
 @dataclass(frozen=True)
+class AnnouncementNotice:
+    """A repair application under public announcement, for a source that publishes it (the
+    disclosure platform). Only what an announcement may publish
+    (``gateway.workflows.announcement.ANNOUNCEMENT_FIELDS``); ``reference`` is the gateway's
+    application id (the idempotency key)."""
+
+    reference: str
+    repair_kind: vocabulary_pb2.RepairState.ValueType
+    """What the application asks the subject to become: DISCLOSURE_SUSPENDED or RESTORED."""
+    case_number: str
+    starts_on: dt.date
+    ends_on: dt.date
+    """The period's last day (objections until its end, 24:00 Beijing time)."""
+
+
+@dataclass(frozen=True)
 class SourceReceipt:
     """What a source answered: its own reference and the (source's) day it received it.
 
@@ -182,3 +198,20 @@ class SourceCorrections(Protocol):
 def corrections_of(adapter: SourceAdapter) -> SourceCorrections | None:
     """The adapter's corrections capability, or ``None`` when its source has none."""
     return adapter if isinstance(adapter, SourceCorrections) else None
+
+
+@runtime_checkable
+class SourceAnnouncements(Protocol):
+    """Optional: a source that publishes repair announcements in its public record (the
+    disclosure platform). Same rules as ``SourceCorrections``."""
+
+    async def publish_announcement(
+        self, identity_number: str, announcement: AnnouncementNotice, *, timeout: float
+    ) -> SourceReceipt:
+        """Publish ``announcement`` in the source's public record. Idempotent per reference."""
+        ...
+
+
+def announcements_of(adapter: SourceAdapter) -> SourceAnnouncements | None:
+    """The adapter's announcement capability, or ``None`` when its source has none."""
+    return adapter if isinstance(adapter, SourceAnnouncements) else None

@@ -16,7 +16,11 @@ key), and the gateway's report is where that must become visible. Options:
 
 The platform also takes objections to its records and courts' repair rulings
 (``adapters.base.SourceCorrections``): ``POST /api/v2/debtor/yiyi`` and ``/xiufu``, answered
-with the platform's reference and the day it received them.
+with the platform's reference and the day it received them; and it publishes repair
+applications under public announcement (``adapters.base.SourceAnnouncements``):
+``POST /api/v2/debtor/xfgs`` (修复公示), after which its record of the subject lists each
+announcement (``xfgs``: number, application reference, kind, case, first and last day), mapped
+to ``RECORD_KIND_REPAIR_ANNOUNCEMENT`` records, open until the last day has passed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from credgate.adapters import mapping
 from credgate.adapters.base import (
+    AnnouncementNotice,
     CorrectionRefused,
     MalformedPayload,
     ObjectionFiling,
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 QUERY_PATH = "/api/v2/debtor/query"
 OBJECTION_PATH = "/api/v2/debtor/yiyi"  # 异议
 RULING_PATH = "/api/v2/debtor/xiufu"  # 信用修复
+ANNOUNCEMENT_PATH = "/api/v2/debtor/xfgs"  # 修复公示
 KIND = vocabulary_pb2.SOURCE_KIND_DISCLOSURE_PLATFORM
 OBJECTION_KINDS = {
     "repair_state": "ZT", "case_stage": "JD", "dates": "RQ", "currency": "XZ", "amount": "JE",
@@ -80,6 +86,10 @@ CASE_STAGES: dict[str, vocabulary_pb2.CaseStage.ValueType] = {
 PUBLICATIONS: dict[str, str] = {
     "SXXW": "publication of dishonest behaviour",  # 失信行为公开
     "PCXX": "publication of bankruptcy information",  # 破产信息公开
+}
+ANNOUNCED_KINDS: dict[str, str] = {
+    "TZGK": "stop the disclosure of dishonest-behaviour information",
+    "XYXF": "mark the bankruptcy information as exempted",
 }
 _RESULTS = {"YJL": 1, "WJL": 0}  # 有记录 / 无记录
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -134,6 +144,21 @@ class DisclosurePlatformAdapter(HttpSourceAdapter):
         raw, content_type = await self._transport.post(RULING_PATH, timeout=timeout, json=body)
         return guarded("disclosure platform receipt", lambda: _receipt(raw, content_type, "bgbh"))
 
+    async def publish_announcement(
+        self, identity_number: str, announcement: AnnouncementNotice, *, timeout: float
+    ) -> SourceReceipt:
+        if announcement.repair_kind not in RULING_CODES:
+            raise CorrectionRefused("the disclosure platform announces no such application")
+        body = {
+            "zjhm": identity_number, "ajh": announcement.case_number,
+            "xflx": RULING_CODES[announcement.repair_kind], "sqbh": announcement.reference,
+            "gsqq": announcement.starts_on.isoformat(), "gsqz": announcement.ends_on.isoformat(),
+        }
+        raw, content_type = await self._transport.post(
+            ANNOUNCEMENT_PATH, timeout=timeout, json=body
+        )
+        return guarded("disclosure platform receipt", lambda: _receipt(raw, content_type, "gsbh"))
+
     def _map(
         self, body: bytes, content_type: str, identity_number: str, fetched_at: dt.datetime
     ) -> report_pb2.SourceFacts:
@@ -173,6 +198,10 @@ class DisclosurePlatformAdapter(HttpSourceAdapter):
             for publication in mapping.bounded(record.get("gkjl", []), "gkjl"):
                 facts.records.append(
                     self._publication(_as_dict(publication, "gkjl[]"), as_of, fetched_at, signature)
+                )
+            for announced in mapping.bounded(record.get("xfgs", []), "xfgs"):
+                facts.records.append(
+                    self._announcement(_as_dict(announced, "xfgs[]"), as_of, fetched_at, signature)
                 )
         if latest is not None:
             facts.asserted_state = latest[1]
@@ -234,6 +263,36 @@ class DisclosurePlatformAdapter(HttpSourceAdapter):
             resolved_on=mapping.to_date(ended),
             open=ended is None,
             provenance=self._provenance(item.get("gkbh"), "gkbh", as_of, fetched_at, signature),
+        )
+
+    def _announcement(
+        self,
+        item: dict[str, Any],
+        as_of: dt.datetime,
+        fetched_at: dt.datetime,
+        signature: report_pb2.SignatureStatus.ValueType,
+    ) -> report_pb2.CreditRecord:
+        """A repair application's public announcement: open until its last day has passed
+        (Beijing time, at the gateway's clock when the answer arrived)."""
+        kind = item.get("xflx")
+        if not isinstance(kind, str) or kind not in ANNOUNCED_KINDS:
+            raise MalformedPayload("xflx: unknown code")
+        reference = mapping.text(item.get("sqbh"), "sqbh", max_length=64)
+        starts, ends = _date(item.get("gsqq"), "gsqq"), _date(item.get("gsqz"), "gsqz")
+        if ends < starts:
+            raise MalformedPayload("gsqz: before gsqq")
+        today = fetched_at.astimezone(mapping.CHINA_TZ).date()
+        return report_pb2.CreditRecord(
+            category=vocabulary_pb2.DATA_CATEGORY_BANKRUPTCY_REPAIR,
+            kind=vocabulary_pb2.RECORD_KIND_REPAIR_ANNOUNCEMENT,
+            summary=(
+                f"repair application {reference} announced: {ANNOUNCED_KINDS[kind]}; "
+                f"objections until {ends.isoformat()}"
+            ),
+            occurred_on=mapping.to_date(starts),
+            resolved_on=mapping.to_date(ends),
+            open=today <= ends,
+            provenance=self._provenance(item.get("gsbh"), "gsbh", as_of, fetched_at, signature),
         )
 
 

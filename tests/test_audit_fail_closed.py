@@ -447,6 +447,18 @@ PROBES: dict[str, dict[str, Probe]] = {
             app_stub(e, "bank-demo").ListRepairApplications(app_pb2.ListRepairApplicationsRequest())
         ),
     },
+    "RepairApplicationService.ListAnnouncedRepairApplications": {
+        "allowed": lambda e: unary(
+            app_stub(e, "bank-demo").ListAnnouncedRepairApplications(
+                app_pb2.ListAnnouncedRepairApplicationsRequest()
+            )
+        ),
+        "refused": lambda e: unary(
+            app_stub(e, "regulator-demo").ListAnnouncedRepairApplications(
+                app_pb2.ListAnnouncedRepairApplicationsRequest()
+            )
+        ),
+    },
     "RepairApplicationService.WatchRepairApplication": {
         "refused": lambda e: stream(
             app_stub(e, "bank-demo").WatchRepairApplication(

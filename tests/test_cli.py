@@ -511,6 +511,7 @@ _GATEWAY_JSON: dict[str, list[str]] = {
     ],
     "objections": ["objections", "--institution", "agency-demo"],
     "applications": ["applications", "--institution", "agency-demo"],
+    "announcements": ["announcements", "--institution", "bank-demo"],
 }
 
 

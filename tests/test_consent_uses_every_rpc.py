@@ -66,6 +66,8 @@ UNDER_CONSENT = frozenset(
 WITHOUT_CONSENT: dict[str, str] = {
     S + "RepairApplicationService/ReviewRepairApplication": "the reviewing court, by its office",
     S + "RepairApplicationService/RuleOnRepairApplication": "the ruling court, by its office",
+    S + "RepairApplicationService/ListAnnouncedRepairApplications": "what was announced under "
+    "law (PUBLIC_DISCLOSURE, measures Art. 7)",
     S + "ObjectionService/RecordSourceReply": "the source's provider, about its own record",
     S + "ObjectionService/ListOverdueObjections": "a regulator's oversight (redacted)",
     S + "SelfInquiryService/ListOwnConsents": "the subject about themself (self-inquiry)",

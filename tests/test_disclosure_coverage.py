@@ -55,6 +55,8 @@ DISCLOSING: dict[str, str] = {
     S + "RepairApplicationService/ListRepairApplications": "applications and their eligibility",
     S + "RepairApplicationService/WatchRepairApplication": "the application at every change",
     S + "RepairApplicationService/ReviewRepairApplication": "the reviewed application",
+    S + "RepairApplicationService/ListAnnouncedRepairApplications": "what an announcement "
+    "publishes about each announced application",
     S + "RepairApplicationService/RuleOnRepairApplication": "the ruled application",
     S + "ObjectionService/FileObjection": "the objection to a fact",
     S + "ObjectionService/GetObjection": "the objection to a fact",
@@ -323,6 +325,13 @@ def _allowed_calls(w: World) -> dict[str, Callable[[], Awaitable[str]]]:
                 )
             ),
         ),
+        S + "RepairApplicationService/ListAnnouncedRepairApplications": lambda: unary(
+            w,  # after the review above: the application is announced
+            "bank-demo",
+            lambda ch: apps(ch).ListAnnouncedRepairApplications(
+                app_pb2.ListAnnouncedRepairApplicationsRequest()
+            ),
+        ),
         S + "RepairApplicationService/RuleOnRepairApplication": lambda: _rule(w),
         S + "ObjectionService/FileObjection": lambda: unary(
             w,
@@ -484,6 +493,13 @@ def _denials(w: World, present: bool) -> dict[str, Callable[[], Awaitable[tuple[
             "bank-demo",
             lambda ch: apps(ch).ReviewRepairApplication(
                 app_pb2.ReviewRepairApplicationRequest(application_id=app_id, approve=True)
+            ),
+        ),
+        S + "RepairApplicationService/ListAnnouncedRepairApplications": lambda: denial(
+            w,
+            "regulator-demo",
+            lambda ch: apps(ch).ListAnnouncedRepairApplications(
+                app_pb2.ListAnnouncedRepairApplicationsRequest()
             ),
         ),
         S + "RepairApplicationService/RuleOnRepairApplication": lambda: denial(

@@ -195,6 +195,9 @@ LISTINGS = {
     "credit_repair.v1.RepairApplicationService/ListRepairApplications": Listing(
         "court-demo", "agency-demo", "applications"
     ),
+    "credit_repair.v1.RepairApplicationService/ListAnnouncedRepairApplications": Listing(
+        "bank-demo", "lessor-demo", "announcements"
+    ),
     "credit_repair.v1.ReconciliationService/ListOpenContradictions": Listing(
         "regulator-demo", SECOND_REGULATOR, "contradictions"
     ),

@@ -10,6 +10,11 @@ Native API (what the real platform's integration guide describes)::
     POST /api/v2/debtor/xiufu   a court's repair ruling (信用修复): {"zjhm", "ajh" case,
                                 "ztdm" TZGK | XYXF, "cdwh" ruling number, "cdrq" ruled on,
                                 "wbbh"} → {"fhm": "0000", "bgbh" change number, "slrq"}
+    POST /api/v2/debtor/xfgs    a repair application's public announcement (修复公示):
+                                {"zjhm", "ajh" case, "xflx" TZGK | XYXF, "sqbh" application
+                                reference, "gsqq" first day, "gsqz" last day}
+                                → {"fhm": "0000", "gsbh" announcement number, "slrq"}; the
+                                debtor's record then lists it under ``xfgs`` (signed with it)
 
 Field names are pinyin abbreviations (``xm`` name, ``zjhm`` identity number, ``ajh`` case
 number, ``ajlx`` case kind, ``ajjd`` case stage, ``slrq`` accepted on, ``kcqq``/``kcqz``
@@ -52,6 +57,7 @@ QUERY_PATH = "/api/v2/debtor/query"
 KEYS_PATH = "/api/v2/keys"
 OBJECTION_PATH = "/api/v2/debtor/yiyi"
 RULING_PATH = "/api/v2/debtor/xiufu"
+ANNOUNCEMENT_PATH = "/api/v2/debtor/xfgs"
 OBJECTION_KINDS = frozenset({"ZT", "JD", "RQ", "XZ", "JE", "CZ", "QT"})
 RULING_CODES = {"TZGK": State.DISCLOSURE_SUSPENDED, "XYXF": State.RESTORED}
 AS_OF_LAG = dt.timedelta(hours=2)
@@ -168,6 +174,8 @@ class DisclosurePlatformMock(HttpMockSource):
         self._query_count = 0
         self.desk = CorrectionDesk("DPYY")
         """Objections received and rulings recorded (``adapters.mocks.corrections``)."""
+        self.announcements: dict[str, dict[str, dict[str, str]]] = {}
+        """Per identity number, the announcements published (``xfgs`` items) by reference."""
 
     @property
     def public_key(self) -> str:
@@ -185,6 +193,7 @@ class DisclosurePlatformMock(HttpMockSource):
             web.get(KEYS_PATH, self._keys),
             web.post(OBJECTION_PATH, self._objection),
             web.post(RULING_PATH, self._ruling),
+            web.post(ANNOUNCEMENT_PATH, self._announcement),
         ]
 
     async def _keys(self, _: web.Request) -> web.Response:
@@ -217,6 +226,9 @@ class DisclosurePlatformMock(HttpMockSource):
         if subject is not None and subject.case is not None and state is not State.NO_RECORD:
             assert state is not None
             record = render_record(subject, state, with_publications=with_publications)
+            announced = self.announcements.get(identity_number)
+            if announced and with_publications:
+                record["xfgs"] = [dict(item) for item in announced.values()]
             if self.sign_records:
                 records.append({"nr": record, "qm": sign(self._key, record), "gyid": KEY_ID})
             else:
@@ -260,6 +272,33 @@ class DisclosurePlatformMock(HttpMockSource):
         change = self.desk.record_ruling(reference, subject, RULING_CODES[body["ztdm"]], ruled_on)
         return _json({"fhm": "0000", "fhxx": "已更新", "bgbh": change,
                       "slrq": ruled_on.isoformat()})
+
+    async def _announcement(self, request: web.Request) -> web.Response:
+        """Publish an announcement; the same ``sqbh`` again is the same announcement."""
+        body = await _body(request)
+        if body is None or body.get("xflx") not in RULING_CODES:
+            return _error(400, "E001", "请求参数错误")
+        texts = [body.get(k) for k in ("zjhm", "ajh", "sqbh", "gsqq", "gsqz")]
+        if not all(isinstance(t, str) and t for t in texts):
+            return _error(400, "E001", "请求参数错误")
+        number, case_number, reference, first, last = (str(t) for t in texts)
+        subject = self.desk.subject(self.population, number)
+        if subject is None or subject.case is None or subject.case.case_number != case_number:
+            return _json({"fhm": "E404", "fhxx": "无此案件"})
+        try:
+            starts, ends = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        except ValueError:
+            return _error(400, "E001", "请求参数错误")
+        if ends < starts:
+            return _error(400, "E001", "请求参数错误")
+        known = self.announcements.setdefault(number, {})
+        number_given = "GS" + hashlib.sha256(reference.encode()).hexdigest()[:12].upper()
+        known[reference] = {
+            "gsbh": number_given, "sqbh": reference, "xflx": str(body["xflx"]),
+            "ajh": case_number, "gsqq": starts.isoformat(), "gsqz": ends.isoformat(),
+        }
+        return _json({"fhm": "0000", "fhxx": "已公示", "gsbh": number_given,
+                      "slrq": starts.isoformat()})
 
     def _resign(self, item: dict[str, Any]) -> None:
         item["qm"] = sign(self._key, item["nr"])

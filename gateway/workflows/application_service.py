@@ -26,6 +26,7 @@ from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_
 from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as app_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
+from credgate.consent import policy
 from credgate.core.errors import GatewayError, build_status
 from credgate.core.institution import Institution
 from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -40,6 +41,7 @@ from credgate.gateway.protection.page_tokens import PageScope, PageTokens
 from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workflows import render
+from credgate.gateway.workflows.announcement import OBJECTION_STANDING, publish
 from credgate.gateway.workflows.applications import (
     DEFAULT_ANNOUNCEMENT_DAYS,
     Allowed,
@@ -67,19 +69,23 @@ RULE = audit_pb2.AUDIT_ACTION_RULE_ON_REPAIR_APPLICATION
 KINDS = frozenset(
     {app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE, app_pb2.REPAIR_APPLICATION_KIND_MARK_EXEMPTED}
 )
-CREDITORS = frozenset(
-    {
-        vocab.INSTITUTION_ROLE_FINANCIAL_INSTITUTION,
-        vocab.INSTITUTION_ROLE_COMMERCIAL_INSTITUTION,
-        vocab.INSTITUTION_ROLE_TAX_AUTHORITY,
-    }
-)
+PUBLIC = vocab.PURPOSE_PUBLIC_DISCLOSURE
+ANNOUNCEMENT_READERS = policy.PURPOSE_RULES[PUBLIC].roles
+"""Who may list announcements: the PUBLIC_DISCLOSURE row of the policy table (what was
+announced under law, measures Art. 7) — every role with standing to object among them."""
+ANNOUNCED_STAGES = {
+    app_pb2.REPAIR_APPLICATION_STAGE_UNSPECIFIED: None,
+    app_pb2.REPAIR_APPLICATION_STAGE_PUBLIC_ANNOUNCEMENT: True,
+    app_pb2.REPAIR_APPLICATION_STAGE_RULING: False,
+}
+"""The listing's stage filter → whether the period runs (None: either)."""
 NOT_FOUND = Refusal(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
 REPAIR_REQUIRED = frozenset({vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR})
 RULING_NUMBER = re.compile(r"[^\x00-\x1f]{1,64}")
 REPAIR = [vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR]
 SERVICE_NAME = "credit_repair.v1.RepairApplicationService"
 LIST_REPAIR_APPLICATIONS = SERVICE_NAME + "/ListRepairApplications"
+LIST_ANNOUNCED = SERVICE_NAME + "/ListAnnouncedRepairApplications"
 
 
 def not_eligible(eligibility: app_pb2.Eligibility) -> GatewayError:
@@ -266,7 +272,8 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
                 READ,
                 grpc.StatusCode.PERMISSION_DENIED,
                 "ROLE_NOT_PERMITTED",
-                "this role has no repair applications to list",
+                "this role has no repair applications to list; announced applications are "
+                "listed by ListAnnouncedRepairApplications",
             )
         scope = PageScope(
             LIST_REPAIR_APPLICATIONS, caller.institution_id, (*filters, request.open_only)
@@ -359,7 +366,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> app_pb2.ObjectToRepairApplicationResponse:
         caller = self._identify(context)
-        if caller.role not in CREDITORS:
+        if caller.role not in OBJECTION_STANDING:
             raise await self._callers.refuse(
                 caller,
                 OBJECT,
@@ -388,6 +395,98 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         response = app_pb2.ObjectToRepairApplicationResponse()
         if view.row.announcement_due_at is not None:
             response.announcement_end_time.FromDatetime(view.row.announcement_due_at)
+        return response
+
+    async def ListAnnouncedRepairApplications(
+        self,
+        request: app_pb2.ListAnnouncedRepairApplicationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> app_pb2.ListAnnouncedRepairApplicationsResponse:
+        caller = self._identify(context)
+        if caller.role not in ANNOUNCEMENT_READERS:
+            raise await self._callers.refuse(
+                caller,
+                READ,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ROLE_NOT_PERMITTED",
+                "this role may not read public announcements",
+                purpose=PUBLIC,
+            )
+        violations: list[tuple[str, str]] = []
+        if request.stage not in ANNOUNCED_STAGES:
+            violations.append(("stage", "must be unset, PUBLIC_ANNOUNCEMENT or RULING"))
+        since = (
+            request.announced_after.ToDatetime(dt.UTC)
+            if request.HasField("announced_after")
+            else None
+        )
+        until = (
+            request.announced_before.ToDatetime(dt.UTC)
+            if request.HasField("announced_before")
+            else None
+        )
+        if since is not None and until is not None and until <= since:
+            violations.append(("announced_before", "must be later than announced_after"))
+        scope = PageScope(
+            LIST_ANNOUNCED,
+            caller.institution_id,
+            (
+                int(request.stage),
+                since.isoformat() if since else "",
+                until.isoformat() if until else "",
+            ),
+        )
+        try:
+            if violations:
+                raise invalid(violations)
+            after = page_cursor(self._page_tokens, request.page_size, request.page_token, scope)
+        except GatewayError:
+            await self._callers.record(caller, READ, reason="INVALID_REQUEST", purpose=PUBLIC)
+            raise
+        now = self._clock()
+        views, more = await self._workflow.announced_page(
+            now,
+            running=ANNOUNCED_STAGES[request.stage],
+            announced_after=since,
+            announced_before=until,
+            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            after=after,
+        )
+        if not views:  # nothing about anyone is released; the listing is still recorded
+            await self._callers.record(caller, READ, purpose=PUBLIC)
+        calendar = self._workflow.calendar
+
+        def announce(
+            view: ApplicationView,
+        ) -> Callable[[Admission], Awaitable[app_pb2.RepairAnnouncement]]:
+            async def produce(_: Admission) -> app_pb2.RepairAnnouncement:
+                return publish(view, now, calendar)
+
+            return produce
+
+        shown = await self._gate.disclose_each(
+            [
+                (
+                    Ask(
+                        caller,
+                        READ,
+                        v.row.subject_token,
+                        PUBLIC,
+                        required=REPAIR_REQUIRED,
+                        refusal=NOT_FOUND,
+                    ),
+                    announce(v),
+                )
+                for v in views
+            ]
+        )
+        response = app_pb2.ListAnnouncedRepairApplicationsResponse(announcements=shown)
+        if more and views:
+            last = views[-1].row
+            assert last.reviewed_at is not None
+            response.next_page_token = self._page_tokens.issue(
+                scope, (last.reviewed_at, last.application_id)
+            )
         return response
 
     async def RuleOnRepairApplication(

@@ -59,7 +59,13 @@ from credgate.gateway.workflows.common import (
 )
 from credgate.gateway.workflows.eligibility import case_of, evaluate
 from credgate.gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, details_context
-from credgate.gateway.workflows.outbox import RULING_PROPAGATION, Message, Outbox, RetryLater
+from credgate.gateway.workflows.outbox import (
+    ANNOUNCEMENT_PUBLICATION,
+    RULING_PROPAGATION,
+    Message,
+    Outbox,
+    RetryLater,
+)
 
 log = logging.getLogger(__name__)
 TABLE = "repair_applications"
@@ -224,10 +230,16 @@ class ApplicationWorkflow:
     ) -> ApplicationView:
         now = self._clock()
         view = await self._in_stage(application_id, REVIEW, now)
+        publication: Message | None = None
         async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
             row.reviewed_at, row.reviewed_by = now, reviewer
             if approve:
+                # Published in the disclosure platform's public record after the commit
+                # (``workflows.announcement_delivery``), as a ruling is carried.
+                publication = self._outbox.enqueue(
+                    session, ANNOUNCEMENT_PUBLICATION, application_id
+                )
                 period = self.calendar.deadline(now, days)
                 row.stage, row.announcement_days = ANNOUNCEMENT, days
                 row.announcement_due_at = period.due_at
@@ -261,15 +273,20 @@ class ApplicationWorkflow:
                 session, application_id, now, steps, detail=reason or None, sealer=self.sealer
             )
             _touch(row, now)
+        if publication is not None and ANNOUNCEMENT_PUBLICATION in self._outbox.handlers:
+            self._changes.changed(application_id)
+            await self._outbox.deliver(publication)  # at once; the outbox retries if not
         return await self._changed(application_id)
 
     async def lodge_objection(
         self, creditor: str, application_id: str, grounds: str, allowed: Allowed
     ) -> ApplicationView:
         now = self._clock()
-        view = await self._in_stage(application_id, ANNOUNCEMENT, now, hide=True)
+        view = await self._announced(application_id, now)
         async with decided_write(self.database, allowed) as session:
             row = await self._fresh(session, view)
+            if row.announcement_due_at is not None and now >= row.announcement_due_at:
+                raise _announcement_ended(row.announcement_due_at)  # ended meanwhile
             row.objection_count += 1
             await add_steps(
                 session,
@@ -464,6 +481,42 @@ class ApplicationWorkflow:
         views = [v for i in ids[:limit] if (v := await self.get(i)) is not None]
         return views, len(ids) > limit
 
+    async def announced_page(
+        self,
+        now: dt.datetime,
+        *,
+        running: bool | None,
+        announced_after: dt.datetime | None,
+        announced_before: dt.datetime | None,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> tuple[list[ApplicationView], bool]:
+        """Open applications that were announced, newest announcement first: ``running``
+        True only those whose period runs at ``now``, False only those whose period ended,
+        None both; announced in [``announced_after``, ``announced_before``)."""
+        row = RepairApplicationRow
+        query = select(row.application_id).where(
+            row.closed_at.is_(None),
+            row.outcome == 0,
+            row.reviewed_at.is_not(None),
+            row.announcement_due_at.is_not(None),
+        )
+        if running is True:
+            query = query.where(row.announcement_due_at > now)
+        elif running is False:
+            query = query.where(row.announcement_due_at <= now)
+        if announced_after is not None:
+            query = query.where(row.reviewed_at >= announced_after)
+        if announced_before is not None:
+            query = query.where(row.reviewed_at < announced_before)
+        if after is not None:
+            query = query.where(tuple_(row.reviewed_at, row.application_id) < tuple_(*after))
+        query = query.order_by(row.reviewed_at.desc(), row.application_id.desc()).limit(limit + 1)
+        async with self.database.session() as session:
+            ids = list(await session.scalars(query))
+        views = [v for i in ids[:limit] if (v := await self.get(i)) is not None]
+        return views, len(ids) > limit
+
     async def _open_of_kind(
         self, token: str, kind: int, session: AsyncSession | None = None
     ) -> str | None:
@@ -477,17 +530,13 @@ class ApplicationWorkflow:
         async with self.database.session() as fresh:
             return await fresh.scalar(query)
 
-    async def _in_stage(
-        self, application_id: str, stage: int, now: dt.datetime, *, hide: bool = False
-    ) -> ApplicationView:
+    async def _in_stage(self, application_id: str, stage: int, now: dt.datetime) -> ApplicationView:
         view = await self.get(application_id)
         if view is None:
             raise fail(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
         current = current_stage(view.row, now)
         if view.row.outcome == 0 and current == stage:
             return view
-        if hide:
-            raise fail(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
         if stage == RULING and current == ANNOUNCEMENT:
             raise fail(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -499,6 +548,24 @@ class ApplicationWorkflow:
             "WRONG_STAGE",
             "the application is not at that stage",
         )
+
+    async def _announced(self, application_id: str, now: dt.datetime) -> ApplicationView:
+        """The application, if an objection may be lodged now. One never announced (under
+        review, rejected at review) is NOT_FOUND: what was not announced is not public. One
+        whose announcement has ended — ruled on or not — is FAILED_PRECONDITION
+        ANNOUNCEMENT_ENDED with the end (it was public, so saying so tells nothing new)."""
+        view = await self.get(application_id)
+        row = view.row if view is not None else None
+        if (
+            view is None
+            or row is None
+            or row.reviewed_at is None
+            or row.announcement_due_at is None
+        ):
+            raise fail(grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND", "no such application")
+        if row.outcome != 0 or now >= row.announcement_due_at:
+            raise _announcement_ended(row.announcement_due_at)
+        return view
 
     async def _fresh(self, session: AsyncSession, view: ApplicationView) -> RepairApplicationRow:
         """The row, locked for this transaction, if it is still the version ``view`` read;
@@ -532,6 +599,15 @@ def _kind_words(kind: int) -> str:
     if kind == app_pb2.REPAIR_APPLICATION_KIND_STOP_DISCLOSURE:
         return "stop the disclosure of dishonest-behaviour information"
     return "mark the bankruptcy information as exempted"
+
+
+def _announcement_ended(due_at: dt.datetime) -> GatewayError:
+    return GatewayError.of(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the public announcement period has ended; objections are no longer accepted",
+        "ANNOUNCEMENT_ENDED",
+        metadata={"announcement_end_time": due_at.astimezone(dt.UTC).isoformat()},
+    )
 
 
 def _already_open() -> GatewayError:

@@ -127,14 +127,17 @@ class Callers:
         categories: Iterable[vocab.DataCategory.ValueType] = (),
         source_ids: Iterable[str] = (),
         within: AsyncSession | None = None,
+        purpose: vocab.Purpose.ValueType | None = None,
     ) -> int:
         """Append the decision; return its log index. Raises AUDIT_UNAVAILABLE (fail closed).
         ``within``: in that write transaction, committed with the change it allows
-        (``core.storage.decided_write``)."""
+        (``core.storage.decided_write``). ``purpose``: the one the call is decided under, when
+        it names one for every caller (the announcement listing's PUBLIC_DISCLOSURE); else the
+        role's (``audit_purpose``)."""
         receipt = await self._audit.record(
             caller,
             action,
-            purpose=audit_purpose(caller.role),
+            purpose=audit_purpose(caller.role) if purpose is None else purpose,
             reason=reason,
             subject_token=subject_token,
             consent_id=consent_id,
@@ -154,9 +157,12 @@ class Callers:
         message: str,
         *,
         subject_token: str = "",
+        purpose: vocab.Purpose.ValueType | None = None,
     ) -> RecordedRefusal:
         """Record a refusal and return the error to raise."""
-        await self.record(caller, action, reason=reason, subject_token=subject_token)
+        await self.record(
+            caller, action, reason=reason, subject_token=subject_token, purpose=purpose
+        )
         return RecordedRefusal(
             build_status(code, message, reason, metadata={"role": caller.role_name})
         )

@@ -86,6 +86,28 @@ def application_text(a: app_pb2.RepairApplication) -> str:
     return "\n".join(head + _history(a.deadlines, a.steps))
 
 
+def announcement_text(a: app_pb2.RepairAnnouncement) -> str:
+    """One announced application as a creditor sees it: only what the announcement publishes."""
+    kind = _name(app_pb2.RepairApplicationKind, a.kind, "REPAIR_APPLICATION_KIND_")
+    objections = "objections open" if a.objections_open else "objections closed"
+    return "\n".join(
+        [
+            f"{a.application_id}  {kind}: case {a.case_number}, {a.masked_identity_number}",
+            f"  announced {a.announcement_start_time.ToDatetime():%Y-%m-%d %H:%M} UTC; "
+            f"{objections}",
+            deadline_text(a.announcement_period),
+        ]
+    )
+
+
+STAGE_FILTERS = {
+    "all": app_pb2.REPAIR_APPLICATION_STAGE_UNSPECIFIED,
+    "running": app_pb2.REPAIR_APPLICATION_STAGE_PUBLIC_ANNOUNCEMENT,
+    "ended": app_pb2.REPAIR_APPLICATION_STAGE_RULING,
+}
+"""``credgate announcements --stage``: the listing's stage filter."""
+
+
 async def _run(args: argparse.Namespace, which: str) -> int:
     from credgate.gateway.client import CredgateClient
     from credgate.gateway.wire_errors import parse_error
@@ -104,6 +126,19 @@ async def _run(args: argparse.Namespace, which: str) -> int:
             ).objections
             messages = objections
             texts = [objection_text(o) for o in objections]
+        elif which == "announcements":
+            announcements = (
+                await app_grpc.RepairApplicationServiceStub(
+                    channel
+                ).ListAnnouncedRepairApplications(
+                    app_pb2.ListAnnouncedRepairApplicationsRequest(
+                        stage=STAGE_FILTERS[args.stage], page_size=200
+                    ),
+                    timeout=args.timeout,
+                )
+            ).announcements
+            messages = announcements
+            texts = [announcement_text(a) for a in announcements]
         else:
             applications = (
                 await app_grpc.RepairApplicationServiceStub(channel).ListRepairApplications(
@@ -128,21 +163,39 @@ async def _run(args: argparse.Namespace, which: str) -> int:
 
 
 def add_workflow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``objections`` and ``applications`` to the ``credgate`` subcommands."""
+    """Add ``objections``, ``applications`` and ``announcements`` to the ``credgate``
+    subcommands."""
     for which, what in (
         ("objections", "objections to facts and their deadlines"),
         ("applications", "repair applications and their stages"),
+        ("announcements", "announced repair applications (creditors: to object in time)"),
     ):
+        announced = which == "announcements"
         p = command(
             sub,
             which,
             help=f"list {what}",
-            examples=[
-                f"credgate {which} --institution subject.<key> --open",
-                f"credgate {which} --institution agency-demo --json",
-            ],
+            examples=(
+                [
+                    "credgate announcements --institution bank-demo --stage running",
+                    "credgate announcements --institution bank-demo --json",
+                ]
+                if announced
+                else [
+                    f"credgate {which} --institution subject.<key> --open",
+                    f"credgate {which} --institution agency-demo --json",
+                ]
+            ),
         )
-        p.add_argument("--open", action="store_true", help="only open ones")
+        if announced:
+            p.add_argument(
+                "--stage",
+                choices=sorted(STAGE_FILTERS),
+                default="all",
+                help="running: objections open; ended: awaiting the ruling",
+            )
+        else:
+            p.add_argument("--open", action="store_true", help="only open ones")
         p.add_argument("--target", default="127.0.0.1:50051")
         p.add_argument("--pki-dir", default="var/demo/pki")
         p.add_argument("--institution", required=True, help="whose certificate to use")

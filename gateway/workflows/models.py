@@ -173,7 +173,8 @@ class OutboxRow(Base):
     )
     kind: Mapped[str] = mapped_column(String(OUTBOX_KIND_LENGTH))
     """What to do: ``objection_filing`` (submit the objection to its source) or
-    ``ruling_propagation`` (carry a granted ruling to the sources)."""
+    ``ruling_propagation`` (carry a granted ruling to the sources),
+    ``announcement_publication`` (publish an approved application's announcement)."""
     workflow_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_LENGTH))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

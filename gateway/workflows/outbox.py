@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 OBJECTION_FILING = "objection_filing"
 RULING_PROPAGATION = "ruling_propagation"
+ANNOUNCEMENT_PUBLICATION = "announcement_publication"
 LEASE_SECONDS = 60.0
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 300.0

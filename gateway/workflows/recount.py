@@ -7,8 +7,10 @@ it) the same period may end on another day. So at start every *running* period �
 waiting for the subject's filing or the source's reply, an application's announcement not yet
 ruled on — is counted again from its start on the current calendar, and where the last day
 differs the row takes the new instant, with a DEADLINE_RECOUNTED step saying what moved and
-why. Counting is deterministic, so replicas starting together agree, and a second run changes
-nothing (each change re-checks the row under its lock, in its own transaction).
+why — and a moved announcement is published again in the disclosure platform's public record
+(an ``announcement_publication`` message in the same transaction). Counting is deterministic,
+so replicas starting together agree, and a second run changes nothing (each change re-checks
+the row under its lock, in its own transaction).
 
 Periods already met (the subject filed, the source replied, the court ruled) keep the day they
 were held to. A recount can move a day earlier as well as later: the notice decides. Only a
@@ -31,9 +33,10 @@ from credgate.core.storage.decided_write import decided_write
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date, end_of_day
 from credgate.gateway.workflows.applications import ANNOUNCEMENT
 from credgate.gateway.workflows.common import GATEWAY_ACTOR, Changes, add_steps
-from credgate.gateway.workflows.models import ObjectionRow, RepairApplicationRow
+from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from credgate.gateway.workflows.objection_store import AWAITING_SOURCE, AWAITING_SUBJECT
 from credgate.gateway.workflows.objections import SOURCE_REPLY_DAYS, SUBJECT_FILING_DAYS
+from credgate.gateway.workflows.outbox import ANNOUNCEMENT_PUBLICATION, Outbox
 
 log = logging.getLogger(__name__)
 RECOUNTED = "DEADLINE_RECOUNTED"
@@ -75,8 +78,11 @@ async def recount_deadlines(
     calendar: WorkdayCalendar,
     clock: Callable[[], dt.datetime],
     changes: Changes | None = None,
+    outbox: Outbox | None = None,
 ) -> list[str]:
-    """Recount every running period on ``calendar``; the ids of the workflows that moved."""
+    """Recount every running period on ``calendar``; the ids of the workflows that moved.
+    With ``outbox``, a moved announcement is published again (its new last day) in the
+    disclosure platform's public record (``workflows.announcement_delivery``)."""
     moved: list[str] = []
     async with database.session() as session:
         objections = list(
@@ -98,7 +104,7 @@ async def recount_deadlines(
         if await _recount_objection(database, calendar, clock, objection_id):
             moved.append(objection_id)
     for application_id in applications:
-        if await _recount_application(database, calendar, clock, application_id):
+        if await _recount_application(database, calendar, clock, application_id, outbox):
             moved.append(application_id)
     for workflow_id in moved:
         if changes is not None:
@@ -143,6 +149,7 @@ async def _recount_application(
     calendar: WorkdayCalendar,
     clock: Callable[[], dt.datetime],
     application_id: str,
+    outbox: Outbox | None = None,
 ) -> bool:
     async with decided_write(database, None) as session:
         row = await session.get(RepairApplicationRow, application_id, with_for_update=True)
@@ -166,4 +173,8 @@ async def _recount_application(
         note = _note("the public announcement period", stored, new, calendar)
         step = (RECOUNTED, wf.RESPONSIBLE_PARTY_GATEWAY, GATEWAY_ACTOR)
         await add_steps(session, application_id, now, [(*step, note)])
+        if outbox is not None:  # unless a publication is pending already: it reads the row
+            pending = Outbox.message_id(ANNOUNCEMENT_PUBLICATION, application_id)
+            if await session.get(OutboxRow, pending) is None:
+                outbox.enqueue(session, ANNOUNCEMENT_PUBLICATION, application_id)
     return True

@@ -48,6 +48,7 @@ from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.watch.slots import WatchSlots
 from credgate.gateway.workdays import WorkdayCalendar
+from credgate.gateway.workflows.announcement_delivery import AnnouncementPublisher
 from credgate.gateway.workflows.application_service import RepairApplicationServicer
 from credgate.gateway.workflows.applications import ApplicationWorkflow
 from credgate.gateway.workflows.callers import Callers
@@ -146,6 +147,14 @@ class Workflows:
             outbox=self.outbox,
             source_timeout=source_timeout,
         )
+        AnnouncementPublisher(  # registers itself on the outbox
+            applications,
+            self.adapters,
+            self.outbox,
+            self.changes,
+            clock=self.clock,
+            source_timeout=source_timeout,
+        )
         self.objections = ObjectionServicer(
             objections,
             callers,
@@ -185,7 +194,9 @@ class Workflows:
     async def recount(self) -> list[str]:
         """Recount the running deadlines on this calendar (``workflows.recount``): at start,
         so a year's notice loaded since they were counted moves their days. The ids moved."""
-        return await recount_deadlines(self.database, self.calendar, self.clock, self.changes)
+        return await recount_deadlines(
+            self.database, self.calendar, self.clock, self.changes, self.outbox
+        )
 
     def start(self) -> None:
         """Start draining the outbox: once now (what a crashed replica left), then every

@@ -749,6 +749,143 @@ class ObjectToRepairApplicationRequest(_message.Message):
 Global___ObjectToRepairApplicationRequest: _TypeAlias = ObjectToRepairApplicationRequest  # noqa: Y015
 
 @_typing.final
+class RepairAnnouncement(_message.Message):
+    """One application as its public announcement publishes it. The allow-list of what an
+    announcement may publish (gateway/workflows/announcement.py, docs/workflows.md): enough for
+    a creditor to recognise its debtor's case and object in time — never the subject token,
+    the eligibility, the steps, the grounds of objections, the filer or any financial detail.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    MASKED_IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    ANNOUNCEMENT_START_TIME_FIELD_NUMBER: _builtins.int
+    ANNOUNCEMENT_PERIOD_FIELD_NUMBER: _builtins.int
+    OBJECTIONS_OPEN_FIELD_NUMBER: _builtins.int
+    application_id: _builtins.str
+    """The application's id (what an objection names)."""
+    kind: Global___RepairApplicationKind.ValueType
+    """What is applied for."""
+    stage: Global___RepairApplicationStage.ValueType
+    """PUBLIC_ANNOUNCEMENT while the period runs; RULING once it has ended."""
+    case_number: _builtins.str
+    """The bankruptcy case the application concerns, as the court numbered it."""
+    masked_identity_number: _builtins.str
+    """The subject's identity number masked as reports show it: the region code and the check
+    character, the eleven between starred (enough to tell two people apart, not to recover
+    the number).
+    """
+    objections_open: _builtins.bool
+    """True while objections may be lodged (the period runs)."""
+    @_builtins.property
+    def announcement_start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the announcement began (the review's approval)."""
+
+    @_builtins.property
+    def announcement_period(self) -> _workflow_pb2.Deadline:
+        """The announcement period: working days, last day, end instant, provisional or firm."""
+
+    def __init__(
+        self,
+        *,
+        application_id: _builtins.str = ...,
+        kind: Global___RepairApplicationKind.ValueType = ...,
+        stage: Global___RepairApplicationStage.ValueType = ...,
+        case_number: _builtins.str = ...,
+        masked_identity_number: _builtins.str = ...,
+        announcement_start_time: _timestamp_pb2.Timestamp | None = ...,
+        announcement_period: _workflow_pb2.Deadline | None = ...,
+        objections_open: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["announcement_period", b"announcement_period", "announcement_start_time", b"announcement_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcement_period", b"announcement_period", "announcement_start_time", b"announcement_start_time", "application_id", b"application_id", "case_number", b"case_number", "kind", b"kind", "masked_identity_number", b"masked_identity_number", "objections_open", b"objections_open", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairAnnouncement: _TypeAlias = RepairAnnouncement  # noqa: Y015
+
+@_typing.final
+class ListAnnouncedRepairApplicationsRequest(_message.Message):
+    """Asks for a page of announced applications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    ANNOUNCED_AFTER_FIELD_NUMBER: _builtins.int
+    ANNOUNCED_BEFORE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most announcements to return; 0 means 50, values above 200 are treated as 200."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page. It only marks a
+    position, must come with the same filter, and never grants access to anything.
+    """
+    stage: Global___RepairApplicationStage.ValueType
+    """UNSPECIFIED: both; PUBLIC_ANNOUNCEMENT: only those whose period runs; RULING: only those
+    whose period has ended (awaiting the ruling). Other stages are INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def announced_after(self) -> _timestamp_pb2.Timestamp:
+        """Only announcements that began at or after this instant; unset: no lower bound."""
+
+    @_builtins.property
+    def announced_before(self) -> _timestamp_pb2.Timestamp:
+        """Only announcements that began before this instant; unset: no upper bound. Must be later
+        than announced_after when both are set.
+        """
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        stage: Global___RepairApplicationStage.ValueType = ...,
+        announced_after: _timestamp_pb2.Timestamp | None = ...,
+        announced_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["announced_after", b"announced_after", "announced_before", b"announced_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announced_after", b"announced_after", "announced_before", b"announced_before", "page_size", b"page_size", "page_token", b"page_token", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnnouncedRepairApplicationsRequest: _TypeAlias = ListAnnouncedRepairApplicationsRequest  # noqa: Y015
+
+@_typing.final
+class ListAnnouncedRepairApplicationsResponse(_message.Message):
+    """A page of announced applications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANNOUNCEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def announcements(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepairAnnouncement]:
+        """The announcements, newest first."""
+
+    def __init__(
+        self,
+        *,
+        announcements: _abc.Iterable[Global___RepairAnnouncement] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcements", b"announcements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnnouncedRepairApplicationsResponse: _TypeAlias = ListAnnouncedRepairApplicationsResponse  # noqa: Y015
+
+@_typing.final
 class ObjectToRepairApplicationResponse(_message.Message):
     """The acknowledgement."""
 

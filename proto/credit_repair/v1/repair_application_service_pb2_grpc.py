@@ -87,6 +87,11 @@ class RepairApplicationServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationResponse.FromString,
                 _registered_method=True)
+        self.ListAnnouncedRepairApplications = channel.unary_unary(
+                '/credit_repair.v1.RepairApplicationService/ListAnnouncedRepairApplications',
+                request_serializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsResponse.FromString,
+                _registered_method=True)
         self.RuleOnRepairApplication = channel.unary_unary(
                 '/credit_repair.v1.RepairApplicationService/RuleOnRepairApplication',
                 request_serializer=credit__repair_dot_v1_dot_repair__application__service__pb2.RuleOnRepairApplicationRequest.SerializeToString,
@@ -173,9 +178,27 @@ class RepairApplicationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ObjectToRepairApplication(self, request, context):
-        """Lodges an objection to an application under public announcement (creditors).
+        """Lodges an objection to an application under public announcement. Only the roles with
+        standing to object (creditors: financial and commercial institutions, tax authorities),
+        and only while the announcement period runs.
         Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); NOT_FOUND (APPLICATION_NOT_FOUND, also for
-        an application that is not under announcement); INVALID_ARGUMENT (INVALID_REQUEST).
+        an application never announced: what was not announced is not public);
+        FAILED_PRECONDITION (ANNOUNCEMENT_ENDED: the period is over; ErrorInfo metadata
+        "announcement_end_time" gives its end, RFC 3339); INVALID_ARGUMENT (INVALID_REQUEST).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnnouncedRepairApplications(self, request, context):
+        """Lists the open applications that were publicly announced — announcement running, or ended
+        and awaiting the ruling — as the announcement publishes them (RepairAnnouncement: that and
+        nothing else), newest announcement first, a page at a time (AIP-158). For the roles of the
+        PUBLIC_DISCLOSURE purpose (financial and commercial institutions, tax authorities,
+        authorized parties, judicial and statutory organs): what was announced under law
+        (measures Art. 7), without consent. Each listed application is audited under
+        PUBLIC_DISCLOSURE with the subject's token; an empty page once, without one.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -230,6 +253,11 @@ def add_RepairApplicationServiceServicer_to_server(servicer, server):
                     servicer.ObjectToRepairApplication,
                     request_deserializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationResponse.SerializeToString,
+            ),
+            'ListAnnouncedRepairApplications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnnouncedRepairApplications,
+                    request_deserializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsResponse.SerializeToString,
             ),
             'RuleOnRepairApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.RuleOnRepairApplication,
@@ -444,6 +472,33 @@ class RepairApplicationService:
             '/credit_repair.v1.RepairApplicationService/ObjectToRepairApplication',
             credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationRequest.SerializeToString,
             credit__repair_dot_v1_dot_repair__application__service__pb2.ObjectToRepairApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnnouncedRepairApplications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.RepairApplicationService/ListAnnouncedRepairApplications',
+            credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsRequest.SerializeToString,
+            credit__repair_dot_v1_dot_repair__application__service__pb2.ListAnnouncedRepairApplicationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,9 +89,23 @@ class RepairApplicationServiceStub:
     FAILED_PRECONDITION (WRONG_STAGE); INVALID_ARGUMENT (INVALID_REQUEST).
     """
     ObjectToRepairApplication: _grpc.UnaryUnaryMultiCallable[_repair_application_service_pb2.ObjectToRepairApplicationRequest, _repair_application_service_pb2.ObjectToRepairApplicationResponse]
-    """Lodges an objection to an application under public announcement (creditors).
+    """Lodges an objection to an application under public announcement. Only the roles with
+    standing to object (creditors: financial and commercial institutions, tax authorities),
+    and only while the announcement period runs.
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); NOT_FOUND (APPLICATION_NOT_FOUND, also for
-    an application that is not under announcement); INVALID_ARGUMENT (INVALID_REQUEST).
+    an application never announced: what was not announced is not public);
+    FAILED_PRECONDITION (ANNOUNCEMENT_ENDED: the period is over; ErrorInfo metadata
+    "announcement_end_time" gives its end, RFC 3339); INVALID_ARGUMENT (INVALID_REQUEST).
+    """
+    ListAnnouncedRepairApplications: _grpc.UnaryUnaryMultiCallable[_repair_application_service_pb2.ListAnnouncedRepairApplicationsRequest, _repair_application_service_pb2.ListAnnouncedRepairApplicationsResponse]
+    """Lists the open applications that were publicly announced — announcement running, or ended
+    and awaiting the ruling — as the announcement publishes them (RepairAnnouncement: that and
+    nothing else), newest announcement first, a page at a time (AIP-158). For the roles of the
+    PUBLIC_DISCLOSURE purpose (financial and commercial institutions, tax authorities,
+    authorized parties, judicial and statutory organs): what was announced under law
+    (measures Art. 7), without consent. Each listed application is audited under
+    PUBLIC_DISCLOSURE with the subject's token; an empty page once, without one.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
     """
     RuleOnRepairApplication: _grpc.UnaryUnaryMultiCallable[_repair_application_service_pb2.RuleOnRepairApplicationRequest, _repair_application_service_pb2.RuleOnRepairApplicationResponse]
     """The ruling (judicial organ), once the announcement period has ended. A grant is carried to
@@ -159,9 +173,23 @@ class RepairApplicationServiceAsyncStub(RepairApplicationServiceStub):
     FAILED_PRECONDITION (WRONG_STAGE); INVALID_ARGUMENT (INVALID_REQUEST).
     """
     ObjectToRepairApplication: _aio.UnaryUnaryMultiCallable[_repair_application_service_pb2.ObjectToRepairApplicationRequest, _repair_application_service_pb2.ObjectToRepairApplicationResponse]  # type: ignore[assignment]
-    """Lodges an objection to an application under public announcement (creditors).
+    """Lodges an objection to an application under public announcement. Only the roles with
+    standing to object (creditors: financial and commercial institutions, tax authorities),
+    and only while the announcement period runs.
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); NOT_FOUND (APPLICATION_NOT_FOUND, also for
-    an application that is not under announcement); INVALID_ARGUMENT (INVALID_REQUEST).
+    an application never announced: what was not announced is not public);
+    FAILED_PRECONDITION (ANNOUNCEMENT_ENDED: the period is over; ErrorInfo metadata
+    "announcement_end_time" gives its end, RFC 3339); INVALID_ARGUMENT (INVALID_REQUEST).
+    """
+    ListAnnouncedRepairApplications: _aio.UnaryUnaryMultiCallable[_repair_application_service_pb2.ListAnnouncedRepairApplicationsRequest, _repair_application_service_pb2.ListAnnouncedRepairApplicationsResponse]  # type: ignore[assignment]
+    """Lists the open applications that were publicly announced — announcement running, or ended
+    and awaiting the ruling — as the announcement publishes them (RepairAnnouncement: that and
+    nothing else), newest announcement first, a page at a time (AIP-158). For the roles of the
+    PUBLIC_DISCLOSURE purpose (financial and commercial institutions, tax authorities,
+    authorized parties, judicial and statutory organs): what was announced under law
+    (measures Art. 7), without consent. Each listed application is audited under
+    PUBLIC_DISCLOSURE with the subject's token; an empty page once, without one.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
     """
     RuleOnRepairApplication: _aio.UnaryUnaryMultiCallable[_repair_application_service_pb2.RuleOnRepairApplicationRequest, _repair_application_service_pb2.RuleOnRepairApplicationResponse]  # type: ignore[assignment]
     """The ruling (judicial organ), once the announcement period has ended. A grant is carried to
@@ -268,9 +296,29 @@ class RepairApplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _repair_application_service_pb2.ObjectToRepairApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_repair_application_service_pb2.ObjectToRepairApplicationResponse, _abc.Awaitable[_repair_application_service_pb2.ObjectToRepairApplicationResponse]]:
-        """Lodges an objection to an application under public announcement (creditors).
+        """Lodges an objection to an application under public announcement. Only the roles with
+        standing to object (creditors: financial and commercial institutions, tax authorities),
+        and only while the announcement period runs.
         Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); NOT_FOUND (APPLICATION_NOT_FOUND, also for
-        an application that is not under announcement); INVALID_ARGUMENT (INVALID_REQUEST).
+        an application never announced: what was not announced is not public);
+        FAILED_PRECONDITION (ANNOUNCEMENT_ENDED: the period is over; ErrorInfo metadata
+        "announcement_end_time" gives its end, RFC 3339); INVALID_ARGUMENT (INVALID_REQUEST).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAnnouncedRepairApplications(
+        self,
+        request: _repair_application_service_pb2.ListAnnouncedRepairApplicationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_repair_application_service_pb2.ListAnnouncedRepairApplicationsResponse, _abc.Awaitable[_repair_application_service_pb2.ListAnnouncedRepairApplicationsResponse]]:
+        """Lists the open applications that were publicly announced — announcement running, or ended
+        and awaiting the ruling — as the announcement publishes them (RepairAnnouncement: that and
+        nothing else), newest announcement first, a page at a time (AIP-158). For the roles of the
+        PUBLIC_DISCLOSURE purpose (financial and commercial institutions, tax authorities,
+        authorized parties, judicial and statutory organs): what was announced under law
+        (measures Art. 7), without consent. Each listed application is audited under
+        PUBLIC_DISCLOSURE with the subject's token; an empty page once, without one.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
         """
 
     @_abc_1.abstractmethod

@@ -396,6 +396,10 @@ class _RecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordKind
     """Business registration (for example, serving as legal representative of an enterprise)."""
     RECORD_KIND_DISHONESTY_DISCLOSURE: _RecordKind.ValueType  # 12
     """Publication of dishonest behaviour on the disclosure platform."""
+    RECORD_KIND_REPAIR_ANNOUNCEMENT: _RecordKind.ValueType  # 13
+    """The public announcement of a repair application on the disclosure platform (the third of
+    the procedure's four stages): open while objections may be lodged, until its last day.
+    """
 
 class RecordKind(_RecordKind, metaclass=_RecordKindEnumTypeWrapper):
     """The kind of a single fact a source holds, in the unified code list."""
@@ -426,6 +430,10 @@ RECORD_KIND_BUSINESS_REGISTRATION: RecordKind.ValueType  # 11
 """Business registration (for example, serving as legal representative of an enterprise)."""
 RECORD_KIND_DISHONESTY_DISCLOSURE: RecordKind.ValueType  # 12
 """Publication of dishonest behaviour on the disclosure platform."""
+RECORD_KIND_REPAIR_ANNOUNCEMENT: RecordKind.ValueType  # 13
+"""The public announcement of a repair application on the disclosure platform (the third of
+the procedure's four stages): open while objections may be lodged, until its last day.
+"""
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
 class _DataLifeBasis:
