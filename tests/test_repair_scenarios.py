@@ -266,7 +266,9 @@ async def _apply_to_the_ruling(
         [period] = reviewed.deadlines
         assert _day(period.due_on) == dt.date(2026, 11, 16)
         assert not period.HasField("met_time")
-        assert "until 2026-11-16" in reviewed.steps[-1].note  # the ANNOUNCED step
+        announced = next(step for step in reviewed.steps if step.action == "ANNOUNCED")
+        assert "until 2026-11-16" in announced.note
+        assert reviewed.steps[-1].action == "ANNOUNCEMENT_PUBLISHED"  # in the platform's record
 
         # The last day of the period is still the announcement's: no ruling yet.
         gw.clock.set(2026, 11, 16, 23)
