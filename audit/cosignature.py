@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from credgate.audit.note import KEY_HASH_SIZE, NoteError, check_key_name, parse_note
+from credgate.audit.note import KEY_HASH_SIZE, NoteError, NoteVerifier, check_key_name, parse_note
 
 ALG_COSIGNATURE_V1 = 0x04
 _HEADER = "cosignature/v1\n"
@@ -66,6 +66,16 @@ def _split(text: str, what: str) -> tuple[str, bytes, bytes]:
     return name, declared, raw[1:]
 
 
+def _plain_ed25519_vkey(text: str) -> tuple[str, bytes] | None:
+    """``(name, public key)`` if ``text`` is an ordinary (type 0x01) Ed25519 verifier key with a
+    matching key hash — witnesses often publish theirs that way — else None."""
+    try:
+        verifier = NoteVerifier.from_vkey(text)
+    except NoteError:
+        return None
+    return verifier.name, verifier.public_key
+
+
 @dataclass(frozen=True)
 class CosignerVerifier:
     """A witness's public key: checks its cosignatures."""
@@ -80,7 +90,15 @@ class CosignerVerifier:
 
     @classmethod
     def from_vkey(cls, vkey: str) -> CosignerVerifier:
-        """Parse ``<name>+<key id>+base64(0x04 || key)``; NoteError if malformed."""
+        """Parse ``<name>+<key id>+base64(0x04 || key)``; NoteError if malformed.
+
+        An ordinary Ed25519 verifier key (type 0x01) of the same key is accepted too, as
+        transparency-dev/formats' ``NewVerifierForCosignatureV1`` accepts it: the key ID of its
+        cosignatures is still the 0x04 one, so a note signature by that key never passes for a
+        cosignature."""
+        plain = _plain_ed25519_vkey(vkey.strip())
+        if plain is not None:
+            return cls(*plain)
         name, declared, public_key = _split(vkey, "witness verifier")
         verifier = cls(name, public_key)
         if verifier.key_id != declared:

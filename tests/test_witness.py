@@ -95,12 +95,31 @@ def test_cosignature_v1_format_follows_the_spec() -> None:
     with pytest.raises(NoteError, match="no cosignature"):
         Cosigner.generate(WITNESS_NAME).verifier.cosignature_time(note + line)
 
-    # Key encodings round-trip; a log (0x01) key is not a witness key.
+    # Key encodings round-trip.
     again = Cosigner.from_skey(cosigner.to_skey())
     assert again.verifier == cosigner.verifier
     assert CosignerVerifier.from_vkey(cosigner.verifier.to_vkey()) == cosigner.verifier
+    # A plain (0x01) Ed25519 vkey names the same key, as transparency-dev/formats accepts it,
+    # but its cosignatures still carry the 0x04 key ID: the log's own note signature by that
+    # key is not taken for a cosignature.
+    as_witness = CosignerVerifier.from_vkey(log_signer.verifier.to_vkey())
+    assert as_witness.public_key == log_signer.verifier.public_key
+    assert as_witness.key_id != log_signer.verifier.key_hash
+    with pytest.raises(NoteError, match="no cosignature"):
+        as_witness.cosignature_time(note)
     with pytest.raises(NoteError):
-        CosignerVerifier.from_vkey(log_signer.verifier.to_vkey())
+        CosignerVerifier.from_vkey(log_signer.verifier.to_vkey().replace("+", "+0", 1))
+
+
+def test_cosignature_layout_matches_transparency_dev() -> None:
+    """The timestamped signature of transparency-dev/formats' note_cosigv1_test.go
+    (TestCoSigV1Timestamp, "works"): key ID, then the big-endian u64 time, then 64 bytes."""
+    blob = base64.b64decode(
+        "ZGhGuQAAAABm/qTPeyKXD+R2rzyQsxPiP8mXum7qq/iF0u4vanlqJyocWODBt97w9uL+8qT7S5gxEHWWOwor"
+        "DcFiEBYJXORmnFBOBA=="
+    )
+    assert len(blob) == 4 + 8 + 64
+    assert struct.unpack(">Q", blob[4:12]) == (1727964367,)
 
 
 def test_witness_config_entries_are_checked(tmp_path: Path) -> None:
@@ -111,7 +130,7 @@ def test_witness_config_entries_are_checked(tmp_path: Path) -> None:
     )
     assert config.audit.witnesses[0].key == key
     bad = [
-        [{"url": "https://w.example", "key": NoteSigner.generate("x").verifier.to_vkey()}],
+        [{"url": "https://w.example", "key": key.replace("+", "+0", 1)}],  # wrong key ID
         [{"url": "http://w.example:8700", "key": key}],  # clear text off loopback
         [{"url": "https://w.example"}],
         [{"url": "https://w.example", "key": key, "colour": "red"}],
