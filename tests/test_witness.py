@@ -27,8 +27,14 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select, text
 
+from credgate.api.credit_repair.v1 import regulator_service_pb2
 from credgate.audit import AuditLog
-from credgate.audit.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from credgate.audit.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from credgate.audit.checkpoints import PeriodicCheckpointer, make_checkpoint
 from credgate.audit.cosignature import Cosigner, CosignerVerifier, cosigned_message
 from credgate.audit.hashing import leaf_hash
@@ -45,6 +51,12 @@ from credgate.gateway.witness.client import WitnessEndpoint, add_checkpoint, fet
 from credgate.gateway.witness.status import witness_statuses
 from credgate.gateway.witness.submit import WitnessSubmitter
 from tests.test_audit_log import ORIGIN, make_entry
+from tests.test_audit_service import (  # noqa: F401 - fixtures: the regulator's gateway
+    RegulatorGateway,
+    audit_certs,
+    gateway,
+    signer,
+)
 from tests.witness_process import WitnessProcess
 
 WITNESS_NAME = "witness.regulator.test/w1"
@@ -175,10 +187,10 @@ async def witness(keys: Keys, tmp_path: Path) -> AsyncIterator[WitnessProcess]:
         process.stop()
 
 
-def signed(signer: NoteSigner, leaves: list[bytes], size: int) -> SignedCheckpoint:
+def signed(log_key: NoteSigner, leaves: list[bytes], size: int) -> SignedCheckpoint:
     tree = CompactRange()
     tree.extend(leaves[:size])
-    return sign_checkpoint(Checkpoint(signer.name, size, tree.root(), 1767225600 + size), signer)
+    return sign_checkpoint(Checkpoint(log_key.name, size, tree.root(), 1767225600 + size), log_key)
 
 
 async def post(
@@ -505,3 +517,42 @@ async def test_the_witness_keeps_its_state_across_a_restart(
     finally:
         process.stop()
     assert (tmp_path / "witness-state" / "witness.sqlite3").exists()
+
+
+# --- the regulator sees the witnesses ------------------------------------------------------
+
+
+async def test_get_latest_checkpoint_carries_each_witness_status(
+    gateway: RegulatorGateway,  # noqa: F811 - the fixture imported above
+    keys: Keys,
+    witness: WitnessProcess,
+) -> None:
+    database = gateway.log.database
+    await gateway.seed(5)
+    good = WitnessSubmitter(database, [keys.endpoint(witness.url)])
+    [result] = await good.submit(await make_checkpoint(database, keys.log))
+    assert result.outcome == "cosigned"
+    away = Cosigner.generate("witness.other.test/w2").verifier
+    unreachable = WitnessSubmitter(
+        database, [WitnessEndpoint("http://127.0.0.1:9", away)], timeout_seconds=2
+    )
+    await unreachable.submit(await make_checkpoint(database, keys.log))
+
+    await gateway.seed(3)  # the call below signs a newer checkpoint, not yet witnessed
+    reply = await gateway.stub().GetLatestCheckpoint(
+        regulator_service_pb2.GetLatestCheckpointRequest(), timeout=10
+    )
+    assert reply.checkpoint.tree_size == 8
+    by_name = {w.witness: w for w in reply.witnesses}
+    assert [w.witness for w in reply.witnesses] == sorted(by_name)
+    mine = by_name[WITNESS_NAME]
+    assert (mine.outcome, mine.cosigned_size, mine.alert) == ("cosigned", 5, "")
+    assert mine.url == witness.url
+    # The cosigned checkpoint verifies with the two pinned keys, on its own.
+    assert keys.cosigner.verifier.cosignature_time(mine.cosigned_checkpoint) > 0
+    opened = open_checkpoint(mine.cosigned_checkpoint, [keys.log.verifier])
+    assert opened.checkpoint.tree_size == 5
+    other = by_name["witness.other.test/w2"]
+    assert other.outcome == "unreachable"
+    assert other.alert.startswith("UNREACHABLE")
+    assert other.cosigned_checkpoint == ""

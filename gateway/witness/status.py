@@ -3,8 +3,8 @@
 Read from ``audit_witness_status`` (every replica's submitter writes it) and compared with the
 log's newest checkpoint: a witness that refused, is ahead of the log, could not be reached, or
 holds a cosignature smaller than the newest checkpoint for longer than ``behind_after`` gets an
-``alert`` text; the rest have None. ``credgate audit witnesses`` prints this; a console can
-call ``witness_statuses`` directly.
+``alert`` text; the rest have None. ``credgate audit witnesses`` prints this, the regulator's
+``GetLatestCheckpoint`` returns it (``witness_status_message``), and a console shows it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from credgate.audit.store_models import AuditCheckpointRow, AuditWitnessStatusRow
+from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb
+from credgate.audit.store_models import (
+    AuditCheckpointRow,
+    AuditCosignatureRow,
+    AuditWitnessStatusRow,
+)
 from credgate.core.storage.database import Database
 
 DEFAULT_BEHIND_AFTER = dt.timedelta(minutes=15)
@@ -35,6 +40,8 @@ class WitnessStatus:
     cosigned_at: dt.datetime | None
     detail: str
     alert: str | None
+    cosigned_checkpoint: str | None = None
+    """The newest stored checkpoint this witness cosigned, with its cosignature line."""
 
 
 async def witness_statuses(
@@ -52,6 +59,16 @@ async def witness_statuses(
                 select(AuditWitnessStatusRow).order_by(AuditWitnessStatusRow.witness_name)
             )
         ).all()
+        newest = {}
+        for row in rows:
+            newest[row.witness_name] = await session.scalar(
+                select(AuditCosignatureRow.note)
+                .where(AuditCosignatureRow.witness_name == row.witness_name)
+                .order_by(
+                    AuditCosignatureRow.tree_size.desc(), AuditCosignatureRow.cosignature_id.desc()
+                )
+                .limit(1)
+            )
     result = []
     for row in rows:
         alert: str | None = None
@@ -78,6 +95,7 @@ async def witness_statuses(
                 cosigned_at=row.cosigned_at,
                 detail=row.detail,
                 alert=alert,
+                cosigned_checkpoint=newest.get(row.witness_name),
             )
         )
     return result
@@ -96,4 +114,22 @@ def status_json(status: WitnessStatus) -> dict[str, object]:
         "cosigned_at": None if status.cosigned_at is None else status.cosigned_at.isoformat(),
         "detail": status.detail,
         "alert": status.alert,
+        "cosigned_checkpoint": status.cosigned_checkpoint,
     }
+
+
+def witness_status_message(status: WitnessStatus) -> regulator_pb.WitnessStatus:
+    """One status as the ``GetLatestCheckpoint`` response carries it."""
+    message = regulator_pb.WitnessStatus(
+        witness=status.witness,
+        url=status.url,
+        outcome=status.outcome,
+        cosigned_size=status.cosigned_size or 0,
+        submitted_size=status.submitted_size,
+        alert=status.alert or "",
+        cosigned_checkpoint=status.cosigned_checkpoint or "",
+    )
+    message.attempted_at.FromDatetime(status.attempted_at)
+    if status.cosigned_at is not None:
+        message.cosigned_at.FromDatetime(status.cosigned_at)
+    return message
