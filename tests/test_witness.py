@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select, text
 
+from credgate.adapters.mocks.fleet import MockFleet
 from credgate.api.credit_repair.v1 import regulator_service_pb2
 from credgate.audit import AuditLog
 from credgate.audit.checkpoint import (
@@ -50,6 +51,9 @@ from credgate.gateway.config import ConfigError, config_from_mapping
 from credgate.gateway.witness.client import WitnessEndpoint, add_checkpoint, fetch_cosigned
 from credgate.gateway.witness.status import witness_statuses
 from credgate.gateway.witness.submit import WitnessSubmitter
+from tests.fixtures.mocks import gateway_document
+from tests.fixtures.pki import DevPki
+from tests.sync_process import GatewayProcess, toml_document
 from tests.test_audit_log import ORIGIN, make_entry
 from tests.test_audit_service import (  # noqa: F401 - fixtures: the regulator's gateway
     RegulatorGateway,
@@ -556,3 +560,71 @@ async def test_get_latest_checkpoint_carries_each_witness_status(
     assert other.outcome == "unreachable"
     assert other.alert.startswith("UNREACHABLE")
     assert other.cosigned_checkpoint == ""
+
+
+# --- a real gateway process submits on its own ---------------------------------------------
+
+
+async def test_a_running_gateway_submits_its_checkpoints_to_the_witness(
+    mock_fleet: MockFleet, dev_pki: DevPki, database_url: str, tmp_path: Path
+) -> None:
+    """``credgate serve`` with ``[audit] witnesses``: the periodic checkpointer hands every
+    checkpoint to the witness, which cosigns the log as it grows (entries appended by another
+    process, as by a replica); the witness's status is recorded in the database."""
+    log_key = load_or_create_signer(tmp_path / "audit-log.key")  # the gateway's, made first
+    cosigner = Cosigner.generate(WITNESS_NAME)
+    witness_key = tmp_path / "witness.key"
+    witness_key.write_text(cosigner.to_skey() + "\n", encoding="utf-8")
+    witness_key.chmod(0o600)
+    process = WitnessProcess(
+        witness_key,
+        tmp_path / "witness-state",
+        [public_key_path(tmp_path / "audit-log.key")],
+        tmp_path / "witness.out",
+    )
+    url = process.start()
+    endpoint = WitnessEndpoint(url, cosigner.verifier)
+    document = gateway_document(mock_fleet, dev_pki, tmp_path, database_url)
+    document["audit"] = {"checkpoint_interval_seconds": 0.3}
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        toml_document(document)
+        + f'witnesses = [{{url = "{url}", key = "{cosigner.verifier.to_vkey()}"}}]\n',
+        encoding="utf-8",
+    )
+    gateway_process = GatewayProcess(config, tmp_path / "gateway.log")
+    await gateway_process.start()
+    database = Database.from_url(database_url)
+    audit_log = AuditLog(database, log_key)
+    try:
+        for i in range(6):
+            await audit_log.append(make_entry(i))
+        await _until_cosigned(endpoint, log_key, 6)
+        for i in range(6, 11):
+            await audit_log.append(make_entry(i))
+        await _until_cosigned(endpoint, log_key, 11)
+    finally:
+        await audit_log.aclose()
+        await gateway_process.stop()
+        process.stop()
+    try:
+        [status] = await witness_statuses(database)
+        assert (status.witness, status.outcome, status.cosigned_size) == (
+            WITNESS_NAME,
+            "cosigned",
+            11,
+        )
+        async with database.session() as session:
+            sizes = set((await session.scalars(select(AuditCosignatureRow.tree_size))).all())
+        assert {6, 11} <= sizes
+    finally:
+        await database.dispose()
+
+
+async def _until_cosigned(endpoint: WitnessEndpoint, log_key: NoteSigner, size: int) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            held = await fetch_cosigned(endpoint, log_key.name, [log_key.verifier])
+            if held is not None and held.signed.checkpoint.tree_size >= size:
+                return
+            await asyncio.sleep(0.1)
