@@ -253,6 +253,11 @@ async def test_witness_refuses_forks_and_truncations_and_keeps_the_evidence(
         session.post(f"{url}/add-checkpoint", data=b"old 01\n\nx\n") as response,
     ):
         assert response.status == 400
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/add-checkpoint", data=b"old 0\n" + b"A" * 100_000) as response,
+    ):
+        assert response.status == 413
 
     # Through all of that the witness still holds 10, and cosigns the honest extension.
     endpoint = keys.endpoint(url)
@@ -628,3 +633,16 @@ async def _until_cosigned(endpoint: WitnessEndpoint, log_key: NoteSigner, size: 
             if held is not None and held.signed.checkpoint.tree_size >= size:
                 return
             await asyncio.sleep(0.1)
+
+
+async def test_plain_http_is_refused_off_loopback(keys: Keys, tmp_path: Path) -> None:
+    from credgate.audit.witness import Witness, WitnessState
+    from credgate.gateway.witness.server import is_loopback, run_witness
+
+    witness = Witness(keys.cosigner, [keys.log.verifier], WitnessState(tmp_path / "state"))
+    with pytest.raises(ValueError, match="loopback"):
+        await run_witness(witness, "0.0.0.0", 0, None)
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert not is_loopback("10.0.0.1")
+    assert not is_loopback("witness.example")
