@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import insert, select
 
@@ -151,13 +151,17 @@ class PeriodicCheckpointer:
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
         *,
         guard: SignedSizeGuard | None = None,
+        on_checkpoint: Callable[[SignedCheckpoint], Awaitable[object]] | None = None,
     ) -> None:
+        """``on_checkpoint`` gets every checkpoint a tick or ``sign_last`` returns (the latest
+        one again when the log has not grown): the gateway hands it to its witnesses."""
         if interval_seconds <= 0:
             raise ValueError("interval_seconds must be positive")
         self._database = database
         self._signer = signer
         self._interval = interval_seconds
         self._guard = guard
+        self._on_checkpoint = on_checkpoint
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -187,6 +191,8 @@ class PeriodicCheckpointer:
 
     async def _checkpoint(self, what: str) -> None:
         try:
-            await make_checkpoint(self._database, self._signer, guard=self._guard)
+            signed = await make_checkpoint(self._database, self._signer, guard=self._guard)
+            if self._on_checkpoint is not None:
+                await self._on_checkpoint(signed)
         except Exception as exc:
             log.error("%s failed: %s: %s", what, type(exc).__name__, exc)

@@ -82,3 +82,49 @@ class AuditCheckpointRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     note: Mapped[str] = mapped_column(Text)
     """The C2SP signed note; the other columns are parsed from it for querying."""
+
+
+WITNESS_NAME_LENGTH = 255
+WITNESS_OUTCOME_LENGTH = 32
+
+
+class AuditCosignatureRow(Base):
+    """A witness's cosignature on one of the log's checkpoints (migration ``0014``).
+
+    ``note`` is the checkpoint with the log's signature and the cosignature line: a
+    self-contained statement anyone holding the two public keys can check. The other columns
+    are parsed from it for querying; the gateway checked the cosignature before storing it.
+    """
+
+    __tablename__ = "audit_cosignatures"
+    __table_args__ = (Index(None, "witness_name", "tree_size"),)
+
+    cosignature_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    witness_name: Mapped[str] = mapped_column(String(WITNESS_NAME_LENGTH))
+    witness_key_id: Mapped[str] = mapped_column(String(8))
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    cosigned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    """The cosignature's own timestamp (signed by the witness)."""
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str] = mapped_column(Text)
+
+
+class AuditWitnessStatusRow(Base):
+    """Per configured witness, how the last submission went: what a console or a probe shows
+    (``gateway.witness.status``). One row per witness name, overwritten by every attempt."""
+
+    __tablename__ = "audit_witness_status"
+
+    witness_name: Mapped[str] = mapped_column(String(WITNESS_NAME_LENGTH), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    cosigned_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The size the witness last told us it cosigned (200, or learnt from a 409)."""
+    submitted_size: Mapped[int] = mapped_column(BigInteger)
+    """The checkpoint size of the last attempt."""
+    outcome: Mapped[str] = mapped_column(String(WITNESS_OUTCOME_LENGTH))
+    """``cosigned``, ``refused`` (400/403/404/422), ``ahead`` (the witness cosigned more than
+    the log now has: a rollback), ``unreachable`` or ``error``."""
+    detail: Mapped[str] = mapped_column(Text)
+    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    cosigned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -59,6 +59,7 @@ from credgate.gateway.subject_identity import SubjectIdentities
 from credgate.gateway.sync.service import build_sync_servicer
 from credgate.gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
 from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
+from credgate.gateway.witness.submit import witness_submitter
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.common import workflow_id_key
 from credgate.gateway.workflows.wiring import Workflows
@@ -300,6 +301,7 @@ async def build_gateway(
             audit_signer,
             interval_seconds=config.audit.checkpoint_interval_seconds,
             guard=audit_guard,
+            on_checkpoint=witness_submitter(database, config).submit,
         ),
         audit_backlog=observe_audit_backlog(lambda: audit.in_flight),
         followers=followers,

@@ -27,6 +27,7 @@ from credgate.gateway.commands import (
     query,
     serve,
     sources,
+    witness,
     workspace,
 )
 from credgate.gateway.commands.audit import add_audit_commands
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub)  # credgate audit query|export|... (docs/audit.md)
     add_workflow_commands(sub)  # credgate objections|applications
     add_reconcile_command(sub)  # (docs/sync.md)
+    witness.register(sub)  # credgate witness keygen|serve|show (docs/audit.md, "Witnesses")
     # Register further commands above this line: every command's --help gets the exit codes.
     finish_help(parser)
     return parser

@@ -21,9 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from credgate.adapters.base import SourceConfig
 from credgate.adapters.catalog import available_kinds
+from credgate.audit.cosignature import CosignerVerifier
+from credgate.audit.note import NoteError
 from credgate.core.institution import Institution, role_from_name
 from credgate.gateway.calendar_file import CalendarFileError, load_calendar_file
 from credgate.gateway.connection_limits import CONNECTION_KEYS, ConnectionLimits
@@ -129,6 +132,11 @@ class AuditConfig:
     gets UNAVAILABLE / AUDIT_UNAVAILABLE and no answer (a caller whose own deadline is shorter
     gets DEADLINE_EXCEEDED first). Either way nothing is released unrecorded. On SQLite a write
     blocked by another process gives up only at SQLite's busy timeout (5 s), if that is later."""
+    witnesses: tuple[WitnessConfig, ...] = ()
+    """Witnesses every new checkpoint is submitted to (C2SP tlog-witness), as an array of
+    inline tables ``{url = "https://witness.example:8443", key = "<witness verifier key>"}``
+    with an optional ``ca`` (CA bundle path). Their cosignatures are stored beside the
+    checkpoints; see docs/audit.md, "Witnesses". Empty: no witness."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,22 @@ class OutboxConfig:
 
 class PathList(tuple[Path, ...]):
     """Schema type of a key holding an array of paths (each resolved like a path key)."""
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """One entry of ``[audit] witnesses``: a witness the gateway submits checkpoints to."""
+
+    url: str
+    """Base URL of the witness (``https://...``; ``http://`` only to a loopback address)."""
+    key: str
+    """The witness's cosigner verifier key, ``<name>+<key id>+<base64>`` (type 0x04)."""
+    ca: Path | None = None
+    """CA bundle for an ``https`` URL (default: the system trust store)."""
+
+
+class WitnessList(tuple[WitnessConfig, ...]):
+    """Schema type of a key holding an array of ``{url, key[, ca]}`` inline tables."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +276,11 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "keys": {"keyring": Path, "reload_seconds": float},
     "breaker": {"failure_threshold": int, "reset_seconds": float},
     "consent": {"enrolment_offices": list},
-    "audit": {"checkpoint_interval_seconds": float, "write_timeout_seconds": float},
+    "audit": {
+        "checkpoint_interval_seconds": float,
+        "write_timeout_seconds": float,
+        "witnesses": WitnessList,
+    },
     "outbox": {"poll_seconds": float, "claim_seconds": float},
     "workdays": {"calendar_files": PathList},
     "dev_identity": {"institution_id": str, "role": str, "display_name": str},
@@ -366,6 +394,7 @@ _TYPE_NAMES = {
     list: "an array of strings",
     NumberTable: "a table of numbers",
     PathList: "an array of path strings",
+    WitnessList: "an array of {url, key, ca} tables",
 }
 
 
@@ -382,6 +411,7 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         PathList: isinstance(value, list) and all(isinstance(v, str) and v for v in value),
         NumberTable: isinstance(value, dict)
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()),
+        WitnessList: isinstance(value, list) and all(isinstance(v, dict) for v in value),
     }[kind]
     if not ok:
         raise ConfigError(f"{where} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
@@ -398,7 +428,29 @@ def _check(where: str, value: Any, kind: type, base: Path) -> Any:
         return tuple(_check(f"{where}[{i}]", v, Path, base) for i, v in enumerate(value))
     if kind is NumberTable:
         return {str(k): float(v) for k, v in value.items()}
+    if kind is WitnessList:
+        return tuple(_witness(f"{where}[{i}]", v, base) for i, v in enumerate(value))
     return value
+
+
+_WITNESS_KEYS: dict[str, type] = {"url": str, "key": str, "ca": Path}
+
+
+def _witness(where: str, raw: dict[str, Any], base: Path) -> WitnessConfig:
+    """One witness entry, its key parsed and its URL's scheme checked now."""
+    values = _table(where, raw, _WITNESS_KEYS, base)
+    for required in ("url", "key"):
+        if not values.get(required):
+            raise ConfigError(f"{where}.{required} is required")
+    try:
+        CosignerVerifier.from_vkey(values["key"])
+    except NoteError as exc:
+        raise ConfigError(f"{where}.key: {exc}") from None
+    url = urlsplit(values["url"])
+    loopback = url.hostname in {"localhost", "127.0.0.1", "::1"}
+    if url.scheme != "https" and not (url.scheme == "http" and loopback):
+        raise ConfigError(f"{where}.url must be https:// (http:// only to a loopback address)")
+    return WitnessConfig(**values)
 
 
 def _table(where: str, raw: Any, keys: Mapping[str, type], base: Path) -> dict[str, Any]:

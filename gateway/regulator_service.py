@@ -46,6 +46,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokens,
 )
 from credgate.gateway.server import GatewayServer
+from credgate.gateway.witness.status import witness_status_message, witness_statuses
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +235,15 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
     async def GetLatestCheckpoint(
         self, request: pb.GetLatestCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLatestCheckpointResponse:
-        """A checkpoint covering every entry so far."""
+        """A checkpoint covering every entry so far, and how each witness last answered."""
         await self._regulator(context)
-        return pb.GetLatestCheckpointResponse(
-            checkpoint=checkpoint_message(await self._checkpoint())
-        )
+        checkpoint = checkpoint_message(await self._checkpoint())
+        try:
+            witnesses = [witness_status_message(s) for s in await witness_statuses(self._db)]
+        except SQLAlchemyError:  # the checkpoint is the answer; the status only a report
+            log.exception("reading the witnesses' status failed")
+            witnesses = []
+        return pb.GetLatestCheckpointResponse(checkpoint=checkpoint, witnesses=witnesses)
 
     async def _tree_size(
         self, requested: int, field: str

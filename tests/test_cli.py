@@ -497,6 +497,12 @@ _OFFLINE_JSON: dict[str, list[str]] = {
     "audit export": ["audit", "export", "--config", "{config}"],  # JSON Lines: its format
     "audit verify": ["audit", "verify", "--config", "{config}"],
     "audit report": ["audit", "report", "--config", "{config}"],
+    "audit witnesses": ["audit", "witnesses", "--config", "{config}"],
+    "witness keygen": ["witness", "keygen", "--name", "w.test/w1", "--out", "{tmp}/witness.key"],
+    "witness show": [
+        *("witness", "show", "--key", "{tmp}/witness.key", "--state", "{tmp}/witness-state"),
+        *("--log", "{ws}/audit-log.pub"),
+    ],
     "audit acknowledge-rollback": [
         *("audit", "acknowledge-rollback", "--config", "{config}", "--dry-run"),
     ],

@@ -112,6 +112,8 @@ AUDIT_BACKLOG = "credgate.audit.backlog"
 AUDIT_APPEND_FAILURES = "credgate.audit.append_failures"
 OUTBOX_DELIVERIES = "credgate.outbox.deliveries"
 OUTBOX_KIND = "credgate.outbox.kind"
+AUDIT_WITNESS_SUBMISSIONS = "credgate.audit.witness.submissions"
+AUDIT_WITNESS = "credgate.audit.witness"
 
 _rpc_requests = _meter.create_counter(
     RPC_REQUESTS, unit="{request}", description="Gateway RPCs handled, by method and status."
@@ -145,6 +147,12 @@ _outbox_deliveries = _meter.create_counter(
     unit="{attempt}",
     description="Outbox delivery attempts (a committed filing sent to its source), by kind "
     "and outcome (ok, or the failure reason; a retry follows with backoff).",
+)
+_audit_witness_submissions = _meter.create_counter(
+    AUDIT_WITNESS_SUBMISSIONS,
+    unit="{checkpoint}",
+    description="Audit checkpoints submitted to a witness, by witness (its configured key name) "
+    "and outcome (cosigned, refused, ahead, unreachable, error).",
 )
 _source_requests = _meter.create_counter(
     SOURCE_REQUESTS,
@@ -239,6 +247,11 @@ def record_outbox_delivery(kind: str, outcome: str) -> None:
     """Count one outbox delivery attempt: ``outcome`` ``ok`` or an UPPER_SNAKE reason."""
     label = outcome if outcome == "ok" else reason_label(outcome)
     _outbox_deliveries.add(1, {OUTBOX_KIND: kind, OUTCOME: label})
+
+
+def record_witness_submission(witness: str, outcome: str) -> None:
+    """Count one checkpoint submitted to ``witness`` (a configured key name, not request data)."""
+    _audit_witness_submissions.add(1, {AUDIT_WITNESS: witness, OUTCOME: outcome})
 
 
 def record_source_call(

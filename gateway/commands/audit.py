@@ -1,5 +1,5 @@
-"""``credgate audit query|export|verify|report|checkpoint|acknowledge-rollback``: the log for
-operators and regulators.
+"""``credgate audit query|export|verify|witnesses|report|checkpoint|acknowledge-rollback``: the
+log for operators and regulators.
 
 These commands work on the database directly (the gateway's config names it and the data
 directory holding the log key), so they also serve when the gateway is down; regulators
@@ -41,6 +41,13 @@ from credgate.audit.unusual import Window, unusual_access_report
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
 from credgate.gateway.progress import Progress, add_progress_argument
+from credgate.gateway.witness.anchor import (
+    WitnessCheckFailed,
+    describe_witnessed,
+    witness_endpoints,
+    witnessed_checkpoints,
+)
+from credgate.gateway.witness.status import status_json, witness_statuses
 
 EXIT_OK, EXIT_TAMPERED = 0, 1
 _OUTCOMES = {"allowed": audit_pb2.AUDIT_OUTCOME_ALLOWED, "denied": audit_pb2.AUDIT_OUTCOME_DENIED}
@@ -203,8 +210,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     url, key = _target(args)
     verifiers = _verifiers(args, key)
     external = [(path, Path(path).read_text(encoding="utf-8")) for path in args.checkpoint]
+    witnesses = witness_endpoints(args.witness_key, args.witness_url, args.witness_ca)
 
     async def body(database: Database) -> int:
+        try:
+            witnessed = await witnessed_checkpoints(witnesses, verifiers)
+        except WitnessCheckFailed as exc:
+            print(f"WITNESS CHECK FAILED: {exc}", file=sys.stderr)
+            return EXIT_TAMPERED
+        external.extend((w.label, w.note) for w in witnessed)
         with _progress("verify", None, args) as progress:
             timed = await verify_log(
                 database,
@@ -215,7 +229,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         report = timed.report
         if args.json:
-            print(json.dumps({**report.to_json(), "seconds": round(timed.seconds, 3)}))
+            witness_json = [
+                {"witness": w.witness, "url": w.url, "cosigned_size": w.tree_size}
+                for w in witnessed
+            ]
+            print(
+                json.dumps(
+                    {
+                        **report.to_json(),
+                        "seconds": round(timed.seconds, 3),
+                        "witnesses": witness_json,
+                    }
+                )
+            )
         else:
             state = "OK" if report.ok else "TAMPERING DETECTED"
             print(
@@ -224,7 +250,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"({timed.entries_per_second:,.0f} entries/s)"
             )
             _print_findings(report, sys.stdout)
+            for w in witnessed:
+                print(describe_witnessed(w, report.entries))
         return EXIT_OK if report.ok else EXIT_TAMPERED
+
+    return _run(url, body)
+
+
+def cmd_witnesses(args: argparse.Namespace) -> int:
+    """``credgate audit witnesses``: each witness's status; exit 1 if any raises an alert."""
+    url, _ = _target(args)
+
+    async def body(database: Database) -> int:
+        statuses = await witness_statuses(database)
+        if args.json:
+            print(json.dumps([status_json(s) for s in statuses]))
+        else:
+            rows = [
+                [
+                    s.witness,
+                    s.outcome,
+                    "-" if s.cosigned_size is None else str(s.cosigned_size),
+                    str(s.log_size),
+                    s.attempted_at.isoformat(),
+                    s.alert or "ok",
+                ]
+                for s in statuses
+            ]
+            if rows:
+                print_table(
+                    ["WITNESS", "LAST", "COSIGNED", "LOG", "ATTEMPTED", "ALERT"], rows, sys.stdout
+                )
+            else:
+                print("no witness has been submitted to ([audit] witnesses in the config)")
+        return EXIT_TAMPERED if any(s.alert for s in statuses) else EXIT_OK
 
     return _run(url, body)
 
@@ -302,9 +361,7 @@ def cmd_acknowledge_rollback(args: argparse.Namespace) -> int:
     signer = load_signer(key)
 
     async def body(database: Database) -> int:
-        result = await acknowledge_rollback(
-            database, signer, state_path(key), dry_run=args.dry_run
-        )
+        result = await acknowledge_rollback(database, signer, state_path(key), dry_run=args.dry_run)
         if args.json:
             print(json.dumps(result.to_json()))
             return EXIT_OK
@@ -387,15 +444,35 @@ def add_audit_commands(subparsers: Any) -> None:
         "verify",
         help="recompute the log and report any tampering (exit 1)",
         epilog="examples:\n  credgate audit verify --config var/demo/gateway.toml --thorough\n"
-        "  credgate audit verify --export audit.jsonl --trusted-key audit-log.pub",
+        "  credgate audit verify --export audit.jsonl --trusted-key audit-log.pub\n"
+        "  credgate audit verify --config var/demo/gateway.toml --witness-key witness.pub "
+        "--witness-url https://witness.regulator.example:8443",
     )
     _common(p)
     p.add_argument("--trusted-key", action="append", default=[], help="verifier key or file")
     p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
+    p.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        help="a witness's cosigner verifier key (or file); with --witness-url, its latest "
+        "cosigned checkpoint is fetched and checked against the log",
+    )
+    p.add_argument(
+        "--witness-url", action="append", default=[], help="that witness's base URL (in order)"
+    )
+    p.add_argument("--witness-ca", help="CA bundle for https witness URLs")
     p.add_argument("--export", help="check an export file offline instead of the database")
     p.add_argument("--thorough", action="store_true", help="also check every tree-head signature")
     add_progress_argument(p)
     p.set_defaults(func=cmd_verify)
+    p = audit.add_parser(
+        "witnesses",
+        help="each witness's last answer and any alert (exit 1 on an alert)",
+        epilog="examples:\n  credgate audit witnesses --config var/demo/gateway.toml --json",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_witnesses)
     p = audit.add_parser(
         "report",
         help="unusual access in a window",

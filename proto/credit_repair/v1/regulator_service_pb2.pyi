@@ -242,22 +242,95 @@ class GetLatestCheckpointResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    WITNESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def checkpoint(self) -> _audit_pb2.LogCheckpoint:
         """The checkpoint, covering every entry appended before the call."""
+
+    @_builtins.property
+    def witnesses(self) -> _containers.RepeatedCompositeFieldContainer[Global___WitnessStatus]:
+        """Each configured witness the gateway has submitted checkpoints to, as last seen
+        (docs/audit.md, "Witnesses"), ordered by witness name; empty without witnesses.
+        """
 
     def __init__(
         self,
         *,
         checkpoint: _audit_pb2.LogCheckpoint | None = ...,
+        witnesses: _abc.Iterable[Global___WitnessStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "witnesses", b"witnesses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLatestCheckpointResponse: _TypeAlias = GetLatestCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class WitnessStatus(_message.Message):
+    """How a witness (C2SP tlog-witness) last answered the gateway, and its newest cosignature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITNESS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    COSIGNED_SIZE_FIELD_NUMBER: _builtins.int
+    SUBMITTED_SIZE_FIELD_NUMBER: _builtins.int
+    ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    COSIGNED_AT_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
+    COSIGNED_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    witness: _builtins.str
+    """The witness's key name (from its configured verifier key)."""
+    url: _builtins.str
+    """The witness's base URL."""
+    outcome: _builtins.str
+    """The last attempt's outcome: "cosigned", "refused" (the witness holds a tree this log's
+    checkpoint does not extend, or rejected it), "ahead" (the witness cosigned a larger tree
+    than the log now has: entries were lost), "unreachable" or "error".
+    """
+    cosigned_size: _builtins.int
+    """The size the witness last told the gateway it cosigned (0 if none yet)."""
+    submitted_size: _builtins.int
+    """The size of the checkpoint last submitted."""
+    alert: _builtins.str
+    """Empty when all is well; else what a console should alert on, starting with REFUSED,
+    ROLLED BACK, UNREACHABLE or BEHIND (cosigned size trailing the newest checkpoint).
+    """
+    cosigned_checkpoint: _builtins.str
+    """The newest stored checkpoint this witness cosigned: the log's signed note with the
+    witness's cosignature line (C2SP tlog-cosignature); verify both with the pinned keys.
+    """
+    @_builtins.property
+    def attempted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway last submitted to it."""
+
+    @_builtins.property
+    def cosigned_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last cosigned (unset if never)."""
+
+    def __init__(
+        self,
+        *,
+        witness: _builtins.str = ...,
+        url: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        cosigned_size: _builtins.int = ...,
+        submitted_size: _builtins.int = ...,
+        attempted_at: _timestamp_pb2.Timestamp | None = ...,
+        cosigned_at: _timestamp_pb2.Timestamp | None = ...,
+        alert: _builtins.str = ...,
+        cosigned_checkpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempted_at", b"attempted_at", "cosigned_at", b"cosigned_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "attempted_at", b"attempted_at", "cosigned_at", b"cosigned_at", "cosigned_checkpoint", b"cosigned_checkpoint", "cosigned_size", b"cosigned_size", "outcome", b"outcome", "submitted_size", b"submitted_size", "url", b"url", "witness", b"witness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessStatus: _TypeAlias = WitnessStatus  # noqa: Y015
 
 @_typing.final
 class GetInclusionProofRequest(_message.Message):
