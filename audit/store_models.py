@@ -8,6 +8,9 @@
   Appenders lock it (``SELECT ... FOR UPDATE``), which is what keeps several replicas on one
   gap-free sequence; it is a cache of the entries, so ``verify`` recomputes and compares it.
 * ``audit_checkpoints`` — every checkpoint ever signed, as its signed note verbatim.
+* ``audit_tree_nodes`` (migration ``0013``) — the hash of every complete perfect subtree at the
+  levels ``audit.tiles`` keeps (multiples of 4), written with the entries that complete it, so
+  proofs read O(log n) rows; like the head it is derived data, and ``verify`` recomputes it.
 
 No personal data: the subject appears only as a token.
 """
@@ -82,3 +85,14 @@ class AuditCheckpointRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     note: Mapped[str] = mapped_column(Text)
     """The C2SP signed note; the other columns are parsed from it for querying."""
+
+
+class AuditTreeNodeRow(Base):
+    """One complete interior node: the tree hash of leaves ``[index << level, (index+1) << level)``
+    (``audit.tiles``); written once, by the append that completes it."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node_hash: Mapped[bytes] = mapped_column(LargeBinary)

@@ -17,12 +17,18 @@ What it reports (``FindingKind``), and how each is found:
   fails, or its root differs from the root recomputed at its size.
 * **HEAD_MISMATCH / TREE_HEAD_ALTERED** — the head row, or a stored per-entry tree head, was
   altered while the entries themselves still verify.
+* **NODE_ALTERED** — a stored interior node (``audit.tiles``, what proofs are built from) is
+  not the hash of the authenticated entries it covers, is missing, or covers entries the log
+  does not hold. Proofs built from it would fail against signed roots (a client is never
+  fooled), but the log would deny honest proofs: it is reported like any other tampering.
 
 The *authenticated size* is the largest tree size whose recomputed root a valid signature
 vouches for (a per-entry tree head or a checkpoint): everything before it is proven intact, and
 when it falls short of the log, the first entry after it is where tampering starts.
 
-Cost: per row, one leaf hash, about one node hash and a protobuf parse. Stored roots are compared
+Cost: per row, one leaf hash, about one node hash and a protobuf parse; the stored interior
+nodes are the compact range's own carries at levels 4, 8, ... (kept, not recomputed), one per
+15 rows, compared in ``finish``. Stored roots are compared
 every ``SAMPLE_EVERY`` entries and only the chunk holding the first mismatch is read in full;
 signatures are checked for the newest head and the checkpoints, then by a galloping search back
 from the first mismatch — so verification costs hashing, not public-key operations. The
@@ -45,9 +51,11 @@ from credgate.audit.findings import Finding, FindingKind, VerifyReport
 from credgate.audit.hashing import leaf_hash
 from credgate.audit.note import NoteError, NoteVerifier
 from credgate.audit.sequence import MAX_LISTED, sequence_findings
+from credgate.audit.tiles import TILE_WIDTH, StoredNode, append_keeping
 from credgate.audit.tree import CompactRange, PackedHashes
 
 SAMPLE_EVERY = 1024
+_TILE_MASK = TILE_WIDTH - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
 """For a decision time stored as naive UTC (SQLite's text)."""
@@ -115,6 +123,8 @@ class LogVerifier:
         self._positions = array("q")
         self._embedded = array("q")
         self._findings: list[Finding] = []
+        self._nodes: list[StoredNode] = []
+        """The interior nodes the recomputed tree has at the stored levels (``audit.tiles``)."""
 
     @property
     def rows(self) -> int:
@@ -141,7 +151,10 @@ class LogVerifier:
         self._embedded.append(embedded)
         self._leaves.append(leaf)
         compact = self._compact
-        compact.append(leaf)
+        if (compact.size + 1) & _TILE_MASK:
+            compact.append(leaf)
+        else:  # this leaf completes at least one node at a stored level: keep it
+            append_keeping(compact, leaf, self._nodes)
         if self._thorough:
             self._all_roots.append(compact.root())
         if compact.size % SAMPLE_EVERY == 0:
@@ -165,11 +178,13 @@ class LogVerifier:
         head_size: int | None,
         head_root: bytes | None,
         checkpoints: Sequence[tuple[str, str]] = (),
+        nodes: Sequence[StoredNode] | None = None,
     ) -> VerifyReport:
         """Run the whole-log checks and return the report.
 
         ``checkpoints`` are (label, signed note) pairs: the stored ones and any a regulator
         kept (only an outside copy can reveal a truncation that also deleted checkpoints).
+        ``nodes`` are the stored interior nodes (None: not checked).
         """
         n = self.rows
         report = VerifyReport(entries=n, head_size=head_size)
@@ -191,6 +206,8 @@ class LogVerifier:
             self._add(FindingKind.TREE_HEAD_ALTERED, self._positions[row], detail)
         if authenticated < n:
             self._explain_divergence(authenticated, head_size, mismatch)
+        if nodes is not None:
+            self._node_findings(nodes, authenticated)
         report.authenticated_size = authenticated
         report.findings = sorted(
             self._findings, key=lambda f: (f.index is None, f.index or 0, f.kind)
@@ -290,6 +307,36 @@ class LogVerifier:
             return 0
         report.checkpoints_valid += 1
         return size
+
+    def _node_findings(self, stored: Sequence[StoredNode], authenticated: int) -> None:
+        """Compare the stored interior nodes with the recomputed ones.
+
+        Only nodes within the authenticated prefix are judged against the recomputation (past
+        it the entries themselves are already findings, and a stored node may well hold the
+        signed value the altered entries lost); a node past the last entry, or one missing
+        where the authenticated entries complete it, is a finding too.
+        """
+        expected = {(level, index): digest for level, index, digest in self._nodes}
+        seen: set[tuple[int, int]] = set()
+        found: list[Finding] = []
+        for level, index, digest in stored:
+            end = (index + 1) << level
+            seen.add((level, index))
+            where = f"interior node {level}/{index} (entries {index << level}..{end - 1})"
+            if end > self.rows:
+                if any(f.kind is FindingKind.TRUNCATED for f in self._findings):
+                    continue  # the truncation is the finding; its leftover nodes add nothing
+                detail = f"{where} covers entries not in the log"
+                found.append(Finding(FindingKind.NODE_ALTERED, None, detail))
+            elif end <= authenticated and expected.get((level, index)) != digest:
+                detail = f"{where} is not the hash of the entries it covers"
+                found.append(Finding(FindingKind.NODE_ALTERED, index << level, detail))
+        for level, index, _ in self._nodes:
+            end = (index + 1) << level
+            if end <= authenticated and (level, index) not in seen:
+                detail = f"interior node {level}/{index} is missing (proofs over it fail)"
+                found.append(Finding(FindingKind.NODE_ALTERED, index << level, detail))
+        self._findings.extend(found[:MAX_LISTED])
 
     def _head_findings(self, head_size: int | None, head_root: bytes | None) -> None:
         n = self.rows

@@ -33,7 +33,14 @@ from sqlalchemy import (
 
 from credgate.audit.findings import VerifyReport
 from credgate.audit.note import NoteVerifier
-from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.store_models import (
+    HEAD_ROW_ID,
+    AuditCheckpointRow,
+    AuditEntryRow,
+    AuditHeadRow,
+    AuditTreeNodeRow,
+)
+from credgate.audit.tiles import StoredNode
 from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
 from credgate.core.storage.database import Database
 
@@ -60,6 +67,9 @@ _COUNT = select(func.count()).select_from(_E)
 _CHECKPOINTS = select(AuditCheckpointRow.checkpoint_id, AuditCheckpointRow.note).order_by(
     AuditCheckpointRow.checkpoint_id
 )
+_NODES = select(
+    AuditTreeNodeRow.level, AuditTreeNodeRow.node_index, AuditTreeNodeRow.node_hash
+).order_by(AuditTreeNodeRow.level, AuditTreeNodeRow.node_index)
 _TREE_HEADS = select(_E.entry_index, _E.tree_root, _E.tree_signature).where(
     _E.entry_index.in_(bindparam("indexes", expanding=True))
 )
@@ -116,8 +126,11 @@ async def verify_log(
     started = time.perf_counter()
     verifier = LogVerifier(origin, verifiers, thorough=thorough)
 
+    nodes: list[StoredNode] = []
+
     def read(connection: Connection) -> tuple[tuple[int, bytes] | None, list[tuple[str, str]]]:
-        """Feed every row to the verifier, in one snapshot; the head and stored checkpoints."""
+        """Feed every row to the verifier, in one snapshot; the head, stored checkpoints and
+        interior nodes."""
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         head = connection.execute(_HEAD).first()
@@ -133,6 +146,7 @@ async def verify_log(
                 verifier.feed(StoredRow(r[0], r[1], r[2], stored_columns))
             if progress is not None:
                 progress(verifier.rows, total)
+        nodes.extend((int(lv), int(i), bytes(h)) for lv, i, h in connection.execute(_NODES))
         held = None if head is None else (int(head[0]), bytes(head[1]))
         return held, [(f"#{i}", note) for i, note in stored]
 
@@ -151,5 +165,6 @@ async def verify_log(
         head_size=None if head is None else head[0],
         head_root=None if head is None else head[1],
         checkpoints=[*checkpoints, *external_checkpoints],
+        nodes=nodes,
     )
     return TimedReport(report, time.perf_counter() - started)

@@ -26,7 +26,7 @@ from credgate.audit.keys import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.proof import ProofError, verify_inclusion
 from credgate.audit.storage import inclusion_proof
-from credgate.audit.tree import CompactRange
+from credgate.audit.tree import CompactRange, merkle_root
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry, token
@@ -371,7 +371,32 @@ async def test_proofs_fail_on_altered_data(log: Log) -> None:
             await inclusion_proof(log.database, 5, SIZE),
             checkpoint.root_hash,
         )
+    # An entry the forgery did not touch stays provable: its proof is built from the stored
+    # interior nodes (audit.tiles), which still hold the signed history, not from the edited
+    # leaf. (Before interior nodes were stored, every proof rehashed every leaf and failed.)
+    # Rewriting the node over the forged leaf as well makes that proof fail instead: either way
+    # the signed root tells a client the truth, and verify names the forged entry.
     other = await log.row(30)
+    verify_inclusion(
+        30,
+        SIZE,
+        bytes(other["leaf_hash"]),
+        await inclusion_proof(log.database, 30, SIZE),
+        checkpoint.root_hash,
+    )
+    async with log.database.session() as session:
+        leaves = (
+            await session.execute(
+                text(
+                    "SELECT leaf_hash FROM audit_entries WHERE entry_index < 16 "
+                    "ORDER BY entry_index"
+                )
+            )
+        ).scalars()
+    await log.sql(
+        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 4 AND node_index = 0",
+        h=merkle_root(bytes(leaf) for leaf in leaves),
+    )
     with pytest.raises(ProofError):
         verify_inclusion(
             30,
@@ -380,3 +405,4 @@ async def test_proofs_fail_on_altered_data(log: Log) -> None:
             await inclusion_proof(log.database, 30, SIZE),
             checkpoint.root_hash,
         )
+    assert (await log.verify()).kinds_at(5) == {FindingKind.MODIFIED}
