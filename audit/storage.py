@@ -9,9 +9,23 @@ checkpoint, which is the point — the server is not trusted (and ``verify`` rec
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.audit import proof, tiles
@@ -66,29 +80,73 @@ async def read_record(database: Database, index: int) -> audit_pb2.AuditRecord |
     return None if data is None else record_from_bytes(data)
 
 
-def read_rows(connection: Connection, wanted: dict[int, list[tiles.Interval]]) -> StoredHashes:
-    """The rows ``tiles.plan`` asked for: at most one query per table, in one transaction."""
-    stored: StoredHashes = {}
-    leaves = wanted.get(0, [])
-    if leaves:
-        index = AuditEntryRow.entry_index
-        leaf_rows = select(index, AuditEntryRow.leaf_hash).where(
-            or_(*(index.between(first, last) for first, last in leaves))
-        )
-        stored.update(((0, int(i)), bytes(h)) for i, h in connection.execute(leaf_rows))
-    levels = [(level, span) for level, spans in wanted.items() if level for span in spans]
-    if levels:
-        node = AuditTreeNodeRow
-        node_rows = select(node.level, node.node_index, node.node_hash).where(
-            or_(
-                *(
-                    and_(node.level == level, node.node_index.between(first, last))
-                    for level, (first, last) in levels
+@functools.cache
+def _rows_query(leaf_spans: int, node_spans: int) -> Executable:
+    """One statement for a proof's rows: leaf hashes in ``leaf_spans`` index intervals (bound
+    ``a<k>``/``b<k>``, returned at level 0) UNION ALL interior nodes in ``node_spans`` intervals
+    (``l<k>``, ``c<k>``..``d<k>``). Built once per shape: SQLAlchemy's compiled cache and the
+    driver's prepared statements then serve every proof of that shape (building the
+    expression per proof cost more CPU than the database's work), and one statement is one
+    round trip and its own consistent snapshot."""
+    index, node = AuditEntryRow.entry_index, AuditTreeNodeRow
+    parts: list[Select[int, int, bytes]] = []
+    if leaf_spans:
+        parts.append(
+            select(literal(0, Integer).label("level"), index, AuditEntryRow.leaf_hash).where(
+                or_(
+                    *(
+                        index.between(bindparam(f"a{k}"), bindparam(f"b{k}"))
+                        for k in range(leaf_spans)
+                    )
                 )
             )
         )
-        stored.update(((int(lv), int(i)), bytes(h)) for lv, i, h in connection.execute(node_rows))
-    return stored
+    if node_spans:
+        parts.append(
+            select(node.level, node.node_index, node.node_hash).where(
+                or_(
+                    *(
+                        and_(
+                            node.level == bindparam(f"l{k}"),
+                            node.node_index.between(bindparam(f"c{k}"), bindparam(f"d{k}")),
+                        )
+                        for k in range(node_spans)
+                    )
+                )
+            )
+        )
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def _rows_statement(wanted: dict[int, list[tiles.Interval]]) -> tuple[Executable, dict[str, int]]:
+    """The statement and parameters that read the rows ``tiles.plan`` asked for."""
+    params: dict[str, int] = {}
+    leaves = wanted.get(0, [])
+    for k, (first, last) in enumerate(leaves):
+        params[f"a{k}"], params[f"b{k}"] = first, last
+    levels = [(level, span) for level, spans in wanted.items() if level for span in spans]
+    for k, (level, (first, last)) in enumerate(levels):
+        params[f"l{k}"], params[f"c{k}"], params[f"d{k}"] = level, first, last
+    return _rows_query(len(leaves), len(levels)), params
+
+
+def _stored(rows: Iterable[Any]) -> StoredHashes:
+    return {(int(level), int(i)): bytes(h) for level, i, h in rows}
+
+
+def read_rows(connection: Connection, wanted: dict[int, list[tiles.Interval]]) -> StoredHashes:
+    """The rows ``tiles.plan`` asked for, in one statement."""
+    if not wanted:
+        return {}
+    statement, params = _rows_statement(wanted)
+    return _stored(connection.execute(statement, params))
+
+
+def _assemble(ranges: list[proof.Range], stored: StoredHashes) -> list[bytes]:
+    try:
+        return tiles.assemble(ranges, stored)
+    except tiles.MissingNode as exc:
+        raise AuditIntegrityError(str(exc)) from None
 
 
 def read_proof(connection: Connection, ranges: list[proof.Range]) -> list[bytes]:
@@ -96,19 +154,17 @@ def read_proof(connection: Connection, ranges: list[proof.Range]) -> list[bytes]
     O(log n) rows whatever the log's size; AuditIntegrityError if a needed row is gone."""
     if not ranges:
         return []
-    stored = read_rows(connection, tiles.plan(ranges))
-    try:
-        return tiles.assemble(ranges, stored)
-    except tiles.MissingNode as exc:
-        raise AuditIntegrityError(str(exc)) from None
+    return _assemble(ranges, read_rows(connection, tiles.plan(ranges)))
 
 
 async def _proof(database: Database, ranges: list[proof.Range]) -> list[bytes]:
-    """``read_proof`` in one read transaction (``core.storage.threaded``: inline on SQLite, on
-    a reader thread on PostgreSQL), so the rows of one proof come from one snapshot."""
+    """``read_proof`` as one statement (``core.storage.threaded.fetch_all``: inline on SQLite,
+    on a reader thread on PostgreSQL), which is its own consistent snapshot."""
     if not ranges:
         return []
-    return await database.threaded.read(functools.partial(read_proof, ranges=ranges))
+    statement, params = _rows_statement(tiles.plan(ranges))
+    rows = await database.threaded.fetch_all(statement, params)
+    return _assemble(ranges, _stored(rows))
 
 
 async def inclusion_proof(database: Database, index: int, tree_size: int) -> list[bytes]:
