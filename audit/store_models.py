@@ -9,7 +9,7 @@
   gap-free sequence; it is a cache of the entries, so ``verify`` recomputes and compares it.
 * ``audit_checkpoints`` — every checkpoint ever signed, as its signed note verbatim.
 * ``audit_tree_nodes`` (migration ``0013``) — the hash of every complete perfect subtree at the
-  levels ``audit.tiles`` keeps (multiples of 4), written with the entries that complete it, so
+  levels ``audit.tiles`` keeps (multiples of 3), written with the entries that complete it, so
   proofs read O(log n) rows; like the head it is derived data, and ``verify`` recomputes it.
 
 No personal data: the subject appears only as a token.

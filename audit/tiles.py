@@ -1,7 +1,7 @@
 """Interior nodes kept beside the leaves, so that a proof reads O(log n) rows instead of n.
 
 The log stores the hash of every *complete* perfect subtree whose level is a positive multiple
-of ``STRIDE`` (4): node ``(level, index)`` is the Merkle tree hash of leaves
+of ``STRIDE`` (3): node ``(level, index)`` is the Merkle tree hash of leaves
 ``[index << level, (index + 1) << level)``. Level 0 is the leaves
 themselves (``audit_entries.leaf_hash``). A node is written by the append that completes it, in
 that append's transaction (``AuditLog._write``), so every node below the head exists and never
@@ -11,13 +11,24 @@ Any perfect subtree at level ``L`` is then the fold of at most ``2 ** (STRIDE - 
 hashes at level ``L - L % STRIDE``, and any proof element (a leaf range, ``audit.proof``) is
 the right fold of at most one perfect subtree per level. ``plan`` lists, per stored level, the
 index intervals a proof needs (a few per level, O(log n / STRIDE) levels), the storage layer
-reads those rows in one query per table, and ``assemble`` folds them into the proof. The rows
+reads those rows in one statement, and ``assemble`` folds them into the proof. The rows
 read are bounded by about ``2 ** STRIDE`` per stored level whatever the log's size.
 
-Why 4 and not C2SP tlog-tiles' 8: a tile there is one blob of 256 hashes, read as one object;
-here every hash is a row, so a proof reads up to about ``2 * 2 ** STRIDE`` rows per stored
-level. With 4 that is at most ~115 rows at 10^7 entries (~55 at 10^4), against ~940 with 8,
-for one node row per 15 entries written (8 would write one per 255).
+Why 3 and not C2SP tlog-tiles' 8: a tile there is one blob of 256 hashes, read as one object;
+here every hash is a row, and a proof's cost is about proportional to the rows it reads (a
+few microseconds each: decoding, folding). Rows read at most (planned over random proofs):
+
+======  ==========  ==========  ==========  ===================
+STRIDE  10^4        10^6        10^7        node rows written
+======  ==========  ==========  ==========  ===================
+8       310         655         940         1 per 255 entries
+4       55          85          115         1 per 15 entries
+3       39          57          66          1 per 7 entries
+2       25          37          46          1 per 3 entries
+======  ==========  ==========  ==========  ===================
+
+3 grows least from 10^4 to 10^7 (1.7x; 4 gives 2.1x, 2 gives 1.9x as the fixed share
+shrinks) for a node row per 7 entries, written in the same statement as the entries.
 
 Nothing here is trusted by a verifier: proofs are checked against signed roots, and
 ``audit verify`` recomputes every stored node from the leaves (a tampered node is a finding).
@@ -30,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from credgate.audit.hashing import node_hash
 from credgate.audit.tree import CompactRange
 
-STRIDE = 4
+STRIDE = 3
 """Stored levels are the positive multiples of this; 2**STRIDE leaves per level-STRIDE node.
 Changing it needs a migration that rewrites ``audit_tree_nodes`` (and ``0013``'s backfill
 uses the same value)."""

@@ -40,7 +40,6 @@ from credgate.audit.store_models import (
     AuditHeadRow,
     AuditTreeNodeRow,
 )
-from credgate.audit.tiles import StoredNode
 from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
 from credgate.core.storage.database import Database
 
@@ -126,8 +125,6 @@ async def verify_log(
     started = time.perf_counter()
     verifier = LogVerifier(origin, verifiers, thorough=thorough)
 
-    nodes: list[StoredNode] = []
-
     def read(connection: Connection) -> tuple[tuple[int, bytes] | None, list[tuple[str, str]]]:
         """Feed every row to the verifier, in one snapshot; the head, stored checkpoints and
         interior nodes."""
@@ -146,7 +143,8 @@ async def verify_log(
                 verifier.feed(StoredRow(r[0], r[1], r[2], stored_columns))
             if progress is not None:
                 progress(verifier.rows, total)
-        nodes.extend((int(lv), int(i), bytes(h)) for lv, i, h in connection.execute(_NODES))
+        nodes = connection.execute(_NODES.execution_options(yield_per=batch_size))
+        verifier.check_nodes((int(lv), int(i), bytes(h)) for lv, i, h in nodes)
         held = None if head is None else (int(head[0]), bytes(head[1]))
         return held, [(f"#{i}", note) for i, note in stored]
 
@@ -165,6 +163,5 @@ async def verify_log(
         head_size=None if head is None else head[0],
         head_root=None if head is None else head[1],
         checkpoints=[*checkpoints, *external_checkpoints],
-        nodes=nodes,
     )
     return TimedReport(report, time.perf_counter() - started)

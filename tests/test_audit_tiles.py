@@ -37,7 +37,7 @@ from credgate.gateway.storage.migrate import alembic_config, upgrade_to_head
 from tests.test_audit_log import ORIGIN, make_entry
 from tests.test_audit_proof import naive_mth, naive_path, naive_subproof
 
-# Past 2**12 so that three stored levels (4, 8, 12) and partial right edges at each occur.
+# Past 2**12 so that several stored levels (3, 6, 9, 12) and partial right edges at each occur.
 MEMORY_LEAVES = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(4_500)]
 MEMORY_STORED = {
     **{(0, i): leaf for i, leaf in enumerate(MEMORY_LEAVES)},
@@ -91,9 +91,15 @@ def test_rows_read_stay_logarithmic(index: int, extra: int) -> None:
         assert sum(b - a + 1 for spans in planned.values() for a, b in spans) <= bound
 
 
+def test_the_stride_the_tests_assume() -> None:
+    """The node coordinates below (levels 3, 6, ...) are for ``STRIDE`` 3; so is 0013."""
+    assert tiles.STRIDE == 3
+    assert tiles.TILE_WIDTH == 8
+
+
 def test_a_node_missing_from_the_rows_is_named() -> None:
-    stored = {k: v for k, v in MEMORY_STORED.items() if k != (4, 3)}
-    with pytest.raises(tiles.MissingNode, match="interior node 4/3"):
+    stored = {k: v for k, v in MEMORY_STORED.items() if k != (3, 5)}
+    with pytest.raises(tiles.MissingNode, match="interior node 3/5"):
         tiles.assemble(proof.inclusion_ranges(0, 100), stored)
 
 
@@ -219,7 +225,7 @@ async def test_appends_write_every_node_their_leaves_complete(audit_log: AuditLo
     leaves = await _leaves(database)
     nodes = await _nodes(database)
     assert nodes == _sorted(tiles.nodes_of(leaves))
-    assert {level for level, _, _ in nodes} == {4, 8}  # 300 = 256 + 44: both levels present
+    assert {level for level, _, _ in nodes} == {3, 6}  # 300 = 256 + 44: both levels present
     checkpoint = (await audit_log.checkpoint()).checkpoint
     for index in range(0, 300, 7):
         path = await audit_log.inclusion_proof(index, 300)
@@ -239,22 +245,23 @@ async def test_appends_write_every_node_their_leaves_complete(audit_log: AuditLo
 async def test_append_within_a_write_transaction_writes_its_node(audit_log: AuditLog) -> None:
     """Write RPCs append one entry in their own transaction (``decided_write``): the entry
     that completes a node brings it, and a rolled-back one brings none."""
-    await _append(audit_log, 0, 15)
+    width = tiles.TILE_WIDTH
+    await _append(audit_log, 0, width - 1)
     database = audit_log.database
 
     async def failing_write() -> None:
         async with database.write() as session:
-            await audit_log.append_within(session, make_entry(15))
+            await audit_log.append_within(session, make_entry(width - 1))
             raise RuntimeError("the write fails after its audit entry")
 
     with pytest.raises(RuntimeError):
         await failing_write()
     assert await _nodes(database) == []
     async with database.write() as session:
-        await audit_log.append_within(session, make_entry(16))
+        await audit_log.append_within(session, make_entry(width))
     nodes = await _nodes(database)
     assert nodes == tiles.nodes_of(await _leaves(database))
-    assert [(level, i) for level, i, _ in nodes] == [(4, 0)]
+    assert [(level, i) for level, i, _ in nodes] == [(tiles.STRIDE, 0)]
 
 
 # -- upgrading a database that already holds entries ---------------------------------------------
@@ -330,18 +337,18 @@ async def test_a_rewritten_interior_node_is_a_finding_and_its_proofs_fail(
     database = audit_log.database
     checkpoint = (await audit_log.checkpoint()).checkpoint
     leaves = await _leaves(database)
-    # The node over entries 32..47, replaced by the hash of other (real) leaves: what someone
-    # hiding or swapping entries 32..47 from proofs would write.
+    # The node over entries 32..39, replaced by the hash of other (real) leaves: what someone
+    # hiding or swapping entries 32..39 from proofs would write.
     await _sql(
         database,
-        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 4 AND node_index = 2",
-        h=naive_mth(leaves[48:64]),
+        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 3 AND node_index = 4",
+        h=naive_mth(leaves[40:48]),
     )
     report = (await verify_log(database, [audit_log.signer.verifier])).report
     assert not report.ok
     assert report.authenticated_size == 280  # the entries themselves are intact
     altered = [f for f in report.findings if f.kind is FindingKind.NODE_ALTERED]
-    assert [(f.index, "4/2" in f.detail) for f in altered] == [(32, True)]
+    assert [(f.index, "3/4" in f.detail) for f in altered] == [(32, True)]
     assert report.kinds_at(32) == {FindingKind.NODE_ALTERED}
     # A client holding the signed checkpoint is not fooled by proofs built through it.
     path = await audit_log.inclusion_proof(5, 280)
@@ -360,11 +367,11 @@ async def test_a_deleted_interior_node_is_a_finding_and_proofs_over_it_refuse(
 ) -> None:
     await _append(audit_log, 0, 280)
     database = audit_log.database
-    await _sql(database, "DELETE FROM audit_tree_nodes WHERE level = 8 AND node_index = 0")
+    await _sql(database, "DELETE FROM audit_tree_nodes WHERE level = 6 AND node_index = 0")
     report = (await verify_log(database, [audit_log.signer.verifier])).report
     assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.NODE_ALTERED, 0)]
     assert "missing" in report.findings[0].detail
-    with pytest.raises(AuditIntegrityError, match="interior node 8/0"):
+    with pytest.raises(AuditIntegrityError, match="interior node 6/0"):
         await audit_log.inclusion_proof(270, 280)
 
 
@@ -373,7 +380,7 @@ async def test_an_invented_interior_node_beyond_the_log_is_a_finding(audit_log: 
     database = audit_log.database
     await _sql(
         database,
-        "INSERT INTO audit_tree_nodes VALUES (4, 5, :h)",
+        "INSERT INTO audit_tree_nodes VALUES (3, 5, :h)",  # entries 40..47 of 40
         h=hashlib.sha256(b"not a subtree").digest(),
     )
     report = (await verify_log(database, [audit_log.signer.verifier])).report
@@ -399,8 +406,21 @@ async def test_the_rollback_guard_extends_its_record_through_the_nodes(
     stale = SignedSizeGuard(tmp_path / "audit-log.state", ORIGIN)  # remembers size 20
     await _sql(
         database,
-        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 4 AND node_index = 5",
+        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 3 AND node_index = 5",
         h=hashlib.sha256(b"rewritten").digest(),
     )
     with pytest.raises(AuditRollbackError):
         await stale.verify(database)
+
+
+async def test_an_emptied_node_table_is_one_finding_per_level(audit_log: AuditLog) -> None:
+    """Missing nodes are reported as ranges (verify keeps ranges, not every node)."""
+    await _append(audit_log, 0, 280)
+    database = audit_log.database
+    await _sql(database, "DELETE FROM audit_tree_nodes")
+    report = (await verify_log(database, [audit_log.signer.verifier])).report
+    assert sorted(f.detail for f in report.findings) == [
+        "interior nodes 3/0..34 missing (proofs over them fail)",
+        "interior nodes 6/0..3 missing (proofs over them fail)",
+    ]
+    assert {f.kind for f in report.findings} == {FindingKind.NODE_ALTERED}

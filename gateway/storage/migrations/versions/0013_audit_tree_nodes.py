@@ -6,7 +6,7 @@ Create Date: 2026-12-06 00:00:00+00:00
 
 Written by hand to match ``AuditTreeNodeRow`` in ``audit/store_models.py`` (the storage tests
 compare them), and frozen once released. ``audit_tree_nodes`` holds the hash of every complete
-perfect subtree at the levels 4, 8, 12, ... (``audit.tiles``).
+perfect subtree at the levels 3, 6, 9, ... (``audit.tiles``).
 
 Existing logs are backfilled here, in the migration's transaction: the stored leaf hashes up to
 the head are read in index order and folded (one pass, about a second per million entries plus
@@ -30,7 +30,7 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_STRIDE = 4  # audit.tiles.STRIDE when this shipped
+_STRIDE = 3  # audit.tiles.STRIDE when this shipped
 _BATCH = 50_000
 
 
