@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session
 
 from credgate.audit import tiles
 from credgate.audit.hashing import HASH_SIZE
-from credgate.audit.storage import AuditIntegrityError, read_rows
+from credgate.audit.storage import AuditIntegrityError, read_rows, with_rebuilt
 from credgate.audit.store_models import HEAD_ROW_ID, AuditHeadRow
 from credgate.audit.tree import CompactRange
 from credgate.core.secret_files import read_secret, write_secret
@@ -284,17 +284,21 @@ async def _extend(session: AsyncSession, tree: CompactRange, size: int) -> Compa
     subtrees of ``[tree.size, size)`` from stored interior nodes and leaves (``audit.tiles``),
     so a check after a long gap reads O(log n) rows, not every entry appended meanwhile."""
     extended = tree.copy()
-    wanted = tiles.plan([(tree.size, size)])
+    lo = tree.size
 
-    def read(sync_session: Session) -> dict[tiles.NodeId, bytes]:
-        return read_rows(sync_session.connection(), wanted)
+    def read(sync_session: Session) -> list[tuple[int, bytes]]:
+        connection = sync_session.connection()
 
-    stored = await session.run_sync(read)
-    try:
-        for level, digest in tiles.subtree_hashes(tree.size, size, stored):
-            extended.append_subtree(level, digest)
-    except tiles.MissingNode as exc:
-        raise AuditIntegrityError(str(exc)) from None
+        def fetch(wanted: dict[int, list[tiles.Interval]]) -> dict[tiles.NodeId, bytes]:
+            return read_rows(connection, wanted)
+
+        def subtrees(stored: dict[tiles.NodeId, bytes]) -> list[tuple[int, bytes]]:
+            return tiles.subtree_hashes(lo, size, stored)
+
+        return with_rebuilt(subtrees, fetch(tiles.plan([(lo, size)])), fetch)
+
+    for level, digest in await session.run_sync(read):
+        extended.append_subtree(level, digest)
     return extended
 
 

@@ -9,9 +9,9 @@ checkpoint, which is the point — the server is not trusted (and ``verify`` rec
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -40,6 +40,7 @@ from credgate.audit.tree import CompactRange
 from credgate.core.storage.database import Database
 
 StoredHashes = dict[tiles.NodeId, bytes]
+T = TypeVar("T")
 
 
 class AuditIntegrityError(Exception):
@@ -142,29 +143,67 @@ def read_rows(connection: Connection, wanted: dict[int, list[tiles.Interval]]) -
     return _stored(connection.execute(statement, params))
 
 
-def _assemble(ranges: list[proof.Range], stored: StoredHashes) -> list[bytes]:
-    try:
-        return tiles.assemble(ranges, stored)
-    except tiles.MissingNode as exc:
-        raise AuditIntegrityError(str(exc)) from None
+REBUILD_LIMIT = 4096
+"""Most nodes one proof rebuilds from the level below before giving up (a damaged log)."""
+
+Fetch = Callable[[dict[int, list[tiles.Interval]]], StoredHashes]
+
+
+def _rebuild(node: tiles.NodeId, stored: StoredHashes, fetch: Fetch, budget: list[int]) -> None:
+    """Put ``node``'s hash into ``stored``, folded from the stored level below (recursively,
+    down to the leaves if need be). A node is missing when a replica of the release before
+    0013 appended the entries that complete it (during a rolling update) or when someone
+    deleted it; either way the hash follows from the rows below, and ``verify`` reports the
+    gap. AuditIntegrityError when a leaf is missing too, or past ``REBUILD_LIMIT``."""
+    level, index = node
+    budget[0] -= 1
+    if level == 0 or budget[0] < 0:
+        what = f"entry {index}" if level == 0 else f"interior node {level}/{index}"
+        raise AuditIntegrityError(f"{what} is missing from the log")
+    below, (first, last) = tiles.children(node)
+    stored.update(fetch({below: [(first, last)]}))
+    for i in range(first, last + 1):
+        if (below, i) not in stored:
+            _rebuild((below, i), stored, fetch, budget)
+    stored[node] = tiles.fold([stored[(below, i)] for i in range(first, last + 1)])
+
+
+def with_rebuilt(compute: Callable[[StoredHashes], T], stored: StoredHashes, fetch: Fetch) -> T:
+    """``compute(stored)``, rebuilding each stored node it misses (``_rebuild``) and trying
+    again."""
+    budget = [REBUILD_LIMIT]
+    while True:
+        try:
+            return compute(stored)
+        except tiles.MissingNode as missing:
+            _rebuild(missing.node, stored, fetch, budget)
 
 
 def read_proof(connection: Connection, ranges: list[proof.Range]) -> list[bytes]:
     """The tree hashes of ``ranges`` from stored leaves and interior nodes (``audit.tiles``):
-    O(log n) rows whatever the log's size; AuditIntegrityError if a needed row is gone."""
+    O(log n) rows whatever the log's size (more where a node has to be rebuilt from the level
+    below); AuditIntegrityError if a needed leaf is gone."""
     if not ranges:
         return []
-    return _assemble(ranges, read_rows(connection, tiles.plan(ranges)))
+
+    def fetch(wanted: dict[int, list[tiles.Interval]]) -> StoredHashes:
+        return read_rows(connection, wanted)
+
+    return with_rebuilt(functools.partial(tiles.assemble, ranges), fetch(tiles.plan(ranges)), fetch)
 
 
 async def _proof(database: Database, ranges: list[proof.Range]) -> list[bytes]:
-    """``read_proof`` as one statement (``core.storage.threaded.fetch_all``: inline on SQLite,
-    on a reader thread on PostgreSQL), which is its own consistent snapshot."""
+    """One statement (``core.storage.threaded.fetch_all``: inline on SQLite, on a reader
+    thread on PostgreSQL), which is its own consistent snapshot; only if a node is missing,
+    ``read_proof`` in one read transaction rebuilds it."""
     if not ranges:
         return []
     statement, params = _rows_statement(tiles.plan(ranges))
     rows = await database.threaded.fetch_all(statement, params)
-    return _assemble(ranges, _stored(rows))
+    try:
+        return tiles.assemble(ranges, _stored(rows))
+    except tiles.MissingNode:
+        return await database.threaded.read(functools.partial(read_proof, ranges=ranges))
 
 
 async def inclusion_proof(database: Database, index: int, tree_size: int) -> list[bytes]:

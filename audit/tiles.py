@@ -144,15 +144,29 @@ def _perfect(node: NodeId, stored: Mapping[NodeId, bytes]) -> bytes:
         layer = [stored[(base, i)] for i in range(first, last + 1)]
     except KeyError as missing:
         raise MissingNode(missing.args[0]) from None
-    while len(layer) > 1:
-        layer = [node_hash(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
-    return layer[0]
+    return fold(layer)
 
 
 def subtree_hashes(lo: int, hi: int, stored: Mapping[NodeId, bytes]) -> list[tuple[int, bytes]]:
     """``[lo, hi)`` as (level, hash) of its perfect subtrees, left to right, from the rows
     ``plan([(lo, hi)])`` asked for: what extends a compact range of ``lo`` leaves to ``hi``."""
     return [(node[0], _perfect(node, stored)) for node in subtrees(lo, hi)]
+
+
+def children(node: NodeId) -> tuple[int, Interval]:
+    """The stored level below ``node`` (at a stored level > 0) and the indexes there that
+    fold into it: what rebuilds a node that was never written."""
+    level, index = node
+    below = level - STRIDE
+    return below, (index << STRIDE, ((index + 1) << STRIDE) - 1)
+
+
+def fold(layer: Sequence[bytes]) -> bytes:
+    """The root of a perfect subtree from its ``2 ** k`` hashes one level set below."""
+    hashes = list(layer)
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
 
 
 def range_hash(lo: int, hi: int, stored: Mapping[NodeId, bytes]) -> bytes:

@@ -362,17 +362,55 @@ async def test_a_rewritten_interior_node_is_a_finding_and_its_proofs_fail(
     verify_inclusion(279, 280, leaves[279], path, checkpoint.root_hash)
 
 
-async def test_a_deleted_interior_node_is_a_finding_and_proofs_over_it_refuse(
+async def test_a_deleted_interior_node_is_a_finding_and_proofs_rebuild_it(
     audit_log: AuditLog,
 ) -> None:
     await _append(audit_log, 0, 280)
     database = audit_log.database
+    leaves = await _leaves(database)
     await _sql(database, "DELETE FROM audit_tree_nodes WHERE level = 6 AND node_index = 0")
     report = (await verify_log(database, [audit_log.signer.verifier])).report
     assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.NODE_ALTERED, 0)]
     assert "missing" in report.findings[0].detail
-    with pytest.raises(AuditIntegrityError, match="interior node 6/0"):
+    # The proof is still the right one: the node is folded from the eight below it.
+    assert await audit_log.inclusion_proof(270, 280) == naive_path(270, leaves)
+    await _sql(database, "DELETE FROM audit_entries WHERE entry_index = 9")
+    await _sql(database, "DELETE FROM audit_tree_nodes WHERE level = 3 AND node_index = 1")
+    with pytest.raises(AuditIntegrityError, match="entry 9 is missing"):
         await audit_log.inclusion_proof(270, 280)
+
+
+async def test_entries_appended_by_the_previous_release_during_a_rolling_update(
+    audit_log: AuditLog, tmp_path: Path
+) -> None:
+    """Replicas still on the release before 0013 append without writing interior nodes.
+    Proofs and the rollback guard's extension check rebuild them from the level below, so
+    proofs stay correct and checkpoints keep being signed; verify lists the gap."""
+    from credgate.audit.checkpoints import make_checkpoint
+    from credgate.audit.signed_size import SignedSizeGuard
+
+    database = audit_log.database
+    await _append(audit_log, 0, 90)
+    guard = await SignedSizeGuard.open(database, tmp_path / "audit-log.state", ORIGIN)
+    await _append(audit_log, 90, 210)
+    # What the old replicas' appends of entries 100..199 would have left: no node they complete.
+    await _sql(
+        database,
+        "DELETE FROM audit_tree_nodes WHERE ((node_index + 1) << level) - 1 BETWEEN 100 AND 199",
+    )
+    leaves = await _leaves(database)
+    for index in (0, 99, 100, 150, 199, 200, 299):
+        assert await audit_log.inclusion_proof(index, 300) == naive_path(index, leaves)
+    for first in (95, 128, 150, 256):
+        assert await audit_log.consistency_proof(first, 300) == naive_consistency(first, leaves)
+    fresh = SignedSizeGuard(tmp_path / "audit-log.state", ORIGIN)  # remembers size 90
+    signed = await make_checkpoint(database, audit_log.signer, guard=fresh)
+    assert signed.checkpoint.tree_size == 300
+    assert guard.known_size == 90
+    report = (await verify_log(database, [audit_log.signer.verifier])).report
+    assert report.authenticated_size == 300
+    assert {f.kind for f in report.findings} == {FindingKind.NODE_ALTERED}
+    assert all("missing" in f.detail for f in report.findings)
 
 
 async def test_an_invented_interior_node_beyond_the_log_is_a_finding(audit_log: AuditLog) -> None:
