@@ -19,6 +19,7 @@ class FindingKind(enum.StrEnum):
     CHECKPOINT_MISMATCH = "CHECKPOINT_MISMATCH"
     HEAD_MISMATCH = "HEAD_MISMATCH"
     TREE_HEAD_ALTERED = "TREE_HEAD_ALTERED"
+    NODE_ALTERED = "NODE_ALTERED"
 
 
 @dataclass(frozen=True)

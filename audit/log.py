@@ -8,7 +8,8 @@ cannot record is a decision that did not happen.
 Ordering and concurrency. Every append runs one transaction that locks the single
 ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` from
 ``Database.write`` already serializes writers), takes the next index from it, extends the
-compact range, signs the new tree head, inserts the entries and moves the head. So any number
+compact range, signs the new tree head, inserts the entries (and the interior nodes they
+complete, ``audit.tiles``, which is what keeps proofs O(log n)) and moves the head. So any number
 of gateway replicas on one PostgreSQL produce one gap-free sequence, and the primary key on
 the index turns any locking mistake into a failed append rather than a fork.
 
@@ -46,7 +47,13 @@ from credgate.audit.entry import AuditEntry, canonical, entry_bytes
 from credgate.audit.hashing import leaf_hash
 from credgate.audit.note import NoteSigner
 from credgate.audit.signed_size import SignedSizeGuard
-from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
+from credgate.audit.store_models import (
+    HEAD_ROW_ID,
+    AuditEntryRow,
+    AuditHeadRow,
+    AuditTreeNodeRow,
+)
+from credgate.audit.tiles import StoredNode, append_keeping
 from credgate.audit.tree import CompactRange
 from credgate.core.errors import GatewayError
 from credgate.core.storage.database import Database
@@ -59,6 +66,7 @@ _LOCK_HEAD = (
     .with_for_update()
 )
 _INSERT_ENTRIES = insert(AuditEntryRow)
+_INSERT_NODES = insert(AuditTreeNodeRow)
 _MOVE_HEAD = update(AuditHeadRow).where(AuditHeadRow.head_id == HEAD_ROW_ID)
 
 DEFAULT_MAX_BATCH = 256
@@ -257,7 +265,8 @@ class AuditLog:
         self, batch: list[_Pending], deadline: float, connection: Connection
     ) -> list[AppendReceipt | None]:
         """One transaction (on the writer thread): lock the head, number, hash and sign the
-        entries, insert them and their riders' rows, move the head."""
+        entries, insert them, the interior nodes they complete and their riders' rows, move
+        the head."""
         head = connection.execute(_LOCK_HEAD).one()
         now = time.monotonic()
         if now > deadline:
@@ -267,6 +276,7 @@ class AuditLog:
             # Every append signs a tree head: none over a rolled-back or rewritten history.
             self.guard.check_append(head.tree_size, compact)
         rows: list[dict[str, object]] = []
+        kept: list[StoredNode] = []
         receipts: list[AppendReceipt | None] = []
         for pending in batch:
             if pending.deadline is not None and now > pending.deadline:
@@ -277,7 +287,7 @@ class AuditLog:
             entry.index = index
             data = entry_bytes(entry)
             leaf = leaf_hash(data)
-            compact.append(leaf)
+            append_keeping(compact, leaf, kept)
             root = compact.root()
             rows.append(
                 {
@@ -299,6 +309,12 @@ class AuditLog:
         if not rows:
             return receipts
         connection.execute(_INSERT_ENTRIES, rows)
+        if kept:
+            # Same transaction, same head lock: a node exists exactly when its entries do.
+            connection.execute(
+                _INSERT_NODES,
+                [{"level": lv, "node_index": i, "node_hash": h} for lv, i, h in kept],
+            )
         for pending, receipt in zip(batch, receipts, strict=True):
             if pending.rider is not None and receipt is not None:
                 pending.rider(connection)

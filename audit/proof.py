@@ -4,9 +4,11 @@ Pure functions over leaf hashes: no database, no clock, no keys. A regulator can
 module (and ``hashing.py``/``tree.py``) to check proofs offline, and the tests run it against
 the RFC 6962 vectors of transparency-dev/merkle (``tests/data/``).
 
-Building a proof walks the RFC's recursive definition top-down and hashes each sibling subtree
-once, so it reads every leaf hash up to the tree size once: fine for the sizes credgate's log
-reaches today; tiles (precomputed subtree hashes) are the known next step if that changes.
+Building a proof walks the RFC's recursive definition top-down and names the leaf *ranges*
+whose tree hashes form the path (``inclusion_ranges``/``consistency_ranges``). Here, over a list
+of leaves, each range is hashed from its leaves (the reference, and what a regulator holding an
+export can run); the gateway hashes the same ranges from stored interior nodes
+(``audit.tiles``), reading O(log n) rows instead of every leaf.
 Verification is the RFC's iterative algorithm, which needs only the path, never the leaves.
 """
 
@@ -34,22 +36,65 @@ def _subtree_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
     return compact.root()
 
 
-def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
-    """The audit path for leaf ``index`` in the tree of the first ``tree_size`` leaves."""
-    if not 0 <= index < tree_size <= len(leaves):
-        raise ProofError("an inclusion proof needs 0 <= index < tree_size <= leaves known")
-    path: list[bytes] = []
+Range = tuple[int, int]
+"""Leaves ``[lo, hi)``: one proof element is the Merkle tree hash of such a range."""
+
+
+def inclusion_ranges(index: int, tree_size: int) -> list[Range]:
+    """The leaf ranges whose tree hashes make up the audit path of ``index``, in proof order.
+
+    Every range starts at a multiple of a power of two at least its width (the RFC always
+    splits at powers of two), so its hash folds from perfect subtrees (``audit.tiles``).
+    """
+    if not 0 <= index < tree_size:
+        raise ProofError("an inclusion proof needs 0 <= index < tree_size")
+    ranges: list[Range] = []
     lo, hi = 0, tree_size
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            path.append(_subtree_root(leaves, lo + k, hi))
+            ranges.append((lo + k, hi))
             hi = lo + k
         else:
-            path.append(_subtree_root(leaves, lo, lo + k))
+            ranges.append((lo, lo + k))
             lo += k
-    path.reverse()
-    return path
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(first: int, second: int) -> list[Range]:
+    """The leaf ranges whose tree hashes make up the proof that tree ``first`` is a prefix of
+    tree ``second``, in proof order (``0 < first <= second``; see ``consistency_proof``)."""
+    if not 0 < first <= second:
+        raise ProofError("a consistency proof needs 0 < first <= second")
+    if first == second:
+        return []
+    ranges: list[Range] = []
+    lo, hi, m, complete = 0, second, first, True
+    while True:
+        width = hi - lo
+        if m == width:
+            if not complete:
+                ranges.append((lo, hi))
+            break
+        k = _split(width)
+        if m <= k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo += k
+            m -= k
+            complete = False
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
+    """The audit path for leaf ``index`` in the tree of the first ``tree_size`` leaves."""
+    if not 0 <= index < tree_size <= len(leaves):
+        raise ProofError("an inclusion proof needs 0 <= index < tree_size <= leaves known")
+    return [_subtree_root(leaves, lo, hi) for lo, hi in inclusion_ranges(index, tree_size)]
 
 
 def consistency_proof(leaves: Sequence[bytes], first: int, second: int) -> list[bytes]:
@@ -62,27 +107,7 @@ def consistency_proof(leaves: Sequence[bytes], first: int, second: int) -> list[
     """
     if not 0 < first <= second <= len(leaves):
         raise ProofError("a consistency proof needs 0 < first <= second <= leaves known")
-    if first == second:
-        return []
-    path: list[bytes] = []
-    lo, hi, m, complete = 0, second, first, True
-    while True:
-        width = hi - lo
-        if m == width:
-            if not complete:
-                path.append(_subtree_root(leaves, lo, hi))
-            break
-        k = _split(width)
-        if m <= k:
-            path.append(_subtree_root(leaves, lo + k, hi))
-            hi = lo + k
-        else:
-            path.append(_subtree_root(leaves, lo, lo + k))
-            lo += k
-            m -= k
-            complete = False
-    path.reverse()
-    return path
+    return [_subtree_root(leaves, lo, hi) for lo, hi in consistency_ranges(first, second)]
 
 
 def _check_hashes(*hashes: bytes) -> None:

@@ -12,7 +12,9 @@ database restore does not bring back:
   The compact range is what makes the check cheap: the current head extends the remembered tree
   exactly when appending the stored leaves ``[remembered size, head size)`` to the remembered
   compact range gives the head's compact range (transparency-dev/merkle checks consistency
-  with compact ranges the same way), so a check reads only the entries since the last record;
+  with compact ranges the same way); the appended part is read as the perfect subtrees of
+  ``[remembered size, head size)`` from the stored interior nodes (``audit.tiles``), so a
+  check reads O(log n) rows however many entries came since the last record;
 * written atomically (temporary file, fsync, ``os.replace``, fsync of the directory), mode
   0600, under an exclusive ``flock`` so that worker processes sharing the data directory keep
   the maximum: a record only ever grows, except through ``acknowledge`` below.
@@ -53,10 +55,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from credgate.audit import tiles
 from credgate.audit.hashing import HASH_SIZE
-from credgate.audit.storage import AuditIntegrityError
-from credgate.audit.store_models import HEAD_ROW_ID, AuditEntryRow, AuditHeadRow
+from credgate.audit.storage import AuditIntegrityError, read_rows, with_rebuilt
+from credgate.audit.store_models import HEAD_ROW_ID, AuditHeadRow
 from credgate.audit.tree import CompactRange
 from credgate.core.secret_files import read_secret, write_secret
 from credgate.core.storage.database import Database
@@ -66,7 +70,6 @@ log = logging.getLogger(__name__)
 STATE_FILE_NAME = "audit-log.state"
 FORMAT = 1
 ACKNOWLEDGE_COMMAND = "credgate audit acknowledge-rollback --config <gateway.toml>"
-_LEAF_BATCH = 50_000
 
 
 class AuditStateError(ValueError):
@@ -277,24 +280,25 @@ async def read_head_tree(session: AsyncSession) -> CompactRange:
 
 
 async def _extend(session: AsyncSession, tree: CompactRange, size: int) -> CompactRange:
-    """``tree`` extended with the stored leaves ``[tree.size, size)``."""
+    """``tree`` extended to ``size`` leaves with the stored hashes after it: the perfect
+    subtrees of ``[tree.size, size)`` from stored interior nodes and leaves (``audit.tiles``),
+    so a check after a long gap reads O(log n) rows, not every entry appended meanwhile."""
     extended = tree.copy()
-    while extended.size < size:
-        rows = (
-            await session.execute(
-                select(AuditEntryRow.entry_index, AuditEntryRow.leaf_hash)
-                .where(AuditEntryRow.entry_index >= extended.size)
-                .where(AuditEntryRow.entry_index < size)
-                .order_by(AuditEntryRow.entry_index)
-                .limit(_LEAF_BATCH)
-            )
-        ).all()
-        if not rows:
-            raise AuditIntegrityError(f"entry {extended.size} is missing from the log")
-        for index, leaf in rows:
-            if index != extended.size:
-                raise AuditIntegrityError(f"entry {extended.size} is missing from the log")
-            extended.append(leaf)
+    lo = tree.size
+
+    def read(sync_session: Session) -> list[tuple[int, bytes]]:
+        connection = sync_session.connection()
+
+        def fetch(wanted: dict[int, list[tiles.Interval]]) -> dict[tiles.NodeId, bytes]:
+            return read_rows(connection, wanted)
+
+        def subtrees(stored: dict[tiles.NodeId, bytes]) -> list[tuple[int, bytes]]:
+            return tiles.subtree_hashes(lo, size, stored)
+
+        return with_rebuilt(subtrees, fetch(tiles.plan([(lo, size)])), fetch)
+
+    for level, digest in await session.run_sync(read):
+        extended.append_subtree(level, digest)
     return extended
 
 

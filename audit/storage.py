@@ -1,23 +1,46 @@
 """Reading the log back: the head, records, leaf hashes for proofs, and stored checkpoints.
 
 Everything here reads; only ``AuditLog`` (entries) and ``checkpoints`` (checkpoint rows) write.
-Proofs are built from the stored leaf hashes: if those were tampered with, the proof simply
-fails to verify against a signed checkpoint, which is the point — the server is not trusted.
+Proofs are built from the stored leaf hashes and interior nodes (``audit.tiles``), reading
+O(log n) rows: if those were tampered with, the proof simply fails to verify against a signed
+checkpoint, which is the point — the server is not trusted (and ``verify`` recomputes them).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from credgate.api.credit_repair.v1 import audit_pb2
-from credgate.audit import proof
-from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
-from credgate.audit.tree import CompactRange, PackedHashes
+from credgate.audit import proof, tiles
+from credgate.audit.store_models import (
+    HEAD_ROW_ID,
+    AuditCheckpointRow,
+    AuditEntryRow,
+    AuditHeadRow,
+    AuditTreeNodeRow,
+)
+from credgate.audit.tree import CompactRange
 from credgate.core.storage.database import Database
 
-_LEAF_BATCH = 50_000
+StoredHashes = dict[tiles.NodeId, bytes]
+T = TypeVar("T")
 
 
 class AuditIntegrityError(Exception):
@@ -58,38 +81,136 @@ async def read_record(database: Database, index: int) -> audit_pb2.AuditRecord |
     return None if data is None else record_from_bytes(data)
 
 
-async def leaf_hashes(database: Database, tree_size: int) -> PackedHashes:
-    """The stored leaf hashes of entries ``[0, tree_size)``; AuditIntegrityError if any is gone."""
-    packed = PackedHashes()
-    async with database.session() as session:
-        after = -1
-        while len(packed) < tree_size:
-            batch = (
-                await session.execute(
-                    select(AuditEntryRow.entry_index, AuditEntryRow.leaf_hash)
-                    .where(AuditEntryRow.entry_index > after)
-                    .where(AuditEntryRow.entry_index < tree_size)
-                    .order_by(AuditEntryRow.entry_index)
-                    .limit(_LEAF_BATCH)
+@functools.cache
+def _rows_query(leaf_spans: int, node_spans: int) -> Executable:
+    """One statement for a proof's rows: leaf hashes in ``leaf_spans`` index intervals (bound
+    ``a<k>``/``b<k>``, returned at level 0) UNION ALL interior nodes in ``node_spans`` intervals
+    (``l<k>``, ``c<k>``..``d<k>``). Built once per shape: SQLAlchemy's compiled cache and the
+    driver's prepared statements then serve every proof of that shape (building the
+    expression per proof cost more CPU than the database's work), and one statement is one
+    round trip and its own consistent snapshot."""
+    index, node = AuditEntryRow.entry_index, AuditTreeNodeRow
+    parts: list[Select[int, int, bytes]] = []
+    if leaf_spans:
+        parts.append(
+            select(literal(0, Integer).label("level"), index, AuditEntryRow.leaf_hash).where(
+                or_(
+                    *(
+                        index.between(bindparam(f"a{k}"), bindparam(f"b{k}"))
+                        for k in range(leaf_spans)
+                    )
                 )
-            ).all()
-            if not batch:
-                break
-            for index, leaf in batch:
-                if index != len(packed):
-                    raise AuditIntegrityError(f"entry {len(packed)} is missing from the log")
-                packed.append(leaf)
-            after = batch[-1][0]
-    if len(packed) != tree_size:
-        raise AuditIntegrityError(f"the log holds fewer than {tree_size} entries")
-    return packed
+            )
+        )
+    if node_spans:
+        parts.append(
+            select(node.level, node.node_index, node.node_hash).where(
+                or_(
+                    *(
+                        and_(
+                            node.level == bindparam(f"l{k}"),
+                            node.node_index.between(bindparam(f"c{k}"), bindparam(f"d{k}")),
+                        )
+                        for k in range(node_spans)
+                    )
+                )
+            )
+        )
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def _rows_statement(wanted: dict[int, list[tiles.Interval]]) -> tuple[Executable, dict[str, int]]:
+    """The statement and parameters that read the rows ``tiles.plan`` asked for."""
+    params: dict[str, int] = {}
+    leaves = wanted.get(0, [])
+    for k, (first, last) in enumerate(leaves):
+        params[f"a{k}"], params[f"b{k}"] = first, last
+    levels = [(level, span) for level, spans in wanted.items() if level for span in spans]
+    for k, (level, (first, last)) in enumerate(levels):
+        params[f"l{k}"], params[f"c{k}"], params[f"d{k}"] = level, first, last
+    return _rows_query(len(leaves), len(levels)), params
+
+
+def _stored(rows: Iterable[Any]) -> StoredHashes:
+    return {(int(level), int(i)): bytes(h) for level, i, h in rows}
+
+
+def read_rows(connection: Connection, wanted: dict[int, list[tiles.Interval]]) -> StoredHashes:
+    """The rows ``tiles.plan`` asked for, in one statement."""
+    if not wanted:
+        return {}
+    statement, params = _rows_statement(wanted)
+    return _stored(connection.execute(statement, params))
+
+
+REBUILD_LIMIT = 4096
+"""Most nodes one proof rebuilds from the level below before giving up (a damaged log)."""
+
+Fetch = Callable[[dict[int, list[tiles.Interval]]], StoredHashes]
+
+
+def _rebuild(node: tiles.NodeId, stored: StoredHashes, fetch: Fetch, budget: list[int]) -> None:
+    """Put ``node``'s hash into ``stored``, folded from the stored level below (recursively,
+    down to the leaves if need be). A node is missing when a replica of the release before
+    0013 appended the entries that complete it (during a rolling update) or when someone
+    deleted it; either way the hash follows from the rows below, and ``verify`` reports the
+    gap. AuditIntegrityError when a leaf is missing too, or past ``REBUILD_LIMIT``."""
+    level, index = node
+    budget[0] -= 1
+    if level == 0 or budget[0] < 0:
+        what = f"entry {index}" if level == 0 else f"interior node {level}/{index}"
+        raise AuditIntegrityError(f"{what} is missing from the log")
+    below, (first, last) = tiles.children(node)
+    stored.update(fetch({below: [(first, last)]}))
+    for i in range(first, last + 1):
+        if (below, i) not in stored:
+            _rebuild((below, i), stored, fetch, budget)
+    stored[node] = tiles.fold([stored[(below, i)] for i in range(first, last + 1)])
+
+
+def with_rebuilt(compute: Callable[[StoredHashes], T], stored: StoredHashes, fetch: Fetch) -> T:
+    """``compute(stored)``, rebuilding each stored node it misses (``_rebuild``) and trying
+    again."""
+    budget = [REBUILD_LIMIT]
+    while True:
+        try:
+            return compute(stored)
+        except tiles.MissingNode as missing:
+            _rebuild(missing.node, stored, fetch, budget)
+
+
+def read_proof(connection: Connection, ranges: list[proof.Range]) -> list[bytes]:
+    """The tree hashes of ``ranges`` from stored leaves and interior nodes (``audit.tiles``):
+    O(log n) rows whatever the log's size (more where a node has to be rebuilt from the level
+    below); AuditIntegrityError if a needed leaf is gone."""
+    if not ranges:
+        return []
+
+    def fetch(wanted: dict[int, list[tiles.Interval]]) -> StoredHashes:
+        return read_rows(connection, wanted)
+
+    return with_rebuilt(functools.partial(tiles.assemble, ranges), fetch(tiles.plan(ranges)), fetch)
+
+
+async def _proof(database: Database, ranges: list[proof.Range]) -> list[bytes]:
+    """One statement (``core.storage.threaded.fetch_all``: inline on SQLite, on a reader
+    thread on PostgreSQL), which is its own consistent snapshot; only if a node is missing,
+    ``read_proof`` in one read transaction rebuilds it."""
+    if not ranges:
+        return []
+    statement, params = _rows_statement(tiles.plan(ranges))
+    rows = await database.threaded.fetch_all(statement, params)
+    try:
+        return tiles.assemble(ranges, _stored(rows))
+    except tiles.MissingNode:
+        return await database.threaded.read(functools.partial(read_proof, ranges=ranges))
 
 
 async def inclusion_proof(database: Database, index: int, tree_size: int) -> list[bytes]:
     """The audit path of entry ``index`` in the tree of ``tree_size`` entries."""
     if not 0 <= index < tree_size:
         raise proof.ProofError("the entry index must be below the tree size")
-    return proof.inclusion_proof(await leaf_hashes(database, tree_size), index, tree_size)
+    return await _proof(database, proof.inclusion_ranges(index, tree_size))
 
 
 async def consistency_proof(database: Database, first: int, second: int) -> list[bytes]:
@@ -97,7 +218,7 @@ async def consistency_proof(database: Database, first: int, second: int) -> list
     a proof from the empty tree is meaningless, ``audit.proof.consistency_proof``)."""
     if not 0 < first <= second:
         raise proof.ProofError("a consistency proof needs 0 < first <= second")
-    return proof.consistency_proof(await leaf_hashes(database, second), first, second)
+    return await _proof(database, proof.consistency_ranges(first, second))
 
 
 async def entry_count(database: Database) -> int:

@@ -8,6 +8,9 @@
   Appenders lock it (``SELECT ... FOR UPDATE``), which is what keeps several replicas on one
   gap-free sequence; it is a cache of the entries, so ``verify`` recomputes and compares it.
 * ``audit_checkpoints`` — every checkpoint ever signed, as its signed note verbatim.
+* ``audit_tree_nodes`` (migration ``0013``) — the hash of every complete perfect subtree at the
+  levels ``audit.tiles`` keeps (multiples of 3), written with the entries that complete it, so
+  proofs read O(log n) rows; like the head it is derived data, and ``verify`` recomputes it.
 
 No personal data: the subject appears only as a token.
 """
@@ -34,6 +37,9 @@ class AuditEntryRow(Base):
         Index(None, "institution_id", "entry_index"),
         Index(None, "subject_token", "entry_index"),
         Index(None, "decision_time"),
+        # Proofs read leaf hashes by index range (audit.tiles): covering, so SQLite reads them
+        # from this index alone instead of one table lookup per leaf (migration 0013).
+        Index(None, "entry_index", "leaf_hash"),
     )
 
     entry_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -128,3 +134,14 @@ class AuditWitnessStatusRow(Base):
     detail: Mapped[str] = mapped_column(Text)
     attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     cosigned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditTreeNodeRow(Base):
+    """One complete interior node: the tree hash of leaves ``[index << level, (index+1) << level)``
+    (``audit.tiles``); written once, by the append that completes it."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node_hash: Mapped[bytes] = mapped_column(LargeBinary)

@@ -45,6 +45,20 @@ class CompactRange:
             carry >>= 1
         self.size += 1
 
+    def append_subtree(self, level: int, digest: bytes) -> None:
+        """Add the perfect subtree of ``2 ** level`` leaves with hash ``digest`` at index
+        ``size`` (which must be a multiple of its width, as in any RFC 9162 tree)."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError("a subtree must start at a multiple of its width")
+        nodes = self.nodes
+        nodes.append(digest)
+        carry = self.size >> level
+        while carry & 1:
+            right = nodes.pop()
+            nodes[-1] = node_hash(nodes[-1], right)
+            carry >>= 1
+        self.size += 1 << level
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Add several leaf hashes in order."""
         for leaf in leaves:

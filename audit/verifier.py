@@ -17,12 +17,18 @@ What it reports (``FindingKind``), and how each is found:
   fails, or its root differs from the root recomputed at its size.
 * **HEAD_MISMATCH / TREE_HEAD_ALTERED** — the head row, or a stored per-entry tree head, was
   altered while the entries themselves still verify.
+* **NODE_ALTERED** — a stored interior node (``audit.tiles``, what proofs are built from) is
+  not the hash of the authenticated entries it covers, is missing, or covers entries the log
+  does not hold. Proofs built from it would fail against signed roots (a client is never
+  fooled), but the log would deny honest proofs: it is reported like any other tampering.
 
 The *authenticated size* is the largest tree size whose recomputed root a valid signature
 vouches for (a per-entry tree head or a checkpoint): everything before it is proven intact, and
 when it falls short of the log, the first entry after it is where tampering starts.
 
-Cost: per row, one leaf hash, about one node hash and a protobuf parse. Stored roots are compared
+Cost: per row, one leaf hash, about one node hash and a protobuf parse; the stored interior
+nodes are the compact range's own carries at levels 3, 6, ... (kept, not recomputed), one per
+7 rows, compared as the node rows stream past (``check_nodes``). Stored roots are compared
 every ``SAMPLE_EVERY`` entries and only the chunk holding the first mismatch is read in full;
 signatures are checked for the newest head and the checkpoints, then by a galloping search back
 from the first mismatch — so verification costs hashing, not public-key operations. The
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 from array import array
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -45,9 +51,11 @@ from credgate.audit.findings import Finding, FindingKind, VerifyReport
 from credgate.audit.hashing import leaf_hash
 from credgate.audit.note import NoteError, NoteVerifier
 from credgate.audit.sequence import MAX_LISTED, sequence_findings
+from credgate.audit.tiles import STRIDE, TILE_WIDTH, StoredNode, append_keeping
 from credgate.audit.tree import CompactRange, PackedHashes
 
 SAMPLE_EVERY = 1024
+_TILE_MASK = TILE_WIDTH - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
 """For a decision time stored as naive UTC (SQLite's text)."""
@@ -115,6 +123,12 @@ class LogVerifier:
         self._positions = array("q")
         self._embedded = array("q")
         self._findings: list[Finding] = []
+        self._kept: list[StoredNode] = []
+        self._computed: dict[int, PackedHashes] = {}
+        """The recomputed tree's nodes at each stored level (``audit.tiles``), by index: they
+        complete in index order, so 32 bytes each and no keys."""
+        self._node_problems: list[tuple[str, int, int, int]] = []
+        """(what, level, first, last) found by ``check_nodes``; judged in ``finish``."""
 
     @property
     def rows(self) -> int:
@@ -141,7 +155,14 @@ class LogVerifier:
         self._embedded.append(embedded)
         self._leaves.append(leaf)
         compact = self._compact
-        compact.append(leaf)
+        if (compact.size + 1) & _TILE_MASK:
+            compact.append(leaf)
+        else:  # this leaf completes at least one node at a stored level: keep it
+            kept = self._kept
+            append_keeping(compact, leaf, kept)
+            for level, _, digest in kept:
+                self._computed.setdefault(level, PackedHashes()).append(digest)
+            kept.clear()
         if self._thorough:
             self._all_roots.append(compact.root())
         if compact.size % SAMPLE_EVERY == 0:
@@ -170,6 +191,7 @@ class LogVerifier:
 
         ``checkpoints`` are (label, signed note) pairs: the stored ones and any a regulator
         kept (only an outside copy can reveal a truncation that also deleted checkpoints).
+        The stored interior nodes are judged if ``check_nodes`` was given them.
         """
         n = self.rows
         report = VerifyReport(entries=n, head_size=head_size)
@@ -191,6 +213,7 @@ class LogVerifier:
             self._add(FindingKind.TREE_HEAD_ALTERED, self._positions[row], detail)
         if authenticated < n:
             self._explain_divergence(authenticated, head_size, mismatch)
+        self._node_findings(authenticated)
         report.authenticated_size = authenticated
         report.findings = sorted(
             self._findings, key=lambda f: (f.index is None, f.index or 0, f.kind)
@@ -290,6 +313,65 @@ class LogVerifier:
             return 0
         report.checkpoints_valid += 1
         return size
+
+    def check_nodes(self, stored: Iterable[StoredNode]) -> None:
+        """Compare the stored interior nodes, in (level, index) order, with the recomputed
+        ones, after every row was fed; what differs is judged in ``finish``. Streams: the
+        problems are kept as ranges, never the nodes."""
+        problems = self._node_problems
+        rows = self.rows
+        expected: dict[int, int] = {}  # per level, the next index a complete run would have
+        for level, index, digest in stored:
+            computed = self._computed.get(level)
+            count = len(computed) if computed is not None else 0
+            if level % STRIDE or level <= 0:
+                problems.append(("level", level, index, index))
+                continue
+            following = expected.get(level, 0)
+            if following < min(index, count):
+                problems.append(("missing", level, following, min(index, count) - 1))
+            expected[level] = index + 1
+            if (index + 1) << level > rows:
+                problems.append(("beyond", level, index, index))
+            elif computed is not None and computed[index] != digest:
+                problems.append(("altered", level, index, index))
+        for level, computed in self._computed.items():
+            following = expected.get(level, 0)
+            if following < len(computed):
+                problems.append(("missing", level, following, len(computed) - 1))
+
+    def _node_findings(self, authenticated: int) -> None:
+        """Findings for what ``check_nodes`` found.
+
+        Only nodes within the authenticated prefix are judged against the recomputation (past
+        it the entries themselves are already findings, and a stored node may well hold the
+        signed value the altered entries lost); a node past the last entry (unless the log was
+        found truncated, which explains it), or missing where the authenticated entries
+        complete it, or at a level the log does not keep, is a finding too.
+        """
+        truncated = any(f.kind is FindingKind.TRUNCATED for f in self._findings)
+        found: list[Finding] = []
+        for what, level, first, last in self._node_problems:
+            where = f"interior node {level}/{first}"
+            start = first << level
+            if what == "level":
+                detail = f"{where} is at a level the log does not keep"
+                found.append(Finding(FindingKind.NODE_ALTERED, None, detail))
+            elif what == "beyond" and not truncated:
+                detail = f"{where} covers entries not in the log"
+                found.append(Finding(FindingKind.NODE_ALTERED, None, detail))
+            elif what == "altered" and (first + 1) << level <= authenticated:
+                end = ((first + 1) << level) - 1
+                detail = (
+                    f"{where} (entries {start}..{end}) is not the hash of the entries it covers"
+                )
+                found.append(Finding(FindingKind.NODE_ALTERED, start, detail))
+            elif what == "missing" and (first + 1) << level <= authenticated:
+                last = min(last, (authenticated >> level) - 1)
+                span = where if last == first else f"interior nodes {level}/{first}..{last}"
+                detail = f"{span} missing (proofs over them fail)"
+                found.append(Finding(FindingKind.NODE_ALTERED, start, detail))
+        self._findings.extend(found[:MAX_LISTED])
 
     def _head_findings(self, head_size: int | None, head_root: bytes | None) -> None:
         n = self.rows

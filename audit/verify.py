@@ -33,7 +33,13 @@ from sqlalchemy import (
 
 from credgate.audit.findings import VerifyReport
 from credgate.audit.note import NoteVerifier
-from credgate.audit.store_models import HEAD_ROW_ID, AuditCheckpointRow, AuditEntryRow, AuditHeadRow
+from credgate.audit.store_models import (
+    HEAD_ROW_ID,
+    AuditCheckpointRow,
+    AuditEntryRow,
+    AuditHeadRow,
+    AuditTreeNodeRow,
+)
 from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
 from credgate.core.storage.database import Database
 
@@ -60,6 +66,9 @@ _COUNT = select(func.count()).select_from(_E)
 _CHECKPOINTS = select(AuditCheckpointRow.checkpoint_id, AuditCheckpointRow.note).order_by(
     AuditCheckpointRow.checkpoint_id
 )
+_NODES = select(
+    AuditTreeNodeRow.level, AuditTreeNodeRow.node_index, AuditTreeNodeRow.node_hash
+).order_by(AuditTreeNodeRow.level, AuditTreeNodeRow.node_index)
 _TREE_HEADS = select(_E.entry_index, _E.tree_root, _E.tree_signature).where(
     _E.entry_index.in_(bindparam("indexes", expanding=True))
 )
@@ -117,7 +126,8 @@ async def verify_log(
     verifier = LogVerifier(origin, verifiers, thorough=thorough)
 
     def read(connection: Connection) -> tuple[tuple[int, bytes] | None, list[tuple[str, str]]]:
-        """Feed every row to the verifier, in one snapshot; the head and stored checkpoints."""
+        """Feed every row to the verifier, in one snapshot; the head, stored checkpoints and
+        interior nodes."""
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         head = connection.execute(_HEAD).first()
@@ -133,6 +143,8 @@ async def verify_log(
                 verifier.feed(StoredRow(r[0], r[1], r[2], stored_columns))
             if progress is not None:
                 progress(verifier.rows, total)
+        nodes = connection.execute(_NODES.execution_options(yield_per=batch_size))
+        verifier.check_nodes((int(lv), int(i), bytes(h)) for lv, i, h in nodes)
         held = None if head is None else (int(head[0]), bytes(head[1]))
         return held, [(f"#{i}", note) for i, note in stored]
 

@@ -120,13 +120,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2000,
         help="timed last_known_all calls per index size (default 2000)",
     )
+    parser.add_argument_group("proofs").add_argument(
+        "--proof-sizes",
+        type=_sizes,
+        default=(10_000, 1_000_000),
+        help="synthetic audit-log sizes for the proofs scenario (default 10000,1000000; the "
+        "recorded run uses 10000,1000000,10000000)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--scenarios",
         type=_scenarios,
-        default=("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers"),
-        help="comma-separated subset of echo,live,batch,index,ingest,audit,scale,workers "
-        "(default: all)",
+        default=("echo", "live", "batch", "index", "ingest", "audit", "proofs", "scale", "workers"),
+        help="comma-separated subset of echo,live,batch,index,ingest,audit,proofs,scale,"
+        "workers (default: all)",
     )
     run.add_argument(
         "--postgres-url",
@@ -195,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             batch_concurrency=args.batch_concurrency,
             index_sizes=args.index_sizes,
+            proof_sizes=args.proof_sizes,
             facts_per_subject=args.facts_per_subject,
             lookups=args.lookups,
             scenarios=args.scenarios,

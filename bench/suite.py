@@ -18,6 +18,10 @@
    ``credgate serve --workers N`` does (``gateway.workers``: processes sharing the port with
    SO_REUSEPORT), for 1, 2, 4, ... up to ``workers`` processes; each row's throughput beside
    the 1-worker row's and echo's, its CPU per call summed over every worker.
+6. **proofs**: inclusion and consistency proof latency (``audit.storage``, what the regulator
+   RPCs call) over a log of each of ``proof_sizes`` *synthetic* entries, filled directly with
+   bulk inserts rather than appended (``bench.proof_bench``: a proof's cost depends only on the
+   rows it reads), on SQLite and, with ``--postgres-url``, PostgreSQL.
 
 Rows for features that have not landed are listed as not yet available, with their issue
 (``PENDING_ROWS``; none at the moment).
@@ -61,7 +65,7 @@ from bench.servers import (
 from credgate.gateway.config import MAX_WORKERS
 from credgate.gateway.progress import Progress
 
-SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "scale", "workers")
+SCENARIOS = ("echo", "live", "batch", "index", "ingest", "audit", "proofs", "scale", "workers")
 INSTITUTION = "court-demo"
 CASE_REFERENCE = "(2026)粤03执1号"
 GET_METHOD = "/credit_repair.v1.RepairStatusService/GetRepairStatus"
@@ -76,6 +80,8 @@ TEMPLATE_SUBJECTS = 64
 LOOKUP_WARMUP = 200
 OVERHEAD_TARGET_MS = 5.0
 SCALE_TARGET_RATIO = 1.5
+PROOF_TARGET_RATIO = 2.0
+PROOF_KINDS = ("inclusion", "consistency")
 INDEX_TARGET_RATIO = 0.5
 
 MAX_INDEX_SUBJECTS = 512
@@ -129,6 +135,11 @@ def _live_title(latency_ms: float, concurrency: int | None) -> str:
     return f"live query, {latency_ms:g} ms sources{suffix}"
 
 
+def _proof_title(backend: str, kind: str, size: int) -> str:
+    name = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    return f"{kind} proof, {size:,} entries, {name}"
+
+
 def _batch_title(size: int) -> str:
     return f"batch query of {size} subjects"
 
@@ -180,6 +191,8 @@ class BenchSettings:
     batch_size: int = 100
     batch_concurrency: int = 2
     index_sizes: tuple[int, ...] = (10_000, 1_000_000)
+    proof_sizes: tuple[int, ...] = (10_000, 1_000_000)
+    """Synthetic log sizes of the proofs scenario (the recorded run adds 10,000,000)."""
     facts_per_subject: int = 8
     lookups: int = 2000
     scenarios: tuple[str, ...] = SCENARIOS
@@ -199,6 +212,8 @@ class BenchSettings:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
         if self.population < 1 or any(size < 1 for size in self.index_sizes):
             raise ValueError("population and index sizes must be at least 1")
+        if any(size < 2 for size in self.proof_sizes):
+            raise ValueError("proof sizes must be at least 2")
         if not 1 <= self.facts_per_subject <= 8:
             raise ValueError("facts per subject must be 1 to 8 (one per mock source)")
         if not 1 <= self.workers <= MAX_WORKERS:
@@ -870,6 +885,57 @@ class _Suite:
             )
         )
 
+    def run_proofs(self) -> None:
+        """Inclusion and consistency proof latency at each of ``proof_sizes`` entries."""
+        from bench.proof_bench import measure_size
+
+        settings = self.settings
+        backends = ["sqlite", *(["postgresql"] if settings.postgres_url else [])]
+        for backend in backends:
+            for size in settings.proof_sizes:
+                ids = [
+                    (f"proofs_{backend}_{kind}_{size}", _proof_title(backend, kind, size))
+                    for kind in PROOF_KINDS
+                ]
+                try:
+                    measured = measure_size(
+                        backend,
+                        self.world.directory / "proofs",
+                        size,
+                        postgres_url=settings.postgres_url,
+                        log=_log,
+                    )
+                except Exception as error:
+                    _log(f"proofs at {size:,} on {backend} failed: {type(error).__name__}: {error}")
+                    _fail_missing(self.results, ids, error)
+                    continue
+                for (row_id, title), latency in zip(
+                    ids, (measured.inclusion, measured.consistency), strict=True
+                ):
+                    self.add(
+                        Row(
+                            row_id,
+                            title,
+                            concurrency=1,
+                            qps=1000.0 / latency.mean_ms if latency.mean_ms > 0 else None,
+                            p50_ms=latency.p50_ms,
+                            p95_ms=latency.p95_ms,
+                            p99_ms=latency.p99_ms,
+                            requests=latency.proofs,
+                            errors=0,
+                            partial=0,
+                            metrics={
+                                "entries": size,
+                                "rows_read_max": latency.rows_read_max,
+                                "cpu_ms_per_proof": latency.cpu_ms_mean,
+                                "fill_seconds": measured.fill_seconds,
+                            },
+                            note=f"{latency.proofs} proofs one at a time, each verified; at most "
+                            f"{latency.rows_read_max} rows read per proof; bench CPU "
+                            f"{latency.cpu_ms_mean:.2f} ms/proof; synthetic log (QPS = 1/mean)",
+                        )
+                    )
+
     def run_ingest(self) -> None:
         """One provider streams its history to a gateway on each backend; durable acks."""
         from bench import ingest
@@ -1116,6 +1182,7 @@ _ROW_ORDER = (
     "sync_ingest_postgresql",
     "audit_append",
     "audit_verify",
+    *(f"proofs_{backend}_{kind}_" for backend in ("sqlite", "postgresql") for kind in PROOF_KINDS),
     "index_lookup_",
     "gateway_at_index_",
     WORKERS_ID,
@@ -1158,6 +1225,39 @@ def _ratio_target(
     if not target.met:
         target.note += f"; over by {target.measured - SCALE_TARGET_RATIO:.2f}x"
     return target
+
+
+def _proof_targets(results: Results, settings: BenchSettings) -> list[Target]:
+    """Proof latency p50 at the largest log over the smallest, per backend and kind."""
+    sizes = sorted(set(settings.proof_sizes))
+    backends = ["sqlite", *(["postgresql"] if settings.postgres_url else [])]
+    targets = []
+    for backend in backends:
+        for kind in PROOF_KINDS:
+            target = Target(
+                f"proofs_{backend}_{kind}",
+                f"{kind} proof p50 ({backend}), largest vs smallest log",
+                f"<= {PROOF_TARGET_RATIO:g}x",
+                unit="x",
+            )
+            targets.append(target)
+            prefix = f"proofs_{backend}_{kind}_"
+            small, large = results.row(prefix + str(sizes[0])), results.row(prefix + str(sizes[-1]))
+            if len(sizes) < 2 or small is None or large is None:
+                target.note = "needs two proof sizes" if len(sizes) < 2 else "not measured"
+                continue
+            if small.status is not Status.OK or large.status is not Status.OK:
+                target.note = "not measured"
+                continue
+            if not small.p50_ms or large.p50_ms is None:
+                target.note = "not measured"
+                continue
+            target.measured = large.p50_ms / small.p50_ms
+            target.met = target.measured <= PROOF_TARGET_RATIO
+            target.note = f"{sizes[-1]:,} vs {sizes[0]:,} entries"
+            if not target.met:
+                target.note += f"; over by {target.measured - PROOF_TARGET_RATIO:.2f}x"
+    return targets
 
 
 def _rate_target(results: Results, row_id: str, title: str, goal: float) -> Target:
@@ -1230,6 +1330,7 @@ def _targets(results: Results, settings: BenchSettings) -> list[Target]:
         *gateway_targets,
         *(_rate_target(results, row_id, title, INGEST_TARGET) for row_id, title in INGEST_ROWS),
         _rate_target(results, AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE, AUDIT_VERIFY_TARGET),
+        *(_proof_targets(results, settings) if "proofs" in settings.scenarios else []),
         _ratio_target(
             results,
             settings,
@@ -1306,6 +1407,8 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
                     [(AUDIT_APPEND_ID, AUDIT_APPEND_TITLE), (AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE)],
                     error,
                 )
+        if "proofs" in scenarios:
+            suite.run_proofs()
         backends = (SQLITE, POSTGRESQL) if settings.postgres_url else (SQLITE,)
         gateway_rows: list[tuple[str, str]] = []
         if "live" in scenarios:

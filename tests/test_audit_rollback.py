@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
@@ -116,6 +116,11 @@ async def _restore_audit_tables(database: Database, head: dict[str, object]) -> 
     async with database.write() as session:
         await session.execute(delete(AuditEntryRow).where(AuditEntryRow.entry_index >= size))
         await session.execute(delete(AuditCheckpointRow).where(AuditCheckpointRow.tree_size > size))
+        # Interior nodes (audit.tiles) covering entries past the backup were not in it either.
+        await session.execute(
+            text("DELETE FROM audit_tree_nodes WHERE ((node_index + 1) << level) > :size"),
+            {"size": size},
+        )
         await session.execute(
             update(AuditHeadRow).where(AuditHeadRow.head_id == HEAD_ROW_ID).values(**head)
         )

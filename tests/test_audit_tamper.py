@@ -26,7 +26,7 @@ from credgate.audit.keys import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.proof import ProofError, verify_inclusion
 from credgate.audit.storage import inclusion_proof
-from credgate.audit.tree import CompactRange
+from credgate.audit.tree import CompactRange, merkle_root
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry, token
@@ -254,6 +254,12 @@ async def test_truncation_hidden_in_the_database_is_caught_by_a_kept_checkpoint(
         c=compact.to_bytes(),
         r=compact.root(),
     )
+    # An interior node left over past the new end gives it away on its own...
+    careless = await log.verify()
+    assert [(f.kind, f.index) for f in careless.findings] == [(FindingKind.NODE_ALTERED, None)]
+    assert "covers entries not in the log" in careless.findings[0].detail
+    # ...so a careful operator deletes those too.
+    await log.sql("DELETE FROM audit_tree_nodes WHERE (node_index + 1) * 8 > 35 AND level = 3")
     assert (await log.verify()).ok
     report = await log.verify(external=[("kept by the regulator", kept.note)])
     assert [f.kind for f in report.findings] == [FindingKind.TRUNCATED]
@@ -371,7 +377,31 @@ async def test_proofs_fail_on_altered_data(log: Log) -> None:
             await inclusion_proof(log.database, 5, SIZE),
             checkpoint.root_hash,
         )
+    # An entry the forgery did not touch stays provable: its proof is built from the stored
+    # interior nodes (audit.tiles), which still hold the signed history, not from the edited
+    # leaf. (Before interior nodes were stored, every proof rehashed every leaf and failed.)
+    # Rewriting the node over the forged leaf as well makes that proof fail instead: either way
+    # the signed root tells a client the truth, and verify names the forged entry.
     other = await log.row(30)
+    verify_inclusion(
+        30,
+        SIZE,
+        bytes(other["leaf_hash"]),
+        await inclusion_proof(log.database, 30, SIZE),
+        checkpoint.root_hash,
+    )
+    async with log.database.session() as session:
+        leaves = (
+            await session.execute(
+                text(
+                    "SELECT leaf_hash FROM audit_entries WHERE entry_index < 8 ORDER BY entry_index"
+                )
+            )
+        ).scalars()
+    await log.sql(
+        "UPDATE audit_tree_nodes SET node_hash = :h WHERE level = 3 AND node_index = 0",
+        h=merkle_root(bytes(leaf) for leaf in leaves),
+    )
     with pytest.raises(ProofError):
         verify_inclusion(
             30,
@@ -380,3 +410,4 @@ async def test_proofs_fail_on_altered_data(log: Log) -> None:
             await inclusion_proof(log.database, 30, SIZE),
             checkpoint.root_hash,
         )
+    assert (await log.verify()).kinds_at(5) == {FindingKind.MODIFIED}

@@ -25,6 +25,7 @@ from credgate.gateway.progress import Progress
 
 SMOKE_INDEX_SIZES = (200, 1000)
 SMOKE_WORKERS = 2
+SMOKE_PROOF_SIZES = (300, 3000)
 MEASURED_ROWS = (
     "echo_baseline",
     "direct_fanout",
@@ -36,6 +37,11 @@ MEASURED_ROWS = (
     *(f"index_lookup_{size}" for size in SMOKE_INDEX_SIZES),
     *(f"gateway_at_index_{size}" for size in SMOKE_INDEX_SIZES),
     *(f"worker_scaling_{count}" for count in range(1, SMOKE_WORKERS + 1)),
+    *(
+        f"proofs_sqlite_{kind}_{size}"
+        for kind in ("inclusion", "consistency")
+        for size in SMOKE_PROOF_SIZES
+    ),
 )
 PENDING_ROWS: tuple[str, ...] = ()
 POSTGRES_URL = os.environ.get("CREDGATE_TEST_POSTGRES_URL", "")
@@ -61,6 +67,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[
                 "--batch-concurrency", "1",
                 "--index-sizes", ",".join(str(size) for size in SMOKE_INDEX_SIZES),
                 "--lookups", "100",
+                "--proof-sizes", ",".join(str(size) for size in SMOKE_PROOF_SIZES),
                 "--workers", str(SMOKE_WORKERS),
                 "--json", str(results_path),
                 "--workdir", str(directory / "work"),
@@ -191,6 +198,8 @@ def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, 
         "audit_verify",
         "lookup_scale_p50",
         "gateway_rss_scale",
+        "proofs_sqlite_inclusion",
+        "proofs_sqlite_consistency",
     ):
         assert targets[measured]["measured"] is not None
         assert targets[measured]["met"] in (True, False)
