@@ -267,13 +267,13 @@ async def test_append_within_a_write_transaction_writes_its_node(audit_log: Audi
 # -- upgrading a database that already holds entries ---------------------------------------------
 
 
-def _downgrade_to_0009(url: str) -> None:
+def _downgrade_to_0012(url: str) -> None:
     engine = create_sync_engine(url)
     try:
         with engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.downgrade(config, "0009")
+            command.downgrade(config, "0012")
     finally:
         engine.dispose()
 
@@ -281,7 +281,7 @@ def _downgrade_to_0009(url: str) -> None:
 async def test_a_log_from_before_interior_nodes_is_backfilled_and_proves(
     migrated_database_url: str, signer: NoteSigner
 ) -> None:
-    """Entries logged at revision 0009 (no node table) prove after the upgrade to 0013."""
+    """Entries logged at revision 0012 (no node table) prove after the upgrade to 0013."""
     database = Database.from_url(migrated_database_url)
     log = AuditLog(database, signer)
     try:
@@ -291,7 +291,7 @@ async def test_a_log_from_before_interior_nodes_is_backfilled_and_proves(
     finally:
         await log.aclose()
         await database.dispose()
-    await asyncio.to_thread(_downgrade_to_0009, migrated_database_url)
+    await asyncio.to_thread(_downgrade_to_0012, migrated_database_url)
     engine = create_sync_engine(migrated_database_url)
     try:
         with engine.connect() as connection:

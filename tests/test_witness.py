@@ -394,6 +394,11 @@ async def truncate(database: Database, keep: int) -> None:
     await database_sql(database, "DELETE FROM audit_entries WHERE entry_index >= :k", k=keep)
     await database_sql(database, "DELETE FROM audit_checkpoints WHERE tree_size > :k", k=keep)
     await database_sql(database, "DELETE FROM audit_cosignatures WHERE tree_size > :k", k=keep)
+    # A careful attacker also removes the interior nodes over the cut entries (audit.tiles),
+    # which verify would otherwise report on their own.
+    await database_sql(
+        database, "DELETE FROM audit_tree_nodes WHERE ((node_index + 1) << level) > :k", k=keep
+    )
     compact = CompactRange()
     async with database.session() as session:
         leaves = await session.execute(
