@@ -5,10 +5,10 @@ One concept per module (after transparency-dev/merkle):
 
 ``hashing``  leaf/node hashes          ``tree``         compact ranges, roots
 ``proof``    inclusion/consistency     ``note``         signed notes, key encodings
-``checkpoint`` checkpoint format       ``keys``         the log's key file
+``checkpoint`` checkpoint format       ``log_signing_key`` the log's key file
 ``entry``    building entries          ``store_models`` tables
 ``log``      AuditLog (append)         ``checkpoints``  making/storing checkpoints
-``storage``  reading back, proofs      ``verifier``, ``sequence``, ``findings``, ``verify``
+``storage``  reading back, proofs      ``verifier``, ``sequence``, ``tamper_findings``, ``verify``
 ``queries``  listing, history                           tamper detection
 ``unusual``  unusual-access report     ``page_token``   AIP-158 tokens
 ``trail``    the one write path        ``offline``      checking an export file
@@ -26,8 +26,8 @@ from credgate.audit.entry import (
     AuditEntryError,
     new_entry,
 )
-from credgate.audit.keys import load_or_create_signer
 from credgate.audit.log import AppendReceipt, AuditLog, AuditUnavailable
+from credgate.audit.log_signing_key import load_or_create_signer
 
 __all__ = [
     "ALLOWED",

@@ -17,14 +17,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from credgate.audit.findings import Finding, FindingKind
+from credgate.audit.tamper_findings import TamperFinding, TamperKind
 
 _WINDOW_MARGIN = 2
 MAX_LISTED = 50
 """At most this many findings of one kind are listed (a mass deletion is one story)."""
 
 
-def sequence_findings(embedded: Sequence[int], positions: Sequence[int]) -> list[Finding]:
+def sequence_findings(embedded: Sequence[int], positions: Sequence[int]) -> list[TamperFinding]:
     """Findings for row ``r`` holding entry ``embedded[r]`` at stored index ``positions[r]``."""
     deviations = [r for r in range(len(embedded)) if embedded[r] != r]
     if not deviations:
@@ -42,14 +42,14 @@ def sequence_findings(embedded: Sequence[int], positions: Sequence[int]) -> list
         if tag in ("insert", "replace"):
             extra.extend((lo + b, observed[b]) for b in range(b1, b2))
     moved = missing & {value for _, value in extra}
-    findings: list[Finding] = []
+    findings: list[TamperFinding] = []
     for row, value in extra[:MAX_LISTED]:
         if value in moved:
             detail = f"holds entry {value}, which belongs elsewhere in the sequence"
-            findings.append(Finding(FindingKind.REORDERED, positions[row], detail))
+            findings.append(TamperFinding(TamperKind.REORDERED, positions[row], detail))
         else:
             detail = f"not part of the signed sequence (claims to be entry {value})"
-            findings.append(Finding(FindingKind.INSERTED, positions[row], detail))
+            findings.append(TamperFinding(TamperKind.INSERTED, positions[row], detail))
     for value in sorted(missing - moved)[:MAX_LISTED]:
-        findings.append(Finding(FindingKind.DELETED, value, "entry is missing from the log"))
+        findings.append(TamperFinding(TamperKind.DELETED, value, "entry is missing from the log"))
     return findings

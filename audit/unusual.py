@@ -33,7 +33,7 @@ from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2, voca
 from credgate.audit.store_models import AuditEntryRow
 from credgate.core.storage.database import Database
 
-Finding = regulator_service_pb2.UnusualAccessFinding
+UnusualAccessFinding = regulator_service_pb2.UnusualAccessFinding
 KindValue: TypeAlias = regulator_service_pb2.UnusualAccessKind.ValueType
 PurposeValue: TypeAlias = vocabulary_pb2.Purpose.ValueType
 _E = AuditEntryRow
@@ -76,8 +76,8 @@ class Window:
 
 def _finding(
     kind: KindValue, institution: str, explanation: str, observed: float, expected: float
-) -> Finding:
-    return Finding(
+) -> UnusualAccessFinding:
+    return UnusualAccessFinding(
         kind=kind,
         institution_id=institution,
         explanation=explanation,
@@ -119,7 +119,7 @@ async def _samples(
     return [int(i) for i in indexes], first, last
 
 
-def _set_span(finding: Finding, first: dt.datetime | None, last: dt.datetime | None) -> None:
+def _set_span(finding: UnusualAccessFinding, first: dt.datetime | None, last: dt.datetime | None) -> None:
     if first is not None:
         finding.first_time.FromDatetime(first)
     if last is not None:
@@ -139,10 +139,10 @@ def _longest_burst(times: Sequence[tuple[dt.datetime, int]], span: dt.timedelta)
 
 async def unusual_access_report(
     database: Database, window: Window, thresholds: Thresholds = Thresholds()
-) -> list[Finding]:
+) -> list[UnusualAccessFinding]:
     """Every finding for the window, most severe kind first, largest first within a kind."""
     t = thresholds
-    findings: list[Finding] = []
+    findings: list[UnusualAccessFinding] = []
     current = await _counts(database, window.start, window.end)
     baseline = await _counts(database, window.baseline_start, window.start)
     per_institution: dict[str, int] = defaultdict(int)
@@ -208,7 +208,9 @@ async def unusual_access_report(
     return findings
 
 
-async def _denial_findings(database: Database, window: Window, t: Thresholds) -> list[Finding]:
+async def _denial_findings(
+    database: Database, window: Window, t: Thresholds
+) -> list[UnusualAccessFinding]:
     """Denial bursts and subjects refused for lack of consent, per institution."""
     denied = _E.outcome == audit_pb2.AUDIT_OUTCOME_DENIED
     query = (
@@ -221,7 +223,7 @@ async def _denial_findings(database: Database, window: Window, t: Thresholds) ->
     by_institution: dict[str, list[tuple[dt.datetime, int, str, str]]] = defaultdict(list)
     for institution, time, index, token, reason in rows:
         by_institution[str(institution)].append((time, int(index), str(token), str(reason)))
-    findings: list[Finding] = []
+    findings: list[UnusualAccessFinding] = []
     span = dt.timedelta(seconds=t.burst_seconds)
     for institution, denials in by_institution.items():
         start, end = _longest_burst([(d[0], d[1]) for d in denials], span)

@@ -4,7 +4,7 @@ Nothing stored is trusted except signatures by the log's key. The verifier is fe
 rows in index order, recomputes every leaf hash from the entry bytes and the whole tree from
 the leaves; stored hashes, roots and the head row are only compared, never believed.
 
-What it reports (``FindingKind``), and how each is found:
+What it reports (``TamperKind``), and how each is found:
 
 * **MODIFIED** — an entry's bytes no longer hash to its stored leaf hash, or no longer parse,
   or the query columns beside it disagree with the bytes; or the entry changed together with
@@ -47,10 +47,10 @@ from google.protobuf.message import DecodeError
 
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.audit.checkpoint import TreeHeadVerifier, open_checkpoint
-from credgate.audit.findings import Finding, FindingKind, VerifyReport
 from credgate.audit.hashing import leaf_hash
 from credgate.audit.note import NoteError, NoteVerifier
 from credgate.audit.sequence import MAX_LISTED, sequence_findings
+from credgate.audit.tamper_findings import TamperFinding, TamperKind, VerificationResult
 from credgate.audit.tiles import STRIDE, TILE_WIDTH, StoredNode, append_keeping
 from credgate.audit.tree import CompactRange, PackedHashes
 
@@ -122,7 +122,7 @@ class LogVerifier:
         self._sample_roots: list[bytes] = []
         self._positions = array("q")
         self._embedded = array("q")
-        self._findings: list[Finding] = []
+        self._findings: list[TamperFinding] = []
         self._kept: list[StoredNode] = []
         self._computed: dict[int, PackedHashes] = {}
         """The recomputed tree's nodes at each stored level (``audit.tiles``), by index: they
@@ -141,16 +141,16 @@ class LogVerifier:
         data = row.entry_bytes
         leaf = leaf_hash(data)
         if leaf != row.leaf_hash:
-            self._add(FindingKind.MODIFIED, row.index, "content does not match its leaf hash")
+            self._add(TamperKind.MODIFIED, row.index, "content does not match its leaf hash")
         try:
             entry = _parse(data)
         except DecodeError:
-            self._add(FindingKind.MODIFIED, row.index, "content is not a readable audit entry")
+            self._add(TamperKind.MODIFIED, row.index, "content is not a readable audit entry")
             embedded = position
         else:
             embedded = entry.index
             if row.columns is not None and not row.columns.agree_with(entry):
-                self._add(FindingKind.MODIFIED, row.index, "query columns disagree with the entry")
+                self._add(TamperKind.MODIFIED, row.index, "query columns disagree with the entry")
         self._positions.append(row.index)
         self._embedded.append(embedded)
         self._leaves.append(leaf)
@@ -169,8 +169,8 @@ class LogVerifier:
             self._snapshots.append(compact.copy())
             self._sample_roots.append(compact.root())
 
-    def _add(self, kind: FindingKind, index: int | None, detail: str) -> None:
-        self._findings.append(Finding(kind, index, detail))
+    def _add(self, kind: TamperKind, index: int | None, detail: str) -> None:
+        self._findings.append(TamperFinding(kind, index, detail))
 
     def root_at(self, size: int) -> bytes:
         """The recomputed root of the first ``size`` rows."""
@@ -186,7 +186,7 @@ class LogVerifier:
         head_size: int | None,
         head_root: bytes | None,
         checkpoints: Sequence[tuple[str, str]] = (),
-    ) -> VerifyReport:
+    ) -> VerificationResult:
         """Run the whole-log checks and return the report.
 
         ``checkpoints`` are (label, signed note) pairs: the stored ones and any a regulator
@@ -194,7 +194,7 @@ class LogVerifier:
         The stored interior nodes are judged if ``check_nodes`` was given them.
         """
         n = self.rows
-        report = VerifyReport(entries=n, head_size=head_size)
+        report = VerificationResult(entries=n, head_size=head_size)
         self._findings.extend(sequence_findings(self._embedded, self._positions))
         if self._thorough:
             mismatches = await self._every_head_mismatch(fetch_heads)
@@ -210,7 +210,7 @@ class LogVerifier:
         self._head_findings(head_size, head_root)
         for row in [m for m in mismatches if m < authenticated][:MAX_LISTED]:
             detail = "the stored tree head was altered (the entries themselves verify)"
-            self._add(FindingKind.TREE_HEAD_ALTERED, self._positions[row], detail)
+            self._add(TamperKind.TREE_HEAD_ALTERED, self._positions[row], detail)
         if authenticated < n:
             self._explain_divergence(authenticated, head_size, mismatch)
         self._node_findings(authenticated)
@@ -291,25 +291,25 @@ class LogVerifier:
                 bad = middle
         return good
 
-    def _check_checkpoint(self, label: str, note: str, report: VerifyReport) -> int:
+    def _check_checkpoint(self, label: str, note: str, report: VerificationResult) -> int:
         """Verify one checkpoint; return the size it authenticates (0 if none)."""
         report.checkpoints_checked += 1
         try:
             checkpoint = open_checkpoint(note, self._verifiers).checkpoint
         except NoteError as exc:
-            self._add(FindingKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: {exc}")
+            self._add(TamperKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: {exc}")
             return 0
         if checkpoint.origin != self._origin:
-            self._add(FindingKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: other origin")
+            self._add(TamperKind.CHECKPOINT_INVALID, None, f"checkpoint {label}: other origin")
             return 0
         size = checkpoint.tree_size
         if size > self.rows:
             detail = f"checkpoint {label} signs {size} entries but the log has {self.rows}"
-            self._add(FindingKind.TRUNCATED, self.rows, detail)
+            self._add(TamperKind.TRUNCATED, self.rows, detail)
             return 0
         if self.root_at(size) != checkpoint.root_hash:
             detail = f"checkpoint {label}: the first {size} entries differ from what was signed"
-            self._add(FindingKind.CHECKPOINT_MISMATCH, None, detail)
+            self._add(TamperKind.CHECKPOINT_MISMATCH, None, detail)
             return 0
         report.checkpoints_valid += 1
         return size
@@ -349,39 +349,39 @@ class LogVerifier:
         found truncated, which explains it), or missing where the authenticated entries
         complete it, or at a level the log does not keep, is a finding too.
         """
-        truncated = any(f.kind is FindingKind.TRUNCATED for f in self._findings)
-        found: list[Finding] = []
+        truncated = any(f.kind is TamperKind.TRUNCATED for f in self._findings)
+        found: list[TamperFinding] = []
         for what, level, first, last in self._node_problems:
             where = f"interior node {level}/{first}"
             start = first << level
             if what == "level":
                 detail = f"{where} is at a level the log does not keep"
-                found.append(Finding(FindingKind.NODE_ALTERED, None, detail))
+                found.append(TamperFinding(TamperKind.NODE_ALTERED, None, detail))
             elif what == "beyond" and not truncated:
                 detail = f"{where} covers entries not in the log"
-                found.append(Finding(FindingKind.NODE_ALTERED, None, detail))
+                found.append(TamperFinding(TamperKind.NODE_ALTERED, None, detail))
             elif what == "altered" and (first + 1) << level <= authenticated:
                 end = ((first + 1) << level) - 1
                 detail = (
                     f"{where} (entries {start}..{end}) is not the hash of the entries it covers"
                 )
-                found.append(Finding(FindingKind.NODE_ALTERED, start, detail))
+                found.append(TamperFinding(TamperKind.NODE_ALTERED, start, detail))
             elif what == "missing" and (first + 1) << level <= authenticated:
                 last = min(last, (authenticated >> level) - 1)
                 span = where if last == first else f"interior nodes {level}/{first}..{last}"
                 detail = f"{span} missing (proofs over them fail)"
-                found.append(Finding(FindingKind.NODE_ALTERED, start, detail))
+                found.append(TamperFinding(TamperKind.NODE_ALTERED, start, detail))
         self._findings.extend(found[:MAX_LISTED])
 
     def _head_findings(self, head_size: int | None, head_root: bytes | None) -> None:
         n = self.rows
         if head_size is None:
-            self._add(FindingKind.HEAD_MISMATCH, None, "the head row is missing")
+            self._add(TamperKind.HEAD_MISMATCH, None, "the head row is missing")
         elif head_size > n:
             detail = f"the head records {head_size} entries; {n} remain"
-            self._add(FindingKind.TRUNCATED, n, detail)
+            self._add(TamperKind.TRUNCATED, n, detail)
         elif head_size == n and head_root != self._compact.root():
-            self._add(FindingKind.HEAD_MISMATCH, None, "the head row's root was altered")
+            self._add(TamperKind.HEAD_MISMATCH, None, "the head row's root was altered")
 
     def _explain_divergence(
         self, authenticated: int, head_size: int | None, mismatch: int | None
@@ -393,11 +393,11 @@ class LogVerifier:
         if head_size is not None and authenticated >= head_size:
             for row in range(authenticated, min(self.rows, authenticated + MAX_LISTED)):
                 detail = "appended beyond the head row, without a valid signature"
-                self._add(FindingKind.INSERTED, self._positions[row], detail)
+                self._add(TamperKind.INSERTED, self._positions[row], detail)
             return
         if mismatch == authenticated:
             detail = "no valid signature covers this entry: it (with its leaf hash) was changed"
-            self._add(FindingKind.MODIFIED, index, detail)
+            self._add(TamperKind.MODIFIED, index, detail)
             return
         detail = "hashes were recomputed from here on, but no tree head verifies with the log key"
-        self._add(FindingKind.REWRITTEN, index, detail)
+        self._add(TamperKind.REWRITTEN, index, detail)

@@ -31,7 +31,6 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from credgate.audit.findings import VerifyReport
 from credgate.audit.note import NoteVerifier
 from credgate.audit.store_models import (
     HEAD_ROW_ID,
@@ -40,6 +39,7 @@ from credgate.audit.store_models import (
     AuditHeadRow,
     AuditTreeNodeRow,
 )
+from credgate.audit.tamper_findings import VerificationResult
 from credgate.audit.verifier import LogVerifier, RowColumns, StoredRow
 from credgate.core.storage.database import Database
 
@@ -94,7 +94,7 @@ def _as_utc(value: dt.datetime | str) -> dt.datetime:
 class TimedReport:
     """A verify report with how long it took (for the CLI and the throughput figure)."""
 
-    report: VerifyReport
+    report: VerificationResult
     seconds: float
 
     @property

@@ -10,7 +10,7 @@ direct fan-out to the same sources), so every scenario is reported next to one.
 Everything is started by the suite itself on loopback, each server in its own process:
 ``bench.servers`` (echo, mock sources, gateway), ``bench.loadgen`` (closed-loop clients),
 ``bench.index_scale`` (fact-index seeding and lookups), ``bench.suite`` (the scenarios),
-``bench.report`` (table and JSON).
+``bench.results`` (table and JSON).
 
 ``python -m bench.soak`` is the fault soak (docs/soak.md): the same servers, but the sources
 fail by turns, the database stalls, and the verdict is whether every call still got a status

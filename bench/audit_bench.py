@@ -73,8 +73,8 @@ async def measure_audit(
     max_entries: int,
 ) -> AuditMeasurement:
     """Append closed-loop for ``warmup`` + ``duration`` seconds, then verify the whole log."""
-    from credgate.audit.keys import load_or_create_signer
     from credgate.audit.log import AuditLog
+    from credgate.audit.log_signing_key import load_or_create_signer
     from credgate.audit.verify import verify_log
     from credgate.core.storage.database import Database
     from credgate.gateway.storage.migrate import upgrade_to_head

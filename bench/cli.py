@@ -181,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite as ``args`` say; print the table; write the JSON. 1 if a row failed."""
-    from bench.report import format_table, format_targets
+    from bench.results import format_table, format_targets
     from bench.servers import PROFILE_DIR_ENV
     from bench.suite import BenchSettings
 

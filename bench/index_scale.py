@@ -143,7 +143,7 @@ def seed_index(
     from sqlalchemy import Column
 
     from credgate.core.storage.database import create_sync_engine
-    from credgate.core.storage.models import SourceFactsRow, Subject
+    from credgate.core.storage.models import SourceFactsRow, SubjectRow
     from credgate.core.tokens import SubjectTokenizer
     from credgate.gateway.fact_index import facts_context, identity_context
     from credgate.gateway.protection.cipher import FieldCipher
@@ -173,7 +173,7 @@ def seed_index(
 
     now = stamp(dt.datetime.now(dt.UTC))
     facts_table = SourceFactsRow.__tablename__
-    subjects_table = Subject.__tablename__
+    subjects_table = SubjectRow.__tablename__
     insert_facts = (
         f"INSERT INTO {facts_table} (subject_token, source_id, source_kind, facts_ciphertext, "  # noqa: S608 - table names from our models
         "key_id, source_as_of, fetched_at, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"

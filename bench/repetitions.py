@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.report import Row, Status, Target
+from bench.results import Row, Status, Target
 
 if TYPE_CHECKING:
     from bench.suite import Results

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.soak_report import (
+from bench.soak_results import (
     Invariant,
     SoakResult,
     format_report,

@@ -51,7 +51,7 @@ from bench.index_scale import (
     seed_index,
 )
 from bench.loadgen import Check, ClientTls, LoadResult, LoadSpec, WorkerResult, run_load, summarize
-from bench.report import Row, Status, Target
+from bench.results import Row, Status, Target
 from bench.servers import (
     ECHO_METHOD,
     FleetSettings,

@@ -67,7 +67,7 @@ class PurposeRule:
     legal_basis: str
     subject_match_required: bool = False
     """The caller must be the subject: its certificate names the subject's current enrolled
-    key (checked by the query path, ``gateway.subject_identity``)."""
+    key (checked by the query path, ``gateway.subject_certificate``)."""
     source_kinds: frozenset[SourceKind] | None = None
     """Only sources of these kinds are consulted at all (None: every configured source)."""
 

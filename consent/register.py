@@ -43,7 +43,7 @@ from credgate.consent.grants import (
 )
 from credgate.core.storage.database import Database
 from credgate.core.storage.decided_write import decided_write
-from credgate.core.storage.models import ConsentGrantRow, SubjectKey
+from credgate.core.storage.models import ConsentGrantRow, SubjectKeyRow
 from credgate.core.tokens import is_subject_token
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def _transitions(row: ConsentGrantRow, was_revoked: bool, was_paused: bool) -> l
     return []
 
 
-def _key_of(row: SubjectKey) -> EnrolledKey:
+def _key_of(row: SubjectKeyRow) -> EnrolledKey:
     return EnrolledKey(
         key_id=row.key_id,
         subject_token=row.subject_token,
@@ -379,21 +379,21 @@ class ConsentRegister:
                 await session.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(subject_token)}
                 )
-            existing = await session.get(SubjectKey, key_id)
+            existing = await session.get(SubjectKeyRow, key_id)
             if existing is not None and existing.subject_token != subject_token:
                 raise SubjectKeyConflictError(f"key {key_id} is enrolled for another subject")
             await session.execute(
-                update(SubjectKey)
+                update(SubjectKeyRow)
                 .where(
-                    SubjectKey.subject_token == subject_token,
-                    SubjectKey.key_id != key_id,
-                    SubjectKey.retired_at.is_(None),
+                    SubjectKeyRow.subject_token == subject_token,
+                    SubjectKeyRow.key_id != key_id,
+                    SubjectKeyRow.retired_at.is_(None),
                 )
                 .values(retired_at=now)
                 .execution_options(synchronize_session=False)
             )
             if existing is None:
-                existing = SubjectKey(
+                existing = SubjectKeyRow(
                     key_id=key_id,
                     subject_token=subject_token,
                     public_key=public_key,
@@ -411,7 +411,7 @@ class ConsentRegister:
     async def subject_key(self, key_id: str) -> EnrolledKey | None:
         """The enrolled key with this id, current or retired, or ``None``."""
         async with self._db.session() as session:
-            row = await session.get(SubjectKey, key_id)
+            row = await session.get(SubjectKeyRow, key_id)
             return None if row is None else _key_of(row)
 
     # -- grants ---------------------------------------------------------------------------------
@@ -691,11 +691,11 @@ class ConsentRegister:
         """
         _require_token(subject_token)
         query = (
-            select(ConsentGrantRow, SubjectKey.public_key)
-            .join(SubjectKey, SubjectKey.key_id == ConsentGrantRow.subject_key_id)
+            select(ConsentGrantRow, SubjectKeyRow.public_key)
+            .join(SubjectKeyRow, SubjectKeyRow.key_id == ConsentGrantRow.subject_key_id)
             .where(
                 ConsentGrantRow.subject_token == subject_token,
-                SubjectKey.subject_token == subject_token,
+                SubjectKeyRow.subject_token == subject_token,
                 ConsentGrantRow.grantee_institution_id == institution_id,
             )
             .order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)

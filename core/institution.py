@@ -5,7 +5,7 @@ institution id is a URI SAN ``urn:credgate:institution:<id>`` and the role is th
 as a lower-snake ``InstitutionRole`` name (``financial_institution``, ``regulator``, ...).
 TLS has already verified the chain before a handler runs; this module only reads the result.
 Reading it off a gRPC call, and refusing an expired or revoked certificate on every call, is
-the gateway's job (``gateway.caller_identity``); this module has no gRPC in it, so the domain
+the gateway's job (``gateway.caller_certificate``); this module has no gRPC in it, so the domain
 packages (consent, audit) can name an ``Institution`` without importing the server side.
 
 Every identity field is read **exactly**: one URI SAN in the institution namespace (compared
@@ -41,7 +41,7 @@ _ROLE_PREFIX = "INSTITUTION_ROLE_"
 _PARSE_CACHE_SIZE = 1024
 SUBJECT_ID_PREFIX = "subject."
 """Institution ids in this namespace belong to subject certificates only
-(``gateway.subject_identity``): no other role may carry one and be mistaken for a subject."""
+(``gateway.subject_certificate``): no other role may carry one and be mistaken for a subject."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def known_role_names() -> tuple[str, ...]:
     )
 
 
-class IdentityRejected(ValueError):
+class CertificateRejected(ValueError):
     """A certificate does not name a valid institution. ``reason`` is UPPER_SNAKE."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -103,7 +103,7 @@ class IdentityRejected(ValueError):
 
 
 def institution_from_certificate(cert: x509.Certificate) -> Institution:
-    """Read the institution from an already-verified certificate, or raise IdentityRejected."""
+    """Read the institution from an already-verified certificate, or raise CertificateRejected."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
@@ -112,23 +112,23 @@ def institution_from_certificate(cert: x509.Certificate) -> Institution:
     prefix = INSTITUTION_URI_PREFIX
     ours = [u for u in uris if u[: len(prefix)].lower() == prefix]
     if not ours:
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ID_MISSING",
             "client certificate must carry exactly one urn:credgate:institution URI SAN",
         )
     if len(ours) != 1:
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ID_AMBIGUOUS",
             "client certificate must carry exactly one urn:credgate:institution URI SAN",
         )
     institution_id = ours[0][len(prefix) :]
     if not ours[0].startswith(prefix) or not INSTITUTION_ID_SHAPE.fullmatch(institution_id):
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ID_INVALID", "institution id in client certificate is malformed"
         )
     units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     if len(units) > 1:
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ROLE_AMBIGUOUS", "client certificate must carry exactly one OU (its role)"
         )
     try:
@@ -136,14 +136,14 @@ def institution_from_certificate(cert: x509.Certificate) -> Institution:
             raise ValueError("no OU")
         role = role_from_name(_exact_text(units[0].value))
     except ValueError:
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ROLE_UNKNOWN",
             "client certificate OU must be exactly one known institution role",
         ) from None
     if role != InstitutionRole.INSTITUTION_ROLE_SUBJECT and institution_id.startswith(
         SUBJECT_ID_PREFIX
     ):
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_ID_INVALID",
             "institution ids starting 'subject.' are reserved for subject certificates",
         )
@@ -153,7 +153,7 @@ def institution_from_certificate(cert: x509.Certificate) -> Institution:
             raise ValueError("more than one O")
         display_name = _exact_text(orgs[0].value) if orgs else ""
     except ValueError:
-        raise IdentityRejected(
+        raise CertificateRejected(
             "INSTITUTION_NAME_INVALID",
             "client certificate O must be at most one name without control characters",
         ) from None
@@ -178,13 +178,13 @@ compare as another."""
 
 
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
-def institution_from_pem(pem: bytes) -> Institution | IdentityRejected:
+def institution_from_pem(pem: bytes) -> Institution | CertificateRejected:
     """Parse once per distinct certificate; a rejection is cached as a value, not raised."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
-        return IdentityRejected("CLIENT_CERTIFICATE_INVALID", "client certificate is unreadable")
+        return CertificateRejected("CLIENT_CERTIFICATE_INVALID", "client certificate is unreadable")
     try:
         return institution_from_certificate(cert)
-    except IdentityRejected as rejected:
+    except CertificateRejected as rejected:
         return rejected

@@ -5,11 +5,11 @@ before any subject token is computed or report signed, and adapters exist before
 that fans out to them. Shutdown runs in reverse: drain calls, stop the periodic audit checkpoints,
 let in-flight audit appends commit and sign one last checkpoint over them, close adapters,
 release the database. The
-report-signing key lives in its own file in the data directory (``gateway.signing_keys``), as
-does the audit log's key (``audit-log.key``, ``audit.keys``); both are created on the first
+report-signing key lives in its own file in the data directory (``gateway.report_signing_keys``), as
+does the audit log's key (``audit-log.key``, ``audit.log_signing_key``); both are created on the first
 start. The keyring and the signing-key file are followed, not read once: a rotation copied to
 a running replica is taken up without a restart (``gateway.protection.live_keyring``,
-``gateway.signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to
+``gateway.report_signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to
 every service that decides about a subject, so all of them record the same way and fail closed
 together (docs/audit.md).
 """
@@ -30,15 +30,15 @@ from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_
 from credgate.api.credit_repair.v1 import signing_key_service_pb2_grpc as signing_key_grpc
 from credgate.audit import AuditLog, load_or_create_signer
 from credgate.audit.checkpoints import PeriodicCheckpointer
-from credgate.audit.keys import KEY_FILE_NAME
+from credgate.audit.log_signing_key import KEY_FILE_NAME
 from credgate.audit.signed_size import SignedSizeGuard, not_serving_on_trip, state_path
 from credgate.consent.register import ConsentRegister
 from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.config import GatewayConfig
-from credgate.gateway.consent_service import ConsentService
+from credgate.gateway.consent_service import ConsentServicer
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import BreakerSettings, QueryEngine
 from credgate.gateway.fact_index import FactIndex
@@ -46,16 +46,16 @@ from credgate.gateway.input_boundary import InputBoundary, audited_refusals, che
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import LiveKeyring
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
+from credgate.gateway.regulator_service import RegulatorServicer, add_regulator_service
 from credgate.gateway.repair_status_service import RepairStatusServicer
+from credgate.gateway.report_signing_keys import FILE_NAME, PublishedReportKeys, ReportSigner
 from credgate.gateway.revocation import RevocationList
 from credgate.gateway.self_inquiry_service import SelfInquiryServicer
 from credgate.gateway.server import GatewayServer, StopBudget
 from credgate.gateway.signing_key_service import SigningKeyServicer
-from credgate.gateway.signing_keys import FILE_NAME, PublishedKeys, ReportSigner
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
 from credgate.gateway.storage.migrate import upgrade_to_head
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 from credgate.gateway.sync.service import build_sync_servicer
 from credgate.gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
 from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
@@ -90,7 +90,7 @@ class Gateway:
     keys: LiveKeyring | None = None
     """The keyring as the file says now (``gateway.protection.live_keyring``)."""
     signer: ReportSigner | None = None
-    """Signs reports with the signing-key file's current key (``gateway.signing_keys``)."""
+    """Signs reports with the signing-key file's current key (``gateway.report_signing_keys``)."""
     data_life: DataLifeSweep | None = None
     """Clears the kept state of reports whose data life ended (``gateway.storage``)."""
 
@@ -191,7 +191,7 @@ async def build_gateway(
         disputes=workflows.disputes,
     )
     # The one resolver every servicer uses: it also refuses revoked certificates (CRL).
-    identify = IdentityResolver(
+    identify = CallerResolver(
         config.dev_identity if config.gateway.insecure_dev else None,
         RevocationList.from_config(config.tls),
     )
@@ -239,7 +239,7 @@ async def build_gateway(
     )
     server.add_servicer(
         consent_grpc.add_ConsentServiceServicer_to_server,
-        ConsentService(
+        ConsentServicer(
             consents,
             tokenizer,
             identify,
@@ -253,17 +253,19 @@ async def build_gateway(
     )
     server.add_servicer(
         signing_key_grpc.add_SigningKeyServiceServicer_to_server,
-        SigningKeyServicer(PublishedKeys(signing_keys_path, signing_keys), identify, page_tokens),
+        SigningKeyServicer(
+            PublishedReportKeys(signing_keys_path, signing_keys), identify, page_tokens
+        ),
         SIGNING_KEY_SERVICE,
     )
     server.add_servicer(
         self_inquiry_grpc.add_SelfInquiryServiceServicer_to_server,
         SelfInquiryServicer(
-            SubjectIdentities(consents), database, identify, audit=audit, page_tokens=page_tokens
+            SubjectCertificates(consents), database, identify, audit=audit, page_tokens=page_tokens
         ),
         SELF_INQUIRY_SERVICE,
     )
-    add_regulator_service(server, RegulatorService(audit, identify, page_tokens=page_tokens))
+    add_regulator_service(server, RegulatorServicer(audit, identify, page_tokens=page_tokens))
     server.add_servicer(
         sync_grpc.add_ProviderSyncServiceServicer_to_server,
         build_sync_servicer(config.providers, config.sync, database, keys, identify),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from credgate.gateway.commands import (
+    audit,
     consent,
     database,
     demo,
@@ -25,12 +26,13 @@ from credgate.gateway.commands import (
     keys,
     pki,
     query,
+    reconcile,
     serve,
     sources,
     witness,
+    workflows,
     workspace,
 )
-from credgate.gateway.commands.audit import add_audit_commands
 from credgate.gateway.commands.common import (
     EXIT_CODES_HELP,
     EXIT_DENIED,
@@ -43,8 +45,6 @@ from credgate.gateway.commands.common import (
     iter_commands,
 )
 from credgate.gateway.commands.common import setup_logging as _setup_logging
-from credgate.gateway.reconciliation.cli import add_reconcile_command
-from credgate.gateway.workflows.cli import add_workflow_commands
 
 # Importable from here as before: other modules register their commands with ``command``, and
 # ``main`` sets up logging through ``_setup_logging``, which tests replace or call.
@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.register(sub)
     consent.register(sub)  # the subject's side: receipts, pause, resume, withdraw
     demo.register(sub)
-    add_audit_commands(sub)  # credgate audit query|export|... (docs/audit.md)
-    add_workflow_commands(sub)  # credgate objections|applications
-    add_reconcile_command(sub)  # (docs/sync.md)
+    audit.register(sub)  # credgate audit query|export|... (docs/audit.md)
+    workflows.register(sub)  # credgate objections|applications
+    reconcile.register(sub)  # (docs/sync.md)
     witness.register(sub)  # credgate witness keygen|serve|show (docs/audit.md, "Witnesses")
     # Register further commands above this line: every command's --help gets the exit codes.
     finish_help(parser)

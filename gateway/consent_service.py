@@ -70,7 +70,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 from credgate.gateway.watch.consent_events import ConsentEventStreams
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _statement_refused(reason: str) -> GatewayError:
 # -- the servicer ------------------------------------------------------------------------------
 
 
-class ConsentService(consent_grpc.ConsentServiceServicer):
+class ConsentServicer(consent_grpc.ConsentServiceServicer):
     """The grpc.aio servicer over a ``ConsentRegister``."""
 
     def __init__(
@@ -197,7 +197,7 @@ class ConsentService(consent_grpc.ConsentServiceServicer):
         self._audit = audit
         self._enrolment_offices = frozenset(enrolment_offices)
         self._clock = clock
-        self._subjects = SubjectIdentities(register)
+        self._subjects = SubjectCertificates(register)
 
     async def EnrollSubjectKey(
         self,

@@ -30,7 +30,7 @@ from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.config import load_config
 from credgate.gateway.demo_consent import consent_story
 from credgate.gateway.pki import institution_paths
-from credgate.gateway.render import report_to_text, signature_to_text
+from credgate.gateway.report_text import report_to_text, signature_to_text
 from credgate.gateway.workspace import init_workspace
 
 STARTUP_TIMEOUT_SECONDS = 60.0

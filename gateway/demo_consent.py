@@ -24,8 +24,8 @@ from credgate.consent.state_change import sign_state_change
 from credgate.core.institution import Institution
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.pki import add_institution
-from credgate.gateway.render import enum_label, report_to_text, signature_to_text
-from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.report_text import enum_label, report_to_text, signature_to_text
+from credgate.gateway.subject_certificate import subject_institution_id
 
 BANK = "bank-demo"
 OFFICE = "office-demo"

@@ -50,8 +50,8 @@ from credgate.gateway.client import CredgateClient
 from credgate.gateway.config import load_config
 from credgate.gateway.pki import add_institution, institution_paths, write_dev_pki
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.render import enum_label
-from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.report_text import enum_label
+from credgate.gateway.subject_certificate import subject_institution_id
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING
 from credgate.gateway.workspace import gateway_toml

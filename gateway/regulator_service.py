@@ -11,7 +11,7 @@ who may read the log, untraced, while the log is down).
 
 Wiring (composition module)::
 
-    servicer = RegulatorService(AuditTrail(audit_log), IdentityResolver(...),
+    servicer = RegulatorServicer(AuditTrail(audit_log), CallerResolver(...),
                                 page_tokens=page_tokens)
     add_regulator_service(server, servicer)      # service name: SERVICE_NAME
 """
@@ -124,7 +124,7 @@ def filter_violations(message: pb.AuditEntryFilter, prefix: str = "filter.") -> 
     return found
 
 
-class RegulatorService(pb_grpc.RegulatorServiceServicer):
+class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
     """The grpc.aio servicer over the log of an ``AuditTrail`` (which records its decisions)."""
 
     def __init__(
@@ -343,6 +343,6 @@ class RegulatorService(pb_grpc.RegulatorServiceServicer):
         return response
 
 
-def add_regulator_service(server: GatewayServer, servicer: RegulatorService) -> None:
+def add_regulator_service(server: GatewayServer, servicer: RegulatorServicer) -> None:
     """Register the servicer on a ``GatewayServer`` (before ``start``)."""
     server.add_servicer(pb_grpc.add_RegulatorServiceServicer_to_server, servicer, SERVICE_NAME)

@@ -16,7 +16,7 @@ in ``proto/credit_repair/v1/report.proto``:
   id names exactly one key, and a verifier holding pinned keys computes ids itself.
 
 This module is pure (no files, no network): the server signs with it and the client library
-verifies with it. Keys are kept by ``gateway.signing_keys``.
+verifies with it. Keys are kept by ``gateway.report_signing_keys``.
 """
 
 from __future__ import annotations

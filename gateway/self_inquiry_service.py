@@ -3,7 +3,7 @@
 The subject's own report goes through the ordinary query path (``PURPOSE_SELF_INQUIRY``, a
 row of the decision table). This service answers what that path cannot: the consent grants
 the subject signed, in every state, whoever they name. The caller is resolved to a subject
-by ``gateway.subject_identity`` (certificate → current enrolled key → subject token), so no
+by ``gateway.subject_certificate`` (certificate → current enrolled key → subject token), so no
 identity number travels in the request.
 
 A caller that is not a subject, or whose certificate names no current enrolled key, gets
@@ -47,7 +47,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 SELF_INQUIRY = vocab.PURPOSE_SELF_INQUIRY
@@ -78,7 +78,7 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
 
     def __init__(
         self,
-        subjects: SubjectIdentities,
+        subjects: SubjectCertificates,
         database: Database,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,

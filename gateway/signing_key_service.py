@@ -24,7 +24,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
-from credgate.gateway.signing_keys import PublicSigningKey, PublishedKeys
+from credgate.gateway.report_signing_keys import PublicSigningKey, PublishedReportKeys
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -57,7 +57,7 @@ class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
 
     def __init__(
         self,
-        published: PublishedKeys,
+        published: PublishedReportKeys,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         page_tokens: PageTokens,
     ) -> None:

@@ -151,8 +151,8 @@ def reserve_port(listen: str) -> socket.socket:
 def prepare_shared_state(config: GatewayConfig) -> None:
     """Once, before any worker starts: the schema at head and the key files every worker must
     share (report signing, audit log) in place."""
-    from credgate.audit.keys import KEY_FILE_NAME, load_or_create_signer
-    from credgate.gateway.signing_keys import FILE_NAME, load_or_create_signing_keys
+    from credgate.audit.log_signing_key import KEY_FILE_NAME, load_or_create_signer
+    from credgate.gateway.report_signing_keys import FILE_NAME, load_or_create_signing_keys
     from credgate.gateway.storage.migrate import upgrade_to_head
 
     upgrade_to_head(config.storage.url)

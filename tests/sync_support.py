@@ -28,7 +28,7 @@ from credgate.core.storage.models import SourceFactsRow
 from credgate.core.sync.provider_client import ProviderClient
 from credgate.core.sync.signing import sign_update
 from credgate.core.tokens import SubjectTokenizer
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.config import GatewayConfig, config_from_mapping
 from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.pki import add_institution, institution_paths
@@ -36,7 +36,7 @@ from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.storage.migrate import upgrade_to_head
-from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
+from credgate.gateway.sync.models import ChangeFeedRow, SyncCursorRow, SyncUpdateRow
 from credgate.gateway.sync.service import SERVICE_NAME, ProviderSyncServicer
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe
@@ -133,7 +133,7 @@ async def sync_server(
         validator,
         store,
         config.sync,
-        IdentityResolver(),
+        CallerResolver(),
         probe_factory=new_probe,
     )
     server = GatewayServer(listen="127.0.0.1:0", tls=pki.server_tls, shutdown_grace_seconds=0)
@@ -235,7 +235,7 @@ async def index_state(database: Database, keyring: Keyring, source_id: str) -> I
     index = FactIndex(database, FieldCipher(keyring))
     async with database.session() as session:
         cursor = await session.scalar(
-            select(SyncCursor.last_sequence).where(SyncCursor.source_id == source_id)
+            select(SyncCursorRow.last_sequence).where(SyncCursorRow.source_id == source_id)
         )
         rows = (
             await session.execute(

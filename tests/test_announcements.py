@@ -24,12 +24,12 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as stat
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.store_models import AuditEntryRow
 from credgate.gateway.calendar_file import load_calendar_file
+from credgate.gateway.commands.workflows import announcement_text
 from credgate.gateway.disclosure.parties import audit_purpose
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workdays import BEIJING, WorkdayCalendar
 from credgate.gateway.workflows.announcement import ANNOUNCEMENT_FIELDS, OBJECTION_STANDING
 from credgate.gateway.workflows.application_service import ANNOUNCEMENT_READERS
-from credgate.gateway.workflows.cli import announcement_text
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import enrol_subject
 from tests.workflow_support import (

@@ -25,7 +25,12 @@ from credgate.audit.checkpoint import (
     sign_tree_head,
 )
 from credgate.audit.hashing import leaf_hash
-from credgate.audit.keys import AuditKeyError, load_or_create_signer, load_verifier, public_key_path
+from credgate.audit.log_signing_key import (
+    AuditKeyError,
+    load_or_create_signer,
+    load_verifier,
+    public_key_path,
+)
 from credgate.audit.note import (
     NoteError,
     NoteSigner,

@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import text
 
 from credgate.audit import ALLOWED, DENIED, AuditLog
-from credgate.audit.keys import load_or_create_signer, public_key_path
+from credgate.audit.log_signing_key import load_or_create_signer, public_key_path
 from credgate.core.storage.database import Database
-from credgate.gateway.commands.audit import add_audit_commands
+from credgate.gateway.commands.audit import register
 from tests.test_audit_log import make_entry
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="credgate")
-    add_audit_commands(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -52,7 +52,7 @@ from credgate.audit.log import AuditLog
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
 from credgate.consent.state_change import sign_statement
-from credgate.core.storage.models import IssuedReport
+from credgate.core.storage.models import IssuedReportRow
 from credgate.gateway.app import build_gateway
 from credgate.gateway.config import config_from_mapping
 from credgate.gateway.pki import CertKeyPaths
@@ -571,7 +571,7 @@ def _item_reason(status: Any) -> tuple[int, str]:
 async def _counts(env: Env) -> tuple[int, int]:
     async with env.running.gateway.database.session() as session:
         entries = await session.scalar(select(func.count()).select_from(AuditEntryRow))
-        issued = await session.scalar(select(func.count()).select_from(IssuedReport))
+        issued = await session.scalar(select(func.count()).select_from(IssuedReportRow))
     return int(entries or 0), int(issued or 0)
 
 

@@ -26,7 +26,7 @@ from credgate.audit import ALLOWED, DENIED, AuditEntryError, AuditLog, AuditUnav
 from credgate.audit.checkpoint import open_checkpoint
 from credgate.audit.checkpoints import PeriodicCheckpointer, latest_checkpoint
 from credgate.audit.hashing import leaf_hash
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.proof import ProofError, verify_consistency, verify_inclusion
 from credgate.audit.queries import subject_access_history

@@ -30,7 +30,7 @@ from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from credgate.audit import AuditLog, AuditUnavailable
 from credgate.audit.checkpoints import PeriodicCheckpointer, make_checkpoint
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.signed_size import (
     AuditRollbackError,
@@ -47,11 +47,11 @@ from credgate.audit.trail import AuditTrail
 from credgate.audit.tree import CompactRange
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.cli import main
 from credgate.gateway.pki import CertKeyPaths
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
+from credgate.gateway.regulator_service import RegulatorServicer, add_regulator_service
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.storage.migrate import upgrade_to_head
 from tests.fixtures.pki import DevPki, mtls_channel
@@ -480,7 +480,7 @@ async def test_regulators_get_a_clear_refusal_and_health_turns_not_serving(
     page_tokens = PageTokens(secrets.token_bytes(32))
     add_regulator_service(
         server,
-        RegulatorService(AuditTrail(audit_log), IdentityResolver(), page_tokens=page_tokens),
+        RegulatorServicer(AuditTrail(audit_log), CallerResolver(), page_tokens=page_tokens),
     )
     not_serving_on_trip(guard, server)
     port = await server.start()

@@ -26,7 +26,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit import ALLOWED, DENIED, AuditLog
 from credgate.audit.checkpoint import open_checkpoint
 from credgate.audit.hashing import leaf_hash
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.offline import check_export, export_lines
 from credgate.audit.proof import verify_consistency, verify_inclusion
@@ -34,11 +34,11 @@ from credgate.audit.queries import EntryFilter, list_entries
 from credgate.audit.trail import AuditTrail
 from credgate.core.institution import InstitutionRole
 from credgate.core.storage.database import Database
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
-from credgate.gateway.regulator_service import RegulatorService, add_regulator_service
+from credgate.gateway.regulator_service import RegulatorServicer, add_regulator_service
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.pki import DevPki, mtls_channel
@@ -114,7 +114,7 @@ async def gateway(
     server = GatewayServer(listen="127.0.0.1:0", tls=dev_pki.server_tls)
     page_tokens = PageTokens(secrets.token_bytes(32))
     add_regulator_service(
-        server, RegulatorService(AuditTrail(log), IdentityResolver(), page_tokens=page_tokens)
+        server, RegulatorServicer(AuditTrail(log), CallerResolver(), page_tokens=page_tokens)
     )
     port = await server.start()
     running = RegulatorGateway(port, dev_pki, audit_certs, log)

@@ -20,12 +20,12 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit import AuditLog
 from credgate.audit.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, sign_tree_head
-from credgate.audit.findings import FindingKind, VerifyReport
 from credgate.audit.hashing import leaf_hash
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.proof import ProofError, verify_inclusion
 from credgate.audit.storage import inclusion_proof
+from credgate.audit.tamper_findings import TamperKind, VerificationResult
 from credgate.audit.tree import CompactRange, merkle_root
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
@@ -44,7 +44,7 @@ class Log:
 
     async def verify(
         self, external: list[tuple[str, str]] | None = None, *, thorough: bool = False
-    ) -> VerifyReport:
+    ) -> VerificationResult:
         result = await verify_log(
             self.database,
             [self.signer.verifier],
@@ -109,9 +109,9 @@ async def test_modified_content_is_located(log: Log) -> None:
     report = await log.verify()
     assert not report.ok
     assert report.first_tampered_index == K
-    assert FindingKind.MODIFIED in report.kinds_at(K)
+    assert TamperKind.MODIFIED in report.kinds_at(K)
     assert report.authenticated_size == K
-    assert any(f.kind is FindingKind.CHECKPOINT_MISMATCH for f in report.findings)
+    assert any(f.kind is TamperKind.CHECKPOINT_MISMATCH for f in report.findings)
 
 
 async def test_modified_content_with_its_leaf_hash_is_located(log: Log) -> None:
@@ -126,7 +126,7 @@ async def test_modified_content_with_its_leaf_hash_is_located(log: Log) -> None:
     )
     report = await log.verify()
     assert report.first_tampered_index == K
-    assert report.kinds_at(K) == {FindingKind.MODIFIED}
+    assert report.kinds_at(K) == {TamperKind.MODIFIED}
     assert report.authenticated_size == K
 
 
@@ -136,7 +136,7 @@ async def test_an_edited_query_column_is_caught(log: Log) -> None:
         "UPDATE audit_entries SET subject_token = :t WHERE entry_index = :i", t=token(999), i=K
     )
     report = await log.verify()
-    assert report.kinds_at(K) == {FindingKind.MODIFIED}
+    assert report.kinds_at(K) == {TamperKind.MODIFIED}
     assert "query columns" in report.findings[0].detail
     assert report.authenticated_size == SIZE  # the signed entries themselves are intact
 
@@ -145,7 +145,7 @@ async def test_a_deleted_entry_is_located(log: Log) -> None:
     await log.sql("DELETE FROM audit_entries WHERE entry_index = :i", i=K)
     report = await log.verify()
     assert report.first_tampered_index == K
-    assert report.kinds_at(K) == {FindingKind.DELETED}
+    assert report.kinds_at(K) == {TamperKind.DELETED}
     assert report.authenticated_size == K
 
 
@@ -161,7 +161,7 @@ async def test_a_deleted_entry_is_located_even_after_renumbering(log: Log) -> No
         s=SHIFT,
     )
     report = await log.verify()
-    deleted = [f for f in report.findings if f.kind is FindingKind.DELETED]
+    deleted = [f for f in report.findings if f.kind is TamperKind.DELETED]
     assert [f.index for f in deleted] == [K]
     assert report.first_tampered_index == K
 
@@ -202,14 +202,14 @@ async def test_an_entry_inserted_in_the_middle_is_located(log: Log) -> None:
     await _forge_row(log, K, K)
     report = await log.verify()
     assert report.first_tampered_index == K
-    assert report.kinds_at(K) == {FindingKind.INSERTED}
-    assert [f.index for f in report.findings if f.kind is FindingKind.INSERTED] == [K]
+    assert report.kinds_at(K) == {TamperKind.INSERTED}
+    assert [f.index for f in report.findings if f.kind is TamperKind.INSERTED] == [K]
 
 
 async def test_an_entry_appended_without_the_log_is_located(log: Log) -> None:
     await _forge_row(log, SIZE, SIZE)
     report = await log.verify()
-    assert report.kinds_at(SIZE) == {FindingKind.INSERTED}
+    assert report.kinds_at(SIZE) == {TamperKind.INSERTED}
     assert report.authenticated_size == SIZE
 
 
@@ -225,14 +225,14 @@ async def test_reordered_entries_are_located(log: Log) -> None:
         )
     report = await log.verify()
     assert report.first_tampered_index == K
-    assert FindingKind.REORDERED in report.kinds_at(K)
+    assert TamperKind.REORDERED in report.kinds_at(K)
     assert report.authenticated_size == K
 
 
 async def test_truncation_is_detected(log: Log) -> None:
     await log.sql("DELETE FROM audit_entries WHERE entry_index >= 35")
     report = await log.verify()
-    truncated = [f for f in report.findings if f.kind is FindingKind.TRUNCATED]
+    truncated = [f for f in report.findings if f.kind is TamperKind.TRUNCATED]
     assert truncated
     assert {f.index for f in truncated} == {35}
 
@@ -256,13 +256,13 @@ async def test_truncation_hidden_in_the_database_is_caught_by_a_kept_checkpoint(
     )
     # An interior node left over past the new end gives it away on its own...
     careless = await log.verify()
-    assert [(f.kind, f.index) for f in careless.findings] == [(FindingKind.NODE_ALTERED, None)]
+    assert [(f.kind, f.index) for f in careless.findings] == [(TamperKind.NODE_ALTERED, None)]
     assert "covers entries not in the log" in careless.findings[0].detail
     # ...so a careful operator deletes those too.
     await log.sql("DELETE FROM audit_tree_nodes WHERE (node_index + 1) * 8 > 35 AND level = 3")
     assert (await log.verify()).ok
     report = await log.verify(external=[("kept by the regulator", kept.note)])
-    assert [f.kind for f in report.findings] == [FindingKind.TRUNCATED]
+    assert [f.kind for f in report.findings] == [TamperKind.TRUNCATED]
     assert report.findings[0].index == 35
 
 
@@ -314,9 +314,9 @@ async def test_a_rewrite_with_recomputed_hashes_but_no_valid_signature_is_locate
     )
     report = await log.verify()
     assert report.first_tampered_index == K
-    assert report.kinds_at(K) == {FindingKind.REWRITTEN}
+    assert report.kinds_at(K) == {TamperKind.REWRITTEN}
     assert report.authenticated_size == K
-    invalid = [f for f in report.findings if f.kind is FindingKind.CHECKPOINT_INVALID]
+    invalid = [f for f in report.findings if f.kind is TamperKind.CHECKPOINT_INVALID]
     assert len(invalid) == 2
 
 
@@ -333,14 +333,14 @@ async def test_an_altered_head_row_or_tree_head_is_reported(log: Log) -> None:
     report = await log.verify()
     kinds = {(f.kind, f.index) for f in report.findings}
     assert kinds == {
-        (FindingKind.HEAD_MISMATCH, None),
-        (FindingKind.TREE_HEAD_ALTERED, SIZE - 1),
+        (TamperKind.HEAD_MISMATCH, None),
+        (TamperKind.TREE_HEAD_ALTERED, SIZE - 1),
     }
     assert report.authenticated_size == SIZE
     thorough = await log.verify(thorough=True)
     assert {(f.kind, f.index) for f in thorough.findings} == {
         *kinds,
-        (FindingKind.TREE_HEAD_ALTERED, 25),
+        (TamperKind.TREE_HEAD_ALTERED, 25),
     }
     assert thorough.authenticated_size == SIZE  # the checkpoint at 40 vouches for every entry
 
@@ -354,7 +354,7 @@ async def test_an_altered_checkpoint_is_reported(log: Log) -> None:
         n=note.replace(root_line, fake),
     )
     report = await log.verify()
-    assert [f.kind for f in report.findings] == [FindingKind.CHECKPOINT_INVALID]
+    assert [f.kind for f in report.findings] == [TamperKind.CHECKPOINT_INVALID]
 
 
 async def test_proofs_fail_on_altered_data(log: Log) -> None:
@@ -410,4 +410,4 @@ async def test_proofs_fail_on_altered_data(log: Log) -> None:
             await inclusion_proof(log.database, 30, SIZE),
             checkpoint.root_hash,
         )
-    assert (await log.verify()).kinds_at(5) == {FindingKind.MODIFIED}
+    assert (await log.verify()).kinds_at(5) == {TamperKind.MODIFIED}

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, select, text
 
 from credgate.audit import AuditLog, proof, storage, tiles
-from credgate.audit.findings import FindingKind
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.note import NoteSigner
 from credgate.audit.proof import ProofError, verify_consistency, verify_inclusion
 from credgate.audit.storage import AuditIntegrityError, read_head
 from credgate.audit.store_models import AuditEntryRow, AuditTreeNodeRow
+from credgate.audit.tamper_findings import TamperKind
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database, create_sync_engine
 from credgate.gateway.storage.migrate import alembic_config, upgrade_to_head
@@ -347,9 +347,9 @@ async def test_a_rewritten_interior_node_is_a_finding_and_its_proofs_fail(
     report = (await verify_log(database, [audit_log.signer.verifier])).report
     assert not report.ok
     assert report.authenticated_size == 280  # the entries themselves are intact
-    altered = [f for f in report.findings if f.kind is FindingKind.NODE_ALTERED]
+    altered = [f for f in report.findings if f.kind is TamperKind.NODE_ALTERED]
     assert [(f.index, "3/4" in f.detail) for f in altered] == [(32, True)]
-    assert report.kinds_at(32) == {FindingKind.NODE_ALTERED}
+    assert report.kinds_at(32) == {TamperKind.NODE_ALTERED}
     # A client holding the signed checkpoint is not fooled by proofs built through it.
     path = await audit_log.inclusion_proof(5, 280)
     with pytest.raises(ProofError):
@@ -370,7 +370,7 @@ async def test_a_deleted_interior_node_is_a_finding_and_proofs_rebuild_it(
     leaves = await _leaves(database)
     await _sql(database, "DELETE FROM audit_tree_nodes WHERE level = 6 AND node_index = 0")
     report = (await verify_log(database, [audit_log.signer.verifier])).report
-    assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.NODE_ALTERED, 0)]
+    assert [(f.kind, f.index) for f in report.findings] == [(TamperKind.NODE_ALTERED, 0)]
     assert "missing" in report.findings[0].detail
     # The proof is still the right one: the node is folded from the eight below it.
     assert await audit_log.inclusion_proof(270, 280) == naive_path(270, leaves)
@@ -409,7 +409,7 @@ async def test_entries_appended_by_the_previous_release_during_a_rolling_update(
     assert guard.known_size == 90
     report = (await verify_log(database, [audit_log.signer.verifier])).report
     assert report.authenticated_size == 300
-    assert {f.kind for f in report.findings} == {FindingKind.NODE_ALTERED}
+    assert {f.kind for f in report.findings} == {TamperKind.NODE_ALTERED}
     assert all("missing" in f.detail for f in report.findings)
 
 
@@ -422,7 +422,7 @@ async def test_an_invented_interior_node_beyond_the_log_is_a_finding(audit_log: 
         h=hashlib.sha256(b"not a subtree").digest(),
     )
     report = (await verify_log(database, [audit_log.signer.verifier])).report
-    assert [f.kind for f in report.findings] == [FindingKind.NODE_ALTERED]
+    assert [f.kind for f in report.findings] == [TamperKind.NODE_ALTERED]
     assert "not in the log" in report.findings[0].detail
 
 
@@ -461,4 +461,4 @@ async def test_an_emptied_node_table_is_one_finding_per_level(audit_log: AuditLo
         "interior nodes 3/0..34 missing (proofs over them fail)",
         "interior nodes 6/0..3 missing (proofs over them fail)",
     ]
-    assert {f.kind for f in report.findings} == {FindingKind.NODE_ALTERED}
+    assert {f.kind for f in report.findings} == {TamperKind.NODE_ALTERED}

@@ -19,7 +19,7 @@ from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit import ALLOWED, DENIED, AuditLog
-from credgate.audit.keys import load_or_create_signer
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.unusual import Thresholds, Window, _longest_burst, unusual_access_report
 from credgate.core.storage.database import Database
 from tests.test_audit_log import ORIGIN, make_entry

@@ -41,7 +41,7 @@ from credgate.audit.verify import verify_log
 from credgate.consent import policy
 from credgate.core.storage.database import BUSY_TIMEOUT_MS, Database, backend_of
 from credgate.core.storage.issued_reports import report_digest
-from credgate.core.storage.models import IssuedReport
+from credgate.core.storage.models import IssuedReportRow
 from credgate.gateway import cli
 from credgate.gateway.app import build_gateway
 from credgate.gateway.client import CredgateError
@@ -107,7 +107,7 @@ async def log_size(running: RunningGateway) -> int:
 
 async def issued_count(running: RunningGateway) -> int:
     async with running.gateway.database.session() as session:
-        return int(await session.scalar(select(func.count()).select_from(IssuedReport)) or 0)
+        return int(await session.scalar(select(func.count()).select_from(IssuedReportRow)) or 0)
 
 
 def raw_audit_rows(url: str) -> list[bytes]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.repetitions import CpuSample, busy_share, combine_rows, combine_targets
-from bench.report import Row, Status, Target, format_table, format_targets
+from bench.results import Row, Status, Target, format_table, format_targets
 
 
 def _row(qps: float, p50: float, row_id: str = "index_query") -> Row:

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from credgate.core.institution import (
     INSTITUTION_URI_PREFIX,
-    IdentityRejected,
+    CertificateRejected,
     InstitutionRole,
     institution_from_certificate,
 )
@@ -160,7 +160,7 @@ def _load(paths: CertKeyPaths) -> x509.Certificate:
 def test_hostile_identity_fields_are_rejected(
     hostile_certs: dict[str, CertKeyPaths], case: str
 ) -> None:
-    with pytest.raises(IdentityRejected) as rejected:
+    with pytest.raises(CertificateRejected) as rejected:
         institution_from_certificate(_load(hostile_certs[case]))
     assert rejected.value.reason == HOSTILE[case][2]
     assert re.fullmatch(r"[A-Z_]+", rejected.value.reason)

@@ -23,7 +23,7 @@ from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.core.channel import client_channel
 from credgate.core.institution import InstitutionRole, RoleValue
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.certificate_validity import (
     CERTIFICATE_EXPIRED,
     CERTIFICATE_NOT_YET_VALID,
@@ -59,7 +59,7 @@ class Probe:
         self.ended = 0
         """Handlers of ``Hold`` that finished or were cancelled (their peer gone)."""
         self.release = asyncio.Event()
-        self.identify = IdentityResolver()
+        self.identify = CallerResolver()
 
     def handler(self) -> grpc.GenericRpcHandler:
         async def who_am_i(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -32,8 +32,8 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.audit.keys import load_or_create_signer
 from credgate.audit.log import AuditLog
+from credgate.audit.log_signing_key import load_or_create_signer
 from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import events, grants
 from credgate.consent.event_models import ConsentEventRow

@@ -36,7 +36,7 @@ from credgate.consent.register import (
     SubjectKeyConflictError,
 )
 from credgate.core.storage.database import Database, create_sync_engine
-from credgate.core.storage.models import Base, ConsentGrantRow, SubjectKey
+from credgate.core.storage.models import Base, ConsentGrantRow, SubjectKeyRow
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.storage.migrate import (
     alembic_config,
@@ -540,7 +540,7 @@ async def test_grants_recorded_before_migration_0008_keep_their_state_and_can_be
     try:
         with engine.begin() as connection:
             connection.execute(
-                insert(SubjectKey).values(
+                insert(SubjectKeyRow).values(
                     key_id=terms.subject_key_id,
                     subject_token=token,
                     public_key=grants.raw_public_key(key),

@@ -32,8 +32,8 @@ from credgate.core.institution import InstitutionRole
 from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.audit_trail import AuditTrail
-from credgate.gateway.caller_identity import IdentityResolver
-from credgate.gateway.consent_service import ConsentService
+from credgate.gateway.caller_certificate import CallerResolver
+from credgate.gateway.consent_service import ConsentServicer
 from credgate.gateway.pki import CertKeyPaths, issue_institution_cert, load_certified_key
 from credgate.gateway.pki import write_certified_key as write_pair
 from credgate.gateway.protection.page_tokens import PageTokens
@@ -150,10 +150,10 @@ async def gateway(
     clock = FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     register = ConsentRegister(database, clock=clock)
     audit_log = AuditLog(database, load_or_create_signer(tmp_path / "audit-log.key"))
-    service = ConsentService(
+    service = ConsentServicer(
         register,
         subject_tokenizer,
-        IdentityResolver(),
+        CallerResolver(),
         audit=AuditTrail(audit_log),
         page_tokens=PageTokens(secrets.token_bytes(32)),
         enrolment_offices={ENROLMENT_OFFICE},

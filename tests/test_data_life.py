@@ -32,7 +32,7 @@ from credgate.core.storage.issued_reports import (
     insert_issued_reports,
     issued_report_row,
 )
-from credgate.core.storage.models import IssuedReport
+from credgate.core.storage.models import IssuedReportRow
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.report_signing import ReportVerificationError
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
@@ -258,7 +258,7 @@ and — the one fact about the subject — the overall state answered (cleared b
 
 
 def test_the_issued_report_record_keeps_no_content_but_the_state() -> None:
-    columns = {c.key for c in inspect(IssuedReport).columns}
+    columns = {c.key for c in inspect(IssuedReportRow).columns}
     assert columns == KEPT_COLUMNS, "a new column must be weighed against the data life"
 
 
@@ -296,7 +296,9 @@ async def test_the_sweep_clears_the_kept_state_once_the_data_life_ends_and_not_b
             async with database.session() as session:
                 kept = dict(
                     (
-                        await session.execute(select(IssuedReport.report_id, IssuedReport.state))
+                        await session.execute(
+                            select(IssuedReportRow.report_id, IssuedReportRow.state)
+                        )
                     ).all()
                 )
             return {name: kept[r.report_id] for name, r in reports.items()}
@@ -324,7 +326,7 @@ async def test_the_sweep_clears_the_kept_state_once_the_data_life_ends_and_not_b
             digests = dict(
                 (
                     await session.execute(
-                        select(IssuedReport.report_id, IssuedReport.report_digest)
+                        select(IssuedReportRow.report_id, IssuedReportRow.report_digest)
                     )
                 ).all()
             )
@@ -342,7 +344,7 @@ async def test_a_released_report_records_its_keep_until_with_its_digest(
     async with gateway.client("bank-demo") as bank:
         report = await bank.get_repair_status(number, purpose=REVIEW, consent_id=consent_id)
     async with gateway.gateway.database.session() as session:
-        row = await session.get(IssuedReport, report.report_id)
+        row = await session.get(IssuedReportRow, report.report_id)
     assert row is not None
     assert row.keep_until == report_keep_until(report)
     assert row.state == report.state

@@ -53,7 +53,7 @@ from credgate.gateway.disclosure import (
     reader_purpose,
     withheld_explanation,
 )
-from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.subject_certificate import subject_institution_id
 from credgate.gateway.workflows.eligibility import CONDITION_CATEGORIES, evaluate
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.workflow_support import WorkflowGateway, refused, workflow_gateway

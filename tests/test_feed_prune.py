@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Table, func, insert, select
 
 from credgate.core.storage.database import Database
 from credgate.gateway.config import ConfigError, load_config
-from credgate.gateway.reconciliation.models import ReconciliationCursor
+from credgate.gateway.reconciliation.models import ReconciliationCursorRow
 from credgate.gateway.reconciliation.store import CURSOR_NAME
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.watch.prune import FeedPruner
@@ -28,7 +28,7 @@ OLD = NOW - dt.timedelta(days=8)
 YOUNG = NOW - dt.timedelta(days=1)
 
 _FEED: Table = ChangeFeedRow.__table__  # type: ignore[assignment]
-_CURSORS: Table = ReconciliationCursor.__table__  # type: ignore[assignment]
+_CURSORS: Table = ReconciliationCursorRow.__table__  # type: ignore[assignment]
 
 
 def pruner(database: Database, *, batch: int = 10_000, interval: float = 3600.0) -> FeedPruner:

@@ -43,7 +43,7 @@ from credgate.gateway.report_signing import (
     raw_public_key,
     verify_signed_report,
 )
-from credgate.gateway.signing_keys import FILE_NAME, rotate_signing_key
+from credgate.gateway.report_signing_keys import FILE_NAME, rotate_signing_key
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client
 from tests.workflow_support import WorkflowGateway, running_workflow_gateway

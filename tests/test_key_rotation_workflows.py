@@ -20,11 +20,11 @@ from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.config import config_from_mapping
-from credgate.gateway.keys import reencrypt_records, rotate_keys
+from credgate.gateway.data_key_rotation import reencrypt_records, rotate_keys
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import DataKey, Keyring, UnknownKeyError
 from credgate.gateway.storage.reencrypt import EncryptedColumn, reencrypt_column
-from credgate.gateway.workflows import render
+from credgate.gateway.workflows import messages
 from credgate.gateway.workflows.applications import ApplicationWorkflow
 from credgate.gateway.workflows.common import Changes, Sealer, add_steps, new_id, request_digest
 from credgate.gateway.workflows.models import (
@@ -195,7 +195,7 @@ async def _read_all(database: Database, cipher: FieldCipher, seeded: Seeded) -> 
         (objection, seeded.objection_id),
         (application, seeded.application_id),
     ):
-        notes = [step.note for step in render.steps(view.steps, sealer)]
+        notes = [step.note for step in messages.steps(view.steps, sealer)]
         assert notes == seeded.notes[workflow_id]
 
 
@@ -300,7 +300,7 @@ async def test_the_walker_finds_old_ciphertexts_by_envelope_without_a_key_id_col
     sealer = Sealer(FieldCipher(_only(keyring, new_key)))
     async with database.session() as session:
         rows = (await session.scalars(select(WorkflowStepRow))).all()
-    words = [render.steps([row], sealer)[0].note for row in rows if row.detail_ciphertext]
+    words = [messages.steps([row], sealer)[0].note for row in rows if row.detail_ciphertext]
     assert sorted(words) == sorted(
         note for notes in seeded.notes.values() for note in notes if ": " in note
     )

@@ -122,8 +122,8 @@ def test_the_checks_see_function_level_loops_and_upward_imports() -> None:
 def test_grimp_counts_function_level_imports(graph: grimp.ImportGraph) -> None:
     """Both checks rely on grimp seeing imports inside functions; a known one proves it."""
     details = graph.get_import_details(
-        importer="credgate.gateway.reconciliation.cli",
-        imported="credgate.gateway.reconciliation.report",
+        importer="credgate.gateway.commands.reconcile",
+        imported="credgate.gateway.reconciliation.listing",
     )
     assert details
     assert all(d["line_contents"].startswith("from ") for d in details)

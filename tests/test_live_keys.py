@@ -23,7 +23,7 @@ from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring, UnknownKeyError
 from credgate.gateway.protection.live_keyring import LiveKeyring
 from credgate.gateway.report_signing import index_public_keys, verify_signed_report
-from credgate.gateway.signing_keys import (
+from credgate.gateway.report_signing_keys import (
     FILE_NAME,
     ReportSigner,
     load_signing_keys,
@@ -211,7 +211,7 @@ def _report() -> report_pb2.RepairStatusReport:
 def test_report_signing_takes_up_a_rotated_key_without_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="credgate.gateway.signing_keys")
+    caplog.set_level(logging.INFO, logger="credgate.gateway.report_signing_keys")
     path = tmp_path / FILE_NAME
     signer = ReportSigner(path, check_seconds=0.01)
     digest = b"\x01" * 32

@@ -42,7 +42,7 @@ from credgate.core.storage.models import SourceFactsRow
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.config import GatewayConfig, config_from_mapping
-from credgate.gateway.keys import (
+from credgate.gateway.data_key_rotation import (
     ENCRYPTED_COLUMNS,
     add_data_key,
     promote_data_key,
@@ -51,8 +51,8 @@ from credgate.gateway.keys import (
 )
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.signing_keys import FILE_NAME as SIGNING_FILE
-from credgate.gateway.signing_keys import ReportSigner, rotate_signing_key
+from credgate.gateway.report_signing_keys import FILE_NAME as SIGNING_FILE
+from credgate.gateway.report_signing_keys import ReportSigner, rotate_signing_key
 from credgate.gateway.storage.reencrypt import count_stale
 from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.mocks import RunningGateway, gateway_document

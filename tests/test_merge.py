@@ -270,7 +270,7 @@ def test_registry_still_showing_the_bankruptcy_default_contradicts_restored() ->
     assert "should mark it as exempted" in mark.explanation
     assert "D-1 since 2020-11-02" in default.explanation
     assert {v.DATA_CATEGORY_COMMERCIAL_CREDIT, v.DATA_CATEGORY_BANKRUPTCY_REPAIR} == (
-        merged.findings[1].categories
+        merged.categorized[1].categories
     )
     assert merged.flags == (CONTRADICTED,)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
-from credgate.gateway.engine.merge import Finding
+from credgate.gateway.engine.merge import CategorizedContradiction
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
 
 IDENTITY = v.DATA_CATEGORY_IDENTITY
@@ -92,8 +92,10 @@ def test_inputs_are_not_modified() -> None:
 
 
 def test_contradictions_are_kept_only_when_every_revealed_category_is_allowed() -> None:
-    about_state = Finding(frozenset({BANKRUPTCY}), report_pb2.Contradiction(subject_matter="a"))
-    about_default = Finding(
+    about_state = CategorizedContradiction(
+        frozenset({BANKRUPTCY}), report_pb2.Contradiction(subject_matter="a")
+    )
+    about_default = CategorizedContradiction(
         frozenset({BANKRUPTCY, COMMERCIAL}), report_pb2.Contradiction(subject_matter="b")
     )
     findings = [about_state, about_default]

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from credgate.core.institution import Institution, InstitutionRole
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.config import ConfigError
 from credgate.gateway.server import GatewayServer
 from credgate.gateway.wire_errors import parse_error, request_id_from_error
@@ -27,9 +27,9 @@ DEV_BANK = Institution(
 SECRET_TEXT = "secret-detail 11010519491231002X"
 
 
-def probe_handler(resolver: IdentityResolver | None = None) -> grpc.GenericRpcHandler:
+def probe_handler(resolver: CallerResolver | None = None) -> grpc.GenericRpcHandler:
     """A tiny raw-bytes service: who am I, a slow call, and a call that crashes."""
-    identify = resolver or IdentityResolver()
+    identify = resolver or CallerResolver()
 
     async def who_am_i(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         institution = identify(context)
@@ -196,7 +196,7 @@ async def test_unhandled_exception_becomes_internal_with_request_id_and_no_text(
 
 
 async def test_insecure_dev_caller_acts_as_explicit_dev_identity(dev_pki: DevPki) -> None:
-    handler = probe_handler(IdentityResolver(dev_identity=DEV_BANK))
+    handler = probe_handler(CallerResolver(dev_identity=DEV_BANK))
     async with (
         running_gateway(dev_pki, [(handler, SERVICE)], insecure_dev=True) as server,
         grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
@@ -219,7 +219,7 @@ async def test_insecure_dev_without_dev_identity_is_unauthenticated(dev_pki: Dev
 
 
 async def test_dev_identity_is_ignored_on_tls_connections(dev_pki: DevPki) -> None:
-    handler = probe_handler(IdentityResolver(dev_identity=DEV_BANK))
+    handler = probe_handler(CallerResolver(dev_identity=DEV_BANK))
     async with (
         running_gateway(dev_pki, [(handler, SERVICE)]) as server,
         mtls_channel(dev_pki, server.port or 0, "court-demo") as channel,

@@ -62,7 +62,7 @@ from credgate.core.institution import Institution
 from credgate.core.storage.database import Database
 from credgate.gateway.client import CredgateClient
 from credgate.gateway.pki import add_institution, institution_paths
-from credgate.gateway.subject_identity import subject_institution_id
+from credgate.gateway.subject_certificate import subject_institution_id
 from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE, gateway_document
 from tests.fixtures.pki import DevPki

@@ -14,7 +14,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from credgate.core.institution import (
     INSTITUTION_URI_PREFIX,
-    IdentityRejected,
+    CertificateRejected,
     Institution,
     InstitutionRole,
     institution_from_certificate,
@@ -162,7 +162,7 @@ def test_certs_without_valid_identity_are_rejected_with_a_reason(
     dev_pki: DevPki, fixture_cert: str, reason: str
 ) -> None:
     cert = x509.load_pem_x509_certificate(getattr(dev_pki, fixture_cert).cert.read_bytes())
-    with pytest.raises(IdentityRejected) as caught:
+    with pytest.raises(CertificateRejected) as caught:
         institution_from_certificate(cert)
     assert caught.value.reason == reason
 

@@ -31,10 +31,10 @@ from credgate.gateway.report_signing import (
     signing_key_id,
     verify_signed_report,
 )
-from credgate.gateway.signing_keys import (
+from credgate.gateway.report_signing_keys import (
     FILE_NAME,
-    PublishedKeys,
-    SigningKeyError,
+    PublishedReportKeys,
+    ReportSigningKeyError,
     load_or_create_signing_keys,
     load_signing_keys,
     rotate_signing_key,
@@ -198,14 +198,14 @@ def test_the_key_file_is_created_once_private_and_reloaded(tmp_path: Path) -> No
     again = load_or_create_signing_keys(path)
     assert again.current_key_id == created.current_key_id
     assert [k.key_id for k in again.published] == [created.current_key_id]
-    assert repr(again) == f"SigningKeys(current_key_id={created.current_key_id!r})"
+    assert repr(again) == f"ReportSigningKeys(current_key_id={created.current_key_id!r})"
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / FILE_NAME
     load_or_create_signing_keys(path)
     os.chmod(path, 0o644)
-    with pytest.raises(SigningKeyError, match="chmod 600"):
+    with pytest.raises(ReportSigningKeyError, match="chmod 600"):
         load_signing_keys(path)
 
 
@@ -214,7 +214,7 @@ def test_rotation_keeps_old_public_keys_and_drops_old_private_keys(tmp_path: Pat
     first = load_or_create_signing_keys(path)
     digest = request_digest(_request())
     old_report = sign_report(first.private_key, _report(), digest)
-    published = PublishedKeys(path, first)
+    published = PublishedReportKeys(path, first)
 
     new_id = rotate_signing_key(path)
     rotated = load_signing_keys(path)

@@ -27,8 +27,8 @@ from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.pki import add_institution
-from credgate.gateway.subject_identity import (
-    SubjectIdentities,
+from credgate.gateway.subject_certificate import (
+    SubjectCertificates,
     named_key_id,
     subject_institution_id,
 )
@@ -297,7 +297,7 @@ async def test_subject_grants_are_listed_by_token_on_every_backend(
     with pytest.raises(ValueError, match="subject token"):
         await list_subject_grants(database, IDENTITY, limit=1)
 
-    subjects = SubjectIdentities(register)
+    subjects = SubjectCertificates(register)
     caller = Institution(
         subject_institution_id(grants.subject_key_id(grants.raw_public_key(key))),
         vocab.INSTITUTION_ROLE_SUBJECT,

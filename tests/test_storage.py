@@ -31,7 +31,7 @@ from credgate.core.storage.database import (
     sync_url,
 )
 from credgate.core.storage.issued_reports import report_digest
-from credgate.core.storage.models import Base, IssuedReport, SourceFactsRow, Subject
+from credgate.core.storage.models import Base, IssuedReportRow, SourceFactsRow, SubjectRow
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.fact_index import (
     FactIndex,
@@ -243,7 +243,7 @@ async def test_record_issued_report(
     await fact_index.record_issued_report(report, "bank-qianhai")  # a retry is a no-op
 
     async with database.session() as session:
-        rows = (await session.scalars(select(IssuedReport))).all()
+        rows = (await session.scalars(select(IssuedReportRow))).all()
     assert len(rows) == 1
     row = rows[0]
     assert row.subject_token == report.subject_token
@@ -373,7 +373,7 @@ async def test_reencrypt_all_after_rotation(
     assert await fact_index.reencrypt_all(batch_size=3) == 0
 
     async with database.session() as session:
-        subject_rows = await session.execute(select(Subject.key_id, Subject.identity_ciphertext))
+        subject_rows = await session.execute(select(SubjectRow.key_id, SubjectRow.identity_ciphertext))
         fact_rows = await session.execute(
             select(SourceFactsRow.key_id, SourceFactsRow.facts_ciphertext)
         )

@@ -15,11 +15,11 @@ from credgate.adapters.mocks.population import Population
 from credgate.adapters.mocks.providers import PLATFORM, REGISTRY, update_history
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
-from credgate.core.storage.models import SourceFactsRow, Subject
+from credgate.core.storage.models import SourceFactsRow, SubjectRow
 from credgate.core.sync.signing import sign_update
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor, SyncUpdateRow
+from credgate.gateway.sync.models import ChangeFeedRow, SyncCursorRow, SyncUpdateRow
 from credgate.gateway.sync.rotation import reencrypt_originals
 from credgate.gateway.sync.store import SyncStore, _refuse_naive
 from credgate.gateway.sync.validate import _IDEMPOTENCY_KEY, envelope_key_id
@@ -228,7 +228,7 @@ async def test_nothing_personal_is_stored_in_clear(
 ) -> None:
     async with sync_server(dev_pki, tmp_path, database_url) as server:
         await platform_client(server, dev_pki, history).run(timeout=30)
-        tables = [SyncUpdateRow, ChangeFeedRow, SourceFactsRow, Subject, SyncCursor]
+        tables = [SyncUpdateRow, ChangeFeedRow, SourceFactsRow, SubjectRow, SyncCursorRow]
         async with server.database.session() as session:
             rows = [
                 row for model in tables for row in (await session.execute(select(model))).scalars()

@@ -39,14 +39,14 @@ from credgate.audit.checkpoint import (
 from credgate.audit.checkpoints import PeriodicCheckpointer, make_checkpoint
 from credgate.audit.cosignature import Cosigner, CosignerVerifier, cosigned_message
 from credgate.audit.hashing import leaf_hash
-from credgate.audit.keys import load_or_create_signer, public_key_path
+from credgate.audit.log_signing_key import load_or_create_signer, public_key_path
 from credgate.audit.note import NoteError, NoteSigner
 from credgate.audit.proof import consistency_proof
 from credgate.audit.store_models import AuditCosignatureRow
 from credgate.audit.tree import CompactRange
 from credgate.audit.witness import AddCheckpoint
 from credgate.core.storage.database import Database
-from credgate.gateway.commands.audit import add_audit_commands
+from credgate.gateway.commands.audit import register
 from credgate.gateway.config import ConfigError, config_from_mapping
 from credgate.gateway.witness.client import WitnessEndpoint, add_checkpoint, fetch_cosigned
 from credgate.gateway.witness.status import witness_statuses
@@ -419,7 +419,7 @@ async def truncate(database: Database, keep: int) -> None:
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="credgate")
-    add_audit_commands(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -23,14 +23,14 @@ from holidays.countries.china import ChinaStaticHolidays
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.gateway import workdays
 from credgate.gateway.calendar_file import CalendarFileError, load_calendar_file, parse_calendar
+from credgate.gateway.commands.workflows import deadline_text
 from credgate.gateway.config import ConfigError, config_from_mapping
 from credgate.gateway.workdays import (
     BEIJING,
     WorkdayCalendar,
     library_published_years,
 )
-from credgate.gateway.workflows.cli import deadline_text
-from credgate.gateway.workflows.render import deadline
+from credgate.gateway.workflows.messages import deadline
 
 D = dt.date
 TEST_2027 = Path(__file__).parent / "data" / "calendars" / "TEST-ONLY-2027.toml"

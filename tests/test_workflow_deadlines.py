@@ -27,9 +27,9 @@ from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.audit.store_models import AuditEntryRow
 from credgate.gateway import workdays
 from credgate.gateway.calendar_file import load_calendar_file
+from credgate.gateway.commands.workflows import application_text, objection_text
 from credgate.gateway.disclosure import audit_purpose
 from credgate.gateway.workdays import BEIJING, WorkdayCalendar
-from credgate.gateway.workflows.cli import application_text, objection_text
 from credgate.gateway.workflows.models import ObjectionRow
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, subject_client

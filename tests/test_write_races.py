@@ -45,7 +45,7 @@ from credgate.audit.store_models import AuditEntryRow
 from credgate.consent import grants
 from credgate.consent.state_change import sign_statement
 from credgate.core.errors import REQUEST_ID_METADATA_KEY
-from credgate.core.storage.models import ConsentGrantRow, SubjectKey
+from credgate.core.storage.models import ConsentGrantRow, SubjectKeyRow
 from credgate.gateway.wire_errors import parse_error
 from credgate.gateway.workflows.models import ObjectionRow, OutboxRow, RepairApplicationRow
 from tests.fixtures.mocks import ENROLMENT_OFFICE
@@ -228,7 +228,7 @@ async def test_enrolling_one_key_for_two_subjects_on_two_replicas_leaves_one(
     winner_and_loser(results, "SUBJECT_KEY_CONFLICT")
     await assert_one_entry_each(a, results, audit_pb2.AUDIT_ACTION_ENROLL_SUBJECT_KEY)
     async with a.gateway.database.session() as session:
-        assert len(list(await session.scalars(select(SubjectKey)))) == 1
+        assert len(list(await session.scalars(select(SubjectKeyRow)))) == 1
 
 
 async def _signed_terms(gw: WorkflowGateway, number: str) -> tuple[bytes, bytes]:
@@ -711,7 +711,7 @@ async def test_a_write_whose_entry_cannot_be_appended_changes_nothing(
             )
         ).grant
     async with a.gateway.database.session() as session:
-        keys_before = len(list(await session.scalars(select(SubjectKey))))
+        keys_before = len(list(await session.scalars(select(SubjectKeyRow))))
     audit_down[0] = True
     new_key = grants.raw_public_key(Ed25519PrivateKey.generate())
     async with a.channel(ENROLMENT_OFFICE) as office, a.channel("bank-demo") as bank:
@@ -727,7 +727,7 @@ async def test_a_write_whose_entry_cannot_be_appended_changes_nothing(
         )
     assert (enrolled.reason, revoked.reason) == ("AUDIT_UNAVAILABLE", "AUDIT_UNAVAILABLE")
     async with a.gateway.database.session() as session:
-        assert len(list(await session.scalars(select(SubjectKey)))) == keys_before
+        assert len(list(await session.scalars(select(SubjectKeyRow)))) == keys_before
         row = await session.get(ConsentGrantRow, grant.consent_id)
         assert row is not None
         assert row.revoked_at is None

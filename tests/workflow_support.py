@@ -32,7 +32,7 @@ from credgate.core.channel import client_channel
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.app import Gateway, build_gateway
 from credgate.gateway.audit_trail import AuditTrail
-from credgate.gateway.caller_identity import IdentityResolver
+from credgate.gateway.caller_certificate import CallerResolver
 from credgate.gateway.config import config_from_mapping
 from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.pki import institution_paths
@@ -161,7 +161,7 @@ async def running_workflow_gateway(
         providers=PROVIDERS,
         tokenizer=tokenizer,
         consents=ConsentRegister(built.database),
-        identify=IdentityResolver(),
+        identify=CallerResolver(),
         audit=AuditTrail(built.audit_log),
         page_tokens=PageTokens.from_root_key(keyring.subject_token_key),
         watch_poll_seconds=0.05,

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
-from credgate.core.storage.models import IssuedReport
+from credgate.core.storage.models import IssuedReportRow
 from credgate.core.tokens import is_subject_token
 
 
@@ -79,10 +79,10 @@ def insert_issued_reports(connection: Connection, rows: list[dict[str, Any]]) ->
         raise IssuedReportConflict("a report id is already recorded with another digest")
 
 
-_INSERT_POSTGRESQL = postgresql.insert(IssuedReport).on_conflict_do_nothing()
-_INSERT_SQLITE = sqlite.insert(IssuedReport).on_conflict_do_nothing()
-_STORED_DIGESTS = select(IssuedReport.report_id, IssuedReport.report_digest).where(
-    IssuedReport.report_id.in_(bindparam("report_ids", expanding=True))
+_INSERT_POSTGRESQL = postgresql.insert(IssuedReportRow).on_conflict_do_nothing()
+_INSERT_SQLITE = sqlite.insert(IssuedReportRow).on_conflict_do_nothing()
+_STORED_DIGESTS = select(IssuedReportRow.report_id, IssuedReportRow.report_digest).where(
+    IssuedReportRow.report_id.in_(bindparam("report_ids", expanding=True))
 )
 
 
@@ -94,15 +94,15 @@ def clear_expired_states(connection: Connection, now: dt.datetime, batch: int) -
     """Forget the answered state of up to ``batch`` reports whose data life ended by ``now``
     (``keep_until`` <= now), in the caller's transaction; return how many were cleared."""
     doomed = (
-        select(IssuedReport.report_id)
-        .where(IssuedReport.keep_until <= now, IssuedReport.state != PURGED_STATE)
-        .order_by(IssuedReport.keep_until)
+        select(IssuedReportRow.report_id)
+        .where(IssuedReportRow.keep_until <= now, IssuedReportRow.state != PURGED_STATE)
+        .order_by(IssuedReportRow.keep_until)
         .limit(batch)
         .scalar_subquery()
     )
     result = connection.execute(
-        update(IssuedReport)
-        .where(IssuedReport.report_id.in_(doomed))
+        update(IssuedReportRow)
+        .where(IssuedReportRow.report_id.in_(doomed))
         .values(state=PURGED_STATE)
     )
     return int(result.rowcount)

@@ -85,7 +85,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Subject(Base):
+class SubjectRow(Base):
     """A subject known to the gateway: token → encrypted identity number."""
 
     __tablename__ = "subjects"
@@ -115,7 +115,7 @@ class SourceFactsRow(Base):
     """The provider's sequence number of the update that wrote this row (provider sync)."""
 
 
-class IssuedReport(Base):
+class IssuedReportRow(Base):
     """What the gateway answered, and to whom — a digest, never the content; beside it only
     the overall ``state`` it answered, which the data-life sweep clears once ``keep_until``
     has passed (``core.storage.issued_reports``)."""
@@ -142,7 +142,7 @@ INSTITUTION_ID_LENGTH = 255
 CONSENT_ID_LENGTH = 64
 
 
-class SubjectKey(Base):
+class SubjectKeyRow(Base):
     """A subject's enrolled Ed25519 public key (consent signatures are verified against it).
 
     Keys are never deleted: a grant stays provable with the key it was signed under after the

@@ -5,7 +5,7 @@ These commands work on the database directly (the gateway's config names it and 
 directory holding the log key), so they also serve when the gateway is down; regulators
 elsewhere use the RegulatorService. ``gateway/cli.py`` registers them with one call::
 
-    add_audit_commands(sub)        # sub = the top-level subparsers
+    audit.register(sub)  # sub = the top-level subparsers
 
 Every command prints a readable table, or JSON with ``--json``; ``export`` and ``verify``
 report progress on stderr (``gateway.progress``: only on a terminal unless ``--progress``).
@@ -31,12 +31,17 @@ from google.protobuf import json_format
 from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.checkpoints import make_checkpoint
-from credgate.audit.findings import VerifyReport
-from credgate.audit.keys import KEY_FILE_NAME, load_or_create_signer, load_signer, load_verifier
+from credgate.audit.log_signing_key import (
+    KEY_FILE_NAME,
+    load_or_create_signer,
+    load_signer,
+    load_verifier,
+)
 from credgate.audit.note import NoteSigner, NoteVerifier
 from credgate.audit.offline import check_export, export_lines
 from credgate.audit.queries import EntryFilter, iter_entries, list_entries
 from credgate.audit.signed_size import SignedSizeGuard, state_path
+from credgate.audit.tamper_findings import VerificationResult
 from credgate.audit.unusual import Window, unusual_access_report
 from credgate.audit.verify import verify_log
 from credgate.core.storage.database import Database
@@ -183,7 +188,7 @@ def _verifiers(args: argparse.Namespace, key: Path | None) -> list[NoteVerifier]
     return [load_or_create_signer(key).verifier]
 
 
-def _print_findings(report: VerifyReport, out: TextIO) -> None:
+def _print_findings(report: VerificationResult, out: TextIO) -> None:
     rows = [
         [str(f.kind), "-" if f.index is None else str(f.index), f.detail] for f in report.findings
     ]
@@ -410,7 +415,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="only decisions before this ISO time")
 
 
-def add_audit_commands(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Register ``audit`` and its subcommands on the top-level ``add_subparsers()`` object."""
     audit = subparsers.add_parser(
         "audit",

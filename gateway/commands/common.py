@@ -28,9 +28,9 @@ def configuration_errors() -> tuple[type[BaseException], ...]:
     unreadable record of it (``audit.signed_size``: ValueErrors, acknowledged with
     ``credgate audit acknowledge-rollback``)."""
     from credgate.gateway.protection.keyring import KeyringError
-    from credgate.gateway.signing_keys import SigningKeyError
+    from credgate.gateway.report_signing_keys import ReportSigningKeyError
 
-    return (ValueError, FileNotFoundError, FileExistsError, KeyringError, SigningKeyError)
+    return (ValueError, FileNotFoundError, FileExistsError, KeyringError, ReportSigningKeyError)
 
 EXIT_CODES_HELP = """exit codes:
   0  success

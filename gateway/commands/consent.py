@@ -59,7 +59,7 @@ def _institution(args: argparse.Namespace) -> str:
     if args.subject_key is None:
         raise ValueError("give --institution (whose certificate to use) or --subject-key")
     from credgate.consent.grants import raw_public_key, subject_key_id
-    from credgate.gateway.subject_identity import subject_institution_id
+    from credgate.gateway.subject_certificate import subject_institution_id
     from credgate.gateway.subject_key_file import load_subject_key
 
     key = load_subject_key(Path(args.subject_key))
@@ -79,7 +79,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from credgate.consent.grants import raw_public_key, subject_key_id
-    from credgate.gateway.subject_identity import subject_institution_id
+    from credgate.gateway.subject_certificate import subject_institution_id
     from credgate.gateway.subject_key_file import write_subject_key
 
     key = Ed25519PrivateKey.generate()
@@ -199,7 +199,7 @@ def cmd_change_state(args: argparse.Namespace) -> int:
     from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
     from credgate.consent.state_change import sign_state_change
     from credgate.gateway.client import CredgateError
-    from credgate.gateway.render import enum_label
+    from credgate.gateway.report_text import enum_label
     from credgate.gateway.subject_key_file import load_subject_key
 
     key = load_subject_key(Path(args.subject_key))

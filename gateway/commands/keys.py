@@ -24,7 +24,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from credgate.gateway.config import load_config
-    from credgate.gateway.keys import rotate_keys
+    from credgate.gateway.data_key_rotation import rotate_keys
     from credgate.gateway.progress import Progress
 
     config = load_config(Path(args.config))
@@ -39,7 +39,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
     from credgate.gateway.config import load_config
-    from credgate.gateway.keys import add_data_key
+    from credgate.gateway.data_key_rotation import add_data_key
 
     key_id = add_data_key(load_config(Path(args.config)), primary=args.primary)
     if args.json:
@@ -56,7 +56,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
 
 def cmd_keys_promote(args: argparse.Namespace) -> int:
     from credgate.gateway.config import load_config
-    from credgate.gateway.keys import promote_data_key
+    from credgate.gateway.data_key_rotation import promote_data_key
     from credgate.gateway.protection.keyring import UnknownKeyError
 
     try:
@@ -75,7 +75,7 @@ def cmd_keys_promote(args: argparse.Namespace) -> int:
 
 def cmd_keys_reencrypt(args: argparse.Namespace) -> int:
     from credgate.gateway.config import load_config
-    from credgate.gateway.keys import reencrypt_records
+    from credgate.gateway.data_key_rotation import reencrypt_records
     from credgate.gateway.progress import Progress
 
     config = load_config(Path(args.config))
@@ -90,7 +90,7 @@ def cmd_keys_reencrypt(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
     from credgate.gateway.config import load_config
-    from credgate.gateway.signing_keys import (
+    from credgate.gateway.report_signing_keys import (
         FILE_NAME,
         load_or_create_signing_keys,
         rotate_signing_key,

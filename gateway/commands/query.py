@@ -39,8 +39,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         category_from_name,
         purpose_from_name,
     )
-    from credgate.gateway.render import report_to_json, report_to_text
     from credgate.gateway.report_signing import ReportVerificationError
+    from credgate.gateway.report_text import report_to_json, report_to_text
 
     purpose = purpose_from_name(args.purpose)
     categories = [category_from_name(c) for c in args.category]

@@ -47,7 +47,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     from credgate.audit.cosignature import Cosigner
-    from credgate.audit.keys import load_verifier
+    from credgate.audit.log_signing_key import load_verifier
     from credgate.audit.witness import Witness, WitnessState
 
     key = Path(args.key)

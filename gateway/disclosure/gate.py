@@ -23,7 +23,7 @@ from credgate.gateway.audit_trail import AuditTrail
 from credgate.gateway.disclosure.content import first_report, minimize_content
 from credgate.gateway.disclosure.ledger import LEDGER, DisclosureLedger, GateDecision
 from credgate.gateway.disclosure.parties import PROCEDURE_PARTIES, audit_purpose
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 
 Category = policy.Category
 _T = TypeVar("_T")
@@ -106,7 +106,7 @@ async def decide(
         )
     subject_match = False
     if policy.requires_subject_match(ask.purpose):
-        subject_match = await SubjectIdentities(consents).is_subject(ask.caller, ask.subject_token)
+        subject_match = await SubjectCertificates(consents).is_subject(ask.caller, ask.subject_token)
     decision = policy.decide(
         ask.caller.role,
         ask.purpose,

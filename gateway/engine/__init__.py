@@ -7,7 +7,7 @@ Layers, each usable on its own: ``breaker`` (skip a source that keeps failing), 
 """
 
 from credgate.gateway.engine.breaker import TRIPPING_REASONS, BreakerState, CircuitBreaker, Permit
-from credgate.gateway.engine.contradictions import Finding
+from credgate.gateway.engine.contradictions import CategorizedContradiction
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import MergedReport, merge
 from credgate.gateway.engine.minimize import minimize, minimize_contradictions
@@ -17,8 +17,8 @@ __all__ = [
     "TRIPPING_REASONS",
     "BreakerSettings",
     "BreakerState",
+    "CategorizedContradiction",
     "CircuitBreaker",
-    "Finding",
     "MergedReport",
     "Permit",
     "QueryEngine",

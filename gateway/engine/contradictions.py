@@ -17,13 +17,13 @@ from typing import Protocol
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
-from credgate.gateway.engine.ranking import Entry, Key, fetched, key, kind_name, state_name
+from credgate.gateway.engine.ranking import Key, RankedFacts, fetched, key, kind_name, state_name
 
 _REPAIR = v.DATA_CATEGORY_BANKRUPTCY_REPAIR
 
 
 @dataclass(frozen=True)
-class Finding:
+class CategorizedContradiction:
     """A contradiction, with the data categories of the facts it reveals.
 
     Minimization keeps a contradiction only when every one of them may be returned: a
@@ -35,8 +35,10 @@ class Finding:
     contradiction: report_pb2.Contradiction
 
 
-def state_findings(top: Entry, rest: Iterable[Entry]) -> list[Finding]:
-    """One ``repair_state`` finding per asserting source that dissents from ``top``."""
+def state_contradictions(
+    top: RankedFacts, rest: Iterable[RankedFacts]
+) -> list[CategorizedContradiction]:
+    """One ``repair_state`` contradiction per asserting source that dissents from ``top``."""
     found = []
     for e in rest:
         if e.state == top.state:
@@ -47,11 +49,13 @@ def state_findings(top: Entry, rest: Iterable[Entry]) -> list[Finding]:
             f"{_why(top, e)}. {e.source_id} should check its record of the repair state "
             f"against {top.source_id}'s and correct whichever is wrong."
         )
-        found.append(_finding("repair_state", _REPAIR, top, ours, e, theirs, text))
+        found.append(_contradiction("repair_state", _REPAIR, top, ours, e, theirs, text))
     return found
 
 
-def restored_findings(top: Entry, entries: Iterable[Entry]) -> list[Finding]:
+def restored_contradictions(
+    top: RankedFacts, entries: Iterable[RankedFacts]
+) -> list[CategorizedContradiction]:
     """Open bankruptcy marks and pre-exemption defaults that a RESTORED answer says are gone.
 
     The exemption day is the latest ``restored_on`` among the prevailing source's cases. An
@@ -88,11 +92,13 @@ def restored_findings(top: Entry, entries: Iterable[Entry]) -> list[Finding]:
                 )
             else:
                 continue
-            found.append(_finding(matter, rec.category, top, "RESTORED", e, value, text))
+            found.append(_contradiction(matter, rec.category, top, "RESTORED", e, value, text))
     return found
 
 
-def case_stage_findings(entries: Sequence[Entry], cap: int) -> list[Finding]:
+def case_stage_contradictions(
+    entries: Sequence[RankedFacts], cap: int
+) -> list[CategorizedContradiction]:
     """Sources that give the same case (by case number) different stages.
 
     Case numbers are compared after NFKC normalization and whitespace removal, because sources
@@ -100,7 +106,7 @@ def case_stage_findings(entries: Sequence[Entry], cap: int) -> list[Finding]:
     highest precedence (by the case's own as-of time, else the answer's) prevails; ``cap`` (now,
     in ns since the epoch) caps case as-of times as ``ranking.key`` does.
     """
-    by_case: dict[str, dict[str, tuple[Key, Entry, v.CaseStage.ValueType]]] = {}
+    by_case: dict[str, dict[str, tuple[Key, RankedFacts, v.CaseStage.ValueType]]] = {}
     for e in entries:
         for case in e.facts.cases:
             number = "".join(unicodedata.normalize("NFKC", case.case_number).split())
@@ -125,11 +131,11 @@ def case_stage_findings(entries: Sequence[Entry], cap: int) -> list[Finding]:
                 f"{top.source_id} reports {ours}; {_why(top, e, (top_key, other_key))}. "
                 f"The two should reconcile their records of the case."
             )
-            found.append(_finding("case_stage", _REPAIR, top, ours, e, theirs, text))
+            found.append(_contradiction("case_stage", _REPAIR, top, ours, e, theirs, text))
     return found
 
 
-def _why(top: Entry, other: Entry, keys: tuple[Key, Key] | None = None) -> str:
+def _why(top: RankedFacts, other: RankedFacts, keys: tuple[Key, Key] | None = None) -> str:
     """Which tie-break made ``top`` prevail over ``other`` (by their keys, default the answers')."""
     ours, theirs = keys or (top.key, other.key)
     if ours[0] != theirs[0]:
@@ -139,15 +145,15 @@ def _why(top: Entry, other: Entry, keys: tuple[Key, Key] | None = None) -> str:
     return f"{top.source_id} takes precedence by source id (same tier, same as-of time)"
 
 
-def _finding(
+def _contradiction(
     matter: str,
     category: v.DataCategory.ValueType,
-    top: Entry,
+    top: RankedFacts,
     ours: str,
-    other: Entry,
+    other: RankedFacts,
     theirs: str,
     explanation: str,
-) -> Finding:
+) -> CategorizedContradiction:
     # Whatever else it quotes, a contradiction reveals a repair-state or case fact.
     categories = frozenset({_REPAIR, category})
     explanation += "".join(
@@ -155,7 +161,7 @@ def _finding(
         for e in (top, other)
         if e.facts.stale
     )
-    return Finding(
+    return CategorizedContradiction(
         categories,
         report_pb2.Contradiction(
             subject_matter=matter,

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
 from credgate.gateway.engine.contradictions import (
-    Finding,
-    case_stage_findings,
-    restored_findings,
-    state_findings,
+    CategorizedContradiction,
+    case_stage_contradictions,
+    restored_contradictions,
+    state_contradictions,
 )
 from credgate.gateway.engine.fanout import SourceOutcome
 from credgate.gateway.engine.ranking import (
     PRECEDENCE,
-    Entry,
+    RankedFacts,
     fetched,
     key,
     kind_name,
@@ -39,7 +39,7 @@ from credgate.gateway.engine.ranking import (
     tier,
 )
 
-__all__ = ["Finding", "MergedReport", "merge"]  # Finding: its home is contradictions
+__all__ = ["CategorizedContradiction", "MergedReport", "merge"]  # defined in contradictions
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -56,13 +56,13 @@ class MergedReport:
     state_basis: str
     flags: tuple[v.StatusFlag.ValueType, ...]
     sources: tuple[report_pb2.SourceFacts, ...]
-    findings: tuple[Finding, ...]
+    categorized: tuple[CategorizedContradiction, ...]
     failures: tuple[report_pb2.SourceFailure, ...]
 
     @property
     def contradictions(self) -> tuple[report_pb2.Contradiction, ...]:
         """All contradictions, before minimization."""
-        return tuple(f.contradiction for f in self.findings)
+        return tuple(f.contradiction for f in self.categorized)
 
 
 def merge(
@@ -82,7 +82,7 @@ def merge(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     cap = (now - _EPOCH) // dt.timedelta(microseconds=1) * 1000  # exact, in nanoseconds
-    entries: list[Entry] = []
+    entries: list[RankedFacts] = []
     failures: list[report_pb2.SourceFailure] = []
     answered = 0
     for outcome in outcomes:
@@ -106,15 +106,15 @@ def merge(
     entries.sort(key=lambda e: e.key)
 
     asserting = [e for e in entries if e.state != v.REPAIR_STATE_UNSPECIFIED]
-    findings: list[Finding] = []
+    categorized: list[CategorizedContradiction] = []
     state_source_id = ""
     if asserting:
         top, rest = asserting[0], asserting[1:]
         state, state_source_id = top.state, top.source_id
         basis = _basis(top, rest)
-        findings += state_findings(top, rest)
+        categorized += state_contradictions(top, rest)
         if state == v.REPAIR_STATE_RESTORED:
-            findings += restored_findings(top, entries)
+            categorized += restored_contradictions(top, entries)
     elif answered:
         state = v.REPAIR_STATE_NO_RECORD
         basis = f"no source asserts a repair state; {answered} of {len(outcomes)} answered"
@@ -124,10 +124,10 @@ def merge(
             "no source could be reached and no last-known facts assert a repair state; "
             "the state is unknown"
         )
-    findings += case_stage_findings(entries, cap)
+    categorized += case_stage_contradictions(entries, cap)
 
     flags = [v.STATUS_FLAG_STALE] if failures else []
-    if findings:
+    if categorized:
         flags.append(v.STATUS_FLAG_CONTRADICTED)
     return MergedReport(
         state=state,
@@ -135,24 +135,24 @@ def merge(
         state_basis=basis,
         flags=tuple(sorted(flags)),
         sources=tuple(e.facts for e in sorted(entries, key=lambda e: (e.key[0], e.key[2]))),
-        findings=tuple(findings),
+        categorized=tuple(categorized),
         failures=tuple(sorted(failures, key=lambda f: (tier(f.source_kind), f.source_id))),
     )
 
 
 def _entry(
     facts: report_pb2.SourceFacts, outcome: SourceOutcome, *, stale: bool, cap: int
-) -> Entry:
+) -> RankedFacts:
     out = report_pb2.SourceFacts()
     out.CopyFrom(facts)
     out.stale = stale
     # Precedence is by kind, so identity comes from configuration, never from stored payloads.
     out.source_id = outcome.config.source_id
     out.source_kind = outcome.source_kind
-    return Entry(out, key(out.source_kind, out.provenance, out.source_id, cap))
+    return RankedFacts(out, key(out.source_kind, out.provenance, out.source_id, cap))
 
 
-def _basis(top: Entry, rest: Sequence[Entry]) -> str:
+def _basis(top: RankedFacts, rest: Sequence[RankedFacts]) -> str:
     """Say in plain words which rule chose ``top`` over the other asserting sources."""
     court = top.facts.source_kind == v.SOURCE_KIND_COURT
     what = "court ruling" if court else f"{kind_name(top.facts.source_kind)} record"

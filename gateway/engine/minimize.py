@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
-from credgate.gateway.engine.contradictions import Finding
+from credgate.gateway.engine.contradictions import CategorizedContradiction
 
 
 def minimize(
@@ -52,7 +52,7 @@ def minimize(
 
 
 def minimize_contradictions(
-    findings: Iterable[Finding],
+    categorized: Iterable[CategorizedContradiction],
     allowed_categories: Iterable[v.DataCategory.ValueType],
 ) -> list[report_pb2.Contradiction]:
     """The contradictions whose every revealed category is allowed, in their original order.
@@ -61,4 +61,4 @@ def minimize_contradictions(
     ``minimize`` withheld from the sources, so it goes with them.
     """
     allowed = frozenset(allowed_categories) - {v.DATA_CATEGORY_UNSPECIFIED}
-    return [f.contradiction for f in findings if f.categories <= allowed]
+    return [f.contradiction for f in categorized if f.categories <= allowed]

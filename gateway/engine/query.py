@@ -148,7 +148,7 @@ class QueryEngine:
         now = self._wall_clock()
         last_known = {source_id: entry.facts for source_id, entry in (indexed or {}).items()}
         merged = merge(outcomes, last_known, now=now)
-        contradictions = minimize_contradictions(merged.findings, allowed)
+        contradictions = minimize_contradictions(merged.categorized, allowed)
         flags = [f for f in merged.flags if f != v.STATUS_FLAG_CONTRADICTED]
         if contradictions:  # the flag promises the report lists them
             flags.append(v.STATUS_FLAG_CONTRADICTED)

@@ -33,7 +33,7 @@ Key = tuple[int, float, str]
 
 
 @dataclass(frozen=True)
-class Entry:
+class RankedFacts:
     """One source's facts (fresh or last-known) with its precedence sort key."""
 
     facts: report_pb2.SourceFacts

@@ -29,7 +29,7 @@ from credgate.core.storage.issued_reports import (
     insert_issued_reports,
     issued_report_row,
 )
-from credgate.core.storage.models import Base, SourceFactsRow, Subject
+from credgate.core.storage.models import Base, SourceFactsRow, SubjectRow
 from credgate.core.tokens import is_subject_token
 from credgate.gateway.fact_index.live_writes import (
     IndexedFacts,
@@ -78,10 +78,10 @@ def facts_context(token: str, source_id: str) -> bytes:
 
 FACT_INDEX_COLUMNS = (
     EncryptedColumn(
-        model=Subject,
-        pk=(Subject.subject_token,),
-        blob=Subject.identity_ciphertext,
-        key_id=Subject.key_id,
+        model=SubjectRow,
+        pk=(SubjectRow.subject_token,),
+        blob=SubjectRow.identity_ciphertext,
+        key_id=SubjectRow.key_id,
         context=lambda pk: identity_context(pk[0]),
     ),
     EncryptedColumn(
@@ -179,7 +179,7 @@ class FactIndex:
             "key_id": FieldCipher.key_id_of(blob),
             "created_at": self._clock(),
         }
-        statement = self._insert(Subject).values(values).on_conflict_do_nothing()
+        statement = self._insert(SubjectRow).values(values).on_conflict_do_nothing()
         async with self._db.write() as session:
             await session.execute(statement)
 
@@ -188,7 +188,7 @@ class FactIndex:
         _require_token(token)
         async with self._db.session() as session:
             blob = await session.scalar(
-                select(Subject.identity_ciphertext).where(Subject.subject_token == token)
+                select(SubjectRow.identity_ciphertext).where(SubjectRow.subject_token == token)
             )
         if blob is None:
             return None

@@ -52,7 +52,7 @@ from credgate.gateway.fact_index.history import history_row, record_history
 from credgate.gateway.fact_index.models import LIVE_WRITER
 from credgate.gateway.fact_index.precedence import Standing, replaces, wins
 from credgate.gateway.protection.cipher import FieldCipher
-from credgate.gateway.sync.models import ChangeFeedRow, SyncCursor
+from credgate.gateway.sync.models import ChangeFeedRow, SyncCursorRow
 
 _log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def comparable(facts: report_pb2.SourceFacts) -> bytes:
 # -- statements, built once ------------------------------------------------------------------------
 
 _facts = cast(Table, SourceFactsRow.__table__)
-_cursors = cast(Table, SyncCursor.__table__)
+_cursors = cast(Table, SyncCursorRow.__table__)
 _feed = cast(Table, ChangeFeedRow.__table__)
 _c = _facts.c
 

@@ -2,9 +2,10 @@
 
 * ``evaluate`` — a subject's contradictions, by the query engine's own merge rules (pure);
 * ``models`` / ``store`` — the open contradictions and the reconciler's cursor in the database;
-* ``worker`` — the background reconciler following the change feed on every replica;
+* ``reconciler`` — the background reconciler following the change feed on every replica;
 * ``service`` — ReconciliationService.ListOpenContradictions (data providers, regulators);
-* ``report`` / ``cli`` — ``credgate reconcile``.
+* ``listing`` — the open contradictions as ``credgate reconcile`` prints them (the command
+  itself: ``gateway.commands.reconcile``).
 
 docs/sync.md ("Reconciliation") explains the rules and why the explanations are not stored.
 """

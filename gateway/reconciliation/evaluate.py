@@ -2,7 +2,7 @@
 
 The reconciler does not have rules of its own. It puts every configured source's indexed
 facts about a subject through ``gateway.engine.merge`` — the function every report is built
-with — and takes its findings, so the list an operator works from says exactly what reports
+with — and takes its contradictions, so the list an operator works from says exactly what reports
 say (docs/precedence.md). Pure apart from the keyed digest; no I/O.
 
 Each contradiction is identified by a keyed digest of everything it says (kind, both sources,
@@ -70,9 +70,9 @@ def contradictions_of(
         if source_id in catalog
     ]
     found: dict[str, Observed] = {}
-    for finding in merge(outcomes, {}, now=now).findings:
-        observed = Observed(contradiction_key(key, token, finding.contradiction),
-                            finding.contradiction)  # fmt: skip
+    for item in merge(outcomes, {}, now=now).categorized:
+        observed = Observed(contradiction_key(key, token, item.contradiction),
+                            item.contradiction)  # fmt: skip
         found.setdefault(observed.key, observed)
     return list(found.values())
 

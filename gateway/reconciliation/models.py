@@ -58,7 +58,7 @@ class ContradictionRow(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
-class ReconciliationCursor(Base):
+class ReconciliationCursorRow(Base):
     """How far the reconciler has evaluated the change feed (one row per named reader).
 
     Advanced by compare-and-set (``last_change_id`` must still be what the reader read), so

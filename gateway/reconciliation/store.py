@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from credgate.core.storage.database import Database
 from credgate.gateway.fact_index import FactIndex, FactIndexError
 from credgate.gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
-from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursor
+from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursorRow
 from credgate.gateway.sync.models import ChangeFeedRow
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ IN_LIMIT = 500
 feed batch's tokens fit in one, and larger sets (a long ``refresh``) are split."""
 
 _CONTRADICTIONS: Table = ContradictionRow.__table__  # type: ignore[assignment]
-_CURSORS: Table = ReconciliationCursor.__table__  # type: ignore[assignment]
+_CURSORS: Table = ReconciliationCursorRow.__table__  # type: ignore[assignment]
 _FEED: Table = ChangeFeedRow.__table__  # type: ignore[assignment]
 
 # Statements, built once (bind parameters only; SQLAlchemy caches their compiled form).

@@ -41,7 +41,7 @@ ChangeId = BigInteger().with_variant(Integer(), "sqlite")
 """SQLite autoincrements only an ``INTEGER PRIMARY KEY``; PostgreSQL gets a bigint identity."""
 
 
-class SyncCursor(Base):
+class SyncCursorRow(Base):
     """Per source: every sequence number up to ``last_sequence`` is resolved and durable.
 
     The row is locked (``SELECT ... FOR UPDATE``; on SQLite the write transaction's lock) by

@@ -53,7 +53,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.core.storage.database import Database
-from credgate.core.storage.models import Base, Subject
+from credgate.core.storage.models import Base, SubjectRow
 from credgate.gateway.fact_index.feed import lock_feed
 from credgate.gateway.fact_index.precedence import Standing
 from credgate.gateway.fact_index.pushed import (
@@ -65,7 +65,7 @@ from credgate.gateway.fact_index.pushed import (
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.models import (
     ChangeFeedRow,
-    SyncCursor,
+    SyncCursorRow,
     SyncUpdateRow,
     original_context,
 )
@@ -209,8 +209,8 @@ class _Statements:
     """
 
     def __init__(self, backend: str) -> None:
-        cursors, journal = _table(SyncCursor), _table(SyncUpdateRow)
-        subjects, feed = _table(Subject), _table(ChangeFeedRow)
+        cursors, journal = _table(SyncCursorRow), _table(SyncUpdateRow)
+        subjects, feed = _table(SubjectRow), _table(ChangeFeedRow)
         insert = postgresql.insert if backend == "postgresql" else sqlite.insert
         aware = DateTime(timezone=True)  # what UTCDateTime is on PostgreSQL
 

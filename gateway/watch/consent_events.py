@@ -5,7 +5,7 @@ numbered in commit order on every backend (``consent.events``). What this module
 
 * **Who may watch what.** An institution of a role that can hold grants (the roles that collect
   consent) sees the events of the grants naming it as *grantee*; a subject (role SUBJECT, a
-  certificate naming their current enrolled key, ``gateway.subject_identity``) sees the events
+  certificate naming their current enrolled key, ``gateway.subject_certificate``) sees the events
   of the grants they signed. Every other caller is refused PERMISSION_DENIED, recorded first
   (deny by default). A ``consent_id`` filter must name one of the caller's grants; another's,
   or none, answers NOT_FOUND CONSENT_NOT_FOUND alike, so ids cannot be probed.
@@ -50,7 +50,7 @@ from credgate.core.storage.database import Database
 from credgate.core.storage.models import ConsentGrantRow
 from credgate.gateway.audit_trail import WATCH_CONSENT_EVENTS, AuditTrail
 from credgate.gateway.protection.page_tokens import PageScope, PageTokenError, PageTokens
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.watch.slots import WatchSlots
 
@@ -196,7 +196,7 @@ class ConsentEventStreams:
         self,
         hub: ConsentEventHub,
         database: Database,
-        subjects: SubjectIdentities,
+        subjects: SubjectCertificates,
         settings: WatchSettings,
         slots: WatchSlots,
         *,

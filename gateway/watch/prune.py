@@ -38,7 +38,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Table, bindparam, func, select
 
 from credgate.core.storage.database import Database
-from credgate.gateway.reconciliation.models import ReconciliationCursor
+from credgate.gateway.reconciliation.models import ReconciliationCursorRow
 from credgate.gateway.reconciliation.store import CURSOR_NAME
 from credgate.gateway.sync.models import ChangeFeedRow
 
@@ -50,7 +50,7 @@ PRUNE_LOCK_KEY = 0x6372656470726E
 """PostgreSQL advisory lock one pruning batch holds ("credprn"; distinct from the feed lock)."""
 
 _FEED: Table = ChangeFeedRow.__table__  # type: ignore[assignment]
-_CURSORS: Table = ReconciliationCursor.__table__  # type: ignore[assignment]
+_CURSORS: Table = ReconciliationCursorRow.__table__  # type: ignore[assignment]
 
 # Statements, built once (bind parameters only; SQLAlchemy caches their compiled form).
 _TRY_LOCK = select(func.pg_try_advisory_xact_lock(bindparam("key")))

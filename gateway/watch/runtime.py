@@ -25,11 +25,11 @@ from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.reconciliation.evaluate import KEY_LABEL, derive_key, source_catalog
+from credgate.gateway.reconciliation.reconciler import Reconciler
 from credgate.gateway.reconciliation.service import SERVICE_NAME, ReconciliationServicer
 from credgate.gateway.reconciliation.store import ContradictionStore
-from credgate.gateway.reconciliation.worker import Reconciler
 from credgate.gateway.server import GatewayServer, bounded_step
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 from credgate.gateway.watch.consent_events import ConsentEventHub, ConsentEventStreams
 from credgate.gateway.watch.feed import ChangeFeed
 from credgate.gateway.watch.prune import FeedPruner
@@ -126,7 +126,7 @@ def build_followers(
     consent_events = ConsentEventStreams(
         consent_hub,
         database,
-        SubjectIdentities(consents),
+        SubjectCertificates(consents),
         config.watch,
         streams.slots,
         page_tokens=page_tokens,

@@ -38,7 +38,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.identity_number import mask
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
-from credgate.gateway.workflows import render
+from credgate.gateway.workflows import messages
 from credgate.gateway.workflows.applications import ApplicationView, current_stage
 
 ANNOUNCEMENT_FIELDS: tuple[str, ...] = (
@@ -84,7 +84,7 @@ def publish(
     assert row.reviewed_at is not None
     assert row.announcement_due_at is not None
     due = row.announcement_due_at
-    period = render.deadline(
+    period = messages.deadline(
         wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
         wf.RESPONSIBLE_PARTY_PUBLIC,
         "",
@@ -102,7 +102,7 @@ def publish(
         "stage": app_pb2.RepairApplicationStage.ValueType(current_stage(row, now)),
         "case_number": view.details.get("case_number", ""),
         "masked_identity_number": mask(view.details["identity_number"]),
-        "announcement_start_time": render.stamp(row.reviewed_at),
+        "announcement_start_time": messages.stamp(row.reviewed_at),
         "announcement_period": period,
         "objections_open": objections_open(view, now),
     }

@@ -40,7 +40,7 @@ from credgate.gateway.disclosure import (
 from credgate.gateway.protection.page_tokens import PageScope, PageTokens
 from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.watch.slots import WatchSlots
-from credgate.gateway.workflows import render
+from credgate.gateway.workflows import messages
 from credgate.gateway.workflows.announcement import OBJECTION_STANDING, publish
 from credgate.gateway.workflows.applications import (
     DEFAULT_ANNOUNCEMENT_DAYS,
@@ -136,7 +136,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
     def _show(self, view: ApplicationView, admission: Admission) -> app_pb2.RepairApplication:
         """``view`` rendered now, with the data life of the release ``admission`` allowed."""
         now = self._clock()
-        shown = render.application(view, now, self._workflow.sealer, self._workflow.calendar)
+        shown = messages.application(view, now, self._workflow.sealer, self._workflow.calendar)
         shown.data_life.CopyFrom(admission.data_life(now))
         return shown
 
@@ -315,7 +315,7 @@ class RepairApplicationServicer(app_grpc.RepairApplicationServiceServicer):
         try:
             sent: tuple[int, int] | None = None
             while True:
-                shown = render.application(
+                shown = messages.application(
                     view, self._clock(), self._workflow.sealer, self._workflow.calendar
                 )  # not sent
                 if (shown.version, int(shown.stage)) != sent:

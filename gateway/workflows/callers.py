@@ -36,7 +36,7 @@ from credgate.core.institution import Institution
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.disclosure.gate import Ask, Refusal
 from credgate.gateway.disclosure.parties import audit_purpose, reader_purpose
-from credgate.gateway.subject_identity import SubjectIdentities
+from credgate.gateway.subject_certificate import SubjectCertificates
 
 Action: TypeAlias = audit_pb2.AuditAction.ValueType
 
@@ -107,7 +107,7 @@ class Callers:
     ) -> None:
         self._tokenizer = tokenizer
         self._consents = consents
-        self._subjects = SubjectIdentities(consents)
+        self._subjects = SubjectCertificates(consents)
         self._audit = audit
         self._clock = clock
 

@@ -40,7 +40,7 @@ from credgate.gateway.protection.page_tokens import (
 )
 from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.watch.slots import WatchSlots
-from credgate.gateway.workflows import render
+from credgate.gateway.workflows import messages
 from credgate.gateway.workflows.callers import (
     Action,
     Callers,
@@ -197,7 +197,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
                 self._workflow.file(who, filing, allowed),
             )
             now = self._clock()
-            shown = render.objection(view, now, self._workflow.calendar)
+            shown = messages.objection(view, now, self._workflow.calendar)
             shown.data_life.CopyFrom(admission.data_life(now))
             return shown
 
@@ -252,7 +252,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
             sent: tuple[int, int, bool] | None = None
             while True:
                 now = self._clock()
-                shown = render.objection(view, now, self._workflow.calendar)
+                shown = messages.objection(view, now, self._workflow.calendar)
                 mark = (shown.version, int(shown.state), shown.overdue)
                 if mark != sent:
                     # Each update is decided afresh; the first counts as the call's use.
@@ -412,7 +412,7 @@ class ObjectionServicer(obj_grpc.ObjectionServiceServicer):
         self, view: ObjectionView, now: dt.datetime, *, redact: bool = False
     ) -> Callable[[Admission], Awaitable[obj_pb2.Objection]]:
         async def produce(admission: Admission) -> obj_pb2.Objection:
-            shown = render.objection(view, now, self._workflow.calendar, redact=redact)
+            shown = messages.objection(view, now, self._workflow.calendar, redact=redact)
             shown.data_life.CopyFrom(admission.data_life(now))
             return shown
 

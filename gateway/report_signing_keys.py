@@ -17,7 +17,7 @@ File format (JSON, keys base64, mode 0600; the gateway refuses a file others can
 
 Only the current key has a ``private_key``. Replicas must share one file (deploy it like the
 TLS server key); each re-reads it when it changes, so a rotation written by
-``rotate_signing_key`` is listed by every replica at once (``PublishedKeys``) and signed with
+``rotate_signing_key`` is listed by every replica at once (``PublishedReportKeys``) and signed with
 within ``[keys] reload_seconds`` (``ReportSigner``), without a restart.
 """
 
@@ -48,7 +48,7 @@ FILE_NAME = "report-signing-keys.json"
 """Its name inside ``storage.data_dir``."""
 
 
-class SigningKeyError(Exception):
+class ReportSigningKeyError(Exception):
     """The key file is unreadable, malformed or readable by others."""
 
 
@@ -68,7 +68,7 @@ class PublicSigningKey:
 
 
 @dataclass(frozen=True)
-class SigningKeys:
+class ReportSigningKeys:
     """The loaded file: the current private key and every public key, oldest first."""
 
     private_key: Ed25519PrivateKey
@@ -80,7 +80,7 @@ class SigningKeys:
 
     def __repr__(self) -> str:
         # Never let the private key reach a log line through repr().
-        return f"SigningKeys(current_key_id={self.current_key_id!r})"
+        return f"ReportSigningKeys(current_key_id={self.current_key_id!r})"
 
 
 def _now() -> dt.datetime:
@@ -90,7 +90,7 @@ def _now() -> dt.datetime:
 def _unb64(value: object, where: str) -> bytes:
     return b64decode(
         value,
-        SigningKeyError,
+        ReportSigningKeyError,
         missing=f"{where}: missing key material",
         invalid=f"{where}: key material is not valid base64",
     )
@@ -100,7 +100,7 @@ def _private_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
-def _to_json(keys: SigningKeys) -> bytes:
+def _to_json(keys: ReportSigningKeys) -> bytes:
     current = keys.current_key_id
     private = b64encode(_private_bytes(keys.private_key))
     entries = [
@@ -119,17 +119,17 @@ def _to_json(keys: SigningKeys) -> bytes:
 
 def _entry(raw: Any, where: str) -> tuple[PublicSigningKey, bytes | None]:
     if not isinstance(raw, dict):
-        raise SigningKeyError(f"{where}: malformed key entry")
+        raise ReportSigningKeyError(f"{where}: malformed key entry")
     public_key = _unb64(raw.get("public_key"), where)
     key_id = signing_key_id(public_key)
     if raw.get("key_id") != key_id:
-        raise SigningKeyError(f"{where}: key id does not match its public key")
+        raise ReportSigningKeyError(f"{where}: key id does not match its public key")
     try:
         created_at = dt.datetime.fromisoformat(str(raw["created_at"]))
         retired = raw.get("retired_at")
         retired_at = dt.datetime.fromisoformat(str(retired)) if retired else None
     except (KeyError, ValueError):
-        raise SigningKeyError(f"{where}: key {key_id} has malformed times") from None
+        raise ReportSigningKeyError(f"{where}: key {key_id} has malformed times") from None
     private = raw.get("private_key")
     return (
         PublicSigningKey(key_id, public_key, created_at, retired_at),
@@ -137,51 +137,51 @@ def _entry(raw: Any, where: str) -> tuple[PublicSigningKey, bytes | None]:
     )
 
 
-def _from_json(raw: bytes, where: str) -> SigningKeys:
+def _from_json(raw: bytes, where: str) -> ReportSigningKeys:
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SigningKeyError(f"{where} is not valid JSON") from None
+        raise ReportSigningKeyError(f"{where} is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SigningKeyError(f"{where} is not in format {FORMAT}")
+        raise ReportSigningKeyError(f"{where} is not in format {FORMAT}")
     entries = doc.get("keys")
     if not isinstance(entries, list) or not entries:
-        raise SigningKeyError(f"{where} holds no keys")
+        raise ReportSigningKeyError(f"{where} holds no keys")
     parsed = [_entry(e, where) for e in entries]
     current = [(k, p) for k, p in parsed if k.key_id == doc.get("current_key_id")]
     if len(current) != 1 or current[0][1] is None or not current[0][0].current:
-        raise SigningKeyError(f"{where} has no usable current key")
+        raise ReportSigningKeyError(f"{where} has no usable current key")
     try:
         private_key = Ed25519PrivateKey.from_private_bytes(current[0][1])
     except ValueError:
-        raise SigningKeyError(f"{where}: the current private key is malformed") from None
+        raise ReportSigningKeyError(f"{where}: the current private key is malformed") from None
     if signing_key_id(raw_public_key(private_key)) != current[0][0].key_id:
-        raise SigningKeyError(f"{where}: the current private key does not match its public key")
+        raise ReportSigningKeyError(f"{where}: the current private key does not match its public key")
     published = sorted((k for k, _ in parsed), key=lambda k: (k.created_at, k.key_id))
-    return SigningKeys(private_key, tuple(published))
+    return ReportSigningKeys(private_key, tuple(published))
 
 
-def _fresh(published: tuple[PublicSigningKey, ...] = ()) -> SigningKeys:
+def _fresh(published: tuple[PublicSigningKey, ...] = ()) -> ReportSigningKeys:
     private_key = Ed25519PrivateKey.generate()
     public_key = raw_public_key(private_key)
     new = PublicSigningKey(signing_key_id(public_key), public_key, _now())
-    return SigningKeys(private_key, (*published, new))
+    return ReportSigningKeys(private_key, (*published, new))
 
 
 _EXPOSED = "{what} are accessible to group or others (mode {mode:04o}); chmod 600 it"
 """``secret_files.EXPOSED`` in the plural: the file is named "signing keys"."""
 
 
-def load_signing_keys(path: Path) -> SigningKeys:
+def load_signing_keys(path: Path) -> ReportSigningKeys:
     """Read the key file; refuse one that group or others may read or write."""
     return _from_json(_read(path), f"signing keys {path}")
 
 
 def _read(path: Path) -> bytes:
-    return read_secret(path, f"signing keys {path}", SigningKeyError, exposed=_EXPOSED)
+    return read_secret(path, f"signing keys {path}", ReportSigningKeyError, exposed=_EXPOSED)
 
 
-def load_or_create_signing_keys(path: Path) -> SigningKeys:
+def load_or_create_signing_keys(path: Path) -> ReportSigningKeys:
     """The key file's keys, creating the file with a fresh key on the very first start.
 
     Two replicas starting together on a fresh shared directory cannot both create it: the
@@ -218,14 +218,14 @@ def rotate_signing_key(path: Path) -> str:
     return keys.current_key_id
 
 
-class PublishedKeys:
+class PublishedReportKeys:
     """Every public signing key, re-read from the file when it changes (for ListSigningKeys).
 
     Replicas share the file, so a key another process rotated in is served here without a
     restart; a verifier fetching keys from any replica finds the key of any other.
     """
 
-    def __init__(self, path: Path, loaded: SigningKeys) -> None:
+    def __init__(self, path: Path, loaded: ReportSigningKeys) -> None:
         self._path = path
         self._keys = loaded.published
         self._own = next(k for k in loaded.published if k.key_id == loaded.current_key_id)
@@ -244,7 +244,7 @@ class PublishedKeys:
         if stamp is not None and stamp != self._stamp:
             try:
                 published = load_signing_keys(self._path).published
-            except SigningKeyError as error:
+            except ReportSigningKeyError as error:
                 # Keep serving what loaded before; the next change is read again.
                 log.warning("signing keys not reloaded: %s", error)
             else:
@@ -291,7 +291,7 @@ class ReportSigner:
         return sign_receipt(self._file.current().private_key, grant, issued_at=issued_at)
 
 
-def _log_signing_change(old: SigningKeys, new: SigningKeys) -> None:
+def _log_signing_change(old: ReportSigningKeys, new: ReportSigningKeys) -> None:
     if old.current_key_id != new.current_key_id:
         log.info(
             "report-signing keys reloaded: reports are now signed with %s (was %s)",

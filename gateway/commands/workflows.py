@@ -3,7 +3,7 @@
 Both list what the calling certificate may see (a subject sees their own, a provider the
 objections routed to it, a judicial organ every application) with every step and deadline;
 ``--json`` prints the API's messages instead, as one JSON array (``[]`` when none). Hooked
-into the ``credgate`` parser by ``add_workflow_commands(sub)``.
+into the ``credgate`` parser by ``workflows.register(sub)``.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ async def _run(args: argparse.Namespace, which: str) -> int:
     return EXIT_OK
 
 
-def add_workflow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``objections``, ``applications`` and ``announcements`` to the ``credgate``
     subcommands."""
     for which, what in (

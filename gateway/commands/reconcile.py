@@ -1,7 +1,7 @@
 """``credgate reconcile``: the open contradictions between sources, as a table or JSON.
 
-``gateway/cli.py`` registers it with one call (``add_reconcile_command(sub)``). The work is in
-``gateway.reconciliation.report``; this module only parses and prints.
+``gateway/cli.py`` registers it with one call (``reconcile.register(sub)``). The work is in
+``gateway.reconciliation.listing``; this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ EXIT_OK = 0
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Catch up (unless ``--no-catch-up``), then print the open contradictions."""
     from credgate.gateway.config import load_config
-    from credgate.gateway.reconciliation.report import (
+    from credgate.gateway.reconciliation.listing import (
         open_contradictions,
         render_json,
         render_table,
@@ -33,7 +33,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_reconcile_command(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Register ``reconcile`` on the top-level ``add_subparsers()`` object."""
     p = command(
         subparsers,

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class FindingKind(enum.StrEnum):
+class TamperKind(enum.StrEnum):
     """What kind of tampering (or damage) a finding reports (see ``audit/verifier.py``)."""
 
     MODIFIED = "MODIFIED"
@@ -23,10 +23,10 @@ class FindingKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Finding:
+class TamperFinding:
     """One problem: its kind, the entry index it is at (None if not about one entry), why."""
 
-    kind: FindingKind
+    kind: TamperKind
     index: int | None
     detail: str
 
@@ -36,7 +36,7 @@ class Finding:
 
 
 @dataclass
-class VerifyReport:
+class VerificationResult:
     """The outcome. ``ok`` means nothing was found and every entry is authenticated."""
 
     entries: int = 0
@@ -44,7 +44,7 @@ class VerifyReport:
     authenticated_size: int = 0
     checkpoints_checked: int = 0
     checkpoints_valid: int = 0
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[TamperFinding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +57,7 @@ class VerifyReport:
         indexes = [f.index for f in self.findings if f.index is not None]
         return min(indexes) if indexes else None
 
-    def kinds_at(self, index: int) -> set[FindingKind]:
+    def kinds_at(self, index: int) -> set[TamperKind]:
         """The kinds of finding reported for entry ``index``."""
         return {f.kind for f in self.findings if f.index == index}
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from credgate.core.errors import GatewayError
-from credgate.core.institution import IdentityRejected, Institution, institution_from_pem
+from credgate.core.institution import CertificateRejected, Institution, institution_from_pem
 from credgate.gateway.certificate_validity import validity_refusal
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def institution_from_context(
             "CLIENT_CERTIFICATE_REQUIRED", "a verified client certificate is required"
         )
     result = institution_from_pem(pem)
-    if isinstance(result, IdentityRejected):
+    if isinstance(result, CertificateRejected):
         raise _unauthenticated(result.reason, result.message)
     expired = validity_refusal(pem)
     if expired is not None:
@@ -68,7 +68,7 @@ def institution_from_context(
     return result
 
 
-class IdentityResolver:
+class CallerResolver:
     """``institution_from_context`` bound to the configured dev identity, for servicers to hold.
 
     Lets the composition module decide once (from config) whether a dev identity exists, so

@@ -23,8 +23,8 @@ from credgate.gateway.config import GatewayConfig
 from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.reconciliation.reconciler import Reconciler
 from credgate.gateway.reconciliation.service import describe
-from credgate.gateway.reconciliation.worker import Reconciler
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.watch.runtime import contradiction_store
 

@@ -41,7 +41,7 @@ def named_key_id(institution: Institution) -> str | None:
     return key_id if is_subject_key_id(key_id) else None
 
 
-class SubjectIdentities:
+class SubjectCertificates:
     """Resolves subject certificates against the consent register's enrolled keys.
 
     Read afresh on every call (no cache), like consent: a re-enrolment retires the old key
