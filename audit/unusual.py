@@ -119,7 +119,9 @@ async def _samples(
     return [int(i) for i in indexes], first, last
 
 
-def _set_span(finding: UnusualAccessFinding, first: dt.datetime | None, last: dt.datetime | None) -> None:
+def _set_span(
+    finding: UnusualAccessFinding, first: dt.datetime | None, last: dt.datetime | None
+) -> None:
     if first is not None:
         finding.first_time.FromDatetime(first)
     if last is not None:

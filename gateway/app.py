@@ -2,16 +2,16 @@
 
 Order matters: the schema is migrated before anything touches the database, keys are loaded
 before any subject token is computed or report signed, and adapters exist before the engine
-that fans out to them. Shutdown runs in reverse: drain calls, stop the periodic audit checkpoints,
-let in-flight audit appends commit and sign one last checkpoint over them, close adapters,
-release the database. The
-report-signing key lives in its own file in the data directory (``gateway.report_signing_keys``), as
-does the audit log's key (``audit-log.key``, ``audit.log_signing_key``); both are created on the first
-start. The keyring and the signing-key file are followed, not read once: a rotation copied to
-a running replica is taken up without a restart (``gateway.protection.live_keyring``,
-``gateway.report_signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is handed to
-every service that decides about a subject, so all of them record the same way and fail closed
-together (docs/audit.md).
+that fans out to them. Shutdown runs in reverse: drain calls, stop the periodic audit
+checkpoints, let in-flight audit appends commit and sign one last checkpoint over them, close
+adapters, release the database. The report-signing key lives in its own file in the data
+directory (``gateway.report_signing_keys``), as does the audit log's key (``audit-log.key``,
+``audit.log_signing_key``); both are created on the first start. The keyring and the
+signing-key file are followed, not read once: a rotation copied to a running replica is taken
+up without a restart (``gateway.protection.live_keyring``,
+``gateway.report_signing_keys.ReportSigner``). One ``AuditTrail`` over one ``AuditLog`` is
+handed to every service that decides about a subject, so all of them record the same way and
+fail closed together (docs/audit.md).
 """
 
 from __future__ import annotations

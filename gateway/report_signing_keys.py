@@ -156,7 +156,9 @@ def _from_json(raw: bytes, where: str) -> ReportSigningKeys:
     except ValueError:
         raise ReportSigningKeyError(f"{where}: the current private key is malformed") from None
     if signing_key_id(raw_public_key(private_key)) != current[0][0].key_id:
-        raise ReportSigningKeyError(f"{where}: the current private key does not match its public key")
+        raise ReportSigningKeyError(
+            f"{where}: the current private key does not match its public key"
+        )
     published = sorted((k for k, _ in parsed), key=lambda k: (k.created_at, k.key_id))
     return ReportSigningKeys(private_key, tuple(published))
 

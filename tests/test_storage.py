@@ -373,7 +373,9 @@ async def test_reencrypt_all_after_rotation(
     assert await fact_index.reencrypt_all(batch_size=3) == 0
 
     async with database.session() as session:
-        subject_rows = await session.execute(select(SubjectRow.key_id, SubjectRow.identity_ciphertext))
+        subject_rows = await session.execute(
+            select(SubjectRow.key_id, SubjectRow.identity_ciphertext)
+        )
         fact_rows = await session.execute(
             select(SourceFactsRow.key_id, SourceFactsRow.facts_ciphertext)
         )

@@ -106,7 +106,9 @@ async def decide(
         )
     subject_match = False
     if policy.requires_subject_match(ask.purpose):
-        subject_match = await SubjectCertificates(consents).is_subject(ask.caller, ask.subject_token)
+        subject_match = await SubjectCertificates(consents).is_subject(
+            ask.caller, ask.subject_token
+        )
     decision = policy.decide(
         ask.caller.role,
         ask.purpose,

@@ -4,7 +4,8 @@ It holds two kinds of key, kept apart because they age differently:
 
 * **data-encryption keys** (AES-256, one per key id, exactly one *primary*): new ciphertexts are
   always made under the primary key; older keys stay so existing ciphertexts remain readable
-  until ``gateway.data_key_rotation.reencrypt_records`` has moved them onto the primary (key rotation);
+  until ``gateway.data_key_rotation.reencrypt_records`` has moved them onto the primary (key
+  rotation);
 * the **subject-token key** (HMAC-SHA256): it cannot be rotated by adding a key, because every
   stored token is derived from it; changing it means re-tokenizing every subject.
 
@@ -195,10 +196,10 @@ class Keyring:
         """Add a new data key, make it the primary (unless not ``primary``), persist, return its id.
 
         Old keys are kept so existing ciphertexts stay readable; re-encrypt them with
-        ``gateway.data_key_rotation.reencrypt_records`` and only then consider retiring a key. The file is
-        written before the in-memory keyring changes, so a failed write leaves both as they were.
-        With several replicas, add the key as not primary first, so every replica can read it
-        before any writes with it (``set_primary`` later; docs/deployment.md).
+        ``gateway.data_key_rotation.reencrypt_records`` and only then consider retiring a key. The
+        file is written before the in-memory keyring changes, so a failed write leaves both as
+        they were. With several replicas, add the key as not primary first, so every replica can
+        read it before any writes with it (``set_primary`` later; docs/deployment.md).
         """
         key_id = new_key_id()
         while key_id in self._data_keys:  # pragma: no cover - 48 random bits
