@@ -83,20 +83,34 @@ async def bounded_step(name: str, step: Awaitable[object], seconds: float = STEP
 
     A step that overruns is cancelled and one that fails is logged (type only): either way the
     stop goes on, because a process that cannot stop is worse than one that stops with a step
-    undone (the database rolls back what was not committed).
+    undone (the database rolls back what was not committed). An overrun step is cancelled but
+    *not waited for*: its own clean-up (rolling back a transaction on the stalled database
+    that made it overrun) may hang as long as the stall, and waiting for it would carry the
+    hang into the stop — a cancelled ``async with database.write()`` did exactly that.
     """
     global _work_abandoned
-    try:
-        async with asyncio.timeout(seconds):
-            await step
-    except TimeoutError:
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_forget)
         logger.error("stopping: %s did not finish within %.1fs; abandoned", name, seconds)
         _work_abandoned = True
         return False
-    except Exception as exc:
+    if task.cancelled():
+        logger.error("stopping: %s was cancelled", name)
+        return False
+    exc = task.exception()
+    if exc is not None:
         logger.error("stopping: %s failed: %s", name, type(exc).__name__)
         return False
     return True
+
+
+def _forget(task: asyncio.Future[object]) -> None:
+    """Retrieve an abandoned step's outcome, so its late failure is not reported at exit."""
+    if not task.cancelled():
+        task.exception()
 
 
 _work_abandoned = False
