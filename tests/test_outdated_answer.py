@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population, State
 from credgate.adapters.mocks.population import Subject as PopulationSubject
+from credgate.adapters.mocks.providers import REGISTRY
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
@@ -31,7 +32,6 @@ from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.sync_support import ensure_provider_certs
 from tests.test_objection_no_rollback import (
-    REGISTRY,
     REGISTRY_ID,
     _held,
     _history,
