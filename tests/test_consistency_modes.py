@@ -255,15 +255,20 @@ async def test_the_live_path_keeps_the_newest_facts_and_announces_only_real_chan
     assert not await fact_index.store(token, _facts(t2, observation, later))
     entry = (await fact_index.indexed(token))["bank-qianhai"]
     assert (entry.fetched_at, entry.checked_at) == (later, later)
-    # Older than what is held (a lagging query interface): not stored.
+    # Older than what is held (a lagging query interface): not stored. It disagrees, so its
+    # history row is announced once (the reconciler lists it as an outdated answer); the same
+    # lagging answer again announces nothing.
     assert not await fact_index.store(token, _facts(t1, restored, later))
     assert (await fact_index.indexed(token))["bank-qianhai"].facts.asserted_state == observation
+    assert await _feed_rows(database) == 2
+    assert not await fact_index.store(token, _facts(t1, restored, later))
+    assert await _feed_rows(database) == 2
     # Newer: stored and announced, with sequence 0 (the live path).
     assert await fact_index.store(token, _facts(t3, restored, later))
     assert (await fact_index.indexed(token))["bank-qianhai"].facts.asserted_state == restored
     async with database.session() as session:
         sequences = (await session.scalars(select(ChangeFeedRow.sequence))).all()
-    assert list(sequences) == [0, 0]
+    assert list(sequences) == [0, 0, 0]
 
 
 def _source(facts: report_pb2.SourceFacts, source_id: str) -> report_pb2.SourceFacts:
@@ -308,8 +313,10 @@ async def test_store_many_keeps_the_same_rule_and_feed_rows_in_one_call(
         feed = (
             await session.execute(select(ChangeFeedRow.source_id, ChangeFeedRow.sequence))
         ).all()
+    # source-b's older answer disagrees: its new history row is announced too.
     assert sorted(feed) == sorted(
-        [(f"source-{n}", 0) for n in ("a", "b", "c")] + [("source-c", 0), ("source-d", 0)]
+        [(f"source-{n}", 0) for n in ("a", "b", "c")]
+        + [("source-b", 0), ("source-c", 0), ("source-d", 0)]
     )
     assert await fact_index.store_many(token, []) == []
     with pytest.raises(ValueError, match="one item per source"):
@@ -349,7 +356,8 @@ async def test_store_later_is_seen_by_reads_and_keeps_the_order_of_writes(
     assert held is not None
     assert held.asserted_state == restored
     await fact_index.flush()
-    assert await _feed_rows(database) == 2
+    # Two changes, and the older answer's new (disagreeing) history row.
+    assert await _feed_rows(database) == 3
     other = FactIndex(database, fact_index._cipher)  # another index over the same database
     await fact_index.store_later(token, [_facts(now, observation, now)])
     assert (await other.last_known_all(token))["bank-qianhai"].asserted_state == observation

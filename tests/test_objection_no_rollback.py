@@ -182,8 +182,10 @@ async def test_a_corrected_reply_does_not_replace_a_newer_signed_push_with_an_ol
     assert held.source_as_of == pushed_as_of
     assert held.facts.asserted_state == SUSPENDED
     assert held.facts == pushed.facts
-    # One announcement: the dispute ended (watchers drop the DISPUTED flag); no fact was written.
-    assert await _feed_rows(gw, observed) == feed_before + 1
+    # Two announcements, no fact written: the dispute ended (watchers drop the DISPUTED flag),
+    # and the re-fetch is a new older answer that disagrees (the reconciler lists it as an
+    # outdated answer: tests/test_outdated_answer.py).
+    assert await _feed_rows(gw, observed) == feed_before + 2
     # The older re-fetch is not lost: it is in the index's history, marked as disagreeing
     # with the signed fact it lost to.
     assert await _history(gw, observed) == [("correction", True, 1)]

@@ -25,9 +25,19 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed_async
-from credgate.gateway.fact_index.history import history_row, record_history_async
+from credgate.gateway.fact_index.history import (
+    announces,
+    history_row,
+    prior_history_async,
+    record_history_async,
+)
 from credgate.gateway.fact_index.index import fact_values, facts_context
-from credgate.gateway.fact_index.live_writes import VALUE_COLUMNS, comparable, fact_writer
+from credgate.gateway.fact_index.live_writes import (
+    VALUE_COLUMNS,
+    comparable,
+    fact_writer,
+    substance,
+)
 from credgate.gateway.fact_index.models import CORRECTION_WRITER, history_context
 from credgate.gateway.fact_index.precedence import Standing, replaces
 from credgate.gateway.protection.cipher import FieldCipher
@@ -107,7 +117,9 @@ async def _record_outranked(
     now: dt.datetime,
 ) -> None:
     """Keep a correction the held row outranked in ``source_fact_history``, with whether it
-    disagreed with the held facts (``gateway.fact_index.history``)."""
+    disagreed with the held facts, as-of times aside (``gateway.fact_index.history``); a row
+    that records a new disagreement (or agreement) is announced, so the reconciler lists (or
+    clears) the source's outdated answer. The feed lock is already held."""
     if values["source_as_of"] is None:
         return
     held = (
@@ -119,7 +131,8 @@ async def _record_outranked(
     ).one()
     try:
         plain = cipher.decrypt(held[0], context=facts_context(token, facts.source_id))
-        disagrees = comparable(report_pb2.SourceFacts.FromString(plain)) != comparable(facts)
+        held_content = comparable(report_pb2.SourceFacts.FromString(plain))
+        disagrees = substance(held_content) != substance(comparable(facts))
     except Exception:  # an unreadable held row is not the same as anything
         disagrees = True
     blob = cipher.encrypt(
@@ -137,4 +150,7 @@ async def _record_outranked(
         held=Standing(held[1], held[2]),
         now=now,
     )
+    prior = await prior_history_async(session, token, CORRECTION_WRITER)
     await record_history_async(session, backend, [row])
+    if announces(prior, row):
+        await _announce(session, token, facts.source_id, now)

@@ -31,6 +31,7 @@ from credgate.core.storage.issued_reports import (
 )
 from credgate.core.storage.models import Base, SourceFactsRow, SubjectRow
 from credgate.core.tokens import is_subject_token
+from credgate.gateway.fact_index.history import RecordedAnswer, read_answers
 from credgate.gateway.fact_index.live_writes import (
     IndexedFacts,
     fact_writer,
@@ -255,6 +256,13 @@ class FactIndex:
         _require_token(token)
         await fact_writer(self._db).settled(token)
         return await read_indexed(self._db, token, self._open_facts)
+
+    async def recorded_answers(self, token: str) -> list[RecordedAnswer]:
+        """The answers about ``token`` the index did not take (``source_fact_history``), without
+        their facts: what the reconciler needs to list a source's outdated answer."""
+        _require_token(token)
+        await fact_writer(self._db).settled(token)
+        return await self._db.threaded.read(lambda connection: read_answers(connection, token))
 
     async def last_known(self, token: str, source_id: str) -> report_pb2.SourceFacts | None:
         """The last stored facts of ``source_id`` about ``token``, or ``None``."""

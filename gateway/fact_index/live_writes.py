@@ -48,7 +48,13 @@ from credgate.api.credit_repair.v1 import report_pb2
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.fact_index.feed import LIVE_SEQUENCE, lock_feed
-from credgate.gateway.fact_index.history import history_row, record_history
+from credgate.gateway.fact_index.history import (
+    Prior,
+    announces,
+    history_row,
+    prior_history,
+    record_history,
+)
 from credgate.gateway.fact_index.models import LIVE_WRITER
 from credgate.gateway.fact_index.precedence import Standing, replaces, wins
 from credgate.gateway.protection.cipher import FieldCipher
@@ -107,6 +113,21 @@ def comparable(facts: report_pb2.SourceFacts) -> bytes:
                        *(r.provenance for r in copy.records)):  # fmt: skip
         provenance.ClearField("fetched_at")
     return copy.SerializeToString(deterministic=True)
+
+
+def substance(content: bytes) -> bytes:
+    """What ``comparable`` ``content`` says, without its as-of times and signature status:
+    whether an older answer *disagrees* with the newer facts the index holds
+    (``source_fact_history.disagrees``). An older answer's as-of differs by definition, and an
+    unsigned pull is never "verified" like a signed push; only a different state, case or
+    record is a disagreement worth an operator's look (computed only for answers the index did
+    not take)."""
+    facts = report_pb2.SourceFacts.FromString(content)
+    for provenance in (facts.provenance, *(c.provenance for c in facts.cases),
+                       *(r.provenance for r in facts.records)):  # fmt: skip
+        provenance.ClearField("source_as_of")
+        provenance.ClearField("signature")
+    return facts.SerializeToString(deterministic=True)
 
 
 # -- statements, built once ------------------------------------------------------------------------
@@ -280,11 +301,16 @@ async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> N
         )
         return
     tokens = list(dict.fromkeys(write.token for write, _ in jobs))
-    held = await database.threaded.read(
-        lambda connection: {token: held_rows(connection, token) for token in tokens}
-    )
+
+    def read(connection: Connection) -> tuple[dict[str, dict[str, Held]], dict[str, Prior]]:
+        held = {token: held_rows(connection, token) for token in tokens}
+        # The history only where the held rows outrank an item (rare: a lagging source).
+        lagging = {write.token for write, indices in jobs if _outranks(write, indices, held)}
+        return held, {token: prior_history(connection, token, LIVE_WRITER) for token in lagging}
+
+    held, priors = await database.threaded.read(read)
     retry = await database.threaded.write(
-        lambda connection: _apply_all(connection, "postgresql", jobs, held)
+        lambda connection: _apply_all(connection, "postgresql", jobs, held, priors)
     )
     if retry:
         # A compare-and-set lost a race while the feed lock was not held: redo under it.
@@ -293,18 +319,33 @@ async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> N
         )
 
 
+def _outranks(
+    write: PendingWrite, indices: Sequence[int], held: dict[str, dict[str, Held]]
+) -> bool:
+    """Whether the held rows outrank some of ``write``'s items (by standing alone: cheap)."""
+    rows = held.get(write.token, {})
+    return any(
+        (row := rows.get(write.source_ids[i])) is not None
+        and not wins(_standing(write.values[i]), row.standing)
+        for i in indices
+    )
+
+
 def _apply_all(
     connection: Connection,
     backend: str,
     jobs: Sequence[Job],
     held: dict[str, dict[str, Held]] | None,
+    priors: dict[str, Prior] | None = None,
 ) -> list[Job]:
     """One transaction's worth of writes; returns what must be redone under the feed lock.
 
     ``held`` None: what is held is read here, after the feed lock is taken (PostgreSQL) or with
     the write lock held since BEGIN (SQLite), so every read is stable and nothing is returned.
-    Otherwise ``held`` was read before this transaction: the feed lock is taken first if any
-    item's content may change, and compare-and-sets that lose without it are returned.
+    Otherwise ``held`` (and ``priors``, the history of the subjects with outranked items) was
+    read before this transaction: the feed lock is taken first if any item's content may change
+    or an outranked item records a new disagreement (``history.announces``), and
+    compare-and-sets that lose without it are returned.
     """
     if held is None:
         lock_feed(connection, backend)
@@ -313,7 +354,10 @@ def _apply_all(
             _write(connection, backend, write, rows, _plan(write, indices, rows), locked=True)
         return []
     plans = [_plan(write, indices, held.get(write.token, {})) for write, indices in jobs]
-    locked = any(plan.change for plan in plans)
+    locked = any(plan.change for plan in plans) or any(
+        _announcing(write, plan.outranked, (priors or {}).get(write.token, {}))
+        for (write, _), plan in zip(jobs, plans, strict=True)
+    )
     if locked:
         lock_feed(connection, backend)  # first, before any row
     retry: list[Job] = []
@@ -429,27 +473,21 @@ def _write(
         if feed:
             connection.execute(_FEED, feed)  # in item order, so change ids are too
     if outranked:
-        _record_outranked(connection, backend, write, outranked)
+        _record_outranked(connection, backend, write, outranked, announce=locked)
     return lost
 
 
-def _record_outranked(
-    connection: Connection, backend: str, write: PendingWrite, items: Sequence[tuple[int, Held]]
-) -> None:
-    """Keep the items the held rows outranked in ``source_fact_history`` (with whether each
-    disagreed with what it lost to), in this transaction."""
-    seal = write.seal_history
-    if seal is None:
-        return
+def _history_rows(
+    write: PendingWrite, items: Sequence[tuple[int, Held]], seal: SealHistory | None
+) -> list[dict[str, Any]]:
+    """The history rows of the outranked ``items`` (their facts sealed with ``seal``; left
+    empty without one, for deciding only), with whether each disagreed with what it lost to."""
     rows = []
     for i, held in sorted(items, key=lambda item: item[0]):
         values, source_id = write.values[i], write.source_ids[i]
         if values["source_as_of"] is None:
             continue  # claims no age: nothing to key it by (gateway.fact_index.history)
-        blob = seal(write.token, source_id, values["facts_ciphertext"])
-        disagrees = not _same(
-            write.open_facts, write.token, source_id, held.blob, write.contents[i]
-        )
+        blob = b"" if seal is None else seal(write.token, source_id, values["facts_ciphertext"])
         rows.append(
             history_row(
                 token=write.token,
@@ -457,13 +495,67 @@ def _record_outranked(
                 writer=LIVE_WRITER,
                 source_as_of=values["source_as_of"],
                 blob=blob,
-                key_id=FieldCipher.key_id_of(blob),
-                disagrees=disagrees,
+                key_id=FieldCipher.key_id_of(blob) if blob else "",
+                disagrees=_disagrees(write, source_id, held.blob, write.contents[i]),
                 held=held.standing,
                 now=write.now,
             )
         )
+    return rows
+
+
+def _announcing(write: PendingWrite, items: Sequence[tuple[int, Held]], prior: Prior) -> bool:
+    """Whether recording the outranked ``items`` would announce something (so the write must
+    take the feed lock first)."""
+    if write.seal_history is None or not items:
+        return False
+    return any(announces(prior, row) for row in _history_rows(write, items, None))
+
+
+def _record_outranked(
+    connection: Connection,
+    backend: str,
+    write: PendingWrite,
+    items: Sequence[tuple[int, Held]],
+    *,
+    announce: bool,
+) -> None:
+    """Keep the items the held rows outranked in ``source_fact_history`` (with whether each
+    disagreed with what it lost to), in this transaction; when ``announce`` (the feed lock is
+    held), a row that records a new disagreement or agreement (``history.announces``) is
+    announced on the change feed, so the reconciler lists or clears the outdated answer."""
+    seal = write.seal_history
+    if seal is None:
+        return
+    rows = _history_rows(write, items, seal)
+    if not rows:
+        return
+    feed = []
+    if announce:
+        prior = prior_history(connection, write.token, LIVE_WRITER)
+        feed = [
+            {
+                "b_token": write.token,
+                "b_source": row["h_source_id"],
+                "b_sequence": LIVE_SEQUENCE,
+                "b_changed_at": write.now,
+            }
+            for row in rows
+            if announces(prior, row)
+        ]
     record_history(connection, backend, rows)
+    if feed:
+        connection.execute(_FEED, feed)
+
+
+def _disagrees(write: PendingWrite, source_id: str, blob: bytes, content: bytes) -> bool:
+    """Whether an outranked answer (``content``) says something else than the held row, as-of
+    times aside (``substance``); an unreadable held row disagrees with anything."""
+    try:
+        held = comparable(write.open_facts(write.token, source_id, blob))
+        return substance(held) != substance(content)
+    except Exception:  # whatever makes it unreadable, it is not the same
+        return True
 
 
 def _not_holding(connection: Connection, write: PendingWrite, indices: Sequence[int]) -> list[int]:

@@ -63,7 +63,9 @@ class FactHistoryRow(Base):
     """Deterministically serialized ``SourceFacts``, encrypted; AD = ``history_context(...)``."""
     key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
     disagrees: Mapped[bool] = mapped_column(Boolean)
-    """Whether its content (without fetch times) differed from the facts the index held."""
+    """Whether its content differed from the facts the index held, fetch times, as-of times and
+    signature status aside (``live_writes.substance``); a disagreeing answer is listed as an
+    ``outdated_answer`` contradiction while it is the source's latest word."""
     held_as_of: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     """The ``source_as_of`` of the held facts it lost to."""
     held_sequence: Mapped[int | None] = mapped_column(BigInteger)

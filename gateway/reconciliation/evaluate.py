@@ -5,6 +5,13 @@ facts about a subject through ``gateway.engine.merge`` — the function every re
 with — and takes its contradictions, so the list an operator works from says exactly what reports
 say (docs/precedence.md). Pure apart from the keyed digest; no I/O.
 
+One contradiction is not between two sources but between a source and itself
+(``outdated_answers``, subject matter ``OUTDATED_ANSWER``): the source's own query interface
+answered older facts that disagree with the newer (or signed) facts the index holds from it.
+The index keeps the newer facts (``gateway.fact_index.precedence``); the older answer is in
+``source_fact_history`` and is listed here until the source's answer agrees or the index moves
+on (docs/sync.md, "Facts never go backwards").
+
 Each contradiction is identified by a keyed digest of everything it says (kind, both sources,
 both values, the explanation with its record ids), so one subject's two defaults are two
 contradictions and a value that changes on either side resolves the old one and opens another.
@@ -15,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -24,10 +31,14 @@ from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.engine.fanout import SourceOutcome
 from credgate.gateway.engine.merge import merge
+from credgate.gateway.fact_index import IndexedFacts
+from credgate.gateway.fact_index.history import RecordedAnswer
 from credgate.gateway.sync.settings import source_kind_from_name
 
 SourceKind: TypeAlias = vocabulary_pb2.SourceKind.ValueType
 KEY_LABEL = b"credgate/reconciliation/contradiction-key/v1"
+OUTDATED_ANSWER = "outdated_answer"
+"""The subject matter of a source's older answer disagreeing with its newer facts."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,68 @@ def contradictions_of(
                             item.contradiction)  # fmt: skip
         found.setdefault(observed.key, observed)
     return list(found.values())
+
+
+def outdated_answers(
+    token: str,
+    indexed: Mapping[str, IndexedFacts],
+    answers: Sequence[RecordedAnswer],
+    catalog: Mapping[str, SourceKind],
+    *,
+    key: bytes,
+) -> list[Observed]:
+    """A source's answer about subject ``token`` that the index did not take, where it is the
+    source's latest word and disagrees with what the index holds from it *now*.
+
+    Per configured source the index holds: of the history rows recorded against the held
+    facts as they are (same as-of and sequence), the one seen last; it is listed if it
+    disagrees. So the contradiction goes when the source's answer agrees again (a newer
+    recorded answer that agrees; for unsigned held facts also a refetch of them, which moves
+    their ``fetched_at`` past it) or when the index moves on (other held facts)."""
+    found: list[Observed] = []
+    for source_id, held in sorted(indexed.items()):
+        if source_id not in catalog:
+            continue
+        standing = (held.source_as_of, held.sequence)
+        against = [
+            a
+            for a in answers
+            if a.source_id == source_id and (a.held.source_as_of, a.held.sequence) == standing
+        ]
+        if not against:
+            continue
+        latest = max(against, key=lambda a: (a.last_seen, a.source_as_of, a.history_id))
+        if not latest.disagrees:
+            continue
+        if held.sequence is None and held.fetched_at > latest.last_seen:
+            continue  # the source has answered the held facts again since
+        contradiction = _outdated(latest, held)
+        found.append(Observed(contradiction_key(key, token, contradiction), contradiction))
+    return found
+
+
+def _outdated(answer: RecordedAnswer, held: IndexedFacts) -> report_pb2.Contradiction:
+    """The contradiction of a source's outdated ``answer``: as-of times and record ids only."""
+    source_id = answer.source_id
+    older, newer = _as_of(answer.source_as_of), _as_of(held.source_as_of)
+    what = (f"its signed update {held.sequence}" if held.sequence is not None
+            else "its own earlier answer")  # fmt: skip
+    return report_pb2.Contradiction(
+        subject_matter=OUTDATED_ANSWER,
+        prevailing_source_id=source_id,
+        prevailing_value=f"as of {newer}",
+        dissenting_source_id=source_id,
+        dissenting_value=f"as of {older}",
+        explanation=(
+            f"{source_id} answered facts as of {older} (history record {answer.history_id}) "
+            f"that disagree with {what}, as of {newer}, which the index keeps as the newer "
+            f"facts. {source_id}'s query interface lags its own data and should catch up."
+        ),
+    )
+
+
+def _as_of(value: dt.datetime | None) -> str:
+    return "unknown" if value is None else f"{value.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def contradiction_key(key: bytes, token: str, contradiction: report_pb2.Contradiction) -> str:

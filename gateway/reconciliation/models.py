@@ -3,7 +3,8 @@
 Declared on ``core.storage.models.Base`` (migration ``0005``), like every table. Nothing
 personal in clear, and nothing that could identify a person by brute force: a contradiction
 row holds the subject's token, the kind of disagreement and the two sources with their values
-(vocabulary words such as ``RESTORED`` or ``DEFAULT``). The explanation an operator reads
+(vocabulary words such as ``RESTORED`` or ``DEFAULT``, or for an ``outdated_answer`` the two
+as-of times of one source's answers). The explanation an operator reads
 quotes record ids and case numbers; it is not stored but worded afresh from the subject's
 current facts whenever the list is read, so there is no second copy of anything to encrypt,
 rotate or let go stale. The row's identity, ``contradiction_key``, is a *keyed* digest of the

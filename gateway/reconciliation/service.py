@@ -1,7 +1,9 @@
 """ReconciliationService: open contradictions for the operators who can fix them.
 
-A data provider (its certificate bound to one source by ``[[providers]]``) sees the
-contradictions its source is part of; a regulator sees all; nobody else sees any. Subjects are
+Contradictions between two sources, and a source's outdated answer that disagrees with the
+newer facts the index keeps from it (``outdated_answer``, ``evaluate.outdated_answers``). A data
+provider (its certificate bound to one source by ``[[providers]]``) sees the contradictions its
+source is part of; a regulator sees all; nobody else sees any. Subjects are
 named by token. The explanation of each contradiction is worded afresh from the subject's
 current indexed facts (``gateway.reconciliation.models`` says why it is not stored); a subject
 whose facts changed after the last evaluation shows the stored summary until the reconciler

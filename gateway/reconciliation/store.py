@@ -32,7 +32,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.core.storage.database import Database
 from credgate.gateway.fact_index import FactIndex, FactIndexError
-from credgate.gateway.reconciliation.evaluate import Observed, SourceKind, contradictions_of
+from credgate.gateway.reconciliation.evaluate import (
+    Observed,
+    SourceKind,
+    contradictions_of,
+    outdated_answers,
+)
 from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursorRow
 from credgate.gateway.sync.models import ChangeFeedRow
 
@@ -128,10 +133,13 @@ class ContradictionStore:
         ]
 
     async def evaluate(self, token: str) -> list[Observed]:
-        """The contradictions in ``token``'s indexed facts now."""
+        """The contradictions in ``token``'s indexed facts now: between sources, and between a
+        source's outdated answer and its newer facts the index holds (``outdated_answers``)."""
         indexed = await self._index.indexed(token)
         facts = {source_id: entry.facts for source_id, entry in indexed.items()}
-        return contradictions_of(token, facts, self._catalog, key=self._key, now=self._clock())
+        found = contradictions_of(token, facts, self._catalog, key=self._key, now=self._clock())
+        answers = await self._index.recorded_answers(token)
+        return found + outdated_answers(token, indexed, answers, self._catalog, key=self._key)
 
     async def try_evaluate(self, token: str) -> list[Observed] | None:
         """``evaluate``, or None when the subject's facts cannot be read (an unreadable row):

@@ -99,9 +99,11 @@ class OpenContradiction(_message.Message):
     @_builtins.property
     def contradiction(self) -> _report_pb2.Contradiction:
         """The disagreement: its kind (subject_matter: repair_state, case_stage, bankruptcy_mark,
-        default_after_exemption), the prevailing and the dissenting source with their values, and
-        an explanation for the operator (record ids and dates, never names or identity numbers),
-        as the subject's current facts in the index word it.
+        default_after_exemption, or outdated_answer: a source's own older answer disagrees with
+        the newer or signed facts the index keeps from it; both sides are that source and the
+        values are the two as-of times), the prevailing and the dissenting source with their
+        values, and an explanation for the operator (record ids and dates, never names or identity
+        numbers), as the subject's current facts in the index word it.
         """
 
     @_builtins.property
