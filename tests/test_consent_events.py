@@ -197,6 +197,16 @@ class Watcher:
             raise self.error
         return self.seen
 
+    async def first_response(self, timeout: float = 10.0) -> consent_pb2.WatchConsentEventsResponse:
+        """The stream's first response (fails after ``timeout``)."""
+        async with asyncio.timeout(timeout):
+            while not self.responses and self.error is None:
+                self._grown.clear()
+                await self._grown.wait()
+        if self.error is not None:
+            raise self.error
+        return self.responses[0]
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -642,3 +652,21 @@ async def test_every_disclosure_under_a_grant_is_one_used_event_whichever_path(
         (limited, EXHAUSTED, 0),
         (unlimited, USED, REVIEW),
     ]
+
+
+async def test_a_stream_with_nothing_to_send_says_it_is_live_with_a_cursor_at_once(
+    replicas: Pair, population: Population
+) -> None:
+    """A grantee with no events yet hears at once that its stream is live (no events, a
+    cursor), rather than nothing until the first change; resuming from that cursor later
+    yields exactly the events that came after it."""
+    a, b = replicas
+    async with watching(lambda: b.client("lessor-demo")) as lessor:
+        first = await lessor.first_response()
+        assert not first.events
+        assert first.cursor
+        quiet_cursor = first.cursor
+    subject = await enrol_subject(a, person(population))
+    lessors = await grant(a, subject, grantee="lessor-demo")
+    async with watching(lambda: b.client("lessor-demo"), cursor=quiet_cursor) as resumed:
+        assert await resumed.until(1) == [(lessors, GRANTED, 0)]

@@ -300,6 +300,8 @@ class ConsentEventStreams:
     ) -> None:
         loop = asyncio.get_running_loop()
         recheck_at = loop.time() + self._settings.recheck_seconds
+        live = False
+        """Whether the caller has heard that the backlog is sent (the stream is live)."""
         while True:
             if self._hub.stopping:
                 raise GatewayError.of(
@@ -319,8 +321,19 @@ class ConsentEventStreams:
                     cursor=self._page_tokens.issue(scope, (after,)),
                 )
                 await self._send(context, response)
+                live = True
                 if len(found) == BATCH:
                     continue
+            if not live:
+                # Caught up with nothing to send: say so at once, with the cursor of this
+                # position, so the caller knows the stream is live and can resume from here.
+                await self._send(
+                    context,
+                    consent_pb2.WatchConsentEventsResponse(
+                        cursor=self._page_tokens.issue(scope, (after,))
+                    ),
+                )
+                live = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), max(recheck_at - loop.time(), 0.0))
 

@@ -199,7 +199,9 @@ class ConsentServiceServicer:
         or a subject (role SUBJECT, certificate naming their current enrolled key: the grants they
         signed). Without a cursor the stream starts at the caller's first event; each response
         carries the cursor after its last event, which a reconnecting client sends to continue
-        without a gap or a repeat. Every event is written in the transaction of the change it
+        without a gap or a repeat. When the backlog is sent — or there is none — the stream is
+        live; a caller with nothing to receive gets one response without events at once, whose
+        cursor marks that position. Every event is written in the transaction of the change it
         reports, numbered in commit order, so an event committed on one replica reaches a
         subscriber on any other. The opening of a stream is recorded in the audit log
         (AUDIT_ACTION_WATCH_CONSENT_EVENTS).
