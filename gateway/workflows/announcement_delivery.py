@@ -19,22 +19,18 @@ import logging
 from collections.abc import Callable, Mapping
 
 from credgate.adapters.base import (
-    CorrectionRefused,
     SourceAdapter,
-    SourceError,
     announcements_of,
 )
-from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.storage.decided_write import decided_write
-from credgate.gateway.engine.containment import contained
-from credgate.gateway.engine.stamping import stamped
 from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
 from credgate.gateway.workflows.announcement import notice, objections_open
 from credgate.gateway.workflows.applications import ApplicationWorkflow
 from credgate.gateway.workflows.common import GATEWAY_ACTOR, Changes, add_steps
 from credgate.gateway.workflows.models import RepairApplicationRow
 from credgate.gateway.workflows.outbox import ANNOUNCEMENT_PUBLICATION, Message, Outbox, RetryLater
+from credgate.gateway.workflows.source_acts import SourceUnreachable, act_then_fetch
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +63,20 @@ class AnnouncementPublisher:
             return
         announced = notice(view, self._workflow.calendar, now)
         number = view.details["identity_number"]
-        updated: list[report_pb2.SourceFacts] = []
-        for source_id, adapter in sorted(self._adapters.items()):
-            publishes = announcements_of(adapter)
-            if publishes is None:
-                continue
-            try:
-                await contained(
-                    publishes.publish_announcement(number, announced, timeout=self._timeout),
-                    budget=self._timeout,
-                    source_id=source_id,
-                )
-                fetched = await contained(
-                    adapter.fetch(number, timeout=self._timeout),
-                    budget=self._timeout,
-                    source_id=source_id,
-                )
-            except CorrectionRefused:
-                log.warning("announcement not published at %s (refused)", source_id)
-                continue
-            except SourceError as exc:
-                log.warning("announcement not published at %s (%s)", source_id, exc.reason)
-                raise RetryLater("SOURCE_UNAVAILABLE") from None
-            updated.append(stamped(fetched, adapter.config, adapter.source_kind))
+        try:
+            round_ = await act_then_fetch(
+                self._adapters,
+                announcements_of,
+                lambda publishes: publishes.publish_announcement(
+                    number, announced, timeout=self._timeout
+                ),
+                number,
+                timeout=self._timeout,
+                what="announcement",
+            )
+        except SourceUnreachable:
+            raise RetryLater("SOURCE_UNAVAILABLE") from None
+        updated = round_.updated
         token = view.row.subject_token
         if updated:
             await settle_before_correction(database, token)

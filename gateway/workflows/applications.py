@@ -27,10 +27,8 @@ from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.adapters.base import (
-    CorrectionRefused,
     RulingNotice,
     SourceAdapter,
-    SourceError,
     corrections_of,
 )
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
@@ -41,9 +39,7 @@ from credgate.consent.policy import ALL_CATEGORIES
 from credgate.core.errors import GatewayError
 from credgate.core.storage.database import Database
 from credgate.core.storage.decided_write import decided_write
-from credgate.gateway.engine.containment import contained
 from credgate.gateway.engine.query import QueryEngine
-from credgate.gateway.engine.stamping import stamped
 from credgate.gateway.fact_index.corrections import apply_correction, settle_before_correction
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
 from credgate.gateway.workflows.callers import ForSubject
@@ -66,6 +62,7 @@ from credgate.gateway.workflows.outbox import (
     Outbox,
     RetryLater,
 )
+from credgate.gateway.workflows.source_acts import SourceUnreachable, act_then_fetch
 
 log = logging.getLogger(__name__)
 TABLE = "repair_applications"
@@ -417,33 +414,22 @@ class ApplicationWorkflow:
         self, number: str, notice: RulingNotice
     ) -> tuple[list[report_pb2.SourceFacts], list[str]]:
         """Record the ruling at every source that takes rulings, then fetch what they now say."""
-        updated, skipped = [], []
-        for source_id, adapter in sorted(self._adapters.items()):
-            corrections = corrections_of(adapter)
-            if corrections is None:
-                continue
-            try:
-                # Contained (``gateway.engine.containment``): bounded, and a stray
-                # cancellation is this source's failure, not the whole call's.
-                await contained(
-                    corrections.apply_ruling(number, notice, timeout=self._timeout),
-                    budget=self._timeout,
-                    source_id=source_id,
-                )
-                fetched = await contained(
-                    adapter.fetch(number, timeout=self._timeout),
-                    budget=self._timeout,
-                    source_id=source_id,
-                )
-                updated.append(stamped(fetched, adapter.config, adapter.source_kind))
-            except CorrectionRefused:
-                skipped.append(source_id)
-            except SourceError as exc:
-                log.warning("ruling not recorded at %s (%s)", source_id, exc.reason)
-                raise fail(
-                    grpc.StatusCode.UNAVAILABLE, "SOURCE_UNAVAILABLE", f"{source_id} unreachable"
-                ) from None
-        return updated, skipped
+        try:
+            round_ = await act_then_fetch(
+                self._adapters,
+                corrections_of,
+                lambda corrections: corrections.apply_ruling(
+                    number, notice, timeout=self._timeout
+                ),
+                number,
+                timeout=self._timeout,
+                what="ruling",
+            )
+        except SourceUnreachable as exc:
+            raise fail(
+                grpc.StatusCode.UNAVAILABLE, "SOURCE_UNAVAILABLE", f"{exc.source_id} unreachable"
+            ) from None
+        return round_.updated, round_.refused
 
     # -- reading -----------------------------------------------------------------------------------
 
