@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import grpc
 
@@ -65,6 +66,9 @@ from credgate.gateway.wire_errors import parse_error, request_id_from_error
 DEFAULT_TIMEOUT_SECONDS = 10.0
 CONSISTENCY_DEFAULT = service_pb2.CONSISTENCY_MODE_UNSPECIFIED
 NONCE_BYTES = 16
+_Item = TypeVar("_Item")
+_Page = TypeVar("_Page", bound=Any)
+"""A listing's response message: it has ``next_page_token``."""
 _LIST_PAGE_SIZE = 200
 
 __all__ = [
@@ -257,20 +261,13 @@ class CredgateClient:
         self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
     ) -> list[keys_pb2.SigningKey]:
         """Every report-signing key the gateway publishes (current and retired), all pages."""
-        keys: list[keys_pb2.SigningKey] = []
-        token = ""
-        while True:
-            try:
-                page = await self._signing_key_stub.ListSigningKeys(
-                    keys_pb2.ListSigningKeysRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
-                    timeout=timeout,
-                )
-            except grpc.RpcError as error:
-                raise self._error(error) from None
-            keys.extend(page.signing_keys)
-            token = page.next_page_token
-            if not token:
-                return keys
+        return await self._every_page(
+            lambda token: self._signing_key_stub.ListSigningKeys(
+                keys_pb2.ListSigningKeysRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
+                timeout=timeout,
+            ),
+            lambda page: page.signing_keys,
+        )
 
     async def _public_key(self, key_id: str) -> dict[str, bytes]:
         """``{key_id: key}`` for the verifier; fetches the gateway's keys on an unknown id."""
@@ -556,39 +553,44 @@ class CredgateClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> list[consent_pb2.ConsentGrant]:
         """Every consent grant the calling subject signed (all pages), oldest first."""
-        grants: list[consent_pb2.ConsentGrant] = []
-        token = ""
-        while True:
-            try:
-                page = await self._self_inquiry.ListOwnConsents(
-                    self_pb2.ListOwnConsentsRequest(
-                        page_size=_LIST_PAGE_SIZE, page_token=token, state=state
-                    ),
-                    timeout=timeout,
-                )
-            except grpc.RpcError as error:
-                raise self._error(error) from None
-            grants.extend(page.grants)
-            token = page.next_page_token
-            if not token:
-                return grants
+        return await self._every_page(
+            lambda token: self._self_inquiry.ListOwnConsents(
+                self_pb2.ListOwnConsentsRequest(
+                    page_size=_LIST_PAGE_SIZE, page_token=token, state=state
+                ),
+                timeout=timeout,
+            ),
+            lambda page: page.grants,
+        )
 
     async def list_own_accesses(
         self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
     ) -> list[audit_pb2.SubjectAccessRecord]:
         """Who accessed the calling subject's record (all pages), oldest first; a release under
         a grant shows its data life (``keep_until``, ``data_life_basis``)."""
-        accesses: list[audit_pb2.SubjectAccessRecord] = []
+        return await self._every_page(
+            lambda token: self._self_inquiry.ListOwnAccesses(
+                self_pb2.ListOwnAccessesRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
+                timeout=timeout,
+            ),
+            lambda page: page.accesses,
+        )
+
+    async def _every_page(
+        self,
+        fetch: Callable[[str], Awaitable[_Page]],
+        items: Callable[[_Page], Iterable[_Item]],
+    ) -> list[_Item]:
+        """Every item of a paginated listing (AIP-158), page after page until the last; a
+        refusal on any page is raised as ``CredgateError``."""
+        collected: list[_Item] = []
         token = ""
         while True:
             try:
-                page = await self._self_inquiry.ListOwnAccesses(
-                    self_pb2.ListOwnAccessesRequest(page_size=_LIST_PAGE_SIZE, page_token=token),
-                    timeout=timeout,
-                )
+                page = await fetch(token)
             except grpc.RpcError as error:
                 raise self._error(error) from None
-            accesses.extend(page.accesses)
+            collected.extend(items(page))
             token = page.next_page_token
             if not token:
-                return accesses
+                return collected
