@@ -35,6 +35,7 @@ from credgate.gateway.repair_certificate_format import (
 from credgate.gateway.report_signing import index_public_keys
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import enrol_subject, subject_client
+from tests.test_consent_cli import credgate
 
 SELF = vocab.PURPOSE_SELF_INQUIRY
 ISSUE = audit_pb2.AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE
@@ -242,3 +243,52 @@ def _script_from_docs() -> str:
     text = DOC.read_text(encoding="utf-8")
     start = text.index("```python\n") + len("```python\n")
     return textwrap.dedent(text[start : text.index("```", start)])
+
+
+async def test_the_cli_issues_saves_the_status_and_verifies_offline_and_online(
+    gateway: RunningGateway, population: Population, tmp_path: Path
+) -> None:
+    number = population.scenarios["restored_reorganization"].person.identity_number
+    subject = await enrol_subject(gateway, number)
+    async with subject_client(gateway, subject):
+        pass  # issues the subject's TLS certificate
+    pki = str(gateway.pki.paths.directory)
+    where = ["--target", gateway.target, "--pki-dir", pki]
+    cert, keys, status = (str(tmp_path / n) for n in ("c.txt", "keys.json", "list.txt"))
+    code, out, err = await credgate(
+        "certificate",
+        "issue",
+        number,
+        "--out",
+        cert,
+        "--institution",
+        subject.institution_id,
+        *where,
+    )
+    assert code == 0, err
+    code, _, err = await credgate(
+        "certificate", "status", "--keys-out", keys, "--status-list-out", status, *where
+    )
+    assert code == 0, err
+    offline = ["verify-certificate", cert, "--keys", keys, "--status-list", status, "--json"]
+    code, out, err = await credgate(*offline, "--identity-number", number)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["state"] == "RESTORED"
+    assert shown["status_checked"] is True
+    assert shown["identity_checked"] is True
+    code, _, err = await credgate(*offline, "--identity-number", "110101199003074514")
+    assert code == 3
+    assert "SUBJECT_MISMATCH" in err
+    code, out, err = await credgate("verify-certificate", cert, *where)  # online
+    assert code == 0, err
+    assert out.startswith("VALID RESTORED restored_on=")
+    _alter_one_character(Path(cert), at=20)
+    code, _, err = await credgate(*offline)
+    assert code == 3
+    assert "NOT VALID" in err
+
+
+def _alter_one_character(path: Path, *, at: int) -> None:
+    text = path.read_text()
+    path.write_text(text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :])
