@@ -112,7 +112,10 @@ def unb64u(text: str) -> bytes:
     """Inverse of ``b64u``; strict (no padding, url-safe alphabet only)."""
     if "=" in text or not text.isascii():
         raise ValueError("not unpadded base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64u(data) != text:  # one encoding per byte string: no second spelling verifies
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def subject_commitment(salt: bytes, identity_number: str) -> bytes:
@@ -292,10 +295,18 @@ def verify_certificate(
             raise CertificateVerificationError(
                 "REVOKED", "the subject's state is no longer the one the certificate asserts"
             )
-    if identity_number is not None and not hmac.compare_digest(
-        certificate.subject_digest, subject_commitment(certificate.subject_salt, identity_number)
-    ):
+    if identity_number is not None and not _same_subject(certificate, identity_number):
         raise CertificateVerificationError(
             "SUBJECT_MISMATCH", "the certificate is about another person"
         )
     return certificate
+
+
+def _same_subject(certificate: Certificate, identity_number: str) -> bool:
+    """Whether the certificate commits to ``identity_number`` (anything not an ASCII number
+    after normalization commits to nobody)."""
+    try:
+        expected = subject_commitment(certificate.subject_salt, identity_number)
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(certificate.subject_digest, expected)

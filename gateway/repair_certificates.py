@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -43,6 +45,11 @@ _DATED_STATES = {
     vocab.REPAIR_STATE_DISCLOSURE_SUSPENDED: ("observation_start", "observation_end"),
 }
 """The dates each state carries in a certificate; other states carry none."""
+
+
+def _claim(state: int, dates: Mapping[str, str]) -> tuple[int, str]:
+    """What a certificate asserts, comparably: its state and its dates as canonical JSON."""
+    return state, json.dumps(dict(sorted(dates.items())), separators=(",", ":"))
 
 
 def state_name(state: int) -> str:
@@ -86,6 +93,9 @@ class RepairCertificates:
         self._signing_key = signing_key
         self.list_id = list_id
         self.default_validity_days = default_validity_days
+        self._computing = asyncio.Lock()
+        self._last: tuple[float, str] | None = None
+        """When the last list computation started (monotonic) and the list it produced."""
 
     async def issue(
         self,
@@ -103,12 +113,15 @@ class RepairCertificates:
         """
         await self._index.remember_subject(report.subject_token, identity_number)
         certificate_id = uuid.uuid4().hex
+        dates = state_dates(report)
+        state, asserted_dates = _claim(report.state, dates)
         issued_at = now.replace(microsecond=0)
         expires_at = issued_at + dt.timedelta(days=validity_days or self.default_validity_days)
         row = RepairCertificateRow(
             certificate_id=certificate_id,
             subject_token=report.subject_token,
-            asserted_state=report.state,
+            asserted_state=state,
+            asserted_dates=asserted_dates,
             issued_at=issued_at,
             expires_at=expires_at,
         )
@@ -120,7 +133,7 @@ class RepairCertificates:
             self._signing_key(),
             certificate_id=certificate_id,
             state=state_name(report.state),
-            dates=state_dates(report),
+            dates=dates,
             issued_at=issued_at,
             expires_at=expires_at,
             status_list_id=self.list_id,
@@ -130,7 +143,22 @@ class RepairCertificates:
         return certificate_id, signed
 
     async def status_list(self, *, now: dt.datetime) -> str:
-        """The signed status list as of ``now``, after re-evaluating the live certificates."""
+        """The signed status list as of ``now``, after re-evaluating the live certificates.
+
+        One computation at a time: callers that arrive while one runs wait for the next, and
+        callers that waited while another started after them take its list (it is at least as
+        fresh as their request), so a burst of requests costs one re-evaluation, not one each.
+        """
+        asked = time.monotonic()
+        async with self._computing:
+            if self._last is not None and self._last[0] >= asked:
+                return self._last[1]
+            started = time.monotonic()
+            signed = await self._compute(now)
+            self._last = (started, signed)
+            return signed
+
+    async def _compute(self, now: dt.datetime) -> str:
         async with self._db.session() as session:
             rows = (
                 await session.execute(
@@ -138,14 +166,19 @@ class RepairCertificates:
                         RepairCertificateRow.status_index,
                         RepairCertificateRow.subject_token,
                         RepairCertificateRow.asserted_state,
+                        RepairCertificateRow.asserted_dates,
                         RepairCertificateRow.expires_at,
                         RepairCertificateRow.revoked_at,
                     )
                 )
             ).all()
         live = [r for r in rows if r.revoked_at is None and r.expires_at > now]
-        states = await self._current_states({r.subject_token for r in live})
-        newly = [r.status_index for r in live if states.get(r.subject_token) != r.asserted_state]
+        claims = await self._current_claims({r.subject_token for r in live})
+        newly = [
+            r.status_index
+            for r in live
+            if claims.get(r.subject_token) != (r.asserted_state, r.asserted_dates)
+        ]
         if newly:
             async with self._db.write() as session:
                 await session.execute(
@@ -159,9 +192,10 @@ class RepairCertificates:
             self._signing_key(), list_id=self.list_id, issued_at=now, revoked=revoked, size=size
         )
 
-    async def _current_states(self, tokens: set[str]) -> Mapping[str, int]:
-        """Each subject's state now; subjects that cannot be evaluated are left out."""
-        states: dict[str, int] = {}
+    async def _current_claims(self, tokens: set[str]) -> Mapping[str, tuple[int, str]]:
+        """Each subject's state and dates now; subjects that cannot be evaluated are left
+        out (so their certificates are revoked)."""
+        states: dict[str, tuple[int, str]] = {}
         for token in sorted(tokens):
             try:
                 number = await self._index.recall_identity(token)
@@ -181,5 +215,5 @@ class RepairCertificates:
                     type(error).__name__,
                 )
                 continue
-            states[token] = report.state
+            states[token] = _claim(report.state, state_dates(report))
         return states

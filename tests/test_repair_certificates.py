@@ -94,6 +94,14 @@ async def test_a_restored_subject_gets_a_minimal_certificate_anyone_verifies_off
     with pytest.raises(CertificateVerificationError) as caught:
         verify_certificate(certificate, keys, now=now, identity_number="110101199003074514")
     assert caught.value.reason == "SUBJECT_MISMATCH"
+    for odd in ("", "４４０３０４", person.identity_number + "中"):
+        with pytest.raises(CertificateVerificationError) as caught:
+            verify_certificate(certificate, keys, now=now, identity_number=odd)
+        assert caught.value.reason == "SUBJECT_MISMATCH"
+    before = verified.issued_at - dt.timedelta(seconds=1)
+    with pytest.raises(CertificateVerificationError) as caught:
+        verify_certificate(certificate, keys, now=before)
+    assert caught.value.reason == "NOT_YET_VALID"
     for too_late in (verified.expires_at, verified.expires_at + dt.timedelta(days=1)):
         with pytest.raises(CertificateVerificationError) as caught:
             verify_certificate(certificate, keys, now=too_late, status_list=status)
@@ -117,13 +125,8 @@ async def test_every_altered_byte_is_refused(
     for at in range(len(certificate)):
         for replacement in {"A", "B", "."} - {certificate[at]}:
             altered = certificate[:at] + replacement + certificate[at + 1 :]
-            try:
+            with pytest.raises(CertificateVerificationError):  # padding bits included
                 verify_certificate(altered, keys, now=now, status_list=status)
-            except CertificateVerificationError:
-                continue
-            # base64 padding bits: the same bytes, so the same certificate
-            assert _payload(altered) == _payload(certificate), (at, replacement)
-            assert altered.split(".")[2][:-1] == certificate.split(".")[2][:-1]
 
 
 async def test_only_the_subject_may_issue_and_every_refusal_is_audited(

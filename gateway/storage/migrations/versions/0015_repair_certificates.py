@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("certificate_id", sa.String(64), nullable=False),
         sa.Column("subject_token", sa.String(64), nullable=False),
         sa.Column("asserted_state", sa.Integer(), nullable=False),
+        sa.Column("asserted_dates", sa.String(128), nullable=False),
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
