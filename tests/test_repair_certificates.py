@@ -5,6 +5,7 @@ certificates refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -156,7 +157,7 @@ async def test_only_the_subject_may_issue_and_every_refusal_is_audited(
 
 
 async def test_a_later_change_of_state_revokes_it_once_the_list_is_refreshed(
-    gateway: RunningGateway, population: Population, mock_fleet: MockFleet
+    gateway: RunningGateway, population: Population, mock_fleet: MockFleet, tmp_path: Path
 ) -> None:
     truth = population.scenarios["restored_reorganization"]
     other = population.scenarios["observation"].person.identity_number
@@ -188,6 +189,16 @@ async def test_a_later_change_of_state_revokes_it_once_the_list_is_refreshed(
     assert caught.value.reason == "REVOKED"
     verify_certificate(unaffected, keys, now=now, status_list=after)  # its subject unchanged
     verify_certificate(certificate, keys, now=now, status_list=before)  # only the refresh tells
+    # the independent script of the docs refuses it too, with the refreshed list only
+    script = _write_lender_files(tmp_path, certificate, new_list, keys)
+    revoked = _run_lender_script(script, truth.person.identity_number)
+    assert revoked.returncode != 0
+    assert "revoked" in revoked.stderr
+    _write_lender_files(tmp_path, certificate, old_list, keys)
+    assert _run_lender_script(script, truth.person.identity_number).returncode == 0
+    # a burst of requests shares computations, and every answer says the same
+    lists = await asyncio.gather(*(_keys_and_list(gateway.client("bank-demo")) for _ in range(4)))
+    assert {listed.bits for _, listed, _ in lists} == {after.bits}
     # the revocation is for good, even if the court's record changes back
     court.desk.set_subject(truth)
     _, again, _ = await _keys_and_list(gateway.client("bank-demo"))
@@ -206,39 +217,26 @@ async def test_an_independent_script_verifies_by_the_documented_format(
     person = population.scenarios["restored_reorganization"].person
     certificate = await _issue(gateway, person.identity_number)
     keys, _, status_text = await _keys_and_list(gateway.client("bank-demo"))
-    script = tmp_path / "lender_check.py"
-    script.write_text(_script_from_docs())
-    (tmp_path / "cert.txt").write_text(certificate)
-    (tmp_path / "list.txt").write_text(status_text)
-    (tmp_path / "keys.json").write_text(json.dumps({k: v.hex() for k, v in keys.items()}))
+    script = _write_lender_files(tmp_path, certificate, status_text, keys)
     body = certificate.split(".")[1]
     tampered = _payload(certificate) | {"state": "RESTORED", "exp": "2099-01-01T00:00:00Z"}
     forged_body = base64.urlsafe_b64encode(json.dumps(tampered).encode()).rstrip(b"=").decode()
-    (tmp_path / "forged.txt").write_text(certificate.replace(body, forged_body))
+    _write_text(tmp_path / "forged.txt", certificate.replace(body, forged_body))
 
-    def run(cert: str, number: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-I",
-                str(script),
-                str(tmp_path / cert),
-                str(tmp_path / "list.txt"),
-                str(tmp_path / "keys.json"),
-                number,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
-
-    ok = run("cert.txt", person.identity_number)
+    ok = _run_lender_script(script, person.identity_number)
     assert ok.returncode == 0, ok.stderr
     restored_on = _payload(certificate)["dates"]["restored_on"]
     assert ok.stdout.split() == ["VALID", "RESTORED", f"restored_on={restored_on}"]
-    assert run("forged.txt", person.identity_number).returncode != 0
-    assert run("cert.txt", "110101199003074514").returncode != 0
+    forged = _run_lender_script(script, person.identity_number, cert="forged.txt")
+    assert forged.returncode != 0
+    assert "InvalidSignature" in forged.stderr
+    other = _run_lender_script(script, "110101199003074514")
+    assert other.returncode != 0
+    assert "about another person" in other.stderr
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 def _script_from_docs() -> str:
@@ -295,3 +293,38 @@ async def test_the_cli_issues_saves_the_status_and_verifies_offline_and_online(
 def _alter_one_character(path: Path, *, at: int) -> None:
     text = path.read_text()
     path.write_text(text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :])
+
+
+def _write_lender_files(
+    directory: Path, certificate: str, status_list: str, keys: dict[str, bytes]
+) -> Path:
+    """The docs' script and what a lender hands it: certificate, status list, published keys."""
+    script = directory / "lender_check.py"
+    script.write_text(_script_from_docs())
+    (directory / "cert.txt").write_text(certificate)
+    (directory / "list.txt").write_text(status_list)
+    (directory / "keys.json").write_text(json.dumps({k: v.hex() for k, v in keys.items()}))
+    return script
+
+
+def _run_lender_script(
+    script: Path, number: str, cert: str = "cert.txt"
+) -> subprocess.CompletedProcess[str]:
+    """Run the docs' script in its own interpreter, isolated from credgate (``-I``)."""
+    directory = script.parent
+    return subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            str(script),
+            str(directory / cert),
+            str(directory / "list.txt"),
+            str(directory / "keys.json"),
+            number,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=directory,
+        check=False,
+    )
