@@ -62,7 +62,8 @@ class CertificateVerificationError(Exception):
 
     Reasons: ``MALFORMED``, ``UNKNOWN_SIGNING_KEY``, ``SIGNATURE_INVALID``, ``EXPIRED``,
     ``NOT_YET_VALID``, ``STATUS_LIST_MISMATCH`` (the list is not the one the certificate
-    names, or too short), ``REVOKED``, ``SUBJECT_MISMATCH`` (another identity number).
+    names, or too short), ``STATUS_LIST_STALE``, ``REVOKED``, ``SUBJECT_MISMATCH`` (another
+    identity number).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -250,13 +251,15 @@ def verify_certificate(
     *,
     now: dt.datetime,
     status_list: StatusList | None = None,
+    status_max_age: dt.timedelta | None = None,
     identity_number: str | None = None,
 ) -> Certificate:
     """The certificate in ``text`` after proving the gateway signed it and it holds now.
 
     ``public_keys``: ``report_signing.index_public_keys`` of the published keys. With
     ``status_list`` (from ``read_status_list``, as fresh as the lender wants), a revoked
-    certificate is refused; with ``identity_number`` (read off the applicant's ID card), a
+    certificate is refused, and with ``status_max_age`` a list older than that too; with
+    ``identity_number`` (read off the applicant's ID card), a
     certificate about someone else is refused. Works offline. Raises
     ``CertificateVerificationError``.
     """
@@ -290,6 +293,10 @@ def verify_certificate(
         if status_list.list_id != certificate.status_list_id:
             raise CertificateVerificationError(
                 "STATUS_LIST_MISMATCH", "the status list is not the one the certificate names"
+            )
+        if status_max_age is not None and now - status_list.issued_at > status_max_age:
+            raise CertificateVerificationError(
+                "STATUS_LIST_STALE", "the status list is older than the verifier accepts"
             )
         if status_list.revoked(certificate.status_index):
             raise CertificateVerificationError(

@@ -103,6 +103,13 @@ async def test_a_restored_subject_gets_a_minimal_certificate_anyone_verifies_off
     with pytest.raises(CertificateVerificationError) as caught:
         verify_certificate(certificate, keys, now=before)
     assert caught.value.reason == "NOT_YET_VALID"
+    hour = dt.timedelta(hours=1)
+    verify_certificate(certificate, keys, now=now, status_list=status, status_max_age=hour)
+    with pytest.raises(CertificateVerificationError) as caught:
+        verify_certificate(
+            certificate, keys, now=now + 2 * hour, status_list=status, status_max_age=hour
+        )
+    assert caught.value.reason == "STATUS_LIST_STALE"
     for too_late in (verified.expires_at, verified.expires_at + dt.timedelta(days=1)):
         with pytest.raises(CertificateVerificationError) as caught:
             verify_certificate(certificate, keys, now=too_late, status_list=status)
