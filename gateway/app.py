@@ -47,10 +47,11 @@ from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import LiveKeyring
 from credgate.gateway.protection.page_tokens import PageTokens
 from credgate.gateway.regulator_service import RegulatorServicer, add_regulator_service
+from credgate.gateway.repair_certificates import RepairCertificates
 from credgate.gateway.repair_status_service import RepairStatusServicer
 from credgate.gateway.report_signing_keys import FILE_NAME, PublishedReportKeys, ReportSigner
 from credgate.gateway.revocation import RevocationList
-from credgate.gateway.self_inquiry_service import SelfInquiryServicer
+from credgate.gateway.self_inquiry_service import CertificateIssuing, SelfInquiryServicer
 from credgate.gateway.server import GatewayServer, StopBudget
 from credgate.gateway.signing_key_service import SigningKeyServicer
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
@@ -251,17 +252,31 @@ async def build_gateway(
         ),
         CONSENT_SERVICE,
     )
+    certificates = RepairCertificates(database, engine, fact_index, signer.current_private_key)
     server.add_servicer(
         signing_key_grpc.add_SigningKeyServiceServicer_to_server,
         SigningKeyServicer(
-            PublishedReportKeys(signing_keys_path, signing_keys), identify, page_tokens
+            PublishedReportKeys(signing_keys_path, signing_keys),
+            identify,
+            page_tokens,
+            certificates=certificates,
         ),
         SIGNING_KEY_SERVICE,
     )
     server.add_servicer(
         self_inquiry_grpc.add_SelfInquiryServiceServicer_to_server,
         SelfInquiryServicer(
-            SubjectCertificates(consents), database, identify, audit=audit, page_tokens=page_tokens
+            SubjectCertificates(consents),
+            database,
+            identify,
+            audit=audit,
+            page_tokens=page_tokens,
+            certificates=CertificateIssuing(
+                engine,
+                tokenizer,
+                certificates,
+                deadline_seconds=config.gateway.default_deadline_seconds,
+            ),
         ),
         SELF_INQUIRY_SERVICE,
     )

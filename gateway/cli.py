@@ -19,6 +19,7 @@ from importlib import metadata
 
 from credgate.gateway.commands import (
     audit,
+    certificate,
     consent,
     database,
     demo,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources.register(sub)
     query.register(sub)
     consent.register(sub)  # the subject's side: receipts, pause, resume, withdraw
+    certificate.register(sub)  # credgate certificate issue|status, verify-certificate
     demo.register(sub)
     audit.register(sub)  # credgate audit query|export|... (docs/audit.md)
     workflows.register(sub)  # credgate objections|applications

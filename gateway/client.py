@@ -55,6 +55,11 @@ from credgate.gateway.grant_receipts import (
     verify_signed_receipt,
 )
 from credgate.gateway.pki import institution_paths
+from credgate.gateway.repair_certificate_format import (
+    Certificate,
+    read_status_list,
+    verify_certificate,
+)
 from credgate.gateway.report_signing import (
     ReportVerificationError,
     index_public_keys,
@@ -517,6 +522,56 @@ class CredgateClient:
             signed, expected_consent_id=consent_id, subject_signature=subject_signature
         )
         return VerifiedReceipt(receipt, receipt_terms(receipt), signed)
+
+    # -- repair-status certificates --------------------------------------------------------------
+
+    async def issue_repair_status_certificate(
+        self,
+        identity_number: str,
+        *,
+        validity_days: int = 0,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> str:
+        """A certificate of the caller's own repair state in its wire form ("CGRC1....",
+        docs/certificate.md); for a subject only. Check it with ``verify_repair_certificate``."""
+        try:
+            response = await self._self_inquiry.IssueRepairStatusCertificate(
+                self_pb2.IssueRepairStatusCertificateRequest(
+                    identity_number=identity_number, validity_days=validity_days
+                ),
+                timeout=timeout,
+            )
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return str(response.certificate)
+
+    async def get_certificate_status_list(
+        self, *, list_id: str = "", timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> str:
+        """The gateway's certificate status list in its wire form ("CGSL1...."), as of now."""
+        try:
+            response = await self._signing_key_stub.GetCertificateStatusList(
+                keys_pb2.GetCertificateStatusListRequest(list_id=list_id), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return str(response.status_list)
+
+    async def verify_repair_certificate(
+        self, certificate: str, *, identity_number: str | None = None
+    ) -> Certificate:
+        """``certificate`` checked against the gateway's published keys and its status list
+        fetched now (and, given the applicant's identity number, that it is about them).
+        Raises ``CertificateVerificationError``."""
+        keys = index_public_keys(k.public_key for k in await self.list_signing_keys())
+        status = read_status_list(await self.get_certificate_status_list(), keys)
+        return verify_certificate(
+            certificate,
+            keys,
+            now=dt.datetime.now(dt.UTC),
+            status_list=status,
+            identity_number=identity_number,
+        )
 
     async def watch_consent_events(
         self,

@@ -285,6 +285,11 @@ class ReportSigner:
         """``sign_report`` with the current private key."""
         return sign_report(self._file.current().private_key, report, digest)
 
+    def current_private_key(self) -> Ed25519PrivateKey:
+        """The current private key, for what signs under its own context elsewhere
+        (``gateway.repair_certificate_format``: certificates and their status list)."""
+        return self._file.current().private_key
+
     def sign_receipt(
         self, grant: Grant, *, issued_at: dt.datetime
     ) -> consent_pb2.SignedGrantReceipt:

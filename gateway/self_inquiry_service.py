@@ -19,12 +19,14 @@ itself recorded in the log (purpose SELF_INQUIRY) before it is answered, fail cl
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
-from credgate.api.credit_repair.v1 import audit_pb2
+from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
@@ -35,22 +37,33 @@ from credgate.consent.data_life import basis_of, keep_until
 from credgate.consent.grants import Grant
 from credgate.consent.register import ConsentRegister, ListCursor
 from credgate.consent.subject_grants import list_subject_grants, subject_retention_days
+from credgate.core import identity_number
 from credgate.core.errors import GatewayError
 from credgate.core.institution import Institution
 from credgate.core.storage.database import Database
-from credgate.gateway.audit_trail import LIST_OWN_ACCESSES, LIST_OWN_CONSENTS, AuditTrail
+from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.audit_trail import (
+    ISSUE_REPAIR_CERTIFICATE,
+    LIST_OWN_ACCESSES,
+    LIST_OWN_CONSENTS,
+    AuditTrail,
+)
 from credgate.gateway.consent_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
+from credgate.gateway.engine.query import QueryEngine
 from credgate.gateway.protection.page_tokens import (
     PAGE_TOKEN_VIOLATION,
     PageScope,
     PageTokenError,
     PageTokens,
 )
+from credgate.gateway.repair_certificates import RepairCertificates
 from credgate.gateway.subject_certificate import SubjectCertificates
 
 _KNOWN_STATES = frozenset(consent_pb2.ConsentState.values())
 SELF_INQUIRY = vocab.PURPOSE_SELF_INQUIRY
+REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
+MAX_VALIDITY_DAYS = 90
 SERVICE_NAME = "credit_repair.v1.SelfInquiryService"
 LIST_OWN_CONSENTS_RPC = SERVICE_NAME + "/ListOwnConsents"
 LIST_OWN_ACCESSES_RPC = SERVICE_NAME + "/ListOwnAccesses"
@@ -73,6 +86,17 @@ def _invalid(violations: list[tuple[str, str]]) -> GatewayError:
     return GatewayError.invalid_request(violations)
 
 
+@dataclass(frozen=True)
+class CertificateIssuing:
+    """What issuing repair-status certificates needs: the subject's state is computed by
+    ``engine`` as for their own GetRepairStatus, and ``certificates`` records and signs."""
+
+    engine: QueryEngine
+    tokenizer: SubjectTokenizer
+    certificates: RepairCertificates
+    deadline_seconds: float = 5.0
+
+
 class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
     """The grpc.aio servicer; ``database`` is the consent register's (and the audit log's)."""
 
@@ -85,7 +109,9 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
         audit: AuditTrail,
         page_tokens: PageTokens,
         clock: Callable[[], dt.datetime] = _utcnow,
+        certificates: CertificateIssuing | None = None,
     ) -> None:
+        self._certificates = certificates
         self._subjects = subjects
         self._db = database
         self._identify = identify
@@ -217,6 +243,51 @@ class SelfInquiryServicer(self_grpc.SelfInquiryServiceServicer):
             until = keep_until(access.decision_time.ToDatetime(tzinfo=dt.UTC), retention)
             if until is not None:
                 access.keep_until.FromDatetime(until)
+
+    async def IssueRepairStatusCertificate(
+        self,
+        request: self_pb2.IssueRepairStatusCertificateRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> self_pb2.IssueRepairStatusCertificateResponse:
+        """A signed certificate of the caller's own repair state (``gateway.repair_certificates``).
+
+        The identity number must be the caller's own: the gate checks it against the enrolled
+        key the certificate names (as for a self-inquiry report), and records the disclosure —
+        the report the state was read from — before the certificate is released.
+        """
+        caller = self._identify(context)
+        await self._subject_token(caller, ISSUE_REPAIR_CERTIFICATE)
+        issuing = self._certificates
+        if issuing is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this gateway issues no certificates",
+                "CERTIFICATES_DISABLED",
+            )
+        if not 0 <= request.validity_days <= MAX_VALIDITY_DAYS:
+            raise _invalid([("validity_days", f"must be 0 to {MAX_VALIDITY_DAYS}")])
+        number = identity_number.normalize(request.identity_number)
+        token = issuing.tokenizer.token(number)
+        ask = Ask(caller, ISSUE_REPAIR_CERTIFICATE, token, SELF_INQUIRY, categories=[REPAIR])
+        deadline = asyncio.get_running_loop().time() + issuing.deadline_seconds
+
+        async def produce(admission: Admission) -> tuple[report_pb2.RepairStatusReport, str, str]:
+            report = await issuing.engine.report(
+                number,
+                token,
+                purpose=SELF_INQUIRY,
+                categories=admission.categories,
+                deadline=deadline,
+            )
+            certificate_id, signed = await issuing.certificates.issue(
+                report, number, now=self._clock(), validity_days=request.validity_days
+            )
+            return report, certificate_id, signed
+
+        _, certificate_id, signed = await self._gate.disclose(ask, produce)
+        return self_pb2.IssueRepairStatusCertificateResponse(
+            certificate=signed, certificate_id=certificate_id
+        )
 
     @staticmethod
     def _ask(caller: Institution, action: ActionValue, token: str) -> Ask:

@@ -10,6 +10,7 @@ read as one.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import grpc
@@ -24,6 +25,7 @@ from credgate.gateway.protection.page_tokens import (
     PageTokenError,
     PageTokens,
 )
+from credgate.gateway.repair_certificates import RepairCertificates
 from credgate.gateway.report_signing_keys import PublicSigningKey, PublishedReportKeys
 
 DEFAULT_PAGE_SIZE = 50
@@ -60,8 +62,11 @@ class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
         published: PublishedReportKeys,
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         page_tokens: PageTokens,
+        *,
+        certificates: RepairCertificates | None = None,
     ) -> None:
         self._page_tokens = page_tokens
+        self._certificates = certificates
         self._published = published
         self._identify = identify
 
@@ -87,3 +92,24 @@ class SigningKeyServicer(keys_grpc.SigningKeyServiceServicer):
         if start + size < len(keys):
             response.next_page_token = self._page_tokens.issue(scope, (page[-1].key_id,))
         return response
+
+    async def GetCertificateStatusList(
+        self, request: keys_pb2.GetCertificateStatusListRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.GetCertificateStatusListResponse:
+        """The signed certificate status list, re-evaluated now (``gateway.repair_certificates``).
+
+        Not audited: it names nobody (an index and a bit per certificate), like the keys.
+        """
+        self._identify(context)  # authenticated callers only, whatever their role
+        if self._certificates is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this gateway issues no certificates",
+                "CERTIFICATES_DISABLED",
+            )
+        if request.list_id not in ("", self._certificates.list_id):
+            raise GatewayError.of(
+                grpc.StatusCode.NOT_FOUND, "no such status list", "STATUS_LIST_NOT_FOUND"
+            )
+        signed = await self._certificates.status_list(now=dt.datetime.now(dt.UTC))
+        return keys_pb2.GetCertificateStatusListResponse(status_list=signed)

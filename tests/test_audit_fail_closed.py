@@ -82,6 +82,9 @@ def all_rpcs() -> set[str]:
 
 NOT_AUDITED: dict[str, str] = {
     "SigningKeyService.ListSigningKeys": "public report-signing keys: nothing about anyone",
+    "SigningKeyService.GetCertificateStatusList": (
+        "public certificate status bits by index: names nobody"
+    ),
     "ConsentService.GetConsent": "an institution reading a grant made to itself (its own "
     "record, docs/audit.md)",
     "ConsentService.ListConsents": "an institution reading the grants made to itself",
@@ -346,9 +349,7 @@ PROBES: dict[str, dict[str, Probe]] = {
     },
     "ConsentService.WatchConsentEvents": {
         "allowed": lambda e: stream(
-            consent_stub(e, "bank-demo").WatchConsentEvents(
-                consent_pb2.WatchConsentEventsRequest()
-            )
+            consent_stub(e, "bank-demo").WatchConsentEvents(consent_pb2.WatchConsentEventsRequest())
         ),
         "refused": lambda e: stream(
             consent_stub(e, "court-demo").WatchConsentEvents(
@@ -362,6 +363,18 @@ PROBES: dict[str, dict[str, Probe]] = {
         ),
         "refused": lambda e: unary(
             self_stub(e, "bank-demo").ListOwnConsents(self_pb2.ListOwnConsentsRequest())
+        ),
+    },
+    "SelfInquiryService.IssueRepairStatusCertificate": {
+        "allowed": lambda e: unary(
+            self_stub(e, e.subject_cert).IssueRepairStatusCertificate(
+                self_pb2.IssueRepairStatusCertificateRequest(identity_number=e.number)
+            )
+        ),
+        "refused": lambda e: unary(
+            self_stub(e, "bank-demo").IssueRepairStatusCertificate(
+                self_pb2.IssueRepairStatusCertificateRequest(identity_number=e.number)
+            )
         ),
     },
     "SelfInquiryService.ListOwnAccesses": {

@@ -525,6 +525,9 @@ _JSON_TESTED_ELSEWHERE: dict[str, str] = {
     name: "tests/test_consent_cli.py runs it with --json and parses it: it needs a grant and "
     "the subject's key file, made there"
     for name in ("consent receipt", "consent pause", "consent resume", "consent withdraw")
+} | {
+    "verify-certificate": "tests/test_repair_certificates.py runs it with --json and parses it: "
+    "it needs a certificate a subject was issued, made there"
 }
 
 

@@ -71,6 +71,7 @@ WITHOUT_CONSENT: dict[str, str] = {
     S + "ObjectionService/RecordSourceReply": "the source's provider, about its own record",
     S + "ObjectionService/ListOverdueObjections": "a regulator's oversight (redacted)",
     S + "SelfInquiryService/ListOwnConsents": "the subject about themself (self-inquiry)",
+    S + "SelfInquiryService/IssueRepairStatusCertificate": "the subject's own signed state",
     S + "SelfInquiryService/ListOwnAccesses": "the subject about themself (self-inquiry)",
     S + "ReconciliationService/ListOpenContradictions": "a regulator's oversight of sources",
 }

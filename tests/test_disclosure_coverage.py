@@ -65,6 +65,7 @@ DISCLOSING: dict[str, str] = {
     S + "ObjectionService/RecordSourceReply": "the answered objection",
     S + "ObjectionService/ListOverdueObjections": "overdue objections (redacted)",
     S + "SelfInquiryService/ListOwnConsents": "the subject's grants (self-inquiry)",
+    S + "SelfInquiryService/IssueRepairStatusCertificate": "the subject's state, signed for them",
     S + "SelfInquiryService/ListOwnAccesses": "who looked at the subject's record",
     S + "ReconciliationService/ListOpenContradictions": "values two sources hold about subjects",
 }
@@ -91,6 +92,7 @@ NOT_DISCLOSING: dict[str, str] = {
     S + "RegulatorService/GetConsistencyProof": "hashes",
     S + "RegulatorService/GetUnusualAccessReport": "access counts by institution, regulator only",
     S + "SigningKeyService/ListSigningKeys": "the gateway's public keys",
+    S + "SigningKeyService/GetCertificateStatusList": "revocation bits by index: names nobody",
 }
 
 
@@ -372,6 +374,13 @@ def _allowed_calls(w: World) -> dict[str, Callable[[], Awaitable[str]]]:
                 self_pb2.ListOwnConsentsRequest()
             ),
         ),
+        S + "SelfInquiryService/IssueRepairStatusCertificate": lambda: unary(
+            w,
+            "subject",
+            lambda ch: self_grpc.SelfInquiryServiceStub(ch).IssueRepairStatusCertificate(
+                self_pb2.IssueRepairStatusCertificateRequest(identity_number=w.number)
+            ),
+        ),
         S + "SelfInquiryService/ListOwnAccesses": lambda: unary(
             w,
             "subject",
@@ -548,6 +557,13 @@ def _denials(w: World, present: bool) -> dict[str, Callable[[], Awaitable[tuple[
             w,
             "bank-demo",
             lambda ch: self_stub(ch).ListOwnConsents(self_pb2.ListOwnConsentsRequest()),
+        ),
+        S + "SelfInquiryService/IssueRepairStatusCertificate": lambda: denial(
+            w,
+            "bank-demo",
+            lambda ch: self_stub(ch).IssueRepairStatusCertificate(
+                self_pb2.IssueRepairStatusCertificateRequest(identity_number=w.number)
+            ),
         ),
         S + "SelfInquiryService/ListOwnAccesses": lambda: denial(
             w,

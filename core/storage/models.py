@@ -214,3 +214,25 @@ class ConsentGrantRow(Base):
     counted use (and for grants without a frequency limit)."""
     period_uses: Mapped[int] = mapped_column(Integer, server_default="0")
     """Uses spent in the period starting at ``period_start``."""
+
+
+class RepairCertificateRow(Base):
+    """A repair-status certificate the gateway issued (``gateway.repair_certificates``).
+
+    Kept so the status list can be computed: which subject each certificate is about (by token
+    only), the state and dates it asserts, and when it expires. ``status_index`` is the
+    certificate's bit in the status list; ``revoked_at`` is set, once and for good, when the
+    subject's state or dates were found to differ from what the certificate asserts.
+    """
+
+    __tablename__ = "repair_certificates"
+
+    status_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    certificate_id: Mapped[str] = mapped_column(String(64), unique=True)
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH), index=True)
+    asserted_state: Mapped[int] = mapped_column(Integer)
+    asserted_dates: Mapped[str] = mapped_column(String(128))
+    """The dates the certificate asserts, as canonical JSON: a change to them revokes it too."""
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

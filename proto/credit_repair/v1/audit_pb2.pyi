@@ -98,6 +98,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting
     institution (ConsentService.GetGrantReceipt).
     """
+    AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE: _AuditAction.ValueType  # 15
+    """Issue a gateway-signed repair-status certificate to the subject it is about
+    (SelfInquiryService.IssueRepairStatusCertificate): a disclosure of the subject's state.
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -170,6 +174,10 @@ AUDIT_ACTION_WATCH_CONSENT_EVENTS: AuditAction.ValueType  # 12
 AUDIT_ACTION_GET_GRANT_RECEIPT: AuditAction.ValueType  # 13
 """Issue a gateway-signed receipt of a recorded grant to its subject, grantee or collecting
 institution (ConsentService.GetGrantReceipt).
+"""
+AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE: AuditAction.ValueType  # 15
+"""Issue a gateway-signed repair-status certificate to the subject it is about
+(SelfInquiryService.IssueRepairStatusCertificate): a disclosure of the subject's state.
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.

@@ -27,7 +27,7 @@ from credgate.api.credit_repair.v1 import consent_service_pb2 as credit__repair_
 from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+credit_repair/v1/self_inquiry_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a&credit_repair/v1/consent_service.proto\x1a\"credit_repair/v1/input_rules.proto\"~\n\x16ListOwnConsentsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\"b\n\x17ListOwnConsentsResponse\x12.\n\x06grants\x18\x01 \x03(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x16ListOwnAccessesRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"k\n\x17ListOwnAccessesResponse\x12\x37\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32%.credit_repair.v1.SubjectAccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x01\n\x12SelfInquiryService\x12\x66\n\x0fListOwnConsents\x12(.credit_repair.v1.ListOwnConsentsRequest\x1a).credit_repair.v1.ListOwnConsentsResponse\x12\x66\n\x0fListOwnAccesses\x12(.credit_repair.v1.ListOwnAccessesRequest\x1a).credit_repair.v1.ListOwnAccessesResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+credit_repair/v1/self_inquiry_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a&credit_repair/v1/consent_service.proto\x1a\"credit_repair/v1/input_rules.proto\"~\n\x16ListOwnConsentsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.credit_repair.v1.ConsentState\"b\n\x17ListOwnConsentsResponse\x12.\n\x06grants\x18\x01 \x03(\x0b\x32\x1e.credit_repair.v1.ConsentGrant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x16ListOwnAccessesRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"k\n\x17ListOwnAccessesResponse\x12\x37\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32%.credit_repair.v1.SubjectAccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n#IssueRepairStatusCertificateRequest\x12!\n\x0fidentity_number\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x01\x38\x01\x12\x1f\n\rvalidity_days\x18\x02 \x01(\x05\x42\x08\x82\x80\x19\x04 \x00(Z\"S\n$IssueRepairStatusCertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t2\xf4\x02\n\x12SelfInquiryService\x12\x66\n\x0fListOwnConsents\x12(.credit_repair.v1.ListOwnConsentsRequest\x1a).credit_repair.v1.ListOwnConsentsResponse\x12\x66\n\x0fListOwnAccesses\x12(.credit_repair.v1.ListOwnAccessesRequest\x1a).credit_repair.v1.ListOwnAccessesResponse\x12\x8d\x01\n\x1cIssueRepairStatusCertificate\x12\x35.credit_repair.v1.IssueRepairStatusCertificateRequest\x1a\x36.credit_repair.v1.IssueRepairStatusCertificateResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTOWNACCESSESREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTOWNACCESSESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTOWNACCESSESREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST'].fields_by_name['identity_number']._loaded_options = None
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST'].fields_by_name['identity_number']._serialized_options = b'\202\200\031\004\010\0018\001'
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST'].fields_by_name['validity_days']._loaded_options = None
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST'].fields_by_name['validity_days']._serialized_options = b'\202\200\031\004 \000(Z'
   _globals['_LISTOWNCONSENTSREQUEST']._serialized_start=171
   _globals['_LISTOWNCONSENTSREQUEST']._serialized_end=297
   _globals['_LISTOWNCONSENTSRESPONSE']._serialized_start=299
@@ -51,6 +55,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTOWNACCESSESREQUEST']._serialized_end=478
   _globals['_LISTOWNACCESSESRESPONSE']._serialized_start=480
   _globals['_LISTOWNACCESSESRESPONSE']._serialized_end=587
-  _globals['_SELFINQUIRYSERVICE']._serialized_start=590
-  _globals['_SELFINQUIRYSERVICE']._serialized_end=818
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST']._serialized_start=589
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATEREQUEST']._serialized_end=694
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATERESPONSE']._serialized_start=696
+  _globals['_ISSUEREPAIRSTATUSCERTIFICATERESPONSE']._serialized_end=779
+  _globals['_SELFINQUIRYSERVICE']._serialized_start=782
+  _globals['_SELFINQUIRYSERVICE']._serialized_end=1154
 # @@protoc_insertion_point(module_scope)

@@ -137,3 +137,59 @@ class ListOwnAccessesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOwnAccessesResponse: _TypeAlias = ListOwnAccessesResponse  # noqa: Y015
+
+@_typing.final
+class IssueRepairStatusCertificateRequest(_message.Message):
+    """Asks for a certificate of the caller's own repair state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    VALIDITY_DAYS_FIELD_NUMBER: _builtins.int
+    identity_number: _builtins.str
+    """The subject's own identity number (the caller's; another person's is refused). It is not
+    put in the certificate, only a salted SHA-256 commitment to it.
+    """
+    validity_days: _builtins.int
+    """How many days the certificate is valid, 1 to 90; 0 means 30."""
+    def __init__(
+        self,
+        *,
+        identity_number: _builtins.str = ...,
+        validity_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_number", b"identity_number", "validity_days", b"validity_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRepairStatusCertificateRequest: _TypeAlias = IssueRepairStatusCertificateRequest  # noqa: Y015
+
+@_typing.final
+class IssueRepairStatusCertificateResponse(_message.Message):
+    """A signed repair-status certificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    certificate: _builtins.str
+    """The certificate in its wire form, "CGRC1.<payload>.<signature>" (docs/certificate.md); one
+    ASCII line, small enough for a QR code.
+    """
+    certificate_id: _builtins.str
+    """The certificate's id (also inside it)."""
+    def __init__(
+        self,
+        *,
+        certificate: _builtins.str = ...,
+        certificate_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "certificate_id", b"certificate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRepairStatusCertificateResponse: _TypeAlias = IssueRepairStatusCertificateResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class SelfInquiryServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.FromString,
                 _registered_method=True)
+        self.IssueRepairStatusCertificate = channel.unary_unary(
+                '/credit_repair.v1.SelfInquiryService/IssueRepairStatusCertificate',
+                request_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class SelfInquiryServiceServicer:
@@ -103,6 +108,23 @@ class SelfInquiryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueRepairStatusCertificate(self, request, context):
+        """Issues a repair-status certificate the subject can show a lender: the gateway's signed
+        word on the subject's current repair state and the dates that state carries, nothing else
+        (no identity number, no name; a salted hash binds it to the identity number). It expires,
+        and names an entry in the status list (SigningKeyService.GetCertificateStatusList) that is
+        set once the subject's state changes. Anyone verifies it offline with the published
+        signing keys (docs/certificate.md). The subject's state is computed as for their own
+        GetRepairStatus (PURPOSE_SELF_INQUIRY); issuing is recorded as a disclosure
+        (AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE).
+        Errors: as above, and PERMISSION_DENIED (SUBJECT_MISMATCH) for another person's identity
+        number; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest); UNIMPLEMENTED
+        (CERTIFICATES_DISABLED) when the gateway issues no certificates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SelfInquiryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +137,11 @@ def add_SelfInquiryServiceServicer_to_server(servicer, server):
                     servicer.ListOwnAccesses,
                     request_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.SerializeToString,
+            ),
+            'IssueRepairStatusCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRepairStatusCertificate,
+                    request_deserializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +213,33 @@ class SelfInquiryService:
             '/credit_repair.v1.SelfInquiryService/ListOwnAccesses',
             credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesRequest.SerializeToString,
             credit__repair_dot_v1_dot_self__inquiry__service__pb2.ListOwnAccessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRepairStatusCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.SelfInquiryService/IssueRepairStatusCertificate',
+            credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateRequest.SerializeToString,
+            credit__repair_dot_v1_dot_self__inquiry__service__pb2.IssueRepairStatusCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,19 @@ class SelfInquiryServiceStub:
     Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
     """
+    IssueRepairStatusCertificate: _grpc.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.IssueRepairStatusCertificateRequest, _self_inquiry_service_pb2.IssueRepairStatusCertificateResponse]
+    """Issues a repair-status certificate the subject can show a lender: the gateway's signed
+    word on the subject's current repair state and the dates that state carries, nothing else
+    (no identity number, no name; a salted hash binds it to the identity number). It expires,
+    and names an entry in the status list (SigningKeyService.GetCertificateStatusList) that is
+    set once the subject's state changes. Anyone verifies it offline with the published
+    signing keys (docs/certificate.md). The subject's state is computed as for their own
+    GetRepairStatus (PURPOSE_SELF_INQUIRY); issuing is recorded as a disclosure
+    (AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE).
+    Errors: as above, and PERMISSION_DENIED (SUBJECT_MISMATCH) for another person's identity
+    number; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest); UNIMPLEMENTED
+    (CERTIFICATES_DISABLED) when the gateway issues no certificates.
+    """
 
 @_typing.type_check_only
 class SelfInquiryServiceAsyncStub(SelfInquiryServiceStub):
@@ -100,6 +113,19 @@ class SelfInquiryServiceAsyncStub(SelfInquiryServiceStub):
     they say nothing about the record, and a listing that grew with each page would never end.
     Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
     Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+    """
+    IssueRepairStatusCertificate: _aio.UnaryUnaryMultiCallable[_self_inquiry_service_pb2.IssueRepairStatusCertificateRequest, _self_inquiry_service_pb2.IssueRepairStatusCertificateResponse]  # type: ignore[assignment]
+    """Issues a repair-status certificate the subject can show a lender: the gateway's signed
+    word on the subject's current repair state and the dates that state carries, nothing else
+    (no identity number, no name; a salted hash binds it to the identity number). It expires,
+    and names an entry in the status list (SigningKeyService.GetCertificateStatusList) that is
+    set once the subject's state changes. Anyone verifies it offline with the published
+    signing keys (docs/certificate.md). The subject's state is computed as for their own
+    GetRepairStatus (PURPOSE_SELF_INQUIRY); issuing is recorded as a disclosure
+    (AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE).
+    Errors: as above, and PERMISSION_DENIED (SUBJECT_MISMATCH) for another person's identity
+    number; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest); UNIMPLEMENTED
+    (CERTIFICATES_DISABLED) when the gateway issues no certificates.
     """
 
 class SelfInquiryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -146,6 +172,25 @@ class SelfInquiryServiceServicer(metaclass=_abc_1.ABCMeta):
         they say nothing about the record, and a listing that grew with each page would never end.
         Each record's index can be proven to be in the log (RegulatorService inclusion proofs).
         Errors: as above; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest).
+        """
+
+    @_abc_1.abstractmethod
+    def IssueRepairStatusCertificate(
+        self,
+        request: _self_inquiry_service_pb2.IssueRepairStatusCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_self_inquiry_service_pb2.IssueRepairStatusCertificateResponse, _abc.Awaitable[_self_inquiry_service_pb2.IssueRepairStatusCertificateResponse]]:
+        """Issues a repair-status certificate the subject can show a lender: the gateway's signed
+        word on the subject's current repair state and the dates that state carries, nothing else
+        (no identity number, no name; a salted hash binds it to the identity number). It expires,
+        and names an entry in the status list (SigningKeyService.GetCertificateStatusList) that is
+        set once the subject's state changes. Anyone verifies it offline with the published
+        signing keys (docs/certificate.md). The subject's state is computed as for their own
+        GetRepairStatus (PURPOSE_SELF_INQUIRY); issuing is recorded as a disclosure
+        (AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE).
+        Errors: as above, and PERMISSION_DENIED (SUBJECT_MISMATCH) for another person's identity
+        number; INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest); UNIMPLEMENTED
+        (CERTIFICATES_DISABLED) when the gateway issues no certificates.
         """
 
 def add_SelfInquiryServiceServicer_to_server(servicer: SelfInquiryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*credit_repair/v1/signing_key_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\nSigningKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.credit_repair.v1.SigningKeyState\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x16ListSigningKeysRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"f\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.credit_repair.v1.SigningKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*r\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNING_KEY_STATE_CURRENT\x10\x01\x12\x1d\n\x19SIGNING_KEY_STATE_RETIRED\x10\x02\x32{\n\x11SigningKeyService\x12\x66\n\x0fListSigningKeys\x12(.credit_repair.v1.ListSigningKeysRequest\x1a).credit_repair.v1.ListSigningKeysResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*credit_repair/v1/signing_key_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\nSigningKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.credit_repair.v1.SigningKeyState\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x16ListSigningKeysRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"f\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.credit_repair.v1.SigningKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x1fGetCertificateStatusListRequest\x12\x19\n\x07list_id\x18\x01 \x01(\tB\x08\x82\x80\x19\x04\x08\x03\x10?\"7\n GetCertificateStatusListResponse\x12\x13\n\x0bstatus_list\x18\x01 \x01(\t*r\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNING_KEY_STATE_CURRENT\x10\x01\x12\x1d\n\x19SIGNING_KEY_STATE_RETIRED\x10\x02\x32\xff\x01\n\x11SigningKeyService\x12\x66\n\x0fListSigningKeys\x12(.credit_repair.v1.ListSigningKeysRequest\x1a).credit_repair.v1.ListSigningKeysResponse\x12\x81\x01\n\x18GetCertificateStatusList\x12\x31.credit_repair.v1.GetCertificateStatusListRequest\x1a\x32.credit_repair.v1.GetCertificateStatusListResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSIGNINGKEYSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTSIGNINGKEYSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTSIGNINGKEYSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
-  _globals['_SIGNINGKEYSTATE']._serialized_start=517
-  _globals['_SIGNINGKEYSTATE']._serialized_end=631
+  _globals['_GETCERTIFICATESTATUSLISTREQUEST'].fields_by_name['list_id']._loaded_options = None
+  _globals['_GETCERTIFICATESTATUSLISTREQUEST'].fields_by_name['list_id']._serialized_options = b'\202\200\031\004\010\003\020?'
+  _globals['_SIGNINGKEYSTATE']._serialized_start=636
+  _globals['_SIGNINGKEYSTATE']._serialized_end=750
   _globals['_SIGNINGKEY']._serialized_start=134
   _globals['_SIGNINGKEY']._serialized_end=330
   _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=332
   _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=411
   _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=413
   _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=515
-  _globals['_SIGNINGKEYSERVICE']._serialized_start=633
-  _globals['_SIGNINGKEYSERVICE']._serialized_end=756
+  _globals['_GETCERTIFICATESTATUSLISTREQUEST']._serialized_start=517
+  _globals['_GETCERTIFICATESTATUSLISTREQUEST']._serialized_end=577
+  _globals['_GETCERTIFICATESTATUSLISTRESPONSE']._serialized_start=579
+  _globals['_GETCERTIFICATESTATUSLISTRESPONSE']._serialized_end=634
+  _globals['_SIGNINGKEYSERVICE']._serialized_start=753
+  _globals['_SIGNINGKEYSERVICE']._serialized_end=1008
 # @@protoc_insertion_point(module_scope)

@@ -139,3 +139,47 @@ class ListSigningKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSigningKeysResponse: _TypeAlias = ListSigningKeysResponse  # noqa: Y015
+
+@_typing.final
+class GetCertificateStatusListRequest(_message.Message):
+    """Asks for a certificate status list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.str
+    """The list id a certificate names in its "status" field; empty means the gateway's list."""
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_id", b"list_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificateStatusListRequest: _TypeAlias = GetCertificateStatusListRequest  # noqa: Y015
+
+@_typing.final
+class GetCertificateStatusListResponse(_message.Message):
+    """A signed certificate status list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_LIST_FIELD_NUMBER: _builtins.int
+    status_list: _builtins.str
+    """The list in its wire form, "CGSL1.<payload>.<signature>" (docs/certificate.md)."""
+    def __init__(
+        self,
+        *,
+        status_list: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status_list", b"status_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificateStatusListResponse: _TypeAlias = GetCertificateStatusListResponse  # noqa: Y015

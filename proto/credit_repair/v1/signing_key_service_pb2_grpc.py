@@ -42,6 +42,11 @@ class SigningKeyServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysResponse.FromString,
                 _registered_method=True)
+        self.GetCertificateStatusList = channel.unary_unary(
+                '/credit_repair.v1.SigningKeyService/GetCertificateStatusList',
+                request_serializer=credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListResponse.FromString,
+                _registered_method=True)
 
 
 class SigningKeyServiceServicer:
@@ -58,6 +63,21 @@ class SigningKeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCertificateStatusList(self, request, context):
+        """Returns the signed status list of the repair-status certificates the gateway issued
+        (SelfInquiryService.IssueRepairStatusCertificate; format in docs/certificate.md): bit i set
+        means the certificate with status index i is revoked, because its subject's state is no
+        longer the state it asserts. Each call re-evaluates the unexpired certificates against the
+        gateway's index, so a lender that fetches it now sees changes the index holds now. Any
+        authenticated caller may fetch it: it names nobody.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST) for a malformed list id; NOT_FOUND
+        (STATUS_LIST_NOT_FOUND) for a list the gateway does not keep; UNIMPLEMENTED
+        (CERTIFICATES_DISABLED) when the gateway issues no certificates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SigningKeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +85,11 @@ def add_SigningKeyServiceServicer_to_server(servicer, server):
                     servicer.ListSigningKeys,
                     request_deserializer=credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysResponse.SerializeToString,
+            ),
+            'GetCertificateStatusList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCertificateStatusList,
+                    request_deserializer=credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +122,33 @@ class SigningKeyService:
             '/credit_repair.v1.SigningKeyService/ListSigningKeys',
             credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysRequest.SerializeToString,
             credit__repair_dot_v1_dot_signing__key__service__pb2.ListSigningKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCertificateStatusList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.SigningKeyService/GetCertificateStatusList',
+            credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListRequest.SerializeToString,
+            credit__repair_dot_v1_dot_signing__key__service__pb2.GetCertificateStatusListResponse.FromString,
             options,
             channel_credentials,
             insecure,

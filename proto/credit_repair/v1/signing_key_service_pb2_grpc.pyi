@@ -40,6 +40,17 @@ class SigningKeyServiceStub:
     """Lists the signing keys, oldest first, a page at a time (AIP-158).
     Errors: INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest naming the field).
     """
+    GetCertificateStatusList: _grpc.UnaryUnaryMultiCallable[_signing_key_service_pb2.GetCertificateStatusListRequest, _signing_key_service_pb2.GetCertificateStatusListResponse]
+    """Returns the signed status list of the repair-status certificates the gateway issued
+    (SelfInquiryService.IssueRepairStatusCertificate; format in docs/certificate.md): bit i set
+    means the certificate with status index i is revoked, because its subject's state is no
+    longer the state it asserts. Each call re-evaluates the unexpired certificates against the
+    gateway's index, so a lender that fetches it now sees changes the index holds now. Any
+    authenticated caller may fetch it: it names nobody.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST) for a malformed list id; NOT_FOUND
+    (STATUS_LIST_NOT_FOUND) for a list the gateway does not keep; UNIMPLEMENTED
+    (CERTIFICATES_DISABLED) when the gateway issues no certificates.
+    """
 
 @_typing.type_check_only
 class SigningKeyServiceAsyncStub(SigningKeyServiceStub):
@@ -52,6 +63,17 @@ class SigningKeyServiceAsyncStub(SigningKeyServiceStub):
     ListSigningKeys: _aio.UnaryUnaryMultiCallable[_signing_key_service_pb2.ListSigningKeysRequest, _signing_key_service_pb2.ListSigningKeysResponse]  # type: ignore[assignment]
     """Lists the signing keys, oldest first, a page at a time (AIP-158).
     Errors: INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest naming the field).
+    """
+    GetCertificateStatusList: _aio.UnaryUnaryMultiCallable[_signing_key_service_pb2.GetCertificateStatusListRequest, _signing_key_service_pb2.GetCertificateStatusListResponse]  # type: ignore[assignment]
+    """Returns the signed status list of the repair-status certificates the gateway issued
+    (SelfInquiryService.IssueRepairStatusCertificate; format in docs/certificate.md): bit i set
+    means the certificate with status index i is revoked, because its subject's state is no
+    longer the state it asserts. Each call re-evaluates the unexpired certificates against the
+    gateway's index, so a lender that fetches it now sees changes the index holds now. Any
+    authenticated caller may fetch it: it names nobody.
+    Errors: INVALID_ARGUMENT (INVALID_REQUEST) for a malformed list id; NOT_FOUND
+    (STATUS_LIST_NOT_FOUND) for a list the gateway does not keep; UNIMPLEMENTED
+    (CERTIFICATES_DISABLED) when the gateway issues no certificates.
     """
 
 class SigningKeyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -68,6 +90,23 @@ class SigningKeyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signing_key_service_pb2.ListSigningKeysResponse, _abc.Awaitable[_signing_key_service_pb2.ListSigningKeysResponse]]:
         """Lists the signing keys, oldest first, a page at a time (AIP-158).
         Errors: INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest naming the field).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCertificateStatusList(
+        self,
+        request: _signing_key_service_pb2.GetCertificateStatusListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signing_key_service_pb2.GetCertificateStatusListResponse, _abc.Awaitable[_signing_key_service_pb2.GetCertificateStatusListResponse]]:
+        """Returns the signed status list of the repair-status certificates the gateway issued
+        (SelfInquiryService.IssueRepairStatusCertificate; format in docs/certificate.md): bit i set
+        means the certificate with status index i is revoked, because its subject's state is no
+        longer the state it asserts. Each call re-evaluates the unexpired certificates against the
+        gateway's index, so a lender that fetches it now sees changes the index holds now. Any
+        authenticated caller may fetch it: it names nobody.
+        Errors: INVALID_ARGUMENT (INVALID_REQUEST) for a malformed list id; NOT_FOUND
+        (STATUS_LIST_NOT_FOUND) for a list the gateway does not keep; UNIMPLEMENTED
+        (CERTIFICATES_DISABLED) when the gateway issues no certificates.
         """
 
 def add_SigningKeyServiceServicer_to_server(servicer: SigningKeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
