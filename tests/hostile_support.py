@@ -494,7 +494,18 @@ def _details(status: status_pb2.Status) -> tuple[
             continue
         unpacked = cls()
         detail.Unpack(unpacked)
-        shown += iter_strings(unpacked)
+        if isinstance(unpacked, error_details_pb2.BadRequest):
+            # A field path made of schema names only (``fact.source_id``) is the schema's
+            # word, not the caller's: a short hostile value that happens to spell part of it
+            # ("cor" in ``requested_correction``) is no echo. A path with anything else in it
+            # (a map key, an index) is judged like any other text.
+            for violation in unpacked.field_violations:
+                texts = list(iter_strings(violation))
+                if _SCHEMA_PATH.fullmatch(violation.field):
+                    texts.remove(violation.field)
+                shown += texts
+        else:
+            shown += iter_strings(unpacked)
         if isinstance(unpacked, error_details_pb2.ErrorInfo):
             info = unpacked
             shown += [f"{k}={v}" for k, v in unpacked.metadata.items()]
@@ -504,6 +515,7 @@ def _details(status: status_pb2.Status) -> tuple[
 
 
 _DIGIT_RUN = re.compile(r"\d{6,}")
+_SCHEMA_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 
 
 def echoes(value: object, shown: str) -> bool:

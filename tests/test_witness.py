@@ -613,6 +613,9 @@ async def test_a_running_gateway_submits_its_checkpoints_to_the_witness(
         for i in range(6, 11):
             await audit_log.append(make_entry(i))
         await _until_cosigned(endpoint, log_key, 11)
+        # The witness answered; the gateway records the answer just after: wait for that
+        # too before stopping it (the stop may otherwise cut the status write short).
+        await _until_recorded(database, 11)
     finally:
         await audit_log.aclose()
         await gateway_process.stop()
@@ -636,6 +639,15 @@ async def _until_cosigned(endpoint: WitnessEndpoint, log_key: NoteSigner, size: 
         while True:
             held = await fetch_cosigned(endpoint, log_key.name, [log_key.verifier])
             if held is not None and held.signed.checkpoint.tree_size >= size:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _until_recorded(database: Database, size: int) -> None:
+    """Until the gateway has recorded the witness's answer for ``size``."""
+    async with asyncio.timeout(30):
+        while True:
+            if [s.cosigned_size for s in await witness_statuses(database)] == [size]:
                 return
             await asyncio.sleep(0.1)
 
