@@ -35,7 +35,6 @@ import datetime as dt
 from credgate.adapters.base import AnnouncementNotice
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
-from credgate.api.credit_repair.v1 import workflow_pb2 as wf
 from credgate.core.identity_number import mask
 from credgate.gateway.workdays import WorkdayCalendar, beijing_date
 from credgate.gateway.workflows import messages
@@ -82,20 +81,7 @@ def publish(
     """The announcement of ``view`` at ``now``: exactly ``ANNOUNCEMENT_FIELDS``."""
     row = view.row
     assert row.reviewed_at is not None
-    assert row.announcement_due_at is not None
-    due = row.announcement_due_at
-    period = messages.deadline(
-        wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
-        wf.RESPONSIBLE_PARTY_PUBLIC,
-        "",
-        row.reviewed_at,
-        row.announcement_days or 0,
-        due,
-        due if now >= due else None,
-        now,
-        calendar,
-    )
-    period.overdue = False  # a period that ends has run its course (as ``render.application``)
+    period = messages.announcement_period(row, now, calendar)
     values = {
         "application_id": row.application_id,
         "kind": app_pb2.RepairApplicationKind.ValueType(row.kind),

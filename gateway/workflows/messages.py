@@ -25,7 +25,7 @@ from credgate.gateway.workflows.applications import (
     current_stage,
 )
 from credgate.gateway.workflows.common import Sealer
-from credgate.gateway.workflows.models import WorkflowStepRow, step_context
+from credgate.gateway.workflows.models import RepairApplicationRow, WorkflowStepRow, step_context
 from credgate.gateway.workflows.objection_store import (
     AWAITING_SOURCE,
     AWAITING_SUBJECT,
@@ -65,6 +65,30 @@ def day(value: dt.date) -> date_pb2.Date:
 def due_on(due_at: dt.datetime) -> dt.date:
     """The last day of a period that runs out at ``due_at`` (24:00 Beijing time)."""
     return beijing_date(due_at - dt.timedelta(microseconds=1))
+
+
+def announcement_period(
+    row: RepairApplicationRow, now: dt.datetime, calendar: WorkdayCalendar
+) -> wf.Deadline:
+    """The public announcement's period of a reviewed application, as the application and
+    its published announcement both show it: met once it has run its course, never overdue
+    (a period that ends has run its course; nobody was late)."""
+    assert row.reviewed_at is not None
+    assert row.announcement_due_at is not None
+    due = row.announcement_due_at
+    period = deadline(
+        wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
+        wf.RESPONSIBLE_PARTY_PUBLIC,
+        "",
+        row.reviewed_at,
+        row.announcement_days or 0,
+        due,
+        due if now >= due else None,
+        now,
+        calendar,
+    )
+    period.overdue = False
+    return period
 
 
 def deadline(
@@ -267,19 +291,7 @@ def application(
                 responsible_party=wf.RESPONSIBLE_PARTY_PUBLIC,
             )
         )
-        period = deadline(
-            wf.DEADLINE_KIND_ANNOUNCEMENT_PERIOD,
-            wf.RESPONSIBLE_PARTY_PUBLIC,
-            "",
-            row.reviewed_at,
-            row.announcement_days or 0,
-            due,
-            due if now >= due else None,
-            now,
-            calendar,
-        )
-        period.overdue = False  # a period that ends has run its course; nobody was late
-        out.deadlines.append(period)
+        out.deadlines.append(announcement_period(row, now, calendar))
         if stage == RULING:
             out.stages.append(
                 record(
