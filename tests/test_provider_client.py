@@ -273,14 +273,18 @@ def test_the_updates_given_must_be_consecutive_and_of_one_source(history: Update
 
 
 class _Cutter:
-    """A TCP relay on loopback that cuts every connection once, after ``limit`` bytes from the
-    provider: the gateway has read part of the stream, maybe part of a batch."""
+    """A TCP relay on loopback that cuts the first connection once, after ``limit`` bytes from
+    the provider: the gateway has read part of the stream, maybe part of a batch. The relay
+    holds the stream at the limit until ``acknowledged`` is set (the provider heard an ack), so
+    the cut always falls after something became durable, however slowly the database commits,
+    and never after the whole history went through."""
 
     def __init__(self, upstream: int, limit: int) -> None:
         self._upstream = upstream
         self._limit = limit
         self.cuts = 0
         self.armed = True
+        self.acknowledged = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -293,6 +297,8 @@ class _Cutter:
             while data := await src.read(16384):
                 if sent + len(data) > limit:
                     dst.write(data[: limit - sent])
+                    await dst.drain()
+                    await asyncio.wait_for(self.acknowledged.wait(), timeout=30)
                     self.cuts += 1
                     break
                 dst.write(data)
@@ -332,7 +338,12 @@ async def test_a_connection_dropped_mid_batch_resumes_without_loss_or_duplicate(
             lambda: provider_channel(dev_pki, port, PLATFORM.institution_id), signed
         )
         acks: list[tuple[int, int]] = []
-        client.on_ack = lambda acked: acks.append((relay.cuts, acked))
+
+        def on_ack(acked: int) -> None:
+            acks.append((relay.cuts, acked))
+            relay.acknowledged.set()
+
+        client.on_ack = on_ack
         report = await client.run(timeout=60)
         state = await index_state(server.database, server.keyring, PLATFORM.source_id)
 
