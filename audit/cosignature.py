@@ -21,7 +21,6 @@ public key)`` (the vkey a regulator publishes for its witness).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -30,11 +29,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from credgate.audit.note import KEY_HASH_SIZE, NoteError, NoteVerifier, check_key_name, parse_note
+from credgate.audit.note import (
+    KEY_HASH_SIZE,
+    NoteError,
+    NoteVerifier,
+    check_key_name,
+    format_key,
+    parse_note,
+    split_key,
+    strip_signer_prefix,
+)
 
 ALG_COSIGNATURE_V1 = 0x04
 _HEADER = "cosignature/v1\n"
-_SIGNER_PREFIX = "PRIVATE+KEY+"
 _MAX_TIMESTAMP = 2**63 - 1
 _BLOB_SIZE = KEY_HASH_SIZE + 8 + 64
 
@@ -50,20 +57,6 @@ def cosigned_message(note_text: str, timestamp: int) -> bytes:
     if not 0 < timestamp <= _MAX_TIMESTAMP:
         raise NoteError("a cosignature timestamp must be positive and below 2^63")
     return f"{_HEADER}time {timestamp}\n{note_text}".encode()
-
-
-def _split(text: str, what: str) -> tuple[str, bytes, bytes]:
-    name, _, rest = text.strip().partition("+")
-    hash_hex, _, material = rest.partition("+")
-    check_key_name(name)
-    try:
-        declared = bytes.fromhex(hash_hex)
-        raw = base64.b64decode(material, validate=True)
-    except (ValueError, binascii.Error):
-        raise NoteError(f"malformed {what} key") from None
-    if len(declared) != KEY_HASH_SIZE or len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-        raise NoteError(f"malformed {what} key (expected an Ed25519 cosignature/v1 key)")
-    return name, declared, raw[1:]
 
 
 def _plain_ed25519_vkey(text: str) -> tuple[str, bytes] | None:
@@ -99,7 +92,7 @@ class CosignerVerifier:
         plain = _plain_ed25519_vkey(vkey.strip())
         if plain is not None:
             return cls(*plain)
-        name, declared, public_key = _split(vkey, "witness verifier")
+        name, declared, public_key = split_key(vkey.strip(), "witness verifier", ALG_COSIGNATURE_V1)
         verifier = cls(name, public_key)
         if verifier.key_id != declared:
             raise NoteError("witness verifier key ID does not match the key")
@@ -107,8 +100,8 @@ class CosignerVerifier:
 
     def to_vkey(self) -> str:
         """The verifier key in text form: what the gateway and auditors pin."""
-        material = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{material}"
+        key_id = self.key_id.hex()
+        return format_key(self.name, key_id, ALG_COSIGNATURE_V1, self.public_key, secret=False)
 
     def cosignature_time(self, note: str) -> int:
         """The timestamp of this witness's valid cosignature on ``note``.
@@ -157,10 +150,8 @@ class Cosigner:
     @classmethod
     def from_skey(cls, skey: str) -> Cosigner:
         """Parse ``PRIVATE+KEY+<name>+<key id>+base64(0x04 || seed)``."""
-        text = skey.strip()
-        if not text.startswith(_SIGNER_PREFIX):
-            raise NoteError("malformed witness signer key")
-        name, declared, seed = _split(text[len(_SIGNER_PREFIX) :], "witness signer")
+        text = strip_signer_prefix(skey, "witness signer")
+        name, declared, seed = split_key(text, "witness signer", ALG_COSIGNATURE_V1)
         cosigner = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if cosigner.verifier.key_id != declared:
             raise NoteError("witness signer key ID does not match the key")
@@ -168,9 +159,9 @@ class Cosigner:
 
     def to_skey(self) -> str:
         """The signer key in text form (secret: only for the key file)."""
+        key_id = self.verifier.key_id.hex()
         seed = self._key.private_bytes_raw()
-        material = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + seed).decode()
-        return f"{_SIGNER_PREFIX}{self.name}+{self.verifier.key_id.hex()}+{material}"
+        return format_key(self.name, key_id, ALG_COSIGNATURE_V1, seed, secret=True)
 
     def cosign(self, note_text: str, timestamp: int) -> str:
         """The cosignature line over checkpoint ``note_text`` at ``timestamp``."""

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ALG_ED25519 = 0x01
 KEY_HASH_SIZE = 4
 SIGNATURE_SIZE = 64
-_SIGNER_PREFIX = "PRIVATE+KEY+"
+SIGNER_PREFIX = "PRIVATE+KEY+"
 _SIG_LINE = re.compile(r"— (\S+) ([A-Za-z0-9+/]+={0,2})\n")
 _MAX_SIGNATURES = 16
 
@@ -53,7 +53,11 @@ def _raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _split_key(text: str, what: str) -> tuple[str, bytes, bytes]:
+def split_key(text: str, what: str, algorithm: int = ALG_ED25519) -> tuple[str, bytes, bytes]:
+    """``<name>+<key hash hex>+base64(algorithm || 32 bytes)`` as (name, declared hash, the 32
+    bytes): the one text form of note keys, verifier and signer (after ``PRIVATE+KEY+``) alike,
+    for note signatures (0x01) and witness cosignatures (0x04). NoteError if malformed; the
+    caller checks the declared hash against the key."""
     name, _, rest = text.partition("+")
     hash_hex, _, material = rest.partition("+")
     check_key_name(name)
@@ -62,9 +66,24 @@ def _split_key(text: str, what: str) -> tuple[str, bytes, bytes]:
         raw = base64.b64decode(material, validate=True)
     except (ValueError, binascii.Error):
         raise NoteError(f"malformed {what} key") from None
-    if len(hash_hex) != 2 * KEY_HASH_SIZE or len(raw) != 33 or raw[0] != ALG_ED25519:
-        raise NoteError(f"malformed {what} key (expected an Ed25519 key)")
+    if len(declared) != KEY_HASH_SIZE or len(raw) != 33 or raw[0] != algorithm:
+        kind = "Ed25519 cosignature/v1" if algorithm != ALG_ED25519 else "Ed25519"
+        raise NoteError(f"malformed {what} key (expected an {kind} key)")
     return name, declared, raw[1:]
+
+
+def format_key(name: str, key_hash_hex: str, algorithm: int, key: bytes, *, secret: bool) -> str:
+    """The text form ``split_key`` reads, with ``PRIVATE+KEY+`` before a signer key."""
+    material = base64.b64encode(bytes([algorithm]) + key).decode()
+    return f"{SIGNER_PREFIX if secret else ''}{name}+{key_hash_hex}+{material}"
+
+
+def strip_signer_prefix(skey: str, what: str) -> str:
+    """A signer key's text after ``PRIVATE+KEY+``; NoteError without the prefix."""
+    text = skey.strip()
+    if not text.startswith(SIGNER_PREFIX):
+        raise NoteError(f"malformed {what} key")
+    return text[len(SIGNER_PREFIX) :]
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,7 @@ class NoteVerifier:
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
         """Parse ``<name>+<hash>+<base64>``; NoteError if malformed or the hash disagrees."""
-        name, declared, public_key = _split_key(vkey.strip(), "verifier")
+        name, declared, public_key = split_key(vkey.strip(), "verifier")
         verifier = cls(name, public_key)
         if verifier.key_hash != declared:
             raise NoteError("verifier key hash does not match the key")
@@ -95,8 +114,7 @@ class NoteVerifier:
 
     def to_vkey(self) -> str:
         """The verifier key in text form, for a regulator to pin."""
-        material = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id}+{material}"
+        return format_key(self.name, self.key_id, ALG_ED25519, self.public_key, secret=False)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (64 bytes, no key hash) is this key's over ``message``."""
@@ -132,10 +150,7 @@ class NoteSigner:
     @classmethod
     def from_skey(cls, skey: str) -> NoteSigner:
         """Parse ``PRIVATE+KEY+<name>+<hash>+<base64>``; NoteError if malformed."""
-        text = skey.strip()
-        if not text.startswith(_SIGNER_PREFIX):
-            raise NoteError("malformed signer key")
-        name, declared, seed = _split_key(text[len(_SIGNER_PREFIX) :], "signer")
+        name, declared, seed = split_key(strip_signer_prefix(skey, "signer"), "signer")
         signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if signer.verifier.key_hash != declared:
             raise NoteError("signer key hash does not match the key")
@@ -144,8 +159,7 @@ class NoteSigner:
     def to_skey(self) -> str:
         """The signer key in text form (secret: only for the key file)."""
         seed = self._key.private_bytes_raw()
-        material = base64.b64encode(bytes([ALG_ED25519]) + seed).decode()
-        return f"{_SIGNER_PREFIX}{self.name}+{self.key_id}+{material}"
+        return format_key(self.name, self.key_id, ALG_ED25519, seed, secret=True)
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature over ``message``."""
