@@ -94,6 +94,8 @@ class Gateway:
     """Signs reports with the signing-key file's current key (``gateway.report_signing_keys``)."""
     data_life: DataLifeSweep | None = None
     """Clears the kept state of reports whose data life ended (``gateway.storage``)."""
+    certificates: RepairCertificates | None = None
+    """Issues repair-status certificates and computes their status list."""
 
     async def start(self) -> int:
         port = await self.server.start()
@@ -326,6 +328,7 @@ async def build_gateway(
         keys=keys,
         signer=signer,
         data_life=DataLifeSweep(database),
+        certificates=certificates,
     )
 
 

@@ -335,3 +335,41 @@ def _run_lender_script(
         cwd=directory,
         check=False,
     )
+
+
+async def test_a_change_nothing_brought_into_the_index_is_found_by_the_rolling_sweep(
+    gateway: RunningGateway, population: Population, mock_fleet: MockFleet
+) -> None:
+    """A refresh re-evaluates only the subjects the change feed names, plus a rolling slice of
+    the others: a court's change that no query or push brought in stays unseen until the sweep
+    reaches its subject, and then revokes the certificate."""
+    certificates = gateway.gateway.certificates
+    assert certificates is not None
+    truth = population.scenarios["restored_reorganization"]
+    certificate = await _issue(gateway, truth.person.identity_number)
+    unaffected = await _issue(gateway, population.scenarios["observation"].person.identity_number)
+    certificates.sweep_interval, certificates.sweep_subjects = 3600.0, 1
+    keys, first, _ = await _keys_and_list(gateway.client("bank-demo"))  # sweeps one subject
+    now = dt.datetime.now(dt.UTC)
+    verify_certificate(certificate, keys, now=now, status_list=first)
+
+    court = mock_fleet.mocks["court-shenzhen"]
+    assert isinstance(court, CourtMock)
+    assert truth.case is not None
+    assert truth.case.restored_on is not None
+    revoked_on = truth.case.restored_on + dt.timedelta(days=200)
+    court.desk.set_subject(
+        dataclasses.replace(
+            truth, state=State.REVOKED, case=dataclasses.replace(truth.case, revoked_on=revoked_on)
+        )
+    )
+    _, unswept, _ = await _keys_and_list(gateway.client("bank-demo"))  # no sweep due yet
+    verify_certificate(certificate, keys, now=now, status_list=unswept)
+
+    certificates.sweep_interval = 0.0
+    lists = [(await _keys_and_list(gateway.client("bank-demo")))[1] for _ in range(2)]
+    with pytest.raises(CertificateVerificationError) as caught:
+        verify_certificate(certificate, keys, now=now, status_list=lists[-1])
+    assert caught.value.reason == "REVOKED"
+    for listed in lists:
+        verify_certificate(unaffected, keys, now=now, status_list=listed)
