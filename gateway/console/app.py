@@ -115,7 +115,7 @@ class Console:
         app[CONNECTION_KEY] = self.connection
         app.on_response_prepare.append(add_security_headers)
         for entry in discover():
-            app.router.add_route(entry.method, entry.path, _mode_guard(entry))
+            app.router.add_route(entry.method, entry.path, _mode_guard(entry), name=entry.name)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         return app
 
