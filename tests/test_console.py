@@ -218,3 +218,10 @@ def test_the_command_refuses_a_non_loopback_address(dev_pki: DevPki) -> None:
     )
     assert done.returncode == 2
     assert "loopback" in done.stderr
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_stay_text() -> None:
+    from credgate.gateway.console.pages.regulator_audit import _csv_line
+
+    line = _csv_line(['=HYPERLINK("http://x")', "+1", "@SUM(A1)", "-2", "(2026)粤03执1号", ""])
+    assert line.decode() == '"\'=HYPERLINK(""http://x"")",\'+1,\'@SUM(A1),\'-2,(2026)粤03执1号,\r\n'

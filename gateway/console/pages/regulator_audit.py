@@ -256,9 +256,19 @@ async def _export(request: web.Request, kind: str) -> web.StreamResponse:
     return response
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: str) -> str:
+    """A cell a spreadsheet will not run: a case reference is written by the querying
+    institution, and ``=HYPERLINK(...)`` in it must stay text (OWASP "CSV injection").
+    The JSON export keeps every value exactly."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def _csv_line(values: list[str]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(values)
+    csv.writer(out, lineterminator="\r\n").writerow([_csv_cell(v) for v in values])
     return out.getvalue().encode()
 
 
