@@ -207,9 +207,12 @@ def test_the_command_prints_the_one_time_url_and_serves_it(dev_pki: DevPki) -> N
         assert response.status == 303
         assert "HttpOnly" in (response.getheader("Set-Cookie") or "")
         connection.close()
+        process.terminate()  # SIGTERM: a clean stop
+        assert process.wait(timeout=20) == 0
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=20)
 
 
 def test_the_command_refuses_a_non_loopback_address(dev_pki: DevPki) -> None:

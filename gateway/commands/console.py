@@ -1,13 +1,15 @@
 """``credgate console``: the browser console for regulators and subjects (docs/console.md).
 
 It connects to the gateway with the reader's own certificate, listens on loopback only and
-prints a URL with a one-time secret; it runs until interrupted (Ctrl-C).
+prints a URL with a one-time secret; it runs until interrupted (Ctrl-C or SIGTERM), then closes
+its listening socket and its gRPC channel.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,12 @@ def cmd_console(args: argparse.Namespace) -> int:
         url = await console.start(host=args.host, port=args.port)
         print(f"credgate console ({connection.mode} mode, as {connection.reader.institution_id})")
         print(f"open (works once): {url}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a service manager's stop, and Ctrl-C
+            loop.add_signal_handler(signum, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await console.stop()
         return EXIT_OK
