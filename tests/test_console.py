@@ -100,6 +100,20 @@ async def test_the_secret_opens_one_session_and_is_then_spent(console: Console) 
             assert response.status == 403
 
 
+async def test_an_unreachable_gateway_is_a_page_saying_so_not_a_stack_trace(
+    console: Console,
+) -> None:
+    console.connection.timeout = 2.0
+    async with _session() as http:
+        async with http.get(console.url) as response:
+            assert response.status == 200
+        async with http.get(_base(console) + "/regulator/audit") as response:
+            assert response.status == 502
+            body = await response.text()
+    assert "UNAVAILABLE" in body or "DEADLINE_EXCEEDED" in body
+    assert "Traceback" not in body
+
+
 async def test_a_wrong_secret_is_refused_and_does_not_spend_the_right_one(
     console: Console,
 ) -> None:

@@ -63,6 +63,15 @@ def _mode_guard(entry: Page) -> Handler:
     return guarded
 
 
+_HTTP_STATUS = {
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 403,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+}
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A failed gRPC call becomes a page naming the code and reason, never a stack trace."""
@@ -70,19 +79,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except grpc.aio.AioRpcError as failure:
         error = CredgateError(failure)
-        status = (
-            403
-            if error.code
-            in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
-            else 502
-        )
-        if error.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
-            status = 400
-        if error.code == grpc.StatusCode.NOT_FOUND:
-            status = 404
+        status = _HTTP_STATUS.get(error.code, 502)  # 502: the gateway failed, not the page
         return render(request, "error.html", status=status, error=error)
     except web.HTTPNotFound:
         return render(

@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from credgate.gateway.console.proofs import check_checkpoint, check_inclusion
 from credgate.gateway.console.rendering import connection, enum_label, language, page_url, render
 
 PAGE_SIZE = 50
+_log = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 500
 PURPOSES = [enum_label(v, vocab.Purpose, "PURPOSE_") for v in vocab.Purpose.values() if v]
 OUTCOMES = ["allowed", "denied"]
@@ -245,11 +247,12 @@ async def _export(request: web.Request, kind: str) -> web.StreamResponse:
                     await response.write(_csv_line([row[c] for c in CSV_COLUMNS]))
                 written += 1
             message = await stream.read()
-    except grpc.aio.AioRpcError:
-        # Headers are gone: cut the connection so the download fails rather than ends short.
+    except grpc.aio.AioRpcError as failure:
+        # The headers are sent: cut the connection, so the download fails rather than ends short.
+        _log.warning("audit export failed after %d entries: %s", written, failure.code())
         if request.transport is not None:
             request.transport.abort()
-        raise
+        return response
     if kind == "json":
         await response.write(b"]}\n")
     await response.write_eof()
