@@ -201,3 +201,24 @@ async def test_the_labels_switch_to_chinese(
         await page.goto(console.base + "/regulator/audit")  # the choice is kept
         assert await page.text_content("h1") == "审计日志"
         await screenshot(page, "console-audit-zh")
+
+
+async def test_the_regulator_pages_work_without_javascript(
+    gateway: RunningGateway, population: Population, browser: Any, tmp_path: Path
+) -> None:
+    """Server-rendered pages, GET forms and links: nothing needs a script, and none is sent."""
+    denied = await _seed(gateway, population)
+    async with running_console(
+        gateway, "regulator-demo", log_key=tmp_path / "audit-log.pub"
+    ) as console:
+        page = await open_console(browser, console, javascript=False)
+        for item in ("Audit log", "Checkpoints", "Overdue objections", "Contradictions"):
+            await page.click(f"nav >> text={item}")
+            assert await page.locator("script").count() == 0, item
+            assert await page.locator("h1").count() == 1, item
+        await page.click("nav >> text=Audit log")
+        await page.select_option("#audit-filter select[name=outcome]", "denied")
+        await page.click("#audit-filter button[type=submit]")
+        assert await page.locator("#audit-entries tbody tr").count() == denied
+        await page.locator("#audit-entries tbody tr a").first.click()
+        assert await page.locator("#inclusion.verified").count() == 1
