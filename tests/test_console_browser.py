@@ -222,3 +222,39 @@ async def test_the_regulator_pages_work_without_javascript(
         assert await page.locator("#audit-entries tbody tr").count() == denied
         await page.locator("#audit-entries tbody tr a").first.click()
         assert await page.locator("#inclusion.verified").count() == 1
+
+
+async def test_a_checkpoint_that_does_not_extend_the_one_seen_before_turns_red(
+    gateway: RunningGateway, population: Population, browser: Any, tmp_path: Path
+) -> None:
+    """The console remembers the newest checkpoint it verified (in memory) and proves every
+    later one extends it: a growing log passes, a forked history is caught even though every
+    signature on it is the log's own."""
+    from credgate.audit.checkpoint import Checkpoint, sign_checkpoint
+    from credgate.audit.log_signing_key import load_or_create_signer
+
+    await _seed(gateway, population)
+    async with running_console(
+        gateway, "regulator-demo", log_key=tmp_path / "audit-log.pub"
+    ) as console:
+        page = await open_console(browser, console)
+        await page.goto(console.base + "/regulator/checkpoints")
+        assert await page.locator("#checkpoint-signature.verified").count() == 1
+        memory = console.console.connection.checkpoints
+        assert memory.trusted is not None
+        first = memory.trusted.checkpoint.tree_size
+        await _seed(gateway, population)  # the log grows
+        await page.goto(console.base + "/regulator/audit/0")
+        assert await page.locator("#inclusion.verified").count() == 1
+        assert memory.trusted.checkpoint.tree_size > first  # proven to extend the first
+
+        # A history this console was never shown: same size, another root, the log's own key.
+        signer = load_or_create_signer(tmp_path / "audit-log.key")
+        memory.trusted = sign_checkpoint(Checkpoint(signer.name, first, bytes(32)), signer)
+        await page.goto(console.base + "/regulator/audit/0")
+        assert await page.locator("#inclusion.failed").count() == 1
+        problem = await page.text_content("#inclusion-problem") or ""
+        assert f"not consistent with the checkpoint of size {first}" in problem
+        await page.goto(console.base + "/regulator/checkpoints")
+        assert await page.locator("#checkpoint-signature.failed").count() == 1
+        await screenshot(page, "console-checkpoint-inconsistent")

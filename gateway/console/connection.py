@@ -27,6 +27,7 @@ from credgate.audit.note import NoteVerifier
 from credgate.core.channel import client_channel
 from credgate.core.institution import CertificateRejected, Institution, institution_from_pem
 from credgate.gateway.client import CredgateClient
+from credgate.gateway.console.proofs import CheckpointMemory
 from credgate.gateway.console.witnesses import DEFAULT_BEHIND_AFTER
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -87,6 +88,8 @@ class GatewayConnection:
     subject_key: Path | None = None
     """The subject's consent-signing key file (``--subject-key``), for subject mode."""
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    checkpoints: CheckpointMemory = field(default_factory=CheckpointMemory)
+    """The newest checkpoint verified in this session (``console.proofs``), in memory only."""
     _stubs: dict[type, Any] = field(default_factory=dict)
 
     @classmethod

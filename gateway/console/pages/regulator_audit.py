@@ -26,7 +26,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.gateway.console.connection import Mode
 from credgate.gateway.console.labels import add_labels, translate
 from credgate.gateway.console.pages import page
-from credgate.gateway.console.proofs import check_checkpoint, check_inclusion
+from credgate.gateway.console.proofs import check_inclusion, latest_checkpoint
 from credgate.gateway.console.rendering import connection, enum_label, language, page_url, render
 
 PAGE_SIZE = 50
@@ -170,10 +170,7 @@ async def audit_entry(request: web.Request) -> web.StreamResponse:
     """One entry, with its inclusion in the latest checkpoint verified here."""
     gateway = connection(request)
     index = int(request.match_info["index"])
-    latest = await gateway.regulator.GetLatestCheckpoint(
-        regulator_pb.GetLatestCheckpointRequest(), timeout=gateway.timeout
-    )
-    checkpoint = check_checkpoint(latest.checkpoint.note, gateway.log_verifiers)
+    latest, checkpoint = await latest_checkpoint(gateway)
     size = checkpoint.signed.checkpoint.tree_size if checkpoint.signed else 0
     if checkpoint.signed is not None and index >= size:
         return render(

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb
 from credgate.gateway.console.connection import Mode
 from credgate.gateway.console.labels import add_labels
 from credgate.gateway.console.pages import page
-from credgate.gateway.console.proofs import check_checkpoint
+from credgate.gateway.console.proofs import latest_checkpoint
 from credgate.gateway.console.rendering import connection, render
 from credgate.gateway.console.witnesses import witness_views
 
@@ -18,10 +17,7 @@ from credgate.gateway.console.witnesses import witness_views
 @page("/regulator/checkpoints", mode=Mode.REGULATOR, nav="nav.checkpoints", order=20)
 async def checkpoints(request: web.Request) -> web.StreamResponse:
     gateway = connection(request)
-    latest = await gateway.regulator.GetLatestCheckpoint(
-        regulator_pb.GetLatestCheckpointRequest(), timeout=gateway.timeout
-    )
-    check = check_checkpoint(latest.checkpoint.note, gateway.log_verifiers)
+    latest, check = await latest_checkpoint(gateway)
     views = witness_views(
         latest.witnesses,
         latest.checkpoint.tree_size,
@@ -48,8 +44,10 @@ add_labels(
         "checkpoints.time": "Time (UTC)",
         "checkpoints.root": "Root hash",
         "checkpoints.origin": "Origin",
-        "checkpoints.verified": "signature verified with the pinned log key",
-        "checkpoints.not_verified": "signature NOT verified",
+        "checkpoints.verified": (
+            "signature verified with the pinned log key; extends every checkpoint seen before"
+        ),
+        "checkpoints.not_verified": "checkpoint NOT verified",
         "checkpoints.witnesses": "Witnesses",
         "checkpoints.no_witnesses": "The gateway submits its checkpoints to no witness.",
         "checkpoints.witness": "Witness",
@@ -70,8 +68,8 @@ add_labels(
         "checkpoints.time": "时间（UTC）",
         "checkpoints.root": "根哈希",
         "checkpoints.origin": "来源",
-        "checkpoints.verified": "签名已用固定的日志密钥验证",
-        "checkpoints.not_verified": "签名未通过验证",
+        "checkpoints.verified": "签名已用固定的日志密钥验证；与此前见到的检查点一致",
+        "checkpoints.not_verified": "检查点未通过验证",
         "checkpoints.witnesses": "见证人",
         "checkpoints.no_witnesses": "网关未将检查点提交给任何见证人。",
         "checkpoints.witness": "见证人",
