@@ -92,6 +92,8 @@ async def test_a_regulator_filters_the_log_and_sees_an_entry_verified(
         assert await page.locator("#inclusion.verified").count() == 1
         assert "bank-demo" in (await page.text_content("#entry") or "")
         await screenshot(page, "console-audit-entry-verified")
+        await page.click("text=Back to the log")  # to the same filtered view
+        assert await page.locator("#audit-entries tbody tr").count() == denied
 
 
 async def test_an_entry_is_not_shown_verified_against_another_log_key(

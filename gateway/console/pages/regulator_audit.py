@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -155,7 +156,7 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
         purposes=PURPOSES,
         outcomes=OUTCOMES,
         rows=[_row(record.entry) for record in answer.records],
-        filter_links=links,
+        entry_query=("?" + urllib.parse.urlencode(links)) if links else "",
         next_url=page_url(request, page_token=answer.next_page_token)
         if answer.next_page_token
         else "",
