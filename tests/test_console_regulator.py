@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as rec_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.cosignature import Cosigner
+from credgate.audit.log_signing_key import load_or_create_signer, public_key_path
 from credgate.audit.store_models import AuditWitnessStatusRow
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
+from credgate.gateway.witness.status import WitnessStatus, witness_statuses
 from tests.fixtures.console import open_console, running_console, screenshot
-from tests.fixtures.mocks import RunningGateway
+from tests.fixtures.mocks import RunningGateway, gateway_document
+from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import enrol_subject, subject_client
+from tests.witness_process import WitnessProcess
 from tests.workflow_support import WorkflowGateway, workflow_gateway
 
 __all__ = ["workflow_gateway"]  # the fixture, used by name
@@ -156,3 +165,76 @@ async def test_a_certificate_of_another_role_gets_no_regulator_page(
             response = await page.goto(console.base + path)
             assert response.status == 403, path
             assert "another kind of certificate" in (await page.text_content("#message") or "")
+
+
+async def test_a_real_witness_cosigns_and_the_console_alerts_when_it_goes_away(
+    mock_fleet: MockFleet, dev_pki: DevPki, browser: Any, tmp_path: Path
+) -> None:
+    """The gateway submits its checkpoints to a real ``credgate witness serve``: the console
+    verifies the stored cosignature with the pinned witness key; once the witness is gone and
+    the next checkpoint cannot be submitted, the checkpoints page raises UNREACHABLE."""
+    log_key = load_or_create_signer(tmp_path / "audit-log.key")  # the gateway's, made first
+    cosigner = Cosigner.generate("witness.console.test/w1")
+    witness_key = tmp_path / "witness.key"
+    witness_key.write_text(cosigner.to_skey() + "\n", encoding="utf-8")
+    witness_key.chmod(0o600)
+    witness = WitnessProcess(
+        witness_key,
+        tmp_path / "witness-state",
+        [public_key_path(tmp_path / "audit-log.key")],
+        tmp_path / "witness.out",
+    )
+    url = witness.start()
+    document = gateway_document(mock_fleet, dev_pki, tmp_path)
+    document["audit"] = {
+        "checkpoint_interval_seconds": 0.3,
+        "witnesses": [{"url": url, "key": cosigner.verifier.to_vkey()}],
+    }
+    built = await build_gateway(config_from_mapping(document, base_dir=tmp_path, environ={}))
+    running = RunningGateway(built, await built.start(), dev_pki)
+    try:
+        await _query(running)
+        await _until_witness(running, lambda s: s.outcome == "cosigned" and s.cosigned_size > 0)
+        async with running_console(
+            running,
+            "regulator-demo",
+            log_key=public_key_path(tmp_path / "audit-log.key"),
+            witness_keys=[cosigner.verifier.to_vkey()],
+        ) as console:
+            page = await open_console(browser, console)
+            await page.goto(console.base + "/regulator/checkpoints")
+            row = page.locator("tr[data-witness='witness.console.test/w1']")
+            cells = await row.locator("td").all_text_contents()
+            assert cells[1] == "cosigned"
+            assert cells[6] == "verified"
+            assert await page.locator("#witness-alerts").count() == 0
+            await screenshot(page, "console-witness-cosigned")
+
+            witness.stop()
+            await _query(running)  # a new entry: the next checkpoint goes to no one
+            await _until_witness(running, lambda s: s.outcome in ("unreachable", "error"))
+            await page.goto(console.base + "/regulator/checkpoints")
+            alerts = await page.text_content("#witness-alerts") or ""
+            assert "witness.console.test/w1" in alerts
+            assert alerts.count("UNREACHABLE") == 1  # the gateway's alert and ours, shown once
+            await screenshot(page, "console-witness-unreachable")
+    finally:
+        await built.stop(0)
+        witness.stop()
+    assert log_key.name  # the key the gateway signed with, made before it started
+
+
+async def _query(gateway: RunningGateway) -> None:
+    async with gateway.client("court-demo") as court:
+        await court.get_repair_status(
+            "44030519780512031X", purpose=vocab.PURPOSE_JUDICIAL_INVESTIGATION, case_reference=CASE
+        )
+
+
+async def _until_witness(gateway: RunningGateway, ready: Callable[[WitnessStatus], bool]) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            statuses = await witness_statuses(gateway.gateway.database)
+            if statuses and all(ready(s) for s in statuses):
+                return
+            await asyncio.sleep(0.1)

@@ -74,6 +74,8 @@ def test_the_gateways_own_alert_is_shown_even_when_the_console_sees_none() -> No
     # The same alert in the gateway's words and the console's is shown once.
     both = _status("refused", 5, dt.timedelta(minutes=1), alert="REFUSED: inconsistent")
     assert _alerts(both) == ["REFUSED: inconsistent"]
+    gone = _status("unreachable", 10, dt.timedelta(minutes=1), alert="UNREACHABLE since 10:00: x")
+    assert _alerts(gone) == ["UNREACHABLE since 10:00: x"]
 
 
 def test_a_cosignature_is_verified_with_the_pinned_keys_and_a_forged_one_alerts() -> None:

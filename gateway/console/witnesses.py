@@ -42,6 +42,14 @@ class WitnessView:
         return self.cosignature == "verified"
 
 
+_KINDS = ("REFUSED", "ROLLED BACK", "UNREACHABLE", "BEHIND")
+
+
+def _kind(alert: str) -> str:
+    """What an alert is about, whoever worded it (``UNREACHABLE since ...`` is UNREACHABLE)."""
+    return next((kind for kind in _KINDS if alert.startswith(kind)), alert)
+
+
 def _time(value: object) -> dt.datetime | None:
     seconds = getattr(value, "seconds", 0)
     nanos = getattr(value, "nanos", 0)
@@ -103,7 +111,7 @@ def witness_views(
         alerts = [
             a for a in (status.alert, console_alert(status, log_size, now, behind_after)) if a
         ]
-        if len(alerts) == 2 and alerts[1].split(":")[0] == alerts[0].split(":")[0]:
+        if len(alerts) == 2 and _kind(alerts[0]) == _kind(alerts[1]):
             alerts = alerts[:1]  # the same alert twice, in the gateway's words and ours
         cosignature = check_cosignature(status, log_verifiers, witness_verifiers)
         if cosignature.startswith("FAILED"):
