@@ -194,7 +194,9 @@ async def test_a_real_witness_cosigns_and_the_console_alerts_when_it_goes_away(
     running = RunningGateway(built, await built.start(), dev_pki)
     try:
         await _query(running)
-        await _until_witness(running, lambda s: s.outcome == "cosigned" and s.cosigned_size > 0)
+        await _until_witness(
+            running, lambda s: s.outcome == "cosigned" and (s.cosigned_size or 0) > 0
+        )
         async with running_console(
             running,
             "regulator-demo",
