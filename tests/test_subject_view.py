@@ -17,11 +17,11 @@ from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.api.credit_repair.v1 import workflow_pb2 as wf
-from credgate.gateway import subject_labels
 from credgate.gateway.client import CredgateError
-from credgate.gateway.repair_certificate_format import expand_certificate
-from credgate.gateway.subject_labels import LABELS, choose_language, enum_text, text
-from credgate.gateway.subject_view import (
+from credgate.gateway.console import subject_labels
+from credgate.gateway.console.labels import LABELS, translate
+from credgate.gateway.console.subject_labels import SUBJECT_LABEL_KEYS, enum_text
+from credgate.gateway.console.subject_view import (
     allowed_actions,
     change_own_grant,
     issue_certificate,
@@ -30,6 +30,7 @@ from credgate.gateway.subject_view import (
     own_grants,
     own_objections,
 )
+from credgate.gateway.repair_certificate_format import expand_certificate
 from tests.fixtures.subjects import enrol_subject, record_grant, subject_client
 from tests.workflow_support import WorkflowGateway, workflow_gateway
 
@@ -183,36 +184,22 @@ def test_every_value_the_subject_pages_show_is_labelled_in_both_languages() -> N
         for enum in shown
         for name in (value.name for value in enum.DESCRIPTOR.values)
         if not name.endswith("_UNSPECIFIED")
-        for language in subject_labels.LANGUAGES
-        if name not in LABELS[language]
+        for language in ("en", "zh")
+        if "enum." + name not in LABELS[language]
     ]
     assert not missing
-    assert set(LABELS["zh"]) == set(LABELS["en"])
-    chinese = [k for k, v in LABELS["zh"].items() if not any("\u4e00" <= c <= "\u9fff" for c in v)]
-    assert not chinese  # every zh label is written in Chinese, not left in English
-    assert enum_text("zh", consent_pb2.ConsentState, consent_pb2.CONSENT_STATE_REVOKED) == "已撤回"
-    assert enum_text("en", consent_pb2.ConsentState, consent_pb2.CONSENT_STATE_REVOKED) == (
-        "Withdrawn"
-    )
-    assert text("zh", "no.such.label") == "no.such.label"
+    states = ("NO_RECORD", "PROCEDURE_PENDING", "OBSERVATION", "DISCLOSURE_SUSPENDED")
+    for state in (*states, "RESTORED", "REVOKED"):  # a certificate's states
+        assert "state." + state in SUBJECT_LABEL_KEYS
+    for language in ("en", "zh"):
+        assert set(LABELS[language]) >= SUBJECT_LABEL_KEYS
+    not_chinese = [
+        k for k in SUBJECT_LABEL_KEYS if not any("\u4e00" <= c <= "\u9fff" for c in LABELS["zh"][k])
+    ]
+    assert not not_chinese  # every zh label is written in Chinese, not left in English
+    revoked = consent_pb2.CONSENT_STATE_REVOKED
+    assert enum_text("zh", consent_pb2.ConsentState, revoked) == "已撤回"
+    assert enum_text("en", consent_pb2.ConsentState, revoked) == "Withdrawn"
+    assert translate("zh", "subject.grants") == "我的授权"
     assert allowed_actions(consent_pb2.CONSENT_STATE_EXPIRED) == ()
-
-
-@pytest.mark.parametrize(
-    ("query", "cookie", "accept", "chosen"),
-    [
-        ("zh", "en", "en-US", "zh"),
-        (None, "zh", "en-US,en;q=0.9", "zh"),
-        ("fr", "en", "zh-CN", "en"),  # an unsupported ?lang= falls through to the cookie
-        (None, None, "zh-CN,zh;q=0.9,en;q=0.8", "zh"),
-        (None, None, "en;q=0.5,zh-TW;q=0.8", "zh"),
-        (None, None, "fr-FR,en;q=0.3", "en"),
-        (None, None, "zh;q=0", "en"),
-        (None, None, "zh;q=bad,en", "en"),
-        (None, None, None, "en"),
-    ],
-)
-def test_the_language_comes_from_the_query_then_the_cookie_then_the_browser(
-    query: str | None, cookie: str | None, accept: str | None, chosen: str
-) -> None:
-    assert choose_language(query, cookie, accept) == chosen
+    assert subject_labels.enum_key(consent_pb2.ConsentState, 99) == "99"

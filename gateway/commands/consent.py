@@ -3,7 +3,7 @@
 ``keygen`` makes the consent-signing key an enrolment office enrols; ``receipt`` fetches the
 gateway-signed receipt of a grant (``--verify`` checks it against the keys the gateway
 publishes); ``pause``, ``resume`` and ``withdraw`` sign a ``ConsentStateChange`` locally with
-the subject's key file (``gateway.subject_view.change_own_grant`` over
+the subject's key file (``gateway.console.subject_view.change_own_grant`` over
 ``consent.state_change.sign_state_change``, the code the console's subject mode, the demo and
 the tests sign with) and send it. The key never leaves the machine: only the statement and its
 signature travel. Calls connect with the caller's certificate from a PKI directory; a subject
@@ -198,7 +198,7 @@ def cmd_change_state(args: argparse.Namespace) -> int:
     from credgate.gateway.client import CredgateError
     from credgate.gateway.report_text import enum_label
     from credgate.gateway.subject_key_file import load_subject_key
-    from credgate.gateway.subject_view import change_own_grant
+    from credgate.gateway.console.subject_view import change_own_grant
 
     key = load_subject_key(Path(args.subject_key))
 
