@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 
 from credgate.adapters.mocks.population import Population
@@ -20,6 +21,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.gateway.client import CredgateError
 from credgate.gateway.console.app import Console
 from credgate.gateway.console.connection import GatewayConnection
+from credgate.gateway.pki import institution_paths
 from credgate.gateway.subject_key_file import write_subject_key
 from tests.fixtures.console import RunningConsole, open_console, screenshot
 from tests.fixtures.mocks import RunningGateway
@@ -43,7 +45,9 @@ async def subject_console(
     gateway: RunningGateway, subject: Subject, key_file: Path | None
 ) -> AsyncIterator[RunningConsole]:
     """A console with the subject's own certificate and (``--subject-key``) key file."""
-    paths = issue_subject_certificate(gateway, subject)
+    paths = institution_paths(gateway.pki.paths.directory, subject.institution_id)
+    if not paths.cert.exists():
+        issue_subject_certificate(gateway, subject)
     connection = GatewayConnection.open(
         gateway.target,
         ca=gateway.pki.paths.ca_cert,
@@ -179,3 +183,45 @@ async def test_a_subject_sees_an_objection_and_downloads_a_certificate_that_veri
     )
     assert code == 0, err
     assert out.startswith("VALID RESTORED restored_on=")
+
+
+def _session() -> aiohttp.ClientSession:
+    # unsafe=True: aiohttp's jar otherwise ignores cookies set by an IP-address host.
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def test_a_change_without_a_usable_key_sends_nothing_and_says_why(
+    workflow_gateway: WorkflowGateway, population: Population, tmp_path: Path
+) -> None:
+    """Plain HTTP (no browser): no --subject-key, a key file others may read, an unknown
+    action, a certificate id never issued — each refused by the console, the grant untouched."""
+    gateway = workflow_gateway.running
+    number = population.scenarios["restored_reorganization"].person.identity_number
+    subject = await enrol_subject(gateway, number)
+    grant = await record_grant(
+        gateway, subject, grantee="bank-demo", purposes=[REVIEW], categories=[REPAIR]
+    )
+    readable = tmp_path / "shared-key.pem"
+    write_subject_key(readable, subject.key)
+    readable.chmod(0o644)
+    change = {"consent_id": grant.consent_id, "action": "withdraw"}
+    for key_file, status, says in ((None, 409, "--subject-key"), (readable, 409, "subject key")):
+        async with subject_console(gateway, subject, key_file) as console, _session() as http:
+            async with http.get(console.url) as response:
+                assert response.status == 200
+            csrf = console.console.gate.sessions[next(iter(console.console.gate.sessions))]
+            async with http.get(console.base + "/subject/grants") as response:
+                page = await response.text()
+                assert (key_file is None) == ('id="no-key"' in page)
+                assert (key_file is None) == ("button" not in page)
+            posted = {**change, "csrf": csrf}
+            async with http.post(console.base + "/subject/grants", data=posted) as response:
+                assert response.status == status
+                assert says in await response.text()
+            bad = {**posted, "action": "delete"}
+            async with http.post(console.base + "/subject/grants", data=bad) as response:
+                assert response.status == 400
+            never = console.base + "/subject/certificate/no-such-id.txt"
+            async with http.get(never) as response:
+                assert response.status == 404
+    assert await _bank_query(gateway, number, grant.consent_id) == "ALLOWED"

@@ -19,6 +19,7 @@ from credgate.gateway.console.pages import page
 from credgate.gateway.console.rendering import connection, language, render
 from credgate.gateway.console.subject_common import enum_labeller, refused, subject_key
 from credgate.gateway.console.subject_view import GRANT_ACTIONS, change_own_grant, own_grants
+from credgate.gateway.subject_key_file import SubjectKeyFileError
 
 PATH = "/subject/grants"
 
@@ -51,7 +52,10 @@ async def change_grant(request: web.Request) -> web.StreamResponse:
     consent_id, action = str(form.get("consent_id", "")), str(form.get("action", ""))
     if action not in GRANT_ACTIONS or not consent_id:
         raise web.HTTPBadRequest(text="a grant and one of pause, resume, withdraw")
-    key = subject_key(request)
+    try:
+        key = subject_key(request)
+    except SubjectKeyFileError as unusable:  # says which file and why; nothing was sent
+        return render(request, "message.html", status=409, message=str(unusable))
     if key is None:
         message = translate(language(request), "subject.no_key")
         return render(request, "message.html", status=409, message=message)
