@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import zxingcpp
 
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
@@ -31,6 +32,7 @@ from tests.fixtures.subjects import (
     issue_subject_certificate,
     record_grant,
 )
+from tests.png_pixels import grey_pixels
 from tests.test_consent_cli import credgate
 from tests.workflow_support import WorkflowGateway, workflow_gateway
 
@@ -168,7 +170,10 @@ async def test_a_subject_sees_an_objection_and_downloads_a_certificate_that_veri
             await page.click("#issue-certificate button")
         assert await page.locator("#certificate").get_attribute("data-state") == "RESTORED"
         assert await page.locator("#certificate-verified").count() == 1
-        assert await page.locator("#certificate-qr svg path").count() >= 1
+        shown = await page.locator("#certificate-qr svg").screenshot()  # as a phone sees it
+        pixels, _, _ = grey_pixels(shown)
+        [scanned] = zxingcpp.read_barcodes(pixels)
+        (tmp_path / "scanned.txt").write_text(scanned.text + "\n")
         assert number not in await page.content()  # the number is not echoed back
         await screenshot(page, "subject-certificate")
         async with page.expect_download() as caught:
@@ -178,11 +183,13 @@ async def test_a_subject_sees_an_objection_and_downloads_a_certificate_that_veri
 
     assert saved.read_text().startswith("CGRC1.")
     where = ["--target", gateway.target, "--pki-dir", str(gateway.pki.paths.directory)]
-    code, out, err = await credgate(
-        "verify-certificate", str(saved), *where, "--identity-number", number
-    )
-    assert code == 0, err
-    assert out.startswith("VALID RESTORED restored_on=")
+    for read in (saved, tmp_path / "scanned.txt"):  # the file, and the QR as scanned
+        code, out, err = await credgate(
+            "verify-certificate", str(read), *where, "--identity-number", number
+        )
+        assert code == 0, err
+        assert out.startswith("VALID RESTORED restored_on=")
+    assert (tmp_path / "scanned.txt").read_text().startswith("CGRC1Z:")
 
 
 def _session() -> aiohttp.ClientSession:
