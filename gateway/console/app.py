@@ -115,7 +115,7 @@ class Console:
         app[CONNECTION_KEY] = self.connection
         app.on_response_prepare.append(add_security_headers)
         for entry in discover():
-            app.router.add_route(entry.method, entry.path, _mode_guard(entry))
+            app.router.add_route(entry.method, entry.path, _mode_guard(entry), name=entry.name)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         return app
 
@@ -132,10 +132,10 @@ class Console:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        if server is None or not server.sockets:
+        addresses = self._runner.addresses
+        if not addresses:
             raise RuntimeError("the console's listening socket did not open")
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = int(addresses[0][1])
         return self.url
 
     async def stop(self) -> None:

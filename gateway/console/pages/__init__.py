@@ -11,6 +11,7 @@ A page is an aiohttp handler registered with ``@page``::
         response = await connection(request).objections.ListOverdueObjections(...)
         return render(request, "regulator/objections.html", objections=response.objections)
 
+``name`` (default: the handler's name) names the route for ``router[name].url_for()``;
 ``mode`` is who the page is for (the wrong certificate gets a 403 page; None: everyone);
 ``nav`` a label key to show it in the navigation bar, ordered by ``order``; ``method`` GET
 (the default) or POST. Every module in this package is imported by ``discover()``, so a new
@@ -39,6 +40,8 @@ class Page:
     nav: str | None
     order: int
     method: str
+    name: str
+    """The route's name, for ``request.app.router[name].url_for()``."""
 
 
 PAGES: list[Page] = []
@@ -51,13 +54,14 @@ def page(
     nav: str | None = None,
     order: int = 100,
     method: str = "GET",
+    name: str = "",
 ) -> Callable[[Handler], Handler]:
     """Register the decorated handler at ``path`` (see the module docstring)."""
 
     def register(handler: Handler) -> Handler:
         if any(p.path == path and p.method == method for p in PAGES):
             raise ValueError(f"two console pages at {method} {path}")
-        PAGES.append(Page(path, handler, mode, nav, order, method))
+        PAGES.append(Page(path, handler, mode, nav, order, method, name or handler.__name__))
         return handler
 
     return register
