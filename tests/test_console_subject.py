@@ -7,8 +7,7 @@ accepts. Screenshots go to ``$CREDGATE_TEST_ARTIFACTS`` (``build/test-artifacts/
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,9 @@ from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.gateway.client import CredgateError
-from credgate.gateway.console.app import Console
-from credgate.gateway.console.connection import GatewayConnection
 from credgate.gateway.pki import institution_paths
 from credgate.gateway.subject_key_file import write_subject_key
-from tests.fixtures.console import RunningConsole, open_console, screenshot
+from tests.fixtures.console import RunningConsole, open_console, running_console, screenshot
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.subjects import (
     Subject,
@@ -42,27 +39,14 @@ REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
 REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
 
 
-@asynccontextmanager
-async def subject_console(
+def subject_console(
     gateway: RunningGateway, subject: Subject, key_file: Path | None
-) -> AsyncIterator[RunningConsole]:
+) -> AbstractAsyncContextManager[RunningConsole]:
     """A console with the subject's own certificate and (``--subject-key``) key file."""
     paths = institution_paths(gateway.pki.paths.directory, subject.institution_id)
     if not paths.cert.exists():
         issue_subject_certificate(gateway, subject)
-    connection = GatewayConnection.open(
-        gateway.target,
-        ca=gateway.pki.paths.ca_cert,
-        cert=paths.cert,
-        key=paths.key,
-        subject_key=key_file,
-    )
-    console = Console(connection)
-    url = await console.start(host="127.0.0.1", port=0)
-    try:
-        yield RunningConsole(console, url)
-    finally:
-        await console.stop()
+    return running_console(gateway, "", certificate=paths, subject_key=key_file)
 
 
 async def _bank_query(gateway: RunningGateway, number: str, consent_id: str) -> str:
