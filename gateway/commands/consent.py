@@ -196,9 +196,9 @@ def cmd_change_state(args: argparse.Namespace) -> int:
 
     from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
     from credgate.gateway.client import CredgateError
+    from credgate.gateway.console.subject_view import change_own_grant
     from credgate.gateway.report_text import enum_label
     from credgate.gateway.subject_key_file import load_subject_key
-    from credgate.gateway.console.subject_view import change_own_grant
 
     key = load_subject_key(Path(args.subject_key))
 

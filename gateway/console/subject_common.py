@@ -20,7 +20,7 @@ def enum_labeller(request: web.Request) -> Any:
     lang = language(request)
 
     def labelled(enum: Any, value: int) -> str:
-        return translate(lang, enum_key(enum, value))
+        return "-" if value == 0 else translate(lang, enum_key(enum, value))  # 0: not set
 
     return labelled
 
