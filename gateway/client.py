@@ -39,6 +39,10 @@ import grpc
 from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
+from credgate.api.credit_repair.v1 import objection_service_pb2 as objection_pb2
+from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as objection_grpc
+from credgate.api.credit_repair.v1 import repair_application_service_pb2 as application_pb2
+from credgate.api.credit_repair.v1 import repair_application_service_pb2_grpc as application_grpc
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as service_grpc
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
@@ -211,6 +215,8 @@ class CredgateClient:
         self._consents = consent_grpc.ConsentServiceStub(channel)
         self._signing_key_stub = keys_grpc.SigningKeyServiceStub(channel)
         self._self_inquiry = self_grpc.SelfInquiryServiceStub(channel)
+        self._objections = objection_grpc.ObjectionServiceStub(channel)
+        self._applications = application_grpc.RepairApplicationServiceStub(channel)
         self._pinned = signing_keys is not None
         self._keys: dict[str, bytes] = index_public_keys(signing_keys or ())
         self._keys_lock = asyncio.Lock()
@@ -629,6 +635,36 @@ class CredgateClient:
                 timeout=timeout,
             ),
             lambda page: page.accesses,
+        )
+
+    async def list_objections(
+        self, *, open_only: bool = False, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> list[objection_pb2.Objection]:
+        """The caller's objections (all pages), newest first: a subject's own, an authorized
+        party's filed ones, a data provider's routed ones; with their deadlines and steps."""
+        return await self._every_page(
+            lambda token: self._objections.ListObjections(
+                objection_pb2.ListObjectionsRequest(
+                    page_size=_LIST_PAGE_SIZE, page_token=token, open_only=open_only
+                ),
+                timeout=timeout,
+            ),
+            lambda page: page.objections,
+        )
+
+    async def list_repair_applications(
+        self, *, open_only: bool = False, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> list[application_pb2.RepairApplication]:
+        """The caller's repair applications (all pages), newest first: a subject's own, with
+        their stages and deadlines."""
+        return await self._every_page(
+            lambda token: self._applications.ListRepairApplications(
+                application_pb2.ListRepairApplicationsRequest(
+                    page_size=_LIST_PAGE_SIZE, page_token=token, open_only=open_only
+                ),
+                timeout=timeout,
+            ),
+            lambda page: page.applications,
         )
 
     async def _every_page(

@@ -16,6 +16,16 @@ bytes and ships bytes: a verifier checks the signature over the bytes it receive
 then parses them, so no canonicalization is needed to verify. The context keeps certificate,
 status-list, receipt and report signatures from passing as one another.
 
+The same signed bytes travel in a QR code in a compact form (``compact_certificate``)::
+
+    CGRC1Z:<base45(zlib(payload) || signature)>
+
+base45 (RFC 9285) uses only the QR alphanumeric alphabet and zlib shrinks the JSON, so the
+code needs about half the modules of the text form (version 14 against 21 at level M, the
+difference between a code a phone reads off a screen at arm's length and one it does not).
+``verify_certificate`` accepts either form: expanding the compact one gives back the exact
+payload bytes and signature the gateway made, so nothing is re-signed or re-serialized.
+
 The status list is ``CGSL1.<payload>.<signature>`` under ``STATUS_LIST_CONTEXT``; its payload
 carries a bitstring (bit ``i``: byte ``i // 8``, most significant bit first) where a set bit
 means the certificate at that index is revoked — its subject's state no longer is the state
@@ -34,6 +44,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +59,10 @@ from credgate.core.identity_number import normalize
 from credgate.gateway.report_signing import SIGNATURE_BYTES, raw_public_key, signing_key_id
 
 CERTIFICATE_PREFIX = "CGRC1"
+COMPACT_PREFIX = "CGRC1Z:"
+MAX_PAYLOAD_BYTES = 4096
+"""No certificate payload is near this (about 400 bytes); a compact form that inflates past
+it is refused rather than inflated further (a few bytes of zlib can claim gigabytes)."""
 STATUS_LIST_PREFIX = "CGSL1"
 CERTIFICATE_CONTEXT = b"credgate/repair-certificate/v1\x00"
 STATUS_LIST_CONTEXT = b"credgate/certificate-status-list/v1\x00"
@@ -117,6 +132,74 @@ def unb64u(text: str) -> bytes:
     if b64u(data) != text:  # one encoding per byte string: no second spelling verifies
         raise ValueError("not canonical base64url")
     return data
+
+
+BASE45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+_BASE45_VALUES = {c: i for i, c in enumerate(BASE45_ALPHABET)}
+
+
+def b45encode(data: bytes) -> str:
+    """base45 (RFC 9285): two bytes to three characters of the QR alphanumeric alphabet."""
+    out = []
+    for i in range(0, len(data) - 1, 2):
+        n = data[i] * 256 + data[i + 1]
+        out += [BASE45_ALPHABET[n % 45], BASE45_ALPHABET[n // 45 % 45], BASE45_ALPHABET[n // 2025]]
+    if len(data) % 2:
+        n = data[-1]
+        out += [BASE45_ALPHABET[n % 45], BASE45_ALPHABET[n // 45]]
+    return "".join(out)
+
+
+def b45decode(text: str) -> bytes:
+    """Inverse of ``b45encode``; strict (``ValueError`` for any other spelling)."""
+    if len(text) % 3 == 1:
+        raise ValueError("not base45: wrong length")
+    try:
+        values = [_BASE45_VALUES[c] for c in text]
+    except KeyError:
+        raise ValueError("not base45: a character outside its alphabet") from None
+    out = bytearray()
+    for i in range(0, len(values), 3):
+        chunk = values[i : i + 3]
+        n = sum(v * 45**k for k, v in enumerate(chunk))
+        if len(chunk) == 3:
+            if n > 0xFFFF:
+                raise ValueError("not base45: a group out of range")
+            out += n.to_bytes(2, "big")
+        else:
+            if n > 0xFF:
+                raise ValueError("not base45: a group out of range")
+            out.append(n)
+    return bytes(out)
+
+
+def compact_certificate(text: str) -> str:
+    """The certificate ``text`` (``CGRC1.…``) in its QR form ``CGRC1Z:<base45>``: the same
+    payload bytes (deflated) and the same signature, checked by ``verify_certificate`` alike."""
+    parts = text.strip().split(".")
+    if len(parts) != 3 or parts[0] != CERTIFICATE_PREFIX:
+        raise ValueError("not a certificate")
+    body, signature = unb64u(parts[1]), unb64u(parts[2])
+    return COMPACT_PREFIX + b45encode(zlib.compress(body, 9) + signature)
+
+
+def expand_certificate(text: str) -> str:
+    """The ``CGRC1.…`` text form of a certificate in either form (the text form unchanged);
+    ``CertificateVerificationError`` (``MALFORMED``) for a compact form that does not decode."""
+    text = text.strip()
+    if not text.startswith(COMPACT_PREFIX):
+        return text
+    try:
+        data = b45decode(text[len(COMPACT_PREFIX) :])
+        if len(data) <= SIGNATURE_BYTES:
+            raise ValueError("too short")
+        inflater = zlib.decompressobj()
+        body = inflater.decompress(data[:-SIGNATURE_BYTES], MAX_PAYLOAD_BYTES + 1)
+        if len(body) > MAX_PAYLOAD_BYTES or not inflater.eof or inflater.unused_data:
+            raise ValueError("not one bounded zlib stream")
+    except (ValueError, zlib.error):
+        raise CertificateVerificationError("MALFORMED", "not a certificate") from None
+    return f"{CERTIFICATE_PREFIX}.{b64u(body)}.{b64u(data[-SIGNATURE_BYTES:])}"
 
 
 def subject_commitment(salt: bytes, identity_number: str) -> bytes:
@@ -254,7 +337,8 @@ def verify_certificate(
     status_max_age: dt.timedelta | None = None,
     identity_number: str | None = None,
 ) -> Certificate:
-    """The certificate in ``text`` after proving the gateway signed it and it holds now.
+    """The certificate in ``text`` (either form: ``CGRC1.…`` or the QR's ``CGRC1Z:…``) after
+    proving the gateway signed it and it holds now.
 
     ``public_keys``: ``report_signing.index_public_keys`` of the published keys. With
     ``status_list`` (from ``read_status_list``, as fresh as the lender wants), a revoked
@@ -263,6 +347,7 @@ def verify_certificate(
     certificate about someone else is refused. Works offline. Raises
     ``CertificateVerificationError``.
     """
+    text = expand_certificate(text)
     payload = _open(text, CERTIFICATE_PREFIX, CERTIFICATE_CONTEXT, public_keys, "certificate")
     try:
         if payload["typ"] != CERTIFICATE_TYPE:

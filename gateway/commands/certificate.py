@@ -16,6 +16,7 @@ from credgate.gateway.commands.common import (
     EXIT_DENIED,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     command,
     json_flag,
     print_json,
@@ -35,7 +36,12 @@ def _refused(error: Any) -> int:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
+    from credgate.gateway.certificate_qr import QR_FORMATS
     from credgate.gateway.client import CredgateError
+
+    if args.qr and Path(args.qr).suffix.lower() not in QR_FORMATS:
+        print(f"credgate: --qr {args.qr}: name a .svg or .png file", file=sys.stderr)
+        return EXIT_USAGE
 
     async def run() -> str:
         async with _client(args) as client:
@@ -50,6 +56,11 @@ def cmd_issue(args: argparse.Namespace) -> int:
         return _refused(error)
     Path(args.out).write_text(text + "\n", encoding="ascii")
     print(f"certificate written to {args.out} ({len(text)} characters)")
+    if args.qr:
+        from credgate.gateway.certificate_qr import certificate_qr, save_certificate_qr
+
+        save_certificate_qr(text, Path(args.qr))
+        print(f"QR code written to {args.qr} (version {certificate_qr(text).version})")
     return EXIT_OK
 
 
@@ -159,16 +170,23 @@ def register(subparsers: Any) -> None:
         "issue",
         help="ask the gateway for a certificate of the caller's own repair state",
         examples=[
-            "credgate certificate issue 440304198511030421 --institution subject.abc --out c.txt"
+            "credgate certificate issue 440304198511030421 --institution subject.abc --out c.txt",
+            "credgate certificate issue 440304198511030421 --institution subject.abc --out c.txt "
+            "--qr c.svg",
         ],
         description="Ask the gateway, with the subject's certificate, for a signed certificate "
         "of the subject's own repair state and its dates (no identity number, no name), and "
-        "write it to --out as one line (docs/certificate.md). Issuing is recorded in the audit "
-        "log. Exit 3 if refused.",
+        "write it to --out as one line (docs/certificate.md), and with --qr as a QR code. "
+        "Issuing is recorded in the audit log. Exit 3 if refused.",
     )
     p.add_argument("identity_number", help="the subject's own identity number")
     p.add_argument("--out", required=True, help="file to write the certificate to")
     p.add_argument("--days", type=int, default=0, help="validity in days, 1-90 (default 30)")
+    p.add_argument(
+        "--qr",
+        help="also write the certificate as a QR code to this .svg or .png file (its content "
+        "is the certificate's compact form, which verify-certificate accepts)",
+    )
     _connection(p, "subject")
     p.set_defaults(func=cmd_issue)
 
@@ -197,7 +215,9 @@ def register(subparsers: Any) -> None:
         "offline (saved with 'credgate certificate status'; add --status-list to check "
         "revocation); without, it fetches the keys and the status list from the gateway now.",
     )
-    p.add_argument("file", help="the certificate file")
+    p.add_argument(
+        "file", help="the certificate file (the text form, or the compact form a QR code holds)"
+    )
     p.add_argument("--keys", help="saved signing keys (JSON); offline")
     p.add_argument("--status-list", help="saved status list; with --keys")
     p.add_argument("--identity-number", help="the applicant's identity number, to bind it")

@@ -3,8 +3,9 @@
 ``keygen`` makes the consent-signing key an enrolment office enrols; ``receipt`` fetches the
 gateway-signed receipt of a grant (``--verify`` checks it against the keys the gateway
 publishes); ``pause``, ``resume`` and ``withdraw`` sign a ``ConsentStateChange`` locally with
-the subject's key file (``consent.state_change.sign_state_change``, the code the demo and the
-tests sign with) and send it. The key never leaves the machine: only the statement and its
+the subject's key file (``gateway.console.subject_view.change_own_grant`` over
+``consent.state_change.sign_state_change``, the code the console's subject mode, the demo and
+the tests sign with) and send it. The key never leaves the machine: only the statement and its
 signature travel. Calls connect with the caller's certificate from a PKI directory; a subject
 whose key file is given needs no ``--institution`` (their certificate's id is derived from
 the key: ``subject.<key id>``). A refusal exits 3, a failure 1, as ``credgate query``.
@@ -34,9 +35,6 @@ from credgate.gateway.commands.query import _REFUSALS
 if TYPE_CHECKING:
     from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
     from credgate.gateway.client import CredgateClient, CredgateError
-
-_NEW_STATES = {"pause": "PAUSED", "resume": "ACTIVE", "withdraw": "REVOKED"}
-"""Each state-change command and the state its statement asks for."""
 
 
 def _refused(error: CredgateError) -> int:
@@ -197,19 +195,19 @@ def cmd_change_state(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
-    from credgate.consent.state_change import sign_state_change
     from credgate.gateway.client import CredgateError
+    from credgate.gateway.console.subject_view import change_own_grant
     from credgate.gateway.report_text import enum_label
     from credgate.gateway.subject_key_file import load_subject_key
 
     key = load_subject_key(Path(args.subject_key))
-    new_state = consent_pb2.ConsentState.Value("CONSENT_STATE_" + _NEW_STATES[args.action])
-    signed, signature = sign_state_change(key, args.consent_id, new_state, dt.datetime.now(dt.UTC))
 
     async def run() -> int:
         async with _client(args) as client:
             try:
-                grant = await client.change_consent_state(signed, signature, timeout=args.timeout)
+                grant = await change_own_grant(
+                    client, key, args.consent_id, args.action, timeout=args.timeout
+                )
             except CredgateError as error:
                 return _refused(error)
         if args.json:
