@@ -45,11 +45,8 @@ digits hold 18 decimal ones in a row about once in 300 traces, which must not fa
 _IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
 _MAX_TEXT = 256
 _RPC_METHOD = re.compile(r"/[A-Za-z][A-Za-z0-9_.]{0,127}/[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
-_FIELD_PATH = re.compile(
-    r"[a-z_][a-z0-9_]{0,63}(?:\[[0-9]{1,4}\])?(?:\.[a-z_][a-z0-9_]{0,63}"
-    r"(?:\[[0-9]{1,4}\])?){0,7}|request",
-    re.ASCII,
-)
+_FIELD_PATH = re.compile(r"[a-z_][a-z0-9_]{0,63}(?:\[[0-9]{1,4}\])?(?:\.[a-z_][a-z0-9_]{0,63}"
+                         r"(?:\[[0-9]{1,4}\])?){0,7}|request", re.ASCII)
 """A refused request's field paths as the input rules name them; ``request`` for bytes that
 do not even parse."""
 _ACTIONS = frozenset(audit_pb2.AuditAction.values())
