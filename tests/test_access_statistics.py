@@ -22,9 +22,11 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects import sqlite
 
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
+from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as pb
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as pb_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
@@ -61,7 +63,10 @@ async def audit_log(database: Database, tmp_path: Path) -> AsyncIterator[AuditLo
 
 
 # (institution, purpose, outcome, reason, subject, time)
-SEEDED: list[tuple[str, int, int, str, int, dt.datetime]] = [
+Seeded = tuple[
+    str, vocab.Purpose.ValueType, audit_pb2.AuditOutcome.ValueType, str, int, dt.datetime
+]
+SEEDED: list[Seeded] = [
     ("bank-a", REVIEW, DENIED, "CONSENT_MISSING", 1, JUST_BEFORE),
     ("bank-a", REVIEW, DENIED, "CONSENT_MISSING", 1, MIDNIGHT),
     ("bank-a", REVIEW, DENIED, "CONSENT_EXPIRED", 2, MIDNIGHT + dt.timedelta(hours=3)),
@@ -97,7 +102,7 @@ async def seed(log: AuditLog) -> None:
         )
 
 
-def in_window(start: dt.datetime, end: dt.datetime) -> list[tuple[str, int, int, str, int, Any]]:
+def in_window(start: dt.datetime, end: dt.datetime) -> list[Seeded]:
     return [row for row in SEEDED if start <= row[5] < end]
 
 
@@ -133,11 +138,11 @@ async def test_the_queries_count_per_utc_day_reason_and_subject(audit_log: Audit
             for i in sorted(refused.keys() | exempt.keys())
         ]
     # The boundaries, spelled out: the last microsecond before midnight is the day before.
-    daily = {(d.day, d.institution_id): d for d in await daily_counts(database, START, END)}
-    assert daily[(JUST_BEFORE.date(), "bank-a")].denied == 1
-    assert daily[(MIDNIGHT.date(), "bank-a")].denied == 3
-    assert daily[(MIDNIGHT.date(), "agency-c")].allowed == 1
-    assert (MIDNIGHT.date() + dt.timedelta(days=1), "bank-a") in daily
+    by_day = {(d.day, d.institution_id): d for d in await daily_counts(database, START, END)}
+    assert by_day[(JUST_BEFORE.date(), "bank-a")].denied == 1
+    assert by_day[(MIDNIGHT.date(), "bank-a")].denied == 3
+    assert by_day[(MIDNIGHT.date(), "agency-c")].allowed == 1
+    assert (MIDNIGHT.date() + dt.timedelta(days=1), "bank-a") in by_day
     # The subject's own inquiry needs no consent but is not "without consent".
     assert SELF not in EXEMPT_PURPOSES
     assert JUDICIAL in EXEMPT_PURPOSES
@@ -162,7 +167,7 @@ async def test_sqlite_counts_from_the_covering_index_alone(audit_log: AuditLog) 
     async with database.session() as session:
         for statement in statements:
             compiled = statement.compile(
-                dialect=session.bind.dialect, compile_kwargs={"literal_binds": True}
+                dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
             )
             plan = (await session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
             details = " ".join(str(row[-1]) for row in plan)
@@ -177,7 +182,10 @@ async def statistics(
 ) -> pb.GetAccessStatisticsResponse:
     async with mtls_channel(gateway.pki, gateway.port, who) as channel:
         stub = pb_grpc.RegulatorServiceStub(channel)
-        return await stub.GetAccessStatistics(pb.GetAccessStatisticsRequest(**fields), timeout=10)
+        answer: pb.GetAccessStatisticsResponse = await stub.GetAccessStatistics(
+            pb.GetAccessStatisticsRequest(**fields), timeout=10
+        )
+        return answer
 
 
 async def refusal(gateway: RunningGateway, who: str, **fields: Any) -> tuple[str, str, list[str]]:

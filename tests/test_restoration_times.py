@@ -44,7 +44,10 @@ async def page(
     async with mtls_channel(gateway.pki, gateway.port, who) as channel:
         stub = pb_grpc.ReconciliationServiceStub(channel)
         request = pb.ListRestorationTimesRequest(**fields)  # type: ignore[arg-type]
-        return await stub.ListRestorationTimes(request, timeout=10)
+        answer: pb.ListRestorationTimesResponse = await stub.ListRestorationTimes(
+            request, timeout=10
+        )
+        return answer
 
 
 async def every_page(
