@@ -21,6 +21,7 @@ from credgate.gateway.commands import (
     audit,
     certificate,
     consent,
+    console,
     database,
     demo,
     health,
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     workflows.register(sub)  # credgate objections|applications
     reconcile.register(sub)  # (docs/sync.md)
     witness.register(sub)  # credgate witness keygen|serve|show (docs/audit.md, "Witnesses")
+    console.register(sub)  # credgate console: the browser console (docs/console.md)
     # Register further commands above this line: every command's --help gets the exit codes.
     finish_help(parser)
     return parser

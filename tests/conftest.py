@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.mocks",
     "tests.fixtures.logging_state",
     "tests.fixtures.namespace",
+    "tests.fixtures.console",
     # The adapter conformance kit's fixtures: opt-in, as in any project that uses the kit.
     "credgate.adapters.testing",
 ]
