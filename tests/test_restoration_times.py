@@ -28,7 +28,7 @@ from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.reconciliation.restorations import nearest_rank
+from credgate.gateway.reconciliation.restorations import HISTOGRAM_BOUNDS, nearest_rank
 from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki, mtls_channel
@@ -158,6 +158,16 @@ async def test_restorations_are_timed_from_the_ruling_until_every_source_agrees(
         assert summary.p90.ToTimedelta() == durations[nearest_rank(2, 90)] == durations[1]
         assert summary.max.ToTimedelta() == durations[1]
         assert before - ruled[c] <= summary.oldest_open_age.ToTimedelta() <= after - ruled[c]
+        bounds = [*HISTOGRAM_BOUNDS, None]
+        assert [
+            (b.upper_bound.ToTimedelta() if b.HasField("upper_bound") else None)
+            for b in summary.histogram
+        ] == bounds
+        lower = [dt.timedelta(0), *HISTOGRAM_BOUNDS]
+        assert [b.count for b in summary.histogram] == [
+            sum(1 for d in durations if lower[i] <= d and (bound is None or d < bound))
+            for i, bound in enumerate(bounds)
+        ]
 
         # The platform moves the third subject out of RESTORED before the registry agreed:
         # there is no restoration left to finish.

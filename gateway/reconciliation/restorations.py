@@ -41,6 +41,8 @@ _R = RestorationRow
 _table = cast(Table, RestorationRow.__table__)
 _MICROSECOND = dt.timedelta(microseconds=1)
 IN_LIMIT = 500
+HISTOGRAM_BOUNDS = tuple(dt.timedelta(days=days) for days in (1 / 24, 1, 7, 30, 90, 365))
+"""The histogram's bucket bounds (exclusive upper), shortest first; one more bucket follows."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Summary:
     longest: dt.timedelta | None
     open: int
     oldest_open_ruling: dt.datetime | None
+    histogram: tuple[tuple[dt.timedelta | None, int], ...] = ()
+    """(exclusive upper bound, count) per ``HISTOGRAM_BOUNDS`` bucket, then (None, count)."""
 
 
 def restoration_of(
@@ -200,10 +204,30 @@ async def summarize(database: Database) -> Summary:
         if agreed:
             median = await session.scalar(_NTH, {"rank": nearest_rank(int(agreed), 50)})
             p90 = await session.scalar(_NTH, {"rank": nearest_rank(int(agreed), 90)})
+        below = [
+            int(count or 0)
+            for count in (
+                await session.execute(
+                    select(
+                        *(
+                            func.count(_R.duration_micros).filter(
+                                _R.duration_micros < _micros(bound)
+                            )
+                            for bound in HISTOGRAM_BOUNDS
+                        )
+                    )
+                )
+            ).one()
+        ]
+    cumulative = [*below, int(agreed)]
+    histogram = tuple(
+        (bound, cumulative[i] - (cumulative[i - 1] if i else 0))
+        for i, bound in enumerate([*HISTOGRAM_BOUNDS, None])
+    )
 
     def span(micros: int | None) -> dt.timedelta | None:
         return None if micros is None else dt.timedelta(microseconds=int(micros))
 
     oldest_ruling: dt.datetime | None = oldest  # min() keeps the column's type: aware UTC
     return Summary(int(agreed), span(median), span(p90), span(longest), int(open_count),
-                   oldest_ruling)  # fmt: skip
+                   oldest_ruling, histogram)  # fmt: skip

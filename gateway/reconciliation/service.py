@@ -276,6 +276,10 @@ def summary_message(summary: Summary, now: dt.datetime) -> pb.RestorationSummary
         message.max.CopyFrom(_span(summary.longest))
     if summary.oldest_open_ruling is not None:
         message.oldest_open_age.CopyFrom(_span(now - summary.oldest_open_ruling))
+    for bound, count in summary.histogram:
+        bucket = message.histogram.add(count=count)
+        if bound is not None:
+            bucket.upper_bound.CopyFrom(_span(bound))
     return message
 
 

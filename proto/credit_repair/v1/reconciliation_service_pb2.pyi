@@ -250,6 +250,7 @@ class RestorationSummary(_message.Message):
     MAX_FIELD_NUMBER: _builtins.int
     OPEN_COUNT_FIELD_NUMBER: _builtins.int
     OLDEST_OPEN_AGE_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
     agreed_count: _builtins.int
     """Restorations every source has agreed with."""
     open_count: _builtins.int
@@ -270,6 +271,13 @@ class RestorationSummary(_message.Message):
     def oldest_open_age(self) -> _duration_pb2.Duration:
         """The age of the oldest open one, from its ruling (unset when open_count is 0)."""
 
+    @_builtins.property
+    def histogram(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurationBucket]:
+        """The agreed restorations' durations in fixed buckets (up to 1 hour, 1 day, 7, 30, 90 and
+        365 days, then longer), every bucket listed even when empty, shortest first; the counts
+        add up to agreed_count.
+        """
+
     def __init__(
         self,
         *,
@@ -279,14 +287,45 @@ class RestorationSummary(_message.Message):
         max: _duration_pb2.Duration | None = ...,
         open_count: _builtins.int = ...,
         oldest_open_age: _duration_pb2.Duration | None = ...,
+        histogram: _abc.Iterable[Global___DurationBucket] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "median", b"median", "oldest_open_age", b"oldest_open_age", "p90", b"p90"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed_count", b"agreed_count", "max", b"max", "median", b"median", "oldest_open_age", b"oldest_open_age", "open_count", b"open_count", "p90", b"p90"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed_count", b"agreed_count", "histogram", b"histogram", "max", b"max", "median", b"median", "oldest_open_age", b"oldest_open_age", "open_count", b"open_count", "p90", b"p90"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RestorationSummary: _TypeAlias = RestorationSummary  # noqa: Y015
+
+@_typing.final
+class DurationBucket(_message.Message):
+    """How many durations fell into one bucket of a histogram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPPER_BOUND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many durations fell into it."""
+    @_builtins.property
+    def upper_bound(self) -> _duration_pb2.Duration:
+        """The bucket's exclusive upper bound; its lower bound is the previous bucket's upper bound
+        (0 for the first). Unset for the last bucket, which has no upper bound.
+        """
+
+    def __init__(
+        self,
+        *,
+        upper_bound: _duration_pb2.Duration | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upper_bound", b"upper_bound"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "upper_bound", b"upper_bound"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurationBucket: _TypeAlias = DurationBucket  # noqa: Y015
 
 @_typing.final
 class ListRestorationTimesResponse(_message.Message):
