@@ -7,6 +7,10 @@ get past the gate to a page that calls one (the home page calls nothing).
 
 from __future__ import annotations
 
+import http.client
+import subprocess
+import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -166,3 +170,51 @@ def test_two_pages_at_one_path_are_refused() -> None:
     discover()
     with pytest.raises(ValueError, match="two console pages"):
         page("/", mode=Mode.REGULATOR)(lambda request: None)  # type: ignore[arg-type,return-value]
+
+
+def _cli(dev_pki: DevPki, *extra: str) -> list[str]:
+    paths = dev_pki.institution("regulator-demo")
+    return [
+        sys.executable,
+        "-m",
+        "credgate.gateway.cli",
+        "console",
+        "--gateway",
+        NOWHERE,
+        "--cert",
+        str(paths.cert),
+        "--key",
+        str(paths.key),
+        "--ca",
+        str(dev_pki.paths.ca_cert),
+        *extra,
+    ]
+
+
+def test_the_command_prints_the_one_time_url_and_serves_it(dev_pki: DevPki) -> None:
+    process = subprocess.Popen(_cli(dev_pki), stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert "regulator mode, as regulator-demo" in lines[0]
+        url = urllib.parse.urlsplit(lines[1].split()[-1])
+        assert url.hostname == "127.0.0.1"
+        assert url.query.startswith("token=")
+        assert len(url.query.removeprefix("token=")) >= 43  # 32 random bytes
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("GET", f"/?{url.query}")
+        response = connection.getresponse()
+        assert response.status == 303
+        assert "HttpOnly" in (response.getheader("Set-Cookie") or "")
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_command_refuses_a_non_loopback_address(dev_pki: DevPki) -> None:
+    done = subprocess.run(
+        _cli(dev_pki, "--host", "0.0.0.0"), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "loopback" in done.stderr

@@ -54,6 +54,10 @@ def test_the_wheel_is_typed_and_complete(wheel_names: list[str]) -> None:
     for migration in migrations.glob("*.py"):
         assert f"credgate/gateway/storage/migrations/versions/{migration.name}" in names
     assert not any(name.startswith(("credgate/bench", "credgate/tests")) for name in names)
+    # The browser console serves its own templates and assets (no CDN): all in the wheel.
+    console = ROOT / "gateway" / "console"
+    for asset in [*console.glob("templates/**/*.*"), *console.glob("static/**/*.*")]:
+        assert f"credgate/gateway/console/{asset.relative_to(console)}" in names, asset
 
 
 def test_the_console_script_names_the_namespaced_cli(wheel_names: list[str]) -> None:

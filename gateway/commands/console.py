@@ -27,6 +27,7 @@ def cmd_console(args: argparse.Namespace) -> int:
             cert=Path(args.cert),
             key=Path(args.key),
             log_keys=args.log_key,
+            witness_keys=args.witness_key,
             subject_key=Path(args.subject_key) if args.subject_key else None,
         )
         console = Console(connection)
@@ -72,6 +73,14 @@ def register(subparsers: Any) -> None:
         metavar="FILE_OR_VKEY",
         help="the gateway's audit log verifier key (audit-log.pub), pinned out of band: "
         "checkpoints and inclusion proofs are checked against it (repeatable)",
+    )
+    p.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        metavar="FILE_OR_VKEY",
+        help="a witness's verifier key (credgate witness keygen's .pub), pinned out of band: "
+        "its cosignatures on the gateway's checkpoints are verified (repeatable)",
     )
     p.add_argument(
         "--subject-key",

@@ -8,6 +8,7 @@ show; it grants nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,13 @@ from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as objectio
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as reconciliation_grpc
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as regulator_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.cosignature import CosignerVerifier
 from credgate.audit.log_signing_key import load_verifier
 from credgate.audit.note import NoteVerifier
 from credgate.core.channel import client_channel
 from credgate.core.institution import CertificateRejected, Institution, institution_from_pem
 from credgate.gateway.client import CredgateClient
+from credgate.gateway.console.witnesses import DEFAULT_BEHIND_AFTER
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _Stub = TypeVar("_Stub")
@@ -55,6 +58,13 @@ def read_reader(cert_pem: bytes) -> Institution:
     return result
 
 
+def _witness_verifier(text_or_path: str) -> CosignerVerifier:
+    """A witness verifier key given inline or as a file (``credgate witness keygen``'s .pub)."""
+    candidate = Path(text_or_path)
+    text = candidate.read_text(encoding="ascii") if candidate.is_file() else text_or_path
+    return CosignerVerifier.from_vkey(text.strip())
+
+
 @dataclass
 class GatewayConnection:
     """The channel, the reader, and the stubs pages call (``stub(...)`` for any other service).
@@ -70,6 +80,10 @@ class GatewayConnection:
     log_verifiers: Sequence[NoteVerifier] = ()
     """The gateway's audit log key(s), pinned out of band (``--log-key``): checkpoints are
     checked against these, never against a key the gateway hands over."""
+    witness_verifiers: Sequence[CosignerVerifier] = ()
+    """Witness keys pinned out of band (``--witness-key``): their cosignatures are checked."""
+    witness_behind_after: dt.timedelta = DEFAULT_BEHIND_AFTER
+    """How long a witness may trail the newest checkpoint before the console alerts."""
     subject_key: Path | None = None
     """The subject's consent-signing key file (``--subject-key``), for subject mode."""
     timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -84,6 +98,7 @@ class GatewayConnection:
         cert: Path,
         key: Path,
         log_keys: Sequence[str] = (),
+        witness_keys: Sequence[str] = (),
         subject_key: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> GatewayConnection:
@@ -94,6 +109,7 @@ class GatewayConnection:
             reader=read_reader(certificate),
             certificate=certificate,
             log_verifiers=[load_verifier(text) for text in log_keys],
+            witness_verifiers=[_witness_verifier(text) for text in witness_keys],
             subject_key=subject_key,
             timeout=timeout,
         )
