@@ -16,7 +16,6 @@ caller-provided string is treated as untrusted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
@@ -63,7 +62,7 @@ def nice_ceiling(value: int) -> int:
     """The smallest 1, 2 or 5 times a power of ten at or above ``value`` (at least 1)."""
     if value <= 1:
         return 1
-    power = 10 ** math.floor(math.log10(value))
+    power: int = 10 ** (len(str(value)) - 1)  # exact, unlike log10 near powers of ten
     for step in (1, 2, 5, 10):
         if step * power >= value:
             return step * power
@@ -109,7 +108,10 @@ def _open(chart_id: str, title: str, width: int, height: int, css_class: str = "
 
 
 def _segment_rect(segment: Segment, fill: str, x: float, y: float, w: float, h: float) -> str:
-    data = {"data-value": segment.value, "data-series": segment.series}
+    data: dict[str, str | int | float] = {
+        "data-value": segment.value,
+        "data-series": segment.series,
+    }
     data.update({f"data-{name}": value for name, value in segment.data.items()})
     return (
         f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '

@@ -190,18 +190,18 @@ def accesses_charts(
     """One small chart per institution (small multiples, one scale for all): a bar per day of
     the window, allowed below denied; days without decisions stay empty."""
     by_institution: dict[str, dict[dt.date, regulator_pb.DailyAccessCount]] = {}
-    for row in statistics.daily:
-        day = dt.date(row.day.year, row.day.month, row.day.day)
-        by_institution.setdefault(row.institution_id, {})[day] = row
-    peak = max((row.allowed + row.denied for row in statistics.daily), default=0)
+    for counted in statistics.daily:
+        day = dt.date(counted.day.year, counted.day.month, counted.day.day)
+        by_institution.setdefault(counted.institution_id, {})[day] = counted
+    peak = max((c.allowed + c.denied for c in statistics.daily), default=0)
     allowed, denied = translate(lang, "reports.allowed"), translate(lang, "reports.denied")
-    charts = []
+    charts: list[tuple[str, object]] = []
     for n, (institution, days) in enumerate(sorted(by_institution.items())):
         groups = []
         for day in window.days():
             row = days.get(day)
             data = {"institution": institution, "day": day.isoformat()}
-            bars = ()
+            bars: tuple[Bar, ...] = ()
             if row is not None:
                 bars = (
                     Bar(
@@ -343,7 +343,7 @@ async def reports(request: web.Request) -> web.StreamResponse:
         ("reports.max", "max"),
         ("reports.oldest_open", "oldest_open_age"),
     ):
-        if summary.HasField(name):  # type: ignore[arg-type]
+        if summary.HasField(name):
             figures.append((key, duration_text(getattr(summary, name))))
     return render(
         request,
