@@ -26,9 +26,18 @@ from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
+from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.reconciliation.restorations import HISTOGRAM_BOUNDS, nearest_rank
+from credgate.gateway.reconciliation.models import RestorationRow
+from credgate.gateway.reconciliation.restorations import (
+    HISTOGRAM_BOUNDS,
+    Restoration,
+    list_restorations,
+    nearest_rank,
+    record_restorations,
+    summarize,
+)
 from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import RunningGateway
 from tests.fixtures.pki import DevPki, mtls_channel
@@ -206,3 +215,35 @@ async def test_restorations_are_timed_from_the_ruling_until_every_source_agrees(
 def test_nearest_rank_positions() -> None:
     assert [nearest_rank(n, 50) for n in (1, 2, 3, 4, 10)] == [0, 0, 1, 1, 4]
     assert [nearest_rank(n, 90) for n in (1, 2, 3, 10, 11)] == [0, 1, 2, 8, 9]
+
+
+async def test_the_rules_for_a_withdrawn_and_a_repeated_restoration(database: Database) -> None:
+    """The transitions the pushes above do not reach: an agreed restoration whose state goes
+    away is kept, marked withdrawn; a restoration after that replaces it; a lagging source
+    after agreement does not reopen it. On both backends, through the reconciler's writer."""
+    token = "st_" + "a" * 32
+    t0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+    async def record(restoration: Restoration | None, now: dt.datetime) -> list[RestorationRow]:
+        await database.threaded.write(
+            lambda connection: record_restorations(connection, {token: restoration}, now)
+        )
+        return await list_restorations(database)
+
+    [row] = await record(Restoration("court", t0, ("bank",)), t0 + HOUR)
+    assert (row.agreed_at, row.lagging, row.first_seen) == (None, "bank", t0 + HOUR)
+    [row] = await record(Restoration("court", t0, ()), t0 + 3 * HOUR)
+    assert (row.agreed_at, row.duration_micros) == (t0 + 3 * HOUR, 3 * 3600 * 10**6)
+    first_id = row.restoration_id
+    [row] = await record(Restoration("court", t0, ("bank",)), t0 + 4 * HOUR)  # a later lag
+    assert (row.agreed_at, row.lagging, row.withdrawn_at) == (t0 + 3 * HOUR, "", None)
+    [row] = await record(None, t0 + 5 * HOUR)  # the ruling revoked after agreement
+    assert (row.restoration_id, row.withdrawn_at) == (first_id, t0 + 5 * HOUR)
+    later = t0 + dt.timedelta(days=30)
+    [row] = await record(Restoration("court", later, ("bank",)), later + HOUR)  # restored again
+    assert (row.ruled_at, row.first_seen) == (later, later + HOUR)  # a new restoration
+    assert (row.agreed_at, row.withdrawn_at, row.duration_micros) == (None, None, None)
+    summary = await summarize(database)
+    assert (summary.agreed, summary.open, summary.oldest_open_ruling) == (0, 1, later)
+    # Revoked before anyone agreed: nothing to finish.
+    assert await record(None, later + 2 * HOUR) == []

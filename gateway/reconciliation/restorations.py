@@ -28,11 +28,9 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
-from credgate.adapters.base import SourceConfig
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.storage.database import Database
-from credgate.gateway.engine.fanout import SourceOutcome
-from credgate.gateway.engine.merge import merge
+from credgate.gateway.engine.merge import MergedReport
 from credgate.gateway.fact_index import IndexedFacts
 from credgate.gateway.reconciliation.evaluate import SourceKind
 from credgate.gateway.reconciliation.models import RestorationRow
@@ -70,19 +68,14 @@ class Summary:
 
 
 def restoration_of(
-    indexed: Mapping[str, IndexedFacts], catalog: Mapping[str, SourceKind], *, now: dt.datetime
+    indexed: Mapping[str, IndexedFacts], catalog: Mapping[str, SourceKind], report: MergedReport
 ) -> Restoration | None:
-    """The subject's restoration by its configured sources' indexed facts; None unless the
-    merged state is RESTORED."""
+    """The subject's restoration, from its configured sources' indexed facts and their merge
+    (``evaluate.merged``); None unless the merged state is RESTORED."""
     held = {s: entry for s, entry in sorted(indexed.items()) if s in catalog}
-    outcomes = [
-        SourceOutcome(SourceConfig(s, "index", ""), catalog[s], facts=entry.facts)
-        for s, entry in held.items()
-    ]
-    merged = merge(outcomes, {}, now=now)
-    if merged.state != vocab.REPAIR_STATE_RESTORED or merged.state_source_id not in held:
+    if report.state != vocab.REPAIR_STATE_RESTORED or report.state_source_id not in held:
         return None
-    ruling = held[merged.state_source_id]
+    ruling = held[report.state_source_id]
     ruled_at = ruling.source_as_of or ruling.fetched_at
     lagging = tuple(
         s
@@ -90,7 +83,7 @@ def restoration_of(
         if entry.facts.asserted_state
         not in (vocab.REPAIR_STATE_UNSPECIFIED, vocab.REPAIR_STATE_RESTORED)
     )
-    return Restoration(merged.state_source_id, ruled_at, lagging)
+    return Restoration(report.state_source_id, ruled_at, lagging)
 
 
 def _micros(value: dt.timedelta) -> int:

@@ -37,7 +37,8 @@ from credgate.gateway.fact_index import FactIndex, FactIndexError
 from credgate.gateway.reconciliation.evaluate import (
     Observed,
     SourceKind,
-    contradictions_of,
+    contradictions_in,
+    merged,
     outdated_answers,
 )
 from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursorRow
@@ -151,14 +152,14 @@ class ContradictionStore:
 
     async def _assess(self, token: str) -> tuple[list[Observed], Restoration | None]:
         """``evaluate``, and the subject's restoration (``restorations.restoration_of``) from
-        the same read of its facts."""
+        the same read of its facts and the same merge."""
         indexed = await self._index.indexed(token)
         facts = {source_id: entry.facts for source_id, entry in indexed.items()}
-        now = self._clock()
-        found = contradictions_of(token, facts, self._catalog, key=self._key, now=now)
+        report = merged(facts, self._catalog, now=self._clock())
+        found = contradictions_in(token, report, key=self._key)
         answers = await self._index.recorded_answers(token)
         found += outdated_answers(token, indexed, answers, self._catalog, key=self._key)
-        return found, restoration_of(indexed, self._catalog, now=now)
+        return found, restoration_of(indexed, self._catalog, report)
 
     async def _try_assess(self, token: str) -> tuple[list[Observed], Restoration | None] | None:
         """``_assess``, or None when the subject's facts cannot be read (``try_evaluate``)."""
