@@ -328,15 +328,12 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
         """Findings of unusual access in a window (docs/audit.md, "Unusual access"); a read of
         the log's entries, so recorded like a listing."""
         caller = await self._regulator(context)
-        end = (
-            request.end_time.ToDatetime(tzinfo=dt.UTC)
-            if request.HasField("end_time")
-            else self._clock()
-        )
-        start = (
-            request.start_time.ToDatetime(tzinfo=dt.UTC)
-            if request.HasField("start_time")
-            else end - DEFAULT_REPORT_WINDOW
+        start, end = self._window(
+            request.start_time,
+            request.end_time,
+            request.HasField("start_time"),
+            request.HasField("end_time"),
+            DEFAULT_REPORT_WINDOW,
         )
         windows = request.baseline_windows or DEFAULT_BASELINE_WINDOWS
         violations: list[Violation] = []
@@ -347,6 +344,10 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
         if violations:
             raise _invalid(violations)
         window = Window(start, end, windows)
+        try:
+            window.baseline_start  # noqa: B018 - computed here only to refuse an overflow
+        except OverflowError:
+            raise _invalid([("start_time", "leaves no room for the baseline before it")]) from None
         findings = await unusual_access_report(self._db, window, self._thresholds)
         await self._record_access(caller)
         response = pb.GetUnusualAccessReportResponse(findings=findings)
@@ -363,9 +364,13 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
         has_end: bool,
         default: dt.timedelta,
     ) -> tuple[dt.datetime, dt.datetime]:
-        """The request's window: end unset is now, start unset is ``default`` before end."""
+        """The request's window: end unset is now, start unset is ``default`` before end (a
+        start that would fall before year 1 is a bad request, not an overflow)."""
         until = end.ToDatetime(tzinfo=dt.UTC) if has_end else self._clock()
-        since = start.ToDatetime(tzinfo=dt.UTC) if has_start else until - default
+        try:
+            since = start.ToDatetime(tzinfo=dt.UTC) if has_start else until - default
+        except OverflowError:
+            raise _invalid([("end_time", "leaves no room for the default window")]) from None
         return since, until
 
     async def GetAccessStatistics(

@@ -269,6 +269,25 @@ async def test_the_gateway_counts_real_decisions_exactly(
             "INVALID_ARGUMENT", "INVALID_REQUEST", ["end_time"])  # fmt: skip
         too_long = {"start_time": _ts(start - dt.timedelta(days=93)), "end_time": _ts(start)}
         assert (await refusal(gateway, "regulator-demo", **too_long))[2] == ["end_time"]
+        # An end so early that the default start would fall before year 1: a bad request.
+        year_one = {"end_time": _ts(dt.datetime(1, 1, 2, tzinfo=dt.UTC))}
+        assert (await refusal(gateway, "regulator-demo", **year_one))[:3] == (
+            "INVALID_ARGUMENT", "INVALID_REQUEST", ["end_time"])  # fmt: skip
+        # The unusual-access report shares the window rule, and its baseline (7 days before
+        # the start) must fit too.
+        async with mtls_channel(gateway.pki, gateway.port, "regulator-demo") as channel:
+            stub = pb_grpc.RegulatorServiceStub(channel)
+            for fields, field in (
+                (year_one, "start_time"),
+                ({"start_time": _ts(dt.datetime(1, 1, 2, tzinfo=dt.UTC))}, "start_time"),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetUnusualAccessReport(
+                        pb.GetUnusualAccessReportRequest(**fields), timeout=10
+                    )
+                bad_request = parse_error(caught.value).bad_request
+                assert bad_request is not None
+                assert [v.field for v in bad_request.field_violations] == [field]
 
         await asyncio.sleep(0)  # nothing pending: every call above answered after recording
         second = await statistics(gateway)

@@ -189,8 +189,9 @@ async def test_the_reports_page_draws_the_seeded_numbers(
             assert dict(figures)["reports.open_count"] == "1"
 
             # The window form is a GET: the chosen days are in the address.
-            bad = await page.goto(f"{console.base}/regulator/reports?since=not-a-day")
-            assert bad.status == 400
+            for query in ("since=not-a-day", "until=9999-12-31", "until=0001-01-01"):
+                bad = await page.goto(f"{console.base}/regulator/reports?{query}")
+                assert bad.status == 400, query
             await page.goto(f"{console.base}/regulator/reports")
             await page.fill("#reports-window input[name=since]", day.isoformat())
             await page.click("#reports-window button[type=submit]")

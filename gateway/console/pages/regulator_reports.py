@@ -129,7 +129,12 @@ class ReportWindow:
     @classmethod
     def from_query(cls, query: Mapping[str, str], today: dt.date) -> ReportWindow:
         until = _day(query.get("until", ""), "until") or today
-        since = _day(query.get("since", ""), "since") or until - dt.timedelta(DEFAULT_DAYS - 1)
+        if until == dt.date.max:
+            raise BadWindow("until: out of range")
+        try:
+            since = _day(query.get("since", ""), "since") or until - dt.timedelta(DEFAULT_DAYS - 1)
+        except OverflowError:
+            raise BadWindow("until: out of range") from None
         if since > until:
             raise BadWindow("since: must not be after until")
         if (until - since).days + 1 > MAX_DAYS:
