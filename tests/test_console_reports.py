@@ -188,6 +188,24 @@ async def test_the_reports_page_draws_the_seeded_numbers(
             assert dict(figures)["reports.agreed_count"] == "1"
             assert dict(figures)["reports.open_count"] == "1"
 
+            # The exports carry the same numbers (fetched with the page's own session).
+            listed = await page.get_attribute("#reports-export-csv", "href")
+            exported = await page.request.get(console.base + listed)
+            assert exported.status == 200
+            lines = (await exported.text()).splitlines()
+            assert lines[0] == "day,institution_id,allowed,denied"
+            assert f"{day},bank-demo,0,5" in lines
+            as_json = await (
+                await page.request.get(
+                    console.base + await page.get_attribute("#reports-export-json", "href")
+                )
+            ).json()
+            assert {(r["reason"], int(r["denied"])) for r in as_json["denial_reasons"]} == {
+                ("CONSENT_MISSING", 4),
+                ("ROLE_NOT_PERMITTED", 1),
+            }
+            assert (as_json["since"], as_json["until"]) == (day.isoformat(), day.isoformat())
+
             # The window form is a GET: the chosen days are in the address.
             for query in ("since=not-a-day", "until=9999-12-31", "until=0001-01-01"):
                 bad = await page.goto(f"{console.base}/regulator/reports?{query}")

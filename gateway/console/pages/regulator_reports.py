@@ -10,12 +10,15 @@ included), so a report is a link. The restorations table pages with the gateway'
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, json_format
 
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as reconciliation_pb
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as regulator_pb
@@ -72,6 +75,8 @@ add_labels(
         "reports.open_only": "only open ones",
         "reports.open": "open",
         "reports.count": "count",
+        "reports.export_csv": "Export daily counts (CSV)",
+        "reports.export_json": "Export statistics (JSON)",
     },
     zh={
         "nav.reports": "报表",
@@ -111,6 +116,8 @@ add_labels(
         "reports.open_only": "仅未一致",
         "reports.open": "未一致",
         "reports.count": "数量",
+        "reports.export_csv": "导出每日统计（CSV）",
+        "reports.export_json": "导出统计（JSON）",
     },
 )
 
@@ -350,9 +357,12 @@ async def reports(request: web.Request) -> web.StreamResponse:
     ):
         if summary.HasField(name):
             figures.append((key, duration_text(getattr(summary, name))))
+    window_query = f"since={window.since.isoformat()}&until={window.until.isoformat()}"
     return render(
         request,
         "regulator/reports.html",
+        export_csv=f"/regulator/reports/export.csv?{window_query}",
+        export_json=f"/regulator/reports/export.json?{window_query}",
         window=window,
         open_only=open_only,
         accesses=accesses_charts(statistics, window, lang),
@@ -367,3 +377,54 @@ async def reports(request: web.Request) -> web.StreamResponse:
         else "",
         first_url=page_url(request, page_token=None) if request.query.get("page_token") else "",
     )
+
+
+CSV_COLUMNS = ["day", "institution_id", "allowed", "denied"]
+
+
+async def _export(request: web.Request, kind: str) -> web.StreamResponse:
+    """The window's statistics as a file: CSV, one row per institution and day; JSON, the
+    whole GetAccessStatistics answer (proto field names) with the window's days."""
+    gateway = connection(request)
+    try:
+        window = ReportWindow.from_query(request.query, dt.datetime.now(dt.UTC).date())
+    except BadWindow as problem:
+        return render(request, "message.html", status=400, message=str(problem))
+    statistics = await gateway.regulator.GetAccessStatistics(
+        window.request(), timeout=gateway.timeout
+    )
+    name = f"credgate-statistics-{window.since.isoformat()}-{window.until.isoformat()}.{kind}"
+    if kind == "json":
+        body = json.dumps(
+            {
+                "since": window.since.isoformat(),
+                "until": window.until.isoformat(),
+                **json_format.MessageToDict(statistics, preserving_proto_field_name=True),
+            },
+            ensure_ascii=False,
+        )
+        content_type = "application/json"
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in statistics.daily:
+            day = dt.date(row.day.year, row.day.month, row.day.day)
+            writer.writerow([day.isoformat(), row.institution_id, row.allowed, row.denied])
+        body, content_type = out.getvalue(), "text/csv"
+    return web.Response(
+        text=body,
+        content_type=content_type,
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@page("/regulator/reports/export.csv", mode=Mode.REGULATOR, name="reports_export_csv")
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    return await _export(request, "csv")
+
+
+@page("/regulator/reports/export.json", mode=Mode.REGULATOR, name="reports_export_json")
+async def export_json(request: web.Request) -> web.StreamResponse:
+    return await _export(request, "json")
