@@ -29,10 +29,11 @@ from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
 from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.protection.keyring import Keyring
-from credgate.gateway.reconciliation.models import RestorationRow
+from credgate.gateway.reconciliation.models import LAGGING_LENGTH, RestorationRow
 from credgate.gateway.reconciliation.restorations import (
     HISTOGRAM_BOUNDS,
     Restoration,
+    lagging_text,
     list_restorations,
     nearest_rank,
     record_restorations,
@@ -210,6 +211,15 @@ async def test_restorations_are_timed_from_the_ruling_until_every_source_agrees(
         regulator_reads = [e for e in reads if e.institution_id == "regulator-demo"]
         assert regulator_reads
         assert all(e.reason == "ALLOWED" and not e.subject_token for e in regulator_reads)
+
+
+def test_a_long_list_of_lagging_sources_is_cut_at_whole_ids() -> None:
+    ids = [f"source-{i:03d}-" + "x" * 100 for i in range(20)]
+    text = lagging_text(ids)
+    assert len(text) <= LAGGING_LENGTH
+    assert text.split() == ids[: len(text.split())]
+    assert len(text.split()) == 9  # 9 ids of 111 characters and their spaces fit in 1024
+    assert lagging_text(["a", "b"]) == "a b"
 
 
 def test_nearest_rank_positions() -> None:

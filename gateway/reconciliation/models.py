@@ -103,7 +103,8 @@ class RestorationRow(Base):
     """The ruling source's as-of for its RESTORED facts, when first seen."""
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     lagging: Mapped[str] = mapped_column(String(LAGGING_LENGTH))
-    """Space-separated ids of the sources asserting another state; empty once agreed."""
+    """Space-separated ids of the sources asserting another state (as many whole ids as fit,
+    ``restorations.lagging_text``); empty once agreed."""
     agreed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     """When the reconciler first found every source agreeing; NULL while open."""
     duration_micros: Mapped[int | None] = mapped_column(BigInteger)

@@ -33,7 +33,7 @@ from credgate.core.storage.database import Database
 from credgate.gateway.engine.merge import MergedReport
 from credgate.gateway.fact_index import IndexedFacts
 from credgate.gateway.reconciliation.evaluate import SourceKind
-from credgate.gateway.reconciliation.models import RestorationRow
+from credgate.gateway.reconciliation.models import LAGGING_LENGTH, RestorationRow
 
 _R = RestorationRow
 _table = cast(Table, RestorationRow.__table__)
@@ -86,6 +86,19 @@ def restoration_of(
     return Restoration(report.state_source_id, ruled_at, lagging)
 
 
+def lagging_text(source_ids: Sequence[str]) -> str:
+    """The lagging source ids as stored: space-separated, as many whole ids (in order) as fit
+    the column — a long list must not fail the reconciler's transaction."""
+    kept: list[str] = []
+    used = 0
+    for source_id in source_ids:
+        used += len(source_id) + (1 if kept else 0)
+        if used > LAGGING_LENGTH:
+            break
+        kept.append(source_id)
+    return " ".join(kept)
+
+
 def _micros(value: dt.timedelta) -> int:
     return max(value // _MICROSECOND, 0)
 
@@ -124,7 +137,7 @@ def record_restorations(
         agreed = not restoration.lagging
         if row is not None and row.withdrawn_at is None:
             if row.agreed_at is None:
-                values: dict[str, Any] = {"lagging": " ".join(restoration.lagging)}
+                values: dict[str, Any] = {"lagging": lagging_text(restoration.lagging)}
                 if agreed:
                     values |= {"agreed_at": now,
                                "duration_micros": _micros(now - row.ruled_at)}  # fmt: skip
@@ -142,7 +155,7 @@ def record_restorations(
                 ruling_source_id=restoration.ruling_source_id,
                 ruled_at=restoration.ruled_at,
                 first_seen=now,
-                lagging=" ".join(restoration.lagging),
+                lagging=lagging_text(restoration.lagging),
                 agreed_at=now if agreed else None,
                 duration_micros=_micros(now - restoration.ruled_at) if agreed else None,
                 withdrawn_at=None,
