@@ -36,7 +36,18 @@ class AuditEntryRow(Base):
     __table_args__ = (
         Index(None, "institution_id", "entry_index"),
         Index(None, "subject_token", "entry_index"),
-        Index(None, "decision_time"),
+        # Covering for the statistics (audit.statistics, migration 0016): a window's counts
+        # per institution, day, outcome, reason, purpose and distinct subject come from this
+        # index alone. It replaces the plain decision_time index of 0003 (its prefix).
+        Index(
+            "ix_audit_entries_statistics",
+            "decision_time",
+            "institution_id",
+            "outcome",
+            "reason",
+            "purpose",
+            "subject_token",
+        ),
         # Proofs read leaf hashes by index range (audit.tiles): covering, so SQLite reads them
         # from this index alone instead of one table lookup per leaf (migration 0013).
         Index(None, "entry_index", "leaf_hash"),

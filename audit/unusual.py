@@ -30,6 +30,7 @@ from typing import TypeAlias
 from sqlalchemy import ColumnElement, func, select
 
 from credgate.api.credit_repair.v1 import audit_pb2, regulator_service_pb2, vocabulary_pb2
+from credgate.audit.statistics import decision_counts, distinct_subjects, refused_for_consent
 from credgate.audit.store_models import AuditEntryRow
 from credgate.core.storage.database import Database
 
@@ -87,17 +88,11 @@ def _finding(
 
 
 async def _counts(
-    database: Database, start: dt.datetime, end: dt.datetime, *extra: ColumnElement[bool]
+    database: Database, start: dt.datetime, end: dt.datetime
 ) -> dict[tuple[str, PurposeValue], int]:
-    """Decisions per (institution, purpose) in ``[start, end)``."""
-    query = (
-        select(_E.institution_id, _E.purpose, func.count())
-        .where(_E.decision_time >= start, _E.decision_time < end, *extra)
-        .group_by(_E.institution_id, _E.purpose)
-    )
-    async with database.session() as session:
-        rows = (await session.execute(query)).all()
-    return {(str(i), PurposeValue(int(p))): int(c) for i, p, c in rows}
+    """Decisions per (institution, purpose) in ``[start, end)`` (``audit.statistics``)."""
+    counts = await decision_counts(database, start, end)
+    return {(i, PurposeValue(p)): c for (i, p), c in counts.items()}
 
 
 async def _samples(
@@ -213,22 +208,22 @@ async def unusual_access_report(
 async def _denial_findings(
     database: Database, window: Window, t: Thresholds
 ) -> list[UnusualAccessFinding]:
-    """Denial bursts and subjects refused for lack of consent, per institution."""
+    """Denial bursts, then subjects refused for lack of consent, per institution."""
     denied = _E.outcome == audit_pb2.AUDIT_OUTCOME_DENIED
     query = (
-        select(_E.institution_id, _E.decision_time, _E.entry_index, _E.subject_token, _E.reason)
+        select(_E.institution_id, _E.decision_time, _E.entry_index)
         .where(_E.decision_time >= window.start, _E.decision_time < window.end, denied)
         .order_by(_E.institution_id, _E.decision_time, _E.entry_index)
     )
     async with database.session() as session:
         rows = (await session.execute(query)).all()
-    by_institution: dict[str, list[tuple[dt.datetime, int, str, str]]] = defaultdict(list)
-    for institution, time, index, token, reason in rows:
-        by_institution[str(institution)].append((time, int(index), str(token), str(reason)))
+    by_institution: dict[str, list[tuple[dt.datetime, int]]] = defaultdict(list)
+    for institution, time, index in rows:
+        by_institution[str(institution)].append((time, int(index)))
     findings: list[UnusualAccessFinding] = []
     span = dt.timedelta(seconds=t.burst_seconds)
     for institution, denials in by_institution.items():
-        start, end = _longest_burst([(d[0], d[1]) for d in denials], span)
+        start, end = _longest_burst(denials, span)
         if end - start >= t.burst_min_denials:
             burst = denials[start:end]
             finding = _finding(
@@ -242,18 +237,21 @@ async def _denial_findings(
             finding.sample_indexes.extend(d[1] for d in burst[:_SAMPLES])
             _set_span(finding, burst[0][0], burst[-1][0])
             findings.append(finding)
-        refused = [d for d in denials if d[3].startswith("CONSENT_") and d[2]]
-        subjects = {d[2] for d in refused}
-        if len(subjects) >= t.no_consent_min_subjects:
+    refused = await distinct_subjects(database, window.start, window.end, *refused_for_consent())
+    for institution, subjects in sorted(refused.items()):
+        if subjects >= t.no_consent_min_subjects:
             finding = _finding(
                 regulator_service_pb2.UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT,
                 institution,
-                f"refused for lack of consent on {len(subjects)} distinct subjects in the window "
+                f"refused for lack of consent on {subjects} distinct subjects in the window "
                 f"(threshold: {t.no_consent_min_subjects})",
-                len(subjects),
+                subjects,
                 t.no_consent_min_subjects,
             )
-            finding.sample_indexes.extend(d[1] for d in refused[:_SAMPLES])
-            _set_span(finding, refused[0][0], refused[-1][0])
+            indexes, first, last = await _samples(
+                database, window, _E.institution_id == institution, *refused_for_consent()
+            )
+            finding.sample_indexes.extend(indexes)
+            _set_span(finding, first, last)
             findings.append(finding)
     return findings

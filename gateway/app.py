@@ -223,6 +223,7 @@ async def build_gateway(
     )
     audit = AuditTrail(audit_log)
     followers.reconciliation.gate = DisclosureGate(consents, audit)
+    followers.reconciliation.audit = audit
     servicer = RepairStatusServicer(
         engine,
         tokenizer,

@@ -23,6 +23,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
 from sqlalchemy.exc import SQLAlchemyError
 
 from credgate.api.credit_repair.v1 import audit_pb2, vocabulary_pb2
@@ -33,9 +35,11 @@ from credgate.audit.log import AuditUnavailable
 from credgate.audit.proof import ProofError
 from credgate.audit.queries import EntryFilter, iter_entries, list_entries
 from credgate.audit.signed_size import AuditRollbackError
+from credgate.audit.statistics import consentless_subjects, daily_counts, denials_by_reason
 from credgate.audit.storage import AuditIntegrityError, read_head, read_record
 from credgate.audit.trail import READ_AUDIT_LOG, AuditTrail
 from credgate.audit.unusual import Thresholds, Window, unusual_access_report
+from credgate.consent.policy import PURPOSE_RULES
 from credgate.core.errors import GatewayError
 from credgate.core.institution import INSTITUTION_ID_SHAPE, Institution
 from credgate.core.tokens import is_subject_token
@@ -58,6 +62,15 @@ EXPORT_BATCH = 500
 DEFAULT_REPORT_WINDOW = dt.timedelta(hours=24)
 DEFAULT_BASELINE_WINDOWS = 7
 MAX_BASELINE_WINDOWS = 90
+DEFAULT_STATISTICS_WINDOW = dt.timedelta(days=7)
+MAX_STATISTICS_WINDOW = dt.timedelta(days=92)
+EXEMPT_PURPOSES = frozenset(
+    purpose
+    for purpose, rule in PURPOSE_RULES.items()
+    if not rule.consent_required and purpose != vocabulary_pb2.PURPOSE_SELF_INQUIRY
+)
+"""Purposes that read a subject without a consent grant (the consent policy's), the subject's
+own inquiry aside: GetAccessStatistics' exempt_subjects."""
 LIST_AUDIT_ENTRIES = SERVICE_NAME + "/ListAuditEntries"
 _PURPOSES = frozenset(vocabulary_pb2.Purpose.values())
 _OUTCOMES = frozenset(audit_pb2.AuditOutcome.values())
@@ -315,15 +328,12 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
         """Findings of unusual access in a window (docs/audit.md, "Unusual access"); a read of
         the log's entries, so recorded like a listing."""
         caller = await self._regulator(context)
-        end = (
-            request.end_time.ToDatetime(tzinfo=dt.UTC)
-            if request.HasField("end_time")
-            else self._clock()
-        )
-        start = (
-            request.start_time.ToDatetime(tzinfo=dt.UTC)
-            if request.HasField("start_time")
-            else end - DEFAULT_REPORT_WINDOW
+        start, end = self._window(
+            request.start_time,
+            request.end_time,
+            request.HasField("start_time"),
+            request.HasField("end_time"),
+            DEFAULT_REPORT_WINDOW,
         )
         windows = request.baseline_windows or DEFAULT_BASELINE_WINDOWS
         violations: list[Violation] = []
@@ -334,12 +344,80 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
         if violations:
             raise _invalid(violations)
         window = Window(start, end, windows)
+        try:
+            window.baseline_start  # noqa: B018 - computed here only to refuse an overflow
+        except OverflowError:
+            raise _invalid([("start_time", "leaves no room for the baseline before it")]) from None
         findings = await unusual_access_report(self._db, window, self._thresholds)
         await self._record_access(caller)
         response = pb.GetUnusualAccessReportResponse(findings=findings)
         response.start_time.FromDatetime(start)
         response.end_time.FromDatetime(end)
         response.baseline_start_time.FromDatetime(window.baseline_start)
+        return response
+
+    def _window(
+        self,
+        start: Timestamp,
+        end: Timestamp,
+        has_start: bool,
+        has_end: bool,
+        default: dt.timedelta,
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """The request's window: end unset is now, start unset is ``default`` before end (a
+        start that would fall before year 1 is a bad request, not an overflow)."""
+        until = end.ToDatetime(tzinfo=dt.UTC) if has_end else self._clock()
+        try:
+            since = start.ToDatetime(tzinfo=dt.UTC) if has_start else until - default
+        except OverflowError:
+            raise _invalid([("end_time", "leaves no room for the default window")]) from None
+        return since, until
+
+    async def GetAccessStatistics(
+        self, request: pb.GetAccessStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccessStatisticsResponse:
+        """A window's decisions counted by the database (``audit.statistics``): per
+        institution and UTC day, per denial reason, and the subjects reached without consent;
+        a read of the log, so recorded like a listing before the answer."""
+        caller = await self._regulator(context)
+        start, end = self._window(
+            request.start_time,
+            request.end_time,
+            request.HasField("start_time"),
+            request.HasField("end_time"),
+            DEFAULT_STATISTICS_WINDOW,
+        )
+        if start >= end:
+            raise _invalid([("end_time", "must be after start_time")])
+        if end - start > MAX_STATISTICS_WINDOW:
+            raise _invalid([("end_time", f"must be at most {MAX_STATISTICS_WINDOW.days} days "
+                                         "after start_time")])  # fmt: skip
+        daily = await daily_counts(self._db, start, end)
+        reasons = await denials_by_reason(self._db, start, end)
+        consentless = await consentless_subjects(self._db, start, end, EXEMPT_PURPOSES)
+        await self._record_access(caller)
+        response = pb.GetAccessStatisticsResponse(
+            daily=[
+                pb.DailyAccessCount(
+                    institution_id=d.institution_id,
+                    day=date_pb2.Date(year=d.day.year, month=d.day.month, day=d.day.day),
+                    allowed=d.allowed,
+                    denied=d.denied,
+                )
+                for d in daily
+            ],
+            denial_reasons=[pb.DenialReasonCount(reason=r, denied=c) for r, c in reasons],
+            subjects_without_consent=[
+                pb.SubjectsWithoutConsent(
+                    institution_id=c.institution_id,
+                    refused_subjects=c.refused,
+                    exempt_subjects=c.exempt,
+                )
+                for c in consentless
+            ],
+        )
+        response.start_time.FromDatetime(start)
+        response.end_time.FromDatetime(end)
         return response
 
 

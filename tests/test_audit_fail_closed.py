@@ -39,6 +39,8 @@ from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import consent_service_pb2_grpc as consent_grpc
 from credgate.api.credit_repair.v1 import objection_service_pb2 as obj_pb2
 from credgate.api.credit_repair.v1 import objection_service_pb2_grpc as obj_grpc
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as rec_pb2
+from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as rec_grpc
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb2
 from credgate.api.credit_repair.v1 import regulator_service_pb2_grpc as reg_grpc
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
@@ -234,6 +236,10 @@ def app_stub(env: Env, who: str) -> Any:
 
 def reg_stub(env: Env, who: str) -> Any:
     return reg_grpc.RegulatorServiceStub(env.channel(who))
+
+
+def rec_stub(env: Env, who: str) -> Any:
+    return rec_grpc.ReconciliationServiceStub(env.channel(who))
 
 
 def self_stub(env: Env, who: str | CertKeyPaths) -> Any:
@@ -550,6 +556,24 @@ PROBES: dict[str, dict[str, Probe]] = {
         ),
         "refused": lambda e: unary(
             reg_stub(e, "bank-demo").GetUnusualAccessReport(reg_pb2.GetUnusualAccessReportRequest())
+        ),
+    },
+    "RegulatorService.GetAccessStatistics": {
+        "allowed": lambda e: unary(
+            reg_stub(e, "regulator-demo").GetAccessStatistics(reg_pb2.GetAccessStatisticsRequest())
+        ),
+        "refused": lambda e: unary(
+            reg_stub(e, "bank-demo").GetAccessStatistics(reg_pb2.GetAccessStatisticsRequest())
+        ),
+    },
+    "ReconciliationService.ListRestorationTimes": {
+        "allowed": lambda e: unary(
+            rec_stub(e, "regulator-demo").ListRestorationTimes(
+                rec_pb2.ListRestorationTimesRequest()
+            )
+        ),
+        "refused": lambda e: unary(
+            rec_stub(e, "bank-demo").ListRestorationTimes(rec_pb2.ListRestorationTimesRequest())
         ),
     },
 }

@@ -91,6 +91,10 @@ NOT_DISCLOSING: dict[str, str] = {
     S + "RegulatorService/GetInclusionProof": "hashes",
     S + "RegulatorService/GetConsistencyProof": "hashes",
     S + "RegulatorService/GetUnusualAccessReport": "access counts by institution, regulator only",
+    S + "RegulatorService/GetAccessStatistics": "access counts by institution, day and reason, "
+    "regulator only",
+    S + "ReconciliationService/ListRestorationTimes": "subject tokens, source ids and times of "
+    "restorations, never facts; regulator only, audited per call",
     S + "SigningKeyService/ListSigningKeys": "the gateway's public keys",
     S + "SigningKeyService/GetCertificateStatusList": "revocation bits by index: names nobody",
 }

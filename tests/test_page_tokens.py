@@ -201,6 +201,9 @@ LISTINGS = {
     "credit_repair.v1.ReconciliationService/ListOpenContradictions": Listing(
         "regulator-demo", SECOND_REGULATOR, "contradictions"
     ),
+    "credit_repair.v1.ReconciliationService/ListRestorationTimes": Listing(
+        "regulator-demo", SECOND_REGULATOR, "restorations"
+    ),
 }
 
 

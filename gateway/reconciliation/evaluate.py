@@ -30,7 +30,7 @@ from credgate.adapters.base import SourceConfig
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.engine.fanout import SourceOutcome
-from credgate.gateway.engine.merge import merge
+from credgate.gateway.engine.merge import MergedReport, merge
 from credgate.gateway.fact_index import IndexedFacts
 from credgate.gateway.fact_index.history import RecordedAnswer
 from credgate.gateway.sync.settings import source_kind_from_name
@@ -66,6 +66,33 @@ def source_catalog(config: GatewayConfig) -> dict[str, SourceKind]:
     return catalog
 
 
+def merged(
+    facts: Mapping[str, report_pb2.SourceFacts],
+    catalog: Mapping[str, SourceKind],
+    *,
+    now: dt.datetime,
+) -> MergedReport:
+    """The configured sources' ``facts`` about one subject through the report's merge: its
+    contradictions (``contradictions_in``) and its state (``restorations.restoration_of``)
+    come from this one call."""
+    outcomes = [
+        SourceOutcome(SourceConfig(source_id, "index", ""), catalog[source_id], facts=held)
+        for source_id, held in sorted(facts.items())
+        if source_id in catalog
+    ]
+    return merge(outcomes, {}, now=now)
+
+
+def contradictions_in(token: str, report: MergedReport, *, key: bytes) -> list[Observed]:
+    """The contradictions of subject ``token``'s merged ``report``, each with its identity."""
+    found: dict[str, Observed] = {}
+    for item in report.categorized:
+        observed = Observed(contradiction_key(key, token, item.contradiction),
+                            item.contradiction)  # fmt: skip
+        found.setdefault(observed.key, observed)
+    return list(found.values())
+
+
 def contradictions_of(
     token: str,
     facts: Mapping[str, report_pb2.SourceFacts],
@@ -75,17 +102,7 @@ def contradictions_of(
     now: dt.datetime,
 ) -> list[Observed]:
     """The contradictions among the configured sources' ``facts`` about subject ``token``."""
-    outcomes = [
-        SourceOutcome(SourceConfig(source_id, "index", ""), catalog[source_id], facts=held)
-        for source_id, held in sorted(facts.items())
-        if source_id in catalog
-    ]
-    found: dict[str, Observed] = {}
-    for item in merge(outcomes, {}, now=now).categorized:
-        observed = Observed(contradiction_key(key, token, item.contradiction),
-                            item.contradiction)  # fmt: skip
-        found.setdefault(observed.key, observed)
-    return list(found.values())
+    return contradictions_in(token, merged(facts, catalog, now=now), key=key)
 
 
 def outdated_answers(

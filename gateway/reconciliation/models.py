@@ -71,3 +71,45 @@ class ReconciliationCursorRow(Base):
     name: Mapped[str] = mapped_column(String(CURSOR_NAME_LENGTH), primary_key=True)
     last_change_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+LAGGING_LENGTH = 1024
+
+
+class RestorationRow(Base):
+    """A subject's restoration and how long it took to reach every source (migration ``0016``).
+
+    Kept by the reconciler as it evaluates subjects (``gateway.reconciliation.restorations``):
+    inserted when the subject's state first evaluates to RESTORED, closed (``agreed_at``,
+    ``duration_micros``) when every source asserting a state says RESTORED, and kept after
+    that as the record of how long it took. One row per subject: the latest restoration.
+    Tokens, source ids and times only.
+    """
+
+    __tablename__ = "restorations"
+    __table_args__ = (
+        UniqueConstraint("subject_token"),
+        Index(None, "duration_micros"),
+        Index(None, "agreed_at", "ruled_at"),
+    )
+
+    restoration_id: Mapped[int] = mapped_column(
+        ContradictionId, primary_key=True, autoincrement=True
+    )
+    """Increases as restorations are first seen: the listing order and its page position."""
+    subject_token: Mapped[str] = mapped_column(String(TOKEN_LENGTH))
+    ruling_source_id: Mapped[str] = mapped_column(String(SOURCE_ID_LENGTH))
+    ruled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    """The ruling source's as-of for its RESTORED facts, when first seen."""
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    lagging: Mapped[str] = mapped_column(String(LAGGING_LENGTH))
+    """Space-separated ids of the sources asserting another state (as many whole ids as fit,
+    ``restorations.lagging_text``); empty once agreed."""
+    agreed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When the reconciler first found every source agreeing; NULL while open."""
+    duration_micros: Mapped[int | None] = mapped_column(BigInteger)
+    """``agreed_at - ruled_at`` in microseconds (at least 0); NULL while open. Indexed, so the
+    percentiles are one ordered read each."""
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When an agreed restoration's state stopped being RESTORED (a revoked ruling); a later
+    restoration of the subject replaces the row."""

@@ -19,11 +19,13 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import grpc
+from google.protobuf import duration_pb2
 
 from credgate.api.credit_repair.v1 import audit_pb2, report_pb2
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2 as pb
 from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as pb_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
+from credgate.audit.trail import AuditTrail
 from credgate.core.errors import GatewayError
 from credgate.core.institution import Institution
 from credgate.gateway.disclosure import Admission, Ask, DisclosureGate
@@ -34,7 +36,8 @@ from credgate.gateway.protection.page_tokens import (
     PageTokens,
 )
 from credgate.gateway.reconciliation.evaluate import Observed
-from credgate.gateway.reconciliation.models import ContradictionRow
+from credgate.gateway.reconciliation.models import ContradictionRow, RestorationRow
+from credgate.gateway.reconciliation.restorations import Summary, list_restorations, summarize
 from credgate.gateway.reconciliation.store import ContradictionStore
 
 SERVICE_NAME = "credit_repair.v1.ReconciliationService"
@@ -42,6 +45,9 @@ LIST_OPEN_CONTRADICTIONS = SERVICE_NAME + "/ListOpenContradictions"
 LIST_ACTION = audit_pb2.AUDIT_ACTION_READ_CONTRADICTIONS
 """The audit action a listing is recorded under, once per subject on the page: it reads
 subjects' facts (the values two sources hold)."""
+LIST_RESTORATION_TIMES = SERVICE_NAME + "/ListRestorationTimes"
+RESTORATIONS_ACTION = audit_pb2.AUDIT_ACTION_READ_RESTORATION_TIMES
+"""The audit action of a restoration listing (or a refused one): once per call, no subject."""
 Produce = Callable[[Admission], Awaitable[pb.OpenContradiction]]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -75,6 +81,8 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         self.gate: DisclosureGate | None = None
         """Set when the gateway is composed (``gateway.app``): the audit trail it records on
         is made after the change followers. Until then the listing releases nothing."""
+        self.audit: AuditTrail | None = None
+        """Set with ``gate``: records restoration listings (and refusals of them)."""
 
     async def ListOpenContradictions(
         self, request: pb.ListOpenContradictionsRequest, context: grpc.aio.ServicerContext
@@ -137,6 +145,57 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
             ]
         )
 
+    async def ListRestorationTimes(
+        self, request: pb.ListRestorationTimesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRestorationTimesResponse:
+        """A page of restorations with their durations, and the summary over all: regulators
+        only, the call recorded before the answer (a refusal too), permission first."""
+        caller = self._identify(context)
+        audit = self._audit_trail()
+        if caller.role != vocab.INSTITUTION_ROLE_REGULATOR:
+            raise await audit.refuse(
+                caller,
+                RESTORATIONS_ACTION,
+                _denied(caller, "ROLE_NOT_PERMITTED", "only a regulator may list restorations"),
+                purpose=vocab.PURPOSE_REGULATORY_AUDIT,
+            )
+        if request.page_size < 0:
+            raise _invalid([("page_size", "must not be negative")])
+        scope = PageScope(
+            LIST_RESTORATION_TIMES, caller.institution_id, ("open" if request.open_only else "",)
+        )
+        after = 0
+        if request.page_token:
+            try:
+                after = self._page_tokens.open_index(request.page_token, scope)
+            except PageTokenError:
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        database = self._store.database
+        rows = await list_restorations(
+            database, after=after, limit=limit + 1, open_only=request.open_only
+        )
+        summary = await summarize(database)
+        await audit.record(caller, RESTORATIONS_ACTION, purpose=vocab.PURPOSE_REGULATORY_AUDIT)
+        now = self._clock()
+        page = rows[:limit]
+        response = pb.ListRestorationTimesResponse(
+            restorations=[restoration_message(row, now) for row in page],
+            summary=summary_message(summary, now),
+        )
+        if len(rows) > limit:
+            response.next_page_token = self._page_tokens.issue(scope, (page[-1].restoration_id,))
+        return response
+
+    def _audit_trail(self) -> AuditTrail:
+        if self.audit is None:
+            raise GatewayError.of(
+                grpc.StatusCode.UNAVAILABLE,
+                "the listing is not available yet",
+                "AUDIT_UNAVAILABLE",
+            )
+        return self.audit
+
     def _source_filter(self, caller: Institution, requested: str) -> str:
         """The source the caller may list: its own for a provider, any for a regulator."""
         if caller.role == vocab.INSTITUTION_ROLE_REGULATOR:
@@ -180,6 +239,48 @@ async def describe(
         item.age.FromTimedelta(max(now - row.first_seen, dt.timedelta(0)))
         described.append(item)
     return described
+
+
+def _span(value: dt.timedelta) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromTimedelta(max(value, dt.timedelta(0)))
+    return message
+
+
+def restoration_message(row: RestorationRow, now: dt.datetime) -> pb.RestorationTime:
+    """A row as the API shows it: while open, the duration is the age so far."""
+    item = pb.RestorationTime(
+        subject_token=row.subject_token,
+        ruling_source_id=row.ruling_source_id,
+        open=row.agreed_at is None,
+        lagging_source_ids=row.lagging.split(),
+    )
+    item.ruling_time.FromDatetime(row.ruled_at)
+    item.first_seen_time.FromDatetime(row.first_seen)
+    if row.agreed_at is not None and row.duration_micros is not None:
+        item.agreed_time.FromDatetime(row.agreed_at)
+        item.duration.CopyFrom(_span(dt.timedelta(microseconds=row.duration_micros)))
+    else:
+        item.duration.CopyFrom(_span(now - row.ruled_at))
+    return item
+
+
+def summary_message(summary: Summary, now: dt.datetime) -> pb.RestorationSummary:
+    """The summary figures; a figure with nothing to measure is left unset."""
+    message = pb.RestorationSummary(agreed_count=summary.agreed, open_count=summary.open)
+    if summary.median is not None:
+        message.median.CopyFrom(_span(summary.median))
+    if summary.p90 is not None:
+        message.p90.CopyFrom(_span(summary.p90))
+    if summary.longest is not None:
+        message.max.CopyFrom(_span(summary.longest))
+    if summary.oldest_open_ruling is not None:
+        message.oldest_open_age.CopyFrom(_span(now - summary.oldest_open_ruling))
+    for bound, count in summary.histogram:
+        bucket = message.histogram.add(count=count)
+        if bound is not None:
+            bucket.upper_bound.CopyFrom(_span(bound))
+    return message
 
 
 def _denied(caller: Institution, reason: str, message: str) -> GatewayError:

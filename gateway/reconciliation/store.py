@@ -16,7 +16,9 @@ construction, greenlet switches, driver-thread hops, ORM flush). Here the feed i
 ``Database.threaded.read`` and a whole batch is recorded in one ``Database.threaded.write``
 (``core.storage.threaded``) on a sync Core ``Connection``, with statements built once below:
 the cursor's compare-and-set, then for all the batch's subjects together one SELECT of what
-is held, one DELETE and one UPDATE by id and one executemany INSERT.
+is held, one DELETE and one UPDATE by id and one executemany INSERT. The same transaction keeps
+the batch's restorations (``gateway.reconciliation.restorations``): one SELECT for the batch,
+and a write only for a restored subject whose restoration changed.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ from credgate.gateway.fact_index import FactIndex, FactIndexError
 from credgate.gateway.reconciliation.evaluate import (
     Observed,
     SourceKind,
-    contradictions_of,
+    contradictions_in,
+    merged,
     outdated_answers,
 )
 from credgate.gateway.reconciliation.models import ContradictionRow, ReconciliationCursorRow
+from credgate.gateway.reconciliation.restorations import (
+    Restoration,
+    record_restorations,
+    restoration_of,
+)
 from credgate.gateway.sync.models import ChangeFeedRow
 
 log = logging.getLogger(__name__)
@@ -132,14 +140,34 @@ class ContradictionStore:
             "postgresql" if database.backend == "postgresql" else "sqlite"
         ]
 
+    @property
+    def database(self) -> Database:
+        """The database the contradictions (and restorations) are kept in."""
+        return self._db
+
     async def evaluate(self, token: str) -> list[Observed]:
         """The contradictions in ``token``'s indexed facts now: between sources, and between a
         source's outdated answer and its newer facts the index holds (``outdated_answers``)."""
+        return (await self._assess(token))[0]
+
+    async def _assess(self, token: str) -> tuple[list[Observed], Restoration | None]:
+        """``evaluate``, and the subject's restoration (``restorations.restoration_of``) from
+        the same read of its facts and the same merge."""
         indexed = await self._index.indexed(token)
         facts = {source_id: entry.facts for source_id, entry in indexed.items()}
-        found = contradictions_of(token, facts, self._catalog, key=self._key, now=self._clock())
+        report = merged(facts, self._catalog, now=self._clock())
+        found = contradictions_in(token, report, key=self._key)
         answers = await self._index.recorded_answers(token)
-        return found + outdated_answers(token, indexed, answers, self._catalog, key=self._key)
+        found += outdated_answers(token, indexed, answers, self._catalog, key=self._key)
+        return found, restoration_of(indexed, self._catalog, report)
+
+    async def _try_assess(self, token: str) -> tuple[list[Observed], Restoration | None] | None:
+        """``_assess``, or None when the subject's facts cannot be read (``try_evaluate``)."""
+        try:
+            return await self._assess(token)
+        except FactIndexError as exc:
+            log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
+            return None
 
     async def try_evaluate(self, token: str) -> list[Observed] | None:
         """``evaluate``, or None when the subject's facts cannot be read (an unreadable row):
@@ -166,14 +194,17 @@ class ContradictionStore:
         if not rows:
             return 0
         tokens = list(dict.fromkeys(str(token) for _, token in rows))
-        found = {token: await self.try_evaluate(token) for token in tokens}
-        evaluated = {token: observed for token, observed in found.items() if observed is not None}
+        found = {token: await self._try_assess(token) for token in tokens}
+        assessed = {token: both for token, both in found.items() if both is not None}
+        evaluated = {token: observed for token, (observed, _) in assessed.items()}
+        restorations = {token: restoration for token, (_, restoration) in assessed.items()}
         end = int(rows[-1][0])
         now = self._clock()
 
         def write(connection: Connection) -> dict[str, _Change] | None:
             if not self._advance(connection, start, end, now):
                 return None
+            record_restorations(connection, restorations, now)
             return _record(connection, evaluated, now)
 
         changes = await self._db.threaded.write(write)
@@ -184,9 +215,16 @@ class ContradictionStore:
 
     async def refresh(self, tokens: Sequence[str]) -> None:
         """Re-evaluate ``tokens`` now, outside the feed (tests and one-off repairs)."""
-        found = {token: await self.evaluate(token) for token in tokens}
+        assessed = {token: await self._assess(token) for token in tokens}
+        found = {token: observed for token, (observed, _) in assessed.items()}
+        restorations = {token: restoration for token, (_, restoration) in assessed.items()}
         now = self._clock()
-        changes = await self._db.threaded.write(lambda connection: _record(connection, found, now))
+
+        def write(connection: Connection) -> dict[str, _Change]:
+            record_restorations(connection, restorations, now)
+            return _record(connection, found, now)
+
+        changes = await self._db.threaded.write(write)
         _log_changes(changes)
 
     async def open_rows(

@@ -102,6 +102,11 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Issue a gateway-signed repair-status certificate to the subject it is about
     (SelfInquiryService.IssueRepairStatusCertificate): a disclosure of the subject's state.
     """
+    AUDIT_ACTION_READ_RESTORATION_TIMES: _AuditAction.ValueType  # 16
+    """Read how long restorations took to reach every source
+    (ReconciliationService.ListRestorationTimes), or a refused attempt: one entry per call,
+    without a subject (the page names subjects by token and times only, no facts).
+    """
     AUDIT_ACTION_FILE_OBJECTION: _AuditAction.ValueType  # 20
     """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.
     File an objection to a fact (ObjectionService.FileObjection); the outcome says whether the
@@ -178,6 +183,11 @@ institution (ConsentService.GetGrantReceipt).
 AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE: AuditAction.ValueType  # 15
 """Issue a gateway-signed repair-status certificate to the subject it is about
 (SelfInquiryService.IssueRepairStatusCertificate): a disclosure of the subject's state.
+"""
+AUDIT_ACTION_READ_RESTORATION_TIMES: AuditAction.ValueType  # 16
+"""Read how long restorations took to reach every source
+(ReconciliationService.ListRestorationTimes), or a refused attempt: one entry per call,
+without a subject (the page names subjects by token and times only, no facts).
 """
 AUDIT_ACTION_FILE_OBJECTION: AuditAction.ValueType  # 20
 """Workflow actions (ObjectionService, RepairApplicationService) are numbered from 20.

@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-credit_repair/v1/reconciliation_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x1dListOpenContradictionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x19\n\tsource_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"v\n\x1eListOpenContradictionsResponse\x12;\n\x0e\x63ontradictions\x18\x01 \x03(\x0b\x32#.credit_repair.v1.OpenContradiction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf3\x01\n\x11OpenContradiction\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x36\n\rcontradiction\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration2\x94\x01\n\x15ReconciliationService\x12{\n\x16ListOpenContradictions\x12/.credit_repair.v1.ListOpenContradictionsRequest\x1a\x30.credit_repair.v1.ListOpenContradictionsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-credit_repair/v1/reconciliation_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x1dListOpenContradictionsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x19\n\tsource_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\"v\n\x1eListOpenContradictionsResponse\x12;\n\x0e\x63ontradictions\x18\x01 \x03(\x0b\x32#.credit_repair.v1.OpenContradiction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf3\x01\n\x11OpenContradiction\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x36\n\rcontradiction\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.Contradiction\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"g\n\x1bListRestorationTimesRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\x12\x11\n\topen_only\x18\x03 \x01(\x08\"\xb0\x02\n\x0fRestorationTime\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12/\n\x0bruling_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ruling_source_id\x18\x03 \x01(\t\x12/\n\x0b\x61greed_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04open\x18\x06 \x01(\x08\x12\x1a\n\x12lagging_source_ids\x18\x07 \x03(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x02\n\x12RestorationSummary\x12\x14\n\x0c\x61greed_count\x18\x01 \x01(\x03\x12)\n\x06median\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03p90\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nopen_count\x18\x05 \x01(\x03\x12\x32\n\x0foldest_open_age\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\thistogram\x18\x07 \x03(\x0b\x32 .credit_repair.v1.DurationBucket\"O\n\x0e\x44urationBucket\x12.\n\x0bupper_bound\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xa7\x01\n\x1cListRestorationTimesResponse\x12\x37\n\x0crestorations\x18\x01 \x03(\x0b\x32!.credit_repair.v1.RestorationTime\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x35\n\x07summary\x18\x03 \x01(\x0b\x32$.credit_repair.v1.RestorationSummary2\x8b\x02\n\x15ReconciliationService\x12{\n\x16ListOpenContradictions\x12/.credit_repair.v1.ListOpenContradictionsRequest\x1a\x30.credit_repair.v1.ListOpenContradictionsResponse\x12u\n\x14ListRestorationTimes\x12-.credit_repair.v1.ListRestorationTimesRequest\x1a..credit_repair.v1.ListRestorationTimesResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
   _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['source_id']._loaded_options = None
   _globals['_LISTOPENCONTRADICTIONSREQUEST'].fields_by_name['source_id']._serialized_options = b'\202\200\031\002\010\003'
+  _globals['_LISTRESTORATIONTIMESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTRESTORATIONTIMESREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
+  _globals['_LISTRESTORATIONTIMESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTRESTORATIONTIMESREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
   _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_start=199
   _globals['_LISTOPENCONTRADICTIONSREQUEST']._serialized_end=312
   _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_start=314
   _globals['_LISTOPENCONTRADICTIONSRESPONSE']._serialized_end=432
   _globals['_OPENCONTRADICTION']._serialized_start=435
   _globals['_OPENCONTRADICTION']._serialized_end=678
-  _globals['_RECONCILIATIONSERVICE']._serialized_start=681
-  _globals['_RECONCILIATIONSERVICE']._serialized_end=829
+  _globals['_LISTRESTORATIONTIMESREQUEST']._serialized_start=680
+  _globals['_LISTRESTORATIONTIMESREQUEST']._serialized_end=783
+  _globals['_RESTORATIONTIME']._serialized_start=786
+  _globals['_RESTORATIONTIME']._serialized_end=1090
+  _globals['_RESTORATIONSUMMARY']._serialized_start=1093
+  _globals['_RESTORATIONSUMMARY']._serialized_end=1383
+  _globals['_DURATIONBUCKET']._serialized_start=1385
+  _globals['_DURATIONBUCKET']._serialized_end=1464
+  _globals['_LISTRESTORATIONTIMESRESPONSE']._serialized_start=1467
+  _globals['_LISTRESTORATIONTIMESRESPONSE']._serialized_end=1634
+  _globals['_RECONCILIATIONSERVICE']._serialized_start=1637
+  _globals['_RECONCILIATIONSERVICE']._serialized_end=1904
 # @@protoc_insertion_point(module_scope)

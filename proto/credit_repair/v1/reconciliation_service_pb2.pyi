@@ -134,3 +134,229 @@ class OpenContradiction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenContradiction: _TypeAlias = OpenContradiction  # noqa: Y015
+
+@_typing.final
+class ListRestorationTimesRequest(_message.Message):
+    """Asks for a page of restorations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most restorations to return; 0 means 50, values above 500 are treated as 500."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page. It marks a position
+    only, must come with the same filter, and never grants access to anything.
+    """
+    open_only: _builtins.bool
+    """Only restorations some source still disagrees with."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        open_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestorationTimesRequest: _TypeAlias = ListRestorationTimesRequest  # noqa: Y015
+
+@_typing.final
+class RestorationTime(_message.Message):
+    """One subject's restoration: from the ruling until every source said RESTORED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    RULING_TIME_FIELD_NUMBER: _builtins.int
+    RULING_SOURCE_ID_FIELD_NUMBER: _builtins.int
+    AGREED_TIME_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    LAGGING_SOURCE_IDS_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    subject_token: _builtins.str
+    """The subject's token (keyed blind index); the identity number itself is never shown."""
+    ruling_source_id: _builtins.str
+    """The source whose RESTORED decides the subject's state (the court, or the disclosure
+    platform recording the court's ruling): the source of highest precedence asserting one.
+    """
+    open: _builtins.bool
+    """True while some source still asserts another repair state."""
+    @_builtins.property
+    def ruling_time(self) -> _timestamp_pb2.Timestamp:
+        """The as-of time of the ruling source's facts saying RESTORED when the gateway first saw
+        them: when the court's ruling took effect as that source records it.
+        """
+
+    @_builtins.property
+    def agreed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway first found every source that asserts a repair state saying RESTORED;
+        unset while some source still disagrees.
+        """
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """agreed_time minus ruling_time; while open, the age so far (the read's time minus
+        ruling_time). Never negative.
+        """
+
+    @_builtins.property
+    def lagging_source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """While open, the sources asserting another repair state, by id; empty once agreed."""
+
+    @_builtins.property
+    def first_seen_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway first saw the restoration."""
+
+    def __init__(
+        self,
+        *,
+        subject_token: _builtins.str = ...,
+        ruling_time: _timestamp_pb2.Timestamp | None = ...,
+        ruling_source_id: _builtins.str = ...,
+        agreed_time: _timestamp_pb2.Timestamp | None = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        open: _builtins.bool = ...,
+        lagging_source_ids: _abc.Iterable[_builtins.str] | None = ...,
+        first_seen_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agreed_time", b"agreed_time", "duration", b"duration", "first_seen_time", b"first_seen_time", "ruling_time", b"ruling_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed_time", b"agreed_time", "duration", b"duration", "first_seen_time", b"first_seen_time", "lagging_source_ids", b"lagging_source_ids", "open", b"open", "ruling_source_id", b"ruling_source_id", "ruling_time", b"ruling_time", "subject_token", b"subject_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorationTime: _TypeAlias = RestorationTime  # noqa: Y015
+
+@_typing.final
+class RestorationSummary(_message.Message):
+    """Figures over every restoration (not just the page). Percentiles are nearest-rank over the
+    agreed restorations' durations: the p-th is the smallest duration at or above p percent of
+    them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREED_COUNT_FIELD_NUMBER: _builtins.int
+    MEDIAN_FIELD_NUMBER: _builtins.int
+    P90_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    OPEN_COUNT_FIELD_NUMBER: _builtins.int
+    OLDEST_OPEN_AGE_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
+    agreed_count: _builtins.int
+    """Restorations every source has agreed with."""
+    open_count: _builtins.int
+    """Restorations some source still disagrees with."""
+    @_builtins.property
+    def median(self) -> _duration_pb2.Duration:
+        """Their median duration (unset when agreed_count is 0)."""
+
+    @_builtins.property
+    def p90(self) -> _duration_pb2.Duration:
+        """Their 90th percentile duration (unset when agreed_count is 0)."""
+
+    @_builtins.property
+    def max(self) -> _duration_pb2.Duration:
+        """Their longest duration (unset when agreed_count is 0)."""
+
+    @_builtins.property
+    def oldest_open_age(self) -> _duration_pb2.Duration:
+        """The age of the oldest open one, from its ruling (unset when open_count is 0)."""
+
+    @_builtins.property
+    def histogram(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurationBucket]:
+        """The agreed restorations' durations in fixed buckets (up to 1 hour, 1 day, 7, 30, 90 and
+        365 days, then longer), every bucket listed even when empty, shortest first; the counts
+        add up to agreed_count.
+        """
+
+    def __init__(
+        self,
+        *,
+        agreed_count: _builtins.int = ...,
+        median: _duration_pb2.Duration | None = ...,
+        p90: _duration_pb2.Duration | None = ...,
+        max: _duration_pb2.Duration | None = ...,
+        open_count: _builtins.int = ...,
+        oldest_open_age: _duration_pb2.Duration | None = ...,
+        histogram: _abc.Iterable[Global___DurationBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "median", b"median", "oldest_open_age", b"oldest_open_age", "p90", b"p90"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreed_count", b"agreed_count", "histogram", b"histogram", "max", b"max", "median", b"median", "oldest_open_age", b"oldest_open_age", "open_count", b"open_count", "p90", b"p90"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorationSummary: _TypeAlias = RestorationSummary  # noqa: Y015
+
+@_typing.final
+class DurationBucket(_message.Message):
+    """How many durations fell into one bucket of a histogram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPPER_BOUND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many durations fell into it."""
+    @_builtins.property
+    def upper_bound(self) -> _duration_pb2.Duration:
+        """The bucket's exclusive upper bound; its lower bound is the previous bucket's upper bound
+        (0 for the first). Unset for the last bucket, which has no upper bound.
+        """
+
+    def __init__(
+        self,
+        *,
+        upper_bound: _duration_pb2.Duration | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upper_bound", b"upper_bound"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "upper_bound", b"upper_bound"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurationBucket: _TypeAlias = DurationBucket  # noqa: Y015
+
+@_typing.final
+class ListRestorationTimesResponse(_message.Message):
+    """One page of restorations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTORATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def restorations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestorationTime]:
+        """The restorations, in the order the gateway first saw them."""
+
+    @_builtins.property
+    def summary(self) -> Global___RestorationSummary:
+        """Figures over every restoration, whatever the page and filter."""
+
+    def __init__(
+        self,
+        *,
+        restorations: _abc.Iterable[Global___RestorationTime] | None = ...,
+        next_page_token: _builtins.str = ...,
+        summary: Global___RestorationSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "restorations", b"restorations", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestorationTimesResponse: _TypeAlias = ListRestorationTimesResponse  # noqa: Y015

@@ -48,6 +48,11 @@ class ReconciliationServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsResponse.FromString,
                 _registered_method=True)
+        self.ListRestorationTimes = channel.unary_unary(
+                '/credit_repair.v1.ReconciliationService/ListRestorationTimes',
+                request_serializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesResponse.FromString,
+                _registered_method=True)
 
 
 class ReconciliationServiceServicer:
@@ -73,6 +78,19 @@ class ReconciliationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRestorationTimes(self, request, context):
+        """Lists restorations and how long each took to reach every source (docs/sync.md,
+        "Restoration times"), in the order the gateway first saw them, a page at a time
+        (AIP-158), with summary figures over all of them. Regulators only; each call is recorded
+        in the audit log (AUDIT_ACTION_READ_RESTORATION_TIMES) before the answer is sent.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, recorded);
+        INVALID_ARGUMENT (INVALID_REQUEST) for a negative page size or a page token not issued
+        for this caller and filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReconciliationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +98,11 @@ def add_ReconciliationServiceServicer_to_server(servicer, server):
                     servicer.ListOpenContradictions,
                     request_deserializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsResponse.SerializeToString,
+            ),
+            'ListRestorationTimes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestorationTimes,
+                    request_deserializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,6 +141,33 @@ class ReconciliationService:
             '/credit_repair.v1.ReconciliationService/ListOpenContradictions',
             credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsRequest.SerializeToString,
             credit__repair_dot_v1_dot_reconciliation__service__pb2.ListOpenContradictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestorationTimes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.ReconciliationService/ListRestorationTimes',
+            credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesRequest.SerializeToString,
+            credit__repair_dot_v1_dot_reconciliation__service__pb2.ListRestorationTimesResponse.FromString,
             options,
             channel_credentials,
             insecure,

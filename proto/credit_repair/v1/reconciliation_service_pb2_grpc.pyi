@@ -49,6 +49,15 @@ class ReconciliationServiceStub:
     about another source); INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest) for a
     negative page size or a page token not issued for this caller and filter.
     """
+    ListRestorationTimes: _grpc.UnaryUnaryMultiCallable[_reconciliation_service_pb2.ListRestorationTimesRequest, _reconciliation_service_pb2.ListRestorationTimesResponse]
+    """Lists restorations and how long each took to reach every source (docs/sync.md,
+    "Restoration times"), in the order the gateway first saw them, a page at a time
+    (AIP-158), with summary figures over all of them. Regulators only; each call is recorded
+    in the audit log (AUDIT_ACTION_READ_RESTORATION_TIMES) before the answer is sent.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, recorded);
+    INVALID_ARGUMENT (INVALID_REQUEST) for a negative page size or a page token not issued
+    for this caller and filter.
+    """
 
 @_typing.type_check_only
 class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
@@ -70,6 +79,15 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     a data provider the gateway does not know; SOURCE_NOT_PERMITTED when a data provider asks
     about another source); INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest) for a
     negative page size or a page token not issued for this caller and filter.
+    """
+    ListRestorationTimes: _aio.UnaryUnaryMultiCallable[_reconciliation_service_pb2.ListRestorationTimesRequest, _reconciliation_service_pb2.ListRestorationTimesResponse]  # type: ignore[assignment]
+    """Lists restorations and how long each took to reach every source (docs/sync.md,
+    "Restoration times"), in the order the gateway first saw them, a page at a time
+    (AIP-158), with summary figures over all of them. Regulators only; each call is recorded
+    in the audit log (AUDIT_ACTION_READ_RESTORATION_TIMES) before the answer is sent.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, recorded);
+    INVALID_ARGUMENT (INVALID_REQUEST) for a negative page size or a page token not issued
+    for this caller and filter.
     """
 
 class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +113,21 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         a data provider the gateway does not know; SOURCE_NOT_PERMITTED when a data provider asks
         about another source); INVALID_ARGUMENT (INVALID_REQUEST, with google.rpc.BadRequest) for a
         negative page size or a page token not issued for this caller and filter.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRestorationTimes(
+        self,
+        request: _reconciliation_service_pb2.ListRestorationTimesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_service_pb2.ListRestorationTimesResponse, _abc.Awaitable[_reconciliation_service_pb2.ListRestorationTimesResponse]]:
+        """Lists restorations and how long each took to reach every source (docs/sync.md,
+        "Restoration times"), in the order the gateway first saw them, a page at a time
+        (AIP-158), with summary figures over all of them. Regulators only; each call is recorded
+        in the audit log (AUDIT_ACTION_READ_RESTORATION_TIMES) before the answer is sent.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED for any other role, recorded);
+        INVALID_ARGUMENT (INVALID_REQUEST) for a negative page size or a page token not issued
+        for this caller and filter.
         """
 
 def add_ReconciliationServiceServicer_to_server(servicer: ReconciliationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,9 +26,10 @@ from credgate.api.credit_repair.v1 import audit_pb2 as credit__repair_dot_v1_dot
 from credgate.api.credit_repair.v1 import input_rules_pb2 as credit__repair_dot_v1_dot_input__rules__pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as credit__repair_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/regulator_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n\x10\x41uditEntryFilter\x12\x1e\n\x0einstitution_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1d\n\rsubject_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12*\n\x07purpose\x18\x03 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x17ListAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"c\n\x18ListAuditEntriesResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x19\x45xportAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\"\x81\x01\n\x1a\x45xportAuditEntriesResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12.\n\x07records\x18\x02 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\"\x1c\n\x1aGetLatestCheckpointRequest\"\x86\x01\n\x1bGetLatestCheckpointResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12\x32\n\twitnesses\x18\x02 \x03(\x0b\x32\x1f.credit_repair.v1.WitnessStatus\"\xfc\x01\n\rWitnessStatus\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rcosigned_size\x18\x04 \x01(\x04\x12\x16\n\x0esubmitted_size\x18\x05 \x01(\x04\x12\x30\n\x0c\x61ttempted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63osigned_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61lert\x18\x08 \x01(\t\x12\x1b\n\x13\x63osigned_checkpoint\x18\t \x01(\t\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\xb0\x01\n\x19GetInclusionProofResponse\x12/\n\x05proof\x18\x01 \x01(\x0b\x32 .credit_repair.v1.InclusionProof\x12-\n\x06record\x18\x02 \x01(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x33\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\"\x85\x01\n\x1bGetConsistencyProofResponse\x12\x31\n\x05proof\x18\x01 \x01(\x0b\x32\".credit_repair.v1.ConsistencyProof\x12\x33\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"\xa2\x01\n\x1dGetUnusualAccessReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x10\x62\x61seline_windows\x18\x03 \x01(\x05\x42\t\x82\x80\x19\x05 \x00(\xee\x02\"\xbd\x02\n\x14UnusualAccessFinding\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.credit_repair.v1.UnusualAccessKind\x12\x16\n\x0einstitution_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x01\x12*\n\x07purpose\x18\x06 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12.\n\nfirst_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esample_indexes\x18\t \x03(\x04\"\xf1\x01\n\x1eGetUnusualAccessReportResponse\x12\x38\n\x08\x66indings\x18\x01 \x03(\x0b\x32&.credit_repair.v1.UnusualAccessFinding\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x62\x61seline_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe8\x01\n\x11UnusualAccessKind\x12#\n\x1fUNUSUAL_ACCESS_KIND_UNSPECIFIED\x10\x00\x12-\n)UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE\x10\x01\x12$\n UNUSUAL_ACCESS_KIND_DENIAL_BURST\x10\x02\x12\x30\n,UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT\x10\x03\x12\'\n#UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE\x10\x04\x32\xc3\x05\n\x10RegulatorService\x12i\n\x10ListAuditEntries\x12).credit_repair.v1.ListAuditEntriesRequest\x1a*.credit_repair.v1.ListAuditEntriesResponse\x12q\n\x12\x45xportAuditEntries\x12+.credit_repair.v1.ExportAuditEntriesRequest\x1a,.credit_repair.v1.ExportAuditEntriesResponse0\x01\x12r\n\x13GetLatestCheckpoint\x12,.credit_repair.v1.GetLatestCheckpointRequest\x1a-.credit_repair.v1.GetLatestCheckpointResponse\x12l\n\x11GetInclusionProof\x12*.credit_repair.v1.GetInclusionProofRequest\x1a+.credit_repair.v1.GetInclusionProofResponse\x12r\n\x13GetConsistencyProof\x12,.credit_repair.v1.GetConsistencyProofRequest\x1a-.credit_repair.v1.GetConsistencyProofResponse\x12{\n\x16GetUnusualAccessReport\x12/.credit_repair.v1.GetUnusualAccessReportRequest\x1a\x30.credit_repair.v1.GetUnusualAccessReportResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(credit_repair/v1/regulator_service.proto\x12\x10\x63redit_repair.v1\x1a\x1c\x63redit_repair/v1/audit.proto\x1a\"credit_repair/v1/input_rules.proto\x1a!credit_repair/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x8c\x02\n\x10\x41uditEntryFilter\x12\x1e\n\x0einstitution_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1d\n\rsubject_token\x18\x02 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12*\n\x07purpose\x18\x03 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x1e.credit_repair.v1.AuditOutcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x17ListAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1a\n\npage_token\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x06\"c\n\x18ListAuditEntriesResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x19\x45xportAuditEntriesRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".credit_repair.v1.AuditEntryFilter\"\x81\x01\n\x1a\x45xportAuditEntriesResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12.\n\x07records\x18\x02 \x03(\x0b\x32\x1d.credit_repair.v1.AuditRecord\"\x1c\n\x1aGetLatestCheckpointRequest\"\x86\x01\n\x1bGetLatestCheckpointResponse\x12\x33\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\x12\x32\n\twitnesses\x18\x02 \x03(\x0b\x32\x1f.credit_repair.v1.WitnessStatus\"\xfc\x01\n\rWitnessStatus\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rcosigned_size\x18\x04 \x01(\x04\x12\x16\n\x0esubmitted_size\x18\x05 \x01(\x04\x12\x30\n\x0c\x61ttempted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63osigned_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61lert\x18\x08 \x01(\t\x12\x1b\n\x13\x63osigned_checkpoint\x18\t \x01(\t\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\xb0\x01\n\x19GetInclusionProofResponse\x12/\n\x05proof\x18\x01 \x01(\x0b\x32 .credit_repair.v1.InclusionProof\x12-\n\x06record\x18\x02 \x01(\x0b\x32\x1d.credit_repair.v1.AuditRecord\x12\x33\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x04\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x04\"\x85\x01\n\x1bGetConsistencyProofResponse\x12\x31\n\x05proof\x18\x01 \x01(\x0b\x32\".credit_repair.v1.ConsistencyProof\x12\x33\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1f.credit_repair.v1.LogCheckpoint\"\xa2\x01\n\x1dGetUnusualAccessReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x10\x62\x61seline_windows\x18\x03 \x01(\x05\x42\t\x82\x80\x19\x05 \x00(\xee\x02\"\xbd\x02\n\x14UnusualAccessFinding\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.credit_repair.v1.UnusualAccessKind\x12\x16\n\x0einstitution_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x01\x12*\n\x07purpose\x18\x06 \x01(\x0e\x32\x19.credit_repair.v1.Purpose\x12.\n\nfirst_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esample_indexes\x18\t \x03(\x04\"\xf1\x01\n\x1eGetUnusualAccessReportResponse\x12\x38\n\x08\x66indings\x18\x01 \x03(\x0b\x32&.credit_repair.v1.UnusualAccessFinding\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x62\x61seline_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x1aGetAccessStatisticsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x10\x44\x61ilyAccessCount\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x1e\n\x03\x64\x61y\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65nied\x18\x04 \x01(\x03\"3\n\x11\x44\x65nialReasonCount\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65nied\x18\x02 \x01(\x03\"c\n\x16SubjectsWithoutConsent\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x18\n\x10refused_subjects\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xempt_subjects\x18\x03 \x01(\x03\"\xb7\x02\n\x1bGetAccessStatisticsResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32\".credit_repair.v1.DailyAccessCount\x12;\n\x0e\x64\x65nial_reasons\x18\x04 \x03(\x0b\x32#.credit_repair.v1.DenialReasonCount\x12J\n\x18subjects_without_consent\x18\x05 \x03(\x0b\x32(.credit_repair.v1.SubjectsWithoutConsent*\xe8\x01\n\x11UnusualAccessKind\x12#\n\x1fUNUSUAL_ACCESS_KIND_UNSPECIFIED\x10\x00\x12-\n)UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE\x10\x01\x12$\n UNUSUAL_ACCESS_KIND_DENIAL_BURST\x10\x02\x12\x30\n,UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT\x10\x03\x12\'\n#UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE\x10\x04\x32\xb7\x06\n\x10RegulatorService\x12i\n\x10ListAuditEntries\x12).credit_repair.v1.ListAuditEntriesRequest\x1a*.credit_repair.v1.ListAuditEntriesResponse\x12q\n\x12\x45xportAuditEntries\x12+.credit_repair.v1.ExportAuditEntriesRequest\x1a,.credit_repair.v1.ExportAuditEntriesResponse0\x01\x12r\n\x13GetLatestCheckpoint\x12,.credit_repair.v1.GetLatestCheckpointRequest\x1a-.credit_repair.v1.GetLatestCheckpointResponse\x12l\n\x11GetInclusionProof\x12*.credit_repair.v1.GetInclusionProofRequest\x1a+.credit_repair.v1.GetInclusionProofResponse\x12r\n\x13GetConsistencyProof\x12,.credit_repair.v1.GetConsistencyProofRequest\x1a-.credit_repair.v1.GetConsistencyProofResponse\x12{\n\x16GetUnusualAccessReport\x12/.credit_repair.v1.GetUnusualAccessReportRequest\x1a\x30.credit_repair.v1.GetUnusualAccessReportResponse\x12r\n\x13GetAccessStatistics\x12,.credit_repair.v1.GetAccessStatisticsRequest\x1a-.credit_repair.v1.GetAccessStatisticsResponseBe\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,38 +47,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\002\010\006'
   _globals['_GETUNUSUALACCESSREPORTREQUEST'].fields_by_name['baseline_windows']._loaded_options = None
   _globals['_GETUNUSUALACCESSREPORTREQUEST'].fields_by_name['baseline_windows']._serialized_options = b'\202\200\031\005 \000(\356\002'
-  _globals['_UNUSUALACCESSKIND']._serialized_start=2531
-  _globals['_UNUSUALACCESSKIND']._serialized_end=2763
-  _globals['_AUDITENTRYFILTER']._serialized_start=197
-  _globals['_AUDITENTRYFILTER']._serialized_end=465
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=468
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=600
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=602
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=701
-  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_start=703
-  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_end=782
-  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_start=785
-  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_end=914
-  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_start=916
-  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_end=944
-  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_start=947
-  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_end=1081
-  _globals['_WITNESSSTATUS']._serialized_start=1084
-  _globals['_WITNESSSTATUS']._serialized_end=1336
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1338
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1403
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1406
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1582
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1584
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1663
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1666
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1799
-  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_start=1802
-  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_end=1964
-  _globals['_UNUSUALACCESSFINDING']._serialized_start=1967
-  _globals['_UNUSUALACCESSFINDING']._serialized_end=2284
-  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_start=2287
-  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_end=2528
-  _globals['_REGULATORSERVICE']._serialized_start=2766
-  _globals['_REGULATORSERVICE']._serialized_end=3473
+  _globals['_UNUSUALACCESSKIND']._serialized_start=3256
+  _globals['_UNUSUALACCESSKIND']._serialized_end=3488
+  _globals['_AUDITENTRYFILTER']._serialized_start=221
+  _globals['_AUDITENTRYFILTER']._serialized_end=489
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=492
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=624
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=626
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=725
+  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_start=727
+  _globals['_EXPORTAUDITENTRIESREQUEST']._serialized_end=806
+  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_start=809
+  _globals['_EXPORTAUDITENTRIESRESPONSE']._serialized_end=938
+  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_start=940
+  _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_end=968
+  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_start=971
+  _globals['_GETLATESTCHECKPOINTRESPONSE']._serialized_end=1105
+  _globals['_WITNESSSTATUS']._serialized_start=1108
+  _globals['_WITNESSSTATUS']._serialized_end=1360
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1362
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1427
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1430
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1606
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1608
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1687
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1690
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1823
+  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_start=1826
+  _globals['_GETUNUSUALACCESSREPORTREQUEST']._serialized_end=1988
+  _globals['_UNUSUALACCESSFINDING']._serialized_start=1991
+  _globals['_UNUSUALACCESSFINDING']._serialized_end=2308
+  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_start=2311
+  _globals['_GETUNUSUALACCESSREPORTRESPONSE']._serialized_end=2552
+  _globals['_GETACCESSSTATISTICSREQUEST']._serialized_start=2554
+  _globals['_GETACCESSSTATISTICSREQUEST']._serialized_end=2676
+  _globals['_DAILYACCESSCOUNT']._serialized_start=2678
+  _globals['_DAILYACCESSCOUNT']._serialized_end=2785
+  _globals['_DENIALREASONCOUNT']._serialized_start=2787
+  _globals['_DENIALREASONCOUNT']._serialized_end=2838
+  _globals['_SUBJECTSWITHOUTCONSENT']._serialized_start=2840
+  _globals['_SUBJECTSWITHOUTCONSENT']._serialized_end=2939
+  _globals['_GETACCESSSTATISTICSRESPONSE']._serialized_start=2942
+  _globals['_GETACCESSSTATISTICSRESPONSE']._serialized_end=3253
+  _globals['_REGULATORSERVICE']._serialized_start=3491
+  _globals['_REGULATORSERVICE']._serialized_end=4314
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import date_pb2 as _date_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -592,3 +593,181 @@ class GetUnusualAccessReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUnusualAccessReportResponse: _TypeAlias = GetUnusualAccessReportResponse  # noqa: Y015
+
+@_typing.final
+class GetAccessStatisticsRequest(_message.Message):
+    """Asks for the access statistics of a window. Days are UTC calendar days (the log's own
+    clock): a window that does not start or end at midnight UTC has partial first or last days.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's start; unset means end_time minus 7 days."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's end (exclusive); unset means now. At most 92 days after start_time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccessStatisticsRequest: _TypeAlias = GetAccessStatisticsRequest  # noqa: Y015
+
+@_typing.final
+class DailyAccessCount(_message.Message):
+    """One institution's decisions on one UTC day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    DENIED_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    """The calling institution."""
+    allowed: _builtins.int
+    """Decisions that released an answer (outcome ALLOWED)."""
+    denied: _builtins.int
+    """Decisions that refused the caller (outcome DENIED)."""
+    @_builtins.property
+    def day(self) -> _date_pb2.Date:
+        """The UTC day the decisions were made."""
+
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+        day: _date_pb2.Date | None = ...,
+        allowed: _builtins.int = ...,
+        denied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "day", b"day", "denied", b"denied", "institution_id", b"institution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyAccessCount: _TypeAlias = DailyAccessCount  # noqa: Y015
+
+@_typing.final
+class DenialReasonCount(_message.Message):
+    """How many refusals gave one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    DENIED_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The UPPER_SNAKE reason of the refusals (for example CONSENT_MISSING)."""
+    denied: _builtins.int
+    """How many refusals in the window gave it."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        denied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denied", b"denied", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenialReasonCount: _TypeAlias = DenialReasonCount  # noqa: Y015
+
+@_typing.final
+class SubjectsWithoutConsent(_message.Message):
+    """The distinct subjects one institution reached without a consent grant in the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    REFUSED_SUBJECTS_FIELD_NUMBER: _builtins.int
+    EXEMPT_SUBJECTS_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    """The calling institution."""
+    refused_subjects: _builtins.int
+    """Distinct subjects it was refused for with a CONSENT_* reason (no grant, or a grant that
+    was withdrawn, paused, expired or did not cover the query): the signature of scraping, the
+    same statistic as UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT.
+    """
+    exempt_subjects: _builtins.int
+    """Distinct subjects it was allowed to read under a purpose that needs no consent grant
+    (judicial or tax investigation, statutory duty, public disclosure: docs/policy.md); the
+    subject's own inquiry does not count.
+    """
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+        refused_subjects: _builtins.int = ...,
+        exempt_subjects: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exempt_subjects", b"exempt_subjects", "institution_id", b"institution_id", "refused_subjects", b"refused_subjects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubjectsWithoutConsent: _TypeAlias = SubjectsWithoutConsent  # noqa: Y015
+
+@_typing.final
+class GetAccessStatisticsResponse(_message.Message):
+    """The statistics of a window; every list is complete (not paged) and leaves out zero rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    DENIAL_REASONS_FIELD_NUMBER: _builtins.int
+    SUBJECTS_WITHOUT_CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window examined: start."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The window examined: end (exclusive)."""
+
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyAccessCount]:
+        """Per institution and day with any decision, ordered by day, then institution."""
+
+    @_builtins.property
+    def denial_reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenialReasonCount]:
+        """Per reason of refusal, most frequent first, then by reason."""
+
+    @_builtins.property
+    def subjects_without_consent(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubjectsWithoutConsent]:
+        """Per institution with any such subject, ordered by institution."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        daily: _abc.Iterable[Global___DailyAccessCount] | None = ...,
+        denial_reasons: _abc.Iterable[Global___DenialReasonCount] | None = ...,
+        subjects_without_consent: _abc.Iterable[Global___SubjectsWithoutConsent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily", b"daily", "denial_reasons", b"denial_reasons", "end_time", b"end_time", "start_time", b"start_time", "subjects_without_consent", b"subjects_without_consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccessStatisticsResponse: _TypeAlias = GetAccessStatisticsResponse  # noqa: Y015

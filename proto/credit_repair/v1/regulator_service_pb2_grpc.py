@@ -72,6 +72,11 @@ class RegulatorServiceStub:
                 request_serializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportRequest.SerializeToString,
                 response_deserializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportResponse.FromString,
                 _registered_method=True)
+        self.GetAccessStatistics = channel.unary_unary(
+                '/credit_repair.v1.RegulatorService/GetAccessStatistics',
+                request_serializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsRequest.SerializeToString,
+                response_deserializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class RegulatorServiceServicer:
@@ -139,6 +144,18 @@ class RegulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccessStatistics(self, request, context):
+        """Counts the access decisions in a time window for charts (docs/audit.md, "Access
+        statistics"): per institution and UTC day the allowed and denied decisions, the denials
+        by reason, and per institution the distinct subjects it reached without a consent grant.
+        Aggregated in the database over the log's query columns; recorded like a listing.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, naming
+        end_time for an empty or reversed window or one longer than 92 days).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +188,11 @@ def add_RegulatorServiceServicer_to_server(servicer, server):
                     servicer.GetUnusualAccessReport,
                     request_deserializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportRequest.FromString,
                     response_serializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportResponse.SerializeToString,
+            ),
+            'GetAccessStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccessStatistics,
+                    request_deserializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsRequest.FromString,
+                    response_serializer=credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -343,6 +365,33 @@ class RegulatorService:
             '/credit_repair.v1.RegulatorService/GetUnusualAccessReport',
             credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportRequest.SerializeToString,
             credit__repair_dot_v1_dot_regulator__service__pb2.GetUnusualAccessReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccessStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit_repair.v1.RegulatorService/GetAccessStatistics',
+            credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsRequest.SerializeToString,
+            credit__repair_dot_v1_dot_regulator__service__pb2.GetAccessStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

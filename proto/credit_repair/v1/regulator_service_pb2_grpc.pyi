@@ -73,6 +73,14 @@ class RegulatorServiceStub:
     statistic behind it (docs/audit.md, "Unusual access").
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
     """
+    GetAccessStatistics: _grpc.UnaryUnaryMultiCallable[_regulator_service_pb2.GetAccessStatisticsRequest, _regulator_service_pb2.GetAccessStatisticsResponse]
+    """Counts the access decisions in a time window for charts (docs/audit.md, "Access
+    statistics"): per institution and UTC day the allowed and denied decisions, the denials
+    by reason, and per institution the distinct subjects it reached without a consent grant.
+    Aggregated in the database over the log's query columns; recorded like a listing.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, naming
+    end_time for an empty or reversed window or one longer than 92 days).
+    """
 
 @_typing.type_check_only
 class RegulatorServiceAsyncStub(RegulatorServiceStub):
@@ -116,6 +124,14 @@ class RegulatorServiceAsyncStub(RegulatorServiceStub):
     """Reports unusual access in a time window, each finding with a plain explanation of the
     statistic behind it (docs/audit.md, "Unusual access").
     Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
+    """
+    GetAccessStatistics: _aio.UnaryUnaryMultiCallable[_regulator_service_pb2.GetAccessStatisticsRequest, _regulator_service_pb2.GetAccessStatisticsResponse]  # type: ignore[assignment]
+    """Counts the access decisions in a time window for charts (docs/audit.md, "Access
+    statistics"): per institution and UTC day the allowed and denied decisions, the denials
+    by reason, and per institution the distinct subjects it reached without a consent grant.
+    Aggregated in the database over the log's query columns; recorded like a listing.
+    Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, naming
+    end_time for an empty or reversed window or one longer than 92 days).
     """
 
 class RegulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -193,6 +209,20 @@ class RegulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reports unusual access in a time window, each finding with a plain explanation of the
         statistic behind it (docs/audit.md, "Unusual access").
         Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST).
+        """
+
+    @_abc_1.abstractmethod
+    def GetAccessStatistics(
+        self,
+        request: _regulator_service_pb2.GetAccessStatisticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_regulator_service_pb2.GetAccessStatisticsResponse, _abc.Awaitable[_regulator_service_pb2.GetAccessStatisticsResponse]]:
+        """Counts the access decisions in a time window for charts (docs/audit.md, "Access
+        statistics"): per institution and UTC day the allowed and denied decisions, the denials
+        by reason, and per institution the distinct subjects it reached without a consent grant.
+        Aggregated in the database over the log's query columns; recorded like a listing.
+        Errors: PERMISSION_DENIED (ROLE_NOT_PERMITTED); INVALID_ARGUMENT (INVALID_REQUEST, naming
+        end_time for an empty or reversed window or one longer than 92 days).
         """
 
 def add_RegulatorServiceServicer_to_server(servicer: RegulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
