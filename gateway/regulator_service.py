@@ -248,9 +248,12 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
     async def GetLatestCheckpoint(
         self, request: pb.GetLatestCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLatestCheckpointResponse:
-        """A checkpoint covering every entry so far, and how each witness last answered."""
-        await self._regulator(context)
+        """A checkpoint covering every entry so far, and how each witness last answered.
+        Recorded like every regulator read (after the checkpoint is cut, before the answer):
+        sizes and hashes name nobody, but who watched the log, and when, is on the record."""
+        caller = await self._regulator(context)
         checkpoint = checkpoint_message(await self._checkpoint())
+        await self._record_access(caller)
         try:
             witnesses = [witness_status_message(s) for s in await witness_statuses(self._db)]
         except SQLAlchemyError:  # the checkpoint is the answer; the status only a report
@@ -300,8 +303,8 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConsistencyProofResponse:
-        """The proof that an older tree is a prefix of a newer one."""
-        await self._regulator(context)
+        """The proof that an older tree is a prefix of a newer one (recorded, as above)."""
+        caller = await self._regulator(context)
         second, checkpoint = await self._tree_size(request.second_tree_size, "second_tree_size")
         # Checked here, before any proof is built: the storage layer refuses these sizes too
         # (ProofError), but as a bad request they are the caller's, not the log's, fault.
@@ -313,6 +316,7 @@ class RegulatorServicer(pb_grpc.RegulatorServiceServicer):
             path = await self._log.consistency_proof(request.first_tree_size, second)
         except (AuditIntegrityError, ProofError):
             raise _inconsistent() from None
+        await self._record_access(caller)
         response = pb.GetConsistencyProofResponse(
             proof=audit_pb2.ConsistencyProof(
                 first_tree_size=request.first_tree_size, second_tree_size=second, hashes=path

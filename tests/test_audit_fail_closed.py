@@ -97,9 +97,7 @@ NOT_AUDITED: dict[str, str] = {
     "entry fails (tests/test_disclosure_gate.py); a page here is empty, about no one, because "
     "this environment runs no reconciler. Role refusals concern no subject.",
 }
-"""RPCs whose every path records nothing, and why. (Regulator checkpoints and consistency
-proofs record refusals, so they are probed; their allowed path hands out sizes and hashes
-only, no entry, and is not recorded.)"""
+"""RPCs whose every path records nothing, and why."""
 
 
 # -- the fault: every append fails at the database ------------------------------------------------
@@ -525,6 +523,9 @@ PROBES: dict[str, dict[str, Probe]] = {
         ),
     },
     "RegulatorService.GetLatestCheckpoint": {
+        "allowed": lambda e: unary(
+            reg_stub(e, "regulator-demo").GetLatestCheckpoint(reg_pb2.GetLatestCheckpointRequest())
+        ),
         "refused": lambda e: unary(
             reg_stub(e, "bank-demo").GetLatestCheckpoint(reg_pb2.GetLatestCheckpointRequest())
         ),
@@ -542,6 +543,11 @@ PROBES: dict[str, dict[str, Probe]] = {
         ),
     },
     "RegulatorService.GetConsistencyProof": {
+        "allowed": lambda e: unary(
+            reg_stub(e, "regulator-demo").GetConsistencyProof(
+                reg_pb2.GetConsistencyProofRequest(first_tree_size=1)
+            )
+        ),
         "refused": lambda e: unary(
             reg_stub(e, "bank-demo").GetConsistencyProof(
                 reg_pb2.GetConsistencyProofRequest(first_tree_size=1)

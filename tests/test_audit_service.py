@@ -337,13 +337,14 @@ async def test_checkpoints_and_proofs_verify_with_only_the_public_key(
     with pytest.raises(ValueError):
         open_checkpoint(old_note, [public])
 
-    for i in range(12, 29):
+    # 13: the checkpoint read itself was recorded, after the checkpoint was cut.
+    for i in range(13, 30):
         await gateway.log.append(make_entry(i))
     response = await stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_index=7), timeout=5)
     latest = open_checkpoint(response.checkpoint.note, [signer.verifier]).checkpoint
-    assert latest.tree_size == response.proof.tree_size == 29
+    assert latest.tree_size == response.proof.tree_size == 30
     leaf = leaf_hash(response.record.entry_bytes)
-    verify_inclusion(7, 29, leaf, list(response.proof.hashes), latest.root_hash)
+    verify_inclusion(7, 30, leaf, list(response.proof.hashes), latest.root_hash)
     assert response.record.entry.index == 7
 
     at_old = await stub.GetInclusionProof(
@@ -355,10 +356,10 @@ async def test_checkpoints_and_proofs_verify_with_only_the_public_key(
     consistency = await stub.GetConsistencyProof(
         pb.GetConsistencyProofRequest(first_tree_size=12), timeout=5
     )
-    # 31: the two inclusion proofs handed out entries, and each read was recorded.
-    assert consistency.checkpoint.tree_size == 31
+    # 32: the two inclusion proofs handed out entries, and each read was recorded.
+    assert consistency.checkpoint.tree_size == 32
     newest = open_checkpoint(consistency.checkpoint.note, [signer.verifier]).checkpoint
-    verify_consistency(12, 31, old.root_hash, newest.root_hash, list(consistency.proof.hashes))
+    verify_consistency(12, 32, old.root_hash, newest.root_hash, list(consistency.proof.hashes))
 
     for request, field_name in (
         (
@@ -419,7 +420,8 @@ async def test_consistency_proof_sizes_outside_rfc_9162_are_bad_requests(
     latest = await stub.GetConsistencyProof(
         pb.GetConsistencyProofRequest(first_tree_size=12), timeout=5
     )
-    assert (latest.proof.first_tree_size, latest.proof.second_tree_size) == (12, 12)
+    # 13: the proof just answered was recorded (the refused sizes above were not answered).
+    assert (latest.proof.first_tree_size, latest.proof.second_tree_size) == (12, 13)
 
 
 async def test_no_answer_is_released_when_the_audit_write_fails(gateway: RegulatorGateway) -> None:

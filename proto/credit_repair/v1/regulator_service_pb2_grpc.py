@@ -31,8 +31,8 @@ class RegulatorServiceStub:
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 
@@ -85,8 +85,8 @@ class RegulatorServiceServicer:
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 
@@ -208,8 +208,8 @@ class RegulatorService:
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 

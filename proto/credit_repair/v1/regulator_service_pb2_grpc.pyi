@@ -34,8 +34,8 @@ class RegulatorServiceStub:
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 
@@ -89,8 +89,8 @@ class RegulatorServiceAsyncStub(RegulatorServiceStub):
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 
@@ -140,8 +140,8 @@ class RegulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     and must hold the REGULATOR role: any other caller gets PERMISSION_DENIED (reason
     ROLE_NOT_PERMITTED) for every method, before any request field is looked at.
 
-    Listing and exporting entries are themselves access decisions and are recorded in the audit
-    log (purpose REGULATORY_AUDIT) before the answer is sent; if that record cannot be written
+    Every call is itself recorded in the audit log (purpose REGULATORY_AUDIT) before the answer
+    is sent — listings, exports, proofs and checkpoints alike; if that record cannot be written
     the call fails with UNAVAILABLE (reason AUDIT_UNAVAILABLE).
     """
 
