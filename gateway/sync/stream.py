@@ -71,11 +71,18 @@ class _Hello:
 
 
 @dataclass(frozen=True)
+class _Batch:
+    """The updates of one ``SignedUpdateBatch``: applied together, in one transaction."""
+
+    updates: list[Prepared]
+
+
+@dataclass(frozen=True)
 class _End:
     error: Exception | None = None
 
 
-_Item = Prepared | _Hello | _End
+_Item = Prepared | _Batch | _Hello | _End
 
 
 def _applied_digest(batch: list[Prepared], result: BatchResult) -> bytes:
@@ -85,6 +92,10 @@ def _applied_digest(batch: list[Prepared], result: BatchResult) -> bytes:
             assert isinstance(prepared.result, Accepted)
             return prepared.result.update_digest
     return b""
+
+
+def _updates(item: Prepared | _Batch) -> list[Prepared]:
+    return list(item.updates) if isinstance(item, _Batch) else [item]
 
 
 def _printable(text: str) -> str:
@@ -120,7 +131,7 @@ class SyncStream:
         try:
             while True:
                 item = await self._next(queue)
-                if isinstance(item, Prepared):
+                if isinstance(item, Prepared | _Batch):
                     for response in await self._apply(self._batch(item, queue)):
                         yield response
                 elif isinstance(item, _Hello):
@@ -149,6 +160,9 @@ class SyncStream:
                 item = self._prepare(request)
                 if isinstance(item, Prepared):
                     self.probe.on_read()
+                elif isinstance(item, _Batch):
+                    for _ in item.updates:
+                        self.probe.on_read()
                 await queue.put(item)  # blocks while the queue is full: back-pressure
         except Exception as exc:  # handed to the applier, which ends the call with it
             await queue.put(_End(exc))
@@ -159,6 +173,10 @@ class SyncStream:
         kind = request.WhichOneof("message")
         if kind == "update":
             return self._validator.prepare(self._provider, request.update)
+        if kind == "batch":
+            # Raises BatchRefused for a batch refused as a whole: the applier ends the call
+            # with it after everything queued before the batch.
+            return _Batch(self._validator.prepare_batch(self._provider, request.batch))
         if kind == "hello":
             return _Hello(_printable(request.hello.client_agent))
         return Prepared(
@@ -173,18 +191,26 @@ class SyncStream:
             return item
         return await queue.get()
 
-    def _batch(self, first: Prepared, queue: asyncio.Queue[_Item]) -> list[Prepared]:
-        """``first`` plus whatever updates are already queued, up to ``max_batch``."""
-        batch = [first]
+    def _batch(self, first: Prepared | _Batch, queue: asyncio.Queue[_Item]) -> list[Prepared]:
+        """``first`` plus whatever updates are already queued, up to ``max_batch``.
+
+        A provider's ``SignedUpdateBatch`` is never split: it joins a transaction whole, or
+        waits for the next one (a batch larger than ``max_batch`` is a transaction alone)."""
+        batch = _updates(first)
         while len(batch) < self._settings.max_batch:
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            if not isinstance(item, Prepared):
-                self._pending = item  # a hello or the end: handled after this batch
+            if isinstance(item, Prepared):
+                batch.append(item)
+            elif isinstance(item, _Batch) and len(batch) + len(item.updates) <= (
+                self._settings.max_batch
+            ):
+                batch.extend(item.updates)
+            else:
+                self._pending = item  # a hello, the end or a batch: after this transaction
                 break
-            batch.append(item)
         return batch
 
     async def _apply(self, batch: list[Prepared]) -> list[sync_pb2.SyncUpdatesResponse]:
