@@ -150,6 +150,27 @@ class ContradictionStore:
             log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
             return None
 
+    async def evaluate_many(self, tokens: Sequence[str]) -> dict[str, list[Observed] | None]:
+        """``try_evaluate`` for every token, with one read for all of them (a feed batch's
+        subjects, each once): None for a subject whose facts cannot be read."""
+        rows = await self._index.evaluation_rows(tokens)
+        now = self._clock()
+        found: dict[str, list[Observed] | None] = {}
+        for token in tokens:
+            try:
+                indexed = self._index.open_indexed(token, rows.indexed.get(token, ()))
+            except FactIndexError as exc:
+                log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
+                found[token] = None
+                continue
+            facts = {source_id: entry.facts for source_id, entry in indexed.items()}
+            observed = contradictions_of(token, facts, self._catalog, key=self._key, now=now)
+            answers = rows.answers.get(token, [])
+            found[token] = observed + outdated_answers(
+                token, indexed, answers, self._catalog, key=self._key
+            )
+        return found
+
     async def reconcile(self, batch: int = FEED_BATCH) -> int:
         """Evaluate the subjects of the next ``batch`` feed rows; return how many rows.
 
@@ -166,7 +187,7 @@ class ContradictionStore:
         if not rows:
             return 0
         tokens = list(dict.fromkeys(str(token) for _, token in rows))
-        found = {token: await self.try_evaluate(token) for token in tokens}
+        found = await self.evaluate_many(tokens)
         evaluated = {token: observed for token, observed in found.items() if observed is not None}
         end = int(rows[-1][0])
         now = self._clock()
