@@ -30,6 +30,7 @@ from credgate.core.sync.signing import (
 )
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.store import SyncStore
+from tests.fixtures.pki import DevPki
 from tests.sync_support import (
     HELLO,
     assert_index_matches,
@@ -44,7 +45,6 @@ from tests.sync_support import (
     tokenizer_of,
     update_request,
 )
-from tests.fixtures.pki import DevPki
 
 
 @pytest.fixture
@@ -125,10 +125,12 @@ async def _refused(
         await call.write(request)
     await call.done_writing()
     responses: list[sync_pb2.SyncUpdatesResponse] = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    try:
         while isinstance(response := await call.read(), sync_pb2.SyncUpdatesResponse):
             responses.append(response)
-    return responses, raised.value
+    except grpc.aio.AioRpcError as error:
+        return responses, error
+    raise AssertionError(f"the stream ended with OK after {len(responses)} responses")
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -147,7 +149,9 @@ async def test_a_batched_push_becomes_the_index_and_each_update_stays_provable(
         originals = [await store.signed_original(PLATFORM.source_id, s) for s in sequences]
 
     assert report.acked == len(history) == state.cursor
-    assert not report.rejected and not report.duplicates and not report.gaps
+    assert not report.rejected
+    assert not report.duplicates
+    assert not report.gaps
     assert state.journal == {"APPLIED": len(history)}
     assert state.journal_sequences == list(range(1, len(history) + 1))
     assert_index_matches(state, history, tokenizer_of(server))

@@ -73,7 +73,8 @@ async def test_a_provider_killed_mid_batch_resumes_exactly_once(
         state = await index_state(server.database, server.keyring, PLATFORM.source_id)
 
     # Killed mid-stream: after some acks, well before the end.
-    assert acked_before_kill and acked_before_kill[-1] >= KILL_AFTER_ACK
+    assert acked_before_kill
+    assert acked_before_kill[-1] >= KILL_AFTER_ACK
     assert KILL_AFTER_ACK <= at_kill.cursor < len(history)
     if batch_size:
         # All or nothing: the cursor stands on a batch boundary, never inside a batch.
