@@ -245,20 +245,63 @@ async def test_a_wrong_batch_signature_is_refused_and_nothing_stored(
     assert state.journal_sequences == []
 
 
+@pytest.mark.parametrize(
+    ("shape", "reason", "field"),
+    [
+        ("digest-missing", "BATCH_MALFORMED", "batch.update_digests"),
+        ("over-max_batch_updates", "BATCH_MALFORMED", "batch.update_bytes"),
+        # (Behind the full gateway's input boundary an empty batch is refused even earlier,
+        # INVALID_REQUEST: the field is required. This server has the sync service alone.)
+        ("empty", "BATCH_MALFORMED", "batch.update_bytes"),
+    ],
+)
 async def test_a_malformed_batch_is_refused_naming_the_field(
-    dev_pki: DevPki, tmp_path: Path, database_url: str, history: list[sync_pb2.ProviderUpdate]
+    dev_pki: DevPki,
+    tmp_path: Path,
+    database_url: str,
+    history: list[sync_pb2.ProviderUpdate],
+    shape: str,
+    reason: str,
+    field: str,
 ) -> None:
     batch = sign_batch(PLATFORM.signing_key, history[:3])
-    del batch.update_digests[2]
-    async with sync_server(dev_pki, tmp_path, database_url) as server:
+    if shape == "digest-missing":
+        del batch.update_digests[2]
+    elif shape == "empty":
+        batch = sync_pb2.SignedUpdateBatch(first_sequence=1, signature=batch.signature)
+    limit = {"max_batch_updates": 2} if shape == "over-max_batch_updates" else {}
+    async with sync_server(dev_pki, tmp_path, database_url, sync=limit) as server:
         async with provider_channel(dev_pki, server.port, PLATFORM.institution_id) as channel:
             _, error = await _refused(channel, [batch_request(batch)])
         state = await index_state(server.database, server.keyring, PLATFORM.source_id)
 
-    info = unpack_detail(_status(error).details, error_details_pb2.ErrorInfo)
+    status = _status(error)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.reason == "BATCH_MALFORMED"
+    assert unpack_detail(status.details, error_details_pb2.ErrorInfo).reason == reason
+    bad_request = unpack_detail(status.details, error_details_pb2.BadRequest)
+    assert field in [v.field for v in bad_request.field_violations]
     assert state.cursor == 0
+
+
+def test_the_batch_tree_is_rfc_9162_as_the_audit_log_computes_it() -> None:
+    """Cross-check with the audit log's independent RFC 6962/9162 code: same tree hash, same
+    inclusion paths, for every size up to 70 (powers of two and everything between)."""
+    from credgate.audit.hashing import leaf_hash
+    from credgate.audit.proof import inclusion_proof
+    from credgate.audit.tree import merkle_root
+    from credgate.core.sync.signing import batch_tree, root_from_inclusion
+
+    for size in range(1, 71):
+        digests = [hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(size)]
+        root, paths = batch_tree(digests)
+        leaves = [leaf_hash(d) for d in digests]
+        assert root == merkle_root(leaves)
+        for index in range(size):
+            assert paths[index] == inclusion_proof(leaves, index, size)
+            assert root_from_inclusion(digests[index], index, size, paths[index]) == root
+            if size > 1:  # the path of one leaf proves nothing about another position
+                other = (index + 1) % size
+                assert root_from_inclusion(digests[index], other, size, paths[index]) != root
 
 
 async def test_a_bad_update_in_a_well_signed_batch_costs_its_own_number_only(
