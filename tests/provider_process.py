@@ -14,12 +14,13 @@ from pathlib import Path
 
 from credgate.adapters.mocks.population import build_population
 from credgate.adapters.mocks.providers import PLATFORM, update_history
+from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.core.channel import client_channel
 from credgate.core.sync.provider_client import ProviderClient
 from credgate.core.sync.signing import sign_update
 
 
-def provider_history(population: int) -> list:  # type: ignore[type-arg]
+def provider_history(population: int) -> list[sync_pb2.ProviderUpdate]:
     """The updates the process pushes (the test compares the index with them)."""
     return update_history(PLATFORM, build_population(size=population), snapshot=True)
 
