@@ -12,7 +12,8 @@ the provider instead of filling memory. At any moment the updates read but not y
 are at most ``queue_size`` (queued) + ``max_batch`` (being applied) + 1 (held by the blocked
 reader); ``SyncProbe`` records the largest such number seen. A ``SignedUpdateBatch`` is one
 queue entry (``_Batch``) whose updates are applied in one transaction, never split: with
-batches the bound counts messages, each of at most ``max_batch_updates`` updates.
+batches the bound counts updates too: the updates of queued batches never exceed
+``queue_size`` (``_Budget``; a larger batch waits alone).
 
 The applier takes whatever is queued (up to ``max_batch``) as one batch, so batches grow under
 load and a lone update is committed at once. A ``SyncHello`` is answered in stream order, after
@@ -79,6 +80,33 @@ class _Batch:
     updates: list[Prepared]
 
 
+class _Budget:
+    """How many updates of ``SignedUpdateBatch`` messages may wait in the queue.
+
+    The queue counts messages, and one batch may carry thousands of updates: without this,
+    ``queue_size`` batches of 4 MiB could be held at once. The reader reserves a batch's
+    updates before queueing it and waits while that would exceed ``limit`` (a batch larger
+    than ``limit`` is queued alone, once nothing else waits); the applier releases them when
+    it takes the batch off the queue."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = asyncio.Event()
+
+    async def reserve(self, count: int) -> None:
+        """Wait until ``count`` more updates fit (or nothing is queued), then take them."""
+        while self._used > 0 and self._used + count > self._limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self._used += count
+
+    def release(self, count: int) -> None:
+        """Give back a dequeued batch's updates."""
+        self._used -= count
+        self._changed.set()
+
+
 @dataclass(frozen=True)
 class _End:
     error: Exception | None = None
@@ -123,6 +151,7 @@ class SyncStream:
         self.probe = probe or SyncProbe()
         self._gap_reported = 0
         self._pending: _Item | None = None
+        self._budget = _Budget(settings.queue_size)
 
     async def run(
         self, requests: AsyncIterator[sync_pb2.SyncUpdatesRequest]
@@ -165,6 +194,7 @@ class SyncStream:
                 elif isinstance(item, _Batch):
                     for _ in item.updates:
                         self.probe.on_read()
+                    await self._budget.reserve(len(item.updates))
                 await queue.put(item)  # blocks while the queue is full: back-pressure
         except Exception as exc:  # handed to the applier, which ends the call with it
             await queue.put(_End(exc))
@@ -191,7 +221,13 @@ class SyncStream:
         if self._pending is not None:
             item, self._pending = self._pending, None
             return item
-        return await queue.get()
+        return self._taken(await queue.get())
+
+    def _taken(self, item: _Item) -> _Item:
+        """``item`` as it leaves the queue: a batch gives its updates back to the budget."""
+        if isinstance(item, _Batch):
+            self._budget.release(len(item.updates))
+        return item
 
     def _batch(self, first: Prepared | _Batch, queue: asyncio.Queue[_Item]) -> list[Prepared]:
         """``first`` plus whatever updates are already queued, up to ``max_batch``.
@@ -201,7 +237,7 @@ class SyncStream:
         batch = _updates(first)
         while len(batch) < self._settings.max_batch:
             try:
-                item = queue.get_nowait()
+                item = self._taken(queue.get_nowait())
             except asyncio.QueueEmpty:
                 break
             if isinstance(item, Prepared):
