@@ -179,12 +179,12 @@ class ProviderClient:
         self._last = max(self._updates)
         self._agent = client_agent
         self._ask = ask_where_to_resume
+        """Without it the client resumes after the last ack *it* received, which may be behind
+        the gateway's durable position: the difference comes back as duplicates."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
         self._batch_key = batch_key
         self._batch_size = batch_size
-        """Without it the client resumes after the last ack *it* received, which may be behind
-        the gateway's durable position: the difference comes back as duplicates."""
         self.report = PushReport()
         self.on_ack: Callable[[int], None] | None = None
         """Called with each acknowledged sequence (tests use it to pick a moment to kill)."""

@@ -11,9 +11,9 @@ provider HTTP/2 flow-control window, and the provider's writes block: a slow dat
 the provider instead of filling memory. At any moment the updates read but not yet committed
 are at most ``queue_size`` (queued) + ``max_batch`` (being applied) + 1 (held by the blocked
 reader); ``SyncProbe`` records the largest such number seen. A ``SignedUpdateBatch`` is one
-queue entry (``_Batch``) whose updates are applied in one transaction, never split: with
-batches the bound counts updates too: the updates of queued batches never exceed
-``queue_size`` (``_Budget``; a larger batch waits alone).
+queue entry (``_Batch``) whose updates are applied in one transaction, never split, and it
+weighs its updates: those of queued batches never exceed ``queue_size`` (``_Budget``; a larger
+batch waits until it can go alone).
 
 The applier takes whatever is queued (up to ``max_batch``) as one batch, so batches grow under
 load and a lone update is committed at once. A ``SyncHello`` is answered in stream order, after
