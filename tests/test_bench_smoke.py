@@ -176,9 +176,7 @@ def test_ingest_reports_durable_updates_per_second(
         assert old_form["status"] == "ok", old_form
         assert old_form["metrics"]["batch_size"] == 0
         assert old_form["requests"] == row["requests"]
-        assert row["metrics"]["ratio_to_per_update"] == pytest.approx(
-            row["qps"] / old_form["qps"]
-        )
+        assert row["metrics"]["ratio_to_per_update"] == pytest.approx(row["qps"] / old_form["qps"])
     if not POSTGRES_URL:
         for row_id in ("sync_ingest_postgresql", "sync_ingest_per_update_postgresql"):
             row = rows[row_id]
