@@ -173,6 +173,12 @@ async def test_a_batched_push_becomes_the_index_and_each_update_stays_provable(
         other = Ed25519PrivateKey.generate().public_key()
         assert not original_valid(other, PLATFORM.source_id, original)
         assert not original_valid(public_key, "another-source", original)
+        for first_sequence, count in ((-1, 37), (1, 0), (1, 2**32)):  # refused, never raised
+            bounds = sync_pb2.SignedProviderUpdate()
+            bounds.CopyFrom(original)
+            bounds.batch_inclusion.first_sequence = first_sequence
+            bounds.batch_inclusion.update_count = count
+            assert not original_valid(public_key, PLATFORM.source_id, bounds)
 
 
 async def test_a_tampered_update_in_a_signed_batch_is_refused_located_and_nothing_stored(

@@ -224,7 +224,9 @@ def original_valid(
     if not original.HasField("batch_inclusion"):
         return signature_valid(key, original.update_bytes, original.signature)
     inclusion = original.batch_inclusion
-    if original.signature or inclusion.update_count > 0xFFFFFFFF:
+    if original.signature or not 1 <= inclusion.first_sequence <= 2**63 - 1:
+        return False
+    if not 1 <= inclusion.update_count <= 0xFFFFFFFF:
         return False
     root = root_from_inclusion(
         update_digest(original.update_bytes),
