@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     world.add_argument("--seed", type=int, default=20210301, help="population seed")
     world.add_argument("--batch-size", type=int, default=100, help="subjects per batch (100)")
     world.add_argument(
+        "--ingest-batch-size",
+        type=int,
+        default=256,
+        help="updates per SignedUpdateBatch in the batched ingest rows (256); the per-update "
+        "rows always send one update per message",
+    )
+    world.add_argument(
         "--batch-concurrency", type=int, default=2, help="batches in flight (default 2)"
     )
     parser.add_argument_group("gateway workers").add_argument(
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             population=args.population,
             seed=args.seed,
             batch_size=args.batch_size,
+            ingest_batch_size=args.ingest_batch_size,
             batch_concurrency=args.batch_concurrency,
             index_sizes=args.index_sizes,
             proof_sizes=args.proof_sizes,

@@ -4,8 +4,10 @@ One registered provider (the mock disclosure platform, ``adapters.mocks.provider
 streams its whole update history for the synthetic population to a gateway started in its own
 process (``bench.servers``), through the reference client ``core.sync.provider_client``. The
 client counts an update as done only when the gateway acknowledges it, and the gateway
-acknowledges only what it has committed, so the rate is of durable ingestion. Updates are
-signed before the clock starts (the provider's cost, not the gateway's).
+acknowledges only what it has committed, so the rate is of durable ingestion. The per-update
+form's updates are signed before the clock starts (the provider's cost, not the gateway's);
+the batched form signs each batch as the client forms it (one signature per batch, inside the
+clock).
 
 On PostgreSQL the run gets a schema of its own (``credgate_bench_<random>``, selected through
 the connection's ``search_path``), dropped afterwards.
@@ -75,13 +77,25 @@ def provider_entries() -> list[dict[str, str]]:
 
 
 async def push(
-    target: str, tls: ClientTls, signed: Sequence[sync_pb2.SignedProviderUpdate]
+    target: str,
+    tls: ClientTls,
+    signed: Sequence[sync_pb2.SignedProviderUpdate],
+    *,
+    batch_size: int = 256,
 ) -> IngestMeasurement:
-    """Stream ``signed`` to the gateway at ``target`` until every update is acknowledged."""
+    """Stream ``signed`` to the gateway at ``target`` until every update is acknowledged:
+    in ``SignedUpdateBatch`` messages of ``batch_size`` (each signed as the client forms it,
+    inside the clock: one signature per batch), or one update per message when it is 0."""
+    from credgate.adapters.mocks.providers import PLATFORM
     from credgate.core.channel import client_channel
     from credgate.core.sync.provider_client import ProviderClient
 
-    client = ProviderClient(lambda: client_channel(target, tls.ca, tls.cert, tls.key), signed)
+    client = ProviderClient(
+        lambda: client_channel(target, tls.ca, tls.cert, tls.key),
+        signed,
+        batch_key=PLATFORM.signing_key if batch_size else None,
+        batch_size=max(batch_size, 1),
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     report = await client.run(timeout=INGEST_TIMEOUT_SECONDS)
     seconds = time.perf_counter() - started
@@ -95,9 +109,13 @@ async def push(
 
 
 def measure_push(
-    target: str, tls: ClientTls, signed: Sequence[sync_pb2.SignedProviderUpdate]
+    target: str,
+    tls: ClientTls,
+    signed: Sequence[sync_pb2.SignedProviderUpdate],
+    *,
+    batch_size: int = 256,
 ) -> IngestMeasurement:
-    return asyncio.run(push(target, tls, signed))
+    return asyncio.run(push(target, tls, signed, batch_size=batch_size))
 
 
 def _libpq(url: str) -> str:

@@ -116,6 +116,12 @@ INGEST_ROWS = (
     ("sync_ingest_sqlite", "sync ingest, durable acks, SQLite"),
     ("sync_ingest_postgresql", "sync ingest, durable acks, PostgreSQL"),
 )
+"""The batched form (``SignedUpdateBatch``): the rows the 10,000/s target is measured on."""
+INGEST_PER_UPDATE_ROWS = (
+    ("sync_ingest_per_update_sqlite", "sync ingest, per-update form, SQLite"),
+    ("sync_ingest_per_update_postgresql", "sync ingest, per-update form, PostgreSQL"),
+)
+"""The same push, one ``SignedProviderUpdate`` per message: the batched rows' ratio base."""
 INDEX_TITLE = "index query (INDEX mode), full path"
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -189,6 +195,8 @@ class BenchSettings:
     population: int = 10_000
     seed: int = 20210301
     batch_size: int = 100
+    ingest_batch_size: int = 256
+    """Updates per ``SignedUpdateBatch`` in the batched ingest rows."""
     batch_concurrency: int = 2
     index_sizes: tuple[int, ...] = (10_000, 1_000_000)
     proof_sizes: tuple[int, ...] = (10_000, 1_000_000)
@@ -216,6 +224,8 @@ class BenchSettings:
             raise ValueError("proof sizes must be at least 2")
         if not 1 <= self.facts_per_subject <= 8:
             raise ValueError("facts per subject must be 1 to 8 (one per mock source)")
+        if not 1 <= self.ingest_batch_size <= 4096:
+            raise ValueError("the ingest batch size must be 1 to 4096")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"workers must be 1 to {MAX_WORKERS}")
 
@@ -937,37 +947,54 @@ class _Suite:
                     )
 
     def run_ingest(self) -> None:
-        """One provider streams its history to a gateway on each backend; durable acks."""
+        """One provider streams its history to a gateway on each backend; durable acks. Per
+        backend, the per-update form first, then the batched form (the target's row)."""
         from bench import ingest
 
         settings, world = self.settings, self.world
         _log(f"signing the provider's update history for {settings.population:,} subjects")
         signed = ingest.provider_history(settings.seed, settings.population)
         tls = ingest.provider_tls(world.directory / "pki", world.client_tls.ca)
-        for (row_id, title), backend in zip(INGEST_ROWS, ("sqlite", "postgresql"), strict=True):
-            if backend == "postgresql" and not settings.postgres_url:
-                self.add(
-                    Row(
-                        row_id,
-                        title,
-                        Status.PENDING,
-                        note="not measured: no PostgreSQL given (--postgres-url)",
+        for backend, per_update, batched in zip(
+            (SQLITE, POSTGRESQL), INGEST_PER_UPDATE_ROWS, INGEST_ROWS, strict=True
+        ):
+            rates: dict[int, float] = {}
+            for (row_id, title), batch_size in (
+                (per_update, 0),
+                (batched, settings.ingest_batch_size),
+            ):
+                if backend == POSTGRESQL and not settings.postgres_url:
+                    self.add(
+                        Row(
+                            row_id,
+                            title,
+                            Status.PENDING,
+                            note="not measured: no PostgreSQL given (--postgres-url)",
+                        )
                     )
+                    continue
+                self.attempt(
+                    row_id,
+                    title,
+                    functools.partial(
+                        self._ingest_row, row_id, title, backend, signed, tls, batch_size, rates
+                    ),
                 )
-                continue
-            self.attempt(
-                row_id,
-                title,
-                functools.partial(self._ingest_row, row_id, title, backend, signed, tls),
-            )
 
     def _ingest_row(
-        self, row_id: str, title: str, backend: str, signed: Sequence[Any], tls: ClientTls
+        self,
+        row_id: str,
+        title: str,
+        backend: str,
+        signed: Sequence[Any],
+        tls: ClientTls,
+        batch_size: int,
+        rates: dict[int, float],
     ) -> Row:
         from bench import ingest
 
         world = self.world
-        directory = world.directory / f"ingest-{backend}"
+        directory = world.directory / f"ingest-{backend}-{batch_size}"
         with contextlib.ExitStack() as stack:
             if backend == "postgresql":
                 assert self.settings.postgres_url is not None
@@ -982,13 +1009,26 @@ class _Suite:
                 ServerProcess("gateway", gateway_settings, world.logs, label=f"gateway-{row_id}")
             )
             before = gateway.cpu_seconds()
-            measured = ingest.measure_push(f"127.0.0.1:{gateway.info}", tls, signed)
+            measured = ingest.measure_push(
+                f"127.0.0.1:{gateway.info}", tls, signed, batch_size=batch_size
+            )
             after = gateway.cpu_seconds()
         metrics = ingest.ingest_metrics(measured)
+        metrics["batch_size"] = batch_size
+        rates[batch_size] = measured.updates_per_second
         cpu = ""
         if before is not None and after is not None and measured.updates:
             metrics["server_cpu_ms_per_update"] = (after - before) * 1000.0 / measured.updates
             cpu = f"gateway CPU {metrics['server_cpu_ms_per_update']:.3f} ms/update"
+        form = (
+            f"batches of {batch_size} (SignedUpdateBatch)"
+            if batch_size
+            else "one SignedProviderUpdate per message"
+        )
+        ratio = ""
+        if batch_size and rates.get(0):
+            metrics["ratio_to_per_update"] = measured.updates_per_second / rates[0]
+            ratio = f"{metrics['ratio_to_per_update']:.1f}x the per-update form in this run"
         return Row(
             row_id,
             title,
@@ -999,9 +1039,10 @@ class _Suite:
             partial=0,
             metrics=metrics,
             note=_join(
-                f"{measured.updates:,} updates in {measured.seconds:.2f} s over one stream "
-                "(QPS = acknowledged updates/s)",
+                f"{measured.updates:,} updates in {measured.seconds:.2f} s over one stream, "
+                f"{form} (QPS = acknowledged updates/s)",
                 cpu,
+                ratio,
             ),
         )
 
@@ -1178,7 +1219,9 @@ _ROW_ORDER = (
     "live_query_c1_postgresql",
     "live_query_postgresql",
     "index_query_postgresql",
+    "sync_ingest_per_update_sqlite",
     "sync_ingest_sqlite",
+    "sync_ingest_per_update_postgresql",
     "sync_ingest_postgresql",
     "audit_append",
     "audit_verify",
@@ -1396,7 +1439,7 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
                 suite.run_ingest()
             except Exception as error:
                 _log(f"ingest scenario failed: {type(error).__name__}: {error}")
-                _fail_missing(results, list(INGEST_ROWS), error)
+                _fail_missing(results, [*INGEST_PER_UPDATE_ROWS, *INGEST_ROWS], error)
         if "audit" in scenarios:
             try:
                 suite.run_audit()

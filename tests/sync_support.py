@@ -306,12 +306,19 @@ def signed_by_platform(
 
 
 def platform_client(
-    server: SyncServer, pki: DevPki, updates: Sequence[sync_pb2.ProviderUpdate]
+    server: SyncServer,
+    pki: DevPki,
+    updates: Sequence[sync_pb2.ProviderUpdate],
+    *,
+    batch_size: int = 0,
 ) -> ProviderClient:
-    """The reference client pushing ``updates`` as the platform provider."""
+    """The reference client pushing ``updates`` as the platform provider: one update per
+    message, or ``SignedUpdateBatch`` messages of ``batch_size`` when it is set."""
     return ProviderClient(
         lambda: provider_channel(pki, server.port, PLATFORM.institution_id),
         signed_by_platform(updates),
+        batch_key=PLATFORM.signing_key if batch_size else None,
+        batch_size=batch_size or 1,
     )
 
 

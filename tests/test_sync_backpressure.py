@@ -72,3 +72,44 @@ async def test_a_slow_gateway_reads_no_further_than_its_bound(
     # ... and the bound was reached: the provider really was faster than the gateway.
     assert probe.max_ahead >= QUEUE_SIZE
     assert max(stores[0].batch_sizes) == MAX_BATCH
+
+
+PROVIDER_BATCH = 5
+
+
+async def test_batches_are_bounded_by_updates_not_messages(
+    dev_pki: DevPki, tmp_path: Path, database_url: str, population: Population
+) -> None:
+    """``SignedUpdateBatch`` messages weigh their updates: at most ``queue_size`` updates of
+    batches wait in the queue (not ``queue_size`` batches), plus the batch being applied and the
+    one the blocked reader holds; each batch is applied whole."""
+    history = update_history(PLATFORM, population, snapshot=True)
+    signed = [sign_update(PLATFORM.signing_key, u) for u in history]
+    stores: list[SlowStore] = []
+
+    def slow_store(database: Database, cipher: FieldCipher) -> SyncStore:
+        stores.append(SlowStore(database, cipher))
+        return stores[-1]
+
+    settings = {"queue_size": QUEUE_SIZE, "max_batch": MAX_BATCH}
+    async with sync_server(
+        dev_pki, tmp_path, database_url, sync=settings, store_factory=slow_store
+    ) as server:
+        client = ProviderClient(
+            lambda: provider_channel(dev_pki, server.port, PLATFORM.institution_id),
+            signed,
+            batch_key=PLATFORM.signing_key,
+            batch_size=PROVIDER_BATCH,
+        )
+        report = await client.run(timeout=60)
+        state = await index_state(server.database, server.keyring, PLATFORM.source_id)
+    (probe,) = server.probes
+
+    assert report.acked == len(history) == state.cursor
+    assert probe.read == probe.committed == len(history)
+    # Queued batches' updates (≤ QUEUE_SIZE, or one batch alone) + the batch being applied
+    # + the batch the blocked reader holds — not QUEUE_SIZE whole batches.
+    assert probe.max_ahead <= QUEUE_SIZE + 2 * PROVIDER_BATCH
+    assert probe.max_ahead >= QUEUE_SIZE
+    # A batch larger than max_batch is still one transaction: never split.
+    assert set(stores[0].batch_sizes) <= {PROVIDER_BATCH, len(history) % PROVIDER_BATCH}

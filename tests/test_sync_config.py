@@ -74,7 +74,15 @@ def test_one_provider_per_source_and_per_institution() -> None:
 
 
 @pytest.mark.parametrize(
-    "sync", [{"queue_size": 0}, {"max_batch": -1}, {"max_update_bytes": 10}, {"burst": 3}]
+    "sync",
+    [
+        {"queue_size": 0},
+        {"max_batch": -1},
+        {"max_update_bytes": 10},
+        {"max_batch_updates": 0},
+        {"max_batch_updates": 5000},
+        {"burst": 3},
+    ],
 )
 def test_sync_settings_out_of_range_or_unknown_are_refused(sync: dict[str, int]) -> None:
     with pytest.raises(ConfigError, match="sync"):

@@ -7,7 +7,8 @@ must equal the provider's full history: every sequence number resolved exactly o
 latest facts per subject, the cursor at the end — no duplicate, no loss. With
 ``ask_where_to_resume`` off, the provider resumes from its own record of the last ack, which we
 set back a little (a provider that persists its position lazily): what it sends again comes
-back as duplicates and is not applied twice.
+back as duplicates and is not applied twice. Both run in the per-update form and in the batched
+form (``SignedUpdateBatch`` of 256, each stored all or nothing).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ KILL_FRACTIONS = (0.25, 0.6)
 REWIND = 100
 
 
+@pytest.mark.parametrize("batch_size", [0, 256], ids=["per-update", "batched"])
 @pytest.mark.parametrize("ask_where_to_resume", [True, False], ids=["hello", "own-ack"])
 async def test_a_killed_gateway_resumes_without_duplicate_or_loss(
-    dev_pki: DevPki, tmp_path: Path, database_url: str, ask_where_to_resume: bool
+    dev_pki: DevPki, tmp_path: Path, database_url: str, ask_where_to_resume: bool, batch_size: int
 ) -> None:
     history = update_history(PLATFORM, build_population(size=POPULATION_SIZE), snapshot=True)
     signed = [sign_update(PLATFORM.signing_key, u) for u in history]
@@ -47,6 +49,8 @@ async def test_a_killed_gateway_resumes_without_duplicate_or_loss(
             lambda: provider_channel(dev_pki, gateway.port, PLATFORM.institution_id),
             signed,
             ask_where_to_resume=ask_where_to_resume,
+            batch_key=PLATFORM.signing_key if batch_size else None,
+            batch_size=max(batch_size, 1),
         )
         progressed = asyncio.Event()
         client.on_ack = lambda _: progressed.set()

@@ -257,7 +257,9 @@ async def push(target: str, pki_dir: Path, *, size: int, seed: int, resolve_lag:
         history = update_history(script, population, snapshot=True, resolve_lag=resolve_lag)
         signed = [sign_update(script.signing_key, update) for update in history]
         channel = functools.partial(client_channel, target, pki_dir / "ca.pem", cert, key)
-        clients.append((script, ProviderClient(channel, signed), len(history)))
+        # The batched form (SignedUpdateBatch of 256), as a provider should push a backlog.
+        client = ProviderClient(channel, signed, batch_key=script.signing_key)
+        clients.append((script, client, len(history)))
     reports = await asyncio.gather(*(client.run(timeout=600) for _, client, _ in clients))
     for (script, _, total), report in zip(clients, reports, strict=True):
         print(

@@ -38,10 +38,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from credgate.core.sync.signing import sign_batch_bytes
+
+DEFAULT_BATCH_SIZE = 256
+"""Updates per ``SignedUpdateBatch`` when batching: one gRPC message and one signature per 256
+updates instead of per update (docs/benchmarks.md, "Ingest, batched")."""
 
 RETRYABLE = frozenset(
     {
@@ -156,10 +162,17 @@ class ProviderClient:
         *,
         client_agent: str = "credgate-provider-client/2",
         ask_where_to_resume: bool = True,
+        batch_key: Ed25519PrivateKey | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         """``signed`` carries consecutive sequence numbers starting anywhere (``ValueError``
         otherwise); every update that parses must name the same source and, inside its
-        signed bytes, the sequence of its envelope."""
+        signed bytes, the sequence of its envelope.
+
+        With ``batch_key`` (the provider's signing key) the client sends the batched form:
+        from wherever the gateway resumes, ``SignedUpdateBatch`` messages of up to
+        ``batch_size`` updates, each signed as it is formed (the per-update signatures in
+        ``signed`` are then unused). Without it, the per-update form, one message each."""
         self._channel_factory = channel_factory
         self._updates, self._source_id = _history(signed)
         self._first = min(self._updates)
@@ -168,6 +181,10 @@ class ProviderClient:
         self._ask = ask_where_to_resume
         """Without it the client resumes after the last ack *it* received, which may be behind
         the gateway's durable position: the difference comes back as duplicates."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
+        self._batch_key = batch_key
+        self._batch_size = batch_size
         self.report = PushReport()
         self.on_ack: Callable[[int], None] | None = None
         """Called with each acknowledged sequence (tests use it to pick a moment to kill)."""
@@ -283,11 +300,31 @@ class ProviderClient:
         self._check_digest(cursor, resume.last_update_digest, "resumes after")
 
     async def _send(self, call: grpc.aio.StreamStreamCall, session: _Session) -> None:
+        if self._batch_key is not None:
+            await self._send_batches(call, session, self._batch_key)
+            return
         for sequence in range(session.start + 1, self._last + 1):
             # Noted before the write: an answer about it can only come after.
             session.sent_through = sequence
             self.report.sent += 1
             await call.write(sync_pb2.SyncUpdatesRequest(update=self._updates[sequence]))
+        await call.done_writing()
+
+    async def _send_batches(
+        self, call: grpc.aio.StreamStreamCall, session: _Session, key: Ed25519PrivateKey
+    ) -> None:
+        """The batched form: consecutive runs of ``batch_size`` from the resume point."""
+        for first in range(session.start + 1, self._last + 1, self._batch_size):
+            last = min(first + self._batch_size - 1, self._last)
+            batch = sign_batch_bytes(
+                key,
+                self._source_id,
+                first,
+                [self._updates[s].update_bytes for s in range(first, last + 1)],
+            )
+            session.sent_through = last
+            self.report.sent += last - first + 1
+            await call.write(sync_pb2.SyncUpdatesRequest(batch=batch))
         await call.done_writing()
 
     def _digest(self, sequence: int) -> str:

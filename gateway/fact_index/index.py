@@ -31,6 +31,11 @@ from credgate.core.storage.issued_reports import (
 )
 from credgate.core.storage.models import Base, SourceFactsRow, SubjectRow
 from credgate.core.tokens import is_subject_token
+from credgate.gateway.fact_index.bulk_reads import (
+    EvaluationRows,
+    SealedIndexed,
+    read_for_evaluation,
+)
 from credgate.gateway.fact_index.history import RecordedAnswer, read_answers
 from credgate.gateway.fact_index.live_writes import (
     IndexedFacts,
@@ -256,6 +261,33 @@ class FactIndex:
         _require_token(token)
         await fact_writer(self._db).settled(token)
         return await read_indexed(self._db, token, self._open_facts)
+
+    async def evaluation_rows(self, tokens: Sequence[str]) -> EvaluationRows:
+        """``indexed`` and ``recorded_answers`` of many subjects in one read transaction, the
+        facts still sealed (``open_indexed`` opens one subject's): the reconciler's read of a
+        whole feed batch."""
+        for token in tokens:
+            _require_token(token)
+        writer = fact_writer(self._db)
+        for token in tokens:
+            await writer.settled(token)
+        return await self._db.threaded.read(
+            lambda connection: read_for_evaluation(connection, tokens)
+        )
+
+    def open_indexed(self, token: str, rows: Sequence[SealedIndexed]) -> dict[str, IndexedFacts]:
+        """One subject's rows from ``evaluation_rows``, opened as ``indexed`` returns them;
+        ``FactIndexError`` when one cannot be read."""
+        return {
+            row.source_id: IndexedFacts(
+                self._open_facts(token, row.source_id, row.blob),
+                row.fetched_at,
+                row.source_as_of,
+                row.sequence,
+                row.synced_at,
+            )
+            for row in rows
+        }
 
     async def recorded_answers(self, token: str) -> list[RecordedAnswer]:
         """The answers about ``token`` the index did not take (``source_fact_history``), without

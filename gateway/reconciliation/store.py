@@ -33,7 +33,8 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.core.storage.database import Database
-from credgate.gateway.fact_index import FactIndex, FactIndexError
+from credgate.gateway.fact_index import FactIndex, FactIndexError, IndexedFacts
+from credgate.gateway.fact_index.history import RecordedAnswer
 from credgate.gateway.reconciliation.evaluate import (
     Observed,
     SourceKind,
@@ -154,20 +155,21 @@ class ContradictionStore:
         """``evaluate``, and the subject's restoration (``restorations.restoration_of``) from
         the same read of its facts and the same merge."""
         indexed = await self._index.indexed(token)
-        facts = {source_id: entry.facts for source_id, entry in indexed.items()}
-        report = merged(facts, self._catalog, now=self._clock())
-        found = contradictions_in(token, report, key=self._key)
         answers = await self._index.recorded_answers(token)
+        return self._assessed(token, indexed, answers, self._clock())
+
+    def _assessed(
+        self,
+        token: str,
+        indexed: Mapping[str, IndexedFacts],
+        answers: Sequence[RecordedAnswer],
+        now: dt.datetime,
+    ) -> tuple[list[Observed], Restoration | None]:
+        facts = {source_id: entry.facts for source_id, entry in indexed.items()}
+        report = merged(facts, self._catalog, now=now)
+        found = contradictions_in(token, report, key=self._key)
         found += outdated_answers(token, indexed, answers, self._catalog, key=self._key)
         return found, restoration_of(indexed, self._catalog, report)
-
-    async def _try_assess(self, token: str) -> tuple[list[Observed], Restoration | None] | None:
-        """``_assess``, or None when the subject's facts cannot be read (``try_evaluate``)."""
-        try:
-            return await self._assess(token)
-        except FactIndexError as exc:
-            log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
-            return None
 
     async def try_evaluate(self, token: str) -> list[Observed] | None:
         """``evaluate``, or None when the subject's facts cannot be read (an unreadable row):
@@ -177,6 +179,25 @@ class ContradictionStore:
         except FactIndexError as exc:
             log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
             return None
+
+    async def assess_many(
+        self, tokens: Sequence[str]
+    ) -> dict[str, tuple[list[Observed], Restoration | None] | None]:
+        """``_assess`` for every token, with one read for all of them (a feed batch's subjects,
+        each once): None for a subject whose facts cannot be read (its recorded
+        contradictions are then left as they are, and the rest go on)."""
+        rows = await self._index.evaluation_rows(tokens)
+        now = self._clock()
+        found: dict[str, tuple[list[Observed], Restoration | None] | None] = {}
+        for token in tokens:
+            try:
+                indexed = self._index.open_indexed(token, rows.indexed.get(token, ()))
+            except FactIndexError as exc:
+                log.warning("subject %s cannot be evaluated: %s", token, type(exc).__name__)
+                found[token] = None
+                continue
+            found[token] = self._assessed(token, indexed, rows.answers.get(token, []), now)
+        return found
 
     async def reconcile(self, batch: int = FEED_BATCH) -> int:
         """Evaluate the subjects of the next ``batch`` feed rows; return how many rows.
@@ -194,7 +215,7 @@ class ContradictionStore:
         if not rows:
             return 0
         tokens = list(dict.fromkeys(str(token) for _, token in rows))
-        found = {token: await self._try_assess(token) for token in tokens}
+        found = await self.assess_many(tokens)
         assessed = {token: both for token, both in found.items() if both is not None}
         evaluated = {token: observed for token, (observed, _) in assessed.items()}
         restorations = {token: restoration for token, (_, restoration) in assessed.items()}

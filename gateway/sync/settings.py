@@ -29,6 +29,7 @@ SYNC_KEYS: dict[str, type] = {
     "queue_size": int,
     "max_batch": int,
     "max_update_bytes": int,
+    "max_batch_updates": int,
     "max_clock_skew_seconds": float,
 }
 """The ``[sync]`` keys and their types (``gateway.config`` checks them, env overrides too)."""
@@ -47,6 +48,9 @@ class SyncSettings:
     """Most updates applied in one transaction."""
     max_update_bytes: int = 256 * 1024
     """Largest accepted ``update_bytes``; bigger updates are rejected UPDATE_TOO_LARGE."""
+    max_batch_updates: int = 4096
+    """Most updates in one ``SignedUpdateBatch``; a bigger batch is refused BATCH_MALFORMED. A
+    batch is applied in one transaction whatever its size (it is stored all or nothing)."""
     max_clock_skew_seconds: float = 300.0
     """How far in the future a ``source_as_of`` may lie (provider clocks drift)."""
 
@@ -55,6 +59,7 @@ class SyncSettings:
             "sync.queue_size": self.queue_size > 0,
             "sync.max_batch": self.max_batch > 0,
             "sync.max_update_bytes": self.max_update_bytes >= 1024,
+            "sync.max_batch_updates": 1 <= self.max_batch_updates <= 4096,
             "sync.max_clock_skew_seconds": self.max_clock_skew_seconds >= 0,
         }
         for key, ok in checks.items():

@@ -10,7 +10,10 @@ When the queue is full, ``put`` blocks, the reader stops reading, gRPC stops gra
 provider HTTP/2 flow-control window, and the provider's writes block: a slow database slows
 the provider instead of filling memory. At any moment the updates read but not yet committed
 are at most ``queue_size`` (queued) + ``max_batch`` (being applied) + 1 (held by the blocked
-reader); ``SyncProbe`` records the largest such number seen.
+reader); ``SyncProbe`` records the largest such number seen. A ``SignedUpdateBatch`` is one
+queue entry (``_Batch``) whose updates are applied in one transaction, never split, and it
+weighs its updates: those of queued batches never exceed ``queue_size`` (``_Budget``; a larger
+batch waits until it can go alone).
 
 The applier takes whatever is queued (up to ``max_batch``) as one batch, so batches grow under
 load and a lone update is committed at once. A ``SyncHello`` is answered in stream order, after
@@ -71,11 +74,45 @@ class _Hello:
 
 
 @dataclass(frozen=True)
+class _Batch:
+    """The updates of one ``SignedUpdateBatch``: applied together, in one transaction."""
+
+    updates: list[Prepared]
+
+
+class _Budget:
+    """How many updates of ``SignedUpdateBatch`` messages may wait in the queue.
+
+    The queue counts messages, and one batch may carry thousands of updates: without this,
+    ``queue_size`` batches of 4 MiB could be held at once. The reader reserves a batch's
+    updates before queueing it and waits while that would exceed ``limit`` (a batch larger
+    than ``limit`` is queued alone, once nothing else waits); the applier releases them when
+    it takes the batch off the queue."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = asyncio.Event()
+
+    async def reserve(self, count: int) -> None:
+        """Wait until ``count`` more updates fit (or nothing is queued), then take them."""
+        while self._used > 0 and self._used + count > self._limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self._used += count
+
+    def release(self, count: int) -> None:
+        """Give back a dequeued batch's updates."""
+        self._used -= count
+        self._changed.set()
+
+
+@dataclass(frozen=True)
 class _End:
     error: Exception | None = None
 
 
-_Item = Prepared | _Hello | _End
+_Item = Prepared | _Batch | _Hello | _End
 
 
 def _applied_digest(batch: list[Prepared], result: BatchResult) -> bytes:
@@ -85,6 +122,10 @@ def _applied_digest(batch: list[Prepared], result: BatchResult) -> bytes:
             assert isinstance(prepared.result, Accepted)
             return prepared.result.update_digest
     return b""
+
+
+def _updates(item: Prepared | _Batch) -> list[Prepared]:
+    return list(item.updates) if isinstance(item, _Batch) else [item]
 
 
 def _printable(text: str) -> str:
@@ -110,6 +151,7 @@ class SyncStream:
         self.probe = probe or SyncProbe()
         self._gap_reported = 0
         self._pending: _Item | None = None
+        self._budget = _Budget(settings.queue_size)
 
     async def run(
         self, requests: AsyncIterator[sync_pb2.SyncUpdatesRequest]
@@ -120,7 +162,7 @@ class SyncStream:
         try:
             while True:
                 item = await self._next(queue)
-                if isinstance(item, Prepared):
+                if isinstance(item, Prepared | _Batch):
                     for response in await self._apply(self._batch(item, queue)):
                         yield response
                 elif isinstance(item, _Hello):
@@ -149,6 +191,10 @@ class SyncStream:
                 item = self._prepare(request)
                 if isinstance(item, Prepared):
                     self.probe.on_read()
+                elif isinstance(item, _Batch):
+                    for _ in item.updates:
+                        self.probe.on_read()
+                    await self._budget.reserve(len(item.updates))
                 await queue.put(item)  # blocks while the queue is full: back-pressure
         except Exception as exc:  # handed to the applier, which ends the call with it
             await queue.put(_End(exc))
@@ -159,6 +205,10 @@ class SyncStream:
         kind = request.WhichOneof("message")
         if kind == "update":
             return self._validator.prepare(self._provider, request.update)
+        if kind == "batch":
+            # Raises BatchRefused for a batch refused as a whole: the applier ends the call
+            # with it after everything queued before the batch.
+            return _Batch(self._validator.prepare_batch(self._provider, request.batch))
         if kind == "hello":
             return _Hello(_printable(request.hello.client_agent))
         return Prepared(
@@ -171,20 +221,34 @@ class SyncStream:
         if self._pending is not None:
             item, self._pending = self._pending, None
             return item
-        return await queue.get()
+        return self._taken(await queue.get())
 
-    def _batch(self, first: Prepared, queue: asyncio.Queue[_Item]) -> list[Prepared]:
-        """``first`` plus whatever updates are already queued, up to ``max_batch``."""
-        batch = [first]
+    def _taken(self, item: _Item) -> _Item:
+        """``item`` as it leaves the queue: a batch gives its updates back to the budget."""
+        if isinstance(item, _Batch):
+            self._budget.release(len(item.updates))
+        return item
+
+    def _batch(self, first: Prepared | _Batch, queue: asyncio.Queue[_Item]) -> list[Prepared]:
+        """``first`` plus whatever updates are already queued, up to ``max_batch``.
+
+        A provider's ``SignedUpdateBatch`` is never split: it joins a transaction whole, or
+        waits for the next one (a batch larger than ``max_batch`` is a transaction alone)."""
+        batch = _updates(first)
         while len(batch) < self._settings.max_batch:
             try:
-                item = queue.get_nowait()
+                item = self._taken(queue.get_nowait())
             except asyncio.QueueEmpty:
                 break
-            if not isinstance(item, Prepared):
-                self._pending = item  # a hello or the end: handled after this batch
+            if isinstance(item, Prepared):
+                batch.append(item)
+            elif isinstance(item, _Batch) and len(batch) + len(item.updates) <= (
+                self._settings.max_batch
+            ):
+                batch.extend(item.updates)
+            else:
+                self._pending = item  # a hello, the end or a batch: after this transaction
                 break
-            batch.append(item)
         return batch
 
     async def _apply(self, batch: list[Prepared]) -> list[sync_pb2.SyncUpdatesResponse]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
+import grpc
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
@@ -28,7 +29,16 @@ from credgate.adapters.mapping import MAX_RECORDS
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core import identity_number
-from credgate.core.sync.signing import NotCanonicalError, parse_canonical, signature_valid
+from credgate.core.errors import GatewayError
+from credgate.core.sync.signing import (
+    DIGEST_BYTES,
+    NotCanonicalError,
+    batch_signature_valid,
+    batch_tree,
+    parse_canonical,
+    signature_valid,
+    update_digest,
+)
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.fact_index import facts_context, identity_context
 from credgate.gateway.input_rules import check_message
@@ -39,6 +49,7 @@ from credgate.gateway.sync.settings import ProviderConfig, SyncSettings, source_
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_DOMAIN = b"credgate/idempotency-key/v1\x00"
+_MAX_SEQUENCE = 2**63 - 1
 _MAX_TIMESTAMP_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z, protobuf's upper bound
 _KNOWN_STATES = frozenset(vocabulary_pb2.RepairState.values())
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{8,128}")
@@ -164,6 +175,103 @@ class UpdateValidator:
             result = Rejection("UPDATE_INVALID", "the update could not be validated")
         return Prepared(signed.sequence, received_at, result)
 
+    def prepare_batch(
+        self, provider: ProviderConfig, batch: sync_pb2.SignedUpdateBatch
+    ) -> list[Prepared]:
+        """Validate a ``SignedUpdateBatch`` from ``provider``: one ``Prepared`` per update.
+
+        The batch as a whole is checked first — its shape, its one signature over the digests
+        it carries, then each update against its signed digest — and refused as a whole with a
+        ``BatchRefused`` (nothing of it applied, the position of a changed update named).
+        Only then is each update checked on its own, exactly as a single update is after its
+        signature: a bad update in a well-signed batch costs its own sequence number only.
+        """
+        received_at = self._clock()
+        first, count = batch.first_sequence, len(batch.update_bytes)
+        where = {"first_sequence": str(first), "update_count": str(count)}
+        if not 1 <= count <= self._settings.max_batch_updates:
+            _refuse_batch(
+                "BATCH_MALFORMED",
+                f"a batch holds 1 to {self._settings.max_batch_updates} updates",
+                where,
+                "batch.update_bytes",
+            )
+        if len(batch.update_digests) != count:
+            _refuse_batch(
+                "BATCH_MALFORMED",
+                "a batch carries one digest per update",
+                where,
+                "batch.update_digests",
+            )
+        if any(len(d) != DIGEST_BYTES for d in batch.update_digests):
+            _refuse_batch(
+                "BATCH_MALFORMED", "each digest is 32 bytes", where, "batch.update_digests"
+            )
+        if not 1 <= first <= _MAX_SEQUENCE - count + 1:
+            _refuse_batch(
+                "BATCH_MALFORMED",
+                "the batch's sequence range is out of bounds",
+                where,
+                "batch.first_sequence",
+            )
+        digests = list(batch.update_digests)
+        root, paths = batch_tree(digests)
+        if not batch_signature_valid(
+            provider.public_key, provider.source_id, first, count, root, batch.signature
+        ):
+            _refuse_batch(
+                "BATCH_SIGNATURE_INVALID",
+                "the batch's signature does not verify with the registered key",
+                where,
+                "batch.signature",
+            )
+        for position, (update_bytes, digest) in enumerate(
+            zip(batch.update_bytes, digests, strict=True)
+        ):
+            if update_digest(update_bytes) != digest:
+                _refuse_batch(
+                    "BATCH_UPDATE_TAMPERED",
+                    f"update {position} of the batch (sequence {first + position}) differs "
+                    "from the digest the batch's signature covers",
+                    {**where, "position": str(position), "sequence": str(first + position)},
+                    f"batch.update_bytes[{position}]",
+                )
+        prepared: list[Prepared] = []
+        for position, (update_bytes, digest) in enumerate(
+            zip(batch.update_bytes, digests, strict=True)
+        ):
+            sequence = first + position
+            original = sync_pb2.SignedProviderUpdate(
+                sequence=sequence,
+                update_bytes=update_bytes,
+                batch_inclusion=sync_pb2.BatchInclusion(
+                    first_sequence=first,
+                    update_count=count,
+                    inclusion_path=paths[position],
+                    signature=batch.signature,
+                ),
+            )
+            result: Accepted | Rejection
+            try:
+                if len(update_bytes) > self._settings.max_update_bytes:
+                    _refuse(
+                        "UPDATE_TOO_LARGE",
+                        f"update_bytes exceed {self._settings.max_update_bytes}",
+                    )
+                result = self._check_content(provider, original, digest, received_at)
+            except _Refused as refused:
+                result = refused.rejection
+            except Exception as exc:  # a bug must cost one update, not the provider's stream
+                log.warning(
+                    "update %d from provider %s refused: %s while validating (details withheld)",
+                    sequence,
+                    provider.institution_id,
+                    type(exc).__name__,
+                )
+                result = Rejection("UPDATE_INVALID", "the update could not be validated")
+            prepared.append(Prepared(sequence, received_at, result))
+        return prepared
+
     def _check(
         self,
         provider: ProviderConfig,
@@ -174,8 +282,25 @@ class UpdateValidator:
             _refuse("SEQUENCE_INVALID", "sequence must be 1 or more")
         if len(signed.update_bytes) > self._settings.max_update_bytes:
             _refuse("UPDATE_TOO_LARGE", f"update_bytes exceed {self._settings.max_update_bytes}")
+        if signed.HasField("batch_inclusion"):
+            _refuse("UPDATE_INVALID", "batch_inclusion is set by the gateway only")
         if not signature_valid(provider.public_key, signed.update_bytes, signed.signature):
             _refuse("SIGNATURE_INVALID", "signature does not verify with the registered key")
+        return self._check_content(
+            provider, signed, hashlib.sha256(signed.update_bytes).digest(), received_at
+        )
+
+    def _check_content(
+        self,
+        provider: ProviderConfig,
+        signed: sync_pb2.SignedProviderUpdate,
+        digest: bytes,
+        received_at: dt.datetime,
+    ) -> Accepted:
+        """Everything after the signature: canonical form, fields, tokens, ciphertexts.
+
+        ``signed`` is what is kept as the signed original (for a batched update, with its
+        ``BatchInclusion``); ``digest`` the SHA-256 of its ``update_bytes``."""
         try:
             update = parse_canonical(signed.update_bytes)
         except NotCanonicalError:
@@ -215,7 +340,7 @@ class UpdateValidator:
                 signed.SerializeToString(deterministic=True),
                 context=original_context(provider.source_id, signed.sequence),
             ),
-            update_digest=hashlib.sha256(signed.update_bytes).digest(),
+            update_digest=digest,
         )
 
     def _indexed_facts(
@@ -297,3 +422,18 @@ class _Refused(Exception):
 
 def _refuse(reason: str, message: str) -> NoReturn:
     raise _Refused(Rejection(reason, message))
+
+
+class BatchRefused(GatewayError):
+    """A ``SignedUpdateBatch`` refused as a whole: the stream ends with this status once every
+    message before the batch is resolved, and nothing of the batch is applied."""
+
+
+def _refuse_batch(reason: str, message: str, where: dict[str, str], field: str) -> NoReturn:
+    raise BatchRefused.of(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        message,
+        reason,
+        metadata=where,
+        field_violations=[(field, message)],
+    )

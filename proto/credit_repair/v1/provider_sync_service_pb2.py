@@ -27,7 +27,7 @@ from credgate.api.credit_repair.v1 import report_pb2 as credit__repair_dot_v1_do
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/provider_sync_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x12SyncUpdatesRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.SyncHelloH\x00\x12\x38\n\x06update\x18\x02 \x01(\x0b\x32&.credit_repair.v1.SignedProviderUpdateH\x00\x42\t\n\x07message\",\n\tSyncHello\x12\x1f\n\x0c\x63lient_agent\x18\x01 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\"i\n\x14SignedProviderUpdate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12!\n\x0cupdate_bytes\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x80\x80\x02\x12\x1c\n\tsignature\x18\x03 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"\xde\x01\n\x0eProviderUpdate\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x0fidempotency_key\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\x12,\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x96\x02\n\x13SyncUpdatesResponse\x12.\n\x06resume\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.SyncResumeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.credit_repair.v1.SyncAckH\x00\x12\x34\n\x08rejected\x18\x03 \x01(\x0b\x32 .credit_repair.v1.UpdateRejectedH\x00\x12\x36\n\tduplicate\x18\x04 \x01(\x0b\x32!.credit_repair.v1.UpdateDuplicateH\x00\x12,\n\x03gap\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SequenceGapH\x00\x42\t\n\x07message\"R\n\nSyncResume\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x03 \x01(\x0c\"<\n\x07SyncAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x02 \x01(\x0c\"C\n\x0eUpdateRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\">\n\x0fUpdateDuplicate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x19\n\x11original_sequence\x18\x02 \x01(\x03\"C\n\x0bSequenceGap\x12\x19\n\x11\x65xpected_sequence\x18\x01 \x01(\x03\x12\x19\n\x11received_sequence\x18\x02 \x01(\x03\x32u\n\x13ProviderSyncService\x12^\n\x0bSyncUpdates\x12$.credit_repair.v1.SyncUpdatesRequest\x1a%.credit_repair.v1.SyncUpdatesResponse(\x01\x30\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,credit_repair/v1/provider_sync_service.proto\x12\x10\x63redit_repair.v1\x1a\"credit_repair/v1/input_rules.proto\x1a\x1d\x63redit_repair/v1/report.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x12SyncUpdatesRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.credit_repair.v1.SyncHelloH\x00\x12\x38\n\x06update\x18\x02 \x01(\x0b\x32&.credit_repair.v1.SignedProviderUpdateH\x00\x12\x34\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32#.credit_repair.v1.SignedUpdateBatchH\x00\x42\t\n\x07message\",\n\tSyncHello\x12\x1f\n\x0c\x63lient_agent\x18\x01 \x01(\tB\t\x82\x80\x19\x05\x08\x04\x10\x80\x01\"\xa4\x01\n\x14SignedProviderUpdate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12!\n\x0cupdate_bytes\x18\x02 \x01(\x0c\x42\x0b\x82\x80\x19\x07\x08\x07\x10\x80\x80\x80\x02\x12\x1c\n\tsignature\x18\x03 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\x12\x39\n\x0f\x62\x61tch_inclusion\x18\x04 \x01(\x0b\x32 .credit_repair.v1.BatchInclusion\"\xa2\x01\n\x11SignedUpdateBatch\x12\x1e\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x42\x06\x82\x80\x19\x02 \x01\x12&\n\x0cupdate_bytes\x18\x02 \x03(\x0c\x42\x10\x82\x80\x19\x0c\x08\x07\x10\x80\x80\x80\x02\x30\x80 8\x01\x12\'\n\x0eupdate_digests\x18\x03 \x03(\x0c\x42\x0f\x82\x80\x19\x0b\x08\x07\x10 \x18 0\x80 8\x01\x12\x1c\n\tsignature\x18\x04 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"\x80\x01\n\x0e\x42\x61tchInclusion\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x14\n\x0cupdate_count\x18\x02 \x01(\x03\x12\"\n\x0einclusion_path\x18\x03 \x03(\x0c\x42\n\x82\x80\x19\x06\x08\x07\x10 0@\x12\x1c\n\tsignature\x18\x04 \x01(\x0c\x42\t\x82\x80\x19\x05\x08\x07\x10\x80\x04\"\xde\x01\n\x0eProviderUpdate\x12\x19\n\tsource_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x0fidempotency_key\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x03\x12\x1f\n\x0fidentity_number\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08\x01\x12,\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SourceFacts\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x96\x02\n\x13SyncUpdatesResponse\x12.\n\x06resume\x18\x01 \x01(\x0b\x32\x1c.credit_repair.v1.SyncResumeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.credit_repair.v1.SyncAckH\x00\x12\x34\n\x08rejected\x18\x03 \x01(\x0b\x32 .credit_repair.v1.UpdateRejectedH\x00\x12\x36\n\tduplicate\x18\x04 \x01(\x0b\x32!.credit_repair.v1.UpdateDuplicateH\x00\x12,\n\x03gap\x18\x05 \x01(\x0b\x32\x1d.credit_repair.v1.SequenceGapH\x00\x42\t\n\x07message\"R\n\nSyncResume\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x03 \x01(\x0c\"<\n\x07SyncAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\x12\x1a\n\x12last_update_digest\x18\x02 \x01(\x0c\"C\n\x0eUpdateRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\">\n\x0fUpdateDuplicate\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x19\n\x11original_sequence\x18\x02 \x01(\x03\"C\n\x0bSequenceGap\x12\x19\n\x11\x65xpected_sequence\x18\x01 \x01(\x03\x12\x19\n\x11received_sequence\x18\x02 \x01(\x03\x32u\n\x13ProviderSyncService\x12^\n\x0bSyncUpdates\x12$.credit_repair.v1.SyncUpdatesRequest\x1a%.credit_repair.v1.SyncUpdatesResponse(\x01\x30\x01\x42\x65\n\x1corg.credgate.creditrepair.v1P\x01ZCgithub.com/credgate/credgate/gen/go/credit_repair/v1;creditrepairv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDPROVIDERUPDATE'].fields_by_name['update_bytes']._serialized_options = b'\202\200\031\007\010\007\020\200\200\200\002'
   _globals['_SIGNEDPROVIDERUPDATE'].fields_by_name['signature']._loaded_options = None
   _globals['_SIGNEDPROVIDERUPDATE'].fields_by_name['signature']._serialized_options = b'\202\200\031\005\010\007\020\200\004'
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['first_sequence']._loaded_options = None
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['first_sequence']._serialized_options = b'\202\200\031\002 \001'
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['update_bytes']._loaded_options = None
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['update_bytes']._serialized_options = b'\202\200\031\014\010\007\020\200\200\200\0020\200 8\001'
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['update_digests']._loaded_options = None
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['update_digests']._serialized_options = b'\202\200\031\013\010\007\020 \030 0\200 8\001'
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['signature']._loaded_options = None
+  _globals['_SIGNEDUPDATEBATCH'].fields_by_name['signature']._serialized_options = b'\202\200\031\005\010\007\020\200\004'
+  _globals['_BATCHINCLUSION'].fields_by_name['inclusion_path']._loaded_options = None
+  _globals['_BATCHINCLUSION'].fields_by_name['inclusion_path']._serialized_options = b'\202\200\031\006\010\007\020 0@'
+  _globals['_BATCHINCLUSION'].fields_by_name['signature']._loaded_options = None
+  _globals['_BATCHINCLUSION'].fields_by_name['signature']._serialized_options = b'\202\200\031\005\010\007\020\200\004'
   _globals['_PROVIDERUPDATE'].fields_by_name['source_id']._loaded_options = None
   _globals['_PROVIDERUPDATE'].fields_by_name['source_id']._serialized_options = b'\202\200\031\002\010\003'
   _globals['_PROVIDERUPDATE'].fields_by_name['idempotency_key']._loaded_options = None
@@ -48,25 +60,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERUPDATE'].fields_by_name['identity_number']._loaded_options = None
   _globals['_PROVIDERUPDATE'].fields_by_name['identity_number']._serialized_options = b'\202\200\031\002\010\001'
   _globals['_SYNCUPDATESREQUEST']._serialized_start=167
-  _globals['_SYNCUPDATESREQUEST']._serialized_end=302
-  _globals['_SYNCHELLO']._serialized_start=304
-  _globals['_SYNCHELLO']._serialized_end=348
-  _globals['_SIGNEDPROVIDERUPDATE']._serialized_start=350
-  _globals['_SIGNEDPROVIDERUPDATE']._serialized_end=455
-  _globals['_PROVIDERUPDATE']._serialized_start=458
-  _globals['_PROVIDERUPDATE']._serialized_end=680
-  _globals['_SYNCUPDATESRESPONSE']._serialized_start=683
-  _globals['_SYNCUPDATESRESPONSE']._serialized_end=961
-  _globals['_SYNCRESUME']._serialized_start=963
-  _globals['_SYNCRESUME']._serialized_end=1045
-  _globals['_SYNCACK']._serialized_start=1047
-  _globals['_SYNCACK']._serialized_end=1107
-  _globals['_UPDATEREJECTED']._serialized_start=1109
-  _globals['_UPDATEREJECTED']._serialized_end=1176
-  _globals['_UPDATEDUPLICATE']._serialized_start=1178
-  _globals['_UPDATEDUPLICATE']._serialized_end=1240
-  _globals['_SEQUENCEGAP']._serialized_start=1242
-  _globals['_SEQUENCEGAP']._serialized_end=1309
-  _globals['_PROVIDERSYNCSERVICE']._serialized_start=1311
-  _globals['_PROVIDERSYNCSERVICE']._serialized_end=1428
+  _globals['_SYNCUPDATESREQUEST']._serialized_end=356
+  _globals['_SYNCHELLO']._serialized_start=358
+  _globals['_SYNCHELLO']._serialized_end=402
+  _globals['_SIGNEDPROVIDERUPDATE']._serialized_start=405
+  _globals['_SIGNEDPROVIDERUPDATE']._serialized_end=569
+  _globals['_SIGNEDUPDATEBATCH']._serialized_start=572
+  _globals['_SIGNEDUPDATEBATCH']._serialized_end=734
+  _globals['_BATCHINCLUSION']._serialized_start=737
+  _globals['_BATCHINCLUSION']._serialized_end=865
+  _globals['_PROVIDERUPDATE']._serialized_start=868
+  _globals['_PROVIDERUPDATE']._serialized_end=1090
+  _globals['_SYNCUPDATESRESPONSE']._serialized_start=1093
+  _globals['_SYNCUPDATESRESPONSE']._serialized_end=1371
+  _globals['_SYNCRESUME']._serialized_start=1373
+  _globals['_SYNCRESUME']._serialized_end=1455
+  _globals['_SYNCACK']._serialized_start=1457
+  _globals['_SYNCACK']._serialized_end=1517
+  _globals['_UPDATEREJECTED']._serialized_start=1519
+  _globals['_UPDATEREJECTED']._serialized_end=1586
+  _globals['_UPDATEDUPLICATE']._serialized_start=1588
+  _globals['_UPDATEDUPLICATE']._serialized_end=1650
+  _globals['_SEQUENCEGAP']._serialized_start=1652
+  _globals['_SEQUENCEGAP']._serialized_end=1719
+  _globals['_PROVIDERSYNCSERVICE']._serialized_start=1721
+  _globals['_PROVIDERSYNCSERVICE']._serialized_end=1838
 # @@protoc_insertion_point(module_scope)

@@ -5,10 +5,12 @@ Provider sync: data providers push the facts they hold, as they change, so the g
 answer from a current index instead of asking every source every time. See docs/sync.md.
 """
 
+from collections import abc as _abc
 from credgate.api.credit_repair.v1 import report_pb2 as _report_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,6 +30,7 @@ class SyncUpdatesRequest(_message.Message):
 
     HELLO_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___SyncHello:
         """Asks where to resume. Answered by a SyncResume once every update sent before it has been
@@ -36,19 +39,27 @@ class SyncUpdatesRequest(_message.Message):
 
     @_builtins.property
     def update(self) -> Global___SignedProviderUpdate:
-        """One signed update."""
+        """One signed update (the per-update form; still accepted exactly as before batches)."""
+
+    @_builtins.property
+    def batch(self) -> Global___SignedUpdateBatch:
+        """Several consecutive updates under one signature (the batched form, added to v1 as a new
+        oneof member: older gateways never receive it from providers that did not opt in). A
+        batch is resolved in one transaction, all or nothing, and one SyncAck covers it.
+        """
 
     def __init__(
         self,
         *,
         hello: Global___SyncHello | None = ...,
         update: Global___SignedProviderUpdate | None = ...,
+        batch: Global___SignedUpdateBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "message", b"message", "update", b"update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "hello", b"hello", "message", b"message", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "message", b"message", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "hello", b"hello", "message", b"message", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "update"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "update", "batch"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -87,6 +98,7 @@ class SignedProviderUpdate(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     UPDATE_BYTES_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_INCLUSION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The update's sequence number; must equal ProviderUpdate.sequence inside update_bytes. It is
     repeated here so a rejection can name the update even when update_bytes cannot be parsed.
@@ -100,20 +112,121 @@ class SignedProviderUpdate(_message.Message):
     """The provider's 64-byte Ed25519 signature (RFC 8032, pure) over the ASCII bytes
     "credgate/provider-update/v1", one 0x00 byte, then update_bytes.
     """
+    @_builtins.property
+    def batch_inclusion(self) -> Global___BatchInclusion:
+        """Never set by a provider (an update carrying it is refused UPDATE_INVALID). Set by the
+        gateway on the signed original it keeps for an update that arrived in a SignedUpdateBatch:
+        signature is then empty, and this proves update_bytes against the batch's signature.
+        """
+
     def __init__(
         self,
         *,
         sequence: _builtins.int = ...,
         update_bytes: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_inclusion: Global___BatchInclusion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_inclusion", b"batch_inclusion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence", "signature", b"signature", "update_bytes", b"update_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_inclusion", b"batch_inclusion", "sequence", b"sequence", "signature", b"signature", "update_bytes", b"update_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignedProviderUpdate: _TypeAlias = SignedProviderUpdate  # noqa: Y015
+
+@_typing.final
+class SignedUpdateBatch(_message.Message):
+    """Several consecutive updates under one provider signature.
+
+    The signature covers the RFC 9162 Merkle tree hash of the updates' SHA-256 digests (the
+    leaves, in sequence order), the batch's sequence range and the provider's source id, so each
+    update stays provable on its own against the batch (BatchInclusion). Signed message: the
+    ASCII bytes "credgate/provider-update-batch/v1", one 0x00 byte, the source id's length as a
+    2-byte big-endian integer, the source id (UTF-8), first_sequence as an 8-byte big-endian
+    integer, the number of updates as a 4-byte big-endian integer, then the 32-byte tree hash.
+    See docs/sync.md "Batches".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    UPDATE_BYTES_FIELD_NUMBER: _builtins.int
+    UPDATE_DIGESTS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    first_sequence: _builtins.int
+    """The sequence number of the first update; the i-th update (from 0) carries
+    first_sequence + i, inside its update_bytes too.
+    """
+    signature: _builtins.bytes
+    """The provider's 64-byte Ed25519 signature (RFC 8032, pure) over the signed message above."""
+    @_builtins.property
+    def update_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The updates' canonical serializations (ProviderUpdate), in sequence order. At most
+        [sync] max_batch_updates of them; each is bounded by [sync] max_update_bytes like a single
+        update, and the whole message by the transport's message limit.
+        """
+
+    @_builtins.property
+    def update_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The SHA-256 of each update_bytes, in the same order: the leaves the signature covers. The
+        gateway checks each against the update it received, so a changed update is located (its
+        position named) rather than only failing the batch's signature.
+        """
+
+    def __init__(
+        self,
+        *,
+        first_sequence: _builtins.int = ...,
+        update_bytes: _abc.Iterable[_builtins.bytes] | None = ...,
+        update_digests: _abc.Iterable[_builtins.bytes] | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "signature", b"signature", "update_bytes", b"update_bytes", "update_digests", b"update_digests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedUpdateBatch: _TypeAlias = SignedUpdateBatch  # noqa: Y015
+
+@_typing.final
+class BatchInclusion(_message.Message):
+    """Proves one update of a batch against the batch's signature, without the other updates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    UPDATE_COUNT_FIELD_NUMBER: _builtins.int
+    INCLUSION_PATH_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    first_sequence: _builtins.int
+    """The batch's first sequence number; the update's leaf index is its sequence minus this."""
+    update_count: _builtins.int
+    """How many updates the batch held (the Merkle tree's size)."""
+    signature: _builtins.bytes
+    """The provider's signature over the batch (SignedUpdateBatch.signature)."""
+    @_builtins.property
+    def inclusion_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The RFC 9162 inclusion path (section 2.1.3.1) of the update's leaf, nearest sibling first:
+        32-byte node hashes.
+        """
+
+    def __init__(
+        self,
+        *,
+        first_sequence: _builtins.int = ...,
+        update_count: _builtins.int = ...,
+        inclusion_path: _abc.Iterable[_builtins.bytes] | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "inclusion_path", b"inclusion_path", "signature", b"signature", "update_count", b"update_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchInclusion: _TypeAlias = BatchInclusion  # noqa: Y015
 
 @_typing.final
 class ProviderUpdate(_message.Message):

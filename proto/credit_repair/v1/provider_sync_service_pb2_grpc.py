@@ -70,7 +70,13 @@ class ProviderSyncServiceServicer:
         PERMISSION_DENIED (ROLE_NOT_PERMITTED when the role is not DATA_PROVIDER,
         PROVIDER_NOT_REGISTERED when the institution is not configured as a provider);
         UNAVAILABLE (SYNC_STORAGE_UNAVAILABLE when a batch could not be committed; reconnect and
-        resume after the last acknowledged sequence).
+        resume after the last acknowledged sequence); INVALID_ARGUMENT for a SignedUpdateBatch
+        refused as a whole, after every message before it is resolved and acknowledged, with
+        nothing of the batch stored: BATCH_MALFORMED (its shape: counts, digest sizes, sequence
+        range), BATCH_SIGNATURE_INVALID (the signature does not verify over the digests sent),
+        BATCH_UPDATE_TAMPERED (an update's SHA-256 differs from its signed digest). The ErrorInfo
+        metadata names the batch (first_sequence, update_count) and, for a tampered update, its
+        position (0-based) and sequence; a BadRequest names the field (update_bytes[position]).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

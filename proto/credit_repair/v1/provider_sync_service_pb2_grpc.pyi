@@ -55,7 +55,13 @@ class ProviderSyncServiceStub:
     PERMISSION_DENIED (ROLE_NOT_PERMITTED when the role is not DATA_PROVIDER,
     PROVIDER_NOT_REGISTERED when the institution is not configured as a provider);
     UNAVAILABLE (SYNC_STORAGE_UNAVAILABLE when a batch could not be committed; reconnect and
-    resume after the last acknowledged sequence).
+    resume after the last acknowledged sequence); INVALID_ARGUMENT for a SignedUpdateBatch
+    refused as a whole, after every message before it is resolved and acknowledged, with
+    nothing of the batch stored: BATCH_MALFORMED (its shape: counts, digest sizes, sequence
+    range), BATCH_SIGNATURE_INVALID (the signature does not verify over the digests sent),
+    BATCH_UPDATE_TAMPERED (an update's SHA-256 differs from its signed digest). The ErrorInfo
+    metadata names the batch (first_sequence, update_count) and, for a tampered update, its
+    position (0-based) and sequence; a BadRequest names the field (update_bytes[position]).
     """
 
 @_typing.type_check_only
@@ -83,7 +89,13 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     PERMISSION_DENIED (ROLE_NOT_PERMITTED when the role is not DATA_PROVIDER,
     PROVIDER_NOT_REGISTERED when the institution is not configured as a provider);
     UNAVAILABLE (SYNC_STORAGE_UNAVAILABLE when a batch could not be committed; reconnect and
-    resume after the last acknowledged sequence).
+    resume after the last acknowledged sequence); INVALID_ARGUMENT for a SignedUpdateBatch
+    refused as a whole, after every message before it is resolved and acknowledged, with
+    nothing of the batch stored: BATCH_MALFORMED (its shape: counts, digest sizes, sequence
+    range), BATCH_SIGNATURE_INVALID (the signature does not verify over the digests sent),
+    BATCH_UPDATE_TAMPERED (an update's SHA-256 differs from its signed digest). The ErrorInfo
+    metadata names the batch (first_sequence, update_count) and, for a tampered update, its
+    position (0-based) and sequence; a BadRequest names the field (update_bytes[position]).
     """
 
 class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -114,7 +126,13 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         PERMISSION_DENIED (ROLE_NOT_PERMITTED when the role is not DATA_PROVIDER,
         PROVIDER_NOT_REGISTERED when the institution is not configured as a provider);
         UNAVAILABLE (SYNC_STORAGE_UNAVAILABLE when a batch could not be committed; reconnect and
-        resume after the last acknowledged sequence).
+        resume after the last acknowledged sequence); INVALID_ARGUMENT for a SignedUpdateBatch
+        refused as a whole, after every message before it is resolved and acknowledged, with
+        nothing of the batch stored: BATCH_MALFORMED (its shape: counts, digest sizes, sequence
+        range), BATCH_SIGNATURE_INVALID (the signature does not verify over the digests sent),
+        BATCH_UPDATE_TAMPERED (an update's SHA-256 differs from its signed digest). The ErrorInfo
+        metadata names the batch (first_sequence, update_count) and, for a tampered update, its
+        position (0-based) and sequence; a BadRequest names the field (update_bytes[position]).
         """
 
 def add_ProviderSyncServiceServicer_to_server(servicer: ProviderSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
