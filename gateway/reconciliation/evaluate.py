@@ -93,18 +93,6 @@ def contradictions_in(token: str, report: MergedReport, *, key: bytes) -> list[O
     return list(found.values())
 
 
-def contradictions_of(
-    token: str,
-    facts: Mapping[str, report_pb2.SourceFacts],
-    catalog: Mapping[str, SourceKind],
-    *,
-    key: bytes,
-    now: dt.datetime,
-) -> list[Observed]:
-    """The contradictions among the configured sources' ``facts`` about subject ``token``."""
-    return contradictions_in(token, merged(facts, catalog, now=now), key=key)
-
-
 def outdated_answers(
     token: str,
     indexed: Mapping[str, IndexedFacts],
