@@ -31,7 +31,7 @@ cannot deadlock.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -271,3 +271,16 @@ async def sweep_expired(database: Database, now: dt.datetime) -> int:
         written = len(batch.rows)
         await batch.write(session)
     return written
+
+
+async def used_counts(session: AsyncSession, consent_ids: Sequence[str]) -> dict[str, int]:
+    """How many USED events each grant has: the uses of a grant whose uses are not counted on
+    its row (no limit, so a disclosure writes no row of its own; ``used_rider``)."""
+    if not consent_ids:
+        return {}
+    query = (
+        select(ConsentEventRow.consent_id, func.count())
+        .where(ConsentEventRow.consent_id.in_(consent_ids), ConsentEventRow.kind == USED)
+        .group_by(ConsentEventRow.consent_id)
+    )
+    return {str(consent_id): int(count) for consent_id, count in await session.execute(query)}

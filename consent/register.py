@@ -14,6 +14,7 @@ refused before it could reach a key column.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -492,7 +493,7 @@ class ConsentRegister:
                     ConsentGrantRow.consent_id == consent_id, _visible_to(visible_to)
                 )
             )
-            return None if row is None else grant_of(row)
+            return None if row is None else (await counted_grants(session, [row]))[0]
 
     async def get_subject_grant(self, consent_id: str, subject_token: str) -> Grant | None:
         """The grant if ``subject_token``'s subject signed it; ``None`` alike when absent or
@@ -504,7 +505,7 @@ class ConsentRegister:
                     ConsentGrantRow.subject_token == subject_token,
                 )
             )
-            return None if row is None else grant_of(row)
+            return None if row is None else (await counted_grants(session, [row]))[0]
 
     async def list_grants(
         self,
@@ -755,4 +756,20 @@ async def grant_page(
     query = query.order_by(ConsentGrantRow.created_at, ConsentGrantRow.consent_id)
     async with database.session() as session:
         rows = (await session.scalars(query.limit(limit + 1))).all()
-    return [grant_of(row) for row in rows[:limit]], len(rows) > limit
+        return await counted_grants(session, rows[:limit]), len(rows) > limit
+
+
+async def counted_grants(session: AsyncSession, rows: Sequence[ConsentGrantRow]) -> list[Grant]:
+    """``grant_of`` each row, with ``use_count`` the queries that relied on the grant however
+    they were counted: on the row for a grant limited in uses (``record_use``), as USED events
+    for one without a limit (whose disclosures write no row of their own). The larger of the
+    two stands, so a grant used before the event log existed keeps its row's count."""
+    unlimited = [row.consent_id for row in rows if not row.max_uses]
+    used = await events.used_counts(session, unlimited)
+    grants = [grant_of(row) for row in rows]
+    return [
+        dataclasses.replace(g, use_count=max(g.use_count, used.get(g.consent_id, 0)))
+        if g.consent_id in used
+        else g
+        for g in grants
+    ]

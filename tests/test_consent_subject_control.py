@@ -324,6 +324,24 @@ async def test_a_paused_grant_spends_no_use(replicas: Pair, population: Populati
     assert await query(a, number, consent_id) == "ALLOWED"
 
 
+async def test_every_answer_under_a_grant_counts_in_its_use_count_limited_or_not(
+    replicas: Pair, population: Population
+) -> None:
+    """``use_count`` says how many queries relied on the grant, whichever way the uses are
+    kept: on the row of a grant limited in uses, as USED events for one without a limit. Read
+    by the grantee and by the subject, through the other replica, and listed."""
+    a, b = replicas
+    number = person(population)
+    subject = await enrol_subject(a.running, number)
+    unlimited, limited = await grant(a, subject), await grant(a, subject, max_uses=5)
+    for consent_id in (unlimited, limited):
+        for _ in range(2):
+            assert await query(a, number, consent_id) == "ALLOWED"
+    for consent_id in (unlimited, limited):
+        assert (await seen_by_grantee(b, consent_id)).use_count == 2
+        assert (await seen_by_subject(b, subject, consent_id)).use_count == 2
+
+
 # -- re-enrolment ---------------------------------------------------------------------------------
 
 

@@ -152,6 +152,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "enum.AUDIT_ACTION_WATCH_CONSENT_EVENTS": ("关注授权事件", "Watched grant events"),
     "enum.AUDIT_ACTION_GET_GRANT_RECEIPT": ("获取授权回执", "Fetched a grant receipt"),
     "enum.AUDIT_ACTION_ISSUE_REPAIR_CERTIFICATE": ("签发修复状态证明", "Issued a certificate"),
+    "enum.AUDIT_ACTION_READ_RESTORATION_TIMES": ("查看信用修复用时", "Read restoration times"),
     "enum.AUDIT_ACTION_FILE_OBJECTION": ("提出异议", "Filed an objection"),
     "enum.AUDIT_ACTION_READ_OBJECTIONS": ("查看异议", "Read objections"),
     "enum.AUDIT_ACTION_ANSWER_OBJECTION": ("答复异议", "Answered an objection"),
