@@ -39,7 +39,7 @@ from credgate.gateway.engine.breaker import BreakerState, CircuitBreaker
 from credgate.gateway.engine.containment import GRACE_SECONDS
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import merge
-from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.engine.minimize import minimize_contradictions, minimize_in_place
 from credgate.gateway.fact_index import FactIndex, IndexedFacts
 from credgate.gateway.protection.unreadable import RecordUnreadable
 from credgate.gateway.sync.settings import source_kind_name
@@ -163,12 +163,13 @@ class QueryEngine:
             flags=sorted(flags),
             state_source_id=merged.state_source_id,
             state_basis=merged.state_basis,
-            sources=minimize(merged.sources, allowed),
+            sources=merged.sources,
             contradictions=contradictions,
             failures=merged.failures,
             purpose=purpose,
             categories=allowed,
         )
+        minimize_in_place(report.sources, allowed)  # the report's own copies of the facts
         report.generated_at.FromDatetime(now)
         return report
 
