@@ -98,11 +98,12 @@ def _running(server: ServerProcess, wrapper: Path | None) -> Iterator[ServerProc
 
 
 def _callgrind_wrapper(directory: Path) -> Path:
-    """An executable that runs Python under callgrind, collection off until switched on."""
+    """An executable that runs Python under callgrind, instrumentation off until switched on
+    (``callgrind_control -i on``: fast start-up, and only the measured calls are counted)."""
     wrapper = directory / "python-under-callgrind"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f"exec valgrind --tool=callgrind --collect-atstart=no --trace-children=no "
+        f"exec valgrind --tool=callgrind --instr-atstart=no --trace-children=no "
         f'--callgrind-out-file={directory}/callgrind.out.%p {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

@@ -21,6 +21,7 @@ takes tens of microseconds, less than the hop. Everything else keeps using the a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,8 @@ from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+
+from credgate.core.storage.models import UTCDateTime
 
 T = TypeVar("T")
 
@@ -98,9 +101,20 @@ def _plain(statement: Executable, dialect: Dialect, parameters: Mapping[str, Any
             constant = values[name]
             slots.append((None, constant if process is None else process(constant)))
     results = tuple(
-        column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
+        _sqlite_utc
+        if dialect.name == "sqlite" and isinstance(column.type, UTCDateTime)
+        else column.type._cached_result_processor(dialect, None)
+        for column in compiled._result_columns
     )
     return _Plain(sql, tuple(slots), results)
+
+
+def _sqlite_utc(value: str) -> dt.datetime:
+    """``UTCDateTime``'s result on SQLite (its stored ISO text, UTC) by ``fromisoformat``,
+    several times faster than the dialect's regular expression plus the decorator: an INDEX
+    answer reads three timestamps per source."""
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
 class ThreadedTransactions:
