@@ -66,7 +66,7 @@ class GatewaySettings:
     audit log stays one sequence (docs/deployment.md). ``credgate serve --workers N`` overrides
     it."""
     event_loop: str = "auto"
-    """The event loop: ``uvloop`` (the optional ``credgate[uvloop]`` extra; about a tenth fewer
+    """The event loop: ``uvloop`` (the optional ``credgate[uvloop]`` extra; 8 % fewer
     instructions per INDEX answer, docs/benchmarks.md), ``asyncio`` (the standard library's),
     or ``auto``: uvloop when it is installed, else asyncio."""
 

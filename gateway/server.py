@@ -120,8 +120,8 @@ _work_abandoned = False
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop ``[gateway] event_loop`` names (None: the standard library's).
 
-    uvloop (libuv; the optional ``credgate[uvloop]`` extra) runs the same gateway with about a
-    tenth fewer instructions per INDEX answer (docs/benchmarks.md, "INDEX and live, second
+    uvloop (libuv; the optional ``credgate[uvloop]`` extra) runs the same gateway with 8 % fewer
+    instructions per INDEX answer (docs/benchmarks.md, "INDEX and live, second
     pass"); gRPC's asyncio integration and everything else here only use the loop's public
     API. ``auto`` takes uvloop when it is installed; ``uvloop`` without it is a configuration
     error, not a silent fallback.
