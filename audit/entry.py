@@ -45,8 +45,11 @@ digits hold 18 decimal ones in a row about once in 300 traces, which must not fa
 _IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
 _MAX_TEXT = 256
 _RPC_METHOD = re.compile(r"/[A-Za-z][A-Za-z0-9_.]{0,127}/[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
-_FIELD_PATH = re.compile(r"[a-z_][a-z0-9_]{0,63}(?:\[[0-9]{1,4}\])?(?:\.[a-z_][a-z0-9_]{0,63}"
-                         r"(?:\[[0-9]{1,4}\])?){0,7}|request", re.ASCII)
+_FIELD_PATH = re.compile(
+    r"[a-z_][a-z0-9_]{0,63}(?:\[[0-9]{1,4}\])?(?:\.[a-z_][a-z0-9_]{0,63}"
+    r"(?:\[[0-9]{1,4}\])?){0,7}|request",
+    re.ASCII,
+)
 """A refused request's field paths as the input rules name them; ``request`` for bytes that
 do not even parse."""
 _ACTIONS = frozenset(audit_pb2.AuditAction.values())
@@ -103,9 +106,9 @@ def new_entry(
         consent_id=consent_id,
         case_reference=case_reference,
         subject_token=subject_token,
-        categories=categories,
-        source_ids=source_ids,
-        withheld_categories=withheld_categories,
+        categories=sorted(set(categories)),  # canonical form (``canonical``), built so
+        source_ids=sorted(set(source_ids)),
+        withheld_categories=sorted(set(withheld_categories)),
         chargeable=chargeable,
         action=action,
         outcome=outcome,
@@ -119,7 +122,8 @@ def new_entry(
         entry.report_id = report.report_id
         entry.report_digest = report_digest(report)
     entry.decision_time.FromDatetime(decision_time or _now())
-    return canonical(entry)
+    validate(entry)
+    return entry
 
 
 def canonical(entry: audit_pb2.AuditEntry) -> audit_pb2.AuditEntry:

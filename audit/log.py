@@ -162,7 +162,12 @@ class AuditLog:
         return self.signer.name
 
     async def append(
-        self, entry: AuditEntry, *, rider: Rider | None = None, deadline: float | None = None
+        self,
+        entry: AuditEntry,
+        *,
+        rider: Rider | None = None,
+        deadline: float | None = None,
+        fresh: bool = False,
     ) -> AppendReceipt:
         """Append ``entry`` and return once it is committed; AuditUnavailable if it cannot be.
 
@@ -172,9 +177,12 @@ class AuditLog:
         same transaction (see ``Rider``). ``deadline`` (``time.monotonic()``) bounds the wait
         below the write timeout: the call it records must be answered by then, so a stalled
         database costs the caller an AuditUnavailable in time, not a late answer; an entry whose
-        commit had not begun by then is not written.
+        commit had not begun by then is not written. ``fresh``: ``entry`` is what ``new_entry``
+        has just returned (validated, canonical) and the caller hands it over, never to touch
+        it again — ``AuditTrail.record``, every query's path — so it is not validated and
+        copied a second time.
         """
-        prepared = canonical(entry)
+        prepared = entry if fresh else canonical(entry)
         future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         pending = _Pending(prepared, future, rider, deadline)

@@ -182,7 +182,9 @@ class AuditTrail:
             try:
                 if within is not None:
                     return await self.log.append_within(within, entry)
-                return await self.log.append(entry, rider=rider, deadline=self._deadline())
+                return await self.log.append(
+                    entry, rider=rider, deadline=self._deadline(), fresh=True
+                )
             finally:
                 self._in_flight -= 1
         except (AuditUnavailable, AuditEntryError) as exc:

@@ -248,6 +248,13 @@ _SERVERS: dict[str, Any] = {
 }
 
 
+def _gateway_loop(settings: GatewayProcessSettings) -> Any:
+    """``[gateway] event_loop`` of the document (``gateway.server.loop_factory``)."""
+    from credgate.gateway.server import loop_factory
+
+    return loop_factory(settings.document.get("gateway", {}).get("event_loop", "auto"))
+
+
 def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> None:
     """Entry point of a server process; under cProfile when ``PROFILE_DIR_ENV`` names a folder
     (``--profile``), writing ``<label>.pstats`` there when the server stops."""
@@ -255,10 +262,13 @@ def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> N
     profile_dir = os.environ.get(PROFILE_DIR_ENV)
     profiler = cProfile.Profile() if profile_dir else None
     try:
-        if profiler is None:
-            asyncio.run(_SERVERS[kind](conn, settings))
-        else:
-            profiler.runcall(asyncio.run, _SERVERS[kind](conn, settings))
+        # A gateway runs on the event loop its configuration names, as ``credgate serve`` does.
+        factory = _gateway_loop(settings) if kind == "gateway" else None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            if profiler is None:
+                runner.run(_SERVERS[kind](conn, settings))
+            else:
+                profiler.runcall(runner.run, _SERVERS[kind](conn, settings))
     except BaseException as exc:
         logging.getLogger("bench").exception("%s server failed", kind)
         with contextlib.suppress(Exception):

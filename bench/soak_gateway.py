@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -143,12 +143,35 @@ def _install_gauges() -> None:
     )
 
 
+def _probe_loop_factory() -> None:
+    """Also remember a loop made by ``[gateway] event_loop``'s factory (uvloop), which
+    ``asyncio.Runner`` uses instead of the policy (``gateway.server.loop_factory``)."""
+    from credgate.gateway import server
+
+    chosen = server.loop_factory
+
+    def probed(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        factory = chosen(choice)
+        if factory is None:
+            return None  # the policy's loop: ``_ProbedPolicy`` remembers it
+
+        def make() -> asyncio.AbstractEventLoop:
+            loop = factory()
+            _probe.loop = loop
+            return loop
+
+        return make
+
+    server.loop_factory = probed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``credgate serve`` with ``argv`` as its arguments, with the loop probe installed."""
     from credgate.gateway.cli import main as credgate
 
     _install_gauges()
     asyncio.set_event_loop_policy(_ProbedPolicy())
+    _probe_loop_factory()
     return credgate(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 

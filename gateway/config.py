@@ -65,6 +65,10 @@ class GatewaySettings:
     worker is a whole gateway (its own database pool, audit batching, change-feed reader); the
     audit log stays one sequence (docs/deployment.md). ``credgate serve --workers N`` overrides
     it."""
+    event_loop: str = "auto"
+    """The event loop: ``uvloop`` (the optional ``credgate[uvloop]`` extra; 8 % fewer
+    instructions per INDEX answer, docs/benchmarks.md), ``asyncio`` (the standard library's),
+    or ``auto``: uvloop when it is installed, else asyncio."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class WorkdaysConfig:
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 LOG_FORMATS = ("text", "json")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
         "shutdown_grace_seconds": float,
         "drain_delay_seconds": float,
         "workers": int,
+        "event_loop": str,
     },
     "tls": {"ca": Path, "cert": Path, "key": Path, "revocation_list": Path},
     "storage": {"url": str, "data_dir": Path},
@@ -556,6 +562,11 @@ def _numbers(
     keys: KeysConfig,
     outbox: OutboxConfig,
 ) -> None:
+    if settings.event_loop not in EVENT_LOOPS:
+        raise ConfigError(
+            f"gateway.event_loop must be one of {', '.join(EVENT_LOOPS)}, "
+            f"got {settings.event_loop!r}"
+        )
     checks = {
         "gateway.batch_max": settings.batch_max > 0,
         "gateway.default_deadline_seconds": settings.default_deadline_seconds > 0,

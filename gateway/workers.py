@@ -204,7 +204,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     )
     code = EXIT_OK
     try:
-        run_until_stopped(_serve_worker(spec, conn))
+        run_until_stopped(_serve_worker(spec, conn), event_loop=spec.config.gateway.event_loop)
     except KeyboardInterrupt:
         log.info("worker %d stopped before it started serving", spec.index)
     except configuration_errors() as error:  # as ``credgate`` exits 2

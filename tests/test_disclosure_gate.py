@@ -211,7 +211,12 @@ class Log:
     fail: bool = False
 
     async def append(
-        self, entry: Any, *, rider: object = None, deadline: float | None = None
+        self,
+        entry: Any,
+        *,
+        rider: object = None,
+        deadline: float | None = None,
+        fresh: bool = False,
     ) -> AppendReceipt:
         if self.fail:
             raise AuditUnavailable("down")

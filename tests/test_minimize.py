@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
 from credgate.gateway.engine.merge import CategorizedContradiction
-from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.engine.minimize import (
+    minimize,
+    minimize_contradictions,
+    minimize_in_place,
+)
 
 IDENTITY = v.DATA_CATEGORY_IDENTITY
 COMMERCIAL = v.DATA_CATEGORY_COMMERCIAL_CREDIT
@@ -102,3 +108,14 @@ def test_contradictions_are_kept_only_when_every_revealed_category_is_allowed() 
     assert [c.subject_matter for c in minimize_contradictions(findings, [BANKRUPTCY])] == ["a"]
     assert [c.subject_matter for c in minimize_contradictions(findings, ALL)] == ["a", "b"]
     assert minimize_contradictions(findings, [COMMERCIAL]) == []
+
+
+def test_in_place_cuts_exactly_what_the_copy_cuts() -> None:
+    """``minimize_in_place`` (a report's own sources, engine and disclosure gate) leaves each
+    message equal to ``minimize``'s copy, for every set of allowed categories."""
+    for size in range(len(ALL) + 1):
+        for allowed in itertools.combinations([*ALL, v.DATA_CATEGORY_UNSPECIFIED], size):
+            report = report_pb2.RepairStatusReport(sources=[full_facts(), full_facts()])
+            minimize_in_place(report.sources, allowed)
+            expected = minimize([full_facts(), full_facts()], allowed)
+            assert list(report.sources) == expected, allowed

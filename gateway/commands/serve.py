@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from credgate.gateway.app import serve
     from credgate.gateway.server import run_until_stopped
 
-    run_until_stopped(serve(config))
+    run_until_stopped(serve(config), event_loop=settings.event_loop)
     return EXIT_OK
 
 

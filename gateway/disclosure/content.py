@@ -17,7 +17,7 @@ from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import policy
-from credgate.gateway.engine.minimize import minimize
+from credgate.gateway.engine.minimize import minimize_in_place
 from credgate.gateway.workflows.eligibility import CONDITION_CATEGORIES
 
 Category = policy.Category
@@ -68,9 +68,7 @@ def _report(
     """The facts cut to ``allowed`` (again: the engine was asked for those only, so this is
     the guard that a future path cannot skip)."""
     before = {r.category for s in report.sources for r in s.records}
-    kept = minimize(report.sources, allowed)
-    del report.sources[:]
-    report.sources.extend(kept)
+    minimize_in_place(report.sources, allowed)
     return report, frozenset(before - allowed)
 
 

@@ -51,6 +51,29 @@ def minimize(
     return result
 
 
+def minimize_in_place(
+    source_facts_list: Iterable[report_pb2.SourceFacts],
+    allowed_categories: Iterable[v.DataCategory.ValueType],
+) -> None:
+    """``minimize`` on messages the caller owns (a report's own ``sources``): each is cut in
+    place, so nothing is copied, and a source whose facts are all allowed is not touched at
+    all. Same rules as ``minimize``; a report's sources were copied twice per answer (issue
+    #16: the engine's minimization, then the disclosure gate's)."""
+    allowed = frozenset(allowed_categories) - {v.DATA_CATEGORY_UNSPECIFIED}
+    identity = v.DATA_CATEGORY_IDENTITY in allowed
+    repair = v.DATA_CATEGORY_BANKRUPTCY_REPAIR in allowed
+    for facts in source_facts_list:
+        if not identity:
+            facts.ClearField("identity")
+        if not repair:
+            facts.ClearField("cases")
+            facts.ClearField("asserted_state")
+        records = facts.records
+        for index in range(len(records) - 1, -1, -1):
+            if records[index].category not in allowed:
+                del records[index]
+
+
 def minimize_contradictions(
     categorized: Iterable[CategorizedContradiction],
     allowed_categories: Iterable[v.DataCategory.ValueType],

@@ -39,7 +39,7 @@ from credgate.gateway.engine.breaker import BreakerState, CircuitBreaker
 from credgate.gateway.engine.containment import GRACE_SECONDS
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.engine.merge import merge
-from credgate.gateway.engine.minimize import minimize, minimize_contradictions
+from credgate.gateway.engine.minimize import minimize_contradictions, minimize_in_place
 from credgate.gateway.fact_index import FactIndex, IndexedFacts
 from credgate.gateway.protection.unreadable import RecordUnreadable
 from credgate.gateway.sync.settings import source_kind_name
@@ -143,7 +143,8 @@ class QueryEngine:
             identity_number, subject_token, mode, deadline, self._consulted(source_kinds)
         )
         fresh = [o.facts for o in outcomes if o.facts is not None and o.source_id in asked]
-        await self._within(deadline, self._store_all(subject_token, fresh), "store fresh facts")
+        if fresh:  # (an INDEX answer asks no source: no timer set up for nothing)
+            await self._within(deadline, self._store_all(subject_token, fresh), "store fresh facts")
 
         now = self._wall_clock()
         last_known = {source_id: entry.facts for source_id, entry in (indexed or {}).items()}
@@ -162,12 +163,13 @@ class QueryEngine:
             flags=sorted(flags),
             state_source_id=merged.state_source_id,
             state_basis=merged.state_basis,
-            sources=minimize(merged.sources, allowed),
+            sources=merged.sources,
             contradictions=contradictions,
             failures=merged.failures,
             purpose=purpose,
             categories=allowed,
         )
+        minimize_in_place(report.sources, allowed)  # the report's own copies of the facts
         report.generated_at.FromDatetime(now)
         return report
 
@@ -212,20 +214,24 @@ class QueryEngine:
         # LIVE needs the index only for push-only sources and for sources that fail: without
         # push-only sources it is read after the fan-out, and only if a source failed (reading
         # and decrypting every source's row on every LIVE answer cost CPU for nothing).
-        reads_first = mode != cm.LIVE or any(source_id in consulted for source_id in self._push)
-        index_task = asyncio.create_task(self._indexed(token)) if reads_first else None
+        alongside = mode == cm.LIVE and any(source_id in consulted for source_id in self._push)
+        index_task = asyncio.create_task(self._indexed(token)) if alongside else None
         try:
             live: list[SourceOutcome] = []
-            if mode == cm.LIVE:
+            if mode != cm.LIVE:
+                # Awaited here, not in a task of its own: only beside a LIVE fan-out does the
+                # read need one (a task per INDEX answer was a measurable share of its CPU).
+                read = await self._within(deadline, self._indexed(token), "read the index")
+            else:
                 adapters = [a for a in self._adapters if a.config.source_id in consulted]
                 live = await self._fan_out(adapters, identity_number, deadline)
                 if index_task is None and not all(outcome.ok for outcome in live):
                     index_task = asyncio.create_task(self._indexed(token))
-            read = (
-                {}
-                if index_task is None
-                else await self._within(deadline, index_task, "read the index")
-            )
+                read = (
+                    {}
+                    if index_task is None
+                    else await self._within(deadline, index_task, "read the index")
+                )
             unreadable = read if isinstance(read, RecordUnreadable) else None
             all_indexed = None if isinstance(read, RecordUnreadable) else read
             indexed = (

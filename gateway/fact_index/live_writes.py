@@ -209,7 +209,7 @@ async def read_indexed(
     database: Database, token: str, open_facts: OpenFacts
 ) -> dict[str, IndexedFacts]:
     """Every source's indexed facts about ``token``, by source id, with their freshness."""
-    rows = await database.threaded.fetch_all(_READ_INDEXED, {"b_token": token})
+    rows = await database.threaded.fetch_rows(_READ_INDEXED, {"b_token": token})
     return {
         source_id: IndexedFacts(open_facts(token, source_id, blob), fetched, as_of, seq, synced)
         for source_id, blob, fetched, as_of, seq, synced in rows
@@ -233,7 +233,7 @@ def held_rows(connection: Connection, token: str) -> dict[str, Held]:
 async def read_held(database: Database, token: str) -> dict[str, bytes]:
     """Every source's ciphertext held for ``token``, by source id: one statement, so a
     single-statement read (``fetch_all``)."""
-    rows = await database.threaded.fetch_all(_HELD, {"b_token": token})
+    rows = await database.threaded.fetch_rows(_HELD, {"b_token": token})
     return {source_id: blob for source_id, blob in rows}
 
 

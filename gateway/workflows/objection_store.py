@@ -180,5 +180,5 @@ class ObjectionStore:
         Asked on every answer: a single-statement read (``core.storage.threaded``).
         """
 
-        found = await self.database.threaded.fetch_all(_DISPUTED, {"token": token, "now": now})
+        found = await self.database.threaded.fetch_rows(_DISPUTED, {"token": token, "now": now})
         return frozenset(vocab.DataCategory.ValueType(category) for (category,) in found)
