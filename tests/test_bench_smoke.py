@@ -45,8 +45,14 @@ MEASURED_ROWS = (
 )
 PENDING_ROWS: tuple[str, ...] = ()
 POSTGRES_URL = os.environ.get("CREDGATE_TEST_POSTGRES_URL", "")
-POSTGRES_ROWS = ("live_query_c1_postgresql", "live_query_postgresql", "index_query_postgresql")
-"""The gateway rows that run again on PostgreSQL when the run has a PostgreSQL URL."""
+POSTGRES_ROWS = (
+    "live_query_c1_postgresql",
+    "live_query_postgresql",
+    "index_query_postgresql",
+    "audit_append_postgresql",
+    "audit_verify_postgresql",
+)
+"""The rows that run again on PostgreSQL when the run has a PostgreSQL URL."""
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +211,11 @@ def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, 
         assert targets[measured]["met"] in (True, False)
     assert targets["sync_ingest_sqlite"]["measured"] is not None
     if POSTGRES_URL:
-        for measured in ("index_query_postgresql_vs_echo", "live_overhead_p50_c1_postgresql"):
+        for measured in (
+            "index_query_postgresql_vs_echo",
+            "live_overhead_p50_c1_postgresql",
+            "audit_verify_postgresql",
+        ):
             assert targets[measured]["measured"] is not None
     else:
         assert not any(row_id in _rows(smoke_run[2]) for row_id in POSTGRES_ROWS)
