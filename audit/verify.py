@@ -5,7 +5,11 @@ entries appended by live replicas while it runs can neither appear half-way nor 
 insertions. Rows stream in index order in batches; ``progress(done, total)`` is called after
 each batch so a CLI can show how far a long run has come. The read is a sync-Core transaction
 (``core.storage.threaded``): streaming rows through the async driver cost about a third of
-the run, and verifying at least 100,000 entries/s is a target of issue #7.
+the run, and verifying at least 100,000 entries/s is a target of issues #7 and #16. Within it
+the rows come straight from the driver's cursor as tuples (``_stream``), since SQLAlchemy's
+``Row`` objects cost more than hashing them. A reader thread feeding the hashing was measured
+and dropped: on SQLite the driver gives the GIL up around every row, so the two threads
+convoy (twice as slow on the busy 2-core machine).
 
 The keys to trust are the caller's business: the CLI passes the public half of the local key
 file plus any ``--trusted-key``; a regulator passes the key they pinned. Nothing read from the
@@ -21,10 +25,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ClauseElement,
     ColumnElement,
     Connection,
     Integer,
-    Select,
     String,
     bindparam,
     cast,
@@ -89,7 +93,7 @@ def _micros_column(dialect: str) -> ColumnElement[Any]:
     return cast(extract("epoch", _E.decision_time) * 1_000_000, BigInteger)
 
 
-def _stream(connection: Connection, statement: Select[Any], batch: int) -> Iterator[list[Any]]:
+def _stream(connection: Connection, statement: ClauseElement, batch: int) -> Iterator[list[Any]]:
     """The rows of ``statement`` as plain tuples, ``batch`` at a time, on the connection's own
     DBAPI connection and so in its transaction: SQLAlchemy builds the SQL, but its per-row
     ``Row`` objects cost more than the hashing does. On PostgreSQL a server-side cursor in
