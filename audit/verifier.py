@@ -29,10 +29,11 @@ when it falls short of the log, the first entry after it is where tampering star
 Cost: per row, one leaf hash, about one node hash, a protobuf parse and one tuple comparison of
 the query columns; rows come in batches of plain tuples (``feed``), and the tree grows a chunk
 of ``SAMPLE_EVERY`` leaves at a time, hashed a layer at a time, keeping the nodes at the stored
-levels 3, 6, ... (one per 7 rows) to compare as the node rows stream past (``check_nodes``). Stored roots are compared
-every ``SAMPLE_EVERY`` entries and only the chunk holding the first mismatch is read in full;
-signatures are checked for the newest head and the checkpoints, then by a galloping search back
-from the first mismatch — so verification costs hashing, not public-key operations. The
+levels 3, 6, ... (one per 7 rows) to compare as the node rows stream past (``check_nodes``).
+Stored roots are compared every ``SAMPLE_EVERY`` entries and only the chunk holding the first
+mismatch is read in full; signatures are checked for the newest head and the checkpoints, then
+by a galloping search back from the first mismatch — so verification costs hashing, not
+public-key operations. The
 ``thorough`` mode also checks every stored tree head and its signature (about 20x slower): it
 finds a per-entry tree head altered on its own, which cannot hide or change any entry.
 """
