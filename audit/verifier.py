@@ -33,9 +33,9 @@ levels 3, 6, ... (one per 7 rows) to compare as the node rows stream past (``che
 Stored roots are compared every ``SAMPLE_EVERY`` entries and only the chunk holding the first
 mismatch is read in full; signatures are checked for the newest head and the checkpoints, then
 by a galloping search back from the first mismatch — so verification costs hashing, not
-public-key operations. The
-``thorough`` mode also checks every stored tree head and its signature (about 20x slower): it
-finds a per-entry tree head altered on its own, which cannot hide or change any entry.
+public-key operations. The ``thorough`` mode also checks every stored tree head and its
+signature (about 20x slower): it finds a per-entry tree head altered on its own, which cannot
+hide or change any entry.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class LogVerifier:
 
         The per-row work is the least that checks everything: one leaf hash (all of a batch
         in one comprehension, compared as one list), a protobuf parse and one tuple
-        comparison of the query columns. The tree is built a chunk at a time (``_settle``).
+        comparison of the query columns. The tree grows a whole chunk at a time
+        (``_append_chunk``); the leaves of a partial last chunk wait for ``_settle``.
         """
         leaves = leaf_hashes([row[1] for row in rows])
         if leaves != [row[2] for row in rows]:
