@@ -18,6 +18,8 @@ database is ever used as a key.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -112,6 +114,23 @@ def _stream(connection: Connection, statement: ClauseElement, batch: int) -> Ite
         cursor.close()
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """The cyclic garbage collector off while verifying: the run allocates millions of row
+    tuples, hashes and parsed entries, none of them in a reference cycle, and the collections
+    their allocation triggers (each older generation scanning everything still alive) cost the
+    first verify in a process a third of its CPU (0.55–0.61 s against 0.36–0.37 s for 80,000
+    SQLite entries). Reference counting still frees everything; the collector comes back on
+    afterwards (unless it was already off), and catches up on other code's cycles then."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass(frozen=True)
 class TimedReport:
     """A verify report with how long it took (for the CLI and the throughput figure)."""
@@ -179,11 +198,12 @@ async def verify_log(
             found.update((int(i), (bytes(r), bytes(s))) for i, r, s in rows)
         return found
 
-    head, checkpoints = await database.threaded.read(read)
-    report = await verifier.finish(
-        fetch_heads,
-        head_size=None if head is None else head[0],
-        head_root=None if head is None else head[1],
-        checkpoints=[*checkpoints, *external_checkpoints],
-    )
+    with _no_cycle_collection():
+        head, checkpoints = await database.threaded.read(read)
+        report = await verifier.finish(
+            fetch_heads,
+            head_size=None if head is None else head[0],
+            head_root=None if head is None else head[1],
+            checkpoints=[*checkpoints, *external_checkpoints],
+        )
     return TimedReport(report, time.perf_counter() - started, time.process_time() - cpu_started)
