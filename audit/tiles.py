@@ -90,6 +90,29 @@ def append_keeping(compact: CompactRange, leaf: bytes, kept: list[StoredNode]) -
     compact.size = size + 1
 
 
+def append_subtree_keeping(
+    compact: CompactRange, level: int, digest: bytes, kept: list[StoredNode]
+) -> None:
+    """``compact.append_subtree(level, digest)``, adding to ``kept`` every stored-level node
+    the carries complete above ``level`` (the subtree's own nodes, at ``level`` and below, are
+    the caller's: it computed them). What lets ``audit verify`` hash the log a whole perfect
+    subtree at a time and still keep the same nodes as ``append_keeping`` leaf by leaf."""
+    size = compact.size
+    if size & ((1 << level) - 1):
+        raise ValueError("a subtree must start at a multiple of its width")
+    nodes = compact.nodes
+    nodes.append(digest)
+    carry, height = size >> level, level
+    while carry & 1:
+        right = nodes.pop()
+        nodes[-1] = node_hash(nodes[-1], right)
+        carry >>= 1
+        height += 1
+        if height % STRIDE == 0:
+            kept.append((height, size >> height, nodes[-1]))
+    compact.size = size + (1 << level)
+
+
 def nodes_of(leaves: Iterable[bytes]) -> list[StoredNode]:
     """Every stored-level node of the tree over ``leaves`` (for backfills and tests)."""
     compact = CompactRange()

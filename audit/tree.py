@@ -105,6 +105,10 @@ class PackedHashes(Sequence[bytes]):
         """Add one hash at the end."""
         self._buffer += digest
 
+    def extend(self, digests: Iterable[bytes]) -> None:
+        """Add several hashes at the end, in order."""
+        self._buffer += b"".join(digests)
+
     def __len__(self) -> int:
         return len(self._buffer) // HASH_SIZE
 

@@ -26,82 +26,56 @@ The *authenticated size* is the largest tree size whose recomputed root a valid 
 vouches for (a per-entry tree head or a checkpoint): everything before it is proven intact, and
 when it falls short of the log, the first entry after it is where tampering starts.
 
-Cost: per row, one leaf hash, about one node hash and a protobuf parse; the stored interior
-nodes are the compact range's own carries at levels 3, 6, ... (kept, not recomputed), one per
-7 rows, compared as the node rows stream past (``check_nodes``). Stored roots are compared
-every ``SAMPLE_EVERY`` entries and only the chunk holding the first mismatch is read in full;
-signatures are checked for the newest head and the checkpoints, then by a galloping search back
-from the first mismatch — so verification costs hashing, not public-key operations. The
-``thorough`` mode also checks every stored tree head and its signature (about 20x slower): it
-finds a per-entry tree head altered on its own, which cannot hide or change any entry.
+Cost: per row, one leaf hash, about one node hash, a protobuf parse and one tuple comparison of
+the query columns; rows come in batches of plain tuples (``feed``), and the tree grows a chunk
+of ``SAMPLE_EVERY`` leaves at a time, hashed a layer at a time, keeping the nodes at the stored
+levels 3, 6, ... (one per 7 rows) to compare as the node rows stream past (``check_nodes``).
+Stored roots are compared every ``SAMPLE_EVERY`` entries and only the chunk holding the first
+mismatch is read in full; signatures are checked for the newest head and the checkpoints, then
+by a galloping search back from the first mismatch — so verification costs hashing, not
+public-key operations. The ``thorough`` mode also checks every stored tree head and its
+signature (about 20x slower): it finds a per-entry tree head altered on its own, which cannot
+hide or change any entry.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
 from credgate.api.credit_repair.v1 import audit_pb2
 from credgate.audit.checkpoint import TreeHeadVerifier, open_checkpoint
-from credgate.audit.hashing import leaf_hash
+from credgate.audit.hashing import leaf_hashes, parent_layer
 from credgate.audit.note import NoteError, NoteVerifier
 from credgate.audit.sequence import MAX_LISTED, sequence_findings
 from credgate.audit.tamper_findings import TamperFinding, TamperKind, VerificationResult
-from credgate.audit.tiles import STRIDE, TILE_WIDTH, StoredNode, append_keeping
+from credgate.audit.tiles import (
+    STRIDE,
+    TILE_WIDTH,
+    StoredNode,
+    append_keeping,
+    append_subtree_keeping,
+)
 from credgate.audit.tree import CompactRange, PackedHashes
 
 SAMPLE_EVERY = 1024
+_CHUNK_LEVEL = 10
+"""``SAMPLE_EVERY`` leaves make a perfect subtree of this height: the unit the tree grows by."""
+assert 1 << _CHUNK_LEVEL == SAMPLE_EVERY
 _TILE_MASK = TILE_WIDTH - 1
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
-"""For a decision time stored as naive UTC (SQLite's text)."""
 _parse = audit_pb2.AuditEntry.FromString
 
 FetchHeads = Callable[[Sequence[int]], Awaitable[Mapping[int, tuple[bytes, bytes]]]]
 """Given stored entry indexes, those rows' (tree_root, tree_signature); absent rows omitted."""
 
 
-@dataclass(frozen=True)
-class RowColumns:
-    """The query columns stored beside an entry (copies that must agree with its bytes)."""
-
-    decision_time: dt.datetime
-    """Aware, or naive meaning UTC."""
-    institution_id: str
-    role: int
-    purpose: int
-    outcome: int
-    reason: str
-    subject_token: str
-
-    def agree_with(self, entry: audit_pb2.AuditEntry) -> bool:
-        """Whether every column equals the entry's field (time to the microsecond)."""
-        time = self.decision_time
-        delta = time - (_EPOCH if time.tzinfo is not None else _NAIVE_EPOCH)
-        return (
-            delta.days * 86400 + delta.seconds == entry.decision_time.seconds
-            and delta.microseconds == entry.decision_time.nanos // 1000
-            and self.institution_id == entry.institution_id
-            and self.role == entry.role
-            and self.purpose == entry.purpose
-            and self.outcome == entry.outcome
-            and self.reason == entry.reason
-            and self.subject_token == entry.subject_token
-        )
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    """One ``audit_entries`` row as read (tree heads are fetched separately, when needed)."""
-
-    index: int
-    entry_bytes: bytes
-    leaf_hash: bytes
-    columns: RowColumns | None = None
+StoredRow = tuple[int, bytes, bytes, str, int, int, int, str, str, int | None]
+"""One ``audit_entries`` row as read: (entry_index, entry_bytes, leaf_hash, institution_id,
+role, purpose, outcome, reason, subject_token, decision time in microseconds since the epoch,
+UTC — None if the stored value is not a time). The query columns are copies that must agree
+with the entry's bytes; tree heads are fetched separately, when needed."""
 
 
 class LogVerifier:
@@ -117,6 +91,8 @@ class LogVerifier:
         self._verifiers = list(verifiers)
         self._heads = TreeHeadVerifier(origin, self._verifiers)
         self._leaves = PackedHashes()
+        self._pending: list[bytes] = []
+        """Leaf hashes not yet in ``_compact``: they join it a whole chunk at a time."""
         self._compact = CompactRange()
         self._snapshots: list[CompactRange] = [CompactRange()]
         self._sample_roots: list[bytes] = []
@@ -135,25 +111,77 @@ class LogVerifier:
         """Rows fed so far."""
         return len(self._positions)
 
-    def feed(self, row: StoredRow) -> None:
-        """Take the next row."""
-        position = len(self._positions)
-        data = row.entry_bytes
-        leaf = leaf_hash(data)
-        if leaf != row.leaf_hash:
-            self._add(TamperKind.MODIFIED, row.index, "content does not match its leaf hash")
-        try:
-            entry = _parse(data)
-        except DecodeError:
-            self._add(TamperKind.MODIFIED, row.index, "content is not a readable audit entry")
-            embedded = position
-        else:
-            embedded = entry.index
-            if row.columns is not None and not row.columns.agree_with(entry):
-                self._add(TamperKind.MODIFIED, row.index, "query columns disagree with the entry")
-        self._positions.append(row.index)
-        self._embedded.append(embedded)
-        self._leaves.append(leaf)
+    def feed(self, rows: Sequence[StoredRow]) -> None:
+        """Take the next rows.
+
+        The per-row work is the least that checks everything: one leaf hash (all of a batch
+        in one comprehension, compared as one list), a protobuf parse and one tuple
+        comparison of the query columns. The tree grows a whole chunk at a time
+        (``_append_chunk``); the leaves of a partial last chunk wait for ``_settle``.
+        """
+        leaves = leaf_hashes([row[1] for row in rows])
+        if leaves != [row[2] for row in rows]:
+            for row, leaf in zip(rows, leaves, strict=True):
+                if leaf != row[2]:
+                    self._add(TamperKind.MODIFIED, row[0], "content does not match its leaf hash")
+        embedded = self._embedded
+        position = len(embedded)
+        add = self._add
+        parse = _parse
+        for index, data, _, institution, role, purpose, outcome, reason, token, micros in rows:
+            try:
+                entry = parse(data)
+            except DecodeError:
+                add(TamperKind.MODIFIED, index, "content is not a readable audit entry")
+                embedded.append(position)
+            else:
+                time = entry.decision_time
+                if (
+                    entry.institution_id,
+                    entry.role,
+                    entry.purpose,
+                    entry.outcome,
+                    entry.reason,
+                    entry.subject_token,
+                    time.seconds * 1_000_000 + time.nanos // 1000,
+                ) != (institution, role, purpose, outcome, reason, token, micros):
+                    add(TamperKind.MODIFIED, index, "query columns disagree with the entry")
+                embedded.append(entry.index)
+            position += 1
+        self._positions.extend([row[0] for row in rows])
+        self._leaves.extend(leaves)
+        if self._thorough:
+            for leaf in leaves:
+                self._append_leaf(leaf)
+            return
+        pending = self._pending
+        pending.extend(leaves)
+        if len(pending) >= SAMPLE_EVERY:
+            whole = len(pending) - len(pending) % SAMPLE_EVERY
+            for start in range(0, whole, SAMPLE_EVERY):
+                self._append_chunk(pending[start : start + SAMPLE_EVERY])
+            del pending[:whole]
+
+    def _append_chunk(self, leaves: list[bytes]) -> None:
+        """Add ``SAMPLE_EVERY`` leaves (``_compact`` at a multiple of it) as one perfect
+        subtree: its levels hashed a layer at a time, the stored levels among them kept."""
+        computed = self._computed
+        layer = leaves
+        for height in range(1, _CHUNK_LEVEL + 1):
+            layer = parent_layer(layer)
+            if height % STRIDE == 0:
+                computed.setdefault(height, PackedHashes()).extend(layer)
+        compact = self._compact
+        kept = self._kept
+        append_subtree_keeping(compact, _CHUNK_LEVEL, layer[0], kept)
+        for level, _, digest in kept:
+            computed.setdefault(level, PackedHashes()).append(digest)
+        kept.clear()
+        self._snapshots.append(compact.copy())
+        self._sample_roots.append(compact.root())
+
+    def _append_leaf(self, leaf: bytes) -> None:
+        """Add one leaf to ``_compact`` (thorough mode, and the last partial chunk)."""
         compact = self._compact
         if (compact.size + 1) & _TILE_MASK:
             compact.append(leaf)
@@ -168,6 +196,12 @@ class LogVerifier:
         if compact.size % SAMPLE_EVERY == 0:
             self._snapshots.append(compact.copy())
             self._sample_roots.append(compact.root())
+
+    def _settle(self) -> None:
+        """Add the leaves still pending to the tree (after the last row, before any check)."""
+        for leaf in self._pending:
+            self._append_leaf(leaf)
+        self._pending.clear()
 
     def _add(self, kind: TamperKind, index: int | None, detail: str) -> None:
         self._findings.append(TamperFinding(kind, index, detail))
@@ -193,6 +227,7 @@ class LogVerifier:
         kept (only an outside copy can reveal a truncation that also deleted checkpoints).
         The stored interior nodes are judged if ``check_nodes`` was given them.
         """
+        self._settle()
         n = self.rows
         report = VerificationResult(entries=n, head_size=head_size)
         self._findings.extend(sequence_findings(self._embedded, self._positions))
@@ -318,6 +353,7 @@ class LogVerifier:
         """Compare the stored interior nodes, in (level, index) order, with the recomputed
         ones, after every row was fed; what differs is judged in ``finish``. Streams: the
         problems are kept as ranges, never the nodes."""
+        self._settle()
         problems = self._node_problems
         rows = self.rows
         expected: dict[int, int] = {}  # per level, the next index a complete run would have

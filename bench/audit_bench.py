@@ -7,7 +7,8 @@ group commit). ``concurrency`` appenders run closed-loop for ``duration`` second
 verified from the start with ``audit.verify.verify_log`` (the code behind ``credgate audit
 verify``), which reports entries per second.
 
-Everything runs in the bench process on a fresh SQLite file (migrated to head) with a fresh
+Everything runs in the bench process on a fresh SQLite file (migrated to head), or with
+``url`` on the database given (the suite passes a fresh PostgreSQL schema), with a fresh
 signing key, so it measures the log and the database, not gRPC.
 """
 
@@ -38,6 +39,9 @@ class AuditMeasurement:
     verify_seconds: float
     verify_entries_per_second: float
     verify_ok: bool
+    verify_cpu_seconds: float = 0.0
+    """The bench process's CPU time in the verify (the reads run in it on SQLite; on
+    PostgreSQL the server's share is not counted)."""
 
 
 def _token(i: int) -> str:
@@ -71,8 +75,10 @@ async def measure_audit(
     duration: float,
     warmup: float,
     max_entries: int,
+    url: str | None = None,
 ) -> AuditMeasurement:
-    """Append closed-loop for ``warmup`` + ``duration`` seconds, then verify the whole log."""
+    """Append closed-loop for ``warmup`` + ``duration`` seconds, then verify the whole log
+    (on ``url``, an empty database, or else a new SQLite file in ``directory``)."""
     from credgate.audit.log import AuditLog
     from credgate.audit.log_signing_key import load_or_create_signer
     from credgate.audit.verify import verify_log
@@ -80,7 +86,8 @@ async def measure_audit(
     from credgate.gateway.storage.migrate import upgrade_to_head
 
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    url = f"sqlite:///{directory / 'audit.db'}"
+    if url is None:
+        url = f"sqlite:///{directory / 'audit.db'}"
     await asyncio.to_thread(upgrade_to_head, url)
     signer = load_or_create_signer(directory / "audit-log.key", ORIGIN)
     database = Database.from_url(url)
@@ -123,4 +130,5 @@ async def measure_audit(
         verify_seconds=timed.seconds,
         verify_entries_per_second=timed.entries_per_second,
         verify_ok=timed.report.ok,
+        verify_cpu_seconds=timed.cpu_seconds,
     )

@@ -145,9 +145,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--postgres-url",
         default=os.environ.get("CREDGATE_BENCH_POSTGRES_URL") or None,
-        help="PostgreSQL for the ingest, live and index rows on PostgreSQL (a schema of its "
-        "own is created and dropped for each; default $CREDGATE_BENCH_POSTGRES_URL; without it "
-        "those rows are not measured)",
+        help="PostgreSQL for the ingest, live, index, audit and proofs rows on PostgreSQL (a "
+        "schema of its own is created and dropped for each; default "
+        "$CREDGATE_BENCH_POSTGRES_URL; without it those rows are not measured)",
     )
     run.add_argument(
         "--repeat",

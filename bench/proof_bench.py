@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -326,6 +327,23 @@ def measure_size(
     return SizeMeasurement(size, backend, fill_seconds, inclusion, consistency)
 
 
+def _pragmas_on_connect(pragmas: list[str]) -> None:
+    """Every SQLite connection of this process runs ``pragmas`` when it opens."""
+    from sqlalchemy import Engine, event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if "sqlite" not in type(dbapi_connection).__module__:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(f"PRAGMA {pragma}")
+        finally:
+            cursor.close()
+
+    event.listen(Engine, "connect", on_connect)
+
+
 def _sizes(value: str) -> tuple[int, ...]:
     sizes = tuple(int(part.replace("_", "")) for part in value.split(",") if part)
     if not sizes or any(size < 2 for size in sizes):
@@ -349,10 +367,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL")
     parser.add_argument(
+        "--sqlite-pragma",
+        action="append",
+        default=[],
+        metavar="PRAGMA",
+        help="run 'PRAGMA <PRAGMA>' on every SQLite connection this process opens, e.g. "
+        "mmap_size=4000000000 or cache_size=-65536 (repeatable): to measure a setting before "
+        "the gateway adopts it",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credgate-proof-bench"
     )
     args = parser.parse_args(argv)
     backends = ["sqlite", *(["postgresql"] if args.postgres_url else [])]
+    if args.sqlite_pragma:
+        _pragmas_on_connect(args.sqlite_pragma)
 
     def say(message: str) -> None:
         print(f"[proofs] {message}", file=sys.stderr, flush=True)

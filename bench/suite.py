@@ -107,7 +107,7 @@ LIVE_ID = "live_query"
 BATCH_ID = "batch_query"
 INDEX_ID = "index_query"
 AUDIT_APPEND_ID = "audit_append"
-AUDIT_APPEND_TITLE = "audit appends (group commit), SQLite"
+AUDIT_APPEND_TITLE = "audit appends (group commit), "
 AUDIT_VERIFY_ID = "audit_verify"
 AUDIT_VERIFY_TITLE = "audit verify"
 AUDIT_VERIFY_TARGET = 100_000.0
@@ -125,6 +125,7 @@ INGEST_PER_UPDATE_ROWS = (
 INDEX_TITLE = "index query (INDEX mode), full path"
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
+_BACKEND_NAMES = {SQLITE: "SQLite", POSTGRESQL: "PostgreSQL"}
 
 
 def gateway_row_id(row_id: str, backend: str) -> str:
@@ -134,6 +135,14 @@ def gateway_row_id(row_id: str, backend: str) -> str:
 
 def _backend_title(title: str, backend: str) -> str:
     return title if backend == SQLITE else f"{title}, PostgreSQL"
+
+
+def _audit_rows(backend: str) -> list[tuple[str, str]]:
+    """(id, title) of the audit append and verify rows on ``backend``."""
+    return [
+        (gateway_row_id(AUDIT_APPEND_ID, backend), AUDIT_APPEND_TITLE + _BACKEND_NAMES[backend]),
+        (gateway_row_id(AUDIT_VERIFY_ID, backend), _backend_title(AUDIT_VERIFY_TITLE, backend)),
+    ]
 
 
 def _live_title(latency_ms: float, concurrency: int | None) -> str:
@@ -854,32 +863,54 @@ class _Suite:
         return row
 
     def run_audit(self) -> None:
-        """Group-committed appends at the suite's concurrency, then verify what was written."""
+        """Group-committed appends at the suite's concurrency, then verify what was written:
+        on SQLite, and on a fresh PostgreSQL schema when the run has ``--postgres-url``."""
+        from bench import ingest
+
+        backends = (SQLITE, POSTGRESQL) if self.settings.postgres_url else (SQLITE,)
+        for backend in backends:
+            try:
+                with contextlib.ExitStack() as stack:
+                    url = None
+                    if backend == POSTGRESQL:
+                        assert self.settings.postgres_url is not None
+                        url = stack.enter_context(
+                            ingest.postgres_schema(self.settings.postgres_url)
+                        )
+                    self._audit_rows(backend, url)
+            except Exception as error:
+                _log(f"audit scenario on {backend} failed: {type(error).__name__}: {error}")
+                _fail_missing(self.results, _audit_rows(backend), error)
+
+    def _audit_rows(self, backend: str, url: str | None) -> None:
         from bench.audit_bench import measure_audit
 
         settings = self.settings
+        (append_id, append_title), (verify_id, verify_title) = _audit_rows(backend)
         measured = asyncio.run(
             measure_audit(
-                self.world.directory / "audit",
+                self.world.directory / f"audit-{backend}",
                 concurrency=settings.concurrency,
                 duration=settings.duration,
                 warmup=settings.warmup,
                 max_entries=settings.max_requests,
+                url=url,
             )
         )
         appends = Row.from_load(
-            AUDIT_APPEND_ID,
-            AUDIT_APPEND_TITLE,
+            append_id,
+            append_title,
             measured.appends,
             "AuditLog.append, each caller waits for its entry's commit",
         )
         self.add(appends)
         if not measured.verify_ok:
             raise RuntimeError("audit verify found problems in the log the bench wrote")
+        cpu_us = measured.verify_cpu_seconds * 1e6 / measured.entries if measured.entries else 0.0
         self.add(
             Row(
-                AUDIT_VERIFY_ID,
-                AUDIT_VERIFY_TITLE,
+                verify_id,
+                verify_title,
                 concurrency=1,
                 qps=measured.verify_entries_per_second,
                 requests=measured.entries,
@@ -889,9 +920,11 @@ class _Suite:
                     "entries": measured.entries,
                     "verify_seconds": measured.verify_seconds,
                     "entries_per_second": measured.verify_entries_per_second,
+                    "cpu_us_per_entry": cpu_us,
                 },
                 note=f"verify_log over {measured.entries:,} entries in "
-                f"{measured.verify_seconds:.2f} s (QPS = entries/s)",
+                f"{measured.verify_seconds:.2f} s, bench CPU {cpu_us:.1f} µs/entry "
+                "(QPS = entries/s)",
             )
         )
 
@@ -1225,6 +1258,8 @@ _ROW_ORDER = (
     "sync_ingest_postgresql",
     "audit_append",
     "audit_verify",
+    "audit_append_postgresql",
+    "audit_verify_postgresql",
     *(f"proofs_{backend}_{kind}_" for backend in ("sqlite", "postgresql") for kind in PROOF_KINDS),
     "index_lookup_",
     "gateway_at_index_",
@@ -1372,7 +1407,11 @@ def _targets(results: Results, settings: BenchSettings) -> list[Target]:
     return [
         *gateway_targets,
         *(_rate_target(results, row_id, title, INGEST_TARGET) for row_id, title in INGEST_ROWS),
-        _rate_target(results, AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE, AUDIT_VERIFY_TARGET),
+        *(
+            _rate_target(results, row_id, title, AUDIT_VERIFY_TARGET)
+            for backend in backends
+            for row_id, title in _audit_rows(backend)[1:]
+        ),
         *(_proof_targets(results, settings) if "proofs" in settings.scenarios else []),
         _ratio_target(
             results,
@@ -1441,15 +1480,7 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
                 _log(f"ingest scenario failed: {type(error).__name__}: {error}")
                 _fail_missing(results, [*INGEST_PER_UPDATE_ROWS, *INGEST_ROWS], error)
         if "audit" in scenarios:
-            try:
-                suite.run_audit()
-            except Exception as error:
-                _log(f"audit scenario failed: {type(error).__name__}: {error}")
-                _fail_missing(
-                    results,
-                    [(AUDIT_APPEND_ID, AUDIT_APPEND_TITLE), (AUDIT_VERIFY_ID, AUDIT_VERIFY_TITLE)],
-                    error,
-                )
+            suite.run_audit()
         if "proofs" in scenarios:
             suite.run_proofs()
         backends = (SQLITE, POSTGRESQL) if settings.postgres_url else (SQLITE,)

@@ -8,6 +8,7 @@ directly, and checks the finding's kind and the entry index it names.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,39 @@ async def test_an_edited_query_column_is_caught(log: Log) -> None:
     assert report.kinds_at(K) == {TamperKind.MODIFIED}
     assert "query columns" in report.findings[0].detail
     assert report.authenticated_size == SIZE  # the signed entries themselves are intact
+
+
+@pytest.mark.parametrize(
+    "shift", [dt.timedelta(microseconds=1), dt.timedelta(seconds=-1), dt.timedelta(days=1)]
+)
+async def test_an_edited_decision_time_column_is_caught(log: Log, shift: dt.timedelta) -> None:
+    """Moving an access out of a time-range query: the column is compared with the entry's
+    time to the microsecond (as an integer the database computes)."""
+    when = (await log.entry(K)).decision_time.ToDatetime(dt.UTC) + shift
+    sqlite = log.database.backend == "sqlite"
+    await log.sql(
+        "UPDATE audit_entries SET decision_time = :t WHERE entry_index = :i",
+        t=when.replace(tzinfo=None).isoformat(" ", timespec="microseconds") if sqlite else when,
+        i=K,
+    )
+    report = await log.verify()
+    assert report.kinds_at(K) == {TamperKind.MODIFIED}
+    assert "query columns" in report.findings[0].detail
+    assert report.authenticated_size == SIZE
+
+
+@pytest.mark.parametrize("stored", ["not a time", "", "2026-13-45 99:00:00"])
+async def test_a_decision_time_that_is_no_time_is_caught_on_sqlite(log: Log, stored: str) -> None:
+    """SQLite stores the time as text, which an edit can make anything: it is a finding, not a
+    crash of the verifier."""
+    if log.database.backend != "sqlite":
+        pytest.skip("PostgreSQL's timestamptz column holds times only")
+    await log.sql(
+        "UPDATE audit_entries SET decision_time = :t WHERE entry_index = :i", t=stored, i=K
+    )
+    report = await log.verify()
+    assert report.kinds_at(K) == {TamperKind.MODIFIED}
+    assert report.authenticated_size == SIZE
 
 
 async def test_a_deleted_entry_is_located(log: Log) -> None:

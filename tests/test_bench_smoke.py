@@ -45,8 +45,14 @@ MEASURED_ROWS = (
 )
 PENDING_ROWS: tuple[str, ...] = ()
 POSTGRES_URL = os.environ.get("CREDGATE_TEST_POSTGRES_URL", "")
-POSTGRES_ROWS = ("live_query_c1_postgresql", "live_query_postgresql", "index_query_postgresql")
-"""The gateway rows that run again on PostgreSQL when the run has a PostgreSQL URL."""
+POSTGRES_ROWS = (
+    "live_query_c1_postgresql",
+    "live_query_postgresql",
+    "index_query_postgresql",
+    "audit_append_postgresql",
+)
+"""The rows with latencies that run again on PostgreSQL when the run has a PostgreSQL URL (and
+``audit_verify_postgresql``, a rate without latencies)."""
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +157,12 @@ def test_audit_verify_reports_entries_per_second(
     smoke_run: tuple[int, str, dict[str, Any]],
 ) -> None:
     rows = _rows(smoke_run[2])
-    verify = rows["audit_verify"]
-    assert verify["status"] == "ok", verify
-    assert verify["qps"] > 0
-    assert verify["metrics"]["entries"] >= rows["audit_append"]["requests"] > 0
+    for suffix in ("", "_postgresql") if POSTGRES_URL else ("",):
+        verify = rows["audit_verify" + suffix]
+        assert verify["status"] == "ok", verify
+        assert verify["qps"] > 0
+        assert verify["metrics"]["entries"] >= rows["audit_append" + suffix]["requests"] > 0
+        assert verify["metrics"]["cpu_us_per_entry"] > 0
 
 
 def test_ingest_reports_durable_updates_per_second(
@@ -214,10 +222,16 @@ def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, 
         assert targets[measured]["met"] in (True, False)
     assert targets["sync_ingest_sqlite"]["measured"] is not None
     if POSTGRES_URL:
-        for measured in ("index_query_postgresql_vs_echo", "live_overhead_p50_c1_postgresql"):
+        for measured in (
+            "index_query_postgresql_vs_echo",
+            "live_overhead_p50_c1_postgresql",
+            "audit_verify_postgresql",
+        ):
             assert targets[measured]["measured"] is not None
     else:
-        assert not any(row_id in _rows(smoke_run[2]) for row_id in POSTGRES_ROWS)
+        assert not any(
+            row_id in _rows(smoke_run[2]) for row_id in (*POSTGRES_ROWS, "audit_verify_postgresql")
+        )
 
 
 def test_percentile_is_nearest_rank() -> None:
