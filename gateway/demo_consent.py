@@ -23,9 +23,10 @@ from credgate.consent import grants
 from credgate.consent.state_change import sign_state_change
 from credgate.core.institution import Institution
 from credgate.gateway.client import CredgateClient, CredgateError
-from credgate.gateway.pki import add_institution
+from credgate.gateway.pki import add_institution, institution_paths
 from credgate.gateway.report_text import enum_label, report_to_text, signature_to_text
 from credgate.gateway.subject_certificate import subject_institution_id
+from credgate.gateway.subject_key_file import write_subject_key
 
 BANK = "bank-demo"
 OFFICE = "office-demo"
@@ -80,6 +81,8 @@ async def consent_story(target: str, pki_dir: Path, identity_number: str) -> Non
     async with CredgateClient.from_pki_dir(target, pki_dir, OFFICE) as office:
         key_id = await office.enroll_subject_key(identity_number, public_key)
     print(f"enrolled key {key_id}")
+    # Kept (mode 0600) so the subject's browser console can sign grant changes after the demo.
+    write_subject_key(subject_key_path(pki_dir, key_id), phone)
 
     print(f"\n=== the subject signs consent terms on their device; {BANK} records the grant")
     signed_terms, signature = grants.sign_terms(phone, _terms(key_id))
@@ -130,6 +133,17 @@ async def consent_story(target: str, pki_dir: Path, identity_number: str) -> Non
         print("\n=== the subject checks their grants again")
         for own in await me.list_own_consents():
             print(f"  {own.consent_id} for {own.terms.grantee_institution_id}: {_state(own)}")
+    paths = institution_paths(pki_dir, subject_id)
+    print("\n=== the subject's browser console (docs/console.md), while the demo serves:")
+    print(
+        f"credgate console --gateway {target} --ca {pki_dir / 'ca.pem'} --cert {paths.cert} "
+        f"--key {paths.key} --subject-key {subject_key_path(pki_dir, key_id)}"
+    )
+
+
+def subject_key_path(pki_dir: Path, key_id: str) -> Path:
+    """Where the demo keeps the demo subject's consent-signing key."""
+    return pki_dir / f"subject.{key_id}.consent-key.pem"
 
 
 async def _self_inquiry(target: str, pki_dir: Path, identity_number: str, key_id: str) -> None:
