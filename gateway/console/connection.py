@@ -27,7 +27,7 @@ from credgate.audit.note import NoteVerifier
 from credgate.core.channel import client_channel
 from credgate.core.institution import CertificateRejected, Institution, institution_from_pem
 from credgate.gateway.client import CredgateClient
-from credgate.gateway.console.proofs import CheckpointMemory
+from credgate.gateway.console.checkpoint_memory import CheckpointMemory
 from credgate.gateway.console.witnesses import DEFAULT_BEHIND_AFTER
 
 DEFAULT_TIMEOUT_SECONDS = 10.0

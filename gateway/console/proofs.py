@@ -10,9 +10,8 @@ the last one this console verified (``CheckpointMemory``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
@@ -97,21 +96,6 @@ def check_inclusion(
     except ProofError as exc:
         return InclusionCheck(entry, checkpoint, f"inclusion proof failed: {exc}")
     return InclusionCheck(entry, checkpoint, "")
-
-
-@dataclass
-class CheckpointMemory:
-    """The newest checkpoint this console has verified, kept in memory for the session.
-
-    Each newer checkpoint must extend it — proven with a consistency proof from the gateway
-    (``GetConsistencyProof``) checked here (``audit.proof.verify_consistency``) — so a gateway
-    that showed this console one history and then another (a fork, or entries rewritten after
-    a page was seen) is caught, not just one whose signature fails. It is forgotten when the
-    console stops; nothing is written anywhere.
-    """
-
-    trusted: SignedCheckpoint | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 async def latest_checkpoint(
