@@ -245,3 +245,35 @@ def test_charts_escape_their_text_and_scale_to_round_numbers() -> None:
         200,
         5000,
     ]
+
+
+async def test_the_reports_page_lists_the_unusual_access_the_gateway_found(
+    gateway: RunningGateway, population: Population, browser: Any, tmp_path: Path
+) -> None:
+    """A bank refused for want of consent on ten distinct subjects in the window is a
+    SUBJECTS_WITHOUT_CONSENT finding (docs/audit.md, "Unusual access"): listed with its
+    explanation and the entries behind it, each a link to its inclusion proof."""
+    numbers = [subject.person.identity_number for subject in list(population)[:10]]
+    async with gateway.client("bank-demo") as bank:
+        for number in numbers:
+            with pytest.raises(CredgateError) as refused:
+                await bank.get_repair_status(number, purpose=REVIEW)
+            assert refused.value.reason == "CONSENT_MISSING"
+    day = dt.datetime.now(dt.UTC).date()
+    log_key = tmp_path / "audit-log.pub"  # the gateway's, as the operator publishes it
+    async with running_console(gateway, "regulator-demo", log_key=log_key) as console:
+        context = await browser.new_context(java_script_enabled=False, locale="en-US")
+        page = await context.new_page()
+        await page.goto(console.url)
+        await page.goto(f"{console.base}/regulator/reports?since={day}&until={day}")
+        row = page.locator(
+            "tr.finding[data-kind='UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT']"
+            "[data-institution='bank-demo']"
+        )
+        assert await row.count() == 1
+        assert "subjects without consent" in await row.inner_text()
+        links = row.locator("a")
+        assert await links.count() == 10  # one sample entry per refused subject
+        await screenshot(page, "console-unusual")
+        await links.first.click()
+        assert "✓ inclusion verified" in (await page.text_content("#inclusion") or "")

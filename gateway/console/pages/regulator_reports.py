@@ -1,7 +1,8 @@
 """Regulator: Reports — the access statistics as charts, and how long restorations took.
 
 Everything on the page is counted by the gateway (``RegulatorService.GetAccessStatistics``,
-``ReconciliationService.ListRestorationTimes``): the console never pulls the log to count it.
+``GetUnusualAccessReport``, ``ReconciliationService.ListRestorationTimes``): the console never
+pulls the log to count it.
 The charts are inline SVG drawn on the server (``gateway.console.charts``), so the page works
 without JavaScript; the window is a GET form of UTC days (``since`` and ``until``, both
 included), so a report is a link. The restorations table pages with the gateway's page tokens
@@ -77,6 +78,23 @@ add_labels(
         "reports.count": "count",
         "reports.export_csv": "Export daily counts (CSV)",
         "reports.export_json": "Export statistics (JSON)",
+        "reports.unusual": "Unusual access",
+        "reports.unusual_note": (
+            "Patterns the gateway found in the window against each institution's own baseline "
+            "(the 7 windows of the same length before it); each explains the statistic and the "
+            "threshold it crossed. The entries link to their inclusion proofs."
+        ),
+        "reports.kind": "Pattern",
+        "reports.institution": "Institution",
+        "reports.explanation": "Explanation",
+        "reports.observed": "Observed",
+        "reports.expected": "Compared with",
+        "reports.span": "First – last decision",
+        "reports.entries": "Entries",
+        "enum.UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE": "volume above baseline",
+        "enum.UNUSUAL_ACCESS_KIND_DENIAL_BURST": "burst of denials",
+        "enum.UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT": "subjects without consent",
+        "enum.UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE": "unusual purpose",
     },
     zh={
         "nav.reports": "报表",
@@ -118,6 +136,22 @@ add_labels(
         "reports.count": "数量",
         "reports.export_csv": "导出每日统计（CSV）",
         "reports.export_json": "导出统计（JSON）",
+        "reports.unusual": "异常访问",
+        "reports.unusual_note": (
+            "网关在本时段内对照各机构自身基线（此前 7 个等长时段）发现的模式；每条说明所依据的统计"
+            "及其超过的阈值。条目链接至其包含证明。"
+        ),
+        "reports.kind": "模式",
+        "reports.institution": "机构",
+        "reports.explanation": "说明",
+        "reports.observed": "观测值",
+        "reports.expected": "对照值",
+        "reports.span": "首次 – 末次决定",
+        "reports.entries": "条目",
+        "enum.UNUSUAL_ACCESS_KIND_VOLUME_ABOVE_BASELINE": "查询量高于基线",
+        "enum.UNUSUAL_ACCESS_KIND_DENIAL_BURST": "拒绝集中出现",
+        "enum.UNUSUAL_ACCESS_KIND_SUBJECTS_WITHOUT_CONSENT": "无授权涉及多名主体",
+        "enum.UNUSUAL_ACCESS_KIND_UNUSUAL_PURPOSE": "异常查询目的",
     },
 )
 
@@ -153,6 +187,13 @@ class ReportWindow:
         request.start_time.FromDatetime(_midnight(self.since))
         request.end_time.FromDatetime(_midnight(self.until + dt.timedelta(days=1)))
         return request
+
+    def unusual_request(self) -> regulator_pb.GetUnusualAccessReportRequest:
+        """The same window for the unusual-access report (its default baseline)."""
+        statistics = self.request()
+        return regulator_pb.GetUnusualAccessReportRequest(
+            start_time=statistics.start_time, end_time=statistics.end_time
+        )
 
     def days(self) -> list[dt.date]:
         return [
@@ -335,6 +376,9 @@ async def reports(request: web.Request) -> web.StreamResponse:
     statistics = await gateway.regulator.GetAccessStatistics(
         window.request(), timeout=gateway.timeout
     )
+    unusual = await gateway.regulator.GetUnusualAccessReport(
+        window.unusual_request(), timeout=gateway.timeout
+    )
     open_only = request.query.get("open_only", "") == "1"
     restorations = await gateway.reconciliation.ListRestorationTimes(
         reconciliation_pb.ListRestorationTimesRequest(
@@ -365,6 +409,8 @@ async def reports(request: web.Request) -> web.StreamResponse:
         export_json=f"/regulator/reports/export.json?{window_query}",
         window=window,
         open_only=open_only,
+        findings=unusual.findings,
+        kind_name=regulator_pb.UnusualAccessKind.Name,
         accesses=accesses_charts(statistics, window, lang),
         denials=denials_chart(statistics, lang),
         consentless=consentless_chart(statistics, lang),
