@@ -90,16 +90,8 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
         """A page of open contradictions, oldest first."""
         caller = self._identify(context)
         source_id = self._source_filter(caller, request.source_id)
-        if request.page_size < 0:
-            raise _invalid([("page_size", "must not be negative")])
         scope = PageScope(LIST_OPEN_CONTRADICTIONS, caller.institution_id, (source_id,))
-        after = 0
-        if request.page_token:
-            try:
-                after = self._page_tokens.open_index(request.page_token, scope)
-            except PageTokenError:
-                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
-        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after, limit = self._page(request.page_size, request.page_token, scope)
         rows = await self._store.open_rows(source_id=source_id, after=after, limit=limit + 1)
         page = rows[:limit]
         response = pb.ListOpenContradictionsResponse(
@@ -159,18 +151,10 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
                 _denied(caller, "ROLE_NOT_PERMITTED", "only a regulator may list restorations"),
                 purpose=vocab.PURPOSE_REGULATORY_AUDIT,
             )
-        if request.page_size < 0:
-            raise _invalid([("page_size", "must not be negative")])
         scope = PageScope(
             LIST_RESTORATION_TIMES, caller.institution_id, ("open" if request.open_only else "",)
         )
-        after = 0
-        if request.page_token:
-            try:
-                after = self._page_tokens.open_index(request.page_token, scope)
-            except PageTokenError:
-                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
-        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after, limit = self._page(request.page_size, request.page_token, scope)
         database = self._store.database
         rows = await list_restorations(
             database, after=after, limit=limit + 1, open_only=request.open_only
@@ -195,6 +179,19 @@ class ReconciliationServicer(pb_grpc.ReconciliationServiceServicer):
                 "AUDIT_UNAVAILABLE",
             )
         return self.audit
+
+    def _page(self, page_size: int, page_token: str, scope: PageScope) -> tuple[int, int]:
+        """(the index the page starts after, how many rows it holds) for an AIP-158 request;
+        INVALID_ARGUMENT for a negative size or a token not issued for this listing."""
+        if page_size < 0:
+            raise _invalid([("page_size", "must not be negative")])
+        after = 0
+        if page_token:
+            try:
+                after = self._page_tokens.open_index(page_token, scope)
+            except PageTokenError:
+                raise _invalid([PAGE_TOKEN_VIOLATION]) from None
+        return after, min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
     def _source_filter(self, caller: Institution, requested: str) -> str:
         """The source the caller may list: its own for a provider, any for a regulator."""

@@ -365,10 +365,12 @@ def histogram_chart(summary: reconciliation_pb.RestorationSummary, lang: str) ->
     )
 
 
-@page("/regulator/reports", mode=Mode.REGULATOR, nav="nav.reports", order=50)
-async def reports(request: web.Request) -> web.StreamResponse:
+async def _window_statistics(
+    request: web.Request,
+) -> tuple[ReportWindow, regulator_pb.GetAccessStatisticsResponse] | web.Response:
+    """The request's window and the gateway's statistics for it, or the 400 page for a window
+    the console cannot send."""
     gateway = connection(request)
-    lang = language(request)
     try:
         window = ReportWindow.from_query(request.query, dt.datetime.now(dt.UTC).date())
     except BadWindow as problem:
@@ -376,6 +378,17 @@ async def reports(request: web.Request) -> web.StreamResponse:
     statistics = await gateway.regulator.GetAccessStatistics(
         window.request(), timeout=gateway.timeout
     )
+    return window, statistics
+
+
+@page("/regulator/reports", mode=Mode.REGULATOR, nav="nav.reports", order=50)
+async def reports(request: web.Request) -> web.StreamResponse:
+    gateway = connection(request)
+    lang = language(request)
+    counted = await _window_statistics(request)
+    if isinstance(counted, web.Response):
+        return counted
+    window, statistics = counted
     unusual = await gateway.regulator.GetUnusualAccessReport(
         window.unusual_request(), timeout=gateway.timeout
     )
@@ -431,14 +444,10 @@ CSV_COLUMNS = ["day", "institution_id", "allowed", "denied"]
 async def _export(request: web.Request, kind: str) -> web.StreamResponse:
     """The window's statistics as a file: CSV, one row per institution and day; JSON, the
     whole GetAccessStatistics answer (proto field names) with the window's days."""
-    gateway = connection(request)
-    try:
-        window = ReportWindow.from_query(request.query, dt.datetime.now(dt.UTC).date())
-    except BadWindow as problem:
-        return render(request, "message.html", status=400, message=str(problem))
-    statistics = await gateway.regulator.GetAccessStatistics(
-        window.request(), timeout=gateway.timeout
-    )
+    counted = await _window_statistics(request)
+    if isinstance(counted, web.Response):
+        return counted
+    window, statistics = counted
     name = f"credgate-statistics-{window.since.isoformat()}-{window.until.isoformat()}.{kind}"
     if kind == "json":
         body = json.dumps(
