@@ -19,7 +19,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +82,40 @@ class Capture:
     gate: _Gate
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    before: dict[tuple[str, frozenset[tuple[str, Any]]], int] = field(default_factory=dict)
+    """Each histogram point's count when the test began: the reader is the process's one and
+    cumulative, and a loopback port (an attribute) can be reused by another test's server."""
 
     def spans(self) -> tuple[ReadableSpan, ...]:
         return self.exporter.get_finished_spans()
 
-    def points(self, metric: str) -> list[Any]:
-        """Every data point of ``metric`` collected now (observable callbacks run)."""
+    def _all_points(self) -> Iterator[tuple[str, Any]]:
         data = self.reader.get_metrics_data()
-        found: list[Any] = []
         for resource in data.resource_metrics if data is not None else ():
             for scope in resource.scope_metrics:
                 for item in scope.metrics:
-                    if item.name == metric:
-                        found.extend(item.data.data_points)
+                    for point in item.data.data_points:
+                        yield item.name, point
+
+    def begin(self) -> None:
+        """Remember the histograms' counts so far: ``points`` then shows this test's."""
+        self.before = {
+            (name, frozenset(dict(point.attributes).items())): point.count
+            for name, point in self._all_points()
+            if hasattr(point, "count")
+        }
+
+    def points(self, metric: str) -> list[Any]:
+        """Every data point of ``metric`` collected now (observable callbacks run); of the
+        histograms, only those this test added to."""
+        found: list[Any] = []
+        for name, point in self._all_points():
+            if name != metric:
+                continue
+            key = (name, frozenset(dict(point.attributes).items()))
+            if hasattr(point, "count") and point.count == self.before.get(key):
+                continue
+            found.append(point)
         return found
 
     def metric(self, name: str) -> Any:
@@ -135,6 +156,7 @@ def _capture() -> Capture:
 def captured() -> Iterator[Capture]:
     capture = _capture()
     capture.exporter.clear()
+    capture.begin()
     capture.gate.open = True
     try:
         yield capture
@@ -340,7 +362,8 @@ async def test_durations_are_the_current_semantic_convention_histograms_in_secon
     assert {**failed, m.ERROR_TYPE: "503"} in requests
     # One point per distinct failure: a pooled keep-alive connection the downed source dropped
     # fails differently (server disconnected) from a fresh connect (refused), and which of the
-    # two a run sees depends on the pool's timing.
+    # two a run sees depends on the pool's timing. (Points of another test's server that had
+    # the same port are not this test's: ``Capture.points``.)
     downed = [a for a in requests if a[m.SERVER_PORT] == port["tax-shenzhen"]]
     assert downed
     for down in downed:
