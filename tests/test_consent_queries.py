@@ -16,7 +16,7 @@ from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.consent import grants
 from credgate.gateway.client import CredgateError
-from tests.fixtures.mocks import ENROLMENT_OFFICE, RunningGateway
+from tests.fixtures.mocks import ENROLMENT_OFFICE, RunningGateway, unstale
 
 REVIEW = vocab.PURPOSE_CREDIT_APPLICATION_REVIEW
 REPAIR = vocab.DATA_CATEGORY_BANKRUPTCY_REPAIR
@@ -71,11 +71,14 @@ async def test_consented_query_returns_only_consented_categories(
     number = population.scenarios["observation"].person.identity_number
     grant = await grant_consent(gateway, number, categories=(REPAIR,))
     async with gateway.client("bank-demo") as bank:
-        report = await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+        report = await unstale(
+            lambda: bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
+        )
     assert report.state == vocab.REPAIR_STATE_OBSERVATION
     assert list(report.categories) == [REPAIR]
-    assert all(not s.records or all(r.category == REPAIR for r in s.records)
-               for s in report.sources)
+    assert all(
+        not s.records or all(r.category == REPAIR for r in s.records) for s in report.sources
+    )
     assert not any(s.HasField("identity") for s in report.sources)
 
 
@@ -90,7 +93,9 @@ async def test_revoked_consent_denies_the_very_next_request(
         with pytest.raises(CredgateError) as caught:
             await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
     assert (caught.value.code, caught.value.reason) == (
-        grpc.StatusCode.PERMISSION_DENIED, "CONSENT_REVOKED")
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CONSENT_REVOKED",
+    )
 
 
 async def test_expired_consent_is_refused(gateway: RunningGateway, population: Population) -> None:
@@ -159,7 +164,9 @@ async def test_a_grant_limited_per_period_refuses_beyond_its_frequency(
         with pytest.raises(CredgateError) as caught:
             await bank.get_repair_status(number, purpose=REVIEW, consent_id=grant.consent_id)
     assert (caught.value.code, caught.value.reason) == (
-        grpc.StatusCode.PERMISSION_DENIED, "CONSENT_FREQUENCY_EXCEEDED")
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CONSENT_FREQUENCY_EXCEEDED",
+    )
 
 
 async def test_a_one_time_grant_is_spent_by_its_first_query(

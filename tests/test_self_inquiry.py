@@ -32,7 +32,7 @@ from credgate.gateway.subject_certificate import (
     named_key_id,
     subject_institution_id,
 )
-from tests.fixtures.mocks import RunningGateway
+from tests.fixtures.mocks import RunningGateway, unstale
 from tests.fixtures.pki import mtls_channel
 from tests.fixtures.subjects import (
     Subject,
@@ -135,13 +135,7 @@ async def test_re_enrolment_retires_the_old_certificate(
             await old.list_own_consents()
     assert caught.value.reason == "SUBJECT_MISMATCH"
     async with subject_client(gateway, new_phone) as new:
-        report = await new.get_repair_status(number, purpose=SELF)
-        # The new certificate is what is under test, not the 1 s source timeout: on a loaded
-        # machine a source can miss it, and the answer then says STALE instead of the state.
-        for _ in range(3):
-            if vocab.STATUS_FLAG_STALE not in report.flags:
-                break
-            report = await new.get_repair_status(number, purpose=SELF)
+        report = await unstale(lambda: new.get_repair_status(number, purpose=SELF))
     assert report.state == vocab.REPAIR_STATE_REVOKED
 
 
