@@ -69,6 +69,7 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 LAG_BOUND_SECONDS = 1.0
 """A scrape that found the event loop slower than this to run a callback counts as blocked."""
 WARMUP_CALLS = 8
+OWN_LOOP_TICK_SECONDS = 0.05
 STALL_WAIT_SECONDS = 20.0
 """How long the SIGTERM stall may take to get its lock."""
 
@@ -147,6 +148,9 @@ class Observations:
     """SIGTERM was sent while the database was held locked."""
     late_while_stalled: int = 0
     """Late calls that waited while the database was held locked."""
+    client_max_pause_seconds: float = 0.0
+    """The longest the soak's own event loop (the callers' clock) was late to wake: a late
+    call during such a pause may be the measuring process's lateness, not the gateway's."""
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -191,6 +195,16 @@ def _note_scrape(observed: Observations, scrape: Scrape | None) -> None:
             observed.blocked_scrapes += 1
     if scrape.total_tasks is not None:
         observed.max_tasks = max(observed.max_tasks, scrape.total_tasks)
+
+
+async def _watch_own_loop(observed: Observations) -> None:
+    """Keeps ``client_max_pause_seconds``: how late this loop woke from a short sleep."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(OWN_LOOP_TICK_SECONDS)
+        pause = loop.time() - asked - OWN_LOOP_TICK_SECONDS
+        observed.client_max_pause_seconds = max(observed.client_max_pause_seconds, pause)
 
 
 async def _baseline(gateway: ServedGateway) -> dict[str, int]:
@@ -277,6 +291,7 @@ async def _drive(
             batch_share=settings.batch_share,
         )
         running = asyncio.create_task(clients.run(settings.seed, settings.concurrency))
+        watching = asyncio.create_task(_watch_own_loop(observed))
         stalls: list[asyncio.Future[Any]] = []
         health: Counter[str] = Counter()
         loop = asyncio.get_running_loop()
@@ -345,6 +360,7 @@ async def _drive(
         if final_stall is not None:
             held.release.set()
             observed.stalls.append((await final_stall).as_dict())
+        watching.cancel()
     observed.late_while_stalled = sum(
         1
         for record in clients.records
@@ -373,7 +389,8 @@ def evaluate(
             summary.late == 0,
             f"{summary.late} of {summary.calls} late ({summary.no_status} with no status "
             f"{settings.hard_wait:g} s after that; {observed.late_while_stalled} of the late "
-            "waited while the database was stalled)",
+            "waited while the database was stalled; the callers' own event loop woke at most "
+            f"{observed.client_max_pause_seconds * 1000:.0f} ms late)",
         ),
         Invariant(
             "defined_status",

@@ -77,6 +77,7 @@ CONSISTENCY_DEFAULT = service_pb2.CONSISTENCY_MODE_UNSPECIFIED
 NONCE_BYTES = 16
 _Item = TypeVar("_Item")
 _Page = TypeVar("_Page", bound=Any)
+_Response = TypeVar("_Response")
 """A listing's response message: it has ``next_page_token``."""
 _LIST_PAGE_SIZE = 200
 
@@ -266,6 +267,13 @@ class CredgateClient:
                 return ClientCertificateRefused(error, refusal)
         return CredgateError(error)
 
+    async def _answer(self, call: Awaitable[_Response]) -> _Response:
+        """The call's response, its failure raised as this client's ``CredgateError``."""
+        try:
+            return await call
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+
     # -- signing keys -----------------------------------------------------------------------------
 
     async def list_signing_keys(
@@ -331,10 +339,7 @@ class CredgateClient:
                 consistency=consistency,
             )
         )
-        try:
-            response = await self._stub.GetRepairStatus(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        response = await self._answer(self._stub.GetRepairStatus(request, timeout=timeout))
         report = await self.verify(response.signed_report, request)
         return VerifiedReport(report, response.signed_report)
 
@@ -391,12 +396,11 @@ class CredgateClient:
     ) -> list[service_pb2.BatchGetRepairStatusResult]:
         """Results in request order; each successful ``report`` is the verified signed one."""
         sent = [_with_nonce(r) for r in requests]
-        try:
-            response = await self._stub.BatchGetRepairStatus(
+        response = await self._answer(
+            self._stub.BatchGetRepairStatus(
                 service_pb2.BatchGetRepairStatusRequest(requests=sent), timeout=timeout
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         results = list(response.results)
         for result in results:
             if result.HasField("error"):
@@ -412,15 +416,14 @@ class CredgateClient:
         self, identity_number: str, public_key: bytes, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
     ) -> str:
         """Enrol a subject's consent-signing key (enrolment offices only); returns its key id."""
-        try:
-            response = await self._consents.EnrollSubjectKey(
+        response = await self._answer(
+            self._consents.EnrollSubjectKey(
                 consent_pb2.EnrollSubjectKeyRequest(
                     identity_number=identity_number, public_key=public_key
                 ),
                 timeout=timeout,
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         key_id: str = response.subject_key_id
         return key_id
 
@@ -433,8 +436,8 @@ class CredgateClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> consent_pb2.ConsentGrant:
         """Record a grant the subject signed (``consent.grants.sign_terms`` on their device)."""
-        try:
-            response = await self._consents.GrantConsent(
+        response = await self._answer(
+            self._consents.GrantConsent(
                 consent_pb2.GrantConsentRequest(
                     identity_number=identity_number,
                     signed_terms=signed_terms,
@@ -442,20 +445,18 @@ class CredgateClient:
                 ),
                 timeout=timeout,
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
     async def revoke_consent(
         self, consent_id: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
     ) -> consent_pb2.ConsentGrant:
-        try:
-            response = await self._consents.RevokeConsent(
+        response = await self._answer(
+            self._consents.RevokeConsent(
                 consent_pb2.RevokeConsentRequest(consent_id=consent_id), timeout=timeout
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
@@ -470,15 +471,14 @@ class CredgateClient:
 
         The subject may call it with their own certificate; any institution may relay it.
         """
-        try:
-            response = await self._consents.ChangeConsentState(
+        response = await self._answer(
+            self._consents.ChangeConsentState(
                 consent_pb2.ChangeConsentStateRequest(
                     signed_statement=signed_statement, signature=signature
                 ),
                 timeout=timeout,
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         grant: consent_pb2.ConsentGrant = response.grant
         return grant
 
@@ -489,12 +489,11 @@ class CredgateClient:
     ) -> consent_pb2.SignedGrantReceipt:
         """A grant's receipt as the gateway sent it, not yet verified (``get_grant_receipt``
         verifies). Answered to the grant's subject, grantee and collecting institution."""
-        try:
-            response = await self._consents.GetGrantReceipt(
+        response = await self._answer(
+            self._consents.GetGrantReceipt(
                 consent_pb2.GetGrantReceiptRequest(consent_id=consent_id), timeout=timeout
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         signed: consent_pb2.SignedGrantReceipt = response.receipt
         return signed
 
@@ -540,27 +539,25 @@ class CredgateClient:
     ) -> str:
         """A certificate of the caller's own repair state in its wire form ("CGRC1....",
         docs/certificate.md); for a subject only. Check it with ``verify_repair_certificate``."""
-        try:
-            response = await self._self_inquiry.IssueRepairStatusCertificate(
+        response = await self._answer(
+            self._self_inquiry.IssueRepairStatusCertificate(
                 self_pb2.IssueRepairStatusCertificateRequest(
                     identity_number=identity_number, validity_days=validity_days
                 ),
                 timeout=timeout,
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         return str(response.certificate)
 
     async def get_certificate_status_list(
         self, *, list_id: str = "", timeout: float = DEFAULT_TIMEOUT_SECONDS
     ) -> str:
         """The gateway's certificate status list in its wire form ("CGSL1...."), as of now."""
-        try:
-            response = await self._signing_key_stub.GetCertificateStatusList(
+        response = await self._answer(
+            self._signing_key_stub.GetCertificateStatusList(
                 keys_pb2.GetCertificateStatusListRequest(list_id=list_id), timeout=timeout
             )
-        except grpc.RpcError as error:
-            raise self._error(error) from None
+        )
         return str(response.status_list)
 
     async def verify_repair_certificate(
@@ -677,10 +674,7 @@ class CredgateClient:
         collected: list[_Item] = []
         token = ""
         while True:
-            try:
-                page = await fetch(token)
-            except grpc.RpcError as error:
-                raise self._error(error) from None
+            page = await self._answer(fetch(token))
             collected.extend(items(page))
             token = page.next_page_token
             if not token:
