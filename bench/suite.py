@@ -6,9 +6,13 @@
    fan-out to every mock source, fact-index read and write, merge, minimization, signing, the
    issued-report record), every source answering after the same fixed latency. Measured at
    concurrency 1 (the path's own cost, no queueing) and at the configured concurrency. The
-   overhead is the gateway's p50 minus that fixed latency; a direct fan-out to the same
-   sources through the same adapters, without the gateway, is measured too, so the part the
-   gateway adds can be told from what the sources and adapters cost.
+   overhead is the gateway's p50 minus that fixed latency, and minus two baselines measured
+   first: the sources alone (every source asked at once by a minimal client with the
+   adapters' exact request bytes, answers read whole and not parsed: when the slowest answer
+   is in a client's hands, the mock servers' own time included; ``bench.sources_alone``) and a
+   direct fan-out through the gateway's own adapters without the gateway (their HTTP client
+   and parsing are gateway work), so the part the gateway adds can be told from what the
+   sources and the adapters cost (docs/benchmarks.md, "Live at c=1, third pass").
    The caller is ``court-demo`` investigating under a case reference, which needs no consent
    grant (exempt, measures Art. 12), so the numbers are not about consent set-up.
 3. **batch**: ``BatchGetRepairStatus`` of ``batch_size`` subjects.
@@ -103,7 +107,7 @@ ECHO_TITLE = "bare gRPC echo, mTLS (baseline)"
 DIRECT_ID = "direct_fanout"
 DIRECT_TITLE = "direct fan-out to all sources, no gateway, c=1"
 SOURCES_ID = "sources_alone"
-SOURCES_TITLE = "sources alone: all asked at once, minimal client, c=1"
+SOURCES_TITLE = "sources alone, minimal client, c=1"
 LIVE_C1_ID = "live_query_c1"
 LIVE_ID = "live_query"
 BATCH_ID = "batch_query"
