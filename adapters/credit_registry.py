@@ -154,16 +154,20 @@ class CreditRegistryAdapter:
         if timeout <= 0:
             raise SourceTimeout("no time left to call the source")
         serial = uuid.uuid4().hex
-        request = registry_pb2.QueryPersonalReportRequest(
-            org_code=self._org_code, query_reason=self._query_reason, id_type="0",
-            id_number=identity_number, request_serial=serial,
-        )
-        raw = await self._call(request.SerializeToString(), timeout)
+        raw = await self._call(self.wire_request(identity_number, serial), timeout)
         fetched_at = dt.datetime.now(dt.UTC)
         return guarded(
             "credit registry answer",
             lambda: self._map(_decode(raw), identity_number, serial, fetched_at),
         )
+
+    def wire_request(self, identity_number: str, serial: str) -> bytes:
+        """The query's bytes exactly as ``fetch`` sends them (to ``METHOD``), for a client that
+        asks the registry without this adapter (``bench.sources_alone``)."""
+        return registry_pb2.QueryPersonalReportRequest(
+            org_code=self._org_code, query_reason=self._query_reason, id_type="0",
+            id_number=identity_number, request_serial=serial,
+        ).SerializeToString()
 
     async def submit_objection(
         self, identity_number: str, filing: ObjectionFiling, *, timeout: float

@@ -61,7 +61,7 @@ class HttpTransport:
         never in the URL, so it cannot end up in access logs."""
         if timeout <= 0:
             raise SourceTimeout("no time left to call the source")
-        body_bytes, headers = _encoded(json, data, headers)
+        body_bytes, headers = encoded_body(json, data, headers)
         try:
             async with asyncio.timeout(timeout):
                 async with self._client().post(
@@ -106,7 +106,7 @@ class HttpTransport:
             self._session = None
 
 
-def _encoded(
+def encoded_body(
     json: Any, data: bytes | Mapping[str, str] | None, headers: Mapping[str, str] | None
 ) -> tuple[bytes | None, Mapping[str, str] | None]:
     """The body as bytes, with the content type aiohttp would have given it.

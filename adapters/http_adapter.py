@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from credgate.adapters.base import SourceConfig
-from credgate.adapters.http import HttpTransport
+from credgate.adapters.http import HttpTransport, encoded_body
 from credgate.adapters.payload_guard import guarded
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 
@@ -84,6 +84,16 @@ class HttpSourceAdapter(ABC):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+    def wire_request(
+        self, identity_number: str, now: dt.datetime
+    ) -> tuple[str, bytes | None, Mapping[str, str] | None]:
+        """(path, body, headers) exactly as ``fetch`` would send them at ``now``, for a client
+        that asks the source without this adapter (``bench.sources_alone`` times the sources
+        alone with them); the HTTP client's own headers (User-Agent, traceparent) are not in."""
+        request = self._request(identity_number, now)
+        body, headers = encoded_body(request.json, request.data, request.headers)
+        return request.path, body, headers
 
     @abstractmethod
     def _request(self, identity_number: str, now: dt.datetime) -> HttpRequest:

@@ -154,14 +154,19 @@ def _penalty(
 def _load(document: str) -> object:
     """JSON with exact decimals; NaN and Infinity (which Python would accept) are refused."""
 
-    def refuse(_: str) -> object:
-        raise MalformedPayload(f"{_WHAT}: non-finite number")
-
     try:
-        return json.loads(document, parse_float=Decimal, parse_constant=refuse)
+        return _DECODER.decode(document)
     except json.JSONDecodeError:
         pass  # raised below, outside the handler: the error object holds the whole document
     raise MalformedPayload(f"{_WHAT}: not valid JSON")
+
+
+def _refuse(_: str) -> object:
+    raise MalformedPayload(f"{_WHAT}: non-finite number")
+
+
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse)
+"""Built once (``json.loads`` with options builds one per call, about 100 µs; issue #16)."""
 
 
 def _object(value: object, field: str) -> dict[str, Any]:

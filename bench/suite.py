@@ -6,9 +6,13 @@
    fan-out to every mock source, fact-index read and write, merge, minimization, signing, the
    issued-report record), every source answering after the same fixed latency. Measured at
    concurrency 1 (the path's own cost, no queueing) and at the configured concurrency. The
-   overhead is the gateway's p50 minus that fixed latency; a direct fan-out to the same
-   sources through the same adapters, without the gateway, is measured too, so the part the
-   gateway adds can be told from what the sources and adapters cost.
+   overhead is the gateway's p50 minus that fixed latency, and minus two baselines measured
+   first: the sources alone (every source asked at once by a minimal client with the
+   adapters' exact request bytes, answers read whole and not parsed: when the slowest answer
+   is in a client's hands, the mock servers' own time included; ``bench.sources_alone``) and a
+   direct fan-out through the gateway's own adapters without the gateway (their HTTP client
+   and parsing are gateway work), so the part the gateway adds can be told from what the
+   sources and the adapters cost (docs/benchmarks.md, "Live at c=1, third pass").
    The caller is ``court-demo`` investigating under a case reference, which needs no consent
    grant (exempt, measures Art. 12), so the numbers are not about consent set-up.
 3. **batch**: ``BatchGetRepairStatus`` of ``batch_size`` subjects.
@@ -102,6 +106,8 @@ ECHO_ID = "echo_baseline"
 ECHO_TITLE = "bare gRPC echo, mTLS (baseline)"
 DIRECT_ID = "direct_fanout"
 DIRECT_TITLE = "direct fan-out to all sources, no gateway, c=1"
+SOURCES_ID = "sources_alone"
+SOURCES_TITLE = "sources alone, minimal client, c=1"
 LIVE_C1_ID = "live_query_c1"
 LIVE_ID = "live_query"
 BATCH_ID = "batch_query"
@@ -561,6 +567,7 @@ class _Suite:
         self.echo: LoadResult | None = None
         self.echo_cpu_ms: float | None = None
         self.direct: LoadResult | None = None
+        self.sources_alone: LoadResult | None = None
         self.fleet: ServerProcess | None = None
 
     def add(self, row: Row) -> Row:
@@ -641,6 +648,7 @@ class _Suite:
         the backend a multi-replica deployment runs."""
         settings = self.settings
         if "live" in settings.scenarios:
+            self.attempt(SOURCES_ID, SOURCES_TITLE, lambda: self._sources_row(sources))
             self.attempt(DIRECT_ID, DIRECT_TITLE, lambda: self._direct_row(sources))
         self._gateway_rows(sources, SQLITE)
         if settings.postgres_url and {"live", "index"} & set(settings.scenarios):
@@ -688,6 +696,27 @@ class _Suite:
             if row is not None and row.status is Status.OK and "gateway_rss_mib" not in row.metrics:
                 row.metrics.update(_memory_metrics(memory))
 
+    def _sources_row(self, sources: Sequence[Any]) -> Row:
+        from bench.sources_alone import sources_alone
+
+        settings = self.settings
+        result = asyncio.run(
+            sources_alone(
+                sources,
+                self.world.identity_numbers,
+                min(settings.duration, 5.0),
+                settings.max_requests,
+            )
+        )
+        self.sources_alone = result
+        return Row.from_load(
+            SOURCES_ID,
+            SOURCES_TITLE,
+            result,
+            f"when the slowest of {len(sources)} answers is read whole: the adapters' request "
+            "bytes, nothing parsed",
+        )
+
     def _direct_row(self, sources: Sequence[Any]) -> Row:
         settings = self.settings
         result = asyncio.run(
@@ -727,10 +756,17 @@ class _Suite:
         if self.echo_cpu_ms and "server_cpu_ms_per_call" in metrics:
             metrics["server_cpu_vs_echo"] = metrics["server_cpu_ms_per_call"] / self.echo_cpu_ms
         note = f"p50 {overhead:+.1f} ms over the sources' {settings.source_latency_ms:g} ms"
+        over = []
+        if self.sources_alone is not None and self.sources_alone.requests:
+            over_alone = result.p50_ms - self.sources_alone.p50_ms
+            metrics["overhead_p50_vs_sources_alone_ms"] = over_alone
+            over.append(f"{over_alone:+.1f} ms over the sources alone")
         if self.direct is not None and self.direct.requests:
             over_direct = result.p50_ms - self.direct.p50_ms
             metrics["overhead_p50_vs_direct_ms"] = over_direct
-            note += f" ({over_direct:+.1f} ms over the direct fan-out)"
+            over.append(f"{over_direct:+.1f} ms over the direct fan-out")
+        if over:
+            note += f" ({', '.join(over)})"
         row = Row.from_load(
             row_id,
             title,
@@ -1244,6 +1280,7 @@ def _cpu_note(metrics: dict[str, Any], who: str, *, per: str = "call") -> str:
 
 _ROW_ORDER = (
     "echo_baseline",
+    "sources_alone",
     "direct_fanout",
     "live_query_c1",
     "live_query",
@@ -1372,12 +1409,26 @@ def _index_target(results: Results, backend: str) -> Target:
     return target
 
 
-def _overhead_target(results: Results, live_id: str, backend: str, load: str) -> Target:
-    """The live query's p50 above the slowest source's fixed latency."""
+OVERHEAD_BASES = {
+    "overhead_p50_ms": ("", "the slowest source (nominal latency)"),
+    "overhead_p50_vs_sources_alone_ms": ("_vs_sources_alone", "the sources alone"),
+    "overhead_p50_vs_direct_ms": ("_vs_direct", "the direct fan-out"),
+}
+"""The three readings of "over the slowest source" (docs/benchmarks.md, "Live at c=1, third
+pass"): metric → (target id suffix, what the p50 is compared with). The first is the issue's
+wording taken literally; the second is the one that bills the gateway only for its own time."""
+
+
+def _overhead_target(
+    results: Results, live_id: str, backend: str, load: str, metric: str = "overhead_p50_ms"
+) -> Target:
+    """The live query's p50 above a baseline: the sources' fixed latency, or (``metric``) the
+    sources alone or the direct fan-out as measured in the same run."""
     row_id = gateway_row_id(live_id, backend)
+    suffix, base = OVERHEAD_BASES[metric]
     target = Target(
-        row_id.replace("live_query", "live_overhead_p50"),
-        _backend_title(f"live-query overhead above the slowest source, p50, {load}", backend),
+        row_id.replace("live_query", "live_overhead_p50") + suffix,
+        _backend_title(f"live-query overhead above {base}, p50, {load}", backend),
         f"< {OVERHEAD_TARGET_MS:g} ms",
         unit=" ms",
     )
@@ -1385,7 +1436,10 @@ def _overhead_target(results: Results, live_id: str, backend: str, load: str) ->
     if row is None or row.status is not Status.OK:
         target.note = "live scenario not measured"
         return target
-    target.measured = float(row.metrics["overhead_p50_ms"])
+    if metric not in row.metrics:
+        target.note = "baseline not measured"
+        return target
+    target.measured = float(row.metrics[metric])
     target.met = target.measured < OVERHEAD_TARGET_MS
     if not target.met:
         target.note = f"over by {target.measured - OVERHEAD_TARGET_MS:.2f} ms"
@@ -1401,7 +1455,10 @@ def _targets(results: Results, settings: BenchSettings) -> list[Target]:
         for target in (
             _index_target(results, backend),
             _overhead_target(results, LIVE_ID, backend, f"c={settings.concurrency}"),
-            _overhead_target(results, LIVE_C1_ID, backend, "c=1"),
+            *(
+                _overhead_target(results, LIVE_C1_ID, backend, "c=1", metric)
+                for metric in OVERHEAD_BASES
+            ),
         )
     ]
     return [
@@ -1486,7 +1543,7 @@ def run_suite(settings: BenchSettings, command: str) -> Results:
         backends = (SQLITE, POSTGRESQL) if settings.postgres_url else (SQLITE,)
         gateway_rows: list[tuple[str, str]] = []
         if "live" in scenarios:
-            gateway_rows.append((DIRECT_ID, DIRECT_TITLE))
+            gateway_rows += [(SOURCES_ID, SOURCES_TITLE), (DIRECT_ID, DIRECT_TITLE)]
             gateway_rows += [
                 (gateway_row_id(row_id, backend), _backend_title(title, backend))
                 for backend in backends

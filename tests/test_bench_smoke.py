@@ -28,6 +28,7 @@ SMOKE_WORKERS = 2
 SMOKE_PROOF_SIZES = (300, 3000)
 MEASURED_ROWS = (
     "echo_baseline",
+    "sources_alone",
     "direct_fanout",
     "live_query_c1",
     "live_query",
@@ -123,6 +124,18 @@ def test_ratios_cpu_overhead_and_memory_are_reported(
     for row_id in ("echo_baseline", "live_query", "batch_query"):
         assert rows[row_id]["metrics"]["server_cpu_ms_per_call"] > 0
     assert isinstance(rows["live_query"]["metrics"]["overhead_p50_ms"], float)
+    for baseline in ("overhead_p50_vs_sources_alone_ms", "overhead_p50_vs_direct_ms"):
+        # over what the sources alone and the direct fan-out took in the same run
+        assert isinstance(rows["live_query_c1"]["metrics"][baseline], float)
+    alone, direct = rows["sources_alone"], rows["direct_fanout"]
+    assert alone["requests"] > 0
+    live_c1 = rows["live_query_c1"]
+    assert live_c1["metrics"]["overhead_p50_vs_sources_alone_ms"] == pytest.approx(
+        live_c1["p50_ms"] - alone["p50_ms"]
+    )
+    assert live_c1["metrics"]["overhead_p50_vs_direct_ms"] == pytest.approx(
+        live_c1["p50_ms"] - direct["p50_ms"]
+    )
     for size in SMOKE_INDEX_SIZES:
         assert rows[f"gateway_at_index_{size}"]["metrics"]["gateway_rss_mib"] > 0
         lookup = rows[f"index_lookup_{size}"]["metrics"]
@@ -211,6 +224,9 @@ def test_targets_stand_beside_measurements(smoke_run: tuple[int, str, dict[str, 
     targets = {target["id"]: target for target in smoke_run[2]["targets"]}
     for measured in (
         "live_overhead_p50",
+        "live_overhead_p50_c1",
+        "live_overhead_p50_c1_vs_sources_alone",
+        "live_overhead_p50_c1_vs_direct",
         "index_query_vs_echo",
         "audit_verify",
         "lookup_scale_p50",

@@ -26,9 +26,11 @@ from credgate.api.credit_repair.v1 import repair_status_service_pb2 as service_p
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.storage.database import Database
+from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.client import CredgateClient, CredgateError
 from credgate.gateway.engine.fanout import SourceOutcome, fan_out
 from credgate.gateway.fact_index import FactIndex
+from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.sync.models import ChangeFeedRow
 from credgate.gateway.watch import notify
 from tests.fixtures.pki import DevPki
@@ -423,3 +425,85 @@ async def test_the_engine_queues_fresh_facts_and_flushes_them_when_closed() -> N
     await engine._store_all(token, [_facts(dt.datetime.now(dt.UTC), 1, dt.datetime.now(dt.UTC))])
     await engine.aclose()
     assert cache.calls == [f"store_later {token} 1", "flush"]
+
+
+# -- the fresh facts' rows built by the writer, not on the answer's path (issue #16, item 3) ------
+
+
+class _CountingCipher:
+    """The real cipher, counting encryptions; it fails for contexts containing ``refuse``."""
+
+    def __init__(self, cipher: FieldCipher) -> None:
+        self._cipher = cipher
+        self.encrypted = 0
+        self.refuse = b"\xff"
+
+    def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
+        if self.refuse in context:
+            raise RuntimeError("the keyring is gone")
+        self.encrypted += 1
+        return self._cipher.encrypt(plaintext, context=context)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cipher, name)
+
+
+async def test_store_later_encrypts_nothing_before_the_caller_moves_on(
+    database: Database, field_cipher: FieldCipher
+) -> None:
+    """The rows (the facts encrypted, their comparable content) are built by the writer after
+    the answer has gone; what is then stored is what ``store_many`` stores, and the index reads
+    it back in this process before and after the commit."""
+    cipher = _CountingCipher(field_cipher)
+    index = FactIndex(database, cipher)  # type: ignore[arg-type]
+    token, other = "st_" + "f" * 32, "st_" + "g" * 32
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    facts = [_facts(now - dt.timedelta(days=1), vocab.REPAIR_STATE_OBSERVATION, now)]
+    second = _source(_facts(now, vocab.REPAIR_STATE_RESTORED, now), "source-b")
+    await index.store_later(token, [*facts, second])
+    assert cipher.encrypted == 0
+    read = await index.indexed(token)  # waits for the queued write, as before
+    assert cipher.encrypted == 2
+    assert read["bank-qianhai"].facts == facts[0]
+    assert read["source-b"].facts == second
+    assert (await index.store_many(other, [*facts, second])) == [True, True]
+    async with database.session() as session:
+        rows = (
+            await session.execute(
+                select(SourceFactsRow.subject_token, SourceFactsRow.source_id,
+                       SourceFactsRow.source_as_of, SourceFactsRow.fetched_at,
+                       SourceFactsRow.sequence, SourceFactsRow.source_kind)
+            )
+        ).all()  # fmt: skip
+    stored = {(row[1], *row[2:]) for row in rows if row[0] == token}
+    assert stored == {(row[1], *row[2:]) for row in rows if row[0] == other}
+    assert await _feed_rows(database) == 4  # both writes announced their two changes
+    with pytest.raises(ValueError, match="one item per source"):  # still refused at once
+        await index.store_later(token, [facts[0], facts[0]])
+    with pytest.raises(ValueError, match="source_id"):
+        await index.store_later(token, [report_pb2.SourceFacts()])
+
+
+async def test_facts_that_cannot_be_encrypted_are_logged_counted_and_do_not_fail_others(
+    database: Database, field_cipher: FieldCipher, caplog: pytest.LogCaptureFixture
+) -> None:
+    from credgate.gateway.fact_index.live_writes import fact_writer
+
+    cipher = _CountingCipher(field_cipher)
+    index = FactIndex(database, cipher)  # type: ignore[arg-type]
+    writer = fact_writer(database)
+    failed = writer.failed
+    bad, good = "st_" + "h" * 32, "st_" + "i" * 32
+    now = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+    facts = _facts(now - dt.timedelta(days=1), vocab.REPAIR_STATE_OBSERVATION, now)
+    cipher.refuse = bad.encode()
+    with caplog.at_level("ERROR", logger="credgate.gateway.fact_index.live_writes"):
+        await index.store_later(bad, [facts])  # accepted: the caller does not wait for it
+        await index.store_later(good, [facts])  # queued with it: one group
+        await index.flush()
+    assert writer.failed == failed + 1
+    assert f"fresh facts of subject {bad} from sources bank-qianhai" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert await index.last_known_all(bad) == {}
+    assert "bank-qianhai" in await index.last_known_all(good)
+

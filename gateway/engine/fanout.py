@@ -38,6 +38,7 @@ from opentelemetry.trace import Status, StatusCode
 from credgate.adapters.base import SourceAdapter, SourceConfig, SourceError
 from credgate.api.credit_repair.v1 import report_pb2, vocabulary_pb2
 from credgate.core.telemetry import instruments as telemetry
+from credgate.gateway import answer_activity
 from credgate.gateway.engine.breaker import TRIPPING_REASONS, CircuitBreaker, Permit
 from credgate.gateway.engine.containment import GRACE_SECONDS, contained
 from credgate.gateway.engine.stamping import stamped
@@ -109,12 +110,14 @@ async def fan_out(
     ]
     try:
         # _consult never raises except when cancelled, so gather cannot abandon siblings.
-        return list(await asyncio.gather(*tasks))
+        outcomes = list(await asyncio.gather(*tasks))
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    answer_activity.activity.answering()  # the answer's own work starts: background steps aside
+    return outcomes
 
 
 async def _consult(

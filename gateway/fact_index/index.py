@@ -39,6 +39,7 @@ from credgate.gateway.fact_index.bulk_reads import (
 from credgate.gateway.fact_index.history import RecordedAnswer, read_answers
 from credgate.gateway.fact_index.live_writes import (
     IndexedFacts,
+    deferred_write,
     fact_writer,
     pending_write,
     read_held,
@@ -238,12 +239,22 @@ class FactIndex:
         and seen by this process's reads of ``token`` from now on. The live query path uses it
         so an answer does not wait for its facts' commit; why that is safe (order, failures,
         shutdown): ``gateway.fact_index.live_writes.FactWriter``. Call ``flush`` before the
-        database goes away."""
+        database goes away.
+
+        The rows (``facts`` encrypted, their comparable content) are built by the writer when
+        it writes them, not here (``deferred_write``): the caller hands ``facts`` over and must
+        not change them afterwards. A write whose rows cannot be built is logged and counted
+        like one that cannot be stored."""
         _require_token(token)
-        items = [(item, self._fact_values(token, item, None)) for item in facts]
-        if items:
+        if facts:
+
+            def values_of(item: report_pb2.SourceFacts, now: dt.datetime) -> dict[str, Any]:
+                return fact_values(self._cipher, token, item, None, now)
+
             await fact_writer(self._db).submit(
-                pending_write(token, items, self._clock(), self._open_facts, self._seal_history)
+                deferred_write(
+                    token, facts, self._clock(), values_of, self._open_facts, self._seal_history
+                )
             )
 
     async def flush(self) -> None:

@@ -67,6 +67,9 @@ OpenFacts = Callable[[str, str, bytes], report_pb2.SourceFacts]
 SealHistory = Callable[[str, str, bytes], bytes]
 """``FactIndex._seal_history``: a write's ciphertext (token, source id, blob) re-sealed for
 ``source_fact_history`` (``gateway.fact_index.models.history_context``)."""
+ValuesOf = Callable[[report_pb2.SourceFacts, dt.datetime], dict[str, Any]]
+"""``FactIndex._fact_values`` of one source's facts at a time (``now`` for a missing fetch
+time): the row's columns, its facts encrypted."""
 
 VALUE_COLUMNS = ("source_kind", "facts_ciphertext", "key_id", "source_as_of", "fetched_at",
                  "sequence")  # fmt: skip
@@ -258,6 +261,20 @@ class PendingWrite:
     changed: list[bool]
     seal_history: SealHistory | None = None
     """How to keep an item the held row outranks in ``source_fact_history``; None: not kept."""
+    unprepared: Sequence[report_pb2.SourceFacts] = ()
+    """Facts whose ``values`` and ``contents`` are still to be built (``deferred_write``)."""
+    values_of: ValuesOf | None = None
+    """How ``prepare`` builds an item's ``values`` (``FactIndex._fact_values``)."""
+
+    def prepare(self) -> None:
+        """Build ``values`` and ``contents`` of a ``deferred_write`` (a no-op once built, and
+        for a ``pending_write``): the rows' encryption and the facts' serialization."""
+        if self.values_of is None:
+            return
+        values_of, facts = self.values_of, self.unprepared
+        self.values = [values_of(item, self.now) for item in facts]
+        self.contents = [comparable(item) for item in facts]
+        self.values_of, self.unprepared = None, ()
 
 
 def pending_write(
@@ -283,6 +300,29 @@ def pending_write(
     )
 
 
+def deferred_write(
+    token: str,
+    facts: Sequence[report_pb2.SourceFacts],
+    now: dt.datetime,
+    values_of: ValuesOf,
+    open_facts: OpenFacts,
+    seal_history: SealHistory | None = None,
+) -> PendingWrite:
+    """A ``PendingWrite`` of ``facts`` whose rows are built only when it is written
+    (``prepare``, by the ``FactWriter`` after the caller has moved on): a live answer does not
+    wait for its facts' eight encryptions and serializations (issue #16, item 3). The caller
+    hands ``facts`` over and must not change them afterwards."""
+    source_ids = [item.source_id for item in facts]
+    if len(set(source_ids)) != len(source_ids):
+        raise ValueError("a write takes at most one item per source")
+    if not all(source_ids):
+        raise ValueError("SourceFacts.source_id must be set")
+    return PendingWrite(
+        token, source_ids, [], [], now, open_facts, [False] * len(facts), seal_history,
+        unprepared=list(facts), values_of=values_of,
+    )  # fmt: skip
+
+
 Job = tuple[PendingWrite, Sequence[int]]
 """A write and which of its items to apply."""
 
@@ -291,6 +331,8 @@ async def write_pending(database: Database, writes: Sequence[PendingWrite]) -> N
     """Apply ``writes`` in the order given, in one commit (a group commit when there are
     several: one fsync for all), filling in each one's ``changed``. The same subject may
     appear more than once; a later write then sees what the earlier one wrote."""
+    for write in writes:
+        write.prepare()
     jobs: list[Job] = [(write, range(len(write.source_ids))) for write in writes if write.values]
     if not jobs:
         return
@@ -621,6 +663,10 @@ class FactWriter:
       makes the next caller wait rather than drop anything (``MAX_QUEUED``).
     * **Flushed at shutdown.** ``flush`` waits until everything queued is committed; the query
       engine's ``aclose`` calls it, and the gateway releases the database only after that.
+    * **Built late, same rows.** A ``deferred_write`` (``FactIndex.store_later``) has its rows
+      built here, just before its group is written (``prepare``), from the facts handed over:
+      the same rows ``store_many`` would write; one whose rows cannot be built is given up on
+      as above, never dropped silently.
     """
 
     def __init__(self, database: Database) -> None:
@@ -673,6 +719,10 @@ class FactWriter:
                     await asyncio.sleep(GROUP_DELAY_SECONDS)
                 group = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
                 self._writing = [future for _, future in group]
+                group = await self._prepared(group)
+                if not group:
+                    self._writing = []
+                    continue
                 try:
                     await write_pending(self._db, [write for write, _ in group])
                     outcomes: list[BaseException | None] = [None] * len(group)
@@ -708,6 +758,25 @@ class FactWriter:
         self._latest.clear()
         self._writing = []
         self._drainer = None
+
+    async def _prepared(
+        self, group: list[tuple[PendingWrite, asyncio.Future[None]]]
+    ) -> list[tuple[PendingWrite, asyncio.Future[None]]]:
+        """The group's writes with their rows built (``PendingWrite.prepare``); a write whose
+        rows cannot be built (its facts cannot be encrypted) is given up on, logged and
+        counted like one that cannot be stored. The loop is let go between writes (a write is
+        ~0.3 ms of encryption): answers waiting on it are not held up by a whole group's."""
+        ready: list[tuple[PendingWrite, asyncio.Future[None]]] = []
+        for write, future in group:
+            if write.values_of is not None and ready:
+                await asyncio.sleep(0)
+            try:
+                write.prepare()
+            except Exception as exc:
+                self._settle(write, future, exc)
+            else:
+                ready.append((write, future))
+        return ready
 
     async def _alone(self, write: PendingWrite) -> BaseException | None:
         try:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from credgate.gateway import answer_activity
 from credgate.gateway.reconciliation.store import ContradictionStore
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,21 @@ class Reconciler:
             total += done
         return total
 
+    async def _follow(self) -> None:
+        """``catch_up`` in the background, stepping aside before each stretch of the feed while
+        a live answer is on its critical path: a stretch costs the loop about a millisecond per
+        subject and commits on the writer thread that the answer's audit entry needs
+        (``gateway.answer_activity``; bounded, so never starved). ``catch_up`` itself, which a
+        caller awaits, does not wait."""
+        while True:
+            await answer_activity.activity.quiet()
+            if not await self._store.reconcile():
+                return
+
     async def _run(self) -> None:
         while True:
             try:
-                await self.catch_up()
+                await self._follow()
                 self.passes += 1
             except Exception as exc:
                 log.warning("reconciliation pass failed: %s", type(exc).__name__)
