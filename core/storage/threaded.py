@@ -189,13 +189,13 @@ class ThreadedTransactions:
         dozen rows scattered over a multi-GB log. On SQLite (when ``mapped_bytes`` is set) it
         runs, inline, on a connection of its own that reads the file through a memory map:
         a page then costs a memory access instead of a ``pread`` into the connection's 2 MB
-        page cache and a parse (a proof at 10^7 entries ~1.9× its cost at 10^4, against 2.7×
-        through the page cache: docs/benchmarks.md, "Proofs: ``mmap_size``..."). Only this
-        connection maps the file, so the fact index's reads keep their page cache and the
-        process's resident memory grows only by the pages these reads touched (clean,
-        file-backed pages the kernel may drop). It is an autocommit connection in WAL mode,
-        like ``fetch_all``'s: each statement sees the last commit and never blocks the writer.
-        Elsewhere ``fetch_all``."""
+        page cache (docs/benchmarks.md, "Proofs: ``mmap_size``, the page cache, and
+        PostgreSQL's plan"). Only this connection maps the file, so no other read maps
+        pages, and it is opened by the first such read: a gateway that serves no proof maps
+        nothing. The pages it touches count in the process's resident memory (clean,
+        file-backed pages the kernel may drop: about 400 MB after 4,000 random proofs at 10^7
+        entries). It is an autocommit connection in WAL mode, like ``fetch_all``'s: each
+        statement sees the last commit and never blocks the writer. Elsewhere ``fetch_all``."""
         if self._mapped_engine is None:
             return await self.fetch_all(statement, parameters)
         return self._on_held(
