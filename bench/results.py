@@ -173,7 +173,8 @@ def _worst_note(row: Row) -> str:
     ratio = worst.get("vs_echo")
     return (
         f"worst of {row.metrics['repetitions']}: {_fmt(worst.get('qps'), ',.1f')} QPS, "
-        f"p50 {_fmt(worst.get('p50_ms'), '.2f')} ms" + ("" if ratio is None else f", {ratio:.2f}x")
+        f"p50 {_fmt(worst.get('p50_ms'), '.2f')} ms"
+        + ("" if ratio is None else f", {ratio:.2f}x")
     )
 
 
