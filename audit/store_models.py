@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from credgate.core.storage.models import TOKEN_LENGTH, Base, UTCDateTime
@@ -152,6 +152,11 @@ class AuditTreeNodeRow(Base):
     (``audit.tiles``); written once, by the append that completes it."""
 
     __tablename__ = "audit_tree_nodes"
+    __table_args__ = (
+        # On PostgreSQL the key carries the hash: a proof's node rows are read from the index
+        # alone (migration 0017).
+        PrimaryKeyConstraint("level", "node_index", postgresql_include=["node_hash"]),
+    )
 
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -160,9 +160,13 @@ def fill(url: str, size: int, roots_at: Collection[int] = ()) -> dict[int, bytes
                 ),
                 {"size": size, "packed": compact.to_bytes(), "root": compact.root()},
             )
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("ANALYZE audit_entries"))
-                connection.execute(text("ANALYZE audit_tree_nodes"))
+        if engine.dialect.name == "postgresql":
+            # VACUUM as well as ANALYZE: the state autovacuum reaches after a bulk insert
+            # (insert-triggered vacuums), whose visibility map lets covering indexes answer
+            # without the table (index-only scans).
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text("VACUUM ANALYZE audit_entries"))
+                connection.execute(text("VACUUM ANALYZE audit_tree_nodes"))
     finally:
         engine.dispose()
     roots[size] = compact.root()
@@ -176,15 +180,21 @@ def _rows_read(ranges: list[tuple[int, int]]) -> int:
 
 
 async def measure_proofs(
-    url: str, size: int, indexes: list[int], firsts: list[int], roots: dict[int, bytes]
+    url: str,
+    size: int,
+    indexes: list[int],
+    firsts: list[int],
+    roots: dict[int, bytes],
+    database_options: dict[str, Any] | None = None,
 ) -> tuple[ProofLatency, ProofLatency]:
     """Time an inclusion proof of each of ``indexes`` and a consistency proof from each of
-    ``firsts``, all in the tree of ``size``; verify every one against ``roots`` (untimed)."""
+    ``firsts``, all in the tree of ``size``; verify every one against ``roots`` (untimed).
+    ``database_options`` go to ``Database.from_url`` (``proof_mmap_bytes``)."""
     from credgate.audit import proof, storage
     from credgate.core.storage.database import Database
 
     root = roots[size]
-    database = Database.from_url(url)
+    database = Database.from_url(url, **(database_options or {}))
     try:
         # Untimed warm-up over other random entries: connections, threads and prepared
         # statements up, and the upper B-tree pages cached as in a gateway that has been
@@ -263,6 +273,29 @@ def _filled_size(url: str) -> int | None:
         engine.dispose()
 
 
+def _kept_schema(postgres_url: str, schema: str, *, fresh: bool = False) -> str:
+    """The URL of ``schema`` in the database at ``postgres_url``, created if missing (emptied
+    first with ``fresh``): ``--keep``'s PostgreSQL logs, reused by the next run."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from bench.ingest import _libpq
+
+    with psycopg.connect(_libpq(postgres_url), autocommit=True, connect_timeout=5) as admin:
+        if fresh:
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+        admin.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    parsed = make_url(postgres_url)
+    existing = parsed.query.get("options")
+    options = f"-csearch_path={schema}"
+    if isinstance(existing, str) and existing:
+        options = f"{existing} {options}"
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def _database(
     backend: str, directory: Path, size: int, postgres_url: str | None, keep: bool
@@ -274,6 +307,14 @@ def _database(
 
     if backend == "postgresql":
         assert postgres_url is not None
+        if keep:
+            url = _kept_schema(postgres_url, f"credgate_proof_bench_{size}")
+            filled = _filled_size(url) == size
+            if not filled:
+                _kept_schema(postgres_url, f"credgate_proof_bench_{size}", fresh=True)
+            upgrade_to_head(url)
+            yield url, filled
+            return
         with postgres_schema(postgres_url) as url:
             upgrade_to_head(url)
             yield url, False
@@ -282,6 +323,7 @@ def _database(
     directory.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path}"
     if keep and path.exists() and _filled_size(url) == size:
+        upgrade_to_head(url)
         yield url, True
         return
     for suffix in ("", "-wal", "-shm"):
@@ -304,10 +346,12 @@ def measure_size(
     seed: int = 1,
     postgres_url: str | None = None,
     keep: bool = False,
+    database_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> SizeMeasurement:
     """Fill a fresh log of ``size`` synthetic entries on ``backend`` and time proofs over it
-    (``keep``: keep the SQLite file, and reuse one an earlier run kept)."""
+    (``keep``: keep the SQLite file or PostgreSQL schema, and reuse one an earlier run kept;
+    ``database_options``: ``measure_proofs``)."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
     indexes = [rng.randrange(size) for _ in range(proofs)]
     firsts = [rng.randrange(1, size) for _ in range(proofs)]
@@ -323,7 +367,9 @@ def measure_size(
             fill_seconds = time.perf_counter() - started
             log(f"filled in {fill_seconds:.1f} s")
         log(f"timing {proofs} inclusion and {proofs} consistency proofs")
-        inclusion, consistency = asyncio.run(measure_proofs(url, size, indexes, firsts, roots))
+        inclusion, consistency = asyncio.run(
+            measure_proofs(url, size, indexes, firsts, roots, database_options)
+        )
     return SizeMeasurement(size, backend, fill_seconds, inclusion, consistency)
 
 
@@ -362,8 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="keep the SQLite logs in --workdir and reuse them on the next run (10^7 entries "
-        "take minutes to fill)",
+        help="keep the SQLite logs in --workdir and the PostgreSQL ones in schemas "
+        "credgate_proof_bench_<size>, and reuse them on the next run (10^7 entries take "
+        "minutes to fill)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql",
+        help="which of sqlite,postgresql to measure (postgresql only with --postgres-url)",
+    )
+    parser.add_argument(
+        "--proof-mmap-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="the SQLite proof connection's memory map (Database's proof_mmap_bytes; 0: "
+        "proofs read through the page cache as other reads do; default: the gateway's)",
     )
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL")
     parser.add_argument(
@@ -379,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credgate-proof-bench"
     )
     args = parser.parse_args(argv)
-    backends = ["sqlite", *(["postgresql"] if args.postgres_url else [])]
+    chosen = set(args.backends.split(","))
+    backends = [
+        b for b in ("sqlite", "postgresql") if b in chosen and (b == "sqlite" or args.postgres_url)
+    ]
+    options = {} if args.proof_mmap_bytes is None else {"proof_mmap_bytes": args.proof_mmap_bytes}
     if args.sqlite_pragma:
         _pragmas_on_connect(args.sqlite_pragma)
 
@@ -396,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 proofs=args.proofs,
                 postgres_url=args.postgres_url,
                 keep=args.keep,
+                database_options=options,
                 log=say,
             )
             for p in (m.inclusion, m.consistency):

@@ -167,7 +167,9 @@ async def build_gateway(
         ReportSigner, signing_keys_path, check_seconds=config.keys.reload_seconds
     )
     signing_keys = signer.keys
-    database = Database.from_url(config.storage.url)
+    database = Database.from_url(
+        config.storage.url, proof_mmap_bytes=config.storage.sqlite_proof_mmap_bytes
+    )
     cipher = FieldCipher(keys)
     fact_index = FactIndex(database, cipher)
     workflows = Workflows(

@@ -185,3 +185,15 @@ def test_unparseable_toml_and_missing_file_are_config_errors(tmp_path: Path) -> 
         _load_text(tmp_path, "[gateway\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_the_proof_connection_mapping_is_configurable(tmp_path: Path) -> None:
+    default = _load_text(tmp_path, "")
+    assert default.storage.sqlite_proof_mmap_bytes == 2_147_418_112
+    assert _load_text(tmp_path, "[storage]\nsqlite_proof_mmap_bytes = 0\n").storage == (
+        type(default.storage)(default.storage.url, default.storage.data_dir, 0)
+    )
+    from_env = _load_text(tmp_path, "", {"CREDGATE_STORAGE_SQLITE_PROOF_MMAP_BYTES": "65536"})
+    assert from_env.storage.sqlite_proof_mmap_bytes == 65_536
+    with pytest.raises(ConfigError, match="sqlite_proof_mmap_bytes"):
+        _load_text(tmp_path, "[storage]\nsqlite_proof_mmap_bytes = -1\n")

@@ -36,6 +36,9 @@ from sqlalchemy.ext.asyncio import (
 from credgate.core.storage.threaded import ThreadedTransactions
 
 BUSY_TIMEOUT_MS = 5000
+SQLITE_MAX_MMAP_BYTES = 2_147_418_112
+"""SQLite's compile-time ceiling on ``mmap_size`` (``SQLITE_MAX_MMAP_SIZE``, 2 GiB - 64 KiB):
+a larger ``PRAGMA mmap_size`` is silently lowered to it."""
 _SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"
 """Execution option naming the BEGIN variant SQLite transactions start with."""
 
@@ -81,12 +84,17 @@ def sync_url(url: str | URL) -> URL:
     return make_url(url).set(drivername=_SYNC_DRIVERS[backend_of(url)])
 
 
-def create_sync_engine(url: str | URL, *, writer: bool = True, **engine_kwargs: Any) -> Engine:
+def create_sync_engine(
+    url: str | URL, *, writer: bool = True, sqlite_mmap_bytes: int = 0, **engine_kwargs: Any
+) -> Engine:
     """A sync engine with the gateway's SQLite settings, for migrations, maintenance tools and
     the hot paths' threaded transactions (``core.storage.threaded``).
 
     With ``writer`` its SQLite transactions begin IMMEDIATE, so two processes migrating at once
-    queue on the lock instead of interleaving DDL. ``engine_kwargs`` go to ``create_engine``.
+    queue on the lock instead of interleaving DDL. ``sqlite_mmap_bytes``: SQLite connections
+    read up to that many bytes of the file through a memory map (``PRAGMA mmap_size``; 0, the
+    default, reads every page with ``pread`` into the connection's own page cache); ignored on
+    PostgreSQL. ``engine_kwargs`` go to ``create_engine``.
     """
     if backend_of(url) != "sqlite":
         return create_engine(sync_url(url), **engine_kwargs)
@@ -94,7 +102,7 @@ def create_sync_engine(url: str | URL, *, writer: bool = True, **engine_kwargs: 
     engine = create_engine(
         sync_url(url), execution_options={_SQLITE_BEGIN_OPTION: begin}, **engine_kwargs
     )
-    _install_sqlite_hooks(engine)
+    _install_sqlite_hooks(engine, mmap_bytes=sqlite_mmap_bytes)
     return engine
 
 
@@ -105,11 +113,17 @@ class Database:
     takes the write lock at BEGIN). Both commit or roll back as a unit.
     """
 
-    def __init__(self, engine: AsyncEngine, backend: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, backend: str, *, proof_mmap_bytes: int = SQLITE_MAX_MMAP_BYTES
+    ) -> None:
         self.engine = engine
         self.backend = backend
-        self.threaded = ThreadedTransactions(engine.url, backend, create_sync_engine)
-        """Sync-Core transactions for the hot paths (``core.storage.threaded``)."""
+        self.threaded = ThreadedTransactions(
+            engine.url, backend, create_sync_engine, mapped_bytes=proof_mmap_bytes
+        )
+        """Sync-Core transactions for the hot paths (``core.storage.threaded``); on SQLite its
+        ``fetch_mapped`` reads through a connection of its own that maps up to
+        ``proof_mmap_bytes`` of the file (0: none; ``ThreadedTransactions.fetch_mapped``)."""
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)
@@ -118,14 +132,17 @@ class Database:
         return f"Database(url={self.engine.url!r})"  # SQLAlchemy's URL repr hides the password
 
     @classmethod
-    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Database:
-        """Build from a plain URL; ``engine_kwargs`` go to ``create_async_engine`` (pool sizes)."""
+    def from_url(
+        cls, url: str | URL, *, proof_mmap_bytes: int = SQLITE_MAX_MMAP_BYTES, **engine_kwargs: Any
+    ) -> Database:
+        """Build from a plain URL; ``proof_mmap_bytes`` as in ``__init__``; ``engine_kwargs`` go
+        to ``create_async_engine`` (pool sizes)."""
         backend = backend_of(url)
         engine_kwargs.setdefault("pool_pre_ping", backend == "postgresql")
         engine = create_async_engine(async_url(url), **engine_kwargs)
         if backend == "sqlite":
             _install_sqlite_hooks(engine.sync_engine)
-        return cls(engine, backend)
+        return cls(engine, backend, proof_mmap_bytes=proof_mmap_bytes)
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -170,8 +187,11 @@ def _use_wal(cursor: Any) -> None:
             time.sleep(0.01)
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
-    """Connection pragmas and SQLAlchemy-controlled BEGIN, per the module docstring."""
+def _install_sqlite_hooks(engine: Engine, *, mmap_bytes: int = 0) -> None:
+    """Connection pragmas and SQLAlchemy-controlled BEGIN, per the module docstring
+    (``mmap_bytes``: ``create_sync_engine``)."""
+    if mmap_bytes < 0:
+        raise ValueError("mmap_bytes must be 0 (off) or positive")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -186,6 +206,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             # released answer's audit entry survives power loss (NORMAL in WAL mode may roll
             # the newest commits back). Group commit keeps the fsyncs few.
             cursor.execute("PRAGMA synchronous=FULL")
+            if mmap_bytes:
+                cursor.execute(f"PRAGMA mmap_size={mmap_bytes:d}")
         finally:
             cursor.close()
 

@@ -121,7 +121,12 @@ class ThreadedTransactions:
     """Runs ``fn(connection)`` in a transaction on a sync engine, off the event loop."""
 
     def __init__(
-        self, url: str | URL, backend: str, create_sync_engine: Callable[..., Engine]
+        self,
+        url: str | URL,
+        backend: str,
+        create_sync_engine: Callable[..., Engine],
+        *,
+        mapped_bytes: int = 0,
     ) -> None:
         # ``create_sync_engine`` is handed in by ``Database`` (``core.storage.database``), which
         # owns the engine settings: importing it here would make the two modules a loop.
@@ -133,6 +138,13 @@ class ThreadedTransactions:
         self._read_engine: Engine = create_sync_engine(
             url, writer=False, pool_size=POSTGRES_READER_THREADS, pool_pre_ping=not sqlite
         )
+        self._mapped_engine: Engine | None = None
+        """SQLite only, with ``mapped_bytes``: ``fetch_mapped``'s engine, whose connections map
+        the file (``PRAGMA mmap_size``). Its own engine, so that no other read maps pages."""
+        if sqlite and mapped_bytes:
+            self._mapped_engine = create_sync_engine(
+                url, writer=False, sqlite_mmap_bytes=mapped_bytes, pool_size=1
+            )
         self._threads = {True: writers, False: 0 if sqlite else POSTGRES_READER_THREADS}
         """Worker threads for writes (True) and reads (False); no read threads on SQLite,
         whose reads run inline on the event loop."""
@@ -169,6 +181,26 @@ class ThreadedTransactions:
         if not self._threads[False]:
             return self._autocommit(statement, parameters)
         return await self._off_loop(False, self._autocommit, statement, parameters)
+
+    async def fetch_mapped(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Any]:
+        """``fetch_all`` for reads that land on pages no cache holds: an audit proof's few
+        dozen rows scattered over a multi-GB log. On SQLite (when ``mapped_bytes`` is set) it
+        runs, inline, on a connection of its own that reads the file through a memory map:
+        a page then costs a memory access instead of a ``pread`` into the connection's 2 MB
+        page cache (docs/benchmarks.md, "Proofs: ``mmap_size``, the page cache, and
+        PostgreSQL's plan"). Only this connection maps the file, so no other read maps
+        pages, and it is opened by the first such read: a gateway that serves no proof maps
+        nothing. The pages it touches count in the process's resident memory (clean,
+        file-backed pages the kernel may drop: about 400 MB after 4,000 random proofs at 10^7
+        entries). It is an autocommit connection in WAL mode, like ``fetch_all``'s: each
+        statement sees the last commit and never blocks the writer. Elsewhere ``fetch_all``."""
+        if self._mapped_engine is None:
+            return await self.fetch_all(statement, parameters)
+        return self._on_held(
+            self._mapped_engine, True, lambda c: c.execute(statement, parameters).all()
+        )
 
     async def fetch_rows(
         self, statement: Executable, parameters: Mapping[str, Any]
@@ -254,3 +286,5 @@ class ThreadedTransactions:
             connection.close()
         self._write_engine.dispose()
         self._read_engine.dispose()
+        if self._mapped_engine is not None:
+            self._mapped_engine.dispose()
