@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from credgate.core.storage.threaded import ThreadedTransactions
+from credgate.core.storage.write_watch import WriteWatch
 
 BUSY_TIMEOUT_MS = 5000
 _SQLITE_BEGIN_OPTION = "credgate_sqlite_begin"
@@ -110,6 +111,11 @@ class Database:
         self.backend = backend
         self.threaded = ThreadedTransactions(engine.url, backend, create_sync_engine)
         """Sync-Core transactions for the hot paths (``core.storage.threaded``)."""
+        self.writes = WriteWatch()
+        """Tells observers which subjects each committed write touched, whoever wrote
+        (``core.storage.write_watch``): listening on every engine this object owns."""
+        for sync_engine in (engine.sync_engine, *self.threaded.engines):
+            self.writes.install(sync_engine)
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)

@@ -147,6 +147,11 @@ class ThreadedTransactions:
         """``fetch_rows``' compiled statements by ``id`` (each kept with its statement, so the id
         cannot be reused by another object while cached)."""
 
+    @property
+    def engines(self) -> tuple[Engine, Engine]:
+        """The write and read engines (``Database`` watches their writes)."""
+        return self._write_engine, self._read_engine
+
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), committed when it
         returns, rolled back if it raises (the exception is re-raised here)."""

@@ -256,6 +256,11 @@ class FactIndex:
         """The ``source_facts`` columns for ``facts`` (``fact_values``)."""
         return fact_values(self._cipher, token, facts, sequence, self._clock())
 
+    async def settled(self, token: str) -> None:
+        """Wait until this process's queued writes of ``token`` are committed (what every read
+        here does first; the per-subject view does it before using what it holds)."""
+        await fact_writer(self._db).settled(token)
+
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """Every source's indexed facts about ``token`` with their freshness, by source id."""
         _require_token(token)

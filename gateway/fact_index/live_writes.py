@@ -161,6 +161,8 @@ _HELD = (
     .where(_c.subject_token == bindparam("b_token"))
     .order_by(_c.source_id)
 )
+HELD_READ = _HELD
+"""The read of ``last_known_all`` (``read_held``): what the per-subject view reads."""
 _HELD_STANDING = (
     select(_c.source_id, _c.facts_ciphertext, _c.source_as_of, _c.sequence)
     .where(_c.subject_token == bindparam("b_token"))
