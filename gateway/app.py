@@ -167,6 +167,7 @@ def subject_view(
         database,
         tables_read((HELD_READ, MAYBE_DISPUTED)),
         settled=fact_index.settled,
+        queued=fact_index.queued,
         load_facts=fact_index.last_known_all,
         load_disputes=workflows.open_disputes,
     )

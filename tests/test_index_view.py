@@ -137,6 +137,7 @@ def _view(
         database,
         tables_read((HELD_READ, MAYBE_DISPUTED)),
         settled=index.settled,
+        queued=index.queued,
         load_facts=load_facts or index.last_known_all,
         load_disputes=disputes,  # type: ignore[arg-type]
     )
@@ -537,6 +538,12 @@ async def test_answers_with_the_view_equal_answers_without_it(
                         source_kinds=source_kinds,
                     )
                     report.ClearField("report_id")
+                    before = dt.datetime.now(dt.UTC)
+                    assert (
+                        before - dt.timedelta(seconds=5)
+                        <= report.generated_at.ToDatetime(tzinfo=dt.UTC)
+                        <= before
+                    )
                     report.ClearField("generated_at")
                     answers.append(report)
                 assert answers[0] == answers[1]

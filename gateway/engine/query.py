@@ -47,6 +47,8 @@ from credgate.gateway.sync.settings import source_kind_name
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 DisputeLookup = Callable[[str], Awaitable[Collection[v.DataCategory.ValueType]]]
@@ -146,7 +148,11 @@ class QueryEngine:
         consulted = self._consulted(source_kinds)
         viewed = None
         if mode == cm.INDEX and self._view is not None:
-            viewed = await self._within(deadline, self._view.get(subject_token), "read the view")
+            viewed = self._view.cached(subject_token)  # held: no await, no timer
+            if viewed is None:
+                viewed = await self._within(
+                    deadline, self._view.get(subject_token), "read the view"
+                )
         if viewed is not None:
             # The subject's facts, objections and merge as of the last change (subject_view):
             # the same merge the index read below would give (tests/test_subject_view.py).
@@ -193,7 +199,10 @@ class QueryEngine:
             categories=allowed,
         )
         minimize_in_place(report.sources, allowed)  # the report's own copies of the facts
-        report.generated_at.FromDatetime(now)
+        # Seconds and nanos directly: ``FromDatetime`` goes through a time tuple (0.8 % of an
+        # INDEX answer's loop samples).
+        seconds, micros = divmod((now - _EPOCH) // _MICROSECOND, 1_000_000)
+        report.generated_at.seconds, report.generated_at.nanos = seconds, micros * 1000
         return report
 
     async def aclose(self) -> None:

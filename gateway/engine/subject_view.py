@@ -20,8 +20,9 @@ comes from a view filled before it. Other replicas' writes reach the view throug
 feed (``ViewFollower``): within one poll of the feed for every change the feed announces (a
 fact's content, an objection opened or closed); writes the feed does not announce (a refresh
 that only moves ``fetched_at``, an objection's intermediate step, a re-encryption) within
-``max_age_seconds``. Until the follower has read the feed's position, and whenever a read of
-it fails, the view serves nothing (every answer reads the database as without it).
+``max_age_seconds``. Until the follower has read the feed's position, whenever a read of it
+fails, and when it has not read it for ``max_age_seconds``, the view serves nothing (every
+answer reads the database as without it).
 
 **The fill race is closed** with stamps: a fill takes the view's counter before its reads, and
 installs only if no drop of its subject (or of all) happened since. A commit becomes visible
@@ -138,6 +139,7 @@ class SubjectView:
         tables: frozenset[str],
         *,
         settled: Callable[[str], Awaitable[None]],
+        queued: Callable[[str], bool] = lambda token: True,
         load_facts: FactsLoader,
         load_disputes: DisputesLoader | None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -146,6 +148,8 @@ class SubjectView:
             raise ValueError("a disabled view is not built (index_view_entries = 0)")
         self._settings = settings
         self._settled = settled
+        self._queued = queued
+        """Whether this process has writes of a token queued (``FactIndex.queued``)."""
         self._load_facts = load_facts
         self._load_disputes = load_disputes
         self._monotonic = monotonic
@@ -160,7 +164,7 @@ class SubjectView:
         self._serve_until = float("-inf")
         """Until when (monotonic) the view may serve: each successful read of the change feed
         moves it on (``resume``); before the first, after a failed one, and when the follower
-        falls behind (a starved event loop), the view serves nothing."""
+        has not read it for the max age, the view serves nothing."""
         self.tables = tables
         self._stop_watching = database.writes.observe(tables, self.drop)
         self.hits = 0
@@ -174,6 +178,23 @@ class SubjectView:
         self.suspend()
 
     # -- reads -------------------------------------------------------------------------------------
+
+    def cached(self, token: str) -> SubjectFacts | None:
+        """``get`` when it needs no await: the entry is held and fresh, and nothing of this
+        process is queued to be written about ``token`` (the common INDEX answer: no timer,
+        no task switch); None otherwise, and the caller awaits ``get``."""
+        if self._queued(token):
+            return None
+        now = self._monotonic()
+        if now > self._serve_until:
+            return None
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None or now - entry.filled > self._settings.max_age_seconds:
+                return None
+            self._entries.move_to_end(token)
+            self.hits += 1
+            return entry
 
     async def get(self, token: str) -> SubjectFacts | None:
         """The subject's entry, read now if not held; None when the view cannot serve (not
@@ -248,6 +269,10 @@ class SubjectView:
         """Serve for ``valid_for`` seconds more: the follower has read the feed up to now."""
         self._serve_until = self._monotonic() + valid_for
 
+    @property
+    def max_age_seconds(self) -> float:
+        return self._settings.max_age_seconds
+
     def holds(self, token: str) -> bool:
         """Whether an entry of ``token`` is held (fresh or not)."""
         return token in self._entries
@@ -258,13 +283,13 @@ class SubjectView:
 
 _FEED = ChangeFeedRow.__table__
 _NEWEST = select(_FEED.c.change_id).order_by(_FEED.c.change_id.desc()).limit(1)
+READ_BATCH = 1000
 _AFTER = (
     select(_FEED.c.change_id, _FEED.c.subject_token)
     .where(_FEED.c.change_id > bindparam("after"))
     .order_by(_FEED.c.change_id)
-    .limit(bindparam("limit"))
+    .limit(READ_BATCH)
 )
-READ_BATCH = 1000
 
 
 class ViewFollower:
@@ -306,9 +331,8 @@ class ViewFollower:
                 self._position = int(rows[0][0]) if rows else 0
                 self._view.drop(None)  # nothing filled before the position counts
             while True:
-                rows = await self._db.threaded.fetch_all(
-                    _AFTER, {"after": self._position, "limit": READ_BATCH}
-                )
+                # Compiled once (``fetch_rows``): most polls find nothing, and each costs the loop.
+                rows = await self._db.threaded.fetch_rows(_AFTER, {"after": self._position})
                 if rows:
                     self._view.drop(frozenset(token for _, token in rows))
                     self._position = int(rows[-1][0])
@@ -318,9 +342,11 @@ class ViewFollower:
             _log.warning("the view cannot follow the change feed: %s", type(exc).__name__)
             self._view.suspend()
             return
-        # Served until three polls are missed: a follower starved by a saturated loop stops
-        # the view rather than let other replicas' changes go unseen for longer.
-        self._view.resume(3 * self._poll + 1.0)
+        # Served for the max age from here: a follower that stopped (or is starved for that
+        # long) stops the view rather than let other replicas' changes go unseen for longer.
+        # (Not a few polls: a loop saturated by answers delays the follower as much as it
+        # delays them, and a view that switched off under load would add to the load.)
+        self._view.resume(self._view.max_age_seconds)
 
     async def _run(self) -> None:
         while True:

@@ -660,6 +660,14 @@ class FactWriter:
         if future is not None and not future.done():
             await asyncio.wait([future])
 
+    def queued(self, token: str) -> bool:
+        """Whether ``settled(token)`` would wait (a write of ``token`` is not committed yet;
+        True as well for the state of another loop, which ``settled`` first forgets)."""
+        future = self._latest.get(token)
+        return (future is not None and not future.done()) or (
+            self._loop is not None and self._loop is not asyncio.get_running_loop()
+        )
+
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (or given up)."""
         self._on_this_loop()
