@@ -176,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="[gateway] index_view_entries for the measured gateway (0: no per-subject view)",
     )
+    parser.add_argument(
+        "--view-max-age",
+        type=float,
+        default=None,
+        help="[gateway] index_view_max_age_seconds for the measured gateway (under callgrind "
+        "the process runs ~50x slower, so ages in wall-clock seconds stretch as much)",
+    )
     args = parser.parse_args(argv)
     rows = set(args.rows.split(","))
     settings = BenchSettings(population=args.population, scenarios=("echo", "index"))
@@ -215,8 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with ServerProcess("gateway", gateway_settings, world.logs) as gateway:
                     target = f"127.0.0.1:{gateway.info}"
                     asyncio.run(_seed_live(target, world.client_tls, world.seed_payloads))
+                gateway_section = gateway_settings.document["gateway"]
                 if args.view_entries is not None:
-                    gateway_settings.document["gateway"]["index_view_entries"] = args.view_entries
+                    gateway_section["index_view_entries"] = args.view_entries
+                if args.view_max_age is not None:
+                    gateway_section["index_view_max_age_seconds"] = args.view_max_age
                 measured = ServerProcess("gateway", gateway_settings, world.logs, label="measured")
                 with _running(measured, wrapper) as gateway:
                     results.append(
