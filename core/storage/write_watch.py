@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, TextClause, event
 
 from credgate.core.tokens import is_subject_token
 
@@ -127,11 +127,14 @@ class WriteWatch:
     def _table_of(self, statement: str, context: Any) -> str | None:
         """The table a statement writes (None: not a write)."""
         compiled = getattr(context, "compiled", None)
-        if compiled is not None and (context.isinsert or context.isupdate or context.isdelete):
-            target = getattr(compiled.statement, "table", None)
-            name = getattr(target, "name", None)
-            if isinstance(name, str):
-                return name
+        if compiled is not None:
+            if context.isinsert or context.isupdate or context.isdelete:
+                target = getattr(compiled.statement, "table", None)
+                name = getattr(target, "name", None)
+                if isinstance(name, str):
+                    return name
+            elif not isinstance(compiled.statement, TextClause):
+                return None  # a SELECT (or DDL) built with SQLAlchemy: not a write
         # A text() statement, driver SQL, or a DML statement without a plain table: its text.
         known = self._sql_tables.get(statement, "")
         if known != "":
