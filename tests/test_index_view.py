@@ -669,3 +669,50 @@ def test_open_objections_judge_as_the_database_does() -> None:
     )
     assert held.categories(NOW) == {1, 2, 3}
     assert held.categories(NOW + 2 * hour) == {1, 2}
+
+
+async def test_a_merge_capped_by_a_fast_source_clock_is_not_reused_later(
+    database: Database, fact_index: FactIndex, field_cipher: FieldCipher
+) -> None:
+    """Two banks claim as-of times in our future: merged now, both are capped to now and tie
+    (the first source id wins); ten minutes later the later claim is no longer capped and
+    wins. A merge kept from the first answer would still say the first."""
+    clock = [NOW]
+    future = NOW + dt.timedelta(minutes=5)
+    await fact_index.store_many(
+        TOKEN,
+        [
+            _facts("bank-a", future, v.REPAIR_STATE_OBSERVATION),
+            _facts("bank-b", future + dt.timedelta(minutes=1), v.REPAIR_STATE_RESTORED),
+        ],
+    )
+    view = _view(database, fact_index, field_cipher)
+    engines = [
+        QueryEngine(
+            [],
+            fact_index,
+            push_sources=[cm.PushSource(s, v.SOURCE_KIND_BANK, s) for s in ("bank-a", "bank-b")],
+            wall_clock=lambda: clock[0],
+            view=held,
+        )
+        for held in (view, None)
+    ]
+    try:
+        states = []
+        for moved in (dt.timedelta(0), dt.timedelta(minutes=10)):
+            clock[0] = NOW + moved
+            for engine in engines:
+                report = await engine.report(
+                    NUMBER,
+                    TOKEN,
+                    purpose=JUDICIAL,
+                    categories=CATEGORIES,
+                    deadline=asyncio.get_running_loop().time() + 10,
+                    consistency=cm.INDEX,
+                )
+                states.append((report.state, report.state_source_id))
+        assert states[0] == states[1] == (v.REPAIR_STATE_OBSERVATION, "bank-a")
+        assert states[2] == states[3] == (v.REPAIR_STATE_RESTORED, "bank-b")
+        assert view.hits >= 1
+    finally:
+        view.close()
