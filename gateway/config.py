@@ -69,12 +69,14 @@ class GatewaySettings:
     """The event loop: ``uvloop`` (the optional ``credgate[uvloop]`` extra; 8 % fewer
     instructions per INDEX answer, docs/benchmarks.md), ``asyncio`` (the standard library's),
     or ``auto``: uvloop when it is installed, else asyncio."""
-    index_view_entries: int = 4096
+    index_view_entries: int = 1024
     """Subjects whose decrypted, merged facts INDEX answers keep in memory, reused until a
     write changes them (``gateway.engine.subject_view``; least recently used evicted; keyed by
-    subject token). 0 disables the view: every INDEX answer reads the index. Memory: about
-    the size of one subject's facts per entry (kilobytes). docs/sync.md, "INDEX answers from
-    the per-subject view", states what another replica's write takes to show."""
+    subject token). 0 disables the view: every INDEX answer reads the index. Memory per
+    entry: the subject's decrypted facts and one merged copy per set of consulted sources
+    (serialized, 2–6 KB each for the mock fleet's eight sources; several times that as Python
+    objects). docs/sync.md, "INDEX answers from the per-subject view", states what another
+    replica's write takes to show."""
     index_view_max_age_seconds: float = 30.0
     """Longest an entry of the view is used, in seconds: the bound on how long a change that
     the change feed does not announce (on another replica: a refresh that only moves a

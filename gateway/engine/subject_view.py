@@ -72,7 +72,7 @@ are disputed then (``Workflows.open_disputes``)."""
 class ViewSettings:
     """``[gateway] index_view_entries`` / ``index_view_max_age_seconds``; 0 disables."""
 
-    entries: int = 4096
+    entries: int = 1024
     max_age_seconds: float = 30.0
 
     @property
