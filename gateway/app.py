@@ -41,7 +41,9 @@ from credgate.gateway.config import GatewayConfig
 from credgate.gateway.consent_service import ConsentServicer
 from credgate.gateway.disclosure import DisclosureGate
 from credgate.gateway.engine.query import BreakerSettings, QueryEngine
+from credgate.gateway.engine.subject_view import SubjectView, ViewSettings, tables_read
 from credgate.gateway.fact_index import FactIndex
+from credgate.gateway.fact_index.live_writes import HELD_READ
 from credgate.gateway.input_boundary import InputBoundary, audited_refusals, check_services
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.live_keyring import LiveKeyring
@@ -63,6 +65,7 @@ from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, pus
 from credgate.gateway.witness.submit import witness_submitter
 from credgate.gateway.workdays import WorkdayCalendar
 from credgate.gateway.workflows.common import workflow_id_key
+from credgate.gateway.workflows.objection_store import MAYBE_DISPUTED
 from credgate.gateway.workflows.wiring import Workflows
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,26 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def subject_view(
+    config: GatewayConfig, database: Database, fact_index: FactIndex, workflows: Workflows
+) -> SubjectView | None:
+    """The INDEX answers' per-subject view, watching the tables it reads (None: disabled)."""
+    settings = ViewSettings(
+        config.gateway.index_view_entries, config.gateway.index_view_max_age_seconds
+    )
+    if not settings.enabled:
+        return None
+    return SubjectView(
+        settings,
+        database,
+        tables_read((HELD_READ, MAYBE_DISPUTED)),
+        settled=fact_index.settled,
+        queued=fact_index.queued,
+        load_facts=fact_index.last_known_all,
+        load_disputes=workflows.open_disputes,
+    )
+
+
 async def build_gateway(
     config: GatewayConfig, *, workflow_clock: Callable[[], dt.datetime] | None = None
 ) -> Gateway:
@@ -184,9 +207,11 @@ async def build_gateway(
     )
     # Deadlines counted on an estimated year move to the notice loaded since (at start).
     await workflows.recount()
+    view = subject_view(config, database, fact_index, workflows)
     engine = QueryEngine(
         build_adapters(config.sources),
         fact_index,
+        view=view,
         breaker_settings=BreakerSettings(
             failure_threshold=config.breaker.failure_threshold,
             reset_seconds=config.breaker.reset_seconds,
@@ -205,7 +230,7 @@ async def build_gateway(
     page_tokens = PageTokens.from_root_key(keyring.subject_token_key)
     consents = ConsentRegister(database)
     followers = build_followers(
-        config, database, keyring, fact_index, consents, identify, page_tokens
+        config, database, keyring, fact_index, consents, identify, page_tokens, view=view
     )
     audit_signer = await asyncio.to_thread(
         load_or_create_signer, config.storage.data_dir / KEY_FILE_NAME

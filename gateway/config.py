@@ -70,6 +70,19 @@ class GatewaySettings:
     """The event loop: ``uvloop`` (the optional ``credgate[uvloop]`` extra; 8 % fewer
     instructions per INDEX answer, docs/benchmarks.md), ``asyncio`` (the standard library's),
     or ``auto``: uvloop when it is installed, else asyncio."""
+    index_view_entries: int = 1024
+    """Subjects whose decrypted, merged facts INDEX answers keep in memory, reused until a
+    write changes them (``gateway.engine.subject_view``; least recently used evicted; keyed by
+    subject token). 0 disables the view: every INDEX answer reads the index. Memory per
+    entry: the subject's decrypted facts and one merged copy per set of consulted sources
+    (serialized, 2–6 KB each for the mock fleet's eight sources; several times that as Python
+    objects). docs/sync.md, "INDEX answers from the per-subject view", states what another
+    replica's write takes to show."""
+    index_view_max_age_seconds: float = 30.0
+    """Longest an entry of the view is used, in seconds: the bound on how long a change that
+    the change feed does not announce (on another replica: a refresh that only moves a
+    fetch time, an objection's intermediate step) or a decrypted fact stays in memory. 0
+    disables the view."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,8 @@ _SECTIONS: dict[str, dict[str, type]] = {
         "drain_delay_seconds": float,
         "workers": int,
         "event_loop": str,
+        "index_view_entries": int,
+        "index_view_max_age_seconds": float,
     },
     "tls": {"ca": Path, "cert": Path, "key": Path, "revocation_list": Path},
     "storage": {"url": str, "data_dir": Path, "sqlite_proof_mmap_bytes": int},
@@ -582,6 +597,8 @@ def _numbers(
         "gateway.shutdown_grace_seconds": settings.shutdown_grace_seconds >= 0,
         "gateway.drain_delay_seconds": settings.drain_delay_seconds >= 0,
         "gateway.workers": 1 <= settings.workers <= MAX_WORKERS,
+        "gateway.index_view_entries": settings.index_view_entries >= 0,
+        "gateway.index_view_max_age_seconds": settings.index_view_max_age_seconds >= 0,
         "breaker.failure_threshold": breaker.failure_threshold > 0,
         "breaker.reset_seconds": breaker.reset_seconds > 0,
         "audit.checkpoint_interval_seconds": audit.checkpoint_interval_seconds > 0,

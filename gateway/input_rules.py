@@ -137,8 +137,11 @@ def _shape_check(shape: Shape, value: str, path: str, violations: list[Violation
         folded = value.strip().translate(_FULL_WIDTH_DIGITS)
         if _CASE_NUMBER.fullmatch(folded) is None:
             violations.append(
-                (path, "must be a PRC case number such as (2026)粤03执1号: year in parentheses, "
-                 "court, case type, number and 号")
+                (
+                    path,
+                    "must be a PRC case number such as (2026)粤03执1号: year in parentheses, "
+                    "court, case type, number and 号",
+                )
             )
             return False
         return folded != value

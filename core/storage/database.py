@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from credgate.core.storage.threaded import ThreadedTransactions
+from credgate.core.storage.write_watch import WriteWatch
 
 BUSY_TIMEOUT_MS = 5000
 SQLITE_MAX_MMAP_BYTES = 2_147_418_112
@@ -124,6 +125,11 @@ class Database:
         """Sync-Core transactions for the hot paths (``core.storage.threaded``); on SQLite its
         ``fetch_mapped`` reads through a connection of its own that maps up to
         ``proof_mmap_bytes`` of the file (0: none; ``ThreadedTransactions.fetch_mapped``)."""
+        self.writes = WriteWatch()
+        """Tells observers which subjects each committed write touched, whoever wrote
+        (``core.storage.write_watch``): listening on every engine this object owns."""
+        for sync_engine in (engine.sync_engine, *self.threaded.engines):
+            self.writes.install(sync_engine)
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         writer_bind = engine.execution_options(**{_SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._writes = async_sessionmaker(writer_bind, expire_on_commit=False)

@@ -159,6 +159,13 @@ class ThreadedTransactions:
         """``fetch_rows``' compiled statements by ``id`` (each kept with its statement, so the id
         cannot be reused by another object while cached)."""
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine it owns: write, read and (SQLite) the mapped proof reader
+        (``Database`` watches their writes, so none can write unseen)."""
+        mapped = () if self._mapped_engine is None else (self._mapped_engine,)
+        return self._write_engine, self._read_engine, *mapped
+
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), committed when it
         returns, rolled back if it raises (the exception is re-raised here)."""

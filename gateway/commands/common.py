@@ -32,6 +32,7 @@ def configuration_errors() -> tuple[type[BaseException], ...]:
 
     return (ValueError, FileNotFoundError, FileExistsError, KeyringError, ReportSigningKeyError)
 
+
 EXIT_CODES_HELP = """exit codes:
   0  success
   1  failure: the work could not be done (unreachable gateway or source, not serving,

@@ -267,6 +267,16 @@ class FactIndex:
         """The ``source_facts`` columns for ``facts`` (``fact_values``)."""
         return fact_values(self._cipher, token, facts, sequence, self._clock())
 
+    async def settled(self, token: str) -> None:
+        """Wait until this process's queued writes of ``token`` are committed (what every read
+        here does first; the per-subject view does it before using what it holds)."""
+        await fact_writer(self._db).settled(token)
+
+    def queued(self, token: str) -> bool:
+        """Whether writes of ``token`` are queued and not yet committed (``settled`` would
+        wait): a held view of the subject may not be used before they are."""
+        return fact_writer(self._db).queued(token)
+
     async def indexed(self, token: str) -> dict[str, IndexedFacts]:
         """Every source's indexed facts about ``token`` with their freshness, by source id."""
         _require_token(token)

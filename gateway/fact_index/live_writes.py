@@ -164,6 +164,8 @@ _HELD = (
     .where(_c.subject_token == bindparam("b_token"))
     .order_by(_c.source_id)
 )
+HELD_READ = _HELD
+"""The read of ``last_known_all`` (``read_held``): what the per-subject view reads."""
 _HELD_STANDING = (
     select(_c.source_id, _c.facts_ciphertext, _c.source_as_of, _c.sequence)
     .where(_c.subject_token == bindparam("b_token"))
@@ -703,6 +705,14 @@ class FactWriter:
         future = self._latest.get(token)
         if future is not None and not future.done():
             await asyncio.wait([future])
+
+    def queued(self, token: str) -> bool:
+        """Whether ``settled(token)`` would wait (a write of ``token`` is not committed yet;
+        True as well for the state of another loop, which ``settled`` first forgets)."""
+        future = self._latest.get(token)
+        return (future is not None and not future.done()) or (
+            self._loop is not None and self._loop is not asyncio.get_running_loop()
+        )
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (or given up)."""

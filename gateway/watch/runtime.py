@@ -21,6 +21,7 @@ from credgate.core.storage.database import Database
 from credgate.core.tokens import SubjectTokenizer
 from credgate.gateway.config import GatewayConfig
 from credgate.gateway.engine.consistency import PushSource
+from credgate.gateway.engine.subject_view import SubjectView, ViewFollower
 from credgate.gateway.fact_index import FactIndex
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.protection.page_tokens import PageTokens
@@ -48,6 +49,8 @@ class ChangeFollowers:
     consent_hub: ConsentEventHub
     consent_events: ConsentEventStreams
     """WatchConsentEvents streams (ConsentService), over the consent event log."""
+    view_follower: ViewFollower | None = None
+    """Drops from the INDEX answers' view what other replicas changed (``engine.subject_view``)."""
 
     def register(self, server: GatewayServer) -> None:
         """Add the ReconciliationService to ``server`` (before it starts)."""
@@ -63,10 +66,14 @@ class ChangeFollowers:
         self.reconciler.start()
         self.pruner.start()
         self.consent_hub.start()
+        if self.view_follower is not None:
+            self.view_follower.start()
 
     async def stop(self) -> None:
         """Stop pruning, reconciling and reading; open watches end. Each step is bounded
         (``gateway.server.bounded_step``): a stop never waits on a stalled database."""
+        if self.view_follower is not None:
+            await bounded_step("stopping the view follower", self.view_follower.stop())
         await bounded_step("stopping the consent event hub", self.consent_hub.stop())
         await bounded_step("stopping the feed pruner", self.pruner.stop())
         await bounded_step("stopping the reconciler", self.reconciler.stop())
@@ -98,9 +105,16 @@ def build_followers(
     consents: ConsentRegister,
     identify: Callable[[grpc.aio.ServicerContext], Institution],
     page_tokens: PageTokens,
+    *,
+    view: SubjectView | None = None,
 ) -> ChangeFollowers:
-    """Build (not start) the replica's change followers."""
+    """Build (not start) the replica's change followers (with ``view``'s follower)."""
     feed = ChangeFeed(database, config.watch)
+    follower = (
+        None
+        if view is None
+        else ViewFollower(view, database, feed.waiter(), poll_seconds=feed.poll_seconds)
+    )
     store = contradiction_store(config, database, keyring, fact_index)
     streams = WatchStreams(
         feed,
@@ -133,5 +147,5 @@ def build_followers(
         identify=identify,
     )
     return ChangeFollowers(
-        feed, streams, reconciler, reconciliation, pruner, consent_hub, consent_events
+        feed, streams, reconciler, reconciliation, pruner, consent_hub, consent_events, follower
     )

@@ -185,9 +185,7 @@ class WatchStreams:
                 self._identify(context)
             if changes or not await self._still_allowed(institution, query, token):
                 # A refusal raises here, audited like any refusal of the query.
-                report, signed = await answer(
-                    institution, query, self._deadline(), spend_use=False
-                )
+                report, signed = await answer(institution, query, self._deadline(), spend_use=False)
                 await self._send(context, subscription, _response(report, signed, changes))
             recheck_at = loop.time() + self._settings.recheck_seconds
 
@@ -256,9 +254,7 @@ class WatchStreams:
         return asyncio.get_running_loop().time() + self._deadline_seconds
 
 
-def _ask(
-    institution: Institution, query: service_pb2.GetRepairStatusRequest, token: str
-) -> Ask:
+def _ask(institution: Institution, query: service_pb2.GetRepairStatusRequest, token: str) -> Ask:
     """The query as the disclosure gate weighs it (``RepairStatusServicer`` asks the same)."""
     return Ask(
         institution,

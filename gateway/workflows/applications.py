@@ -418,9 +418,7 @@ class ApplicationWorkflow:
             round_ = await act_then_fetch(
                 self._adapters,
                 corrections_of,
-                lambda corrections: corrections.apply_ruling(
-                    number, notice, timeout=self._timeout
-                ),
+                lambda corrections: corrections.apply_ruling(number, notice, timeout=self._timeout),
                 number,
                 timeout=self._timeout,
                 what="ruling",
@@ -558,9 +556,7 @@ class ApplicationWorkflow:
         ABORTED otherwise. The lock (``FOR UPDATE``; SQLite's writers are serial anyway) is
         what makes the version check hold until commit on PostgreSQL: without it two replicas
         both read the old version and both wrote, the second overwriting the first."""
-        row = await session.get(
-            RepairApplicationRow, view.row.application_id, with_for_update=True
-        )
+        row = await session.get(RepairApplicationRow, view.row.application_id, with_for_update=True)
         if row is None or row.version != view.row.version:
             raise fail(
                 grpc.StatusCode.ABORTED,

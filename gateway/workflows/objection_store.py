@@ -82,6 +82,34 @@ _DISPUTED = (
     .distinct()
 )
 
+MAYBE_DISPUTED = select(
+    ObjectionRow.category, ObjectionRow.state, ObjectionRow.filing_due_at
+).where(
+    ObjectionRow.subject_token == bindparam("token"),
+    or_(*(ObjectionRow.state == state for state in sorted(OPEN_STATES))),
+)
+"""A subject's objections in an open state, with what decides openness later
+(``OpenObjections``): the per-subject view's read (``gateway.engine.subject_view``)."""
+
+
+@dataclass(frozen=True)
+class OpenObjections:
+    """A subject's objections that are open now or until their filing limit, kept so that the
+    DISPUTED categories can be judged at any later time without reading them again; the
+    judgement is ``open_clause``'s (the SQL ``disputed_categories`` asks), in Python."""
+
+    rows: tuple[tuple[int, int, dt.datetime | None], ...]
+    """(category, stored state, filing limit) of each objection in an open state."""
+
+    def categories(self, now: dt.datetime) -> frozenset[vocab.DataCategory.ValueType]:
+        """``disputed_categories`` at ``now``, from the rows as read."""
+        return frozenset(
+            vocab.DataCategory.ValueType(category)
+            for category, state, due in self.rows
+            if state in (AWAITING_SOURCE, SUBMITTING)
+            or (state == AWAITING_SUBJECT and due is not None and due > now)
+        )
+
 
 class ObjectionStore:
     """Queries over ``objections`` (writes are ``ObjectionWorkflow``'s)."""
@@ -182,3 +210,8 @@ class ObjectionStore:
 
         found = await self.database.threaded.fetch_rows(_DISPUTED, {"token": token, "now": now})
         return frozenset(vocab.DataCategory.ValueType(category) for (category,) in found)
+
+    async def open_objections(self, token: str) -> OpenObjections:
+        """The subject's objections in an open state (``OpenObjections``), for the view."""
+        found = await self.database.threaded.fetch_rows(MAYBE_DISPUTED, {"token": token})
+        return OpenObjections(tuple((int(c), int(s), due) for c, s, due in found))

@@ -458,9 +458,7 @@ class ObjectionWorkflow:
             steps = self._apply_reply(row, decision, reference, now, updated_index=updated_index)
             if row.closed_at is not None and not updated_index:
                 # Closed without a fact write: the dispute ends, its watchers must hear it.
-                await announce_dispute(
-                    session, self._db.backend, row.subject_token, source_id, now
-                )
+                await announce_dispute(session, self._db.backend, row.subject_token, source_id, now)
             row.version += 1
             row.updated_at = now
             await add_steps(session, objection_id, now, steps)

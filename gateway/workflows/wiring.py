@@ -102,6 +102,14 @@ class Workflows:
         """For ``QueryEngine(disputes=...)``: categories of the subject's disputed facts."""
         return await self.store.disputed_categories(subject_token, self.clock())
 
+    async def open_disputes(
+        self, subject_token: str
+    ) -> Callable[[], frozenset[vocab.DataCategory.ValueType]]:
+        """For ``SubjectView``: the subject's objections read once, and the function that
+        judges from them, at each later call, what ``disputes`` would say then."""
+        held = await self.store.open_objections(subject_token)
+        return lambda: held.categories(self.clock())
+
     def build(
         self,
         *,
