@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    status = _run(args)
+    # Only a command that served has imported the server, and only a stop can abandon work.
+    server = sys.modules.get("credgate.gateway.server")
+    if server is not None:
+        server.exit_now_if_work_abandoned(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status; its error printed without a stack trace (unless -v)."""
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:

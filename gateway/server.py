@@ -148,19 +148,33 @@ def run_until_stopped(main: Coroutine[Any, Any, None], *, event_loop: str = "asy
     threads would wait for it — past the drain bound, until the watchdog kills the process. A
     stop that already gave up on that work ends the process at once instead (exit status 0: the
     stop was asked for and done; the database rolls back what was not committed), after the
-    log is written out.
+    log is written out. A serve that *failed* (a configuration error found while starting) and
+    abandoned work on its way out raises as usual: the command line turns the error into its
+    exit status and then ends at once (``exit_now_if_work_abandoned``) — an ``os._exit(0)``
+    here would report a failed start as a clean stop.
     """
     runner = asyncio.Runner(loop_factory=loop_factory(event_loop))
+    failed = True
     try:
         runner.run(main)
+        failed = False
     finally:
-        if _work_abandoned:
-            from credgate.gateway.telemetry.logs import flush_logging
+        if not _work_abandoned:
+            runner.close()
+        elif not failed:
+            exit_now_if_work_abandoned(0)
 
-            logger.warning("stopped with work abandoned; not waiting for its threads")
-            flush_logging()
-            os._exit(0)
-        runner.close()
+
+def exit_now_if_work_abandoned(status: int) -> None:
+    """End the process with ``status`` without waiting for its threads, if a stop abandoned
+    work (``run_until_stopped``); otherwise return."""
+    if not _work_abandoned:
+        return
+    from credgate.gateway.telemetry.logs import flush_logging
+
+    logger.warning("stopped with work abandoned; not waiting for its threads")
+    flush_logging()
+    os._exit(status)
 
 
 class StopBudget:

@@ -49,6 +49,8 @@ from credgate.gateway.fact_index.corrections import announce_dispute, apply_corr
 from credgate.gateway.fact_index.live_writes import HELD_READ
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
+from credgate.gateway.watch.feed import Change, ChangeFeed
+from credgate.gateway.watch.settings import WatchSettings
 from credgate.gateway.workflows.common import Sealer
 from credgate.gateway.workflows.models import ObjectionRow
 from credgate.gateway.workflows.objection_store import (
@@ -361,6 +363,37 @@ async def test_another_replicas_write_reaches_the_view_through_the_feed(
         assert entry is not None
         assert entry.facts["bank-a"].asserted_state == v.REPAIR_STATE_RESTORED
         await follower.stop()
+    finally:
+        await other.dispose()
+
+
+async def test_a_watch_on_another_replica_is_offered_a_change_only_after_the_view_forgot_it(
+    database: Database, fact_index: FactIndex, field_cipher: FieldCipher, migrated_database_url: str
+) -> None:
+    """The watch's feed reader and the view's follower read the feed apart: a watcher answering
+    a change before the follower's next poll once got the state before it (test_watch's
+    two-replica test, under load). The feed's reader now drops the view first."""
+    other = Database.from_url(migrated_database_url)
+    try:
+        await fact_index.store_many(TOKEN, [_facts("bank-a", NOW - dt.timedelta(days=1))])
+        view = _view(database, fact_index, field_cipher)
+        feed = ChangeFeed(database, WatchSettings(), before_offer=view.drop)
+        subscription = await feed.subscribe(TOKEN)
+        await _filled(view)
+        held_when_offered: list[bool] = []
+        offer = subscription.offer
+
+        def offered(change: Change) -> None:
+            held_when_offered.append(view.holds(TOKEN))
+            offer(change)
+
+        subscription.offer = offered  # type: ignore[method-assign]
+        newer = _facts("bank-a", NOW, v.REPAIR_STATE_RESTORED)
+        assert await FactIndex(other, field_cipher).store(TOKEN, newer)
+        while await feed._read_once():
+            pass
+        assert held_when_offered == [False]
+        await feed.stop()
     finally:
         await other.dispose()
 

@@ -106,3 +106,34 @@ def test_db_status_says_a_newer_database_needs_a_newer_release_not_an_upgrade(
     assert json.loads(capsys.readouterr().out)["newer"] is True
     assert main(["db", "upgrade", "--config", config]) == EXIT_USAGE
     assert "upgrade credgate, or restore a backup" in capsys.readouterr().err
+
+
+_ABANDONING_SERVE = """
+import asyncio, sys
+from credgate.gateway import server
+from credgate.gateway.config import ConfigError
+
+async def serve(fail: bool) -> None:
+    # A step of the stop that overruns its bound: the stop abandons it (and its thread).
+    await server.bounded_step("a stuck step", asyncio.sleep(30), seconds=0.01)
+    if fail:
+        raise ConfigError("cannot read tls.key")
+
+try:
+    server.run_until_stopped(serve(sys.argv[1] == "fail"))
+except ConfigError:
+    server.exit_now_if_work_abandoned(2)
+sys.exit(99)  # not reached: either way the process ends at once
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("fail", EXIT_USAGE), ("stop", 0)])
+def test_a_stop_that_abandoned_work_keeps_the_exit_status(how: str, status: int) -> None:
+    """A start that failed and abandoned a step on its way out once exited 0, as a clean stop
+    does: a missing TLS key looked like success to a supervisor."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ABANDONING_SERVE, how],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == status, done.stderr[-2000:]
+    assert "stopped with work abandoned" in done.stderr

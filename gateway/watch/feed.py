@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -113,9 +114,19 @@ class Subscription:
 class ChangeFeed:
     """The replica's change-feed reader and its subscriptions (one per open watch)."""
 
-    def __init__(self, database: Database, settings: WatchSettings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: WatchSettings,
+        *,
+        before_offer: Callable[[frozenset[str]], None] | None = None,
+    ) -> None:
         self._db = database
         self._settings = settings
+        self._before_offer = before_offer
+        """Told the subjects of the rows read, before any subscription is offered them: a copy
+        that watchers' answers read from (the INDEX view) must forget them first, or a watch
+        on this replica could answer a change announced by another with the state before it."""
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._position: int | None = None
         """The last change id read; None while nobody is subscribed (nothing is read then)."""
@@ -229,6 +240,8 @@ class ChangeFeed:
             if len(tokens) <= TOKEN_FILTER_LIMIT:
                 query = query.where(feed.subject_token.in_(tokens))
             rows = (await session.execute(query)).all()
+        if rows and self._before_offer is not None:
+            self._before_offer(frozenset(str(row[1]) for row in rows))
         for change_id, token, source_id, sequence, changed_at in rows:
             change = Change(int(change_id), token, source_id, int(sequence), changed_at)
             for subscription in tuple(self._subscriptions.get(token, ())):

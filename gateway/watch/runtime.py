@@ -109,7 +109,7 @@ def build_followers(
     view: SubjectView | None = None,
 ) -> ChangeFollowers:
     """Build (not start) the replica's change followers (with ``view``'s follower)."""
-    feed = ChangeFeed(database, config.watch)
+    feed = ChangeFeed(database, config.watch, before_offer=None if view is None else view.drop)
     follower = (
         None
         if view is None
