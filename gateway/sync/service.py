@@ -25,6 +25,7 @@ from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe, SyncStream
 from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator
+from credgate.gateway.sync.workers import ValidationPool, validation_pool
 
 SERVICE_NAME = "credit_repair.v1.ProviderSyncService"
 
@@ -41,7 +42,9 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         probe_factory: Callable[[], SyncProbe] = SyncProbe,
+        pool: ValidationPool | None = None,
     ) -> None:
+        self._pool = pool
         self._providers = {p.institution_id: p for p in providers}
         self._validator = validator
         self._store = store
@@ -81,7 +84,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         provider = self._provider_for(context)
         await context.send_initial_metadata(())
         stream = SyncStream(
-            provider, self._validator, self._store, self._settings, self._probe_factory()
+            provider,
+            self._validator,
+            self._store,
+            self._settings,
+            self._probe_factory(),
+            self._pool,
         )
         async for response in stream.run(request_iterator):
             yield response
@@ -107,5 +115,10 @@ def build_sync_servicer(
         settings,
     )
     return ProviderSyncServicer(
-        providers, validator, SyncStore(database, cipher), settings, identify
+        providers,
+        validator,
+        SyncStore(database, cipher),
+        settings,
+        identify,
+        pool=validation_pool(settings, keys),
     )
