@@ -100,6 +100,30 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and of its live descendants (a gateway's validation workers):
+    a server that hands work to child processes is charged for it."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        parent = int(text.rpartition(")")[2].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    total, pending = own, list(parents.get(pid, ()))
+    while pending:
+        child = pending.pop()
+        total += process_cpu_seconds(child) or 0.0
+        pending.extend(parents.get(child, ()))
+    return total
+
+
 def load_average() -> float | None:
     """The 1-minute load average: other work on the machine skews every number."""
     try:
@@ -316,7 +340,7 @@ class ServerProcess:
         return process_memory(self.pid)
 
     def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.pid)
+        return process_tree_cpu_seconds(self.pid)
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Any:
         """Start the process and wait until it listens; returns what it reported (its port,

@@ -158,6 +158,7 @@ class UpdateValidator:
         self._digester = digester
         self._settings = settings
         self._clock = clock
+        self._stamp: tuple[dt.datetime, timestamp_pb2.Timestamp] | None = None
 
     @property
     def primary_key_id(self) -> str:
@@ -352,6 +353,16 @@ class UpdateValidator:
             update_digest=digest,
         )
 
+    def _received_stamp(self, received_at: dt.datetime) -> timestamp_pb2.Timestamp:
+        """``received_at`` as a Timestamp, converted once per batch (every update of a batch
+        shares its receipt time; the conversion was 5 % of validating an update)."""
+        cached = self._stamp
+        if cached is None or cached[0] != received_at:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(received_at)
+            cached = self._stamp = (received_at, stamp)
+        return cached[1]
+
     def _indexed_facts(
         self, provider: ProviderConfig, update: sync_pb2.ProviderUpdate, received_at: dt.datetime
     ) -> tuple[report_pb2.SourceFacts, dt.datetime]:
@@ -389,8 +400,7 @@ class UpdateValidator:
             if facts.identity.masked_identity_number not in ("", masked):
                 _refuse("FACTS_INVALID", "identity.masked_identity_number must be masked")
             facts.identity.masked_identity_number = masked
-        stamp = timestamp_pb2.Timestamp()
-        stamp.FromDatetime(received_at)
+        stamp = self._received_stamp(received_at)
         for provenance in _provenances(facts):
             if provenance.source_id not in ("", provider.source_id):
                 _refuse("SOURCE_NOT_PERMITTED", "a provenance names another source")
