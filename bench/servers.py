@@ -283,6 +283,11 @@ def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> N
     """Entry point of a server process; under cProfile when ``PROFILE_DIR_ENV`` names a folder
     (``--profile``), writing ``<label>.pstats`` there when the server stops."""
     logging.basicConfig(filename=log_path, level=logging.INFO, format=_LOG_FORMAT)
+    # The bench starts servers as daemonic processes (they die with the bench), and
+    # multiprocessing refuses children to a daemonic process; a gateway, as under
+    # ``credgate serve``, starts its own (the sync validation workers, which exit when the
+    # gateway's end of their pipe closes).
+    multiprocessing.current_process().daemon = False
     profile_dir = os.environ.get(PROFILE_DIR_ENV)
     profiler = cProfile.Profile() if profile_dir else None
     try:
