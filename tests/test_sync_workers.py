@@ -25,6 +25,7 @@ from credgate.gateway.sync.validate import (
     Accepted,
     BatchRefused,
     IdempotencyDigester,
+    Prepared,
     Rejection,
     UpdateValidator,
 )
@@ -39,6 +40,14 @@ def _batch(count: int) -> sync_pb2.SignedUpdateBatch:
         PLATFORM.signing_key, PROVIDER.source_id, history[0].sequence,
         [canonical_bytes(u) for u in history],
     )
+
+
+async def _validated(
+    pool: ValidationPool, primary_key_id: str, batch: sync_pb2.SignedUpdateBatch
+) -> list[Prepared]:
+    pending = pool.submit(PROVIDER, primary_key_id, batch)
+    assert pending is not None, "the worker did not start"
+    return await pool.result(pending)
 
 
 def _in_process(keyring: Keyring) -> UpdateValidator:
@@ -60,7 +69,7 @@ async def test_a_worker_decides_what_the_event_loop_decides(tmp_path: Path) -> N
                              update_bytes)
     pool = ValidationPool(1, tmp_path / "keyring", SyncSettings())
     try:
-        remote = await pool.result(pool.submit(PROVIDER, keyring.primary_key_id, batch))
+        remote = await _validated(pool, keyring.primary_key_id, batch)
     finally:
         pool.close()
     local = _in_process(keyring).prepare_batch(PROVIDER, batch)
@@ -94,9 +103,9 @@ async def test_a_tampered_batch_is_refused_and_located_through_the_worker(
     pool = ValidationPool(1, tmp_path / "keyring", SyncSettings())
     try:
         with pytest.raises(BatchRefused) as refused:
-            await pool.result(pool.submit(PROVIDER, keyring.primary_key_id, batch))
+            await _validated(pool, keyring.primary_key_id, batch)
         # the pool still serves the next batch after a refusal
-        good = await pool.result(pool.submit(PROVIDER, keyring.primary_key_id, _batch(2)))
+        good = await _validated(pool, keyring.primary_key_id, _batch(2))
     finally:
         pool.close()
     assert refused.value.reason == "BATCH_UPDATE_TAMPERED"
@@ -111,11 +120,11 @@ async def test_a_worker_encrypts_under_the_primary_key_the_gateway_names(tmp_pat
     pool = ValidationPool(1, path, SyncSettings())
     try:
         old = keyring.primary_key_id
-        first = await pool.result(pool.submit(PROVIDER, old, _batch(1)))
+        first = await _validated(pool, old, _batch(1))
         new = keyring.add_key()
-        second = await pool.result(pool.submit(PROVIDER, new, _batch(1)))
+        second = await _validated(pool, new, _batch(1))
         with pytest.raises(Exception, match="primary key"):
-            await pool.result(pool.submit(PROVIDER, "no-such-key", _batch(1)))
+            await _validated(pool, "no-such-key", _batch(1))
     finally:
         pool.close()
     assert new != old

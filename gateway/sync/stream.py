@@ -238,7 +238,8 @@ class SyncStream:
                 pending = self._pool.submit(
                     self._provider, self._validator.primary_key_id, request.batch
                 )
-                return _Batch(count, pending=pending)
+                if pending is not None:
+                    return _Batch(count, pending=pending)
             updates = self._validator.prepare_batch(self._provider, request.batch)
             return _Batch(count, updates)
         if kind == "hello":

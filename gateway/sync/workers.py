@@ -19,6 +19,7 @@ ends ``UNAVAILABLE`` (nothing of the batch was applied or acknowledged; the prov
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,6 +45,8 @@ from credgate.gateway.sync.validate import (
     Prepared,
     UpdateValidator,
 )
+
+log = logging.getLogger(__name__)
 
 
 def default_validation_workers() -> int:
@@ -153,6 +156,7 @@ class ValidationPool:
         self._keyring_path = str(keyring_path)
         self._settings = settings
         self._pool: ProcessPoolExecutor | None = None
+        self._disabled = False
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -166,10 +170,13 @@ class ValidationPool:
 
     def submit(
         self, provider: ProviderConfig, primary_key_id: str, batch: sync_pb2.SignedUpdateBatch
-    ) -> asyncio.Future[list[Prepared] | _Refusal]:
-        """Start validating ``batch``; the future holds its updates or its refusal."""
-        pool = self._executor()
+    ) -> asyncio.Future[list[Prepared] | _Refusal] | None:
+        """Start validating ``batch``; the future holds its updates or its refusal. None when
+        no worker can be started at all (then the caller validates on the event loop)."""
+        if self._disabled:
+            return None
         try:
+            pool = self._executor()
             future: Future[list[Prepared] | _Refusal] = pool.submit(
                 _prepare_in_worker,
                 ProviderSpec.of(provider),
@@ -177,8 +184,17 @@ class ValidationPool:
                 batch.SerializeToString(),
             )
         except BrokenProcessPool:
-            self._replace(pool)
+            if self._pool is not None:
+                self._replace(self._pool)
             raise _unavailable() from None
+        except Exception as exc:  # e.g. a process that may not have children
+            log.warning(
+                "sync validation workers could not start (%s); validating on the event loop",
+                type(exc).__name__,
+            )
+            self._disabled = True
+            self.close()
+            return None
         return asyncio.wrap_future(future)
 
     async def result(
