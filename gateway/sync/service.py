@@ -114,11 +114,10 @@ def build_sync_servicer(
         IdempotencyDigester(token_key),
         settings,
     )
+    providers = tuple(providers)
+    pool = validation_pool(settings, keys) if providers else None
+    if pool is not None:
+        pool.start()
     return ProviderSyncServicer(
-        providers,
-        validator,
-        SyncStore(database, cipher),
-        settings,
-        identify,
-        pool=validation_pool(settings, keys),
+        providers, validator, SyncStore(database, cipher), settings, identify, pool=pool
     )

@@ -148,6 +148,10 @@ def validation_pool(settings: SyncSettings, keys: KeySource) -> ValidationPool |
     return ValidationPool(workers, path, settings)
 
 
+def _ready() -> None:
+    """A worker's first task: nothing (the initializer has built its validator)."""
+
+
 class ValidationPool:
     """``prepare_batch`` in ``workers`` processes; ``submit`` returns at once (pipelining)."""
 
@@ -157,6 +161,22 @@ class ValidationPool:
         self._settings = settings
         self._pool: ProcessPoolExecutor | None = None
         self._disabled = False
+
+    def start(self) -> None:
+        """Start the workers now (the gateway's start, when providers are registered), so
+        the first batch does not wait for them (each imports the gateway: about a second
+        of CPU) and their start is not charged to it."""
+        try:
+            pool = self._executor()
+            for _ in range(self._workers):
+                pool.submit(_ready)
+        except Exception as exc:  # e.g. a process that may not have children
+            log.warning(
+                "sync validation workers could not start (%s); validating on the event loop",
+                type(exc).__name__,
+            )
+            self._disabled = True
+            self.close()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
