@@ -8,6 +8,7 @@ ordering, acknowledgement) is ``SyncStream``'s job; a refused update never ends 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
@@ -45,6 +46,10 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         pool: ValidationPool | None = None,
     ) -> None:
         self._pool = pool
+        if pool is not None:
+            # The workers stop with the servicer (a gateway built and dropped, as in tests)
+            # or at exit; the executor would also stop them once collected.
+            weakref.finalize(self, pool.close)
         self._providers = {p.institution_id: p for p in providers}
         self._validator = validator
         self._store = store
