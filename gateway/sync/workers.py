@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -103,8 +105,19 @@ _state: tuple[_FileKeys, UpdateValidator] | None = None
 _providers: dict[ProviderSpec, ProviderConfig] = {}
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the gateway process ends, however it ends (a SIGKILLed gateway
+    runs no shutdown, and a pool worker waiting for work would wait forever)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - a spawned worker always has one
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(0)
+
+
 def _start_worker(keyring_path: str, settings: SyncSettings) -> None:
     global _state
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     keys = _FileKeys(Path(keyring_path))
     token_key = keys.current().subject_token_key
     validator = UpdateValidator(
