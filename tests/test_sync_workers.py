@@ -8,6 +8,9 @@ pool.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,51 @@ def test_the_pool_size_is_configured(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="validation_workers"):
         SyncSettings(validation_workers=-1)
 
+
+
+_POOL_HOLDER = """
+import sys, time
+import subprocess
+import sys
+import time
+from pathlib import Path
+from credgate.gateway.sync.settings import SyncSettings
+from credgate.gateway.sync.workers import ValidationPool
+pool = ValidationPool(1, Path(sys.argv[1]), SyncSettings())
+pool.start()
+while not pool._pool or not pool._pool._processes:
+    time.sleep(0.05)
+print(*pool._pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_the_gateway_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed gateway runs no shutdown: its workers must notice and end themselves."""
+    Keyring.generate(tmp_path / "keyring")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _POOL_HOLDER, str(tmp_path / "keyring")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        workers = [int(pid) for pid in holder.stdout.readline().split()]
+        assert workers
+        assert all(_alive(pid) for pid in workers)
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie waiting for its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
