@@ -100,6 +100,30 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and of its live descendants (a gateway's validation workers):
+    a server that hands work to child processes is charged for it."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        parent = int(text.rpartition(")")[2].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    total, pending = own, list(parents.get(pid, ()))
+    while pending:
+        child = pending.pop()
+        total += process_cpu_seconds(child) or 0.0
+        pending.extend(parents.get(child, ()))
+    return total
+
+
 def load_average() -> float | None:
     """The 1-minute load average: other work on the machine skews every number."""
     try:
@@ -259,6 +283,11 @@ def _child_main(kind: str, conn: Connection, log_path: Path, settings: Any) -> N
     """Entry point of a server process; under cProfile when ``PROFILE_DIR_ENV`` names a folder
     (``--profile``), writing ``<label>.pstats`` there when the server stops."""
     logging.basicConfig(filename=log_path, level=logging.INFO, format=_LOG_FORMAT)
+    # The bench starts servers as daemonic processes (they die with the bench), and
+    # multiprocessing refuses children to a daemonic process; a gateway, as under
+    # ``credgate serve``, starts its own (the sync validation workers, which exit when the
+    # gateway's end of their pipe closes).
+    multiprocessing.current_process().daemon = False
     profile_dir = os.environ.get(PROFILE_DIR_ENV)
     profiler = cProfile.Profile() if profile_dir else None
     try:
@@ -316,7 +345,7 @@ class ServerProcess:
         return process_memory(self.pid)
 
     def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.pid)
+        return process_tree_cpu_seconds(self.pid)
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Any:
         """Start the process and wait until it listens; returns what it reported (its port,

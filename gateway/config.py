@@ -411,6 +411,7 @@ DERIVED_DEFAULTS: dict[str, str] = {
     "tls.key": "`<data_dir>/pki/server.key`",
     "keys.keyring": "`<data_dir>/keyring`",
     "sync.default_consistency": '`"auto"`',
+    "sync.validation_workers": "one per core but one, at most 4 (0 on a single core)",
 }
 """Defaults as the reference shows them where no dataclass field holds them as TOML would write
 them: computed from other keys (``config_from_mapping``), or parsed into another type."""

@@ -41,6 +41,7 @@ from credgate.gateway.sync.service import SERVICE_NAME, ProviderSyncServicer
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe
 from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator
+from credgate.gateway.sync.workers import validation_pool
 from tests.fixtures.pki import DevPki, mtls_channel
 
 ROGUE_PROVIDER = "provider-rogue"
@@ -128,6 +129,7 @@ async def sync_server(
         probes.append(SyncProbe())
         return probes[-1]
 
+    pool = validation_pool(config.sync, keyring)  # the gateway's default: worker processes
     servicer = ProviderSyncServicer(
         config.providers,
         validator,
@@ -135,6 +137,7 @@ async def sync_server(
         config.sync,
         CallerResolver(),
         probe_factory=new_probe,
+        pool=pool,
     )
     server = GatewayServer(listen="127.0.0.1:0", tls=pki.server_tls, shutdown_grace_seconds=0)
     server.add_servicer(sync_grpc.add_ProviderSyncServiceServicer_to_server, servicer, SERVICE_NAME)
@@ -144,6 +147,8 @@ async def sync_server(
     finally:
         await server.stop(0)
         await database.dispose()
+        if pool is not None:
+            pool.close()
 
 
 async def exchange(

@@ -8,6 +8,7 @@ ordering, acknowledgement) is ``SyncStream``'s job; a refused update never ends 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
@@ -25,6 +26,7 @@ from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import SyncStore
 from credgate.gateway.sync.stream import SyncProbe, SyncStream
 from credgate.gateway.sync.validate import IdempotencyDigester, UpdateValidator
+from credgate.gateway.sync.workers import ValidationPool, validation_pool
 
 SERVICE_NAME = "credit_repair.v1.ProviderSyncService"
 
@@ -41,7 +43,13 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Institution],
         *,
         probe_factory: Callable[[], SyncProbe] = SyncProbe,
+        pool: ValidationPool | None = None,
     ) -> None:
+        self._pool = pool
+        if pool is not None:
+            # The workers stop with the servicer (a gateway built and dropped, as in tests)
+            # or at exit; the executor would also stop them once collected.
+            weakref.finalize(self, pool.close)
         self._providers = {p.institution_id: p for p in providers}
         self._validator = validator
         self._store = store
@@ -81,7 +89,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         provider = self._provider_for(context)
         await context.send_initial_metadata(())
         stream = SyncStream(
-            provider, self._validator, self._store, self._settings, self._probe_factory()
+            provider,
+            self._validator,
+            self._store,
+            self._settings,
+            self._probe_factory(),
+            self._pool,
         )
         async for response in stream.run(request_iterator):
             yield response
@@ -106,6 +119,10 @@ def build_sync_servicer(
         IdempotencyDigester(token_key),
         settings,
     )
+    providers = tuple(providers)
+    pool = validation_pool(settings, keys) if providers else None
+    if pool is not None:
+        pool.start()
     return ProviderSyncServicer(
-        providers, validator, SyncStore(database, cipher), settings, identify
+        providers, validator, SyncStore(database, cipher), settings, identify, pool=pool
     )

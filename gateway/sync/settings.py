@@ -31,6 +31,7 @@ SYNC_KEYS: dict[str, type] = {
     "max_update_bytes": int,
     "max_batch_updates": int,
     "max_clock_skew_seconds": float,
+    "validation_workers": int,
 }
 """The ``[sync]`` keys and their types (``gateway.config`` checks them, env overrides too)."""
 PROVIDER_KEYS = ("institution_id", "source_id", "source_kind", "public_key", "display_name")
@@ -53,6 +54,11 @@ class SyncSettings:
     batch is applied in one transaction whatever its size (it is stored all or nothing)."""
     max_clock_skew_seconds: float = 300.0
     """How far in the future a ``source_as_of`` may lie (provider clocks drift)."""
+    validation_workers: int | None = None
+    """Worker processes that validate ``SignedUpdateBatch`` messages (signature, input rules,
+    tokens, encryption) off the event loop, so batch N+1 validates while batch N commits and
+    validation uses every core; 0 validates on the event loop. Unset: one per core but one, at
+    most 4 (0 on a single core). The per-update form is always validated on the event loop."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -61,6 +67,8 @@ class SyncSettings:
             "sync.max_update_bytes": self.max_update_bytes >= 1024,
             "sync.max_batch_updates": 1 <= self.max_batch_updates <= 4096,
             "sync.max_clock_skew_seconds": self.max_clock_skew_seconds >= 0,
+            "sync.validation_workers": self.validation_workers is None
+            or 0 <= self.validation_workers <= 64,
         }
         for key, ok in checks.items():
             if not ok:

@@ -28,7 +28,8 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +40,7 @@ from credgate.gateway.sync.plan import Outcome
 from credgate.gateway.sync.settings import ProviderConfig, SyncSettings
 from credgate.gateway.sync.store import BatchResult, SyncStore
 from credgate.gateway.sync.validate import Accepted, Prepared, Rejection, UpdateValidator
+from credgate.gateway.sync.workers import ValidationPool
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,17 @@ class _Hello:
     client_agent: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Batch:
-    """The updates of one ``SignedUpdateBatch``: applied together, in one transaction."""
+    """The updates of one ``SignedUpdateBatch``: applied together, in one transaction.
 
-    updates: list[Prepared]
+    Validated in a worker process, it is queued at once with ``pending`` (the worker's
+    result) and its ``updates`` are filled when the applier takes it: the next batch is read
+    and validated while this one commits."""
+
+    count: int
+    updates: list[Prepared] = field(default_factory=list)
+    pending: asyncio.Future[Any] | None = None
 
 
 class _Budget:
@@ -128,6 +136,18 @@ def _updates(item: Prepared | _Batch) -> list[Prepared]:
     return list(item.updates) if isinstance(item, _Batch) else [item]
 
 
+def _cancel_pending(queue: asyncio.Queue[_Item], *items: _Item | None) -> None:
+    """Drop the worker results nobody will take (the stream ended before them)."""
+    left: list[_Item | None] = list(items)
+    while not queue.empty():
+        left.append(queue.get_nowait())
+    for item in left:
+        if isinstance(item, _Batch) and item.pending is not None:
+            item.pending.cancel()
+            if item.pending.done() and not item.pending.cancelled():
+                item.pending.exception()  # retrieved: no "never retrieved" warning
+
+
 def _printable(text: str) -> str:
     """A provider-chosen string made safe for a log line."""
     return "".join(c if c.isprintable() else "?" for c in text[:_AGENT_LIMIT])
@@ -143,8 +163,10 @@ class SyncStream:
         store: SyncStore,
         settings: SyncSettings,
         probe: SyncProbe | None = None,
+        pool: ValidationPool | None = None,
     ) -> None:
         self._provider = provider
+        self._pool = pool
         self._validator = validator
         self._store = store
         self._settings = settings
@@ -162,6 +184,8 @@ class SyncStream:
         try:
             while True:
                 item = await self._next(queue)
+                if isinstance(item, _Batch) and item.pending is not None:
+                    await self._resolve(item)  # raises the batch's refusal
                 if isinstance(item, Prepared | _Batch):
                     for response in await self._apply(self._batch(item, queue)):
                         yield response
@@ -175,6 +199,7 @@ class SyncStream:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            _cancel_pending(queue, self._pending)
             log.info(
                 "sync stream of provider %s (source %s) ended: %d updates read, %d committed",
                 self._provider.institution_id,
@@ -192,9 +217,9 @@ class SyncStream:
                 if isinstance(item, Prepared):
                     self.probe.on_read()
                 elif isinstance(item, _Batch):
-                    for _ in item.updates:
+                    for _ in range(item.count):
                         self.probe.on_read()
-                    await self._budget.reserve(len(item.updates))
+                    await self._budget.reserve(item.count)
                 await queue.put(item)  # blocks while the queue is full: back-pressure
         except Exception as exc:  # handed to the applier, which ends the call with it
             await queue.put(_End(exc))
@@ -206,9 +231,17 @@ class SyncStream:
         if kind == "update":
             return self._validator.prepare(self._provider, request.update)
         if kind == "batch":
-            # Raises BatchRefused for a batch refused as a whole: the applier ends the call
-            # with it after everything queued before the batch.
-            return _Batch(self._validator.prepare_batch(self._provider, request.batch))
+            # A batch refused as a whole raises BatchRefused (here, or where the applier takes
+            # a worker's result): the call ends with it after everything queued before it.
+            count = len(request.batch.update_bytes)
+            if self._pool is not None:
+                pending = self._pool.submit(
+                    self._provider, self._validator.primary_key_id, request.batch
+                )
+                if pending is not None:
+                    return _Batch(count, pending=pending)
+            updates = self._validator.prepare_batch(self._provider, request.batch)
+            return _Batch(count, updates)
         if kind == "hello":
             return _Hello(_printable(request.hello.client_agent))
         return Prepared(
@@ -226,8 +259,30 @@ class SyncStream:
     def _taken(self, item: _Item) -> _Item:
         """``item`` as it leaves the queue: a batch gives its updates back to the budget."""
         if isinstance(item, _Batch):
-            self._budget.release(len(item.updates))
+            self._budget.release(item.count)
         return item
+
+    async def _resolve(self, item: _Batch) -> None:
+        """Wait for a worker's result: the batch's updates, or its refusal raised."""
+        assert self._pool is not None
+        assert item.pending is not None
+        pending, item.pending = item.pending, None
+        item.updates = await self._pool.result(pending)
+
+    @staticmethod
+    def _ready(item: _Batch) -> bool:
+        """Whether a batch can join a transaction now: validated, and not refused (a refused
+        batch ends the call only after the transaction before it commits)."""
+        pending = item.pending
+        if pending is None:
+            return True
+        if not pending.done() or pending.cancelled() or pending.exception() is not None:
+            return False
+        result = pending.result()
+        if not isinstance(result, list):
+            return False
+        item.updates, item.pending = result, None
+        return True
 
     def _batch(self, first: Prepared | _Batch, queue: asyncio.Queue[_Item]) -> list[Prepared]:
         """``first`` plus whatever updates are already queued, up to ``max_batch``.
@@ -242,8 +297,10 @@ class SyncStream:
                 break
             if isinstance(item, Prepared):
                 batch.append(item)
-            elif isinstance(item, _Batch) and len(batch) + len(item.updates) <= (
-                self._settings.max_batch
+            elif (
+                isinstance(item, _Batch)
+                and len(batch) + item.count <= self._settings.max_batch
+                and self._ready(item)
             ):
                 batch.extend(item.updates)
             else:
