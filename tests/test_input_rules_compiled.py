@@ -190,7 +190,7 @@ def _messages(draw: st.DrawFn, descriptor: Descriptor) -> Message:
 
 
 @pytest.mark.parametrize("descriptor", ACCEPTED, ids=lambda d: d.name)
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(data=st.data())
 def test_the_compiled_checker_gives_the_walks_verdicts(
