@@ -153,15 +153,25 @@ def _measure(
     elapsed = time.monotonic() - started
     after = _thread_cpu(server.pid)
     result: dict[str, Any] = {"row": label, "calls": calls, "seconds": round(elapsed, 2)}
-    spent = {k: after[k] - before.get(k, 0.0) for k in after}
-    result["cpu_ms_per_call"] = round(sum(spent.values()) * 1000 / calls, 4)
-    main = [v for k, v in spent.items() if k.split(":", 1)[0] == str(server.pid)]
-    result["loop_thread_cpu_ms_per_call"] = round(sum(main) * 1000 / calls, 4)
-    busiest = sorted(spent.items(), key=lambda kv: -kv[1])[:4]
-    result["threads_ms_per_call"] = {k: round(v * 1000 / calls, 4) for k, v in busiest}
+    result.update(cpu_per_call(before, after, server.pid, calls, threads_shown=4))
     if callgrind_dir is not None:
         result["instructions_per_call"] = _instructions(server.pid, callgrind_dir) // calls
     return result
+
+
+def cpu_per_call(
+    before: dict[str, float], after: dict[str, float], pid: int, calls: int, *, threads_shown: int
+) -> dict[str, Any]:
+    """CPU ms per call from two ``_thread_cpu`` readings: all threads, the loop's (the main
+    thread's id is the process id), and the busiest ``threads_shown`` threads."""
+    spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    main = [v for k, v in spent.items() if k.split(":", 1)[0] == str(pid)]
+    busiest = sorted(spent.items(), key=lambda kv: -kv[1])[:threads_shown]
+    return {
+        "cpu_ms_per_call": round(sum(spent.values()) * 1000 / calls, 4),
+        "loop_thread_cpu_ms_per_call": round(sum(main) * 1000 / calls, 4),
+        "threads_ms_per_call": {k: round(v * 1000 / calls, 4) for k, v in busiest},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

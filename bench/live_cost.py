@@ -39,6 +39,7 @@ from bench.index_cost import (
     _instructions,
     _running,
     _thread_cpu,
+    cpu_per_call,
 )
 from bench.servers import FleetSettings, ServerProcess
 from bench.suite import (
@@ -100,12 +101,7 @@ def _measure(
         "seconds": round(elapsed, 2),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
     }
-    spent = {k: after[k] - before.get(k, 0.0) for k in after}
-    result["cpu_ms_per_call"] = round(sum(spent.values()) * 1000 / calls, 4)
-    main = [v for k, v in spent.items() if k.split(":", 1)[0] == str(server.pid)]
-    result["loop_thread_cpu_ms_per_call"] = round(sum(main) * 1000 / calls, 4)
-    busiest = sorted(spent.items(), key=lambda kv: -kv[1])[:5]
-    result["threads_ms_per_call"] = {k: round(v * 1000 / calls, 4) for k, v in busiest}
+    result.update(cpu_per_call(before, after, server.pid, calls, threads_shown=5))
     if callgrind_dir is not None:
         result["instructions_per_call"] = _instructions(server.pid, callgrind_dir) // calls
     return result

@@ -119,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     status = _run(args)
-    # Only a command that served has imported the server, and only a stop can abandon work.
+    # Only a command that served has imported the server (and only a failed serve sets it).
     server = sys.modules.get("credgate.gateway.server")
     if server is not None:
-        server.exit_now_if_work_abandoned(status)
+        server.exit_now_if_failed_serve_abandoned_work(status)
     return status
 
 

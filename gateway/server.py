@@ -150,9 +150,11 @@ def run_until_stopped(main: Coroutine[Any, Any, None], *, event_loop: str = "asy
     stop was asked for and done; the database rolls back what was not committed), after the
     log is written out. A serve that *failed* (a configuration error found while starting) and
     abandoned work on its way out raises as usual: the command line turns the error into its
-    exit status and then ends at once (``exit_now_if_work_abandoned``) — an ``os._exit(0)``
-    here would report a failed start as a clean stop.
+    exit status and then ends at once (``exit_now_if_failed_serve_abandoned_work``) — an
+    ``os._exit(0)`` here would report a failed start as a clean stop.
     """
+    global _work_abandoned, _failed_serve_abandoned_work
+    _work_abandoned = False  # this serve's stop, not an earlier one in the same process
     runner = asyncio.Runner(loop_factory=loop_factory(event_loop))
     failed = True
     try:
@@ -161,15 +163,24 @@ def run_until_stopped(main: Coroutine[Any, Any, None], *, event_loop: str = "asy
     finally:
         if not _work_abandoned:
             runner.close()
-        elif not failed:
-            exit_now_if_work_abandoned(0)
+        elif failed:
+            _failed_serve_abandoned_work = True
+        else:
+            _end_now(0)
 
 
-def exit_now_if_work_abandoned(status: int) -> None:
-    """End the process with ``status`` without waiting for its threads, if a stop abandoned
-    work (``run_until_stopped``); otherwise return."""
-    if not _work_abandoned:
-        return
+_failed_serve_abandoned_work = False
+"""Set by ``run_until_stopped`` only: the serve raised, and its stop abandoned work."""
+
+
+def exit_now_if_failed_serve_abandoned_work(status: int) -> None:
+    """End the process with ``status`` without waiting for its threads, if a serve of this
+    process failed and abandoned work (``run_until_stopped``); otherwise return."""
+    if _failed_serve_abandoned_work:
+        _end_now(status)
+
+
+def _end_now(status: int) -> None:
     from credgate.gateway.telemetry.logs import flush_logging
 
     logger.warning("stopped with work abandoned; not waiting for its threads")

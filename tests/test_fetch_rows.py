@@ -21,6 +21,7 @@ from credgate.gateway.workflows.objection_store import (
     AWAITING_SUBJECT,
     SUBMITTING,
 )
+from tests.fixtures.storage import objection_row
 
 TOKEN = "st_" + "a" * 32
 OTHER = "st_" + "b" * 32
@@ -40,23 +41,7 @@ def _facts(source_id: str, as_of: dt.datetime | None) -> report_pb2.SourceFacts:
 def _objection(
     number: int, token: str, state: int, category: int, due: dt.datetime | None
 ) -> ObjectionRow:
-    return ObjectionRow(
-        objection_id=f"obj-{number}",
-        subject_token=token,
-        filed_by="subject.k",
-        request_id=f"req-{number}",
-        request_digest="d",
-        source_id="bank-a",
-        category=category,
-        aspect=1,
-        state=state,
-        details_ciphertext=b"sealed",
-        key_id="k",
-        filed_at=NOW,
-        version=1,
-        updated_at=NOW,
-        filing_due_at=due,
-    )
+    return objection_row(number, token, state, category, due, NOW)
 
 
 async def test_the_compiled_reads_give_sqlalchemys_rows(

@@ -62,7 +62,7 @@ from credgate.gateway.workflows.objection_store import (
     ObjectionStore,
 )
 from tests.fixtures.pki import DevPki
-from tests.fixtures.storage import make_identity_number
+from tests.fixtures.storage import make_identity_number, objection_row
 from tests.watch_support import (
     AS_OF,
     CASE,
@@ -101,24 +101,7 @@ _numbers = iter(range(10**9))
 
 
 def _objection(token: str, state: int, category: int, due: dt.datetime | None) -> ObjectionRow:
-    number = next(_numbers)
-    return ObjectionRow(
-        objection_id=f"obj-{number}",
-        subject_token=token,
-        filed_by="subject.k",
-        request_id=f"req-{number}",
-        request_digest="d",
-        source_id="bank-a",
-        category=category,
-        aspect=1,
-        state=state,
-        details_ciphertext=b"sealed",
-        key_id="k",
-        filed_at=NOW,
-        version=1,
-        updated_at=NOW,
-        filing_due_at=due,
-    )
+    return objection_row(next(_numbers), token, state, category, due, NOW)
 
 
 def _view(

@@ -122,7 +122,7 @@ async def serve(fail: bool) -> None:
 try:
     server.run_until_stopped(serve(sys.argv[1] == "fail"))
 except ConfigError:
-    server.exit_now_if_work_abandoned(2)
+    server.exit_now_if_failed_serve_abandoned_work(2)
 sys.exit(99)  # not reached: either way the process ends at once
 """
 
