@@ -390,13 +390,7 @@ def _walk(
             continue
         path = prefix + step.name
         if step.repeated:
-            if len(value) > step.max_items:
-                violations.append((path, f"must have at most {step.max_items} items"))
-                continue
-            if step.per_item:
-                continue
-            for index, item in enumerate(value):
-                _one(step, item, f"{path}[{index}]", violations, foldable)
+            _generic_field(step, value, path, violations, foldable)
         else:
             _one(step, value, path, violations, foldable)
 
@@ -473,7 +467,8 @@ def _case_shape(value: str, path: str, violations: list[Violation]) -> bool:
 def _generic_field(
     step: _FieldPlan, value: Any, path: str, violations: list[Violation], foldable: list[str]
 ) -> None:
-    """The walk's handling of one listed field (map fields; requests carry none today)."""
+    """One repeated field: its item bound, then each item (the walk's handling, which the
+    compiled checker calls for map fields; requests carry none today)."""
     if len(value) > step.max_items:
         violations.append((path, f"must have at most {step.max_items} items"))
         return
