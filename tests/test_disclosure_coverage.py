@@ -31,12 +31,14 @@ from credgate.api.credit_repair.v1 import reconciliation_service_pb2_grpc as rec
 from credgate.api.credit_repair.v1 import repair_application_service_pb2 as app_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2 as status_pb2
 from credgate.api.credit_repair.v1 import repair_status_service_pb2_grpc as status_grpc
+from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2 as self_pb2
 from credgate.api.credit_repair.v1 import self_inquiry_service_pb2_grpc as self_grpc
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.core.errors import REQUEST_ID_METADATA_KEY
 from credgate.gateway.disclosure import LEDGER
 from credgate.gateway.wire_errors import parse_error
+from tests.fixtures.mocks import unstale
 from tests.fixtures.storage import make_identity_number
 from tests.fixtures.subjects import Subject, enrol_subject
 from tests.workflow_support import WorkflowGateway, workflow_gateway_each_backend
@@ -226,7 +228,15 @@ async def _setup(world: World) -> None:
     world.subject = await enrol_subject(gw.running, world.number)
     gw.clock.set(2028, 9, 5)
     async with world.channel("court-demo") as channel:
-        report = (await _st(channel).GetRepairStatus(_status(world.number))).report
+        stub = _st(channel)
+
+        async def ask() -> report_pb2.RepairStatusReport:
+            answer: status_pb2.GetRepairStatusResponse = await stub.GetRepairStatus(
+                _status(world.number)
+            )
+            return answer.report
+
+        report = await unstale(ask)  # the setup needs the registry's case, not its timing
     registry = next(s for s in report.sources if s.source_id == "credit-registry")
     record_id = registry.cases[0].provenance.source_record_id
     async with world.channel("subject") as channel:
