@@ -70,7 +70,7 @@ async def test_a_worker_decides_what_the_event_loop_decides(tmp_path: Path) -> N
     update_bytes[3] = canonical_bytes(broken)
     batch = sign_batch_bytes(PLATFORM.signing_key, PROVIDER.source_id, batch.first_sequence,
                              update_bytes)
-    pool = ValidationPool(1, tmp_path / "keyring", SyncSettings())
+    pool = ValidationPool(1, keyring, SyncSettings())
     try:
         remote = await _validated(pool, keyring.primary_key_id, batch)
     finally:
@@ -103,7 +103,7 @@ async def test_a_tampered_batch_is_refused_and_located_through_the_worker(
     keyring = Keyring.generate(tmp_path / "keyring")
     batch = _batch(8)
     batch.update_bytes[5] = batch.update_bytes[5] + b"\x00"
-    pool = ValidationPool(1, tmp_path / "keyring", SyncSettings())
+    pool = ValidationPool(1, keyring, SyncSettings())
     try:
         with pytest.raises(BatchRefused) as refused:
             await _validated(pool, keyring.primary_key_id, batch)
@@ -120,7 +120,7 @@ async def test_a_worker_encrypts_under_the_primary_key_the_gateway_names(tmp_pat
     """After a rotation the worker re-reads the keyring file rather than use its old copy."""
     path = tmp_path / "keyring"
     keyring = Keyring.generate(path)
-    pool = ValidationPool(1, path, SyncSettings())
+    pool = ValidationPool(1, keyring, SyncSettings())
     try:
         old = keyring.primary_key_id
         first = await _validated(pool, old, _batch(1))
@@ -145,16 +145,45 @@ def test_the_pool_size_is_configured(tmp_path: Path) -> None:
         SyncSettings(validation_workers=-1)
 
 
+async def test_a_worker_needs_no_keyring_file_to_start(tmp_path: Path) -> None:
+    """A worker starts from the keys the gateway held, not from a file that may be gone
+    (the demo's workspace was removed while its workers were still starting)."""
+    keyring = Keyring.generate(tmp_path / "keyring")
+    pool = ValidationPool(1, keyring, SyncSettings())
+    (tmp_path / "keyring").unlink()
+    try:
+        prepared = await _validated(pool, keyring.primary_key_id, _batch(2))
+    finally:
+        pool.close()
+    assert all(isinstance(p.result, Accepted) for p in prepared)
+
+
+def test_a_stopped_pool_leaves_no_worker_behind_even_one_still_starting(
+    tmp_path: Path,
+) -> None:
+    keyring = Keyring.generate(tmp_path / "keyring")
+    pool = ValidationPool(2, keyring, SyncSettings())
+    pool.start()
+    assert pool._pool is not None
+    workers = list(pool._pool._processes)
+    assert len(workers) == 2
+    pool.close()  # at once: the workers are still importing the gateway (a second or more)
+    # Terminated, they are gone at their next time slice; left alone, they would finish
+    # starting first (and, before the keys crossed as bytes, read a file perhaps gone).
+    deadline = time.monotonic() + 1.0
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(pid) for pid in workers)
+
 
 _POOL_HOLDER = """
-import sys, time
-import subprocess
 import sys
 import time
 from pathlib import Path
+from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.sync.settings import SyncSettings
 from credgate.gateway.sync.workers import ValidationPool
-pool = ValidationPool(1, Path(sys.argv[1]), SyncSettings())
+pool = ValidationPool(1, Keyring.load(Path(sys.argv[1])), SyncSettings())
 pool.start()
 while not pool._pool or not pool._pool._processes:
     time.sleep(0.05)

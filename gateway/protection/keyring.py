@@ -230,6 +230,11 @@ class Keyring:
 
     # -- serialization --------------------------------------------------------------------------
 
+    def to_bytes(self) -> bytes:
+        """The keyring file's bytes (``from_bytes`` reads them back): how a worker process
+        gets the keys the gateway holds, not a file that may have changed since."""
+        return self._to_json()
+
     def _to_json(self) -> bytes:
         doc = {
             "format": FORMAT,

@@ -5,15 +5,18 @@ AES-GCM calls), so a thread would free the event loop without adding throughput;
 add cores. Each worker holds its own ``UpdateValidator`` with the gateway's keys and gets a
 batch's serialized bytes; it returns what the applier needs — per update its sequence, receipt
 time, and either the rejection or the tokens, digests and ciphertexts — or the batch's refusal.
-Nothing else crosses: the keys are read by each worker from the keyring file itself, and the
-primary key id the gateway would encrypt under *now* travels with each batch, so a worker
-encrypts under exactly the key the event loop would have (it re-reads the file when its copy
-names another primary). ``[sync] validation_workers`` sets the pool size (0: validate on the
-event loop, as before).
+Nothing else crosses: each worker starts from the keyring the gateway held when the pool was
+made (its bytes, not its file: a worker starting later must not depend on a file that may have
+gone), and the primary key id the gateway would encrypt under *now* travels with each batch,
+so a worker encrypts under exactly the key the event loop would have (it re-reads the keyring
+file when its copy names another primary). ``[sync] validation_workers`` sets the pool size
+(0: validate on the event loop, as before).
 
 Workers are started with ``spawn`` (a forked child of a process running gRPC's threads is
-unsafe) on the first batch, and a pool whose worker died is replaced; the stream that saw it
-ends ``UNAVAILABLE`` (nothing of the batch was applied or acknowledged; the provider resumes).
+unsafe) when the gateway starts, and a pool whose worker died is replaced; the stream that saw
+it ends ``UNAVAILABLE`` (nothing of the batch was applied or acknowledged; the provider
+resumes). A stopped pool terminates its workers, even those still starting: a stopped gateway
+leaves no process of its own behind.
 """
 
 from __future__ import annotations
@@ -82,9 +85,9 @@ class _FileKeys:
     """The worker's ``KeySource``: the keyring file, re-read when the gateway's primary key
     is one this copy does not name as primary, or a ciphertext names a key it lacks."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ring: Keyring) -> None:
         self._path = path
-        self._ring = Keyring.load(path)
+        self._ring = ring
 
     def use(self, primary_key_id: str) -> None:
         if self._ring.primary_key_id != primary_key_id:
@@ -115,10 +118,11 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
-def _start_worker(keyring_path: str, settings: SyncSettings) -> None:
+def _start_worker(keyring_path: str, keyring_bytes: bytes, settings: SyncSettings) -> None:
     global _state
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
-    keys = _FileKeys(Path(keyring_path))
+    path = Path(keyring_path)
+    keys = _FileKeys(path, Keyring.from_bytes(keyring_bytes, path))
     token_key = keys.current().subject_token_key
     validator = UpdateValidator(
         SubjectTokenizer(token_key), FieldCipher(keys), IdempotencyDigester(token_key), settings
@@ -155,10 +159,10 @@ def validation_pool(settings: SyncSettings, keys: KeySource) -> ValidationPool |
     workers = settings.validation_workers
     if workers is None:
         workers = default_validation_workers()
-    path = keys.current().path
-    if workers <= 0 or path is None:
+    keyring = keys.current()
+    if workers <= 0 or keyring.path is None:
         return None
-    return ValidationPool(workers, path, settings)
+    return ValidationPool(workers, keyring, settings)
 
 
 def _ready() -> None:
@@ -168,9 +172,11 @@ def _ready() -> None:
 class ValidationPool:
     """``prepare_batch`` in ``workers`` processes; ``submit`` returns at once (pipelining)."""
 
-    def __init__(self, workers: int, keyring_path: Path, settings: SyncSettings) -> None:
+    def __init__(self, workers: int, keyring: Keyring, settings: SyncSettings) -> None:
+        if keyring.path is None:
+            raise ValueError("worker processes need a keyring file to follow its rotations")
         self._workers = workers
-        self._keyring_path = str(keyring_path)
+        self._keyring = (str(keyring.path), keyring.to_bytes())
         self._settings = settings
         self._pool: ProcessPoolExecutor | None = None
         self._disabled = False
@@ -197,7 +203,7 @@ class ValidationPool:
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self._keyring_path, self._settings),
+                initargs=(*self._keyring, self._settings),
             )
         return self._pool
 
@@ -247,13 +253,25 @@ class ValidationPool:
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
             self._pool = None
-            broken.shutdown(wait=False, cancel_futures=True)
+            _stop(broken)
 
     def close(self) -> None:
         """Stop the workers (the gateway's shutdown)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            _stop(self._pool)
             self._pool = None
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down without waiting, and terminate its processes: a worker still
+    importing the gateway would otherwise finish starting after its gateway stopped.
+    (``ProcessPoolExecutor.terminate_workers`` arrives in Python 3.14; until then its
+    process table is the way to them.)"""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
 
 
 def _unavailable() -> GatewayError:
