@@ -59,7 +59,7 @@ from credgate.gateway.signing_key_service import SigningKeyServicer
 from credgate.gateway.storage.data_life_sweep import DataLifeSweep
 from credgate.gateway.storage.migrate import upgrade_to_head
 from credgate.gateway.subject_certificate import SubjectCertificates
-from credgate.gateway.sync.service import build_sync_servicer
+from credgate.gateway.sync.service import ProviderSyncServicer, build_sync_servicer
 from credgate.gateway.telemetry import Registration, observe_audit_backlog, setup_telemetry
 from credgate.gateway.watch.runtime import ChangeFollowers, build_followers, push_sources
 from credgate.gateway.witness.submit import witness_submitter
@@ -99,6 +99,8 @@ class Gateway:
     """Clears the kept state of reports whose data life ended (``gateway.storage``)."""
     certificates: RepairCertificates | None = None
     """Issues repair-status certificates and computes their status list."""
+    sync: ProviderSyncServicer | None = None
+    """Provider sync, whose validation worker processes stop with the gateway."""
 
     async def start(self) -> int:
         port = await self.server.start()
@@ -136,6 +138,11 @@ class Gateway:
         hangs on a stalled database is abandoned with a log line, never the stop."""
         budget = budget or StopBudget()
         self.audit_backlog.close()
+        if self.sync is not None:
+            # Its worker processes would outlive the gateway: a gateway that is itself a
+            # multiprocessing child (``credgate serve --workers``, the bench) waits at exit
+            # for every child, and an idle pool worker waits for work forever.
+            self.sync.close()
         if self.followers is not None:
             await budget.step("stopping the change followers", self.followers.stop())
         await budget.step("stopping audit checkpoints", self.checkpointer.stop())
@@ -311,10 +318,9 @@ async def build_gateway(
         SELF_INQUIRY_SERVICE,
     )
     add_regulator_service(server, RegulatorServicer(audit, identify, page_tokens=page_tokens))
+    sync = build_sync_servicer(config.providers, config.sync, database, keys, identify)
     server.add_servicer(
-        sync_grpc.add_ProviderSyncServiceServicer_to_server,
-        build_sync_servicer(config.providers, config.sync, database, keys, identify),
-        PROVIDER_SYNC_SERVICE,
+        sync_grpc.add_ProviderSyncServiceServicer_to_server, sync, PROVIDER_SYNC_SERVICE
     )
     followers.register(server)
     workflows.register(
@@ -357,6 +363,7 @@ async def build_gateway(
         signer=signer,
         data_life=DataLifeSweep(database),
         certificates=certificates,
+        sync=sync,
     )
 
 

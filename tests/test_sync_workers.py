@@ -8,6 +8,7 @@ pool.
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from credgate.adapters.mocks.providers import PLATFORM, update_history
 from credgate.api.credit_repair.v1 import provider_sync_service_pb2 as sync_pb2
 from credgate.core.sync.signing import canonical_bytes, sign_batch_bytes
 from credgate.core.tokens import SubjectTokenizer
+from credgate.gateway.app import build_gateway
+from credgate.gateway.config import config_from_mapping
 from credgate.gateway.protection.cipher import FieldCipher
 from credgate.gateway.protection.keyring import Keyring
 from credgate.gateway.sync.models import original_context
@@ -33,6 +36,8 @@ from credgate.gateway.sync.validate import (
     UpdateValidator,
 )
 from credgate.gateway.sync.workers import ValidationPool, validation_pool
+from tests.fixtures.pki import DevPki
+from tests.sync_support import ensure_provider_certs, sync_document
 
 PROVIDER = parse_providers([PLATFORM.provider_entry()])[0]
 
@@ -170,10 +175,26 @@ def test_a_stopped_pool_leaves_no_worker_behind_even_one_still_starting(
     pool.close()  # at once: the workers are still importing the gateway (a second or more)
     # Terminated, they are gone at their next time slice; left alone, they would finish
     # starting first (and, before the keys crossed as bytes, read a file perhaps gone).
-    deadline = time.monotonic() + 1.0
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(_alive(pid) for pid in workers)
+    assert _all_gone(workers, within=1.0)
+
+
+async def test_a_stopped_gateway_leaves_no_validation_worker(
+    dev_pki: DevPki, tmp_path: Path
+) -> None:
+    """The gateway's stop ends its workers: a gateway that is itself a multiprocessing child
+    (``credgate serve --workers``, the bench) otherwise waited at exit for an idle worker
+    that waits for work forever (the bench's gateways hung 15 s, until terminated)."""
+    ensure_provider_certs(dev_pki)
+    document = sync_document(
+        dev_pki, tmp_path, f"sqlite:///{tmp_path / 'credgate.db'}",
+        sync={"validation_workers": 1},
+    )  # fmt: skip
+    gateway = await build_gateway(config_from_mapping(document, base_dir=tmp_path, environ={}))
+    await gateway.start()
+    workers = [child.pid for child in multiprocessing.active_children() if child.pid]
+    assert workers, "the gateway started no validation worker"
+    await gateway.stop(0)
+    assert _all_gone(workers, within=1.0)
 
 
 _POOL_HOLDER = """
@@ -208,10 +229,16 @@ def test_workers_exit_when_the_gateway_is_killed(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+    assert _all_gone(workers, within=30)
+
+
+def _all_gone(pids: list[int], *, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _alive(pid: int) -> bool:

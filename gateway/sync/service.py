@@ -57,6 +57,11 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         self._identify = identify
         self._probe_factory = probe_factory
 
+    def close(self) -> None:
+        """Stop the validation workers (the gateway's release, once no stream is served)."""
+        if self._pool is not None:
+            self._pool.close()
+
     def _provider_for(self, context: grpc.aio.ServicerContext) -> ProviderConfig:
         institution = self._identify(context)
         if institution.role != vocabulary_pb2.INSTITUTION_ROLE_DATA_PROVIDER:
