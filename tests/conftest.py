@@ -20,5 +20,5 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     test that ends the process early (an ``os._exit`` reached in-process) cannot pass for a
     green run — one once ended the suite at 13 % with status 0."""
     marker = os.environ.get("TESTS_FINISHED_FILE")
-    if marker:
+    if marker and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller's session only
         Path(marker).write_text(f"{int(exitstatus)}\n", encoding="utf-8")
