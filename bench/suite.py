@@ -43,7 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -696,42 +696,38 @@ class _Suite:
             if row is not None and row.status is Status.OK and "gateway_rss_mib" not in row.metrics:
                 row.metrics.update(_memory_metrics(memory))
 
-    def _sources_row(self, sources: Sequence[Any]) -> Row:
-        from bench.sources_alone import sources_alone
-
+    def _without_gateway(
+        self, run: Callable[..., Coroutine[Any, Any, LoadResult]], sources: Sequence[Any]
+    ) -> LoadResult:
+        """A baseline row's load: ``run`` straight against the sources, for at most 5 s."""
         settings = self.settings
-        result = asyncio.run(
-            sources_alone(
+        return asyncio.run(
+            run(
                 sources,
                 self.world.identity_numbers,
                 min(settings.duration, 5.0),
                 settings.max_requests,
             )
         )
-        self.sources_alone = result
+
+    def _sources_row(self, sources: Sequence[Any]) -> Row:
+        from bench.sources_alone import sources_alone
+
+        self.sources_alone = self._without_gateway(sources_alone, sources)
         return Row.from_load(
             SOURCES_ID,
             SOURCES_TITLE,
-            result,
+            self.sources_alone,
             f"when the slowest of {len(sources)} answers is read whole: the adapters' request "
             "bytes, nothing parsed",
         )
 
     def _direct_row(self, sources: Sequence[Any]) -> Row:
-        settings = self.settings
-        result = asyncio.run(
-            _direct_fanout(
-                sources,
-                self.world.identity_numbers,
-                min(settings.duration, 5.0),
-                settings.max_requests,
-            )
-        )
-        self.direct = result
+        self.direct = self._without_gateway(_direct_fanout, sources)
         return Row.from_load(
             DIRECT_ID,
             DIRECT_TITLE,
-            result,
+            self.direct,
             f"the slowest of {len(sources)} sources, through the gateway's adapters",
         )
 

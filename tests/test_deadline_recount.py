@@ -20,6 +20,7 @@ from credgate.gateway.workdays import BEIJING, WorkdayCalendar, end_of_day
 from credgate.gateway.workflows.common import Changes
 from credgate.gateway.workflows.models import ObjectionRow, RepairApplicationRow, WorkflowStepRow
 from credgate.gateway.workflows.recount import RECOUNTED, recount_deadlines
+from tests.fixtures.storage import objection_row
 
 TEST_2027 = Path(__file__).parent / "data" / "calendars" / "TEST-ONLY-2027.toml"
 THROUGH_2026 = range(2001, 2027)
@@ -28,23 +29,10 @@ NOW = dt.datetime(2026, 12, 21, 2, tzinfo=dt.UTC)
 
 
 def _objection(objection_id: str, state: int, **times: dt.datetime | None) -> ObjectionRow:
-    return ObjectionRow(
-        objection_id=objection_id,
-        subject_token="st_x",
-        filed_by="subject.k",
-        request_id=objection_id,
-        request_digest="d",
-        source_id="credit-registry",
-        category=1,
-        aspect=1,
-        state=state,
-        details_ciphertext=b"sealed",
-        key_id="k",
-        filed_at=STARTED,
-        version=1,
-        updated_at=STARTED,
-        **times,
-    )
+    return objection_row(
+        0, "st_x", state, 1, None, STARTED,
+        objection_id=objection_id, request_id=objection_id, source_id="credit-registry", **times,
+    )  # fmt: skip
 
 
 def _application(application_id: str, outcome: int, due: dt.datetime) -> RepairApplicationRow:
