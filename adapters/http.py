@@ -21,7 +21,7 @@ import aiohttp
 import yarl
 
 from credgate.adapters.base import MalformedPayload, SourceError, SourceTimeout, SourceUnavailable
-from credgate.core.telemetry.clients import http_trace_config
+from credgate.core.telemetry.clients import http_client_call
 
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 
@@ -40,7 +40,7 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64),
                 raise_for_status=False,
-                trace_configs=[http_trace_config()],
+                # Traced around each request (``post``), not by aiohttp trace configs.
                 # No aiohttp timers: ``post`` bounds the whole exchange with one
                 # ``asyncio.timeout`` (aiohttp's default 5-minute total would add timer
                 # handles per request that never fire first).
@@ -62,23 +62,30 @@ class HttpTransport:
         if timeout <= 0:
             raise SourceTimeout("no time left to call the source")
         body_bytes, headers = encoded_body(json, data, headers)
+        url = self._url(path)
         try:
             async with asyncio.timeout(timeout):
-                async with self._client().post(
-                    self._url(path), data=body_bytes, headers=headers
-                ) as response:
-                    if response.status in (502, 503, 504):
-                        raise SourceUnavailable(f"source answered HTTP {response.status}")
-                    if response.status >= 400:
-                        raise SourceError(f"source answered HTTP {response.status}")
-                    body = await self._read_bounded(response)
-                    return body, response.headers.get("Content-Type", "")
+                with http_client_call("POST", url, headers) as call:
+                    async with self._client().post(
+                        url, data=body_bytes, headers=call.headers
+                    ) as response:
+                        call.responded(response.status)
+                        return await self._answer(response)
         except TimeoutError as exc:
             raise SourceTimeout(f"source did not answer within {timeout:.3f}s") from exc
         except aiohttp.ClientConnectionError as exc:
             raise SourceUnavailable(f"cannot connect to source ({type(exc).__name__})") from exc
         except aiohttp.ClientError as exc:
             raise SourceError(f"HTTP exchange failed ({type(exc).__name__})") from exc
+
+    async def _answer(self, response: aiohttp.ClientResponse) -> tuple[bytes, str]:
+        """The body and content type of a 2xx/3xx answer; the seam's error for any other."""
+        if response.status in (502, 503, 504):
+            raise SourceUnavailable(f"source answered HTTP {response.status}")
+        if response.status >= 400:
+            raise SourceError(f"source answered HTTP {response.status}")
+        body = await self._read_bounded(response)
+        return body, response.headers.get("Content-Type", "")
 
     def _url(self, path: str) -> yarl.URL:
         """The parsed URL of ``path`` (parsed once: aiohttp would parse the string per call)."""

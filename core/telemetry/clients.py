@@ -4,8 +4,9 @@ A source that runs its own tracing (or a mock that records what it receives) see
 ``traceparent`` of the gateway's span for that call, so one query can be followed from the
 institution's RPC through the fan-out into every source's logs.
 
-HTTP uses a per-session ``TraceConfig`` (``http_trace_config``; no global monkey-patching)
-that does what ``opentelemetry-instrumentation-aiohttp-client`` did, at a fraction of its CPU:
+HTTP uses ``http_client_call`` around each request (no global monkey-patching, and no aiohttp
+``TraceConfig``, whose signals cost more than the span), which does what
+``opentelemetry-instrumentation-aiohttp-client`` did, at a fraction of its CPU:
 one CLIENT span per request, the ``traceparent`` header injected, and
 ``http.client.request.duration`` (seconds) recorded, with the stable HTTP semantic conventions'
 attribute names (``http.request.method``, ``http.response.status_code``, ``server.address``,
@@ -26,11 +27,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import SimpleNamespace
+from typing import Any
 
-import aiohttp
 import grpc
 import yarl
 from opentelemetry import metrics, propagate, trace
@@ -81,90 +81,92 @@ def _url_attributes(url: yarl.URL) -> tuple[str, dict[str, str | int]]:
     return str(clean), server
 
 
-async def _on_request_start(
-    _session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestStartParams,
-) -> None:
-    method = params.method.upper()
+class HttpClientCall:
+    """One outgoing HTTP request's span: send ``headers`` (the caller's, with the W3C
+    ``traceparent`` of this span), then ``responded`` once the status line and headers are
+    in. The span ends there, before the body is read; an exception before it ends it as
+    failed (its type only)."""
+
+    __slots__ = ("_metric_attributes", "_span", "_started", "headers")
+
+    def __init__(
+        self, span: Span, headers: dict[str, str], metric_attributes: dict[str, Any]
+    ) -> None:
+        self._span: Span | None = span
+        self.headers = headers
+        self._metric_attributes = metric_attributes
+        self._started = time.perf_counter()
+
+    def responded(self, status: int) -> None:
+        """Record the response's status (≥ 400 is the error type, as text: semconv)."""
+        span = self._span
+        if span is None:
+            return
+        self._metric_attributes[m.HTTP_RESPONSE_STATUS_CODE] = status
+        if status >= 400:
+            self._metric_attributes[m.ERROR_TYPE] = str(status)
+        if span.is_recording():
+            span.set_attribute(m.HTTP_RESPONSE_STATUS_CODE, status)
+            if status >= 400:
+                span.set_attribute(m.ERROR_TYPE, str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        self._finish()
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a request that ended without a response (nothing once it had one)."""
+        span = self._span
+        if span is None:
+            return
+        error_type = type(exc).__qualname__  # a class name: bounded, never data
+        self._metric_attributes[m.ERROR_TYPE] = error_type
+        if span.is_recording():
+            # A message-less stand-in: aiohttp's texts can quote what the source sent.
+            span.set_attribute(m.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            span.record_exception(withheld(exc))
+        self._finish()
+
+    def _finish(self) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        span.end()
+        elapsed = max(time.perf_counter() - self._started, 0.0)
+        _http_duration.record(elapsed, attributes=self._metric_attributes)
+
+
+@contextmanager
+def http_client_call(
+    method: str, url: yarl.URL, headers: Mapping[str, str] | None
+) -> Iterator[HttpClientCall]:
+    """A CLIENT span around one HTTP request to ``url``: send ``call.headers``, call
+    ``call.responded(status)`` when the response's head is in.
+
+    Around the request, not an aiohttp ``TraceConfig``: a session with trace configs sends an
+    aiosignal at every trace point of every request (start, connection, headers sent, each
+    body chunk sent and received, end), whether or not anything listens; those sends were 6 %
+    of the event loop's time in a LIVE answer (py-spy, ``bench.live_cost``), and the sends
+    before the last source's request delay it, on the c=1 answer's path. The span, header and
+    metric are the same as the trace config's were: the URL's attributes computed once per
+    endpoint, attributes set only on a recording span, nothing injected without a valid span
+    context."""
+    method = method.upper()
     method = method if method in _KNOWN_METHODS else "_OTHER"
-    url, server = _url_attributes(params.url)
+    recorded_url, server = _url_attributes(url)
     span = m.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
     if span.is_recording():
-        span.set_attributes({m.HTTP_REQUEST_METHOD: method, m.URL_FULL: url, **server})
+        span.set_attributes({m.HTTP_REQUEST_METHOD: method, m.URL_FULL: recorded_url, **server})
+    sent = dict(headers) if headers else {}
     if span.get_span_context().is_valid:
-        propagate.inject(params.headers, context=trace.set_span_in_context(span))
-    context.span = span
-    context.metric_attributes = {m.HTTP_REQUEST_METHOD: method, **server}
-    context.started = time.perf_counter()
-
-
-def _finish(context: SimpleNamespace) -> None:
-    span: Span | None = getattr(context, "span", None)
-    if span is None:
-        return
-    context.span = None
-    span.end()
-    elapsed = max(time.perf_counter() - context.started, 0.0)
-    _http_duration.record(elapsed, attributes=context.metric_attributes)
-
-
-async def _on_request_end(
-    _session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestEndParams,
-) -> None:
-    span: Span | None = getattr(context, "span", None)
-    if span is None:
-        return
-    status = params.response.status
-    context.metric_attributes[m.HTTP_RESPONSE_STATUS_CODE] = status
-    if status >= 400:  # semconv: the status code, as text, is the error type
-        context.metric_attributes[m.ERROR_TYPE] = str(status)
-    if span.is_recording():
-        span.set_attribute(m.HTTP_RESPONSE_STATUS_CODE, status)
-        if status >= 400:
-            span.set_attribute(m.ERROR_TYPE, str(status))
-            span.set_status(Status(StatusCode.ERROR))
-    _finish(context)
-
-
-async def _on_request_exception(
-    _session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestExceptionParams,
-) -> None:
-    span: Span | None = getattr(context, "span", None)
-    if span is None:
-        return
-    error_type = type(params.exception).__qualname__  # a class name: bounded, never data
-    context.metric_attributes[m.ERROR_TYPE] = error_type
-    if span.is_recording():
-        # A message-less stand-in: aiohttp's texts can quote what the source sent.
-        safe = withheld(params.exception)
-        span.set_attribute(m.ERROR_TYPE, error_type)
-        span.set_status(Status(StatusCode.ERROR, error_type))
-        span.record_exception(safe)
-    _finish(context)
-
-
-@functools.cache
-def http_trace_config() -> aiohttp.TraceConfig:
-    """The trace config every source HTTP session uses: a CLIENT span per request, the W3C
-    ``traceparent`` (and baggage) injected into its headers, and ``http.client.request.duration``.
-
-    Hand-written rather than ``opentelemetry-instrumentation-aiohttp-client``'s (whose span
-    names it reproduces, with the stable attributes and metric): that one parsed and redacted the
-    URL, resolved semantic-convention modes and read the environment on every request, about
-    3 ms of CPU per LIVE query over 7 HTTP sources (issue #7). Here the URL's attributes are
-    computed once per endpoint, attributes are only set on a recording span, and nothing is
-    injected when there is no valid span context.
-    """
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(_on_request_start)
-    config.on_request_end.append(_on_request_end)
-    config.on_request_exception.append(_on_request_exception)
-    return config
+        propagate.inject(sent, context=trace.set_span_in_context(span))
+    call = HttpClientCall(span, sent, {m.HTTP_REQUEST_METHOD: method, **server})
+    try:
+        yield call
+    except BaseException as exc:
+        call.failed(exc)
+        raise
+    finally:
+        call._finish()  # a request left without its response's head: no status to record
 
 
 class GrpcClientCall:
