@@ -98,6 +98,16 @@ def _running(server: ServerProcess, wrapper: Path | None) -> Iterator[ServerProc
         server.stop()
 
 
+def _callgrind_setup(work: Path, enabled: bool) -> tuple[Path | None, Path | None]:
+    """With ``--callgrind``: the directory of callgrind's counters (in ``work``) and an
+    executable that runs Python under callgrind; (None, None) without."""
+    if not enabled:
+        return None, None
+    directory = work / "callgrind"
+    directory.mkdir()
+    return directory, _callgrind_wrapper(directory)
+
+
 def _callgrind_wrapper(directory: Path) -> Path:
     """An executable that runs Python under callgrind, instrumentation off until switched on
     (``callgrind_control -i on``: fast start-up, and only the measured calls are counted)."""
@@ -200,11 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         world = _prepare(settings, directory)
-        callgrind_dir = directory / "callgrind" if args.callgrind else None
-        wrapper = None
-        if callgrind_dir is not None:
-            callgrind_dir.mkdir()
-            wrapper = _callgrind_wrapper(callgrind_dir)
+        callgrind_dir, wrapper = _callgrind_setup(directory, args.callgrind)
 
         if "echo" in rows:
             echo_server = ServerProcess("echo", world.server_tls, world.logs)

@@ -35,7 +35,7 @@ from typing import Any
 from bench.index_cost import (
     GET_METHOD,
     _callgrind_control,
-    _callgrind_wrapper,
+    _callgrind_setup,
     _instructions,
     _running,
     _thread_cpu,
@@ -118,11 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="credgate-live-cost-"))
     try:
         world = _prepare(settings, directory)
-        callgrind_dir = directory / "callgrind" if args.callgrind else None
-        wrapper = None
-        if callgrind_dir is not None:
-            callgrind_dir.mkdir()
-            wrapper = _callgrind_wrapper(callgrind_dir)
+        callgrind_dir, wrapper = _callgrind_setup(directory, args.callgrind)
         fleet_settings = FleetSettings(
             settings.seed, settings.population, settings.source_latency_ms,
             SOURCE_TIMEOUT_SECONDS * (20 if args.callgrind else 1),

@@ -20,7 +20,8 @@ import asyncio
 import datetime as dt
 import re
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +105,15 @@ def _objection(token: str, state: int, category: int, due: dt.datetime | None) -
     return objection_row(next(_numbers), token, state, category, due, NOW)
 
 
+@contextmanager
 def _view(
     database: Database,
     index: FactIndex,
     cipher: FieldCipher,
     *,
     load_facts: Callable[[str], Awaitable[dict[str, report_pb2.SourceFacts]]] | None = None,
-) -> SubjectView:
+) -> Iterator[SubjectView]:
+    """A view as the gateway builds one, following its database's writes until closed."""
     store = ObjectionStore(database, Sealer(cipher))
 
     async def disputes(token: str) -> Callable[[], frozenset[int]]:
@@ -127,7 +130,10 @@ def _view(
         load_disputes=disputes,  # type: ignore[arg-type]
     )
     view.resume(3600.0)  # as the follower does once it has read the feed
-    return view
+    try:
+        yield view
+    finally:
+        view.close()
 
 
 async def _filled(view: SubjectView, token: str = TOKEN) -> None:
@@ -246,13 +252,10 @@ async def test_every_write_of_what_the_view_read_drops_it_at_commit(
     await fact_index.store_many(TOKEN, [_facts("bank-a", NOW - dt.timedelta(days=1))])
     async with database.write() as session:
         session.add(_objection(OTHER, AWAITING_SOURCE, v.DATA_CATEGORY_COMMERCIAL_CREDIT, None))
-    view = _view(database, fact_index, field_cipher)
-    try:
+    with _view(database, fact_index, field_cipher) as view:
         await _filled(view)
         await writer(database, fact_index, field_cipher, keyring)
         assert not view.holds(TOKEN)  # dropped by the time the writer's caller resumes
-    finally:
-        view.close()
 
 
 async def test_a_write_of_another_table_or_subject_keeps_the_view(
@@ -260,8 +263,7 @@ async def test_a_write_of_another_table_or_subject_keeps_the_view(
 ) -> None:
     """The view is not dropped for nothing (it would be correct, and useless)."""
     await fact_index.store_many(TOKEN, [_facts("bank-a", NOW)])
-    view = _view(database, fact_index, field_cipher)
-    try:
+    with _view(database, fact_index, field_cipher) as view:
         await _filled(view)
         await fact_index.store(OTHER, _facts("bank-a", NOW))
         await fact_index.remember_subject(TOKEN, NUMBER)  # subjects: not read by the view
@@ -269,16 +271,13 @@ async def test_a_write_of_another_table_or_subject_keeps_the_view(
         again = await view.get(TOKEN)
         assert again is not None
         assert view.hits == 1
-    finally:
-        view.close()
 
 
 async def test_a_rolled_back_write_tells_nobody(
     database: Database, fact_index: FactIndex, field_cipher: FieldCipher
 ) -> None:
     await fact_index.store_many(TOKEN, [_facts("bank-a", NOW)])
-    view = _view(database, fact_index, field_cipher)
-    try:
+    with _view(database, fact_index, field_cipher) as view:
         await _filled(view)
         with pytest.raises(RuntimeError):  # noqa: PT012 - the write, then its rollback
             async with database.write() as session:
@@ -287,8 +286,6 @@ async def test_a_rolled_back_write_tells_nobody(
                 )
                 raise RuntimeError("rolled back")
         assert view.holds(TOKEN)
-    finally:
-        view.close()
 
 
 def test_no_code_can_write_around_the_engines_the_view_watches() -> None:
@@ -333,19 +330,19 @@ async def test_another_replicas_write_reaches_the_view_through_the_feed(
     other = Database.from_url(migrated_database_url)  # another replica: engines of its own
     try:
         await fact_index.store_many(TOKEN, [_facts("bank-a", NOW - dt.timedelta(days=1))])
-        view = _view(database, fact_index, field_cipher)
-        follower = ViewFollower(view, database, None, poll_seconds=0.05)
-        await follower.read_once()  # the feed's position
-        await _filled(view)
-        newer = _facts("bank-a", NOW, v.REPAIR_STATE_RESTORED)
-        assert await FactIndex(other, field_cipher).store(TOKEN, newer)
-        assert view.holds(TOKEN)  # this replica's engines did not see it…
-        await follower.read_once()  # …its feed reader does, at its next poll
-        assert not view.holds(TOKEN)
-        entry = await view.get(TOKEN)
-        assert entry is not None
-        assert entry.facts["bank-a"].asserted_state == v.REPAIR_STATE_RESTORED
-        await follower.stop()
+        with _view(database, fact_index, field_cipher) as view:
+            follower = ViewFollower(view, database, None, poll_seconds=0.05)
+            await follower.read_once()  # the feed's position
+            await _filled(view)
+            newer = _facts("bank-a", NOW, v.REPAIR_STATE_RESTORED)
+            assert await FactIndex(other, field_cipher).store(TOKEN, newer)
+            assert view.holds(TOKEN)  # this replica's engines did not see it…
+            await follower.read_once()  # …its feed reader does, at its next poll
+            assert not view.holds(TOKEN)
+            entry = await view.get(TOKEN)
+            assert entry is not None
+            assert entry.facts["bank-a"].asserted_state == v.REPAIR_STATE_RESTORED
+            await follower.stop()
     finally:
         await other.dispose()
 
@@ -359,24 +356,24 @@ async def test_a_watch_on_another_replica_is_offered_a_change_only_after_the_vie
     other = Database.from_url(migrated_database_url)
     try:
         await fact_index.store_many(TOKEN, [_facts("bank-a", NOW - dt.timedelta(days=1))])
-        view = _view(database, fact_index, field_cipher)
-        feed = ChangeFeed(database, WatchSettings(), before_offer=view.drop)
-        subscription = await feed.subscribe(TOKEN)
-        await _filled(view)
-        held_when_offered: list[bool] = []
-        offer = subscription.offer
+        with _view(database, fact_index, field_cipher) as view:
+            feed = ChangeFeed(database, WatchSettings(), before_offer=view.drop)
+            subscription = await feed.subscribe(TOKEN)
+            await _filled(view)
+            held_when_offered: list[bool] = []
+            offer = subscription.offer
 
-        def offered(change: Change) -> None:
-            held_when_offered.append(view.holds(TOKEN))
-            offer(change)
+            def offered(change: Change) -> None:
+                held_when_offered.append(view.holds(TOKEN))
+                offer(change)
 
-        subscription.offer = offered  # type: ignore[method-assign]
-        newer = _facts("bank-a", NOW, v.REPAIR_STATE_RESTORED)
-        assert await FactIndex(other, field_cipher).store(TOKEN, newer)
-        while await feed._read_once():
-            pass
-        assert held_when_offered == [False]
-        await feed.stop()
+            subscription.offer = offered  # type: ignore[method-assign]
+            newer = _facts("bank-a", NOW, v.REPAIR_STATE_RESTORED)
+            assert await FactIndex(other, field_cipher).store(TOKEN, newer)
+            while await feed._read_once():
+                pass
+            assert held_when_offered == [False]
+            await feed.stop()
     finally:
         await other.dispose()
 
@@ -384,13 +381,12 @@ async def test_a_watch_on_another_replica_is_offered_a_change_only_after_the_vie
 async def test_the_view_serves_nothing_until_it_follows_the_feed(
     database: Database, fact_index: FactIndex, field_cipher: FieldCipher
 ) -> None:
-    view = _view(database, fact_index, field_cipher)
-    view.suspend()
-    assert await view.get(TOKEN) is None
-    view.resume(0.0)
-    await asyncio.sleep(0.01)
-    assert await view.get(TOKEN) is None  # the follower fell behind: not served either
-    view.close()
+    with _view(database, fact_index, field_cipher) as view:
+        view.suspend()
+        assert await view.get(TOKEN) is None
+        view.resume(0.0)
+        await asyncio.sleep(0.01)
+        assert await view.get(TOKEN) is None  # the follower fell behind: not served either
 
 
 async def test_a_fill_that_raced_a_write_is_not_installed(
@@ -405,8 +401,7 @@ async def test_a_fill_that_raced_a_write_is_not_installed(
             raced.append(await fact_index.store(token, _facts("bank-a", NOW, 2)))
         return read
 
-    view = _view(database, fact_index, field_cipher, load_facts=racing)
-    try:
+    with _view(database, fact_index, field_cipher, load_facts=racing) as view:
         old = await view.get(TOKEN)
         assert old is not None
         assert raced == [True]
@@ -417,8 +412,6 @@ async def test_a_fill_that_raced_a_write_is_not_installed(
         assert new is not None
         assert new.facts["bank-a"].asserted_state == 2
         assert view.holds(TOKEN)
-    finally:
-        view.close()
 
 
 async def test_the_view_is_bounded_in_entries_and_age(
@@ -537,9 +530,8 @@ async def test_answers_with_the_view_equal_answers_without_it(
                 limit = None if due is None else now + dt.timedelta(minutes=due)
                 session.add(_objection(token, state, category, limit))
     store = ObjectionStore(database, Sealer(field_cipher))
-    view = _view(database, fact_index, field_cipher)
-    with_view, without = _engine(fact_index, store, view), _engine(fact_index, store, None)
-    try:
+    with _view(database, fact_index, field_cipher) as view:
+        with_view, without = _engine(fact_index, store, view), _engine(fact_index, store, None)
         for _ in range(2):  # the second round answers from what the first filled
             for mode, categories, source_kinds in scenario["asks"]:
                 answers = []
@@ -565,8 +557,6 @@ async def test_answers_with_the_view_equal_answers_without_it(
                 assert answers[0] == answers[1]
         if scenario["asks"][0][0] == cm.INDEX:
             assert view.holds(token)
-    finally:
-        view.close()
 
 
 # -- real gateways ---------------------------------------------------------------------------
@@ -702,18 +692,19 @@ async def test_a_merge_capped_by_a_fast_source_clock_is_not_reused_later(
             _facts("bank-b", future + dt.timedelta(minutes=1), v.REPAIR_STATE_RESTORED),
         ],
     )
-    view = _view(database, fact_index, field_cipher)
-    engines = [
-        QueryEngine(
-            [],
-            fact_index,
-            push_sources=[cm.PushSource(s, v.SOURCE_KIND_BANK, s) for s in ("bank-a", "bank-b")],
-            wall_clock=lambda: clock[0],
-            view=held,
-        )
-        for held in (view, None)
-    ]
-    try:
+    with _view(database, fact_index, field_cipher) as view:
+        engines = [
+            QueryEngine(
+                [],
+                fact_index,
+                push_sources=[
+                    cm.PushSource(s, v.SOURCE_KIND_BANK, s) for s in ("bank-a", "bank-b")
+                ],
+                wall_clock=lambda: clock[0],
+                view=held,
+            )
+            for held in (view, None)
+        ]
         states = []
         for moved in (dt.timedelta(0), dt.timedelta(minutes=10)):
             clock[0] = NOW + moved
@@ -730,5 +721,3 @@ async def test_a_merge_capped_by_a_fast_source_clock_is_not_reused_later(
         assert states[0] == states[1] == (v.REPAIR_STATE_OBSERVATION, "bank-a")
         assert states[2] == states[3] == (v.REPAIR_STATE_RESTORED, "bank-b")
         assert view.hits >= 1
-    finally:
-        view.close()
