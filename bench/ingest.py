@@ -118,10 +118,23 @@ def measure_push(
     return asyncio.run(push(target, tls, signed, batch_size=batch_size))
 
 
-def _libpq(url: str) -> str:
+def libpq_url(url: str) -> str:
+    """``url`` as psycopg/libpq accept it (no SQLAlchemy driver suffix, password kept)."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with ``options=-csearch_path=<schema>``, so every connection uses ``schema``."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    existing = parsed.query.get("options")
+    options = f"-csearch_path={schema}"
+    if isinstance(existing, str) and existing:
+        options = f"{existing} {options}"
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -129,20 +142,14 @@ def postgres_schema(url: str) -> Iterator[str]:
     """A fresh schema in the database at ``url``; yields ``url`` selecting it; drops it after."""
     import psycopg
     from psycopg import sql
-    from sqlalchemy.engine import make_url
 
     schema = f"credgate_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(_libpq(url), autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as admin:
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:
-        parsed = make_url(url)
-        existing = parsed.query.get("options")
-        options = f"-csearch_path={schema}"
-        if isinstance(existing, str) and existing:
-            options = f"{existing} {options}"
-        yield parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        yield with_search_path(url, schema)
     finally:
-        with psycopg.connect(_libpq(url), autocommit=True, connect_timeout=5) as admin:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as admin:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 

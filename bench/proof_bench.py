@@ -278,22 +278,16 @@ def _kept_schema(postgres_url: str, schema: str, *, fresh: bool = False) -> str:
     first with ``fresh``): ``--keep``'s PostgreSQL logs, reused by the next run."""
     import psycopg
     from psycopg import sql
-    from sqlalchemy.engine import make_url
 
-    from bench.ingest import _libpq
+    from bench.ingest import libpq_url, with_search_path
 
-    with psycopg.connect(_libpq(postgres_url), autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(libpq_url(postgres_url), autocommit=True, connect_timeout=5) as admin:
         if fresh:
             admin.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
             )
         admin.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    parsed = make_url(postgres_url)
-    existing = parsed.query.get("options")
-    options = f"-csearch_path={schema}"
-    if isinstance(existing, str) and existing:
-        options = f"{existing} {options}"
-    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+    return with_search_path(postgres_url, schema)
 
 
 @contextlib.contextmanager

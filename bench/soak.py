@@ -458,7 +458,7 @@ def evaluate(
 def run_soak(settings: SoakSettings, command: str) -> SoakResult:
     """Start everything, run the phases, stop everything; the verdict and the figures."""
     from bench import soak_faults as faults
-    from bench.ingest import _libpq, postgres_schema
+    from bench.ingest import libpq_url, postgres_schema
     from bench.servers import FleetSettings, ServerProcess, load_average, machine_facts
     from bench.soak_gateway import ServedGateway, free_port, gateway_document, toml_document
     from bench.soak_load import summarize_calls
@@ -481,7 +481,7 @@ def run_soak(settings: SoakSettings, command: str) -> SoakResult:
         if settings.postgres_url:
             url = stack.enter_context(postgres_schema(settings.postgres_url))
             backend = "postgresql"
-            libpq = _libpq(url)
+            libpq = libpq_url(url)
 
             def stall(s: faults.Stall) -> faults.Stall:
                 return faults.stall_postgres(libpq, s)
