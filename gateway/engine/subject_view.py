@@ -189,12 +189,16 @@ class SubjectView:
         if now > self._serve_until:
             return None
         with self._lock:
-            entry = self._entries.get(token)
-            if entry is None or now - entry.filled > self._settings.max_age_seconds:
-                return None
-            self._entries.move_to_end(token)
-            self.hits += 1
-            return entry
+            return self._fresh(token, now)
+
+    def _fresh(self, token: str, now: float) -> SubjectFacts | None:
+        """Under the lock: the held entry if it is fresh (a hit, most recently used)."""
+        entry = self._entries.get(token)
+        if entry is None or now - entry.filled > self._settings.max_age_seconds:
+            return None
+        self._entries.move_to_end(token)
+        self.hits += 1
+        return entry
 
     async def get(self, token: str) -> SubjectFacts | None:
         """The subject's entry, read now if not held; None when the view cannot serve (not
@@ -204,13 +208,10 @@ class SubjectView:
         if now > self._serve_until:
             return None
         with self._lock:
-            entry = self._entries.get(token)
+            entry = self._fresh(token, now)
             if entry is not None:
-                if now - entry.filled <= self._settings.max_age_seconds:
-                    self._entries.move_to_end(token)
-                    self.hits += 1
-                    return entry
-                del self._entries[token]
+                return entry
+            self._entries.pop(token, None)  # too old to serve
             stamp = self._counter
             self._fills += 1
         try:
