@@ -110,14 +110,12 @@ class WriteWatch:
         found: set[str] = set()
         complete = _tokens_in(parameters, found)
         pending: dict[str, set[str] | None] = connection.info.setdefault(_PENDING, {})
-        if table in pending and pending[table] is None:
-            pass
-        elif not complete or not found:
-            pending[table] = None
-        else:
-            held = pending.setdefault(table, set())
-            assert held is not None
-            held.update(found)
+        held = pending.setdefault(table, set())
+        if held is not None:  # None: every subject of the table already
+            if complete and found:
+                held.update(found)
+            else:
+                pending[table] = None
         if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             self._committed(connection.info)  # the statement was its own transaction
 
