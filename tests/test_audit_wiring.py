@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.ingest import libpq_url
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import audit_pb2
@@ -49,7 +50,6 @@ from credgate.gateway.config import ConfigError, config_from_mapping, load_confi
 from credgate.gateway.pki import institution_paths
 from tests.fixtures.mocks import RunningGateway, gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
-from tests.fixtures.storage import libpq_url
 from tests.fixtures.subjects import (
     Subject,
     enrol_subject,

@@ -24,6 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
+from bench.ingest import libpq_url, with_search_path
 from credgate.adapters.mocks.fleet import MockFleet
 from credgate.adapters.mocks.population import Population
 from credgate.api.credit_repair.v1 import regulator_service_pb2 as reg_pb2
@@ -36,7 +37,6 @@ from credgate.gateway.config import config_from_mapping
 from credgate.gateway.wire_errors import parse_error
 from tests.fixtures.mocks import gateway_document
 from tests.fixtures.pki import DevPki, mtls_channel
-from tests.fixtures.storage import libpq_url, with_search_path
 
 CASE = "(2026)粤03执监1号"
 DEADLINE = 3.0
