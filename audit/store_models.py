@@ -154,8 +154,10 @@ class AuditTreeNodeRow(Base):
     __tablename__ = "audit_tree_nodes"
     __table_args__ = (
         # On PostgreSQL the key carries the hash: a proof's node rows are read from the index
-        # alone (migration 0017).
+        # alone (migration 0017). On SQLite the table is its key (WITHOUT ROWID, migration
+        # 0018): one B-tree search per node span instead of the key's index and then the row.
         PrimaryKeyConstraint("level", "node_index", postgresql_include=["node_hash"]),
+        {"sqlite_with_rowid": False},
     )
 
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -8,8 +8,8 @@ statement shape and its covering primary key (migration 0017), on SQLite and Pos
   with the mapping on and off.
 * Only that connection maps the file: the ordinary reads keep ``mmap_size`` 0.
 * On PostgreSQL every proof is the same statement text, prepared by the driver and planned once;
-  after 0017 (and a vacuum) its node rows come from an index-only scan; 0017 downgrades and
-  upgrades with the proofs unchanged.
+  after 0017 (and a vacuum) its node rows come from an index-only scan. On SQLite the node table
+  is WITHOUT ROWID after 0018. Both downgrade and upgrade with the proofs unchanged.
 """
 
 from __future__ import annotations
@@ -199,22 +199,23 @@ def _migrate(url: str, revision: str) -> None:
 
 
 def _primary_key(url: str) -> str:
+    """PostgreSQL: the node table's key as created; SQLite: the table's CREATE statement."""
     engine = create_sync_engine(url)
+    if engine.dialect.name == "sqlite":
+        query = "SELECT sql FROM sqlite_master WHERE name = 'audit_tree_nodes'"
+    else:
+        query = (
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+            "WHERE indrelid = 'audit_tree_nodes'::regclass AND indisprimary"
+        )
     try:
         with engine.connect() as connection:
-            return str(
-                connection.execute(
-                    text(
-                        "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
-                        "WHERE indrelid = 'audit_tree_nodes'::regclass AND indisprimary"
-                    )
-                ).scalar_one()
-            )
+            return str(connection.execute(text(query)).scalar_one())
     finally:
         engine.dispose()
 
 
-async def test_0017_downgrades_and_upgrades_with_the_proofs_unchanged(
+async def test_0017_and_0018_downgrade_and_upgrade_with_the_proofs_unchanged(
     migrated_database_url: str, signer: NoteSigner
 ) -> None:
     url = migrated_database_url
@@ -228,17 +229,15 @@ async def test_0017_downgrades_and_upgrades_with_the_proofs_unchanged(
     finally:
         await log.aclose()
         await database.dispose()
-    postgres = url.startswith("postgresql")
-    if postgres:
-        assert "INCLUDE (node_hash)" in _primary_key(url)
+    # PostgreSQL: the key covers the hash (0017); SQLite: the table is its key (0018).
+    at_head = "INCLUDE (node_hash)" if url.startswith("postgresql") else "WITHOUT ROWID"
+    assert at_head in _primary_key(url)
     await asyncio.to_thread(_migrate, url, "0016")
-    if postgres:
-        plain = _primary_key(url)
-        assert "INCLUDE" not in plain
-        assert "(level, node_index)" in plain
+    plain = _primary_key(url)
+    assert at_head not in plain
+    assert "(level, node_index)" in plain
     await asyncio.to_thread(upgrade_to_head, url)
-    if postgres:
-        assert "INCLUDE (node_hash)" in _primary_key(url)
+    assert at_head in _primary_key(url)
     database = Database.from_url(url)
     try:
         after = [await storage.inclusion_proof(database, i, s) for i, s in checks]
