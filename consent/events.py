@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from credgate.api.credit_repair.v1 import consent_service_pb2 as consent_pb2
 from credgate.consent.event_models import ConsentEventRow
+from credgate.core.storage import plain
 from credgate.core.storage.database import Database
 from credgate.core.storage.decided_write import decided_write
 from credgate.core.storage.models import ConsentGrantRow
@@ -118,11 +119,16 @@ def _values(parties: GrantParties, kind: Kind, at: dt.datetime, purpose: int) ->
     }
 
 
+_INSERTS: dict[str, Insert] = {
+    "postgresql": postgresql.insert(ConsentEventRow).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(ConsentEventRow).on_conflict_do_nothing(),
+}
+
+
 def _insert(dialect: str) -> Insert:
-    """An insert that writes an at-most-once event only once (unique ``once_key``)."""
-    if dialect == "postgresql":
-        return postgresql.insert(ConsentEventRow).on_conflict_do_nothing()
-    return sqlite.insert(ConsentEventRow).on_conflict_do_nothing()
+    """An insert that writes an at-most-once event only once (unique ``once_key``); one
+    constant per dialect (``core.storage.plain`` compiles it once)."""
+    return _INSERTS[dialect]
 
 
 @dataclass
@@ -169,7 +175,7 @@ def used_rider(
         dialect = connection.dialect.name
         if dialect == "postgresql":
             connection.execute(_LOCK, {"key": EVENT_LOCK_KEY})
-        connection.execute(_insert(dialect), values)
+        plain.execute(connection, _insert(dialect), values)
 
     return write
 

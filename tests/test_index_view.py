@@ -28,12 +28,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 
 from credgate.adapters.mocks.population import Population, State
 from credgate.adapters.mocks.providers import PLATFORM
 from credgate.api.credit_repair.v1 import report_pb2
 from credgate.api.credit_repair.v1 import vocabulary_pb2 as v
+from credgate.core.storage import plain
 from credgate.core.storage.database import Database
 from credgate.core.storage.models import SourceFactsRow
 from credgate.gateway.config import ConfigError, config_from_mapping
@@ -213,6 +214,19 @@ async def _threaded_core(db: Database, index: FactIndex, cipher: FieldCipher, kr
     await db.threaded.write(lambda connection: connection.execute(statement))
 
 
+_TOUCH_FACTS = (
+    update(SourceFactsRow)
+    .where(SourceFactsRow.subject_token == bindparam("token"))
+    .values(fetched_at=bindparam("at"))
+)
+
+
+async def _plain_write(db: Database, index: FactIndex, cipher: FieldCipher, kr: Keyring) -> None:
+    # On SQLite's driver (core.storage.plain), announced to the statement listeners.
+    parameters = {"token": TOKEN, "at": NOW + dt.timedelta(minutes=2)}
+    await db.threaded.write(lambda connection: plain.execute(connection, _TOUCH_FACTS, parameters))
+
+
 async def _driver_sql(db: Database, index: FactIndex, cipher: FieldCipher, kr: Keyring) -> None:
     placeholder = "%(t)s" if db.backend == "postgresql" else "?"
     args: Any = {"t": TOKEN} if db.backend == "postgresql" else (TOKEN,)
@@ -236,6 +250,7 @@ WRITERS: dict[str, Writer] = {
     "sweep by age": _sweep_by_age,
     "core update on the writer thread": _threaded_core,
     "driver SQL": _driver_sql,
+    "plain write on the driver": _plain_write,
 }
 """Every way the gateway writes ``source_facts`` and ``objections`` (the provider sync batch
 is the gateway test below), and ways nobody wrote yet."""
@@ -296,6 +311,7 @@ def test_no_code_can_write_around_the_engines_the_view_watches() -> None:
         ("core/storage/database.py", "create_engine"),  # the engines the watch is installed on
         ("core/storage/database.py", "create_async_engine"),
         ("core/storage/threaded.py", "driver_connection"),  # fetch_rows: SELECT only
+        ("core/storage/plain.py", "driver_connection"),  # writes announced to the watch
         ("audit/verify.py", "driver_connection"),  # the verifier's reader: SELECT only
         ("gateway/watch/notify.py", "psycopg.AsyncConnection"),  # LISTEN only
         ("core/storage/database.py", "dbapi_connection"),  # the connect hook's pragmas

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from credgate.api.credit_repair.v1 import report_pb2
+from credgate.core.storage import plain
 from credgate.core.storage.models import IssuedReportRow
 from credgate.core.tokens import is_subject_token
 
@@ -72,7 +73,11 @@ def insert_issued_reports(connection: Connection, rows: list[dict[str, Any]]) ->
     if not rows:
         return
     postgres = connection.dialect.name == "postgresql"
-    connection.execute(_INSERT_POSTGRESQL if postgres else _INSERT_SQLITE, rows)
+    inserted = plain.execute_many(
+        connection, _INSERT_POSTGRESQL if postgres else _INSERT_SQLITE, rows
+    )
+    if inserted == len(rows):
+        return  # every id was new (a driver that cannot count, -1, is checked below)
     expected = {row["report_id"]: row["report_digest"] for row in rows}
     stored = connection.execute(_STORED_DIGESTS, {"report_ids": list(expected)})
     if any(expected[report_id] != digest for report_id, digest in stored):

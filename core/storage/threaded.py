@@ -21,100 +21,21 @@ takes tens of microseconds, less than the hop. Everything else keeps using the a
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable
-from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.engine import URL
 
-from credgate.core.storage.models import UTCDateTime
+from credgate.core.storage.plain import plain_statement
 
 T = TypeVar("T")
 
 POSTGRES_WRITER_THREADS = 4
 POSTGRES_READER_THREADS = 4
-
-
-@dataclass(frozen=True)
-class _Plain:
-    """A SELECT compiled once for the SQLite driver: its SQL; per positional parameter, the
-    caller's parameter name and its bind processor, or the statement's own constant (already
-    processed); each result column's processor. That is what SQLAlchemy's execution context
-    would derive again on every execution."""
-
-    sql: str
-    slots: tuple[tuple[str | None, Any], ...]
-    """Per ``?``: (the caller's name, its processor or None), or (None, the constant)."""
-    results: tuple[Callable[[Any], Any] | None, ...]
-
-    def run(self, driver: Any, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        values = [
-            held if name is None else parameters[name] if held is None else held(parameters[name])
-            for name, held in self.slots
-        ]
-        rows: list[tuple[Any, ...]] = driver.execute(self.sql, values).fetchall()
-        processors = self.results
-        if not any(processors):
-            return rows
-        return [
-            tuple(
-                value if process is None or value is None else process(value)
-                for value, process in zip(row, processors, strict=True)
-            )
-            for row in rows
-        ]
-
-
-def _plain(statement: Executable, dialect: Dialect, parameters: Mapping[str, Any]) -> _Plain | None:
-    """``statement`` compiled for the driver, given the names of the caller's ``parameters``;
-    None where it needs SQLAlchemy at each execution (a caller's list expanded into an IN, no
-    result columns, not a positional dialect)."""
-    compiled = cast(ClauseElement, statement).compile(dialect=dialect)
-    if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
-        return None
-    if not compiled._result_columns or any(
-        bind.expanding for bind in compiled.binds.values() if bind.key in parameters
-    ):
-        return None
-    values: dict[str, Any] = dict(compiled.construct_params(dict(parameters)))
-    sql, names = compiled.string, list(compiled.positiontup)
-    processors: dict[str, Any] = dict(compiled._bind_processors)
-    if compiled.post_compile_params or compiled.literal_execute_params:
-        # The statement's own lists (``state IN (...)`` of constants): expanded once, here.
-        expanded = compiled._process_parameters_for_postcompile(values)
-        sql, values = expanded.statement, dict(expanded.parameters)
-        names = list(expanded.positiontup or ())
-        processors.update(expanded.processors)
-    slots: list[tuple[str | None, Any]] = []
-    for name in names:
-        process = processors.get(name)
-        if name in parameters:
-            slots.append((name, process))
-        else:
-            constant = values[name]
-            slots.append((None, constant if process is None else process(constant)))
-    results = tuple(
-        _sqlite_utc
-        if dialect.name == "sqlite" and isinstance(column.type, UTCDateTime)
-        else column.type._cached_result_processor(dialect, None)
-        for column in compiled._result_columns
-    )
-    return _Plain(sql, tuple(slots), results)
-
-
-def _sqlite_utc(value: str) -> dt.datetime:
-    """``UTCDateTime``'s result on SQLite (its stored ISO text, UTC) by ``fromisoformat``,
-    several times faster than the dialect's regular expression plus the decorator: an INDEX
-    answer reads three timestamps per source."""
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
 class ThreadedTransactions:
@@ -155,9 +76,6 @@ class ThreadedTransactions:
         (with its reset) per transaction cost more CPU than a batch of ingest's rows, or than
         the read itself. Closed by ``dispose``."""
         self._sqlite = sqlite
-        self._plain: dict[int, tuple[Executable, _Plain | None]] = {}
-        """``fetch_rows``' compiled statements by ``id`` (each kept with its statement, so the id
-        cannot be reused by another object while cached)."""
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -214,21 +132,11 @@ class ThreadedTransactions:
     ) -> Sequence[tuple[Any, ...]]:
         """``fetch_all`` for the hottest reads (an INDEX answer's facts and open objections):
         rows as plain tuples, and on SQLite the statement compiled once and run on the
-        driver's own connection, inline. SQLAlchemy's per-execution work — cache lookup,
-        execution context, parameter and result set-up, the ``Row`` objects — cost about
-        five times the SQLite statement itself (docs/benchmarks.md, "INDEX and live, second
-        pass"). Types are still processed by SQLAlchemy's own processors, compiled from the
-        statement; ``statement`` must be a module-level constant (it is cached by identity)
-        whose parameters are all in ``parameters``. PostgreSQL takes ``fetch_all``'s path."""
-        if not self._sqlite:
-            return await self.fetch_all(statement, parameters)
-        cached = self._plain.get(id(statement))
-        if cached is None or cached[0] is not statement:
-            cached = self._plain[id(statement)] = (
-                statement,
-                _plain(statement, self._read_engine.dialect, parameters),
-            )
-        plain = cached[1]
+        driver's own connection, inline (``core.storage.plain``: SQLAlchemy's per-execution
+        work cost about five times the SQLite statement itself, docs/benchmarks.md, "INDEX and
+        live, second pass"). ``statement`` must be a module-level constant whose parameters
+        are all in ``parameters``. PostgreSQL takes ``fetch_all``'s path."""
+        plain = plain_statement(statement, self._read_engine.dialect, parameters.keys())
         if plain is None:
             return await self.fetch_all(statement, parameters)
         return self._on_held(

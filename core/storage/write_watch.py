@@ -17,10 +17,12 @@ always told after it started; that is what lets a cache refuse to install what s
 read (``gateway.engine.subject_view``: a stamp taken before the read). A rolled-back
 transaction tells nobody; a statement in autocommit mode is its own commit.
 
-What it does not see: a write that bypasses SQLAlchemy (SQL on the DBAPI driver connection).
-Nothing in credgate writes that way (the only driver-level SQL, ``fetch_rows`` and ``audit
-verify``'s reader, is SELECT); tests/test_write_watch.py checks every writer of the watched
-tables is seen.
+What it does not see: a write that bypasses SQLAlchemy (SQL on the DBAPI driver connection)
+without announcing itself. credgate's one driver-level writer, ``core.storage.plain``, fires
+the engine's ``before_cursor_execute`` with its SQL and values first, as SQLAlchemy would; its
+other driver-level SQL (``fetch_rows``, ``audit verify``'s reader) is SELECT.
+tests/test_index_view.py checks that every writer of the watched tables is seen, and that no
+new way to reach the driver appears unchecked.
 """
 
 from __future__ import annotations
