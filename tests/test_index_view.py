@@ -314,7 +314,7 @@ def test_no_code_can_write_around_the_engines_the_view_watches() -> None:
         ("core/storage/plain.py", "driver_connection"),  # writes announced to the watch
         ("audit/verify.py", "driver_connection"),  # the verifier's reader: SELECT only
         ("gateway/watch/notify.py", "psycopg.AsyncConnection"),  # LISTEN only
-        ("core/storage/database.py", "dbapi_connection"),  # the connect hook's pragmas
+        ("core/storage/database.py", "dbapi_connection"),  # the pragmas; BEGIN at begin
         ("core/storage/write_watch.py", "dbapi_connection"),  # the watch's own commit hook
         ("audit/witness.py", "sqlite3.connect"),  # a witness's own file, not the gateway's
     }
