@@ -223,7 +223,7 @@ def _install_sqlite_hooks(engine: Engine, *, mmap_bytes: int = 0) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT":
             return  # each statement its own transaction (``ThreadedTransactions.fetch_all``)
         # On the driver: through ``exec_driver_sql`` the BEGIN alone cost ~0.1 ms, a third of
-        # an audit group commit's own work (docs/benchmarks.md, "Live at c=1, fourth pass").
+        # an audit group commit's own work (docs/benchmarks.md, "Fifth pass").
         cursor: Any = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(options.get(_SQLITE_BEGIN_OPTION, "BEGIN"))

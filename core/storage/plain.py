@@ -4,7 +4,7 @@ SQLAlchemy builds and types every statement; on the hot paths the per-execution 
 the statement — the compiled-cache lookup, the execution context, parameter and result
 set-up, ``Row`` objects — costs several times the SQLite statement itself (a one-row SELECT of
 the audit head: 158 µs through ``Connection.execute``, 25 µs on the driver; docs/benchmarks.md,
-"Live at c=1, fourth pass"). A ``PlainStatement`` is what that context would derive on every
+"Fifth pass"). A ``PlainStatement`` is what that context would derive on every
 execution, derived once: the SQL, per positional parameter the caller's name and its type's
 bind processor (or the statement's own constant, already processed), per result column its
 result processor. The SQL and the stored values are SQLAlchemy's own, so a row written here
