@@ -460,11 +460,11 @@ def main(argv: list[str] | None = None) -> int:
                 log=say,
             )
             for p in (m.inclusion, m.consistency):
+                # A kept log was filled by an earlier run.
+                filled = "  kept" if math.isnan(m.fill_seconds) else f"{m.fill_seconds:6.1f}"
                 print(
                     f"{backend:<11} {size:>11,} {p.kind:<12} {p.p50_ms:7.3f}  {p.p95_ms:7.3f}  "
-                    f"{p.p99_ms:7.3f}  {p.cpu_ms_mean:6.2f}  {p.rows_read_max:5d}  "
-                    # a kept log was filled by an earlier run
-                    "  kept" if math.isnan(m.fill_seconds) else f"{m.fill_seconds:6.1f}",
+                    f"{p.p99_ms:7.3f}  {p.cpu_ms_mean:6.2f}  {p.rows_read_max:5d}  {filled}",
                     flush=True,
                 )
     return 0
