@@ -123,12 +123,8 @@ _INSERTS: dict[str, Insert] = {
     "postgresql": postgresql.insert(ConsentEventRow).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(ConsentEventRow).on_conflict_do_nothing(),
 }
-
-
-def _insert(dialect: str) -> Insert:
-    """An insert that writes an at-most-once event only once (unique ``once_key``); one
-    constant per dialect (``core.storage.plain`` compiles it once)."""
-    return _INSERTS[dialect]
+"""Per dialect, the insert that writes an at-most-once event only once (unique ``once_key``);
+constants, so ``core.storage.plain`` compiles each once."""
 
 
 @dataclass
@@ -148,7 +144,7 @@ class EventBatch:
         if dialect == "postgresql":
             await session.execute(_LOCK, {"key": EVENT_LOCK_KEY})
         for row in self.rows:
-            await session.execute(_insert(dialect), row)
+            await session.execute(_INSERTS[dialect], row)
         self.rows.clear()
 
     def after(
@@ -175,7 +171,7 @@ def used_rider(
         dialect = connection.dialect.name
         if dialect == "postgresql":
             connection.execute(_LOCK, {"key": EVENT_LOCK_KEY})
-        plain.execute(connection, _insert(dialect), values)
+        plain.execute(connection, _INSERTS[dialect], values)
 
     return write
 

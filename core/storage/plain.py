@@ -125,18 +125,18 @@ def _sqlite_utc(value: str) -> dt.datetime:
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
-_compiled: dict[tuple[int, str, frozenset[str]], tuple[Executable, PlainStatement | None]] = {}
+_compiled: dict[tuple[int, frozenset[str]], tuple[Executable, PlainStatement | None]] = {}
 _compiled_lock = threading.Lock()
 
 
 def plain_statement(
     statement: Executable, dialect: Dialect, names: Collection[str]
 ) -> PlainStatement | None:
-    """``compile_plain``, once per statement, dialect and set of names (SQLite's own sync
-    driver only: through the async engine the driver connection is aiosqlite's adapter)."""
+    """``compile_plain``, once per statement and set of names; SQLite's own sync driver only
+    (through the async engine the driver connection is aiosqlite's adapter)."""
     if dialect.name != "sqlite" or dialect.driver != "pysqlite":
         return None
-    key = (id(statement), dialect.name, frozenset(names))
+    key = (id(statement), frozenset(names))
     cached = _compiled.get(key)
     if cached is None or cached[0] is not statement:
         plain = compile_plain(statement, dialect, names)
