@@ -19,7 +19,7 @@ from credgate.api.credit_repair.v1 import vocabulary_pb2 as vocab
 from credgate.audit.queries import EntryFilter, list_entries
 from credgate.gateway.config import ConfigError, GatewaySettings, config_from_mapping
 from credgate.gateway.server import loop_factory
-from tests.fixtures.mocks import RunningGateway
+from tests.fixtures.mocks import RunningGateway, unstale
 
 pytestmark = pytest.mark.filterwarnings(
     # pytest-asyncio 1.x still honours the fixture; its replacement hook is plugin-wide.
@@ -89,11 +89,14 @@ async def test_the_gateway_answers_live_and_from_the_index_on_uvloop(
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
     number = population.scenarios["restored_reorganization"].person.identity_number
     async with gateway.client("court-demo") as court:
-        live = await court.get_signed_repair_status(
-            number,
-            purpose=JUDICIAL,
-            case_reference=CASE,
-            consistency=service_pb2.CONSISTENCY_MODE_LIVE,
+        live = await unstale(  # about the event loop, not the sources' timing
+            lambda: court.get_signed_repair_status(
+                number,
+                purpose=JUDICIAL,
+                case_reference=CASE,
+                consistency=service_pb2.CONSISTENCY_MODE_LIVE,
+            ),
+            report_of=lambda signed: signed.report,
         )
         indexed = await court.get_signed_repair_status(
             number,
