@@ -128,6 +128,18 @@ class Capture:
                         return item
         return None
 
+    async def served(self, method: str, calls: int) -> None:
+        """Until ``calls`` server spans of ``method`` have ended. A refused call's status reaches
+        the client as the server aborts it, before the server's interceptor has recorded the
+        call's metrics and ended its span (in that order): a test reading them right after the
+        client's error could find them not yet there."""
+        async with asyncio.timeout(10):
+            while self._ended(method) < calls:  # noqa: ASYNC110 (the SDK's exporter: no event)
+                await asyncio.sleep(0.01)
+
+    def _ended(self, method: str) -> int:
+        return sum(s.kind is SpanKind.SERVER and s.name == method for s in self.spans())
+
     def metric_texts(self) -> Iterator[str]:
         """Every name, description, unit and attribute of every metric collected now."""
         data = self.reader.get_metrics_data()
@@ -323,6 +335,7 @@ async def test_durations_are_the_current_semantic_convention_histograms_in_secon
                 purpose=JUDICIAL,
                 case_reference=CASE,
             )
+    await captured.served(GET_METHOD, 2)  # the refused call's metrics, recorded after it
 
     for name in (m.RPC_CALL_DURATION, m.HTTP_CLIENT_DURATION):
         metric = captured.metric(name)
@@ -390,6 +403,7 @@ async def test_denials_are_counted_by_reason(
                 case_reference=CASE,
             )
     assert caught.value.reason == "ROLE_NOT_PERMITTED"
+    await captured.served(GET_METHOD, 1)
     denials = {
         (p.attributes[m.RPC_METHOD], p.attributes[m.ERROR_REASON]): p.value
         for p in captured.points(m.RPC_DENIALS)
@@ -557,6 +571,8 @@ async def test_server_spans_continue_the_caller_trace_and_carry_status_only(
                 await channel.unary_unary(f"/test.Echo/{method}")(b"")
             assert caught.value.code().name == code
         assert [r async for r in channel.unary_stream("/test.Echo/Stream")(b"")] == [b"a", b"b"]
+    for method in ("test.Echo/Deny", "test.Echo/Crash"):
+        await captured.served(method, 1)
 
     spans = {s.name: s for s in captured.spans() if s.kind is SpanKind.SERVER}
     ok, deny, crash = spans["test.Echo/Ok"], spans["test.Echo/Deny"], spans["test.Echo/Crash"]
