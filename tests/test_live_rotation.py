@@ -55,7 +55,7 @@ from credgate.gateway.report_signing_keys import FILE_NAME as SIGNING_FILE
 from credgate.gateway.report_signing_keys import ReportSigner, rotate_signing_key
 from credgate.gateway.storage.reencrypt import count_stale
 from credgate.gateway.workflows.models import ObjectionRow
-from tests.fixtures.mocks import RunningGateway, gateway_document
+from tests.fixtures.mocks import RunningGateway, gateway_document, unstale
 from tests.fixtures.pki import DevPki
 from tests.fixtures.subjects import Subject, enrol_subject, issue_subject_certificate
 from tests.watch_support import CASE, INDEX, JUDICIAL, LIVE
@@ -239,9 +239,15 @@ async def _prepare(
     numbers = [population.scenarios[s].person.identity_number for s in READ_SCENARIOS]
     expected: dict[str, tuple[Any, ...]] = {}
     async with gateway.client("court-demo") as court:
-        for number in numbers:
-            await court.get_repair_status(
-                number, purpose=JUDICIAL, case_reference=CASE, consistency=LIVE
+        for number in numbers:  # the setup needs every source's facts, not their timing
+            await unstale(
+                functools.partial(
+                    court.get_repair_status,
+                    number,
+                    purpose=JUDICIAL,
+                    case_reference=CASE,
+                    consistency=LIVE,
+                )
             )
         await gateway.gateway.engine._index.flush()
         for number in numbers:
